@@ -1,0 +1,60 @@
+// Package backend is the seam between the daemon and the data-plane backends
+// (vxlan, host-gw, udp, ...). Each backend lives in its own folder and is wired in by
+// cmd/flanneld through a literal map of constructors; nothing registers itself.
+//
+// The life of a backend, driven by the daemon:
+//
+//  1. Constructor(ext, cfg) parses the backend's own config keys (cfg.Backend) and checks
+//     they can work on this node. It changes nothing in the kernel.
+//  2. Backend.Prepare creates or adopts the devices the backend needs and returns the
+//     attributes to advertise in the lease (e.g. vxlan's VtepMAC). A backend that cannot
+//     set up its devices fails here, before any lease is written.
+//  3. The daemon acquires the lease with those attributes and calls Backend.Start, which
+//     configures the node side for the lease (addresses, own routes) and returns a Network.
+//  4. The daemon calls Network.Reconcile with the current peer lease set whenever it may
+//     have changed (lease events, periodic resync). Reconcile converges kernel state to
+//     what the leases demand and removes what it owns that no lease explains.
+package backend
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// ExternalInterface is the node's underlay interface and addresses.
+type ExternalInterface struct {
+	Iface       *net.Interface
+	IfaceAddr   netip.Addr // IPv4 address on Iface (zero if none)
+	IfaceV6Addr netip.Addr // IPv6 address on Iface (zero if none)
+	ExtAddr     netip.Addr // IPv4 address peers use to reach us (--public-ip or IfaceAddr)
+	ExtV6Addr   netip.Addr // IPv6 address peers use to reach us
+}
+
+// Constructor builds a backend for a network config. It must not touch the kernel.
+type Constructor func(ext *ExternalInterface, cfg *subnet.Config) (Backend, error)
+
+// Backend sets up a node for one network.
+type Backend interface {
+	// Prepare creates or adopts the backend's devices and returns the lease attributes
+	// to advertise. prev is this node's previous lease when known (it lets a backend
+	// keep advertised values such as a VTEP MAC stable), else nil. It may block on
+	// netlink; it honours ctx cancellation between kernel calls.
+	Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error)
+	// Start configures the node for the acquired lease and returns the running network.
+	Start(ctx context.Context, lease *subnet.Lease) (Network, error)
+}
+
+// Network is a backend configured for this node's lease.
+type Network interface {
+	// MTU is the MTU pods should use (written to subnet.env as FLANNEL_MTU).
+	MTU() int
+	// Reconcile converges the kernel state the backend owns to what the given peer
+	// leases (the node's own lease excluded) require: it reads the actual state from
+	// the kernel, computes the difference and applies it. It is called from one
+	// goroutine at a time, and is safe to call repeatedly with the same leases (a no-op
+	// when nothing drifted). An error means some change failed; the daemon retries.
+	Reconcile(ctx context.Context, peers []subnet.Lease) error
+}

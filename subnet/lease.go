@@ -1,0 +1,221 @@
+package subnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// LeaseAttrs is what a node advertises with its lease. Its JSON is byte-for-byte
+// upstream's: {"PublicIP":"…","PublicIPv6":null|"…"[,"BackendType":…][,"BackendData":…][,"BackendV6Data":…]}.
+type LeaseAttrs struct {
+	PublicIP      netip.Addr // IPv4; the zero Addr is written as "0.0.0.0"
+	PublicIPv6    netip.Addr // the zero Addr is written as null
+	BackendType   string
+	BackendData   json.RawMessage
+	BackendV6Data json.RawMessage
+}
+
+// MarshalJSON writes the attributes in upstream's field order and omission rules.
+func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	pub := "0.0.0.0"
+	if a.PublicIP.IsValid() {
+		pub = a.PublicIP.String()
+	}
+	b.WriteString(`{"PublicIP":`)
+	writeJSONString(&b, pub)
+	b.WriteString(`,"PublicIPv6":`)
+	if a.PublicIPv6.IsValid() {
+		writeJSONString(&b, a.PublicIPv6.String())
+	} else {
+		b.WriteString("null")
+	}
+	if a.BackendType != "" {
+		b.WriteString(`,"BackendType":`)
+		writeJSONString(&b, a.BackendType)
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"BackendData", a.BackendData}, {"BackendV6Data", a.BackendV6Data}} {
+		if len(f.raw) == 0 {
+			continue
+		}
+		b.WriteString(`,"` + f.name + `":`)
+		if err := json.Compact(&b, f.raw); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc, _ := json.Marshal(s)
+	b.Write(enc)
+}
+
+// UnmarshalJSON accepts upstream's shapes, including v0.10's (no PublicIPv6) and null fields.
+func (a *LeaseAttrs) UnmarshalJSON(data []byte) error {
+	var raw struct {
+		PublicIP      *string
+		PublicIPv6    *string
+		BackendType   string
+		BackendData   json.RawMessage
+		BackendV6Data json.RawMessage
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	*a = LeaseAttrs{BackendType: raw.BackendType, BackendData: raw.BackendData, BackendV6Data: raw.BackendV6Data}
+	if raw.PublicIP != nil && *raw.PublicIP != "" {
+		ip, err := netip.ParseAddr(*raw.PublicIP)
+		if err != nil || !ip.Is4() {
+			return fmt.Errorf("invalid PublicIP %q", *raw.PublicIP)
+		}
+		if !ip.IsUnspecified() {
+			a.PublicIP = ip
+		}
+	}
+	if raw.PublicIPv6 != nil && *raw.PublicIPv6 != "" {
+		ip, err := netip.ParseAddr(*raw.PublicIPv6)
+		if err != nil || !ip.Is6() || ip.Is4In6() {
+			return fmt.Errorf("invalid PublicIPv6 %q", *raw.PublicIPv6)
+		}
+		a.PublicIPv6 = ip
+	}
+	if string(a.BackendData) == "null" {
+		a.BackendData = nil
+	}
+	if string(a.BackendV6Data) == "null" {
+		a.BackendV6Data = nil
+	}
+	return nil
+}
+
+// Lease is one node's claim on a subnet (and/or an IPv6 subnet).
+type Lease struct {
+	EnableIPv4 bool
+	EnableIPv6 bool
+	Subnet     netip.Prefix // IPv4 subnet (masked)
+	IPv6Subnet netip.Prefix // IPv6 subnet (masked), zero when absent
+	Attrs      LeaseAttrs
+	// Expiration is the end of the datastore lease; zero for reservations and kube leases.
+	Expiration time.Time
+}
+
+// Key returns the lease's subnet key (the last element of its etcd key).
+func (l *Lease) Key() string { return MakeSubnetKey(l.Subnet, l.IPv6Subnet) }
+
+// MakeSubnetKey formats a subnet key: "10.5.85.0-24" or "10.12.13.0-24&fd00:12:13::-56".
+// A missing IPv4 subnet is written as upstream does in IPv6-only mode: "0.0.0.0-0".
+func MakeSubnetKey(sn, sn6 netip.Prefix) string {
+	v4 := "0.0.0.0-0"
+	if sn.IsValid() {
+		v4 = sn.Addr().String() + "-" + strconv.Itoa(sn.Bits())
+	}
+	if !sn6.IsValid() {
+		return v4
+	}
+	return v4 + "&" + sn6.Addr().String() + "-" + strconv.Itoa(sn6.Bits())
+}
+
+// subnetKeyRE is upstream's key pattern, unanchored at the start as upstream's is.
+var subnetKeyRE = regexp.MustCompile(`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$`)
+
+// ParseSubnetKey parses a subnet key. The IPv4 part of "0.0.0.0-0" yields an invalid
+// (zero) v4 prefix; sn6 is zero when the key has no IPv6 part.
+func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
+	m := subnetKeyRE.FindStringSubmatch(key)
+	if m == nil {
+		return sn, sn6, fmt.Errorf("bad subnet key %q", key)
+	}
+	a, err := netip.ParseAddr(m[1])
+	if err != nil || !a.Is4() {
+		return sn, sn6, fmt.Errorf("bad subnet key %q: bad IPv4 address", key)
+	}
+	n, err := strconv.ParseUint(m[2], 10, 5) // 0..31 as upstream
+	if err != nil {
+		return sn, sn6, fmt.Errorf("bad subnet key %q: bad prefix length", key)
+	}
+	if !(a.IsUnspecified() && n == 0) {
+		sn = netip.PrefixFrom(a, int(n)).Masked()
+	}
+	if m[3] != "" {
+		a6, err := netip.ParseAddr(m[3])
+		if err != nil || !a6.Is6() || a6.Is4In6() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("bad subnet key %q: bad IPv6 address", key)
+		}
+		n6, err := strconv.ParseUint(m[4], 10, 7)
+		if err != nil {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("bad subnet key %q: bad IPv6 prefix length", key)
+		}
+		sn6 = netip.PrefixFrom(a6, int(n6)).Masked()
+	}
+	return sn, sn6, nil
+}
+
+// EventType says whether a lease appeared (or changed) or went away.
+type EventType int
+
+const (
+	EventAdded EventType = iota
+	EventRemoved
+)
+
+func (t EventType) String() string {
+	if t == EventRemoved {
+		return "removed"
+	}
+	return "added"
+}
+
+// Event is one change to the lease set. Removed events carry at least the subnets.
+type Event struct {
+	Type  EventType
+	Lease Lease
+}
+
+// WatchResult is one delivery of a lease watch: either a complete Snapshot of the lease
+// set (Snapshot != nil, possibly empty), which replaces everything known before, or a
+// batch of Events to apply on top of what is known.
+type WatchResult struct {
+	Snapshot []Lease
+	Events   []Event
+}
+
+// IsSnapshot reports whether the result replaces the whole lease set.
+func (r WatchResult) IsSnapshot() bool { return r.Snapshot != nil }
+
+// ErrLeaseRevoked is returned by Manager.KeepLease when the node's own lease was deleted
+// or expired in the datastore. The daemon exits non-zero so that a supervisor restarts it.
+var ErrLeaseRevoked = errors.New("lease has been revoked")
+
+// Manager is a subnet manager: the datastore side of flannel.
+//
+// Contract: every method may block on the datastore and returns when ctx is cancelled
+// (with ctx.Err() or nil as documented). Transient datastore errors inside WatchLeases and
+// KeepLease are retried internally with backoff; methods return only for cancellation or
+// for conditions the caller must act on.
+type Manager interface {
+	// Name describes the manager for logs.
+	Name() string
+	// GetNetworkConfig fetches and validates the network configuration.
+	GetNetworkConfig(ctx context.Context) (*Config, error)
+	// AcquireLease obtains (or reuses) this node's lease, advertising attrs.
+	AcquireLease(ctx context.Context, cfg *Config, attrs *LeaseAttrs) (*Lease, error)
+	// KeepLease keeps the acquired lease alive (renewing before expiry) and watches it.
+	// It returns nil when ctx is cancelled and ErrLeaseRevoked (wrapped) when the lease is gone.
+	KeepLease(ctx context.Context, lease *Lease) error
+	// WatchLeases sends the lease set to out, starting with a snapshot, then event batches,
+	// and another snapshot whenever events may have been missed (e.g. after compaction).
+	// It blocks until ctx is cancelled and then returns nil. out is never closed by it.
+	WatchLeases(ctx context.Context, out chan<- WatchResult) error
+}
