@@ -51,6 +51,9 @@ type Backend interface {
 type Network interface {
 	// MTU is the MTU pods should use (written to subnet.env as FLANNEL_MTU).
 	MTU() int
+	// Devices names the links this network owns (e.g. "flannel.1"). The daemon records
+	// them so that a later run with another config removes only its own old devices.
+	Devices() []string
 	// Reconcile converges the kernel state the backend owns to what the given peer
 	// leases (the node's own lease excluded) require: it reads the actual state from
 	// the kernel, computes the difference and applies it. It is called from one
