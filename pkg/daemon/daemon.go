@@ -1,0 +1,279 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/sdnotify"
+	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// Deps are the parts cmd/flanneld builds and hands to the daemon.
+type Deps struct {
+	// Manager is the subnet manager (etcd or kube).
+	Manager subnet.Manager
+	// Backends maps a lower-cased backend type to its constructor.
+	Backends map[string]backend.Constructor
+	// LookupExtIface selects the external interface for a network config.
+	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
+	// NotifySocket is $NOTIFY_SOCKET ("" when not run by systemd).
+	NotifySocket string
+}
+
+// Readiness check names, reported in /readyz.
+const (
+	checkSubnetFile = "subnet-file"
+	checkLeaseWatch = "lease-watch"
+	checkConverged  = "kernel-converged"
+)
+
+// Timings of the loops; variables of a daemon, not of the package, so tests can shorten them.
+type timings struct {
+	configRetry   time.Duration // network config fetch retry (upstream: 1 s)
+	acquireRetry  time.Duration // first lease acquisition retry, doubled up to acquireMax
+	acquireMax    time.Duration
+	resync        time.Duration // safety-net full reconcile period
+	reconcileBack time.Duration // first retry after a failed reconcile, doubled up to resync
+}
+
+var defaultTimings = timings{
+	configRetry:   time.Second,
+	acquireRetry:  time.Second,
+	acquireMax:    10 * time.Second,
+	resync:        30 * time.Second,
+	reconcileBack: 200 * time.Millisecond,
+}
+
+// Run runs the daemon until ctx ends (nil) or the lease is lost (an error wrapping
+// subnet.ErrLeaseRevoked). Configuration and datastore problems are retried, not fatal;
+// an unusable backend or interface is an error.
+func Run(ctx context.Context, opts Options, deps Deps) error {
+	return run(ctx, opts, deps, defaultTimings)
+}
+
+func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged)
+	if opts.HealthzPort > 0 {
+		addr := net.JoinHostPort(opts.HealthzIP, strconv.Itoa(opts.HealthzPort))
+		if err := healthz.Serve(ctx, addr, healthz.Handler(ready)); err != nil {
+			return err
+		}
+	}
+
+	cfg, err := fetchConfig(ctx, deps.Manager, tm.configRetry)
+	if err != nil {
+		return nil // cancelled while waiting for a config
+	}
+	klog.InfoS("Found network config", "backendType", cfg.BackendType)
+	if len(cfg.Backend) == 0 {
+		klog.InfoS("The network config has no Backend: using the udp backend, as upstream flanneld does. Set Backend.Type (e.g. vxlan) to choose another")
+	}
+	ctor, ok := deps.Backends[cfg.BackendType]
+	if !ok {
+		return fmt.Errorf("error fetching backend: unknown backend type: %s", cfg.BackendType)
+	}
+	ext, err := deps.LookupExtIface(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to find any valid interface to use: %w", err)
+	}
+	be, err := ctor(ext, cfg)
+	if err != nil {
+		return fmt.Errorf("error creating %s backend: %w", cfg.BackendType, err)
+	}
+
+	stPath := statePath(opts.SubnetFile)
+	prev, err := readState(stPath)
+	if err != nil {
+		klog.ErrorS(err, "Ignoring unreadable state file", "path", stPath)
+	}
+	attrs, err := be.Prepare(ctx, prev.previousLease())
+	if err != nil {
+		return fmt.Errorf("error registering network: %w", err)
+	}
+	lease, err := acquire(ctx, deps.Manager, cfg, attrs, tm)
+	if err != nil {
+		return nil // cancelled
+	}
+	nw, err := be.Start(ctx, lease)
+	if err != nil {
+		return fmt.Errorf("error registering network: %w", err)
+	}
+	removeOldDevices(prev, nw.Devices())
+	if err := writeState(stPath, &state{Key: lease.Key(), Attrs: lease.Attrs, Devices: nw.Devices()}); err != nil {
+		klog.ErrorS(err, "Failed to write state file", "path", stPath)
+	}
+
+	if opts.IPMasq {
+		klog.InfoS("--ip-masq: FLANNEL_IPMASQ=true is written to the subnet file; the masquerade rules themselves are not installed by this version (they arrive with the traffic-rules work)")
+	}
+	env := subnetenv.Env{MTU: nw.MTU(), IPMasq: opts.IPMasq}
+	if cfg.EnableIPv4 {
+		env.Network, env.Subnet = cfg.Network, lease.Subnet
+	}
+	if cfg.EnableIPv6 {
+		env.IPv6Network, env.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
+	}
+	if err := subnetenv.Write(opts.SubnetFile, env); err != nil {
+		klog.ErrorS(err, "Failed to write subnet file", "path", opts.SubnetFile)
+		ready.Set(checkSubnetFile, err)
+	} else {
+		klog.InfoS("Wrote subnet file", "path", opts.SubnetFile)
+		ready.Set(checkSubnetFile, nil)
+	}
+
+	keepErr := make(chan error, 1)
+	go func() { keepErr <- deps.Manager.KeepLease(ctx, lease) }()
+	results := make(chan subnet.WatchResult, 64)
+	go func() {
+		if err := deps.Manager.WatchLeases(ctx, results); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Lease watch ended")
+		}
+	}()
+	if err := sdnotify.Notify(deps.NotifySocket, "READY=1"); err != nil {
+		klog.ErrorS(err, "Failed to notify systemd")
+	}
+	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
+
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- reconcileLoop(ctx, nw, newLeaseSet(lease.Key()), results, ready, tm) }()
+	select {
+	case err := <-keepErr:
+		cancel()
+		<-loopErr
+		return err
+	case err := <-loopErr:
+		return err
+	}
+}
+
+// fetchConfig retries every period until a valid config appears, logging every problem.
+func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (*subnet.Config, error) {
+	for {
+		cfg, err := sm.GetNetworkConfig(ctx)
+		if err == nil {
+			return cfg, nil
+		}
+		klog.ErrorS(err, "Couldn't fetch network config; retrying", "retryIn", period)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(period):
+		}
+	}
+}
+
+// acquire gets the lease, retrying datastore errors with backoff until ctx ends.
+func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
+	wait := tm.acquireRetry
+	for {
+		l, err := sm.AcquireLease(ctx, cfg, attrs)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		klog.ErrorS(err, "Failed to acquire lease; retrying", "retryIn", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, tm.acquireMax)
+	}
+}
+
+// reconcileLoop folds lease watch results into the peer set and converges the backend
+// to it. Bursts are coalesced: all pending results are applied before one Reconcile.
+// Nothing is reconciled before the first snapshot, so a restart never removes peers
+// it has not heard of yet.
+func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, ready *healthz.Readiness, tm timings) error {
+	resync := time.NewTicker(tm.resync)
+	defer resync.Stop()
+	var retry <-chan time.Time
+	backoff := tm.reconcileBack
+	dirty := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-results:
+			dirty = set.apply(r) || dirty
+		drain:
+			for {
+				select {
+				case r := <-results:
+					dirty = set.apply(r) || dirty
+				default:
+					break drain
+				}
+			}
+			if set.synced {
+				ready.Set(checkLeaseWatch, nil)
+			}
+		case <-resync.C:
+			dirty = true
+		case <-retry:
+			retry = nil
+			dirty = true
+		}
+		if !dirty || !set.synced {
+			continue
+		}
+		dirty = false
+		start := time.Now()
+		peers := set.peers()
+		if err := nw.Reconcile(ctx, peers); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			ready.Set(checkConverged, err)
+			klog.ErrorS(err, "Reconcile failed; retrying", "retryIn", backoff)
+			retry = time.After(backoff)
+			backoff = min(2*backoff, tm.resync)
+			continue
+		}
+		backoff = tm.reconcileBack
+		ready.Set(checkConverged, nil)
+		klog.V(2).InfoS("Reconciled", "peers", len(peers), "duration", time.Since(start))
+	}
+}
+
+// removeOldDevices deletes links a previous run of this instance created that the
+// current network no longer uses (e.g. flannel.1 after the VNI changed to 2).
+func removeOldDevices(prev *state, current []string) {
+	if prev == nil {
+		return
+	}
+	for _, name := range prev.Devices {
+		if slices.Contains(current, name) {
+			continue
+		}
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				klog.ErrorS(err, "Failed to look up old device", "device", name)
+			}
+			continue
+		}
+		if err := netlink.LinkDel(link); err != nil {
+			klog.ErrorS(err, "Failed to remove old device", "device", name)
+			continue
+		}
+		klog.InfoS("Removed device of a previous configuration", "device", name)
+	}
+}

@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// state is what this daemon instance records beside its subnet file, so that the next
+// run knows what it owned: the devices it created (a config change such as a new VNI
+// removes only our own old device) and the attributes it advertised (so the VTEP MAC
+// survives the re-creation of a device).
+type state struct {
+	Key     string            `json:"key"`
+	Attrs   subnet.LeaseAttrs `json:"attrs"`
+	Devices []string          `json:"devices"`
+}
+
+// statePath derives the state file from the subnet file: /run/flannel/subnet.env ->
+// /run/flannel/subnet.state.json. One file per daemon instance (instances differ in
+// their subnet file, as upstream's multi-daemon set-ups do).
+func statePath(subnetFile string) string {
+	dir, base := filepath.Split(subnetFile)
+	base = strings.TrimSuffix(base, filepath.Ext(base))
+	return filepath.Join(dir, base+".state.json")
+}
+
+func readState(path string) (*state, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("parse state file %s: %w", path, err)
+	}
+	return &st, nil
+}
+
+func writeState(path string, st *state) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return subnetenv.WriteFileAtomic(path, append(data, '\n'), 0o644)
+}
+
+// previousLease turns the recorded state into the hint Backend.Prepare takes.
+func (st *state) previousLease() *subnet.Lease {
+	if st == nil {
+		return nil
+	}
+	sn, sn6, err := subnet.ParseSubnetKey(st.Key)
+	if err != nil {
+		return &subnet.Lease{Attrs: st.Attrs}
+	}
+	return &subnet.Lease{Subnet: sn, IPv6Subnet: sn6, EnableIPv4: sn.IsValid(), EnableIPv6: sn6.IsValid(), Attrs: st.Attrs}
+}
