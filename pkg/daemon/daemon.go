@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -83,7 +85,8 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	}
 	ctor, ok := deps.Backends[cfg.BackendType]
 	if !ok {
-		return fmt.Errorf("error fetching backend: unknown backend type: %s", cfg.BackendType)
+		return fmt.Errorf("error fetching backend: unknown backend type: %s (this build has: %s)",
+			cfg.BackendType, strings.Join(slices.Sorted(maps.Keys(deps.Backends)), ", "))
 	}
 	ext, err := deps.LookupExtIface(cfg)
 	if err != nil {

@@ -35,3 +35,11 @@ type Options struct {
 	NetConfigPath             string
 	SetNodeNetworkUnavailable bool
 }
+
+// LogSafe returns a copy fit for logging: the etcd password is masked.
+func (o Options) LogSafe() Options {
+	if o.EtcdPassword != "" {
+		o.EtcdPassword = "<redacted>"
+	}
+	return o
+}
