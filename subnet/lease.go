@@ -145,8 +145,9 @@ func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
 	if err != nil {
 		return sn, sn6, fmt.Errorf("bad subnet key %q: bad prefix length", key)
 	}
-	if !(a.IsUnspecified() && n == 0) {
-		sn = netip.PrefixFrom(a, int(n)).Masked()
+	// "0.0.0.0-0" is how upstream writes "no IPv4 subnet" (IPv6-only leases).
+	if p := netip.PrefixFrom(a, int(n)).Masked(); p.Bits() > 0 {
+		sn = p
 	}
 	if m[3] != "" {
 		a6, err := netip.ParseAddr(m[3])

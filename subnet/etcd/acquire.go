@@ -1,0 +1,303 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/ip"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// maxCandidates is how many free subnets are collected before one is picked at random.
+const maxCandidates = 100
+
+// errRace means another writer changed the subnet keys between our list and our
+// transaction; the whole attempt is repeated. The text is upstream's.
+var errRace = errors.New("subnet already exists")
+
+// errOutOfSubnets is upstream's error when no free subnet is left.
+var errOutOfSubnets = errors.New("out of subnets")
+
+// AcquireLease reuses this node's lease (matched by PublicIP, or by PublicIPv6 when IPv4 is
+// disabled), else takes the previous subnet if it is free and compatible, else a random free
+// subnet. New keys are created with a compare-and-swap transaction; a lost race is retried
+// (with a short random pause) until it succeeds, the subnets run out, or ctx ends.
+func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
+	if cfg == nil || attrs == nil {
+		return nil, errors.New("AcquireLease: nil config or attributes")
+	}
+	value, err := attrs.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("encoding lease attributes: %w", err)
+	}
+	cli, err := m.client()
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		l, err := m.tryAcquire(ctx, cli, cfg, attrs, value)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, errRace) {
+			return nil, err
+		}
+		klog.V(1).InfoS("Subnet keys changed while acquiring a lease, retrying", "attempt", attempt)
+		pause := 5*time.Millisecond + rand.N(50*time.Millisecond)
+		if !sleepCtx(ctx, pause) {
+			return nil, fmt.Errorf("acquiring lease: %w", ctx.Err())
+		}
+	}
+}
+
+func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
+	entries, rev, err := m.list(ctx, cli)
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. Our own lease, found by public address.
+	live := entries[:0:0]
+	for _, e := range entries {
+		if !sameNode(cfg, attrs, e) {
+			live = append(live, e)
+			continue
+		}
+		if compatible(cfg, e.lease) {
+			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
+				fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
+			return m.rewrite(ctx, cli, e, attrs, value)
+		}
+		klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s) but not compatible with current config, deleting",
+			fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
+		resp, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)).
+			Then(clientv3.OpDelete(e.key)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("deleting incompatible lease %s: %w", e.key, err)
+		}
+		if !resp.Succeeded {
+			return nil, errRace
+		}
+	}
+
+	var taken4, taken6 []netip.Prefix
+	for _, e := range live {
+		if e.lease.Subnet.IsValid() {
+			taken4 = append(taken4, e.lease.Subnet)
+		}
+		if e.lease.IPv6Subnet.IsValid() {
+			taken6 = append(taken6, e.lease.IPv6Subnet)
+		}
+	}
+
+	// 2. The previous subnet, 3. a random free one; per family.
+	var sn, sn6 netip.Prefix
+	if cfg.EnableIPv4 {
+		sn = previous(m.cfg.PrevSubnet, cfg.SubnetFits, taken4)
+		if !sn.IsValid() {
+			klog.InfoS(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
+			sn = pick(freeSubnets(cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen, taken4, maxCandidates))
+			if !sn.IsValid() {
+				return nil, errOutOfSubnets
+			}
+		}
+	}
+	if cfg.EnableIPv6 {
+		sn6 = previous(m.cfg.PrevIPv6Subnet, cfg.IPv6SubnetFits, taken6)
+		if !sn6.IsValid() {
+			klog.InfoS(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
+			sn6 = pick(freeSubnets(cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen, taken6, maxCandidates))
+			if !sn6.IsValid() {
+				return nil, errOutOfSubnets
+			}
+		}
+	}
+
+	// 4. Create the key, only if nobody took it meanwhile.
+	key := m.subnetKey(sn, sn6)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
+	if sn6.IsValid() {
+		// Keys carry both subnets, so two nodes could pick the same IPv6 subnet under
+		// different keys: additionally require that no subnet key changed since the list.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(m.subnetsDir), "<", rev+1).WithPrefix())
+	}
+	start := time.Now()
+	g, err := cli.Grant(ctx, m.ttlSeconds())
+	if err != nil {
+		return nil, fmt.Errorf("granting etcd lease: %w", err)
+	}
+	resp, err := cli.Txn(ctx).If(cmps...).
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(g.ID))).Commit()
+	if err != nil || !resp.Succeeded {
+		revoke(cli, g.ID)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", key, err)
+		}
+		return nil, errRace
+	}
+	klog.InfoS(fmt.Sprintf("Allocated lease (ip: %s ipv6: %s) to current node (%s) ",
+		fmtV4(sn), fmtV6(sn6), nodeAddr(cfg, attrs)))
+	l := leaseFor(sn, sn6)
+	l.Attrs = *attrs
+	l.Expiration = start.Add(time.Duration(g.TTL) * time.Second)
+	return &l, nil
+}
+
+// rewrite stores our attributes in an existing key of ours: with a fresh etcd lease, or
+// without one when the key is a reservation (it stays a reservation).
+func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
+	l := leaseFor(e.lease.Subnet, e.lease.IPv6Subnet)
+	l.Attrs = *attrs
+	unchanged := clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)
+	if e.etcdLease == 0 {
+		resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.key, string(value))).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("updating reservation %s: %w", e.key, err)
+		}
+		if !resp.Succeeded {
+			return nil, errRace
+		}
+		klog.InfoS("Subnet is reserved for this node (key without TTL); keeping it as a reservation", "key", e.key)
+		return &l, nil
+	}
+	start := time.Now()
+	g, err := cli.Grant(ctx, m.ttlSeconds())
+	if err != nil {
+		return nil, fmt.Errorf("granting etcd lease: %w", err)
+	}
+	resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(g.ID))).Commit()
+	if err != nil || !resp.Succeeded {
+		revoke(cli, g.ID)
+		if err != nil {
+			return nil, fmt.Errorf("updating lease %s: %w", e.key, err)
+		}
+		return nil, errRace
+	}
+	l.Expiration = start.Add(time.Duration(g.TTL) * time.Second)
+	return &l, nil
+}
+
+// sameNode reports whether a listed lease belongs to this node: same PublicIP, or, with
+// IPv4 disabled (every node advertises 0.0.0.0 then), same PublicIPv6.
+func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e entry) bool {
+	if e.attrsErr != nil {
+		return false
+	}
+	if cfg.EnableIPv4 {
+		return attrs.PublicIP.IsValid() && e.lease.Attrs.PublicIP == attrs.PublicIP
+	}
+	return attrs.PublicIPv6.IsValid() && e.lease.Attrs.PublicIPv6 == attrs.PublicIPv6
+}
+
+// compatible reports whether a lease's subnets fit the configuration: each enabled family
+// present and in range, each disabled family absent.
+func compatible(cfg *subnet.Config, l subnet.Lease) bool {
+	v4 := cfg.SubnetFits(l.Subnet)
+	if !cfg.EnableIPv4 {
+		v4 = !l.Subnet.IsValid()
+	}
+	v6 := cfg.IPv6SubnetFits(l.IPv6Subnet)
+	if !cfg.EnableIPv6 {
+		v6 = !l.IPv6Subnet.IsValid()
+	}
+	return v4 && v6
+}
+
+// previous returns prev when it is set, compatible and free; otherwise the zero Prefix.
+func previous(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Prefix) netip.Prefix {
+	if !prev.IsValid() {
+		return netip.Prefix{}
+	}
+	prev = prev.Masked()
+	if !fits(prev) {
+		klog.InfoS(fmt.Sprintf("Found previously leased subnet (%s) that is not compatible with the Etcd network config, ignoring", prev))
+		return netip.Prefix{}
+	}
+	for _, t := range taken {
+		if t.Overlaps(prev) {
+			klog.InfoS("Previously leased subnet is held by another lease, ignoring", "subnet", prev.String())
+			return netip.Prefix{}
+		}
+	}
+	klog.InfoS(fmt.Sprintf("Found previously leased subnet (%s), reusing", prev))
+	return prev
+}
+
+// freeSubnets walks the subnets of length bits from first to last (inclusive) and returns
+// up to limit of them that overlap none of taken.
+func freeSubnets(first, last netip.Addr, bits int, taken []netip.Prefix, limit int) []netip.Prefix {
+	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() {
+		return nil
+	}
+	same := make(map[netip.Prefix]bool, len(taken))
+	var other []netip.Prefix
+	for _, t := range taken {
+		if t.Bits() == bits {
+			same[t.Masked()] = true
+		} else {
+			other = append(other, t)
+		}
+	}
+	p, err := first.Prefix(bits)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for p.Addr().Compare(last) <= 0 && len(out) < limit {
+		free := !same[p]
+		for _, t := range other {
+			if free && t.Overlaps(p) {
+				free = false
+			}
+		}
+		if free {
+			out = append(out, p)
+		}
+		next, ok := ip.NextSubnet(p)
+		if !ok || next.Addr().Compare(p.Addr()) <= 0 {
+			break
+		}
+		p = next
+	}
+	return out
+}
+
+func pick(c []netip.Prefix) netip.Prefix {
+	if len(c) == 0 {
+		return netip.Prefix{}
+	}
+	return c[rand.IntN(len(c))]
+}
+
+// fmtV4 and fmtV6 print subnets as upstream's logs do (an absent subnet as the zero network).
+func fmtV4(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "0.0.0.0/0"
+	}
+	return p.String()
+}
+
+func fmtV6(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "::/0"
+	}
+	return p.String()
+}
+
+func nodeAddr(cfg *subnet.Config, attrs *subnet.LeaseAttrs) string {
+	if !cfg.EnableIPv4 && attrs.PublicIPv6.IsValid() {
+		return attrs.PublicIPv6.String()
+	}
+	if !attrs.PublicIP.IsValid() {
+		return "0.0.0.0"
+	}
+	return attrs.PublicIP.String()
+}

@@ -1,0 +1,264 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// Defaults used when the corresponding Config field is zero.
+const (
+	DefaultPrefix      = "/coreos.com/network"
+	DefaultLeaseTTL    = 24 * time.Hour
+	DefaultRenewMargin = 60 * time.Minute
+)
+
+// opTimeout bounds single etcd calls made by the background loops (KeepLease, WatchLeases),
+// so that a call blocked on an unreachable etcd does not stall the loop.
+const opTimeout = 10 * time.Second
+
+// Config configures the etcd subnet manager.
+type Config struct {
+	// Endpoints are the etcd client URLs (default: upstream's http://127.0.0.1:4001, http://127.0.0.1:2379).
+	Endpoints []string
+	// Prefix is the key prefix (default DefaultPrefix).
+	Prefix string
+	// KeyFile, CertFile and CAFile configure TLS. TLS is used only when both KeyFile and
+	// CertFile are set; CAFile is optional (the system roots are used without it).
+	KeyFile, CertFile, CAFile string
+	// Username and Password enable etcd authentication when both are set.
+	Username, Password string
+	// PrevSubnet and PrevIPv6Subnet come from the previous subnet.env; they are preferred
+	// for a new allocation when free and compatible with the configuration.
+	PrevSubnet, PrevIPv6Subnet netip.Prefix
+	// LeaseTTL is the TTL of the etcd lease attached to the subnet key (default 24 h).
+	LeaseTTL time.Duration
+	// RenewMargin is how long before expiry the lease is renewed (default 60 min).
+	RenewMargin time.Duration
+}
+
+// Manager is the etcd implementation of subnet.Manager. It is safe for concurrent use.
+type Manager struct {
+	cfg        Config
+	configKey  string
+	subnetsDir string // "<prefix>/subnets/"
+	ccfg       clientv3.Config
+
+	mu     sync.Mutex
+	cli    *clientv3.Client
+	closed bool
+
+	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
+	// a watch starting at rev.
+	beforeWatch func(rev int64)
+}
+
+var _ subnet.Manager = (*Manager)(nil)
+
+var errClosed = errors.New("etcd subnet manager is closed")
+
+// New creates the manager and its etcd client. It does not check connectivity: without
+// authentication the client connects lazily; with a username and password the client
+// (which fetches a token on creation) is created on first use and re-tried on failure.
+func New(cfg Config) (*Manager, error) {
+	if len(cfg.Endpoints) == 0 {
+		cfg.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.RenewMargin == 0 {
+		cfg.RenewMargin = DefaultRenewMargin
+	}
+	if cfg.LeaseTTL < time.Second {
+		return nil, fmt.Errorf("etcd lease TTL %v is shorter than one second", cfg.LeaseTTL)
+	}
+	if cfg.RenewMargin < 0 || cfg.RenewMargin >= cfg.LeaseTTL {
+		return nil, fmt.Errorf("lease renew margin %v must be positive and shorter than the lease TTL %v", cfg.RenewMargin, cfg.LeaseTTL)
+	}
+	m := &Manager{
+		cfg:        cfg,
+		configKey:  path.Join(cfg.Prefix, "config"),
+		subnetsDir: path.Join(cfg.Prefix, "subnets") + "/",
+	}
+	m.ccfg = clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		DialTimeout:          5 * time.Second, // bounds the token fetch when authenticating
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{
+			// Reconnect quickly after an etcd outage (grpc's default backoff grows to 2 min).
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff: grpcbackoff.Config{
+					BaseDelay:  100 * time.Millisecond,
+					Multiplier: 1.6,
+					Jitter:     0.2,
+					MaxDelay:   time.Second,
+				},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		},
+	}
+	if cfg.KeyFile != "" && cfg.CertFile != "" {
+		tc, err := tlsConfig(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		m.ccfg.TLS = tc
+	} else {
+		klog.InfoS("no certificate provided: connecting to etcd with http. This is insecure")
+	}
+	if cfg.Username == "" || cfg.Password == "" {
+		if _, err := m.client(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading etcd client certificate: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading etcd CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd CA file %s holds no PEM certificate", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// client returns the etcd client, creating it on first use.
+func (m *Manager) client() (*clientv3.Client, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	if m.cli != nil {
+		return m.cli, nil
+	}
+	c, err := clientv3.New(m.ccfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, err)
+	}
+	m.cli = c
+	return c, nil
+}
+
+// Close closes the etcd client. Running KeepLease and WatchLeases calls should be
+// cancelled first.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.cli == nil {
+		return nil
+	}
+	err := m.cli.Close()
+	m.cli = nil
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("closing etcd client: %w", err)
+	}
+	return nil
+}
+
+// Name describes the manager for logs, as upstream does.
+func (m *Manager) Name() string {
+	prev := "None"
+	if m.cfg.PrevSubnet.IsValid() {
+		prev = m.cfg.PrevSubnet.String()
+	}
+	return "Etcd Local Manager with Previous Subnet: " + prev
+}
+
+// GetNetworkConfig reads <prefix>/config and validates it.
+func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
+	cli, err := m.client()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cli.Get(ctx, m.configKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from etcd: %w", m.configKey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, errors.New("flannel config not found in etcd store. Did you create your config using etcdv3 API?")
+	}
+	return subnet.ParseConfig(string(resp.Kvs[0].Value))
+}
+
+// ttlSeconds is the etcd lease TTL to grant.
+func (m *Manager) ttlSeconds() int64 {
+	return max(1, int64(math.Ceil(m.cfg.LeaseTTL.Seconds())))
+}
+
+// subnetKey is the full etcd key of a lease.
+func (m *Manager) subnetKey(sn, sn6 netip.Prefix) string {
+	return m.subnetsDir + subnet.MakeSubnetKey(sn, sn6)
+}
+
+// revoke releases an etcd lease we granted but did not use. Best effort.
+func revoke(cli *clientv3.Client, id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := cli.Revoke(ctx, id); err != nil {
+		klog.V(2).InfoS("Could not revoke unused etcd lease", "lease", fmt.Sprintf("%x", int64(id)), "err", err)
+	}
+}
+
+// sleepCtx waits for d or until ctx ends; it reports whether the full wait elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// retryDelay is an exponential backoff: min, 2·min, … capped at max.
+type retryDelay struct {
+	min, max, cur time.Duration
+}
+
+func (r *retryDelay) next() time.Duration {
+	if r.cur == 0 {
+		r.cur = r.min
+	} else {
+		r.cur = min(2*r.cur, r.max)
+	}
+	return r.cur
+}
+
+func (r *retryDelay) reset() { r.cur = 0 }

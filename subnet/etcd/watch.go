@@ -1,0 +1,161 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// WatchLeases sends a snapshot of all leases, then one batch of events per etcd watch
+// response. A broken watch is re-opened (backoff 100 ms doubling to 1 s) from the revision
+// after the last event delivered; after a compaction the leases are listed again and sent
+// as a new snapshot. It returns nil when ctx ends (and an error only if the manager was
+// closed).
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
+	delay := retryDelay{min: 100 * time.Millisecond, max: time.Second}
+	resync := true
+	var next int64
+	for ctx.Err() == nil {
+		cli, err := m.client()
+		if errors.Is(err, errClosed) {
+			return err
+		}
+		if err != nil {
+			klog.ErrorS(err, "Cannot reach etcd to watch subnet leases")
+			sleepCtx(ctx, delay.next())
+			continue
+		}
+		if resync {
+			leases, rev, err := m.snapshot(ctx, cli)
+			if err != nil {
+				if ctx.Err() == nil {
+					klog.ErrorS(err, "Listing subnet leases failed")
+				}
+				sleepCtx(ctx, delay.next())
+				continue
+			}
+			if !send(ctx, out, subnet.WatchResult{Snapshot: leases}) {
+				return nil
+			}
+			next, resync = rev+1, false
+		}
+		if m.beforeWatch != nil {
+			m.beforeWatch(next)
+		}
+		var progressed bool
+		resync, progressed, err = m.watchFrom(ctx, cli, &next, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			delay.reset()
+		}
+		if resync {
+			klog.InfoS("etcd history was compacted past our watch revision; listing subnet leases again", "revision", next)
+			continue
+		}
+		d := delay.next()
+		klog.InfoS("Subnet lease watch ended; watching again", "err", err, "revision", next, "after", d)
+		sleepCtx(ctx, d)
+	}
+	return nil
+}
+
+// snapshot lists the leases for a WatchResult (never nil, possibly empty).
+func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Lease, int64, error) {
+	lctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	entries, rev, err := m.list(lctx, cli)
+	if err != nil {
+		return nil, 0, err
+	}
+	leases := make([]subnet.Lease, 0, len(entries))
+	for _, e := range entries {
+		if e.attrsErr != nil {
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+			continue
+		}
+		leases = append(leases, e.lease)
+	}
+	return leases, rev, nil
+}
+
+// watchFrom watches the subnet keys from *next, sending event batches and advancing *next
+// past every delivered event. It returns when the watch ends: resync is true when the
+// history was compacted, progressed when at least one response arrived.
+func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := cli.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify())
+	for resp := range wch {
+		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+			return true, progressed, nil
+		}
+		if err := resp.Err(); err != nil {
+			return false, progressed, err
+		}
+		progressed = true
+		if resp.IsProgressNotify() {
+			*next = max(*next, resp.Header.Revision+1)
+			continue
+		}
+		var evs []subnet.Event
+		for _, ev := range resp.Events {
+			*next = max(*next, ev.Kv.ModRevision+1)
+			if e, ok := m.toEvent(ev); ok {
+				evs = append(evs, e)
+			}
+		}
+		if len(evs) > 0 && !send(ctx, out, subnet.WatchResult{Events: evs}) {
+			return false, progressed, ctx.Err()
+		}
+	}
+	if ctx.Err() != nil {
+		return false, progressed, ctx.Err()
+	}
+	return false, progressed, errors.New("watch channel closed")
+}
+
+// toEvent converts an etcd event; bad keys and values are logged and skipped.
+func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
+	if ev.Type == clientv3.EventTypeDelete {
+		sn, sn6, err := keySubnets(m.subnetsDir, ev.Kv.Key)
+		if err != nil {
+			klog.InfoS("Ignoring bad subnet node", "key", string(ev.Kv.Key), "err", err)
+			return subnet.Event{}, false
+		}
+		return subnet.Event{Type: subnet.EventRemoved, Lease: leaseFor(sn, sn6)}, true
+	}
+	l, err := kvToLease(m.subnetsDir, ev.Kv.Key, ev.Kv.Value)
+	if err != nil {
+		if errors.Is(err, errBadKey) {
+			klog.InfoS("Ignoring bad subnet node", "key", string(ev.Kv.Key), "err", err)
+		} else {
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", string(ev.Kv.Key), "err", err)
+		}
+		return subnet.Event{}, false
+	}
+	return subnet.Event{Type: subnet.EventAdded, Lease: l}, true
+}
+
+// send delivers r unless ctx ends first.
+func send(ctx context.Context, out chan<- subnet.WatchResult, r subnet.WatchResult) bool {
+	select {
+	case out <- r:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// describe is used in log lines about the own lease.
+func describe(l *subnet.Lease) string {
+	return fmt.Sprintf("%s %s", fmtV4(l.Subnet), fmtV6(l.IPv6Subnet))
+}
