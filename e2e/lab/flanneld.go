@@ -1,0 +1,299 @@
+package lab
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// flannelProc is one flanneld process started by the lab.
+type flannelProc struct {
+	cmd     *exec.Cmd
+	started time.Time
+	done    chan struct{} // closed once the process has been reaped
+
+	mu    sync.Mutex
+	state *os.ProcessState
+}
+
+func (p *flannelProc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *flannelProc) exitState() *os.ProcessState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+// signalAndWait sends sig (unless already exited) and waits up to timeout.
+func (p *flannelProc) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	if p.running() {
+		if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("lab: signal %v to pid %d: %w", sig, p.cmd.Process.Pid, err)
+		}
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("lab: pid %d still running %v after %v", p.cmd.Process.Pid, timeout, sig)
+	}
+}
+
+func (p *flannelProc) kill() error { return p.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+
+// FlanneldArgs are the arguments the lab gives flanneld on node i (before extra ones).
+func (l *Lab) FlanneldArgs(i int) []string {
+	return []string{
+		"--etcd-endpoints=" + l.EtcdEndpoint(),
+		"--etcd-prefix=" + l.opts.EtcdPrefix,
+		"--iface=eth0",
+		"--subnet-file=" + l.SubnetEnvPath(i),
+		"--healthz-port=0",
+		"-v=2",
+	}
+}
+
+// FlanneldCommand is the full command line StartFlanneld runs for node i.
+func (l *Lab) FlanneldCommand(i int, extraArgs ...string) []string {
+	cmd := []string{"ip", "netns", "exec", l.NodeNS(i), l.opts.FlanneldBin}
+	cmd = append(cmd, l.FlanneldArgs(i)...)
+	return append(cmd, extraArgs...)
+}
+
+// SubnetEnvPath is node i's subnet file.
+func (l *Lab) SubnetEnvPath(i int) string { return filepath.Join(l.NodeDir(i), "subnet.env") }
+
+// LogPath is node i's flanneld log (all runs appended, each after a header line).
+func (l *Lab) LogPath(i int) string { return filepath.Join(l.NodeDir(i), "flanneld.log") }
+
+// StartFlanneld starts flanneld in node i's namespace with the lab's arguments followed by
+// extraArgs (later flags win). It fails if flanneld already runs on that node. The process
+// is killed if this process dies (Pdeathsig) and by Close.
+func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
+	n, err := l.node(i)
+	if err != nil {
+		return err
+	}
+	if l.opts.FlanneldBin == "" {
+		return errors.New("lab: Options.FlanneldBin is not set")
+	}
+	if _, err := os.Stat(l.opts.FlanneldBin); err != nil {
+		return fmt.Errorf("lab: flanneld binary: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab: closed")
+	}
+	if n.proc != nil && n.proc.running() {
+		return fmt.Errorf("lab: flanneld already running on node %d (pid %d)", i, n.proc.cmd.Process.Pid)
+	}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	logf, err := os.OpenFile(l.LogPath(i), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("lab: open flanneld log: %w", err)
+	}
+	argv := l.FlanneldCommand(i, extraArgs...)
+	fmt.Fprintf(logf, "===== lab: %s starting: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = n.dir
+	cmd.Env = flanneldEnv()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Pdeathsig: syscall.SIGKILL, // never outlive the test or demo process
+		Setpgid:   true,            // Ctrl-C on the demo's terminal is the demo's to handle
+	}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("lab: start flanneld on node %d: %w", i, err)
+	}
+	p := &flannelProc{cmd: cmd, started: started, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		fmt.Fprintf(logf, "===== lab: %s flanneld pid %d ended: %v\n", time.Now().Format(time.RFC3339Nano), cmd.Process.Pid, cmd.ProcessState)
+		logf.Close()
+		p.mu.Lock()
+		p.state = cmd.ProcessState
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	n.proc = p
+	l.logf("lab %s: flanneld started on node %d (pid %d)", l.opts.Name, i, cmd.Process.Pid)
+	return nil
+}
+
+// flanneldEnv is this process's environment without variables that would change
+// flanneld's behaviour behind the test's back.
+func flanneldEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "FLANNELD_") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") ||
+			strings.HasPrefix(kv, "KUBERNETES_") || strings.HasPrefix(kv, "NODE_NAME=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func (l *Lab) proc(i int) (*flannelProc, error) {
+	n, err := l.node(i)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n.proc == nil {
+		return nil, fmt.Errorf("lab: flanneld was never started on node %d", i)
+	}
+	return n.proc, nil
+}
+
+// FlanneldRunning reports whether flanneld runs on node i.
+func (l *Lab) FlanneldRunning(i int) bool {
+	p, err := l.proc(i)
+	return err == nil && p.running()
+}
+
+// FlanneldPID is the PID of node i's flanneld (current or last), 0 if never started.
+func (l *Lab) FlanneldPID(i int) int {
+	p, err := l.proc(i)
+	if err != nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// StopFlanneld sends SIGTERM to node i's flanneld and waits up to 30 s. It returns an
+// error if the process had to be killed or did not exit with status 0.
+func (l *Lab) StopFlanneld(i int) error {
+	p, err := l.proc(i)
+	if err != nil {
+		return err
+	}
+	if err := p.signalAndWait(syscall.SIGTERM, 30*time.Second); err != nil {
+		_ = p.kill()
+		return fmt.Errorf("lab: node %d: flanneld did not stop on SIGTERM: %w\n%s", i, err, l.LogTail(i, 20))
+	}
+	if st := p.exitState(); st == nil || st.ExitCode() != 0 {
+		return fmt.Errorf("lab: node %d: flanneld ended with %v after SIGTERM\n%s", i, st, l.LogTail(i, 20))
+	}
+	return nil
+}
+
+// KillFlanneld sends SIGKILL to node i's flanneld and waits for it.
+func (l *Lab) KillFlanneld(i int) error {
+	p, err := l.proc(i)
+	if err != nil {
+		return err
+	}
+	return p.kill()
+}
+
+// WaitExit waits up to timeout for node i's flanneld to end and returns its exit status
+// (-1 when it was ended by a signal).
+func (l *Lab) WaitExit(i int, timeout time.Duration) (int, error) {
+	p, err := l.proc(i)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("lab: node %d: flanneld (pid %d) still running after %v", i, p.cmd.Process.Pid, timeout)
+	}
+	return p.exitState().ExitCode(), nil
+}
+
+// LogTail returns the last n lines of node i's flanneld log.
+func (l *Lab) LogTail(i, n int) string { return tailFile(l.LogPath(i), n) }
+
+func tailFile(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// SubnetEnv reads node i's subnet file into a map.
+func (l *Lab) SubnetEnv(i int) (map[string]string, error) {
+	data, err := os.ReadFile(l.SubnetEnvPath(i))
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	return ParseEnv(string(data)), nil
+}
+
+// ParseEnv parses KEY=value lines (no quoting, as flanneld writes them).
+func ParseEnv(text string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(text, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && k != "" {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// WaitSubnetEnv waits up to timeout until node i's flanneld has written its subnet file
+// (a file written since the last StartFlanneld, with FLANNEL_SUBNET and FLANNEL_MTU) and
+// returns its content. It fails early when flanneld exits.
+func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, error) {
+	p, err := l.proc(i)
+	if err != nil {
+		return nil, err
+	}
+	// File times come from the kernel's coarse clock, which may lag time.Now by a tick.
+	since := p.started.Add(-20 * time.Millisecond)
+	deadline := time.Now().Add(timeout)
+	for {
+		if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
+			env, err := l.SubnetEnv(i)
+			if err == nil && env["FLANNEL_SUBNET"] != "" && env["FLANNEL_MTU"] != "" {
+				return env, nil
+			}
+		}
+		if !p.running() {
+			if env, err := l.SubnetEnv(i); err == nil && env["FLANNEL_SUBNET"] != "" {
+				if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
+					return env, nil
+				}
+			}
+			return nil, fmt.Errorf("lab: node %d: flanneld exited (%v) before writing %s; log tail:\n%s",
+				i, p.exitState(), l.SubnetEnvPath(i), l.LogTail(i, 30))
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("lab: node %d: no fresh %s after %v; log tail:\n%s",
+				i, l.SubnetEnvPath(i), timeout, l.LogTail(i, 30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

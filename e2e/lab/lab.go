@@ -1,0 +1,533 @@
+// Package lab builds a throw-away network of Linux network namespaces for end-to-end tests
+// and the demo: a switch namespace with a bridge, node namespaces plugged into it, a real
+// etcd inside the switch namespace, flanneld processes in the nodes and pod namespaces
+// behind a cni0 bridge in each node.
+//
+// Layout for Options.Name "fgx":
+//
+//	fgx-sw        switch: bridge br0 with 192.0.2.1/24 (the nodes' default gateway) and
+//	              192.0.2.254/24 (etcd, client port 2379, peer port 2380)
+//	fgx-n<i>      node i (1-based): eth0 (veth into br0) 192.0.2.<10+i>/24, lo up,
+//	              ip_forward=1, default route via 192.0.2.1 dev eth0
+//	fgx-n<i>-p<j> pod j on node i: eth0 (veth into the node's cni0) <subnet>.<j+2>
+//
+// Nothing is ever configured in the root network namespace: the bridge lives in the switch
+// namespace, and the switch namespace has no route out, so no packet leaves the lab.
+// Close removes everything the lab made (processes by PID, namespaces by name).
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/flannel-go/flannel/e2e/etcdproc"
+)
+
+// Fixed lab addresses.
+var (
+	GatewayIP = netip.MustParseAddr("192.0.2.1")   // on br0 in the switch namespace
+	EtcdIP    = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
+)
+
+// DefaultEtcdPrefix is flanneld's default --etcd-prefix.
+const DefaultEtcdPrefix = "/coreos.com/network"
+
+// Options configure a lab.
+type Options struct {
+	// Name prefixes every namespace the lab creates; it must be unique among concurrent
+	// labs (see UniqueName). Letters, digits and '_' only, at most 40 characters.
+	Name string
+	// Nodes is the number of node namespaces (1..200).
+	Nodes int
+	// WorkDir holds the etcd data, logs and per-node directories (WorkDir/n<i>/). Required.
+	WorkDir string
+	// FlanneldBin is the flanneld binary started by StartFlanneld.
+	FlanneldBin string
+	// EtcdPrefix is passed as --etcd-prefix (default DefaultEtcdPrefix).
+	EtcdPrefix string
+	// UnderlayMTU is the MTU of the nodes' eth0 (default 1500).
+	UnderlayMTU int
+	// NoEtcd skips starting etcd (for tests of the topology alone).
+	NoEtcd bool
+	// Logf, when set, receives progress messages.
+	Logf func(format string, args ...any)
+}
+
+// Lab is a running lab. Its methods are safe for concurrent use.
+type Lab struct {
+	opts Options
+
+	mu     sync.Mutex
+	closed bool
+	etcd   *etcdproc.Proc
+	cli    *clientv3.Client
+	nodes  []*node // index i-1 for node i
+	pods   map[[2]int]Pod
+}
+
+type node struct {
+	index int
+	ns    string
+	ip    netip.Addr
+	dir   string
+	proc  *flannelProc // the current or last flanneld process
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,40}$`)
+
+// UniqueName returns a lab name for one test or tool run: family, this process's PID, 'x'
+// and tag, e.g. "fge1234xping". Sweep(family) skips names whose PID is still alive.
+func UniqueName(family, tag string) string {
+	return fmt.Sprintf("%s%dx%s", family, os.Getpid(), tag)
+}
+
+// New creates the lab: switch, nodes and (unless NoEtcd) etcd. Leftovers of a lab with the
+// same name are removed first. On error everything created so far is removed again.
+func New(ctx context.Context, opts Options) (*Lab, error) {
+	if !nameRE.MatchString(opts.Name) {
+		return nil, fmt.Errorf("lab: invalid name %q (letters, digits, '_', at most 40)", opts.Name)
+	}
+	if opts.Nodes < 1 || opts.Nodes > 200 {
+		return nil, fmt.Errorf("lab: Nodes must be 1..200, got %d", opts.Nodes)
+	}
+	if opts.WorkDir == "" {
+		return nil, errors.New("lab: WorkDir is required")
+	}
+	if opts.EtcdPrefix == "" {
+		opts.EtcdPrefix = DefaultEtcdPrefix
+	}
+	if opts.UnderlayMTU == 0 {
+		opts.UnderlayMTU = 1500
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: needs root (network namespaces)")
+	}
+	wd, err := filepath.Abs(opts.WorkDir)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	opts.WorkDir = wd
+	l := &Lab{opts: opts, pods: map[[2]int]Pod{}}
+	for i := 1; i <= opts.Nodes; i++ {
+		l.nodes = append(l.nodes, &node{
+			index: i,
+			ns:    fmt.Sprintf("%s-n%d", opts.Name, i),
+			ip:    netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}),
+			dir:   filepath.Join(opts.WorkDir, fmt.Sprintf("n%d", i)),
+		})
+	}
+	if err := l.removeNamespaces(ctx); err != nil {
+		return nil, fmt.Errorf("lab: remove leftovers of %s: %w", opts.Name, err)
+	}
+	if err := l.build(ctx); err != nil {
+		if cerr := l.Close(); cerr != nil {
+			err = fmt.Errorf("%w (and cleanup: %v)", err, cerr)
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) logf(format string, args ...any) {
+	if l.opts.Logf != nil {
+		l.opts.Logf(format, args...)
+	}
+}
+
+func (l *Lab) build(ctx context.Context) error {
+	if err := os.MkdirAll(l.opts.WorkDir, 0o755); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	sw := l.SwitchNS()
+	l.logf("lab %s: creating switch namespace %s", l.opts.Name, sw)
+	if err := addNamespace(ctx, sw); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "br0", "type", "bridge"},
+		{"addr", "add", GatewayIP.String() + "/24", "dev", "br0"},
+		{"addr", "add", EtcdIP.String() + "/24", "dev", "br0"},
+		{"link", "set", "br0", "up"},
+	} {
+		if _, err := ipn(ctx, sw, args...); err != nil {
+			return fmt.Errorf("lab: switch: %w", err)
+		}
+	}
+	for _, n := range l.nodes {
+		if err := l.buildNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	if l.opts.NoEtcd {
+		return nil
+	}
+	return l.startEtcd(ctx)
+}
+
+func (l *Lab) buildNode(ctx context.Context, n *node) error {
+	l.logf("lab %s: creating node namespace %s (%s)", l.opts.Name, n.ns, n.ip)
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := addNamespace(ctx, n.ns); err != nil {
+		return err
+	}
+	port := fmt.Sprintf("n%d", n.index)
+	mtu := strconv.Itoa(l.opts.UnderlayMTU)
+	steps := []struct {
+		ns   string
+		args []string
+	}{
+		{n.ns, []string{"link", "set", "lo", "up"}},
+		// Both ends are created directly in their namespaces: nothing touches the root one.
+		{n.ns, []string{"link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "mtu", mtu, "netns", l.SwitchNS()}},
+		{l.SwitchNS(), []string{"link", "set", port, "master", "br0"}},
+		{l.SwitchNS(), []string{"link", "set", port, "up"}},
+		{n.ns, []string{"addr", "add", n.ip.String() + "/24", "dev", "eth0"}},
+		{n.ns, []string{"link", "set", "eth0", "up"}},
+		{n.ns, []string{"route", "add", "default", "via", GatewayIP.String(), "dev", "eth0"}},
+	}
+	for _, s := range steps {
+		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
+			return fmt.Errorf("lab: node %d: %w", n.index, err)
+		}
+	}
+	if err := setSysctl(ctx, n.ns, "net.ipv4.ip_forward", "1"); err != nil {
+		return fmt.Errorf("lab: node %d: %w", n.index, err)
+	}
+	return nil
+}
+
+func (l *Lab) startEtcd(ctx context.Context) error {
+	l.logf("lab %s: starting etcd on %s inside %s", l.opts.Name, l.EtcdEndpoint(), l.SwitchNS())
+	p, err := etcdproc.Start(ctx, etcdproc.Options{
+		Name:      "lab",
+		DataDir:   filepath.Join(l.opts.WorkDir, "etcd", "data"),
+		ClientURL: l.EtcdEndpoint(),
+		PeerURL:   fmt.Sprintf("http://%s:2380", EtcdIP),
+		Netns:     l.SwitchNS(),
+		LogFile:   filepath.Join(l.opts.WorkDir, "etcd", "etcd.log"),
+	})
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.mu.Lock()
+	l.etcd = p
+	l.mu.Unlock()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{l.EtcdEndpoint()},
+		DialTimeout: 10 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return DialContext(l.SwitchNS())(ctx, "tcp", addr)
+		})},
+	})
+	if err != nil {
+		return fmt.Errorf("lab: etcd client: %w", err)
+	}
+	l.mu.Lock()
+	l.cli = cli
+	l.mu.Unlock()
+	// One round trip proves the client path (netns dialer) works.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := cli.Get(cctx, "/lab-ping"); err != nil {
+		return fmt.Errorf("lab: etcd not answering on %s: %w", l.EtcdEndpoint(), err)
+	}
+	return nil
+}
+
+// Name is the lab's name prefix.
+func (l *Lab) Name() string { return l.opts.Name }
+
+// Nodes is the number of nodes.
+func (l *Lab) Nodes() int { return len(l.nodes) }
+
+// WorkDir is the lab's work directory (absolute).
+func (l *Lab) WorkDir() string { return l.opts.WorkDir }
+
+// SwitchNS is the switch namespace name.
+func (l *Lab) SwitchNS() string { return l.opts.Name + "-sw" }
+
+// NodeNS is node i's namespace name (i is 1-based).
+func (l *Lab) NodeNS(i int) string { return fmt.Sprintf("%s-n%d", l.opts.Name, i) }
+
+// NodeIP is node i's underlay address.
+func (l *Lab) NodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+
+// NodeDir is node i's directory (subnet.env, flanneld.log).
+func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }
+
+// EtcdEndpoint is the etcd client URL as seen from the nodes.
+func (l *Lab) EtcdEndpoint() string { return fmt.Sprintf("http://%s:2379", EtcdIP) }
+
+// EtcdPrefix is the --etcd-prefix the lab passes to flanneld.
+func (l *Lab) EtcdPrefix() string { return l.opts.EtcdPrefix }
+
+// EtcdLog is the path of etcd's log file.
+func (l *Lab) EtcdLog() string { return filepath.Join(l.opts.WorkDir, "etcd", "etcd.log") }
+
+// Etcd is a client connected to the lab's etcd (through the switch namespace). It is
+// owned by the lab and closed by Close; nil when the lab runs without etcd.
+func (l *Lab) Etcd() *clientv3.Client {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cli
+}
+
+// EtcdProc is the etcd process (for fault tests: Kill, Restart); nil without etcd.
+func (l *Lab) EtcdProc() *etcdproc.Proc {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.etcd
+}
+
+// PutConfig writes the network configuration to <prefix>/config.
+func (l *Lab) PutConfig(ctx context.Context, config string) error {
+	cli := l.Etcd()
+	if cli == nil {
+		return errors.New("lab: no etcd")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, l.opts.EtcdPrefix+"/config", config); err != nil {
+		return fmt.Errorf("lab: put config: %w", err)
+	}
+	return nil
+}
+
+func (l *Lab) node(i int) (*node, error) {
+	if i < 1 || i > len(l.nodes) {
+		return nil, fmt.Errorf("lab: no node %d (have 1..%d)", i, len(l.nodes))
+	}
+	return l.nodes[i-1], nil
+}
+
+// Close stops every process the lab started (by PID) and deletes every namespace it
+// created (by name), which also removes all links, addresses and routes in them. It is
+// idempotent and safe after a partial New. It returns the first problem met, after
+// trying everything.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	cli, etcd := l.cli, l.etcd
+	l.cli, l.etcd = nil, nil
+	var procs []*flannelProc
+	for _, n := range l.nodes {
+		if n.proc != nil {
+			procs = append(procs, n.proc)
+		}
+	}
+	l.mu.Unlock()
+
+	var errs []error
+	for _, p := range procs {
+		if err := p.kill(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cli != nil {
+		_ = cli.Close()
+	}
+	if etcd != nil {
+		etcd.Kill()
+	}
+	if err := l.removeNamespaces(context.Background()); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ownNamespaces lists existing namespaces that belong to this lab's name.
+func (l *Lab) ownNamespaces(ctx context.Context) ([]string, error) {
+	all, err := listNamespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ns := range all {
+		if ns == l.SwitchNS() || belongsToNodes(ns, l.opts.Name) {
+			out = append(out, ns)
+		}
+	}
+	return out, nil
+}
+
+// belongsToNodes matches "<name>-n<digits>" and "<name>-n<digits>-p<digits>".
+func belongsToNodes(ns, name string) bool {
+	rest, ok := strings.CutPrefix(ns, name+"-n")
+	if !ok {
+		return false
+	}
+	node, pod, hasPod := strings.Cut(rest, "-p")
+	if !allDigits(node) {
+		return false
+	}
+	return !hasPod || allDigits(pod)
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Lab) removeNamespaces(ctx context.Context) error {
+	nss, err := l.ownNamespaces(ctx)
+	if err != nil {
+		return err
+	}
+	return deleteNamespaces(ctx, nss)
+}
+
+// deleteNamespaces kills the processes still inside the namespaces (leftovers of a crashed
+// run; the lab's own processes are already gone), then deletes pods first, switch last.
+func deleteNamespaces(ctx context.Context, nss []string) error {
+	sort.Slice(nss, func(a, b int) bool {
+		// Longer names (pods) before nodes before the switch.
+		if len(nss[a]) != len(nss[b]) {
+			return len(nss[a]) > len(nss[b])
+		}
+		return nss[a] < nss[b]
+	})
+	var errs []error
+	for _, ns := range nss {
+		if err := killNamespacePIDs(ctx, ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ns := range nss {
+		if _, err := run(ctx, "ip", "netns", "delete", ns); err != nil && !isNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killNamespacePIDs SIGKILLs every process whose network namespace is ns and waits up to
+// 10 s for them to go.
+func killNamespacePIDs(ctx context.Context, ns string) error {
+	pids, err := namespacePIDs(ctx, ns)
+	if err != nil || len(pids) == 0 {
+		return err
+	}
+	for _, pid := range pids {
+		if pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		left, err := namespacePIDs(ctx, ns)
+		if err != nil {
+			return err
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("lab: processes still in namespace %s after SIGKILL", ns)
+}
+
+func namespacePIDs(ctx context.Context, ns string) ([]int, error) {
+	out, err := run(ctx, "ip", "netns", "pids", ns)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// listNamespaces returns the names of all named network namespaces.
+func listNamespaces(ctx context.Context) ([]string, error) {
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return nil, err
+	}
+	var nss []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			nss = append(nss, f[0])
+		}
+	}
+	return nss, nil
+}
+
+func addNamespace(ctx context.Context, ns string) error {
+	if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	return nil
+}
+
+// Sweep removes the namespaces (and any process left in them) of earlier labs whose name
+// starts with family. Names made by UniqueName(family, …) whose PID is still running are
+// kept, so concurrent runs do not remove each other's labs. It matches by namespace name
+// only.
+func Sweep(family string) error {
+	if family == "" {
+		return errors.New("lab: Sweep needs a non-empty prefix")
+	}
+	ctx := context.Background()
+	all, err := listNamespaces(ctx)
+	if err != nil {
+		return err
+	}
+	var doomed []string
+	for _, ns := range all {
+		rest, ok := strings.CutPrefix(ns, family)
+		if !ok {
+			continue
+		}
+		if pid, ok := ownerPID(rest); ok && processAlive(pid) {
+			continue
+		}
+		doomed = append(doomed, ns)
+	}
+	return deleteNamespaces(ctx, doomed)
+}
+
+// ownerPID parses the "<pid>x" that UniqueName puts after the family.
+func ownerPID(rest string) (int, bool) {
+	digits, _, ok := strings.Cut(rest, "x")
+	if !ok || !allDigits(digits) {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil && pid > 0
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
