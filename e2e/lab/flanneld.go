@@ -223,9 +223,10 @@ func (l *Lab) WaitExit(i int, timeout time.Duration) (int, error) {
 }
 
 // LogTail returns the last n lines of node i's flanneld log.
-func (l *Lab) LogTail(i, n int) string { return tailFile(l.LogPath(i), n) }
+func (l *Lab) LogTail(i, n int) string { return TailFile(l.LogPath(i), n) }
 
-func tailFile(path string, n int) string {
+// TailFile returns the last n lines of a text file (or the error in parentheses).
+func TailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(%v)", err)

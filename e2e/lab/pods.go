@@ -385,3 +385,23 @@ func ipJSON(ctx context.Context, v any, name string, args ...string) error {
 	}
 	return nil
 }
+
+// Describe returns a human-readable dump of ns's devices, routes, neighbours and
+// vxlan FDB entries, for failure messages. Errors are included in the text.
+func Describe(ctx context.Context, ns string) string {
+	var b strings.Builder
+	for _, c := range [][]string{
+		{"ip", "-n", ns, "-d", "-br", "addr", "show"},
+		{"ip", "-n", ns, "-d", "link", "show", "type", "vxlan"},
+		{"ip", "-n", ns, "-4", "route", "show"},
+		{"ip", "-n", ns, "-4", "neigh", "show"},
+		{"bridge", "-n", ns, "fdb", "show", "nomaster"},
+	} {
+		out, err := run(ctx, c[0], c[1:]...)
+		fmt.Fprintf(&b, "$ %s\n%s", strings.Join(c, " "), out)
+		if err != nil {
+			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	return b.String()
+}

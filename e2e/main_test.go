@@ -1,0 +1,72 @@
+// Package e2e holds the end-to-end tests: real flanneld processes in a network-namespace
+// lab (package e2e/lab) with a real etcd. They need root and skip otherwise, and in
+// -short mode. flanneld is built once per run (or taken from $FLANNEL_TEST_FLANNELD).
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/flannel-go/flannel/e2e/lab"
+)
+
+// labFamily prefixes every lab these tests create (see lab.UniqueName / lab.Sweep).
+const labFamily = "fge2e"
+
+// flanneld is the binary under test, set once by TestMain before any test runs.
+var flanneld struct {
+	bin string
+	err error
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if testing.Short() || os.Geteuid() != 0 {
+		return m.Run() // every test skips itself
+	}
+	if err := lab.Sweep(labFamily); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: sweeping leftover labs: %v\n", err)
+	}
+	if b := os.Getenv("FLANNEL_TEST_FLANNELD"); b != "" {
+		flanneld.bin = b
+		if _, err := os.Stat(b); err != nil {
+			flanneld.err = fmt.Errorf("FLANNEL_TEST_FLANNELD: %w", err)
+		}
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "fge2e-bin-")
+	if err != nil {
+		flanneld.err = err
+		return m.Run()
+	}
+	defer os.RemoveAll(dir)
+	flanneld.bin = filepath.Join(dir, "flanneld")
+	flanneld.err = buildFlanneld(flanneld.bin)
+	return m.Run()
+}
+
+func buildFlanneld(out string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	args := []string{"build", "-o", out}
+	if os.Getenv("FLANNEL_TEST_RACE") != "" {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/flannel-go/flannel/cmd/flanneld")
+	cmd := exec.Command(goBin, args...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build flanneld: %w\n%s", err, b)
+	}
+	return nil
+}
