@@ -1,0 +1,164 @@
+package vxlan
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// Limits of the config values.
+const (
+	defaultVNI = 1
+	maxVNI     = 1<<24 - 1
+	// overhead is what the VXLAN encapsulation costs on an IPv4 underlay (outer IP 20 +
+	// UDP 8 + VXLAN 8 + inner Ethernet 14). Upstream subtracts it for the IPv6 device too.
+	overhead = 50
+	// v6Headroom is the real encapsulation cost on an IPv6 underlay; the kernel clamps a
+	// vxlan device over IPv6 to lower MTU - 70.
+	v6Headroom = 70
+	// minDeviceMTU is the smallest MTU the kernel accepts for a vxlan device (IPv4 minimum).
+	minDeviceMTU = 68
+	// minV6DeviceMTU is the IPv6 minimum link MTU.
+	minV6DeviceMTU = 1280
+	// kernelDefaultPort is the port the Linux vxlan driver uses when none is given.
+	kernelDefaultPort = 8472
+)
+
+// Config is the vxlan backend's own part of the network config ("Backend": {...}).
+type Config struct {
+	VNI           int
+	Port          int  // 0: not sent to the kernel, which then uses 8472
+	MTU           int  // underlay MTU; the devices get MTU - 50
+	GBP           bool // VXLAN Group Based Policy extension
+	Learning      bool // kernel MAC learning (off: "nolearning")
+	DirectRouting bool // plain routes to peers reachable without a gateway
+}
+
+// parseConfig decodes the Backend object (keys matched case-insensitively, unknown
+// keys such as the Windows-only MacPrefix and Name ignored), fills in defaults and checks
+// ranges. ifaceMTU is the external interface's MTU, the default for MTU; v6 says whether
+// the IPv6 device will exist (it needs a device MTU of at least 1280).
+func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
+	var in struct {
+		Type          string
+		VNI           *int
+		Port          int
+		MTU           int
+		GBP           bool
+		Learning      bool
+		DirectRouting bool
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		if err := dec.Decode(&in); err != nil {
+			return Config{}, fmt.Errorf("error decoding VXLAN backend config: %w", err)
+		}
+	}
+	c := Config{
+		VNI:           defaultVNI,
+		Port:          in.Port,
+		MTU:           in.MTU,
+		GBP:           in.GBP,
+		Learning:      in.Learning,
+		DirectRouting: in.DirectRouting,
+	}
+	if in.VNI != nil {
+		c.VNI = *in.VNI
+	}
+	var errs []error
+	if c.VNI < 1 || c.VNI > maxVNI {
+		errs = append(errs, fmt.Errorf("vxlan: VNI %d out of range 1..%d", c.VNI, maxVNI))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("vxlan: Port %d out of range 0..65535", c.Port))
+	}
+	switch {
+	case c.MTU < 0:
+		errs = append(errs, fmt.Errorf("vxlan: MTU %d is negative", c.MTU))
+	case c.MTU == 0 && ifaceMTU <= 0:
+		errs = append(errs, errors.New("vxlan: MTU not configured and the external interface MTU is unknown"))
+	default:
+		if c.MTU == 0 {
+			c.MTU = ifaceMTU
+		}
+		switch {
+		case c.MTU > 65535:
+			errs = append(errs, fmt.Errorf("vxlan: MTU %d is larger than 65535", c.MTU))
+		case c.MTU-overhead < minDeviceMTU:
+			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small: the device MTU (MTU - %d) must be at least %d",
+				c.MTU, overhead, minDeviceMTU))
+		case v6 && c.MTU-overhead < minV6DeviceMTU:
+			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d",
+				c.MTU, overhead, minV6DeviceMTU))
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// backendData is what a vxlan lease advertises per family.
+type backendData struct {
+	VNI int
+	MAC hwAddr
+}
+
+// marshalBackendData writes {"VNI":<vni>,"VtepMAC":"<mac>"} exactly as upstream does.
+func marshalBackendData(vni int, mac hwAddr) []byte {
+	b := make([]byte, 0, 48)
+	b = append(b, `{"VNI":`...)
+	b = strconv.AppendInt(b, int64(vni), 10)
+	b = append(b, `,"VtepMAC":"`...)
+	b = append(b, mac.String()...)
+	b = append(b, `"}`...)
+	return b
+}
+
+// parseBackendData reads a peer's BackendData (or BackendV6Data). VNI is optional
+// (v0.10 leases carry only VtepMAC) and not checked against ours, as upstream. The MAC
+// must be a 6-byte unicast address that is not all zeros: an all-zero FDB entry would
+// be the device's default destination and flood every unknown MAC to that peer.
+func parseBackendData(raw []byte) (backendData, error) {
+	if len(raw) == 0 {
+		return backendData{}, errors.New("no backend data")
+	}
+	var in struct {
+		VNI     int
+		VtepMAC string
+	}
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return backendData{}, fmt.Errorf("bad backend data: %w", err)
+	}
+	if in.VtepMAC == "" {
+		return backendData{}, errors.New("backend data has no VtepMAC")
+	}
+	hw, err := net.ParseMAC(in.VtepMAC)
+	if err != nil || len(hw) != 6 {
+		return backendData{}, fmt.Errorf("bad VtepMAC %q", in.VtepMAC)
+	}
+	var mac hwAddr
+	copy(mac[:], hw)
+	if mac == (hwAddr{}) || mac[0]&1 != 0 {
+		return backendData{}, fmt.Errorf("VtepMAC %q is not a unicast address", in.VtepMAC)
+	}
+	return backendData{VNI: in.VNI, MAC: mac}, nil
+}
+
+// hwAddr is a 6-byte Ethernet address, comparable and usable as a map key.
+type hwAddr [6]byte
+
+func (m hwAddr) String() string { return net.HardwareAddr(m[:]).String() }
+
+// hwFrom converts a kernel MAC; ok is false unless it is 6 bytes long.
+func hwFrom(b net.HardwareAddr) (hwAddr, bool) {
+	var m hwAddr
+	if len(b) != 6 {
+		return m, false
+	}
+	copy(m[:], b)
+	return m, true
+}

@@ -1,0 +1,647 @@
+package vxlan
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+)
+
+// nlHandle is the part of *netlink.Handle the backend uses. Every method is one netlink
+// request (a dump for the *List methods) on the handle's namespace; calls block until
+// the kernel answers and cannot be cancelled. Tests wrap it to count writes.
+type nlHandle interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkByIndex(index int) (netlink.Link, error)
+	LinkAdd(link netlink.Link) error
+	LinkDel(link netlink.Link) error
+	LinkSetUp(link netlink.Link) error
+	LinkSetMTU(link netlink.Link, mtu int) error
+	LinkSetHardwareAddr(link netlink.Link, hw net.HardwareAddr) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) bool) error
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
+	NeighSet(neigh *netlink.Neigh) error
+	NeighDel(neigh *netlink.Neigh) error
+}
+
+var _ nlHandle = (*netlink.Handle)(nil)
+
+// dumpAttempts bounds the retries of a dump the kernel reports as interrupted.
+const dumpAttempts = 3
+
+// maxReportedErrors caps how many individual failures one reconcile returns; the rest
+// are summarised, so that a broken kernel object set cannot produce a megabyte error.
+const maxReportedErrors = 16
+
+// family is the per address family part of the backend: one vxlan device and the
+// scratch space of its reconcile rounds (reused so that a round allocates little).
+type family struct {
+	v6      bool
+	name    string       // device name
+	local   netip.Addr   // our public address, the device's local address
+	network netip.Prefix // the flannel network of this family
+	nlFam   int          // unix.AF_INET or unix.AF_INET6
+	mtu     int          // device MTU we maintain
+	mac     hwAddr       // the advertised VTEP MAC (fixed once Prepare returned)
+	index   int          // device ifindex, refreshed every round
+	own     netip.Prefix // our lease's subnet (set by Start)
+
+	want, act *famState
+	ops       ops
+	under     lpm // underlay routes, for DirectRouting
+}
+
+func (f *family) label() string {
+	if f.v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// randomMAC returns a random locally administered unicast MAC.
+func randomMAC() (hwAddr, error) {
+	var m hwAddr
+	if _, err := rand.Read(m[:]); err != nil {
+		return m, fmt.Errorf("random MAC: %w", err)
+	}
+	m[0] = (m[0] | 0x02) &^ 0x01
+	return m, nil
+}
+
+// mismatch describes why an existing vxlan device cannot be adopted as is, or returns "".
+func (b *Backend) mismatch(f *family, vx *netlink.Vxlan) string {
+	wantPort := b.vc.Port
+	if wantPort == 0 {
+		wantPort = kernelDefaultPort
+	}
+	local, _ := netlinkx.Addr(vx.SrcAddr)
+	switch {
+	case vx.VxlanId != b.vc.VNI:
+		return fmt.Sprintf("VNI %d, want %d", vx.VxlanId, b.vc.VNI)
+	case vx.Port != wantPort:
+		return fmt.Sprintf("port %d, want %d", vx.Port, wantPort)
+	case local != f.local:
+		return fmt.Sprintf("local address %v, want %v", local, f.local)
+	case vx.VtepDevIndex != b.ext.Iface.Index:
+		return fmt.Sprintf("underlay link index %d, want %d", vx.VtepDevIndex, b.ext.Iface.Index)
+	case vx.GBP != b.vc.GBP:
+		return fmt.Sprintf("gbp %v, want %v", vx.GBP, b.vc.GBP)
+	case vx.Learning != b.vc.Learning:
+		return fmt.Sprintf("learning %v, want %v", vx.Learning, b.vc.Learning)
+	case len(vx.Group) > 0 && !vx.Group.IsUnspecified():
+		return fmt.Sprintf("remote/group %v set", vx.Group)
+	case vx.FlowBased:
+		return "external (flow based) mode"
+	case vx.L2miss || vx.L3miss || vx.Proxy:
+		return "l2miss/l3miss/proxy set"
+	}
+	return ""
+}
+
+// targetMTU is the device MTU: configured underlay MTU - 50, clamped to what the kernel
+// allows over the underlay device (its MTU - 50 for IPv4, - 70 for IPv6).
+func (b *Backend) targetMTU(f *family) (int, error) {
+	lower, err := b.h.LinkByIndex(b.ext.Iface.Index)
+	if err != nil {
+		return 0, fmt.Errorf("read external interface (index %d): %w", b.ext.Iface.Index, err)
+	}
+	want := b.vc.MTU - overhead
+	headroom := overhead
+	if f.v6 {
+		headroom = v6Headroom
+	}
+	if lim := lower.Attrs().MTU - headroom; lim < want {
+		klog.InfoS("vxlan device MTU limited by the external interface", "device", f.name,
+			"configured", want, "limit", lim, "externalInterfaceMTU", lower.Attrs().MTU)
+		want = max(lim, minDeviceMTU)
+	}
+	return want, nil
+}
+
+// ensureDevice makes f's vxlan device exist with our attributes, up, with MTU f.mtu and
+// MAC f.mac. When f.mac is zero (Prepare), an existing device's MAC is adopted, else
+// fallback is used for a new device. An incompatible device is deleted and recreated
+// with its MAC. It returns whether anything was written and the device link.
+func (b *Backend) ensureDevice(f *family, fallback hwAddr) (bool, netlink.Link, error) {
+	l, err := b.h.LinkByName(f.name)
+	if err != nil && !netlinkx.IsNotFound(err) {
+		return false, nil, fmt.Errorf("look up %s: %w", f.name, err)
+	}
+	if err == nil {
+		vx, ok := l.(*netlink.Vxlan)
+		if !ok {
+			return false, nil, fmt.Errorf("device %q exists but is of type %q, not vxlan; remove it or choose another VNI", f.name, l.Type())
+		}
+		devMAC, macOK := hwFrom(vx.HardwareAddr)
+		if why := b.mismatch(f, vx); why != "" {
+			if f.mac == (hwAddr{}) && macOK {
+				f.mac = devMAC
+			}
+			klog.InfoS("vxlan device exists with incompatible configuration; recreating it", "device", f.name, "reason", why, "mac", f.mac)
+			if err := b.h.LinkDel(vx); err != nil && !netlinkx.IsNotFound(err) {
+				return true, nil, fmt.Errorf("delete incompatible %s: %w", f.name, err)
+			}
+			l, err := b.createDevice(f, fallback)
+			return true, l, err
+		}
+		wrote := false
+		if f.mac == (hwAddr{}) && macOK {
+			f.mac = devMAC
+		}
+		if f.mac != devMAC {
+			klog.InfoS("vxlan device has another MAC than advertised; restoring it", "device", f.name, "have", vx.HardwareAddr, "want", f.mac)
+			if err := b.h.LinkSetHardwareAddr(vx, f.mac[:]); err != nil {
+				return true, nil, fmt.Errorf("set MAC %s on %s: %w", f.mac, f.name, err)
+			}
+			wrote = true
+		}
+		if vx.MTU != f.mtu {
+			if t, err := b.targetMTU(f); err == nil {
+				f.mtu = t // the underlay MTU may have changed since
+			}
+		}
+		if vx.MTU != f.mtu {
+			if err := b.h.LinkSetMTU(vx, f.mtu); err != nil {
+				return true, nil, fmt.Errorf("set MTU %d on %s: %w", f.mtu, f.name, err)
+			}
+			wrote = true
+		}
+		if vx.Flags&net.FlagUp == 0 {
+			if err := b.h.LinkSetUp(vx); err != nil {
+				return true, nil, fmt.Errorf("set %s up: %w", f.name, err)
+			}
+			wrote = true
+		}
+		f.index = vx.Index
+		return wrote, vx, nil
+	}
+	l, err = b.createDevice(f, fallback)
+	return true, l, err
+}
+
+// createDevice creates f's device (with f.mac, or fallback when f.mac is zero), sets it
+// up and turns off router advertisements on it.
+func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error) {
+	if f.mac == (hwAddr{}) {
+		f.mac = fallback
+	}
+	if f.mac == (hwAddr{}) {
+		m, err := randomMAC()
+		if err != nil {
+			return nil, err
+		}
+		f.mac = m
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = f.name
+	la.MTU = f.mtu
+	la.HardwareAddr = append(net.HardwareAddr(nil), f.mac[:]...)
+	vx := &netlink.Vxlan{
+		LinkAttrs:    la,
+		VxlanId:      b.vc.VNI,
+		VtepDevIndex: b.ext.Iface.Index,
+		SrcAddr:      f.local.AsSlice(),
+		Port:         b.vc.Port, // 0 is not sent: the kernel default applies
+		Learning:     b.vc.Learning,
+		GBP:          b.vc.GBP,
+	}
+	if err := b.h.LinkAdd(vx); err != nil {
+		return nil, fmt.Errorf("create vxlan device %s (VNI %d, local %v): %w", f.name, b.vc.VNI, f.local, err)
+	}
+	l, err := b.h.LinkByName(f.name)
+	if err != nil {
+		return nil, fmt.Errorf("read back %s: %w", f.name, err)
+	}
+	if got, _ := hwFrom(l.Attrs().HardwareAddr); got != f.mac {
+		// Something (e.g. a udev MAC policy) changed it; the advertised MAC must win.
+		if err := b.h.LinkSetHardwareAddr(l, f.mac[:]); err != nil {
+			return nil, fmt.Errorf("%s's mac address wanted: %s, but got: %v (%w)", f.name, f.mac, l.Attrs().HardwareAddr, err)
+		}
+	}
+	if err := b.h.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", f.name, err)
+	}
+	f.index = l.Attrs().Index
+	klog.InfoS("Created vxlan device", "device", f.name, "index", f.index, "mac", f.mac, "mtu", f.mtu,
+		"VNI", b.vc.VNI, "local", f.local)
+	b.disableRA(f)
+	return l, nil
+}
+
+// disableRA writes accept_ra=0 for the device, best effort (IPv6 may be disabled).
+func (b *Backend) disableRA(f *family) {
+	p := "/proc/sys/net/ipv6/conf/" + f.name + "/accept_ra"
+	if err := b.sysctl(p, "0"); err != nil {
+		klog.V(2).InfoS("Could not disable router advertisements", "path", p, "err", err)
+	}
+}
+
+// ensureAddr makes the network's one address on the device the lease subnet's network
+// address (/32, /128), removing other addresses inside the network (IPv6 link-local ones
+// excepted). With apply false it only reports whether a change is needed.
+func (b *Backend) ensureAddr(f *family, l netlink.Link, apply bool) (changes int, err error) {
+	bits := 32
+	if f.v6 {
+		bits = 128
+	}
+	want := netip.PrefixFrom(f.own.Addr(), bits)
+	addrs, err := b.h.AddrList(l, f.nlFam)
+	if err != nil {
+		return 0, fmt.Errorf("list addresses of %s: %w", f.name, err)
+	}
+	found := false
+	var errs []error
+	for i := range addrs {
+		a := &addrs[i]
+		p, ok := netlinkx.Prefix(a.IPNet)
+		if !ok {
+			continue
+		}
+		if p == want {
+			found = true
+			continue
+		}
+		if !f.network.Contains(p.Addr()) || (f.v6 && p.Addr().IsLinkLocalUnicast()) {
+			continue
+		}
+		changes++
+		if apply {
+			klog.InfoS("Removing stale address from vxlan device", "device", f.name, "address", p)
+			if err := b.h.AddrDel(l, a); err != nil && !netlinkx.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete address %s from %s: %w", p, f.name, err))
+			}
+		}
+	}
+	if !found {
+		changes++
+		if apply {
+			na := &netlink.Addr{IPNet: netlinkx.IPNet(want)}
+			if f.v6 {
+				na.Flags = unix.IFA_F_NODAD
+			}
+			if err := b.h.AddrAdd(l, na); err != nil && !netlinkx.IsExist(err) {
+				errs = append(errs, fmt.Errorf("add address %s to %s: %w", want, f.name, err))
+			}
+		}
+	}
+	return changes, errors.Join(errs...)
+}
+
+// readActual fills f.act from kernel dumps: permanent neighbours on the device, routes
+// we own (on the device; on the external interface with a destination inside the
+// network), and, for DirectRouting, the other routes of the main table into f.under.
+// The FDB is read separately (one dump for all families).
+func (b *Backend) readActual(f *family) error {
+	act := f.act
+	ext := b.ext.Iface.Index
+	collect := b.vc.DirectRouting
+	err := netlinkx.Dump(dumpAttempts, f.label()+" routes", func() error {
+		clear(act.routes)
+		act.extraRoutes = act.extraRoutes[:0]
+		f.under.reset()
+		return b.h.RouteListFilteredIter(f.nlFam, &netlink.Route{}, 0, func(r netlink.Route) bool {
+			if len(r.MultiPath) > 0 {
+				if collect {
+					f.under.add(routeDst(r.Dst, f.v6), false, r.Priority)
+				}
+				return true
+			}
+			dst := routeDst(r.Dst, f.v6)
+			if !dst.IsValid() {
+				return true
+			}
+			owned := false
+			if r.Type == unix.RTN_UNICAST && r.Protocol != unix.RTPROT_KERNEL {
+				switch r.LinkIndex {
+				case f.index:
+					owned = true
+				case ext:
+					owned = f.network.Contains(dst.Addr()) && dst.Bits() >= f.network.Bits()
+				}
+			}
+			if owned {
+				act.addRoute(fromKernelRoute(r, dst))
+			} else if collect && r.LinkIndex != f.index {
+				gw, _ := netlinkx.Addr(r.Gw)
+				direct := r.Type == unix.RTN_UNICAST && !gw.IsValid() && r.Via == nil && r.LinkIndex == ext
+				f.under.add(dst, direct, r.Priority)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
+		clear(act.neigh)
+		ns, err := b.h.NeighList(f.index, f.nlFam)
+		if err != nil {
+			return err
+		}
+		for i := range ns {
+			n := &ns[i]
+			if n.LinkIndex != f.index || n.State&netlink.NUD_PERMANENT == 0 {
+				continue
+			}
+			ip, ok := netlinkx.Addr(n.IP)
+			if !ok {
+				continue
+			}
+			mac, _ := hwFrom(n.HardwareAddr) // a foreign lladdr reads as zero: replaced or removed
+			act.neigh[ip] = mac
+		}
+		return nil
+	})
+}
+
+// readFDB fills the FDB part of each family's actual state from one AF_BRIDGE dump.
+func (b *Backend) readFDB(fams []*family) error {
+	idx := 0
+	if len(fams) == 1 {
+		idx = fams[0].index
+	}
+	return netlinkx.Dump(dumpAttempts, "fdb", func() error {
+		for _, f := range fams {
+			clear(f.act.fdb)
+			f.act.extraFDB = f.act.extraFDB[:0]
+		}
+		ns, err := b.h.NeighList(idx, unix.AF_BRIDGE)
+		if err != nil {
+			return err
+		}
+		for i := range ns {
+			n := &ns[i]
+			if n.State&netlink.NUD_PERMANENT == 0 {
+				continue
+			}
+			for _, f := range fams {
+				if n.LinkIndex != f.index {
+					continue
+				}
+				mac, okMAC := hwFrom(n.HardwareAddr)
+				dst, okDst := netlinkx.Addr(n.IP)
+				if okMAC && okDst {
+					f.act.addFDB(mac, dst)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// routeDst converts a kernel route destination; nil is the default route.
+func routeDst(n *net.IPNet, v6 bool) netip.Prefix {
+	if n == nil {
+		if v6 {
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	p, ok := netlinkx.Prefix(n)
+	if !ok {
+		return netip.Prefix{}
+	}
+	return p.Masked()
+}
+
+func fromKernelRoute(r netlink.Route, dst netip.Prefix) route {
+	gw, _ := netlinkx.Addr(r.Gw)
+	return route{
+		Dst:    dst,
+		Gw:     gw,
+		Link:   r.LinkIndex,
+		Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
+		Prio:   r.Priority,
+		Scope:  uint8(r.Scope),
+		Tos:    r.Tos,
+		Extra: r.Src != nil || r.Encap != nil || r.Via != nil || r.NewDst != nil || r.Realm != 0 ||
+			r.MTU != 0 || r.AdvMSS != 0 || r.Hoplimit != 0 || r.InitCwnd != 0 || r.InitRwnd != 0 ||
+			r.Congctl != "",
+	}
+}
+
+func toKernelRoute(r route) *netlink.Route {
+	kr := &netlink.Route{
+		Dst:       netlinkx.IPNet(r.Dst),
+		LinkIndex: r.Link,
+		Priority:  r.Prio,
+		Scope:     netlink.Scope(r.Scope),
+		Tos:       r.Tos,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+	if r.Gw.IsValid() {
+		kr.Gw = r.Gw.AsSlice()
+	}
+	if r.Onlink {
+		kr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return kr
+}
+
+// errList collects failures, keeping the first few in full.
+type errList struct {
+	errs []error
+	more int
+}
+
+func (e *errList) add(err error) {
+	if len(e.errs) < maxReportedErrors {
+		e.errs = append(e.errs, err)
+		return
+	}
+	e.more++
+}
+
+func (e *errList) err() error {
+	if e.more > 0 {
+		return errors.Join(append(e.errs, fmt.Errorf("and %d more errors", e.more))...)
+	}
+	return errors.Join(e.errs...)
+}
+
+// apply carries out f.ops in order (route deletes, FDB deletes, neighbour deletes,
+// neighbour sets, FDB sets, route sets), one request per object, continuing past
+// failures. A route is not installed when its gateway's neighbour or FDB entry failed.
+func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) {
+	o := &f.ops
+	n := 0
+	cancelled := func() bool {
+		n++
+		if n%256 == 0 && ctx.Err() != nil {
+			el.add(ctx.Err())
+			return true
+		}
+		return false
+	}
+	for _, r := range o.delRoutes {
+		if cancelled() {
+			return
+		}
+		if err := b.h.RouteDel(toKernelRoute(r)); err != nil && !netlinkx.IsNotFound(err) {
+			el.add(fmt.Errorf("delete route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
+			continue
+		}
+		c.RoutesRemoved++
+	}
+	for _, e := range o.delFDB {
+		if cancelled() {
+			return
+		}
+		if err := b.h.NeighDel(fdbNeigh(f, e)); err != nil && !netlinkx.IsNotFound(err) {
+			el.add(fmt.Errorf("delete fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
+			continue
+		}
+		c.FDBRemoved++
+	}
+	for _, e := range o.delNeigh {
+		if cancelled() {
+			return
+		}
+		nb := &netlink.Neigh{LinkIndex: f.index, Family: f.nlFam, IP: e.IP.AsSlice()}
+		if err := b.h.NeighDel(nb); err != nil && !netlinkx.IsNotFound(err) {
+			el.add(fmt.Errorf("delete neighbour %v on %s: %w", e.IP, f.name, err))
+			continue
+		}
+		c.NeighRemoved++
+	}
+	var failedGw map[netip.Addr]bool
+	var failedMAC map[hwAddr]bool
+	for _, e := range o.setNeigh {
+		if cancelled() {
+			return
+		}
+		nb := &netlink.Neigh{
+			LinkIndex:    f.index,
+			Family:       f.nlFam,
+			State:        netlink.NUD_PERMANENT,
+			IP:           e.IP.AsSlice(),
+			HardwareAddr: e.MAC[:],
+		}
+		if err := b.h.NeighSet(nb); err != nil {
+			el.add(fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, f.name, err))
+			if failedGw == nil {
+				failedGw = make(map[netip.Addr]bool)
+			}
+			failedGw[e.IP] = true
+			continue
+		}
+		c.NeighAdded++
+	}
+	for _, e := range o.setFDB {
+		if cancelled() {
+			return
+		}
+		if err := b.h.NeighSet(fdbNeigh(f, e)); err != nil {
+			el.add(fmt.Errorf("set fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
+			if failedMAC == nil {
+				failedMAC = make(map[hwAddr]bool)
+			}
+			failedMAC[e.MAC] = true
+			continue
+		}
+		c.FDBAdded++
+	}
+	for _, r := range o.setRoutes {
+		if cancelled() {
+			return
+		}
+		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[r.Gw]])) {
+			continue // its neighbour or FDB entry is missing; already reported
+		}
+		if err := b.h.RouteReplace(toKernelRoute(r)); err != nil {
+			el.add(fmt.Errorf("replace route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
+			continue
+		}
+		c.RoutesAdded++
+	}
+}
+
+func fdbNeigh(f *family, e fdbKey) *netlink.Neigh {
+	return &netlink.Neigh{
+		LinkIndex:    f.index,
+		Family:       unix.AF_BRIDGE,
+		Flags:        netlink.NTF_SELF,
+		State:        netlink.NUD_PERMANENT,
+		IP:           e.Dst.AsSlice(),
+		HardwareAddr: e.MAC[:],
+	}
+}
+
+// lpm answers longest-prefix-match questions over a main-table dump: is an address
+// reached without a gateway over the external interface?
+type lpm struct {
+	byLen [129]map[netip.Prefix]lpmEntry
+	lens  []int // prefix lengths present, longest first (built lazily)
+	dirty bool
+}
+
+type lpmEntry struct {
+	direct bool
+	prio   int
+}
+
+func (t *lpm) reset() {
+	for i := range t.byLen {
+		if t.byLen[i] != nil {
+			clear(t.byLen[i])
+		}
+	}
+	t.lens = t.lens[:0]
+	t.dirty = true
+}
+
+func (t *lpm) add(p netip.Prefix, direct bool, prio int) {
+	if !p.IsValid() {
+		return
+	}
+	m := t.byLen[p.Bits()]
+	if m == nil {
+		m = make(map[netip.Prefix]lpmEntry)
+		t.byLen[p.Bits()] = m
+	}
+	if e, ok := m[p]; ok && e.prio <= prio {
+		return // the kernel prefers the lower metric
+	}
+	m[p] = lpmEntry{direct, prio}
+	t.dirty = true
+}
+
+// isDirect reports whether the best main-table route for a is a gateway-less unicast
+// route on the external interface.
+func (t *lpm) isDirect(a netip.Addr) bool {
+	if t.dirty {
+		t.lens = t.lens[:0]
+		for l := len(t.byLen) - 1; l >= 0; l-- {
+			if len(t.byLen[l]) > 0 {
+				t.lens = append(t.lens, l)
+			}
+		}
+		t.dirty = false
+	}
+	for _, l := range t.lens {
+		if l > a.BitLen() {
+			continue
+		}
+		p, err := a.Prefix(l)
+		if err != nil {
+			continue
+		}
+		if e, ok := t.byLen[l][p]; ok {
+			return e.direct
+		}
+	}
+	return false
+}

@@ -1,0 +1,332 @@
+package vxlan
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// route is one route we want or own, reduced to what we compare and what a delete needs.
+type route struct {
+	Dst    netip.Prefix
+	Gw     netip.Addr
+	Link   int  // output interface index
+	Onlink bool // RTNH_F_ONLINK
+	Prio   int  // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
+	// The fields below only describe routes read from the kernel: they are zero in
+	// desired routes, and a kernel route differing in them is replaced.
+	Scope uint8
+	Tos   int
+	Extra bool // other attributes we never set (source, metrics, encap, ...)
+}
+
+// same reports whether an actual route r is exactly the desired route d.
+func (r route) same(d route) bool {
+	return r.Dst == d.Dst && r.Gw == d.Gw && r.Link == d.Link && r.Onlink == d.Onlink &&
+		r.Prio == d.Prio && r.Scope == 0 && r.Tos == 0 && !r.Extra
+}
+
+// replaceable reports whether replacing with the desired route w overwrites r (the
+// kernel matches metric and TOS besides the destination).
+func (r route) replaceable(w route) bool { return r.Prio == w.Prio && r.Tos == 0 }
+
+// v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
+const v6DefaultMetric = 1024
+
+// fdbKey is one FDB remote: a MAC and the underlay address it is sent to.
+type fdbKey struct {
+	MAC hwAddr
+	Dst netip.Addr
+}
+
+// famState is one family's set of objects, desired or actual. Maps are keyed the way
+// the kernel keys the objects: neighbours by IP, FDB entries by MAC, routes by
+// destination. The kernel can hold several FDB remotes for one MAC and several routes
+// for one destination (other metric or device); those beyond the first seen are kept in
+// the extra slices, which are empty in desired states and almost always in actual ones.
+type famState struct {
+	neigh       map[netip.Addr]hwAddr
+	fdb         map[hwAddr]netip.Addr
+	routes      map[netip.Prefix]route
+	extraFDB    []fdbKey
+	extraRoutes []route
+}
+
+func newFamState() *famState {
+	return &famState{
+		neigh:  make(map[netip.Addr]hwAddr),
+		fdb:    make(map[hwAddr]netip.Addr),
+		routes: make(map[netip.Prefix]route),
+	}
+}
+
+// reset empties the state, keeping the maps' storage for the next round.
+func (s *famState) reset() {
+	clear(s.neigh)
+	clear(s.fdb)
+	clear(s.routes)
+	s.extraFDB = s.extraFDB[:0]
+	s.extraRoutes = s.extraRoutes[:0]
+}
+
+// addFDB records an actual FDB remote.
+func (s *famState) addFDB(mac hwAddr, dst netip.Addr) {
+	if _, dup := s.fdb[mac]; dup {
+		s.extraFDB = append(s.extraFDB, fdbKey{mac, dst})
+		return
+	}
+	s.fdb[mac] = dst
+}
+
+// addRoute records an actual route.
+func (s *famState) addRoute(r route) {
+	if _, dup := s.routes[r.Dst]; dup {
+		s.extraRoutes = append(s.extraRoutes, r)
+		return
+	}
+	s.routes[r.Dst] = r
+}
+
+// famParams is what the desired state of one family depends on besides the leases.
+type famParams struct {
+	V6      bool
+	Dev     int          // index of our vxlan device for this family
+	Ext     int          // index of the external interface (direct routes)
+	Network netip.Prefix // the family's flannel network
+	Own     netip.Prefix // our own lease's subnet of this family (skipped among peers)
+	Direct  bool         // DirectRouting
+	// IsDirect says whether a peer's public address is reachable on the external
+	// interface without a gateway. Only consulted when Direct is set.
+	IsDirect func(netip.Addr) bool
+}
+
+// problem is a peer lease that cannot be programmed, for logging.
+type problem struct {
+	Peer   string // the lease's subnet key
+	Reason string
+}
+
+// desiredFamily computes the neighbour, FDB and route sets one family needs for the
+// peer leases, into out (which it resets). It is a pure function of its inputs.
+// Leases of other backends, without this family, or with unusable data are skipped and
+// reported in the returned problems (appended to probs).
+func desiredFamily(p famParams, peers []subnet.Lease, out *famState, probs []problem) []problem {
+	out.reset()
+	fam, prio := "IPv4", 0
+	if p.V6 {
+		fam, prio = "IPv6", v6DefaultMetric
+	}
+	for i := range peers {
+		l := &peers[i]
+		if l.Attrs.BackendType != "vxlan" {
+			// reported by both families; the caller logs each distinct problem once
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType)})
+			continue
+		}
+		sn, pub, data := l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData
+		if p.V6 {
+			sn, pub, data = l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data
+		}
+		if !sn.IsValid() || sn.Addr().Is4() == p.V6 {
+			probs = append(probs, problem{l.Key(), "no " + fam + " subnet"})
+			continue
+		}
+		sn = sn.Masked()
+		if sn == p.Own {
+			continue // our own lease
+		}
+		if !p.Network.Contains(sn.Addr()) || sn.Bits() < p.Network.Bits() {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
+			continue
+		}
+		if !pub.IsValid() || pub.Is4() == p.V6 || pub.IsUnspecified() {
+			probs = append(probs, problem{l.Key(), "no " + fam + " public address"})
+			continue
+		}
+		bd, err := parseBackendData(data)
+		if err != nil {
+			probs = append(probs, problem{l.Key(), fam + ": " + err.Error()})
+			continue
+		}
+		if _, dup := out.routes[sn]; dup {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
+			continue
+		}
+		if p.Direct && p.IsDirect != nil && p.IsDirect(pub) {
+			out.routes[sn] = route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio}
+			continue
+		}
+		if other, dup := out.fdb[bd.MAC]; dup && other != pub {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
+			continue
+		}
+		gw := sn.Addr()
+		out.neigh[gw] = bd.MAC
+		out.fdb[bd.MAC] = pub
+		out.routes[sn] = route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio}
+	}
+	return probs
+}
+
+// neighOp is a neighbour (ARP/NDP) entry to set or delete.
+type neighOp struct {
+	IP  netip.Addr
+	MAC hwAddr
+}
+
+// ops is the minimal list of changes that turns an actual family state into the desired
+// one. Apply order: route deletes, FDB deletes, neighbour deletes, then neighbour sets,
+// FDB sets, route sets, so that a route never points at a gateway the kernel would
+// have to resolve by ARP.
+type ops struct {
+	delRoutes []route
+	delFDB    []fdbKey
+	delNeigh  []neighOp
+	setNeigh  []neighOp
+	setFDB    []fdbKey
+	setRoutes []route
+}
+
+func (o *ops) reset() {
+	o.delRoutes = o.delRoutes[:0]
+	o.delFDB = o.delFDB[:0]
+	o.delNeigh = o.delNeigh[:0]
+	o.setNeigh = o.setNeigh[:0]
+	o.setFDB = o.setFDB[:0]
+	o.setRoutes = o.setRoutes[:0]
+}
+
+func (o *ops) empty() bool {
+	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes) == 0
+}
+
+// diff computes the operations that turn act into want, into out (which it resets). It
+// is a pure function. Sets are replace operations (create or overwrite), so an entry
+// whose value changed costs one request; a kernel object that shares a key with a
+// wanted one but cannot be overwritten in place (a second FDB remote for a MAC, a second
+// route to a destination) is deleted.
+func diff(want, act *famState, out *ops) {
+	out.reset()
+
+	// Neighbours: keyed by IP, one per IP per device.
+	for ip, mac := range want.neigh {
+		if have, ok := act.neigh[ip]; !ok || have != mac {
+			out.setNeigh = append(out.setNeigh, neighOp{ip, mac})
+		}
+	}
+	for ip, mac := range act.neigh {
+		if _, ok := want.neigh[ip]; !ok {
+			out.delNeigh = append(out.delNeigh, neighOp{ip, mac})
+		}
+	}
+
+	// FDB: keyed by MAC; extra remotes are rare, so they are handled by a linear pass.
+	var extraFor map[hwAddr]int // MAC -> number of extra remotes, built only when needed
+	var extraHit map[hwAddr]bool
+	if len(act.extraFDB) > 0 {
+		extraFor = make(map[hwAddr]int)
+		extraHit = make(map[hwAddr]bool)
+		for _, e := range act.extraFDB {
+			extraFor[e.MAC]++
+			if d, ok := want.fdb[e.MAC]; ok && d == e.Dst {
+				extraHit[e.MAC] = true
+			} else {
+				out.delFDB = append(out.delFDB, e)
+			}
+		}
+	}
+	for mac, dst := range want.fdb {
+		have, ok := act.fdb[mac]
+		switch {
+		case ok && have == dst:
+			// present
+		case extraHit[mac]:
+			// present as a further remote: drop the first one
+			out.delFDB = append(out.delFDB, fdbKey{mac, have})
+		case ok && extraFor[mac] > 0:
+			// several wrong remotes: all go (above and here), then a fresh one
+			out.delFDB = append(out.delFDB, fdbKey{mac, have})
+			out.setFDB = append(out.setFDB, fdbKey{mac, dst})
+		default:
+			// missing, or one remote with another address: replaced in place
+			out.setFDB = append(out.setFDB, fdbKey{mac, dst})
+		}
+	}
+	for mac, have := range act.fdb {
+		if _, ok := want.fdb[mac]; !ok {
+			out.delFDB = append(out.delFDB, fdbKey{mac, have})
+		}
+	}
+
+	// Routes: keyed by destination.
+	var extraByDst map[netip.Prefix][]int // dst -> indexes into act.extraRoutes
+	if len(act.extraRoutes) > 0 {
+		extraByDst = make(map[netip.Prefix][]int)
+		for i, r := range act.extraRoutes {
+			extraByDst[r.Dst] = append(extraByDst[r.Dst], i)
+		}
+	}
+	for dst, w := range want.routes {
+		have, ok := act.routes[dst]
+		extras := extraByDst[dst]
+		if len(extras) == 0 {
+			switch {
+			case ok && have.same(w):
+			case ok && !have.replaceable(w):
+				// a replace would not hit a route with another metric: delete it
+				out.delRoutes = append(out.delRoutes, have)
+				out.setRoutes = append(out.setRoutes, w)
+			default:
+				out.setRoutes = append(out.setRoutes, w)
+			}
+			continue
+		}
+		// Several routes to dst: keep one that is exactly right, or the one a replace
+		// overwrites (metric 0); delete the rest.
+		keep := -2 // -1: the first route; i >= 0: extra i; -2: none
+		if ok && have.same(w) {
+			keep = -1
+		}
+		for _, i := range extras {
+			if keep == -2 && act.extraRoutes[i].same(w) {
+				keep = i
+			}
+		}
+		replace := false
+		if keep == -2 {
+			replace = true
+			if ok && have.replaceable(w) {
+				keep = -1
+			} else {
+				for _, i := range extras {
+					if keep == -2 && act.extraRoutes[i].replaceable(w) {
+						keep = i
+					}
+				}
+			}
+		}
+		if ok && keep != -1 {
+			out.delRoutes = append(out.delRoutes, have)
+		}
+		for _, i := range extras {
+			if i != keep {
+				out.delRoutes = append(out.delRoutes, act.extraRoutes[i])
+			}
+		}
+		if replace {
+			out.setRoutes = append(out.setRoutes, w)
+		}
+	}
+	for dst, have := range act.routes {
+		if _, ok := want.routes[dst]; ok {
+			continue
+		}
+		out.delRoutes = append(out.delRoutes, have)
+	}
+	for _, r := range act.extraRoutes {
+		if _, ok := want.routes[r.Dst]; !ok {
+			out.delRoutes = append(out.delRoutes, r)
+		}
+	}
+}

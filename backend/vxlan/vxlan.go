@@ -1,0 +1,435 @@
+// Package vxlan is flannel's central backend: pods of every node reach each other
+// through a Linux VXLAN device per address family, flannel.<VNI> (IPv4) and
+// flannel-v6.<VNI> (IPv6), whose VTEP MAC each node advertises in its lease.
+//
+// For every peer lease the node needs three kernel objects on the device (§6.1 of the
+// compatibility reference):
+//
+//	neighbour  <peer subnet address> lladdr <peer VtepMAC> PERMANENT   (no ARP needed)
+//	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent     (where to tunnel)
+//	route      <peer subnet> via <peer subnet address> dev flannel.<VNI> onlink
+//
+// or, with DirectRouting and a peer reachable without a gateway, only the route
+// <peer subnet> via <peer PublicIP> on the external interface.
+//
+// The backend is a reconciler, not an event replayer. Each Reconcile round works on
+// three sets per family:
+//
+//   - desired: desiredFamily, a pure function of the config, our own lease and the peer
+//     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
+//     backend, bad BackendData, no subnet of the family) are skipped and logged once per
+//     distinct problem.
+//   - actual: read from the kernel every round, never remembered: one route dump, one
+//     neighbour dump per family and one FDB dump, keeping what we own: permanent
+//     neighbour and FDB entries on our devices, routes on our devices (kernel-made routes
+//     excepted), and routes on the external interface whose destination lies inside the
+//     flannel network (direct routes).
+//   - diff: a pure function giving the minimal replace/delete operations. Whatever we own
+//     that no lease explains is deleted; entries the kernel created (learned FDB entries,
+//     dynamic ARP) are left alone.
+//
+// The operations are applied one netlink request per changed object, in an order that
+// keeps the data plane sound: route deletes first, then FDB and neighbour deletes; then
+// neighbour sets, FDB sets and route sets last, so the kernel never needs to ARP for an
+// onlink gateway. Failures are collected and the rest goes on. A round with nothing to
+// change writes nothing. The same loop covers start-up (adopting what an earlier run or
+// upstream flanneld left), restart without loss, self-healing after manual changes and
+// scale.
+//
+// Devices are adopted when compatible, keeping ifindex and MAC; when an attribute the
+// library cannot change in place differs (VNI, port, local address, underlay link, GBP,
+// learning) the device is recreated with the same MAC, so peers need no update.
+package vxlan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// BackendType is the lease BackendType and config Backend.Type of this backend.
+const BackendType = "vxlan"
+
+// maxIfNameLen is the kernel's limit on interface names (IFNAMSIZ - 1).
+const maxIfNameLen = 15
+
+// Counts says how many objects a Reconcile round added (or replaced) and removed; from
+// Drift, how many it would.
+type Counts struct {
+	NeighAdded, NeighRemoved   int
+	FDBAdded, FDBRemoved       int
+	RoutesAdded, RoutesRemoved int
+	// Other counts device, MTU, MAC and address repairs.
+	Other int
+}
+
+// Total is the number of changes.
+func (c Counts) Total() int {
+	return c.NeighAdded + c.NeighRemoved + c.FDBAdded + c.FDBRemoved + c.RoutesAdded + c.RoutesRemoved + c.Other
+}
+
+// Backend is the vxlan backend; after Start it is also the running backend.Network.
+// Its methods may be called from several goroutines; they serialise on one mutex and
+// block on netlink requests, checking ctx between them.
+type Backend struct {
+	h      nlHandle
+	sysctl func(path, value string) error
+	ext    *backend.ExternalInterface
+	vc     Config
+	fams   []*family // enabled families, IPv4 first
+
+	mu       sync.Mutex
+	prepared bool
+	started  bool
+	last     Counts
+	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
+	// each distinct problem is logged once while it persists; seen is the next round's.
+	logged, seen map[string]struct{}
+	probs        []problem
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Network     = (*Backend)(nil)
+	_ backend.Constructor = New
+)
+
+// New is the backend.Constructor: it parses the config and opens a netlink handle on
+// the current network namespace. It changes nothing in the kernel.
+func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("vxlan: open netlink handle: %w", err)
+	}
+	b, err := newBackend(h, nil, ext, cfg)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// NewWithHandle is New with an explicit netlink handle (e.g. netlink.NewHandleAt for a
+// namespace) and sysctl writer (nil: write the file under /proc/sys directly; write
+// errors are logged and otherwise ignored). The handle stays owned by the caller.
+func NewWithHandle(h *netlink.Handle, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	if h == nil {
+		return nil, errors.New("vxlan: nil netlink handle")
+	}
+	return newBackend(h, sysctl, ext, cfg)
+}
+
+func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
+	if cfg == nil {
+		return nil, errors.New("vxlan: nil network config")
+	}
+	if ext == nil || ext.Iface == nil || ext.Iface.Index <= 0 {
+		return nil, errors.New("vxlan: no external interface")
+	}
+	vc, err := parseConfig(cfg.Backend, ext.Iface.MTU, cfg.EnableIPv6)
+	if err != nil {
+		return nil, err
+	}
+	klog.InfoS("VXLAN config", "VNI", vc.VNI, "Port", vc.Port, "GBP", vc.GBP, "Learning", vc.Learning,
+		"DirectRouting", vc.DirectRouting)
+	if sysctl == nil {
+		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
+	}
+	b := &Backend{h: h, sysctl: sysctl, ext: ext, vc: vc,
+		logged: make(map[string]struct{}), seen: make(map[string]struct{})}
+	var errs []error
+	if cfg.EnableIPv4 {
+		switch {
+		case !ext.ExtAddr.IsValid() || !ext.ExtAddr.Is4() || ext.ExtAddr.IsUnspecified():
+			errs = append(errs, errors.New("vxlan: IPv4 is enabled but there is no IPv4 public address"))
+		case !cfg.Network.IsValid() || !cfg.Network.Addr().Is4():
+			errs = append(errs, errors.New("vxlan: IPv4 is enabled but the config has no IPv4 Network"))
+		default:
+			b.fams = append(b.fams, newFamily(false, "flannel."+strconv.Itoa(vc.VNI), ext.ExtAddr, cfg.Network))
+		}
+	}
+	if cfg.EnableIPv6 {
+		switch {
+		case !ext.ExtV6Addr.IsValid() || !ext.ExtV6Addr.Is6() || ext.ExtV6Addr.Is4In6() || ext.ExtV6Addr.IsUnspecified():
+			errs = append(errs, errors.New("vxlan: IPv6 is enabled but there is no IPv6 public address"))
+		case !cfg.IPv6Network.IsValid() || !cfg.IPv6Network.Addr().Is6():
+			errs = append(errs, errors.New("vxlan: IPv6 is enabled but the config has no IPv6Network"))
+		default:
+			b.fams = append(b.fams, newFamily(true, "flannel-v6."+strconv.Itoa(vc.VNI), ext.ExtV6Addr, cfg.IPv6Network))
+		}
+	}
+	for _, f := range b.fams {
+		if len(f.name) > maxIfNameLen {
+			errs = append(errs, fmt.Errorf("vxlan: device name %q for VNI %d is longer than the kernel's %d characters", f.name, vc.VNI, maxIfNameLen))
+		}
+	}
+	if len(errs) == 0 && len(b.fams) == 0 {
+		errs = append(errs, errors.New("vxlan: neither IPv4 nor IPv6 is enabled"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return b, nil
+}
+
+func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *family {
+	f := &family{v6: v6, name: name, local: local, network: network.Masked(), nlFam: unix.AF_INET,
+		want: newFamState(), act: newFamState()}
+	if v6 {
+		f.nlFam = unix.AF_INET6
+	}
+	return f
+}
+
+// Config returns the parsed backend config.
+func (b *Backend) Config() Config { return b.vc }
+
+// Prepare creates or adopts the devices and returns the lease attributes: PublicIP(v6),
+// BackendType "vxlan" and {"VNI":n,"VtepMAC":"…"} per family. The MAC is the existing
+// device's, else the previous lease's, else a new random one.
+func (b *Backend) Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	attrs := &subnet.LeaseAttrs{BackendType: BackendType}
+	for _, f := range b.fams {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		mtu, err := b.targetMTU(f)
+		if err != nil {
+			return nil, fmt.Errorf("vxlan: %w", err)
+		}
+		f.mtu = mtu
+		f.mac = hwAddr{}
+		created, _, err := b.ensureDevice(f, prevMAC(prev, f.v6))
+		if err != nil {
+			return nil, fmt.Errorf("vxlan: %w", err)
+		}
+		if !created {
+			klog.InfoS("Adopted existing vxlan device", "device", f.name, "index", f.index, "mac", f.mac)
+		}
+		b.disableRA(f)
+		data := marshalBackendData(b.vc.VNI, f.mac)
+		if f.v6 {
+			attrs.PublicIPv6 = f.local
+			attrs.BackendV6Data = data
+		} else {
+			attrs.PublicIP = f.local
+			attrs.BackendData = data
+		}
+	}
+	b.prepared = true
+	return attrs, nil
+}
+
+// prevMAC is the VtepMAC our previous lease advertised for a family, or zero.
+func prevMAC(prev *subnet.Lease, v6 bool) hwAddr {
+	if prev == nil || prev.Attrs.BackendType != BackendType {
+		return hwAddr{}
+	}
+	raw := prev.Attrs.BackendData
+	if v6 {
+		raw = prev.Attrs.BackendV6Data
+	}
+	bd, err := parseBackendData(raw)
+	if err != nil {
+		return hwAddr{}
+	}
+	return bd.MAC
+}
+
+// Start puts the lease's subnet address on the devices and returns the running network.
+func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.prepared {
+		return nil, errors.New("vxlan: Start called before Prepare")
+	}
+	if lease == nil {
+		return nil, errors.New("vxlan: nil lease")
+	}
+	for _, f := range b.fams {
+		sn := lease.Subnet
+		if f.v6 {
+			sn = lease.IPv6Subnet
+		}
+		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+			return nil, fmt.Errorf("vxlan: lease %s has no %s subnet", lease.Key(), f.label())
+		}
+		f.own = sn.Masked()
+	}
+	if _, _, err := b.heal(ctx, true); err != nil {
+		return nil, err
+	}
+	b.started = true
+	return b, nil
+}
+
+// heal checks each device (exists, compatible, MAC, MTU, up) and its address, repairing
+// what drifted when apply is set. It returns the number of repairs (needed ones when
+// apply is false) and, for apply false, whether every device exists in a usable form.
+func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
+	n := 0
+	for _, f := range b.fams {
+		if err := ctx.Err(); err != nil {
+			return n, false, err
+		}
+		var link netlink.Link
+		if apply {
+			wrote, l, err := b.ensureDevice(f, f.mac)
+			if err != nil {
+				return n, false, fmt.Errorf("vxlan: %w", err)
+			}
+			if wrote {
+				n++
+			}
+			link = l
+		} else {
+			l, err := b.h.LinkByName(f.name)
+			if err != nil && !netlinkx.IsNotFound(err) {
+				return n, false, fmt.Errorf("vxlan: look up %s: %w", f.name, err)
+			}
+			vx, ok := l.(*netlink.Vxlan)
+			if err != nil || !ok || b.mismatch(f, vx) != "" {
+				return n + 1, false, nil
+			}
+			if mac, _ := hwFrom(vx.HardwareAddr); mac != f.mac || vx.MTU != f.mtu || vx.Flags&net.FlagUp == 0 {
+				n++
+			}
+			f.index = vx.Index
+			link = vx
+		}
+		c, err := b.ensureAddr(f, link, apply)
+		n += c
+		if err != nil {
+			return n, false, fmt.Errorf("vxlan: %w", err)
+		}
+	}
+	return n, true, nil
+}
+
+// MTU is the MTU pods get: the configured underlay MTU minus 50 (also with IPv6, as
+// upstream).
+func (b *Backend) MTU() int { return b.vc.MTU - overhead }
+
+// Devices names the vxlan devices of the enabled families.
+func (b *Backend) Devices() []string {
+	out := make([]string, 0, len(b.fams))
+	for _, f := range b.fams {
+		out = append(out, f.name)
+	}
+	return out
+}
+
+// Reconcile converges the devices and the peers' neighbour, FDB and route entries to
+// what the leases require (see the package comment). It returns the joined failures;
+// the daemon retries later.
+func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, err := b.round(ctx, peers, true)
+	b.last = c
+	return err
+}
+
+// Drift computes, without changing anything, what Reconcile would change now.
+func (b *Backend) Drift(ctx context.Context, peers []subnet.Lease) (Counts, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.round(ctx, peers, false)
+}
+
+// LastCounts reports what the last Reconcile changed.
+func (b *Backend) LastCounts() Counts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (Counts, error) {
+	var c Counts
+	if !b.started {
+		return c, errors.New("vxlan: Reconcile called before Start")
+	}
+	other, usable, err := b.heal(ctx, apply)
+	c.Other = other
+	if err != nil {
+		return c, err
+	}
+	if !usable {
+		// read-only and a device is missing or incompatible: what it would hold
+		// cannot be read yet
+		return c, nil
+	}
+	for _, f := range b.fams {
+		if err := b.readActual(f); err != nil {
+			return c, fmt.Errorf("vxlan: %w", err)
+		}
+	}
+	if err := b.readFDB(b.fams); err != nil {
+		return c, fmt.Errorf("vxlan: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return c, err
+	}
+	b.probs = b.probs[:0]
+	for _, f := range b.fams {
+		p := famParams{
+			V6: f.v6, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
+			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect,
+		}
+		b.probs = desiredFamily(p, peers, f.want, b.probs)
+		diff(f.want, f.act, &f.ops)
+	}
+	b.logProblems()
+
+	var el errList
+	for _, f := range b.fams {
+		if apply {
+			b.apply(ctx, f, &c, &el)
+			continue
+		}
+		c.RoutesAdded += len(f.ops.setRoutes)
+		c.RoutesRemoved += len(f.ops.delRoutes)
+		c.FDBAdded += len(f.ops.setFDB)
+		c.FDBRemoved += len(f.ops.delFDB)
+		c.NeighAdded += len(f.ops.setNeigh)
+		c.NeighRemoved += len(f.ops.delNeigh)
+	}
+	if apply && c.Total() > 0 {
+		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
+			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
+			"routesRemoved", c.RoutesRemoved, "repairs", c.Other)
+	}
+	return c, el.err()
+}
+
+// logProblems logs each peer problem of this round that was not logged in the previous
+// round; problems that went away are forgotten, so a recurrence is logged again.
+func (b *Backend) logProblems() {
+	clear(b.seen)
+	for _, p := range b.probs {
+		k := p.Peer + "\x00" + p.Reason
+		if _, dup := b.seen[k]; dup {
+			continue
+		}
+		b.seen[k] = struct{}{}
+		if _, old := b.logged[k]; !old {
+			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
+		}
+	}
+	b.logged, b.seen = b.seen, b.logged
+}
