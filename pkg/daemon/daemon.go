@@ -40,6 +40,10 @@ const (
 	checkConverged  = "kernel-converged"
 )
 
+// attemptTimeout bounds one datastore call at start-up, so that an unreachable
+// datastore is logged and retried instead of blocking silently.
+const attemptTimeout = 5 * time.Second
+
 // Timings of the loops; variables of a daemon, not of the package, so tests can shorten them.
 type timings struct {
 	configRetry   time.Duration // network config fetch retry (upstream: 1 s)
@@ -165,7 +169,9 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 // fetchConfig retries every period until a valid config appears, logging every problem.
 func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (*subnet.Config, error) {
 	for {
-		cfg, err := sm.GetNetworkConfig(ctx)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		cfg, err := sm.GetNetworkConfig(actx)
+		cancel()
 		if err == nil {
 			return cfg, nil
 		}
@@ -182,7 +188,9 @@ func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (
 func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
-		l, err := sm.AcquireLease(ctx, cfg, attrs)
+		actx, cancel := context.WithTimeout(ctx, 6*attemptTimeout)
+		l, err := sm.AcquireLease(actx, cfg, attrs)
+		cancel()
 		if err == nil {
 			return l, nil
 		}

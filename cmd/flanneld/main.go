@@ -1,0 +1,101 @@
+// Command flanneld is the flannel overlay network daemon. This file only wires the
+// parts together: flags -> options -> subnet manager, backends, interface lookup -> daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/pkg/daemon"
+	"github.com/flannel-go/flannel/pkg/ipmatch"
+	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/subnet"
+	"github.com/flannel-go/flannel/subnet/etcd"
+)
+
+// version is set at build time: -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	opts, err := parseOptions(os.Args[1:], os.LookupEnv, os.Stderr)
+	switch {
+	case errors.Is(err, errHelp):
+		usage(os.Stdout)
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(os.Stderr, version) // stderr, as upstream
+		return 0
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "flanneld: %v\n", err)
+		return 2
+	}
+	defer klog.Flush()
+	klog.InfoS("Starting flanneld", "version", version, "options", opts.LogSafe())
+
+	prev, _ := subnetenv.Read(opts.SubnetFile)
+	prevSubnet, ok := subnetenv.PrefixValue(prev, "FLANNEL_SUBNET")
+	if !ok {
+		klog.InfoS("No previous subnet found", "key", "FLANNEL_SUBNET", "file", opts.SubnetFile)
+	}
+	prevV6Subnet, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_SUBNET")
+	sm, err := etcd.New(etcd.Config{
+		Endpoints:      opts.EtcdEndpoints,
+		Prefix:         opts.EtcdPrefix,
+		KeyFile:        opts.EtcdKeyfile,
+		CertFile:       opts.EtcdCertfile,
+		CAFile:         opts.EtcdCAFile,
+		Username:       opts.EtcdUsername,
+		Password:       opts.EtcdPassword,
+		PrevSubnet:     prevSubnet,
+		PrevIPv6Subnet: prevV6Subnet,
+		RenewMargin:    opts.SubnetLeaseRenewMargin,
+	})
+	if err != nil {
+		klog.ErrorS(err, "Failed to create SubnetManager")
+		return 1
+	}
+	defer sm.Close()
+	klog.InfoS("Created subnet manager", "name", sm.Name())
+
+	// The first SIGINT/SIGTERM cancels the context; stop() then restores the default
+	// action, so a second signal ends the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }()
+
+	err = daemon.Run(ctx, opts, daemon.Deps{
+		Manager: sm,
+		Backends: map[string]backend.Constructor{
+			"vxlan": vxlan.New,
+		},
+		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
+			return ipmatch.LookupExtIface(ipmatch.Options{
+				Ifaces:        opts.Iface,
+				IfaceRegexes:  opts.IfaceRegex,
+				IfaceCanReach: opts.IfaceCanReach,
+				PublicIP:      opts.PublicIP,
+				PublicIPv6:    opts.PublicIPv6,
+				EnableIPv4:    cfg.EnableIPv4,
+				EnableIPv6:    cfg.EnableIPv6,
+			})
+		},
+		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
+	})
+	if err != nil {
+		klog.ErrorS(err, "flanneld stopped")
+		return 1
+	}
+	klog.InfoS("Exiting cleanly")
+	return 0
+}
