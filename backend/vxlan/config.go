@@ -123,6 +123,70 @@ func marshalBackendData(vni int, mac hwAddr) []byte {
 // must be a 6-byte unicast address that is not all zeros: an all-zero FDB entry would
 // be the device's default destination and flood every unknown MAC to that peer.
 func parseBackendData(raw []byte) (backendData, error) {
+	if bd, ok := parseBackendDataFast(raw); ok {
+		return bd, nil
+	}
+	return parseBackendDataJSON(raw)
+}
+
+// parseBackendDataFast reads the canonical shapes {"VNI":<n>,"VtepMAC":"<mac>"} and
+// {"VtepMAC":"<mac>"} without allocating (a round parses every peer's data). Anything
+// else, including invalid values, is left to parseBackendDataJSON (ok false).
+func parseBackendDataFast(raw []byte) (bd backendData, ok bool) {
+	const vniKey, macKey = `{"VNI":`, `"VtepMAC":"`
+	s := raw
+	switch {
+	case bytes.HasPrefix(s, []byte(vniKey)):
+		s = s[len(vniKey):]
+		n, i := 0, 0
+		for ; i < len(s) && i < 9 && s[i] >= '0' && s[i] <= '9'; i++ {
+			n = n*10 + int(s[i]-'0')
+		}
+		if i == 0 || i == 9 || (s[0] == '0' && i > 1) || i >= len(s) || s[i] != ',' {
+			return bd, false
+		}
+		bd.VNI = n
+		s = s[i+1:]
+	case len(s) > 0 && s[0] == '{':
+		s = s[1:]
+	default:
+		return bd, false
+	}
+	if !bytes.HasPrefix(s, []byte(macKey)) {
+		return bd, false
+	}
+	s = s[len(macKey):]
+	if len(s) != 17+2 || s[17] != '"' || s[18] != '}' {
+		return bd, false
+	}
+	for i := range 6 {
+		hi, okHi := unhex(s[3*i])
+		lo, okLo := unhex(s[3*i+1])
+		if !okHi || !okLo || (i < 5 && s[3*i+2] != ':') {
+			return bd, false
+		}
+		bd.MAC[i] = hi<<4 | lo
+	}
+	if bd.MAC == (hwAddr{}) || bd.MAC[0]&1 != 0 {
+		return backendData{}, false
+	}
+	return bd, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// parseBackendDataJSON is the general parser (any key case, spacing, MAC notation).
+func parseBackendDataJSON(raw []byte) (backendData, error) {
 	if len(raw) == 0 {
 		return backendData{}, errors.New("no backend data")
 	}

@@ -69,14 +69,14 @@ func (c *countingHandle) NeighDel(n *netlink.Neigh) error {
 // a gateway route to 198.51.100.0/24 and 2001:db8:100::/48, so that peers there are
 // not directly reachable.
 type lab struct {
-	t   *testing.T
+	t   testing.TB
 	ns  *nstest.NS
 	h   *netlink.Handle
 	u0  netlink.Link
 	ext *backend.ExternalInterface
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	ns := nstest.New(t, "fgtest-vx-")
 	h := ns.Handle
@@ -125,7 +125,17 @@ func newLab(t *testing.T) *lab {
 
 func testConfig(t *testing.T, backendJSON string, v6 bool) *subnet.Config {
 	t.Helper()
-	s := `{"Network":"10.5.0.0/16","Backend":` + backendJSON
+	return testConfigNet(t, backendJSON, "10.5.0.0/16", v6)
+}
+
+func testConfigTB(t testing.TB, backendJSON, network string) *subnet.Config {
+	t.Helper()
+	return testConfigNet(t, backendJSON, network, false)
+}
+
+func testConfigNet(t testing.TB, backendJSON, network string, v6 bool) *subnet.Config {
+	t.Helper()
+	s := `{"Network":"` + network + `","Backend":` + backendJSON
 	if v6 {
 		s += `,"EnableIPv6":true,"IPv6Network":"fd00:5::/48"`
 	}
@@ -430,6 +440,9 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 	}
 	if nl.Attrs().HardwareAddr.String() != vx.HardwareAddr.String() {
 		t.Errorf("recreated MAC %s, want %s", nl.Attrs().HardwareAddr, vx.HardwareAddr)
+	}
+	if ra, err := l.ns.ReadFile("/proc/sys/net/ipv6/conf/flannel.1/accept_ra"); err != nil || strings.TrimSpace(ra) != "0" {
+		t.Errorf("accept_ra after recreation = %q, %v", ra, err)
 	}
 	check("after device loss", kernelView{
 		neigh:  map[string]string{"10.5.2.0": "0e:00:00:00:00:02"},

@@ -131,19 +131,28 @@ func (b *Backend) targetMTU(f *family) (int, error) {
 	return want, nil
 }
 
+// devResult says what ensureDevice had to do.
+type devResult int
+
+const (
+	devAdopted  devResult = iota // existing device, nothing written
+	devRepaired                  // existing device, MAC/MTU/up fixed in place
+	devCreated                   // created (possibly after deleting an incompatible one)
+)
+
 // ensureDevice makes f's vxlan device exist with our attributes, up, with MTU f.mtu and
 // MAC f.mac. When f.mac is zero (Prepare), an existing device's MAC is adopted, else
 // fallback is used for a new device. An incompatible device is deleted and recreated
-// with its MAC. It returns whether anything was written and the device link.
-func (b *Backend) ensureDevice(f *family, fallback hwAddr) (bool, netlink.Link, error) {
+// with its MAC. It returns what it did and the device link.
+func (b *Backend) ensureDevice(f *family, fallback hwAddr) (devResult, netlink.Link, error) {
 	l, err := b.h.LinkByName(f.name)
 	if err != nil && !netlinkx.IsNotFound(err) {
-		return false, nil, fmt.Errorf("look up %s: %w", f.name, err)
+		return devAdopted, nil, fmt.Errorf("look up %s: %w", f.name, err)
 	}
 	if err == nil {
 		vx, ok := l.(*netlink.Vxlan)
 		if !ok {
-			return false, nil, fmt.Errorf("device %q exists but is of type %q, not vxlan; remove it or choose another VNI", f.name, l.Type())
+			return devAdopted, nil, fmt.Errorf("device %q exists but is of type %q, not vxlan; remove it or choose another VNI", f.name, l.Type())
 		}
 		devMAC, macOK := hwFrom(vx.HardwareAddr)
 		if why := b.mismatch(f, vx); why != "" {
@@ -152,21 +161,21 @@ func (b *Backend) ensureDevice(f *family, fallback hwAddr) (bool, netlink.Link, 
 			}
 			klog.InfoS("vxlan device exists with incompatible configuration; recreating it", "device", f.name, "reason", why, "mac", f.mac)
 			if err := b.h.LinkDel(vx); err != nil && !netlinkx.IsNotFound(err) {
-				return true, nil, fmt.Errorf("delete incompatible %s: %w", f.name, err)
+				return devCreated, nil, fmt.Errorf("delete incompatible %s: %w", f.name, err)
 			}
 			l, err := b.createDevice(f, fallback)
-			return true, l, err
+			return devCreated, l, err
 		}
-		wrote := false
+		res := devAdopted
 		if f.mac == (hwAddr{}) && macOK {
 			f.mac = devMAC
 		}
 		if f.mac != devMAC {
 			klog.InfoS("vxlan device has another MAC than advertised; restoring it", "device", f.name, "have", vx.HardwareAddr, "want", f.mac)
 			if err := b.h.LinkSetHardwareAddr(vx, f.mac[:]); err != nil {
-				return true, nil, fmt.Errorf("set MAC %s on %s: %w", f.mac, f.name, err)
+				return devRepaired, nil, fmt.Errorf("set MAC %s on %s: %w", f.mac, f.name, err)
 			}
-			wrote = true
+			res = devRepaired
 		}
 		if vx.MTU != f.mtu {
 			if t, err := b.targetMTU(f); err == nil {
@@ -175,25 +184,25 @@ func (b *Backend) ensureDevice(f *family, fallback hwAddr) (bool, netlink.Link, 
 		}
 		if vx.MTU != f.mtu {
 			if err := b.h.LinkSetMTU(vx, f.mtu); err != nil {
-				return true, nil, fmt.Errorf("set MTU %d on %s: %w", f.mtu, f.name, err)
+				return devRepaired, nil, fmt.Errorf("set MTU %d on %s: %w", f.mtu, f.name, err)
 			}
-			wrote = true
+			res = devRepaired
 		}
 		if vx.Flags&net.FlagUp == 0 {
 			if err := b.h.LinkSetUp(vx); err != nil {
-				return true, nil, fmt.Errorf("set %s up: %w", f.name, err)
+				return devRepaired, nil, fmt.Errorf("set %s up: %w", f.name, err)
 			}
-			wrote = true
+			res = devRepaired
 		}
 		f.index = vx.Index
-		return wrote, vx, nil
+		return res, vx, nil
 	}
 	l, err = b.createDevice(f, fallback)
-	return true, l, err
+	return devCreated, l, err
 }
 
-// createDevice creates f's device (with f.mac, or fallback when f.mac is zero), sets it
-// up and turns off router advertisements on it.
+// createDevice creates f's device (with f.mac, or fallback when f.mac is zero) and sets
+// it up.
 func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error) {
 	if f.mac == (hwAddr{}) {
 		f.mac = fallback
@@ -237,7 +246,6 @@ func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error)
 	f.index = l.Attrs().Index
 	klog.InfoS("Created vxlan device", "device", f.name, "index", f.index, "mac", f.mac, "mtu", f.mtu,
 		"VNI", b.vc.VNI, "local", f.local)
-	b.disableRA(f)
 	return l, nil
 }
 

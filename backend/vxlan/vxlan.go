@@ -214,11 +214,11 @@ func (b *Backend) Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.Leas
 		}
 		f.mtu = mtu
 		f.mac = hwAddr{}
-		created, _, err := b.ensureDevice(f, prevMAC(prev, f.v6))
+		res, _, err := b.ensureDevice(f, prevMAC(prev, f.v6))
 		if err != nil {
 			return nil, fmt.Errorf("vxlan: %w", err)
 		}
-		if !created {
+		if res != devCreated {
 			klog.InfoS("Adopted existing vxlan device", "device", f.name, "index", f.index, "mac", f.mac)
 		}
 		b.disableRA(f)
@@ -289,12 +289,15 @@ func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
 		}
 		var link netlink.Link
 		if apply {
-			wrote, l, err := b.ensureDevice(f, f.mac)
+			res, l, err := b.ensureDevice(f, f.mac)
 			if err != nil {
 				return n, false, fmt.Errorf("vxlan: %w", err)
 			}
-			if wrote {
+			if res != devAdopted {
 				n++
+			}
+			if res == devCreated {
+				b.disableRA(f)
 			}
 			link = l
 		} else {

@@ -1,0 +1,402 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+func mac(s string) hwAddr {
+	bd, err := parseBackendData([]byte(`{"VtepMAC":"` + s + `"}`))
+	if err != nil {
+		panic(err)
+	}
+	return bd.MAC
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
+
+func lease(sn, pub, data string) subnet.Lease {
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: "vxlan"}}
+	if sn != "" {
+		l.Subnet = pfx(sn)
+	}
+	if pub != "" {
+		l.Attrs.PublicIP = ip(pub)
+	}
+	if data != "" {
+		l.Attrs.BackendData = json.RawMessage(data)
+	}
+	return l
+}
+
+func withV6(l subnet.Lease, sn, pub, data string) subnet.Lease {
+	if sn != "" {
+		l.IPv6Subnet = pfx(sn)
+	}
+	if pub != "" {
+		l.Attrs.PublicIPv6 = ip(pub)
+	}
+	if data != "" {
+		l.Attrs.BackendV6Data = json.RawMessage(data)
+	}
+	return l
+}
+
+func vd(m string) string { return `{"VNI":1,"VtepMAC":"` + m + `"}` }
+
+// render turns a state into sorted lines, for comparison.
+func render(s *famState) []string {
+	var out []string
+	for ip, m := range s.neigh {
+		out = append(out, fmt.Sprintf("neigh %s %s", ip, m))
+	}
+	for m, d := range s.fdb {
+		out = append(out, fmt.Sprintf("fdb %s %s", m, d))
+	}
+	for _, r := range s.routes {
+		out = append(out, renderRoute(r))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func renderRoute(r route) string {
+	s := fmt.Sprintf("route %s via %s dev %d", r.Dst, r.Gw, r.Link)
+	if r.Onlink {
+		s += " onlink"
+	}
+	if r.Prio != 0 {
+		s += fmt.Sprintf(" metric %d", r.Prio)
+	}
+	return s
+}
+
+func TestDesiredFamily(t *testing.T) {
+	v4 := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
+	v6 := famParams{V6: true, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
+	direct := func(p famParams) famParams {
+		p.Direct = true
+		p.IsDirect = func(a netip.Addr) bool { return a == ip("192.0.2.2") || a == ip("2001:db8::2") }
+		return p
+	}
+	p2 := lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02"))
+	p3 := lease("10.5.3.0/24", "198.51.100.3", vd("0e:00:00:00:00:03"))
+	d2 := withV6(p2, "fd00:5:0:2::/64", "2001:db8::2", vd("0e:00:00:00:06:02"))
+	d3 := withV6(p3, "fd00:5:0:3::/64", "2001:db8:100::3", vd("0e:00:00:00:06:03"))
+	hostgw := lease("10.5.4.0/24", "192.0.2.4", "")
+	hostgw.Attrs.BackendType = "host-gw"
+	udp := lease("10.5.5.0/24", "192.0.2.5", "")
+	udp.Attrs.BackendType = ""
+
+	cases := []struct {
+		name      string
+		p         famParams
+		peers     []subnet.Lease
+		want      []string
+		wantProbs []string
+	}{
+		{name: "no peers", p: v4},
+		{name: "v4 two peers", p: v4, peers: []subnet.Lease{p2, p3}, want: []string{
+			"fdb 0e:00:00:00:00:02 192.0.2.2",
+			"fdb 0e:00:00:00:00:03 198.51.100.3",
+			"neigh 10.5.2.0 0e:00:00:00:00:02",
+			"neigh 10.5.3.0 0e:00:00:00:00:03",
+			"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+			"route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink",
+		}},
+		{name: "own lease skipped silently", p: v4, peers: []subnet.Lease{lease("10.5.1.0/24", "192.0.2.1", vd("0e:00:00:00:00:01"))}},
+		{name: "v6 two peers", p: v6, peers: []subnet.Lease{d2, d3}, want: []string{
+			"fdb 0e:00:00:00:06:02 2001:db8::2",
+			"fdb 0e:00:00:00:06:03 2001:db8:100::3",
+			"neigh fd00:5:0:2:: 0e:00:00:00:06:02",
+			"neigh fd00:5:0:3:: 0e:00:00:00:06:03",
+			"route fd00:5:0:2::/64 via fd00:5:0:2:: dev 11 onlink metric 1024",
+			"route fd00:5:0:3::/64 via fd00:5:0:3:: dev 11 onlink metric 1024",
+		}},
+		{name: "v6 family skips v4-only peers", p: v6, peers: []subnet.Lease{p2},
+			wantProbs: []string{"10.5.2.0-24: no IPv6 subnet"}},
+		{name: "v4 family of a dual peer uses the v4 data", p: v4, peers: []subnet.Lease{d2}, want: []string{
+			"fdb 0e:00:00:00:00:02 192.0.2.2",
+			"neigh 10.5.2.0 0e:00:00:00:00:02",
+			"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+		}},
+		{name: "mixed backends", p: v4, peers: []subnet.Lease{hostgw, p2, udp}, want: []string{
+			"fdb 0e:00:00:00:00:02 192.0.2.2",
+			"neigh 10.5.2.0 0e:00:00:00:00:02",
+			"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+		}, wantProbs: []string{`10.5.4.0-24: backend type "host-gw" is not vxlan`, `10.5.5.0-24: backend type "" is not vxlan`}},
+		{name: "bad backend data", p: v4, peers: []subnet.Lease{
+			lease("10.5.6.0/24", "192.0.2.6", `{"VtepMAC":"nonsense"}`),
+			lease("10.5.7.0/24", "192.0.2.7", ``),
+			lease("10.5.8.0/24", "192.0.2.8", vd("00:00:00:00:00:00")),
+			lease("10.5.9.0/24", "192.0.2.9", `{"VtepMAC":`),
+			p3,
+		}, want: []string{
+			"fdb 0e:00:00:00:00:03 198.51.100.3",
+			"neigh 10.5.3.0 0e:00:00:00:00:03",
+			"route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink",
+		}, wantProbs: []string{
+			`10.5.6.0-24: IPv4: bad VtepMAC "nonsense"`,
+			"10.5.7.0-24: IPv4: no backend data",
+			`10.5.8.0-24: IPv4: VtepMAC "00:00:00:00:00:00" is not a unicast address`,
+			"10.5.9.0-24: IPv4: bad backend data: unexpected end of JSON input",
+		}},
+		{name: "no public address", p: v4, peers: []subnet.Lease{lease("10.5.2.0/24", "", vd("0e:00:00:00:00:02"))},
+			wantProbs: []string{"10.5.2.0-24: no IPv4 public address"}},
+		{name: "subnet outside the network", p: v4, peers: []subnet.Lease{lease("10.6.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02"))},
+			wantProbs: []string{"10.6.2.0-24: IPv4 subnet 10.6.2.0/24 is outside the network 10.5.0.0/16"}},
+		{name: "duplicate subnet keeps the first", p: v4, peers: []subnet.Lease{p2, lease("10.5.2.0/24", "192.0.2.22", vd("0e:00:00:00:00:22"))},
+			want: []string{
+				"fdb 0e:00:00:00:00:02 192.0.2.2",
+				"neigh 10.5.2.0 0e:00:00:00:00:02",
+				"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+			}, wantProbs: []string{"10.5.2.0-24: IPv4 subnet 10.5.2.0/24 is leased twice; using the first lease"}},
+		{name: "duplicate MAC on another host skipped", p: v4, peers: []subnet.Lease{p2, lease("10.5.3.0/24", "192.0.2.3", vd("0e:00:00:00:00:02"))},
+			want: []string{
+				"fdb 0e:00:00:00:00:02 192.0.2.2",
+				"neigh 10.5.2.0 0e:00:00:00:00:02",
+				"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+			}, wantProbs: []string{"10.5.3.0-24: VtepMAC 0e:00:00:00:00:02 is also used by the peer at 192.0.2.2; skipped"}},
+		{name: "direct routing", p: direct(v4), peers: []subnet.Lease{p2, p3}, want: []string{
+			"fdb 0e:00:00:00:00:03 198.51.100.3",
+			"neigh 10.5.3.0 0e:00:00:00:00:03",
+			"route 10.5.2.0/24 via 192.0.2.2 dev 2",
+			"route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink",
+		}},
+		{name: "direct routing v6", p: direct(v6), peers: []subnet.Lease{d2, d3}, want: []string{
+			"fdb 0e:00:00:00:06:03 2001:db8:100::3",
+			"neigh fd00:5:0:3:: 0e:00:00:00:06:03",
+			"route fd00:5:0:2::/64 via 2001:db8::2 dev 2 metric 1024",
+			"route fd00:5:0:3::/64 via fd00:5:0:3:: dev 11 onlink metric 1024",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := newFamState()
+			out.neigh[ip("10.9.9.9")] = hwAddr{} // must be reset
+			probs := desiredFamily(tc.p, tc.peers, out, nil)
+			if got := render(out); !slices.Equal(got, tc.want) {
+				t.Errorf("desired:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			var gotProbs []string
+			for _, p := range probs {
+				gotProbs = append(gotProbs, p.Peer+": "+p.Reason)
+			}
+			if !slices.Equal(gotProbs, tc.wantProbs) {
+				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(gotProbs, "\n"), strings.Join(tc.wantProbs, "\n"))
+			}
+		})
+	}
+}
+
+// renderOps turns operations into sorted lines.
+func renderOps(o *ops) []string {
+	var out []string
+	for _, r := range o.delRoutes {
+		out = append(out, "del "+renderRoute(r))
+	}
+	for _, e := range o.delFDB {
+		out = append(out, fmt.Sprintf("del fdb %s %s", e.MAC, e.Dst))
+	}
+	for _, e := range o.delNeigh {
+		out = append(out, fmt.Sprintf("del neigh %s", e.IP))
+	}
+	for _, e := range o.setNeigh {
+		out = append(out, fmt.Sprintf("set neigh %s %s", e.IP, e.MAC))
+	}
+	for _, e := range o.setFDB {
+		out = append(out, fmt.Sprintf("set fdb %s %s", e.MAC, e.Dst))
+	}
+	for _, r := range o.setRoutes {
+		out = append(out, "set "+renderRoute(r))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDiff(t *testing.T) {
+	m2, m3, m9 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03"), mac("0e:00:00:00:00:09")
+	r2 := route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true}
+	r3 := route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true}
+	base := func() *famState {
+		s := newFamState()
+		s.neigh[ip("10.5.2.0")] = m2
+		s.neigh[ip("10.5.3.0")] = m3
+		s.fdb[m2] = ip("192.0.2.2")
+		s.fdb[m3] = ip("198.51.100.3")
+		s.routes[r2.Dst] = r2
+		s.routes[r3.Dst] = r3
+		return s
+	}
+	cases := []struct {
+		name   string
+		act    func() *famState
+		want   []string
+		noDiff bool
+	}{
+		{name: "unchanged", act: base, noDiff: true},
+		{name: "all missing", act: newFamState, want: []string{
+			"set fdb 0e:00:00:00:00:02 192.0.2.2",
+			"set fdb 0e:00:00:00:00:03 198.51.100.3",
+			"set neigh 10.5.2.0 0e:00:00:00:00:02",
+			"set neigh 10.5.3.0 0e:00:00:00:00:03",
+			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink",
+		}},
+		{name: "stray triplet", act: func() *famState {
+			s := base()
+			s.neigh[ip("10.5.9.0")] = m9
+			s.fdb[m9] = ip("192.0.2.9")
+			s.routes[pfx("10.5.9.0/24")] = route{Dst: pfx("10.5.9.0/24"), Gw: ip("10.5.9.0"), Link: 10, Onlink: true}
+			return s
+		}, want: []string{
+			"del fdb 0e:00:00:00:00:09 192.0.2.9",
+			"del neigh 10.5.9.0",
+			"del route 10.5.9.0/24 via 10.5.9.0 dev 10 onlink",
+		}},
+		{name: "changed neighbour MAC", act: func() *famState {
+			s := base()
+			s.neigh[ip("10.5.2.0")] = m9
+			return s
+		}, want: []string{"set neigh 10.5.2.0 0e:00:00:00:00:02"}},
+		{name: "changed FDB destination is replaced in place", act: func() *famState {
+			s := base()
+			s.fdb[m2] = ip("192.0.2.99")
+			return s
+		}, want: []string{"set fdb 0e:00:00:00:00:02 192.0.2.2"}},
+		{name: "extra FDB remote for a wanted MAC", act: func() *famState {
+			s := base()
+			s.addFDB(m2, ip("192.0.2.99"))
+			return s
+		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
+		{name: "wanted remote is the extra one", act: func() *famState {
+			s := base()
+			s.fdb[m2] = ip("192.0.2.99")
+			s.addFDB(m2, ip("192.0.2.2"))
+			return s
+		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
+		{name: "two wrong remotes", act: func() *famState {
+			s := base()
+			s.fdb[m2] = ip("192.0.2.98")
+			s.addFDB(m2, ip("192.0.2.99"))
+			return s
+		}, want: []string{
+			"del fdb 0e:00:00:00:00:02 192.0.2.98",
+			"del fdb 0e:00:00:00:00:02 192.0.2.99",
+			"set fdb 0e:00:00:00:00:02 192.0.2.2",
+		}},
+		{name: "changed route gateway and link", act: func() *famState {
+			s := base()
+			s.routes[r2.Dst] = route{Dst: r2.Dst, Gw: ip("192.0.2.2"), Link: 2}
+			return s
+		}, want: []string{"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink"}},
+		{name: "route without onlink", act: func() *famState {
+			s := base()
+			r := r3
+			r.Onlink = false
+			r.Scope = 253 // link
+			s.routes[r3.Dst] = r
+			return s
+		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
+		{name: "route with another metric is deleted, then added", act: func() *famState {
+			s := base()
+			r := r2
+			r.Prio = 100
+			s.routes[r2.Dst] = r
+			return s
+		}, want: []string{
+			"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100",
+			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
+		}},
+		{name: "duplicate route with another metric", act: func() *famState {
+			s := base()
+			r := r2
+			r.Prio = 100
+			s.addRoute(r)
+			return s
+		}, want: []string{"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100"}},
+		{name: "wanted route is the duplicate", act: func() *famState {
+			s := base()
+			r := r2
+			r.Prio = 100
+			s.routes[r2.Dst] = r
+			s.addRoute(r2)
+			return s
+		}, want: []string{"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100"}},
+		{name: "route with extra attributes is replaced", act: func() *famState {
+			s := base()
+			r := r3
+			r.Extra = true
+			s.routes[r3.Dst] = r
+			return s
+		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
+		{name: "stray duplicate routes all go", act: func() *famState {
+			s := base()
+			x := route{Dst: pfx("10.5.9.0/24"), Gw: ip("10.5.9.0"), Link: 10, Onlink: true}
+			s.addRoute(x)
+			x.Prio = 5
+			s.addRoute(x)
+			return s
+		}, want: []string{
+			"del route 10.5.9.0/24 via 10.5.9.0 dev 10 onlink",
+			"del route 10.5.9.0/24 via 10.5.9.0 dev 10 onlink metric 5",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			act := tc.act()
+			var o ops
+			o.setNeigh = append(o.setNeigh, neighOp{}) // must be reset
+			diff(base(), act, &o)
+			if tc.noDiff {
+				if !o.empty() {
+					t.Errorf("expected no ops, got %v", renderOps(&o))
+				}
+				return
+			}
+			if got := renderOps(&o); !slices.Equal(got, tc.want) {
+				t.Errorf("ops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestLPM(t *testing.T) {
+	var l lpm
+	l.reset()
+	l.add(pfx("0.0.0.0/0"), false, 0)        // default via a gateway
+	l.add(pfx("192.0.2.0/24"), true, 0)      // connected on the external interface
+	l.add(pfx("192.0.2.128/25"), false, 0)   // more specific, via a gateway
+	l.add(pfx("198.51.100.0/24"), true, 100) // direct, but worse metric ...
+	l.add(pfx("198.51.100.0/24"), false, 10) // ... than this gateway route
+	l.add(pfx("203.0.113.0/24"), false, 10)  // a gateway route ...
+	l.add(pfx("203.0.113.0/24"), true, 5)    // ... beaten by a better direct one
+	l.add(pfx("2001:db8::/64"), true, 256)   // v6 connected
+	l.add(pfx("::/0"), false, 1024)          // v6 default
+	cases := map[string]bool{
+		"192.0.2.2":       true,
+		"192.0.2.200":     false,
+		"198.51.100.7":    false,
+		"203.0.113.9":     true,
+		"8.8.8.8":         false,
+		"2001:db8::2":     true,
+		"2001:db8:1::2":   false,
+		"::ffff:10.0.0.1": false,
+	}
+	for a, want := range cases {
+		if got := l.isDirect(ip(a)); got != want {
+			t.Errorf("isDirect(%s) = %v, want %v", a, got, want)
+		}
+	}
+	l.reset()
+	if l.isDirect(ip("192.0.2.2")) {
+		t.Error("reset table still answers")
+	}
+}
