@@ -29,14 +29,19 @@ func freePort(t *testing.T) int {
 // startEtcd runs a real etcd on free 127.0.0.1 ports; scheme is "http" or "https".
 func startEtcd(t *testing.T, scheme string, extra ...string) *etcdproc.Proc {
 	t.Helper()
+	return startEtcdIn(t, filepath.Join(t.TempDir(), "data"), scheme, extra...)
+}
+
+// startEtcdIn is startEtcd with a given data directory.
+func startEtcdIn(t *testing.T, dataDir, scheme string, extra ...string) *etcdproc.Proc {
+	t.Helper()
 	if _, err := etcdproc.Binary(); err != nil {
 		t.Skip(err)
 	}
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := etcdproc.Start(ctx, etcdproc.Options{
-		DataDir:   filepath.Join(dir, "data"),
+		DataDir:   dataDir,
 		ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t)),
 		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
 		ExtraArgs: extra,

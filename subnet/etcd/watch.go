@@ -58,7 +58,6 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			delay.reset()
 		}
 		if resync {
-			klog.InfoS("etcd history was compacted past our watch revision; listing subnet leases again", "revision", next)
 			continue
 		}
 		d := delay.next()
@@ -88,14 +87,16 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 }
 
 // watchFrom watches the subnet keys from *next, sending event batches and advancing *next
-// past every delivered event. It returns when the watch ends: resync is true when the
-// history was compacted, progressed when at least one response arrived.
+// past every delivered event. It returns when the watch ends: resync is true when events
+// may have been lost (history compacted, or etcd's revision went backwards), progressed
+// when at least one response arrived.
 func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := cli.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+			klog.InfoS("etcd history was compacted past our watch revision; listing subnet leases again", "revision", *next, "compacted", resp.CompactRevision)
 			return true, progressed, nil
 		}
 		if err := resp.Err(); err != nil {
@@ -103,7 +104,12 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 		}
 		progressed = true
 		if resp.IsProgressNotify() {
-			*next = max(*next, resp.Header.Revision+1)
+			// The store revision is never below what we have seen unless etcd's data went
+			// back in time (restored from a backup, or wiped): events were lost.
+			if resp.Header.Revision+1 < *next {
+				klog.InfoS("etcd revision went backwards; listing subnet leases again", "revision", resp.Header.Revision, "seen", *next-1)
+				return true, progressed, nil
+			}
 			continue
 		}
 		var evs []subnet.Event

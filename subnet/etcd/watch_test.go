@@ -1,0 +1,327 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+const subnets = DefaultPrefix + "/subnets/"
+
+func leaseValue(pub string) string {
+	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}}`, pub)
+}
+
+// startWatch runs WatchLeases until the test ends and checks that it returns nil.
+func startWatch(t *testing.T, m *Manager) <-chan subnet.WatchResult {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan subnet.WatchResult)
+	done := make(chan error, 1)
+	go func() { done <- m.WatchLeases(ctx, out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("WatchLeases = %v, want nil after cancel", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("WatchLeases did not return after cancel")
+		}
+	})
+	return out
+}
+
+func next(t *testing.T, ch <-chan subnet.WatchResult, d time.Duration) subnet.WatchResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(d):
+		t.Fatalf("no watch result within %v", d)
+		return subnet.WatchResult{}
+	}
+}
+
+// byKey indexes leases by subnet key, as a consumer would.
+func byKey(ls []subnet.Lease) map[string]subnet.Lease {
+	m := map[string]subnet.Lease{}
+	for _, l := range ls {
+		m[l.Key()] = l
+	}
+	return m
+}
+
+// diff is what a consumer derives from a new snapshot: keys added (or changed) and removed.
+func diff(old, cur map[string]subnet.Lease) (added, removed []string) {
+	for k, l := range cur {
+		o, ok := old[k]
+		if !ok || o.Attrs.PublicIP != l.Attrs.PublicIP || string(o.Attrs.BackendData) != string(l.Attrs.BackendData) {
+			added = append(added, k)
+		}
+	}
+	for k := range old {
+		if _, ok := cur[k]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
+}
+
+func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	mustPut(t, cli, subnets+"10.5.2.0-24&fd00:0:0:2::-64", leaseValue("198.51.100.2"))
+	mustPut(t, cli, subnets+"garbage", leaseValue("198.51.100.9"))
+	mustPut(t, cli, subnets+"10.5.9.0-24", `{"PublicIP":`) // bad value: skipped
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	out := startWatch(t, m)
+
+	r := next(t, out, 10*time.Second)
+	if !r.IsSnapshot() || len(r.Events) != 0 {
+		t.Fatalf("first result is not a snapshot: %+v", r)
+	}
+	got := slices.Sorted(maps.Keys(byKey(r.Snapshot)))
+	if want := []string{"10.5.1.0-24", "10.5.2.0-24&fd00:0:0:2::-64"}; !slices.Equal(got, want) {
+		t.Fatalf("snapshot %v, want %v", got, want)
+	}
+	dual := byKey(r.Snapshot)["10.5.2.0-24&fd00:0:0:2::-64"]
+	if !dual.EnableIPv4 || !dual.EnableIPv6 || dual.Attrs.PublicIP.String() != "198.51.100.2" {
+		t.Fatalf("dual lease %+v", dual)
+	}
+
+	// A batch in one transaction arrives as one result.
+	if _, err := cli.Txn(tctx(t, 5*time.Second)).Then(
+		clientv3.OpPut(subnets+"10.5.3.0-24", leaseValue("198.51.100.3")),
+		clientv3.OpDelete(subnets+"10.5.1.0-24"),
+		clientv3.OpPut(subnets+"bad-key", leaseValue("198.51.100.4")),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r = next(t, out, 10*time.Second)
+	if r.IsSnapshot() || len(r.Events) != 2 {
+		t.Fatalf("want 2 events, got %+v", r)
+	}
+	if e := r.Events[0]; e.Type != subnet.EventAdded || e.Lease.Key() != "10.5.3.0-24" || e.Lease.Attrs.PublicIP.String() != "198.51.100.3" {
+		t.Fatalf("event 0 %+v", e)
+	}
+	if e := r.Events[1]; e.Type != subnet.EventRemoved || e.Lease.Subnet != netip.MustParsePrefix("10.5.1.0/24") || !e.Lease.EnableIPv4 {
+		t.Fatalf("event 1 %+v", e)
+	}
+	// Expiry is a removal too.
+	g, err := cli.Grant(tctx(t, 5*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.4.0-24", leaseValue("198.51.100.5"), clientv3.WithLease(g.ID))
+	r = next(t, out, 10*time.Second)
+	if len(r.Events) != 1 || r.Events[0].Type != subnet.EventAdded || r.Events[0].Lease.Key() != "10.5.4.0-24" {
+		t.Fatalf("want added 10.5.4.0-24, got %+v", r)
+	}
+	r = next(t, out, 10*time.Second)
+	if len(r.Events) != 1 || r.Events[0].Type != subnet.EventRemoved || r.Events[0].Lease.Key() != "10.5.4.0-24" {
+		t.Fatalf("want expiry of 10.5.4.0-24, got %+v", r)
+	}
+}
+
+func TestWatchLeasesEmptySnapshot(t *testing.T) {
+	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
+	r := next(t, out, 10*time.Second)
+	if !r.IsSnapshot() || len(r.Snapshot) != 0 {
+		t.Fatalf("want an empty, non-nil snapshot, got %#v", r)
+	}
+}
+
+// TestWatchLeasesCompaction: the watcher is held before opening its watch while leases
+// change and the history is compacted; it must send a fresh snapshot whose difference to
+// the first one is exactly the changes.
+func TestWatchLeasesCompaction(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	mustPut(t, cli, subnets+"10.5.3.0-24", leaseValue("198.51.100.3"))
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	paused, resume := make(chan int64), make(chan struct{})
+	calls := 0
+	m.beforeWatch = func(rev int64) {
+		calls++
+		if calls == 1 {
+			paused <- rev
+			<-resume
+		}
+	}
+	out := startWatch(t, m)
+	first := next(t, out, 10*time.Second)
+	if !first.IsSnapshot() || len(first.Snapshot) != 3 {
+		t.Fatalf("first snapshot %+v", first)
+	}
+	var watchRev int64
+	select {
+	case watchRev = <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watcher did not reach the watch")
+	}
+
+	if _, err := cli.Delete(tctx(t, 5*time.Second), subnets+"10.5.1.0-24"); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.22")) // changed
+	mustPut(t, cli, subnets+"10.5.4.0-24", leaseValue("198.51.100.4"))  // new
+	last := mustPut(t, cli, subnets+"10.5.5.0-24", leaseValue("198.51.100.5"))
+	if _, err := cli.Delete(tctx(t, 5*time.Second), subnets+"10.5.5.0-24"); err != nil { // came and went
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(tctx(t, 5*time.Second), last.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if watchRev >= last.Header.Revision {
+		t.Fatalf("watch revision %d not below the compaction %d", watchRev, last.Header.Revision)
+	}
+	close(resume)
+
+	second := next(t, out, 10*time.Second)
+	if !second.IsSnapshot() {
+		t.Fatalf("after compaction want a snapshot, got events %+v", second.Events)
+	}
+	added, removed := diff(byKey(first.Snapshot), byKey(second.Snapshot))
+	if want := []string{"10.5.2.0-24", "10.5.4.0-24"}; !slices.Equal(added, want) {
+		t.Errorf("added %v, want %v", added, want)
+	}
+	if want := []string{"10.5.1.0-24"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if got := byKey(second.Snapshot)["10.5.2.0-24"].Attrs.PublicIP.String(); got != "198.51.100.22" {
+		t.Errorf("changed lease has PublicIP %s", got)
+	}
+	// And the watch continues after the new snapshot.
+	mustPut(t, cli, subnets+"10.5.6.0-24", leaseValue("198.51.100.6"))
+	r := next(t, out, 10*time.Second)
+	if len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.6.0-24" {
+		t.Fatalf("after resync: %+v", r)
+	}
+}
+
+// TestWatchLeasesSurvivesRestart: etcd is killed and restarted; a lease written afterwards
+// is delivered.
+func TestWatchLeasesSurvivesRestart(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
+	if r := next(t, out, 10*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
+		t.Fatalf("snapshot %+v", r)
+	}
+	p.Kill()
+	time.Sleep(2 * time.Second)
+	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case r := <-out:
+			if r.IsSnapshot() {
+				if _, ok := byKey(r.Snapshot)["10.5.2.0-24"]; ok {
+					return
+				}
+				continue
+			}
+			for _, e := range r.Events {
+				if e.Type == subnet.EventAdded && e.Lease.Key() == "10.5.2.0-24" {
+					return
+				}
+			}
+		case <-deadline:
+			t.Fatal("lease written after the restart was not delivered")
+		}
+	}
+}
+
+// TestWatchLeasesHonoursCancelWhileSending: nobody reads; cancel must still end it.
+func TestWatchLeasesHonoursCancelWhileSending(t *testing.T) {
+	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.WatchLeases(ctx, make(chan subnet.WatchResult)) }()
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchLeases blocked on send after cancel")
+	}
+}
+
+// TestWatchLeasesDataWiped: etcd comes back with its data gone (as after a restore from an
+// older backup). The resumed watch would silently wait for the old revision; the progress
+// notification reveals the rewind and a new snapshot is sent.
+func TestWatchLeasesDataWiped(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := startEtcdIn(t, dataDir, "http", "--experimental-watch-progress-notify-interval=500ms")
+	cli := rawClient(t, p.Endpoint(), nil)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	for i := range 20 {
+		mustPut(t, cli, "/elsewhere", fmt.Sprint(i)) // move the revision well ahead
+	}
+	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
+	if r := next(t, out, 10*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
+		t.Fatalf("snapshot %+v", r)
+	}
+	p.Kill()
+	if err := os.RemoveAll(dataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	// The consumer's view: a snapshot without the lost lease, and the new lease (in that
+	// snapshot or in events after it, depending on timing).
+	var known map[string]subnet.Lease
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case r := <-out:
+			if r.IsSnapshot() {
+				known = byKey(r.Snapshot)
+				if _, ok := known["10.5.1.0-24"]; ok {
+					t.Fatal("snapshot after the wipe still has the lost lease")
+				}
+			} else {
+				if known == nil {
+					t.Fatalf("events before the resync: %+v", r.Events)
+				}
+				for _, e := range r.Events {
+					if e.Type == subnet.EventAdded {
+						known[e.Lease.Key()] = e.Lease
+					} else {
+						delete(known, e.Lease.Key())
+					}
+				}
+			}
+			if got := slices.Sorted(maps.Keys(known)); known != nil && slices.Equal(got, []string{"10.5.2.0-24"}) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no resync after etcd lost its data (known: %v)", slices.Sorted(maps.Keys(known)))
+		}
+	}
+}
