@@ -307,9 +307,13 @@ func pingMesh(t *testing.T, l *lab.Lab, pods []lab.Pod) {
 			if from.Node == to.Node {
 				continue
 			}
-			if err := l.Ping(from.NS, to.IP); err != nil {
+			start := time.Now()
+			rtt, err := l.PingRTT(from.NS, to.IP, lab.DefaultPingTimeout)
+			if err != nil {
 				t.Errorf("pod on node %d (%s) -> pod on node %d (%s): %v", from.Node, from.IP, to.Node, to.IP, err)
+				continue
 			}
+			t.Logf("ping pod n%d %s -> pod n%d %s: ok, rtt %v (took %v)", from.Node, from.IP, to.Node, to.IP, rtt, time.Since(start).Round(time.Millisecond))
 		}
 	}
 }

@@ -188,7 +188,7 @@ func (l *Lab) PingRTT(fromNS string, to netip.Addr, timeout time.Duration) (time
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		out, err := nsExec(context.Background(), fromNS, "ping", "-n", "-c", "3", "-W", "1", to.String())
+		out, err := nsExec(context.Background(), fromNS, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", to.String())
 		if err == nil {
 			m := rttRE.FindStringSubmatch(out)
 			if m == nil {

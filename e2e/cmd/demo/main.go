@@ -267,7 +267,7 @@ func explain(w io.Writer, l *lab.Lab) {
 		"sudo ip netns exec " + n1 + " ip route",
 		"sudo ip netns exec " + n1 + " ip neigh show dev " + dev,
 		"sudo ip netns exec " + n1 + " bridge fdb show dev " + dev,
-		"sudo ip netns exec " + n1 + " cat " + l.SubnetEnvPath(1),
+		"sudo cat " + l.SubnetEnvPath(1),
 		"sudo ip netns exec " + l.SwitchNS() + " etcdctl --endpoints " + l.EtcdEndpoint() + " get --prefix " + l.EtcdPrefix(),
 		"sudo tail -f " + l.LogPath(1),
 	}
