@@ -78,6 +78,9 @@ type lab struct {
 
 func newLab(t testing.TB) *lab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a network namespace; skipped in -short mode")
+	}
 	ns := nstest.New(t, "fgtest-vx-")
 	h := ns.Handle
 	la := netlink.NewLinkAttrs()

@@ -15,9 +15,10 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// nlHandle is the part of *netlink.Handle the backend uses. Every method is one netlink
-// request (a dump for the *List methods) on the handle's namespace; calls block until
-// the kernel answers and cannot be cancelled. Tests wrap it to count writes.
+// nlHandle is the part of *netlink.Handle the backend uses. Each method is a netlink
+// request on the handle's namespace (a dump for the *List methods; LinkAdd may add a
+// lookup); calls block until the kernel answers and cannot be cancelled. Tests wrap it
+// to count writes.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkByIndex(index int) (netlink.Link, error)

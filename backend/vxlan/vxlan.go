@@ -19,7 +19,7 @@
 //     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
 //     backend, bad BackendData, no subnet of the family) are skipped and logged once per
 //     distinct problem.
-//   - actual: read from the kernel every round, never remembered: one route dump, one
+//   - actual: read from the kernel every round, never remembered: one route dump and one
 //     neighbour dump per family and one FDB dump, keeping what we own: permanent
 //     neighbour and FDB entries on our devices, routes on our devices (kernel-made routes
 //     excepted), and routes on the external interface whose destination lies inside the
