@@ -70,7 +70,9 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 			live = append(live, e)
 			continue
 		}
-		if compatible(cfg, e.lease) {
+		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
+		// KeepLease and the peers address the lease by its canonical key.
+		if compatible(cfg, e.lease) && e.key == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
 			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
 				fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
 			return m.rewrite(ctx, cli, e, attrs, value)

@@ -385,3 +385,21 @@ func TestReservation(t *testing.T) {
 		t.Fatal("reserved subnet given to another node")
 	}
 }
+
+// TestAcquireNonCanonicalKey: our lease under a key that is not in canonical form is
+// replaced by a canonical one (KeepLease watches the canonical key).
+func TestAcquireNonCanonicalKey(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, DefaultPrefix+"/subnets/10.5.200.7-24", `{"PublicIP":"198.51.100.1","PublicIPv6":null}`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, PrevSubnet: netip.MustParsePrefix("10.5.200.0/24")})
+	l := acquire(t, m, attrsFor("198.51.100.1"))
+	want := []string{DefaultPrefix + "/subnets/10.5.200.0-24"}
+	if got := subnetKeys(t, cli); l.Subnet.String() != "10.5.200.0/24" || !slices.Equal(got, want) {
+		t.Fatalf("lease %v keys %v, want %v", l.Subnet, got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := m.KeepLease(ctx, l); err != nil {
+		t.Fatalf("KeepLease: %v", err)
+	}
+}

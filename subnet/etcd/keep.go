@@ -76,7 +76,7 @@ func (k *keeper) run(ctx context.Context) error {
 		resyncC = time.After(d)
 	}
 
-	first := true
+	arm() // from the expiration AcquireLease reported; corrected by the first sync
 	resyncNow := make(chan time.Time, 1)
 	resyncNow <- time.Now()
 	resyncC = resyncNow
@@ -99,10 +99,9 @@ func (k *keeper) run(ctx context.Context) error {
 				restartWatch(err)
 				continue
 			}
-			if first || !k.exp.Equal(oldExp) {
+			if !k.exp.Equal(oldExp) {
 				arm()
 			}
-			first = false
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 			cli, err := k.m.client()
 			if err != nil {
@@ -213,9 +212,13 @@ func (k *keeper) adopt(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	}
 	k.leaseID = kv.Lease
 	exp := start.Add(time.Duration(ttl.TTL) * time.Second)
-	changed := !exp.Equal(k.exp)
+	// TimeToLive reports whole seconds: within that precision this is the expiration we
+	// already know (e.g. the lease AcquireLease created), so keep the precise value.
+	if !k.exp.IsZero() && exp.Before(k.exp.Add(time.Second)) && k.exp.Before(exp.Add(2*time.Second)) {
+		return false, nil
+	}
 	k.exp = exp
-	return changed, nil
+	return true, nil
 }
 
 // renew attaches the key to a newly granted etcd lease, if the key still exists.
