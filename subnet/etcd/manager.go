@@ -14,6 +14,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"k8s.io/klog/v2"
@@ -100,6 +101,9 @@ func New(cfg Config) (*Manager, error) {
 		subnetsDir: path.Join(cfg.Prefix, "subnets") + "/",
 	}
 	m.ccfg = clientv3.Config{
+		// The client's own zap logger would print JSON retry warnings on stderr next to
+		// klog's lines; the manager logs what matters (with context) through klog.
+		Logger:               zap.NewNop(),
 		Endpoints:            cfg.Endpoints,
 		Username:             cfg.Username,
 		Password:             cfg.Password,
