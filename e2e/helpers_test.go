@@ -61,6 +61,12 @@ func newLab(t *testing.T, tag string, nodes int, opts ...func(*lab.Options)) *la
 		t.Fatalf("lab.New: %v", err)
 	}
 	t.Cleanup(func() {
+		// A race-enabled flanneld (FLANNEL_TEST_RACE=1) reports races in its log.
+		for i := 1; i <= l.Nodes(); i++ {
+			if b, err := os.ReadFile(l.LogPath(i)); err == nil && strings.Contains(string(b), "WARNING: DATA RACE") {
+				t.Errorf("node %d: flanneld reported a data race (see its log below)", i)
+			}
+		}
 		if t.Failed() {
 			dumpLab(t, l)
 		}

@@ -30,6 +30,10 @@ func needRoot(t *testing.T) {
 
 func newTestLab(t *testing.T, tag string, opts Options) *Lab {
 	t.Helper()
+	// Leftovers of crashed earlier runs (labs of live test processes are kept).
+	if err := Sweep("fglt"); err != nil {
+		t.Logf("Sweep: %v", err)
+	}
 	opts.Name = UniqueName("fglt", tag)
 	if opts.WorkDir == "" {
 		opts.WorkDir = t.TempDir()
