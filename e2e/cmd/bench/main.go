@@ -40,6 +40,7 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per size (the median is reported)")
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
+	logs := flag.String("logs", "", "copy each run's flanneld log into this directory")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces); run: sudo make bench")
@@ -47,7 +48,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *sizes, *runs, *bin, *timeout); err != nil {
+	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -58,7 +59,7 @@ type result struct {
 	hwmKB    int
 }
 
-func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration) error {
+func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration, logs string) error {
 	var sizes []int
 	for _, s := range strings.Split(sizeList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -72,7 +73,11 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin == "" {
+	if bin != "" {
+		if bin, err = filepath.Abs(bin); err != nil {
+			return err
+		}
+	} else {
 		bin = filepath.Join(work, "flanneld")
 		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
 		if err != nil {
@@ -87,7 +92,11 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 	for _, n := range sizes {
 		var rs []result
 		for r := 0; r < runs; r++ {
-			res, err := once(ctx, bin, filepath.Join(work, fmt.Sprintf("%d-%d", n, r)), n, timeout)
+			dir := filepath.Join(work, fmt.Sprintf("%d-%d", n, r))
+			res, err := once(ctx, bin, dir, n, timeout)
+			if logs != "" {
+				copyLog(filepath.Join(dir, "n1", "flanneld.log"), filepath.Join(logs, fmt.Sprintf("flanneld-%d-%d.log", n, r+1)))
+			}
 			if err != nil {
 				return fmt.Errorf("%d leases, run %d: %w", n, r+1, err)
 			}
@@ -249,4 +258,18 @@ func vmHWM(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// copyLog keeps a run's daemon log (best effort: a failed copy only loses the log).
+func copyLog(from, to string) {
+	data, err := os.ReadFile(from)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(to), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(to, data, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: keeping log: %v\n", err)
+	}
 }
