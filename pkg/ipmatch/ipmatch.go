@@ -361,26 +361,15 @@ func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*backend.Extern
 	ext := &backend.ExternalInterface{
 		Iface: &net.Interface{Index: l.Index, MTU: l.MTU, Name: l.Name, HardwareAddr: l.HardwareAddr, Flags: l.Flags},
 	}
+	var err error
 	if opts.EnableIPv4 {
-		ext.IfaceAddr = c.v4
-		if !ext.IfaceAddr.IsValid() {
-			if as := usableAddrs(l, false); len(as) > 0 {
-				ext.IfaceAddr = as[0]
-			}
-		}
-		if !ext.IfaceAddr.IsValid() {
-			return nil, fmt.Errorf("failed to find IPv4 address for interface %s", l.Name)
+		if ext.IfaceAddr, err = ifaceAddr(l, c.v4, false); err != nil {
+			return nil, err
 		}
 	}
 	if opts.EnableIPv6 {
-		ext.IfaceV6Addr = c.v6
-		if !ext.IfaceV6Addr.IsValid() {
-			if as := usableAddrs(l, true); len(as) > 0 {
-				ext.IfaceV6Addr = as[0]
-			}
-		}
-		if !ext.IfaceV6Addr.IsValid() {
-			return nil, fmt.Errorf("failed to find IPv6 address for interface %s", l.Name)
+		if ext.IfaceV6Addr, err = ifaceAddr(l, c.v6, true); err != nil {
+			return nil, err
 		}
 	}
 	if l.MTU == 0 {
@@ -411,6 +400,21 @@ func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*backend.Extern
 // usableAddrs returns the link's usable addresses of one family, best first: global
 // before link-local, permanent before dynamic, non-temporary before temporary (kernel
 // order otherwise). Deprecated, tentative and DAD-failed addresses are not usable.
+// ifaceAddr is the selector's address for one family, else the link's first usable one.
+func ifaceAddr(l *linkInfo, chosen netip.Addr, v6 bool) (netip.Addr, error) {
+	if chosen.IsValid() {
+		return chosen, nil
+	}
+	if as := usableAddrs(l, v6); len(as) > 0 {
+		return as[0], nil
+	}
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	return netip.Addr{}, fmt.Errorf("failed to find %s address for interface %s", fam, l.Name)
+}
+
 func usableAddrs(l *linkInfo, v6 bool) []netip.Addr {
 	type ranked struct {
 		a    netip.Addr

@@ -103,23 +103,13 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 	// 2. The previous subnet, 3. a random free one; per family.
 	var sn, sn6 netip.Prefix
 	if cfg.EnableIPv4 {
-		sn = previous(m.cfg.PrevSubnet, cfg.SubnetFits, taken4)
-		if !sn.IsValid() {
-			klog.InfoS(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.SubnetMin, cfg.SubnetMax))
-			sn = pick(freeSubnets(cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen, taken4, maxCandidates))
-			if !sn.IsValid() {
-				return nil, errOutOfSubnets
-			}
+		if sn = choose(m.cfg.PrevSubnet, cfg.SubnetFits, taken4, cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen); !sn.IsValid() {
+			return nil, errOutOfSubnets
 		}
 	}
 	if cfg.EnableIPv6 {
-		sn6 = previous(m.cfg.PrevIPv6Subnet, cfg.IPv6SubnetFits, taken6)
-		if !sn6.IsValid() {
-			klog.InfoS(fmt.Sprintf("Picking subnet in range %s ... %s", cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
-			sn6 = pick(freeSubnets(cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen, taken6, maxCandidates))
-			if !sn6.IsValid() {
-				return nil, errOutOfSubnets
-			}
+		if sn6 = choose(m.cfg.PrevIPv6Subnet, cfg.IPv6SubnetFits, taken6, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, cfg.IPv6SubnetLen); !sn6.IsValid() {
+			return nil, errOutOfSubnets
 		}
 	}
 
@@ -214,6 +204,16 @@ func compatible(cfg *subnet.Config, l subnet.Lease) bool {
 }
 
 // previous returns prev when it is set, compatible and free; otherwise the zero Prefix.
+// choose returns the previous subnet when it is still free and fits, else a random free
+// subnet between first and last (zero when none is free).
+func choose(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Prefix, first, last netip.Addr, bits int) netip.Prefix {
+	if sn := previous(prev, fits, taken); sn.IsValid() {
+		return sn
+	}
+	klog.InfoS(fmt.Sprintf("Picking subnet in range %s ... %s", first, last))
+	return pick(freeSubnets(first, last, bits, taken, maxCandidates))
+}
+
 func previous(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Prefix) netip.Prefix {
 	if !prev.IsValid() {
 		return netip.Prefix{}
