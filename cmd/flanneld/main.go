@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/backend/hostgw"
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
@@ -77,7 +78,8 @@ func run() int {
 	err = daemon.Run(ctx, opts, daemon.Deps{
 		Manager: sm,
 		Backends: map[string]backend.Constructor{
-			"vxlan": vxlan.New,
+			"vxlan":   vxlan.New,
+			"host-gw": hostgw.New,
 		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			return ipmatch.LookupExtIface(ipmatch.Options{

@@ -1,0 +1,350 @@
+// Package hostgw is flannel's host-gw backend: no encapsulation and no device, only one
+// route per peer on the external interface (§6.2 of the compatibility reference):
+//
+//	<peer subnet> via <peer PublicIP> dev <external interface>
+//
+// (and the same with the IPv6 subnet via PublicIPv6). It needs every node on one L2
+// segment: the kernel refuses a route whose gateway is not on-link ("network is
+// unreachable"); such a peer is logged as an error naming it, once while the problem
+// lasts, and the route is retried every round.
+//
+// Like the vxlan backend it is a reconciler. Each Reconcile round computes the desired
+// routes (a pure function of the leases), reads the actual ones from the kernel (unicast
+// routes on the external interface whose destination lies inside the flannel network,
+// kernel-made routes excepted), computes the difference (a pure function) and applies
+// it: routes no lease explains are deleted, missing or different ones replaced. That
+// also covers upstream's 10 s route checker: a deleted route is back after the next round.
+package hostgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// BackendType is the lease BackendType and config Backend.Type of this backend.
+const BackendType = "host-gw"
+
+// natError is upstream's refusal when the public address is not the interface's.
+const natError = "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend"
+
+// dumpAttempts bounds the retries of a route dump the kernel reports as interrupted.
+const dumpAttempts = 3
+
+// nlHandle is the part of *netlink.Handle the backend uses.
+type nlHandle interface {
+	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) bool) error
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+}
+
+var _ nlHandle = (*netlink.Handle)(nil)
+
+// family is the per address family state of the backend and the scratch space of its
+// rounds.
+type family struct {
+	v6      bool
+	nlFam   int
+	network netip.Prefix
+	own     netip.Prefix
+	want    map[netip.Prefix]route
+	act     []route
+	ops     ops
+}
+
+func (f *family) label() string {
+	if f.v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// Counts says how many routes a Reconcile round replaced and removed.
+type Counts struct{ Added, Removed int }
+
+// Backend is the host-gw backend; after Start it is also the running backend.Network.
+type Backend struct {
+	h    nlHandle
+	ext  *backend.ExternalInterface
+	fams []*family
+
+	mu      sync.Mutex
+	started bool
+	last    Counts
+	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
+	// each distinct problem is logged once while it persists; seen is this round's.
+	logged, seen map[string]struct{}
+	probs        []problem
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Network     = (*Backend)(nil)
+	_ backend.Constructor = New
+)
+
+// New is the backend.Constructor. It fails, as upstream, when the public address
+// differs from the interface address (a NAT). It changes nothing in the kernel.
+func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("host-gw: open netlink handle: %w", err)
+	}
+	b, err := newBackend(h, ext, cfg)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// NewWithHandle is New with an explicit netlink handle (e.g. netlink.NewHandleAt for a
+// namespace), which stays owned by the caller.
+func NewWithHandle(h *netlink.Handle, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	if h == nil {
+		return nil, errors.New("host-gw: nil netlink handle")
+	}
+	return newBackend(h, ext, cfg)
+}
+
+func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
+	if cfg == nil {
+		return nil, errors.New("host-gw: nil network config")
+	}
+	if ext == nil || ext.Iface == nil || ext.Iface.Index <= 0 {
+		return nil, errors.New("host-gw: no external interface")
+	}
+	if ext.ExtAddr != ext.IfaceAddr || (cfg.EnableIPv6 && ext.ExtV6Addr != ext.IfaceV6Addr) {
+		return nil, errors.New(natError)
+	}
+	b := &Backend{h: h, ext: ext, logged: make(map[string]struct{}), seen: make(map[string]struct{})}
+	var errs []error
+	if cfg.EnableIPv4 {
+		switch {
+		case !ext.ExtAddr.IsValid() || !ext.ExtAddr.Is4() || ext.ExtAddr.IsUnspecified():
+			errs = append(errs, errors.New("host-gw: IPv4 is enabled but there is no IPv4 public address"))
+		case !cfg.Network.IsValid() || !cfg.Network.Addr().Is4():
+			errs = append(errs, errors.New("host-gw: IPv4 is enabled but the config has no IPv4 Network"))
+		default:
+			b.fams = append(b.fams, &family{nlFam: unix.AF_INET, network: cfg.Network.Masked(),
+				want: make(map[netip.Prefix]route)})
+		}
+	}
+	if cfg.EnableIPv6 {
+		switch {
+		case !ext.ExtV6Addr.IsValid() || !ext.ExtV6Addr.Is6() || ext.ExtV6Addr.Is4In6() || ext.ExtV6Addr.IsUnspecified():
+			errs = append(errs, errors.New("host-gw: IPv6 is enabled but there is no IPv6 public address"))
+		case !cfg.IPv6Network.IsValid() || !cfg.IPv6Network.Addr().Is6():
+			errs = append(errs, errors.New("host-gw: IPv6 is enabled but the config has no IPv6Network"))
+		default:
+			b.fams = append(b.fams, &family{v6: true, nlFam: unix.AF_INET6, network: cfg.IPv6Network.Masked(),
+				want: make(map[netip.Prefix]route)})
+		}
+	}
+	if len(errs) == 0 && len(b.fams) == 0 {
+		errs = append(errs, errors.New("host-gw: neither IPv4 nor IPv6 is enabled"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return b, nil
+}
+
+// Prepare returns the lease attributes: BackendType "host-gw" and the public addresses
+// of the enabled families. host-gw has no device to create.
+func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	attrs := &subnet.LeaseAttrs{BackendType: BackendType}
+	for _, f := range b.fams {
+		if f.v6 {
+			attrs.PublicIPv6 = b.ext.ExtV6Addr
+		} else {
+			attrs.PublicIP = b.ext.ExtAddr
+		}
+	}
+	return attrs, nil
+}
+
+// Start records the lease's subnets (never routed as peers) and returns the network.
+func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if lease == nil {
+		return nil, errors.New("host-gw: nil lease")
+	}
+	for _, f := range b.fams {
+		sn := lease.Subnet
+		if f.v6 {
+			sn = lease.IPv6Subnet
+		}
+		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+			return nil, fmt.Errorf("host-gw: lease %s has no %s subnet", lease.Key(), f.label())
+		}
+		f.own = sn.Masked()
+	}
+	b.started = true
+	return b, ctx.Err()
+}
+
+// MTU is the external interface's MTU: host-gw adds no header.
+func (b *Backend) MTU() int { return b.ext.Iface.MTU }
+
+// Devices is empty: host-gw owns no link.
+func (b *Backend) Devices() []string { return nil }
+
+// LastCounts reports what the last Reconcile changed.
+func (b *Backend) LastCounts() Counts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+// Reconcile converges the routes on the external interface to the peer leases (see the
+// package comment). Peers whose route the kernel refuses because their address is not
+// on-link are logged (once per problem) and not returned as errors: retrying cannot fix
+// a topology problem, and the route is tried again every round anyway.
+func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started {
+		return errors.New("host-gw: Reconcile called before Start")
+	}
+	var c Counts
+	var errs []error
+	b.probs = b.probs[:0]
+	for _, f := range b.fams {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := b.readActual(f); err != nil {
+			return fmt.Errorf("host-gw: %w", err)
+		}
+		p := params{V6: f.v6, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own}
+		b.probs = desired(p, peers, f.want, b.probs)
+		diff(f.want, f.act, &f.ops)
+		errs = append(errs, b.apply(ctx, f, &c)...)
+	}
+	b.logProblems()
+	b.last = c
+	if c.Added+c.Removed > 0 {
+		klog.V(2).InfoS("host-gw reconciled", "routesAdded", c.Added, "routesRemoved", c.Removed)
+	}
+	return errors.Join(errs...)
+}
+
+// readActual reads the routes we own: unicast routes in the main table on the external
+// interface whose destination lies inside the family's network, except kernel-made ones.
+func (b *Backend) readActual(f *family) error {
+	ext := b.ext.Iface.Index
+	filter := &netlink.Route{LinkIndex: ext, Table: unix.RT_TABLE_MAIN}
+	return netlinkx.Dump(dumpAttempts, f.label()+" routes", func() error {
+		f.act = f.act[:0]
+		return b.h.RouteListFilteredIter(f.nlFam, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+			if r.LinkIndex != ext || len(r.MultiPath) > 0 || r.Type != unix.RTN_UNICAST || r.Protocol == unix.RTPROT_KERNEL || r.Dst == nil {
+				return true
+			}
+			dst, ok := netlinkx.Prefix(r.Dst)
+			if !ok {
+				return true
+			}
+			dst = dst.Masked()
+			if !f.network.Contains(dst.Addr()) || dst.Bits() < f.network.Bits() {
+				return true
+			}
+			gw, _ := netlinkx.Addr(r.Gw)
+			f.act = append(f.act, route{
+				Dst: dst, Gw: gw, Link: r.LinkIndex, Prio: r.Priority,
+				Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0, Scope: uint8(r.Scope), Tos: r.Tos,
+				Extra: r.Src != nil || r.Encap != nil || r.Via != nil || r.NewDst != nil || r.Realm != 0 ||
+					r.MTU != 0 || r.AdvMSS != 0 || r.Hoplimit != 0 || r.InitCwnd != 0 || r.InitRwnd != 0 ||
+					r.Congctl != "",
+			})
+			return true
+		})
+	})
+}
+
+func toKernel(r route) *netlink.Route {
+	kr := &netlink.Route{
+		Dst:       netlinkx.IPNet(r.Dst),
+		LinkIndex: r.Link,
+		Priority:  r.Prio,
+		Scope:     netlink.Scope(r.Scope),
+		Tos:       r.Tos,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+	if r.Gw.IsValid() {
+		kr.Gw = r.Gw.AsSlice()
+	}
+	if r.Onlink {
+		kr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return kr
+}
+
+// apply deletes, then replaces, one request per route, continuing past failures. A
+// route refused because its gateway is not on-link becomes a logged peer problem.
+func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
+	var errs []error
+	for i, r := range f.ops.del {
+		if i%256 == 255 && ctx.Err() != nil {
+			return append(errs, ctx.Err())
+		}
+		if err := b.h.RouteDel(toKernel(r)); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("host-gw: delete route %s via %v: %w", r.Dst, r.Gw, err))
+			continue
+		}
+		c.Removed++
+	}
+	for i, r := range f.ops.set {
+		if i%256 == 255 && ctx.Err() != nil {
+			return append(errs, ctx.Err())
+		}
+		err := b.h.RouteReplace(toKernel(r))
+		switch {
+		case err == nil:
+			c.Added++
+		case errors.Is(err, unix.ENETUNREACH):
+			b.probs = append(b.probs, problem{Peer: r.Peer, Unreachable: true, Reason: fmt.Sprintf(
+				"public address %v is not on-link on %s (the peer is on another L2 segment?): the kernel refuses the route %s via %v; host-gw needs all nodes on one L2 network",
+				r.Gw, b.ext.Iface.Name, r.Dst, r.Gw)})
+		default:
+			errs = append(errs, fmt.Errorf("host-gw: replace route %s via %v dev %s (peer %s): %w", r.Dst, r.Gw, b.ext.Iface.Name, r.Peer, err))
+		}
+	}
+	return errs
+}
+
+// logProblems logs each peer problem of this round that was not logged in the previous
+// round; problems that went away are forgotten, so a recurrence is logged again.
+func (b *Backend) logProblems() {
+	clear(b.seen)
+	for _, p := range b.probs {
+		k := p.Peer + "\x00" + p.Reason
+		if _, dup := b.seen[k]; dup {
+			continue
+		}
+		b.seen[k] = struct{}{}
+		if _, old := b.logged[k]; old {
+			continue
+		}
+		if p.Unreachable {
+			klog.ErrorS(nil, "Cannot route to peer", "peer", p.Peer, "reason", p.Reason)
+		} else {
+			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
+		}
+	}
+	b.logged, b.seen = b.seen, b.logged
+}
