@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,8 +41,11 @@ import (
 
 // Fixed lab addresses.
 var (
-	GatewayIP = netip.MustParseAddr("192.0.2.1")   // on br0 in the switch namespace
-	EtcdIP    = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
+	GatewayIP = netip.MustParseAddr("192.0.2.1") // on br0 in the switch namespace
+	// Gateway2IP is on br1 in the switch namespace, the gateway of the second segment
+	// (Options.SecondSegment).
+	Gateway2IP = netip.MustParseAddr("198.51.100.1")
+	EtcdIP     = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
 )
 
 // DefaultEtcdPrefix is flanneld's default --etcd-prefix.
@@ -62,6 +66,11 @@ type Options struct {
 	EtcdPrefix string
 	// UnderlayMTU is the MTU of the nodes' eth0 (default 1500).
 	UnderlayMTU int
+	// SecondSegment lists nodes put on a second L2 segment: their eth0 is plugged into
+	// bridge br1 of the switch namespace with 198.51.100.<10+i>/24, default route via
+	// 198.51.100.1; the switch routes between the segments. Such a node reaches the
+	// others only through a router (e.g. to test host-gw's on-link requirement).
+	SecondSegment []int
 	// NoEtcd skips starting etcd (for tests of the topology alone).
 	NoEtcd bool
 	// Logf, when set, receives progress messages.
@@ -81,11 +90,12 @@ type Lab struct {
 }
 
 type node struct {
-	index int
-	ns    string
-	ip    netip.Addr
-	dir   string
-	proc  *flannelProc // the current or last flanneld process
+	index  int
+	ns     string
+	ip     netip.Addr
+	second bool // on the second segment (br1)
+	dir    string
+	proc   *flannelProc // the current or last flanneld process
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,40}$`)
@@ -124,12 +134,16 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	opts.WorkDir = wd
 	l := &Lab{opts: opts, pods: map[[2]int]Pod{}}
 	for i := 1; i <= opts.Nodes; i++ {
-		l.nodes = append(l.nodes, &node{
+		n := &node{
 			index: i,
 			ns:    fmt.Sprintf("%s-n%d", opts.Name, i),
 			ip:    netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}),
 			dir:   filepath.Join(opts.WorkDir, fmt.Sprintf("n%d", i)),
-		})
+		}
+		if slices.Contains(opts.SecondSegment, i) {
+			n.ip, n.second = netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), true
+		}
+		l.nodes = append(l.nodes, n)
 	}
 	if err := l.removeNamespaces(ctx); err != nil {
 		return nil, fmt.Errorf("lab: remove leftovers of %s: %w", opts.Name, err)
@@ -169,6 +183,20 @@ func (l *Lab) build(ctx context.Context) error {
 			return fmt.Errorf("lab: switch: %w", err)
 		}
 	}
+	if len(l.opts.SecondSegment) > 0 {
+		for _, args := range [][]string{
+			{"link", "add", "br1", "type", "bridge"},
+			{"addr", "add", Gateway2IP.String() + "/24", "dev", "br1"},
+			{"link", "set", "br1", "up"},
+		} {
+			if _, err := ipn(ctx, sw, args...); err != nil {
+				return fmt.Errorf("lab: switch: %w", err)
+			}
+		}
+		if err := setSysctl(ctx, sw, "net.ipv4.ip_forward", "1"); err != nil {
+			return fmt.Errorf("lab: switch: %w", err)
+		}
+	}
 	for _, n := range l.nodes {
 		if err := l.buildNode(ctx, n); err != nil {
 			return err
@@ -190,6 +218,10 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	}
 	port := fmt.Sprintf("n%d", n.index)
 	mtu := strconv.Itoa(l.opts.UnderlayMTU)
+	bridge, gw := "br0", GatewayIP
+	if n.second {
+		bridge, gw = "br1", Gateway2IP
+	}
 	steps := []struct {
 		ns   string
 		args []string
@@ -197,11 +229,11 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 		{n.ns, []string{"link", "set", "lo", "up"}},
 		// Both ends are created directly in their namespaces: nothing touches the root one.
 		{n.ns, []string{"link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "mtu", mtu, "netns", l.SwitchNS()}},
-		{l.SwitchNS(), []string{"link", "set", port, "master", "br0"}},
+		{l.SwitchNS(), []string{"link", "set", port, "master", bridge}},
 		{l.SwitchNS(), []string{"link", "set", port, "up"}},
 		{n.ns, []string{"addr", "add", n.ip.String() + "/24", "dev", "eth0"}},
 		{n.ns, []string{"link", "set", "eth0", "up"}},
-		{n.ns, []string{"route", "add", "default", "via", GatewayIP.String(), "dev", "eth0"}},
+		{n.ns, []string{"route", "add", "default", "via", gw.String(), "dev", "eth0"}},
 	}
 	for _, s := range steps {
 		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
@@ -268,7 +300,12 @@ func (l *Lab) SwitchNS() string { return l.opts.Name + "-sw" }
 func (l *Lab) NodeNS(i int) string { return fmt.Sprintf("%s-n%d", l.opts.Name, i) }
 
 // NodeIP is node i's underlay address.
-func (l *Lab) NodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+func (l *Lab) NodeIP(i int) netip.Addr {
+	if i >= 1 && i <= len(l.nodes) {
+		return l.nodes[i-1].ip
+	}
+	return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+}
 
 // NodeDir is node i's directory (subnet.env, flanneld.log).
 func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }
