@@ -18,6 +18,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
 	"github.com/flannel-go/flannel/subnet/etcd"
 )
@@ -75,6 +76,22 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go func() { <-ctx.Done(); stop() }()
 
+	// Traffic rules built from the previous run's subnet file are stale when the network
+	// or the subnet changed (compat §5.3).
+	prevNetwork, _ := subnetenv.PrefixValue(prev, "FLANNEL_NETWORK")
+	prevV6Network, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_NETWORK")
+	rules := trafficrules.New(trafficrules.Options{
+		Masquerade:         opts.IPMasq,
+		RandomFullyDisable: opts.IPMasqFullyRandomDisable,
+		Forward:            opts.IPTablesForwardRules,
+		Blackhole:          opts.IPBlackholeRoute,
+		Resync:             opts.IPTablesResync,
+		PrevNetwork:        prevNetwork,
+		PrevSubnet:         prevSubnet,
+		PrevIPv6Network:    prevV6Network,
+		PrevIPv6Subnet:     prevV6Subnet,
+	})
+
 	err = daemon.Run(ctx, opts, daemon.Deps{
 		Manager: sm,
 		Backends: map[string]backend.Constructor{
@@ -93,6 +110,7 @@ func run() int {
 			})
 		},
 		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
+		TrafficRules: rules,
 	})
 	if err != nil {
 		klog.ErrorS(err, "flanneld stopped")

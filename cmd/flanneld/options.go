@@ -295,6 +295,9 @@ func finish(o *daemon.Options, r *rawOptions, src func(string) string) error {
 			r.renewMarginMin, src("subnet-lease-renew-margin"), maxRenewMarginMin)
 	}
 	o.SubnetLeaseRenewMargin = time.Duration(r.renewMarginMin) * time.Minute
+	if r.iptablesResync < 1 {
+		return fmt.Errorf("invalid --iptables-resync %d%s: must be at least 1 second", r.iptablesResync, src("iptables-resync"))
+	}
 	o.IPTablesResync = time.Duration(r.iptablesResync) * time.Second
 
 	if o.PublicIP != "" {
@@ -343,9 +346,6 @@ func finish(o *daemon.Options, r *rawOptions, src func(string) string) error {
 		feature string
 	}{
 		{"kube-subnet-mgr", o.KubeSubnetMgr, "Kubernetes mode"},
-		{"ip-masq-fully-random-disable", o.IPMasqFullyRandomDisable, "traffic rules"},
-		{"ip-blackhole-route", o.IPBlackholeRoute, "traffic rules"},
-		{"iptables-resync", r.iptablesResync != defaultIPTablesResyncS, "traffic rules"},
 	}
 	for _, u := range unsupported {
 		if u.set {

@@ -137,6 +137,13 @@ func TestParseOptions(t *testing.T) {
 			want: func(o *daemon.Options) { o.SubnetLeaseRenewMargin = time.Minute },
 		},
 		{
+			name: "traffic-rule flags",
+			args: []string{"--ip-masq-fully-random-disable", "--ip-blackhole-route=true", "--iptables-resync=10", "--iptables-forward-rules=false"},
+			want: func(o *daemon.Options) {
+				o.IPMasqFullyRandomDisable, o.IPBlackholeRoute, o.IPTablesResync, o.IPTablesForwardRules = true, true, 10*time.Second, false
+			},
+		},
+		{
 			name: "default-valued later-work flags are accepted",
 			args: []string{"--kube-subnet-mgr=false", "--ip-blackhole-route=false", "--ip-masq-fully-random-disable=false", "--iptables-resync=5"},
 			want: func(*daemon.Options) {},
@@ -285,10 +292,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{name: "kube subnet manager", args: []string{"--kube-subnet-mgr"}, wantErr: "--kube-subnet-mgr is not supported yet"},
 		{name: "kube subnet manager from env", env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true"},
 			wantErr: "--kube-subnet-mgr (from FLANNELD_KUBE_SUBNET_MGR) is not supported yet"},
-		{name: "fully random disable", args: []string{"-ip-masq-fully-random-disable"}, wantErr: "--ip-masq-fully-random-disable is not supported yet"},
-		{name: "blackhole route", args: []string{"--ip-blackhole-route=true"}, wantErr: "--ip-blackhole-route is not supported yet"},
-		{name: "iptables resync", args: []string{"--iptables-resync=10"}, wantErr: "--iptables-resync is not supported yet"},
-		{name: "iptables resync from env", env: map[string]string{"FLANNELD_IPTABLES_RESYNC": "1"}, wantErr: "--iptables-resync (from FLANNELD_IPTABLES_RESYNC) is not supported yet"},
+		{name: "iptables resync zero", args: []string{"--iptables-resync=0"}, wantErr: "invalid --iptables-resync 0: must be at least 1 second"},
+		{name: "iptables resync from env", env: map[string]string{"FLANNELD_IPTABLES_RESYNC": "-1"}, wantErr: "invalid --iptables-resync -1 (from FLANNELD_IPTABLES_RESYNC): must be at least 1 second"},
 		{name: "public ip not an address", args: []string{"--public-ip=foo"}, wantErr: "invalid public IP address: foo"},
 		{name: "public ip is IPv6", args: []string{"--public-ip=2001:db8::1"}, wantErr: "invalid public IP address: 2001:db8::1"},
 		{name: "public ip from env", env: map[string]string{"FLANNELD_PUBLIC_IP": "1.2.3"}, wantErr: "invalid public IP address: 1.2.3 (from FLANNELD_PUBLIC_IP)"},

@@ -31,6 +31,16 @@ type Deps struct {
 	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
 	// NotifySocket is $NOTIFY_SOCKET ("" when not run by systemd).
 	NotifySocket string
+	// TrafficRules installs and keeps the masquerade/forward rules (nil: none).
+	TrafficRules TrafficRules
+}
+
+// TrafficRules is the seam to the traffic rules (pkg/trafficrules): Setup runs once after
+// the lease is acquired and before the subnet file is written (an error stops the daemon);
+// Run keeps the rules true until ctx ends.
+type TrafficRules interface {
+	Setup(ctx context.Context, cfg *subnet.Config, lease *subnet.Lease) error
+	Run(ctx context.Context) error
 }
 
 // Readiness check names, reported in /readyz.
@@ -123,8 +133,18 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 		klog.ErrorS(err, "Failed to write state file", "path", stPath)
 	}
 
-	if opts.IPMasq {
-		klog.InfoS("--ip-masq: FLANNEL_IPMASQ=true is written to the subnet file; the masquerade rules themselves are not installed by this version (they arrive with the traffic-rules work)")
+	if deps.TrafficRules != nil {
+		if err := deps.TrafficRules.Setup(ctx, cfg, lease); err != nil {
+			return fmt.Errorf("failed to set up traffic rules: %w", err)
+		}
+		rulesDone := make(chan struct{})
+		go func() {
+			defer close(rulesDone)
+			if err := deps.TrafficRules.Run(ctx); err != nil && ctx.Err() == nil {
+				klog.ErrorS(err, "Traffic rules keeper stopped")
+			}
+		}()
+		defer func() { cancel(); <-rulesDone }()
 	}
 	env := subnetenv.Env{MTU: nw.MTU(), IPMasq: opts.IPMasq}
 	if cfg.EnableIPv4 {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/flannel-go/flannel/subnet"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -271,4 +273,22 @@ func FuzzPlanChain(f *testing.F) {
 			t.Fatalf("empty()=%v but chain %q -> %q", p.empty(), have, got)
 		}
 	})
+}
+
+// A non-boolean EnableNFTables is refused when the network config is decoded, with a
+// message naming the field and the expected type (the daemon logs it and keeps retrying
+// the config, as upstream does).
+func TestNonBooleanEnableNFTables(t *testing.T) {
+	for _, v := range []string{`"yes"`, `1`, `"true"`, `null`} {
+		_, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","EnableNFTables":` + v + `}`)
+		if v == `null` { // JSON null leaves the default (false), as upstream
+			if err != nil {
+				t.Errorf("null: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "EnableNFTables") || !strings.Contains(err.Error(), "bool") {
+			t.Errorf("EnableNFTables=%s: error %v", v, err)
+		}
+	}
 }
