@@ -1,0 +1,101 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// OutsideIP is the address of the outside host (AddOutsideHost) on the lab bridge br0.
+var OutsideIP = netip.MustParseAddr("192.0.2.200")
+
+// OutsideNS is the namespace of the outside host: "<name>-n0". Node index 0 is never a
+// node, and the name matches the lab's node pattern, so Close and Sweep remove it with
+// the nodes.
+func (l *Lab) OutsideNS() string { return l.opts.Name + "-n0" }
+
+// AddOutsideHost creates a host outside the cluster: a namespace plugged into br0 with
+// OutsideIP/24 and no default route, so it can only answer addresses of the lab's
+// underlay (a pod's packet reaches it with its pod source only if it is not masqueraded,
+// and then the reply has no way back). It returns the namespace name.
+func (l *Lab) AddOutsideHost() (string, error) {
+	ctx := context.Background()
+	ns := l.OutsideNS()
+	if err := deleteNamespaces(ctx, []string{ns}); err != nil {
+		return "", err
+	}
+	if err := addNamespace(ctx, ns); err != nil {
+		return "", err
+	}
+	steps := []struct {
+		ns   string
+		args []string
+	}{
+		{ns, []string{"link", "set", "lo", "up"}},
+		{ns, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "out0", "netns", l.SwitchNS()}},
+		{l.SwitchNS(), []string{"link", "set", "out0", "master", "br0"}},
+		{l.SwitchNS(), []string{"link", "set", "out0", "up"}},
+		{ns, []string{"addr", "add", OutsideIP.String() + "/24", "dev", "eth0"}},
+		{ns, []string{"link", "set", "eth0", "up"}},
+	}
+	for _, s := range steps {
+		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
+			return "", fmt.Errorf("lab: outside host: %w", err)
+		}
+	}
+	return ns, nil
+}
+
+// ListenPacket opens a packet socket (e.g. "udp4", "192.0.2.200:5000") inside the named
+// namespace; the socket keeps that namespace and can be used from any goroutine.
+func ListenPacket(ns, network, addr string) (net.PacketConn, error) {
+	type result struct {
+		c   net.PacketConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := listenInNetns(ns, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// listenInNetns must run on its own goroutine (see dialInNetns).
+func listenInNetns(ns, network, addr string) (net.PacketConn, error) {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("lab: open own netns: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open(netnsPath(ns))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("lab: open netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("lab: enter netns %s: %w", ns, err)
+	}
+	c, lerr := net.ListenPacket(network, addr)
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("lab: return from netns %s: %w", ns, err)
+	}
+	runtime.UnlockOSThread()
+	if lerr != nil {
+		return nil, fmt.Errorf("lab: listen %s in netns %s: %w", addr, ns, lerr)
+	}
+	return c, nil
+}
