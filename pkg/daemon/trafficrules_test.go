@@ -70,7 +70,9 @@ func TestTrafficRulesSetupBeforeSubnetFileAndRunOwnedByDaemon(t *testing.T) {
 	rules := &fakeRules{subnetFile: subnetFile}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, Options{SubnetFile: subnetFile, IPMasq: true}, trafficDeps(m, rules), defaultTimings) }()
+	go func() {
+		errc <- run(ctx, Options{SubnetFile: subnetFile, IPMasq: true}, trafficDeps(m, rules), defaultTimings)
+	}()
 	waitFor(t, "subnet file", func() bool { _, err := os.Stat(subnetFile); return err == nil })
 	waitFor(t, "rules keeper running", func() bool { rules.mu.Lock(); defer rules.mu.Unlock(); return rules.running })
 	rules.mu.Lock()
