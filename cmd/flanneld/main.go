@@ -14,6 +14,7 @@ import (
 
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/backend/hostgw"
+	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
@@ -97,6 +98,7 @@ func run() int {
 		Backends: map[string]backend.Constructor{
 			"vxlan":   vxlan.New,
 			"host-gw": hostgw.New,
+			"udp":     udp.New,
 		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			return ipmatch.LookupExtIface(ipmatch.Options{

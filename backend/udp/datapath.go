@@ -1,0 +1,383 @@
+package udp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// tunDevice is the part of golang.zx2c4.com/wireguard/tun.Device the data path uses.
+// With IFF_VNET_HDR, Read splits a large TCP segment the kernel hands over into
+// MTU-sized IPv4 packets with full checksums, and Write coalesces consecutive TCP
+// segments of a flow into one large write (GRO); without it both move one packet.
+type tunDevice interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	Write(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+	Close() error
+}
+
+// batchConn is the part of *ipv4.PacketConn the data path uses: recvmmsg/sendmmsg.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+const (
+	// tunHeadroom is the space left before each packet written to the TUN: the virtio
+	// net header (10 bytes) goes there when the device has IFF_VNET_HDR.
+	tunHeadroom = 16
+	// maxPacket is the largest IPv4 packet (and UDP datagram we may receive).
+	maxPacket = 65535
+	// maxBatch bounds the packets moved per system call in each direction.
+	maxBatch = 128
+	// gsoMaxSegments is the kernel's limit of segments per UDP GSO send (UDP_MAX_SEGMENTS).
+	gsoMaxSegments = 64
+	// gsoMaxBytes bounds the payload of one GSO send (65535 - IPv4 20 - UDP 8).
+	gsoMaxBytes = 65507
+	// groReadMsgs is how many (up to 64 KiB) messages one recvmmsg reads with GRO.
+	groReadMsgs = 8
+	// socketBuffer is the socket buffer size we ask for.
+	socketBuffer = 4 << 20
+)
+
+// Stats counts what the data path did.
+type Stats struct {
+	TxPackets, RxPackets uint64 // inner packets sent to / received from peers
+	NoRoute              uint64 // packets for an address no lease covers
+	Unreachable          uint64 // ICMP net-unreachable answers written to the TUN
+	Dropped              uint64 // malformed packets, TTL expired, send/write errors
+	GSOSends             uint64 // sends that carried more than one datagram
+}
+
+type counters struct {
+	tx, rx, noRoute, unreach, dropped, gsoSends atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{TxPackets: c.tx.Load(), RxPackets: c.rx.Load(), NoRoute: c.noRoute.Load(),
+		Unreachable: c.unreach.Load(), Dropped: c.dropped.Load(), GSOSends: c.gsoSends.Load()}
+}
+
+// dataPath moves packets between the TUN and the UDP socket. Each direction runs in one
+// goroutine with its own buffers; they share only the atomically swapped peer table,
+// the counters and the offload flags.
+type dataPath struct {
+	tun    tunDevice
+	conn   batchConn
+	tunIP  [4]byte // source of the ICMP errors
+	table  *atomic.Pointer[table]
+	gso    atomic.Bool // UDP_SEGMENT usable on sends
+	gro    bool        // UDP_GRO enabled on the socket
+	mtu    int
+	counts *counters
+}
+
+// logLimiter lets one message through per interval; each goroutine owns its own.
+type logLimiter struct {
+	last       time.Time
+	suppressed int
+}
+
+func (l *logLimiter) allow() (bool, int) {
+	now := time.Now()
+	if now.Sub(l.last) < 10*time.Second {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return true, n
+}
+
+func closedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADFD)
+}
+
+// tunToUDP reads packets from the TUN and sends each to the peer whose subnet holds its
+// destination, until the TUN is closed or ctx ends.
+func (d *dataPath) tunToUDP(ctx context.Context) {
+	n := min(max(d.tun.BatchSize(), 1), maxBatch)
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, maxPacket)
+	}
+	sizes := make([]int, n)
+	msgs := make([]ipv4.Message, 0, n)
+	iovs := make([][][]byte, n) // backing store of the messages' Buffers
+	for i := range iovs {
+		iovs[i] = make([][]byte, 0, gsoMaxSegments)
+	}
+	oobs := make([][]byte, n)
+	for i := range oobs {
+		oobs[i] = make([]byte, 0, unix.CmsgSpace(2))
+	}
+	var icmp [][]byte
+	icmpBufs := make([][]byte, n)
+	for i := range icmpBufs {
+		icmpBufs[i] = make([]byte, tunHeadroom+ipv4MinHeader+8+60+icmpQuote)
+	}
+	var lim logLimiter
+	for {
+		cnt, err := d.tun.Read(bufs, sizes, 0)
+		if err != nil {
+			if closedErr(err) || ctx.Err() != nil {
+				return
+			}
+			d.counts.dropped.Add(1)
+			if ok, sup := lim.allow(); ok {
+				klog.ErrorS(err, "udp: reading from the TUN device failed", "suppressedSince", sup)
+			}
+			if cnt == 0 {
+				continue
+			}
+		}
+		tbl := d.table.Load()
+		msgs = msgs[:0]
+		icmp = icmp[:0]
+		var lastPeer *peer
+		for i := range cnt {
+			pkt := bufs[i][:sizes[i]]
+			ihl, total, ok := parseIPv4(pkt)
+			if !ok {
+				d.counts.dropped.Add(1)
+				continue
+			}
+			pkt = pkt[:total]
+			p := tbl.lookup(dstKey(pkt))
+			if p == nil {
+				d.counts.noRoute.Add(1)
+				if wantsUnreachable(pkt, ihl) {
+					b := icmpBufs[len(icmp)]
+					m := netUnreachable(b[tunHeadroom:], pkt, ihl, total, d.tunIP)
+					icmp = append(icmp, b[:tunHeadroom+m])
+				}
+				continue
+			}
+			if !decTTL(pkt) {
+				d.counts.dropped.Add(1)
+				continue
+			}
+			// Group consecutive packets to one peer into one GSO send when they have
+			// the same size (the last may be shorter): the kernel cuts the payload
+			// every gso-size bytes, so each datagram is still exactly one packet.
+			if k := len(msgs) - 1; k >= 0 && d.gso.Load() && p == lastPeer && canAppend(&msgs[k], len(pkt)) {
+				msgs[k].Buffers = append(msgs[k].Buffers, pkt)
+				continue
+			}
+			k := len(msgs)
+			msgs = append(msgs, ipv4.Message{Buffers: append(iovs[k][:0], pkt), Addr: p.addr, OOB: oobs[k][:0]})
+			lastPeer = p
+		}
+		if len(msgs) > 0 {
+			d.send(msgs, &lim)
+		}
+		if len(icmp) > 0 {
+			if _, err := d.tun.Write(icmp, tunHeadroom); err != nil && !closedErr(err) {
+				if ok, sup := lim.allow(); ok {
+					klog.ErrorS(err, "udp: writing ICMP unreachable to the TUN device failed", "suppressedSince", sup)
+				}
+			} else {
+				d.counts.unreach.Add(uint64(len(icmp)))
+			}
+		}
+	}
+}
+
+// canAppend reports whether a packet of size n may join the GSO send m: all segments
+// but the last have the first one's size.
+func canAppend(m *ipv4.Message, n int) bool {
+	segs := len(m.Buffers)
+	first := len(m.Buffers[0])
+	if segs >= gsoMaxSegments || n > first || len(m.Buffers[segs-1]) != first {
+		return false
+	}
+	return (segs+1)*first <= gsoMaxBytes
+}
+
+// send writes the messages with sendmmsg, setting UDP_SEGMENT on multi-packet ones.
+// A message the kernel refuses is dropped and the rest still go. If the kernel refuses
+// GSO itself (EIO: no checksum offload on the route's device), GSO is turned off and
+// the messages are sent one datagram each.
+func (d *dataPath) send(msgs []ipv4.Message, lim *logLimiter) {
+	pkts := 0
+	for i := range msgs {
+		m := &msgs[i]
+		pkts += len(m.Buffers)
+		if len(m.Buffers) > 1 {
+			setGSO(m, len(m.Buffers[0]))
+			d.counts.gsoSends.Add(1)
+		}
+	}
+	for len(msgs) > 0 {
+		n, err := d.conn.WriteBatch(msgs, 0)
+		for i := range n {
+			d.counts.tx.Add(uint64(len(msgs[i].Buffers)))
+		}
+		msgs = msgs[n:]
+		if err == nil {
+			continue
+		}
+		if closedErr(err) {
+			return
+		}
+		if errors.Is(err, unix.EIO) && len(msgs[0].Buffers) > 1 && d.gso.Swap(false) {
+			klog.InfoS("udp: the kernel refused a UDP GSO send; sending one datagram per packet from now on", "err", err)
+		}
+		if len(msgs[0].Buffers) > 1 && !d.gso.Load() {
+			d.sendSplit(&msgs[0], lim)
+		} else {
+			d.counts.dropped.Add(uint64(len(msgs[0].Buffers)))
+			if ok, sup := lim.allow(); ok {
+				klog.ErrorS(err, "udp: sending to peer failed", "peer", msgs[0].Addr, "suppressedSince", sup)
+			}
+		}
+		msgs = msgs[1:]
+	}
+}
+
+// sendSplit sends a GSO message as single datagrams.
+func (d *dataPath) sendSplit(m *ipv4.Message, lim *logLimiter) {
+	one := make([]ipv4.Message, len(m.Buffers))
+	for i, b := range m.Buffers {
+		one[i] = ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr}
+	}
+	for len(one) > 0 {
+		n, err := d.conn.WriteBatch(one, 0)
+		d.counts.tx.Add(uint64(n))
+		one = one[n:]
+		if err != nil {
+			if closedErr(err) {
+				return
+			}
+			d.counts.dropped.Add(1)
+			if ok, sup := lim.allow(); ok {
+				klog.ErrorS(err, "udp: sending to peer failed", "peer", m.Addr, "suppressedSince", sup)
+			}
+			one = one[1:]
+		}
+	}
+}
+
+// setGSO puts a UDP_SEGMENT control message with the segment size into m.OOB.
+func setGSO(m *ipv4.Message, size int) {
+	space := unix.CmsgSpace(2)
+	if cap(m.OOB) < space {
+		m.OOB = make([]byte, 0, space)
+	}
+	b := m.OOB[:space]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))
+	m.OOB = b
+}
+
+// groSize returns the segment size from a UDP_GRO control message, or 0.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 2 {
+			if len(data) >= 4 {
+				return int(binary.NativeEndian.Uint32(data))
+			}
+			return int(binary.NativeEndian.Uint16(data))
+		}
+		oob = rest
+	}
+	return 0
+}
+
+// udpToTUN receives datagrams (several per system call, and with GRO several per
+// message) and writes the inner packets to the TUN, until the socket is closed or ctx ends.
+func (d *dataPath) udpToTUN(ctx context.Context) {
+	nmsgs := maxBatch
+	if d.gro {
+		nmsgs = groReadMsgs
+	}
+	msgs := make([]ipv4.Message, nmsgs)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, maxPacket)}
+		msgs[i].OOB = make([]byte, unix.CmsgSpace(4))
+	}
+	out := make([][]byte, 0, maxBatch)
+	wbufs := make([][]byte, maxBatch)
+	for i := range wbufs {
+		// full capacity: the TUN coalesces later packets into the first one's buffer
+		wbufs[i] = make([]byte, tunHeadroom+maxPacket)
+	}
+	var lim logLimiter
+	flush := func() {
+		if len(out) == 0 {
+			return
+		}
+		if _, err := d.tun.Write(out, tunHeadroom); err != nil && !closedErr(err) {
+			d.counts.dropped.Add(1)
+			if ok, sup := lim.allow(); ok {
+				klog.ErrorS(err, "udp: writing to the TUN device failed", "suppressedSince", sup)
+			}
+		}
+		out = out[:0]
+	}
+	for {
+		for i := range msgs {
+			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
+		}
+		n, err := d.conn.ReadBatch(msgs, 0)
+		if err != nil {
+			if closedErr(err) || ctx.Err() != nil {
+				return
+			}
+			if ok, sup := lim.allow(); ok {
+				klog.ErrorS(err, "udp: receiving from the socket failed", "suppressedSince", sup)
+			}
+			continue
+		}
+		for i := range n {
+			m := &msgs[i]
+			data := m.Buffers[0][:m.N]
+			seg := len(data)
+			if d.gro {
+				if s := groSize(m.OOB[:m.NN]); s > 0 {
+					seg = s
+				}
+			}
+			for off := 0; off < len(data); off += seg {
+				pkt := data[off:min(off+seg, len(data))]
+				_, total, ok := parseIPv4(pkt)
+				if !ok {
+					d.counts.dropped.Add(1)
+					continue
+				}
+				pkt = pkt[:total]
+				if !decTTL(pkt) {
+					d.counts.dropped.Add(1)
+					continue
+				}
+				w := wbufs[len(out)]
+				copy(w[tunHeadroom:], pkt)
+				out = append(out, w[:tunHeadroom+total])
+				d.counts.rx.Add(1)
+				if len(out) == cap(out) {
+					flush()
+				}
+			}
+		}
+		flush()
+	}
+}

@@ -1,0 +1,109 @@
+package udp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// peer is where packets for one peer subnet go.
+type peer struct {
+	Subnet netip.Prefix
+	Dst    netip.AddrPort // the peer's PublicIP and our port (upstream assumes equal ports)
+	Key    string         // the lease's subnet key
+	addr   *net.UDPAddr   // Dst, prebuilt for the send path
+}
+
+// table maps destination addresses to peers. A lookup is one map probe per distinct
+// subnet prefix length among the leases (one in practice: the network's SubnetLen),
+// so it costs O(1) in the number of peers. A table is immutable once built; the
+// backend swaps whole tables atomically.
+type table struct {
+	lens  []int // distinct prefix lengths, longest first
+	peers map[uint64]*peer
+}
+
+func tableKey(bits int, addr uint32) uint64 {
+	var mask uint32
+	if bits > 0 {
+		mask = ^uint32(0) << (32 - bits)
+	}
+	return uint64(bits)<<32 | uint64(addr&mask)
+}
+
+// lookup returns the peer whose subnet holds the IPv4 address dst, or nil.
+func (t *table) lookup(dst uint32) *peer {
+	if t == nil {
+		return nil
+	}
+	for _, l := range t.lens {
+		if p := t.peers[tableKey(l, dst)]; p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// len is the number of peers.
+func (t *table) len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.peers)
+}
+
+// problem is a peer lease that cannot be used, for logging.
+type problem struct {
+	Peer   string
+	Reason string
+}
+
+// buildTable computes the peer table for the leases: a pure function. Peers are leases
+// without BackendType (udp leases, as upstream writes them) with an IPv4 subnet inside
+// network other than own and a public address; packets to them go to PublicIP:port.
+// Unusable leases are reported in the returned problems.
+func buildTable(peers []subnet.Lease, network, own netip.Prefix, port int) (*table, []problem) {
+	t := &table{peers: make(map[uint64]*peer, len(peers))}
+	var probs []problem
+	for i := range peers {
+		l := &peers[i]
+		if l.Attrs.BackendType != "" {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not udp (udp leases carry no BackendType)", l.Attrs.BackendType)})
+			continue
+		}
+		sn := l.Subnet
+		if !sn.IsValid() || !sn.Addr().Is4() {
+			probs = append(probs, problem{l.Key(), "no IPv4 subnet"})
+			continue
+		}
+		sn = sn.Masked()
+		if sn == own {
+			continue
+		}
+		if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits() {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("subnet %s is outside the network %s", sn, network)})
+			continue
+		}
+		pub := l.Attrs.PublicIP
+		if !pub.IsValid() || !pub.Is4() || pub.IsUnspecified() {
+			probs = append(probs, problem{l.Key(), "no IPv4 public address"})
+			continue
+		}
+		a4 := sn.Addr().As4()
+		k := tableKey(sn.Bits(), uint32(a4[0])<<24|uint32(a4[1])<<16|uint32(a4[2])<<8|uint32(a4[3]))
+		if _, dup := t.peers[k]; dup {
+			probs = append(probs, problem{l.Key(), fmt.Sprintf("subnet %s is leased twice; using the first lease", sn)})
+			continue
+		}
+		dst := netip.AddrPortFrom(pub, uint16(port))
+		t.peers[k] = &peer{Subnet: sn, Dst: dst, Key: l.Key(), addr: net.UDPAddrFromAddrPort(dst)}
+		if !slices.Contains(t.lens, sn.Bits()) {
+			t.lens = append(t.lens, sn.Bits())
+		}
+	}
+	slices.SortFunc(t.lens, func(a, b int) int { return b - a })
+	return t, probs
+}

@@ -1,0 +1,439 @@
+// Package udp is flannel's udp backend (§6.3 of the compatibility reference): pods of
+// every node reach each other through a TUN device, flannel0, whose packets flanneld
+// carries in UDP datagrams between the nodes' public addresses, port 8285 by default.
+//
+// Wire format, as upstream: each UDP datagram carries exactly one inner IPv4 packet, no
+// header of our own; the inner TTL is decremented on both ends. Leases carry no
+// BackendType ({"PublicIP":"…","PublicIPv6":null}), and every lease without one is a
+// udp peer, so our nodes and upstream's exchange traffic.
+//
+// Kernel side: flannel0 (IFF_TUN|IFF_NO_PI, non-persistent: it vanishes with flanneld)
+// gets the lease's network address /32, MTU = external interface MTU − 28, and a route
+// for the whole flannel network. Reconcile repairs these and swaps the peer table.
+//
+// Data path (no cgo): two goroutines, TUN→UDP and UDP→TUN, each moving batches:
+//   - the TUN is opened with IFF_VNET_HDR and TCP segmentation offload when the kernel
+//     allows it (golang.zx2c4.com/wireguard/tun): the kernel hands over TCP segments up to
+//     64 KiB, split here into MTU-sized packets with correct checksums; received TCP
+//     packets of a flow are coalesced into large writes;
+//   - the socket sends with sendmmsg, and with UDP GSO (UDP_SEGMENT) when consecutive
+//     packets to one peer have equal size, so the kernel (or the NIC) cuts the payload
+//     back into one datagram per packet; it receives with recvmmsg and UDP GRO.
+//
+// The destination lookup is one map probe per distinct lease prefix length (one in
+// practice), O(1) in the number of peers, on an immutable table loaded atomically.
+// Packets for addresses no lease covers are answered with an ICMP net unreachable
+// written back into the TUN (not for ICMP errors or non-first fragments).
+package udp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// BackendType is the config Backend.Type of this backend. Its leases carry no
+// BackendType, as upstream's.
+const BackendType = "udp"
+
+// deviceTemplate is the TUN name template; the kernel picks the first free flannel<N>.
+const deviceTemplate = "flannel%d"
+
+const cloneDevice = "/dev/net/tun"
+
+// nlHandle is the part of *netlink.Handle the backend uses.
+type nlHandle interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkSetUp(link netlink.Link) error
+	LinkSetMTU(link netlink.Link, mtu int) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	RouteReplace(route *netlink.Route) error
+}
+
+var _ nlHandle = (*netlink.Handle)(nil)
+
+// Backend is the udp backend; after Start it is also the running backend.Network.
+type Backend struct {
+	h       nlHandle
+	ext     *backend.ExternalInterface
+	cfg     Config
+	network netip.Prefix
+	mtu     int
+
+	table  atomic.Pointer[table]
+	counts counters
+
+	mu      sync.Mutex
+	conn    *net.UDPConn // bound by Prepare
+	gso     bool
+	gro     bool
+	started bool
+	dev     string // the TUN's name
+	vnetHdr bool
+	own     netip.Prefix
+	// logged holds the peer problems already logged, so each is logged once while it
+	// persists; seen is this round's.
+	logged, seen map[string]struct{}
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Network     = (*Backend)(nil)
+	_ backend.Constructor = New
+)
+
+// New is the backend.Constructor. It parses the config; it changes nothing in the kernel.
+func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("udp: open netlink handle: %w", err)
+	}
+	b, err := newBackend(h, ext, cfg)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
+	if cfg == nil {
+		return nil, errors.New("udp: nil network config")
+	}
+	if ext == nil || ext.Iface == nil || ext.Iface.Index <= 0 {
+		return nil, errors.New("udp: no external interface")
+	}
+	c, err := parseConfig(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.EnableIPv6:
+		return nil, errors.New("udp: IPv6 is not supported by the udp backend (as upstream); use vxlan or host-gw")
+	case !cfg.EnableIPv4 || !cfg.Network.IsValid() || !cfg.Network.Addr().Is4():
+		return nil, errors.New("udp: the udp backend needs an IPv4 Network")
+	case !ext.IfaceAddr.IsValid() || !ext.IfaceAddr.Is4():
+		return nil, errors.New("udp: the external interface has no IPv4 address")
+	case !ext.ExtAddr.IsValid() || !ext.ExtAddr.Is4() || ext.ExtAddr.IsUnspecified():
+		return nil, errors.New("udp: no IPv4 public address")
+	case ext.Iface.MTU-overhead < minMTU:
+		return nil, fmt.Errorf("udp: external interface MTU %d too small (flannel0 needs MTU - %d >= %d)", ext.Iface.MTU, overhead, minMTU)
+	}
+	klog.InfoS("UDP config", "Port", c.Port)
+	return &Backend{h: h, ext: ext, cfg: c, network: cfg.Network.Masked(), mtu: ext.Iface.MTU - overhead,
+		logged: make(map[string]struct{}), seen: make(map[string]struct{})}, nil
+}
+
+// Config returns the parsed backend config.
+func (b *Backend) Config() Config { return b.cfg }
+
+// Prepare checks that this node can run the backend before any lease is written: it
+// opens /dev/net/tun once and binds the UDP socket to the interface address and port
+// (kept for Start; closed when ctx ends). Upstream acquires the lease first and fails
+// afterwards, leaving a lease behind. The attributes are PublicIP only: no BackendType.
+func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("udp: cannot open %s (is the tun module loaded and CAP_NET_ADMIN granted?): %w", cloneDevice, err)
+	}
+	_ = unix.Close(fd)
+	if b.conn == nil {
+		conn, gso, gro, err := listen(ctx, netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.cfg.Port)))
+		if err != nil {
+			return nil, err
+		}
+		b.conn, b.gso, b.gro = conn, gso, gro
+		go func() {
+			<-ctx.Done()
+			_ = conn.Close()
+		}()
+	}
+	return &subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr}, nil
+}
+
+// listen binds the UDP socket with large buffers and, when the kernel has them, UDP
+// GRO enabled; it reports whether UDP GSO sends and GRO receives are available.
+func listen(ctx context.Context, at netip.AddrPort) (conn *net.UDPConn, gso, gro bool, err error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			s := int(fd)
+			if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer) != nil {
+				_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
+			}
+			if unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
+				_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+			}
+			_, e := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+			gso = e == nil
+			if unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil {
+				v, e := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO)
+				gro = e == nil && v == 1
+			}
+		})
+	}}
+	pc, err := lc.ListenPacket(ctx, "udp4", at.String())
+	if err != nil {
+		return nil, false, false, fmt.Errorf("udp: bind %s: %w", at, err)
+	}
+	return pc.(*net.UDPConn), gso, gro, nil
+}
+
+// openTUN creates the TUN device from the name template, with IFF_VNET_HDR and TCP
+// segmentation offload when the kernel grants them, else plain IFF_TUN|IFF_NO_PI.
+func openTUN() (dev tun.Device, name string, vnet bool, err error) {
+	for _, vnet := range []bool{true, false} {
+		fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("open %s: %w", cloneDevice, err)
+		}
+		ifr, err := unix.NewIfreq(deviceTemplate)
+		if err != nil {
+			_ = unix.Close(fd)
+			return nil, "", false, err
+		}
+		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if vnet {
+			flags |= unix.IFF_VNET_HDR
+		}
+		ifr.SetUint16(flags)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			_ = unix.Close(fd)
+			if vnet {
+				continue
+			}
+			return nil, "", false, fmt.Errorf("create TUN %s: %w", deviceTemplate, err)
+		}
+		if vnet {
+			// The library requires TCP offloads with IFF_VNET_HDR; probe them here so
+			// that a refusal falls back to the plain device.
+			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
+				_ = unix.Close(fd)
+				klog.InfoS("udp: TUN offloads unavailable; moving one packet per read", "err", err)
+				continue
+			}
+		}
+		dev, name, err := tun.CreateUnmonitoredTUNFromFD(fd)
+		if err != nil {
+			// the library wrapped fd in an *os.File already; its finalizer closes it
+			return nil, "", false, fmt.Errorf("set up TUN: %w", err)
+		}
+		return dev, name, vnet, nil
+	}
+	return nil, "", false, errors.New("unreachable")
+}
+
+// Start creates flannel0 for the lease (address, MTU, route for the network), starts
+// the data path and returns the running network. The data path and the device end
+// with ctx.
+func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn == nil {
+		return nil, errors.New("udp: Start called before Prepare")
+	}
+	if b.started {
+		return nil, errors.New("udp: already started")
+	}
+	if lease == nil || !lease.Subnet.IsValid() || !lease.Subnet.Addr().Is4() {
+		return nil, errors.New("udp: the lease has no IPv4 subnet")
+	}
+	b.own = lease.Subnet.Masked()
+	dev, name, vnet, err := openTUN()
+	if err != nil {
+		return nil, fmt.Errorf("udp: %w", err)
+	}
+	b.dev, b.vnetHdr = name, vnet
+	if _, err := b.heal(); err != nil {
+		_ = dev.Close()
+		return nil, err
+	}
+	b.acceptLocal()
+	d := &dataPath{
+		tun:    dev,
+		conn:   ipv4.NewPacketConn(b.conn),
+		tunIP:  b.own.Addr().As4(),
+		table:  &b.table,
+		gro:    b.gro,
+		mtu:    b.mtu,
+		counts: &b.counts,
+	}
+	d.gso.Store(b.gso)
+	conn := b.conn
+	go func() {
+		<-ctx.Done()
+		_ = dev.Close()
+		_ = conn.Close()
+	}()
+	go d.tunToUDP(ctx)
+	go d.udpToTUN(ctx)
+	b.started = true
+	klog.InfoS("udp backend started", "device", name, "address", netip.PrefixFrom(b.own.Addr(), 32), "mtu", b.mtu,
+		"listen", b.conn.LocalAddr(), "tunOffloads", vnet, "udpGSO", b.gso, "udpGRO", b.gro)
+	return b, nil
+}
+
+// heal makes flannel0 carry what it must: MTU, up, the lease's network address /32 (other
+// addresses inside the network removed), the route for the whole network. It returns
+// the number of repairs.
+func (b *Backend) heal() (int, error) {
+	link, err := b.h.LinkByName(b.dev)
+	if err != nil {
+		if netlinkx.IsNotFound(err) {
+			return 0, fmt.Errorf("udp: %s vanished; restart flanneld to recreate it", b.dev)
+		}
+		return 0, fmt.Errorf("udp: look up %s: %w", b.dev, err)
+	}
+	n := 0
+	var errs []error
+	if link.Attrs().MTU != b.mtu {
+		n++
+		if err := b.h.LinkSetMTU(link, b.mtu); err != nil {
+			errs = append(errs, fmt.Errorf("udp: set MTU %d on %s: %w", b.mtu, b.dev, err))
+		}
+	}
+	want := netip.PrefixFrom(b.own.Addr(), 32)
+	addrs, err := b.h.AddrList(link, unix.AF_INET)
+	if err != nil {
+		return n, fmt.Errorf("udp: list addresses of %s: %w", b.dev, err)
+	}
+	found := false
+	for i := range addrs {
+		p, ok := netlinkx.Prefix(addrs[i].IPNet)
+		if !ok {
+			continue
+		}
+		if p == want {
+			found = true
+			continue
+		}
+		if b.network.Contains(p.Addr()) {
+			n++
+			if err := b.h.AddrDel(link, &addrs[i]); err != nil && !netlinkx.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("udp: delete address %s from %s: %w", p, b.dev, err))
+			}
+		}
+	}
+	if !found {
+		n++
+		if err := b.h.AddrAdd(link, &netlink.Addr{IPNet: netlinkx.IPNet(want)}); err != nil && !netlinkx.IsExist(err) {
+			errs = append(errs, fmt.Errorf("udp: add address %s to %s: %w", want, b.dev, err))
+		}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		n++
+		if err := b.h.LinkSetUp(link); err != nil {
+			errs = append(errs, fmt.Errorf("udp: set %s up: %w", b.dev, err))
+		}
+	}
+	idx := link.Attrs().Index
+	routes, err := b.h.RouteListFiltered(unix.AF_INET, &netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return n, fmt.Errorf("udp: list routes of %s: %w", b.dev, err)
+	}
+	have := false
+	for _, r := range routes {
+		if dst, ok := netlinkx.Prefix(r.Dst); ok && dst.Masked() == b.network && r.Gw == nil && r.Type == unix.RTN_UNICAST &&
+			r.Scope == netlink.SCOPE_UNIVERSE && r.Priority == 0 {
+			have = true
+		}
+	}
+	if !have {
+		n++
+		if err := b.h.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: netlinkx.IPNet(b.network),
+			Scope: netlink.SCOPE_UNIVERSE, Table: unix.RT_TABLE_MAIN}); err != nil {
+			errs = append(errs, fmt.Errorf("udp: add route %s dev %s: %w", b.network, b.dev, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// acceptLocal lets the kernel accept packets arriving on the TUN whose source is one of
+// the node's addresses: our ICMP net-unreachable answers come from the TUN's own
+// address (as upstream's), and since Linux 6.0 the kernel drops such packets as martians
+// unless accept_local is set on the receiving device. Best effort: the data path works
+// without it, only those ICMP answers are lost.
+func (b *Backend) acceptLocal() {
+	p := "/proc/sys/net/ipv4/conf/" + b.dev + "/accept_local"
+	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+		klog.InfoS("udp: could not set accept_local; ICMP unreachable answers may be dropped by the kernel", "path", p, "err", err)
+	}
+}
+
+// MTU is the external interface's MTU minus 28 (outer IPv4 and UDP headers).
+func (b *Backend) MTU() int { return b.mtu }
+
+// Devices names the TUN device once started.
+func (b *Backend) Devices() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dev == "" {
+		return nil
+	}
+	return []string{b.dev}
+}
+
+// Stats reports the data path counters.
+func (b *Backend) Stats() Stats { return b.counts.snapshot() }
+
+// Reconcile repairs flannel0 and installs the peer table computed from the leases with
+// one atomic swap; the data path picks it up with its next batch.
+func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started {
+		return errors.New("udp: Reconcile called before Start")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, probs := buildTable(peers, b.network, b.own, b.cfg.Port)
+	b.table.Store(t)
+	b.logProblems(probs)
+	n, err := b.heal()
+	if n > 0 {
+		klog.V(2).InfoS("udp: repaired the TUN device", "device", b.dev, "repairs", n)
+	}
+	klog.V(4).InfoS("udp reconciled", "peers", t.len())
+	return err
+}
+
+// logProblems logs each peer problem not logged in the previous round.
+func (b *Backend) logProblems(probs []problem) {
+	clear(b.seen)
+	for _, p := range probs {
+		k := p.Peer + "\x00" + p.Reason
+		if _, dup := b.seen[k]; dup {
+			continue
+		}
+		b.seen[k] = struct{}{}
+		if _, old := b.logged[k]; !old {
+			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
+		}
+	}
+	b.logged, b.seen = b.seen, b.logged
+}
