@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +257,49 @@ func TestNoMasqueradeWithoutIPMasq(t *testing.T) {
 	dump := ruleDump(t, l, 1, false)
 	if strings.Contains(dump, "FLANNEL-POSTRTG") || !strings.Contains(dump, "-A FLANNEL-FWD -s 10.5.0.0/16") {
 		t.Errorf("rules without --ip-masq:\n%s", dump)
+	}
+}
+
+// cpuTicks is a process's CPU time (user+system, its own and its waited-for children's:
+// the iptables/nft commands it runs) in clock ticks.
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 (state) on
+	var sum int64
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			t.Fatalf("stat field %d: %v", i+3, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// TestTrafficRulesIdleCost logs what keeping the rules costs at rest, in both modes. The
+// bound asserted is deliberately loose (it only catches a busy loop); the figure is logged.
+func TestTrafficRulesIdleCost(t *testing.T) {
+	for _, nft := range []bool{false, true} {
+		t.Run(modeName(nft), func(t *testing.T) {
+			l := newLab(t, "trcost"+modeName(nft)[:3], 1)
+			startAll(t, l, trafficConfig(nft), "--ip-masq")
+			pid := l.FlanneldPID(1)
+			time.Sleep(2 * time.Second)
+			const window = 20 * time.Second
+			c0 := cpuTicks(t, pid)
+			time.Sleep(window)
+			c1 := cpuTicks(t, pid)
+			const hz = 100 // USER_HZ
+			pct := float64(c1-c0) / hz / window.Seconds() * 100
+			t.Logf("%s: flanneld (with its iptables/nft children) used %.2f%% of a core at rest over %v", modeName(nft), pct, window)
+			if pct > 10 {
+				t.Errorf("%.1f%% of a core at rest: busy loop?", pct)
+			}
+		})
 	}
 }
