@@ -135,6 +135,9 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 
 	if deps.TrafficRules != nil {
 		if err := deps.TrafficRules.Setup(ctx, cfg, lease); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while setting up
+			}
 			return fmt.Errorf("failed to set up traffic rules: %w", err)
 		}
 		rulesDone := make(chan struct{})

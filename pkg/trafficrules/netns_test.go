@@ -394,3 +394,47 @@ func TestBlackholeRouteKept(t *testing.T) {
 	nsRun(t, ns, "ip", "route", "del", "blackhole", "10.5.85.0/24")
 	waitFor(t, "blackhole route restored", 10*time.Second, has)
 }
+
+func TestIPv6RulesBothModes(t *testing.T) {
+	if _, err := exec.LookPath("ip6tables"); err != nil {
+		t.Skipf("ip6tables not installed: %v", err)
+	}
+	for _, nft := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ip6tables", true: "nftables"}[nft], func(t *testing.T) {
+			ns := newNS(t)
+			cfg := &subnet.Config{EnableIPv6: true, EnableNFTables: nft, IPv6Network: pfx("2001:db8:1::/48")}
+			l := &subnet.Lease{IPv6Subnet: pfx("2001:db8:1:5::/64")}
+			m := New(Options{Masquerade: true, Forward: true})
+			setup(t, ns, m, cfg, l)
+			f := family{v6: true, network: cfg.IPv6Network, subnet: l.IPv6Subnet}
+			if nft {
+				got := nsRun(t, ns, "nft", "list", "table", "ip6", NFTTableIPv6)
+				for _, r := range append(nftMasqRules(f, true), nftFwdRules(f)...) {
+					if !strings.Contains(got, r.text+` comment "`+r.comment+`"`) {
+						t.Errorf("rule %q missing in\n%s", r.text, got)
+					}
+				}
+				if out := nsRun(t, ns, "nft", "list", "tables"); strings.Contains(out, NFTTableIPv4) {
+					t.Errorf("IPv4 table created for an IPv6-only network:\n%s", out)
+				}
+				return
+			}
+			var got []string
+			for _, l := range strings.Split(nsRun(t, ns, "ip6tables", "-t", "nat", "-S"), "\n") {
+				if strings.Contains(l, "FLANNEL") {
+					got = append(got, l)
+				}
+			}
+			want := []string{"-N " + MasqChain, iptMasqJump().line()}
+			for _, r := range iptMasqRules(f, true) {
+				want = append(want, r.line())
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("ip6tables nat:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if v4 := iptLines(t, ns, "nat"); len(v4) != 0 {
+				t.Errorf("IPv4 rules for an IPv6-only network:\n%s", strings.Join(v4, "\n"))
+			}
+		})
+	}
+}
