@@ -11,15 +11,19 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all build test unit e2e demo bench vet fmt-check clean
+.PHONY: all deps build test unit e2e demo bench vet fmt-check clean
 
 all: build
+
+# The Debian/Ubuntu packages the demo and the tests use (apt-get, only the missing ones).
+deps:
+	tools/install-deps.sh
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/flanneld ./cmd/flanneld
 
 # Everything: unit, integration (real etcd, real kernel in namespaces) and e2e. Needs root.
-test:
+test: deps
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Only what needs neither root nor etcd.
@@ -27,12 +31,12 @@ unit:
 	$(GO) test -short -count=1 -timeout 10m ./...
 
 # The end-to-end suite (flanneld in the netns lab) and the lab's own tests, verbose. Needs root.
-e2e:
+e2e: deps
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/...
 
 # A 3-node cluster in network namespaces with an all-pairs ping table; Ctrl-C tears it down.
 # Options: make demo DEMO_ARGS='-nodes 5 -keep'
-demo: build
+demo: deps build
 	$(GO) run ./e2e/cmd/demo -flanneld bin/flanneld $(DEMO_ARGS)
 
 # Control-plane convergence time and peak RSS for 1k/5k/20k synthetic peers, median of 3.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages the demo, the tests and the benchmarks use, with
+# apt-get, when any of them is missing (a machine that has them all is left untouched).
+# Used by `make deps` (and so by `make demo`, `make test`) and by .ci/run. Needs root.
+set -euo pipefail
+
+# package:command pairs: the command proves the package is installed.
+pkgs=(
+  etcd-server:etcd
+  etcd-client:etcdctl
+  iproute2:ip
+  iputils-ping:ping
+  iptables:iptables
+  nftables:nft
+  tcpdump:tcpdump
+  iperf3:iperf3
+  curl:curl
+  ca-certificates:update-ca-certificates
+  git:git
+  make:make
+)
+
+missing=()
+for pc in "${pkgs[@]}"; do
+  command -v "${pc#*:}" >/dev/null 2>&1 || missing+=("${pc%%:*}")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (sudo make deps)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: missing packages: ${missing[*]}; no apt-get here, install them by hand" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The packaged etcd service is not used (the lab starts its own etcd processes).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl stop etcd || true
+fi
