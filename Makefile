@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench vet fmt-check clean
+.PHONY: all deps build test unit e2e demo bench bench-rules vet fmt-check clean
 
 all: build
 
@@ -44,6 +44,10 @@ demo: deps build
 BENCH_ARGS ?=
 bench: build
 	$(GO) run ./e2e/cmd/bench -flanneld bin/flanneld $(BENCH_ARGS)
+
+# Traffic-rule healing latency (fault -> rules intact) per fault and mode, and idle CPU.
+bench-rules: build
+	$(GO) run ./e2e/cmd/benchrules -flanneld bin/flanneld
 
 vet:
 	$(GO) vet ./...
