@@ -1,0 +1,256 @@
+// Package metrics holds flanneld's Prometheus metrics. main creates one Metrics (with
+// its own registry: the client library's default registry is never used) and hands it
+// down; the daemon, the subnet manager (subnet.Observer) and the backends
+// (backend.Observer) report to it, and the healthz listener serves it at /metrics.
+//
+// Every method is safe for concurrent use and is a no-op on a nil *Metrics, so parts
+// built without metrics need no checks.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// Label values of flannel_kernel_object_changes_total{op}.
+const (
+	OpAdded    = "added"
+	OpRemoved  = "removed"
+	OpRepaired = "repaired"
+)
+
+// Label values of flannel_lease_events_total{type}.
+const (
+	EventAdded    = "added"
+	EventRemoved  = "removed"
+	EventSnapshot = "snapshot"
+)
+
+// Kinds are the kernel object kinds pre-declared (at zero) in
+// flannel_kernel_object_changes_total.
+var kinds = []string{backend.KindRoute, backend.KindFDB, backend.KindNeigh, backend.KindDevice, backend.KindAddress, backend.KindRule}
+
+// Metrics is flanneld's set of metrics and the registry that serves them.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	peerLeases        prometheus.Gauge
+	leaseEvents       *prometheus.CounterVec
+	reconcileRuns     *prometheus.CounterVec
+	reconcileDuration prometheus.Histogram
+	kernelObjects     *prometheus.CounterVec
+	datastoreErrors   *prometheus.CounterVec
+	watchRestarts     *prometheus.CounterVec
+	leaseExpiry       prometheus.Gauge
+	txChecksum        *prometheus.GaugeVec
+}
+
+var (
+	_ backend.Observer = (*Metrics)(nil)
+	_ subnet.Observer  = (*Metrics)(nil)
+)
+
+// New creates the metrics in a new registry, with the process and Go runtime
+// collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		peerLeases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flannel_peer_leases",
+			Help: "Subnet leases of other nodes currently known (the node's own lease excluded).",
+		}),
+		leaseEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_lease_events_total",
+			Help: "Lease watch deliveries received: lease added or changed, lease removed, full snapshot.",
+		}, []string{"type"}),
+		reconcileRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_reconcile_runs_total",
+			Help: "Reconcile rounds of the kernel state against the lease set, by result (success, failure).",
+		}, []string{"result"}),
+		reconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flannel_reconcile_duration_seconds",
+			Help:    "Duration of reconcile rounds.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. ~16 s
+		}),
+		kernelObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_kernel_object_changes_total",
+			Help: "Kernel objects changed by kind (route, fdb, neigh, device, address, rule) and op: " +
+				"added or removed for a lease change, repaired when the lease set had not changed (drift undone).",
+		}, []string{"kind", "op"}),
+		datastoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_datastore_errors_total",
+			Help: "Failed datastore operations (retried), by operation.",
+		}, []string{"op"}),
+		watchRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_datastore_watch_restarts_total",
+			Help: "Datastore watches re-opened after they broke, by watch (leases, own_lease).",
+		}, []string{"watch"}),
+		leaseExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flannel_lease_expiry_timestamp_seconds",
+			Help: "Expiration of the node's own subnet lease in Unix seconds (0: the lease does not expire).",
+		}),
+		txChecksum: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flannel_vxlan_tx_checksum_offload",
+			Help: "Transmit checksum offload of a vxlan device as set by the ChecksumOffload option (1 on, 0 off).",
+		}, []string{"device"}),
+	}
+	m.reg.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
+		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum,
+	)
+	// Declare the label values known in advance, so that series exist (at 0) from the
+	// start and rate() sees their first increment.
+	for _, t := range []string{EventAdded, EventRemoved, EventSnapshot} {
+		m.leaseEvents.WithLabelValues(t)
+	}
+	for _, r := range []string{"success", "failure"} {
+		m.reconcileRuns.WithLabelValues(r)
+	}
+	for _, k := range kinds {
+		for _, op := range []string{OpAdded, OpRemoved, OpRepaired} {
+			m.kernelObjects.WithLabelValues(k, op)
+		}
+	}
+	for _, w := range []string{subnet.WatchLeases, subnet.WatchOwnLease} {
+		m.watchRestarts.WithLabelValues(w)
+	}
+	return m
+}
+
+// Registry is the registry holding the metrics (e.g. for a test to gather).
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorLog: errorLog{}})
+}
+
+// errorLog sends the handler's gathering errors to klog.
+type errorLog struct{}
+
+func (errorLog) Println(v ...any) { klog.ErrorS(nil, "Serving metrics", "err", v) }
+
+// PeerLeases sets the number of peer leases known.
+func (m *Metrics) PeerLeases(n int) {
+	if m == nil {
+		return
+	}
+	m.peerLeases.Set(float64(n))
+}
+
+// LeaseResult counts one lease watch delivery: a snapshot, or its added and removed
+// events.
+func (m *Metrics) LeaseResult(r subnet.WatchResult) {
+	if m == nil {
+		return
+	}
+	if r.IsSnapshot() {
+		m.leaseEvents.WithLabelValues(EventSnapshot).Inc()
+		return
+	}
+	var added, removed int
+	for _, ev := range r.Events {
+		if ev.Type == subnet.EventRemoved {
+			removed++
+		} else {
+			added++
+		}
+	}
+	if added > 0 {
+		m.leaseEvents.WithLabelValues(EventAdded).Add(float64(added))
+	}
+	if removed > 0 {
+		m.leaseEvents.WithLabelValues(EventRemoved).Add(float64(removed))
+	}
+}
+
+// Reconciled records one reconcile round.
+func (m *Metrics) Reconciled(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	res := "success"
+	if err != nil {
+		res = "failure"
+	}
+	m.reconcileRuns.WithLabelValues(res).Inc()
+	m.reconcileDuration.Observe(d.Seconds())
+}
+
+// KernelObjects implements backend.Observer: op is backend.OpAdd, OpRemove or OpRepair.
+// Unknown ops are counted under their own name.
+func (m *Metrics) KernelObjects(kind, op string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	switch op {
+	case backend.OpAdd:
+		op = OpAdded
+	case backend.OpRemove:
+		op = OpRemoved
+	case backend.OpRepair:
+		op = OpRepaired
+	}
+	m.kernelObjects.WithLabelValues(kind, op).Add(float64(n))
+}
+
+// TxChecksumOffload implements backend.Observer.
+func (m *Metrics) TxChecksumOffload(device string, on bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.txChecksum.WithLabelValues(device).Set(v)
+}
+
+// DatastoreError implements subnet.Observer.
+func (m *Metrics) DatastoreError(op string, _ error) {
+	if m == nil {
+		return
+	}
+	m.datastoreErrors.WithLabelValues(op).Inc()
+}
+
+// WatchRestarted implements subnet.Observer.
+func (m *Metrics) WatchRestarted(watch string, _ error) {
+	if m == nil {
+		return
+	}
+	m.watchRestarts.WithLabelValues(watch).Inc()
+}
+
+// WatchLive implements subnet.Observer (readiness uses it; no metric).
+func (m *Metrics) WatchLive(string) {}
+
+// LeaseExpiration implements subnet.Observer.
+func (m *Metrics) LeaseExpiration(t time.Time) {
+	if m == nil {
+		return
+	}
+	if t.IsZero() {
+		m.leaseExpiry.Set(0)
+		return
+	}
+	m.leaseExpiry.Set(float64(t.UnixNano()) / 1e9)
+}

@@ -1,0 +1,165 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+func TestCounters(t *testing.T) {
+	m := New()
+	m.PeerLeases(3)
+	m.LeaseResult(subnet.WatchResult{Snapshot: []subnet.Lease{}})
+	m.LeaseResult(subnet.WatchResult{Events: []subnet.Event{
+		{Type: subnet.EventAdded}, {Type: subnet.EventAdded}, {Type: subnet.EventRemoved},
+	}})
+	m.Reconciled(3*time.Millisecond, nil)
+	m.Reconciled(time.Second, errors.New("boom"))
+	m.KernelObjects(backend.KindRoute, backend.OpAdd, 2)
+	m.KernelObjects(backend.KindRoute, backend.OpRepair, 1)
+	m.KernelObjects(backend.KindFDB, backend.OpRemove, 4)
+	m.KernelObjects(backend.KindNeigh, backend.OpAdd, 0) // ignored
+	m.DatastoreError("list", errors.New("x"))
+	m.DatastoreError("list", errors.New("x"))
+	m.WatchRestarted(subnet.WatchLeases, errors.New("x"))
+	m.LeaseExpiration(time.Unix(1700000000, 500_000_000))
+	m.TxChecksumOffload("flannel.1", false)
+
+	tests := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"peer leases", testutil.ToFloat64(m.peerLeases), 3},
+		{"snapshots", testutil.ToFloat64(m.leaseEvents.WithLabelValues("snapshot")), 1},
+		{"added events", testutil.ToFloat64(m.leaseEvents.WithLabelValues("added")), 2},
+		{"removed events", testutil.ToFloat64(m.leaseEvents.WithLabelValues("removed")), 1},
+		{"reconcile ok", testutil.ToFloat64(m.reconcileRuns.WithLabelValues("success")), 1},
+		{"reconcile failed", testutil.ToFloat64(m.reconcileRuns.WithLabelValues("failure")), 1},
+		{"routes added", testutil.ToFloat64(m.kernelObjects.WithLabelValues("route", "added")), 2},
+		{"routes repaired", testutil.ToFloat64(m.kernelObjects.WithLabelValues("route", "repaired")), 1},
+		{"fdb removed", testutil.ToFloat64(m.kernelObjects.WithLabelValues("fdb", "removed")), 4},
+		{"neigh added", testutil.ToFloat64(m.kernelObjects.WithLabelValues("neigh", "added")), 0},
+		{"list errors", testutil.ToFloat64(m.datastoreErrors.WithLabelValues("list")), 2},
+		{"lease watch restarts", testutil.ToFloat64(m.watchRestarts.WithLabelValues("leases")), 1},
+		{"own watch restarts", testutil.ToFloat64(m.watchRestarts.WithLabelValues("own_lease")), 0},
+		{"expiry", testutil.ToFloat64(m.leaseExpiry), 1700000000.5},
+		{"checksum", testutil.ToFloat64(m.txChecksum.WithLabelValues("flannel.1")), 0},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.reconcileDuration); n != 1 {
+		t.Errorf("histogram series = %d", n)
+	}
+	m.TxChecksumOffload("flannel.1", true)
+	m.LeaseExpiration(time.Time{})
+	if v := testutil.ToFloat64(m.txChecksum.WithLabelValues("flannel.1")); v != 1 {
+		t.Errorf("checksum after on = %v", v)
+	}
+	if v := testutil.ToFloat64(m.leaseExpiry); v != 0 {
+		t.Errorf("expiry of a lease without TTL = %v", v)
+	}
+}
+
+// TestExposition scrapes the handler as Prometheus would and checks the names, the
+// pre-declared series and the process/Go collectors.
+func TestExposition(t *testing.T) {
+	m := New()
+	m.KernelObjects(backend.KindDevice, backend.OpRepair, 1)
+	m.Reconciled(2*time.Millisecond, nil)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	b, _ := io.ReadAll(rec.Body)
+	body := string(b)
+	for _, want := range []string{
+		`flannel_kernel_object_changes_total{kind="device",op="repaired"} 1`,
+		`flannel_kernel_object_changes_total{kind="rule",op="added"} 0`,
+		`flannel_reconcile_runs_total{result="success"} 1`,
+		`flannel_reconcile_duration_seconds_bucket{le="0.002"} 1`,
+		`flannel_reconcile_duration_seconds_count 1`,
+		`flannel_lease_events_total{type="snapshot"} 0`,
+		`flannel_datastore_watch_restarts_total{watch="own_lease"} 0`,
+		`flannel_peer_leases 0`,
+		`flannel_lease_expiry_timestamp_seconds 0`,
+		"process_resident_memory_bytes",
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+}
+
+// TestNamingConventions runs the Prometheus linter over our own metrics.
+func TestNamingConventions(t *testing.T) {
+	m := New()
+	m.DatastoreError("renew", errors.New("x"))
+	m.TxChecksumOffload("flannel.1", true)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		if strings.HasPrefix(p.Metric, "flannel_") {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+	var ours int
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "flannel_") {
+			ours++
+		}
+	}
+	if ours != 9 {
+		t.Errorf("%d flannel_ metric families, want 9", ours)
+	}
+}
+
+// TestRegistriesIndependent: two Metrics do not share state (no global registry).
+func TestRegistriesIndependent(t *testing.T) {
+	a, b := New(), New()
+	a.PeerLeases(7)
+	if v := testutil.ToFloat64(b.peerLeases); v != 0 {
+		t.Fatalf("second Metrics sees %v", v)
+	}
+}
+
+func TestNilSafe(t *testing.T) {
+	var m *Metrics
+	m.PeerLeases(1)
+	m.LeaseResult(subnet.WatchResult{})
+	m.Reconciled(time.Second, nil)
+	m.KernelObjects("route", "add", 1)
+	m.TxChecksumOffload("x", true)
+	m.DatastoreError("x", nil)
+	m.WatchRestarted("x", nil)
+	m.WatchLive("x")
+	m.LeaseExpiration(time.Now())
+	if m.Registry() != nil {
+		t.Fatal("nil Metrics has a registry")
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 404 {
+		t.Fatalf("nil Metrics handler: %d", rec.Code)
+	}
+}
