@@ -40,3 +40,16 @@ func (NopObserver) WatchLive(string) {}
 
 // LeaseExpiration does nothing.
 func (NopObserver) LeaseExpiration(time.Time) {}
+
+// ObserverSetter is implemented by subnet managers that report to an Observer. The
+// daemon calls SetObserver once, before any other method.
+type ObserverSetter interface {
+	SetObserver(o Observer)
+}
+
+// HealthChecker is implemented by subnet managers that can tell, without a round trip,
+// whether their datastore connection is usable (e.g. the etcd client's connection
+// state). Health returns nil when it is, else the reason; it must not block.
+type HealthChecker interface {
+	Health() error
+}

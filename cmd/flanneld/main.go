@@ -18,6 +18,7 @@ import (
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
+	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
@@ -113,6 +114,7 @@ func run() int {
 		},
 		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
 		TrafficRules: rules,
+		Metrics:      metrics.New(),
 	})
 	if err != nil {
 		klog.ErrorS(err, "flanneld stopped")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/sdnotify"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 	"github.com/flannel-go/flannel/subnet"
@@ -33,6 +35,9 @@ type Deps struct {
 	NotifySocket string
 	// TrafficRules installs and keeps the masquerade/forward rules (nil: none).
 	TrafficRules TrafficRules
+	// Metrics receives the daemon's, the manager's and the backend's metrics and is
+	// served at /metrics on the healthz listener (nil: no metrics).
+	Metrics *metrics.Metrics
 }
 
 // TrafficRules is the seam to the traffic rules (pkg/trafficrules): Setup runs once after
@@ -81,10 +86,15 @@ func Run(ctx context.Context, opts Options, deps Deps) error {
 func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged)
+	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
+	observe(&deps, opts, ready)
 	if opts.HealthzPort > 0 {
+		var mh http.Handler
+		if deps.Metrics != nil {
+			mh = deps.Metrics.Handler()
+		}
 		addr := net.JoinHostPort(opts.HealthzIP, strconv.Itoa(opts.HealthzPort))
-		if err := healthz.Serve(ctx, addr, healthz.Handler(ready)); err != nil {
+		if err := healthz.Serve(ctx, addr, healthz.Handler(ready, mh)); err != nil {
 			return err
 		}
 	}
@@ -110,6 +120,13 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error creating %s backend: %w", cfg.BackendType, err)
 	}
+	kobs := &kernelObserver{next: backend.NopObserver{}}
+	if deps.Metrics != nil {
+		kobs.next = deps.Metrics
+	}
+	if s, ok := be.(backend.ObserverSetter); ok {
+		s.SetObserver(kobs)
+	}
 
 	stPath := statePath(opts.SubnetFile)
 	prev, err := readState(stPath)
@@ -124,6 +141,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if err != nil {
 		return nil // cancelled
 	}
+	ready.Set(checkLeaseValid, nil) // from now on its probe judges
 	nw, err := be.Start(ctx, lease)
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
@@ -168,7 +186,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	go func() { keepErr <- deps.Manager.KeepLease(ctx, lease) }()
 	results := make(chan subnet.WatchResult, 64)
 	go func() {
-		if err := deps.Manager.WatchLeases(ctx, results); err != nil && ctx.Err() == nil {
+		if err := deps.Manager.WatchLeases(ctx, countResults(ctx, deps.Metrics, results)); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Lease watch ended")
 		}
 	}()
@@ -178,7 +196,9 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
 
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- reconcileLoop(ctx, nw, newLeaseSet(lease.Key()), results, ready, tm) }()
+	set := newLeaseSet(lease.Key())
+	mnw := &meteredNetwork{Network: nw, m: deps.Metrics, kobs: kobs, set: set}
+	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, ready, tm) }()
 	select {
 	case err := <-keepErr:
 		cancel()

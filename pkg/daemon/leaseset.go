@@ -11,7 +11,8 @@ import (
 type leaseSet struct {
 	own    string // own subnet key
 	leases map[string]subnet.Lease
-	synced bool // a snapshot has been applied
+	synced bool   // a snapshot has been applied
+	gen    uint64 // incremented whenever apply changes the peer set
 }
 
 func newLeaseSet(ownKey string) *leaseSet {
@@ -19,8 +20,12 @@ func newLeaseSet(ownKey string) *leaseSet {
 }
 
 // apply folds one watch result in and reports whether the peer set changed.
-func (s *leaseSet) apply(r subnet.WatchResult) bool {
-	changed := false
+func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
+	defer func() {
+		if changed {
+			s.gen++
+		}
+	}()
 	if r.IsSnapshot() {
 		next := make(map[string]subnet.Lease, len(r.Snapshot))
 		for _, l := range r.Snapshot {

@@ -16,18 +16,20 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Readiness is a set of named checks. A check is failing until Set(name, nil) is called.
-// It is safe for concurrent use.
+// Readiness is a set of named checks. A check has a recorded state (failing until
+// Set(name, nil) is called) and optionally a probe evaluated at each query; it passes
+// when both pass. It is safe for concurrent use.
 type Readiness struct {
 	mu     sync.Mutex
 	checks map[string]error
+	probes map[string]func() error
 }
 
 var errPending = errors.New("not done yet")
 
 // NewReadiness creates a Readiness whose named checks all start as failing.
 func NewReadiness(names ...string) *Readiness {
-	r := &Readiness{checks: map[string]error{}}
+	r := &Readiness{checks: map[string]error{}, probes: map[string]func() error{}}
 	for _, n := range names {
 		r.checks[n] = errPending
 	}
@@ -41,36 +43,95 @@ func (r *Readiness) Set(name string, err error) {
 	r.mu.Unlock()
 }
 
-// Failing lists the failing checks as "name: reason", sorted by name.
-func (r *Readiness) Failing() []string {
+// SetProbe attaches a probe to a check: it is called (without locks held) at every
+// query once the recorded state passes, and must be cheap and must not block. A check
+// with a probe and no recorded state passes when the probe does.
+func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
+	r.probes[name] = probe
+	if _, ok := r.checks[name]; !ok {
+		r.checks[name] = nil
+	}
+	r.mu.Unlock()
+}
+
+// Check is one check's outcome.
+type Check struct {
+	Name string
+	Err  error // nil: passing
+}
+
+// Checks evaluates every check, sorted by name.
+func (r *Readiness) Checks() []Check {
+	r.mu.Lock()
+	out := make([]Check, 0, len(r.checks))
+	probes := make([]func() error, 0, len(r.checks))
 	for n, err := range r.checks {
-		if err != nil {
-			out = append(out, n+": "+err.Error())
+		out = append(out, Check{Name: n, Err: err})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for _, c := range out {
+		probes = append(probes, r.probes[c.Name])
+	}
+	r.mu.Unlock()
+	for i := range out {
+		if out[i].Err == nil && probes[i] != nil {
+			out[i].Err = probes[i]()
 		}
 	}
-	sort.Strings(out)
 	return out
 }
 
-// Handler returns the mux with /healthz and /readyz. The bodies start with upstream's
-// texts ("flanneld is running", "flanneld is ready", "flanneld is not ready yet"); a
-// failing /readyz adds one line per failing check.
-func Handler(r *Readiness) http.Handler {
+// Failing lists the failing checks as "name: reason", sorted by name.
+func (r *Readiness) Failing() []string {
+	var out []string
+	for _, c := range r.Checks() {
+		if c.Err != nil {
+			out = append(out, c.Name+": "+c.Err.Error())
+		}
+	}
+	return out
+}
+
+// Handler returns the mux with /healthz and /readyz, and /metrics when metrics is not
+// nil. The bodies start with upstream's texts ("flanneld is running", "flanneld is
+// ready", "flanneld is not ready yet"); a failing /readyz adds one line per failing
+// check ("name: reason"); /readyz?verbose lists every check ("[+]name ok" or
+// "[-]name: reason") after the first line.
+func Handler(r *Readiness, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("/metrics", metrics)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "flanneld is running")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		failing := r.Failing()
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		checks := r.Checks()
+		var failing, all []string
+		for _, c := range checks {
+			if c.Err != nil {
+				failing = append(failing, c.Name+": "+c.Err.Error())
+				all = append(all, "[-]"+c.Name+": "+c.Err.Error())
+			} else {
+				all = append(all, "[+]"+c.Name+" ok")
+			}
+		}
+		lines := failing
+		if req.URL.Query().Has("verbose") {
+			lines = all
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if len(failing) == 0 {
-			fmt.Fprint(w, "flanneld is ready")
+			if len(lines) == 0 {
+				fmt.Fprint(w, "flanneld is ready")
+				return
+			}
+			fmt.Fprint(w, "flanneld is ready\n"+strings.Join(lines, "\n")+"\n")
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, "flanneld is not ready yet\n"+strings.Join(failing, "\n")+"\n")
+		fmt.Fprint(w, "flanneld is not ready yet\n"+strings.Join(lines, "\n")+"\n")
 	})
 	return mux
 }

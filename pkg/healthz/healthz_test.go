@@ -18,7 +18,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 
 func TestEndpoints(t *testing.T) {
 	r := NewReadiness("subnet-file", "lease-watch")
-	h := Handler(r)
+	h := Handler(r, nil)
 	if code, body := get(t, h, "/healthz"); code != 200 || body != "flanneld is running" {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
@@ -34,5 +34,58 @@ func TestEndpoints(t *testing.T) {
 	r.Set("lease-watch", nil)
 	if code, body = get(t, h, "/readyz"); code != 200 || body != "flanneld is ready" {
 		t.Fatalf("/readyz = %d %q", code, body)
+	}
+}
+
+func TestProbesAndVerbose(t *testing.T) {
+	r := NewReadiness("subnet-file")
+	var watchErr error = errors.New("etcd connection is TRANSIENT_FAILURE")
+	r.SetProbe("lease-watch", func() error { return watchErr })
+	leaseCalls := 0
+	r.Set("lease-valid", errors.New("no lease yet"))
+	r.SetProbe("lease-valid", func() error { leaseCalls++; return nil })
+	h := Handler(r, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "m 1\n") }))
+
+	tests := []struct {
+		name       string
+		prep       func()
+		path       string
+		code       int
+		has, lacks []string
+	}{
+		{"recorded failure hides the probe", nil, "/readyz", 503,
+			[]string{"lease-valid: no lease yet", "lease-watch: etcd connection is TRANSIENT_FAILURE", "subnet-file: not done yet"}, nil},
+		{"probe failing", func() { r.Set("lease-valid", nil); r.Set("subnet-file", nil) }, "/readyz", 503,
+			[]string{"flanneld is not ready yet\nlease-watch: etcd connection is TRANSIENT_FAILURE\n"}, []string{"lease-valid", "subnet-file"}},
+		{"verbose names every check", nil, "/readyz?verbose", 503,
+			[]string{"[+]lease-valid ok", "[-]lease-watch: etcd connection", "[+]subnet-file ok"}, nil},
+		{"all pass", func() { watchErr = nil }, "/readyz", 200, []string{"flanneld is ready"}, []string{"\n"}},
+		{"verbose when ready", nil, "/readyz?verbose", 200, []string{"flanneld is ready\n[+]lease-valid ok\n[+]lease-watch ok\n[+]subnet-file ok\n"}, nil},
+		{"metrics served", nil, "/metrics", 200, []string{"m 1"}, nil},
+	}
+	for _, tt := range tests {
+		if tt.prep != nil {
+			tt.prep()
+		}
+		code, body := get(t, h, tt.path)
+		if code != tt.code {
+			t.Errorf("%s: %s = %d %q, want %d", tt.name, tt.path, code, body, tt.code)
+		}
+		for _, s := range tt.has {
+			if !strings.Contains(body, s) {
+				t.Errorf("%s: body %q lacks %q", tt.name, body, s)
+			}
+		}
+		for _, s := range tt.lacks {
+			if strings.Contains(body, s) {
+				t.Errorf("%s: body %q has %q", tt.name, body, s)
+			}
+		}
+	}
+	if leaseCalls == 0 {
+		t.Error("the lease-valid probe was never called once its recorded state passed")
+	}
+	if code, _ := get(t, Handler(r, nil), "/metrics"); code != 404 {
+		t.Errorf("/metrics without metrics = %d", code)
 	}
 }

@@ -58,6 +58,7 @@ func (k *keeper) run(ctx context.Context) error {
 
 	arm := func() {
 		renewC = nil
+		k.m.observer().LeaseExpiration(k.exp)
 		if k.exp.IsZero() {
 			klog.InfoS("Subnet lease is a reservation (no TTL); not renewing it", "subnet", describe(k.lease))
 			return
@@ -71,6 +72,8 @@ func (k *keeper) run(ctx context.Context) error {
 		wch, wcancel = nil, func() {}
 		d := watchDelay.next()
 		if ctx.Err() == nil {
+			k.m.observer().DatastoreError("keep_lease", reason)
+			k.m.observer().WatchRestarted(subnet.WatchOwnLease, reason)
 			klog.InfoS("Watch of own subnet lease interrupted; syncing again", "err", reason, "after", d)
 		}
 		resyncC = time.After(d)
@@ -110,6 +113,7 @@ func (k *keeper) run(ctx context.Context) error {
 				continue
 			}
 			wch, wcancel = cli.Watch(wctx, k.key, clientv3.WithRev(rev+1)), cancel
+			k.m.observer().WatchLive(subnet.WatchOwnLease)
 
 		case wr, ok := <-wch:
 			if !ok {
@@ -121,6 +125,7 @@ func (k *keeper) run(ctx context.Context) error {
 				continue
 			}
 			watchDelay.reset()
+			k.m.observer().WatchLive(subnet.WatchOwnLease)
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
 					return k.revoked()
@@ -147,6 +152,7 @@ func (k *keeper) run(ctx context.Context) error {
 					return nil
 				}
 				d := renewDelay.next()
+				k.m.observer().DatastoreError("renew", err)
 				klog.ErrorS(err, fmt.Sprintf("Error renewing lease (trying again in %s)", d))
 				renewC = time.After(d)
 			default:

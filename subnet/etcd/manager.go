@@ -67,6 +67,8 @@ type Manager struct {
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.
 	beforeWatch func(rev int64)
+
+	obs subnet.Observer // metrics and readiness (SetObserver); nil: none
 }
 
 var _ subnet.Manager = (*Manager)(nil)

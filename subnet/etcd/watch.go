@@ -28,6 +28,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			return err
 		}
 		if err != nil {
+			m.observer().DatastoreError("connect", err)
 			klog.ErrorS(err, "Cannot reach etcd to watch subnet leases")
 			sleepCtx(ctx, delay.next())
 			continue
@@ -36,6 +37,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			leases, rev, err := m.snapshot(ctx, cli)
 			if err != nil {
 				if ctx.Err() == nil {
+					m.observer().DatastoreError("list", err)
 					klog.ErrorS(err, "Listing subnet leases failed")
 				}
 				sleepCtx(ctx, delay.next())
@@ -44,6 +46,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			if !send(ctx, out, subnet.WatchResult{Snapshot: leases}) {
 				return nil
 			}
+			m.observer().WatchLive(subnet.WatchLeases)
 			next, resync = rev+1, false
 		}
 		if m.beforeWatch != nil {
@@ -58,8 +61,13 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			delay.reset()
 		}
 		if resync {
+			m.observer().WatchRestarted(subnet.WatchLeases, errors.New("events may have been lost; listing again"))
 			continue
 		}
+		if err != nil {
+			m.observer().DatastoreError("watch", err)
+		}
+		m.observer().WatchRestarted(subnet.WatchLeases, err)
 		d := delay.next()
 		klog.InfoS("Subnet lease watch ended; watching again", "err", err, "revision", next, "after", d)
 		sleepCtx(ctx, d)
@@ -103,6 +111,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 			return false, progressed, err
 		}
 		progressed = true
+		m.observer().WatchLive(subnet.WatchLeases)
 		if resp.IsProgressNotify() {
 			// The store revision is never below what we have seen unless etcd's data went
 			// back in time (restored from a backup, or wiped): events were lost.

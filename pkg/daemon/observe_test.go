@@ -1,0 +1,314 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/metrics"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+func TestLeaseValid(t *testing.T) {
+	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
+	margin := time.Hour
+	tests := []struct {
+		name     string
+		exp      time.Time
+		renewErr error
+		want     string // "" = valid
+	}{
+		{"never expires", time.Time{}, nil, ""},
+		{"far from renewal", now.Add(23 * time.Hour), nil, ""},
+		{"renewal due, within grace", now.Add(margin - renewGrace/2), errors.New("etcd down"), ""},
+		{"renewal overdue", now.Add(margin - 2*renewGrace), nil, "lease not renewed: renewal was due at 2026-01-02T11:58:00Z, it expires at 2026-01-02T12:58:00Z"},
+		{"renewal overdue with its error", now.Add(10 * time.Minute), errors.New("etcd down"), "it expires at 2026-01-02T12:10:00Z: etcd down"},
+		{"expired", now.Add(-time.Second), nil, "lease expired at 2026-01-02T11:59:59Z and was not renewed"},
+	}
+	for _, tt := range tests {
+		h := newDatastoreHealth(nil, margin, func() time.Time { return now })
+		h.LeaseExpiration(tt.exp)
+		if tt.renewErr != nil {
+			h.DatastoreError("renew", tt.renewErr)
+		}
+		err := h.leaseValid()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	// A renewal (new expiration) clears the overdue state and the remembered error.
+	h := newDatastoreHealth(nil, margin, func() time.Time { return now })
+	h.LeaseExpiration(now.Add(time.Minute))
+	h.DatastoreError("renew", errors.New("etcd down"))
+	if h.leaseValid() == nil {
+		t.Fatal("overdue lease reported valid")
+	}
+	h.LeaseExpiration(now.Add(24 * time.Hour))
+	if err := h.leaseValid(); err != nil {
+		t.Fatalf("renewed lease: %v", err)
+	}
+}
+
+func TestWatchLive(t *testing.T) {
+	h := newDatastoreHealth(nil, time.Hour, time.Now)
+	if err := h.watchLive(); err != nil {
+		t.Fatalf("no reports yet: %v", err)
+	}
+	h.WatchRestarted(subnet.WatchLeases, errors.New("connection refused"))
+	h.WatchRestarted(subnet.WatchOwnLease, nil)
+	err := h.watchLive()
+	if err == nil || !strings.Contains(err.Error(), "leases watch broke: connection refused") || !strings.Contains(err.Error(), "own_lease watch broke: restarting") {
+		t.Fatalf("got %v", err)
+	}
+	h.WatchLive(subnet.WatchLeases)
+	h.WatchLive(subnet.WatchOwnLease)
+	if err := h.watchLive(); err != nil {
+		t.Fatalf("live again: %v", err)
+	}
+	h.conn = func() error { return errors.New("etcd connection is TRANSIENT_FAILURE") }
+	if err := h.watchLive(); err == nil || !strings.Contains(err.Error(), "TRANSIENT_FAILURE") {
+		t.Fatalf("stalled connection: %v", err)
+	}
+}
+
+// counter reads one flannel_ counter (or gauge) from the registry; -1 when absent.
+func counter(t *testing.T, m *metrics.Metrics, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, mt := range mf.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue next
+				}
+			}
+			if mt.GetCounter() != nil {
+				return mt.GetCounter().GetValue()
+			}
+			return mt.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// reportingNetwork adds and removes routes through the observer, as a backend does.
+type reportingNetwork struct {
+	fakeBackend
+	obs     backend.Observer
+	add     int
+	failing bool
+}
+
+func (n *reportingNetwork) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+	backend.ReportCount(n.obs, backend.KindRoute, backend.OpAdd, n.add)
+	if n.failing {
+		return errors.New("route refused")
+	}
+	return nil
+}
+
+func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
+	m := metrics.New()
+	kobs := &kernelObserver{next: m}
+	set := newLeaseSet("10.5.1.0-24")
+	nw := &reportingNetwork{obs: kobs}
+	mnw := &meteredNetwork{Network: nw, m: m, kobs: kobs, set: set}
+	peer := func(s string) subnet.Lease {
+		return subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix(s)}
+	}
+	route := func(op string) float64 {
+		return counter(t, m, "flannel_kernel_object_changes_total", map[string]string{"kind": "route", "op": op})
+	}
+	ctx := context.Background()
+	steps := []struct {
+		name           string
+		result         *subnet.WatchResult
+		add            int
+		failing        bool
+		added, repaird float64
+	}{
+		{"first snapshot", &subnet.WatchResult{Snapshot: []subnet.Lease{peer("10.5.2.0/24"), peer("10.5.3.0/24")}}, 2, false, 2, 0},
+		{"resync, nothing drifted", nil, 0, false, 2, 0},
+		{"resync after a route was deleted", nil, 1, false, 2, 1},
+		{"a lease is added", &subnet.WatchResult{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: peer("10.5.4.0/24")}}}, 1, false, 3, 1},
+		{"a lease is added but the round fails", &subnet.WatchResult{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: peer("10.5.5.0/24")}}}, 1, true, 4, 1},
+		{"the retry still applies the lease change", nil, 1, false, 5, 1},
+		{"drift again", nil, 3, false, 5, 4},
+	}
+	for _, s := range steps {
+		if s.result != nil {
+			set.apply(*s.result)
+		}
+		nw.add, nw.failing = s.add, s.failing
+		err := mnw.Reconcile(ctx, set.peers())
+		if (err != nil) != s.failing {
+			t.Fatalf("%s: err %v", s.name, err)
+		}
+		if a, r := route("added"), route("repaired"); a != s.added || r != s.repaird {
+			t.Fatalf("%s: added %v repaired %v, want %v %v", s.name, a, r, s.added, s.repaird)
+		}
+	}
+	if v := counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": "failure"}); v != 1 {
+		t.Errorf("failed runs %v", v)
+	}
+	if v := counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": "success"}); v != 6 {
+		t.Errorf("successful runs %v", v)
+	}
+	if v := counter(t, m, "flannel_peer_leases", nil); v != 4 {
+		t.Errorf("peer leases %v", v)
+	}
+}
+
+// observableManager is a fakeManager that reports to an Observer and has a connection
+// health, as the etcd manager does.
+type observableManager struct {
+	*fakeManager
+	mu   sync.Mutex
+	obs  subnet.Observer
+	conn error
+}
+
+func (m *observableManager) SetObserver(o subnet.Observer) { m.mu.Lock(); m.obs = o; m.mu.Unlock() }
+func (m *observableManager) observer() subnet.Observer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.obs
+}
+func (m *observableManager) Health() error { m.mu.Lock(); defer m.mu.Unlock(); return m.conn }
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestRunReadinessAndMetrics runs the daemon against fakes and follows /readyz and
+// /metrics through the life of a node: waiting for the lease snapshot, ready, the
+// lease watch breaking, the datastore connection failing, the lease expiring.
+func TestRunReadinessAndMetrics(t *testing.T) {
+	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.85.0/24"), Expiration: time.Now().Add(24 * time.Hour)}
+	fm := &fakeManager{
+		configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"fake"}}`},
+		lease:   own, results: make(chan subnet.WatchResult), revoke: make(chan struct{}),
+	}
+	om := &observableManager{fakeManager: fm}
+	be := &fakeBackend{}
+	met := metrics.New()
+	port := freePort(t)
+	deps := Deps{
+		Manager:  om,
+		Backends: map[string]backend.Constructor{"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return be, nil }},
+		LookupExtIface: func(*subnet.Config) (*backend.ExternalInterface, error) {
+			return &backend.ExternalInterface{}, nil
+		},
+		Metrics: met,
+	}
+	opts := Options{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), HealthzIP: "127.0.0.1", HealthzPort: port}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, opts, deps, timings{configRetry: time.Millisecond, acquireRetry: time.Millisecond, acquireMax: time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond})
+	}()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	readyz := func(wantCode int, want string) {
+		t.Helper()
+		var code int
+		var body string
+		waitFor(t, fmt.Sprintf("/readyz %d %q", wantCode, want), func() bool {
+			code, body = httpGet(base + "/readyz")
+			return code == wantCode && strings.Contains(body, want)
+		})
+	}
+	readyz(503, "lease-watch: not done yet")
+	if _, body := httpGet(base + "/readyz"); strings.Contains(body, "lease-valid") || strings.Contains(body, "subnet-file") {
+		t.Fatalf("lease and subnet file should be fine by now: %q", body)
+	}
+	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24")}
+	fm.results <- subnet.WatchResult{Snapshot: []subnet.Lease{peer}}
+	readyz(200, "flanneld is ready")
+	if code, body := httpGet(base + "/healthz"); code != 200 || body != "flanneld is running" {
+		t.Fatalf("/healthz %d %q", code, body)
+	}
+
+	obs := om.observer()
+	if obs == nil {
+		t.Fatal("the daemon gave the manager no observer")
+	}
+	obs.WatchRestarted(subnet.WatchLeases, errors.New("etcdserver: no leader"))
+	readyz(503, "lease-watch: leases watch broke: etcdserver: no leader")
+	obs.WatchLive(subnet.WatchLeases)
+	readyz(200, "flanneld is ready")
+	om.mu.Lock()
+	om.conn = errors.New("etcd connection is TRANSIENT_FAILURE")
+	om.mu.Unlock()
+	readyz(503, "lease-watch: etcd connection is TRANSIENT_FAILURE")
+	om.mu.Lock()
+	om.conn = nil
+	om.mu.Unlock()
+	obs.LeaseExpiration(time.Now().Add(-time.Minute))
+	readyz(503, "lease-valid: lease expired at")
+	_, verbose := httpGet(base + "/readyz?verbose")
+	for _, want := range []string{"[+]kernel-converged ok", "[+]lease-watch ok", "[-]lease-valid: lease expired", "[+]subnet-file ok"} {
+		if !strings.Contains(verbose, want) {
+			t.Errorf("verbose /readyz lacks %q:\n%s", want, verbose)
+		}
+	}
+	obs.DatastoreError("renew", errors.New("x"))
+
+	code, body := httpGet(base + "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics %d", code)
+	}
+	for _, want := range []string{
+		"flannel_peer_leases 1",
+		`flannel_lease_events_total{type="snapshot"} 1`,
+		`flannel_reconcile_runs_total{result="success"} 1`,
+		`flannel_datastore_watch_restarts_total{watch="leases"} 1`,
+		`flannel_datastore_errors_total{op="renew"} 1`,
+		"process_cpu_seconds_total",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+package etcd
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+var (
+	_ subnet.ObserverSetter = (*Manager)(nil)
+	_ subnet.HealthChecker  = (*Manager)(nil)
+)
+
+// SetObserver implements subnet.ObserverSetter. It must be called before the manager is
+// used (it is not synchronised with running watches).
+func (m *Manager) SetObserver(o subnet.Observer) { m.obs = o }
+
+// observer returns the observer, or one that ignores everything.
+func (m *Manager) observer() subnet.Observer {
+	if m.obs == nil {
+		return subnet.NopObserver{}
+	}
+	return m.obs
+}
+
+// Health implements subnet.HealthChecker: the etcd client's gRPC connection must be
+// ready. A watch on a lost connection stays open and silent while the client reconnects,
+// so this is what tells a live watch from a stalled one.
+func (m *Manager) Health() error {
+	m.mu.Lock()
+	cli, closed := m.cli, m.closed
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return errClosed
+	case cli == nil:
+		return fmt.Errorf("no etcd client yet (endpoints %v)", m.cfg.Endpoints)
+	}
+	conn := cli.ActiveConnection()
+	if conn == nil {
+		return fmt.Errorf("no etcd connection (endpoints %v)", m.cfg.Endpoints)
+	}
+	if s := conn.GetState(); s != connectivity.Ready {
+		return fmt.Errorf("etcd connection is %s (endpoints %v)", s, m.cfg.Endpoints)
+	}
+	return nil
+}
