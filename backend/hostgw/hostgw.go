@@ -85,6 +85,8 @@ type Backend struct {
 	// each distinct problem is logged once while it persists; seen is this round's.
 	logged, seen map[string]struct{}
 	probs        []problem
+
+	obs backend.Observer // nil until SetObserver (observe.go)
 }
 
 var (
@@ -238,6 +240,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	}
 	b.logProblems()
 	b.last = c
+	b.report(c)
 	if c.Added+c.Removed > 0 {
 		klog.V(2).InfoS("host-gw reconciled", "routesAdded", c.Added, "routesRemoved", c.Removed)
 	}

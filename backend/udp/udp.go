@@ -93,6 +93,8 @@ type Backend struct {
 	// logged holds the peer problems already logged, so each is logged once while it
 	// persists; seen is this round's.
 	logged, seen map[string]struct{}
+
+	obs backend.Observer // nil until SetObserver (observe.go)
 }
 
 var (
@@ -415,6 +417,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	b.table.Store(t)
 	b.logProblems(probs)
 	n, err := b.heal()
+	backend.ReportCount(b.obs, backend.KindDevice, backend.OpRepair, n)
 	if n > 0 {
 		klog.V(2).InfoS("udp: repaired the TUN device", "device", b.dev, "repairs", n)
 	}

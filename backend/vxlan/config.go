@@ -35,6 +35,8 @@ type Config struct {
 	GBP           bool // VXLAN Group Based Policy extension
 	Learning      bool // kernel MAC learning (off: "nolearning")
 	DirectRouting bool // plain routes to peers reachable without a gateway
+	// ChecksumOffload sets the devices' transmit checksum offload (auto, on, off).
+	ChecksumOffload ChecksumOffload
 }
 
 // parseConfig decodes the Backend object (keys matched case-insensitively, unknown
@@ -50,6 +52,8 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 		GBP           bool
 		Learning      bool
 		DirectRouting bool
+		// ChecksumOffload is checked by parseChecksumOffload for a clear message.
+		ChecksumOffload json.RawMessage
 	}
 	if len(bytes.TrimSpace(raw)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -71,6 +75,11 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	var errs []error
 	if c.VNI < 1 || c.VNI > maxVNI {
 		errs = append(errs, fmt.Errorf("vxlan: VNI %d out of range 1..%d", c.VNI, maxVNI))
+	}
+	if co, err := parseChecksumOffload(in.ChecksumOffload); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.ChecksumOffload = co
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("vxlan: Port %d out of range 0..65535", c.Port))

@@ -99,6 +99,8 @@ type Backend struct {
 	// each distinct problem is logged once while it persists; seen is the next round's.
 	logged, seen map[string]struct{}
 	probs        []problem
+
+	observing // observer, ethtool and kernel release (observe.go, ethtool.go)
 }
 
 var (
@@ -119,12 +121,14 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 		h.Close()
 		return nil, err
 	}
+	b.ethtool = &ethtool{} // the handle's namespace is ours
 	return b, nil
 }
 
 // NewWithHandle is New with an explicit netlink handle (e.g. netlink.NewHandleAt for a
 // namespace) and sysctl writer (nil: write the file under /proc/sys directly; write
-// errors are logged and otherwise ignored). The handle stays owned by the caller.
+// errors are logged and otherwise ignored). The handle stays owned by the caller. As the
+// handle's namespace is not known, the ChecksumOffload option is not applied.
 func NewWithHandle(h *netlink.Handle, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil {
 		return nil, errors.New("vxlan: nil netlink handle")
@@ -144,12 +148,13 @@ func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.
 		return nil, err
 	}
 	klog.InfoS("VXLAN config", "VNI", vc.VNI, "Port", vc.Port, "GBP", vc.GBP, "Learning", vc.Learning,
-		"DirectRouting", vc.DirectRouting)
+		"DirectRouting", vc.DirectRouting, "ChecksumOffload", vc.ChecksumOffload)
 	if sysctl == nil {
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
 	b := &Backend{h: h, sysctl: sysctl, ext: ext, vc: vc,
-		logged: make(map[string]struct{}), seen: make(map[string]struct{})}
+		logged: make(map[string]struct{}), seen: make(map[string]struct{}),
+		observing: observing{kernelRelease: kernelRelease}}
 	var errs []error
 	if cfg.EnableIPv4 {
 		switch {
@@ -222,6 +227,8 @@ func (b *Backend) Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.Leas
 			klog.InfoS("Adopted existing vxlan device", "device", f.name, "index", f.index, "mac", f.mac)
 		}
 		b.disableRA(f)
+		b.applyChecksumOffload(f)
+		b.reportDevice(res)
 		data := marshalBackendData(b.vc.VNI, f.mac)
 		if f.v6 {
 			attrs.PublicIPv6 = f.local
@@ -298,7 +305,9 @@ func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
 			}
 			if res == devCreated {
 				b.disableRA(f)
+				b.applyChecksumOffload(f)
 			}
+			b.reportDevice(res)
 			link = l
 		} else {
 			l, err := b.h.LinkByName(f.name)
@@ -317,6 +326,9 @@ func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
 		}
 		c, err := b.ensureAddr(f, link, apply)
 		n += c
+		if apply {
+			backend.ReportCount(b.obs, backend.KindAddress, backend.OpRepair, c)
+		}
 		if err != nil {
 			return n, false, fmt.Errorf("vxlan: %w", err)
 		}
@@ -345,6 +357,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	defer b.mu.Unlock()
 	c, err := b.round(ctx, peers, true)
 	b.last = c
+	b.report(c)
 	return err
 }
 
