@@ -6,7 +6,7 @@ import "github.com/flannel-go/flannel/backend"
 // the ChecksumOffload option; embedded in Backend.
 type observing struct {
 	obs           backend.Observer // nil until SetObserver
-	ethtool       *ethtool // nil: ChecksumOffload is not applied (NewWithHandle)
+	ethtool       *ethtool         // nil: ChecksumOffload is not applied (NewWithHandle)
 	kernelRelease func() (string, error)
 	csumLogged    map[string]bool // devices whose offload choice was logged
 }
