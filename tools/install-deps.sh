@@ -14,6 +14,7 @@ pkgs=(
   nftables:nft
   tcpdump:tcpdump
   iperf3:iperf3
+  ethtool:ethtool
   curl:curl
   ca-certificates:update-ca-certificates
   git:git
