@@ -1,0 +1,161 @@
+package etcd
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// recorder is a subnet.Observer that keeps every call.
+type recorder struct {
+	mu       sync.Mutex
+	errors   map[string]int
+	restarts map[string]int
+	live     map[string]int
+	exps     []time.Time
+}
+
+func newRecorder() *recorder {
+	return &recorder{errors: map[string]int{}, restarts: map[string]int{}, live: map[string]int{}}
+}
+
+func (r *recorder) DatastoreError(op string, _ error) { r.mu.Lock(); r.errors[op]++; r.mu.Unlock() }
+func (r *recorder) WatchRestarted(w string, _ error)  { r.mu.Lock(); r.restarts[w]++; r.mu.Unlock() }
+func (r *recorder) WatchLive(w string)                { r.mu.Lock(); r.live[w]++; r.mu.Unlock() }
+func (r *recorder) LeaseExpiration(t time.Time) {
+	r.mu.Lock()
+	r.exps = append(r.exps, t)
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(m map[string]int, k string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m[k]
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestObserverWatchLiveAndHealth: the lease watch reports itself live, and Health follows
+// the etcd connection through an outage.
+func TestObserverWatchLiveAndHealth(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	rec := newRecorder()
+	m.SetObserver(rec)
+	out := startWatch(t, m)
+	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+		t.Fatalf("want a snapshot, got %+v", r)
+	}
+	eventually(t, 10*time.Second, "WatchLive(leases)", func() bool { return rec.count(rec.live, subnet.WatchLeases) > 0 })
+	eventually(t, 10*time.Second, "a healthy connection", func() bool { return m.Health() == nil })
+
+	p.Kill()
+	eventually(t, 30*time.Second, "Health to report the outage", func() bool {
+		err := m.Health()
+		return err != nil && strings.Contains(err.Error(), "etcd connection is")
+	})
+	t.Logf("during the outage: %v", m.Health())
+	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "Health after etcd is back", func() bool { return m.Health() == nil })
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	for {
+		r := next(t, out, 20*time.Second)
+		if r.IsSnapshot() || (len(r.Events) > 0 && r.Events[0].Lease.Key() == "10.5.2.0-24") {
+			break
+		}
+	}
+	m.Close()
+	if err := m.Health(); err == nil {
+		t.Fatal("a closed manager reports healthy")
+	}
+}
+
+// TestObserverWatchRestartOnCompaction: a compaction past the watch revision restarts
+// the watch (counted) with a new snapshot, after which the watch is live again.
+func TestObserverWatchRestartOnCompaction(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	rec := newRecorder()
+	m.SetObserver(rec)
+	paused, resume := make(chan struct{}), make(chan struct{})
+	calls := 0
+	m.beforeWatch = func(int64) {
+		calls++
+		if calls == 1 {
+			close(paused)
+			<-resume
+		}
+	}
+	out := startWatch(t, m)
+	next(t, out, 10*time.Second)
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watcher did not reach the watch")
+	}
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	last := mustPut(t, cli, subnets+"10.5.3.0-24", leaseValue("198.51.100.3"))
+	if _, err := cli.Compact(tctx(t, 5*time.Second), last.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	liveBefore := rec.count(rec.live, subnet.WatchLeases)
+	close(resume)
+	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+		t.Fatalf("after compaction want a snapshot, got %+v", r)
+	}
+	eventually(t, 10*time.Second, "the restart to be reported", func() bool { return rec.count(rec.restarts, subnet.WatchLeases) == 1 })
+	eventually(t, 10*time.Second, "the watch live again", func() bool { return rec.count(rec.live, subnet.WatchLeases) > liveBefore })
+}
+
+// TestObserverLeaseExpiration: KeepLease reports the expiration it starts from and every
+// renewal's; the own-lease watch reports itself live.
+func TestObserverLeaseExpiration(t *testing.T) {
+	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 3 * time.Second, RenewMargin: time.Second})
+	rec := newRecorder()
+	m.SetObserver(rec)
+	l := acquire(t, m, attrsFor("198.51.100.1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.KeepLease(ctx, l) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 15*time.Second, "two renewals", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.exps) >= 3
+	})
+	rec.mu.Lock()
+	exps := append([]time.Time(nil), rec.exps...)
+	rec.mu.Unlock()
+	if !exps[0].Equal(l.Expiration) {
+		t.Errorf("first expiration %v, want the acquired lease's %v", exps[0], l.Expiration)
+	}
+	for i := 1; i < len(exps); i++ {
+		if !exps[i].After(exps[i-1]) {
+			t.Errorf("expiration %d (%v) not after %d (%v)", i, exps[i], i-1, exps[i-1])
+		}
+	}
+	if rec.count(rec.live, subnet.WatchOwnLease) == 0 {
+		t.Error("the own-lease watch never reported itself live")
+	}
+}
