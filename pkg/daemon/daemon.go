@@ -124,8 +124,10 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if deps.Metrics != nil {
 		kobs.next = deps.Metrics
 	}
-	if s, ok := be.(backend.ObserverSetter); ok {
-		s.SetObserver(kobs)
+	for _, x := range []any{be, deps.TrafficRules} {
+		if s, ok := x.(backend.ObserverSetter); ok {
+			s.SetObserver(kobs)
+		}
 	}
 
 	stPath := statePath(opts.SubnetFile)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -50,6 +51,8 @@ type Manager struct {
 	blackholes []netip.Prefix
 	nl         *netlink.Handle
 	events     bool // all rule sets produce nf_tables change events
+
+	obs backend.Observer // rule repairs are reported to it (observe.go); nil: none
 }
 
 // New returns a manager for the given flags.
@@ -211,6 +214,7 @@ func (m *Manager) Check(ctx context.Context) (int, error) {
 		total += n
 		if n > 0 {
 			klog.InfoS("Traffic rules were changed by someone else; restored", "mode", s.String(), "changes", n)
+			backend.ReportCount(m.obs, backend.KindRule, backend.OpRepair, n)
 		}
 		if err != nil {
 			errs = append(errs, err)
