@@ -87,7 +87,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
-	observe(&deps, opts, ready)
+	startup := observe(deps, opts, ready) // deps.Manager counting start-up errors
 	if opts.HealthzPort > 0 {
 		var mh http.Handler
 		if deps.Metrics != nil {
@@ -99,7 +99,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 		}
 	}
 
-	cfg, err := fetchConfig(ctx, deps.Manager, tm.configRetry)
+	cfg, err := fetchConfig(ctx, startup, tm.configRetry)
 	if err != nil {
 		return nil // cancelled while waiting for a config
 	}
@@ -139,7 +139,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
 	}
-	lease, err := acquire(ctx, deps.Manager, cfg, attrs, tm)
+	lease, err := acquire(ctx, startup, cfg, attrs, tm)
 	if err != nil {
 		return nil // cancelled
 	}

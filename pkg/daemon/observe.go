@@ -227,10 +227,12 @@ func countResults(ctx context.Context, m *metrics.Metrics, out chan<- subnet.Wat
 	return in
 }
 
-// observe connects the subnet manager to the metrics and to readiness: it wraps
-// deps.Manager to count start-up errors, hands the manager an Observer and attaches the
-// probes of the lease watch and the lease's validity.
-func observe(deps *Deps, opts Options, ready *healthz.Readiness) {
+// observe connects the subnet manager to the metrics and to readiness: it hands the
+// manager an Observer, attaches the probes of the lease watch and the lease's validity,
+// and returns deps.Manager wrapped to count the errors of the start-up calls (used for
+// GetNetworkConfig and AcquireLease only: deps.Manager itself stays as it is, so checks
+// for optional interfaces on it keep working).
+func observe(deps Deps, opts Options, ready *healthz.Readiness) subnet.Manager {
 	margin := opts.SubnetLeaseRenewMargin
 	if margin <= 0 {
 		margin = defaultRenewMargin
@@ -239,13 +241,16 @@ func observe(deps *Deps, opts Options, ready *healthz.Readiness) {
 	if s, ok := deps.Manager.(subnet.ObserverSetter); ok {
 		s.SetObserver(ds)
 	}
-	if hc, ok := deps.Manager.(subnet.HealthChecker); ok {
+	switch hc := deps.Manager.(type) {
+	case interface{ WatchHealth() error }: // a manager that knows its watch's health
+		ds.conn = hc.WatchHealth
+	case subnet.HealthChecker:
 		ds.conn = hc.Health
 	}
-	deps.Manager = observedManager{Manager: deps.Manager, obs: ds}
 	ready.Set(checkLeaseValid, errors.New("no lease acquired yet"))
 	ready.SetProbe(checkLeaseWatch, ds.watchLive)
 	ready.SetProbe(checkLeaseValid, ds.leaseValid)
+	return observedManager{Manager: deps.Manager, obs: ds}
 }
 
 // defaultRenewMargin is the renew margin when none is configured (as the etcd manager's).
