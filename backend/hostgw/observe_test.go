@@ -1,0 +1,76 @@
+package hostgw
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+type countObserver map[string]int
+
+func (c countObserver) KernelObjects(kind, op string, n int) { c[kind+"/"+op] += n }
+func (c countObserver) TxChecksumOffload(string, bool)       {}
+
+// TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
+// with their lease are reported to the observer; an idle round reports nothing.
+func TestReconcileReportsChanges(t *testing.T) {
+	l := newNSLab(t)
+	ctx := context.Background()
+	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := NewWithHandle(l.h, l.ext, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := countObserver{}
+	be.(backend.ObserverSetter).SetObserver(obs)
+	attrs, err := be.Prepare(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.1.0/24"), Attrs: *attrs}
+	nw, err := be.Start(ctx, &own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := []subnet.Lease{lease("10.5.2.0/24", "192.0.2.2", BackendType), lease("10.5.3.0/24", "192.0.2.3", BackendType)}
+	steps := []struct {
+		name  string
+		prep  func()
+		peers []subnet.Lease
+		want  countObserver
+	}{
+		{"two peers", nil, peers, countObserver{"route/add": 2}},
+		{"idle", nil, peers, countObserver{"route/add": 2}},
+		{"a route deleted by hand", func() {
+			if err := l.h.RouteDel(&netlink.Route{LinkIndex: l.u0.Attrs().Index, Dst: netlinkx.IPNet(netip.MustParsePrefix("10.5.2.0/24"))}); err != nil {
+				t.Fatal(err)
+			}
+		}, peers, countObserver{"route/add": 3}},
+		{"a lease gone", nil, peers[1:], countObserver{"route/add": 3, "route/remove": 1}},
+	}
+	for _, s := range steps {
+		if s.prep != nil {
+			s.prep()
+		}
+		if err := nw.Reconcile(ctx, s.peers); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if len(obs) != len(s.want) {
+			t.Fatalf("%s: reported %v, want %v", s.name, obs, s.want)
+		}
+		for k, v := range s.want {
+			if obs[k] != v {
+				t.Fatalf("%s: reported %v, want %v", s.name, obs, s.want)
+			}
+		}
+	}
+}
