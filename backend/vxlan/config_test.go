@@ -182,7 +182,7 @@ func TestNewValidation(t *testing.T) {
 }
 
 func FuzzParseVXLANConfig(f *testing.F) {
-	for _, s := range []string{`{"Type":"vxlan"}`, `{"VNI":42,"Port":4789,"MTU":1400,"GBP":true}`, `{"vni":-1}`, `{`, ``, `null`, `{"MTU":1e9}`} {
+	for _, s := range []string{`{"Type":"vxlan"}`, `{"VNI":42,"Port":4789,"MTU":1400,"GBP":true}`, `{"vni":-1}`, `{`, ``, `null`, `{"MTU":1e9}`, `{"ChecksumOffload":"off"}`, `{"ChecksumOffload":true}`} {
 		f.Add([]byte(s), 1500, false)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte, ifMTU int, v6 bool) {
@@ -195,6 +195,9 @@ func FuzzParseVXLANConfig(f *testing.F) {
 		}
 		if v6 && c.MTU-overhead < minV6DeviceMTU {
 			t.Fatalf("accepted v6 config with MTU %d", c.MTU)
+		}
+		if c.ChecksumOffload > ChecksumOff {
+			t.Fatalf("accepted ChecksumOffload %d", c.ChecksumOffload)
 		}
 	})
 }

@@ -275,3 +275,24 @@ func TestIntegrationChecksumOffloadOnAdoption(t *testing.T) {
 		}
 	}
 }
+
+// FuzzKernelBefore: any uname release string is handled without panic, and a parsed
+// release is ordered consistently against 5.7.
+func FuzzKernelBefore(f *testing.F) {
+	for _, s := range []string{"5.4.0-150-generic", "6.18.44-fc", "5.7", "", "5.", ".7", "10.0.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, release string) {
+		before, ok := kernelBefore(release, [2]int{5, 7})
+		if !ok {
+			if before {
+				t.Fatalf("%q: unparsed but reported before", release)
+			}
+			return
+		}
+		after, ok2 := kernelBefore(release, [2]int{0, 0})
+		if !ok2 || after {
+			t.Fatalf("%q: parsed against 5.7 but not against 0.0 (%v %v)", release, after, ok2)
+		}
+	})
+}
