@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -243,4 +244,68 @@ func TestMetricsAndReadiness(t *testing.T) {
 
 	pods := addPods(t, l)
 	pingMesh(t, l, pods)
+}
+
+// Issue 6, part 6: with ChecksumOffload "off" the vxlan device's transmit checksum
+// offload is off on every node (read by ethtool -k inside the node when installed, and
+// by the metric), pods still ping each other; a bad value stops flanneld at start with a
+// message naming the option.
+func TestVXLANChecksumOffloadOff(t *testing.T) {
+	l := newLab(t, "csumoff", 2)
+	if err := l.PutConfig(context.Background(), `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"off"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartFlanneld(1, fmt.Sprintf("--healthz-port=%d", metricsPort)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartFlanneld(2); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := l.WaitSubnetEnv(i, startTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := infos(t, l, "flannel.1")
+	waitFullMesh(t, l, "flannel.1", ns)
+	waitMetric(t, l, 1, `flannel_vxlan_tx_checksum_offload{device="flannel.1"}`, "== 0", func(v float64) bool { return v == 0 })
+	if _, err := exec.LookPath("ethtool"); err == nil {
+		for i := 1; i <= 2; i++ {
+			out, err := l.Exec(l.NodeNS(i), "ethtool", "-k", "flannel.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, "tx-checksum-ip-generic: off") {
+				t.Errorf("node %d: ethtool -k flannel.1:\n%s", i, out)
+			}
+		}
+	} else {
+		t.Log("ethtool not installed: the device state is checked through the metric only")
+	}
+	if !strings.Contains(l.LogTail(1, 200), `"vxlan transmit checksum offload" device="flannel.1" txChecksumOffload=false mode="off"`) {
+		t.Errorf("node 1 did not log its checksum offload choice:\n%s", l.LogTail(1, 40))
+	}
+	pods := addPods(t, l)
+	pingMesh(t, l, pods)
+
+	// A bad value: node 2 restarted with it refuses to start.
+	if err := l.StopFlanneld(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutConfig(context.Background(), `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"maybe"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartFlanneld(2); err != nil {
+		t.Fatal(err)
+	}
+	code, err := l.WaitExit(2, convergeTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code == 0 {
+		t.Errorf("flanneld exited 0 with ChecksumOffload \"maybe\"")
+	}
+	if log := l.LogTail(2, 30); !strings.Contains(log, `ChecksumOffload must be \"auto\", \"on\" or \"off\", not \"maybe\"`) {
+		t.Errorf("node 2's log does not explain the bad value:\n%s", log)
+	}
 }
