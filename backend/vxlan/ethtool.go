@@ -197,7 +197,11 @@ func (b *Backend) applyChecksumOffload(f *family) {
 	if b.ethtool == nil {
 		return
 	}
-	release, err := b.kernelRelease()
+	uname := b.kernelRelease
+	if uname == nil {
+		uname = kernelRelease
+	}
+	release, err := uname()
 	if err != nil {
 		klog.ErrorS(err, "Cannot read the kernel release for ChecksumOffload=auto")
 	}

@@ -7,7 +7,7 @@ import "github.com/flannel-go/flannel/backend"
 type observing struct {
 	obs           backend.Observer // nil until SetObserver
 	ethtool       *ethtool         // nil: ChecksumOffload is not applied (NewWithHandle)
-	kernelRelease func() (string, error)
+	kernelRelease func() (string, error) // nil: uname (tests inject a release)
 	csumLogged    map[string]bool // devices whose offload choice was logged
 }
 

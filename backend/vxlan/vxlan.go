@@ -153,8 +153,7 @@ func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
 	b := &Backend{h: h, sysctl: sysctl, ext: ext, vc: vc,
-		logged: make(map[string]struct{}), seen: make(map[string]struct{}),
-		observing: observing{kernelRelease: kernelRelease}}
+		logged: make(map[string]struct{}), seen: make(map[string]struct{})}
 	var errs []error
 	if cfg.EnableIPv4 {
 		switch {

@@ -59,6 +59,7 @@ type Manager struct {
 	configKey  string
 	subnetsDir string // "<prefix>/subnets/"
 	ccfg       clientv3.Config
+	obs        subnet.Observer // metrics and readiness (SetObserver); nil: none
 
 	mu     sync.Mutex
 	cli    *clientv3.Client
@@ -67,8 +68,6 @@ type Manager struct {
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.
 	beforeWatch func(rev int64)
-
-	obs subnet.Observer // metrics and readiness (SetObserver); nil: none
 }
 
 var _ subnet.Manager = (*Manager)(nil)
