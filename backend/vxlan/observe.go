@@ -5,10 +5,10 @@ import "github.com/flannel-go/flannel/backend"
 // observing is what the backend needs to report to a backend.Observer and to apply
 // the ChecksumOffload option; embedded in Backend.
 type observing struct {
-	obs           backend.Observer // nil until SetObserver
-	ethtool       *ethtool         // nil: ChecksumOffload is not applied (NewWithHandle)
+	obs           backend.Observer       // nil until SetObserver
+	ethtool       *ethtool               // nil: ChecksumOffload is not applied (NewWithHandle)
 	kernelRelease func() (string, error) // nil: uname (tests inject a release)
-	csumLogged    map[string]bool // devices whose offload choice was logged
+	csumLogged    map[string]bool        // devices whose offload choice was logged
 }
 
 var _ backend.ObserverSetter = (*Backend)(nil)
