@@ -101,7 +101,8 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := cli.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify())
+	wch := cli.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify(),
+		clientv3.WithCreatedNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 			klog.InfoS("etcd history was compacted past our watch revision; listing subnet leases again", "revision", *next, "compacted", resp.CompactRevision)
