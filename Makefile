@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-rules vet fmt-check clean
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules vet fmt-check clean
 
 all: build
 
@@ -39,11 +39,22 @@ e2e: deps
 demo: deps build
 	$(GO) run ./e2e/cmd/demo -flanneld bin/flanneld $(DEMO_ARGS)
 
+# Control-plane and data-plane benchmarks (Documentation/benchmarks.md; bench-rules runs
+# on its own). Needs root.
+bench: bench-control bench-net
+
 # Control-plane convergence time and peak RSS for 1k/5k/20k synthetic peers, median of 3.
-# Options: make bench BENCH_ARGS='-sizes 1000 -runs 5'
+# Options: make bench-control BENCH_ARGS='-sizes 1000 -runs 5' (also honoured by make bench)
 BENCH_ARGS ?=
-bench: build
+bench-control: build
 	$(GO) run ./e2e/cmd/bench -flanneld bin/flanneld $(BENCH_ARGS)
+
+# Data plane: TCP throughput (iperf3) and ping RTT pod to pod across two lab nodes for
+# vxlan, host-gw and udp, and over the underlay, as ratios within each round; median of 3.
+# Options: make bench-net BENCH_NET_ARGS='-runs 5 -time 10 -paths vxlan,udp -perf /tmp/prof'
+BENCH_NET_ARGS ?=
+bench-net: deps build
+	$(GO) run ./e2e/cmd/benchnet -flanneld bin/flanneld $(BENCH_NET_ARGS)
 
 # Traffic-rule healing latency (fault -> rules intact) per fault and mode, and idle CPU.
 bench-rules: build
