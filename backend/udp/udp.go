@@ -38,7 +38,6 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 	"k8s.io/klog/v2"
@@ -274,9 +273,14 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		return nil, err
 	}
 	b.acceptLocal()
+	conn, err := newRawBatchConn(b.conn)
+	if err != nil {
+		_ = dev.Close()
+		return nil, fmt.Errorf("udp: socket: %w", err)
+	}
 	d := &dataPath{
 		tun:    dev,
-		conn:   ipv4.NewPacketConn(b.conn),
+		conn:   conn,
 		tunIP:  b.own.Addr().As4(),
 		table:  &b.table,
 		gro:    b.gro,
@@ -284,11 +288,11 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		counts: &b.counts,
 	}
 	d.gso.Store(b.gso)
-	conn := b.conn
+	sock := b.conn
 	go func() {
 		<-ctx.Done()
 		_ = dev.Close()
-		_ = conn.Close()
+		_ = sock.Close()
 	}()
 	go d.tunToUDP(ctx)
 	go d.udpToTUN(ctx)

@@ -1,0 +1,185 @@
+package udp
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// rawBatchConn moves batches of datagrams with sendmmsg/recvmmsg on the UDP socket,
+// issued as raw system calls with MSG_DONTWAIT; it waits in the runtime's poller only
+// when the socket has nothing to give or no room (EAGAIN).
+//
+// Why raw: these calls never block, but they run long — sendmmsg carries a whole GSO
+// batch down the transmit path (and, on veth or loopback underlays, the receiver's
+// softirq work too), recvmmsg copies up to 512 KiB. Through the regular syscall path
+// the Go scheduler sees a P sitting in a system call for more than 20 µs and hands it
+// to another thread, which wakes, finds nothing to do and sleeps again: two context
+// switches and a futex round trip per batch. A raw call keeps the P, like a long
+// computation would; the runtime can still preempt the goroutine afterwards.
+//
+// Each direction has its own header buffers: WriteBatch and ReadBatch may run
+// concurrently, but each must be called from one goroutine at a time (the data path's
+// two loops). ReadBatch does not fill Message.Addr (the data path does not use it).
+type rawBatchConn struct {
+	rc   syscall.RawConn
+	w, r mmsgBuffers
+}
+
+var _ batchConn = (*rawBatchConn)(nil)
+
+// mmsgBuffers are the kernel-facing headers for one batch, reused across calls.
+type mmsgBuffers struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+}
+
+func newRawBatchConn(c *net.UDPConn) (*rawBatchConn, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &rawBatchConn{rc: rc}, nil
+}
+
+// prepare fills the headers for ms: one iovec per buffer, the control data, and for
+// sends the IPv4 destination.
+func (b *mmsgBuffers) prepare(ms []ipv4.Message, send bool) error {
+	niov := 0
+	for i := range ms {
+		niov += len(ms[i].Buffers)
+	}
+	if cap(b.hdrs) < len(ms) {
+		b.hdrs = make([]unix.Mmsghdr, len(ms))
+		b.names = make([]unix.RawSockaddrInet4, len(ms))
+	}
+	if cap(b.iovs) < niov {
+		b.iovs = make([]unix.Iovec, niov)
+	}
+	b.hdrs, b.names, b.iovs = b.hdrs[:len(ms)], b.names[:len(ms)], b.iovs[:niov]
+	k := 0
+	for i := range ms {
+		m := &ms[i]
+		h := &b.hdrs[i]
+		*h = unix.Mmsghdr{}
+		first := k
+		for _, buf := range m.Buffers {
+			iov := &b.iovs[k]
+			*iov = unix.Iovec{}
+			if len(buf) > 0 {
+				iov.Base = &buf[0]
+			}
+			iov.SetLen(len(buf))
+			k++
+		}
+		if k > first {
+			h.Hdr.Iov = &b.iovs[first]
+			h.Hdr.SetIovlen(k - first)
+		}
+		if len(m.OOB) > 0 {
+			h.Hdr.Control = &m.OOB[0]
+			h.Hdr.SetControllen(len(m.OOB))
+		}
+		if send {
+			a, ok := m.Addr.(*net.UDPAddr)
+			var ip4 net.IP
+			if ok {
+				ip4 = a.IP.To4()
+			}
+			if ip4 == nil {
+				return errors.New("udp: send to a non-IPv4 address")
+			}
+			sa := &b.names[i]
+			sa.Family = unix.AF_INET
+			port := (*[2]byte)(unsafe.Pointer(&sa.Port)) // network byte order in memory
+			port[0], port[1] = byte(a.Port>>8), byte(a.Port)
+			copy(sa.Addr[:], ip4)
+			h.Hdr.Name = (*byte)(unsafe.Pointer(sa))
+			h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		}
+	}
+	return nil
+}
+
+// WriteBatch sends the messages with sendmmsg and returns how many went; an error
+// refers to message n (as sendmmsg reports it).
+func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	b := &c.w
+	if err := b.prepare(ms, true); err != nil {
+		return 0, err
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Write(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+				unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	runtime.KeepAlive(ms)
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, os.NewSyscallError("sendmmsg", errno)
+	}
+	return n, nil
+}
+
+// ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It
+// sets N, NN and Flags of each message received.
+func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	b := &c.r
+	if err := b.prepare(ms, false); err != nil {
+		return 0, err
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+				unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	runtime.KeepAlive(ms)
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", errno)
+	}
+	for i := range n {
+		h := &b.hdrs[i]
+		ms[i].N, ms[i].NN, ms[i].Flags, ms[i].Addr = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags), nil
+	}
+	return n, nil
+}
