@@ -55,6 +55,7 @@ type target struct {
 	toNS   string     // server namespace
 	server *proc      // iperf3 -s
 	pids   []int      // flanneld on the two nodes
+	setup  string     // what flanneld logged about its data path (udp: offloads)
 
 	gbps []float64 // per round
 	rtt  []float64 // ms, per round
@@ -207,6 +208,7 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 			return err
 		}
 	}
+	defer rec.interrupt(10 * time.Second) // perf writes its file on SIGINT; nil-safe
 	cpu0, err := cpuTime(t.pids)
 	if err != nil {
 		return err
@@ -215,9 +217,7 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 	g, err := iperf(ctx, t, o.secs, o.streams)
 	elapsed := time.Since(start)
 	cpu1, cerr := cpuTime(t.pids)
-	if rec != nil {
-		rec.interrupt(10 * time.Second)
-	}
+	rec.interrupt(10 * time.Second)
 	if err != nil {
 		return err
 	}
@@ -260,6 +260,7 @@ func setUp(ctx context.Context, t *target, i int, bin, dir string) error {
 			}
 			t.pids = append(t.pids, l.FlanneldPID(n))
 		}
+		t.setup = offloads(l.LogPath(1))
 		var pods []lab.Pod
 		for n := 1; n <= 2; n++ {
 			p, err := l.AddPod(n, 0)
@@ -434,6 +435,11 @@ func report(w io.Writer, targets []*target, o options) {
 			ratio(t, byName["underlay"]), median(t.rtt), cpu, strings.Join(all, " "))
 	}
 	fmt.Fprintln(w, "ratios: median over rounds of the per-round ratio; flanneld CPU: both nodes' flanneld, CPU seconds per second of transfer")
+	for _, t := range targets {
+		if t.setup != "" {
+			fmt.Fprintf(w, "%s data path (flanneld log, node 1): %s\n", t.name, t.setup)
+		}
+	}
 	if u, v := byName["udp"], byName["vxlan"]; u != nil && v != nil {
 		var rs []float64
 		for i := range u.gbps {
@@ -445,6 +451,22 @@ func report(w io.Writer, targets []*target, o options) {
 		}
 		fmt.Fprintf(w, "target udp >= %.0f%% of vxlan (median of rounds): %s (%.0f%%)\n", 100*udpTarget, verdict, 100*median(rs))
 	}
+}
+
+// offloadRE picks the offload report from the udp backend's start line.
+var offloadRE = regexp.MustCompile(`"udp backend started".*?(mtu=\d+).*?(tunOffloads=\w+) (udpGSO=\w+) (udpGRO=\w+)`)
+
+// offloads returns what the udp backend logged about MTU and offloads, or "".
+func offloads(logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	m := offloadRE.FindSubmatch(b)
+	if m == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %s %s %s", m[1], m[2], m[3], m[4])
 }
 
 func median(xs []float64) float64 {

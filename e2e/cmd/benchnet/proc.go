@@ -53,7 +53,7 @@ func (p *proc) exited() bool {
 // interrupt sends SIGINT (perf then writes its file) and waits up to timeout before
 // killing.
 func (p *proc) interrupt(timeout time.Duration) {
-	if p == nil {
+	if p == nil || p.exited() {
 		return
 	}
 	_ = p.cmd.Process.Signal(os.Interrupt)
