@@ -62,11 +62,31 @@ type target struct {
 	cpu  []float64 // flanneld CPU seconds per second of transfer, both nodes summed, per round
 }
 
-var allTargets = []*target{
-	{name: "underlay"},
-	{name: "vxlan", config: `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`},
-	{name: "host-gw", config: `{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`},
-	{name: "udp", config: `{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`},
+// pathNames are the paths benchnet knows, in measuring order.
+var pathNames = []string{"underlay", "vxlan", "host-gw", "udp"}
+
+// newTargets returns the targets named in only, in measuring order.
+func newTargets(only []string) ([]*target, error) {
+	for _, n := range only {
+		if !slices.Contains(pathNames, n) {
+			return nil, fmt.Errorf("-paths: unknown path %q (have %s)", n, strings.Join(pathNames, ", "))
+		}
+	}
+	var ts []*target
+	for _, n := range pathNames {
+		if !slices.Contains(only, n) {
+			continue
+		}
+		t := &target{name: n}
+		if n != "underlay" {
+			t.config = `{"Network":"10.5.0.0/16","Backend":{"Type":"` + n + `"}}`
+		}
+		ts = append(ts, t)
+	}
+	if len(ts) == 0 {
+		return nil, errors.New("-paths: nothing to measure")
+	}
+	return ts, nil
 }
 
 type options struct {
@@ -82,7 +102,7 @@ func main() {
 	flag.IntVar(&o.secs, "time", 5, "seconds per iperf3 transfer (after 1 s of warm-up that is not counted)")
 	flag.IntVar(&o.streams, "P", 1, "parallel TCP streams per transfer (iperf3 -P)")
 	flag.StringVar(&o.bin, "flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
-	flag.StringVar(&only, "paths", "underlay,vxlan,host-gw,udp", "comma-separated paths to measure")
+	flag.StringVar(&only, "paths", strings.Join(pathNames, ","), "comma-separated paths to measure")
 	flag.StringVar(&o.logs, "logs", "", "copy the flanneld logs into this directory at the end")
 	flag.StringVar(&o.perf, "perf", "", "record `perf record -g` CPU profiles of both flanneld during round 1 into this directory")
 	flag.Parse()
@@ -122,14 +142,9 @@ func run(ctx context.Context, o options) (err error) {
 	if o.runs < 1 || o.secs < 1 || o.streams < 1 {
 		return fmt.Errorf("bad -runs %d, -time %d or -P %d", o.runs, o.secs, o.streams)
 	}
-	var targets []*target
-	for _, t := range allTargets {
-		if slices.Contains(o.only, t.name) {
-			targets = append(targets, t)
-		}
-	}
-	if len(targets) == 0 {
-		return fmt.Errorf("-paths: none of %q known (underlay, vxlan, host-gw, udp)", o.only)
+	targets, err := newTargets(o.only)
+	if err != nil {
+		return err
 	}
 	work, err := os.MkdirTemp("", "fgbenchnet-")
 	if err != nil {
