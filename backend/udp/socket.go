@@ -16,9 +16,9 @@ import (
 // issued as raw system calls with MSG_DONTWAIT; it waits in the runtime's poller only
 // when the socket has nothing to give or no room (EAGAIN).
 //
-// Why raw: these calls never block, but they run long — sendmmsg carries a whole GSO
-// batch down the transmit path (and, on veth or loopback underlays, the receiver's
-// softirq work too), recvmmsg copies up to 512 KiB. Through the regular syscall path
+// Why raw: these calls do not wait for the socket (MSG_DONTWAIT), but they run long:
+// sendmmsg carries a whole GSO batch down the transmit path (and, on veth or loopback
+// underlays, the receiver's softirq work too), recvmmsg copies up to 512 KiB. Through the regular syscall path
 // the Go scheduler sees a P sitting in a system call for more than 20 µs and hands it
 // to another thread, which wakes, finds nothing to do and sleeps again: two context
 // switches and a futex round trip per batch. A raw call keeps the P, like a long
