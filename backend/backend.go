@@ -14,6 +14,9 @@
 //  4. The daemon calls Network.Reconcile with the current peer lease set whenever it may
 //     have changed (lease events, periodic resync). Reconcile converges kernel state to
 //     what the leases demand and removes what it owns that no lease explains.
+//  5. The daemon also watches the kernel objects Network.WatchFilter names (netlink
+//     notifications, pkg/kernelwatch) and calls Reconcile when someone else changed
+//     them, so deleted or altered state is restored within a second.
 package backend
 
 import (
@@ -21,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -60,4 +64,11 @@ type Network interface {
 	// goroutine at a time, and is safe to call repeatedly with the same leases (a no-op
 	// when nothing drifted). An error means some change failed; the daemon retries.
 	Reconcile(ctx context.Context, peers []subnet.Lease) error
+	// WatchFilter names the kernel objects Reconcile owns or depends on: its devices
+	// (and everything on them), links whose state matters (the external interface),
+	// and the networks whose main-table routes it owns. The daemon calls it once after
+	// Start and calls Reconcile soon after a change to any of them; a backend must
+	// therefore also own (and reconcile) everything the filter selects on its devices.
+	// It does not block.
+	WatchFilter() kernelwatch.Filter
 }

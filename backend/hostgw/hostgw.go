@@ -28,6 +28,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -205,6 +206,16 @@ func (b *Backend) MTU() int { return b.ext.Iface.MTU }
 
 // Devices is empty: host-gw owns no link.
 func (b *Backend) Devices() []string { return nil }
+
+// WatchFilter selects the external interface (taking it down flushes our routes without
+// a notification) and the main-table routes inside the flannel networks.
+func (b *Backend) WatchFilter() kernelwatch.Filter {
+	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}}
+	for _, fam := range b.fams {
+		f.Networks = append(f.Networks, fam.network)
+	}
+	return f
+}
 
 // LastCounts reports what the last Reconcile changed.
 func (b *Backend) LastCounts() Counts {

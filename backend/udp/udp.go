@@ -43,6 +43,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -401,6 +402,18 @@ func (b *Backend) Devices() []string {
 		return nil
 	}
 	return []string{b.dev}
+}
+
+// WatchFilter selects the TUN device (with its address and routes), the external
+// interface and the main-table routes inside the flannel network.
+func (b *Backend) WatchFilter() kernelwatch.Filter {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}, Networks: []netip.Prefix{b.network}}
+	if b.dev != "" {
+		f.Devices = []string{b.dev}
+	}
+	return f
 }
 
 // Stats reports the data path counters.

@@ -56,6 +56,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -346,6 +347,18 @@ func (b *Backend) Devices() []string {
 		out = append(out, f.name)
 	}
 	return out
+}
+
+// WatchFilter selects the vxlan devices (with their addresses, routes, neighbour and
+// FDB entries), the external interface (the underlay) and the main-table routes inside
+// the flannel networks (direct routes, and a route moved off our device).
+func (b *Backend) WatchFilter() kernelwatch.Filter {
+	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}}
+	for _, fam := range b.fams {
+		f.Devices = append(f.Devices, fam.name)
+		f.Networks = append(f.Networks, fam.network)
+	}
+	return f
 }
 
 // Reconcile converges the devices and the peers' neighbour, FDB and route entries to

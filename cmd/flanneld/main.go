@@ -18,6 +18,7 @@ import (
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 	"github.com/flannel-go/flannel/pkg/trafficrules"
@@ -115,6 +116,9 @@ func run() int {
 		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
 		TrafficRules: rules,
 		Metrics:      metrics.New(),
+		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, kick func()) error {
+			return kernelwatch.Run(ctx, kernelwatch.Config{Filter: f}, kick)
+		},
 	})
 	if err != nil {
 		klog.ErrorS(err, "flanneld stopped")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/sdnotify"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
@@ -38,6 +39,10 @@ type Deps struct {
 	// Metrics receives the daemon's, the manager's and the backend's metrics and is
 	// served at /metrics on the healthz listener (nil: no metrics).
 	Metrics *metrics.Metrics
+	// KernelWatch reports changes to the kernel objects the network owns (the
+	// backend's WatchFilter) by calling kick, which never blocks, until ctx ends
+	// (pkg/kernelwatch.Run). nil: no watch; repairs wait for the periodic resync.
+	KernelWatch func(ctx context.Context, f kernelwatch.Filter, kick func()) error
 }
 
 // TrafficRules is the seam to the traffic rules (pkg/trafficrules): Setup runs once after
@@ -197,10 +202,12 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	}
 	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
 
+	kicks, watchDone := watchKernel(ctx, deps.KernelWatch, nw.WatchFilter(), tm)
+	defer func() { cancel(); <-watchDone }()
 	loopErr := make(chan error, 1)
 	set := newLeaseSet(lease.Key())
 	mnw := &meteredNetwork{Network: nw, m: deps.Metrics, kobs: kobs, set: set}
-	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, ready, tm) }()
+	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, kicks, ready, tm) }()
 	select {
 	case err := <-keepErr:
 		cancel()
@@ -252,11 +259,36 @@ func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *
 	}
 }
 
+// watchKernel starts the kernel watch (when there is one) in a goroutine owned by ctx
+// and returns the channel its kicks arrive on (capacity one, so kicks that arrive while
+// one is pending fold into it) and a channel closed when the watch has ended.
+func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Filter, func()) error, f kernelwatch.Filter, tm timings) (kicks <-chan struct{}, done <-chan struct{}) {
+	k := make(chan struct{}, 1)
+	d := make(chan struct{})
+	if watch == nil {
+		close(d)
+		return k, d
+	}
+	go func() {
+		defer close(d)
+		err := watch(ctx, f, func() {
+			select {
+			case k <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Cannot watch kernel changes; repairs wait for the periodic resync", "resync", tm.resync)
+		}
+	}()
+	return k, d
+}
+
 // reconcileLoop folds lease watch results into the peer set and converges the backend
-// to it. Bursts are coalesced: all pending results are applied before one Reconcile.
-// Nothing is reconciled before the first snapshot, so a restart never removes peers
-// it has not heard of yet.
-func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, ready *healthz.Readiness, tm timings) error {
+// to it. Bursts are coalesced: all pending results are applied before one Reconcile,
+// and kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled
+// before the first snapshot, so a restart never removes peers it has not heard of yet.
+func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
@@ -280,6 +312,8 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 			if set.synced {
 				ready.Set(checkLeaseWatch, nil)
 			}
+		case <-kicks:
+			dirty = true
 		case <-resync.C:
 			dirty = true
 		case <-retry:

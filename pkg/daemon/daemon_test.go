@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -86,6 +87,9 @@ func (b *fakeBackend) Start(ctx context.Context, l *subnet.Lease) (backend.Netwo
 }
 func (b *fakeBackend) MTU() int          { return 1450 }
 func (b *fakeBackend) Devices() []string { return []string{"fake0"} }
+func (b *fakeBackend) WatchFilter() kernelwatch.Filter {
+	return kernelwatch.Filter{Devices: []string{"fake0"}}
+}
 func (b *fakeBackend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	b.mu.Lock()
 	b.reconciles = append(b.reconciles, peers)

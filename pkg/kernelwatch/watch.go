@@ -1,0 +1,272 @@
+// Package kernelwatch tells a reconciler when the kernel state it owns may have been
+// changed by someone else. It subscribes to rtnetlink notifications (links, addresses,
+// IPv4/IPv6 routes, nexthops, neighbours and FDB entries) on one socket, keeps those
+// about the objects a Filter selects, gathers bursts and calls a kick function: "look
+// at the kernel again soon". It never says what changed; the reconciler compares the
+// kernel with its desired state, so a lost or reordered notification costs nothing but
+// a full comparison.
+//
+// The reconciler's own writes come back as notifications too. They cost one more
+// comparison that finds nothing to do (and writes nothing, so it raises no further
+// notifications): there is no loop. Someone who keeps undoing our state would cause one,
+// so objects that keep changing are tracked (Backoff): their repairs are delayed
+// exponentially and each such object is logged once, by name.
+package kernelwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// Config configures Run.
+type Config struct {
+	// Filter selects the objects whose changes matter.
+	Filter Filter
+	// Namespace is the network namespace to watch; nil means the caller's own.
+	Namespace *netns.NsHandle
+	// Settle is how long a burst of notifications is gathered into one kick
+	// (0: 10 ms).
+	Settle time.Duration
+	// Backoff slows down the repair of objects that keep changing (zero value:
+	// DefaultBackoff()).
+	Backoff Backoff
+	// RetryDelay is the wait before subscribing again after the socket failed (0: 1 s).
+	RetryDelay time.Duration
+}
+
+// receiveBuffer is the socket receive buffer we ask for: large enough that the echo of
+// a big reconcile round rarely overflows it (an overflow only costs a full round).
+const receiveBuffer = 8 << 20
+
+// Run watches until ctx ends, calling kick whenever objects the filter selects may have
+// changed. kick is called from Run's goroutine and must not block (a non-blocking send
+// on a channel of capacity one is the intended use); several changes may be folded into
+// one call. kick is also called after every (re)subscription and after the kernel
+// reported lost notifications (ENOBUFS), since anything may have changed unseen.
+// Run returns nil when ctx ends and an error only when the first subscription fails;
+// later socket failures are logged and the subscription is renewed.
+func Run(ctx context.Context, cfg Config, kick func()) error {
+	if cfg.Settle <= 0 {
+		cfg.Settle = 10 * time.Millisecond
+	}
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = DefaultBackoff()
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = time.Second
+	}
+	w := &watcher{cfg: cfg, m: newMatcher(cfg.Filter), pending: make(map[Object]struct{}), wake: make(chan struct{}, 1)}
+	s, err := w.subscribe()
+	if err != nil {
+		return fmt.Errorf("kernelwatch: %w", err)
+	}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		w.read(ctx, s)
+	}()
+	w.dispatch(ctx, kick)
+	<-readerDone
+	return nil
+}
+
+type watcher struct {
+	cfg Config
+	m   *matcher // used by the reader goroutine only
+
+	mu      sync.Mutex
+	pending map[Object]struct{}
+	lost    bool // notifications were lost: the next kick is unconditional
+
+	wake chan struct{}
+}
+
+// subscribe opens the notification socket and refreshes the link index map from a
+// listing made after the subscription, so no change falls in between.
+func (w *watcher) subscribe() (*nl.NetlinkSocket, error) {
+	groups := []uint{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR,
+		unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_NEXTHOP}
+	var s *nl.NetlinkSocket
+	var h *netlink.Handle
+	var err error
+	if w.cfg.Namespace != nil {
+		s, err = nl.SubscribeAt(*w.cfg.Namespace, netns.None(), unix.NETLINK_ROUTE, groups...)
+		if err == nil {
+			h, err = netlink.NewHandleAt(*w.cfg.Namespace, unix.NETLINK_ROUTE)
+		}
+	} else {
+		s, err = nl.Subscribe(unix.NETLINK_ROUTE, groups...)
+		if err == nil {
+			h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		}
+	}
+	if err != nil {
+		if s != nil {
+			s.Close()
+		}
+		return nil, fmt.Errorf("subscribe to rtnetlink notifications: %w", err)
+	}
+	defer h.Close()
+	if s.SetReceiveBufferSize(receiveBuffer, true) != nil {
+		_ = s.SetReceiveBufferSize(receiveBuffer, false)
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	idx := make(map[int]string, len(links))
+	for _, l := range links {
+		idx[l.Attrs().Index] = l.Attrs().Name
+	}
+	w.m.setLinks(idx)
+	return s, nil
+}
+
+// read receives notifications until ctx ends, renewing the subscription when the socket
+// fails.
+func (w *watcher) read(ctx context.Context, s *nl.NetlinkSocket) {
+	for {
+		err := w.receive(ctx, s)
+		s.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		for {
+			klog.ErrorS(err, "Kernel change notifications failed; subscribing again", "retryIn", w.cfg.RetryDelay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(w.cfg.RetryDelay):
+			}
+			if s, err = w.subscribe(); err == nil {
+				break
+			}
+		}
+		w.markLost()
+	}
+}
+
+// receive reads and filters notifications until the socket fails or ctx ends. An
+// overflow (ENOBUFS) is not a failure: the socket goes on, but what was dropped is
+// unknown, so the next kick is unconditional.
+func (w *watcher) receive(ctx context.Context, s *nl.NetlinkSocket) error {
+	stop := context.AfterFunc(ctx, s.Close)
+	defer stop()
+	for {
+		msgs, from, err := s.Receive()
+		if errors.Is(err, unix.ENOBUFS) {
+			klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
+			w.markLost()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if from.Pid != nl.PidKernel {
+			continue
+		}
+		for i := range msgs {
+			if o, ok := w.m.match(msgs[i].Header.Type, msgs[i].Data); ok {
+				w.add(o)
+			}
+		}
+	}
+}
+
+func (w *watcher) add(o Object) {
+	w.mu.Lock()
+	w.pending[o] = struct{}{}
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *watcher) markLost() {
+	w.mu.Lock()
+	w.lost = true
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *watcher) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns and resets what was gathered.
+func (w *watcher) take() (map[Object]struct{}, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b, lost := w.pending, w.lost
+	w.pending, w.lost = make(map[Object]struct{}), false
+	return b, lost
+}
+
+// dispatch turns gathered changes into kicks: after Settle, at once unless every
+// changed object is hot, else after the back-off delay (a later batch with a cold
+// object kicks at once).
+func (w *watcher) dispatch(ctx context.Context, kick func()) {
+	d := newDamper(w.cfg.Backoff)
+	var delayed *time.Timer
+	var delayedC <-chan time.Time
+	var due time.Time
+	stopDelayed := func() {
+		if delayed != nil {
+			delayed.Stop()
+		}
+		delayed, delayedC = nil, nil
+	}
+	defer stopDelayed()
+	kick() // the state may have changed before we subscribed
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-delayedC:
+			stopDelayed()
+			klog.V(2).InfoS("Repairing kernel objects after back-off")
+			kick()
+			continue
+		case <-w.wake:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(w.cfg.Settle):
+		}
+		batch, lost := w.take()
+		now := time.Now()
+		wait, hot := d.batch(now, batch)
+		for _, h := range hot {
+			klog.InfoS("A kernel object we own keeps being changed by someone else; slowing down its repair",
+				"object", h.Obj.String(), "changes", h.Changes, "window", w.cfg.Backoff.Window, "repairIn", h.Wait)
+		}
+		if lost || wait == 0 {
+			stopDelayed()
+			if klog.V(2).Enabled() {
+				for o := range batch {
+					klog.V(2).InfoS("Kernel change; reconciling", "object", o.String(), "changes", len(batch), "lost", lost)
+					break
+				}
+			}
+			kick()
+			continue
+		}
+		if delayed == nil || now.Add(wait).Before(due) {
+			stopDelayed()
+			delayed = time.NewTimer(wait)
+			delayedC, due = delayed.C, now.Add(wait)
+		}
+	}
+}
