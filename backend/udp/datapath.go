@@ -73,7 +73,8 @@ func (c *counters) snapshot() Stats {
 // goroutine with its own buffers; they share only the atomically swapped peer table,
 // the counters and the offload flags.
 type dataPath struct {
-	tun    tunDevice
+	tun    tunDevice                 // the TUN at start
+	newTUN atomic.Pointer[tunHolder] // its replacement after the device was recreated
 	conn   batchConn
 	tunIP  [4]byte // source of the ICMP errors
 	table  *atomic.Pointer[table]
@@ -82,6 +83,20 @@ type dataPath struct {
 	mtu    int
 	counts *counters
 }
+
+type tunHolder struct{ dev tunDevice }
+
+// device is the current TUN.
+func (d *dataPath) device() tunDevice {
+	if h := d.newTUN.Load(); h != nil {
+		return h.dev
+	}
+	return d.tun
+}
+
+// replaceTUN makes dev the TUN that received packets are written to; the caller starts a
+// tunToUDP for it (the old one ends when its device is gone).
+func (d *dataPath) replaceTUN(dev tunDevice) { d.newTUN.Store(&tunHolder{dev}) }
 
 // logLimiter lets one message through per interval; each goroutine owns its own.
 type logLimiter struct {
@@ -104,10 +119,11 @@ func closedErr(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADFD)
 }
 
-// tunToUDP reads packets from the TUN and sends each to the peer whose subnet holds its
-// destination, until the TUN is closed or ctx ends.
+// tunToUDP reads packets from the current TUN and sends each to the peer whose subnet
+// holds its destination, until that TUN is closed or removed, or ctx ends.
 func (d *dataPath) tunToUDP(ctx context.Context) {
-	n := min(max(d.tun.BatchSize(), 1), maxBatch)
+	dev := d.device()
+	n := min(max(dev.BatchSize(), 1), maxBatch)
 	bufs := make([][]byte, n)
 	for i := range bufs {
 		bufs[i] = make([]byte, maxPacket)
@@ -129,7 +145,7 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 	}
 	var lim logLimiter
 	for {
-		cnt, err := d.tun.Read(bufs, sizes, 0)
+		cnt, err := dev.Read(bufs, sizes, 0)
 		if err != nil {
 			if closedErr(err) || ctx.Err() != nil {
 				return
@@ -183,7 +199,7 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 			d.send(msgs, &lim)
 		}
 		if len(icmp) > 0 {
-			if _, err := d.tun.Write(icmp, tunHeadroom); err != nil && !closedErr(err) {
+			if _, err := dev.Write(icmp, tunHeadroom); err != nil && !closedErr(err) {
 				if ok, sup := lim.allow(); ok {
 					klog.ErrorS(err, "udp: writing ICMP unreachable to the TUN device failed", "suppressedSince", sup)
 				}
@@ -326,7 +342,7 @@ func (d *dataPath) udpToTUN(ctx context.Context) {
 		if len(out) == 0 {
 			return
 		}
-		if _, err := d.tun.Write(out, tunHeadroom); err != nil && !closedErr(err) {
+		if _, err := d.device().Write(out, tunHeadroom); err != nil && !closedErr(err) {
 			d.counts.dropped.Add(1)
 			if ok, sup := lim.allow(); ok {
 				klog.ErrorS(err, "udp: writing to the TUN device failed", "suppressedSince", sup)

@@ -67,6 +67,7 @@ type nlHandle interface {
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
 }
 
 var _ nlHandle = (*netlink.Handle)(nil)
@@ -89,6 +90,8 @@ type Backend struct {
 	started bool
 	dev     string // the TUN's name
 	vnetHdr bool
+	dp      *dataPath       // the running data path (set by Start)
+	runCtx  context.Context // Start's context: the data path's lifetime
 	own     netip.Prefix
 	// logged holds the peer problems already logged, so each is logged once while it
 	// persists; seen is this round's.
@@ -289,10 +292,13 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		counts: &b.counts,
 	}
 	d.gso.Store(b.gso)
+	b.dp, b.runCtx = d, ctx
 	sock := b.conn
 	go func() {
 		<-ctx.Done()
-		_ = dev.Close()
+		b.mu.Lock()
+		_ = d.device().Close()
+		b.mu.Unlock()
 		_ = sock.Close()
 	}()
 	go d.tunToUDP(ctx)
@@ -304,17 +310,22 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 }
 
 // heal makes flannel0 carry what it must: MTU, up, the lease's network address /32 (other
-// addresses inside the network removed), the route for the whole network. It returns
-// the number of repairs.
+// addresses inside the network removed), the route for the whole network and no other
+// route (a device removed by hand is recreated once the data path runs). It returns the
+// number of repairs.
 func (b *Backend) heal() (int, error) {
+	n := 0
 	link, err := b.h.LinkByName(b.dev)
+	if netlinkx.IsNotFound(err) && b.dp != nil && b.runCtx.Err() == nil {
+		n++
+		link, err = b.recreate()
+	}
 	if err != nil {
 		if netlinkx.IsNotFound(err) {
 			return 0, fmt.Errorf("udp: %s vanished; restart flanneld to recreate it", b.dev)
 		}
 		return 0, fmt.Errorf("udp: look up %s: %w", b.dev, err)
 	}
-	n := 0
 	var errs []error
 	if link.Attrs().MTU != b.mtu {
 		n++
@@ -363,10 +374,21 @@ func (b *Backend) heal() (int, error) {
 		return n, fmt.Errorf("udp: list routes of %s: %w", b.dev, err)
 	}
 	have := false
-	for _, r := range routes {
-		if dst, ok := netlinkx.Prefix(r.Dst); ok && dst.Masked() == b.network && r.Gw == nil && r.Type == unix.RTN_UNICAST &&
-			r.Scope == netlink.SCOPE_UNIVERSE && r.Priority == 0 {
+	for i := range routes {
+		r := &routes[i]
+		if dst, ok := netlinkx.Prefix(r.Dst); !have && ok && dst.Masked() == b.network && r.Gw == nil && r.Type == unix.RTN_UNICAST &&
+			r.Scope == netlink.SCOPE_UNIVERSE && r.Priority == 0 && len(r.MultiPath) == 0 {
 			have = true
+			continue
+		}
+		if r.Protocol == unix.RTPROT_KERNEL || r.LinkIndex != idx {
+			continue
+		}
+		// a route on our device that is not the network route: no lease explains it
+		n++
+		klog.InfoS("udp: removing a route on the TUN device that no lease explains", "device", b.dev, "dst", r.Dst, "gateway", r.Gw)
+		if err := b.h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("udp: delete route %v dev %s: %w", r.Dst, b.dev, err))
 		}
 	}
 	if !have {
@@ -377,6 +399,24 @@ func (b *Backend) heal() (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// recreate replaces a TUN device that was removed: a new device from the template, made
+// current for the data path, with its own reader goroutine (the old one ended when its
+// device went away).
+func (b *Backend) recreate() (netlink.Link, error) {
+	dev, name, _, err := openTUN()
+	if err != nil {
+		return nil, fmt.Errorf("recreate TUN: %w", err)
+	}
+	old := b.dp.device()
+	b.dp.replaceTUN(dev)
+	_ = old.Close()
+	klog.InfoS("udp: the TUN device was removed; recreated it", "old", b.dev, "device", name)
+	b.dev = name
+	b.acceptLocal()
+	go b.dp.tunToUDP(b.runCtx)
+	return b.h.LinkByName(name)
 }
 
 // acceptLocal lets the kernel accept packets arriving on the TUN whose source is one of
