@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// A kernel watch kick makes the daemon reconcile again with the current lease set; the
+// watch gets the network's filter and ends with the daemon.
+func TestKernelKickReconciles(t *testing.T) {
+	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.85.0/24")}
+	m := &fakeManager{
+		configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"fake"}}`},
+		lease:   own,
+		results: make(chan subnet.WatchResult),
+		revoke:  make(chan struct{}),
+	}
+	be := &fakeBackend{}
+	var mu sync.Mutex
+	var kick func()
+	var gotFilter kernelwatch.Filter
+	watchEnded := make(chan struct{})
+	deps := Deps{
+		Manager:  m,
+		Backends: map[string]backend.Constructor{"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return be, nil }},
+		LookupExtIface: func(*subnet.Config) (*backend.ExternalInterface, error) {
+			return &backend.ExternalInterface{}, nil
+		},
+		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, k func()) error {
+			mu.Lock()
+			kick, gotFilter = k, f
+			mu.Unlock()
+			k() // a kick before the first snapshot must not reconcile yet
+			<-ctx.Done()
+			close(watchEnded)
+			return nil
+		},
+	}
+	tm := timings{configRetry: time.Millisecond, acquireRetry: time.Millisecond, acquireMax: time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, Options{SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}, deps, tm) }()
+
+	waitFor(t, "kernel watch started", func() bool { mu.Lock(); defer mu.Unlock(); return kick != nil })
+	mu.Lock()
+	if !slices.Equal(gotFilter.Devices, []string{"fake0"}) {
+		t.Errorf("watch filter %+v, want the network's", gotFilter)
+	}
+	k := kick
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	if n := len(be.calls()); n != 0 {
+		t.Fatalf("%d reconciles before the first snapshot", n)
+	}
+	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24"),
+		Attrs: subnet.LeaseAttrs{BackendType: "fake", BackendData: json.RawMessage(`{}`)}}
+	m.results <- subnet.WatchResult{Snapshot: []subnet.Lease{own, peer}}
+	waitFor(t, "first reconcile", func() bool { return len(be.calls()) >= 1 })
+	before := len(be.calls())
+	k()
+	waitFor(t, "reconcile after a kick", func() bool { return len(be.calls()) == before+1 })
+	if c := be.calls()[before]; len(c) != 1 || c[0].Key() != "10.5.9.0-24" {
+		t.Errorf("kicked reconcile got peers %v, want the lease set", c)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not end")
+	}
+	select {
+	case <-watchEnded:
+	default:
+		t.Error("run returned before the kernel watch ended")
+	}
+}

@@ -1,0 +1,161 @@
+package kernelwatch
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/netlinkx/nstest"
+)
+
+// kickRecorder is a kick function feeding a channel of capacity one, as the daemon's.
+type kickRecorder chan struct{}
+
+func (k kickRecorder) kick() {
+	select {
+	case k <- struct{}{}:
+	default:
+	}
+}
+
+// expect waits (generously) for a kick.
+func (k kickRecorder) expect(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-k:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no kick", what)
+	}
+}
+
+// none checks that no kick arrives for a while.
+func (k kickRecorder) none(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-k:
+		t.Fatalf("%s: unexpected kick", what)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// drain waits until the namespace has been quiet for 500 ms (late carrier changes).
+func (k kickRecorder) drain() {
+	for {
+		select {
+		case <-k:
+		case <-time.After(500 * time.Millisecond):
+			return
+		}
+	}
+}
+
+// In a throwaway namespace: changes to the owned device and what is on it, to the
+// watched link and to routes inside the network kick; changes elsewhere do not; Run
+// ends with its context.
+func TestRunInNamespace(t *testing.T) {
+	ns := nstest.New(t, "fgkw")
+	h := ns.Handle
+	// No IPv6: its link-local addresses and DAD would change the device on their own.
+	for _, p := range []string{"/proc/sys/net/ipv6/conf/all/disable_ipv6", "/proc/sys/net/ipv6/conf/default/disable_ipv6"} {
+		_ = ns.Sysctl()(p, "1")
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = "fl0"
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	link := func(name string) netlink.Link {
+		t.Helper()
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	fl0, eth9 := link("fl0"), link("eth9")
+	for _, l := range []netlink.Link{fl0, eth9} {
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.AddrAdd(eth9, &netlink.Addr{IPNet: netlinkx.IPNet(netip.MustParsePrefix("192.0.2.11/24"))}); err != nil {
+		t.Fatal(err)
+	}
+
+	k := make(kickRecorder, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Filter:    Filter{Devices: []string{"fl0"}, Links: []string{"eth9"}, Networks: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16")}},
+			Namespace: &ns.NsH,
+			// never hot: this test is about what kicks, not about back-off
+			Backoff: Backoff{Window: time.Second, Threshold: 1 << 20, Base: time.Millisecond, Max: time.Millisecond, LargeBatch: 1 << 20},
+		}, k.kick)
+	}()
+	k.expect(t, "start")
+	k.drain()
+
+	do := func(what string, f func() error) {
+		t.Helper()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	route := func(dst string, l netlink.Link) *netlink.Route {
+		return &netlink.Route{Dst: netlinkx.IPNet(netip.MustParsePrefix(dst)), LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_MAIN}
+	}
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 9}
+
+	// Unrelated changes.
+	do("route outside the network on eth9", func() error { return h.RouteAdd(route("198.51.100.0/24", eth9)) })
+	do("neighbour on eth9", func() error {
+		return h.NeighAdd(&netlink.Neigh{LinkIndex: eth9.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+			IP: net.ParseIP("192.0.2.9"), HardwareAddr: mac})
+	})
+	do("address on eth9", func() error {
+		return h.AddrAdd(eth9, &netlink.Addr{IPNet: netlinkx.IPNet(netip.MustParsePrefix("192.0.2.12/24"))})
+	})
+	k.none(t, "unrelated changes")
+
+	// Related ones, each on its own.
+	for _, c := range []struct {
+		what string
+		f    func() error
+	}{
+		{"route inside the network on eth9", func() error { return h.RouteAdd(route("10.5.3.0/24", eth9)) }},
+		{"route inside the network deleted", func() error { return h.RouteDel(route("10.5.3.0/24", eth9)) }},
+		{"address on fl0", func() error {
+			return h.AddrAdd(fl0, &netlink.Addr{IPNet: netlinkx.IPNet(netip.MustParsePrefix("10.5.1.0/32"))})
+		}},
+		{"route outside the network on fl0", func() error { return h.RouteAdd(route("192.168.9.0/24", fl0)) }},
+		{"neighbour on fl0", func() error {
+			return h.NeighAdd(&netlink.Neigh{LinkIndex: fl0.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: net.ParseIP("10.5.3.0"), HardwareAddr: mac})
+		}},
+		{"fl0 MTU", func() error { return h.LinkSetMTU(fl0, 1400) }},
+		{"eth9 MTU", func() error { return h.LinkSetMTU(eth9, 1400) }},
+		{"fl0 deleted", func() error { return h.LinkDel(fl0) }},
+	} {
+		do(c.what, c.f)
+		k.expect(t, c.what)
+		k.drain()
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end with its context")
+	}
+}
