@@ -329,3 +329,58 @@ func TestHealUDP(t *testing.T) {
 	pingPods(t, l, pods, "device deleted")
 	quiet(t, l, 1)
 }
+
+// Someone who keeps deleting a route flannel.1 needs: flanneld repairs it a few times,
+// then backs off exponentially and logs the object once, instead of fighting in a loop
+// (without back-off every deletion would be repaired within milliseconds, over a
+// hundred rounds in the 8 s below). Once the fight stops, the route comes back.
+func TestHealBacksOffWhenFought(t *testing.T) {
+	l := newLab(t, "healfight", 2)
+	startAll(t, l, vxlanConfig)
+	ns := infos(t, l, "flannel.1")
+	waitFullMesh(t, l, "flannel.1", ns)
+	p2 := peerOf(l, ns[1])
+	off := logSize(t, l, 1)
+
+	script := fmt.Sprintf(`n=0; end=$(( $(date +%%s) + 8 ))
+while [ "$(date +%%s)" -lt "$end" ]; do
+  ip route del %s dev flannel.1 2>/dev/null && n=$((n+1))
+  sleep 0.05
+done
+echo "$n"`, p2.subnet)
+	out, err := l.Exec(l.NodeNS(1), "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("fight: %v %s", err, out)
+	}
+	var deletions int
+	if _, err := fmt.Sscan(strings.TrimSpace(out), &deletions); err != nil {
+		t.Fatalf("fight output %q: %v", out, err)
+	}
+	t.Logf("the route was deleted (so repaired before) %d times in 8 s", deletions)
+	if deletions < 2 {
+		t.Errorf("only %d deletions: flanneld did not repair the route while fought", deletions)
+	}
+	if deletions > 40 {
+		t.Errorf("%d deletions in 8 s: flanneld kept fighting instead of backing off", deletions)
+	}
+	log := logSince(t, l, 1, off)
+	want := fmt.Sprintf(`object="route %s dev flannel.1"`, p2.subnet)
+	backoffLines := 0
+	for _, ln := range strings.Split(log, "\n") {
+		if strings.Contains(ln, "keeps being changed by someone else") && strings.Contains(ln, want) {
+			backoffLines++
+		}
+	}
+	if backoffLines != 1 {
+		t.Errorf("%d back-off log lines naming %s, want exactly 1:\n%s", backoffLines, want, log)
+	}
+	waitFor(t, 45*time.Second, "the route back after the fight", func() (bool, string) {
+		arp, fdb, route, err := peerState(l.NodeNS(1), "flannel.1", p2)
+		if err != nil {
+			return false, err.Error()
+		}
+		return arp && fdb && route, fmt.Sprintf("arp=%v fdb=%v route=%v", arp, fdb, route)
+	})
+	pods := addPods(t, l)
+	pingPods(t, l, pods, "the fight")
+}
