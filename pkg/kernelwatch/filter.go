@@ -311,6 +311,11 @@ func (m *matcher) neigh(data []byte) (Object, bool) {
 			}
 		}
 	})
+	if o.Kind == KindNeigh && o.IP.IsMulticast() {
+		// the kernel's own (NOARP) entries for multicast groups, e.g. IPv6 neighbour
+		// discovery on the device: never a backend's
+		return Object{}, false
+	}
 	return o, true
 }
 

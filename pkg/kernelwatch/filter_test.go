@@ -145,6 +145,7 @@ func TestMatch(t *testing.T) {
 		{"multipath through our device", unix.RTM_NEWROUTE, routeMsg(rt{dst: netip.MustParsePrefix("192.168.9.0/24"), table: unix.RT_TABLE_MAIN, multipath: []int{idxEth, idxFlannel}}), "route 192.168.9.0/24 dev flannel.1"},
 		{"multipath elsewhere", unix.RTM_NEWROUTE, routeMsg(rt{dst: netip.MustParsePrefix("192.168.9.0/24"), table: unix.RT_TABLE_MAIN, multipath: []int{idxEth, idxCNI}}), ""},
 		{"neighbour on our device", unix.RTM_DELNEIGH, neighMsg(unix.AF_INET, idxFlannel, "10.5.3.0", mac), "neighbour 10.5.3.0 lladdr 86:a8:00:00:00:01 dev flannel.1"},
+		{"multicast neighbour on our device", unix.RTM_NEWNEIGH, neighMsg(unix.AF_INET6, idxFlannel, "ff02::1:ff28:fd9e", []byte{0x33, 0x33, 0xff, 0x28, 0xfd, 0x9e}), ""},
 		{"neighbour on the external link", unix.RTM_NEWNEIGH, neighMsg(unix.AF_INET, idxEth, "192.0.2.1", mac), ""},
 		{"neighbour on cni0", unix.RTM_NEWNEIGH, neighMsg(unix.AF_INET, idxCNI, "10.5.1.2", mac), ""},
 		{"fdb on our device", unix.RTM_DELNEIGH, neighMsg(unix.AF_BRIDGE, idxFlannel, "192.0.2.12", mac), "fdb 86:a8:00:00:00:01 dst 192.0.2.12 dev flannel.1"},
