@@ -224,3 +224,31 @@ func TestGroSize(t *testing.T) {
 		t.Error("groSize of nothing must be 0")
 	}
 }
+
+// After the TUN was recreated, received packets go to the new device and a reader for
+// the new device sends what it reads; the old device gets nothing more.
+func TestReplaceTUN(t *testing.T) {
+	p := sized([4]byte{10, 5, 1, 5}, 200)
+	old := &fakeTUN{}
+	d := newTestPath(t, old, &fakeConn{t: t, recv: [][]byte{p}, recvGS: []int{0}}, false, false)
+	d.udpToTUN(context.Background())
+	if len(old.writes) != 1 {
+		t.Fatalf("before: %d writes to the first TUN, want 1", len(old.writes))
+	}
+	out := sized([4]byte{10, 5, 2, 9}, 200)
+	repl := &fakeTUN{reads: [][][]byte{{out}}, batch: 1}
+	d.replaceTUN(repl)
+	if d.device() != repl {
+		t.Fatal("device() is not the replacement")
+	}
+	conn := &fakeConn{t: t, recv: [][]byte{p}, recvGS: []int{0}}
+	d.conn = conn
+	d.udpToTUN(context.Background())
+	d.tunToUDP(context.Background())
+	if len(old.writes) != 1 || len(repl.writes) != 1 {
+		t.Errorf("after: writes old %d new %d, want 1 and 1", len(old.writes), len(repl.writes))
+	}
+	if len(conn.sent) != 1 || conn.sent[0].to != "192.0.2.2:8285" {
+		t.Errorf("sent %+v, want one datagram to 192.0.2.2:8285 read from the new TUN", conn.sent)
+	}
+}
