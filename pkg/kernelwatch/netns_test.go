@@ -159,3 +159,64 @@ func TestRunInNamespace(t *testing.T) {
 		t.Fatal("Run did not end with its context")
 	}
 }
+
+// A receive buffer overflow (ENOBUFS) is survived: the kick comes, and later changes are
+// still seen on the same socket.
+func TestOverflowKeepsWatching(t *testing.T) {
+	ns := nstest.New(t, "fgkwo")
+	h := ns.Handle
+	la := netlink.NewLinkAttrs()
+	la.Name = "fl0"
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	fl0, err := h.LinkByName("fl0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(fl0); err != nil {
+		t.Fatal(err)
+	}
+	w := &watcher{cfg: Config{Filter: Filter{Devices: []string{"fl0"}}, Namespace: &ns.NsH, Settle: time.Millisecond,
+		Backoff: DefaultBackoff(), RetryDelay: time.Second},
+		pending: make(map[Object]struct{}), wake: make(chan struct{}, 1)}
+	w.m = newMatcher(w.cfg.Filter)
+	s, err := w.subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The smallest buffer the kernel allows, and a reader that starts late.
+	if err := s.SetReceiveBufferSize(1, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 {
+		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32)
+		if err := h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(dst), LinkIndex: fl0.Attrs().Index, Table: unix.RT_TABLE_MAIN}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readerDone := make(chan struct{})
+	go func() { defer close(readerDone); w.read(ctx, s) }()
+	k := make(kickRecorder, 1)
+	dispatchDone := make(chan struct{})
+	go func() { defer close(dispatchDone); w.dispatch(ctx, k.kick) }()
+	k.expect(t, "start")
+	deadline := time.Now().Add(10 * time.Second)
+	for w.overflows.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no overflow reported")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	k.expect(t, "after the overflow")
+	k.drain()
+	if err := h.LinkSetMTU(fl0, 1400); err != nil {
+		t.Fatal(err)
+	}
+	k.expect(t, "a change after the overflow")
+	cancel()
+	<-readerDone
+	<-dispatchDone
+}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -87,7 +88,8 @@ type watcher struct {
 	pending map[Object]struct{}
 	lost    bool // notifications were lost: the next kick is unconditional
 
-	wake chan struct{}
+	wake      chan struct{}
+	overflows atomic.Int64 // ENOBUFS seen
 }
 
 // subscribe opens the notification socket and refreshes the link index map from a
@@ -165,6 +167,7 @@ func (w *watcher) receive(ctx context.Context, s *nl.NetlinkSocket) error {
 	for {
 		msgs, from, err := s.Receive()
 		if errors.Is(err, unix.ENOBUFS) {
+			w.overflows.Add(1)
 			klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
 			w.markLost()
 			continue
