@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +177,23 @@ func TestHealVXLAN(t *testing.T) {
 		return ok && len(rs) == 1, fmt.Sprintf("%s routes=%v", why, rs)
 	})
 	pingPods(t, l, pods, "entries changed")
+
+	// When the kernel has nexthop objects the peer route goes through one; deleting it
+	// takes the route with it.
+	var rs []struct {
+		NHID int `json:"nhid"`
+	}
+	if out, err := l.Exec(l.NodeNS(1), "ip", "-j", "route", "show", p2.subnet.String()); err != nil {
+		t.Fatalf("ip route show: %v", err)
+	} else if err := json.Unmarshal([]byte(out), &rs); err != nil {
+		t.Fatalf("ip -j route show %s: %v: %s", p2.subnet, err, out)
+	}
+	if len(rs) == 1 && rs[0].NHID != 0 {
+		fault(t, l, 1, "nexthop object deleted", [][]string{{"ip", "nexthop", "del", "id", strconv.Itoa(rs[0].NHID)}}, intact)
+		pingPods(t, l, pods, "nexthop deleted")
+	} else {
+		t.Logf("the peer route uses no nexthop object (%+v): no nexthop fault", rs)
+	}
 
 	fault(t, l, 1, "address changed", [][]string{
 		{"ip", "addr", "del", ownAddr, "dev", "flannel.1"},
