@@ -20,10 +20,11 @@ func TestWatchFilter(t *testing.T) {
 	}
 	ext := &backend.ExternalInterface{Iface: &net.Interface{Index: 2, MTU: 1500, Name: "eth0"},
 		ExtAddr: netip.MustParseAddr("192.0.2.1"), ExtV6Addr: netip.MustParseAddr("2001:db8::1")}
-	b, err := newBackend(nil, nil, ext, cfg)
+	be, err := New(ext, cfg) // opens a netlink socket, changes nothing
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := be.(*Backend)
 	want := kernelwatch.Filter{
 		Devices:  []string{"flannel.4", "flannel-v6.4"},
 		Links:    []string{"eth0"},
