@@ -419,9 +419,8 @@ func vxlanFaults() []faultKind {
 	}
 	return []faultKind{
 		{"peer route deleted", func(s *scene) error {
-			return del(s, func(idx int) error {
-				return s.h.RouteDel(&netlink.Route{Dst: netlinkx.IPNet(s.peer), LinkIndex: idx, Table: unix.RT_TABLE_MAIN})
-			})
+			// by destination only: a route through a nexthop object does not match a device
+			return s.h.RouteDel(&netlink.Route{Dst: netlinkx.IPNet(s.peer), Table: unix.RT_TABLE_MAIN})
 		}, (*scene).vxlanPeer},
 		{"neighbour deleted", func(s *scene) error {
 			return del(s, func(idx int) error {
