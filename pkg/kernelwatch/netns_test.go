@@ -220,3 +220,52 @@ func TestOverflowKeepsWatching(t *testing.T) {
 	<-readerDone
 	<-dispatchDone
 }
+
+// A burst of changes within the settle time is one kick, not one per change (nor one
+// more for the wake-ups the burst left behind).
+func TestBurstIsOneKick(t *testing.T) {
+	ns := nstest.New(t, "fgkwb")
+	h := ns.Handle
+	la := netlink.NewLinkAttrs()
+	la.Name = "fl0"
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	fl0, err := h.LinkByName("fl0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(fl0); err != nil {
+		t.Fatal(err)
+	}
+	k := make(kickRecorder, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Filter: Filter{Devices: []string{"fl0"}}, Namespace: &ns.NsH, Settle: time.Second}, k.kick)
+	}()
+	k.expect(t, "start")
+	k.drain()
+	time.Sleep(time.Second) // a late carrier change settles
+	k.drain()
+	start := time.Now()
+	for i := range 50 {
+		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(i)}), 32)
+		if err := h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(dst), LinkIndex: fl0.Attrs().Index, Table: unix.RT_TABLE_MAIN}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Skipf("the burst took %v, longer than half the settle time; cannot judge", d)
+	}
+	k.expect(t, "burst")
+	select {
+	case <-k:
+		t.Fatal("a second kick for one burst")
+	case <-time.After(2 * time.Second):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

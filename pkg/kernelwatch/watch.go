@@ -249,6 +249,9 @@ func (w *watcher) dispatch(ctx context.Context, kick func()) {
 		case <-time.After(w.cfg.Settle):
 		}
 		batch, lost := w.take()
+		if len(batch) == 0 && !lost {
+			continue // a wake-up for changes an earlier batch already took
+		}
 		now := time.Now()
 		wait, hot := d.batch(now, batch)
 		for _, h := range hot {
