@@ -213,6 +213,19 @@ func TestHealVXLAN(t *testing.T) {
 	})
 	pingPods(t, l, pods, "device changed")
 
+	// An attribute netlink cannot set back in place: the device is recreated, with its MAC.
+	fault(t, l, 1, "device attribute changed (learning on)", [][]string{{"ip", "link", "set", "flannel.1", "type", "vxlan", "learning"}}, func() (bool, string) {
+		okDev, why := device(func(k *lab.Link) (bool, string) {
+			return k.VXLAN != nil && !k.VXLAN.Learning && strings.EqualFold(k.Address, n1.mac) && slices.Equal(k.IPv4Addrs(), []string{ownAddr}),
+				fmt.Sprintf("vxlan %+v mac %s (want nolearning, %s) addrs %v", k.VXLAN, k.Address, n1.mac, k.IPv4Addrs())
+		})()
+		if !okDev {
+			return false, why
+		}
+		return intact()
+	})
+	pingPods(t, l, pods, "device attribute changed")
+
 	fault(t, l, 1, "device deleted", [][]string{{"ip", "link", "del", "flannel.1"}}, func() (bool, string) {
 		okDev, why := device(func(k *lab.Link) (bool, string) {
 			return k.IsUp() && k.MTU == 1450 && strings.EqualFold(k.Address, n1.mac) && slices.Equal(k.IPv4Addrs(), []string{ownAddr}),
