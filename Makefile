@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver
 
 all: build
 
@@ -66,6 +66,11 @@ bench-rules: build
 BENCH_HEAL_ARGS ?=
 bench-heal: build
 	$(GO) run ./e2e/cmd/benchheal -flanneld bin/flanneld $(BENCH_HEAL_ARGS)
+
+# A real kube-apiserver for the Kubernetes-mode tests, built from the tools/kube-apiserver
+# module once per version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (several minutes).
+kube-apiserver:
+	GO=$(GO) tools/kube-apiserver/build.sh
 
 vet:
 	$(GO) vet ./...

@@ -1,0 +1,400 @@
+// Package kubeproc runs a real kube-apiserver as a separate process for tests and the lab:
+// against a real etcd, optionally inside a network namespace on a lab address, with a
+// generated service-account key, a generated serving certificate (signed by a throw-away
+// CA that kubeconfigs can trust) and a static admin token for the test harness.
+//
+// The binary comes from tools/kube-apiserver (make kube-apiserver), cached by version.
+package kubeproc
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Version is the kube-apiserver release tools/kube-apiserver builds.
+const Version = "v1.37.2"
+
+// Binary returns the kube-apiserver binary: $FLANNEL_TEST_KUBE_APISERVER if set, else the
+// one tools/kube-apiserver/build.sh caches ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
+func Binary() (string, error) {
+	if b := os.Getenv("FLANNEL_TEST_KUBE_APISERVER"); b != "" {
+		return b, nil
+	}
+	cache := os.Getenv("FLANNEL_GO_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("kube-apiserver binary: no home directory: %w", err)
+		}
+		cache = filepath.Join(home, ".cache", "flannel-go")
+	}
+	b := filepath.Join(cache, "kube-apiserver-"+Version)
+	if _, err := os.Stat(b); err != nil {
+		return "", fmt.Errorf("kube-apiserver %s not built (run `make kube-apiserver`, or set FLANNEL_TEST_KUBE_APISERVER): %w", Version, err)
+	}
+	return b, nil
+}
+
+// Options describe one kube-apiserver.
+type Options struct {
+	// Dir holds the generated keys, certificates, token file and log. Required.
+	Dir string
+	// EtcdServers is the etcd client URL list (comma-separated). Required.
+	EtcdServers string
+	// Address to bind and advertise (default 127.0.0.1).
+	Address netip.Addr
+	// Port is the secure port. Required.
+	Port int
+	// Netns runs the server inside this named network namespace (ip netns exec).
+	Netns string
+	// Dial reaches the server (readiness checks and RESTConfig); required with Netns.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AuthorizationMode is --authorization-mode (default "Node,RBAC").
+	AuthorizationMode string
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
+	// ReadyTimeout bounds the wait for /readyz (default 90s).
+	ReadyTimeout time.Duration
+}
+
+// Proc is a running (or stopped) kube-apiserver.
+type Proc struct {
+	opts       Options
+	token      string
+	caPEM      []byte
+	caFile     string
+	logFile    string
+	mu         sync.Mutex
+	cmd        *exec.Cmd
+	done       chan struct{}
+	httpClient *http.Client
+}
+
+// Start generates the credentials, launches the server and waits until /readyz answers ok.
+func Start(ctx context.Context, opts Options) (*Proc, error) {
+	if opts.Dir == "" || opts.EtcdServers == "" || opts.Port == 0 {
+		return nil, errors.New("kubeproc: Dir, EtcdServers and Port are required")
+	}
+	if opts.Netns != "" && opts.Dial == nil {
+		return nil, errors.New("kubeproc: Dial is required with Netns")
+	}
+	if !opts.Address.IsValid() {
+		opts.Address = netip.MustParseAddr("127.0.0.1")
+	}
+	if opts.AuthorizationMode == "" {
+		opts.AuthorizationMode = "Node,RBAC"
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 90 * time.Second
+	}
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kubeproc: %w", err)
+	}
+	p := &Proc{opts: opts, logFile: filepath.Join(opts.Dir, "kube-apiserver.log")}
+	args, err := p.prepare()
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	if opts.Dial != nil {
+		tr.DialContext = opts.Dial
+	}
+	p.httpClient = &http.Client{Transport: tr, Timeout: 5 * time.Second}
+
+	name := bin
+	if opts.Netns != "" {
+		args = append([]string{"netns", "exec", opts.Netns, bin}, args...)
+		name = "ip"
+	}
+	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("kubeproc: open log: %w", err)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("kubeproc: start %s: %w", bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+	if err := p.waitReady(ctx, done); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// prepare writes the key material and returns the server's arguments.
+func (p *Proc) prepare() ([]string, error) {
+	dir := p.opts.Dir
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("kubeproc: service-account key: %w", err)
+	}
+	saFile := filepath.Join(dir, "sa.key")
+	if err := writePEM(saFile, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
+		return nil, err
+	}
+	caPEM, certPEM, keyPEM, err := servingCert(p.opts.Address)
+	if err != nil {
+		return nil, err
+	}
+	p.caPEM = caPEM
+	p.caFile = filepath.Join(dir, "ca.crt")
+	certFile, keyFile := filepath.Join(dir, "serving.crt"), filepath.Join(dir, "serving.key")
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{p.caFile, caPEM, 0o644}, {certFile, certPEM, 0o644}, {keyFile, keyPEM, 0o600}} {
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("kubeproc: %w", err)
+		}
+	}
+	tok := make([]byte, 16)
+	if _, err := io.ReadFull(rand.Reader, tok); err != nil {
+		return nil, fmt.Errorf("kubeproc: token: %w", err)
+	}
+	p.token = hex.EncodeToString(tok)
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(p.token+`,kubeproc-admin,kubeproc-admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("kubeproc: %w", err)
+	}
+	addr := p.opts.Address.String()
+	args := []string{
+		"--etcd-servers=" + p.opts.EtcdServers,
+		"--bind-address=" + addr,
+		"--advertise-address=" + addr,
+		"--secure-port=" + strconv.Itoa(p.opts.Port),
+		"--cert-dir=" + filepath.Join(dir, "certs"),
+		"--tls-cert-file=" + certFile,
+		"--tls-private-key-file=" + keyFile,
+		"--endpoint-reconciler-type=none",
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + saFile,
+		"--service-account-signing-key-file=" + saFile,
+		"--token-auth-file=" + tokenFile,
+		"--authorization-mode=" + p.opts.AuthorizationMode,
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--enable-priority-and-fairness=false",
+	}
+	return append(args, p.opts.ExtraArgs...), nil
+}
+
+func writePEM(path, typ string, der []byte) error {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		return fmt.Errorf("kubeproc: %w", err)
+	}
+	return nil
+}
+
+// servingCert makes a CA and a serving certificate for addr (plus localhost and the
+// in-cluster service names), all PEM encoded.
+func servingCert(addr netip.Addr) (caPEM, certPEM, keyPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: CA key: %w", err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kubeproc test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: CA certificate: %w", err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: CA certificate: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: serving key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses:  []net.IP{net.IP(addr.AsSlice()), net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: serving certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeproc: serving key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+func (p *Proc) waitReady(ctx context.Context, done <-chan struct{}) error {
+	deadline := time.Now().Add(p.opts.ReadyTimeout)
+	var last string
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("kubeproc: kube-apiserver exited during start-up (see %s)", p.logFile)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/readyz", nil)
+		if err != nil {
+			return fmt.Errorf("kubeproc: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+p.token)
+		resp, err := p.httpClient.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("kubeproc: kube-apiserver not ready on %s after %v (last: %s; see %s)", p.URL(), p.opts.ReadyTimeout, last, p.logFile)
+}
+
+// URL is the server's base URL.
+func (p *Proc) URL() string {
+	return "https://" + net.JoinHostPort(p.opts.Address.String(), strconv.Itoa(p.opts.Port))
+}
+
+// AdminToken is the static bearer token of a system:masters user (for the test harness only).
+func (p *Proc) AdminToken() string { return p.token }
+
+// CAFile is the PEM file of the CA that signed the serving certificate.
+func (p *Proc) CAFile() string { return p.caFile }
+
+// CAPEM is the CA certificate, PEM encoded.
+func (p *Proc) CAPEM() []byte { return p.caPEM }
+
+// LogFile is the server's log.
+func (p *Proc) LogFile() string { return p.logFile }
+
+// PID is the server's process id (0 when stopped).
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// RESTConfig is a client configuration with the given bearer token ("" = the admin token),
+// dialling through Options.Dial when set.
+func (p *Proc) RESTConfig(token string) *rest.Config {
+	if token == "" {
+		token = p.token
+	}
+	cfg := &rest.Config{
+		Host:            p.URL(),
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM},
+		QPS:             200,
+		Burst:           400,
+	}
+	if p.opts.Dial != nil {
+		cfg.Dial = p.opts.Dial
+	}
+	return cfg
+}
+
+// WriteKubeconfig writes a kubeconfig for the server that trusts its CA and authenticates
+// with token ("" = the admin token).
+func (p *Proc) WriteKubeconfig(path, token string) error {
+	if token == "" {
+		token = p.token
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: p.URL(), CertificateAuthorityData: p.caPEM}
+	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "user"}
+	cfg.CurrentContext = "lab"
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return fmt.Errorf("kubeproc: kubeconfig: %w", err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("kubeproc: kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM and waits (SIGKILL after 20 s). Stop the apiserver before its etcd:
+// without etcd it hangs in shutdown.
+func (p *Proc) Stop() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}

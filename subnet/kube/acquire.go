@@ -1,0 +1,203 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// podCIDRHint is what an operator must do when a node has no (usable) pod CIDR.
+const podCIDRHint = "the controller manager assigns spec.podCIDR when it runs with --allocate-node-cidrs=true and --cluster-cidr set to the flannel Network"
+
+// AcquireLease makes the node's pod CIDR(s) this node's lease and advertises attrs in the
+// node's annotations (a strategic-merge patch on nodes/<name>/status, as upstream), only
+// when they differ from what the node already carries.
+func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
+	name, err := m.NodeName(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := m.getNode(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("timeout contacting kube-api, failed to patch node %q. Error: %w", name, err)
+	}
+	if n.Spec.PodCIDR == "" && len(n.Spec.PodCIDRs) == 0 {
+		return nil, fmt.Errorf("node %q pod cidr not assigned: %s", name, podCIDRHint)
+	}
+	v4, v6, err := podCIDRs(n)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.EnableIPv4 {
+		if !v4.IsValid() {
+			return nil, fmt.Errorf("node %q has no IPv4 pod CIDR but the network config enables IPv4: %s", name, podCIDRHint)
+		}
+		if !cfg.Network.Contains(v4.Addr()) || v4.Bits() < cfg.Network.Bits() {
+			return nil, fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q PodCIDR of the %q node: %s",
+				cfg.Network, v4, name, podCIDRHint)
+		}
+	}
+	if cfg.EnableIPv6 {
+		if !v6.IsValid() {
+			return nil, fmt.Errorf("node %q has no IPv6 pod CIDR but the network config enables IPv6: %s", name, podCIDRHint)
+		}
+		if !cfg.IPv6Network.Contains(v6.Addr()) || v6.Bits() < cfg.IPv6Network.Bits() {
+			return nil, fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q IPv6 PodCIDR of the %q node: %s",
+				cfg.IPv6Network, v6, name, podCIDRHint)
+		}
+	}
+	want := m.desiredAnnotations(n, cfg, attrs)
+	if changed(n.Annotations, want) {
+		if err := m.patchAnnotations(ctx, n, want); err != nil {
+			return nil, err
+		}
+		klog.InfoS("Annotated node", "node", name, "annotations", want)
+	}
+	l := &subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6, Attrs: *attrs}
+	if cfg.EnableIPv4 {
+		l.Subnet = v4
+	}
+	if cfg.EnableIPv6 {
+		l.IPv6Subnet = v6
+	}
+	switch attrs.BackendType {
+	case "vxlan", "host-gw", "wireguard":
+	default: // as upstream: other backends are IPv4 only
+		l.EnableIPv6, l.IPv6Subnet = false, netip.Prefix{}
+	}
+	return l, nil
+}
+
+// desiredAnnotations are the annotation values this node must carry for attrs.
+func (m *Manager) desiredAnnotations(n *corev1.Node, cfg *subnet.Config, attrs *subnet.LeaseAttrs) map[string]string {
+	have := n.Annotations
+	want := map[string]string{
+		m.ann.SubnetKubeManaged: "true",
+		m.ann.BackendType:       attrs.BackendType,
+	}
+	dataOrNull := func(raw json.RawMessage) string {
+		if len(raw) == 0 {
+			return "null"
+		}
+		return string(raw)
+	}
+	if cfg.EnableIPv4 && attrs.PublicIP.IsValid() {
+		want[m.ann.BackendData] = dataOrNull(attrs.BackendData)
+		want[m.ann.PublicIP] = attrs.PublicIP.String()
+		if ow := have[m.ann.PublicIPOverwrite]; ow != "" {
+			want[m.ann.PublicIP] = ow
+		}
+	}
+	if cfg.EnableIPv6 && attrs.PublicIPv6.IsValid() {
+		want[m.ann.BackendV6Data] = dataOrNull(attrs.BackendV6Data)
+		want[m.ann.PublicIPv6] = attrs.PublicIPv6.String()
+		if ow := have[m.ann.PublicIPv6Overwrite]; ow != "" {
+			want[m.ann.PublicIPv6] = ow
+		}
+	}
+	return want
+}
+
+func changed(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return true
+		}
+	}
+	return false
+}
+
+// patchAnnotations sends the two-way strategic merge patch between the node as read and
+// the node with want applied, to the status subresource (what upstream sends, and what
+// the flannel ClusterRole allows: nodes/status patch).
+func (m *Manager) patchAnnotations(ctx context.Context, n *corev1.Node, want map[string]string) error {
+	oldJSON, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("marshal node %q: %w", n.Name, err)
+	}
+	upd := n.DeepCopy()
+	if upd.Annotations == nil {
+		upd.Annotations = map[string]string{}
+	}
+	for k, v := range want {
+		upd.Annotations[k] = v
+	}
+	newJSON, err := json.Marshal(upd)
+	if err != nil {
+		return fmt.Errorf("marshal node %q: %w", n.Name, err)
+	}
+	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Node{})
+	if err != nil {
+		return fmt.Errorf("failed to create patch for node %q: %w", n.Name, err)
+	}
+	if _, err := m.cs.CoreV1().Nodes().Patch(ctx, n.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return withHint(fmt.Errorf("failed to patch node %q: %w", n.Name, err))
+	}
+	return nil
+}
+
+// KeepLease reports this node's network as up (NetworkUnavailable=False, reason
+// FlannelIsUp) when configured to, retrying until it succeeds, then waits for ctx. Kube
+// leases do not expire, so it never returns ErrLeaseRevoked.
+func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
+	if !m.cfg.SetNodeNetworkUnavailable {
+		<-ctx.Done()
+		return nil
+	}
+	wait := time.Second
+	for {
+		err := m.setNetworkAvailable(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		klog.ErrorS(err, "Failed to set the node's NetworkUnavailable condition; retrying", "retryIn", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (m *Manager) setNetworkAvailable(ctx context.Context) error {
+	name, err := m.NodeName(ctx)
+	if err != nil {
+		return err
+	}
+	now := metav1.Now()
+	cond := corev1.NodeCondition{
+		Type:               corev1.NodeNetworkUnavailable,
+		Status:             corev1.ConditionFalse,
+		Reason:             "FlannelIsUp",
+		Message:            "Flannel is running on this node",
+		LastHeartbeatTime:  now,
+		LastTransitionTime: now,
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := m.cs.CoreV1().Nodes().PatchStatus(pctx, name, patch); err != nil {
+		return withHint(fmt.Errorf("failed to set NetworkUnavailable=False on node %q: %w", name, err))
+	}
+	klog.InfoS("Set node condition", "node", name, "type", "NetworkUnavailable", "status", "False", "reason", "FlannelIsUp")
+	return nil
+}

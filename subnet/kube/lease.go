@@ -1,0 +1,97 @@
+package kube
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// podCIDRs returns the node's IPv4 and IPv6 pod CIDRs (zero when absent) from
+// spec.podCIDRs, or spec.podCIDR when the list is empty.
+func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+	list := n.Spec.PodCIDRs
+	if len(list) == 0 && n.Spec.PodCIDR != "" {
+		list = []string{n.Spec.PodCIDR}
+	}
+	if len(list) > 2 {
+		return v4, v6, fmt.Errorf("node %q pod cidrs should be IPv4/IPv6 only or dualstack", n.Name)
+	}
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("node %q: invalid pod CIDR %q: %w", n.Name, s, err)
+		}
+		p = p.Masked()
+		if p.Addr().Is4() {
+			if !v4.IsValid() {
+				v4 = p
+			}
+		} else if !v6.IsValid() {
+			v6 = p
+		}
+	}
+	return v4, v6, nil
+}
+
+// nodeToLease builds a peer's lease from its node. It fails (saying why) when the node is
+// not a flannel peer for this config: not annotated by a kube subnet manager, or missing
+// what an enabled family needs.
+func nodeToLease(n *corev1.Node, ann Annotations, cfg *subnet.Config) (subnet.Lease, error) {
+	a := n.Annotations
+	if a[ann.SubnetKubeManaged] != "true" {
+		return subnet.Lease{}, fmt.Errorf("node %q is not managed by a flannel kube subnet manager", n.Name)
+	}
+	v4, v6, err := podCIDRs(n)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	l := subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6}
+	l.Attrs.BackendType = a[ann.BackendType]
+	if cfg.EnableIPv4 {
+		ip, err := netip.ParseAddr(a[ann.PublicIP])
+		if err != nil || !ip.Is4() {
+			return subnet.Lease{}, fmt.Errorf("node %q: invalid %s annotation %q", n.Name, ann.PublicIP, a[ann.PublicIP])
+		}
+		if !v4.IsValid() {
+			return subnet.Lease{}, fmt.Errorf("node %q: missing IPv4 address on n.Spec.PodCIDRs", n.Name)
+		}
+		l.Subnet = v4
+		l.Attrs.PublicIP = ip
+		l.Attrs.BackendData = rawData(a[ann.BackendData])
+	}
+	if cfg.EnableIPv6 {
+		ip, err := netip.ParseAddr(a[ann.PublicIPv6])
+		if err != nil || !ip.Is6() || ip.Is4In6() {
+			return subnet.Lease{}, fmt.Errorf("node %q: invalid %s annotation %q", n.Name, ann.PublicIPv6, a[ann.PublicIPv6])
+		}
+		if !v6.IsValid() {
+			return subnet.Lease{}, fmt.Errorf("node %q: missing IPv6 address on n.Spec.PodCIDRs", n.Name)
+		}
+		l.IPv6Subnet = v6
+		l.Attrs.PublicIPv6 = ip
+		l.Attrs.BackendV6Data = rawData(a[ann.BackendV6Data])
+	}
+	return l, nil
+}
+
+// rawData turns an annotation into BackendData: absent, "null" or invalid JSON -> nil.
+func rawData(s string) json.RawMessage {
+	if s == "" || s == "null" || !json.Valid([]byte(s)) {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+// sameLease reports whether two leases program the same kernel state.
+func sameLease(a, b subnet.Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
+		a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
+		a.Attrs.BackendType == b.Attrs.BackendType &&
+		string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
+		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
+}

@@ -1,0 +1,203 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// Config configures the Kubernetes subnet manager.
+type Config struct {
+	// APIURL (--kube-api-url) and KubeconfigFile (--kubeconfig-file) locate the API server;
+	// both empty means the in-cluster configuration.
+	APIURL, KubeconfigFile string
+	// REST, when set (tests), is used instead of APIURL/KubeconfigFile.
+	REST *rest.Config
+	// AnnotationPrefix is --kube-annotation-prefix (default DefaultAnnotationPrefix).
+	AnnotationPrefix string
+	// NetConfigPath is --net-config-path, the network configuration file.
+	NetConfigPath string
+	// SetNodeNetworkUnavailable is --set-node-network-unavailable: KeepLease sets the
+	// node's NetworkUnavailable condition to False (reason FlannelIsUp).
+	SetNodeNetworkUnavailable bool
+	// NodeName is $NODE_NAME; when empty the node is spec.nodeName of the pod
+	// PodNamespace/PodName ($POD_NAMESPACE, $POD_NAME).
+	NodeName, PodName, PodNamespace string
+}
+
+// Manager is the Kubernetes implementation of subnet.Manager. It is safe for concurrent use.
+type Manager struct {
+	cfg Config
+	ann Annotations
+	cs  kubernetes.Interface
+
+	mu       sync.Mutex
+	nodeName string
+	netCfg   *subnet.Config
+	own      *corev1.Node // own node as last read (GetNetworkConfig, AcquireLease)
+}
+
+var _ subnet.Manager = (*Manager)(nil)
+
+// New creates the manager and its API client. It does not contact the API server.
+func New(cfg Config) (*Manager, error) {
+	if cfg.AnnotationPrefix == "" {
+		cfg.AnnotationPrefix = DefaultAnnotationPrefix
+	}
+	ann, err := NewAnnotations(cfg.AnnotationPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("error creating network manager: %w", err)
+	}
+	rc := cfg.REST
+	if rc == nil {
+		if cfg.APIURL == "" && cfg.KubeconfigFile == "" {
+			klog.InfoS("Neither --kube-api-url nor --kubeconfig-file is set: using the in-cluster configuration")
+		}
+		rc, err = clientcmd.BuildConfigFromFlags(cfg.APIURL, cfg.KubeconfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("fail to create kubernetes config: %w", err)
+		}
+	}
+	rc = rest.CopyConfig(rc)
+	// Protobuf keeps lists of thousands of nodes cheap to decode; patches stay JSON.
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	if rc.UserAgent == "" {
+		rc.UserAgent = "flannel-go"
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("unable to initialize client: %w", err)
+	}
+	return &Manager{cfg: cfg, ann: ann, cs: cs, nodeName: cfg.NodeName}, nil
+}
+
+// Name describes the manager for logs.
+func (m *Manager) Name() string {
+	name := m.cachedNodeName()
+	if name == "" {
+		name = "<unresolved node>"
+	}
+	return "Kubernetes Subnet Manager - " + name
+}
+
+// Annotations are the annotation keys in use.
+func (m *Manager) Annotations() Annotations { return m.ann }
+
+func (m *Manager) cachedNodeName() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodeName
+}
+
+// NodeName resolves (once) the node this daemon runs on.
+func (m *Manager) NodeName(ctx context.Context) (string, error) {
+	if n := m.cachedNodeName(); n != "" {
+		return n, nil
+	}
+	if m.cfg.PodName == "" || m.cfg.PodNamespace == "" {
+		return "", errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)")
+	}
+	pod, err := m.cs.CoreV1().Pods(m.cfg.PodNamespace).Get(ctx, m.cfg.PodName, metav1.GetOptions{})
+	if err != nil {
+		return "", withHint(fmt.Errorf("error retrieving pod spec for '%s/%s': %w", m.cfg.PodNamespace, m.cfg.PodName, err))
+	}
+	if pod.Spec.NodeName == "" {
+		return "", fmt.Errorf("node name not present in pod spec '%s/%s'", m.cfg.PodNamespace, m.cfg.PodName)
+	}
+	m.mu.Lock()
+	m.nodeName = pod.Spec.NodeName
+	m.mu.Unlock()
+	return pod.Spec.NodeName, nil
+}
+
+// GetNetworkConfig reads and validates --net-config-path, resolves the node name and reads
+// the own node (for the node-public-ip annotations). Every failure is returned, so the
+// daemon's config loop logs it and retries.
+func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
+	data, err := os.ReadFile(m.cfg.NetConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read net conf: %w (mount the kube-flannel-cfg ConfigMap there, or set --net-config-path)", err)
+	}
+	cfg, err := subnet.ParseConfig(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("error parsing subnet config %s: %w", m.cfg.NetConfigPath, err)
+	}
+	name, err := m.NodeName(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.getNode(ctx, name); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.netCfg = cfg
+	m.mu.Unlock()
+	return cfg, nil
+}
+
+func (m *Manager) getNode(ctx context.Context, name string) (*corev1.Node, error) {
+	n, err := m.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, withHint(fmt.Errorf("failed to get node %q: %w", name, err))
+	}
+	m.mu.Lock()
+	m.own = n
+	m.mu.Unlock()
+	return n, nil
+}
+
+// NodePublicIPs returns the own node's node-public-ip and node-public-ipv6 annotations as
+// last read ("" when absent); they replace --public-ip/--public-ipv6 before the external
+// interface is chosen.
+func (m *Manager) NodePublicIPs() (v4, v6 string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.own == nil {
+		return "", ""
+	}
+	return m.own.Annotations[m.ann.NodePublicIP], m.own.Annotations[m.ann.NodePublicIPv6]
+}
+
+// PreviousLease is what the own node advertised before (from its annotations as last read),
+// so that a backend keeps advertised values such as the VTEP MAC across restarts; nil
+// when the node carries no flannel annotations.
+func (m *Manager) PreviousLease() *subnet.Lease {
+	m.mu.Lock()
+	n, cfg := m.own, m.netCfg
+	m.mu.Unlock()
+	if n == nil || cfg == nil || n.Annotations[m.ann.SubnetKubeManaged] != "true" {
+		return nil
+	}
+	a := n.Annotations
+	l := &subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6}
+	l.Attrs.BackendType = a[m.ann.BackendType]
+	l.Attrs.BackendData = rawData(a[m.ann.BackendData])
+	l.Attrs.BackendV6Data = rawData(a[m.ann.BackendV6Data])
+	l.Subnet, l.IPv6Subnet, _ = podCIDRs(n)
+	return l
+}
+
+// withHint adds what to fix to API errors whose cause is known.
+func withHint(err error) error {
+	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes get, list, watch; nodes/status patch)", err)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
+	}
+	return err
+}

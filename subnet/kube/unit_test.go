@@ -1,0 +1,304 @@
+package kube
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+func TestNewAnnotations(t *testing.T) {
+	tests := []struct {
+		prefix, backendType, err string
+	}{
+		{"flannel.alpha.coreos.com", "flannel.alpha.coreos.com/backend-type", ""},
+		{"flannel.alpha.coreos.com/", "flannel.alpha.coreos.com/backend-type", ""},
+		{"flannel.alpha.coreos.com/prefix", "flannel.alpha.coreos.com/prefix-backend-type", ""},
+		{"flannel.alpha.coreos.com/prefix-", "flannel.alpha.coreos.com/prefix-backend-type", ""},
+		{"example.org/a_b", "example.org/a_b-backend-type", ""},
+		{"org", "", "prefix must be in a format"},
+		{"org.COM", "", "prefix must be in a format"},
+		{"a.b/c/d", "", "at most single slash"},
+		{"", "", "prefix must be in a format"},
+		{"/x", "", "prefix must be in a format"},
+	}
+	for _, tt := range tests {
+		a, err := NewAnnotations(tt.prefix)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: err %v, want %q", tt.prefix, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.prefix, err)
+			continue
+		}
+		if a.BackendType != tt.backendType {
+			t.Errorf("%q: backend-type key %q, want %q", tt.prefix, a.BackendType, tt.backendType)
+		}
+		if !strings.HasPrefix(a.NodePublicIPv6, a.Prefix()) || !strings.HasSuffix(a.NodePublicIPv6, "node-public-ipv6") {
+			t.Errorf("%q: node-public-ipv6 key %q", tt.prefix, a.NodePublicIPv6)
+		}
+	}
+}
+
+func FuzzNewAnnotations(f *testing.F) {
+	for _, s := range []string{"flannel.alpha.coreos.com", "a.b/c", "a.b/c-", "org", "x/y/z", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, prefix string) {
+		a, err := NewAnnotations(prefix)
+		if err != nil {
+			return
+		}
+		if !annotationPrefixRE.MatchString(a.Prefix()) || !strings.HasPrefix(a.Prefix(), prefix) {
+			t.Fatalf("%q normalised to %q", prefix, a.Prefix())
+		}
+		if a.SubnetKubeManaged != a.Prefix()+"kube-subnet-manager" {
+			t.Fatalf("key %q", a.SubnetKubeManaged)
+		}
+	})
+}
+
+func node(name string, cidrs []string, ann map[string]string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}
+	if len(cidrs) > 0 {
+		n.Spec.PodCIDR = cidrs[0]
+	}
+	if len(cidrs) > 1 {
+		n.Spec.PodCIDRs = cidrs
+	}
+	return n
+}
+
+func TestPodCIDRs(t *testing.T) {
+	tests := []struct {
+		name   string
+		n      *corev1.Node
+		v4, v6 string
+		err    string
+	}{
+		{"v4", node("a", []string{"10.244.1.0/24"}, nil), "10.244.1.0/24", "", ""},
+		{"dual", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, nil), "10.244.1.0/24", "fd00:1::/64", ""},
+		{"dual v6 first", node("a", []string{"fd00:1::/64", "10.244.1.0/24"}, nil), "10.244.1.0/24", "fd00:1::/64", ""},
+		{"unmasked", node("a", []string{"10.244.1.7/24"}, nil), "10.244.1.0/24", "", ""},
+		{"none", node("a", nil, nil), "", "", ""},
+		{"three", &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: corev1.NodeSpec{PodCIDR: "10.0.0.0/24", PodCIDRs: []string{"10.0.0.0/24", "fd00::/64", "10.1.0.0/24"}}}, "", "", `node "a" pod cidrs should be`},
+		{"garbage", node("a", []string{"nope"}, nil), "", "", "invalid pod CIDR"},
+	}
+	for _, tt := range tests {
+		v4, v6, err := podCIDRs(tt.n)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: err %v, want %q", tt.name, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if str(v4) != tt.v4 || str(v6) != tt.v6 {
+			t.Errorf("%s: got %v %v, want %s %s", tt.name, v4, v6, tt.v4, tt.v6)
+		}
+	}
+}
+
+func str(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+var testAnn, _ = NewAnnotations(DefaultAnnotationPrefix)
+
+func peerAnn(ip, mac string) map[string]string {
+	return map[string]string{
+		testAnn.SubnetKubeManaged: "true",
+		testAnn.BackendType:       "vxlan",
+		testAnn.BackendData:       `{"VNI":1,"VtepMAC":"` + mac + `"}`,
+		testAnn.PublicIP:          ip,
+		"unrelated":               "x",
+	}
+}
+
+func TestNodeToLease(t *testing.T) {
+	v4 := &subnet.Config{EnableIPv4: true}
+	dual := &subnet.Config{EnableIPv4: true, EnableIPv6: true}
+	dualAnn := peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")
+	dualAnn[testAnn.PublicIPv6] = "2001:db8::11"
+	dualAnn[testAnn.BackendV6Data] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}`
+	tests := []struct {
+		name string
+		n    *corev1.Node
+		cfg  *subnet.Config
+		key  string
+		err  string
+	}{
+		{"peer", node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "10.244.1.0-24", ""},
+		{"not managed", node("a", []string{"10.244.1.0/24"}, map[string]string{testAnn.PublicIP: "192.0.2.11"}), v4, "", "not managed"},
+		{"managed false", node("a", []string{"10.244.1.0/24"}, map[string]string{testAnn.SubnetKubeManaged: "false"}), v4, "", "not managed"},
+		{"bad public ip", node("a", []string{"10.244.1.0/24"}, peerAnn("nope", "aa:bb:cc:dd:ee:01")), v4, "", "invalid flannel.alpha.coreos.com/public-ip"},
+		{"v6 public ip in v4", node("a", []string{"10.244.1.0/24"}, peerAnn("2001:db8::1", "aa:bb:cc:dd:ee:01")), v4, "", "invalid"},
+		{"no pod cidr", node("a", nil, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "", "missing IPv4"},
+		{"dual", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, dualAnn), dual, "10.244.1.0-24&fd00:1::-64", ""},
+		{"dual without v6 ip", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), dual, "", "public-ipv6"},
+	}
+	for _, tt := range tests {
+		l, err := nodeToLease(tt.n, testAnn, tt.cfg)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: err %v, want %q", tt.name, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if l.Key() != tt.key || l.Attrs.BackendType != "vxlan" || len(l.Attrs.BackendData) == 0 {
+			t.Errorf("%s: lease %+v", tt.name, l)
+		}
+	}
+}
+
+func TestLeaseWatchApply(t *testing.T) {
+	w := leaseWatch{ann: testAnn, cfg: &subnet.Config{EnableIPv4: true}, leases: map[string]subnet.Lease{}}
+	a := node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01"))
+	b := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
+	plain := node("c", []string{"10.244.3.0/24"}, nil)
+	type ev struct {
+		typ subnet.EventType
+		key string
+	}
+	steps := []struct {
+		name  string
+		nodes map[string]*corev1.Node
+		want  []ev
+	}{
+		{"initial", map[string]*corev1.Node{"a": a, "b": b, "c": plain}, []ev{{subnet.EventAdded, "10.244.1.0-24"}, {subnet.EventAdded, "10.244.2.0-24"}}},
+		{"same again", map[string]*corev1.Node{"a": a.DeepCopy()}, nil},
+		{"unrelated annotation", map[string]*corev1.Node{"a": withAnn(a, "other", "1")}, nil},
+		{"new mac", map[string]*corev1.Node{"a": node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:09"))}, []ev{{subnet.EventAdded, "10.244.1.0-24"}}},
+		{"pod cidr moved", map[string]*corev1.Node{"b": node("b", []string{"10.244.7.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))}, []ev{{subnet.EventRemoved, "10.244.2.0-24"}, {subnet.EventAdded, "10.244.7.0-24"}}},
+		{"annotation dropped", map[string]*corev1.Node{"a": node("a", []string{"10.244.1.0/24"}, nil)}, []ev{{subnet.EventRemoved, "10.244.1.0-24"}}},
+		{"deleted", map[string]*corev1.Node{"b": nil, "c": nil}, []ev{{subnet.EventRemoved, "10.244.7.0-24"}}},
+		{"deleted twice", map[string]*corev1.Node{"b": nil}, nil},
+	}
+	for _, s := range steps {
+		got := w.apply(s.nodes)
+		var gotEv []ev
+		for _, e := range got {
+			gotEv = append(gotEv, ev{e.Type, e.Lease.Key()})
+		}
+		if len(gotEv) != len(s.want) {
+			t.Fatalf("%s: events %v, want %v", s.name, gotEv, s.want)
+		}
+		for _, w := range s.want { // the order across nodes is not defined; within one node it is
+			found := false
+			for _, g := range gotEv {
+				found = found || g == w
+			}
+			if !found {
+				t.Fatalf("%s: events %v, want %v", s.name, gotEv, s.want)
+			}
+		}
+		if s.name == "pod cidr moved" && (gotEv[0].typ != subnet.EventRemoved) {
+			t.Fatalf("%s: removal must come first: %v", s.name, gotEv)
+		}
+	}
+	if len(w.snapshot()) != 0 {
+		t.Fatalf("leases left: %v", w.snapshot())
+	}
+}
+
+func withAnn(n *corev1.Node, k, v string) *corev1.Node {
+	c := n.DeepCopy()
+	c.Annotations[k] = v
+	return c
+}
+
+func TestSlimNode(t *testing.T) {
+	m := &Manager{ann: testAnn}
+	n := node("a", []string{"10.244.1.0/24", "fd00::/64"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01"))
+	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+	n.Labels = map[string]string{"x": "y"}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
+	n.ResourceVersion = "42"
+	got, err := m.slimNode(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := got.(*corev1.Node)
+	if s.Name != "a" || s.ResourceVersion != "42" || len(s.ManagedFields) != 0 || len(s.Labels) != 0 ||
+		len(s.Status.Conditions) != 0 || len(s.Annotations) != 4 || len(s.Spec.PodCIDRs) != 2 {
+		t.Fatalf("slim node %+v", s)
+	}
+	if _, ok := s.Annotations["unrelated"]; ok {
+		t.Fatal("unrelated annotation kept")
+	}
+	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
+	l2, err2 := nodeToLease(s, testAnn, &subnet.Config{EnableIPv4: true})
+	if err1 != nil || err2 != nil || !sameLease(l1, l2) {
+		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
+	}
+}
+
+func TestDesiredAnnotations(t *testing.T) {
+	m := &Manager{ann: testAnn}
+	attrs := &subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.11"), BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)}
+	cfg := &subnet.Config{EnableIPv4: true}
+	n := node("a", []string{"10.244.1.0/24"}, nil)
+	want := m.desiredAnnotations(n, cfg, attrs)
+	if want[testAnn.PublicIP] != "192.0.2.11" || want[testAnn.SubnetKubeManaged] != "true" || want[testAnn.BackendType] != "vxlan" ||
+		want[testAnn.BackendData] != string(attrs.BackendData) {
+		t.Fatalf("desired %v", want)
+	}
+	if _, ok := want[testAnn.PublicIPv6]; ok {
+		t.Fatal("v6 annotation without v6")
+	}
+	if !changed(n.Annotations, want) || changed(want, want) {
+		t.Fatal("changed()")
+	}
+	n.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
+	if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "203.0.113.5" {
+		t.Fatalf("overwrite ignored: %q", got)
+	}
+	hg := &subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.11"), BackendType: "host-gw"}
+	if got := m.desiredAnnotations(n, cfg, hg)[testAnn.BackendData]; got != "null" {
+		t.Fatalf("host-gw backend-data %q, want null", got)
+	}
+}
+
+func FuzzNodeToLease(f *testing.F) {
+	f.Add("10.244.1.0/24", "", "true", "192.0.2.11", "", `{"VNI":1}`)
+	f.Add("10.244.1.0/24", "fd00::/64", "true", "192.0.2.11", "2001:db8::1", "null")
+	f.Add("nope", "", "true", "x", "", "{")
+	f.Fuzz(func(t *testing.T, cidr, cidr6, managed, ip, ip6, data string) {
+		n := node("a", []string{cidr, cidr6}, map[string]string{
+			testAnn.SubnetKubeManaged: managed, testAnn.PublicIP: ip, testAnn.PublicIPv6: ip6,
+			testAnn.BackendData: data, testAnn.BackendV6Data: data,
+		})
+		for _, cfg := range []*subnet.Config{{EnableIPv4: true}, {EnableIPv6: true}, {EnableIPv4: true, EnableIPv6: true}} {
+			l, err := nodeToLease(n, testAnn, cfg)
+			if err != nil {
+				continue
+			}
+			if cfg.EnableIPv4 && (!l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4()) {
+				t.Fatalf("v4 lease without subnet or IP: %+v", l)
+			}
+			if cfg.EnableIPv6 && (!l.IPv6Subnet.IsValid() || !l.Attrs.PublicIPv6.Is6()) {
+				t.Fatalf("v6 lease without subnet or IP: %+v", l)
+			}
+			if _, err := l.Attrs.MarshalJSON(); err != nil {
+				t.Fatalf("lease attrs do not marshal: %v", err)
+			}
+		}
+	})
+}

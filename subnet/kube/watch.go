@@ -1,0 +1,234 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// WatchLeases runs a Node informer and sends the peer leases to out: one snapshot once
+// the informer has synced, then a batch of events per burst of node changes. Only nodes
+// annotated by a kube subnet manager are leases; a node update that leaves its lease as
+// it was sends nothing; a deleted node (or one that stops being a peer) sends a removal.
+// GetNetworkConfig must have succeeded before. It returns nil when ctx ends.
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
+	m.mu.Lock()
+	cfg := m.netCfg
+	m.mu.Unlock()
+	if cfg == nil {
+		return errors.New("subnet/kube: WatchLeases called before GetNetworkConfig")
+	}
+	nodes := m.cs.CoreV1().Nodes()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return nodes.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return nodes.Watch(ctx, o)
+		},
+	}
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	if err := inf.SetTransform(m.slimNode); err != nil {
+		return fmt.Errorf("subnet/kube: informer transform: %w", err)
+	}
+	if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		klog.ErrorS(withHint(err), "Node list/watch failed; client-go retries with backoff")
+	}); err != nil {
+		return fmt.Errorf("subnet/kube: informer error handler: %w", err)
+	}
+	q := newNodeQueue()
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    q.set,
+		UpdateFunc: func(_, n any) { q.set(n) },
+		DeleteFunc: q.remove,
+	})
+	if err != nil {
+		return fmt.Errorf("subnet/kube: informer handler: %w", err)
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		inf.RunWithContext(ictx)
+	}()
+	defer wg.Wait()
+
+	w := leaseWatch{ann: m.ann, cfg: cfg, leases: map[string]subnet.Lease{}}
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	synced := false
+	started := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-q.signal:
+		case <-poll.C:
+			if synced {
+				poll.Stop()
+				continue
+			}
+		}
+		// HasSynced before draining: every event delivered before sync is then in the queue.
+		nowSynced := synced || reg.HasSynced()
+		events := w.apply(q.drain())
+		var res subnet.WatchResult
+		switch {
+		case !synced && nowSynced:
+			synced = true
+			res.Snapshot = w.snapshot()
+			klog.InfoS("Node informer synced", "leases", len(res.Snapshot), "duration", time.Since(started))
+		case synced && len(events) > 0:
+			res.Events = events
+		default:
+			continue
+		}
+		select {
+		case out <- res:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// slimNode is the informer's cache transform: of a Node it keeps the name, the
+// resourceVersion, the lease annotations and the pod CIDRs; nothing else is cached.
+func (m *Manager) slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	s := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion}}
+	for _, k := range m.ann.leaseKeys() {
+		if v, ok := n.Annotations[k]; ok {
+			if s.Annotations == nil {
+				s.Annotations = make(map[string]string, 6)
+			}
+			s.Annotations[k] = v
+		}
+	}
+	s.Spec.PodCIDR = n.Spec.PodCIDR
+	if len(n.Spec.PodCIDRs) > 0 {
+		s.Spec.PodCIDRs = n.Spec.PodCIDRs
+	}
+	return s, nil
+}
+
+// nodeQueue hands informer notifications to WatchLeases without ever blocking the
+// informer: the latest state per node name (nil = deleted), coalesced.
+type nodeQueue struct {
+	mu      sync.Mutex
+	pending map[string]*corev1.Node
+	signal  chan struct{}
+}
+
+func newNodeQueue() *nodeQueue {
+	return &nodeQueue{pending: map[string]*corev1.Node{}, signal: make(chan struct{}, 1)}
+}
+
+func (q *nodeQueue) put(name string, n *corev1.Node) {
+	q.mu.Lock()
+	q.pending[name] = n
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *nodeQueue) set(obj any) {
+	if n, ok := obj.(*corev1.Node); ok {
+		q.put(n.Name, n)
+	}
+}
+
+func (q *nodeQueue) remove(obj any) {
+	switch o := obj.(type) {
+	case *corev1.Node:
+		q.put(o.Name, nil)
+	case cache.DeletedFinalStateUnknown:
+		if n, ok := o.Obj.(*corev1.Node); ok {
+			q.put(n.Name, nil)
+			return
+		}
+		if _, name, err := cache.SplitMetaNamespaceKey(o.Key); err == nil {
+			q.put(name, nil)
+		}
+	}
+}
+
+func (q *nodeQueue) drain() map[string]*corev1.Node {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) == 0 {
+		return nil
+	}
+	p := q.pending
+	q.pending = map[string]*corev1.Node{}
+	return p
+}
+
+// leaseWatch is the lease per peer node, and turns node changes into lease events.
+type leaseWatch struct {
+	ann    Annotations
+	cfg    *subnet.Config
+	leases map[string]subnet.Lease // by node name
+}
+
+// apply folds the latest node states (nil = deleted) in and returns the lease events.
+func (w *leaseWatch) apply(nodes map[string]*corev1.Node) []subnet.Event {
+	var events []subnet.Event
+	for name, n := range nodes {
+		old, had := w.leases[name]
+		var (
+			l   subnet.Lease
+			err = errDeleted
+		)
+		if n != nil {
+			l, err = nodeToLease(n, w.ann, w.cfg)
+			if err != nil && n.Annotations[w.ann.SubnetKubeManaged] == "true" {
+				klog.V(2).InfoS("Ignoring node", "node", name, "reason", err.Error())
+			}
+		}
+		switch {
+		case err != nil:
+			if had {
+				delete(w.leases, name)
+				events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+			}
+		case !had:
+			w.leases[name] = l
+			events = append(events, subnet.Event{Type: subnet.EventAdded, Lease: l})
+		case !sameLease(old, l):
+			w.leases[name] = l
+			if old.Key() != l.Key() {
+				events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+			}
+			events = append(events, subnet.Event{Type: subnet.EventAdded, Lease: l})
+		}
+	}
+	return events
+}
+
+var errDeleted = errors.New("node deleted")
+
+func (w *leaseWatch) snapshot() []subnet.Lease {
+	s := make([]subnet.Lease, 0, len(w.leases))
+	for _, l := range w.leases {
+		s = append(s, l)
+	}
+	return s
+}
