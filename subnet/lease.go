@@ -220,3 +220,18 @@ type Manager interface {
 	// It blocks until ctx is cancelled and then returns nil. out is never closed by it.
 	WatchLeases(ctx context.Context, out chan<- WatchResult) error
 }
+
+// PermanentError marks a problem that retrying with the same configuration cannot fix
+// (for example a Kubernetes node whose pod CIDR lies outside the configured Network):
+// the daemon stops with a non-zero exit status instead of retrying, so that a supervisor
+// (the DaemonSet) restarts it and the configuration is read afresh.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether err (or an error it wraps) is a PermanentError.
+func IsPermanent(err error) bool {
+	var pe *PermanentError
+	return errors.As(err, &pe)
+}

@@ -44,12 +44,7 @@ func TestStartServeStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and kube-apiserver")
 	}
-	if _, err := etcdproc.Binary(); err != nil {
-		t.Skip(err)
-	}
-	if _, err := Binary(); err != nil {
-		t.Skip(err)
-	}
+	Need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

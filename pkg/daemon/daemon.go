@@ -45,6 +45,14 @@ type Deps struct {
 	KernelWatch func(ctx context.Context, f kernelwatch.Filter, kick func()) error
 }
 
+// PreviousLeaser is implemented by subnet managers that can tell what this node
+// advertised before (the Kubernetes manager reads it from the node's annotations). The
+// daemon asks after GetNetworkConfig succeeded and only when its own state file has no
+// record, so that a backend keeps advertised values such as the VTEP MAC.
+type PreviousLeaser interface {
+	PreviousLease() *subnet.Lease
+}
+
 // TrafficRules is the seam to the traffic rules (pkg/trafficrules): Setup runs once after
 // the lease is acquired and before the subnet file is written (an error stops the daemon);
 // Run keeps the rules true until ctx ends.
@@ -140,13 +148,22 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if err != nil {
 		klog.ErrorS(err, "Ignoring unreadable state file", "path", stPath)
 	}
-	attrs, err := be.Prepare(ctx, prev.previousLease())
+	prevLease := prev.previousLease()
+	if pl, ok := deps.Manager.(PreviousLeaser); ok && prevLease == nil {
+		// No state file (e.g. /run was emptied by a reboot): the datastore may still
+		// hold what this node advertised (kube: the node's annotations).
+		prevLease = pl.PreviousLease()
+	}
+	attrs, err := be.Prepare(ctx, prevLease)
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
 	}
 	lease, err := acquire(ctx, startup, cfg, attrs, tm)
 	if err != nil {
-		return nil // cancelled
+		if ctx.Err() != nil {
+			return nil // cancelled
+		}
+		return fmt.Errorf("error registering network: %w", err) // permanent (subnet.IsPermanent)
 	}
 	ready.Set(checkLeaseValid, nil) // from now on its probe judges
 	nw, err := be.Start(ctx, lease)
@@ -236,7 +253,8 @@ func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (
 	}
 }
 
-// acquire gets the lease, retrying datastore errors with backoff until ctx ends.
+// acquire gets the lease, retrying datastore errors with backoff until ctx ends; a
+// subnet.PermanentError is returned at once.
 func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
@@ -248,6 +266,9 @@ func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if subnet.IsPermanent(err) {
+			return nil, err
 		}
 		klog.ErrorS(err, "Failed to acquire lease; retrying", "retryIn", wait)
 		select {

@@ -32,29 +32,17 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		return nil, fmt.Errorf("timeout contacting kube-api, failed to patch node %q. Error: %w", name, err)
 	}
 	if n.Spec.PodCIDR == "" && len(n.Spec.PodCIDRs) == 0 {
+		// Retried: the controller manager may not have got to this node yet.
 		return nil, fmt.Errorf("node %q pod cidr not assigned: %s", name, podCIDRHint)
 	}
+	// A node's pod CIDRs cannot change once assigned, so a mismatch with the network
+	// config is permanent for this config: the daemon exits and the restart re-reads it.
 	v4, v6, err := podCIDRs(n)
 	if err != nil {
-		return nil, err
+		return nil, &subnet.PermanentError{Err: err}
 	}
-	if cfg.EnableIPv4 {
-		if !v4.IsValid() {
-			return nil, fmt.Errorf("node %q has no IPv4 pod CIDR but the network config enables IPv4: %s", name, podCIDRHint)
-		}
-		if !cfg.Network.Contains(v4.Addr()) || v4.Bits() < cfg.Network.Bits() {
-			return nil, fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q PodCIDR of the %q node: %s",
-				cfg.Network, v4, name, podCIDRHint)
-		}
-	}
-	if cfg.EnableIPv6 {
-		if !v6.IsValid() {
-			return nil, fmt.Errorf("node %q has no IPv6 pod CIDR but the network config enables IPv6: %s", name, podCIDRHint)
-		}
-		if !cfg.IPv6Network.Contains(v6.Addr()) || v6.Bits() < cfg.IPv6Network.Bits() {
-			return nil, fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q IPv6 PodCIDR of the %q node: %s",
-				cfg.IPv6Network, v6, name, podCIDRHint)
-		}
+	if err := checkPodCIDRs(name, cfg, v4, v6); err != nil {
+		return nil, &subnet.PermanentError{Err: err}
 	}
 	want := m.desiredAnnotations(n, cfg, attrs)
 	if changed(n.Annotations, want) {
@@ -76,6 +64,29 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		l.EnableIPv6, l.IPv6Subnet = false, netip.Prefix{}
 	}
 	return l, nil
+}
+
+// checkPodCIDRs verifies that the node's pod CIDRs fit the network config.
+func checkPodCIDRs(name string, cfg *subnet.Config, v4, v6 netip.Prefix) error {
+	if cfg.EnableIPv4 {
+		if !v4.IsValid() {
+			return fmt.Errorf("node %q has no IPv4 pod CIDR but the network config enables IPv4: %s", name, podCIDRHint)
+		}
+		if !cfg.Network.Contains(v4.Addr()) || v4.Bits() < cfg.Network.Bits() {
+			return fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q PodCIDR of the %q node: "+
+				"make the controller manager's --cluster-cidr and the net-conf.json Network agree", cfg.Network, v4, name)
+		}
+	}
+	if cfg.EnableIPv6 {
+		if !v6.IsValid() {
+			return fmt.Errorf("node %q has no IPv6 pod CIDR but the network config enables IPv6: %s", name, podCIDRHint)
+		}
+		if !cfg.IPv6Network.Contains(v6.Addr()) || v6.Bits() < cfg.IPv6Network.Bits() {
+			return fmt.Errorf("subnet %q specified in the flannel net config doesn't contain %q IPv6 PodCIDR of the %q node: "+
+				"make the controller manager's --cluster-cidr and the net-conf.json IPv6Network agree", cfg.IPv6Network, v6, name)
+		}
+	}
+	return nil
 }
 
 // desiredAnnotations are the annotation values this node must carry for attrs.

@@ -61,6 +61,11 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error creating network manager: %w", err)
 	}
+	if cfg.NodeName == "" && (cfg.PodName == "" || cfg.PodNamespace == "") {
+		// Only the pod spec can fix this: restarting with the same environment cannot.
+		return nil, errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME): " +
+			"set them from the downward API (fieldRef metadata.name, metadata.namespace or spec.nodeName) as dist/kube-flannel.yml does")
+	}
 	rc := cfg.REST
 	if rc == nil {
 		if cfg.APIURL == "" && cfg.KubeconfigFile == "" {
@@ -109,7 +114,7 @@ func (m *Manager) NodeName(ctx context.Context) (string, error) {
 		return n, nil
 	}
 	if m.cfg.PodName == "" || m.cfg.PodNamespace == "" {
-		return "", errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)")
+		return "", errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)") // New refuses this
 	}
 	pod, err := m.cs.CoreV1().Pods(m.cfg.PodNamespace).Get(ctx, m.cfg.PodName, metav1.GetOptions{})
 	if err != nil {
