@@ -53,7 +53,9 @@ func TestRunStopsOnPermanentAcquireError(t *testing.T) {
 	}
 	tm := timings{configRetry: time.Millisecond, acquireRetry: time.Millisecond, acquireMax: time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
 	errc := make(chan error, 1)
-	go func() { errc <- run(context.Background(), Options{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, deps, tm) }()
+	go func() {
+		errc <- run(context.Background(), Options{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, deps, tm)
+	}()
 	select {
 	case err := <-errc:
 		if !subnet.IsPermanent(err) {

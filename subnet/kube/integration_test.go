@@ -482,4 +482,3 @@ func sorted(s []string) []string {
 	}
 	return out
 }
-
