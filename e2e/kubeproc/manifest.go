@@ -1,0 +1,130 @@
+package kubeproc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// ReadManifest parses a multi-document YAML file into objects (empty documents skipped).
+func ReadManifest(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeproc: %w", err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, fmt.Errorf("kubeproc: %s: %w", path, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: m})
+	}
+}
+
+// ApplyManifest server-side applies every object of the file in order, each first as a
+// dry run (dryRunOnly: only the dry run), like `kubectl apply --server-side [--dry-run=server]`.
+func ApplyManifest(ctx context.Context, rc *rest.Config, path string, dryRunOnly bool) error {
+	objs, err := ReadManifest(path)
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubeproc: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubeproc: %w", err)
+	}
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("kubeproc: %s %s: %w", gvk, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("kubeproc: %w", err)
+		}
+		force := true
+		opts := metav1.PatchOptions{FieldManager: "kubeproc", Force: &force, DryRun: []string{metav1.DryRunAll}}
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
+			return fmt.Errorf("kubeproc: dry-run apply of %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+		if dryRunOnly {
+			continue
+		}
+		opts.DryRun = nil
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
+			return fmt.Errorf("kubeproc: apply of %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// ServiceAccountToken creates the service account if needed and mints a token for it with
+// the TokenRequest API (there is no controller manager to fill token Secrets).
+func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace, name string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("kubeproc: service account %s/%s: %w", namespace, name, err)
+	}
+	exp := int64(24 * 3600)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("kubeproc: token for %s/%s: %w", namespace, name, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// CreatePodOnNode creates a pod bound to node (spec.nodeName set directly: there is no
+// scheduler), running as serviceAccount, so that flanneld can find its node through
+// POD_NAME/POD_NAMESPACE. Nothing runs it (no kubelet).
+func CreatePodOnNode(ctx context.Context, cs kubernetes.Interface, namespace, name, node, serviceAccount string) error {
+	no := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: corev1.PodSpec{
+			NodeName:                     node,
+			ServiceAccountName:           serviceAccount,
+			AutomountServiceAccountToken: &no,
+			Containers:                   []corev1.Container{{Name: "flanneld", Image: "localhost/flannel-go/flanneld:latest"}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("kubeproc: pod %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
