@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
 	"github.com/flannel-go/flannel/subnet/etcd"
+	"github.com/flannel-go/flannel/subnet/kube"
 )
 
 // version is set at build time: -ldflags "-X main.version=v0.1.0".
@@ -55,23 +57,12 @@ func run() int {
 		klog.InfoS("No previous subnet found", "key", "FLANNEL_SUBNET", "file", opts.SubnetFile)
 	}
 	prevV6Subnet, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_SUBNET")
-	sm, err := etcd.New(etcd.Config{
-		Endpoints:      opts.EtcdEndpoints,
-		Prefix:         opts.EtcdPrefix,
-		KeyFile:        opts.EtcdKeyfile,
-		CertFile:       opts.EtcdCertfile,
-		CAFile:         opts.EtcdCAFile,
-		Username:       opts.EtcdUsername,
-		Password:       opts.EtcdPassword,
-		PrevSubnet:     prevSubnet,
-		PrevIPv6Subnet: prevV6Subnet,
-		RenewMargin:    opts.SubnetLeaseRenewMargin,
-	})
+	sm, closeSM, err := newSubnetManager(opts, prevSubnet, prevV6Subnet)
 	if err != nil {
 		klog.ErrorS(err, "Failed to create SubnetManager")
 		return 1
 	}
-	defer sm.Close()
+	defer closeSM()
 	klog.InfoS("Created subnet manager", "name", sm.Name())
 
 	// The first SIGINT/SIGTERM cancels the context; stop() then restores the default
@@ -103,12 +94,17 @@ func run() int {
 			"udp":     udp.New,
 		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
+			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
+			if km, ok := sm.(*kube.Manager); ok {
+				// The node-public-ip(v6) annotations replace --public-ip(v6) (compat §1.5).
+				publicIP, publicIPv6 = km.PublicIPs(publicIP, publicIPv6)
+			}
 			return ipmatch.LookupExtIface(ipmatch.Options{
 				Ifaces:        opts.Iface,
 				IfaceRegexes:  opts.IfaceRegex,
 				IfaceCanReach: opts.IfaceCanReach,
-				PublicIP:      opts.PublicIP,
-				PublicIPv6:    opts.PublicIPv6,
+				PublicIP:      publicIP,
+				PublicIPv6:    publicIPv6,
 				EnableIPv4:    cfg.EnableIPv4,
 				EnableIPv6:    cfg.EnableIPv6,
 			})
@@ -126,4 +122,41 @@ func run() int {
 	}
 	klog.InfoS("Exiting cleanly")
 	return 0
+}
+
+// newSubnetManager builds the etcd or (--kube-subnet-mgr) Kubernetes subnet manager and
+// the function that releases it.
+func newSubnetManager(opts daemon.Options, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
+	if opts.KubeSubnetMgr {
+		sm, err := kube.New(kube.Config{
+			APIURL:                    opts.KubeAPIURL,
+			KubeconfigFile:            opts.KubeConfigFile,
+			AnnotationPrefix:          opts.KubeAnnotationPrefix,
+			NetConfigPath:             opts.NetConfigPath,
+			SetNodeNetworkUnavailable: opts.SetNodeNetworkUnavailable,
+			NodeName:                  os.Getenv("NODE_NAME"),
+			PodName:                   os.Getenv("POD_NAME"),
+			PodNamespace:              os.Getenv("POD_NAMESPACE"),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return sm, func() {}, nil
+	}
+	sm, err := etcd.New(etcd.Config{
+		Endpoints:      opts.EtcdEndpoints,
+		Prefix:         opts.EtcdPrefix,
+		KeyFile:        opts.EtcdKeyfile,
+		CertFile:       opts.EtcdCertfile,
+		CAFile:         opts.EtcdCAFile,
+		Username:       opts.EtcdUsername,
+		Password:       opts.EtcdPassword,
+		PrevSubnet:     prevSubnet,
+		PrevIPv6Subnet: prevV6Subnet,
+		RenewMargin:    opts.SubnetLeaseRenewMargin,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return sm, func() { sm.Close() }, nil
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/daemon"
+	"github.com/flannel-go/flannel/subnet/kube"
 )
 
 // errHelp is returned by parseOptions for -h/--help: print usage and exit 0.
@@ -339,17 +340,13 @@ func finish(o *daemon.Options, r *rawOptions, src func(string) string) error {
 		}
 	}
 
-	// Features that are not built yet: refuse rather than silently run without them.
-	unsupported := []struct {
-		name    string
-		set     bool
-		feature string
-	}{
-		{"kube-subnet-mgr", o.KubeSubnetMgr, "Kubernetes mode"},
-	}
-	for _, u := range unsupported {
-		if u.set {
-			return fmt.Errorf("--%s%s is not supported yet (%s is later work)", u.name, src(u.name), u.feature)
+	if o.KubeSubnetMgr {
+		// Checked here so that a bad prefix is a usage error, not a runtime failure.
+		if _, err := kube.NewAnnotations(o.KubeAnnotationPrefix); err != nil {
+			return fmt.Errorf("invalid --kube-annotation-prefix %q%s: %w", o.KubeAnnotationPrefix, src("kube-annotation-prefix"), err)
+		}
+		if o.NetConfigPath == "" {
+			return fmt.Errorf("--net-config-path%s must not be empty with --kube-subnet-mgr", src("net-config-path"))
 		}
 	}
 	return nil

@@ -221,6 +221,20 @@ func TestParseOptions(t *testing.T) {
 			},
 		},
 		{
+			name: "kube mode with its flags",
+			args: []string{"--kube-subnet-mgr", "--kube-api-url=https://192.0.2.253:6443", "--kubeconfig-file=/kc",
+				"--kube-annotation-prefix=example.com/team", "--net-config-path=/etc/n.json", "--set-node-network-unavailable=false"},
+			want: func(o *daemon.Options) {
+				o.KubeSubnetMgr, o.KubeAPIURL, o.KubeConfigFile = true, "https://192.0.2.253:6443", "/kc"
+				o.KubeAnnotationPrefix, o.NetConfigPath, o.SetNodeNetworkUnavailable = "example.com/team", "/etc/n.json", false
+			},
+		},
+		{
+			name: "kube mode from env",
+			env:  map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBECONFIG_FILE": "/kc"},
+			want: func(o *daemon.Options) { o.KubeSubnetMgr, o.KubeConfigFile = true, "/kc" },
+		},
+		{
 			name: "healthz ip may be IPv6, healthz port bounds",
 			args: []string{"--healthz-ip=::1", "--healthz-port=65535"},
 			want: func(o *daemon.Options) { o.HealthzIP, o.HealthzPort = "::1", 65535 },
@@ -289,9 +303,12 @@ func TestParseOptionsErrors(t *testing.T) {
 			wantErr: "Invalid subnet-lease-renew-margin option, out of acceptable range"},
 		{name: "renew margin from env", env: map[string]string{"FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "2000"},
 			wantErr: "Invalid subnet-lease-renew-margin option, out of acceptable range: 2000 (from FLANNELD_SUBNET_LEASE_RENEW_MARGIN)"},
-		{name: "kube subnet manager", args: []string{"--kube-subnet-mgr"}, wantErr: "--kube-subnet-mgr is not supported yet"},
-		{name: "kube subnet manager from env", env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true"},
-			wantErr: "--kube-subnet-mgr (from FLANNELD_KUBE_SUBNET_MGR) is not supported yet"},
+		{name: "kube annotation prefix", args: []string{"--kube-subnet-mgr", "--kube-annotation-prefix=org"},
+			wantErr: `invalid --kube-annotation-prefix "org": subnet/kube: prefix must be in a format: fqdn/[0-9a-z-_]*`},
+		{name: "kube annotation prefix from env", args: []string{"--kube-subnet-mgr"}, env: map[string]string{"FLANNELD_KUBE_ANNOTATION_PREFIX": "a.b/c/d"},
+			wantErr: `invalid --kube-annotation-prefix "a.b/c/d" (from FLANNELD_KUBE_ANNOTATION_PREFIX): subnet/kube: prefix can contain at most single slash`},
+		{name: "kube empty net config path", args: []string{"--kube-subnet-mgr", "--net-config-path="},
+			wantErr: "--net-config-path must not be empty with --kube-subnet-mgr"},
 		{name: "iptables resync zero", args: []string{"--iptables-resync=0"}, wantErr: "invalid --iptables-resync 0: must be at least 1 second"},
 		{name: "iptables resync from env", env: map[string]string{"FLANNELD_IPTABLES_RESYNC": "-1"}, wantErr: "invalid --iptables-resync -1 (from FLANNELD_IPTABLES_RESYNC): must be at least 1 second"},
 		{name: "public ip not an address", args: []string{"--public-ip=foo"}, wantErr: "invalid public IP address: foo"},

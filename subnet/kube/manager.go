@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 
@@ -175,6 +176,33 @@ func (m *Manager) NodePublicIPs() (v4, v6 string) {
 		return "", ""
 	}
 	return m.own.Annotations[m.ann.NodePublicIP], m.own.Annotations[m.ann.NodePublicIPv6]
+}
+
+// PublicIPs returns the public addresses to use: the own node's node-public-ip and
+// node-public-ipv6 annotations (as last read by GetNetworkConfig) where set, else flagV4
+// and flagV6 (--public-ip, --public-ipv6). Like upstream, an annotation drives the
+// interface lookup as --public-ip would. An annotation that is not an address of the
+// right family is logged and ignored.
+func (m *Manager) PublicIPs(flagV4, flagV6 string) (v4, v6 string) {
+	a4, a6 := m.NodePublicIPs()
+	v4, v6 = flagV4, flagV6
+	if a4 != "" {
+		if ip, err := netip.ParseAddr(a4); err != nil || !ip.Is4() {
+			klog.ErrorS(err, "Ignoring invalid node annotation: not an IPv4 address", "annotation", m.ann.NodePublicIP, "value", a4)
+		} else {
+			klog.InfoS("Using the node's public IP annotation instead of --public-ip", "annotation", m.ann.NodePublicIP, "publicIP", a4)
+			v4 = a4
+		}
+	}
+	if a6 != "" {
+		if ip, err := netip.ParseAddr(a6); err != nil || !ip.Is6() || ip.Is4In6() {
+			klog.ErrorS(err, "Ignoring invalid node annotation: not an IPv6 address", "annotation", m.ann.NodePublicIPv6, "value", a6)
+		} else {
+			klog.InfoS("Using the node's public IPv6 annotation instead of --public-ipv6", "annotation", m.ann.NodePublicIPv6, "publicIPv6", a6)
+			v6 = a6
+		}
+	}
+	return v4, v6
 }
 
 // PreviousLease is what the own node advertised before (from its annotations as last read),
