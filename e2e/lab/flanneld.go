@@ -84,6 +84,10 @@ func (l *Lab) LogPath(i int) string { return filepath.Join(l.NodeDir(i), "flanne
 // extraArgs (later flags win). It fails if flanneld already runs on that node. The process
 // is killed if this process dies (Pdeathsig) and by Close.
 func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
+	return l.startFlanneld(i, nil, extraArgs...)
+}
+
+func (l *Lab) startFlanneld(i int, extraEnv []string, extraArgs ...string) error {
 	n, err := l.node(i)
 	if err != nil {
 		return err
@@ -113,7 +117,7 @@ func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
 	fmt.Fprintf(logf, "===== lab: %s starting: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = n.dir
-	cmd.Env = flanneldEnv()
+	cmd.Env = append(flanneldEnv(), extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Pdeathsig: syscall.SIGKILL, // never outlive the test or demo process

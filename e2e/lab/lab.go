@@ -37,6 +37,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flannel-go/flannel/e2e/etcdproc"
+	"github.com/flannel-go/flannel/e2e/kubeproc"
 )
 
 // Fixed lab addresses.
@@ -84,6 +85,7 @@ type Lab struct {
 	mu     sync.Mutex
 	closed bool
 	etcd   *etcdproc.Proc
+	kube   *kubeproc.Proc // StartKubeAPIServer
 	cli    *clientv3.Client
 	nodes  []*node // index i-1 for node i
 	pods   map[[2]int]Pod
@@ -362,8 +364,8 @@ func (l *Lab) node(i int) (*node, error) {
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
-	cli, etcd := l.cli, l.etcd
-	l.cli, l.etcd = nil, nil
+	cli, etcd, kube := l.cli, l.etcd, l.kube
+	l.cli, l.etcd, l.kube = nil, nil, nil
 	var procs []*flannelProc
 	for _, n := range l.nodes {
 		if n.proc != nil {
@@ -380,6 +382,9 @@ func (l *Lab) Close() error {
 	}
 	if cli != nil {
 		_ = cli.Close()
+	}
+	if kube != nil {
+		kube.Stop() // before etcd: without etcd it hangs in shutdown
 	}
 	if etcd != nil {
 		etcd.Kill()
@@ -398,7 +403,7 @@ func (l *Lab) ownNamespaces(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, ns := range all {
-		if ns == l.SwitchNS() || belongsToNodes(ns, l.opts.Name) {
+		if ns == l.SwitchNS() || ns == l.KubeNS() || belongsToNodes(ns, l.opts.Name) {
 			out = append(out, ns)
 		}
 	}
