@@ -22,8 +22,9 @@ deps:
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/flanneld ./cmd/flanneld
 
-# Everything: unit, integration (real etcd, real kernel in namespaces) and e2e. Needs root.
-test: deps
+# Everything: unit, integration (real etcd, real kube-apiserver, real kernel in namespaces)
+# and e2e. Needs root. Builds the kube-apiserver first (cached; see kube-apiserver below).
+test: deps kube-apiserver
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Only what needs neither root nor etcd.
@@ -68,7 +69,8 @@ bench-heal: build
 	$(GO) run ./e2e/cmd/benchheal -flanneld bin/flanneld $(BENCH_HEAL_ARGS)
 
 # A real kube-apiserver for the Kubernetes-mode tests, built from the tools/kube-apiserver
-# module once per version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (several minutes).
+# module once per version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (a few minutes the
+# first time, nothing afterwards). Without it those tests skip, or fail when CI=true.
 kube-apiserver:
 	GO=$(GO) tools/kube-apiserver/build.sh
 
