@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -301,4 +302,39 @@ func FuzzNodeToLease(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestNew(t *testing.T) {
+	rc := &rest.Config{Host: "https://192.0.2.253:6443"}
+	tests := []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"node name", Config{REST: rc, NodeName: "n1"}, ""},
+		{"pod", Config{REST: rc, PodName: "p", PodNamespace: "kube-flannel"}, ""},
+		{"no identity", Config{REST: rc}, "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)"},
+		{"pod name only", Config{REST: rc, PodName: "p"}, "POD_NAMESPACE must be set"},
+		{"bad prefix", Config{REST: rc, NodeName: "n1", AnnotationPrefix: "org"}, "error creating network manager: subnet/kube: prefix must be in a format"},
+		{"bad kubeconfig", Config{KubeconfigFile: "/nonexistent/kubeconfig", NodeName: "n1"}, "fail to create kubernetes config"},
+	}
+	for _, tt := range tests {
+		m, err := New(tt.cfg)
+		if tt.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s: err %v, want %q", tt.name, err, tt.err)
+		}
+		if m != nil {
+			t.Errorf("%s: manager returned with an error", tt.name)
+		}
+	}
+	m, _ := New(Config{REST: rc, NodeName: "n1"})
+	if m.Name() != "Kubernetes Subnet Manager - n1" {
+		t.Errorf("Name() = %q", m.Name())
+	}
 }
