@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/klog/v2"
 
@@ -151,7 +150,7 @@ func (m *Manager) patchAnnotations(ctx context.Context, n *corev1.Node, want map
 	if err != nil {
 		return fmt.Errorf("failed to create patch for node %q: %w", n.Name, err)
 	}
-	if _, err := m.cs.CoreV1().Nodes().Patch(ctx, n.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+	if err := m.cs.patchNodeStatus(ctx, n.Name, patch); err != nil {
 		return withHint(fmt.Errorf("failed to patch node %q: %w", n.Name, err))
 	}
 	return nil
@@ -206,7 +205,7 @@ func (m *Manager) setNetworkAvailable(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := m.cs.CoreV1().Nodes().PatchStatus(pctx, name, patch); err != nil {
+	if err := m.cs.patchNodeStatus(pctx, name, patch); err != nil {
 		return withHint(fmt.Errorf("failed to set NetworkUnavailable=False on node %q: %w", name, err))
 	}
 	klog.InfoS("Set node condition", "node", name, "type", "NetworkUnavailable", "status", "False", "reason", "FlannelIsUp")

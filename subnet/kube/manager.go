@@ -10,9 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -43,7 +41,7 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	ann Annotations
-	cs  kubernetes.Interface
+	cs  *client
 
 	mu       sync.Mutex
 	nodeName string
@@ -84,7 +82,7 @@ func New(cfg Config) (*Manager, error) {
 	if rc.UserAgent == "" {
 		rc.UserAgent = "flannel-go"
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := newClient(rc)
 	if err != nil {
 		return nil, fmt.Errorf("unable to initialize client: %w", err)
 	}
@@ -117,7 +115,7 @@ func (m *Manager) NodeName(ctx context.Context) (string, error) {
 	if m.cfg.PodName == "" || m.cfg.PodNamespace == "" {
 		return "", errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)") // New refuses this
 	}
-	pod, err := m.cs.CoreV1().Pods(m.cfg.PodNamespace).Get(ctx, m.cfg.PodName, metav1.GetOptions{})
+	pod, err := m.cs.getPod(ctx, m.cfg.PodNamespace, m.cfg.PodName)
 	if err != nil {
 		return "", withHint(fmt.Errorf("error retrieving pod spec for '%s/%s': %w", m.cfg.PodNamespace, m.cfg.PodName, err))
 	}
@@ -156,7 +154,7 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 }
 
 func (m *Manager) getNode(ctx context.Context, name string) (*corev1.Node, error) {
-	n, err := m.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	n, err := m.cs.getNode(ctx, name)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("failed to get node %q: %w", name, err))
 	}

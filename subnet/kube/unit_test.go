@@ -193,7 +193,7 @@ func TestLeaseWatchApply(t *testing.T) {
 		{"deleted twice", map[string]*corev1.Node{"b": nil}, nil},
 	}
 	for _, s := range steps {
-		got := w.apply(s.nodes)
+		got := w.apply(slimAll(s.nodes))
 		var gotEv []ev
 		for _, e := range got {
 			gotEv = append(gotEv, ev{e.Type, e.Lease.Key()})
@@ -219,6 +219,20 @@ func TestLeaseWatchApply(t *testing.T) {
 	}
 }
 
+// slimAll is what the informer hands on: peer nodes (nil: deleted).
+func slimAll(nodes map[string]*corev1.Node) map[string]*peerNode {
+	m := &Manager{ann: testAnn}
+	out := map[string]*peerNode{}
+	for k, n := range nodes {
+		if n == nil {
+			out[k] = nil
+			continue
+		}
+		out[k] = m.slim(n)
+	}
+	return out
+}
+
 func withAnn(n *corev1.Node, k, v string) *corev1.Node {
 	c := n.DeepCopy()
 	c.Annotations[k] = v
@@ -236,18 +250,33 @@ func TestSlimNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := got.(*corev1.Node)
+	s := got.(*peerNode)
 	if s.Name != "a" || s.ResourceVersion != "42" || len(s.ManagedFields) != 0 || len(s.Labels) != 0 ||
-		len(s.Status.Conditions) != 0 || len(s.Annotations) != 4 || len(s.Spec.PodCIDRs) != 2 {
+		len(s.Annotations) != 4 || len(s.PodCIDRs) != 2 {
 		t.Fatalf("slim node %+v", s)
 	}
 	if _, ok := s.Annotations["unrelated"]; ok {
 		t.Fatal("unrelated annotation kept")
 	}
 	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
-	l2, err2 := nodeToLease(s, testAnn, &subnet.Config{EnableIPv4: true})
+	l2, err2 := nodeToLease(s.node(), testAnn, &subnet.Config{EnableIPv4: true})
 	if err1 != nil || err2 != nil || !sameLease(l1, l2) {
 		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
+	}
+	// Only spec.podCIDR set (older clusters): kept as the list.
+	old := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
+	if p := m.slim(old); len(p.PodCIDRs) != 1 || p.PodCIDRs[0] != "10.244.2.0/24" {
+		t.Fatalf("podCIDR not kept: %+v", p)
+	}
+	// The transform is idempotent and leaves other objects alone.
+	if again, _ := m.slimNode(s); again != s {
+		t.Fatal("transform of a peer node changed it")
+	}
+	c := s.DeepCopyObject().(*peerNode)
+	c.Annotations["x"] = "y"
+	c.PodCIDRs[0] = "changed"
+	if _, ok := s.Annotations["x"]; ok || s.PodCIDRs[0] == "changed" {
+		t.Fatal("DeepCopyObject shares memory")
 	}
 }
 

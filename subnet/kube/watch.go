@@ -29,13 +29,12 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	if cfg == nil {
 		return errors.New("subnet/kube: WatchLeases called before GetNetworkConfig")
 	}
-	nodes := m.cs.CoreV1().Nodes()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return nodes.List(ctx, o)
+			return m.listSlim(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return nodes.Watch(ctx, o)
+			return m.cs.watchNodes(ctx, o)
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
@@ -104,42 +103,19 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}
 }
 
-// slimNode is the informer's cache transform: of a Node it keeps the name, the
-// resourceVersion, the lease annotations and the pod CIDRs; nothing else is cached.
-func (m *Manager) slimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
-	s := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion}}
-	for _, k := range m.ann.leaseKeys() {
-		if v, ok := n.Annotations[k]; ok {
-			if s.Annotations == nil {
-				s.Annotations = make(map[string]string, 6)
-			}
-			s.Annotations[k] = v
-		}
-	}
-	s.Spec.PodCIDR = n.Spec.PodCIDR
-	if len(n.Spec.PodCIDRs) > 0 {
-		s.Spec.PodCIDRs = n.Spec.PodCIDRs
-	}
-	return s, nil
-}
-
 // nodeQueue hands informer notifications to WatchLeases without ever blocking the
 // informer: the latest state per node name (nil = deleted), coalesced.
 type nodeQueue struct {
 	mu      sync.Mutex
-	pending map[string]*corev1.Node
+	pending map[string]*peerNode
 	signal  chan struct{}
 }
 
 func newNodeQueue() *nodeQueue {
-	return &nodeQueue{pending: map[string]*corev1.Node{}, signal: make(chan struct{}, 1)}
+	return &nodeQueue{pending: map[string]*peerNode{}, signal: make(chan struct{}, 1)}
 }
 
-func (q *nodeQueue) put(name string, n *corev1.Node) {
+func (q *nodeQueue) put(name string, n *peerNode) {
 	q.mu.Lock()
 	q.pending[name] = n
 	q.mu.Unlock()
@@ -150,17 +126,17 @@ func (q *nodeQueue) put(name string, n *corev1.Node) {
 }
 
 func (q *nodeQueue) set(obj any) {
-	if n, ok := obj.(*corev1.Node); ok {
+	if n, ok := obj.(*peerNode); ok {
 		q.put(n.Name, n)
 	}
 }
 
 func (q *nodeQueue) remove(obj any) {
 	switch o := obj.(type) {
-	case *corev1.Node:
+	case *peerNode:
 		q.put(o.Name, nil)
 	case cache.DeletedFinalStateUnknown:
-		if n, ok := o.Obj.(*corev1.Node); ok {
+		if n, ok := o.Obj.(*peerNode); ok {
 			q.put(n.Name, nil)
 			return
 		}
@@ -170,14 +146,14 @@ func (q *nodeQueue) remove(obj any) {
 	}
 }
 
-func (q *nodeQueue) drain() map[string]*corev1.Node {
+func (q *nodeQueue) drain() map[string]*peerNode {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.pending) == 0 {
 		return nil
 	}
 	p := q.pending
-	q.pending = map[string]*corev1.Node{}
+	q.pending = map[string]*peerNode{}
 	return p
 }
 
@@ -189,7 +165,7 @@ type leaseWatch struct {
 }
 
 // apply folds the latest node states (nil = deleted) in and returns the lease events.
-func (w *leaseWatch) apply(nodes map[string]*corev1.Node) []subnet.Event {
+func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var events []subnet.Event
 	for name, n := range nodes {
 		old, had := w.leases[name]
@@ -198,7 +174,7 @@ func (w *leaseWatch) apply(nodes map[string]*corev1.Node) []subnet.Event {
 			err = errDeleted
 		)
 		if n != nil {
-			l, err = nodeToLease(n, w.ann, w.cfg)
+			l, err = nodeToLease(n.node(), w.ann, w.cfg)
 			if err != nil && n.Annotations[w.ann.SubnetKubeManaged] == "true" {
 				klog.V(2).InfoS("Ignoring node", "node", name, "reason", err.Error())
 			}
