@@ -1,0 +1,109 @@
+package kube
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+)
+
+func testNodeList(n int) *corev1.NodeList {
+	l := &corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "4711"}}
+	for i := range n {
+		nd := node(fmt.Sprintf("n%d", i), []string{fmt.Sprintf("10.244.%d.0/24", i)}, peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01"))
+		nd.ResourceVersion = fmt.Sprint(100 + i)
+		nd.Labels = map[string]string{"kubernetes.io/os": "linux"}
+		nd.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/a:1"}, SizeBytes: 1 << 20}}
+		l.Items = append(l.Items, *nd)
+	}
+	return l
+}
+
+func protoEncode(t testing.TB, obj runtime.Object) []byte {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := corev1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := protobuf.NewSerializer(s, s).Encode(obj, &b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func decodeBytes(data []byte) (*peerNodeList, error) {
+	m := &Manager{ann: testAnn}
+	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), m.slim)
+}
+
+func TestDecodeNodeList(t *testing.T) {
+	m := &Manager{ann: testAnn}
+	for _, n := range []int{0, 1, 3, 200} {
+		list := testNodeList(n)
+		var want []*peerNode
+		for i := range list.Items {
+			want = append(want, m.slim(&list.Items[i]))
+		}
+		jsonData, err := json.Marshal(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range map[string][]byte{"protobuf": protoEncode(t, list), "json": jsonData} {
+			got, err := decodeBytes(data)
+			if err != nil {
+				t.Fatalf("%d nodes, %s: %v", n, name, err)
+			}
+			if got.ResourceVersion != "4711" {
+				t.Errorf("%d nodes, %s: resourceVersion %q", n, name, got.ResourceVersion)
+			}
+			if len(got.Items) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got.Items, want)) {
+				t.Errorf("%d nodes, %s: items differ:\n got %+v\nwant %+v", n, name, got.Items, want)
+			}
+		}
+	}
+}
+
+func TestDecodeNodeListErrors(t *testing.T) {
+	full := protoEncode(t, testNodeList(3))
+	for _, cut := range []int{5, 10, len(full) / 2, len(full) - 1} {
+		if _, err := decodeBytes(full[:cut]); err == nil {
+			t.Errorf("truncated at %d of %d: no error", cut, len(full))
+		}
+	}
+	if _, err := decodeBytes([]byte("k8s\x00")); err == nil {
+		t.Error("empty envelope: no error")
+	}
+	if _, err := decodeBytes([]byte(`{"items":[{"metadata":`)); err == nil {
+		t.Error("truncated JSON: no error")
+	}
+}
+
+func FuzzDecodeNodeList(f *testing.F) {
+	f.Add(protoEncode(f, testNodeList(2)))
+	f.Add([]byte(`{"metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a"}}]}`))
+	f.Add([]byte("k8s\x00\x12\x05\x12\x03\x0a\x01a"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := decodeBytes(data)
+		if err != nil {
+			return
+		}
+		for _, p := range l.Items {
+			if p == nil {
+				t.Fatal("nil item")
+			}
+			for k := range p.Annotations {
+				if !bytes.HasPrefix([]byte(k), []byte(testAnn.Prefix())) {
+					t.Fatalf("annotation %q kept", k)
+				}
+			}
+		}
+	})
+}
