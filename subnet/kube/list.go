@@ -33,24 +33,21 @@ func (m *Manager) listSlim(ctx context.Context, o metav1.ListOptions) (*peerNode
 		return nil, err
 	}
 	defer body.Close()
-	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), m.slim)
+	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), m.ann)
 }
 
 // protoMagic starts every object in the API server's protobuf encoding.
 var protoMagic = []byte("k8s\x00")
 
-// decodeNodeList reads a NodeList (protobuf envelope, or JSON) and applies slim to each
-// node as soon as it is decoded.
-func decodeNodeList(r *bufio.Reader, slim func(*corev1.Node) *peerNode) (*peerNodeList, error) {
+// decodeNodeList reads a NodeList (protobuf envelope, or JSON) and reduces each node to a
+// peerNode as soon as it is read. From protobuf, only the fields a peerNode keeps are
+// decoded at all (decodePeerNode); the rest of each Node is skipped unparsed.
+func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 	head, err := r.Peek(len(protoMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read node list: %w", err)
 	}
 	out := &peerNodeList{}
-	add := func(n *corev1.Node) error {
-		out.Items = append(out.Items, slim(n))
-		return nil
-	}
 	if !bytes.Equal(head, protoMagic) {
 		// JSON: decoded whole (servers answer protobuf for core types; this is a fallback).
 		var l corev1.NodeList
@@ -59,9 +56,7 @@ func decodeNodeList(r *bufio.Reader, slim func(*corev1.Node) *peerNode) (*peerNo
 		}
 		out.ListMeta = l.ListMeta
 		for i := range l.Items {
-			if err := add(&l.Items[i]); err != nil {
-				return nil, err
-			}
+			out.Items = append(out.Items, slimWith(ann, &l.Items[i]))
 		}
 		return out, nil
 	}
@@ -90,7 +85,7 @@ func decodeNodeList(r *bufio.Reader, slim func(*corev1.Node) *peerNode) (*peerNo
 			return nil, err
 		}
 		found = true
-		if err := decodeNodeListBody(io.LimitReader(r, int64(size)), out, add); err != nil {
+		if err := decodeNodeListBody(io.LimitReader(r, int64(size)), out, ann); err != nil {
 			return nil, err
 		}
 	}
@@ -100,7 +95,11 @@ func decodeNodeList(r *bufio.Reader, slim func(*corev1.Node) *peerNode) (*peerNo
 	return out, nil
 }
 
-func decodeNodeListBody(r io.Reader, out *peerNodeList, add func(*corev1.Node) error) error {
+func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
+	keep := map[string]bool{}
+	for _, k := range ann.leaseKeys() {
+		keep[k] = true
+	}
 	br := bufio.NewReader(r)
 	var buf []byte
 	for {
@@ -137,13 +136,11 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, add func(*corev1.Node) e
 			}
 			continue
 		}
-		var n corev1.Node
-		if err := n.Unmarshal(buf); err != nil {
+		p, err := decodePeerNode(buf, keep)
+		if err != nil {
 			return fmt.Errorf("decode node: %w", err)
 		}
-		if err := add(&n); err != nil {
-			return err
-		}
+		out.Items = append(out.Items, p)
 	}
 }
 
@@ -201,6 +198,107 @@ func skipField(r *bufio.Reader, typ protowire.Type) error {
 			return io.ErrUnexpectedEOF
 		}
 		return err
+	}
+	return nil
+}
+
+// Field numbers of the Kubernetes protobuf encoding (k8s.io/api/core/v1 and
+// k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto).
+const (
+	fieldNodeMetadata          = 1 // Node.metadata (ObjectMeta)
+	fieldNodeSpec              = 2 // Node.spec (NodeSpec)
+	fieldMetaName              = 1 // ObjectMeta.name
+	fieldMetaResourceVersion   = 6 // ObjectMeta.resourceVersion
+	fieldMetaAnnotations       = 12
+	fieldSpecPodCIDR           = 1 // NodeSpec.podCIDR
+	fieldSpecPodCIDRs          = 7 // NodeSpec.podCIDRs
+	fieldMapKey, fieldMapValue = 1, 2
+	errNodeMsg                 = "malformed Node"
+)
+
+// decodePeerNode reads a protobuf Node and keeps only the name, the resource version, the
+// annotations in keep and the pod CIDRs (spec.podCIDRs, else spec.podCIDR).
+func decodePeerNode(b []byte, keep map[string]bool) (*peerNode, error) {
+	p := &peerNode{}
+	var podCIDR string
+	err := eachField(b, func(num protowire.Number, v []byte) error {
+		switch num {
+		case fieldNodeMetadata:
+			return eachField(v, func(num protowire.Number, v []byte) error {
+				switch num {
+				case fieldMetaName:
+					p.Name = string(v)
+				case fieldMetaResourceVersion:
+					p.ResourceVersion = string(v)
+				case fieldMetaAnnotations:
+					var key, val []byte
+					if err := eachField(v, func(num protowire.Number, v []byte) error {
+						switch num {
+						case fieldMapKey:
+							key = v
+						case fieldMapValue:
+							val = v
+						}
+						return nil
+					}); err != nil {
+						return err
+					}
+					if keep[string(key)] {
+						if p.Annotations == nil {
+							p.Annotations = make(map[string]string, 6)
+						}
+						p.Annotations[string(key)] = string(val)
+					}
+				}
+				return nil
+			})
+		case fieldNodeSpec:
+			return eachField(v, func(num protowire.Number, v []byte) error {
+				switch num {
+				case fieldSpecPodCIDR:
+					podCIDR = string(v)
+				case fieldSpecPodCIDRs:
+					p.PodCIDRs = append(p.PodCIDRs, string(v))
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(p.PodCIDRs) == 0 && podCIDR != "" {
+		p.PodCIDRs = []string{podCIDR}
+	}
+	return p, nil
+}
+
+// eachField calls fn with every length-delimited field of the message b (other wire types
+// are skipped).
+func eachField(b []byte, fn func(protowire.Number, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errors.New(errNodeMsg)
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return errors.New(errNodeMsg)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return errors.New(errNodeMsg)
+		}
+		b = b[n:]
+		if err := fn(num, v); err != nil {
+			return err
+		}
 	}
 	return nil
 }

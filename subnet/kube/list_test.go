@@ -17,7 +17,13 @@ import (
 func testNodeList(n int) *corev1.NodeList {
 	l := &corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "4711"}}
 	for i := range n {
-		nd := node(fmt.Sprintf("n%d", i), []string{fmt.Sprintf("10.244.%d.0/24", i)}, peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01"))
+		cidrs := []string{fmt.Sprintf("10.244.%d.0/24", i)}
+		if i%2 == 1 { // dual stack: spec.podCIDRs set as well
+			cidrs = append(cidrs, fmt.Sprintf("fd00:%x::/64", i))
+		}
+		nd := node(fmt.Sprintf("n%d", i), cidrs, peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01"))
+		nd.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+		nd.Spec.Taints = []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}
 		nd.ResourceVersion = fmt.Sprint(100 + i)
 		nd.Labels = map[string]string{"kubernetes.io/os": "linux"}
 		nd.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/a:1"}, SizeBytes: 1 << 20}}
@@ -40,8 +46,7 @@ func protoEncode(t testing.TB, obj runtime.Object) []byte {
 }
 
 func decodeBytes(data []byte) (*peerNodeList, error) {
-	m := &Manager{ann: testAnn}
-	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), m.slim)
+	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), testAnn)
 }
 
 func TestDecodeNodeList(t *testing.T) {

@@ -46,9 +46,11 @@ func (l *peerNodeList) DeepCopyObject() runtime.Object {
 }
 
 // slim reduces a Node to a peerNode.
-func (m *Manager) slim(n *corev1.Node) *peerNode {
+func (m *Manager) slim(n *corev1.Node) *peerNode { return slimWith(m.ann, n) }
+
+func slimWith(ann Annotations, n *corev1.Node) *peerNode {
 	p := &peerNode{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion}}
-	for _, k := range m.ann.leaseKeys() {
+	for _, k := range ann.leaseKeys() {
 		if v, ok := n.Annotations[k]; ok {
 			if p.Annotations == nil {
 				p.Annotations = make(map[string]string, 6)
