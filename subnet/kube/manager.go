@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"sync"
 
@@ -229,6 +230,10 @@ func withHint(err error) error {
 		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes get, list, watch; nodes/status patch)", err)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w (cannot reach the API server: check --kube-api-url, --kubeconfig-file or the in-cluster service address, and the node's route to it)", err)
 	}
 	return err
 }
