@@ -367,3 +367,24 @@ func TestNew(t *testing.T) {
 		t.Errorf("Name() = %q", m.Name())
 	}
 }
+
+func TestPublicIPs(t *testing.T) {
+	tests := []struct {
+		ann          map[string]string
+		flag4, flag6 string
+		want4, want6 string
+	}{
+		{nil, "192.0.2.1", "", "192.0.2.1", ""},
+		{map[string]string{testAnn.NodePublicIP: "198.51.100.7"}, "192.0.2.1", "", "198.51.100.7", ""},
+		{map[string]string{testAnn.NodePublicIPv6: "2001:db8::7"}, "", "2001:db8::1", "", "2001:db8::7"},
+		{map[string]string{testAnn.NodePublicIP: "2001:db8::7", testAnn.NodePublicIPv6: "198.51.100.7"}, "192.0.2.1", "", "192.0.2.1", ""},
+		{map[string]string{testAnn.NodePublicIP: "not-an-ip"}, "", "", "", ""},
+	}
+	for _, tt := range tests {
+		m := &Manager{ann: testAnn, own: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: tt.ann}}}
+		v4, v6 := m.PublicIPs(tt.flag4, tt.flag6)
+		if v4 != tt.want4 || v6 != tt.want6 {
+			t.Errorf("%v with flags %q %q: got %q %q, want %q %q", tt.ann, tt.flag4, tt.flag6, v4, v6, tt.want4, tt.want6)
+		}
+	}
+}
