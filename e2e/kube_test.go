@@ -193,7 +193,7 @@ func TestKubeVXLAN(t *testing.T) {
 		})
 	}
 
-	// An update that changes no lease (a label, as kubelet heartbeats change status) reaches
+	// Updates that change no lease (a label, a kubelet-like status heartbeat) reach
 	// every flanneld's informer but must not touch the kernel: netlink shows no change on
 	// flannel.1 while it happens.
 	var mons []*exec.Cmd
@@ -211,6 +211,11 @@ func TestKubeVXLAN(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		if _, err := k.cs.CoreV1().Nodes().Patch(ctx, kubeNodeName(i), types.MergePatchType,
 			[]byte(`{"metadata":{"labels":{"heartbeat":"1"}}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		heartbeat := fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":%q}]}}`,
+			time.Now().UTC().Format(time.RFC3339))
+		if _, err := k.cs.CoreV1().Nodes().Patch(ctx, kubeNodeName(i), types.StrategicMergePatchType, []byte(heartbeat), metav1.PatchOptions{}, "status"); err != nil {
 			t.Fatal(err)
 		}
 	}
