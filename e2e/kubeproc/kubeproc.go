@@ -44,6 +44,9 @@ const Version = "v1.37.2"
 // one tools/kube-apiserver/build.sh caches ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
 func Binary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_KUBE_APISERVER"); b != "" {
+		if _, err := os.Stat(b); err != nil {
+			return "", fmt.Errorf("FLANNEL_TEST_KUBE_APISERVER: %w", err)
+		}
 		return b, nil
 	}
 	cache := os.Getenv("FLANNEL_GO_CACHE")
