@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver bench-kube
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver bench-kube image
 
 all: build
 
@@ -80,6 +80,17 @@ bench-kube: build kube-apiserver
 kube-apiserver:
 	GO=$(GO) tools/kube-apiserver/build.sh
 
+# The flanneld container image, without a container engine: flanneld built statically plus
+# iptables and nftables from this machine's Debian packages, committed FROM scratch with
+# buildah (installed here if missing) and written as an OCI archive for `podman load` or
+# `ctr images import` (Documentation/kubernetes.md#images). Needs root and apt-get.
+# Options: make image IMAGE=registry.example/flanneld:v1 IMAGE_ARCHIVE=/tmp/flanneld.tar
+IMAGE         ?= localhost/flannel-go/flanneld:latest
+IMAGE_ARCHIVE ?= dist/image/out/flanneld.oci.tar
+image:
+	tools/install-deps.sh --image
+	IMAGE='$(IMAGE)' OUT='$(IMAGE_ARCHIVE)' VERSION='$(VERSION)' GO='$(GO)' dist/image/build.sh
+
 vet:
 	$(GO) vet ./...
 
@@ -88,4 +99,4 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 clean:
-	rm -rf bin dist/flanneld
+	rm -rf bin dist/flanneld dist/image/out

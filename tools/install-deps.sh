@@ -2,6 +2,8 @@
 # Installs the Debian/Ubuntu packages the demo, the tests and the benchmarks use, with
 # apt-get, when any of them is missing (a machine that has them all is left untouched).
 # Used by `make deps` (and so by `make demo`, `make test`) and by .ci/run. Needs root.
+#   --image   also what `make image` and its test (dist/image) need: buildah (about 10 s,
+#             9 small packages); `make image` and .ci/run pass it, `make test` does not.
 set -euo pipefail
 
 # package:command pairs: the command proves the package is installed.
@@ -20,6 +22,16 @@ pkgs=(
   git:git
   make:make
 )
+# Building the container image: buildah (it works without a container engine or daemon).
+image_pkgs=(
+  buildah:buildah
+)
+for arg in "$@"; do
+  case "$arg" in
+    --image) pkgs+=("${image_pkgs[@]}") ;;
+    *) echo "install-deps: unknown argument $arg (known: --image)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for pc in "${pkgs[@]}"; do
