@@ -138,17 +138,36 @@ func TestImage(t *testing.T) {
 	}
 	expect(out, "10.244.0.0", "nft --json list table")
 
-	// A host whose kubelet uses iptables-legacy: the hint chain there selects legacy.
-	if out, err := run("", "xtables-legacy-multi", "iptables", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY"); err != nil {
+	// Choosing the backend must not create legacy tables in the namespace.
+	for _, f := range []string{"/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"} {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "cat", f).CombinedOutput()
+		if err == nil && len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("iptables-select created legacy tables (%s): %s", f, out)
+		}
+	}
+
+	// Hosts using iptables-legacy. Without kubelet's chains the backend with more rules wins.
+	legacyNS := newNetns(t)
+	if out, err := runInImage(ctx, legacyNS, root, "", "iptables-legacy", "-A", "FORWARD", "-s", "10.244.0.0/16", "-j", "ACCEPT"); err != nil {
 		if ci {
 			t.Fatalf("iptables-legacy in a network namespace: %v\n%s", err, out)
 		}
 		t.Logf("skipping the legacy selection: iptables-legacy does not work here: %v\n%s", err, out)
 		return
 	}
-	if err := os.Remove(filepath.Join(root, "run/iptables-select.mode")); err != nil {
-		t.Fatal(err)
+	forget := func() {
+		t.Helper()
+		if err := os.Remove(filepath.Join(root, "run/iptables-select.mode")); err != nil {
+			t.Fatal(err)
+		}
 	}
+	forget()
+	if out, err := runInImage(ctx, legacyNS, root, "", "iptables", "--version"); err != nil || !strings.Contains(out, "legacy") {
+		t.Errorf("iptables --version with a legacy rule only: %v\n%s", err, out)
+	}
+	// kubelet's canary chain in legacy beats the nft rules added above.
+	mustRun("", "iptables-legacy", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+	forget()
 	expect(mustRun("", "iptables", "--version"), "legacy", "iptables --version with kubelet's chain in legacy")
 	expect(mustRun("", "iptables", "-t", "mangle", "-S"), "-N KUBE-KUBELET-CANARY", "iptables -t mangle -S (legacy)")
 	// IPTABLES_MODE overrides the detection.
