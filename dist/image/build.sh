@@ -143,6 +143,7 @@ buildah_ copy "$ctr" "$rootfs" / >/dev/null
 buildah_ config \
   --entrypoint '["/opt/bin/flanneld"]' --cmd '' \
   --env PATH=/opt/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  --created-by "flannel-go dist/image/build.sh" \
   --label org.opencontainers.image.title=flanneld \
   --label org.opencontainers.image.version="$VERSION" \
   --label org.opencontainers.image.source=https://github.com/flannel-go/flannel \
