@@ -8,6 +8,7 @@ const (
 	KindDevice  = "device"
 	KindAddress = "address"
 	KindRule    = "rule"
+	KindNexthop = "nexthop" // kernel nexthop objects (vxlan's IPv4 peer routes)
 )
 
 // Operations a backend reports to its Observer.

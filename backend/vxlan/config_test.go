@@ -161,7 +161,7 @@ func TestNewValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := newBackend(nil, nil, tc.ext, tc.cfg)
+			b, err := newBackend(nil, nil, nil, tc.ext, tc.cfg)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)

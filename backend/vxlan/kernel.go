@@ -15,10 +15,10 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// nlHandle is the part of *netlink.Handle the backend uses. Each method is a netlink
-// request on the handle's namespace (a dump for the *List methods; LinkAdd may add a
-// lookup); calls block until the kernel answers and cannot be cancelled. Tests wrap it
-// to count writes.
+// nlHandle is the part of *netlink.Handle the backend uses for devices and addresses.
+// Each method is a netlink request on the handle's namespace (a dump for the *List
+// methods; LinkAdd may add a lookup); calls block until the kernel answers and cannot
+// be cancelled. Tests wrap it to count writes.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkByIndex(index int) (netlink.Link, error)
@@ -30,15 +30,21 @@ type nlHandle interface {
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
-	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) bool) error
-	RouteReplace(route *netlink.Route) error
-	RouteDel(route *netlink.Route) error
-	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
-	NeighSet(neigh *netlink.Neigh) error
-	NeighDel(neigh *netlink.Neigh) error
 }
 
 var _ nlHandle = (*netlink.Handle)(nil)
+
+// rtConn is the part of *netlinkx.Conn the backend uses for the per-peer objects (one
+// dump per kind and device, writes pipelined in batches). It lives in the same network
+// namespace as the nlHandle. Tests wrap it to count writes.
+type rtConn interface {
+	Run(b *netlinkx.Batch, done func(tag int, err error, nhID uint32)) error
+	Routes(fl netlinkx.RouteFilter, f func(r *netlinkx.Route)) error
+	Neighs(family uint8, ifindex int, f func(n *netlinkx.Neigh)) error
+	Nexthops(oif int, f func(nh *netlinkx.Nexthop)) error
+}
+
+var _ rtConn = (*netlinkx.Conn)(nil)
 
 // dumpAttempts bounds the retries of a dump the kernel reports as interrupted.
 const dumpAttempts = 3
@@ -63,6 +69,12 @@ type family struct {
 	want, act *famState
 	ops       ops
 	under     lpm // underlay routes, for DirectRouting
+
+	// nh: onlink peer routes use nexthop objects (IPv4; turned off for good when the
+	// kernel turns out not to have them). nhByID maps the ids of act.nh back to their
+	// gateways while routes are read.
+	nh     bool
+	nhByID map[uint32]netip.Addr
 }
 
 func (f *family) label() string {
@@ -309,153 +321,162 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link, apply bool) (changes int
 	return changes, errors.Join(errs...)
 }
 
-// readActual fills f.act from kernel dumps: permanent neighbours on the device, routes
-// we own (on the device; on the external interface with a destination inside the
-// network), and, for DirectRouting, the other routes of the main table into f.under.
-// The FDB is read separately (one dump for all families).
+// readActual fills f.act from kernel dumps, filtered by the kernel to what we may own:
+// nexthop objects on the device (when f.nh), permanent neighbour and FDB entries on the
+// device, routes of the main table on the device and on the external interface (those
+// with a destination inside the network are owned: direct routes). For DirectRouting
+// the whole main table is read, the other routes going into f.under.
 func (b *Backend) readActual(f *family) error {
 	act := f.act
+	if f.nh {
+		err := netlinkx.Dump(dumpAttempts, f.label()+" nexthops", func() error {
+			clear(act.nh)
+			clear(f.nhByID)
+			act.extraNH = act.extraNH[:0]
+			return b.c.Nexthops(f.index, func(n *netlinkx.Nexthop) {
+				if int(n.Family) != f.nlFam || n.Oif != f.index {
+					return
+				}
+				if n.Gw.IsValid() && n.Onlink() && !n.Other {
+					if _, dup := act.nh[n.Gw]; !dup {
+						act.nh[n.Gw] = n.ID
+						f.nhByID[n.ID] = n.Gw
+						return
+					}
+				}
+				act.extraNH = append(act.extraNH, n.ID)
+			})
+		})
+		if err != nil && netlinkx.IsNoNexthops(errors.Unwrap(err)) {
+			klog.InfoS("The kernel has no nexthop objects; peer routes are plain routes", "device", f.name, "err", err)
+			f.nh = false
+			clear(act.nh)
+			clear(f.nhByID)
+			act.extraNH = act.extraNH[:0]
+			err = nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 	ext := b.ext.Iface.Index
 	collect := b.vc.DirectRouting
+	var oif int // the device the current dump is filtered on (0: none)
+	seen := func(r *netlinkx.Route) {
+		if r.Multipath {
+			if collect {
+				f.under.add(r.Dst.Masked(), false, int(r.Priority))
+			}
+			return
+		}
+		dst := r.Dst.Masked()
+		if !dst.IsValid() {
+			return
+		}
+		link := r.Oif
+		if link == 0 && r.NhID != 0 {
+			link = oif // nexthop_compat_mode off: the filter matched the nexthop's device
+		}
+		owned := false
+		if r.Type == unix.RTN_UNICAST && r.Protocol != unix.RTPROT_KERNEL {
+			switch link {
+			case f.index:
+				owned = true
+			case ext:
+				owned = f.network.Contains(dst.Addr()) && dst.Bits() >= f.network.Bits()
+			}
+		}
+		if owned {
+			act.addRoute(f.fromKernelRoute(r, dst, link))
+		} else if collect && link != f.index {
+			direct := r.Type == unix.RTN_UNICAST && !r.Gw.IsValid() && !r.Via && r.NhID == 0 && link == ext
+			f.under.add(dst, direct, int(r.Priority))
+		}
+	}
 	err := netlinkx.Dump(dumpAttempts, f.label()+" routes", func() error {
 		clear(act.routes)
 		act.extraRoutes = act.extraRoutes[:0]
 		f.under.reset()
-		return b.h.RouteListFilteredIter(f.nlFam, &netlink.Route{}, 0, func(r netlink.Route) bool {
-			if len(r.MultiPath) > 0 {
-				if collect {
-					f.under.add(routeDst(r.Dst, f.v6), false, r.Priority)
-				}
-				return true
+		fl := netlinkx.RouteFilter{Family: uint8(f.nlFam), Table: unix.RT_TABLE_MAIN}
+		if collect {
+			oif = 0
+			return b.c.Routes(fl, seen)
+		}
+		for _, oif = range []int{f.index, ext} {
+			fl.Oif = oif
+			if err := b.c.Routes(fl, seen); err != nil {
+				return err
 			}
-			dst := routeDst(r.Dst, f.v6)
-			if !dst.IsValid() {
-				return true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
+		clear(act.neigh)
+		return b.c.Neighs(uint8(f.nlFam), f.index, func(n *netlinkx.Neigh) {
+			if n.Ifindex != f.index || n.State&unix.NUD_PERMANENT == 0 || !n.IP.IsValid() {
+				return
 			}
-			owned := false
-			if r.Type == unix.RTN_UNICAST && r.Protocol != unix.RTPROT_KERNEL {
-				switch r.LinkIndex {
-				case f.index:
-					owned = true
-				case ext:
-					owned = f.network.Contains(dst.Addr()) && dst.Bits() >= f.network.Bits()
-				}
+			var mac hwAddr // a foreign lladdr reads as zero: replaced or removed
+			if n.HasMAC {
+				mac = n.MAC
 			}
-			if owned {
-				act.addRoute(fromKernelRoute(r, dst))
-			} else if collect && r.LinkIndex != f.index {
-				gw, _ := netlinkx.Addr(r.Gw)
-				direct := r.Type == unix.RTN_UNICAST && !gw.IsValid() && r.Via == nil && r.LinkIndex == ext
-				f.under.add(dst, direct, r.Priority)
-			}
-			return true
+			act.neigh[n.IP.Unmap()] = mac
 		})
 	})
 	if err != nil {
 		return err
 	}
-	return netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
-		clear(act.neigh)
-		ns, err := b.h.NeighList(f.index, f.nlFam)
-		if err != nil {
-			return err
-		}
-		for i := range ns {
-			n := &ns[i]
-			if n.LinkIndex != f.index || n.State&netlink.NUD_PERMANENT == 0 {
-				continue
+	return netlinkx.Dump(dumpAttempts, f.label()+" fdb", func() error {
+		clear(act.fdb)
+		act.extraFDB = act.extraFDB[:0]
+		return b.c.Neighs(unix.AF_BRIDGE, f.index, func(n *netlinkx.Neigh) {
+			if n.Ifindex != f.index || n.State&unix.NUD_PERMANENT == 0 || !n.HasMAC || !n.IP.IsValid() {
+				return
 			}
-			ip, ok := netlinkx.Addr(n.IP)
-			if !ok {
-				continue
-			}
-			mac, _ := hwFrom(n.HardwareAddr) // a foreign lladdr reads as zero: replaced or removed
-			act.neigh[ip] = mac
-		}
-		return nil
+			act.addFDB(n.MAC, n.IP)
+		})
 	})
 }
 
-// readFDB fills the FDB part of each family's actual state from one AF_BRIDGE dump.
-func (b *Backend) readFDB(fams []*family) error {
-	idx := 0
-	if len(fams) == 1 {
-		idx = fams[0].index
-	}
-	return netlinkx.Dump(dumpAttempts, "fdb", func() error {
-		for _, f := range fams {
-			clear(f.act.fdb)
-			f.act.extraFDB = f.act.extraFDB[:0]
-		}
-		ns, err := b.h.NeighList(idx, unix.AF_BRIDGE)
-		if err != nil {
-			return err
-		}
-		for i := range ns {
-			n := &ns[i]
-			if n.State&netlink.NUD_PERMANENT == 0 {
-				continue
-			}
-			for _, f := range fams {
-				if n.LinkIndex != f.index {
-					continue
-				}
-				mac, okMAC := hwFrom(n.HardwareAddr)
-				dst, okDst := netlinkx.Addr(n.IP)
-				if okMAC && okDst {
-					f.act.addFDB(mac, dst)
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// routeDst converts a kernel route destination; nil is the default route.
-func routeDst(n *net.IPNet, v6 bool) netip.Prefix {
-	if n == nil {
-		if v6 {
-			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-		}
-		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	}
-	p, ok := netlinkx.Prefix(n)
-	if !ok {
-		return netip.Prefix{}
-	}
-	return p.Masked()
-}
-
-func fromKernelRoute(r netlink.Route, dst netip.Prefix) route {
-	gw, _ := netlinkx.Addr(r.Gw)
-	return route{
+// fromKernelRoute converts a route read from the kernel whose output device is link. A
+// route using the nexthop object kept for its gateway reads as ViaNH; one using another
+// nexthop object (a duplicate, a foreign one) is marked Extra, so that it is replaced.
+func (f *family) fromKernelRoute(r *netlinkx.Route, dst netip.Prefix, link int) route {
+	rt := route{
 		Dst:    dst,
-		Gw:     gw,
-		Link:   r.LinkIndex,
-		Onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0,
-		Prio:   r.Priority,
-		Scope:  uint8(r.Scope),
-		Tos:    r.Tos,
-		Extra: r.Src != nil || r.Encap != nil || r.Via != nil || r.NewDst != nil || r.Realm != 0 ||
-			r.MTU != 0 || r.AdvMSS != 0 || r.Hoplimit != 0 || r.InitCwnd != 0 || r.InitRwnd != 0 ||
-			r.Congctl != "",
+		Gw:     r.Gw.Unmap(),
+		Link:   link,
+		Onlink: r.Onlink(),
+		Prio:   int(r.Priority),
+		NhID:   r.NhID,
+		Scope:  r.Scope,
+		Tos:    int(r.Tos),
+		Extra:  r.Extra,
 	}
+	if r.NhID != 0 {
+		if gw, ok := f.nhByID[r.NhID]; ok {
+			rt.Gw, rt.Link, rt.Onlink, rt.ViaNH = gw, f.index, true, true
+		} else {
+			rt.Extra = true
+		}
+	}
+	return rt
 }
 
-func toKernelRoute(r route) *netlink.Route {
-	kr := &netlink.Route{
-		Dst:       netlinkx.IPNet(r.Dst),
-		LinkIndex: r.Link,
-		Priority:  r.Prio,
-		Scope:     netlink.Scope(r.Scope),
-		Tos:       r.Tos,
-		Table:     unix.RT_TABLE_MAIN,
+// toKernelRoute is the request form of a route: by nexthop object id when nhID is set,
+// else by gateway and device.
+func toKernelRoute(r route, nhID uint32) netlinkx.Route {
+	kr := netlinkx.Route{Dst: r.Dst, Priority: uint32(r.Prio), Tos: uint8(r.Tos), Table: unix.RT_TABLE_MAIN}
+	if nhID != 0 {
+		kr.NhID = nhID
+		return kr
 	}
-	if r.Gw.IsValid() {
-		kr.Gw = r.Gw.AsSlice()
-	}
+	kr.Gw, kr.Oif = r.Gw, r.Link
 	if r.Onlink {
-		kr.Flags = int(netlink.FLAG_ONLINK)
+		kr.Flags = unix.RTNH_F_ONLINK
 	}
 	return kr
 }
@@ -481,112 +502,158 @@ func (e *errList) err() error {
 	return errors.Join(e.errs...)
 }
 
-// apply carries out f.ops in order (route deletes, FDB deletes, neighbour deletes,
-// neighbour sets, FDB sets, route sets), one request per object, continuing past
-// failures. A route is not installed when its gateway's neighbour or FDB entry failed.
+// Request kinds, in the high bits of a batch tag (the low bits index the op list).
+const (
+	tagDelRoute = iota << 24
+	tagDelFDB
+	tagDelNeigh
+	tagSetNeigh
+	tagSetFDB
+	tagAddNH
+	tagSetRoute
+	tagDelNH
+	tagKindMask = 0xff << 24
+)
+
+// apply carries out f.ops in three pipelined batches, continuing past failures: (1)
+// route deletes, FDB deletes, neighbour deletes, neighbour sets, FDB sets and nexthop
+// object creations; (2) route sets, skipping a route whose gateway's neighbour, FDB
+// entry or nexthop object failed; (3) nexthop object deletes. The kernel handles each
+// batch's requests in order.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) {
 	o := &f.ops
-	n := 0
-	cancelled := func() bool {
-		n++
-		if n%256 == 0 && ctx.Err() != nil {
-			el.add(ctx.Err())
-			return true
-		}
-		return false
-	}
-	for _, r := range o.delRoutes {
-		if cancelled() {
-			return
-		}
-		if err := b.h.RouteDel(toKernelRoute(r)); err != nil && !netlinkx.IsNotFound(err) {
-			el.add(fmt.Errorf("delete route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
-			continue
-		}
-		c.RoutesRemoved++
-	}
-	for _, e := range o.delFDB {
-		if cancelled() {
-			return
-		}
-		if err := b.h.NeighDel(fdbNeigh(f, e)); err != nil && !netlinkx.IsNotFound(err) {
-			el.add(fmt.Errorf("delete fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
-			continue
-		}
-		c.FDBRemoved++
-	}
-	for _, e := range o.delNeigh {
-		if cancelled() {
-			return
-		}
-		nb := &netlink.Neigh{LinkIndex: f.index, Family: f.nlFam, IP: e.IP.AsSlice()}
-		if err := b.h.NeighDel(nb); err != nil && !netlinkx.IsNotFound(err) {
-			el.add(fmt.Errorf("delete neighbour %v on %s: %w", e.IP, f.name, err))
-			continue
-		}
-		c.NeighRemoved++
-	}
+	bt := &b.batch
 	var failedGw map[netip.Addr]bool
 	var failedMAC map[hwAddr]bool
-	for _, e := range o.setNeigh {
-		if cancelled() {
-			return
+	fail := func(m *map[netip.Addr]bool, a netip.Addr) {
+		if *m == nil {
+			*m = make(map[netip.Addr]bool)
 		}
-		nb := &netlink.Neigh{
-			LinkIndex:    f.index,
-			Family:       f.nlFam,
-			State:        netlink.NUD_PERMANENT,
-			IP:           e.IP.AsSlice(),
-			HardwareAddr: e.MAC[:],
-		}
-		if err := b.h.NeighSet(nb); err != nil {
-			el.add(fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, f.name, err))
-			if failedGw == nil {
-				failedGw = make(map[netip.Addr]bool)
-			}
-			failedGw[e.IP] = true
-			continue
-		}
-		c.NeighAdded++
+		(*m)[a] = true
 	}
-	for _, e := range o.setFDB {
-		if cancelled() {
-			return
+	run := func(phase string) bool {
+		if bt.Len() == 0 {
+			return true
 		}
-		if err := b.h.NeighSet(fdbNeigh(f, e)); err != nil {
-			el.add(fmt.Errorf("set fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
-			if failedMAC == nil {
-				failedMAC = make(map[hwAddr]bool)
+		err := b.c.Run(bt, func(tag int, err error, id uint32) {
+			i := tag &^ tagKindMask
+			switch tag & tagKindMask {
+			case tagDelRoute:
+				r := o.delRoutes[i]
+				if err != nil && !netlinkx.IsNotFound(err) {
+					el.add(fmt.Errorf("delete route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
+					return
+				}
+				c.RoutesRemoved++
+			case tagDelFDB:
+				e := o.delFDB[i]
+				if err != nil && !netlinkx.IsNotFound(err) {
+					el.add(fmt.Errorf("delete fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
+					return
+				}
+				c.FDBRemoved++
+			case tagDelNeigh:
+				e := o.delNeigh[i]
+				if err != nil && !netlinkx.IsNotFound(err) {
+					el.add(fmt.Errorf("delete neighbour %v on %s: %w", e.IP, f.name, err))
+					return
+				}
+				c.NeighRemoved++
+			case tagSetNeigh:
+				e := o.setNeigh[i]
+				if err != nil {
+					el.add(fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, f.name, err))
+					fail(&failedGw, e.IP)
+					return
+				}
+				c.NeighAdded++
+			case tagSetFDB:
+				e := o.setFDB[i]
+				if err != nil {
+					el.add(fmt.Errorf("set fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
+					if failedMAC == nil {
+						failedMAC = make(map[hwAddr]bool)
+					}
+					failedMAC[e.MAC] = true
+					return
+				}
+				c.FDBAdded++
+			case tagAddNH:
+				gw := o.addNH[i]
+				if err != nil {
+					el.add(fmt.Errorf("add nexthop via %v dev %s onlink: %w", gw, f.name, err))
+					return
+				}
+				f.act.nh[gw] = id
+				c.NexthopsAdded++
+			case tagSetRoute:
+				r := o.setRoutes[i]
+				if err != nil {
+					el.add(fmt.Errorf("replace route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
+					return
+				}
+				c.RoutesAdded++
+			case tagDelNH:
+				if err != nil && !netlinkx.IsNotFound(err) {
+					el.add(fmt.Errorf("delete nexthop id %d on %s: %w", o.delNH[i], f.name, err))
+					return
+				}
+				c.NexthopsRemoved++
 			}
-			failedMAC[e.MAC] = true
-			continue
+		})
+		bt.Reset()
+		if err != nil {
+			el.add(fmt.Errorf("%s on %s: %w", phase, f.name, err))
+			return false
 		}
-		c.FDBAdded++
+		if err := ctx.Err(); err != nil {
+			el.add(err)
+			return false
+		}
+		return true
 	}
-	for _, r := range o.setRoutes {
-		if cancelled() {
-			return
-		}
+
+	bt.Reset()
+	for i, r := range o.delRoutes {
+		bt.RouteDel(tagDelRoute|i, toKernelRoute(r, r.NhID))
+	}
+	for i, e := range o.delFDB {
+		bt.FDBDel(tagDelFDB|i, f.index, e.MAC, e.Dst)
+	}
+	for i, e := range o.delNeigh {
+		bt.NeighDel(tagDelNeigh|i, f.index, e.IP)
+	}
+	for i, e := range o.setNeigh {
+		bt.NeighSet(tagSetNeigh|i, f.index, e.IP, e.MAC)
+	}
+	for i, e := range o.setFDB {
+		bt.FDBSet(tagSetFDB|i, f.index, e.MAC, e.Dst)
+	}
+	for i, gw := range o.addNH {
+		bt.NexthopAdd(tagAddNH|i, f.index, gw, true)
+	}
+	if !run("delete and set neighbours, fdb, nexthops") {
+		return
+	}
+	for i, r := range o.setRoutes {
 		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[r.Gw]])) {
 			continue // its neighbour or FDB entry is missing; already reported
 		}
-		if err := b.h.RouteReplace(toKernelRoute(r)); err != nil {
-			el.add(fmt.Errorf("replace route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
-			continue
+		var id uint32
+		if r.ViaNH {
+			if id = f.act.nh[r.Gw]; id == 0 {
+				continue // its nexthop object is missing; already reported
+			}
 		}
-		c.RoutesAdded++
+		bt.RouteReplace(tagSetRoute|i, toKernelRoute(r, id))
 	}
-}
-
-func fdbNeigh(f *family, e fdbKey) *netlink.Neigh {
-	return &netlink.Neigh{
-		LinkIndex:    f.index,
-		Family:       unix.AF_BRIDGE,
-		Flags:        netlink.NTF_SELF,
-		State:        netlink.NUD_PERMANENT,
-		IP:           e.Dst.AsSlice(),
-		HardwareAddr: e.MAC[:],
+	if !run("set routes") {
+		return
 	}
+	for i, id := range o.delNH {
+		bt.NexthopDel(tagDelNH|i, id)
+	}
+	run("delete nexthops")
 }
 
 // lpm answers longest-prefix-match questions over a main-table dump: is an address

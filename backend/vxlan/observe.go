@@ -36,6 +36,8 @@ func (b *Backend) report(c Counts) {
 	backend.ReportCount(o, backend.KindFDB, backend.OpRemove, c.FDBRemoved)
 	backend.ReportCount(o, backend.KindNeigh, backend.OpAdd, c.NeighAdded)
 	backend.ReportCount(o, backend.KindNeigh, backend.OpRemove, c.NeighRemoved)
+	backend.ReportCount(o, backend.KindNexthop, backend.OpAdd, c.NexthopsAdded)
+	backend.ReportCount(o, backend.KindNexthop, backend.OpRemove, c.NexthopsRemoved)
 }
 
 // reportDevice reports a device created (add) or fixed in place (repair).

@@ -14,17 +14,22 @@ type route struct {
 	Link   int  // output interface index
 	Onlink bool // RTNH_F_ONLINK
 	Prio   int  // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
+	// ViaNH: the route's next hop is a kernel nexthop object on Link with gateway Gw and
+	// the onlink flag (desired: to be written so; actual: it uses the one nexthop object
+	// of the family kept for Gw).
+	ViaNH bool
 	// The fields below only describe routes read from the kernel: they are zero in
 	// desired routes, and a kernel route differing in them is replaced.
+	NhID  uint32 // the nexthop object id the route uses (0: none); needed to delete it
 	Scope uint8
 	Tos   int
-	Extra bool // other attributes we never set (source, metrics, encap, ...)
+	Extra bool // other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
 }
 
 // same reports whether an actual route r is exactly the desired route d.
 func (r route) same(d route) bool {
 	return r.Dst == d.Dst && r.Gw == d.Gw && r.Link == d.Link && r.Onlink == d.Onlink &&
-		r.Prio == d.Prio && r.Scope == 0 && r.Tos == 0 && !r.Extra
+		r.Prio == d.Prio && r.ViaNH == d.ViaNH && r.Scope == 0 && r.Tos == 0 && !r.Extra
 }
 
 // replaceable reports whether replacing with the desired route w overwrites r (the
@@ -45,12 +50,19 @@ type fdbKey struct {
 // destination. The kernel can hold several FDB remotes for one MAC and several routes
 // for one destination (other metric or device); those beyond the first seen are kept in
 // the extra slices, which are empty in desired states and almost always in actual ones.
+//
+// Nexthop objects only appear in actual states: nh maps a gateway to the one usable
+// nexthop object (on the device, onlink, nothing else) kept for it, extraNH lists the
+// other nexthop objects on the device (duplicates, unusable ones), all to be deleted.
+// Desired nexthops are the gateways of the desired ViaNH routes.
 type famState struct {
 	neigh       map[netip.Addr]hwAddr
 	fdb         map[hwAddr]netip.Addr
 	routes      map[netip.Prefix]route
+	nh          map[netip.Addr]uint32
 	extraFDB    []fdbKey
 	extraRoutes []route
+	extraNH     []uint32
 }
 
 func newFamState() *famState {
@@ -58,6 +70,7 @@ func newFamState() *famState {
 		neigh:  make(map[netip.Addr]hwAddr),
 		fdb:    make(map[hwAddr]netip.Addr),
 		routes: make(map[netip.Prefix]route),
+		nh:     make(map[netip.Addr]uint32),
 	}
 }
 
@@ -66,8 +79,10 @@ func (s *famState) reset() {
 	clear(s.neigh)
 	clear(s.fdb)
 	clear(s.routes)
+	clear(s.nh)
 	s.extraFDB = s.extraFDB[:0]
 	s.extraRoutes = s.extraRoutes[:0]
+	s.extraNH = s.extraNH[:0]
 }
 
 // addFDB records an actual FDB remote.
@@ -96,6 +111,9 @@ type famParams struct {
 	Network netip.Prefix // the family's flannel network
 	Own     netip.Prefix // our own lease's subnet of this family (skipped among peers)
 	Direct  bool         // DirectRouting
+	// Nexthops: onlink peer routes use kernel nexthop objects (IPv4 on kernels that
+	// have them; see routeViaNexthop in kernel.go).
+	Nexthops bool
 	// IsDirect says whether a peer's public address is reachable on the external
 	// interface without a gateway. Only consulted when Direct is set.
 	IsDirect func(netip.Addr) bool
@@ -164,7 +182,7 @@ func desiredFamily(p famParams, peers []subnet.Lease, out *famState, probs []pro
 		gw := sn.Addr()
 		out.neigh[gw] = bd.MAC
 		out.fdb[bd.MAC] = pub
-		out.routes[sn] = route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio}
+		out.routes[sn] = route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio, ViaNH: p.Nexthops}
 	}
 	return probs
 }
@@ -177,15 +195,20 @@ type neighOp struct {
 
 // ops is the minimal list of changes that turns an actual family state into the desired
 // one. Apply order: route deletes, FDB deletes, neighbour deletes, then neighbour sets,
-// FDB sets, route sets, so that a route never points at a gateway the kernel would
-// have to resolve by ARP.
+// FDB sets, nexthop object creations, route sets, and nexthop object deletes last, so
+// that a route never points at a gateway the kernel would have to resolve by ARP, and
+// no nexthop object goes while a route we keep still uses it.
 type ops struct {
 	delRoutes []route
 	delFDB    []fdbKey
 	delNeigh  []neighOp
 	setNeigh  []neighOp
 	setFDB    []fdbKey
+	addNH     []netip.Addr // gateways needing a nexthop object
 	setRoutes []route
+	delNH     []uint32
+
+	nhGw map[netip.Addr]struct{} // scratch: gateways of desired ViaNH routes
 }
 
 func (o *ops) reset() {
@@ -194,11 +217,14 @@ func (o *ops) reset() {
 	o.delNeigh = o.delNeigh[:0]
 	o.setNeigh = o.setNeigh[:0]
 	o.setFDB = o.setFDB[:0]
+	o.addNH = o.addNH[:0]
 	o.setRoutes = o.setRoutes[:0]
+	o.delNH = o.delNH[:0]
 }
 
 func (o *ops) empty() bool {
-	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes) == 0
+	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes)+
+		len(o.addNH)+len(o.delNH) == 0
 }
 
 // diff computes the operations that turn act into want, into out (which it resets). It
@@ -329,4 +355,29 @@ func diff(want, act *famState, out *ops) {
 			out.delRoutes = append(out.delRoutes, r)
 		}
 	}
+
+	// Nexthop objects: one per gateway of a ViaNH route; the rest goes (after the
+	// route replacements that move routes off them).
+	if out.nhGw == nil {
+		out.nhGw = make(map[netip.Addr]struct{})
+	}
+	clear(out.nhGw)
+	for _, w := range want.routes {
+		if !w.ViaNH {
+			continue
+		}
+		if _, dup := out.nhGw[w.Gw]; dup {
+			continue
+		}
+		out.nhGw[w.Gw] = struct{}{}
+		if _, ok := act.nh[w.Gw]; !ok {
+			out.addNH = append(out.addNH, w.Gw)
+		}
+	}
+	for gw, id := range act.nh {
+		if _, ok := out.nhGw[gw]; !ok {
+			out.delNH = append(out.delNH, id)
+		}
+	}
+	out.delNH = append(out.delNH, act.extraNH...)
 }

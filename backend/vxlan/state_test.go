@@ -75,6 +75,9 @@ func renderRoute(r route) string {
 	if r.Prio != 0 {
 		s += fmt.Sprintf(" metric %d", r.Prio)
 	}
+	if r.ViaNH {
+		s += " (nexthop object)"
+	}
 	return s
 }
 
@@ -217,8 +220,137 @@ func renderOps(o *ops) []string {
 	for _, r := range o.setRoutes {
 		out = append(out, "set "+renderRoute(r))
 	}
+	for _, gw := range o.addNH {
+		out = append(out, fmt.Sprintf("add nexthop via %s", gw))
+	}
+	for _, id := range o.delNH {
+		out = append(out, fmt.Sprintf("del nexthop id %d", id))
+	}
 	slices.Sort(out)
 	return out
+}
+
+func TestDiffNexthops(t *testing.T) {
+	m2, m3 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03")
+	p := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24"), Nexthops: true}
+	peers := []subnet.Lease{
+		lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02")),
+		lease("10.5.3.0/24", "198.51.100.3", vd("0e:00:00:00:00:03")),
+	}
+	want := newFamState()
+	if probs := desiredFamily(p, peers, want, nil); len(probs) != 0 {
+		t.Fatalf("problems %v", probs)
+	}
+	for _, r := range want.routes {
+		if !r.ViaNH {
+			t.Fatalf("desired route without nexthop object: %+v", r)
+		}
+	}
+	// the actual state of a node in sync: nexthop 7 via 10.5.2.0, 8 via 10.5.3.0
+	nhRoute := func(sn string, id uint32) route {
+		pr := pfx(sn)
+		return route{Dst: pr, Gw: pr.Addr(), Link: 10, Onlink: true, ViaNH: true, NhID: id}
+	}
+	synced := func() *famState {
+		s := newFamState()
+		s.neigh[ip("10.5.2.0")] = m2
+		s.neigh[ip("10.5.3.0")] = m3
+		s.fdb[m2] = ip("192.0.2.2")
+		s.fdb[m3] = ip("198.51.100.3")
+		s.nh[ip("10.5.2.0")] = 7
+		s.nh[ip("10.5.3.0")] = 8
+		s.routes[pfx("10.5.2.0/24")] = nhRoute("10.5.2.0/24", 7)
+		s.routes[pfx("10.5.3.0/24")] = nhRoute("10.5.3.0/24", 8)
+		return s
+	}
+	cases := []struct {
+		name string
+		act  func() *famState
+		want []string
+	}{
+		{name: "in sync", act: synced},
+		{name: "nothing yet", act: newFamState, want: []string{
+			"add nexthop via 10.5.2.0",
+			"add nexthop via 10.5.3.0",
+			"set fdb 0e:00:00:00:00:02 192.0.2.2",
+			"set fdb 0e:00:00:00:00:03 198.51.100.3",
+			"set neigh 10.5.2.0 0e:00:00:00:00:02",
+			"set neigh 10.5.3.0 0e:00:00:00:00:03",
+			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
+			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
+		}},
+		{name: "plain routes (upstream flanneld's) are replaced", act: func() *famState {
+			s := synced()
+			clear(s.nh)
+			s.routes[pfx("10.5.2.0/24")] = route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true}
+			s.routes[pfx("10.5.3.0/24")] = route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true}
+			return s
+		}, want: []string{
+			"add nexthop via 10.5.2.0",
+			"add nexthop via 10.5.3.0",
+			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
+			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
+		}},
+		{name: "nexthop deleted by hand (its route went with it)", act: func() *famState {
+			s := synced()
+			delete(s.nh, ip("10.5.3.0"))
+			delete(s.routes, pfx("10.5.3.0/24"))
+			return s
+		}, want: []string{
+			"add nexthop via 10.5.3.0",
+			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
+		}},
+		{name: "stray and duplicate nexthops go", act: func() *famState {
+			s := synced()
+			s.nh[ip("10.5.9.0")] = 9
+			s.extraNH = append(s.extraNH, 10, 11)
+			return s
+		}, want: []string{"del nexthop id 10", "del nexthop id 11", "del nexthop id 9"}},
+		{name: "route on a duplicate or foreign nexthop is moved", act: func() *famState {
+			s := synced()
+			r := nhRoute("10.5.2.0/24", 10)
+			r.ViaNH, r.Extra = false, true // as readActual marks it
+			s.routes[r.Dst] = r
+			s.extraNH = append(s.extraNH, 10)
+			return s
+		}, want: []string{
+			"del nexthop id 10",
+			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
+		}},
+		{name: "peer gone: route, entries and nexthop go", act: func() *famState {
+			s := synced()
+			s.neigh[ip("10.5.4.0")] = mac("0e:00:00:00:00:04")
+			s.fdb[mac("0e:00:00:00:00:04")] = ip("192.0.2.4")
+			s.nh[ip("10.5.4.0")] = 12
+			s.routes[pfx("10.5.4.0/24")] = nhRoute("10.5.4.0/24", 12)
+			return s
+		}, want: []string{
+			"del fdb 0e:00:00:00:00:04 192.0.2.4",
+			"del neigh 10.5.4.0",
+			"del nexthop id 12",
+			"del route 10.5.4.0/24 via 10.5.4.0 dev 10 onlink (nexthop object)",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var o ops
+			diff(want, tc.act(), &o)
+			if got := renderOps(&o); !slices.Equal(got, tc.want) {
+				t.Errorf("ops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			if o.empty() != (len(tc.want) == 0) {
+				t.Errorf("empty() = %v", o.empty())
+			}
+		})
+	}
+	// Without nexthop objects (older kernels, IPv6) routes stay plain.
+	p.Nexthops = false
+	desiredFamily(p, peers, want, nil)
+	for _, r := range want.routes {
+		if r.ViaNH {
+			t.Errorf("route %+v uses a nexthop object with Nexthops off", r)
+		}
+	}
 }
 
 func TestDiff(t *testing.T) {

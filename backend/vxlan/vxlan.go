@@ -73,13 +73,16 @@ type Counts struct {
 	NeighAdded, NeighRemoved   int
 	FDBAdded, FDBRemoved       int
 	RoutesAdded, RoutesRemoved int
+	// Kernel nexthop objects the IPv4 peer routes use.
+	NexthopsAdded, NexthopsRemoved int
 	// Other counts device, MTU, MAC and address repairs.
 	Other int
 }
 
 // Total is the number of changes.
 func (c Counts) Total() int {
-	return c.NeighAdded + c.NeighRemoved + c.FDBAdded + c.FDBRemoved + c.RoutesAdded + c.RoutesRemoved + c.Other
+	return c.NeighAdded + c.NeighRemoved + c.FDBAdded + c.FDBRemoved + c.RoutesAdded + c.RoutesRemoved +
+		c.NexthopsAdded + c.NexthopsRemoved + c.Other
 }
 
 // Backend is the vxlan backend; after Start it is also the running backend.Network.
@@ -87,6 +90,8 @@ func (c Counts) Total() int {
 // block on netlink requests, checking ctx between them.
 type Backend struct {
 	h      nlHandle
+	c      rtConn
+	batch  netlinkx.Batch // requests of the apply phase being built (reused)
 	sysctl func(path, value string) error
 	ext    *backend.ExternalInterface
 	vc     Config
@@ -117,27 +122,34 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 	if err != nil {
 		return nil, fmt.Errorf("vxlan: open netlink handle: %w", err)
 	}
-	b, err := newBackend(h, nil, ext, cfg)
+	c, err := netlinkx.Open()
 	if err != nil {
 		h.Close()
+		return nil, fmt.Errorf("vxlan: %w", err)
+	}
+	b, err := newBackend(h, c, nil, ext, cfg)
+	if err != nil {
+		h.Close()
+		c.Close()
 		return nil, err
 	}
 	b.ethtool = &ethtool{} // the handle's namespace is ours
 	return b, nil
 }
 
-// NewWithHandle is New with an explicit netlink handle (e.g. netlink.NewHandleAt for a
-// namespace) and sysctl writer (nil: write the file under /proc/sys directly; write
-// errors are logged and otherwise ignored). The handle stays owned by the caller. As the
-// handle's namespace is not known, the ChecksumOffload option is not applied.
-func NewWithHandle(h *netlink.Handle, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
-	if h == nil {
-		return nil, errors.New("vxlan: nil netlink handle")
+// NewWithHandle is New with an explicit netlink handle and raw netlink connection, both
+// in the namespace to configure (netlink.NewHandleAt and netlinkx.OpenAt), and sysctl
+// writer (nil: write the file under /proc/sys directly; write errors are logged and
+// otherwise ignored). Handle and connection stay owned by the caller. As the handle's
+// namespace is not known, the ChecksumOffload option is not applied.
+func NewWithHandle(h *netlink.Handle, c *netlinkx.Conn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+	if h == nil || c == nil {
+		return nil, errors.New("vxlan: nil netlink handle or connection")
 	}
-	return newBackend(h, sysctl, ext, cfg)
+	return newBackend(h, c, sysctl, ext, cfg)
 }
 
-func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
+func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
 	if cfg == nil {
 		return nil, errors.New("vxlan: nil network config")
 	}
@@ -153,7 +165,7 @@ func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.
 	if sysctl == nil {
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
-	b := &Backend{h: h, sysctl: sysctl, ext: ext, vc: vc,
+	b := &Backend{h: h, c: c, sysctl: sysctl, ext: ext, vc: vc,
 		logged: make(map[string]struct{}), seen: make(map[string]struct{})}
 	var errs []error
 	if cfg.EnableIPv4 {
@@ -192,7 +204,7 @@ func newBackend(h nlHandle, sysctl func(path, value string) error, ext *backend.
 
 func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *family {
 	f := &family{v6: v6, name: name, local: local, network: network.Masked(), nlFam: unix.AF_INET,
-		want: newFamState(), act: newFamState()}
+		want: newFamState(), act: newFamState(), nh: !v6, nhByID: make(map[uint32]netip.Addr)}
 	if v6 {
 		f.nlFam = unix.AF_INET6
 	}
@@ -407,9 +419,6 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 			return c, fmt.Errorf("vxlan: %w", err)
 		}
 	}
-	if err := b.readFDB(b.fams); err != nil {
-		return c, fmt.Errorf("vxlan: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return c, err
 	}
@@ -417,7 +426,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 	for _, f := range b.fams {
 		p := famParams{
 			V6: f.v6, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
-			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect,
+			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect, Nexthops: f.nh,
 		}
 		b.probs = desiredFamily(p, peers, f.want, b.probs)
 		diff(f.want, f.act, &f.ops)
@@ -436,11 +445,14 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		c.FDBRemoved += len(f.ops.delFDB)
 		c.NeighAdded += len(f.ops.setNeigh)
 		c.NeighRemoved += len(f.ops.delNeigh)
+		c.NexthopsAdded += len(f.ops.addNH)
+		c.NexthopsRemoved += len(f.ops.delNH)
 	}
 	if apply && c.Total() > 0 {
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
 			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
-			"routesRemoved", c.RoutesRemoved, "repairs", c.Other)
+			"routesRemoved", c.RoutesRemoved, "nexthopsAdded", c.NexthopsAdded, "nexthopsRemoved", c.NexthopsRemoved,
+			"repairs", c.Other)
 	}
 	return c, el.err()
 }

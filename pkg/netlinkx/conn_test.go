@@ -217,4 +217,3 @@ func TestConnBatchAndDumps(t *testing.T) {
 		t.Errorf("%d objects left after deleting everything", left)
 	}
 }
-

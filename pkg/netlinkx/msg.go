@@ -34,6 +34,8 @@ type Route struct {
 	NhID     uint32 // nexthop object id (RTA_NH_ID), 0 for a plain route
 	// Multipath is set for a route with several next hops (RTA_MULTIPATH).
 	Multipath bool
+	// Via is set for a gateway of another family (RTA_VIA); it also sets Extra.
+	Via bool
 	// Extra is set when the route carries attributes the writers here never set: a
 	// preferred source, encapsulation, a via of another family, a realm, metrics or a
 	// new destination (MPLS).
@@ -146,7 +148,9 @@ func ParseRoute(b []byte, r *Route) error {
 		case unix.RTA_METRICS:
 			// an empty nest is not sent; any content is a metric we never set
 			r.Extra = r.Extra || len(v) > 0
-		case unix.RTA_PREFSRC, unix.RTA_ENCAP, unix.RTA_ENCAP_TYPE, unix.RTA_VIA, unix.RTA_NEWDST, unix.RTA_FLOW:
+		case unix.RTA_VIA:
+			r.Via, r.Extra = true, true
+		case unix.RTA_PREFSRC, unix.RTA_ENCAP, unix.RTA_ENCAP_TYPE, unix.RTA_NEWDST, unix.RTA_FLOW:
 			r.Extra = true
 		}
 	})
