@@ -1,8 +1,17 @@
-// Command bench measures flanneld's control-plane convergence in the netns lab: for N
-// synthetic vxlan peer leases written into etcd before start, the time from exec of the
-// daemon until a netlink dump taken outside it shows all N routes, N neighbour entries and
-// N FDB entries on flannel.1, and the daemon's peak RSS (VmHWM). Each size runs several
-// times; the median is reported.
+// Command bench measures flanneld's control plane in the netns lab, for N synthetic
+// vxlan peer leases written into etcd before start:
+//
+//   - convergence: the time from exec of the daemon until a netlink dump taken outside it
+//     shows all N routes, N neighbour entries and N FDB entries on flannel.1, and the
+//     daemon's VmHWM at that moment;
+//   - churn: N/5 leases deleted at once (their etcd lease revoked, as when nodes' TTLs
+//     run out together) and N/5 new ones written right after (transactions of 100); the
+//     time from the revocation until the kernel shows exactly the new set;
+//   - idle CPU: the daemon's user+system CPU time over a quiet window (default 30 s, so
+//     that one 30 s resync falls inside), as a percentage of one core;
+//   - peak RSS: VmHWM at the end of the run.
+//
+// Each size runs several times; medians are reported.
 //
 //	sudo make bench        # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3
 package main
@@ -30,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannel-go/flannel/e2e/lab"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -41,6 +51,8 @@ func main() {
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
 	logs := flag.String("logs", "", "copy each run's flanneld log into this directory")
+	idle := flag.Duration("idle", 30*time.Second, "idle CPU window (0: skip)")
+	churn := flag.Bool("churn", true, "measure churn (N/5 deletions + N/5 additions)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces); run: sudo make bench")
@@ -48,23 +60,38 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs); err != nil {
+	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn}); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-type result struct {
-	converge time.Duration
-	hwmKB    int
+type phases struct {
+	idle  time.Duration
+	churn bool
 }
 
-func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration, logs string) error {
+type result struct {
+	converge time.Duration
+	convKB   int           // VmHWM at convergence
+	churn    time.Duration // 0 when not measured
+	churnW   time.Duration // of which writing to etcd
+	idleCPU  float64       // % of one core; -1 when not measured
+	hwmKB    int           // VmHWM at the end
+}
+
+func median[T int | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration, logs string, ph phases) error {
 	var sizes []int
 	for _, s := range strings.Split(sizeList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 60000 {
-			return fmt.Errorf("bad size %q (1..60000)", s)
+		if err != nil || n < 5 || n > 50000 {
+			return fmt.Errorf("bad size %q (5..50000)", s)
 		}
 		sizes = append(sizes, n)
 	}
@@ -86,14 +113,14 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 	}
 	_ = lab.Sweep("fgbench")
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("flanneld control-plane convergence, %d run(s) per size, median; %d CPUs, kernel %s\n",
+	fmt.Printf("flanneld control plane, %d run(s) per size, median; %d CPUs, kernel %s\n",
 		runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
-	fmt.Printf("%8s  %12s  %12s  %s\n", "leases", "converge", "peak RSS", "all runs")
+	fmt.Printf("%8s  %9s  %9s  %14s  %9s  %9s  %s\n", "leases", "converge", "RSS@conv", "churn (n/5)", "idle CPU", "peak RSS", "all runs")
 	for _, n := range sizes {
 		var rs []result
 		for r := 0; r < runs; r++ {
 			dir := filepath.Join(work, fmt.Sprintf("%d-%d", n, r))
-			res, err := once(ctx, bin, dir, n, timeout)
+			res, err := once(ctx, bin, dir, n, timeout, ph)
 			if logs != "" {
 				copyLog(filepath.Join(dir, "n1", "flanneld.log"), filepath.Join(logs, fmt.Sprintf("flanneld-%d-%d.log", n, r+1)))
 			}
@@ -102,74 +129,168 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 			}
 			rs = append(rs, res)
 		}
-		conv := make([]time.Duration, len(rs))
-		hwm := make([]int, len(rs))
+		var conv, churn, churnW []time.Duration
+		var convKB, hwm []int
+		var idle []float64
 		var all []string
-		for i, r := range rs {
-			conv[i], hwm[i] = r.converge, r.hwmKB
-			all = append(all, fmt.Sprintf("%.2fs/%.1fMB", r.converge.Seconds(), float64(r.hwmKB)/1024))
+		for _, r := range rs {
+			conv, convKB, hwm = append(conv, r.converge), append(convKB, r.convKB), append(hwm, r.hwmKB)
+			churn, churnW, idle = append(churn, r.churn), append(churnW, r.churnW), append(idle, r.idleCPU)
+			all = append(all, fmt.Sprintf("%.2fs/%.1fMB/%.2fs/%.2f%%/%.1fMB", r.converge.Seconds(), mb(r.convKB),
+				r.churn.Seconds(), r.idleCPU, mb(r.hwmKB)))
 		}
-		slices.Sort(conv)
-		slices.Sort(hwm)
-		fmt.Printf("%8d  %11.2fs  %10.1fMB  %s\n", n, conv[len(conv)/2].Seconds(), float64(hwm[len(hwm)/2])/1024, strings.Join(all, " "))
+		fmt.Printf("%8d  %8.2fs  %7.1fMB  %6.2fs (%.2fs)  %8.2f%%  %7.1fMB  %s\n", n, median(conv).Seconds(), mb(median(convKB)),
+			median(churn).Seconds(), median(churnW).Seconds(), median(idle), mb(median(hwm)), strings.Join(all, " "))
 	}
+	fmt.Println("churn: time from the deletions until the kernel shows the new set (in parentheses: of which writing the additions to etcd);")
+	fmt.Println("idle CPU: % of one core; all runs: converge/RSS@conv/churn/idle/peak RSS")
 	return nil
 }
 
+func mb(kb int) float64 { return float64(kb) / 1024 }
+
 // once runs one measurement in a fresh one-node lab.
-func once(ctx context.Context, bin, dir string, n int, timeout time.Duration) (result, error) {
+func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph phases) (result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	res := result{idleCPU: -1}
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbench", "b"), Nodes: 1, WorkDir: dir, FlanneldBin: bin})
 	if err != nil {
-		return result{}, err
+		return res, err
 	}
 	defer l.Close()
 	if err := l.PutConfig(ctx, config); err != nil {
-		return result{}, err
+		return res, err
 	}
-	if err := writeLeases(ctx, l.Etcd(), l.EtcdPrefix(), n); err != nil {
-		return result{}, err
-	}
-	h, closeH, err := handleIn(l.NodeNS(1))
+	nChurn := n / 5
+	cli, prefix := l.Etcd(), l.EtcdPrefix()
+	victims, err := cli.Grant(ctx, 3600)
 	if err != nil {
-		return result{}, err
+		return res, fmt.Errorf("grant: %w", err)
 	}
-	defer closeH()
+	rest, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		return res, fmt.Errorf("grant: %w", err)
+	}
+	// leases [0, nChurn) go in the churn, [nChurn, n) stay, [n, n+nChurn) come
+	if err := writeLeases(ctx, cli, prefix, 0, nChurn, victims.ID); err != nil {
+		return res, err
+	}
+	if err := writeLeases(ctx, cli, prefix, nChurn, n, rest.ID); err != nil {
+		return res, err
+	}
+	nsh, err := netns.GetFromName(l.NodeNS(1))
+	if err != nil {
+		return res, fmt.Errorf("open netns: %w", err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return res, fmt.Errorf("netlink handle: %w", err)
+	}
+	defer h.Close()
+	c, err := netlinkx.OpenAt(nsh)
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
 
 	start := time.Now()
 	if err := l.StartFlanneld(1); err != nil {
-		return result{}, err
+		return res, err
 	}
 	pid := l.FlanneldPID(1)
-	for {
-		if ctx.Err() != nil {
-			return result{}, fmt.Errorf("not converged: %w (log tail:\n%s)", ctx.Err(), l.LogTail(1, 20))
+	wait := func(what string, lo, hi int) error {
+		for {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: not converged: %w (log tail:\n%s)", what, ctx.Err(), l.LogTail(1, 20))
+			}
+			if !l.FlanneldRunning(1) {
+				return fmt.Errorf("%s: flanneld exited (log tail:\n%s)", what, l.LogTail(1, 20))
+			}
+			if converged(h, c, lo, hi) {
+				return nil
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if !l.FlanneldRunning(1) {
-			return result{}, fmt.Errorf("flanneld exited (log tail:\n%s)", l.LogTail(1, 20))
-		}
-		if converged(h, n) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
-	hwm, err := vmHWM(pid)
-	if err != nil {
-		return result{}, err
+	if err := wait("start", 0, n); err != nil {
+		return res, err
 	}
-	return result{converge: elapsed, hwmKB: hwm}, l.StopFlanneld(1)
+	res.converge = time.Since(start)
+	if res.convKB, err = vmHWM(pid); err != nil {
+		return res, err
+	}
+	if ph.churn && nChurn > 0 {
+		time.Sleep(2 * time.Second) // let the start-up settle
+		t0 := time.Now()
+		if _, err := cli.Revoke(ctx, victims.ID); err != nil {
+			return res, fmt.Errorf("revoke: %w", err)
+		}
+		if err := writeLeases(ctx, cli, prefix, n, n+nChurn, rest.ID); err != nil {
+			return res, err
+		}
+		res.churnW = time.Since(t0)
+		if err := wait("churn", nChurn, n+nChurn); err != nil {
+			return res, err
+		}
+		res.churn = time.Since(t0)
+	}
+	if ph.idle > 0 {
+		time.Sleep(3 * time.Second)
+		t0, err := cpuTicks(pid)
+		if err != nil {
+			return res, err
+		}
+		time.Sleep(ph.idle)
+		t1, err := cpuTicks(pid)
+		if err != nil {
+			return res, err
+		}
+		res.idleCPU = float64(t1-t0) / clockTicks / ph.idle.Seconds() * 100
+	}
+	if res.hwmKB, err = vmHWM(pid); err != nil {
+		return res, err
+	}
+	return res, l.StopFlanneld(1)
 }
 
-// writeLeases puts n peer leases (all on one etcd lease, as live nodes would have) in
-// transactions of 100 puts. Peers' public addresses cycle through 198.51.100.1-250: only
-// FDB entries point at them, no packet is sent.
-func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, n int) error {
-	grant, err := cli.Grant(ctx, 3600)
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// cpuTicks reads utime+stime of pid from /proc/<pid>/stat.
+func cpuTicks(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return fmt.Errorf("grant: %w", err)
+		return 0, fmt.Errorf("read stat: %w", err)
 	}
+	// the command name may hold spaces: fields count from after its closing parenthesis
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 utime
+	s, err2 := strconv.ParseInt(f[12], 10, 64) // field 15 stime
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return u + s, nil
+}
+
+// peerSubnet is synthetic peer i's subnet: 10.<1+i/256>.<i%256>.0/24, never 10.0.x
+// (SubnetMin is 10.0.1.0; the node picks there or above).
+func peerSubnet(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
+}
+
+// writeLeases puts peer leases [from, to) on the etcd lease id, in transactions of 100
+// puts. Peers' public addresses cycle through 198.51.100.1-250: only FDB entries point
+// at them, no packet is sent.
+func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, from, to int, id clientv3.LeaseID) error {
 	var ops []clientv3.Op
 	flush := func() error {
 		if len(ops) == 0 {
@@ -179,9 +300,8 @@ func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, n int
 		ops = ops[:0]
 		return err
 	}
-	for i := 0; i < n; i++ {
-		// 10.<1+i/256>.<i%256>.0/24: never 10.0.x (SubnetMin is 10.0.1.0; the node picks there or above).
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
+	for i := from; i < to; i++ {
+		sn := peerSubnet(i)
 		mac := fmt.Sprintf("0a:%02x:%02x:%02x:00:01", (i>>16)&0xff, (i>>8)&0xff, i&0xff)
 		attrs := subnet.LeaseAttrs{
 			PublicIP:    netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)}),
@@ -192,7 +312,7 @@ func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, n int
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(prefix+"/subnets/"+subnet.MakeSubnetKey(sn, netip.Prefix{}), string(val), clientv3.WithLease(grant.ID)))
+		ops = append(ops, clientv3.OpPut(prefix+"/subnets/"+subnet.MakeSubnetKey(sn, netip.Prefix{}), string(val), clientv3.WithLease(id)))
 		if len(ops) == 100 {
 			if err := flush(); err != nil {
 				return fmt.Errorf("put leases: %w", err)
@@ -205,46 +325,42 @@ func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, n int
 	return nil
 }
 
-// handleIn opens a netlink handle in the named namespace (the dumps run from outside the daemon).
-func handleIn(ns string) (*netlink.Handle, func(), error) {
-	nsh, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open netns %s: %w", ns, err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		nsh.Close()
-		return nil, nil, fmt.Errorf("netlink handle in %s: %w", ns, err)
-	}
-	return h, func() { h.Close(); nsh.Close() }, nil
-}
-
-// converged reports whether flannel.1 carries n routes, n permanent neighbours and n
-// permanent FDB entries.
-func converged(h *netlink.Handle, n int) bool {
+// converged reports whether flannel.1 carries exactly the routes to peers [lo, hi) and
+// as many permanent neighbour and FDB entries (read with lean, kernel-filtered dumps, so
+// that polling takes little CPU from the daemon).
+func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 	link, err := h.LinkByName("flannel.1")
 	if err != nil {
 		return false
 	}
 	idx := link.Attrs().Index
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: idx}, netlink.RT_FILTER_OIF)
-	if err != nil || len(routes) < n {
+	n, ok := 0, true
+	err = c.Routes(netlinkx.RouteFilter{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Oif: idx}, func(r *netlinkx.Route) {
+		if r.Protocol == unix.RTPROT_KERNEL {
+			return
+		}
+		n++
+		a := r.Dst.Addr().As4()
+		i := (int(a[1])-1)*256 + int(a[2])
+		if a[0] != 10 || r.Dst.Bits() != 24 || i < lo || i >= hi || peerSubnet(i) != r.Dst {
+			ok = false
+		}
+	})
+	if err != nil || !ok || n != hi-lo {
 		return false
 	}
-	count := func(family int) int {
-		neighs, err := h.NeighList(idx, family)
-		if err != nil {
+	count := func(fam uint8) int {
+		k := 0
+		if err := c.Neighs(fam, idx, func(nb *netlinkx.Neigh) {
+			if nb.State&unix.NUD_PERMANENT != 0 {
+				k++
+			}
+		}); err != nil {
 			return -1
 		}
-		c := 0
-		for _, nb := range neighs {
-			if nb.State&unix.NUD_PERMANENT != 0 {
-				c++
-			}
-		}
-		return c
+		return k
 	}
-	return count(netlink.FAMILY_V4) >= n && count(unix.AF_BRIDGE) >= n
+	return count(unix.AF_INET) == hi-lo && count(unix.AF_BRIDGE) == hi-lo
 }
 
 func vmHWM(pid int) (int, error) {
