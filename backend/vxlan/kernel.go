@@ -613,28 +613,57 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		return true
 	}
 
+	// Requests go out in slices of applyChunk as they are built, so the request buffer
+	// stays small whatever the number of changes.
+	ok := true
+	full := func(phase string) bool {
+		if bt.Len() >= applyChunk {
+			ok = run(phase)
+		}
+		return !ok
+	}
+	const p1 = "delete and set neighbours, fdb, nexthops"
 	bt.Reset()
 	for i, r := range o.delRoutes {
 		bt.RouteDel(tagDelRoute|i, toKernelRoute(r, r.NhID))
+		if full(p1) {
+			return
+		}
 	}
 	for i, e := range o.delFDB {
 		bt.FDBDel(tagDelFDB|i, f.index, e.MAC, e.Dst)
+		if full(p1) {
+			return
+		}
 	}
 	for i, e := range o.delNeigh {
 		bt.NeighDel(tagDelNeigh|i, f.index, e.IP)
+		if full(p1) {
+			return
+		}
 	}
 	for i, e := range o.setNeigh {
 		bt.NeighSet(tagSetNeigh|i, f.index, e.IP, e.MAC)
+		if full(p1) {
+			return
+		}
 	}
 	for i, e := range o.setFDB {
 		bt.FDBSet(tagSetFDB|i, f.index, e.MAC, e.Dst)
+		if full(p1) {
+			return
+		}
 	}
 	for i, gw := range o.addNH {
 		bt.NexthopAdd(tagAddNH|i, f.index, gw, true)
+		if full(p1) {
+			return
+		}
 	}
-	if !run("delete and set neighbours, fdb, nexthops") {
+	if !run(p1) {
 		return
 	}
+	const p2 = "set routes"
 	for i, r := range o.setRoutes {
 		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[r.Gw]])) {
 			continue // its neighbour or FDB entry is missing; already reported
@@ -646,15 +675,25 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			}
 		}
 		bt.RouteReplace(tagSetRoute|i, toKernelRoute(r, id))
+		if full(p2) {
+			return
+		}
 	}
-	if !run("set routes") {
+	if !run(p2) {
 		return
 	}
+	const p3 = "delete nexthops"
 	for i, id := range o.delNH {
 		bt.NexthopDel(tagDelNH|i, id)
+		if full(p3) {
+			return
+		}
 	}
-	run("delete nexthops")
+	run(p3)
 }
+
+// applyChunk is how many requests apply builds before sending them.
+const applyChunk = 1024
 
 // lpm answers longest-prefix-match questions over a main-table dump: is an address
 // reached without a gateway over the external interface?

@@ -1,25 +1,62 @@
 package daemon
 
 import (
-	"sort"
+	"net/netip"
+	"slices"
 
 	"github.com/flannel-go/flannel/subnet"
 )
 
+// leaseKey identifies a lease by its subnets, as its subnet key string does, without
+// allocating that string.
+type leaseKey struct{ sn, sn6 netip.Prefix }
+
+func keyOf(l *subnet.Lease) leaseKey {
+	sn := l.Subnet
+	if sn.IsValid() && sn.Bits() == 0 {
+		sn = netip.Prefix{} // written "0.0.0.0-0" in a key, as a missing IPv4 subnet is
+	}
+	return leaseKey{sn, l.IPv6Subnet}
+}
+
+func (k leaseKey) compare(o leaseKey) int {
+	if c := k.sn.Addr().Compare(o.sn.Addr()); c != 0 {
+		return c
+	}
+	if c := k.sn.Bits() - o.sn.Bits(); c != 0 {
+		return c
+	}
+	if c := k.sn6.Addr().Compare(o.sn6.Addr()); c != 0 {
+		return c
+	}
+	return k.sn6.Bits() - o.sn6.Bits()
+}
+
 // leaseSet is the daemon's view of the peer leases: the latest snapshot with the
 // events since applied. The node's own lease is never part of it.
+//
+// The leases are stored once, in list (ordered by subnets when sorted is set), with idx
+// giving each lease's position: a 20,000-peer set costs about 6 MB, and peers() hands
+// out list itself instead of a copy per reconcile.
 type leaseSet struct {
-	own    string // own subnet key
-	leases map[string]subnet.Lease
+	own    leaseKey
+	list   []subnet.Lease
+	idx    map[leaseKey]int32
+	sorted bool
 	synced bool   // a snapshot has been applied
 	gen    uint64 // incremented whenever apply changes the peer set
 }
 
 func newLeaseSet(ownKey string) *leaseSet {
-	return &leaseSet{own: ownKey, leases: map[string]subnet.Lease{}}
+	s := &leaseSet{idx: map[leaseKey]int32{}, sorted: true}
+	if sn, sn6, err := subnet.ParseSubnetKey(ownKey); err == nil {
+		s.own = leaseKey{sn, sn6}
+	}
+	return s
 }
 
-// apply folds one watch result in and reports whether the peer set changed.
+// apply folds one watch result in and reports whether the peer set changed. It keeps
+// the snapshot slice of r as its storage.
 func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
 	defer func() {
 		if changed {
@@ -27,62 +64,85 @@ func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
 		}
 	}()
 	if r.IsSnapshot() {
-		next := make(map[string]subnet.Lease, len(r.Snapshot))
-		for _, l := range r.Snapshot {
-			if k := l.Key(); k != s.own {
-				next[k] = l
-			}
-		}
-		changed = !s.synced || !sameLeases(s.leases, next)
-		s.leases, s.synced = next, true
-		return changed
+		return s.applySnapshot(r.Snapshot)
 	}
-	for _, ev := range r.Events {
-		k := ev.Lease.Key()
+	for i := range r.Events {
+		ev := &r.Events[i]
+		k := keyOf(&ev.Lease)
 		if k == s.own {
 			continue
 		}
+		pos, ok := s.idx[k]
 		switch ev.Type {
 		case subnet.EventAdded:
-			if old, ok := s.leases[k]; !ok || !sameLease(old, ev.Lease) {
-				s.leases[k] = ev.Lease
+			switch {
+			case !ok:
+				s.idx[k] = int32(len(s.list))
+				s.list = append(s.list, ev.Lease)
+				s.sorted = false
+				changed = true
+			case !sameLease(s.list[pos], ev.Lease):
+				s.list[pos] = ev.Lease
 				changed = true
 			}
 		case subnet.EventRemoved:
-			if _, ok := s.leases[k]; ok {
-				delete(s.leases, k)
-				changed = true
+			if !ok {
+				continue
 			}
+			last := int32(len(s.list) - 1)
+			if pos != last {
+				s.list[pos] = s.list[last]
+				s.idx[keyOf(&s.list[pos])] = pos
+				s.sorted = false
+			}
+			s.list[last] = subnet.Lease{} // drop references
+			s.list = s.list[:last]
+			delete(s.idx, k)
+			changed = true
 		}
 	}
 	return changed
 }
 
-// peers returns the peer leases ordered by key (stable input for the backend).
-func (s *leaseSet) peers() []subnet.Lease {
-	keys := make([]string, 0, len(s.leases))
-	for k := range s.leases {
-		keys = append(keys, k)
+func (s *leaseSet) applySnapshot(snap []subnet.Lease) bool {
+	// Drop the own lease and duplicates (the first wins, as a map would keep one).
+	next := snap[:0]
+	seen := make(map[leaseKey]int32, len(snap))
+	same := s.synced
+	for i := range snap {
+		k := keyOf(&snap[i])
+		if k == s.own {
+			continue
+		}
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = int32(len(next))
+		if same {
+			pos, ok := s.idx[k]
+			same = ok && sameLease(s.list[pos], snap[i])
+		}
+		next = append(next, snap[i])
 	}
-	sort.Strings(keys)
-	out := make([]subnet.Lease, len(keys))
-	for i, k := range keys {
-		out[i] = s.leases[k]
-	}
-	return out
-}
-
-func sameLeases(a, b map[string]subnet.Lease) bool {
-	if len(a) != len(b) {
+	if same && len(next) == len(s.list) {
 		return false
 	}
-	for k, la := range a {
-		lb, ok := b[k]
-		if !ok || !sameLease(la, lb) {
-			return false
-		}
-	}
+	clear(snap[len(next):]) // drop references beyond the kept ones
+	s.list, s.idx, s.sorted, s.synced = next, seen, false, true
 	return true
+}
+
+// peers returns the peer leases ordered by subnets (stable input for the backend). The
+// slice is the set's own storage: valid until the next apply, not to be modified.
+func (s *leaseSet) peers() []subnet.Lease {
+	if !s.sorted {
+		slices.SortFunc(s.list, func(a, b subnet.Lease) int { return keyOf(&a).compare(keyOf(&b)) })
+		for i := range s.list {
+			s.idx[keyOf(&s.list[i])] = int32(i)
+		}
+		s.sorted = true
+	}
+	return s.list
 }
 
 // sameLease compares what the data plane depends on (not the expiration).

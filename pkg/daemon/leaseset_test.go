@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -62,5 +64,55 @@ func TestLeaseSet(t *testing.T) {
 	}
 	if p := s.peers(); string(p[0].Attrs.BackendData) != string(a.Attrs.BackendData) {
 		t.Fatal("lease content lost")
+	}
+}
+
+// TestLeaseSetChurn folds many adds, changes and removals in, in random order, and
+// checks the set against a plain map after each batch.
+func TestLeaseSetChurn(t *testing.T) {
+	own := lease("10.0.1.0/24", "192.0.2.1", "aa:aa:aa:aa:aa:01")
+	s := newLeaseSet(own.Key())
+	ref := map[string]subnet.Lease{}
+	mk := func(i, v int) subnet.Lease {
+		return lease(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24).String(),
+			"192.0.2.2", fmt.Sprintf("aa:aa:aa:%02x:%02x:%02x", byte(i>>8), byte(i), byte(v)))
+	}
+	var snap []subnet.Lease
+	for i := range 300 {
+		l := mk(i, 0)
+		snap = append(snap, l)
+		ref[l.Key()] = l
+	}
+	snap = append(snap, own)
+	if !s.apply(subnet.WatchResult{Snapshot: snap}) {
+		t.Fatal("first snapshot not a change")
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 50 {
+		var evs []subnet.Event
+		for range 40 {
+			i := rnd.IntN(400)
+			l := mk(i, rnd.IntN(3))
+			if rnd.IntN(3) == 0 {
+				evs = append(evs, subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet}})
+				delete(ref, l.Key())
+			} else {
+				evs = append(evs, subnet.Event{Type: subnet.EventAdded, Lease: l})
+				ref[l.Key()] = l
+			}
+		}
+		s.apply(subnet.WatchResult{Events: evs})
+		got := s.peers()
+		if len(got) != len(ref) {
+			t.Fatalf("round %d: %d peers, want %d", round, len(got), len(ref))
+		}
+		for i, l := range got {
+			if w, ok := ref[l.Key()]; !ok || !sameLease(w, l) {
+				t.Fatalf("round %d: peer %s differs from the reference", round, l.Key())
+			}
+			if i > 0 && keyOf(&got[i-1]).compare(keyOf(&l)) >= 0 {
+				t.Fatalf("round %d: peers not ordered at %d", round, i)
+			}
+		}
 	}
 }
