@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -41,7 +40,7 @@ func kvToLease(dir string, key, value []byte) (subnet.Lease, error) {
 		return subnet.Lease{}, err
 	}
 	l := leaseFor(sn, sn6)
-	if err := json.Unmarshal(value, &l.Attrs); err != nil {
+	if err := decodeAttrs(value, &l.Attrs); err != nil {
 		return subnet.Lease{}, fmt.Errorf("bad lease value at %s: %w", key, err)
 	}
 	return l, nil
@@ -65,26 +64,61 @@ type entry struct {
 	modRev    int64
 }
 
-// list reads all subnet keys. Keys that do not parse are skipped; values that do not
-// parse are kept (their subnets are still taken) with attrsErr set.
+// listPage is how many keys one range request of list reads: the responses of a
+// 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
+// held while it is decoded.
+const listPage = 1000
+
+// list reads all subnet keys (see scan).
 func (m *Manager) list(ctx context.Context, cli *clientv3.Client) ([]entry, int64, error) {
-	resp, err := cli.Get(ctx, m.subnetsDir, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing %s: %w", m.subnetsDir, err)
+	var entries []entry
+	rev, err := m.scan(ctx, cli, func(n int) { entries = make([]entry, 0, n) }, func(e *entry) {
+		entries = append(entries, *e)
+	})
+	return entries, rev, err
+}
+
+// scan reads all subnet keys, in pages of m.page (listPage when 0) keys, all at the
+// revision of the first page, which it returns. It calls size once with the number of
+// keys, then f for each: keys that do not parse are skipped; values that do not parse
+// are passed (their subnets are still taken) with attrsErr set.
+func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int), f func(e *entry)) (int64, error) {
+	page := m.page
+	if page <= 0 {
+		page = listPage
 	}
-	entries := make([]entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		sn, sn6, err := keySubnets(m.subnetsDir, kv.Key)
+	end := clientv3.GetPrefixRangeEnd(m.subnetsDir)
+	from := m.subnetsDir
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(page))}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Get(ctx, from, opts...)
 		if err != nil {
-			klog.InfoS("Ignoring bad subnet node", "key", string(kv.Key), "err", err)
-			continue
+			return 0, fmt.Errorf("listing %s: %w", m.subnetsDir, err)
 		}
-		e := entry{key: string(kv.Key), lease: leaseFor(sn, sn6), etcdLease: kv.Lease, modRev: kv.ModRevision}
-		if err := json.Unmarshal(kv.Value, &e.lease.Attrs); err != nil {
-			e.attrsErr = err
-			e.lease.Attrs = subnet.LeaseAttrs{}
+		if rev == 0 {
+			rev = resp.Header.Revision
+			size(int(resp.Count))
 		}
-		entries = append(entries, e)
+		for _, kv := range resp.Kvs {
+			sn, sn6, err := keySubnets(m.subnetsDir, kv.Key)
+			if err != nil {
+				klog.InfoS("Ignoring bad subnet node", "key", string(kv.Key), "err", err)
+				continue
+			}
+			e := entry{key: string(kv.Key), lease: leaseFor(sn, sn6), etcdLease: kv.Lease, modRev: kv.ModRevision}
+			if err := decodeAttrs(kv.Value, &e.lease.Attrs); err != nil {
+				e.attrsErr = err
+				e.lease.Attrs = subnet.LeaseAttrs{}
+			}
+			f(&e)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	return entries, resp.Header.Revision, nil
 }

@@ -68,6 +68,8 @@ type Manager struct {
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.
 	beforeWatch func(rev int64)
+	// page is the number of keys per range request when listing (0: listPage).
+	page int
 }
 
 var _ subnet.Manager = (*Manager)(nil)

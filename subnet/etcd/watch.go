@@ -79,17 +79,19 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Lease, int64, error) {
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	entries, rev, err := m.list(lctx, cli)
+	var leases []subnet.Lease
+	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Lease, 0, n) }, func(e *entry) {
+		if e.attrsErr != nil {
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+			return
+		}
+		leases = append(leases, e.lease)
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	leases := make([]subnet.Lease, 0, len(entries))
-	for _, e := range entries {
-		if e.attrsErr != nil {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
-			continue
-		}
-		leases = append(leases, e.lease)
+	if leases == nil {
+		leases = []subnet.Lease{}
 	}
 	return leases, rev, nil
 }

@@ -325,3 +325,34 @@ func TestWatchLeasesDataWiped(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchLeasesSnapshotPaged: a snapshot listed in pages (3 keys per range request
+// here) holds every lease once, bad keys and values skipped, and later writes arrive as
+// events (the pages were read at one revision).
+func TestWatchLeasesSnapshotPaged(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	var want []string
+	for i := range 10 {
+		k := fmt.Sprintf("10.5.%d.0-24", 10+i)
+		mustPut(t, cli, subnets+k, leaseValue(fmt.Sprintf("198.51.100.%d", 10+i)))
+		want = append(want, k)
+	}
+	mustPut(t, cli, subnets+"garbage", leaseValue("198.51.100.9"))
+	mustPut(t, cli, subnets+"10.5.99.0-24", `{"PublicIP":`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	m.page = 3
+	out := startWatch(t, m)
+	r := next(t, out, 10*time.Second)
+	got := byKey(r.Snapshot)
+	if !r.IsSnapshot() || len(r.Snapshot) != len(want) || !slices.Equal(slices.Sorted(maps.Keys(got)), want) {
+		t.Fatalf("paged snapshot %v, want %v", slices.Sorted(maps.Keys(got)), want)
+	}
+	if l := got["10.5.13.0-24"]; l.Attrs.PublicIP.String() != "198.51.100.13" || l.Attrs.BackendType != "vxlan" {
+		t.Errorf("lease 10.5.13.0-24 = %+v", l)
+	}
+	mustPut(t, cli, subnets+"10.5.50.0-24", leaseValue("198.51.100.50"))
+	r = next(t, out, 10*time.Second)
+	if len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.50.0-24" {
+		t.Fatalf("want the new lease as an event, got %+v", r)
+	}
+}
