@@ -3,27 +3,29 @@ package vxlan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/flannel-go/flannel/subnet"
 )
 
 // route is one route we want or own, reduced to what we compare and what a delete needs.
+// (Fields are ordered to keep the struct small: 20,000 of them sit in each of two maps.)
 type route struct {
-	Dst    netip.Prefix
-	Gw     netip.Addr
-	Link   int  // output interface index
-	Onlink bool // RTNH_F_ONLINK
-	Prio   int  // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
+	Dst  netip.Prefix
+	Gw   netip.Addr
+	Link int // output interface index
+	Prio int // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
+	// The fields marked "kernel" only describe routes read from the kernel: they are
+	// zero in desired routes, and a kernel route differing in them is replaced.
+	Tos    int    // kernel
+	NhID   uint32 // kernel: the nexthop object id the route uses (0: none); needed to delete it
+	Scope  uint8  // kernel
+	Onlink bool   // RTNH_F_ONLINK
 	// ViaNH: the route's next hop is a kernel nexthop object on Link with gateway Gw and
 	// the onlink flag (desired: to be written so; actual: it uses the one nexthop object
 	// of the family kept for Gw).
 	ViaNH bool
-	// The fields below only describe routes read from the kernel: they are zero in
-	// desired routes, and a kernel route differing in them is replaced.
-	NhID  uint32 // the nexthop object id the route uses (0: none); needed to delete it
-	Scope uint8
-	Tos   int
-	Extra bool // other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
+	Extra bool // kernel: other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
 }
 
 // same reports whether an actual route r is exactly the desired route d.
@@ -56,6 +58,7 @@ type fdbKey struct {
 // other nexthop objects on the device (duplicates, unusable ones), all to be deleted.
 // Desired nexthops are the gateways of the desired ViaNH routes.
 type famState struct {
+	sized       int // the maps were made for this many entries (grown in one step)
 	neigh       map[netip.Addr]hwAddr
 	fdb         map[hwAddr]netip.Addr
 	routes      map[netip.Prefix]route
@@ -72,6 +75,18 @@ func newFamState() *famState {
 		routes: make(map[netip.Prefix]route),
 		nh:     make(map[netip.Addr]uint32),
 	}
+}
+
+// size makes the maps hold n entries without growing step by step (each step leaves the
+// old storage as garbage), when they were made smaller; it empties them.
+func (s *famState) size(n int) {
+	if n <= s.sized {
+		return
+	}
+	s.neigh = make(map[netip.Addr]hwAddr, n)
+	s.fdb = make(map[hwAddr]netip.Addr, n)
+	s.routes = make(map[netip.Prefix]route, n)
+	s.sized = n
 }
 
 // reset empties the state, keeping the maps' storage for the next round.
@@ -130,6 +145,7 @@ type problem struct {
 // Leases of other backends, without this family, or with unusable data are skipped and
 // reported in the returned problems (appended to probs).
 func desiredFamily(p famParams, peers []subnet.Lease, out *famState, probs []problem) []problem {
+	out.size(len(peers))
 	out.reset()
 	fam, prio := "IPv4", 0
 	if p.V6 {
@@ -222,6 +238,36 @@ func (o *ops) reset() {
 	o.delNH = o.delNH[:0]
 }
 
+// shrink drops the storage of lists that grew large (a first round of a big network),
+// so that it is not kept for the small rounds that follow.
+func (o *ops) shrink() {
+	const keep = 1024
+	if cap(o.delRoutes) > keep {
+		o.delRoutes = nil
+	}
+	if cap(o.delFDB) > keep {
+		o.delFDB = nil
+	}
+	if cap(o.delNeigh) > keep {
+		o.delNeigh = nil
+	}
+	if cap(o.setNeigh) > keep {
+		o.setNeigh = nil
+	}
+	if cap(o.setFDB) > keep {
+		o.setFDB = nil
+	}
+	if cap(o.addNH) > keep {
+		o.addNH = nil
+	}
+	if cap(o.setRoutes) > keep {
+		o.setRoutes = nil
+	}
+	if cap(o.delNH) > keep {
+		o.delNH = nil
+	}
+}
+
 func (o *ops) empty() bool {
 	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes)+
 		len(o.addNH)+len(o.delNH) == 0
@@ -234,6 +280,19 @@ func (o *ops) empty() bool {
 // route to a destination) is deleted.
 func diff(want, act *famState, out *ops) {
 	out.reset()
+	// Room for the usual case (additions when want is larger, removals when smaller) in
+	// one allocation, rather than by doubling.
+	if add := len(want.routes) - len(act.routes); add > 0 {
+		out.setNeigh = slices.Grow(out.setNeigh, add)
+		out.setFDB = slices.Grow(out.setFDB, add)
+		out.setRoutes = slices.Grow(out.setRoutes, add)
+		out.addNH = slices.Grow(out.addNH, add)
+	} else if del := -add; del > 0 {
+		out.delNeigh = slices.Grow(out.delNeigh, del)
+		out.delFDB = slices.Grow(out.delFDB, del)
+		out.delRoutes = slices.Grow(out.delRoutes, del)
+		out.delNH = slices.Grow(out.delNH, del)
+	}
 
 	// Neighbours: keyed by IP, one per IP per device.
 	for ip, mac := range want.neigh {

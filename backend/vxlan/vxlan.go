@@ -415,7 +415,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		return c, nil
 	}
 	for _, f := range b.fams {
-		if err := b.readActual(f); err != nil {
+		if err := b.readActual(f, len(peers)); err != nil {
 			return c, fmt.Errorf("vxlan: %w", err)
 		}
 	}
@@ -437,6 +437,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 	for _, f := range b.fams {
 		if apply {
 			b.apply(ctx, f, &c, &el)
+			f.ops.shrink()
 			continue
 		}
 		c.RoutesAdded += len(f.ops.setRoutes)

@@ -101,6 +101,15 @@ func (c *Conn) setup() error {
 	return nil
 }
 
+// recv reads one datagram (unix.Recvfrom would allocate the sender's address each time).
+func recv(fd int, buf []byte, flags int) (int, error) {
+	if flags == 0 {
+		return unix.Read(fd, buf)
+	}
+	n, _, err := unix.Recvfrom(fd, buf, flags)
+	return n, err
+}
+
 // Close closes the socket.
 func (c *Conn) Close() error { return unix.Close(c.fd) }
 
@@ -176,7 +185,7 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 		if lost {
 			flags = unix.MSG_DONTWAIT
 		}
-		nr, _, err := unix.Recvfrom(c.fd, c.rbuf, flags)
+		nr, err := recv(c.fd, c.rbuf, flags)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -305,7 +314,7 @@ func (c *Conn) dump(typ uint16, f func(body []byte) error) error {
 	var ferr error
 	intr := false
 	for {
-		nr, _, err := unix.Recvfrom(c.fd, c.rbuf, 0)
+		nr, err := recv(c.fd, c.rbuf, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

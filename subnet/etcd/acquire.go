@@ -63,11 +63,16 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		return nil, err
 	}
 
-	// 1. Our own lease, found by public address.
-	live := entries[:0:0]
+	// 1. Our own lease, found by public address; the others' subnets are taken.
+	var taken4, taken6 []netip.Prefix
 	for _, e := range entries {
 		if !sameNode(cfg, attrs, e) {
-			live = append(live, e)
+			if e.lease.Subnet.IsValid() {
+				taken4 = append(taken4, e.lease.Subnet)
+			}
+			if e.lease.IPv6Subnet.IsValid() {
+				taken6 = append(taken6, e.lease.IPv6Subnet)
+			}
 			continue
 		}
 		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
@@ -87,16 +92,6 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		}
 		if !resp.Succeeded {
 			return nil, errRace
-		}
-	}
-
-	var taken4, taken6 []netip.Prefix
-	for _, e := range live {
-		if e.lease.Subnet.IsValid() {
-			taken4 = append(taken4, e.lease.Subnet)
-		}
-		if e.lease.IPv6Subnet.IsValid() {
-			taken6 = append(taken6, e.lease.IPv6Subnet)
 		}
 	}
 

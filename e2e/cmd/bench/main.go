@@ -53,6 +53,7 @@ func main() {
 	logs := flag.String("logs", "", "copy each run's flanneld log into this directory")
 	idle := flag.Duration("idle", 30*time.Second, "idle CPU window (0: skip)")
 	churn := flag.Bool("churn", true, "measure churn (N/5 deletions + N/5 additions)")
+	verbose := flag.Bool("v", false, "print each run's memory breakdown (RssAnon, RssFile) at its end")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces); run: sudo make bench")
@@ -60,15 +61,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn}); err != nil {
+	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn, verbose: *verbose}); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 type phases struct {
-	idle  time.Duration
-	churn bool
+	idle    time.Duration
+	churn   bool
+	verbose bool
 }
 
 type result struct {
@@ -251,6 +253,15 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 	}
 	if res.hwmKB, err = vmHWM(pid); err != nil {
 		return res, err
+	}
+	if ph.verbose {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, line := range strings.Split(string(st), "\n") {
+				if strings.HasPrefix(line, "Rss") || strings.HasPrefix(line, "VmHWM") {
+					fmt.Fprintf(os.Stderr, "bench: %d leases: %s\n", n, strings.Join(strings.Fields(line), " "))
+				}
+			}
+		}
 	}
 	return res, l.StopFlanneld(1)
 }
