@@ -326,9 +326,8 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link, apply bool) (changes int
 // device, routes of the main table on the device and on the external interface (those
 // with a destination inside the network are owned: direct routes). For DirectRouting
 // the whole main table is read, the other routes going into f.under.
-func (b *Backend) readActual(f *family, sizeHint int) error {
+func (b *Backend) readActual(f *family) error {
 	act := f.act
-	act.size(sizeHint)
 	if f.nh {
 		err := netlinkx.Dump(dumpAttempts, f.label()+" nexthops", func() error {
 			clear(act.nh)

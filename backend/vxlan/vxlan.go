@@ -12,6 +12,11 @@
 // or, with DirectRouting and a peer reachable without a gateway, only the route
 // <peer subnet> via <peer PublicIP> on the external interface.
 //
+// IPv4 onlink routes go through a kernel nexthop object per peer gateway ("nhid N via
+// <gw> dev flannel.1 onlink"): the kernel hashes plain routes' next hops without the
+// gateway, so n plain onlink routes on one device cost n² to insert, nexthop objects n.
+// Kernels without nexthop objects get plain routes (the first nexthop dump tells).
+//
 // The backend is a reconciler, not an event replayer. Each Reconcile round works on
 // three sets per family:
 //
@@ -19,22 +24,24 @@
 //     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
 //     backend, bad BackendData, no subnet of the family) are skipped and logged once per
 //     distinct problem.
-//   - actual: read from the kernel every round, never remembered: one route dump and one
-//     neighbour dump per family and one FDB dump, keeping what we own: permanent
-//     neighbour and FDB entries on our devices, routes on our devices (kernel-made routes
-//     excepted), and routes on the external interface whose destination lies inside the
-//     flannel network (direct routes).
+//   - actual: read from the kernel every round, never remembered: per family one dump
+//     each of the nexthop objects, routes, neighbours and FDB entries, filtered by the
+//     kernel to our device (routes also on the external interface), keeping what we own:
+//     nexthop objects, permanent neighbour and FDB entries on our devices, routes on our
+//     devices (kernel-made routes excepted), and routes on the external interface whose
+//     destination lies inside the flannel network (direct routes).
 //   - diff: a pure function giving the minimal replace/delete operations. Whatever we own
 //     that no lease explains is deleted; entries the kernel created (learned FDB entries,
 //     dynamic ARP) are left alone.
 //
-// The operations are applied one netlink request per changed object, in an order that
-// keeps the data plane sound: route deletes first, then FDB and neighbour deletes; then
-// neighbour sets, FDB sets and route sets last, so the kernel never needs to ARP for an
-// onlink gateway. Failures are collected and the rest goes on. A round with nothing to
-// change writes nothing. The same loop covers start-up (adopting what an earlier run or
-// upstream flanneld left), restart without loss, self-healing after manual changes and
-// scale.
+// The operations are applied in pipelined netlink batches (pkg/netlinkx.Conn), in an
+// order that keeps the data plane sound: route deletes first, then FDB and neighbour
+// deletes; then neighbour sets, FDB sets, nexthop objects, and route sets last, so the
+// kernel never needs to ARP for an onlink gateway; nexthop objects no route needs go
+// after that. Each request's outcome is checked; failures are collected and the rest
+// goes on. A round with nothing to change writes nothing. The same loop covers start-up
+// (adopting what an earlier run or upstream flanneld left), restart without loss,
+// self-healing after manual changes and scale.
 //
 // Devices are adopted when compatible, keeping ifindex and MAC; when an attribute the
 // library cannot change in place differs (VNI, port, local address, underlay link, GBP,
@@ -415,7 +422,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		return c, nil
 	}
 	for _, f := range b.fams {
-		if err := b.readActual(f, len(peers)); err != nil {
+		if err := b.readActual(f); err != nil {
 			return c, fmt.Errorf("vxlan: %w", err)
 		}
 	}

@@ -1,6 +1,9 @@
 // Package netlinkx holds small helpers shared by the backends that talk netlink:
 // conversions between net/netip values and the net types the netlink library uses,
-// classification of the errors the kernel returns, and a retry for interrupted dumps.
+// classification of the errors the kernel returns, a retry for interrupted dumps, and
+// Conn, a raw NETLINK_ROUTE socket for what the netlink library does one request at a
+// time or lacks: pipelined write batches, kernel-filtered dumps parsed without
+// per-object allocations, and nexthop objects (RTM_NEWNEXTHOP, Linux ≥ 5.3).
 package netlinkx
 
 import (
