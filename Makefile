@@ -44,8 +44,9 @@ demo: deps build
 # on its own). Needs root.
 bench: bench-control bench-net
 
-# Control-plane convergence time and peak RSS for 1k/5k/20k synthetic peers, median of 3.
-# Options: make bench-control BENCH_ARGS='-sizes 1000 -runs 5' (also honoured by make bench)
+# Control plane for 1k/5k/20k synthetic peers, median of 3: convergence from start, RSS,
+# churn (n/5 leases removed + n/5 added) and idle CPU over a 30 s resync period.
+# Options: make bench-control BENCH_ARGS='-sizes 1000 -runs 5 -idle 10s -v' (also honoured by make bench)
 BENCH_ARGS ?=
 bench-control: build
 	$(GO) run ./e2e/cmd/bench -flanneld bin/flanneld $(BENCH_ARGS)
