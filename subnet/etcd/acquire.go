@@ -57,11 +57,25 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 	}
 }
 
-func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
+func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (lease *subnet.Lease, err error) {
 	entries, rev, err := m.list(ctx, cli)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			return
+		}
+		// The lease watch starts from this listing; this node's own entries (rewritten
+		// or deleted just now) are left out: the watch delivers what became of them.
+		peers := entries[:0]
+		for _, e := range entries {
+			if !sameNode(cfg, attrs, e) {
+				peers = append(peers, e)
+			}
+		}
+		m.prime(peers, rev)
+	}()
 
 	// 1. Our own lease, found by public address; the others' subnets are taken.
 	var taken4, taken6 []netip.Prefix

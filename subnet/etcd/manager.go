@@ -70,6 +70,15 @@ type Manager struct {
 	beforeWatch func(rev int64)
 	// page is the number of keys per range request when listing (0: listPage).
 	page int
+	// primed is the listing of the last successful AcquireLease, for the first snapshot
+	// of WatchLeases (guarded by mu; taken once).
+	primed *listing
+}
+
+// listing is all subnet keys as read at one revision.
+type listing struct {
+	entries []entry
+	rev     int64
 }
 
 var _ subnet.Manager = (*Manager)(nil)

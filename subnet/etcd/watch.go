@@ -75,8 +75,40 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	return nil
 }
 
+// prime keeps a listing for the next snapshot.
+func (m *Manager) prime(entries []entry, rev int64) {
+	m.mu.Lock()
+	m.primed = &listing{entries: entries, rev: rev}
+	m.mu.Unlock()
+}
+
+// takePrimed returns and forgets the kept listing (nil if none).
+func (m *Manager) takePrimed() *listing {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.primed
+	m.primed = nil
+	return p
+}
+
 // snapshot lists the leases for a WatchResult (never nil, possibly empty).
 func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Lease, int64, error) {
+	if p := m.takePrimed(); p != nil {
+		// The listing AcquireLease just read: watching from its revision + 1 delivers
+		// every later change (our own new lease included), so listing 20,000 leases a
+		// second time at start-up is not needed. A compacted revision makes the watch
+		// list again.
+		leases := make([]subnet.Lease, 0, len(p.entries))
+		for i := range p.entries {
+			e := &p.entries[i]
+			if e.attrsErr != nil {
+				klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+				continue
+			}
+			leases = append(leases, e.lease)
+		}
+		return leases, p.rev, nil
+	}
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	var leases []subnet.Lease

@@ -356,3 +356,43 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 		t.Fatalf("want the new lease as an event, got %+v", r)
 	}
 }
+
+// TestWatchLeasesStartsFromAcquireListing: the first snapshot after AcquireLease is the
+// listing the acquisition read (no second listing at start-up); what changed since,
+// our own new lease and a peer written in between, arrives as events.
+func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	mustPut(t, cli, subnets+"10.5.10.0-24", leaseValue("198.51.100.10"))
+	mustPut(t, cli, subnets+"10.5.11.0-24", leaseValue("198.51.100.11"))
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	cfg, err := m.GetNetworkConfig(tctx(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := m.AcquireLease(tctx(t, 10*time.Second), cfg, attrsFor("198.51.100.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.12.0-24", leaseValue("198.51.100.12"))
+	out := startWatch(t, m)
+	r := next(t, out, 10*time.Second)
+	got := slices.Sorted(maps.Keys(byKey(r.Snapshot)))
+	if want := []string{"10.5.10.0-24", "10.5.11.0-24"}; !r.IsSnapshot() || !slices.Equal(got, want) {
+		t.Fatalf("first snapshot %v, want the acquisition's listing %v", got, want)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		r := next(t, out, 10*time.Second)
+		if r.IsSnapshot() {
+			t.Fatalf("unexpected second snapshot %v", r.Snapshot)
+		}
+		for _, e := range r.Events {
+			if e.Type == subnet.EventAdded {
+				seen[e.Lease.Key()] = true
+			}
+		}
+	}
+	if !seen[own.Key()] || !seen["10.5.12.0-24"] {
+		t.Fatalf("events %v, want our lease %s and 10.5.12.0-24", seen, own.Key())
+	}
+}
