@@ -85,12 +85,12 @@ func FuzzParse(f *testing.F) {
 		var nh Nexthop
 		_ = ParseNexthop(data, &nh)
 		_ = extAckMsg(unix.NLM_F_ACK_TLVS, data)
-		_ = valueEndless(data)
+		_ = countAttrs(data)
 	})
 }
 
-// valueEndless walks the attributes of data (no header) as the parsers do.
-func valueEndless(data []byte) int {
+// countAttrs walks the attributes of data (no header) as the parsers do.
+func countAttrs(data []byte) int {
 	n := 0
 	_ = attrs(data, func(uint16, []byte) { n++ })
 	return n
