@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path"
+	"path/filepath"
 	"syscall"
 
 	"k8s.io/klog/v2"
@@ -18,6 +20,7 @@ import (
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/daemon"
+	"github.com/flannel-go/flannel/pkg/instancelock"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
@@ -50,6 +53,17 @@ func run() int {
 	}
 	defer klog.Flush()
 	klog.InfoS("Starting flanneld", "version", version, "options", opts.LogSafe())
+
+	// One instance per network and node: a second daemon for the same prefix or subnet
+	// file in this network namespace would fight the first over the same kernel state.
+	for _, key := range instanceLockKeys(opts) {
+		lock, err := instancelock.Acquire(key)
+		if err != nil {
+			klog.ErrorS(err, "Refusing to start: another flanneld already runs for this network in this network namespace")
+			return 1
+		}
+		defer lock.Release()
+	}
 
 	prev, _ := subnetenv.Read(opts.SubnetFile)
 	prevSubnet, ok := subnetenv.PrefixValue(prev, "FLANNEL_SUBNET")
@@ -159,4 +173,19 @@ func newSubnetManager(opts daemon.Options, prevSubnet, prevV6Subnet netip.Prefix
 		return nil, nil, err
 	}
 	return sm, func() { sm.Close() }, nil
+}
+
+// instanceLockKeys names what a daemon instance owns on the node: its datastore network
+// (the etcd prefix, or the node object with the Kubernetes subnet manager) and its subnet
+// file. Each is locked for the daemon's lifetime.
+func instanceLockKeys(opts daemon.Options) []string {
+	network := "etcd-prefix:" + path.Clean("/"+opts.EtcdPrefix)
+	if opts.KubeSubnetMgr {
+		network = "kube-subnet-mgr"
+	}
+	file := opts.SubnetFile
+	if abs, err := filepath.Abs(file); err == nil {
+		file = abs
+	}
+	return []string{network, "subnet-file:" + file}
 }
