@@ -396,3 +396,53 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 		t.Fatalf("events %v, want our lease %s and 10.5.12.0-24", seen, own.Key())
 	}
 }
+
+// TestWatchHealthFollowsOutage: Health is nil while the watch is live, an error while etcd
+// is down, nil again once it is back, and a lease written after the return arrives at once
+// (the client's reconnect backoff is capped at 1 s).
+func TestWatchHealthFollowsOutage(t *testing.T) {
+	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	out := startWatch(t, m)
+	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+		t.Fatalf("first result %+v", r)
+	}
+	waitHealth := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for (m.Health() == nil) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("Health = %v after 20 s, want healthy=%v", m.Health(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitHealth(true)
+	p.Kill()
+	waitHealth(false)
+	t.Logf("during the outage: %v", m.Health())
+	time.Sleep(3 * time.Second) // let the reconnect backoff grow
+	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	// A fresh client: the old one waits out grpc's default reconnect backoff.
+	mustPut(t, rawClient(t, p.Endpoint(), nil), subnets+"10.5.3.0-24", leaseValue("198.51.100.3"))
+	t.Logf("lease written %v after etcd's return", time.Since(back).Round(time.Millisecond))
+	deadline := time.After(20 * time.Second)
+	for got := false; !got; {
+		select {
+		case r := <-out:
+			if r.IsSnapshot() {
+				_, got = byKey(r.Snapshot)["10.5.3.0-24"]
+			}
+			for _, e := range r.Events {
+				got = got || (e.Type == subnet.EventAdded && e.Lease.Key() == "10.5.3.0-24")
+			}
+		case <-deadline:
+			t.Fatal("lease written after etcd came back was not delivered")
+		}
+	}
+	t.Logf("lease written after etcd came back delivered %v after its return", time.Since(back).Round(time.Millisecond))
+	waitHealth(true)
+}
