@@ -36,50 +36,25 @@ const maxRestartLoss = 25
 // healthzPort is where the fault tests ask flanneld for /readyz (inside node namespaces).
 const healthzPort = 8472
 
-// pinger is a 10 ms ping from a pod namespace, counting what it loses.
-type pinger struct {
-	cmd  *exec.Cmd
-	out  strings.Builder
-	done chan struct{}
-}
-
-// startPing runs `ping -i 0.01` from ns to dst until stop (or 10 minutes).
-func startPing(t *testing.T, ns string, dst netip.Addr) *pinger {
+// startPing pings dst from ns every 10 ms until stopPing or the end of the test.
+func startPing(t *testing.T, ns string, dst netip.Addr) *lab.PingStream {
 	t.Helper()
-	p := &pinger{done: make(chan struct{})}
-	p.cmd = exec.Command("ip", "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.01", "-W", "1", "-w", "600", dst.String())
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	p, err := lab.StartPingStream(ns, dst, 10*time.Millisecond)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	})
+	t.Cleanup(func() { _, _, _ = p.Stop() })
 	return p
 }
 
-var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-
-// stop ends the ping (SIGINT, as Ctrl-C) and returns how many echoes were sent and lost.
-func (p *pinger) stop(t *testing.T) (sent, lost int) {
+// stopPing stops the ping and returns how many echoes were sent and lost.
+func stopPing(t *testing.T, p *lab.PingStream) (sent, lost int) {
 	t.Helper()
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	sent, lost, err := p.Stop()
+	if err != nil {
+		t.Fatal(err)
 	}
-	m := pingStatsRE.FindStringSubmatch(p.out.String())
-	if m == nil {
-		t.Fatalf("no ping statistics in %q", p.out.String())
-	}
-	sent, _ = strconv.Atoi(m[1])
-	recv, _ := strconv.Atoi(m[2])
-	return sent, sent - recv
+	return sent, lost
 }
 
 // kernelWatch records, through netlink subscriptions inside a node namespace, every
@@ -310,7 +285,7 @@ func restartUnderPing(t *testing.T, l *lab.Lab, pods []lab.Pod, dev string, kill
 	waitReady(t, l, 2)
 	restart := time.Since(start)
 	time.Sleep(time.Second) // and a second of steady state after the first reconcile
-	sent, lost := ping.stop(t)
+	sent, lost := stopPing(t, ping)
 	t.Logf("%s + restart of node 2's flanneld (%v until ready): %d of %d pings at 10 ms lost", how, restart.Round(time.Millisecond), lost, sent)
 
 	for k, w := range watches {
@@ -499,7 +474,7 @@ func TestEtcdOutage(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		waitReady(t, l, i)
 	}
-	sent, lost := ping.stop(t)
+	sent, lost := stopPing(t, ping)
 	t.Logf("pod 1 -> pod 2 across the outage: %d of %d pings at 10 ms lost", lost, sent)
 	if lost > maxRestartLoss {
 		t.Errorf("%d of %d pings lost while etcd was down (bound %d, target 0)", lost, sent, maxRestartLoss)

@@ -244,6 +244,9 @@ func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (
 		if err == nil {
 			return cfg, nil
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // stopped, not a datastore problem
+		}
 		klog.ErrorS(err, "Couldn't fetch network config; retrying", "retryIn", period)
 		select {
 		case <-ctx.Done():
