@@ -30,7 +30,7 @@ func Binary() (string, error) {
 	return b, nil
 }
 
-// Options describe one single-member etcd.
+// Options describe one etcd member (alone by default, or of InitialCluster).
 type Options struct {
 	Name      string // member name (default "default")
 	DataDir   string // required: data directory (kept across Restart)
@@ -38,6 +38,9 @@ type Options struct {
 	PeerURL   string // required, e.g. http://127.0.0.1:23800
 	Netns     string // run inside this named network namespace (ip netns exec) when set
 	LogFile   string // etcd's output goes here (default DataDir + ".log")
+	// InitialCluster is etcd's --initial-cluster for a member of a cluster
+	// ("a=http://127.0.0.1:23800,b=..."); default: this member alone.
+	InitialCluster string
 	// ExtraArgs are appended to etcd's command line (e.g. TLS flags).
 	ExtraArgs []string
 	// ReadyTimeout bounds the wait for the client port (default 20s).
@@ -94,6 +97,10 @@ func (p *Proc) start(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(p.opts.DataDir)), 0o755); err != nil {
 		return fmt.Errorf("etcdproc: %w", err)
 	}
+	cluster := p.opts.InitialCluster
+	if cluster == "" {
+		cluster = p.opts.Name + "=" + p.opts.PeerURL
+	}
 	args := []string{
 		"--name", p.opts.Name,
 		"--data-dir", p.opts.DataDir,
@@ -101,7 +108,7 @@ func (p *Proc) start(ctx context.Context) error {
 		"--advertise-client-urls", p.opts.ClientURL,
 		"--listen-peer-urls", p.opts.PeerURL,
 		"--initial-advertise-peer-urls", p.opts.PeerURL,
-		"--initial-cluster", p.opts.Name + "=" + p.opts.PeerURL,
+		"--initial-cluster", cluster,
 		"--initial-cluster-state", "new",
 		"--heartbeat-interval", "50",
 		"--election-timeout", "500",
