@@ -287,6 +287,9 @@ func restartUnderPing(t *testing.T, l *lab.Lab, pods []lab.Pod, dev string, kill
 	time.Sleep(time.Second) // and a second of steady state after the first reconcile
 	sent, lost := stopPing(t, ping)
 	t.Logf("%s + restart of node 2's flanneld (%v until ready): %d of %d pings at 10 ms lost", how, restart.Round(time.Millisecond), lost, sent)
+	if restart > 2*time.Second { // not a failure: show where the time went
+		t.Logf("slow restart; node 2's log:\n%s", l.LogTail(2, 40))
+	}
 
 	for k, w := range watches {
 		node := []int{2, 1}[k]
