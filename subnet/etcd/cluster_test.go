@@ -16,6 +16,9 @@ import (
 // startCluster runs a three-member etcd cluster on 127.0.0.1.
 func startCluster(t *testing.T) []*etcdproc.Proc {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
 	if _, err := etcdproc.Binary(); err != nil {
 		t.Skip(err)
 	}
