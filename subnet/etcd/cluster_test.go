@@ -120,9 +120,9 @@ func TestWatchSurvivesMemberDeath(t *testing.T) {
 		t.Logf("member %d down: lease written through member %d after %v, delivered %v later", i+1, (i+1)%len(eps)+1,
 			written.Sub(start).Round(time.Millisecond), time.Since(written).Round(time.Millisecond))
 		deadline := time.Now().Add(20 * time.Second)
-		for m.WatchHealth() != nil {
+		for m.Health() != nil {
 			if time.Now().After(deadline) {
-				t.Fatalf("watch health with member %d down: %v", i+1, m.WatchHealth())
+				t.Fatalf("watch health with member %d down: %v", i+1, m.Health())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
