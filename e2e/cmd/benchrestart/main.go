@@ -135,13 +135,21 @@ func newLab(ctx context.Context, bin, dir, tag, backend string) (*lab.Lab, error
 
 // waitReady polls node i's /readyz until it answers 200.
 func waitReady(ctx context.Context, l *lab.Lab, i int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
+	last := ""
 	for {
 		hctx, cancel := context.WithTimeout(ctx, time.Second)
 		code, body, err := lab.HTTPGet(hctx, l.NodeNS(i), fmt.Sprintf("http://127.0.0.1:%d/readyz", healthzPort))
 		cancel()
 		if err == nil && code == 200 {
+			if d := time.Since(start); d > 2*time.Second {
+				fmt.Fprintf(os.Stderr, "benchrestart: node %d ready only after %v; last answer before: %s\n", i, d.Round(time.Millisecond), last)
+			}
 			return nil
+		}
+		if a := fmt.Sprintf("%d %q %v", code, body, err); a != last {
+			last = fmt.Sprintf("%s (at %v)", a, time.Since(start).Round(time.Millisecond))
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("node %d not ready after %v: %d %q %v\n%s", i, timeout, code, body, err, l.LogTail(i, 20))
