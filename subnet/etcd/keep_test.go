@@ -15,7 +15,7 @@ import (
 // TTL several times; deleting it ends KeepLease with ErrLeaseRevoked.
 func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
-	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 3 * time.Second, RenewMargin: time.Second})
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 6 * time.Second, RenewMargin: 3 * time.Second})
 	l := acquire(t, m, attrsFor("198.51.100.1"))
 	key := DefaultPrefix + "/subnets/" + l.Key()
 	firstLease := getKV(t, cli, key).Kvs[0].Lease
@@ -25,11 +25,13 @@ func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.KeepLease(ctx, l) }()
 
+	// 12 s: twice the TTL, so the key only survives if it was renewed. Renewal is due
+	// 3 s before expiry, which leaves a loaded machine 3 s of slack.
 	for i := 0; i < 4; i++ {
-		time.Sleep(2 * time.Second)
+		time.Sleep(3 * time.Second)
 		resp := getKV(t, cli, key)
 		if len(resp.Kvs) != 1 {
-			t.Fatalf("key expired after %d s despite renewal", 2*(i+1))
+			t.Fatalf("key expired after %d s despite renewal", 3*(i+1))
 		}
 	}
 	kv := getKV(t, cli, key).Kvs[0]
@@ -37,7 +39,7 @@ func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 		t.Fatal("lease was never renewed")
 	}
 	ttl, err := cli.TimeToLive(tctx(t, 5*time.Second), clientv3.LeaseID(kv.Lease))
-	if err != nil || ttl.GrantedTTL != 3 || ttl.TTL <= 0 {
+	if err != nil || ttl.GrantedTTL != 6 || ttl.TTL <= 0 {
 		t.Fatalf("TimeToLive %+v %v", ttl, err)
 	}
 	select {
