@@ -40,9 +40,10 @@ e2e: deps
 demo: deps build
 	$(GO) run ./e2e/cmd/demo -flanneld bin/flanneld $(DEMO_ARGS)
 
-# Control-plane and data-plane benchmarks (Documentation/benchmarks.md; bench-rules runs
-# on its own). Needs root.
-bench: bench-control bench-net
+# Every benchmark of Documentation/benchmarks.md, one after the other (about half an hour).
+# Needs root. Each also runs on its own (bench-control, bench-net, bench-rules, bench-heal,
+# bench-restart, bench-kube).
+bench: bench-control bench-net bench-rules bench-heal bench-restart bench-kube
 
 # Control plane for 1k/5k/20k synthetic peers, median of 3: convergence from start, RSS,
 # churn (n/5 leases removed + n/5 added) and idle CPU over a 30 s resync period.
