@@ -118,30 +118,9 @@ func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	if err := b.prepare(ms, true); err != nil {
 		return 0, err
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
-				unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	n, err := mmsg(c.rc.Write, unix.SYS_SENDMMSG, "sendmmsg", b.hdrs)
 	runtime.KeepAlive(ms)
-	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, os.NewSyscallError("sendmmsg", errno)
-	}
-	return n, nil
+	return n, err
 }
 
 // ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It
@@ -154,11 +133,26 @@ func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	if err := b.prepare(ms, false); err != nil {
 		return 0, err
 	}
+	n, err := mmsg(c.rc.Read, unix.SYS_RECVMMSG, "recvmmsg", b.hdrs)
+	runtime.KeepAlive(ms)
+	if err != nil {
+		return 0, err
+	}
+	for i := range n {
+		h := &b.hdrs[i]
+		ms[i].N, ms[i].NN, ms[i].Flags, ms[i].Addr = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags), nil
+	}
+	return n, nil
+}
+
+// mmsg makes one non-blocking sendmmsg or recvmmsg (trap) over hdrs, waiting in Go's
+// poller through wait (the socket's RawConn Write or Read) while the socket is not ready.
+func mmsg(wait func(func(fd uintptr) bool) error, trap uintptr, name string, hdrs []unix.Mmsghdr) (int, error) {
 	var n int
 	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
+	err := wait(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+			r, _, e := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)),
 				unix.MSG_DONTWAIT, 0, 0)
 			switch e {
 			case unix.EINTR:
@@ -170,16 +164,11 @@ func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 			return true
 		}
 	})
-	runtime.KeepAlive(ms)
 	if err != nil {
 		return 0, err
 	}
 	if errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", errno)
-	}
-	for i := range n {
-		h := &b.hdrs[i]
-		ms[i].N, ms[i].NN, ms[i].Flags, ms[i].Addr = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags), nil
+		return 0, os.NewSyscallError(name, errno)
 	}
 	return n, nil
 }
