@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
@@ -260,25 +259,15 @@ func TestNoMasqueradeWithoutIPMasq(t *testing.T) {
 	}
 }
 
-// cpuTicks is a process's CPU time (user+system, its own and its waited-for children's:
-// the iptables/nft commands it runs) in clock ticks.
+// cpuTicks is a process's CPU time (its own and its waited-for children's: the
+// iptables/nft commands it runs) in clock ticks.
 func cpuTicks(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	n, err := benchkit.CPUTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 (state) on
-	var sum int64
-	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			t.Fatalf("stat field %d: %v", i+3, err)
-		}
-		sum += v
-	}
-	return sum
+	return n
 }
 
 // TestTrafficRulesIdleCost logs what keeping the rules costs at rest, in both modes. The
@@ -294,8 +283,7 @@ func TestTrafficRulesIdleCost(t *testing.T) {
 			c0 := cpuTicks(t, pid)
 			time.Sleep(window)
 			c1 := cpuTicks(t, pid)
-			const hz = 100 // USER_HZ
-			pct := float64(c1-c0) / hz / window.Seconds() * 100
+			pct := float64(c1-c0) / benchkit.TicksPerSecond / window.Seconds() * 100
 			t.Logf("%s: flanneld (with its iptables/nft children) used %.2f%% of a core at rest over %v", modeName(nft), pct, window)
 			if pct > 10 {
 				t.Errorf("%.1f%% of a core at rest: busy loop?", pct)

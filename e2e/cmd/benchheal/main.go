@@ -20,19 +20,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
@@ -68,16 +65,9 @@ func main() {
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	only := flag.String("backends", "vxlan,host-gw,udp", "backends to measure, comma-separated")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "benchheal: needs root (network namespaces); run: sudo make bench-heal")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *runs, *pause, *bin, strings.Split(*only, ",")); err != nil {
-		fmt.Fprintf(os.Stderr, "benchheal: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("benchheal", "bench-heal", func(ctx context.Context) error {
+		return run(ctx, *runs, *pause, *bin, strings.Split(*only, ","))
+	})
 }
 
 func run(ctx context.Context, runs int, pause time.Duration, bin string, backends []string) error {
@@ -89,21 +79,12 @@ func run(ctx context.Context, runs int, pause time.Duration, bin string, backend
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin != "" {
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-	} else {
-		bin = filepath.Join(work, "flanneld")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+		return err
 	}
 	_ = lab.Sweep(family)
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("kernel state healing: time from a fault until the state reads back whole, median of %d (target <= %v); %d CPUs, kernel %s\n",
-		runs, target, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	fmt.Printf("kernel state healing: time from a fault until the state reads back whole, median of %d (target <= %v); %s\n",
+		runs, target, benchkit.Machine())
 	fmt.Printf("%-8s  %-32s  %9s  %-6s  %s\n", "backend", "fault", "median", "target", "all runs")
 	missed := 0
 	for _, be := range backends {
@@ -196,7 +177,7 @@ func benchBackend(ctx context.Context, be string, runs int, pause time.Duration,
 				return missed, fmt.Errorf("after %s: %w", k.name, err)
 			}
 		}
-		m := median(took)
+		m := benchkit.Median(took)
 		verdict := "ok"
 		if m > target {
 			verdict, missed = "MISSED", missed+1
@@ -517,12 +498,6 @@ func udpFaults() []faultKind {
 			return intact(s)
 		}},
 	}
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

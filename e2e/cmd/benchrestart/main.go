@@ -22,13 +22,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -37,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
@@ -49,16 +46,9 @@ func main() {
 	only := flag.String("only", "", `run one part only: "restart" or "outage"`)
 	keep := flag.Bool("keep", false, "keep the work directory (logs) and print its path")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "benchrestart: needs root (network namespaces); run: sudo make bench-restart")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *runs, *bin, *outage, *only, *keep); err != nil {
-		fmt.Fprintf(os.Stderr, "benchrestart: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("benchrestart", "bench-restart", func(ctx context.Context) error {
+		return run(ctx, *runs, *bin, *outage, *only, *keep)
+	})
 }
 
 func run(ctx context.Context, runs int, bin string, outage time.Duration, only string, keep bool) error {
@@ -74,22 +64,13 @@ func run(ctx context.Context, runs int, bin string, outage time.Duration, only s
 	} else {
 		defer os.RemoveAll(work)
 	}
-	if bin != "" {
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-	} else {
-		bin = filepath.Join(work, "flanneld")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+		return err
 	}
 	// The family must not start with another tool's family ("fgbench" sweeps "fgbench*").
 	_ = lab.Sweep("fgrsb")
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("flanneld restart and etcd outage, %d run(s) each, median; %d CPUs, kernel %s\n",
-		runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	fmt.Printf("flanneld restart and etcd outage, %d run(s) each, median; %s\n",
+		runs, benchkit.Machine())
 
 	if only != "outage" {
 		fmt.Printf("\nkill -9 + immediate restart of node 2's flanneld, pod 1 -> pod 2 ping every 10 ms\n")
@@ -206,7 +187,7 @@ func benchRestart(ctx context.Context, bin, dir, backend string, runs int) error
 		lost, ready = append(lost, n), append(ready, took)
 		all = append(all, fmt.Sprintf("%d/%d,%.2fs", n, sent, took.Seconds()))
 	}
-	fmt.Printf("%-8s  %12d  %13.2fs  %s\n", backend, median(lost), median(ready).Seconds(), strings.Join(all, " "))
+	fmt.Printf("%-8s  %12d  %13.2fs  %s\n", backend, benchkit.Median(lost), benchkit.Median(ready).Seconds(), strings.Join(all, " "))
 	return nil
 }
 
@@ -260,7 +241,7 @@ func benchOutage(ctx context.Context, bin, dir string, runs int, outage time.Dur
 			return err
 		}
 	}
-	fmt.Printf("%15.2fs  %15.2fs  %s\n", median(fromBack).Seconds(), median(fromWrite).Seconds(), strings.Join(all, " "))
+	fmt.Printf("%15.2fs  %15.2fs  %s\n", benchkit.Median(fromBack).Seconds(), benchkit.Median(fromWrite).Seconds(), strings.Join(all, " "))
 	return nil
 }
 
@@ -310,10 +291,4 @@ func applied(h *netlink.Handle, sn netip.Prefix, mac string) bool {
 		})
 	}
 	return has(netlink.FAMILY_V4) && has(unix.AF_BRIDGE)
-}
-
-func median[T int | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

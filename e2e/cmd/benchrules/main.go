@@ -14,17 +14,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
-	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
@@ -82,16 +77,9 @@ func main() {
 	idle := flag.Duration("idle", 20*time.Second, "window for the CPU cost at rest")
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "benchrules: needs root (network namespaces); run: sudo make bench-rules")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *runs, *idle, *bin); err != nil {
-		fmt.Fprintf(os.Stderr, "benchrules: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("benchrules", "bench-rules", func(ctx context.Context) error {
+		return run(ctx, *runs, *idle, *bin)
+	})
 }
 
 func run(ctx context.Context, runs int, idle time.Duration, bin string) error {
@@ -103,21 +91,12 @@ func run(ctx context.Context, runs int, idle time.Duration, bin string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin != "" {
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-	} else {
-		bin = filepath.Join(work, "flanneld")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+		return err
 	}
 	_ = lab.Sweep(family)
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("traffic-rule healing: time from a fault until the rules read back intact, median of %d; %d CPUs, kernel %s\n",
-		runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	fmt.Printf("traffic-rule healing: time from a fault until the rules read back intact, median of %d; %s\n",
+		runs, benchkit.Machine())
 	fmt.Printf("%-9s  %-28s  %9s  %s\n", "mode", "fault", "median", "all runs")
 	for _, nft := range []bool{false, true} {
 		if err := benchMode(ctx, nft, runs, idle, bin, filepath.Join(work, modeName(nft))); err != nil {
@@ -193,12 +172,12 @@ func benchMode(ctx context.Context, nft bool, runs int, idle time.Duration, bin,
 			took = append(took, time.Since(start))
 			time.Sleep(300 * time.Millisecond)
 		}
-		fmt.Printf("%-9s  %-28s  %8.0fms  %s\n", modeName(nft), f.name, ms(median(took)), list(took))
+		fmt.Printf("%-9s  %-28s  %8.0fms  %s\n", modeName(nft), f.name, ms(benchkit.Median(took)), list(took))
 	}
 
 	pid := l.FlanneldPID(1)
 	time.Sleep(2 * time.Second)
-	c0, err := cpuTicks(pid)
+	c0, err := benchkit.CPUTicks(pid)
 	if err != nil {
 		return err
 	}
@@ -207,13 +186,12 @@ func benchMode(ctx context.Context, nft bool, runs int, idle time.Duration, bin,
 		return ctx.Err()
 	case <-time.After(idle):
 	}
-	c1, err := cpuTicks(pid)
+	c1, err := benchkit.CPUTicks(pid)
 	if err != nil {
 		return err
 	}
-	const hz = 100 // USER_HZ
 	fmt.Printf("%-9s  %-28s  %8.2f%% of a core over %v (flanneld with its iptables/nft children)\n",
-		modeName(nft), "CPU at rest", float64(c1-c0)/hz/idle.Seconds()*100, idle)
+		modeName(nft), "CPU at rest", float64(c1-c0)/benchkit.TicksPerSecond/idle.Seconds()*100, idle)
 	return l.StopFlanneld(1)
 }
 
@@ -243,32 +221,6 @@ func ruleDump(l *lab.Lab, ns string, nft bool) (string, error) {
 
 // normalise drops nft handles: restored rules get new ones.
 func normalise(dump string) string { return handleRE.ReplaceAllString(dump, "") }
-
-// cpuTicks is a process's CPU time (user+system, its own and its waited-for children's)
-// in clock ticks.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 (state) on
-	var sum int64
-	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat field %d: %w", pid, i+3, err)
-		}
-		sum += v
-	}
-	return sum, nil
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

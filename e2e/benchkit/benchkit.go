@@ -1,0 +1,100 @@
+// Package benchkit holds what the lab's benchmark commands (e2e/cmd/bench*) share: their
+// start-up (root check, a context ended by Ctrl-C, exit status), the flanneld binary they
+// run, the machine line they print, medians and a process's CPU time.
+package benchkit
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Main runs a benchmark command: it refuses to run without root (the lab needs network
+// namespaces; target is the make target to suggest), runs run with a context that
+// SIGINT/SIGTERM end, and exits 1 with the error printed under the command's name.
+func Main(name, target string, run func(ctx context.Context) error) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(os.Stderr, "%s: needs root (network namespaces); run: sudo make %s\n", name, target)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Flanneld returns the absolute path of bin, or, when bin is empty, builds ./cmd/flanneld
+// into dir and returns that.
+func Flanneld(ctx context.Context, bin, dir string) (string, error) {
+	if bin != "" {
+		return filepath.Abs(bin)
+	}
+	bin = filepath.Join(dir, "flanneld")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Machine describes the machine for a benchmark's header: "2 CPUs, kernel 6.1.0".
+func Machine() string {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%d CPUs, kernel %s", runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+}
+
+// Median is the middle value of xs (the upper one of the two middles for an even count).
+// xs must not be empty; it is not changed.
+func Median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TicksPerSecond is the kernel's USER_HZ, the unit of CPUTicks.
+const TicksPerSecond = 100
+
+// CPUTicks is a process's CPU time in clock ticks: user and system time, its own and that
+// of the children it waited for (the iptables, nft or ip commands it runs).
+func CPUTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseCPUTicks(string(b))
+}
+
+// parseCPUTicks sums fields 14-17 (utime stime cutime cstime) of a /proc/<pid>/stat line.
+// The command name (field 2) may contain spaces and parentheses: fields are counted from
+// the last ')'.
+func parseCPUTicks(stat string) (int64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat line %q", stat)
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return 0, fmt.Errorf("short /proc stat line %q", stat)
+	}
+	var sum int64
+	for _, k := range []int{11, 12, 13, 14} {
+		v, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc stat field %d: %w", k+3, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
