@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
@@ -151,16 +152,8 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if o.bin != "" {
-		if o.bin, err = filepath.Abs(o.bin); err != nil {
-			return err
-		}
-	} else {
-		o.bin = filepath.Join(work, "flanneld")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", o.bin, "./cmd/flanneld").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if o.bin, err = benchkit.Flanneld(ctx, o.bin, work); err != nil {
+		return err
 	}
 	// Leftovers of earlier runs that died (their owner PID is gone); live runs are kept.
 	if err := lab.Sweep(labFamily); err != nil {
