@@ -62,7 +62,13 @@ func NewAnnotations(prefix string) (Annotations, error) {
 // Prefix is the normalised prefix every key starts with.
 func (a Annotations) Prefix() string { return a.prefix }
 
+// numLeaseKeys is len(Annotations.leaseKeys()); leaseKeyManaged is SubnetKubeManaged's index.
+const (
+	numLeaseKeys    = 6
+	leaseKeyManaged = 0
+)
+
 // leaseKeys are the annotations a peer's lease is built from (the informer keeps only these).
-func (a Annotations) leaseKeys() []string {
-	return []string{a.SubnetKubeManaged, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP, a.PublicIPv6}
+func (a Annotations) leaseKeys() [numLeaseKeys]string {
+	return [numLeaseKeys]string{a.SubnetKubeManaged, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP, a.PublicIPv6}
 }

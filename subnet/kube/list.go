@@ -96,9 +96,9 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 }
 
 func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
-	keep := map[string]bool{}
-	for _, k := range ann.leaseKeys() {
-		keep[k] = true
+	keep := map[string]int{}
+	for i, k := range ann.leaseKeys() {
+		keep[k] = i
 	}
 	br := bufio.NewReader(r)
 	var buf []byte
@@ -217,8 +217,9 @@ const (
 )
 
 // decodePeerNode reads a protobuf Node and keeps only the name, the resource version, the
-// annotations in keep and the pod CIDRs (spec.podCIDRs, else spec.podCIDR).
-func decodePeerNode(b []byte, keep map[string]bool) (*peerNode, error) {
+// annotations in keep (key -> index in peerNode.LeaseAnn) and the pod CIDRs
+// (spec.podCIDRs, else spec.podCIDR).
+func decodePeerNode(b []byte, keep map[string]int) (*peerNode, error) {
 	p := &peerNode{}
 	var podCIDR string
 	err := eachField(b, func(num protowire.Number, v []byte) error {
@@ -243,11 +244,8 @@ func decodePeerNode(b []byte, keep map[string]bool) (*peerNode, error) {
 					}); err != nil {
 						return err
 					}
-					if keep[string(key)] {
-						if p.Annotations == nil {
-							p.Annotations = make(map[string]string, 6)
-						}
-						p.Annotations[string(key)] = string(val)
+					if i, ok := keep[string(key)]; ok {
+						p.LeaseAnn[i] = string(val)
 					}
 				}
 				return nil

@@ -217,6 +217,23 @@ func TestLeaseWatchApply(t *testing.T) {
 	if len(w.snapshot()) != 0 {
 		t.Fatalf("leases left: %v", w.snapshot())
 	}
+
+	// Quiet (before the first snapshot): the leases are folded in, no events are built.
+	w.quiet = true
+	if ev := w.apply(slimAll(map[string]*corev1.Node{"a": a, "b": b, "c": plain})); len(ev) != 0 {
+		t.Fatalf("quiet apply returned events %v", ev)
+	}
+	var keys []string
+	for _, l := range w.snapshot() {
+		keys = append(keys, l.Key())
+	}
+	if strings.Join(sorted(keys), " ") != "10.244.1.0-24 10.244.2.0-24" {
+		t.Fatalf("leases after a quiet apply: %v", keys)
+	}
+	w.quiet = false
+	if ev := w.apply(slimAll(map[string]*corev1.Node{"a": nil})); len(ev) != 1 || ev[0].Type != subnet.EventRemoved {
+		t.Fatalf("events after the quiet apply: %v", ev)
+	}
 }
 
 // slimAll is what the informer hands on: peer nodes (nil: deleted).
@@ -251,15 +268,21 @@ func TestSlimNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := got.(*peerNode)
+	kept := 0
+	for _, v := range s.LeaseAnn {
+		if v != "" {
+			kept++
+		}
+	}
 	if s.Name != "a" || s.ResourceVersion != "42" || len(s.ManagedFields) != 0 || len(s.Labels) != 0 ||
-		len(s.Annotations) != 4 || len(s.PodCIDRs) != 2 {
+		len(s.Annotations) != 0 || kept != 4 || !s.managed() || len(s.PodCIDRs) != 2 {
 		t.Fatalf("slim node %+v", s)
 	}
-	if _, ok := s.Annotations["unrelated"]; ok {
-		t.Fatal("unrelated annotation kept")
+	if an := s.node(testAnn).Annotations; len(an) != 4 || an[testAnn.PublicIP] != "192.0.2.11" || an["unrelated"] != "" {
+		t.Fatalf("annotations of the slim node as a Node: %v", an)
 	}
 	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
-	l2, err2 := nodeToLease(s.node(), testAnn, &subnet.Config{EnableIPv4: true})
+	l2, err2 := nodeToLease(s.node(testAnn), testAnn, &subnet.Config{EnableIPv4: true})
 	if err1 != nil || err2 != nil || !sameLease(l1, l2) {
 		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
 	}
@@ -273,9 +296,9 @@ func TestSlimNode(t *testing.T) {
 		t.Fatal("transform of a peer node changed it")
 	}
 	c := s.DeepCopyObject().(*peerNode)
-	c.Annotations["x"] = "y"
+	c.LeaseAnn[1] = "changed"
 	c.PodCIDRs[0] = "changed"
-	if _, ok := s.Annotations["x"]; ok || s.PodCIDRs[0] == "changed" {
+	if s.LeaseAnn[1] == "changed" || s.PodCIDRs[0] == "changed" {
 		t.Fatal("DeepCopyObject shares memory")
 	}
 }
