@@ -46,6 +46,13 @@ func main() {
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
 	manifest := flag.String("manifest", "dist/kube-flannel.yml", "manifest whose RBAC objects are applied")
+	flag.Func("env", "extra environment variable for flanneld, NAME=value (repeatable; e.g. GODEBUG=gctrace=1, whose lines are then shown)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want NAME=value")
+		}
+		extraEnv = append(extraEnv, v)
+		return nil
+	})
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchkube: needs root (network namespaces); run: sudo make bench-kube")
@@ -59,9 +66,15 @@ func main() {
 	}
 }
 
+// extraEnv is set from -env flags before run starts and only read afterwards.
+var extraEnv []string
+
 type result struct {
 	converge time.Duration
 	hwmKB    int
+	// anonKB and fileKB are the largest anonymous and file-backed resident sizes sampled
+	// while the daemon converged (every 10 ms, so a short spike may be missed).
+	anonKB, fileKB int
 }
 
 func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, manifest string) (err error) {
@@ -142,7 +155,8 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 		if err != nil {
 			return fmt.Errorf("run %d: %w", r+1, err)
 		}
-		fmt.Fprintf(os.Stderr, "benchkube: run %d: %.2fs, %.1f MB\n", r+1, res.converge.Seconds(), float64(res.hwmKB)/1024)
+		fmt.Fprintf(os.Stderr, "benchkube: run %d: %.2fs, %.1f MB (sampled max: anon %.1f MB, file %.1f MB)\n", r+1,
+			res.converge.Seconds(), float64(res.hwmKB)/1024, float64(res.anonKB)/1024, float64(res.fileKB)/1024)
 		rs = append(rs, res)
 	}
 	conv := make([]time.Duration, len(rs))
@@ -173,10 +187,11 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	}
 	defer closeH()
 	start := time.Now()
-	if err := l.StartFlanneldEnv(1, []string{"NODE_NAME=lab-n1"}, "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
+	if err := l.StartFlanneldEnv(1, append([]string{"NODE_NAME=lab-n1"}, extraEnv...), "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
 		return result{}, err
 	}
 	pid := l.FlanneldPID(1)
+	var res result
 	for {
 		if ctx.Err() != nil {
 			_ = l.KillFlanneld(1)
@@ -184,6 +199,9 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 		}
 		if !l.FlanneldRunning(1) {
 			return result{}, fmt.Errorf("flanneld exited (log tail:\n%s)", l.LogTail(1, 20))
+		}
+		if anon, file, err := rssSplit(pid); err == nil {
+			res.anonKB, res.fileKB = max(res.anonKB, anon), max(res.fileKB, file)
 		}
 		if converged(h, n) {
 			break
@@ -196,7 +214,7 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 		tail = tail[i:] // this run only
 	}
 	for _, line := range strings.Split(tail, "\n") {
-		if strings.Contains(line, "informer synced") || strings.Contains(line, "Reconciled") || strings.Contains(line, "Found network config") || strings.Contains(line, "Running backend") {
+		if strings.HasPrefix(line, "gc ") || strings.Contains(line, "informer synced") || strings.Contains(line, "Reconciled") || strings.Contains(line, "Found network config") || strings.Contains(line, "Running backend") {
 			fmt.Fprintf(os.Stderr, "benchkube:   %s\n", line)
 		}
 	}
@@ -204,7 +222,8 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	if err != nil {
 		return result{}, err
 	}
-	return result{converge: elapsed, hwmKB: hwm}, l.StopFlanneld(1)
+	res.converge, res.hwmKB = elapsed, hwm
+	return res, l.StopFlanneld(1)
 }
 
 // createPeers creates n peer nodes with 16 concurrent clients.
@@ -338,15 +357,27 @@ func converged(h *netlink.Handle, n int) bool {
 	return count(netlink.FAMILY_V4) >= n && count(unix.AF_BRIDGE) >= n
 }
 
-func vmHWM(pid int) (int, error) {
+func vmHWM(pid int) (int, error) { return statusKB(pid, "VmHWM") }
+
+// rssSplit is the daemon's current anonymous and file-backed resident size.
+func rssSplit(pid int) (anon, file int, err error) {
+	if anon, err = statusKB(pid, "RssAnon"); err != nil {
+		return 0, 0, err
+	}
+	file, err = statusKB(pid, "RssFile")
+	return anon, file, err
+}
+
+// statusKB reads one "Name:  N kB" field of /proc/<pid>/status.
+func statusKB(pid int, field string) (int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read VmHWM: %w", err)
+		return 0, fmt.Errorf("read %s: %w", field, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
