@@ -104,9 +104,6 @@ func FuzzDecodeNodeList(f *testing.F) {
 			if p == nil {
 				t.Fatal("nil item")
 			}
-			if len(p.Annotations) != 0 {
-				t.Fatalf("annotations kept in the object metadata: %v", p.Annotations)
-			}
 		}
 	})
 }

@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -170,7 +172,7 @@ func TestNodeToLease(t *testing.T) {
 }
 
 func TestLeaseWatchApply(t *testing.T) {
-	w := leaseWatch{ann: testAnn, cfg: &subnet.Config{EnableIPv4: true}, leases: map[string]subnet.Lease{}}
+	w := leaseWatch{ann: testAnn, cfg: &subnet.Config{EnableIPv4: true}, peers: map[string]*peerNode{}}
 	a := node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01"))
 	b := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
 	plain := node("c", []string{"10.244.3.0/24"}, nil)
@@ -274,8 +276,7 @@ func TestSlimNode(t *testing.T) {
 			kept++
 		}
 	}
-	if s.Name != "a" || s.ResourceVersion != "42" || len(s.ManagedFields) != 0 || len(s.Labels) != 0 ||
-		len(s.Annotations) != 0 || kept != 4 || !s.managed() || len(s.PodCIDRs) != 2 {
+	if s.Name != "a" || s.ResourceVersion != "42" || kept != 4 || !s.managed() || len(s.PodCIDRs) != 2 {
 		t.Fatalf("slim node %+v", s)
 	}
 	if an := s.node(testAnn).Annotations; len(an) != 4 || an[testAnn.PublicIP] != "192.0.2.11" || an["unrelated"] != "" {
@@ -290,6 +291,13 @@ func TestSlimNode(t *testing.T) {
 	old := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
 	if p := m.slim(old); len(p.PodCIDRs) != 1 || p.PodCIDRs[0] != "10.244.2.0/24" {
 		t.Fatalf("podCIDR not kept: %+v", p)
+	}
+	// The informer's key function and the reflector see the name and resource version.
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(s); err != nil || key != "a" {
+		t.Fatalf("informer key %q, %v", key, err)
+	}
+	if acc, err := meta.Accessor(s); err != nil || acc.GetResourceVersion() != "42" || acc.GetName() != "a" {
+		t.Fatalf("meta.Accessor: %v %v", acc, err)
 	}
 	// The transform is idempotent and leaves other objects alone.
 	if again, _ := m.slimNode(s); again != s {

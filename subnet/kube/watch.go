@@ -65,7 +65,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}()
 	defer wg.Wait()
 
-	w := leaseWatch{ann: m.ann, cfg: cfg, leases: map[string]subnet.Lease{}}
+	w := leaseWatch{ann: m.ann, cfg: cfg, peers: map[string]*peerNode{}}
 	poll := time.NewTicker(50 * time.Millisecond)
 	defer poll.Stop()
 	synced := false
@@ -158,49 +158,63 @@ func (q *nodeQueue) drain() map[string]*peerNode {
 	return p
 }
 
-// leaseWatch is the lease per peer node, and turns node changes into lease events.
+// leaseWatch knows the peer nodes (those with a valid lease) and turns node changes into
+// lease events. It keeps the informer's peer nodes themselves (shared, never modified)
+// rather than a lease per node, and builds leases when it needs them: at 5,000 nodes a
+// second copy of every lease was a third of the Kubernetes side's memory.
 type leaseWatch struct {
-	ann    Annotations
-	cfg    *subnet.Config
-	leases map[string]subnet.Lease // by node name
+	ann   Annotations
+	cfg   *subnet.Config
+	peers map[string]*peerNode // by node name; nodeToLease succeeds for each
 	// quiet: apply folds the changes in without building events (before the first
 	// snapshot, when every node would be an event nobody reads: at 5,000 nodes a
 	// megabyte more at the daemon's peak).
 	quiet bool
 }
 
+func (w *leaseWatch) lease(n *peerNode) (subnet.Lease, error) {
+	return nodeToLease(n.node(w.ann), w.ann, w.cfg)
+}
+
 // apply folds the latest node states (nil = deleted) in and returns the lease events
 // (none when quiet).
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var events []subnet.Event
+	emit := func(t subnet.EventType, l subnet.Lease) {
+		if !w.quiet {
+			events = append(events, subnet.Event{Type: t, Lease: l})
+		}
+	}
 	for name, n := range nodes {
-		old, had := w.leases[name]
+		oldNode, had := w.peers[name]
+		var old subnet.Lease
+		if had {
+			old, _ = w.lease(oldNode) // succeeded when it was stored, and cfg is fixed
+		}
 		var (
 			l   subnet.Lease
 			err = errDeleted
 		)
 		if n != nil {
-			l, err = nodeToLease(n.node(w.ann), w.ann, w.cfg)
+			l, err = w.lease(n)
 			if err != nil && n.managed() {
 				klog.V(2).InfoS("Ignoring node", "node", name, "reason", err.Error())
-			}
-		}
-		emit := func(t subnet.EventType, l subnet.Lease) {
-			if !w.quiet {
-				events = append(events, subnet.Event{Type: t, Lease: l})
 			}
 		}
 		switch {
 		case err != nil:
 			if had {
-				delete(w.leases, name)
+				delete(w.peers, name)
 				emit(subnet.EventRemoved, old)
 			}
 		case !had:
-			w.leases[name] = l
+			w.peers[name] = n
 			emit(subnet.EventAdded, l)
-		case !sameLease(old, l):
-			w.leases[name] = l
+		default:
+			w.peers[name] = n
+			if sameLease(old, l) {
+				continue
+			}
 			if old.Key() != l.Key() {
 				emit(subnet.EventRemoved, old)
 			}
@@ -213,9 +227,11 @@ func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 var errDeleted = errors.New("node deleted")
 
 func (w *leaseWatch) snapshot() []subnet.Lease {
-	s := make([]subnet.Lease, 0, len(w.leases))
-	for _, l := range w.leases {
-		s = append(s, l)
+	s := make([]subnet.Lease, 0, len(w.peers))
+	for _, n := range w.peers {
+		if l, err := w.lease(n); err == nil {
+			s = append(s, l)
+		}
 	}
 	return s
 }
