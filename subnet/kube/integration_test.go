@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 // apiserver starts (once per test binary) etcd and kube-apiserver and returns them.
-func apiserver(t *testing.T) *kubeproc.Local {
+func apiserver(t testing.TB) *kubeproc.Local {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("skipped in -short mode: starts etcd and kube-apiserver")
@@ -75,7 +75,7 @@ func adminClient(t *testing.T, k *kubeproc.Local) kubernetes.Interface {
 }
 
 // uniq makes object names unique per test (the apiserver is shared by the package's tests).
-func uniq(t *testing.T, s string) string {
+func uniq(t testing.TB, s string) string {
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(name) > 40 {
 		name = name[len(name)-40:]
@@ -97,7 +97,7 @@ func createNode(t *testing.T, cs kubernetes.Interface, name string, cidrs []stri
 	return got
 }
 
-func writeNetConf(t *testing.T, conf string) string {
+func writeNetConf(t testing.TB, conf string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "net-conf.json")
 	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
