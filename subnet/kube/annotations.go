@@ -62,13 +62,21 @@ func NewAnnotations(prefix string) (Annotations, error) {
 // Prefix is the normalised prefix every key starts with.
 func (a Annotations) Prefix() string { return a.prefix }
 
-// numLeaseKeys is len(Annotations.leaseKeys()); leaseKeyManaged is SubnetKubeManaged's index.
+// The index of each key in Annotations.leaseKeys (and so in peerNode.LeaseAnn).
 const (
-	numLeaseKeys    = 6
-	leaseKeyManaged = 0
+	leaseKeyManaged = iota
+	leaseKeyBackendType
+	leaseKeyBackendData
+	leaseKeyBackendV6Data
+	leaseKeyPublicIP
+	leaseKeyPublicIPv6
+	numLeaseKeys
 )
 
 // leaseKeys are the annotations a peer's lease is built from (the informer keeps only these).
 func (a Annotations) leaseKeys() [numLeaseKeys]string {
-	return [numLeaseKeys]string{a.SubnetKubeManaged, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP, a.PublicIPv6}
+	var k [numLeaseKeys]string
+	k[leaseKeyManaged], k[leaseKeyBackendType], k[leaseKeyBackendData] = a.SubnetKubeManaged, a.BackendType, a.BackendData
+	k[leaseKeyBackendV6Data], k[leaseKeyPublicIP], k[leaseKeyPublicIPv6] = a.BackendV6Data, a.PublicIP, a.PublicIPv6
+	return k
 }

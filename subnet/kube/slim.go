@@ -43,21 +43,6 @@ func (p *peerNode) GetObjectMeta() metav1.Object {
 // managed reports whether the node is annotated by a kube subnet manager.
 func (p *peerNode) managed() bool { return p.LeaseAnn[leaseKeyManaged] == "true" }
 
-// node is the peer as a Node carrying only what nodeToLease reads (built when needed, not
-// kept).
-func (p *peerNode) node(ann Annotations) *corev1.Node {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: p.Name}, Spec: corev1.NodeSpec{PodCIDRs: p.PodCIDRs}}
-	for i, k := range ann.leaseKeys() {
-		if v := p.LeaseAnn[i]; v != "" {
-			if n.Annotations == nil {
-				n.Annotations = make(map[string]string, numLeaseKeys)
-			}
-			n.Annotations[k] = v
-		}
-	}
-	return n
-}
-
 // peerNodeList is the informer's list result (see listSlim).
 type peerNodeList struct {
 	metav1.TypeMeta

@@ -279,11 +279,11 @@ func TestSlimNode(t *testing.T) {
 	if s.Name != "a" || s.ResourceVersion != "42" || kept != 4 || !s.managed() || len(s.PodCIDRs) != 2 {
 		t.Fatalf("slim node %+v", s)
 	}
-	if an := s.node(testAnn).Annotations; len(an) != 4 || an[testAnn.PublicIP] != "192.0.2.11" || an["unrelated"] != "" {
-		t.Fatalf("annotations of the slim node as a Node: %v", an)
+	if s.LeaseAnn[leaseKeyPublicIP] != "192.0.2.11" || s.LeaseAnn[leaseKeyBackendType] != "vxlan" || s.LeaseAnn[leaseKeyPublicIPv6] != "" {
+		t.Fatalf("lease annotations of the slim node: %q", s.LeaseAnn)
 	}
 	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
-	l2, err2 := nodeToLease(s.node(testAnn), testAnn, &subnet.Config{EnableIPv4: true})
+	l2, err2 := peerToLease(s, testAnn, &subnet.Config{EnableIPv4: true})
 	if err1 != nil || err2 != nil || !sameLease(l1, l2) {
 		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
 	}

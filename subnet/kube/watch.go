@@ -173,7 +173,7 @@ type leaseWatch struct {
 }
 
 func (w *leaseWatch) lease(n *peerNode) (subnet.Lease, error) {
-	return nodeToLease(n.node(w.ann), w.ann, w.cfg)
+	return peerToLease(n, w.ann, w.cfg)
 }
 
 // apply folds the latest node states (nil = deleted) in and returns the lease events
