@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -119,7 +120,8 @@ func heapBytes(name string) uint64 {
 }
 
 // createBenchNodes creates n peer nodes <prefix>-00000... shaped like kubelet-registered
-// ones (labels, conditions, images, system info), with 16 concurrent clients.
+// ones (labels, conditions, images, system info), with 16 concurrent clients; nodes that
+// exist already are kept.
 func createBenchNodes(ctx context.Context, cs kubernetes.Interface, prefix string, n int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -129,7 +131,8 @@ func createBenchNodes(ctx context.Context, cs kubernetes.Interface, prefix strin
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if _, err := cs.CoreV1().Nodes().Create(ctx, benchNode(prefix, i), metav1.CreateOptions{}); err != nil {
+				_, err := cs.CoreV1().Nodes().Create(ctx, benchNode(prefix, i), metav1.CreateOptions{})
+				if err != nil && !apierrors.IsAlreadyExists(err) { // -count > 1: created by the first run
 					errs <- err
 					return
 				}
