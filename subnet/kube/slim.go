@@ -17,7 +17,7 @@ import (
 type peerNode struct {
 	Name, ResourceVersion string
 	// LeaseAnn holds the values of the lease annotations, in Annotations.leaseKeys order;
-	// "" when absent (nodeToLease reads an absent and an empty annotation alike).
+	// "" when absent (peerToLease reads an absent and an empty annotation alike).
 	LeaseAnn [numLeaseKeys]string
 	// PodCIDRs is spec.podCIDRs, or spec.podCIDR when the list is empty.
 	PodCIDRs []string

@@ -165,7 +165,7 @@ func (q *nodeQueue) drain() map[string]*peerNode {
 type leaseWatch struct {
 	ann   Annotations
 	cfg   *subnet.Config
-	peers map[string]*peerNode // by node name; nodeToLease succeeds for each
+	peers map[string]*peerNode // by node name; peerToLease succeeds for each
 	// quiet: apply folds the changes in without building events (before the first
 	// snapshot, when every node would be an event nobody reads: at 5,000 nodes a
 	// megabyte more at the daemon's peak).
