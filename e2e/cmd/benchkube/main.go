@@ -15,15 +15,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -34,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/kubeproc"
 	"github.com/flannel-go/flannel/e2e/lab"
 )
@@ -46,28 +42,19 @@ func main() {
 	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
 	manifest := flag.String("manifest", "dist/kube-flannel.yml", "manifest whose RBAC objects are applied")
+	var env []string
 	flag.Func("env", "extra environment variable for flanneld, NAME=value (repeatable; e.g. GODEBUG=gctrace=1, whose lines are then shown)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("want NAME=value")
 		}
-		extraEnv = append(extraEnv, v)
+		env = append(env, v)
 		return nil
 	})
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "benchkube: needs root (network namespaces); run: sudo make bench-kube")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *nodes, *runs, *bin, *timeout, *manifest); err != nil {
-		fmt.Fprintf(os.Stderr, "benchkube: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("benchkube", "bench-kube", func(ctx context.Context) error {
+		return run(ctx, *nodes, *runs, *bin, *timeout, *manifest, env)
+	})
 }
-
-// extraEnv is set from -env flags before run starts and only read afterwards.
-var extraEnv []string
 
 type result struct {
 	converge time.Duration
@@ -77,7 +64,8 @@ type result struct {
 	anonKB, fileKB int
 }
 
-func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, manifest string) (err error) {
+// run measures n nodes, runs times; env holds extra NAME=value variables for flanneld.
+func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, manifest string, env []string) (err error) {
 	if n < 1 || n > 60000 || runs < 1 {
 		return fmt.Errorf("bad -nodes %d (1..60000) or -runs %d", n, runs)
 	}
@@ -96,15 +84,8 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 			fmt.Fprintf(os.Stderr, "benchkube: keeping %s (logs of the failed run)\n", work)
 		}
 	}()
-	if bin != "" {
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-	} else {
-		bin = filepath.Join(work, "flanneld")
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+		return err
 	}
 	_ = lab.Sweep("fgbenchk")
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbenchk", "b"), Nodes: 1, WorkDir: filepath.Join(work, "lab"), FlanneldBin: bin})
@@ -146,12 +127,11 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 	}
 	fmt.Fprintf(os.Stderr, "benchkube: %d nodes created in %v\n", n, time.Since(start).Round(time.Millisecond))
 
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("flanneld Kubernetes mode: %d annotated nodes, time to program + peak RSS, %d run(s), median; %d CPUs, kernel %s, kube-apiserver %s\n",
-		n, runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)), kubeproc.Version)
+	fmt.Printf("flanneld Kubernetes mode: %d annotated nodes, time to program + peak RSS, %d run(s), median; %s, kube-apiserver %s\n",
+		n, runs, benchkit.Machine(), kubeproc.Version)
 	var rs []result
 	for r := 0; r < runs; r++ {
-		res, err := once(ctx, l, n, timeout, kubeconfig, confPath)
+		res, err := once(ctx, l, n, timeout, kubeconfig, confPath, env)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", r+1, err)
 		}
@@ -166,15 +146,13 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 		conv[i], hwm[i] = r.converge, r.hwmKB
 		all = append(all, fmt.Sprintf("%.2fs/%.1fMB", r.converge.Seconds(), float64(r.hwmKB)/1024))
 	}
-	slices.Sort(conv)
-	slices.Sort(hwm)
 	fmt.Printf("%8s  %12s  %12s  %s\n", "nodes", "program", "peak RSS", "all runs")
-	fmt.Printf("%8d  %11.2fs  %10.1fMB  %s\n", n, conv[len(conv)/2].Seconds(), float64(hwm[len(hwm)/2])/1024, strings.Join(all, " "))
+	fmt.Printf("%8d  %11.2fs  %10.1fMB  %s\n", n, benchkit.Median(conv).Seconds(), float64(benchkit.Median(hwm))/1024, strings.Join(all, " "))
 	return nil
 }
 
 // once runs flanneld from a clean node (no flannel.1, no state) until everything is programmed.
-func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubeconfig, confPath string) (result, error) {
+func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubeconfig, confPath string, env []string) (result, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, _ = l.Exec(l.NodeNS(1), "ip", "link", "del", "flannel.1")
@@ -187,7 +165,7 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	}
 	defer closeH()
 	start := time.Now()
-	if err := l.StartFlanneldEnv(1, append([]string{"NODE_NAME=lab-n1"}, extraEnv...), "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
+	if err := l.StartFlanneldEnv(1, append([]string{"NODE_NAME=lab-n1"}, env...), "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
 		return result{}, err
 	}
 	pid := l.FlanneldPID(1)
