@@ -42,6 +42,9 @@ type rtConn interface {
 	Routes(fl netlinkx.RouteFilter, f func(r *netlinkx.Route)) error
 	Neighs(family uint8, ifindex int, f func(n *netlinkx.Neigh)) error
 	Nexthops(oif int, f func(nh *netlinkx.Nexthop)) error
+	Subscribe() error
+	PortID() (uint32, error)
+	Changes(f func(ch *netlinkx.Change)) (lost bool, err error)
 }
 
 var _ rtConn = (*netlinkx.Conn)(nil)
@@ -552,6 +555,9 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 					return
 				}
 				c.FDBRemoved++
+				if err == nil {
+					b.kc.fdbEchoes++
+				}
 			case tagDelNeigh:
 				e := o.delNeigh[i]
 				if err != nil && !netlinkx.IsNotFound(err) {
@@ -578,6 +584,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 					return
 				}
 				c.FDBAdded++
+				b.kc.fdbEchoes++
 			case tagAddNH:
 				gw := o.addNH[i]
 				if err != nil {
@@ -602,6 +609,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			}
 		})
 		bt.Reset()
+		b.drainChanges() // keep the echo of big rounds from overflowing the socket
 		if err != nil {
 			el.add(fmt.Errorf("%s on %s: %w", phase, f.name, err))
 			return false

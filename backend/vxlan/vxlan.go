@@ -112,6 +112,7 @@ type Backend struct {
 	// each distinct problem is logged once while it persists; seen is the next round's.
 	logged, seen map[string]struct{}
 	probs        []problem
+	kc           kernelCache // cache.go
 
 	observing // observer, ethtool and kernel release (observe.go, ethtool.go)
 }
@@ -300,6 +301,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	if _, _, err := b.heal(ctx, true); err != nil {
 		return nil, err
 	}
+	b.subscribe()
 	b.started = true
 	return b, nil
 }
@@ -421,9 +423,17 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		// cannot be read yet
 		return c, nil
 	}
-	for _, f := range b.fams {
-		if err := b.readActual(f); err != nil {
-			return c, fmt.Errorf("vxlan: %w", err)
+	// The kernel is read in full unless the last round left it as desired and no
+	// change notification since says otherwise (cache.go).
+	b.drainChanges()
+	full := !apply || !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
+	b.kc.valid, b.kc.dirty = false, false
+	if full {
+		b.kc.reads++
+		for _, f := range b.fams {
+			if err := b.readActual(f); err != nil {
+				return c, fmt.Errorf("vxlan: %w", err)
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -441,6 +451,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 	b.logProblems()
 
 	var el errList
+	b.kc.applying, b.kc.fdbEchoes = apply, 0
 	for _, f := range b.fams {
 		if apply {
 			b.apply(ctx, f, &c, &el)
@@ -455,6 +466,16 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		c.NeighRemoved += len(f.ops.delNeigh)
 		c.NexthopsAdded += len(f.ops.addNH)
 		c.NexthopsRemoved += len(f.ops.delNH)
+	}
+	if apply {
+		b.drainChanges()
+		b.kc.applying = false
+		if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 {
+			for _, f := range b.fams {
+				f.promote()
+			}
+			b.kc.valid = true
+		}
 	}
 	if apply && c.Total() > 0 {
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
