@@ -481,7 +481,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
 			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
 			"routesRemoved", c.RoutesRemoved, "nexthopsAdded", c.NexthopsAdded, "nexthopsRemoved", c.NexthopsRemoved,
-			"repairs", c.Other)
+			"repairs", c.Other, "readKernel", full)
 	}
 	return c, el.err()
 }

@@ -29,6 +29,9 @@ type Conn struct {
 	mon int // change notification socket, joined to the groups by Subscribe
 	// subscribed: Subscribe succeeded
 	subscribed bool
+	mm         []mmsghdr // recvmmsg scratch of Changes
+	iov        []unix.Iovec
+	mmBuf      []byte
 	seq        uint32
 	rbuf       []byte
 	req        Batch // scratch for dump requests
