@@ -43,6 +43,7 @@ type rtConn interface {
 	Neighs(family uint8, ifindex int, f func(n *netlinkx.Neigh)) error
 	Nexthops(oif int, f func(nh *netlinkx.Nexthop)) error
 	Subscribe() error
+	Unsubscribe() error
 	PortID() (uint32, error)
 	Changes(f func(ch *netlinkx.Change)) (lost bool, err error)
 }
@@ -621,6 +622,22 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		return true
 	}
 
+	// The echo of a very large round (the first one of a big network) costs more to
+	// read than the dumps it would save: the subscription pauses, and the next round
+	// reads the kernel.
+	if b.kc.on && o.len() > bigRound {
+		if err := b.c.Unsubscribe(); err != nil {
+			klog.V(2).InfoS("Leaving the kernel change groups failed", "err", err)
+		}
+		defer func() {
+			if err := b.c.Subscribe(); err != nil {
+				klog.ErrorS(err, "Cannot subscribe to kernel changes again; every reconcile reads the kernel in full")
+				b.kc.on = false
+			}
+			b.kc.dirty = true
+		}()
+	}
+
 	// Requests go out in slices of applyChunk as they are built, so the request buffer
 	// stays small whatever the number of changes.
 	ok := true
@@ -699,6 +716,10 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 	}
 	run(p3)
 }
+
+// bigRound is the number of changes above which a round does not follow the echo of its
+// own writes (see apply).
+const bigRound = 40000
 
 // applyChunk is how many requests apply builds before sending them.
 const applyChunk = 1024

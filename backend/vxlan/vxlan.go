@@ -24,8 +24,13 @@
 //     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
 //     backend, bad BackendData, no subnet of the family) are skipped and logged once per
 //     distinct problem.
-//   - actual: read from the kernel every round, never remembered: per family one dump
-//     each of the nexthop objects, routes, neighbours and FDB entries, filtered by the
+//   - actual: read from the kernel (per family one dump each of the nexthop objects,
+//     routes, neighbours and FDB entries), unless the previous round applied every
+//     change it needed and the backend's own subscription to kernel change notifications
+//     has seen nothing since but the echo of its own writes: the actual state is then the
+//     previous round's desired state (cache.go; a change by anyone else, a lost
+//     notification, a failed request, a device repair and the daemon's periodic resync
+//     all force the dumps). The dumps are filtered by the
 //     kernel to our device (routes also on the external interface), keeping what we own:
 //     nexthop objects, permanent neighbour and FDB entries on our devices, routes on our
 //     devices (kernel-made routes excepted), and routes on the external interface whose

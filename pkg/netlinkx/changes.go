@@ -61,6 +61,29 @@ func (c *Conn) Subscribe() error {
 	return nil
 }
 
+// Unsubscribe stops collecting notifications and discards those collected; Subscribe
+// starts again. Changes reports lost until then.
+func (c *Conn) Unsubscribe() error {
+	if !c.subscribed {
+		return nil
+	}
+	c.subscribed = false
+	var errs []error
+	for _, g := range changeGroups {
+		if err := unix.SetsockoptInt(c.mon, unix.SOL_NETLINK, unix.NETLINK_DROP_MEMBERSHIP, g); err != nil {
+			errs = append(errs, fmt.Errorf("leave netlink group %d: %w", g, err))
+		}
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		_, err := recv(c.mon, buf, unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) || (err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EINTR)) {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // openChangeSocket makes the (not yet subscribed) change socket; Open calls it, so that
 // it lives in the same network namespace as the request socket.
 func openChangeSocket() (int, error) {
