@@ -86,6 +86,11 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 	if b.kc.dirty || ch.Pid == b.kc.pid {
 		return // already dirty, or the echo of one of our requests
 	}
+	defer func() {
+		if b.kc.dirty && klog.V(2).Enabled() {
+			klog.InfoS("Kernel change not of our making; the next reconcile reads the kernel", "type", ch.Type, "pid", ch.Pid, "applying", b.kc.applying)
+		}
+	}()
 	ext := b.ext.Iface.Index
 	switch ch.Type {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK, unix.RTM_NEWADDR, unix.RTM_DELADDR:

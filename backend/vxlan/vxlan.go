@@ -432,6 +432,9 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 	// change notification since says otherwise (cache.go).
 	b.drainChanges()
 	full := !apply || !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
+	if apply && klog.V(3).Enabled() {
+		klog.InfoS("vxlan round", "readKernel", full, "cacheOn", b.kc.on, "valid", b.kc.valid, "dirty", b.kc.dirty, "repairs", other)
+	}
 	b.kc.valid, b.kc.dirty = false, false
 	if full {
 		b.kc.reads++
