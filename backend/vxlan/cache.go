@@ -174,6 +174,9 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 // ids of their nexthop objects.
 func (f *family) promote() {
 	f.want, f.act = f.act, f.want
+	// the maps of the former actual state grew to hold what they hold: desiredFamily
+	// need not make them again for as many entries
+	f.want.sized = max(f.want.sized, len(f.want.routes), len(f.want.neigh), len(f.want.fdb))
 	f.want.nh, f.act.nh = f.act.nh, f.want.nh
 	clear(f.want.nh)
 	act := f.act
