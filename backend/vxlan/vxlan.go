@@ -153,7 +153,8 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 // NewWithHandle is New with an explicit netlink handle and raw netlink connection, both
 // in the namespace to configure (netlink.NewHandleAt and netlinkx.OpenAt), and sysctl
 // writer (nil: write the file under /proc/sys directly; write errors are logged and
-// otherwise ignored). Handle and connection stay owned by the caller. As the handle's
+// otherwise ignored). Handle and connection stay owned by the caller; Start subscribes the
+// connection to change notifications (netlinkx.Conn.Subscribe, see cache.go). As the handle's
 // namespace is not known, the ChecksumOffload option is not applied.
 func NewWithHandle(h *netlink.Handle, c *netlinkx.Conn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil || c == nil {
