@@ -72,3 +72,11 @@ type Network interface {
 	// It does not block.
 	WatchFilter() kernelwatch.Filter
 }
+
+// Invalidator is implemented by a Network whose Reconcile may skip reading the kernel
+// back when it knows the kernel still holds what it last wrote (the vxlan backend, from
+// its own change subscription). Invalidate makes the next Reconcile read everything; the
+// daemon calls it before each periodic safety-net round.
+type Invalidator interface {
+	Invalidate()
+}

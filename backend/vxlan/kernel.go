@@ -42,6 +42,10 @@ type rtConn interface {
 	Routes(fl netlinkx.RouteFilter, f func(r *netlinkx.Route)) error
 	Neighs(family uint8, ifindex int, f func(n *netlinkx.Neigh)) error
 	Nexthops(oif int, f func(nh *netlinkx.Nexthop)) error
+	Subscribe() error
+	Unsubscribe() error
+	PortID() (uint32, error)
+	Changes(f func(ch *netlinkx.Change)) (lost bool, err error)
 }
 
 var _ rtConn = (*netlinkx.Conn)(nil)
@@ -552,6 +556,9 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 					return
 				}
 				c.FDBRemoved++
+				if err == nil {
+					b.kc.fdbEchoes++
+				}
 			case tagDelNeigh:
 				e := o.delNeigh[i]
 				if err != nil && !netlinkx.IsNotFound(err) {
@@ -578,6 +585,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 					return
 				}
 				c.FDBAdded++
+				b.kc.fdbEchoes++
 			case tagAddNH:
 				gw := o.addNH[i]
 				if err != nil {
@@ -602,6 +610,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			}
 		})
 		bt.Reset()
+		b.drainChanges() // keep the echo of big rounds from overflowing the socket
 		if err != nil {
 			el.add(fmt.Errorf("%s on %s: %w", phase, f.name, err))
 			return false
@@ -611,6 +620,22 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			return false
 		}
 		return true
+	}
+
+	// The echo of a very large round (the first one of a big network) costs more to
+	// read than the dumps it would save: the subscription pauses, and the next round
+	// reads the kernel.
+	if b.kc.on && o.len() > bigRound {
+		if err := b.c.Unsubscribe(); err != nil {
+			klog.V(2).InfoS("Leaving the kernel change groups failed", "err", err)
+		}
+		defer func() {
+			if err := b.c.Subscribe(); err != nil {
+				klog.ErrorS(err, "Cannot subscribe to kernel changes again; every reconcile reads the kernel in full")
+				b.kc.on = false
+			}
+			b.kc.dirty = true
+		}()
 	}
 
 	// Requests go out in slices of applyChunk as they are built, so the request buffer
@@ -691,6 +716,10 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 	}
 	run(p3)
 }
+
+// bigRound is the number of changes above which a round does not follow the echo of its
+// own writes (see apply).
+const bigRound = 40000
 
 // applyChunk is how many requests apply builds before sending them.
 const applyChunk = 1024

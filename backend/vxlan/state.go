@@ -268,6 +268,11 @@ func (o *ops) shrink() {
 	}
 }
 
+func (o *ops) len() int {
+	return len(o.delRoutes) + len(o.delFDB) + len(o.delNeigh) + len(o.setNeigh) + len(o.setFDB) + len(o.setRoutes) +
+		len(o.addNH) + len(o.delNH)
+}
+
 func (o *ops) empty() bool {
 	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes)+
 		len(o.addNH)+len(o.delNH) == 0

@@ -24,8 +24,13 @@
 //     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
 //     backend, bad BackendData, no subnet of the family) are skipped and logged once per
 //     distinct problem.
-//   - actual: read from the kernel every round, never remembered: per family one dump
-//     each of the nexthop objects, routes, neighbours and FDB entries, filtered by the
+//   - actual: read from the kernel (per family one dump each of the nexthop objects,
+//     routes, neighbours and FDB entries), unless the previous round applied every
+//     change it needed and the backend's own subscription to kernel change notifications
+//     has seen nothing since but the echo of its own writes: the actual state is then the
+//     previous round's desired state (cache.go; a change by anyone else, a lost
+//     notification, a failed request, a device repair and the daemon's periodic resync
+//     all force the dumps). The dumps are filtered by the
 //     kernel to our device (routes also on the external interface), keeping what we own:
 //     nexthop objects, permanent neighbour and FDB entries on our devices, routes on our
 //     devices (kernel-made routes excepted), and routes on the external interface whose
@@ -112,6 +117,7 @@ type Backend struct {
 	// each distinct problem is logged once while it persists; seen is the next round's.
 	logged, seen map[string]struct{}
 	probs        []problem
+	kc           kernelCache // cache.go
 
 	observing // observer, ethtool and kernel release (observe.go, ethtool.go)
 }
@@ -147,7 +153,8 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 // NewWithHandle is New with an explicit netlink handle and raw netlink connection, both
 // in the namespace to configure (netlink.NewHandleAt and netlinkx.OpenAt), and sysctl
 // writer (nil: write the file under /proc/sys directly; write errors are logged and
-// otherwise ignored). Handle and connection stay owned by the caller. As the handle's
+// otherwise ignored). Handle and connection stay owned by the caller; Start subscribes the
+// connection to change notifications (netlinkx.Conn.Subscribe, see cache.go). As the handle's
 // namespace is not known, the ChecksumOffload option is not applied.
 func NewWithHandle(h *netlink.Handle, c *netlinkx.Conn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil || c == nil {
@@ -300,6 +307,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	if _, _, err := b.heal(ctx, true); err != nil {
 		return nil, err
 	}
+	b.subscribe()
 	b.started = true
 	return b, nil
 }
@@ -421,9 +429,20 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		// cannot be read yet
 		return c, nil
 	}
-	for _, f := range b.fams {
-		if err := b.readActual(f); err != nil {
-			return c, fmt.Errorf("vxlan: %w", err)
+	// The kernel is read in full unless the last round left it as desired and no
+	// change notification since says otherwise (cache.go).
+	b.drainChanges()
+	full := !apply || !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
+	if apply && klog.V(3).Enabled() {
+		klog.InfoS("vxlan round", "readKernel", full, "cacheOn", b.kc.on, "valid", b.kc.valid, "dirty", b.kc.dirty, "repairs", other)
+	}
+	b.kc.valid, b.kc.dirty = false, false
+	if full {
+		b.kc.reads++
+		for _, f := range b.fams {
+			if err := b.readActual(f); err != nil {
+				return c, fmt.Errorf("vxlan: %w", err)
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -441,6 +460,7 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 	b.logProblems()
 
 	var el errList
+	b.kc.applying, b.kc.fdbEchoes = apply, 0
 	for _, f := range b.fams {
 		if apply {
 			b.apply(ctx, f, &c, &el)
@@ -456,11 +476,21 @@ func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (
 		c.NexthopsAdded += len(f.ops.addNH)
 		c.NexthopsRemoved += len(f.ops.delNH)
 	}
+	if apply {
+		b.drainChanges()
+		b.kc.applying = false
+		if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 {
+			for _, f := range b.fams {
+				f.promote()
+			}
+			b.kc.valid = true
+		}
+	}
 	if apply && c.Total() > 0 {
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
 			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
 			"routesRemoved", c.RoutesRemoved, "nexthopsAdded", c.NexthopsAdded, "nexthopsRemoved", c.NexthopsRemoved,
-			"repairs", c.Other)
+			"repairs", c.Other, "readKernel", full)
 	}
 	return c, el.err()
 }

@@ -340,6 +340,9 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 			dirty = true
 		case <-resync.C:
 			dirty = true
+			if v, ok := nw.(backend.Invalidator); ok {
+				v.Invalidate() // the safety net reads the kernel in full
+			}
 		case <-retry:
 			retry = nil
 			dirty = true

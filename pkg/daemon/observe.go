@@ -185,6 +185,13 @@ type meteredNetwork struct {
 	any       bool   // a round succeeded
 }
 
+// Invalidate passes the periodic resync's request for a full read to the backend.
+func (n *meteredNetwork) Invalidate() {
+	if v, ok := n.Network.(backend.Invalidator); ok {
+		v.Invalidate()
+	}
+}
+
 func (n *meteredNetwork) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 	gen := n.set.gen
 	n.kobs.drift.Store(n.any && gen == n.converged)

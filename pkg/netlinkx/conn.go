@@ -25,11 +25,17 @@ const (
 // by the kernel (Routes, Neighs, Nexthops), parsed without per-object allocations. It is
 // not safe for concurrent use.
 type Conn struct {
-	fd   int
-	seq  uint32
-	rbuf []byte
-	req  Batch // scratch for dump requests
-	st   []reply
+	fd  int
+	mon int // change notification socket, joined to the groups by Subscribe
+	// subscribed: Subscribe succeeded
+	subscribed bool
+	mm         []mmsghdr // recvmmsg scratch of Changes
+	iov        []unix.Iovec
+	mmBuf      []byte
+	seq        uint32
+	rbuf       []byte
+	req        Batch // scratch for dump requests
+	st         []reply
 }
 
 type reply struct {
@@ -44,8 +50,12 @@ func Open() (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	c := &Conn{fd: fd, rbuf: make([]byte, 64<<10), seq: uint32(time.Now().UnixNano())}
+	c := &Conn{fd: fd, mon: -1, rbuf: make([]byte, 64<<10), seq: uint32(time.Now().UnixNano())}
 	if err := c.setup(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if c.mon, err = openChangeSocket(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -110,8 +120,11 @@ func recv(fd int, buf []byte, flags int) (int, error) {
 	return n, err
 }
 
-// Close closes the socket.
-func (c *Conn) Close() error { return unix.Close(c.fd) }
+// Close closes the socket (and the change socket of Subscribe).
+func (c *Conn) Close() error {
+	unix.Close(c.mon)
+	return unix.Close(c.fd)
+}
 
 // errLost is reported for requests whose reply the kernel dropped (receive buffer full):
 // their outcome is unknown; a reconciler reads the state back next round.

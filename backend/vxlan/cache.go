@@ -1,0 +1,195 @@
+package vxlan
+
+import (
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+)
+
+// kernelCache lets a round skip the kernel dumps when the kernel is known to hold what
+// the previous round left: after a round whose every request succeeded, each family's
+// actual state is its desired state, and a change subscription (netlinkx.Conn.Subscribe)
+// tells whether anything touched our objects since. Notifications of our own requests
+// (they carry our socket's port id) and those whose content is what we wrote (vxlan FDB
+// entries and some neighbour notifications carry no port id) are our own echo; any
+// other notification about our devices, their neighbour and FDB entries, routes of the
+// main table on them or on the external interface, nexthop objects on them, or the
+// addresses and state of these links, and any lost notification, makes the next round
+// read the kernel in full. So does a failed request, a device repair, Invalidate (the
+// daemon's periodic safety-net resync) and Drift. DirectRouting rounds always read the
+// kernel (they depend on the whole main table).
+type kernelCache struct {
+	on    bool   // the subscription works and the configuration allows caching
+	pid   uint32 // port id of our request socket
+	valid bool   // every family's act is the kernel's state as the last round left it
+	dirty bool   // a notification not of our own making arrived
+	// applying: notifications are checked against the desired state (being applied)
+	// rather than the cached actual state
+	applying bool
+	// fdbEchoes: FDB requests of this round that succeeded and whose notification
+	// has not been read yet
+	fdbEchoes int
+	reads     int // rounds that read the kernel in full (tests)
+}
+
+// subscribe starts the change subscription; without it every round reads the kernel.
+func (b *Backend) subscribe() {
+	if b.vc.DirectRouting {
+		return
+	}
+	if err := b.c.Subscribe(); err != nil {
+		klog.InfoS("Cannot subscribe to kernel changes; every reconcile reads the kernel in full", "err", err)
+		return
+	}
+	pid, err := b.c.PortID()
+	if err != nil || pid == 0 {
+		klog.InfoS("Cannot read the netlink port id; every reconcile reads the kernel in full", "err", err)
+		return
+	}
+	b.kc.on, b.kc.pid = true, pid
+	b.kc.dirty = true
+}
+
+// Invalidate makes the next Reconcile read the kernel in full (the daemon calls it
+// before its periodic safety-net round).
+func (b *Backend) Invalidate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.kc.valid = false
+}
+
+// drainChanges reads the pending change notifications, marking the cache dirty for
+// any that is not our own echo.
+func (b *Backend) drainChanges() {
+	if !b.kc.on {
+		return
+	}
+	lost, err := b.c.Changes(b.noteChange)
+	if lost || err != nil {
+		klog.V(2).InfoS("Kernel change notifications lost; the next reconcile reads the kernel", "err", err)
+		b.kc.dirty = true
+	}
+}
+
+func (b *Backend) famByIndex(idx int) *family {
+	for _, f := range b.fams {
+		if f.index == idx && idx > 0 {
+			return f
+		}
+	}
+	return nil
+}
+
+// noteChange classifies one notification (see kernelCache).
+func (b *Backend) noteChange(ch *netlinkx.Change) {
+	if b.kc.dirty || ch.Pid == b.kc.pid {
+		return // already dirty, or the echo of one of our requests
+	}
+	defer func() {
+		if b.kc.dirty && klog.V(2).Enabled() {
+			klog.InfoS("Kernel change not of our making; the next reconcile reads the kernel", "type", ch.Type, "pid", ch.Pid, "applying", b.kc.applying)
+		}
+	}()
+	ext := b.ext.Iface.Index
+	switch ch.Type {
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK, unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		if idx := netlinkx.ChangeIfindex(ch.Type, ch.Body); idx == ext || b.famByIndex(idx) != nil {
+			b.kc.dirty = true
+		}
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		var r netlinkx.Route
+		if netlinkx.ParseRoute(ch.Body, &r) != nil {
+			b.kc.dirty = true
+			return
+		}
+		if r.Table != unix.RT_TABLE_MAIN {
+			return
+		}
+		if r.Oif != 0 && !r.Multipath && r.Oif != ext && b.famByIndex(r.Oif) == nil {
+			return
+		}
+		b.kc.dirty = true
+	case unix.RTM_NEWNEXTHOP, unix.RTM_DELNEXTHOP:
+		var nh netlinkx.Nexthop
+		if netlinkx.ParseNexthop(ch.Body, &nh) != nil {
+			b.kc.dirty = true
+			return
+		}
+		if nh.Oif != 0 && b.famByIndex(nh.Oif) == nil {
+			return
+		}
+		b.kc.dirty = true
+	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
+		var n netlinkx.Neigh
+		if netlinkx.ParseNeigh(ch.Body, &n) != nil {
+			b.kc.dirty = true
+			return
+		}
+		f := b.famByIndex(n.Ifindex)
+		if f == nil {
+			return
+		}
+		perm := n.State&unix.NUD_PERMANENT != 0
+		if n.Family == unix.AF_BRIDGE {
+			// vxlan FDB notifications carry no port id. Between rounds (we write
+			// nothing then) any about a permanent entry or a MAC we program is
+			// someone else's; during a round each of our successful FDB requests
+			// raises one, with exactly the content we wrote (NUD_PERMANENT alone).
+			dst, owned := f.act.fdb[n.MAC]
+			if b.kc.applying {
+				dst, owned = f.want.fdb[n.MAC]
+			}
+			switch {
+			case !perm && !owned && n.HasMAC:
+				// a learned entry for a MAC we do not program
+			case !b.kc.applying || !n.HasMAC:
+				b.kc.dirty = true
+			case b.kc.fdbEchoes <= 0:
+				b.kc.dirty = true // more notifications than our requests
+			case ch.Type == unix.RTM_DELNEIGH && (!owned || dst != n.IP.Unmap()):
+				b.kc.fdbEchoes-- // gone and not wanted
+			case ch.Type == unix.RTM_NEWNEIGH && n.State == unix.NUD_PERMANENT && owned && dst == n.IP.Unmap():
+				b.kc.fdbEchoes-- // what we wrote
+			default:
+				b.kc.dirty = true
+			}
+			return
+		}
+		if ch.Pid == 0 && !perm {
+			// the kernel's own neighbour state machine (ARP/NDP), or the removal of
+			// an entry after a delete request: ours are permanent and are only
+			// changed by requests, which carry the requester's port id
+			return
+		}
+		b.kc.dirty = true
+	default:
+		b.kc.dirty = true
+	}
+}
+
+// promote makes f's actual state the desired one it has just been brought to (every
+// request of the round succeeded): the two states swap roles, the nexthop map stays
+// with the actual state, losing the objects the round deleted, and the routes learn the
+// ids of their nexthop objects.
+func (f *family) promote() {
+	f.want, f.act = f.act, f.want
+	// the maps of the former actual state grew to hold what they hold: desiredFamily
+	// need not make them again for as many entries
+	f.want.sized = max(f.want.sized, len(f.want.routes), len(f.want.neigh), len(f.want.fdb))
+	f.want.nh, f.act.nh = f.act.nh, f.want.nh
+	clear(f.want.nh)
+	act := f.act
+	for gw := range act.nh {
+		if _, ok := f.ops.nhGw[gw]; !ok {
+			delete(act.nh, gw)
+		}
+	}
+	act.extraNH = act.extraNH[:0]
+	for dst, r := range act.routes {
+		if r.ViaNH {
+			r.NhID = act.nh[r.Gw]
+			act.routes[dst] = r
+		}
+	}
+}

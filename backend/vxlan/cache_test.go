@@ -1,0 +1,110 @@
+package vxlan
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// TestIntegrationCacheNeverHidesDrift: rounds after a fully successful one skip the
+// kernel dumps while nothing but our own writes touched the kernel (a lease delta is
+// applied from the cached state), and any change made by someone else, the resync's
+// Invalidate, or a device change makes the next round read the kernel and repair.
+func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	cfg := testConfig(t, `{"Type":"vxlan"}`, false)
+	b, _ := l.backend(cfg)
+	if _, err := b.Prepare(ctx, nil); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	nw, err := b.Start(ctx, ownLease(false))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if !b.kc.on {
+		t.Fatal("no change subscription")
+	}
+	p2 := peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")
+	p3 := peer("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03")
+	p4 := peer("10.5.4.0/24", "192.0.2.4", "0e:00:00:00:00:04")
+	viewOf := func(peers ...subnet.Lease) kernelView {
+		v := kernelView{neigh: map[string]string{}, fdb: map[string]string{}, routes: map[string]string{}}
+		for _, p := range peers {
+			gw := p.Subnet.Addr().String()
+			mac := string(p.Attrs.BackendData[len(`{"VNI":1,"VtepMAC":"`) : len(p.Attrs.BackendData)-2])
+			v.neigh[gw] = mac
+			v.fdb[mac] = p.Attrs.PublicIP.String()
+			v.routes[p.Subnet.String()] = "via " + gw + " dev flannel.1 onlink"
+		}
+		return v
+	}
+	round := func(stage string, wantRead bool, peers ...subnet.Lease) {
+		t.Helper()
+		before := b.kc.reads
+		if err := nw.Reconcile(ctx, peers); err != nil {
+			t.Fatalf("%s: Reconcile: %v", stage, err)
+		}
+		if read := b.kc.reads != before; read != wantRead {
+			t.Errorf("%s: read the kernel = %v, want %v", stage, read, wantRead)
+		}
+		want := viewOf(peers...)
+		v := l.view("flannel.1", unix.AF_INET, cfg.Network)
+		sameMap(t, stage+" neighbours", v.neigh, want.neigh)
+		sameMap(t, stage+" fdb", v.fdb, want.fdb)
+		sameMap(t, stage+" routes", v.routes, want.routes)
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		cmd := args[0]
+		out, err := exec.Command(cmd, append([]string{"-n", l.ns.Name}, args[1:]...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+
+	round("first", true, p2, p3)
+	round("unchanged", false, p2, p3)
+	round("lease delta", false, p2, p4)
+	round("lease delta back", false, p2, p3)
+
+	for _, d := range []struct {
+		name string
+		do   []string
+	}{
+		{"neighbour deleted", []string{"ip", "neigh", "del", "10.5.2.0", "dev", "flannel.1"}},
+		{"neighbour changed", []string{"ip", "neigh", "replace", "10.5.2.0", "lladdr", "0e:00:00:00:00:99", "dev", "flannel.1", "nud", "permanent"}},
+		{"neighbour made dynamic", []string{"ip", "neigh", "replace", "10.5.3.0", "lladdr", "0e:00:00:00:00:03", "dev", "flannel.1", "nud", "reachable"}},
+		{"fdb deleted", []string{"bridge", "fdb", "del", "0e:00:00:00:00:02", "dev", "flannel.1", "dst", "192.0.2.2", "self"}},
+		{"fdb changed", []string{"bridge", "fdb", "replace", "0e:00:00:00:00:03", "dev", "flannel.1", "dst", "192.0.2.77", "self", "permanent"}},
+		{"fdb remote appended", []string{"bridge", "fdb", "append", "0e:00:00:00:00:03", "dev", "flannel.1", "dst", "192.0.2.78", "self", "permanent"}},
+		{"route deleted", []string{"ip", "route", "del", "10.5.2.0/24"}},
+		{"foreign route", []string{"ip", "route", "add", "10.5.9.0/24", "dev", "flannel.1"}},
+		{"nexthop deleted", []string{"ip", "nexthop", "flush", "dev", "flannel.1"}},
+		{"device down and up", []string{"sh", "-c", "ip -n " + l.ns.Name + " link set flannel.1 down && ip -n " + l.ns.Name + " link set flannel.1 up"}},
+	} {
+		if d.do[0] == "sh" {
+			if out, err := exec.Command(d.do[0], d.do[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", d.name, err, out)
+			}
+		} else {
+			ip(d.do...)
+		}
+		round(d.name, true, p2, p3)
+		round(d.name+", then unchanged", false, p2, p3)
+	}
+
+	// Unrelated kernel changes (another device, the neighbour cache of the underlay)
+	// leave the cache valid.
+	ip("ip", "link", "add", "fgv7", "type", "veth", "peer", "fgv8")
+	ip("ip", "neigh", "replace", "192.0.2.99", "lladdr", "0e:00:00:00:00:98", "dev", "u0")
+	round("unrelated changes", false, p2, p3)
+
+	b.Invalidate()
+	round("after Invalidate", true, p2, p3)
+	round("after Invalidate, then unchanged", false, p2, p3)
+}

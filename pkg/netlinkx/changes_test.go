@@ -1,0 +1,85 @@
+package netlinkx
+
+import (
+	"os/exec"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestChanges: a subscribed Conn sees its own writes with its port id and other
+// processes' writes with theirs, each once, in order; before Subscribe it reports
+// everything as lost.
+func TestChanges(t *testing.T) {
+	ns, c, idx := connLab(t)
+	if lost, err := c.Changes(func(*Change) {}); !lost || err != nil {
+		t.Fatalf("unsubscribed Changes = %v, %v; want lost", lost, err)
+	}
+	if err := c.Subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := c.PortID()
+	if err != nil || pid == 0 {
+		t.Fatalf("PortID = %d, %v", pid, err)
+	}
+	type seen struct {
+		typ uint16
+		own bool
+		ip  string
+	}
+	collect := func() []seen {
+		t.Helper()
+		var out []seen
+		lost, err := c.Changes(func(ch *Change) {
+			if ch.Type != unix.RTM_NEWNEIGH && ch.Type != unix.RTM_DELNEIGH {
+				return
+			}
+			var n Neigh
+			if err := ParseNeigh(ch.Body, &n); err != nil {
+				t.Errorf("parse: %v", err)
+			}
+			if n.Family == unix.AF_INET && n.State&unix.NUD_PERMANENT != 0 {
+				out = append(out, seen{ch.Type, ch.Pid == pid, n.IP.String()})
+			}
+		})
+		if lost || err != nil {
+			t.Errorf("Changes: lost %v, err %v", lost, err)
+		}
+		return out
+	}
+
+	const n = 300 // more than one recvmmsg call
+	var b Batch
+	for i := range n {
+		_, gw, mac, _ := peerN(i)
+		b.NeighSet(i, idx, gw, mac)
+	}
+	if err := c.Run(&b, func(tag int, err error, _ uint32) {
+		if err != nil {
+			t.Errorf("request %d: %v", tag, err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := collect()
+	if len(got) != n {
+		t.Fatalf("own writes: %d notifications, want %d", len(got), n)
+	}
+	for i, s := range got {
+		_, gw, _, _ := peerN(i)
+		if s.typ != unix.RTM_NEWNEIGH || !s.own || s.ip != gw.String() {
+			t.Fatalf("notification %d = %+v, want own RTM_NEWNEIGH for %s", i, s, gw)
+		}
+	}
+	if out, err := exec.Command("ip", "-n", ns.Name, "neigh", "replace", "10.200.0.1", "lladdr", "0e:00:00:00:00:01",
+		"dev", "vx0", "nud", "permanent").CombinedOutput(); err != nil {
+		t.Fatalf("ip neigh: %v\n%s", err, out)
+	}
+	got = collect()
+	if len(got) != 1 || got[0].own || got[0].ip != "10.200.0.1" {
+		t.Fatalf("foreign write: %+v", got)
+	}
+	if got := collect(); len(got) != 0 {
+		t.Fatalf("nothing changed, yet %+v", got)
+	}
+}
