@@ -241,30 +241,20 @@ func (o *ops) reset() {
 // shrink drops the storage of lists that grew large (a first round of a big network),
 // so that it is not kept for the small rounds that follow.
 func (o *ops) shrink() {
-	const keep = 1024
-	if cap(o.delRoutes) > keep {
-		o.delRoutes = nil
-	}
-	if cap(o.delFDB) > keep {
-		o.delFDB = nil
-	}
-	if cap(o.delNeigh) > keep {
-		o.delNeigh = nil
-	}
-	if cap(o.setNeigh) > keep {
-		o.setNeigh = nil
-	}
-	if cap(o.setFDB) > keep {
-		o.setFDB = nil
-	}
-	if cap(o.addNH) > keep {
-		o.addNH = nil
-	}
-	if cap(o.setRoutes) > keep {
-		o.setRoutes = nil
-	}
-	if cap(o.delNH) > keep {
-		o.delNH = nil
+	dropIfLarge(&o.delRoutes)
+	dropIfLarge(&o.delFDB)
+	dropIfLarge(&o.delNeigh)
+	dropIfLarge(&o.setNeigh)
+	dropIfLarge(&o.setFDB)
+	dropIfLarge(&o.addNH)
+	dropIfLarge(&o.setRoutes)
+	dropIfLarge(&o.delNH)
+}
+
+// dropIfLarge forgets the storage of a list whose capacity grew beyond 1024 entries.
+func dropIfLarge[T any](s *[]T) {
+	if cap(*s) > 1024 {
+		*s = nil
 	}
 }
 
