@@ -136,9 +136,9 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 			// nothing then) any about a permanent entry or a MAC we program is
 			// someone else's; during a round each of our successful FDB requests
 			// raises one, with exactly the content we wrote (NUD_PERMANENT alone).
-			dst, owned := f.act.fdb[n.MAC]
+			dst, owned := f.act.getFDB(n.MAC)
 			if b.kc.applying {
-				dst, owned = f.want.fdb[n.MAC]
+				dst, owned = f.want.getFDB(n.MAC)
 			}
 			switch {
 			case !perm && !owned && n.HasMAC:
@@ -187,8 +187,8 @@ func (f *family) promote() {
 	}
 	act.extraNH = act.extraNH[:0]
 	for dst, r := range act.routes {
-		if r.ViaNH {
-			r.NhID = act.nh[r.Gw]
+		if r.flags&rtViaNH != 0 {
+			r.nhID = act.nh[r.gw]
 			act.routes[dst] = r
 		}
 	}

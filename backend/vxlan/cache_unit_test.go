@@ -106,8 +106,8 @@ func TestNoteChange(t *testing.T) {
 			f := newFamily(false, "flannel.1", netip.MustParseAddr("192.0.2.1"), netip.MustParsePrefix("10.5.0.0/16"))
 			f.index = dev
 			for _, s := range []*famState{f.want, f.act} {
-				s.neigh[gw] = hwAddr(mac2)
-				s.fdb[hwAddr(mac2)] = pub
+				s.setNeigh(gw, hwAddr(mac2))
+				s.setFDB(hwAddr(mac2), pub)
 			}
 			b := &Backend{fams: []*family{f}, ext: &backend.ExternalInterface{Iface: &net.Interface{Index: ext}}}
 			b.kc = kernelCache{on: true, pid: pid, applying: c.applying, fdbEchoes: c.budget}

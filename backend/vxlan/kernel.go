@@ -78,7 +78,7 @@ type family struct {
 	// kernel turns out not to have them). nhByID maps the ids of act.nh back to their
 	// gateways while routes are read.
 	nh     bool
-	nhByID map[uint32]netip.Addr
+	nhByID map[uint32]ipKey
 }
 
 func (f *family) label() string {
@@ -342,9 +342,10 @@ func (b *Backend) readActual(f *family) error {
 					return
 				}
 				if n.Gw.IsValid() && n.Onlink() && !n.Other {
-					if _, dup := act.nh[n.Gw]; !dup {
-						act.nh[n.Gw] = n.ID
-						f.nhByID[n.ID] = n.Gw
+					k := keyOf(n.Gw)
+					if _, dup := act.nh[k]; !dup {
+						act.nh[k] = n.ID
+						f.nhByID[n.ID] = k
 						return
 					}
 				}
@@ -427,7 +428,7 @@ func (b *Backend) readActual(f *family) error {
 			if n.HasMAC {
 				mac = n.MAC
 			}
-			act.neigh[n.IP.Unmap()] = mac
+			act.setNeigh(n.IP.Unmap(), mac)
 		})
 	})
 	if err != nil {
@@ -462,7 +463,7 @@ func (f *family) fromKernelRoute(r *netlinkx.Route, dst netip.Prefix, link int) 
 	}
 	if r.NhID != 0 {
 		if gw, ok := f.nhByID[r.NhID]; ok {
-			rt.Gw, rt.Link, rt.Onlink, rt.ViaNH = gw, f.index, true, true
+			rt.Gw, rt.Link, rt.Onlink, rt.ViaNH = gw.addr(), f.index, true, true
 		} else {
 			rt.Extra = true
 		}
@@ -592,7 +593,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 					el.add(fmt.Errorf("add nexthop via %v dev %s onlink: %w", gw, f.name, err))
 					return
 				}
-				f.act.nh[gw] = id
+				f.act.setNH(gw, id)
 				c.NexthopsAdded++
 			case tagSetRoute:
 				r := o.setRoutes[i]
@@ -690,12 +691,12 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 	}
 	const p2 = "set routes"
 	for i, r := range o.setRoutes {
-		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[r.Gw]])) {
+		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[keyOf(r.Gw)]])) {
 			continue // its neighbour or FDB entry is missing; already reported
 		}
 		var id uint32
 		if r.ViaNH {
-			if id = f.act.nh[r.Gw]; id == 0 {
+			if id, _ = f.act.getNH(r.Gw); id == 0 {
 				continue // its nexthop object is missing; already reported
 			}
 		}

@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -47,11 +48,89 @@ type fdbKey struct {
 	Dst netip.Addr
 }
 
+// ipKey is an address in a fixed-size, pointer-free form for the state maps (a
+// netip.Addr holds a pointer the collector scans, and takes 24 bytes). kind is 0 for
+// the zero Addr, 4 or 6; the conversion is exact both ways (zones are never used).
+type ipKey struct {
+	a    [16]byte
+	kind uint8
+}
+
+func keyOf(a netip.Addr) ipKey {
+	switch {
+	case a.Is4():
+		return ipKey{a.As16(), 4}
+	case a.IsValid():
+		return ipKey{a.As16(), 6}
+	}
+	return ipKey{}
+}
+
+func (k ipKey) addr() netip.Addr {
+	switch k.kind {
+	case 4:
+		return netip.AddrFrom4([4]byte(k.a[12:]))
+	case 6:
+		return netip.AddrFrom16(k.a)
+	}
+	return netip.Addr{}
+}
+
+// pfxKey is a prefix in the same form.
+type pfxKey struct {
+	a    ipKey
+	bits uint8
+}
+
+func pfxKeyOf(p netip.Prefix) pfxKey { return pfxKey{keyOf(p.Addr()), uint8(p.Bits())} }
+
+func (k pfxKey) prefix() netip.Prefix { return netip.PrefixFrom(k.a.addr(), int(k.bits)) }
+
+// rtVal is a route as the state maps store it: pointer-free, without its destination
+// (the map key): 32 bytes instead of 96.
+type rtVal struct {
+	link  int32
+	prio  uint32
+	nhID  uint32
+	gw    ipKey
+	tos   uint8
+	scope uint8
+	flags uint8
+}
+
+const (
+	rtOnlink = 1 << iota
+	rtViaNH
+	rtExtra
+)
+
+func rtValOf(r route) rtVal {
+	v := rtVal{link: int32(r.Link), prio: uint32(r.Prio), nhID: r.NhID, gw: keyOf(r.Gw), tos: uint8(r.Tos), scope: r.Scope}
+	if r.Onlink {
+		v.flags |= rtOnlink
+	}
+	if r.ViaNH {
+		v.flags |= rtViaNH
+	}
+	if r.Extra {
+		v.flags |= rtExtra
+	}
+	return v
+}
+
+func (v rtVal) route(dst pfxKey) route {
+	return route{Dst: dst.prefix(), Gw: v.gw.addr(), Link: int(v.link), Prio: int(v.prio), Tos: int(v.tos),
+		NhID: v.nhID, Scope: v.scope, Onlink: v.flags&rtOnlink != 0, ViaNH: v.flags&rtViaNH != 0,
+		Extra: v.flags&rtExtra != 0}
+}
+
 // famState is one family's set of objects, desired or actual. Maps are keyed the way
 // the kernel keys the objects: neighbours by IP, FDB entries by MAC, routes by
-// destination. The kernel can hold several FDB remotes for one MAC and several routes
-// for one destination (other metric or device); those beyond the first seen are kept in
-// the extra slices, which are empty in desired states and almost always in actual ones.
+// destination; keys and values are pointer-free fixed-size forms (ipKey, pfxKey,
+// rtVal), read and written through the methods below. The kernel can hold several FDB
+// remotes for one MAC and several routes for one destination (other metric or device);
+// those beyond the first seen are kept in the extra slices, which are empty in desired
+// states and almost always in actual ones.
 //
 // Nexthop objects only appear in actual states: nh maps a gateway to the one usable
 // nexthop object (on the device, onlink, nothing else) kept for it, extraNH lists the
@@ -59,10 +138,10 @@ type fdbKey struct {
 // Desired nexthops are the gateways of the desired ViaNH routes.
 type famState struct {
 	sized       int // the maps were made for this many entries (grown in one step)
-	neigh       map[netip.Addr]hwAddr
-	fdb         map[hwAddr]netip.Addr
-	routes      map[netip.Prefix]route
-	nh          map[netip.Addr]uint32
+	neigh       map[ipKey]hwAddr
+	fdb         map[hwAddr]ipKey
+	routes      map[pfxKey]rtVal
+	nh          map[ipKey]uint32
 	extraFDB    []fdbKey
 	extraRoutes []route
 	extraNH     []uint32
@@ -70,10 +149,10 @@ type famState struct {
 
 func newFamState() *famState {
 	return &famState{
-		neigh:  make(map[netip.Addr]hwAddr),
-		fdb:    make(map[hwAddr]netip.Addr),
-		routes: make(map[netip.Prefix]route),
-		nh:     make(map[netip.Addr]uint32),
+		neigh:  make(map[ipKey]hwAddr),
+		fdb:    make(map[hwAddr]ipKey),
+		routes: make(map[pfxKey]rtVal),
+		nh:     make(map[ipKey]uint32),
 	}
 }
 
@@ -83,9 +162,9 @@ func (s *famState) size(n int) {
 	if n <= s.sized {
 		return
 	}
-	s.neigh = make(map[netip.Addr]hwAddr, n)
-	s.fdb = make(map[hwAddr]netip.Addr, n)
-	s.routes = make(map[netip.Prefix]route, n)
+	s.neigh = make(map[ipKey]hwAddr, n)
+	s.fdb = make(map[hwAddr]ipKey, n)
+	s.routes = make(map[pfxKey]rtVal, n)
 	s.sized = n
 }
 
@@ -100,22 +179,109 @@ func (s *famState) reset() {
 	s.extraNH = s.extraNH[:0]
 }
 
+func (s *famState) getNeigh(ip netip.Addr) (hwAddr, bool) {
+	m, ok := s.neigh[keyOf(ip)]
+	return m, ok
+}
+
+func (s *famState) setNeigh(ip netip.Addr, m hwAddr) { s.neigh[keyOf(ip)] = m }
+
+// neighs iterates over the neighbour entries.
+func (s *famState) neighs() iter.Seq2[netip.Addr, hwAddr] {
+	return func(yield func(netip.Addr, hwAddr) bool) {
+		for k, m := range s.neigh {
+			if !yield(k.addr(), m) {
+				return
+			}
+		}
+	}
+}
+
+func (s *famState) getFDB(m hwAddr) (netip.Addr, bool) {
+	d, ok := s.fdb[m]
+	return d.addr(), ok
+}
+
+func (s *famState) setFDB(m hwAddr, dst netip.Addr) { s.fdb[m] = keyOf(dst) }
+
+// fdbs iterates over the first FDB remote of each MAC.
+func (s *famState) fdbs() iter.Seq2[hwAddr, netip.Addr] {
+	return func(yield func(hwAddr, netip.Addr) bool) {
+		for m, d := range s.fdb {
+			if !yield(m, d.addr()) {
+				return
+			}
+		}
+	}
+}
+
+func (s *famState) getRoute(dst netip.Prefix) (route, bool) {
+	k := pfxKeyOf(dst)
+	v, ok := s.routes[k]
+	if !ok {
+		return route{}, false
+	}
+	return v.route(k), true
+}
+
+func (s *famState) hasRoute(dst netip.Prefix) bool {
+	_, ok := s.routes[pfxKeyOf(dst)]
+	return ok
+}
+
+// setRoute stores r as the (first) route to r.Dst.
+func (s *famState) setRoute(r route) { s.routes[pfxKeyOf(r.Dst)] = rtValOf(r) }
+
+func (s *famState) delRoute(dst netip.Prefix) { delete(s.routes, pfxKeyOf(dst)) }
+
+// allRoutes iterates over the first route of each destination.
+func (s *famState) allRoutes() iter.Seq[route] {
+	return func(yield func(route) bool) {
+		for k, v := range s.routes {
+			if !yield(v.route(k)) {
+				return
+			}
+		}
+	}
+}
+
+func (s *famState) getNH(gw netip.Addr) (uint32, bool) {
+	id, ok := s.nh[keyOf(gw)]
+	return id, ok
+}
+
+func (s *famState) setNH(gw netip.Addr, id uint32) { s.nh[keyOf(gw)] = id }
+
+func (s *famState) delNH(gw netip.Addr) { delete(s.nh, keyOf(gw)) }
+
+// nhs iterates over the kept nexthop objects by gateway.
+func (s *famState) nhs() iter.Seq2[netip.Addr, uint32] {
+	return func(yield func(netip.Addr, uint32) bool) {
+		for k, id := range s.nh {
+			if !yield(k.addr(), id) {
+				return
+			}
+		}
+	}
+}
+
 // addFDB records an actual FDB remote.
 func (s *famState) addFDB(mac hwAddr, dst netip.Addr) {
 	if _, dup := s.fdb[mac]; dup {
 		s.extraFDB = append(s.extraFDB, fdbKey{mac, dst})
 		return
 	}
-	s.fdb[mac] = dst
+	s.fdb[mac] = keyOf(dst)
 }
 
 // addRoute records an actual route.
 func (s *famState) addRoute(r route) {
-	if _, dup := s.routes[r.Dst]; dup {
+	k := pfxKeyOf(r.Dst)
+	if _, dup := s.routes[k]; dup {
 		s.extraRoutes = append(s.extraRoutes, r)
 		return
 	}
-	s.routes[r.Dst] = r
+	s.routes[k] = rtValOf(r)
 }
 
 // famParams is what the desired state of one family depends on besides the leases.
@@ -183,22 +349,22 @@ func desiredFamily(p famParams, peers []subnet.Lease, out *famState, probs []pro
 			probs = append(probs, problem{l.Key(), fam + ": " + err.Error()})
 			continue
 		}
-		if _, dup := out.routes[sn]; dup {
+		if out.hasRoute(sn) {
 			probs = append(probs, problem{l.Key(), fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
 			continue
 		}
 		if p.Direct && p.IsDirect != nil && p.IsDirect(pub) {
-			out.routes[sn] = route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio}
+			out.setRoute(route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio})
 			continue
 		}
-		if other, dup := out.fdb[bd.MAC]; dup && other != pub {
+		if other, dup := out.getFDB(bd.MAC); dup && other != pub {
 			probs = append(probs, problem{l.Key(), fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
 			continue
 		}
 		gw := sn.Addr()
-		out.neigh[gw] = bd.MAC
-		out.fdb[bd.MAC] = pub
-		out.routes[sn] = route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio, ViaNH: p.Nexthops}
+		out.setNeigh(gw, bd.MAC)
+		out.setFDB(bd.MAC, pub)
+		out.setRoute(route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio, ViaNH: p.Nexthops})
 	}
 	return probs
 }
@@ -224,7 +390,7 @@ type ops struct {
 	setRoutes []route
 	delNH     []uint32
 
-	nhGw map[netip.Addr]struct{} // scratch: gateways of desired ViaNH routes
+	nhGw map[ipKey]struct{} // scratch: gateways of desired ViaNH routes
 }
 
 func (o *ops) reset() {
@@ -292,12 +458,12 @@ func diff(want, act *famState, out *ops) {
 	// Neighbours: keyed by IP, one per IP per device.
 	for ip, mac := range want.neigh {
 		if have, ok := act.neigh[ip]; !ok || have != mac {
-			out.setNeigh = append(out.setNeigh, neighOp{ip, mac})
+			out.setNeigh = append(out.setNeigh, neighOp{ip.addr(), mac})
 		}
 	}
 	for ip, mac := range act.neigh {
 		if _, ok := want.neigh[ip]; !ok {
-			out.delNeigh = append(out.delNeigh, neighOp{ip, mac})
+			out.delNeigh = append(out.delNeigh, neighOp{ip.addr(), mac})
 		}
 	}
 
@@ -309,17 +475,18 @@ func diff(want, act *famState, out *ops) {
 		extraHit = make(map[hwAddr]bool)
 		for _, e := range act.extraFDB {
 			extraFor[e.MAC]++
-			if d, ok := want.fdb[e.MAC]; ok && d == e.Dst {
+			if d, ok := want.fdb[e.MAC]; ok && d == keyOf(e.Dst) {
 				extraHit[e.MAC] = true
 			} else {
 				out.delFDB = append(out.delFDB, e)
 			}
 		}
 	}
-	for mac, dst := range want.fdb {
-		have, ok := act.fdb[mac]
+	for mac, dstK := range want.fdb {
+		haveK, ok := act.fdb[mac]
+		dst, have := dstK.addr(), haveK.addr()
 		switch {
-		case ok && have == dst:
+		case ok && haveK == dstK:
 			// present
 		case extraHit[mac]:
 			// present as a further remote: drop the first one
@@ -335,7 +502,7 @@ func diff(want, act *famState, out *ops) {
 	}
 	for mac, have := range act.fdb {
 		if _, ok := want.fdb[mac]; !ok {
-			out.delFDB = append(out.delFDB, fdbKey{mac, have})
+			out.delFDB = append(out.delFDB, fdbKey{mac, have.addr()})
 		}
 	}
 
@@ -347,9 +514,14 @@ func diff(want, act *famState, out *ops) {
 			extraByDst[r.Dst] = append(extraByDst[r.Dst], i)
 		}
 	}
-	for dst, w := range want.routes {
-		have, ok := act.routes[dst]
-		extras := extraByDst[dst]
+	for dstK, wv := range want.routes {
+		w := wv.route(dstK)
+		hv, ok := act.routes[dstK]
+		var have route
+		if ok {
+			have = hv.route(dstK)
+		}
+		extras := extraByDst[w.Dst]
 		if len(extras) == 0 {
 			switch {
 			case ok && have.same(w):
@@ -398,14 +570,14 @@ func diff(want, act *famState, out *ops) {
 			out.setRoutes = append(out.setRoutes, w)
 		}
 	}
-	for dst, have := range act.routes {
-		if _, ok := want.routes[dst]; ok {
+	for dstK, have := range act.routes {
+		if _, ok := want.routes[dstK]; ok {
 			continue
 		}
-		out.delRoutes = append(out.delRoutes, have)
+		out.delRoutes = append(out.delRoutes, have.route(dstK))
 	}
 	for _, r := range act.extraRoutes {
-		if _, ok := want.routes[r.Dst]; !ok {
+		if !want.hasRoute(r.Dst) {
 			out.delRoutes = append(out.delRoutes, r)
 		}
 	}
@@ -413,19 +585,19 @@ func diff(want, act *famState, out *ops) {
 	// Nexthop objects: one per gateway of a ViaNH route; the rest goes (after the
 	// route replacements that move routes off them).
 	if out.nhGw == nil {
-		out.nhGw = make(map[netip.Addr]struct{})
+		out.nhGw = make(map[ipKey]struct{})
 	}
 	clear(out.nhGw)
 	for _, w := range want.routes {
-		if !w.ViaNH {
+		if w.flags&rtViaNH == 0 {
 			continue
 		}
-		if _, dup := out.nhGw[w.Gw]; dup {
+		if _, dup := out.nhGw[w.gw]; dup {
 			continue
 		}
-		out.nhGw[w.Gw] = struct{}{}
-		if _, ok := act.nh[w.Gw]; !ok {
-			out.addNH = append(out.addNH, w.Gw)
+		out.nhGw[w.gw] = struct{}{}
+		if _, ok := act.nh[w.gw]; !ok {
+			out.addNH = append(out.addNH, w.gw.addr())
 		}
 	}
 	for gw, id := range act.nh {

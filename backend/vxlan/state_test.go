@@ -54,13 +54,13 @@ func vd(m string) string { return `{"VNI":1,"VtepMAC":"` + m + `"}` }
 // render turns a state into sorted lines, for comparison.
 func render(s *famState) []string {
 	var out []string
-	for ip, m := range s.neigh {
+	for ip, m := range s.neighs() {
 		out = append(out, fmt.Sprintf("neigh %s %s", ip, m))
 	}
-	for m, d := range s.fdb {
+	for m, d := range s.fdbs() {
 		out = append(out, fmt.Sprintf("fdb %s %s", m, d))
 	}
-	for _, r := range s.routes {
+	for r := range s.allRoutes() {
 		out = append(out, renderRoute(r))
 	}
 	slices.Sort(out)
@@ -183,7 +183,7 @@ func TestDesiredFamily(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out := newFamState()
-			out.neigh[ip("10.9.9.9")] = hwAddr{} // must be reset
+			out.setNeigh(ip("10.9.9.9"), hwAddr{}) // must be reset
 			probs := desiredFamily(tc.p, tc.peers, out, nil)
 			if got := render(out); !slices.Equal(got, tc.want) {
 				t.Errorf("desired:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
@@ -241,7 +241,7 @@ func TestDiffNexthops(t *testing.T) {
 	if probs := desiredFamily(p, peers, want, nil); len(probs) != 0 {
 		t.Fatalf("problems %v", probs)
 	}
-	for _, r := range want.routes {
+	for r := range want.allRoutes() {
 		if !r.ViaNH {
 			t.Fatalf("desired route without nexthop object: %+v", r)
 		}
@@ -253,14 +253,14 @@ func TestDiffNexthops(t *testing.T) {
 	}
 	synced := func() *famState {
 		s := newFamState()
-		s.neigh[ip("10.5.2.0")] = m2
-		s.neigh[ip("10.5.3.0")] = m3
-		s.fdb[m2] = ip("192.0.2.2")
-		s.fdb[m3] = ip("198.51.100.3")
-		s.nh[ip("10.5.2.0")] = 7
-		s.nh[ip("10.5.3.0")] = 8
-		s.routes[pfx("10.5.2.0/24")] = nhRoute("10.5.2.0/24", 7)
-		s.routes[pfx("10.5.3.0/24")] = nhRoute("10.5.3.0/24", 8)
+		s.setNeigh(ip("10.5.2.0"), m2)
+		s.setNeigh(ip("10.5.3.0"), m3)
+		s.setFDB(m2, ip("192.0.2.2"))
+		s.setFDB(m3, ip("198.51.100.3"))
+		s.setNH(ip("10.5.2.0"), 7)
+		s.setNH(ip("10.5.3.0"), 8)
+		s.setRoute(nhRoute("10.5.2.0/24", 7))
+		s.setRoute(nhRoute("10.5.3.0/24", 8))
 		return s
 	}
 	cases := []struct {
@@ -282,8 +282,8 @@ func TestDiffNexthops(t *testing.T) {
 		{name: "plain routes (upstream flanneld's) are replaced", act: func() *famState {
 			s := synced()
 			clear(s.nh)
-			s.routes[pfx("10.5.2.0/24")] = route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true}
-			s.routes[pfx("10.5.3.0/24")] = route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true}
+			s.setRoute(route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true})
+			s.setRoute(route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true})
 			return s
 		}, want: []string{
 			"add nexthop via 10.5.2.0",
@@ -293,8 +293,8 @@ func TestDiffNexthops(t *testing.T) {
 		}},
 		{name: "nexthop deleted by hand (its route went with it)", act: func() *famState {
 			s := synced()
-			delete(s.nh, ip("10.5.3.0"))
-			delete(s.routes, pfx("10.5.3.0/24"))
+			s.delNH(ip("10.5.3.0"))
+			s.delRoute(pfx("10.5.3.0/24"))
 			return s
 		}, want: []string{
 			"add nexthop via 10.5.3.0",
@@ -302,7 +302,7 @@ func TestDiffNexthops(t *testing.T) {
 		}},
 		{name: "stray and duplicate nexthops go", act: func() *famState {
 			s := synced()
-			s.nh[ip("10.5.9.0")] = 9
+			s.setNH(ip("10.5.9.0"), 9)
 			s.extraNH = append(s.extraNH, 10, 11)
 			return s
 		}, want: []string{"del nexthop id 10", "del nexthop id 11", "del nexthop id 9"}},
@@ -310,7 +310,7 @@ func TestDiffNexthops(t *testing.T) {
 			s := synced()
 			r := nhRoute("10.5.2.0/24", 10)
 			r.ViaNH, r.Extra = false, true // as readActual marks it
-			s.routes[r.Dst] = r
+			s.setRoute(r)
 			s.extraNH = append(s.extraNH, 10)
 			return s
 		}, want: []string{
@@ -319,10 +319,10 @@ func TestDiffNexthops(t *testing.T) {
 		}},
 		{name: "peer gone: route, entries and nexthop go", act: func() *famState {
 			s := synced()
-			s.neigh[ip("10.5.4.0")] = mac("0e:00:00:00:00:04")
-			s.fdb[mac("0e:00:00:00:00:04")] = ip("192.0.2.4")
-			s.nh[ip("10.5.4.0")] = 12
-			s.routes[pfx("10.5.4.0/24")] = nhRoute("10.5.4.0/24", 12)
+			s.setNeigh(ip("10.5.4.0"), mac("0e:00:00:00:00:04"))
+			s.setFDB(mac("0e:00:00:00:00:04"), ip("192.0.2.4"))
+			s.setNH(ip("10.5.4.0"), 12)
+			s.setRoute(nhRoute("10.5.4.0/24", 12))
 			return s
 		}, want: []string{
 			"del fdb 0e:00:00:00:00:04 192.0.2.4",
@@ -346,7 +346,7 @@ func TestDiffNexthops(t *testing.T) {
 	// Without nexthop objects (older kernels, IPv6) routes stay plain.
 	p.Nexthops = false
 	desiredFamily(p, peers, want, nil)
-	for _, r := range want.routes {
+	for r := range want.allRoutes() {
 		if r.ViaNH {
 			t.Errorf("route %+v uses a nexthop object with Nexthops off", r)
 		}
@@ -359,12 +359,12 @@ func TestDiff(t *testing.T) {
 	r3 := route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true}
 	base := func() *famState {
 		s := newFamState()
-		s.neigh[ip("10.5.2.0")] = m2
-		s.neigh[ip("10.5.3.0")] = m3
-		s.fdb[m2] = ip("192.0.2.2")
-		s.fdb[m3] = ip("198.51.100.3")
-		s.routes[r2.Dst] = r2
-		s.routes[r3.Dst] = r3
+		s.setNeigh(ip("10.5.2.0"), m2)
+		s.setNeigh(ip("10.5.3.0"), m3)
+		s.setFDB(m2, ip("192.0.2.2"))
+		s.setFDB(m3, ip("198.51.100.3"))
+		s.setRoute(r2)
+		s.setRoute(r3)
 		return s
 	}
 	cases := []struct {
@@ -384,9 +384,9 @@ func TestDiff(t *testing.T) {
 		}},
 		{name: "stray triplet", act: func() *famState {
 			s := base()
-			s.neigh[ip("10.5.9.0")] = m9
-			s.fdb[m9] = ip("192.0.2.9")
-			s.routes[pfx("10.5.9.0/24")] = route{Dst: pfx("10.5.9.0/24"), Gw: ip("10.5.9.0"), Link: 10, Onlink: true}
+			s.setNeigh(ip("10.5.9.0"), m9)
+			s.setFDB(m9, ip("192.0.2.9"))
+			s.setRoute(route{Dst: pfx("10.5.9.0/24"), Gw: ip("10.5.9.0"), Link: 10, Onlink: true})
 			return s
 		}, want: []string{
 			"del fdb 0e:00:00:00:00:09 192.0.2.9",
@@ -395,12 +395,12 @@ func TestDiff(t *testing.T) {
 		}},
 		{name: "changed neighbour MAC", act: func() *famState {
 			s := base()
-			s.neigh[ip("10.5.2.0")] = m9
+			s.setNeigh(ip("10.5.2.0"), m9)
 			return s
 		}, want: []string{"set neigh 10.5.2.0 0e:00:00:00:00:02"}},
 		{name: "changed FDB destination is replaced in place", act: func() *famState {
 			s := base()
-			s.fdb[m2] = ip("192.0.2.99")
+			s.setFDB(m2, ip("192.0.2.99"))
 			return s
 		}, want: []string{"set fdb 0e:00:00:00:00:02 192.0.2.2"}},
 		{name: "extra FDB remote for a wanted MAC", act: func() *famState {
@@ -410,13 +410,13 @@ func TestDiff(t *testing.T) {
 		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
 		{name: "wanted remote is the extra one", act: func() *famState {
 			s := base()
-			s.fdb[m2] = ip("192.0.2.99")
+			s.setFDB(m2, ip("192.0.2.99"))
 			s.addFDB(m2, ip("192.0.2.2"))
 			return s
 		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
 		{name: "two wrong remotes", act: func() *famState {
 			s := base()
-			s.fdb[m2] = ip("192.0.2.98")
+			s.setFDB(m2, ip("192.0.2.98"))
 			s.addFDB(m2, ip("192.0.2.99"))
 			return s
 		}, want: []string{
@@ -426,7 +426,7 @@ func TestDiff(t *testing.T) {
 		}},
 		{name: "changed route gateway and link", act: func() *famState {
 			s := base()
-			s.routes[r2.Dst] = route{Dst: r2.Dst, Gw: ip("192.0.2.2"), Link: 2}
+			s.setRoute(route{Dst: r2.Dst, Gw: ip("192.0.2.2"), Link: 2})
 			return s
 		}, want: []string{"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink"}},
 		{name: "route without onlink", act: func() *famState {
@@ -434,14 +434,14 @@ func TestDiff(t *testing.T) {
 			r := r3
 			r.Onlink = false
 			r.Scope = 253 // link
-			s.routes[r3.Dst] = r
+			s.setRoute(r)
 			return s
 		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
 		{name: "route with another metric is deleted, then added", act: func() *famState {
 			s := base()
 			r := r2
 			r.Prio = 100
-			s.routes[r2.Dst] = r
+			s.setRoute(r)
 			return s
 		}, want: []string{
 			"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100",
@@ -458,7 +458,7 @@ func TestDiff(t *testing.T) {
 			s := base()
 			r := r2
 			r.Prio = 100
-			s.routes[r2.Dst] = r
+			s.setRoute(r)
 			s.addRoute(r2)
 			return s
 		}, want: []string{"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100"}},
@@ -466,7 +466,7 @@ func TestDiff(t *testing.T) {
 			s := base()
 			r := r3
 			r.Extra = true
-			s.routes[r3.Dst] = r
+			s.setRoute(r)
 			return s
 		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
 		{name: "stray duplicate routes all go", act: func() *famState {
