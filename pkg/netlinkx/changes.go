@@ -1,6 +1,7 @@
 package netlinkx
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"unsafe"
@@ -44,13 +45,21 @@ func (c *Conn) PortID() (uint32, error) {
 
 // Subscribe starts collecting notifications of changes to links, addresses, routes,
 // neighbours, FDB entries and nexthop objects in the Conn's network namespace, for
-// Changes to read. Calling it again does nothing.
+// Changes to read. Notifications the kernel addresses with the Conn's own port id (the
+// echo of its requests) are dropped by the kernel, not delivered: a socket filter on the
+// subscription socket saves reading them back. Calling it again does nothing.
 func (c *Conn) Subscribe() error {
 	if c.subscribed {
 		return nil
 	}
 	if err := unix.SetsockoptInt(c.mon, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, changeRcvBuf); err != nil {
 		_ = unix.SetsockoptInt(c.mon, unix.SOL_SOCKET, unix.SO_RCVBUF, changeRcvBuf)
+	}
+	if !c.filtered {
+		if err := c.dropOwnEcho(); err != nil {
+			return err
+		}
+		c.filtered = true
 	}
 	for _, g := range changeGroups {
 		if err := unix.SetsockoptInt(c.mon, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
@@ -96,6 +105,31 @@ func openChangeSocket() (int, error) {
 		return -1, fmt.Errorf("bind netlink change socket: %w", err)
 	}
 	return fd, nil
+}
+
+// dropOwnEcho attaches a classic BPF filter to the subscription socket that drops every
+// message whose nlmsg_pid is the request socket's port id. The kernel sends each
+// notification in its own buffer, so the filter sees one message at a time.
+func (c *Conn) dropOwnEcho() error {
+	pid, err := c.PortID()
+	if err != nil {
+		return err
+	}
+	// A BPF word load reads big-endian; nlmsg_pid is in host order.
+	var b [4]byte
+	native.PutUint32(b[:], pid)
+	k := binary.BigEndian.Uint32(b[:])
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}, // nlmsg_pid
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: k},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // ours: drop
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // someone else's: keep
+	}
+	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(c.mon, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return fmt.Errorf("attach netlink echo filter: %w", err)
+	}
+	return nil
 }
 
 // Subscribed reports whether Subscribe succeeded.

@@ -27,6 +27,8 @@ const (
 type Conn struct {
 	fd  int
 	mon int // change notification socket, joined to the groups by Subscribe
+	// filtered: mon drops the echo of our own requests (see Subscribe)
+	filtered bool
 	// subscribed: Subscribe succeeded
 	subscribed bool
 	mm         []mmsghdr // recvmmsg scratch of Changes
