@@ -596,7 +596,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 				f.act.setNH(gw, id)
 				c.NexthopsAdded++
 			case tagSetRoute:
-				r := o.setRoutes[i]
+				r := o.setRoute(i)
 				if err != nil {
 					el.add(fmt.Errorf("replace route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
 					return
@@ -690,7 +690,8 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		return
 	}
 	const p2 = "set routes"
-	for i, r := range o.setRoutes {
+	for i := range o.setRoutes {
+		r := o.setRoute(i)
 		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[keyOf(r.Gw)]])) {
 			continue // its neighbour or FDB entry is missing; already reported
 		}

@@ -387,10 +387,17 @@ type ops struct {
 	setNeigh  []neighOp
 	setFDB    []fdbKey
 	addNH     []netip.Addr // gateways needing a nexthop object
-	setRoutes []route
+	setRoutes []pfxKey     // destinations whose desired route (in src) is to be written
 	delNH     []uint32
 
 	nhGw map[ipKey]struct{} // scratch: gateways of desired ViaNH routes
+	src  *famState          // the desired state diff was computed for
+}
+
+// setRoute returns the route setRoutes[i] is to write.
+func (o *ops) setRoute(i int) route {
+	k := o.setRoutes[i]
+	return o.src.routes[k].route(k)
 }
 
 func (o *ops) reset() {
@@ -441,6 +448,7 @@ func (o *ops) empty() bool {
 // route to a destination) is deleted.
 func diff(want, act *famState, out *ops) {
 	out.reset()
+	out.src = want
 	// Room for the usual case (additions when want is larger, removals when smaller) in
 	// one allocation, rather than by doubling.
 	if add := len(want.routes) - len(act.routes); add > 0 {
@@ -528,9 +536,9 @@ func diff(want, act *famState, out *ops) {
 			case ok && !have.replaceable(w):
 				// a replace would not hit a route with another metric: delete it
 				out.delRoutes = append(out.delRoutes, have)
-				out.setRoutes = append(out.setRoutes, w)
+				out.setRoutes = append(out.setRoutes, dstK)
 			default:
-				out.setRoutes = append(out.setRoutes, w)
+				out.setRoutes = append(out.setRoutes, dstK)
 			}
 			continue
 		}
@@ -567,7 +575,7 @@ func diff(want, act *famState, out *ops) {
 			}
 		}
 		if replace {
-			out.setRoutes = append(out.setRoutes, w)
+			out.setRoutes = append(out.setRoutes, dstK)
 		}
 	}
 	for dstK, have := range act.routes {

@@ -217,8 +217,8 @@ func renderOps(o *ops) []string {
 	for _, e := range o.setFDB {
 		out = append(out, fmt.Sprintf("set fdb %s %s", e.MAC, e.Dst))
 	}
-	for _, r := range o.setRoutes {
-		out = append(out, "set "+renderRoute(r))
+	for i := range o.setRoutes {
+		out = append(out, "set "+renderRoute(o.setRoute(i)))
 	}
 	for _, gw := range o.addNH {
 		out = append(out, fmt.Sprintf("add nexthop via %s", gw))

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"cmp"
 	"net/netip"
 	"slices"
 
@@ -8,28 +10,53 @@ import (
 )
 
 // leaseKey identifies a lease by its subnets, as its subnet key string does, without
-// allocating that string.
-type leaseKey struct{ sn, sn6 netip.Prefix }
+// allocating that string. It is pointer-free and 36 bytes (two netip.Prefix values hold
+// pointers and take 64), which matters for the index of a 20,000-lease set.
+type leaseKey struct{ sn, sn6 pfxKey }
+
+// pfxKey is a prefix in fixed-size form: kind 0 for the zero Prefix, else 4 or 6.
+type pfxKey struct {
+	a    [16]byte
+	kind uint8
+	bits uint8
+}
+
+func pfxKeyOf(p netip.Prefix) pfxKey {
+	if !p.IsValid() {
+		return pfxKey{}
+	}
+	k := pfxKey{a: p.Addr().As16(), kind: 6, bits: uint8(p.Bits())}
+	if p.Addr().Is4() {
+		k.kind = 4
+	}
+	return k
+}
+
+// compare orders as netip.Addr.Compare then Bits would: the zero prefix first, then
+// IPv4, then IPv6, by address, then by length.
+func (k pfxKey) compare(o pfxKey) int {
+	if c := cmp.Compare(k.kind, o.kind); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(k.a[:], o.a[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.bits, o.bits)
+}
 
 func keyOf(l *subnet.Lease) leaseKey {
 	sn := l.Subnet
 	if sn.IsValid() && sn.Bits() == 0 {
 		sn = netip.Prefix{} // written "0.0.0.0-0" in a key, as a missing IPv4 subnet is
 	}
-	return leaseKey{sn, l.IPv6Subnet}
+	return leaseKey{pfxKeyOf(sn), pfxKeyOf(l.IPv6Subnet)}
 }
 
 func (k leaseKey) compare(o leaseKey) int {
-	if c := k.sn.Addr().Compare(o.sn.Addr()); c != 0 {
+	if c := k.sn.compare(o.sn); c != 0 {
 		return c
 	}
-	if c := k.sn.Bits() - o.sn.Bits(); c != 0 {
-		return c
-	}
-	if c := k.sn6.Addr().Compare(o.sn6.Addr()); c != 0 {
-		return c
-	}
-	return k.sn6.Bits() - o.sn6.Bits()
+	return k.sn6.compare(o.sn6)
 }
 
 // leaseSet is the daemon's view of the peer leases: the latest snapshot with the
@@ -50,7 +77,7 @@ type leaseSet struct {
 func newLeaseSet(ownKey string) *leaseSet {
 	s := &leaseSet{idx: map[leaseKey]int32{}, sorted: true}
 	if sn, sn6, err := subnet.ParseSubnetKey(ownKey); err == nil {
-		s.own = leaseKey{sn, sn6}
+		s.own = leaseKey{pfxKeyOf(sn), pfxKeyOf(sn6)}
 	}
 	return s
 }
