@@ -60,7 +60,7 @@ func TestObserverWatchLiveAndHealth(t *testing.T) {
 	rec := newRecorder()
 	m.SetObserver(rec)
 	out := startWatch(t, m)
-	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
 		t.Fatalf("want a snapshot, got %+v", r)
 	}
 	eventually(t, 10*time.Second, "WatchLive(leases)", func() bool { return rec.count(rec.live, subnet.WatchLeases) > 0 })
@@ -107,7 +107,7 @@ func TestObserverWatchRestartOnCompaction(t *testing.T) {
 		}
 	}
 	out := startWatch(t, m)
-	next(t, out, 10*time.Second)
+	next(t, out, 30*time.Second)
 	select {
 	case <-paused:
 	case <-time.After(10 * time.Second):
@@ -120,7 +120,7 @@ func TestObserverWatchRestartOnCompaction(t *testing.T) {
 	}
 	liveBefore := rec.count(rec.live, subnet.WatchLeases)
 	close(resume)
-	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
 		t.Fatalf("after compaction want a snapshot, got %+v", r)
 	}
 	eventually(t, 10*time.Second, "the restart to be reported", func() bool { return rec.count(rec.restarts, subnet.WatchLeases) == 1 })

@@ -90,7 +90,7 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	out := startWatch(t, m)
 
-	r := next(t, out, 10*time.Second)
+	r := next(t, out, 30*time.Second)
 	if !r.IsSnapshot() || len(r.Events) != 0 {
 		t.Fatalf("first result is not a snapshot: %+v", r)
 	}
@@ -111,7 +111,7 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 	).Commit(); err != nil {
 		t.Fatal(err)
 	}
-	r = next(t, out, 10*time.Second)
+	r = next(t, out, 30*time.Second)
 	if r.IsSnapshot() || len(r.Events) != 2 {
 		t.Fatalf("want 2 events, got %+v", r)
 	}
@@ -127,11 +127,11 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPut(t, cli, subnets+"10.5.4.0-24", leaseValue("198.51.100.5"), clientv3.WithLease(g.ID))
-	r = next(t, out, 10*time.Second)
+	r = next(t, out, 30*time.Second)
 	if len(r.Events) != 1 || r.Events[0].Type != subnet.EventAdded || r.Events[0].Lease.Key() != "10.5.4.0-24" {
 		t.Fatalf("want added 10.5.4.0-24, got %+v", r)
 	}
-	r = next(t, out, 10*time.Second)
+	r = next(t, out, 30*time.Second)
 	if len(r.Events) != 1 || r.Events[0].Type != subnet.EventRemoved || r.Events[0].Lease.Key() != "10.5.4.0-24" {
 		t.Fatalf("want expiry of 10.5.4.0-24, got %+v", r)
 	}
@@ -140,7 +140,7 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 func TestWatchLeasesEmptySnapshot(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
-	r := next(t, out, 10*time.Second)
+	r := next(t, out, 30*time.Second)
 	if !r.IsSnapshot() || len(r.Snapshot) != 0 {
 		t.Fatalf("want an empty, non-nil snapshot, got %#v", r)
 	}
@@ -165,7 +165,7 @@ func TestWatchLeasesCompaction(t *testing.T) {
 		}
 	}
 	out := startWatch(t, m)
-	first := next(t, out, 10*time.Second)
+	first := next(t, out, 30*time.Second)
 	if !first.IsSnapshot() || len(first.Snapshot) != 3 {
 		t.Fatalf("first snapshot %+v", first)
 	}
@@ -193,7 +193,7 @@ func TestWatchLeasesCompaction(t *testing.T) {
 	}
 	close(resume)
 
-	second := next(t, out, 10*time.Second)
+	second := next(t, out, 30*time.Second)
 	if !second.IsSnapshot() {
 		t.Fatalf("after compaction want a snapshot, got events %+v", second.Events)
 	}
@@ -209,7 +209,7 @@ func TestWatchLeasesCompaction(t *testing.T) {
 	}
 	// And the watch continues after the new snapshot.
 	mustPut(t, cli, subnets+"10.5.6.0-24", leaseValue("198.51.100.6"))
-	r := next(t, out, 10*time.Second)
+	r := next(t, out, 30*time.Second)
 	if len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.6.0-24" {
 		t.Fatalf("after resync: %+v", r)
 	}
@@ -221,7 +221,7 @@ func TestWatchLeasesSurvivesRestart(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
 	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
-	if r := next(t, out, 10*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
 		t.Fatalf("snapshot %+v", r)
 	}
 	p.Kill()
@@ -282,7 +282,7 @@ func TestWatchLeasesDataWiped(t *testing.T) {
 		mustPut(t, cli, "/elsewhere", fmt.Sprint(i)) // move the revision well ahead
 	}
 	out := startWatch(t, newManager(t, Config{Endpoints: []string{p.Endpoint()}}))
-	if r := next(t, out, 10*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() || len(r.Snapshot) != 1 {
 		t.Fatalf("snapshot %+v", r)
 	}
 	p.Kill()
@@ -342,7 +342,7 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	m.page = 3
 	out := startWatch(t, m)
-	r := next(t, out, 10*time.Second)
+	r := next(t, out, 30*time.Second)
 	got := byKey(r.Snapshot)
 	if !r.IsSnapshot() || len(r.Snapshot) != len(want) || !slices.Equal(slices.Sorted(maps.Keys(got)), want) {
 		t.Fatalf("paged snapshot %v, want %v", slices.Sorted(maps.Keys(got)), want)
@@ -351,7 +351,7 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 		t.Errorf("lease 10.5.13.0-24 = %+v", l)
 	}
 	mustPut(t, cli, subnets+"10.5.50.0-24", leaseValue("198.51.100.50"))
-	r = next(t, out, 10*time.Second)
+	r = next(t, out, 30*time.Second)
 	if len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.50.0-24" {
 		t.Fatalf("want the new lease as an event, got %+v", r)
 	}
@@ -375,14 +375,14 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 	}
 	mustPut(t, cli, subnets+"10.5.12.0-24", leaseValue("198.51.100.12"))
 	out := startWatch(t, m)
-	r := next(t, out, 10*time.Second)
+	r := next(t, out, 30*time.Second)
 	got := slices.Sorted(maps.Keys(byKey(r.Snapshot)))
 	if want := []string{"10.5.10.0-24", "10.5.11.0-24"}; !r.IsSnapshot() || !slices.Equal(got, want) {
 		t.Fatalf("first snapshot %v, want the acquisition's listing %v", got, want)
 	}
 	seen := map[string]bool{}
 	for len(seen) < 2 {
-		r := next(t, out, 10*time.Second)
+		r := next(t, out, 30*time.Second)
 		if r.IsSnapshot() {
 			t.Fatalf("unexpected second snapshot %v", r.Snapshot)
 		}
@@ -404,7 +404,7 @@ func TestWatchHealthFollowsOutage(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	out := startWatch(t, m)
-	if r := next(t, out, 10*time.Second); !r.IsSnapshot() {
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
 		t.Fatalf("first result %+v", r)
 	}
 	waitHealth := func(want bool) {
