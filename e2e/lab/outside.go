@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
-
-	"golang.org/x/sys/unix"
 )
 
 // OutsideIP is the address of the outside host (AddOutsideHost) on the lab bridge br0.
@@ -67,35 +63,11 @@ func ListenPacket(ns, network, addr string) (net.PacketConn, error) {
 	return r.c, r.err
 }
 
-// listenInNetns must run on its own goroutine (see dialInNetns).
+// listenInNetns must run on its own goroutine (see inNetns).
 func listenInNetns(ns, network, addr string) (net.PacketConn, error) {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
+	c, err := inNetns(ns, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: open own netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(netnsPath(ns))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: open netns %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: enter netns %s: %w", ns, err)
-	}
-	c, lerr := net.ListenPacket(network, addr)
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		if c != nil {
-			c.Close()
-		}
-		return nil, fmt.Errorf("lab: return from netns %s: %w", ns, err)
-	}
-	runtime.UnlockOSThread()
-	if lerr != nil {
-		return nil, fmt.Errorf("lab: listen %s in netns %s: %w", addr, ns, lerr)
+		return nil, fmt.Errorf("lab: listen %s in netns %s: %w", addr, ns, err)
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -127,38 +128,50 @@ func DialContext(ns string) func(ctx context.Context, network, addr string) (net
 	}
 }
 
-// dialInNetns must run on its own goroutine: if the thread cannot be switched back to its
-// original namespace, the goroutine exits still locked and the runtime discards the thread.
+// dialInNetns must run on its own goroutine (see inNetns).
 func dialInNetns(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := inNetns(ns, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
+	if err != nil {
+		return nil, fmt.Errorf("lab: dial %s in netns %s: %w", addr, ns, err)
+	}
+	return c, nil
+}
+
+// inNetns runs open with the calling thread inside the named network namespace and
+// returns what it made (a socket keeps the namespace it was created in). It must run on
+// its own goroutine: if the thread cannot be switched back to its original namespace, the
+// goroutine exits still locked and the runtime discards the thread.
+func inNetns[C io.Closer](ns string, open func() (C, error)) (C, error) {
+	var none C
 	runtime.LockOSThread()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: open own netns: %w", err)
+		return none, fmt.Errorf("open own netns: %w", err)
 	}
 	defer orig.Close()
 	target, err := os.Open(netnsPath(ns))
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: open netns %s: %w", ns, err)
+		return none, fmt.Errorf("open netns %s: %w", ns, err)
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("lab: enter netns %s: %w", ns, err)
+		return none, fmt.Errorf("enter netns %s: %w", ns, err)
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, derr := d.DialContext(ctx, network, addr)
+	c, oerr := open()
 	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: it dies with this goroutine.
-		if c != nil {
+		if oerr == nil {
 			c.Close()
 		}
-		return nil, fmt.Errorf("lab: return from netns %s: %w", ns, err)
+		return none, fmt.Errorf("return from netns %s: %w", ns, err)
 	}
 	runtime.UnlockOSThread()
-	if derr != nil {
-		return nil, fmt.Errorf("lab: dial %s in netns %s: %w", addr, ns, derr)
+	if oerr != nil {
+		return none, oerr
 	}
 	return c, nil
 }
