@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -123,40 +124,18 @@ func heapBytes(name string) uint64 {
 // ones (labels, conditions, images, system info), with 16 concurrent clients; nodes that
 // exist already are kept.
 func createBenchNodes(ctx context.Context, cs kubernetes.Interface, prefix string, n int) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	next := make(chan int)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				_, err := cs.CoreV1().Nodes().Create(ctx, benchNode(prefix, i), metav1.CreateOptions{})
-				if err != nil && !apierrors.IsAlreadyExists(err) { // -count > 1: created by the first run
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	var err error
-feed:
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
 	for i := range n {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
-		}
+		g.Go(func() error {
+			_, err := cs.CoreV1().Nodes().Create(ctx, benchNode(prefix, i), metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) { // -count > 1: created by the first run
+				return nil
+			}
+			return err
+		})
 	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
+	return g.Wait()
 }
 
 func benchNode(prefix string, i int) *corev1.Node {

@@ -18,11 +18,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -206,39 +206,12 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 
 // createPeers creates n peer nodes with 16 concurrent clients.
 func createPeers(ctx context.Context, cs kubernetes.Interface, n int) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	next := make(chan int)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := createNode(ctx, cs, fmt.Sprintf("peer-%05d", i), i, true); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error { return createNode(ctx, cs, fmt.Sprintf("peer-%05d", i), i, true) })
 	}
-	var err error
-feed:
-	for i := 0; i < n; i++ {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return err
+	return g.Wait()
 }
 
 // createNode creates a node shaped like a kubelet-registered one. Peer i gets pod CIDR
