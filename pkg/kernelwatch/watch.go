@@ -15,17 +15,17 @@ package kernelwatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
 // Config configures Run.
@@ -86,6 +86,7 @@ type watcher struct {
 
 	mu      sync.Mutex
 	pending map[Object]struct{}
+	mass    bool // more than Backoff.LargeBatch objects changed: pending is not kept
 	lost    bool // notifications were lost: the next kick is unconditional
 
 	wake      chan struct{}
@@ -94,36 +95,31 @@ type watcher struct {
 
 // subscribe opens the notification socket and refreshes the link index map from a
 // listing made after the subscription, so no change falls in between.
-func (w *watcher) subscribe() (*nl.NetlinkSocket, error) {
-	groups := []uint{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR,
-		unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_NEXTHOP}
-	var s *nl.NetlinkSocket
+func (w *watcher) subscribe() (*netlinkx.Monitor, error) {
+	var m *netlinkx.Monitor
 	var h *netlink.Handle
 	var err error
 	if w.cfg.Namespace != nil {
-		s, err = nl.SubscribeAt(*w.cfg.Namespace, netns.None(), unix.NETLINK_ROUTE, groups...)
+		m, err = netlinkx.NewMonitorAt(*w.cfg.Namespace, receiveBuffer)
 		if err == nil {
 			h, err = netlink.NewHandleAt(*w.cfg.Namespace, unix.NETLINK_ROUTE)
 		}
 	} else {
-		s, err = nl.Subscribe(unix.NETLINK_ROUTE, groups...)
+		m, err = netlinkx.NewMonitor(receiveBuffer)
 		if err == nil {
 			h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 		}
 	}
 	if err != nil {
-		if s != nil {
-			s.Close()
+		if m != nil {
+			m.Close()
 		}
 		return nil, fmt.Errorf("subscribe to rtnetlink notifications: %w", err)
 	}
 	defer h.Close()
-	if s.SetReceiveBufferSize(receiveBuffer, true) != nil {
-		_ = s.SetReceiveBufferSize(receiveBuffer, false)
-	}
 	links, err := h.LinkList()
 	if err != nil {
-		s.Close()
+		m.Close()
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	idx := make(map[int]string, len(links))
@@ -131,15 +127,15 @@ func (w *watcher) subscribe() (*nl.NetlinkSocket, error) {
 		idx[l.Attrs().Index] = l.Attrs().Name
 	}
 	w.m.setLinks(idx)
-	return s, nil
+	return m, nil
 }
 
 // read receives notifications until ctx ends, renewing the subscription when the socket
 // fails.
-func (w *watcher) read(ctx context.Context, s *nl.NetlinkSocket) {
+func (w *watcher) read(ctx context.Context, m *netlinkx.Monitor) {
 	for {
-		err := w.receive(ctx, s)
-		s.Close()
+		err := w.receive(ctx, m)
+		m.Close()
 		if ctx.Err() != nil {
 			return
 		}
@@ -150,7 +146,7 @@ func (w *watcher) read(ctx context.Context, s *nl.NetlinkSocket) {
 				return
 			case <-time.After(w.cfg.RetryDelay):
 			}
-			if s, err = w.subscribe(); err == nil {
+			if m, err = w.subscribe(); err == nil {
 				break
 			}
 		}
@@ -161,34 +157,39 @@ func (w *watcher) read(ctx context.Context, s *nl.NetlinkSocket) {
 // receive reads and filters notifications until the socket fails or ctx ends. An
 // overflow (ENOBUFS) is not a failure: the socket goes on, but what was dropped is
 // unknown, so the next kick is unconditional.
-func (w *watcher) receive(ctx context.Context, s *nl.NetlinkSocket) error {
-	stop := context.AfterFunc(ctx, s.Close)
-	defer stop()
+func (w *watcher) receive(ctx context.Context, m *netlinkx.Monitor) error {
 	for {
-		msgs, from, err := s.Receive()
-		if errors.Is(err, unix.ENOBUFS) {
+		if err := m.Wait(ctx); err != nil {
+			return err
+		}
+		lost, err := m.Read(func(ch *netlinkx.Change) {
+			if o, ok := w.m.match(ch.Type, ch.Body); ok {
+				w.add(o)
+			}
+		})
+		if lost {
 			w.overflows.Add(1)
 			klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
 			w.markLost()
-			continue
 		}
 		if err != nil {
 			return err
 		}
-		if from.Pid != nl.PidKernel {
-			continue
-		}
-		for i := range msgs {
-			if o, ok := w.m.match(msgs[i].Header.Type, msgs[i].Data); ok {
-				w.add(o)
-			}
-		}
 	}
 }
 
+// add records a changed object. Past LargeBatch objects a batch is a mass change, which
+// the damper neither counts nor delays: the objects are no longer kept (the echo of a
+// round that programmed 20,000 peers would otherwise fill a map of them).
 func (w *watcher) add(o Object) {
 	w.mu.Lock()
-	w.pending[o] = struct{}{}
+	if !w.mass {
+		w.pending[o] = struct{}{}
+		if len(w.pending) > w.cfg.Backoff.LargeBatch {
+			w.mass = true
+			clear(w.pending)
+		}
+	}
 	w.mu.Unlock()
 	w.signal()
 }
@@ -207,13 +208,14 @@ func (w *watcher) signal() {
 	}
 }
 
-// take returns and resets what was gathered.
-func (w *watcher) take() (map[Object]struct{}, bool) {
+// take returns and resets what was gathered. unconditional reports lost notifications
+// or a mass change: the kick is due at once, whatever the objects.
+func (w *watcher) take() (batch map[Object]struct{}, unconditional bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	b, lost := w.pending, w.lost
-	w.pending, w.lost = make(map[Object]struct{}), false
-	return b, lost
+	batch, unconditional = w.pending, w.lost || w.mass
+	w.pending, w.lost, w.mass = make(map[Object]struct{}), false, false
+	return batch, unconditional
 }
 
 // dispatch turns gathered changes into kicks: after Settle, at once unless every
@@ -248,8 +250,8 @@ func (w *watcher) dispatch(ctx context.Context, kick func()) {
 			return
 		case <-time.After(w.cfg.Settle):
 		}
-		batch, lost := w.take()
-		if len(batch) == 0 && !lost {
+		batch, urgent := w.take()
+		if len(batch) == 0 && !urgent {
 			continue // a wake-up for changes an earlier batch already took
 		}
 		now := time.Now()
@@ -258,11 +260,11 @@ func (w *watcher) dispatch(ctx context.Context, kick func()) {
 			klog.InfoS("A kernel object we own keeps being changed by someone else; slowing down its repair",
 				"object", h.Obj.String(), "changes", h.Changes, "window", w.cfg.Backoff.Window, "repairIn", h.Wait)
 		}
-		if lost || wait == 0 {
+		if urgent || wait == 0 {
 			stopDelayed()
 			if klog.V(2).Enabled() {
 				for o := range batch {
-					klog.V(2).InfoS("Kernel change; reconciling", "object", o.String(), "changes", len(batch), "lost", lost)
+					klog.V(2).InfoS("Kernel change; reconciling", "object", o.String(), "changes", len(batch))
 					break
 				}
 			}

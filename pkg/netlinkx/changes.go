@@ -1,11 +1,16 @@
 package netlinkx
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"time"
 	"unsafe"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,19 +57,19 @@ func (c *Conn) Subscribe() error {
 	if c.subscribed {
 		return nil
 	}
-	if err := unix.SetsockoptInt(c.mon, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, changeRcvBuf); err != nil {
-		_ = unix.SetsockoptInt(c.mon, unix.SOL_SOCKET, unix.SO_RCVBUF, changeRcvBuf)
-	}
+	c.mon.SetReceiveBuffer(changeRcvBuf)
 	if !c.filtered {
-		if err := c.dropOwnEcho(); err != nil {
+		pid, err := c.PortID()
+		if err != nil {
+			return err
+		}
+		if err := c.mon.dropEchoOf(pid); err != nil {
 			return err
 		}
 		c.filtered = true
 	}
-	for _, g := range changeGroups {
-		if err := unix.SetsockoptInt(c.mon, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
-			return fmt.Errorf("join netlink group %d: %w", g, err)
-		}
+	if err := c.mon.join(); err != nil {
+		return err
 	}
 	c.subscribed = true
 	return nil
@@ -77,44 +82,123 @@ func (c *Conn) Unsubscribe() error {
 		return nil
 	}
 	c.subscribed = false
-	var errs []error
-	for _, g := range changeGroups {
-		if err := unix.SetsockoptInt(c.mon, unix.SOL_NETLINK, unix.NETLINK_DROP_MEMBERSHIP, g); err != nil {
-			errs = append(errs, fmt.Errorf("leave netlink group %d: %w", g, err))
-		}
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		_, err := recv(c.mon, buf, unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.EAGAIN) || (err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EINTR)) {
-			break
-		}
-	}
-	return errors.Join(errs...)
+	return c.mon.leave()
 }
 
-// openChangeSocket makes the (not yet subscribed) change socket; Open calls it, so that
-// it lives in the same network namespace as the request socket.
-func openChangeSocket() (int, error) {
+// Changes reads the notifications collected since the last call, without waiting, and
+// calls f for each, in the kernel's order. lost reports that the kernel dropped some
+// (the receive buffer overflowed), or that the Conn is not subscribed: anything may then
+// have changed unseen.
+func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
+	if !c.subscribed {
+		return true, nil
+	}
+	return c.mon.Read(f)
+}
+
+// Monitor is a socket subscribed to the rtnetlink notifications of changes to links,
+// addresses, routes, neighbours, FDB entries and nexthop objects of one network
+// namespace. It reads many notifications per system call into buffers it reuses, so
+// that the thousands of notifications a big reconcile round raises cost no
+// allocations. Not safe for concurrent use, except Close.
+type Monitor struct {
+	file  *os.File // owns the socket; its runtime poller makes Wait cancellable
+	raw   syscall.RawConn
+	mm    []mmsghdr // recvmmsg scratch
+	iov   []unix.Iovec
+	names []unix.RawSockaddrNetlink
+	buf   []byte
+	// overflowed: Wait saw the overflow report (reading it clears it in the kernel);
+	// the next Read reports lost
+	overflowed bool
+}
+
+// NewMonitor opens a Monitor in the calling process's network namespace, joined to the
+// notification groups (with a receive buffer of rcvBuf bytes when larger than the
+// default).
+func NewMonitor(rcvBuf int) (*Monitor, error) {
+	m, err := openMonitor()
+	if err != nil {
+		return nil, err
+	}
+	m.SetReceiveBuffer(rcvBuf)
+	if err := m.join(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewMonitorAt is NewMonitor in the network namespace ns.
+func NewMonitorAt(ns netns.NsHandle, rcvBuf int) (*Monitor, error) {
+	return inNetns(ns, func() (*Monitor, error) { return NewMonitor(rcvBuf) })
+}
+
+// openMonitor makes a Monitor that has not joined any group yet.
+func openMonitor() (*Monitor, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err != nil {
-		return -1, fmt.Errorf("netlink change socket: %w", err)
+		return nil, fmt.Errorf("netlink change socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("bind netlink change socket: %w", err)
+		return nil, fmt.Errorf("bind netlink change socket: %w", err)
 	}
-	return fd, nil
+	m := &Monitor{file: os.NewFile(uintptr(fd), "netlink-changes")}
+	if m.raw, err = m.file.SyscallConn(); err != nil {
+		m.file.Close()
+		return nil, fmt.Errorf("netlink change socket: %w", err)
+	}
+	return m, nil
 }
 
-// dropOwnEcho attaches a classic BPF filter to the subscription socket that drops every
-// message whose nlmsg_pid is the request socket's port id. The kernel sends each
-// notification in its own buffer, so the filter sees one message at a time.
-func (c *Conn) dropOwnEcho() error {
-	pid, err := c.PortID()
-	if err != nil {
-		return err
+// Close closes the socket; a Wait in progress returns.
+func (m *Monitor) Close() error { return m.file.Close() }
+
+// SetReceiveBuffer asks for a receive buffer of n bytes (beyond the system limit when
+// the process may), so that the notifications of big rounds fit between two reads.
+// Failing is not an error: an overflow only reports lost notifications.
+func (m *Monitor) SetReceiveBuffer(n int) {
+	_ = m.raw.Control(func(fd uintptr) {
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); err != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	})
+}
+
+func (m *Monitor) setsockopt(level, opt, v int) error {
+	var err error
+	if cerr := m.raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), level, opt, v) }); cerr != nil {
+		return cerr
 	}
+	return err
+}
+
+func (m *Monitor) join() error {
+	for _, g := range changeGroups {
+		if err := m.setsockopt(unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
+			return fmt.Errorf("join netlink group %d: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// leave leaves the groups and discards what was collected.
+func (m *Monitor) leave() error {
+	var errs []error
+	for _, g := range changeGroups {
+		if err := m.setsockopt(unix.SOL_NETLINK, unix.NETLINK_DROP_MEMBERSHIP, g); err != nil {
+			errs = append(errs, fmt.Errorf("leave netlink group %d: %w", g, err))
+		}
+	}
+	_, _ = m.Read(func(*Change) {})
+	return errors.Join(errs...)
+}
+
+// dropEchoOf attaches a classic BPF filter that drops every message whose nlmsg_pid is
+// pid (the echo of the requests of the socket with that port id). The kernel sends each
+// notification in its own buffer, so the filter sees one message at a time.
+func (m *Monitor) dropEchoOf(pid uint32) error {
 	// A BPF word load reads big-endian; nlmsg_pid is in host order.
 	var b [4]byte
 	native.PutUint32(b[:], pid)
@@ -126,40 +210,78 @@ func (c *Conn) dropOwnEcho() error {
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // someone else's: keep
 	}
 	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.SetsockoptSockFprog(c.mon, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+	var err error
+	if cerr := m.raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp)
+	}); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("attach netlink echo filter: %w", err)
 	}
 	return nil
 }
 
-// Subscribed reports whether Subscribe succeeded.
-func (c *Conn) Subscribed() bool { return c.subscribed }
-
-// Changes reads the notifications collected since the last call, without waiting, and
-// calls f for each, in the kernel's order. lost reports that the kernel dropped some
-// (the receive buffer overflowed), or that the Conn is not subscribed: anything may then
-// have changed unseen.
-func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
-	if !c.subscribed {
-		return true, nil
+// Wait blocks until a notification (or an overflow report) is ready for Read, ctx ends
+// (its error is returned) or the Monitor is closed.
+func (m *Monitor) Wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	if c.mm == nil {
-		c.mmBuf = make([]byte, changeSlots*changeSlotSize)
-		c.iov = make([]unix.Iovec, changeSlots)
-		c.mm = make([]mmsghdr, changeSlots)
-		for i := range c.mm {
-			c.iov[i].Base = &c.mmBuf[i*changeSlotSize]
-			c.iov[i].SetLen(changeSlotSize)
-			c.mm[i].Hdr.Iov = &c.iov[i]
-			c.mm[i].Hdr.SetIovlen(1)
+	stop := context.AfterFunc(ctx, func() { _ = m.file.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var peek [1]byte
+	err := m.raw.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.ENOBUFS) {
+			m.overflowed = true
+		}
+		return !errors.Is(err, unix.EAGAIN) // anything else is for Read
+	})
+	if ctx.Err() != nil {
+		_ = m.file.SetReadDeadline(time.Time{})
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("netlink change socket: %w", err)
+	}
+	return nil
+}
+
+// Read reads the notifications collected so far, without waiting, and calls f for each
+// that came from the kernel, in the kernel's order. lost reports that the kernel dropped
+// some (the receive buffer overflowed) or that one could not be read whole: anything
+// may then have changed unseen.
+func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
+	if m.mm == nil {
+		m.buf = make([]byte, changeSlots*changeSlotSize)
+		m.iov = make([]unix.Iovec, changeSlots)
+		m.names = make([]unix.RawSockaddrNetlink, changeSlots)
+		m.mm = make([]mmsghdr, changeSlots)
+		for i := range m.mm {
+			m.iov[i].Base = &m.buf[i*changeSlotSize]
+			m.iov[i].SetLen(changeSlotSize)
+			m.mm[i].Hdr.Iov = &m.iov[i]
+			m.mm[i].Hdr.SetIovlen(1)
+			m.mm[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 		}
 	}
 	var ch Change
+	var errno syscall.Errno
+	var r uintptr
+	lost, m.overflowed = m.overflowed, false
 	for {
+		for i := range m.mm {
+			m.mm[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
+		}
 		// One notification per datagram: recvmmsg takes many per system call.
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.mon), uintptr(unsafe.Pointer(&c.mm[0])),
-			uintptr(len(c.mm)), unix.MSG_DONTWAIT, 0, 0)
+		cerr := m.raw.Control(func(fd uintptr) {
+			r, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.mm[0])),
+				uintptr(len(m.mm)), unix.MSG_DONTWAIT, 0, 0)
+		})
 		switch {
+		case cerr != nil:
+			return true, fmt.Errorf("netlink change socket: %w", cerr)
 		case errno == unix.EINTR:
 			continue
 		case errno == unix.ENOBUFS:
@@ -171,12 +293,15 @@ func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 			return true, fmt.Errorf("netlink change socket: %w", errno)
 		}
 		for i := range int(r) {
-			m := &c.mm[i]
-			if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			h := &m.mm[i]
+			if m.names[i].Pid != 0 {
+				continue // not from the kernel: another process writing to our port
+			}
+			if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				lost = true // too long for a slot: what it said is unknown
 				continue
 			}
-			buf := c.mmBuf[i*changeSlotSize : i*changeSlotSize+int(m.Len)]
+			buf := m.buf[i*changeSlotSize : i*changeSlotSize+int(h.Len)]
 			for len(buf) >= unix.SizeofNlMsghdr {
 				l := int(native.Uint32(buf[0:4]))
 				if l < unix.SizeofNlMsghdr || l > len(buf) {

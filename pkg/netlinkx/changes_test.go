@@ -1,10 +1,13 @@
 package netlinkx
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,5 +101,58 @@ func TestChanges(t *testing.T) {
 	}
 	if got := collect(); len(got) != 0 {
 		t.Fatalf("nothing changed, yet %+v", got)
+	}
+}
+
+// TestMonitorWait: Wait blocks until a notification is ready and returns when its context
+// ends; Read then delivers other processes' changes (a Monitor filters no echo).
+func TestMonitorWait(t *testing.T) {
+	ns, _, _ := connLab(t)
+	m, err := NewMonitorAt(ns.NsH, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := m.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with nothing to read = %v, want the context's deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Wait(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	if out, err := exec.Command("ip", "-n", ns.Name, "neigh", "replace", "10.200.0.9", "lladdr", "0e:00:00:00:00:09",
+		"dev", "vx0", "nud", "permanent").CombinedOutput(); err != nil {
+		t.Fatalf("ip neigh: %v\n%s", err, out)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Wait = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after a change")
+	}
+	var got []string
+	lost, err := m.Read(func(ch *Change) {
+		var n Neigh
+		if ch.Type == unix.RTM_NEWNEIGH && ParseNeigh(ch.Body, &n) == nil && n.Family == unix.AF_INET {
+			got = append(got, n.IP.String())
+		}
+	})
+	if lost || err != nil || len(got) != 1 || got[0] != "10.200.0.9" {
+		t.Fatalf("Read = %v (lost %v, err %v), want the one neighbour", got, lost, err)
+	}
+	// A closed Monitor ends a Wait.
+	go func() { done <- m.Wait(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	m.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Wait on a closed Monitor returned nil")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end Wait")
 	}
 }

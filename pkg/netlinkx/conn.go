@@ -26,14 +26,11 @@ const (
 // not safe for concurrent use.
 type Conn struct {
 	fd  int
-	mon int // change notification socket, joined to the groups by Subscribe
+	mon *Monitor // change notifications, joined to the groups by Subscribe
 	// filtered: mon drops the echo of our own requests (see Subscribe)
 	filtered bool
 	// subscribed: Subscribe succeeded
 	subscribed bool
-	mm         []mmsghdr // recvmmsg scratch of Changes
-	iov        []unix.Iovec
-	mmBuf      []byte
 	seq        uint32
 	rbuf       []byte
 	req        Batch // scratch for dump requests
@@ -52,46 +49,50 @@ func Open() (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	c := &Conn{fd: fd, mon: -1, rbuf: make([]byte, 64<<10), seq: uint32(time.Now().UnixNano())}
+	c := &Conn{fd: fd, rbuf: make([]byte, 64<<10), seq: uint32(time.Now().UnixNano())}
 	if err := c.setup(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	if c.mon, err = openChangeSocket(); err != nil {
+	if c.mon, err = openMonitor(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return c, nil
 }
 
-// OpenAt opens a Conn in the network namespace ns. The socket is made on a locked OS
-// thread that enters ns and returns; if it cannot return, the thread is discarded.
-func OpenAt(ns netns.NsHandle) (*Conn, error) {
+// OpenAt opens a Conn in the network namespace ns.
+func OpenAt(ns netns.NsHandle) (*Conn, error) { return inNetns(ns, Open) }
+
+// inNetns calls open on a locked OS thread that enters ns and returns: sockets belong to
+// the namespace they are made in. If the thread cannot return, it is discarded.
+func inNetns[T any](ns netns.NsHandle, open func() (T, error)) (T, error) {
 	type res struct {
-		c   *Conn
+		v   T
 		err error
 	}
 	ch := make(chan res, 1)
 	go func() {
 		runtime.LockOSThread()
+		var zero T
 		cur, err := netns.Get()
 		if err != nil {
-			ch <- res{nil, fmt.Errorf("current netns: %w", err)}
+			ch <- res{zero, fmt.Errorf("current netns: %w", err)}
 			return // the thread is discarded with the locked goroutine
 		}
 		defer cur.Close()
 		if err := netns.Set(ns); err != nil {
-			ch <- res{nil, fmt.Errorf("enter netns: %w", err)}
+			ch <- res{zero, fmt.Errorf("enter netns: %w", err)}
 			return
 		}
-		c, err := Open()
+		v, err := open()
 		if err := netns.Set(cur); err == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- res{c, err}
+		ch <- res{v, err}
 	}()
 	r := <-ch
-	return r.c, r.err
+	return r.v, r.err
 }
 
 func (c *Conn) setup() error {
@@ -124,7 +125,7 @@ func recv(fd int, buf []byte, flags int) (int, error) {
 
 // Close closes the socket (and the change socket of Subscribe).
 func (c *Conn) Close() error {
-	unix.Close(c.mon)
+	c.mon.Close()
 	return unix.Close(c.fd)
 }
 
