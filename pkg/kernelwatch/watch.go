@@ -158,8 +158,10 @@ func (w *watcher) read(ctx context.Context, m *netlinkx.Monitor) {
 // overflow (ENOBUFS) is not a failure: the socket goes on, but what was dropped is
 // unknown, so the next kick is unconditional.
 func (w *watcher) receive(ctx context.Context, m *netlinkx.Monitor) error {
+	stop := context.AfterFunc(ctx, func() { m.Close() })
+	defer stop()
 	for {
-		if err := m.Wait(ctx); err != nil {
+		if err := m.Wait(); err != nil {
 			return err
 		}
 		lost, err := m.Read(func(ch *netlinkx.Change) {

@@ -1,13 +1,11 @@
 package netlinkx
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netns"
@@ -102,7 +100,7 @@ func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 // that the thousands of notifications a big reconcile round raises cost no
 // allocations. Not safe for concurrent use, except Close.
 type Monitor struct {
-	file  *os.File // owns the socket; its runtime poller makes Wait cancellable
+	file  *os.File // owns the socket; its runtime poller makes Wait end on Close
 	raw   syscall.RawConn
 	mm    []mmsghdr // recvmmsg scratch
 	iov   []unix.Iovec
@@ -152,7 +150,7 @@ func openMonitor() (*Monitor, error) {
 	return m, nil
 }
 
-// Close closes the socket; a Wait in progress returns.
+// Close closes the socket; a Wait in progress returns an error.
 func (m *Monitor) Close() error { return m.file.Close() }
 
 // SetReceiveBuffer asks for a receive buffer of n bytes (beyond the system limit when
@@ -222,14 +220,9 @@ func (m *Monitor) dropEchoOf(pid uint32) error {
 	return nil
 }
 
-// Wait blocks until a notification (or an overflow report) is ready for Read, ctx ends
-// (its error is returned) or the Monitor is closed.
-func (m *Monitor) Wait(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { _ = m.file.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+// Wait blocks until a notification (or an overflow report) is ready for Read, or the
+// Monitor is closed (an error).
+func (m *Monitor) Wait() error {
 	var peek [1]byte
 	err := m.raw.Read(func(fd uintptr) bool {
 		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -238,10 +231,6 @@ func (m *Monitor) Wait(ctx context.Context) error {
 		}
 		return !errors.Is(err, unix.EAGAIN) // anything else is for Read
 	})
-	if ctx.Err() != nil {
-		_ = m.file.SetReadDeadline(time.Time{})
-		return ctx.Err()
-	}
 	if err != nil {
 		return fmt.Errorf("netlink change socket: %w", err)
 	}
@@ -266,22 +255,28 @@ func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 			m.mm[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 		}
 	}
-	var ch Change
-	var errno syscall.Errno
-	var r uintptr
 	lost, m.overflowed = m.overflowed, false
+	// Control keeps the socket open (a concurrent Close waits) while it is read.
+	if cerr := m.raw.Control(func(fd uintptr) {
+		var l bool
+		l, err = m.read(int(fd), f)
+		lost = lost || l
+	}); cerr != nil {
+		return true, fmt.Errorf("netlink change socket: %w", cerr)
+	}
+	return lost, err
+}
+
+func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
+	var ch Change
 	for {
 		for i := range m.mm {
 			m.mm[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
 		}
 		// One notification per datagram: recvmmsg takes many per system call.
-		cerr := m.raw.Control(func(fd uintptr) {
-			r, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.mm[0])),
-				uintptr(len(m.mm)), unix.MSG_DONTWAIT, 0, 0)
-		})
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.mm[0])),
+			uintptr(len(m.mm)), unix.MSG_DONTWAIT, 0, 0)
 		switch {
-		case cerr != nil:
-			return true, fmt.Errorf("netlink change socket: %w", cerr)
 		case errno == unix.EINTR:
 			continue
 		case errno == unix.ENOBUFS:
