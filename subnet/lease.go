@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -133,6 +134,54 @@ var subnetKeyRE = regexp.MustCompile(`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\
 // ParseSubnetKey parses a subnet key. The IPv4 part of "0.0.0.0-0" yields an invalid
 // (zero) v4 prefix; sn6 is zero when the key has no IPv6 part.
 func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
+	if sn, sn6, ok := parsePlainSubnetKey(key); ok {
+		return sn, sn6, nil
+	}
+	return parseSubnetKeyRE(key)
+}
+
+// parsePlainSubnetKey parses, without allocating, the keys daemons write
+// ("10.5.85.0-24", "10.5.85.0-24&fd00:5:85::-64"): a whole key of digits, dots, lower-case
+// hex digits and colons in this shape, which upstream's pattern matches from its first
+// byte with the same parts. ok is false for anything else, which parseSubnetKeyRE
+// decides.
+func parsePlainSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
+	v4, rest, ok := strings.Cut(key, "-")
+	if !ok || strings.Count(v4, ".") != 3 || strings.Trim(v4, ".0123456789") != "" {
+		return sn, sn6, false
+	}
+	a, err := netip.ParseAddr(v4)
+	if err != nil || !a.Is4() {
+		return sn, sn6, false
+	}
+	bits, rest, has6 := strings.Cut(rest, "&")
+	n, err := strconv.ParseUint(bits, 10, 5)
+	if err != nil || bits == "" || bits[0] == '+' {
+		return sn, sn6, false
+	}
+	if p := netip.PrefixFrom(a, int(n)).Masked(); p.Bits() > 0 {
+		sn = p
+	}
+	if !has6 {
+		return sn, sn6, true
+	}
+	v6, bits6, ok := strings.Cut(rest, "-")
+	if !ok || v6 == "" || strings.Trim(v6, ":0123456789abcdef") != "" || strings.Contains(bits6, "-") {
+		return netip.Prefix{}, netip.Prefix{}, false
+	}
+	a6, err := netip.ParseAddr(v6)
+	if err != nil || !a6.Is6() || a6.Is4In6() {
+		return netip.Prefix{}, netip.Prefix{}, false
+	}
+	n6, err := strconv.ParseUint(bits6, 10, 7)
+	if err != nil || bits6 == "" || bits6[0] == '+' {
+		return netip.Prefix{}, netip.Prefix{}, false
+	}
+	return sn, netip.PrefixFrom(a6, int(n6)).Masked(), true
+}
+
+// parseSubnetKeyRE parses a key with upstream's pattern.
+func parseSubnetKeyRE(key string) (sn, sn6 netip.Prefix, err error) {
 	m := subnetKeyRE.FindStringSubmatch(key)
 	if m == nil {
 		return sn, sn6, fmt.Errorf("bad subnet key %q", key)

@@ -94,6 +94,13 @@ func FuzzParseSubnetKey(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, key string) {
 		sn, sn6, err := ParseSubnetKey(key)
+		// The allocation-free parser agrees with upstream's pattern wherever it decides.
+		if psn, psn6, ok := parsePlainSubnetKey(key); ok {
+			rsn, rsn6, rerr := parseSubnetKeyRE(key)
+			if rerr != nil || rsn != psn || rsn6 != psn6 {
+				t.Fatalf("%q: plain parse %v %v; upstream's pattern %v %v %v", key, psn, psn6, rsn, rsn6, rerr)
+			}
+		}
 		if err != nil {
 			return
 		}

@@ -58,37 +58,47 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 }
 
 func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (lease *subnet.Lease, err error) {
-	entries, rev, err := m.list(ctx, cli)
+	// One pass over the listing: this node's own entries are kept whole; of the others
+	// only their subnets (taken) and their leases, from which the lease watch starts.
+	// This node's entries (rewritten or deleted just now) are left out of the latter:
+	// the watch delivers what became of them.
+	var mine []entry
+	var taken4, taken6 []netip.Prefix
+	var peers []subnet.Lease
+	size := func(n int) {
+		peers, taken4 = make([]subnet.Lease, 0, n), make([]netip.Prefix, 0, n)
+		if cfg.EnableIPv6 {
+			taken6 = make([]netip.Prefix, 0, n)
+		}
+	}
+	rev, err := m.scan(ctx, cli, size, func(e *entry) {
+		if sameNode(cfg, attrs, e) {
+			mine = append(mine, *e)
+			return
+		}
+		if e.lease.Subnet.IsValid() {
+			taken4 = append(taken4, e.lease.Subnet)
+		}
+		if e.lease.IPv6Subnet.IsValid() {
+			taken6 = append(taken6, e.lease.IPv6Subnet)
+		}
+		if e.attrsErr != nil {
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+			return
+		}
+		peers = append(peers, e.lease)
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
-			return
+		if err == nil {
+			m.prime(peers, rev)
 		}
-		// The lease watch starts from this listing; this node's own entries (rewritten
-		// or deleted just now) are left out: the watch delivers what became of them.
-		peers := entries[:0]
-		for _, e := range entries {
-			if !sameNode(cfg, attrs, e) {
-				peers = append(peers, e)
-			}
-		}
-		m.prime(peers, rev)
 	}()
 
 	// 1. Our own lease, found by public address; the others' subnets are taken.
-	var taken4, taken6 []netip.Prefix
-	for _, e := range entries {
-		if !sameNode(cfg, attrs, e) {
-			if e.lease.Subnet.IsValid() {
-				taken4 = append(taken4, e.lease.Subnet)
-			}
-			if e.lease.IPv6Subnet.IsValid() {
-				taken6 = append(taken6, e.lease.IPv6Subnet)
-			}
-			continue
-		}
+	for _, e := range mine {
 		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
 		// KeepLease and the peers address the lease by its canonical key.
 		if compatible(cfg, e.lease) && e.key == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
@@ -188,7 +198,7 @@ func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, at
 
 // sameNode reports whether a listed lease belongs to this node: same PublicIP, or, with
 // IPv4 disabled (every node advertises 0.0.0.0 then), same PublicIPv6.
-func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e entry) bool {
+func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e *entry) bool {
 	if e.attrsErr != nil {
 		return false
 	}

@@ -64,19 +64,10 @@ type entry struct {
 	modRev    int64
 }
 
-// listPage is how many keys one range request of list reads: the responses of a
+// listPage is how many keys one range request of scan reads: the responses of a
 // 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
 // held while it is decoded.
 const listPage = 1000
-
-// list reads all subnet keys (see scan).
-func (m *Manager) list(ctx context.Context, cli *clientv3.Client) ([]entry, int64, error) {
-	var entries []entry
-	rev, err := m.scan(ctx, cli, func(n int) { entries = make([]entry, 0, n) }, func(e *entry) {
-		entries = append(entries, *e)
-	})
-	return entries, rev, err
-}
 
 // scan reads all subnet keys, in pages of m.page (listPage when 0) keys, all at the
 // revision of the first page, which it returns. It calls size once with the number of

@@ -236,19 +236,19 @@ func TestCompatibleAndSameNode(t *testing.T) {
 	me := &subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.1"), PublicIPv6: netip.MustParseAddr("fd00::1")}
 	other := entry{lease: subnet.Lease{Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.2"), PublicIPv6: netip.MustParseAddr("fd00::1")}}}
 	mine := entry{lease: subnet.Lease{Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.1"), PublicIPv6: netip.MustParseAddr("fd00::2")}}}
-	if !sameNode(v4, me, mine) || sameNode(v4, me, other) {
+	if !sameNode(v4, me, &mine) || sameNode(v4, me, &other) {
 		t.Error("IPv4 mode must match on PublicIP")
 	}
-	if sameNode(v6, me, mine) || !sameNode(v6, me, other) {
+	if sameNode(v6, me, &mine) || !sameNode(v6, me, &other) {
 		t.Error("IPv6-only mode must match on PublicIPv6")
 	}
 	bad := mine
 	bad.attrsErr = errors.New("bad")
-	if sameNode(v4, me, bad) {
+	if sameNode(v4, me, &bad) {
 		t.Error("a lease with an unreadable value must not match")
 	}
 	zero := entry{lease: subnet.Lease{}}
-	if sameNode(v6, &subnet.LeaseAttrs{}, zero) || sameNode(v4, &subnet.LeaseAttrs{}, zero) {
+	if sameNode(v6, &subnet.LeaseAttrs{}, &zero) || sameNode(v4, &subnet.LeaseAttrs{}, &zero) {
 		t.Error("unset addresses must never match (upstream's 0.0.0.0 collision)")
 	}
 }

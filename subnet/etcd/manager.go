@@ -75,10 +75,10 @@ type Manager struct {
 	primed *listing
 }
 
-// listing is all subnet keys as read at one revision.
+// listing is the peer leases as read at one revision.
 type listing struct {
-	entries []entry
-	rev     int64
+	leases []subnet.Lease // without this node's and those with bad values
+	rev    int64
 }
 
 var _ subnet.Manager = (*Manager)(nil)

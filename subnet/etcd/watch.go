@@ -76,9 +76,9 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 }
 
 // prime keeps a listing for the next snapshot.
-func (m *Manager) prime(entries []entry, rev int64) {
+func (m *Manager) prime(leases []subnet.Lease, rev int64) {
 	m.mu.Lock()
-	m.primed = &listing{entries: entries, rev: rev}
+	m.primed = &listing{leases: leases, rev: rev}
 	m.mu.Unlock()
 }
 
@@ -98,16 +98,7 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 		// every later change (our own new lease included), so listing 20,000 leases a
 		// second time at start-up is not needed. A compacted revision makes the watch
 		// list again.
-		leases := make([]subnet.Lease, 0, len(p.entries))
-		for i := range p.entries {
-			e := &p.entries[i]
-			if e.attrsErr != nil {
-				klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
-				continue
-			}
-			leases = append(leases, e.lease)
-		}
-		return leases, p.rev, nil
+		return p.leases, p.rev, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
