@@ -109,6 +109,14 @@ type Monitor struct {
 	// overflowed: Wait saw the overflow report (reading it clears it in the kernel);
 	// the next Read reports lost
 	overflowed bool
+
+	// The callbacks of RawConn.Read and Control, made once (a closure per call would
+	// be an allocation per wake-up), and what they pass between the call and its caller.
+	ready    func(fd uintptr) bool
+	drain    func(fd uintptr)
+	readF    func(ch *Change)
+	readLost bool
+	readErr  error
 }
 
 // NewMonitor opens a Monitor in the calling process's network namespace, joined to the
@@ -147,6 +155,8 @@ func openMonitor() (*Monitor, error) {
 		m.file.Close()
 		return nil, fmt.Errorf("netlink change socket: %w", err)
 	}
+	m.ready = m.peek
+	m.drain = func(fd uintptr) { m.readLost, m.readErr = m.read(int(fd), m.readF) }
 	return m, nil
 }
 
@@ -223,18 +233,22 @@ func (m *Monitor) dropEchoOf(pid uint32) error {
 // Wait blocks until a notification (or an overflow report) is ready for Read, or the
 // Monitor is closed (an error).
 func (m *Monitor) Wait() error {
-	var peek [1]byte
-	err := m.raw.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.ENOBUFS) {
-			m.overflowed = true
-		}
-		return !errors.Is(err, unix.EAGAIN) // anything else is for Read
-	})
-	if err != nil {
+	if err := m.raw.Read(m.ready); err != nil {
 		return fmt.Errorf("netlink change socket: %w", err)
 	}
 	return nil
+}
+
+// peek reports whether something is ready to read, without taking it (RawConn.Read
+// waits for the socket to become readable while it returns false).
+func (m *Monitor) peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if errno == unix.ENOBUFS {
+		m.overflowed = true // reading the report cleared it
+	}
+	return errno != unix.EAGAIN && errno != unix.EINTR
 }
 
 // Read reads the notifications collected so far, without waiting, and calls f for each
@@ -256,15 +270,13 @@ func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 		}
 	}
 	lost, m.overflowed = m.overflowed, false
-	// Control keeps the socket open (a concurrent Close waits) while it is read.
-	if cerr := m.raw.Control(func(fd uintptr) {
-		var l bool
-		l, err = m.read(int(fd), f)
-		lost = lost || l
-	}); cerr != nil {
-		return true, fmt.Errorf("netlink change socket: %w", cerr)
+	// Control keeps a concurrent Close from closing the socket while it is read.
+	m.readF = f
+	defer func() { m.readF = nil }()
+	if rerr := m.raw.Control(m.drain); rerr != nil {
+		return true, fmt.Errorf("netlink change socket: %w", rerr)
 	}
-	return lost, err
+	return lost || m.readLost, m.readErr
 }
 
 func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
