@@ -243,14 +243,25 @@ func TestHealVXLAN(t *testing.T) {
 	stale := freeSubnet(ns[0].subnet, ns[1].subnet)
 	staleGw := stale.Addr().String()
 	other := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 5, stale.Addr().As4()[2] - 1, 0}), 24)
+	// static entries of the other kinds: "nud noarp" neighbours, "static" FDB entries
+	stale2 := freeSubnet(ns[0].subnet, ns[1].subnet, stale, other)
 	fault(t, l, 1, "stale entries added", [][]string{
 		{"ip", "neigh", "add", staleGw, "lladdr", "02:00:00:00:00:fa", "dev", "flannel.1"},
 		{"bridge", "fdb", "add", "02:00:00:00:00:fa", "dev", "flannel.1", "dst", "192.0.2.250"},
+		{"ip", "neigh", "add", stale2.Addr().String(), "lladdr", "02:00:00:00:00:fb", "dev", "flannel.1", "nud", "noarp"},
+		{"bridge", "fdb", "add", "02:00:00:00:00:fb", "dev", "flannel.1", "dst", "192.0.2.251", "static"},
 		{"ip", "route", "add", stale.String(), "via", staleGw, "dev", "flannel.1", "onlink"},
 		{"ip", "route", "add", other.String(), "via", "192.0.2.1", "dev", "eth0"},
 		{"ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "eth0"},
 	}, func() (bool, string) {
 		left, what, err := anyTrace(l.NodeNS(1), "flannel.1", peer{subnet: stale, mac: "02:00:00:00:00:fa"})
+		if err != nil {
+			return false, err.Error()
+		}
+		if left {
+			return false, "still there: " + what
+		}
+		left, what, err = anyTrace(l.NodeNS(1), "flannel.1", peer{subnet: stale2, mac: "02:00:00:00:00:fb"})
 		if err != nil {
 			return false, err.Error()
 		}

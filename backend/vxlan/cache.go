@@ -131,10 +131,10 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 		if f == nil {
 			return
 		}
-		perm := n.State&unix.NUD_PERMANENT != 0
+		static := n.State&staticNUD != 0
 		if n.Family == unix.AF_BRIDGE {
 			// vxlan FDB notifications carry no port id. Between rounds (we write
-			// nothing then) any about a permanent entry or a MAC we program is
+			// nothing then) any about a static entry or a MAC we program is
 			// someone else's; during a round each of our successful FDB requests
 			// raises one, with exactly the content we wrote (NUD_PERMANENT alone).
 			dst, owned := f.act.getFDB(n.MAC)
@@ -142,7 +142,7 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 				dst, owned = f.want.getFDB(n.MAC)
 			}
 			switch {
-			case !perm && !owned && n.HasMAC:
+			case !static && !owned && n.HasMAC:
 				// a learned entry for a MAC we do not program
 			case !b.kc.applying || !n.HasMAC:
 				b.kc.dirty = true
@@ -157,10 +157,10 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 			}
 			return
 		}
-		if ch.Pid == 0 && !perm {
+		if ch.Pid == 0 && !static {
 			// the kernel's own neighbour state machine (ARP/NDP), or the removal of
-			// an entry after a delete request: ours are permanent and are only
-			// changed by requests, which carry the requester's port id
+			// an entry after a delete request: static ones (ours are permanent) are
+			// only changed by requests, which carry the requester's port id
 			return
 		}
 		b.kc.dirty = true

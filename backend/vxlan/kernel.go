@@ -421,11 +421,13 @@ func (b *Backend) readActual(f *family) error {
 	err = netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
 		clear(act.neigh)
 		return b.c.Neighs(uint8(f.nlFam), f.index, func(n *netlinkx.Neigh) {
-			if n.Ifindex != f.index || n.State&unix.NUD_PERMANENT == 0 || !n.IP.IsValid() {
+			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.IP.IsValid() {
 				return
 			}
-			var mac hwAddr // a foreign lladdr reads as zero: replaced or removed
-			if n.HasMAC {
+			// A foreign lladdr, or a static entry other than permanent ("nud noarp"),
+			// reads as zero: replaced or removed.
+			var mac hwAddr
+			if n.HasMAC && n.State&unix.NUD_PERMANENT != 0 {
 				mac = n.MAC
 			}
 			act.setNeigh(n.IP.Unmap(), mac)
@@ -438,13 +440,19 @@ func (b *Backend) readActual(f *family) error {
 		clear(act.fdb)
 		act.extraFDB = act.extraFDB[:0]
 		return b.c.Neighs(unix.AF_BRIDGE, f.index, func(n *netlinkx.Neigh) {
-			if n.Ifindex != f.index || n.State&unix.NUD_PERMANENT == 0 || !n.HasMAC || !n.IP.IsValid() {
+			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.HasMAC || !n.IP.IsValid() {
 				return
 			}
 			act.addFDB(n.MAC, n.IP)
 		})
 	})
 }
+
+// staticNUD are the neighbour states of entries that no protocol state machine manages:
+// ours (NUD_PERMANENT) and those a person adds with "ip neigh add ... nud noarp" or
+// "bridge fdb add ... static" (NUD_NOARP). On our device they are ours to keep or remove;
+// the rest (being resolved, learned, failed) belong to the kernel.
+const staticNUD = unix.NUD_PERMANENT | unix.NUD_NOARP
 
 // fromKernelRoute converts a route read from the kernel whose output device is link. A
 // route using the nexthop object kept for its gateway reads as ViaNH; one using another
