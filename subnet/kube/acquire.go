@@ -157,32 +157,83 @@ func (m *Manager) patchAnnotations(ctx context.Context, n *corev1.Node, want map
 }
 
 // KeepLease reports this node's network as up (NetworkUnavailable=False, reason
-// FlannelIsUp) when configured to, retrying until it succeeds, then waits for ctx. Kube
-// leases do not expire, so it never returns ErrLeaseRevoked.
+// FlannelIsUp) when configured to, retrying until it succeeds, then waits for ctx. While
+// the lease watch runs, a NetworkUnavailable condition that someone else turns to True
+// (or removes) is set back to False; repeated changes are answered more and more slowly
+// (1 s doubling to 5 min) rather than fought. Kube leases do not expire, so it never
+// returns ErrLeaseRevoked.
 func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
 	if !m.cfg.SetNodeNetworkUnavailable {
 		<-ctx.Done()
 		return nil
 	}
+	if !m.keepSettingAvailable(ctx) {
+		return nil
+	}
+	var delay time.Duration
+	var last time.Time // when we last set the condition back
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.condChanged:
+		}
+		name, err := m.NodeName(ctx)
+		if err != nil {
+			continue
+		}
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := m.cs.getNode(gctx, name)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				klog.ErrorS(withHint(err), "Cannot read the node to check its NetworkUnavailable condition", "node", name)
+			}
+			continue // the next change of the node signals again
+		}
+		if networkAvailable(n) {
+			continue // an older event, already set back
+		}
+		if time.Since(last) < max(time.Minute, 2*delay) {
+			delay = min(2*delay, 5*time.Minute) // changed again soon after we set it
+		} else {
+			delay = time.Second
+		}
+		reason, status := networkCondition(n)
+		klog.InfoS("Someone else changed the node's NetworkUnavailable condition; setting it back to False",
+			"node", name, "status", status, "reason", reason, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		if !m.keepSettingAvailable(ctx) {
+			return nil
+		}
+		last = time.Now()
+	}
+}
+
+// keepSettingAvailable sets the condition, retrying with back-off until it succeeds
+// (true) or ctx ends (false).
+func (m *Manager) keepSettingAvailable(ctx context.Context) bool {
 	wait := time.Second
 	for {
 		err := m.setNetworkAvailable(ctx)
 		if err == nil {
-			break
+			return true
 		}
 		if ctx.Err() != nil {
-			return nil
+			return false
 		}
 		klog.ErrorS(err, "Failed to set the node's NetworkUnavailable condition; retrying", "retryIn", wait)
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
-	<-ctx.Done()
-	return nil
 }
 
 func (m *Manager) setNetworkAvailable(ctx context.Context) error {

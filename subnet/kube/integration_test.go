@@ -482,3 +482,66 @@ func sorted(s []string) []string {
 	}
 	return out
 }
+
+// While the lease watch runs, a NetworkUnavailable condition someone else turns to True
+// is set back to False (FlannelIsUp).
+func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
+	k := apiserver(t)
+	cs := adminClient(t, k)
+	name := uniq(t, "n")
+	createNode(t, cs, name, []string{"10.244.6.0/24"}, nil)
+	m := newManager(t, k, "", Config{NodeName: name, NetConfigPath: writeNetConf(t, itNetConf), SetNodeNetworkUnavailable: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, err := m.GetNetworkConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan subnet.WatchResult, 16)
+	go func() {
+		for range out {
+		}
+	}()
+	watchDone, keepDone := make(chan error, 1), make(chan error, 1)
+	go func() { watchDone <- m.WatchLeases(ctx, out) }()
+	go func() { keepDone <- m.KeepLease(ctx, &subnet.Lease{}) }()
+	defer func() {
+		cancel()
+		if err := <-watchDone; err != nil {
+			t.Errorf("WatchLeases: %v", err)
+		}
+		if err := <-keepDone; err != nil {
+			t.Errorf("KeepLease: %v", err)
+		}
+		close(out)
+	}()
+	condition := func() (reason string, status corev1.ConditionStatus) {
+		t.Helper()
+		n, err := cs.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return networkCondition(n)
+	}
+	waitUp := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			reason, status := condition()
+			if status == corev1.ConditionFalse && reason == "FlannelIsUp" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: NetworkUnavailable is %s (%s), want False (FlannelIsUp)", what, status, reason)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitUp("start")
+	patch := `{"status":{"conditions":[{"type":"NetworkUnavailable","status":"True","reason":"NoRouteCreated","message":"set by a test"}]}}`
+	if _, err := cs.CoreV1().Nodes().PatchStatus(context.Background(), name, []byte(patch)); err != nil {
+		t.Fatal(err)
+	}
+	if reason, status := condition(); status != corev1.ConditionTrue || reason != "NoRouteCreated" {
+		t.Fatalf("the test's patch did not apply: %s (%s)", status, reason)
+	}
+	waitUp("after someone set it to True")
+}

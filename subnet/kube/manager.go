@@ -48,6 +48,10 @@ type Manager struct {
 	nodeName string
 	netCfg   *subnet.Config
 	own      *corev1.Node // own node as last read (GetNetworkConfig, AcquireLease)
+
+	// condChanged is signalled when the lease watch sees this node's NetworkUnavailable
+	// condition other than False (KeepLease sets it back).
+	condChanged chan struct{}
 }
 
 var _ subnet.Manager = (*Manager)(nil)
@@ -87,7 +91,7 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unable to initialize client: %w", err)
 	}
-	return &Manager{cfg: cfg, ann: ann, cs: cs, nodeName: cfg.NodeName}, nil
+	return &Manager{cfg: cfg, ann: ann, cs: cs, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}, nil
 }
 
 // Name describes the manager for logs.

@@ -78,9 +78,34 @@ func slimWith(ann Annotations, n *corev1.Node) *peerNode {
 }
 
 // slimNode is the informer's cache transform (Node -> peerNode; anything else unchanged).
+// It also tells KeepLease when this node's NetworkUnavailable condition is seen other
+// than False.
 func (m *Manager) slimNode(obj any) (any, error) {
 	if n, ok := obj.(*corev1.Node); ok {
+		if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Name == m.cachedNodeName() {
+			select {
+			case m.condChanged <- struct{}{}:
+			default:
+			}
+		}
 		return m.slim(n), nil
 	}
 	return obj, nil
+}
+
+// networkAvailable reports whether the node's NetworkUnavailable condition is False.
+func networkAvailable(n *corev1.Node) bool {
+	_, status := networkCondition(n)
+	return status == corev1.ConditionFalse
+}
+
+// networkCondition returns the NetworkUnavailable condition's reason and status ("" when
+// the node has none).
+func networkCondition(n *corev1.Node) (reason string, status corev1.ConditionStatus) {
+	for i := range n.Status.Conditions {
+		if c := &n.Status.Conditions[i]; c.Type == corev1.NodeNetworkUnavailable {
+			return c.Reason, c.Status
+		}
+	}
+	return "", ""
 }
