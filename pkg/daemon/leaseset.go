@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sort"
 
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -62,115 +63,161 @@ func (k leaseKey) compare(o leaseKey) int {
 // leaseSet is the daemon's view of the peer leases: the latest snapshot with the
 // events since applied. The node's own lease is never part of it.
 //
-// The leases are stored once, in list (ordered by subnets when sorted is set), with idx
-// giving each lease's position: a 20,000-peer set costs about 6 MB, and peers() hands
-// out list itself instead of a copy per reconcile.
+// The leases are stored once, in list, ordered by key: a lookup is a binary search, so
+// the set needs no index beside it (a map of 20,000 keys would add 1.5 MB to the 4 MB
+// of the leases), and peers() hands out list itself instead of a copy per reconcile.
 type leaseSet struct {
 	own    leaseKey
-	list   []subnet.Lease
-	idx    map[leaseKey]int32
-	sorted bool
-	synced bool   // a snapshot has been applied
-	gen    uint64 // incremented whenever apply changes the peer set
+	list   []subnet.Lease // ordered by keyOf, one lease per key
+	synced bool           // a snapshot has been applied
+	gen    uint64         // incremented whenever apply changes the peer set
 }
 
 func newLeaseSet(ownKey string) *leaseSet {
-	s := &leaseSet{idx: map[leaseKey]int32{}, sorted: true}
+	s := &leaseSet{}
 	if sn, sn6, err := subnet.ParseSubnetKey(ownKey); err == nil {
 		s.own = leaseKey{pfxKeyOf(sn), pfxKeyOf(sn6)}
 	}
 	return s
 }
 
+// find returns the position of the lease with key k, or where it would go.
+func (s *leaseSet) find(k leaseKey) (int, bool) {
+	i := sort.Search(len(s.list), func(i int) bool { return keyOf(&s.list[i]).compare(k) >= 0 })
+	return i, i < len(s.list) && keyOf(&s.list[i]) == k
+}
+
 // apply folds one watch result in and reports whether the peer set changed. It keeps
 // the snapshot slice of r as its storage.
 func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
-	defer func() {
-		if changed {
-			s.gen++
-		}
-	}()
 	if r.IsSnapshot() {
-		return s.applySnapshot(r.Snapshot)
+		changed = s.applySnapshot(r.Snapshot)
+	} else {
+		changed = s.applyEvents(r.Events)
 	}
-	for i := range r.Events {
-		ev := &r.Events[i]
-		k := keyOf(&ev.Lease)
-		if k == s.own {
-			continue
+	if changed {
+		s.gen++
+	}
+	return changed
+}
+
+// applyEvents applies a batch of events: the last event about a key decides. Changed
+// leases are replaced in place; removals and additions cost one pass over the list.
+func (s *leaseSet) applyEvents(evs []subnet.Event) (changed bool) {
+	last := make(map[leaseKey]int, len(evs))
+	for i := range evs {
+		if k := keyOf(&evs[i].Lease); k != s.own {
+			last[k] = i
 		}
-		pos, ok := s.idx[k]
-		switch ev.Type {
-		case subnet.EventAdded:
-			switch {
-			case !ok:
-				s.idx[k] = int32(len(s.list))
-				s.list = append(s.list, ev.Lease)
-				s.sorted = false
-				changed = true
-			case !sameLease(s.list[pos], ev.Lease):
-				s.list[pos] = ev.Lease
-				changed = true
-			}
-		case subnet.EventRemoved:
-			if !ok {
-				continue
-			}
-			last := int32(len(s.list) - 1)
-			if pos != last {
-				s.list[pos] = s.list[last]
-				s.idx[keyOf(&s.list[pos])] = pos
-				s.sorted = false
-			}
-			s.list[last] = subnet.Lease{} // drop references
-			s.list = s.list[:last]
-			delete(s.idx, k)
+	}
+	var gone []int           // positions to remove
+	var added []subnet.Lease // new keys
+	for k, i := range last {
+		ev := &evs[i]
+		pos, ok := s.find(k)
+		switch {
+		case ev.Type == subnet.EventRemoved && ok:
+			gone = append(gone, pos)
+		case ev.Type == subnet.EventAdded && !ok:
+			added = append(added, ev.Lease)
+		case ev.Type == subnet.EventAdded && !sameLease(s.list[pos], ev.Lease):
+			s.list[pos] = ev.Lease
 			changed = true
 		}
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		next, g := s.list[:gone[0]], 0
+		for i := gone[0]; i < len(s.list); i++ {
+			if g < len(gone) && gone[g] == i {
+				g++
+				continue
+			}
+			next = append(next, s.list[i])
+		}
+		clear(s.list[len(next):]) // drop references
+		s.list = next
+		changed = true
+	}
+	if len(added) > 0 {
+		sortLeases(added)
+		// Merge from the back, in place: the list grows by len(added).
+		n := len(s.list)
+		s.list = slices.Grow(s.list, len(added))[:n+len(added)]
+		i, j := n-1, len(added)-1
+		for w := len(s.list) - 1; j >= 0; w-- {
+			if i >= 0 && keyOf(&s.list[i]).compare(keyOf(&added[j])) > 0 {
+				s.list[w] = s.list[i]
+				i--
+			} else {
+				s.list[w] = added[j]
+				j--
+			}
+		}
+		changed = true
 	}
 	return changed
 }
 
 func (s *leaseSet) applySnapshot(snap []subnet.Lease) bool {
-	// Drop the own lease and duplicates (the first wins, as a map would keep one).
+	sortLeases(snap)
+	// Drop the own lease and duplicates (the first in the snapshot's order wins).
 	next := snap[:0]
-	seen := make(map[leaseKey]int32, len(snap))
-	same := s.synced
 	for i := range snap {
 		k := keyOf(&snap[i])
-		if k == s.own {
+		if k == s.own || (len(next) > 0 && keyOf(&next[len(next)-1]) == k) {
 			continue
-		}
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = int32(len(next))
-		if same {
-			pos, ok := s.idx[k]
-			same = ok && sameLease(s.list[pos], snap[i])
 		}
 		next = append(next, snap[i])
 	}
-	if same && len(next) == len(s.list) {
+	clear(snap[len(next):]) // drop references beyond the kept ones
+	if s.synced && slices.EqualFunc(next, s.list, sameLease) {
 		return false
 	}
-	clear(snap[len(next):]) // drop references beyond the kept ones
-	s.list, s.idx, s.sorted, s.synced = next, seen, false, true
+	s.list, s.synced = next, true
 	return true
+}
+
+// sortLeases orders ls by key; of leases with the same key, the earlier stays first.
+// It sorts positions, then moves each lease once: a 20,000-lease snapshot is not
+// shuffled around by the sort itself.
+func sortLeases(ls []subnet.Lease) {
+	if slices.IsSortedFunc(ls, func(a, b subnet.Lease) int { return keyOf(&a).compare(keyOf(&b)) }) {
+		return
+	}
+	perm := make([]int32, len(ls))
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, func(a, b int32) int {
+		if c := keyOf(&ls[a]).compare(keyOf(&ls[b])); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	// Position i takes ls[perm[i]]: follow each cycle once, marking done positions.
+	for i := range perm {
+		if perm[i] < 0 || int(perm[i]) == i {
+			continue
+		}
+		tmp := ls[i]
+		j := i
+		for {
+			k := int(perm[j])
+			perm[j] = -1
+			if k == i {
+				ls[j] = tmp
+				break
+			}
+			ls[j] = ls[k]
+			j = k
+		}
+	}
 }
 
 // peers returns the peer leases ordered by subnets (stable input for the backend). The
 // slice is the set's own storage: valid until the next apply, not to be modified.
-func (s *leaseSet) peers() []subnet.Lease {
-	if !s.sorted {
-		slices.SortFunc(s.list, func(a, b subnet.Lease) int { return keyOf(&a).compare(keyOf(&b)) })
-		for i := range s.list {
-			s.idx[keyOf(&s.list[i])] = int32(i)
-		}
-		s.sorted = true
-	}
-	return s.list
-}
+func (s *leaseSet) peers() []subnet.Lease { return s.list }
 
 // sameLease compares what the data plane depends on (not the expiration).
 func sameLease(a, b subnet.Lease) bool {

@@ -116,3 +116,50 @@ func TestLeaseSetChurn(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot is ordered by key whatever its order; of two leases for the same subnets the
+// first in the snapshot is kept.
+func TestLeaseSetSnapshotOrderAndDuplicates(t *testing.T) {
+	own := lease("10.0.1.0/24", "192.0.2.1", "aa:aa:aa:aa:aa:01")
+	for _, tc := range []struct {
+		name string
+		n    int
+		dups bool
+	}{{"empty", 0, false}, {"one", 1, false}, {"reversed", 500, false}, {"shuffled with duplicates", 500, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(3, uint64(tc.n)))
+			var snap []subnet.Lease
+			first := map[string]string{} // key -> MAC of the first lease with it
+			for i := tc.n - 1; i >= 0; i-- {
+				sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(2 + i/256), byte(i % 256), 0}), 24).String()
+				snap = append(snap, lease(sn, "192.0.2.2", fmt.Sprintf("aa:aa:aa:00:%02x:%02x", byte(i>>8), byte(i))))
+				if tc.dups && i%3 == 0 {
+					snap = append(snap, lease(sn, "192.0.2.3", fmt.Sprintf("bb:bb:bb:00:%02x:%02x", byte(i>>8), byte(i))))
+				}
+			}
+			if tc.dups {
+				rnd.Shuffle(len(snap), func(i, j int) { snap[i], snap[j] = snap[j], snap[i] })
+			}
+			for _, l := range snap {
+				if _, ok := first[l.Key()]; !ok {
+					first[l.Key()] = string(l.Attrs.BackendData)
+				}
+			}
+			snap = append(snap, own)
+			s := newLeaseSet(own.Key())
+			s.apply(subnet.WatchResult{Snapshot: snap})
+			got := s.peers()
+			if len(got) != len(first) {
+				t.Fatalf("%d peers, want %d", len(got), len(first))
+			}
+			for i := range got {
+				if i > 0 && keyOf(&got[i-1]).compare(keyOf(&got[i])) >= 0 {
+					t.Fatalf("peers not ordered at %d: %s, %s", i, got[i-1].Key(), got[i].Key())
+				}
+				if string(got[i].Attrs.BackendData) != first[got[i].Key()] {
+					t.Fatalf("%s: kept %s, want the first lease %s", got[i].Key(), got[i].Attrs.BackendData, first[got[i].Key()])
+				}
+			}
+		})
+	}
+}
