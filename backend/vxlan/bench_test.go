@@ -33,7 +33,7 @@ func manyPeers(n int) []subnet.Lease {
 func BenchmarkDesiredDiff20k(b *testing.B) {
 	peers := manyPeers(20000)
 	p := famParams{Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24")}
-	want, act := newFamState(), newFamState()
+	want, act := newV4State(), newV4State()
 	desiredFamily(p, peers, act, nil)
 	var o ops
 	b.ReportAllocs()

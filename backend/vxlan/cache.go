@@ -170,19 +170,31 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 }
 
 // promote makes f's actual state the desired one it has just been brought to (every
-// request of the round succeeded): the two states swap roles, the nexthop map stays
+// request of the round succeeded): the two states swap roles, the nexthop maps stay
 // with the actual state, losing the objects the round deleted, and the routes learn the
 // ids of their nexthop objects.
 func (f *family) promote() {
 	f.want, f.act = f.act, f.want
+	switch act := f.act.(type) {
+	case *keyedState[v4Key]:
+		promoteKeyed(f.want.(*keyedState[v4Key]), act, &f.ops)
+	case *keyedState[ipKey]:
+		promoteKeyed(f.want.(*keyedState[ipKey]), act, &f.ops)
+	}
+}
+
+// promoteKeyed does promote's work on the maps; want and act have already swapped, and
+// o holds the round's diff.
+func promoteKeyed[K addrKey](want, act *keyedState[K], o *ops) {
 	// the maps of the former actual state grew to hold what they hold: desiredFamily
 	// need not make them again for as many entries
-	f.want.sized = max(f.want.sized, len(f.want.routes), len(f.want.neigh), len(f.want.fdb))
-	f.want.nh, f.act.nh = f.act.nh, f.want.nh
-	clear(f.want.nh)
-	act := f.act
+	want.sized = max(want.sized, len(want.routes), len(want.neigh), len(want.fdb))
+	want.nh, act.nh = act.nh, want.nh
+	want.nhByID, act.nhByID = act.nhByID, want.nhByID
+	want.resetNexthops()
+	nhGw, _ := o.nhGw.(map[K]struct{})
 	for gw := range act.nh {
-		if _, ok := f.ops.nhGw[gw]; !ok {
+		if _, ok := nhGw[gw]; !ok {
 			delete(act.nh, gw)
 		}
 	}

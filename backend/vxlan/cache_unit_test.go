@@ -105,7 +105,7 @@ func TestNoteChange(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFamily(false, "flannel.1", netip.MustParseAddr("192.0.2.1"), netip.MustParsePrefix("10.5.0.0/16"))
 			f.index = dev
-			for _, s := range []*famState{f.want, f.act} {
+			for _, s := range []famState{f.want, f.act} {
 				s.setNeigh(gw, hwAddr(mac2))
 				s.setFDB(hwAddr(mac2), pub)
 			}

@@ -70,15 +70,13 @@ type family struct {
 	index   int          // device ifindex, refreshed every round
 	own     netip.Prefix // our lease's subnet (set by Start)
 
-	want, act *famState
+	want, act famState
 	ops       ops
 	under     lpm // underlay routes, for DirectRouting
 
 	// nh: onlink peer routes use nexthop objects (IPv4; turned off for good when the
-	// kernel turns out not to have them). nhByID maps the ids of act.nh back to their
-	// gateways while routes are read.
-	nh     bool
-	nhByID map[uint32]ipKey
+	// kernel turns out not to have them).
+	nh bool
 }
 
 func (f *family) label() string {
@@ -334,30 +332,18 @@ func (b *Backend) readActual(f *family) error {
 	act := f.act
 	if f.nh {
 		err := netlinkx.Dump(dumpAttempts, f.label()+" nexthops", func() error {
-			clear(act.nh)
-			clear(f.nhByID)
-			act.extraNH = act.extraNH[:0]
+			act.resetNexthops()
 			return b.c.Nexthops(f.index, func(n *netlinkx.Nexthop) {
 				if int(n.Family) != f.nlFam || n.Oif != f.index {
 					return
 				}
-				if n.Gw.IsValid() && n.Onlink() && !n.Other {
-					k := keyOf(n.Gw)
-					if _, dup := act.nh[k]; !dup {
-						act.nh[k] = n.ID
-						f.nhByID[n.ID] = k
-						return
-					}
-				}
-				act.extraNH = append(act.extraNH, n.ID)
+				act.addNexthop(n.Gw, n.ID, n.Onlink() && !n.Other)
 			})
 		})
 		if err != nil && netlinkx.IsNoNexthops(errors.Unwrap(err)) {
 			klog.InfoS("The kernel has no nexthop objects; peer routes are plain routes", "device", f.name, "err", err)
 			f.nh = false
-			clear(act.nh)
-			clear(f.nhByID)
-			act.extraNH = act.extraNH[:0]
+			act.resetNexthops()
 			err = nil
 		}
 		if err != nil {
@@ -399,8 +385,7 @@ func (b *Backend) readActual(f *family) error {
 		}
 	}
 	err := netlinkx.Dump(dumpAttempts, f.label()+" routes", func() error {
-		clear(act.routes)
-		act.extraRoutes = act.extraRoutes[:0]
+		act.resetRoutes()
 		f.under.reset()
 		fl := netlinkx.RouteFilter{Family: uint8(f.nlFam), Table: unix.RT_TABLE_MAIN}
 		if collect {
@@ -419,7 +404,7 @@ func (b *Backend) readActual(f *family) error {
 		return err
 	}
 	err = netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
-		clear(act.neigh)
+		act.resetNeighs()
 		return b.c.Neighs(uint8(f.nlFam), f.index, func(n *netlinkx.Neigh) {
 			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.IP.IsValid() {
 				return
@@ -437,8 +422,7 @@ func (b *Backend) readActual(f *family) error {
 		return err
 	}
 	return netlinkx.Dump(dumpAttempts, f.label()+" fdb", func() error {
-		clear(act.fdb)
-		act.extraFDB = act.extraFDB[:0]
+		act.resetFDB()
 		return b.c.Neighs(unix.AF_BRIDGE, f.index, func(n *netlinkx.Neigh) {
 			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.HasMAC || !n.IP.IsValid() {
 				return
@@ -470,8 +454,8 @@ func (f *family) fromKernelRoute(r *netlinkx.Route, dst netip.Prefix, link int) 
 		Extra:  r.Extra,
 	}
 	if r.NhID != 0 {
-		if gw, ok := f.nhByID[r.NhID]; ok {
-			rt.Gw, rt.Link, rt.Onlink, rt.ViaNH = gw.addr(), f.index, true, true
+		if gw, ok := f.act.nexthopGw(r.NhID); ok {
+			rt.Gw, rt.Link, rt.Onlink, rt.ViaNH = gw, f.index, true, true
 		} else {
 			rt.Extra = true
 		}
@@ -700,7 +684,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 	const p2 = "set routes"
 	for i := range o.setRoutes {
 		r := o.setRoute(i)
-		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.want.neigh[keyOf(r.Gw)]])) {
+		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.wantNeigh(r.Gw)])) {
 			continue // its neighbour or FDB entry is missing; already reported
 		}
 		var id uint32
@@ -725,6 +709,12 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		}
 	}
 	run(p3)
+}
+
+// wantNeigh is the MAC of the desired neighbour entry of ip (zero when none).
+func (f *family) wantNeigh(ip netip.Addr) hwAddr {
+	m, _ := f.want.getNeigh(ip)
+	return m
 }
 
 // bigRound is the number of changes above which a round does not follow the echo of its

@@ -51,8 +51,10 @@ func withV6(l subnet.Lease, sn, pub, data string) subnet.Lease {
 
 func vd(m string) string { return `{"VNI":1,"VtepMAC":"` + m + `"}` }
 
+func newV4State() famState { return newFamState(false) }
+
 // render turns a state into sorted lines, for comparison.
-func render(s *famState) []string {
+func render(s famState) []string {
 	var out []string
 	for ip, m := range s.neighs() {
 		out = append(out, fmt.Sprintf("neigh %s %s", ip, m))
@@ -182,7 +184,7 @@ func TestDesiredFamily(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := newFamState()
+			out := newFamState(tc.p.V6)
 			out.setNeigh(ip("10.9.9.9"), hwAddr{}) // must be reset
 			probs := desiredFamily(tc.p, tc.peers, out, nil)
 			if got := render(out); !slices.Equal(got, tc.want) {
@@ -237,7 +239,7 @@ func TestDiffNexthops(t *testing.T) {
 		lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02")),
 		lease("10.5.3.0/24", "198.51.100.3", vd("0e:00:00:00:00:03")),
 	}
-	want := newFamState()
+	want := newV4State()
 	if probs := desiredFamily(p, peers, want, nil); len(probs) != 0 {
 		t.Fatalf("problems %v", probs)
 	}
@@ -251,8 +253,8 @@ func TestDiffNexthops(t *testing.T) {
 		pr := pfx(sn)
 		return route{Dst: pr, Gw: pr.Addr(), Link: 10, Onlink: true, ViaNH: true, NhID: id}
 	}
-	synced := func() *famState {
-		s := newFamState()
+	synced := func() famState {
+		s := newV4State()
 		s.setNeigh(ip("10.5.2.0"), m2)
 		s.setNeigh(ip("10.5.3.0"), m3)
 		s.setFDB(m2, ip("192.0.2.2"))
@@ -265,11 +267,11 @@ func TestDiffNexthops(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		act  func() *famState
+		act  func() famState
 		want []string
 	}{
 		{name: "in sync", act: synced},
-		{name: "nothing yet", act: newFamState, want: []string{
+		{name: "nothing yet", act: newV4State, want: []string{
 			"add nexthop via 10.5.2.0",
 			"add nexthop via 10.5.3.0",
 			"set fdb 0e:00:00:00:00:02 192.0.2.2",
@@ -279,9 +281,9 @@ func TestDiffNexthops(t *testing.T) {
 			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
 			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
 		}},
-		{name: "plain routes (upstream flanneld's) are replaced", act: func() *famState {
+		{name: "plain routes (upstream flanneld's) are replaced", act: func() famState {
 			s := synced()
-			clear(s.nh)
+			s.resetNexthops()
 			s.setRoute(route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true})
 			s.setRoute(route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true})
 			return s
@@ -291,7 +293,7 @@ func TestDiffNexthops(t *testing.T) {
 			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
 			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
 		}},
-		{name: "nexthop deleted by hand (its route went with it)", act: func() *famState {
+		{name: "nexthop deleted by hand (its route went with it)", act: func() famState {
 			s := synced()
 			s.delNH(ip("10.5.3.0"))
 			s.delRoute(pfx("10.5.3.0/24"))
@@ -300,24 +302,25 @@ func TestDiffNexthops(t *testing.T) {
 			"add nexthop via 10.5.3.0",
 			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink (nexthop object)",
 		}},
-		{name: "stray and duplicate nexthops go", act: func() *famState {
+		{name: "stray and duplicate nexthops go", act: func() famState {
 			s := synced()
 			s.setNH(ip("10.5.9.0"), 9)
-			s.extraNH = append(s.extraNH, 10, 11)
+			s.addNexthop(ip("10.5.3.0"), 10, true) // a duplicate
+			s.addNexthop(netip.Addr{}, 11, false)
 			return s
 		}, want: []string{"del nexthop id 10", "del nexthop id 11", "del nexthop id 9"}},
-		{name: "route on a duplicate or foreign nexthop is moved", act: func() *famState {
+		{name: "route on a duplicate or foreign nexthop is moved", act: func() famState {
 			s := synced()
 			r := nhRoute("10.5.2.0/24", 10)
 			r.ViaNH, r.Extra = false, true // as readActual marks it
 			s.setRoute(r)
-			s.extraNH = append(s.extraNH, 10)
+			s.addNexthop(ip("10.5.2.0"), 10, true) // a duplicate
 			return s
 		}, want: []string{
 			"del nexthop id 10",
 			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink (nexthop object)",
 		}},
-		{name: "peer gone: route, entries and nexthop go", act: func() *famState {
+		{name: "peer gone: route, entries and nexthop go", act: func() famState {
 			s := synced()
 			s.setNeigh(ip("10.5.4.0"), mac("0e:00:00:00:00:04"))
 			s.setFDB(mac("0e:00:00:00:00:04"), ip("192.0.2.4"))
@@ -357,8 +360,8 @@ func TestDiff(t *testing.T) {
 	m2, m3, m9 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03"), mac("0e:00:00:00:00:09")
 	r2 := route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true}
 	r3 := route{Dst: pfx("10.5.3.0/24"), Gw: ip("10.5.3.0"), Link: 10, Onlink: true}
-	base := func() *famState {
-		s := newFamState()
+	base := func() famState {
+		s := newV4State()
 		s.setNeigh(ip("10.5.2.0"), m2)
 		s.setNeigh(ip("10.5.3.0"), m3)
 		s.setFDB(m2, ip("192.0.2.2"))
@@ -369,12 +372,12 @@ func TestDiff(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		act    func() *famState
+		act    func() famState
 		want   []string
 		noDiff bool
 	}{
 		{name: "unchanged", act: base, noDiff: true},
-		{name: "all missing", act: newFamState, want: []string{
+		{name: "all missing", act: newV4State, want: []string{
 			"set fdb 0e:00:00:00:00:02 192.0.2.2",
 			"set fdb 0e:00:00:00:00:03 198.51.100.3",
 			"set neigh 10.5.2.0 0e:00:00:00:00:02",
@@ -382,7 +385,7 @@ func TestDiff(t *testing.T) {
 			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
 			"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink",
 		}},
-		{name: "stray triplet", act: func() *famState {
+		{name: "stray triplet", act: func() famState {
 			s := base()
 			s.setNeigh(ip("10.5.9.0"), m9)
 			s.setFDB(m9, ip("192.0.2.9"))
@@ -393,28 +396,28 @@ func TestDiff(t *testing.T) {
 			"del neigh 10.5.9.0",
 			"del route 10.5.9.0/24 via 10.5.9.0 dev 10 onlink",
 		}},
-		{name: "changed neighbour MAC", act: func() *famState {
+		{name: "changed neighbour MAC", act: func() famState {
 			s := base()
 			s.setNeigh(ip("10.5.2.0"), m9)
 			return s
 		}, want: []string{"set neigh 10.5.2.0 0e:00:00:00:00:02"}},
-		{name: "changed FDB destination is replaced in place", act: func() *famState {
+		{name: "changed FDB destination is replaced in place", act: func() famState {
 			s := base()
 			s.setFDB(m2, ip("192.0.2.99"))
 			return s
 		}, want: []string{"set fdb 0e:00:00:00:00:02 192.0.2.2"}},
-		{name: "extra FDB remote for a wanted MAC", act: func() *famState {
+		{name: "extra FDB remote for a wanted MAC", act: func() famState {
 			s := base()
 			s.addFDB(m2, ip("192.0.2.99"))
 			return s
 		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
-		{name: "wanted remote is the extra one", act: func() *famState {
+		{name: "wanted remote is the extra one", act: func() famState {
 			s := base()
 			s.setFDB(m2, ip("192.0.2.99"))
 			s.addFDB(m2, ip("192.0.2.2"))
 			return s
 		}, want: []string{"del fdb 0e:00:00:00:00:02 192.0.2.99"}},
-		{name: "two wrong remotes", act: func() *famState {
+		{name: "two wrong remotes", act: func() famState {
 			s := base()
 			s.setFDB(m2, ip("192.0.2.98"))
 			s.addFDB(m2, ip("192.0.2.99"))
@@ -424,12 +427,12 @@ func TestDiff(t *testing.T) {
 			"del fdb 0e:00:00:00:00:02 192.0.2.99",
 			"set fdb 0e:00:00:00:00:02 192.0.2.2",
 		}},
-		{name: "changed route gateway and link", act: func() *famState {
+		{name: "changed route gateway and link", act: func() famState {
 			s := base()
 			s.setRoute(route{Dst: r2.Dst, Gw: ip("192.0.2.2"), Link: 2})
 			return s
 		}, want: []string{"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink"}},
-		{name: "route without onlink", act: func() *famState {
+		{name: "route without onlink", act: func() famState {
 			s := base()
 			r := r3
 			r.Onlink = false
@@ -437,7 +440,7 @@ func TestDiff(t *testing.T) {
 			s.setRoute(r)
 			return s
 		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
-		{name: "route with another metric is deleted, then added", act: func() *famState {
+		{name: "route with another metric is deleted, then added", act: func() famState {
 			s := base()
 			r := r2
 			r.Prio = 100
@@ -447,14 +450,14 @@ func TestDiff(t *testing.T) {
 			"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100",
 			"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
 		}},
-		{name: "duplicate route with another metric", act: func() *famState {
+		{name: "duplicate route with another metric", act: func() famState {
 			s := base()
 			r := r2
 			r.Prio = 100
 			s.addRoute(r)
 			return s
 		}, want: []string{"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100"}},
-		{name: "wanted route is the duplicate", act: func() *famState {
+		{name: "wanted route is the duplicate", act: func() famState {
 			s := base()
 			r := r2
 			r.Prio = 100
@@ -462,14 +465,14 @@ func TestDiff(t *testing.T) {
 			s.addRoute(r2)
 			return s
 		}, want: []string{"del route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink metric 100"}},
-		{name: "route with extra attributes is replaced", act: func() *famState {
+		{name: "route with extra attributes is replaced", act: func() famState {
 			s := base()
 			r := r3
 			r.Extra = true
 			s.setRoute(r)
 			return s
 		}, want: []string{"set route 10.5.3.0/24 via 10.5.3.0 dev 10 onlink"}},
-		{name: "stray duplicate routes all go", act: func() *famState {
+		{name: "stray duplicate routes all go", act: func() famState {
 			s := base()
 			x := route{Dst: pfx("10.5.9.0/24"), Gw: ip("10.5.9.0"), Link: 10, Onlink: true}
 			s.addRoute(x)

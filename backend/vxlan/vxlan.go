@@ -218,7 +218,7 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 
 func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *family {
 	f := &family{v6: v6, name: name, local: local, network: network.Masked(), nlFam: unix.AF_INET,
-		want: newFamState(), act: newFamState(), nh: !v6, nhByID: make(map[uint32]ipKey)}
+		want: newFamState(v6), act: newFamState(v6), nh: !v6}
 	if v6 {
 		f.nlFam = unix.AF_INET6
 	}
