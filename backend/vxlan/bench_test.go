@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/flannel-go/flannel/subnet"
@@ -76,5 +77,37 @@ func BenchmarkReconcileNamespace(b *testing.B) {
 	}
 	if n := ch.writes.Load() - before; n != 0 {
 		b.Fatalf("%d writes in unchanged rounds", n)
+	}
+}
+
+// BenchmarkStateHeap20k reports the live heap of one IPv4 family's state at 20,000
+// peers in sync (desired and actual states, nexthop objects, diff's scratch) as
+// "live-B", after a collection.
+func BenchmarkStateHeap20k(b *testing.B) {
+	peers := manyPeers(20000)
+	p := famParams{Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24"), Nexthops: true}
+	for b.Loop() {
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		want, act := newFamState(false), newFamState(false)
+		desiredFamily(p, peers, act, nil)
+		id := uint32(1)
+		for r := range act.allRoutes() {
+			act.addNexthop(r.Gw, id, true)
+			id++
+		}
+		desiredFamily(p, peers, want, nil)
+		var o ops
+		diff(want, act, &o)
+		if !o.empty() {
+			b.Fatal("unexpected ops")
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		b.ReportMetric(float64(m1.HeapAlloc)-float64(m0.HeapAlloc), "live-B")
+		runtime.KeepAlive(want)
+		runtime.KeepAlive(act)
+		runtime.KeepAlive(&o)
 	}
 }

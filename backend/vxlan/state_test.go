@@ -535,3 +535,152 @@ func TestLPM(t *testing.T) {
 		t.Error("reset table still answers")
 	}
 }
+
+// TestStateKeys checks that both key widths give back exactly what was stored: the
+// zero address (a route without gateway) stays apart from 0.0.0.0 and ::, and
+// addresses an IPv4 state has no key for are kept in the extra lists.
+func TestStateKeys(t *testing.T) {
+	routes := []struct {
+		v6 bool
+		r  route
+	}{
+		{false, route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true, ViaNH: true, NhID: 7}},
+		{false, route{Dst: pfx("10.5.2.0/24"), Link: 10, Prio: 5, Scope: 253, Tos: 4}},
+		{false, route{Dst: pfx("10.5.2.0/24"), Gw: ip("0.0.0.0"), Link: 2, Extra: true}},
+		{false, route{Dst: pfx("0.0.0.0/0"), Gw: ip("0.0.0.0"), Link: 2}},
+		{true, route{Dst: pfx("fd00:5:0:2::/64"), Gw: ip("fd00:5:0:2::"), Link: 11, Onlink: true, Prio: 1024}},
+		{true, route{Dst: pfx("fd00:5:0:2::/64"), Link: 11, Prio: 1024}},
+		{true, route{Dst: pfx("fd00:5:0:2::/64"), Gw: ip("::"), Link: 11}},
+		{true, route{Dst: pfx("::/0"), Gw: ip("::ffff:10.5.2.0"), Link: 11}},
+	}
+	for _, tc := range routes {
+		t.Run(fmt.Sprintf("v6=%v %s", tc.v6, renderRoute(tc.r)), func(t *testing.T) {
+			s := newFamState(tc.v6)
+			s.setRoute(tc.r)
+			got, ok := s.getRoute(tc.r.Dst)
+			if !ok || got != tc.r {
+				t.Errorf("getRoute = %+v, %v; want %+v", got, ok, tc.r)
+			}
+			if n := len(slices.Collect(s.allRoutes())); n != 1 {
+				t.Errorf("%d routes", n)
+			}
+		})
+	}
+
+	m2, m3 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03")
+	v4 := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
+	v6 := famParams{V6: true, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
+	peer4 := []subnet.Lease{lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02"))}
+	peer6 := []subnet.Lease{withV6(subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: "vxlan"}},
+		"fd00:5:0:2::/64", "2001:db8::2", vd("0e:00:00:00:00:02"))}
+	cases := []struct {
+		name  string
+		p     famParams
+		peers []subnet.Lease // nil: nothing wanted, every actual object is deleted
+		act   func(s famState)
+		want  []string
+	}{
+		{name: "IPv4 objects with zero and 0.0.0.0 addresses are deleted as read", p: v4, act: func(s famState) {
+			s.addRoute(route{Dst: pfx("10.5.2.0/24"), Link: 10})
+			s.addRoute(route{Dst: pfx("10.5.3.0/24"), Gw: ip("0.0.0.0"), Link: 10})
+			s.addRoute(route{Dst: pfx("10.5.3.0/24"), Link: 10, Prio: 7}) // second route to a destination
+			s.setNeigh(ip("10.5.2.0"), hwAddr{})
+			s.addFDB(m2, ip("0.0.0.0"))
+			s.addFDB(m3, ip("2001:db8::3")) // a remote of the other family
+			s.addRoute(route{Dst: pfx("10.5.4.0/24"), Gw: ip("2001:db8::4"), Link: 10})
+			s.addNexthop(netip.Addr{}, 5, true)
+			s.addNexthop(ip("0.0.0.0"), 6, true)
+			s.addNexthop(ip("10.5.2.0"), 8, false)
+		}, want: []string{
+			"del fdb 0e:00:00:00:00:02 0.0.0.0",
+			"del fdb 0e:00:00:00:00:03 2001:db8::3",
+			"del neigh 10.5.2.0",
+			"del nexthop id 5",
+			"del nexthop id 6",
+			"del nexthop id 8",
+			"del route 10.5.2.0/24 via invalid IP dev 10",
+			"del route 10.5.3.0/24 via 0.0.0.0 dev 10",
+			"del route 10.5.3.0/24 via invalid IP dev 10 metric 7",
+			"del route 10.5.4.0/24 via 2001:db8::4 dev 10",
+		}},
+		{name: "IPv6 objects with zero, :: and mapped addresses are deleted as read", p: v6, act: func(s famState) {
+			s.addRoute(route{Dst: pfx("fd00:5:0:2::/64"), Link: 11, Prio: 1024})
+			s.addRoute(route{Dst: pfx("fd00:5:0:3::/64"), Gw: ip("::"), Link: 11, Prio: 1024})
+			s.setNeigh(ip("::ffff:10.5.2.0"), m2)
+			s.addFDB(m2, ip("::"))
+			s.addFDB(m3, ip("192.0.2.3"))
+		}, want: []string{
+			"del fdb 0e:00:00:00:00:02 ::",
+			"del fdb 0e:00:00:00:00:03 192.0.2.3",
+			"del neigh ::ffff:10.5.2.0",
+			"del route fd00:5:0:2::/64 via invalid IP dev 11 metric 1024",
+			"del route fd00:5:0:3::/64 via :: dev 11 metric 1024",
+		}},
+		{name: "IPv4 route without gateway is replaced", p: v4, peers: peer4, act: func(s famState) {
+			s.setNeigh(ip("10.5.2.0"), m2)
+			s.addFDB(m2, ip("192.0.2.2"))
+			s.addRoute(route{Dst: pfx("10.5.2.0/24"), Link: 10})
+		}, want: []string{"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink"}},
+		{name: "IPv4 route via 0.0.0.0 is replaced", p: v4, peers: peer4, act: func(s famState) {
+			s.setNeigh(ip("10.5.2.0"), m2)
+			s.addFDB(m2, ip("192.0.2.2"))
+			s.addRoute(route{Dst: pfx("10.5.2.0/24"), Gw: ip("0.0.0.0"), Link: 10, Onlink: true})
+		}, want: []string{"set route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink"}},
+		{name: "IPv4 FDB remote 0.0.0.0 is replaced in place", p: v4, peers: peer4, act: func(s famState) {
+			s.setNeigh(ip("10.5.2.0"), m2)
+			s.addFDB(m2, ip("0.0.0.0"))
+			s.addRoute(route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true})
+		}, want: []string{"set fdb 0e:00:00:00:00:02 192.0.2.2"}},
+		{name: "IPv6 remote of an IPv4 MAC goes, then the wanted one is set", p: v4, peers: peer4, act: func(s famState) {
+			s.setNeigh(ip("10.5.2.0"), m2)
+			s.addFDB(m2, ip("2001:db8::2"))
+			s.addRoute(route{Dst: pfx("10.5.2.0/24"), Gw: ip("10.5.2.0"), Link: 10, Onlink: true})
+		}, want: []string{"del fdb 0e:00:00:00:00:02 2001:db8::2", "set fdb 0e:00:00:00:00:02 192.0.2.2"}},
+		{name: "IPv6 route without gateway and :: remote are replaced", p: v6, peers: peer6, act: func(s famState) {
+			s.setNeigh(ip("fd00:5:0:2::"), m2)
+			s.addFDB(m2, ip("::"))
+			s.addRoute(route{Dst: pfx("fd00:5:0:2::/64"), Link: 11, Prio: 1024})
+		}, want: []string{
+			"set fdb 0e:00:00:00:00:02 2001:db8::2",
+			"set route fd00:5:0:2::/64 via fd00:5:0:2:: dev 11 onlink metric 1024",
+		}},
+		{name: "IPv6 in sync", p: v6, peers: peer6, act: func(s famState) {
+			s.setNeigh(ip("fd00:5:0:2::"), m2)
+			s.addFDB(m2, ip("2001:db8::2"))
+			s.addRoute(route{Dst: pfx("fd00:5:0:2::/64"), Gw: ip("fd00:5:0:2::"), Link: 11, Onlink: true, Prio: 1024})
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want, act := newFamState(tc.p.V6), newFamState(tc.p.V6)
+			if probs := desiredFamily(tc.p, tc.peers, want, nil); len(probs) != 0 {
+				t.Fatalf("problems %v", probs)
+			}
+			tc.act(act)
+			var o ops
+			diff(want, act, &o)
+			if got := renderOps(&o); !slices.Equal(got, tc.want) {
+				t.Errorf("ops:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+
+	// The nexthop objects kept for gateways, 0.0.0.0 included, are found by id; the
+	// others are not.
+	s := newFamState(false)
+	s.addNexthop(netip.Addr{}, 5, true)
+	s.addNexthop(ip("0.0.0.0"), 6, true)
+	s.addNexthop(ip("10.5.2.0"), 7, true)
+	s.addNexthop(ip("10.5.2.0"), 8, true) // duplicate
+	for id, want := range map[uint32]string{5: "", 6: "0.0.0.0", 7: "10.5.2.0", 8: ""} {
+		gw, ok := s.nexthopGw(id)
+		if got := ""; ok {
+			got = gw.String()
+			if got != want {
+				t.Errorf("nexthop %d: gateway %s, want %q", id, got, want)
+			}
+		} else if want != "" {
+			t.Errorf("nexthop %d: no gateway, want %s", id, want)
+		}
+	}
+}
