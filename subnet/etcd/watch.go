@@ -147,7 +147,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 			}
 			continue
 		}
-		var evs []subnet.Event
+		evs := make([]subnet.Event, 0, len(resp.Events))
 		for _, ev := range resp.Events {
 			*next = max(*next, ev.Kv.ModRevision+1)
 			if e, ok := m.toEvent(ev); ok {
