@@ -3,7 +3,8 @@
 // classification of the errors the kernel returns, a retry for interrupted dumps, and
 // Conn, a raw NETLINK_ROUTE socket for what the netlink library does one request at a
 // time or lacks: pipelined write batches, kernel-filtered dumps parsed without
-// per-object allocations, and nexthop objects (RTM_NEWNEXTHOP, Linux ≥ 5.3).
+// per-object allocations, and nexthop objects (RTM_NEWNEXTHOP, Linux ≥ 5.3); and
+// Monitor, a change-notification socket read many notifications per system call.
 package netlinkx
 
 import (
