@@ -112,6 +112,17 @@ type Lease struct {
 	Expiration time.Time
 }
 
+// SamePeer reports whether two leases program the same kernel state on a peer: they
+// are equal in everything but the expiration.
+func SamePeer(a, b Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
+		a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
+		a.Attrs.BackendType == b.Attrs.BackendType &&
+		string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
+		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
+}
+
 // Key returns the lease's subnet key (the last element of its etcd key).
 func (l *Lease) Key() string { return MakeSubnetKey(l.Subnet, l.IPv6Subnet) }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -133,4 +134,27 @@ func FuzzLeaseAttrsJSON(f *testing.F) {
 			t.Fatalf("not stable: %s vs %s", out, out2)
 		}
 	})
+}
+
+func TestSamePeer(t *testing.T) {
+	base := Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.1.0/24"), Attrs: LeaseAttrs{
+		PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1}`)}}
+	for _, tc := range []struct {
+		name   string
+		change func(l *Lease)
+		same   bool
+	}{
+		{"identical", func(*Lease) {}, true},
+		{"expiration only", func(l *Lease) { l.Expiration = time.Unix(1e9, 0) }, true},
+		{"subnet", func(l *Lease) { l.Subnet = netip.MustParsePrefix("10.5.2.0/24") }, false},
+		{"public IP", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("192.0.2.2") }, false},
+		{"backend data", func(l *Lease) { l.Attrs.BackendData = json.RawMessage(`{"VNI":2}`) }, false},
+		{"IPv6 enabled", func(l *Lease) { l.EnableIPv6 = true }, false},
+	} {
+		l := base
+		tc.change(&l)
+		if got := SamePeer(base, l); got != tc.same {
+			t.Errorf("%s: SamePeer = %v, want %v", tc.name, got, tc.same)
+		}
+	}
 }

@@ -120,7 +120,7 @@ func (s *leaseSet) applyEvents(evs []subnet.Event) (changed bool) {
 			gone = append(gone, pos)
 		case ev.Type == subnet.EventAdded && !ok:
 			added = append(added, ev.Lease)
-		case ev.Type == subnet.EventAdded && !sameLease(s.list[pos], ev.Lease):
+		case ev.Type == subnet.EventAdded && !subnet.SamePeer(s.list[pos], ev.Lease):
 			s.list[pos] = ev.Lease
 			changed = true
 		}
@@ -171,7 +171,7 @@ func (s *leaseSet) applySnapshot(snap []subnet.Lease) bool {
 		next = append(next, snap[i])
 	}
 	clear(snap[len(next):]) // drop references beyond the kept ones
-	if s.synced && slices.EqualFunc(next, s.list, sameLease) {
+	if s.synced && slices.EqualFunc(next, s.list, subnet.SamePeer) {
 		return false
 	}
 	s.list, s.synced = next, true
@@ -218,13 +218,3 @@ func sortLeases(ls []subnet.Lease) {
 // peers returns the peer leases ordered by subnets (stable input for the backend). The
 // slice is the set's own storage: valid until the next apply, not to be modified.
 func (s *leaseSet) peers() []subnet.Lease { return s.list }
-
-// sameLease compares what the data plane depends on (not the expiration).
-func sameLease(a, b subnet.Lease) bool {
-	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
-		a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
-		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
-		a.Attrs.BackendType == b.Attrs.BackendType &&
-		string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
-		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
-}

@@ -95,13 +95,3 @@ func rawData(s string) json.RawMessage {
 	}
 	return json.RawMessage(s)
 }
-
-// sameLease reports whether two leases program the same kernel state.
-func sameLease(a, b subnet.Lease) bool {
-	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
-		a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
-		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
-		a.Attrs.BackendType == b.Attrs.BackendType &&
-		string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
-		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
-}

@@ -284,7 +284,7 @@ func TestSlimNode(t *testing.T) {
 	}
 	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
 	l2, err2 := peerToLease(s, testAnn, &subnet.Config{EnableIPv4: true})
-	if err1 != nil || err2 != nil || !sameLease(l1, l2) {
+	if err1 != nil || err2 != nil || !subnet.SamePeer(l1, l2) {
 		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
 	}
 	// Only spec.podCIDR set (older clusters): kept as the list.

@@ -212,7 +212,7 @@ func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 			emit(subnet.EventAdded, l)
 		default:
 			w.peers[name] = n
-			if sameLease(old, l) {
+			if subnet.SamePeer(old, l) {
 				continue
 			}
 			if old.Key() != l.Key() {
