@@ -160,23 +160,30 @@ func TestRunInNamespace(t *testing.T) {
 	}
 }
 
-// A receive buffer overflow (ENOBUFS) is survived: the kick comes, and later changes are
-// still seen on the same socket.
-func TestOverflowKeepsWatching(t *testing.T) {
-	ns := nstest.New(t, "fgkwo")
-	h := ns.Handle
+// fl0Lab makes a throwaway namespace holding the veth pair fl0/eth9, fl0 up.
+func fl0Lab(t *testing.T, tag string) (*nstest.NS, netlink.Link) {
+	t.Helper()
+	ns := nstest.New(t, tag)
 	la := netlink.NewLinkAttrs()
 	la.Name = "fl0"
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
+	if err := ns.Handle.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
 		t.Fatalf("add veth: %v", err)
 	}
-	fl0, err := h.LinkByName("fl0")
+	fl0, err := ns.Handle.LinkByName("fl0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.LinkSetUp(fl0); err != nil {
+	if err := ns.Handle.LinkSetUp(fl0); err != nil {
 		t.Fatal(err)
 	}
+	return ns, fl0
+}
+
+// A receive buffer overflow (ENOBUFS) is survived: the kick comes, and later changes are
+// still seen on the same socket.
+func TestOverflowKeepsWatching(t *testing.T) {
+	ns, fl0 := fl0Lab(t, "fgkwo")
+	h := ns.Handle
 	w := &watcher{cfg: Config{Filter: Filter{Devices: []string{"fl0"}}, Namespace: &ns.NsH, Settle: time.Millisecond,
 		Backoff: DefaultBackoff(), RetryDelay: time.Second},
 		pending: make(map[Object]struct{}), wake: make(chan struct{}, 1)}
@@ -222,20 +229,8 @@ func TestOverflowKeepsWatching(t *testing.T) {
 // A burst of changes within the settle time is one kick, not one per change (nor one
 // more for the wake-ups the burst left behind).
 func TestBurstIsOneKick(t *testing.T) {
-	ns := nstest.New(t, "fgkwb")
+	ns, fl0 := fl0Lab(t, "fgkwb")
 	h := ns.Handle
-	la := netlink.NewLinkAttrs()
-	la.Name = "fl0"
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth9"}); err != nil {
-		t.Fatalf("add veth: %v", err)
-	}
-	fl0, err := h.LinkByName("fl0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(fl0); err != nil {
-		t.Fatal(err)
-	}
 	k := make(kickRecorder, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
