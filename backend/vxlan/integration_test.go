@@ -154,6 +154,19 @@ func testConfigNet(t testing.TB, backendJSON, network string, v6 bool) *subnet.C
 }
 
 // backend builds a backend on the lab namespace with a write-counting handle.
+// reconcileUnchanged runs a Reconcile that must find the kernel as it should be, and
+// checks that it wrote nothing.
+func reconcileUnchanged(t *testing.T, ctx context.Context, nw backend.Network, ch *countingHandle, peers []subnet.Lease, what string) {
+	t.Helper()
+	before := ch.writes.Load()
+	if err := nw.Reconcile(ctx, peers); err != nil {
+		t.Fatalf("%s Reconcile: %v", what, err)
+	}
+	if n := ch.writes.Load() - before; n != 0 {
+		t.Errorf("%s Reconcile made %d writes", what, n)
+	}
+}
+
 func (l *lab) backend(cfg *subnet.Config) (*Backend, *countingHandle) {
 	l.t.Helper()
 	ch := &countingHandle{nlHandle: l.h}
@@ -372,13 +385,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 	}
 
 	// Nothing changed: no writes at all.
-	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, []subnet.Lease{p2, p3}); err != nil {
-		t.Fatalf("Reconcile: %v", err)
-	}
-	if n := ch.writes.Load() - before; n != 0 {
-		t.Errorf("unchanged Reconcile made %d writes", n)
-	}
+	reconcileUnchanged(t, ctx, nw, ch, []subnet.Lease{p2, p3}, "unchanged")
 
 	// Drift: a stray triplet, a missing neighbour and route, a dynamic neighbour.
 	idx := link.Attrs().Index
@@ -408,7 +415,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 		d.RoutesRemoved != 1 || d.NeighAdded != 1 || d.RoutesAdded != 1 || d.FDBAdded != 1 {
 		t.Errorf("Drift = %+v, %v", d, err)
 	}
-	before = ch.writes.Load()
+	before := ch.writes.Load()
 	if err := nw.Reconcile(ctx, []subnet.Lease{p2, p3}); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
@@ -621,13 +628,7 @@ func TestIntegrationDirectRouting(t *testing.T) {
 		"10.5.2.0/24": "via 192.0.2.2 dev u0",
 		"10.5.3.0/24": "via 10.5.3.0 dev flannel.1 onlink",
 	})
-	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, peers); err != nil {
-		t.Fatal(err)
-	}
-	if n := ch.writes.Load() - before; n != 0 {
-		t.Errorf("unchanged Reconcile made %d writes", n)
-	}
+	reconcileUnchanged(t, ctx, nw, ch, peers, "unchanged")
 
 	// Turning DirectRouting off (a restart with another config) moves p2 to vxlan.
 	b2, ch2 := l.backend(testConfig(t, `{"Type":"vxlan"}`, false))
@@ -648,13 +649,7 @@ func TestIntegrationDirectRouting(t *testing.T) {
 	})
 	sameMap(t, "fdb without DirectRouting", v.fdb, map[string]string{
 		"0e:00:00:00:00:02": "192.0.2.2", "0e:00:00:00:00:03": "198.51.100.3"})
-	before = ch2.writes.Load()
-	if err := nw2.Reconcile(ctx, peers); err != nil {
-		t.Fatal(err)
-	}
-	if n := ch2.writes.Load() - before; n != 0 {
-		t.Errorf("unchanged Reconcile made %d writes", n)
-	}
+	reconcileUnchanged(t, ctx, nw2, ch2, peers, "unchanged")
 }
 
 func TestIntegrationDualStack(t *testing.T) {
@@ -712,13 +707,7 @@ func TestIntegrationDualStack(t *testing.T) {
 	if len(v4.routes) != 2 || len(v4.fdb) != 2 || len(v4.neigh) != 2 {
 		t.Errorf("v4 side: %+v", v4)
 	}
-	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, peers); err != nil {
-		t.Fatal(err)
-	}
-	if n := ch.writes.Load() - before; n != 0 {
-		t.Errorf("unchanged dual-stack Reconcile made %d writes", n)
-	}
+	reconcileUnchanged(t, ctx, nw, ch, peers, "unchanged dual-stack")
 	if err := nw.Reconcile(ctx, peers[:1]); err != nil {
 		t.Fatal(err)
 	}
@@ -813,17 +802,11 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 		t.Errorf("ip route get 10.5.2.7: %s", out)
 	}
 
-	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, peers); err != nil {
-		t.Fatal(err)
-	}
-	if n := ch.writes.Load() - before; n != 0 {
-		t.Errorf("unchanged Reconcile made %d writes", n)
-	}
+	reconcileUnchanged(t, ctx, nw, ch, peers, "unchanged")
 
 	// A nexthop deleted by hand takes its route along; both come back.
 	ipc("nexthop", "del", "id", strconv.Itoa(int(rs[netip.MustParsePrefix("10.5.3.0/24")].NhID)))
-	before = ch.writes.Load()
+	before := ch.writes.Load()
 	if err := nw.Reconcile(ctx, peers); err != nil {
 		t.Fatal(err)
 	}
