@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/subnet"
@@ -44,8 +43,8 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		return nil, &subnet.PermanentError{Err: err}
 	}
 	want := m.desiredAnnotations(n, cfg, attrs)
-	if changed(n.Annotations, want) {
-		if err := m.patchAnnotations(ctx, n, want); err != nil {
+	if diff := annotationDiff(n.Annotations, want); len(diff) > 0 {
+		if err := m.patchAnnotations(ctx, n.Name, diff); err != nil {
 			return nil, err
 		}
 		klog.InfoS("Annotated node", "node", name, "annotations", want)
@@ -118,40 +117,29 @@ func (m *Manager) desiredAnnotations(n *corev1.Node, cfg *subnet.Config, attrs *
 	return want
 }
 
-func changed(have, want map[string]string) bool {
+// annotationDiff returns the annotations of want that have lacks or holds with another
+// value.
+func annotationDiff(have, want map[string]string) map[string]string {
+	diff := map[string]string{}
 	for k, v := range want {
 		if got, ok := have[k]; !ok || got != v {
-			return true
+			diff[k] = v
 		}
 	}
-	return false
+	return diff
 }
 
-// patchAnnotations sends the two-way strategic merge patch between the node as read and
-// the node with want applied, to the status subresource (what upstream sends, and what
-// the flannel ClusterRole allows: nodes/status patch).
-func (m *Manager) patchAnnotations(ctx context.Context, n *corev1.Node, want map[string]string) error {
-	oldJSON, err := json.Marshal(n)
+// patchAnnotations sends annotations as a strategic merge patch of the node's metadata
+// (with the changed annotations only, it is the patch a two-way diff between the node
+// as read and the node with them applied comes to, which is what upstream sends), to
+// the status subresource (what the flannel ClusterRole allows: nodes/status patch).
+func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations map[string]string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
 	if err != nil {
-		return fmt.Errorf("marshal node %q: %w", n.Name, err)
+		return fmt.Errorf("failed to create patch for node %q: %w", name, err)
 	}
-	upd := n.DeepCopy()
-	if upd.Annotations == nil {
-		upd.Annotations = map[string]string{}
-	}
-	for k, v := range want {
-		upd.Annotations[k] = v
-	}
-	newJSON, err := json.Marshal(upd)
-	if err != nil {
-		return fmt.Errorf("marshal node %q: %w", n.Name, err)
-	}
-	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Node{})
-	if err != nil {
-		return fmt.Errorf("failed to create patch for node %q: %w", n.Name, err)
-	}
-	if err := m.cs.patchNodeStatus(ctx, n.Name, patch); err != nil {
-		return withHint(fmt.Errorf("failed to patch node %q: %w", n.Name, err))
+	if err := m.cs.patchNodeStatus(ctx, name, patch); err != nil {
+		return withHint(fmt.Errorf("failed to patch node %q: %w", name, err))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -324,8 +325,14 @@ func TestDesiredAnnotations(t *testing.T) {
 	if _, ok := want[testAnn.PublicIPv6]; ok {
 		t.Fatal("v6 annotation without v6")
 	}
-	if !changed(n.Annotations, want) || changed(want, want) {
-		t.Fatal("changed()")
+	if len(annotationDiff(n.Annotations, want)) == 0 || len(annotationDiff(want, want)) != 0 {
+		t.Fatal("annotationDiff()")
+	}
+	have := maps.Clone(want)
+	have[testAnn.PublicIP] = "192.0.2.99"
+	have["other"] = "kept"
+	if d := annotationDiff(have, want); len(d) != 1 || d[testAnn.PublicIP] != "192.0.2.11" {
+		t.Fatalf("annotationDiff with one changed value = %v", d)
 	}
 	n.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
 	if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "203.0.113.5" {
