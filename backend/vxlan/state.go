@@ -162,7 +162,6 @@ type famState interface {
 	getNH(gw netip.Addr) (uint32, bool)
 	setNH(gw netip.Addr, id uint32)
 	delNH(gw netip.Addr)
-	nhs() iter.Seq2[netip.Addr, uint32]
 	// kernel reads (actual states)
 	resetNexthops()
 	addNexthop(gw netip.Addr, id uint32, usable bool)
@@ -406,17 +405,6 @@ func (s *keyedState[K]) delNH(gw netip.Addr) {
 	}
 }
 
-// nhs iterates over the kept nexthop objects by gateway.
-func (s *keyedState[K]) nhs() iter.Seq2[netip.Addr, uint32] {
-	return func(yield func(netip.Addr, uint32) bool) {
-		for k, id := range s.nh {
-			if !yield(k.addr(), id) {
-				return
-			}
-		}
-	}
-}
-
 func (s *keyedState[K]) resetNexthops() {
 	clear(s.nh)
 	clear(s.nhByID)
@@ -620,10 +608,7 @@ func (o *ops) len() int {
 		len(o.addNH) + len(o.delNH)
 }
 
-func (o *ops) empty() bool {
-	return len(o.delRoutes)+len(o.delFDB)+len(o.delNeigh)+len(o.setNeigh)+len(o.setFDB)+len(o.setRoutes)+
-		len(o.addNH)+len(o.delNH) == 0
-}
+func (o *ops) empty() bool { return o.len() == 0 }
 
 // diff computes the operations that turn act into want, into out (which it resets). It
 // is a pure function. Sets are replace operations (create or overwrite), so an entry

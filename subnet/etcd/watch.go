@@ -113,10 +113,7 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	if err != nil {
 		return nil, 0, err
 	}
-	if leases == nil {
-		leases = []subnet.Lease{}
-	}
-	return leases, rev, nil
+	return leases, rev, nil // not nil: scan calls size before it succeeds
 }
 
 // watchFrom watches the subnet keys from *next, sending event batches and advancing *next

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,7 +81,7 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 			}
 			continue
 		}
-		size, err := readVarint(r)
+		size, err := binary.ReadUvarint(r)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +117,7 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 			}
 			continue
 		}
-		size, err := readVarint(br)
+		size, err := binary.ReadUvarint(br)
 		if err != nil {
 			return err
 		}
@@ -144,26 +145,8 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 	}
 }
 
-func readVarint(r io.ByteReader) (uint64, error) {
-	var v uint64
-	for shift := uint(0); shift < 64; shift += 7 {
-		b, err := r.ReadByte()
-		if err != nil {
-			if shift > 0 && errors.Is(err, io.EOF) {
-				return 0, io.ErrUnexpectedEOF
-			}
-			return 0, err
-		}
-		v |= uint64(b&0x7f) << shift
-		if b < 0x80 {
-			return v, nil
-		}
-	}
-	return 0, errors.New("decode node list: varint overflow")
-}
-
 func readTag(r io.ByteReader) (protowire.Number, protowire.Type, error) {
-	v, err := readVarint(r)
+	v, err := binary.ReadUvarint(r)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -178,14 +161,14 @@ func skipField(r *bufio.Reader, typ protowire.Type) error {
 	var n uint64
 	switch typ {
 	case protowire.VarintType:
-		_, err := readVarint(r)
+		_, err := binary.ReadUvarint(r)
 		return err
 	case protowire.Fixed32Type:
 		n = 4
 	case protowire.Fixed64Type:
 		n = 8
 	case protowire.BytesType:
-		size, err := readVarint(r)
+		size, err := binary.ReadUvarint(r)
 		if err != nil {
 			return err
 		}
