@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,12 +101,8 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
 	startup := observe(deps, opts, ready) // deps.Manager counting start-up errors
 	if opts.HealthzPort > 0 {
-		var mh http.Handler
-		if deps.Metrics != nil {
-			mh = deps.Metrics.Handler()
-		}
 		addr := net.JoinHostPort(opts.HealthzIP, strconv.Itoa(opts.HealthzPort))
-		if err := healthz.Serve(ctx, addr, healthz.Handler(ready, mh)); err != nil {
+		if err := healthz.Serve(ctx, addr, healthz.Handler(ready, deps.Metrics.Handler())); err != nil {
 			return err
 		}
 	}
@@ -133,10 +128,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error creating %s backend: %w", cfg.BackendType, err)
 	}
-	kobs := &kernelObserver{next: backend.NopObserver{}}
-	if deps.Metrics != nil {
-		kobs.next = deps.Metrics
-	}
+	kobs := &kernelObserver{next: deps.Metrics} // nil-safe: no metrics, no-op
 	for _, x := range []any{be, deps.TrafficRules} {
 		if s, ok := x.(backend.ObserverSetter); ok {
 			s.SetObserver(kobs)
@@ -210,7 +202,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	go func() { keepErr <- deps.Manager.KeepLease(ctx, lease) }()
 	results := make(chan subnet.WatchResult, 64)
 	go func() {
-		if err := deps.Manager.WatchLeases(ctx, countResults(ctx, deps.Metrics, results)); err != nil && ctx.Err() == nil {
+		if err := deps.Manager.WatchLeases(ctx, results); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Lease watch ended")
 		}
 	}()
@@ -224,7 +216,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 	loopErr := make(chan error, 1)
 	set := newLeaseSet(lease.Key())
 	mnw := &meteredNetwork{Network: nw, m: deps.Metrics, kobs: kobs, set: set}
-	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, kicks, ready, tm) }()
+	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, deps.Metrics, kicks, ready, tm) }()
 	select {
 	case err := <-keepErr:
 		cancel()
@@ -312,7 +304,7 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 // to it. Bursts are coalesced: all pending results are applied before one Reconcile,
 // and kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled
 // before the first snapshot, so a restart never removes peers it has not heard of yet.
-func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
+func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
@@ -323,11 +315,13 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 		case <-ctx.Done():
 			return nil
 		case r := <-results:
+			m.LeaseResult(r)
 			dirty = set.apply(r) || dirty
 		drain:
 			for {
 				select {
 				case r := <-results:
+					m.LeaseResult(r)
 					dirty = set.apply(r) || dirty
 				default:
 					break drain

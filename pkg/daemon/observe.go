@@ -209,31 +209,6 @@ func (n *meteredNetwork) Reconcile(ctx context.Context, peers []subnet.Lease) er
 	return err
 }
 
-// countResults forwards lease watch results from the returned channel to out, counting
-// them in the metrics, until ctx ends.
-func countResults(ctx context.Context, m *metrics.Metrics, out chan<- subnet.WatchResult) chan<- subnet.WatchResult {
-	if m == nil {
-		return out
-	}
-	in := make(chan subnet.WatchResult, cap(out))
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case r := <-in:
-				m.LeaseResult(r)
-				select {
-				case out <- r:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return in
-}
-
 // observe connects the subnet manager to the metrics and to readiness: it hands the
 // manager an Observer, attaches the probes of the lease watch and the lease's validity,
 // and returns deps.Manager wrapped to count the errors of the start-up calls (used for
@@ -248,10 +223,7 @@ func observe(deps Deps, opts Options, ready *healthz.Readiness) subnet.Manager {
 	if s, ok := deps.Manager.(subnet.ObserverSetter); ok {
 		s.SetObserver(ds)
 	}
-	switch hc := deps.Manager.(type) {
-	case interface{ WatchHealth() error }: // a manager that knows its watch's health
-		ds.conn = hc.WatchHealth
-	case subnet.HealthChecker:
+	if hc, ok := deps.Manager.(subnet.HealthChecker); ok {
 		ds.conn = hc.Health
 	}
 	ready.Set(checkLeaseValid, errors.New("no lease acquired yet"))

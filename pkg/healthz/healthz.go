@@ -82,17 +82,6 @@ func (r *Readiness) Checks() []Check {
 	return out
 }
 
-// Failing lists the failing checks as "name: reason", sorted by name.
-func (r *Readiness) Failing() []string {
-	var out []string
-	for _, c := range r.Checks() {
-		if c.Err != nil {
-			out = append(out, c.Name+": "+c.Err.Error())
-		}
-	}
-	return out
-}
-
 // Handler returns the mux with /healthz and /readyz, and /metrics when metrics is not
 // nil. The bodies start with upstream's texts ("flanneld is running", "flanneld is
 // ready", "flanneld is not ready yet"); a failing /readyz adds one line per failing

@@ -77,7 +77,7 @@ func Acquire(key string) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("instance lock %s: %w", name, err)
 	}
-	l := &Lock{ln: ln, name: name, done: make(chan struct{})}
+	l := &Lock{ln: ln, done: make(chan struct{})}
 	// Connections are only made by Acquire calls asking who holds the lock: close them,
 	// so they do not pile up in the backlog. The loop ends with the listener.
 	go func() {
@@ -92,9 +92,6 @@ func Acquire(key string) (*Lock, error) {
 	}()
 	return l, nil
 }
-
-// Name is the lock's socket name.
-func (l *Lock) Name() string { return l.name }
 
 // Release gives the lock up. It is safe to call more than once.
 func (l *Lock) Release() error {

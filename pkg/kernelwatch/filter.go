@@ -157,7 +157,7 @@ func (m *matcher) link(del bool, data []byte) (Object, bool) {
 	var name string
 	walkAttrs(data[unix.SizeofIfInfomsg:], func(t uint16, v []byte) {
 		if t == unix.IFLA_IFNAME {
-			name = cString(v)
+			name = unix.ByteSliceToString(v)
 		}
 	})
 	old, known := m.index[idx]
@@ -358,15 +358,6 @@ func walkAttrs(b []byte, f func(typ uint16, val []byte)) {
 }
 
 func align(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
-
-func cString(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
-}
 
 // Attribute type flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER), masked off the type.
 const (

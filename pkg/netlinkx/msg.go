@@ -54,7 +54,6 @@ type Neigh struct {
 	IP      netip.Addr // NDA_DST (the remote of an FDB entry)
 	MAC     [6]byte    // NDA_LLADDR when it is 6 bytes long
 	HasMAC  bool       // NDA_LLADDR present and 6 bytes long
-	Master  int        // NDA_MASTER
 }
 
 // Nexthop is a kernel nexthop object (RTM_NEWNEXTHOP, Linux ≥ 5.3).
@@ -187,10 +186,6 @@ func ParseNeigh(b []byte, n *Neigh) error {
 		case unix.NDA_LLADDR:
 			if len(v) == 6 {
 				n.MAC, n.HasMAC = [6]byte(v), true
-			}
-		case unix.NDA_MASTER:
-			if x, ok := u32(v); ok {
-				n.Master = int(x)
 			}
 		}
 	})
