@@ -87,8 +87,8 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
 		return err
 	}
-	_ = lab.Sweep("fgbenchk")
-	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbenchk", "b"), Nodes: 1, WorkDir: filepath.Join(work, "lab"), FlanneldBin: bin})
+	_ = lab.Sweep("fgbkube")
+	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbkube", "b"), Nodes: 1, WorkDir: filepath.Join(work, "lab"), FlanneldBin: bin})
 	if err != nil {
 		return err
 	}
