@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,7 +21,6 @@ import (
 	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 
 	"github.com/flannel-go/flannel/e2e/lab"
 )
@@ -367,13 +365,7 @@ func testRestartHitless(t *testing.T, tag, config, dev string) {
 // out grpc's default reconnect backoff after an outage).
 func labEtcdClient(t *testing.T, l *lab.Lab) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{l.EtcdEndpoint()},
-		DialTimeout: 10 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return lab.DialContext(l.SwitchNS())(ctx, "tcp", addr)
-		})},
-	})
+	cli, err := l.NewEtcdClient()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -264,13 +264,7 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 	l.mu.Lock()
 	l.etcd = p
 	l.mu.Unlock()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{l.EtcdEndpoint()},
-		DialTimeout: 10 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return DialContext(l.SwitchNS())(ctx, "tcp", addr)
-		})},
-	})
+	cli, err := l.NewEtcdClient()
 	if err != nil {
 		return fmt.Errorf("lab: etcd client: %w", err)
 	}
@@ -311,6 +305,19 @@ func (l *Lab) NodeIP(i int) netip.Addr {
 
 // NodeDir is node i's directory (subnet.env, flanneld.log).
 func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }
+
+// NewEtcdClient makes a new client to the lab's etcd, dialling through the switch
+// namespace (the caller closes it). Lab.Etcd is the lab's own; a new one does not wait
+// out the reconnect backoff the lab's client may be in after an outage.
+func (l *Lab) NewEtcdClient() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   []string{l.EtcdEndpoint()},
+		DialTimeout: 10 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return DialContext(l.SwitchNS())(ctx, "tcp", addr)
+		})},
+	})
+}
 
 // EtcdEndpoint is the etcd client URL as seen from the nodes.
 func (l *Lab) EtcdEndpoint() string { return fmt.Sprintf("http://%s:2379", EtcdIP) }

@@ -19,7 +19,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -31,7 +30,6 @@ import (
 	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 
 	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
@@ -248,13 +246,7 @@ func benchOutage(ctx context.Context, bin, dir string, runs int, outage time.Dur
 // putLease writes a peer lease (public address 192.0.2.99: nothing is sent to it) with a
 // fresh client and returns when the write was acknowledged.
 func putLease(ctx context.Context, l *lab.Lab, sn netip.Prefix, mac string) (time.Time, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{l.EtcdEndpoint()},
-		DialTimeout: 10 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return lab.DialContext(l.SwitchNS())(ctx, "tcp", addr)
-		})},
-	})
+	cli, err := l.NewEtcdClient()
 	if err != nil {
 		return time.Time{}, err
 	}
