@@ -13,7 +13,7 @@
 //
 // Each size runs several times; medians are reported.
 //
-//	sudo make bench        # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3
+//	sudo make bench-control   # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3
 package main
 
 import (
@@ -23,14 +23,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -38,6 +33,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/subnet"
@@ -55,16 +51,9 @@ func main() {
 	churn := flag.Bool("churn", true, "measure churn (N/5 deletions + N/5 additions)")
 	verbose := flag.Bool("v", false, "print each run's memory breakdown (RssAnon, RssFile) at its end")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces); run: sudo make bench")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn, verbose: *verbose}); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench", "bench-control", func(ctx context.Context) error {
+		return run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn, verbose: *verbose})
+	})
 }
 
 type phases struct {
@@ -82,12 +71,6 @@ type result struct {
 	hwmKB    int           // VmHWM at the end
 }
 
-func median[T int | float64 | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration, logs string, ph phases) error {
 	var sizes []int
 	for _, s := range strings.Split(sizeList, ",") {
@@ -102,21 +85,11 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin != "" {
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-	} else {
-		bin = filepath.Join(work, "flanneld")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
-		}
+	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+		return err
 	}
 	_ = lab.Sweep("fgbench")
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Printf("flanneld control plane, %d run(s) per size, median; %d CPUs, kernel %s\n",
-		runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	fmt.Printf("flanneld control plane, %d run(s) per size, median; %s\n", runs, benchkit.Machine())
 	fmt.Printf("%8s  %9s  %9s  %14s  %9s  %9s  %s\n", "leases", "converge", "RSS@conv", "churn (n/5)", "idle CPU", "peak RSS", "all runs")
 	for _, n := range sizes {
 		var rs []result
@@ -141,8 +114,8 @@ func run(ctx context.Context, sizeList string, runs int, bin string, timeout tim
 			all = append(all, fmt.Sprintf("%.2fs/%.1fMB/%.2fs/%.2f%%/%.1fMB", r.converge.Seconds(), mb(r.convKB),
 				r.churn.Seconds(), r.idleCPU, mb(r.hwmKB)))
 		}
-		fmt.Printf("%8d  %8.2fs  %7.1fMB  %6.2fs (%.2fs)  %8.2f%%  %7.1fMB  %s\n", n, median(conv).Seconds(), mb(median(convKB)),
-			median(churn).Seconds(), median(churnW).Seconds(), median(idle), mb(median(hwm)), strings.Join(all, " "))
+		fmt.Printf("%8d  %8.2fs  %7.1fMB  %6.2fs (%.2fs)  %8.2f%%  %7.1fMB  %s\n", n, benchkit.Median(conv).Seconds(), mb(benchkit.Median(convKB)),
+			benchkit.Median(churn).Seconds(), benchkit.Median(churnW).Seconds(), benchkit.Median(idle), mb(benchkit.Median(hwm)), strings.Join(all, " "))
 	}
 	fmt.Println("churn: time from the deletions until the kernel shows the new set (in parentheses: of which writing the additions to etcd);")
 	fmt.Println("idle CPU: % of one core; all runs: converge/RSS@conv/churn/idle/peak RSS")
@@ -240,16 +213,16 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 	}
 	if ph.idle > 0 {
 		time.Sleep(3 * time.Second)
-		t0, err := cpuTicks(pid)
+		t0, err := benchkit.CPUTicks(pid)
 		if err != nil {
 			return res, err
 		}
 		time.Sleep(ph.idle)
-		t1, err := cpuTicks(pid)
+		t1, err := benchkit.CPUTicks(pid)
 		if err != nil {
 			return res, err
 		}
-		res.idleCPU = float64(t1-t0) / clockTicks / ph.idle.Seconds() * 100
+		res.idleCPU = float64(t1-t0) / benchkit.TicksPerSecond / ph.idle.Seconds() * 100
 	}
 	if res.hwmKB, err = vmHWM(pid); err != nil {
 		return res, err
@@ -264,32 +237,6 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 		}
 	}
 	return res, l.StopFlanneld(1)
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
-const clockTicks = 100
-
-// cpuTicks reads utime+stime of pid from /proc/<pid>/stat.
-func cpuTicks(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read stat: %w", err)
-	}
-	// the command name may hold spaces: fields count from after its closing parenthesis
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 utime
-	s, err2 := strconv.ParseInt(f[12], 10, 64) // field 15 stime
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return u + s, nil
 }
 
 // peerSubnet is synthetic peer i's subnet: 10.<1+i/256>.<i%256>.0/24, never 10.0.x

@@ -25,7 +25,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -388,31 +387,23 @@ func startPerf(dir string, t *target) (*proc, error) {
 	return p, nil
 }
 
-// cpuTime is the user+system CPU time of the processes, in seconds.
+// cpuTime is the CPU time of the processes, in seconds.
 func cpuTime(pids []int) (float64, error) {
-	var sum float64
+	var sum int64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		t, err := benchkit.CPUTicks(pid)
 		if err != nil {
 			return 0, fmt.Errorf("flanneld pid %d: %w", pid, err)
 		}
-		// Fields after the command name (which may hold spaces) start after the last ')'.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 13 {
-			return 0, fmt.Errorf("flanneld pid %d: short /proc stat", pid)
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		sum += (ut + st) / 100 // USER_HZ is 100 on Linux
+		sum += t
 	}
-	return sum, nil
+	return float64(sum) / benchkit.TicksPerSecond, nil
 }
 
 func report(w io.Writer, targets []*target, o options) {
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Fprintf(w, "flanneld data plane: TCP pod to pod across two lab nodes (iperf3, %d s, %d stream(s)), %d round(s); %d CPUs, kernel %s, load %s; %s\n",
-		o.secs, o.streams, o.runs, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
+	fmt.Fprintf(w, "flanneld data plane: TCP pod to pod across two lab nodes (iperf3, %d s, %d stream(s)), %d round(s); %s, load %s; %s\n",
+		o.secs, o.streams, o.runs, benchkit.Machine(),
 		strings.Join(strings.Fields(string(load))[:3], " "), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	byName := map[string]*target{}
 	for _, t := range targets {
