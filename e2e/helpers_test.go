@@ -323,3 +323,38 @@ func pingMesh(t *testing.T, l *lab.Lab, pods []lab.Pod) {
 		}
 	}
 }
+
+// healthzPort is the --healthz-port of the tests that ask flanneld for /readyz or
+// /metrics (inside node namespaces).
+const healthzPort = 8472
+
+// readyz asks node i's flanneld for /readyz<query>.
+func readyz(l *lab.Lab, i int, query string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return lab.HTTPGet(ctx, l.NodeNS(i), fmt.Sprintf("http://127.0.0.1:%d/readyz%s", healthzPort, query))
+}
+
+// waitReadyz waits until node i's /readyz (with the query) answers code with a body
+// containing every want.
+func waitReadyz(t *testing.T, l *lab.Lab, i int, query string, code int, want ...string) string {
+	t.Helper()
+	var body string
+	waitFor(t, convergeTimeout, fmt.Sprintf("node %d: /readyz%s %d %q", i, query, code, want), func() (bool, string) {
+		c, b, err := readyz(l, i, query)
+		if err != nil {
+			return false, err.Error()
+		}
+		body = b
+		if c != code {
+			return false, fmt.Sprintf("%d %q", c, b)
+		}
+		for _, w := range want {
+			if !strings.Contains(b, w) {
+				return false, fmt.Sprintf("%d %q", c, b)
+			}
+		}
+		return true, ""
+	})
+	return body
+}

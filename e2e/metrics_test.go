@@ -14,13 +14,10 @@ import (
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
-// metricsPort is node 1's --healthz-port in the metrics test.
-const metricsPort = 8473
-
 // scrape reads node i's /metrics into "name{labels}" -> value (labels as exposed:
 // sorted by name).
 func scrape(l *lab.Lab, i int) (map[string]float64, error) {
-	code, body, err := lab.HTTPGet(context.Background(), l.NodeNS(i), fmt.Sprintf("http://%s:%d/metrics", l.NodeIP(i), metricsPort))
+	code, body, err := lab.HTTPGet(context.Background(), l.NodeNS(i), fmt.Sprintf("http://127.0.0.1:%d/metrics", healthzPort))
 	if err != nil {
 		return nil, err
 	}
@@ -84,30 +81,6 @@ func metricNow(t *testing.T, l *lab.Lab, i int, name string) float64 {
 	return v
 }
 
-// waitReadyz waits until node i's /readyz (with the query) answers code with a body
-// containing every want.
-func waitReadyz(t *testing.T, l *lab.Lab, i int, query string, code int, want ...string) string {
-	t.Helper()
-	var body string
-	waitFor(t, convergeTimeout, fmt.Sprintf("node %d: /readyz%s %d %q", i, query, code, want), func() (bool, string) {
-		c, b, err := lab.HTTPGet(context.Background(), l.NodeNS(i), fmt.Sprintf("http://%s:%d/readyz%s", l.NodeIP(i), metricsPort, query))
-		if err != nil {
-			return false, err.Error()
-		}
-		body = b
-		if c != code {
-			return false, fmt.Sprintf("%d %q", c, b)
-		}
-		for _, w := range want {
-			if !strings.Contains(b, w) {
-				return false, fmt.Sprintf("%d %q", c, b)
-			}
-		}
-		return true, ""
-	})
-	return body
-}
-
 // Issue 6, parts 4 and 5: node 1's /metrics counts what the daemon does, and the
 // counters move when faults are injected: a peer route and an FDB entry deleted by
 // hand are repaired (by the netlink-triggered heal or, at the latest, by the periodic
@@ -115,20 +88,7 @@ func waitReadyz(t *testing.T, l *lab.Lab, i int, query string, code int, want ..
 // names the failing check while etcd is down and turns ready again after.
 func TestMetricsAndReadiness(t *testing.T) {
 	l := newLab(t, "metrics", 2)
-	if err := l.PutConfig(context.Background(), vxlanConfig); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartFlanneld(1, fmt.Sprintf("--healthz-port=%d", metricsPort)); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartFlanneld(2); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 2; i++ {
-		if _, err := l.WaitSubnetEnv(i, startTimeout); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, l, vxlanConfig, fmt.Sprintf("--healthz-port=%d", healthzPort))
 	ns := infos(t, l, "flannel.1")
 	waitFullMesh(t, l, "flannel.1", ns)
 	p2 := peerOf(l, ns[1])
@@ -254,20 +214,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 // message naming the option.
 func TestVXLANChecksumOffloadOff(t *testing.T) {
 	l := newLab(t, "csumoff", 2)
-	if err := l.PutConfig(context.Background(), `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"off"}}`); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartFlanneld(1, fmt.Sprintf("--healthz-port=%d", metricsPort)); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartFlanneld(2); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 2; i++ {
-		if _, err := l.WaitSubnetEnv(i, startTimeout); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startAll(t, l, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"off"}}`, fmt.Sprintf("--healthz-port=%d", healthzPort))
 	ns := infos(t, l, "flannel.1")
 	waitFullMesh(t, l, "flannel.1", ns)
 	waitMetric(t, l, 1, `flannel_vxlan_tx_checksum_offload{device="flannel.1"}`, "== 0", func(v float64) bool { return v == 0 })

@@ -31,9 +31,6 @@ import (
 // bench-restart` reports medians.
 const maxRestartLoss = 25
 
-// healthzPort is where the fault tests ask flanneld for /readyz (inside node namespaces).
-const healthzPort = 8472
-
 // startPing pings dst from ns every 10 ms until stopPing or the end of the test.
 func startPing(t *testing.T, ns string, dst netip.Addr) *lab.PingStream {
 	t.Helper()
@@ -226,25 +223,6 @@ func (w *kernelWatch) result() (disruptions, writes []string) {
 	return append([]string(nil), w.disruptions...), append([]string(nil), w.writes...)
 }
 
-// waitReady waits until node i's /readyz answers 200 (flanneld started with
-// --healthz-port=healthzPort): lease, watch and first reconcile done.
-func waitReady(t *testing.T, l *lab.Lab, i int) {
-	t.Helper()
-	waitFor(t, convergeTimeout, fmt.Sprintf("node %d: /readyz 200", i), func() (bool, string) {
-		code, body, err := readyz(l, i)
-		if err != nil {
-			return false, err.Error()
-		}
-		return code == 200, fmt.Sprintf("%d %q", code, body)
-	})
-}
-
-func readyz(l *lab.Lab, i int) (int, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return lab.HTTPGet(ctx, l.NodeNS(i), fmt.Sprintf("http://127.0.0.1:%d/readyz", healthzPort))
-}
-
 // restartUnderPing restarts node 2's flanneld (kill -9 or SIGTERM) while pod 1 pings
 // pod 2 every 10 ms, watching node 2's and node 1's kernel state, and checks that
 // nothing was torn down and (almost) no ping was lost.
@@ -280,7 +258,7 @@ func restartUnderPing(t *testing.T, l *lab.Lab, pods []lab.Pod, dev string, kill
 	if _, err := l.WaitSubnetEnv(2, startTimeout); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, l, 2)
+	waitReadyz(t, l, 2, "", 200)
 	restart := time.Since(start)
 	time.Sleep(time.Second) // and a second of steady state after the first reconcile
 	sent, lost := stopPing(t, ping)
@@ -352,7 +330,7 @@ func testRestartHitless(t *testing.T, tag, config, dev string) {
 	l := newLab(t, tag, 3)
 	startAll(t, l, config, restartArgs...)
 	for i := 1; i <= 3; i++ {
-		waitReady(t, l, i)
+		waitReadyz(t, l, i, "", 200)
 	}
 	pods := addPods(t, l)
 	pingMesh(t, l, pods)
@@ -391,7 +369,7 @@ func TestEtcdOutage(t *testing.T) {
 		if _, err := l.WaitSubnetEnv(i, startTimeout); err != nil {
 			t.Fatal(err)
 		}
-		waitReady(t, l, i)
+		waitReadyz(t, l, i, "", 200)
 	}
 	var pods []lab.Pod
 	for i := 1; i <= 2; i++ {
@@ -411,7 +389,7 @@ func TestEtcdOutage(t *testing.T) {
 	t.Logf("etcd killed")
 	for i := 1; i <= 2; i++ {
 		waitFor(t, convergeTimeout, fmt.Sprintf("node %d: /readyz reports the lease watch down", i), func() (bool, string) {
-			code, body, err := readyz(l, i)
+			code, body, err := readyz(l, i, "")
 			if err != nil {
 				return false, err.Error()
 			}
@@ -467,7 +445,7 @@ func TestEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 2; i++ {
-		waitReady(t, l, i)
+		waitReadyz(t, l, i, "", 200)
 	}
 	sent, lost := stopPing(t, ping)
 	t.Logf("pod 1 -> pod 2 across the outage: %d of %d pings at 10 ms lost", lost, sent)
@@ -631,7 +609,7 @@ func TestEtcdPartition(t *testing.T) {
 	l := newLab(t, "etcdpart", 2)
 	startAll(t, l, vxlanConfig, fmt.Sprintf("--healthz-port=%d", healthzPort))
 	for i := 1; i <= 2; i++ {
-		waitReady(t, l, i)
+		waitReadyz(t, l, i, "", 200)
 	}
 	pods := addPods(t, l)
 	pingMesh(t, l, pods)
@@ -673,7 +651,7 @@ func TestEtcdPartition(t *testing.T) {
 	if arp, fdb, route, err := peerState(l.NodeNS(1), "flannel.1", fp); err != nil || arp || fdb || route {
 		t.Fatalf("node 1 is not cut off from etcd: it has the new lease (arp=%v fdb=%v route=%v, %v)", arp, fdb, route, err)
 	}
-	code, body, err := readyz(l, 1)
+	code, body, err := readyz(l, 1, "")
 	t.Logf("node 1 /readyz during the partition: %d %q %v", code, body, err)
 	ipt("-D")
 	healed = true
