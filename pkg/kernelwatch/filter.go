@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
 // Filter names the kernel objects a backend owns or depends on. A notification about
@@ -155,7 +157,7 @@ func (m *matcher) link(del bool, data []byte) (Object, bool) {
 	}
 	idx := int(int32(binary.NativeEndian.Uint32(data[4:8])))
 	var name string
-	walkAttrs(data[unix.SizeofIfInfomsg:], func(t uint16, v []byte) {
+	_ = netlinkx.Attrs(data[unix.SizeofIfInfomsg:], func(t uint16, v []byte) {
 		if t == unix.IFLA_IFNAME {
 			name = unix.ByteSliceToString(v)
 		}
@@ -193,7 +195,7 @@ func (m *matcher) addr(data []byte) (Object, bool) {
 	}
 	bits := int(data[1])
 	var a netip.Addr
-	walkAttrs(data[unix.SizeofIfAddrmsg:], func(t uint16, v []byte) {
+	_ = netlinkx.Attrs(data[unix.SizeofIfAddrmsg:], func(t uint16, v []byte) {
 		if t == unix.IFA_LOCAL || (t == unix.IFA_ADDRESS && !a.IsValid()) {
 			if x, ok := netip.AddrFromSlice(v); ok {
 				a = x
@@ -216,7 +218,7 @@ func (m *matcher) route(data []byte) (Object, bool) {
 	fam, dstLen, table := data[0], int(data[1]), uint32(data[4])
 	var dst []byte
 	var oifs []int
-	walkAttrs(data[unix.SizeofRtMsg:], func(t uint16, v []byte) {
+	_ = netlinkx.Attrs(data[unix.SizeofRtMsg:], func(t uint16, v []byte) {
 		switch t {
 		case unix.RTA_DST:
 			dst = v
@@ -287,30 +289,22 @@ func prefixOf(b []byte, size, bits int) netip.Prefix {
 }
 
 func (m *matcher) neigh(data []byte) (Object, bool) {
+	var n netlinkx.Neigh
 	if len(data) < unix.SizeofNdMsg {
 		return Object{}, false
 	}
-	fam := data[0]
-	dev := m.owned(int(int32(binary.NativeEndian.Uint32(data[4:8]))))
+	_ = netlinkx.ParseNeigh(data, &n) // a malformed attribute: what came before it
+	dev := m.owned(n.Ifindex)
 	if dev == "" {
 		return Object{}, false
 	}
-	o := Object{Kind: KindNeigh, Device: dev}
-	if fam == unix.AF_BRIDGE {
+	o := Object{Kind: KindNeigh, Device: dev, IP: n.IP.Unmap()}
+	if n.Family == unix.AF_BRIDGE {
 		o.Kind = KindFDB
 	}
-	walkAttrs(data[unix.SizeofNdMsg:], func(t uint16, v []byte) {
-		switch t {
-		case unix.NDA_DST:
-			if a, ok := netip.AddrFromSlice(v); ok {
-				o.IP = a.Unmap()
-			}
-		case unix.NDA_LLADDR:
-			if len(v) == 6 {
-				copy(o.MAC[:], v)
-			}
-		}
-	})
+	if n.HasMAC {
+		o.MAC = n.MAC
+	}
 	if o.Kind == KindNeigh && o.IP.IsMulticast() {
 		// the kernel's own (NOARP) entries for multicast groups, e.g. IPv6 neighbour
 		// discovery on the device: never a backend's
@@ -320,47 +314,13 @@ func (m *matcher) neigh(data []byte) (Object, bool) {
 }
 
 func (m *matcher) nexthop(data []byte) (Object, bool) {
+	var nh netlinkx.Nexthop
 	if len(data) < unix.SizeofNhmsg {
 		return Object{}, false
 	}
-	o := Object{Kind: KindNexthop}
-	oif := 0
-	walkAttrs(data[unix.SizeofNhmsg:], func(t uint16, v []byte) {
-		if len(v) < 4 {
-			return
-		}
-		switch t {
-		case unix.NHA_ID:
-			o.ID = binary.NativeEndian.Uint32(v)
-		case unix.NHA_OIF:
-			oif = int(binary.NativeEndian.Uint32(v))
-		}
-	})
-	o.Device = m.owned(oif)
+	_ = netlinkx.ParseNexthop(data, &nh) // a malformed attribute: what came before it
+	o := Object{Kind: KindNexthop, ID: nh.ID, Device: m.owned(nh.Oif)}
 	return o, o.Device != ""
 }
 
-// walkAttrs calls f for each well-formed netlink attribute in b (type without the
-// nested/byte-order flags), stopping at the first malformed one.
-func walkAttrs(b []byte, f func(typ uint16, val []byte)) {
-	for len(b) >= unix.SizeofRtAttr {
-		l := int(binary.NativeEndian.Uint16(b[0:2]))
-		t := binary.NativeEndian.Uint16(b[2:4]) &^ (nlaFNested | nlaFNetByteorder)
-		if l < unix.SizeofRtAttr || l > len(b) {
-			return
-		}
-		f(t, b[unix.SizeofRtAttr:l])
-		if align(l) >= len(b) {
-			return
-		}
-		b = b[align(l):]
-	}
-}
-
 func align(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
-
-// Attribute type flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER), masked off the type.
-const (
-	nlaFNested       = 0x8000
-	nlaFNetByteorder = 0x4000
-)

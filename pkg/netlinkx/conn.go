@@ -304,7 +304,7 @@ func extAckMsg(fl uint16, body []byte) string {
 		return ""
 	}
 	msg := ""
-	_ = attrs(body[off:], func(typ uint16, v []byte) {
+	_ = Attrs(body[off:], func(typ uint16, v []byte) {
 		if typ == unix.NLMSGERR_ATTR_MSG && len(v) > 0 {
 			if v[len(v)-1] == 0 {
 				v = v[:len(v)-1]

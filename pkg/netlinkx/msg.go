@@ -73,8 +73,9 @@ func (n *Nexthop) Onlink() bool { return n.Flags&unix.RTNH_F_ONLINK != 0 }
 
 var errShort = errors.New("netlink message too short")
 
-// attrs calls f for each attribute in b (type without the nested/byte-order bits).
-func attrs(b []byte, f func(typ uint16, val []byte)) error {
+// Attrs calls f for each attribute in b (type without the nested/byte-order bits), in
+// order, and reports a malformed one (f has then seen those before it).
+func Attrs(b []byte, f func(typ uint16, val []byte)) error {
 	for len(b) >= unix.SizeofRtAttr {
 		l := int(native.Uint16(b[0:2]))
 		typ := native.Uint16(b[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
@@ -124,7 +125,7 @@ func ParseRoute(b []byte, r *Route) error {
 	}
 	dstLen := int(b[1])
 	var dst netip.Addr
-	err := attrs(b[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
+	err := Attrs(b[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
 		switch typ {
 		case unix.RTA_DST:
 			dst, _ = addrOf(r.Family, v)
@@ -179,7 +180,7 @@ func ParseNeigh(b []byte, n *Neigh) error {
 		return errShort
 	}
 	*n = Neigh{Family: b[0], Ifindex: int(int32(native.Uint32(b[4:8]))), State: native.Uint16(b[8:10]), Flags: b[10]}
-	return attrs(b[unix.SizeofNdMsg:], func(typ uint16, v []byte) {
+	return Attrs(b[unix.SizeofNdMsg:], func(typ uint16, v []byte) {
 		switch typ {
 		case unix.NDA_DST:
 			n.IP, _ = addrOf(n.Family, v)
@@ -197,7 +198,7 @@ func ParseNexthop(b []byte, nh *Nexthop) error {
 		return errShort
 	}
 	*nh = Nexthop{Family: b[0], Flags: native.Uint32(b[4:8])}
-	return attrs(b[unix.SizeofNhmsg:], func(typ uint16, v []byte) {
+	return Attrs(b[unix.SizeofNhmsg:], func(typ uint16, v []byte) {
 		switch typ {
 		case unix.NHA_ID:
 			nh.ID, _ = u32(v)

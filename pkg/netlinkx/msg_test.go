@@ -92,6 +92,32 @@ func FuzzParse(f *testing.F) {
 // countAttrs walks the attributes of data (no header) as the parsers do.
 func countAttrs(data []byte) int {
 	n := 0
-	_ = attrs(data, func(uint16, []byte) { n++ })
+	_ = Attrs(data, func(uint16, []byte) { n++ })
 	return n
+}
+
+// Attrs stops at a malformed attribute (after calling f for those before it) and masks
+// the nested and byte-order flags off the type.
+func TestAttrsStopsAtMalformed(t *testing.T) {
+	attr := func(typ uint16, val []byte) []byte {
+		b := make([]byte, 4, 4+len(val)+3)
+		native.PutUint16(b[0:2], uint16(4+len(val)))
+		native.PutUint16(b[2:4], typ)
+		b = append(b, val...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	b := append(attr(1, []byte{1, 2, 3, 4}), 0xff, 0xff, 2, 0) // second attribute claims 65535 bytes
+	var seen []uint16
+	err := Attrs(b, func(typ uint16, val []byte) { seen = append(seen, typ) })
+	if len(seen) != 1 || seen[0] != 1 || err == nil {
+		t.Errorf("attributes %v, error %v; want [1] and an error", seen, err)
+	}
+	seen = nil
+	_ = Attrs(attr(unix.RTA_MULTIPATH|unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER, nil), func(typ uint16, val []byte) { seen = append(seen, typ) })
+	if len(seen) != 1 || seen[0] != unix.RTA_MULTIPATH {
+		t.Errorf("flags not masked: %v", seen)
+	}
 }
