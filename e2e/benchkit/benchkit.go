@@ -1,6 +1,6 @@
 // Package benchkit holds what the lab's benchmark commands (e2e/cmd/bench*) share: their
 // start-up (root check, a context ended by Ctrl-C, exit status), the flanneld binary they
-// run, the machine line they print, medians and a process's CPU time.
+// run, the machine line they print, medians, a process's CPU time and memory figures.
 package benchkit
 
 import (
@@ -97,4 +97,18 @@ func parseCPUTicks(stat string) (int64, error) {
 		sum += v
 	}
 	return sum, nil
+}
+
+// StatusKB reads one "Name:  N kB" field of /proc/<pid>/status (VmHWM, RssAnon, ...).
+func StatusKB(pid int, field string) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", field, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }

@@ -321,18 +321,7 @@ func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 	return count(unix.AF_INET) == hi-lo && count(unix.AF_BRIDGE) == hi-lo
 }
 
-func vmHWM(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read VmHWM: %w", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-}
+func vmHWM(pid int) (int, error) { return benchkit.StatusKB(pid, "VmHWM") }
 
 // copyLog keeps a run's daemon log (best effort: a failed copy only loses the log).
 func copyLog(from, to string) {

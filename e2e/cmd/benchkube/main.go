@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -308,27 +307,13 @@ func converged(h *netlink.Handle, n int) bool {
 	return count(netlink.FAMILY_V4) >= n && count(unix.AF_BRIDGE) >= n
 }
 
-func vmHWM(pid int) (int, error) { return statusKB(pid, "VmHWM") }
+func vmHWM(pid int) (int, error) { return benchkit.StatusKB(pid, "VmHWM") }
 
 // rssSplit is the daemon's current anonymous and file-backed resident size.
 func rssSplit(pid int) (anon, file int, err error) {
-	if anon, err = statusKB(pid, "RssAnon"); err != nil {
+	if anon, err = benchkit.StatusKB(pid, "RssAnon"); err != nil {
 		return 0, 0, err
 	}
-	file, err = statusKB(pid, "RssFile")
+	file, err = benchkit.StatusKB(pid, "RssFile")
 	return anon, file, err
-}
-
-// statusKB reads one "Name:  N kB" field of /proc/<pid>/status.
-func statusKB(pid int, field string) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", field, err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
