@@ -36,13 +36,15 @@ func Main(name, target string, run func(ctx context.Context) error) {
 }
 
 // Flanneld returns the absolute path of bin, or, when bin is empty, builds ./cmd/flanneld
-// into dir and returns that.
+// (statically) into dir and returns that.
 func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return filepath.Abs(bin)
 	}
 	bin = filepath.Join(dir, "flanneld")
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld").CombinedOutput()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build and the image
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build ./cmd/flanneld: %v\n%s", err, out)
 	}

@@ -148,6 +148,7 @@ func build(ctx context.Context, out string) error {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "github.com/flannel-go/flannel/cmd/flanneld")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build and the image
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/flanneld: %w\n%s", err, b)
 	}
