@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -83,7 +84,7 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 			taken6 = append(taken6, e.lease.IPv6Subnet)
 		}
 		if e.attrsErr != nil {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
 			return
 		}
 		peers = append(peers, e.lease)
@@ -101,7 +102,7 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 	for _, e := range mine {
 		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
 		// KeepLease and the peers address the lease by its canonical key.
-		if compatible(cfg, e.lease) && e.key == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
+		if compatible(cfg, e.lease) && e.name() == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
 			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
 				fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
 			return m.rewrite(ctx, cli, e, attrs, value)
@@ -109,10 +110,10 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s) but not compatible with current config, deleting",
 			fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
 		resp, err := cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)).
-			Then(clientv3.OpDelete(e.key)).Commit()
+			If(clientv3.Compare(clientv3.ModRevision(e.name()), "=", e.modRev)).
+			Then(clientv3.OpDelete(e.name())).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("deleting incompatible lease %s: %w", e.key, err)
+			return nil, fmt.Errorf("deleting incompatible lease %s: %w", e.name(), err)
 		}
 		if !resp.Succeeded {
 			return nil, errRace
@@ -167,16 +168,16 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
 	l := leaseFor(e.lease.Subnet, e.lease.IPv6Subnet)
 	l.Attrs = *attrs
-	unchanged := clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)
+	unchanged := clientv3.Compare(clientv3.ModRevision(e.name()), "=", e.modRev)
 	if e.etcdLease == 0 {
-		resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.key, string(value))).Commit()
+		resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.name(), string(value))).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("updating reservation %s: %w", e.key, err)
+			return nil, fmt.Errorf("updating reservation %s: %w", e.name(), err)
 		}
 		if !resp.Succeeded {
 			return nil, errRace
 		}
-		klog.InfoS("Subnet is reserved for this node (key without TTL); keeping it as a reservation", "key", e.key)
+		klog.InfoS("Subnet is reserved for this node (key without TTL); keeping it as a reservation", "key", e.name())
 		return &l, nil
 	}
 	start := time.Now()
@@ -184,11 +185,11 @@ func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, at
 	if err != nil {
 		return nil, fmt.Errorf("granting etcd lease: %w", err)
 	}
-	resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(g.ID))).Commit()
+	resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.name(), string(value), clientv3.WithLease(g.ID))).Commit()
 	if err != nil || !resp.Succeeded {
 		revoke(cli, g.ID)
 		if err != nil {
-			return nil, fmt.Errorf("updating lease %s: %w", e.key, err)
+			return nil, fmt.Errorf("updating lease %s: %w", e.name(), err)
 		}
 		return nil, errRace
 	}
@@ -253,27 +254,32 @@ func previous(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Pre
 }
 
 // freeSubnets walks the subnets of length bits from first to last (inclusive) and returns
-// up to limit of them that overlap none of taken.
+// up to limit of them that overlap none of taken. The taken subnets of that length are
+// sorted and passed by in step with the walk (no set of 20,000 prefixes built per call).
 func freeSubnets(first, last netip.Addr, bits int, taken []netip.Prefix, limit int) []netip.Prefix {
 	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() {
 		return nil
 	}
-	same := make(map[netip.Prefix]bool, len(taken))
+	var same []netip.Addr
 	var other []netip.Prefix
 	for _, t := range taken {
 		if t.Bits() == bits {
-			same[t.Masked()] = true
+			same = append(same, t.Masked().Addr())
 		} else {
 			other = append(other, t)
 		}
 	}
+	slices.SortFunc(same, netip.Addr.Compare)
 	p, err := first.Prefix(bits)
 	if err != nil {
 		return nil
 	}
 	var out []netip.Prefix
-	for p.Addr().Compare(last) <= 0 && len(out) < limit {
-		free := !same[p]
+	for j := 0; p.Addr().Compare(last) <= 0 && len(out) < limit; {
+		for j < len(same) && same[j].Compare(p.Addr()) < 0 {
+			j++
+		}
+		free := j == len(same) || same[j] != p.Addr()
 		for _, t := range other {
 			if free && t.Overlaps(p) {
 				free = false
