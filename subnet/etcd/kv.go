@@ -57,12 +57,15 @@ func leaseFor(sn, sn6 netip.Prefix) subnet.Lease {
 
 // entry is one subnet key as listed from etcd.
 type entry struct {
-	key       string
+	rawKey    []byte       // the key as listed (name() is its string)
 	lease     subnet.Lease // Attrs valid only when attrsErr is nil
 	attrsErr  error
 	etcdLease int64 // 0: a reservation
 	modRev    int64
 }
+
+// name is the entry's etcd key.
+func (e *entry) name() string { return string(e.rawKey) }
 
 // listPage is how many keys one range request of scan reads: the responses of a
 // 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
@@ -81,6 +84,7 @@ func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int)
 	end := clientv3.GetPrefixRangeEnd(m.subnetsDir)
 	from := m.subnetsDir
 	var rev int64
+	var e entry // one for all keys: f must copy what it keeps
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(page))}
 		if rev != 0 {
@@ -100,7 +104,7 @@ func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int)
 				klog.InfoS("Ignoring bad subnet node", "key", string(kv.Key), "err", err)
 				continue
 			}
-			e := entry{key: string(kv.Key), lease: leaseFor(sn, sn6), etcdLease: kv.Lease, modRev: kv.ModRevision}
+			e = entry{rawKey: kv.Key, lease: leaseFor(sn, sn6), etcdLease: kv.Lease, modRev: kv.ModRevision}
 			if err := decodeAttrs(kv.Value, &e.lease.Attrs); err != nil {
 				e.attrsErr = err
 				e.lease.Attrs = subnet.LeaseAttrs{}

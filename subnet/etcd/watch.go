@@ -105,7 +105,7 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	var leases []subnet.Lease
 	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Lease, 0, n) }, func(e *entry) {
 		if e.attrsErr != nil {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.key, "err", e.attrsErr)
+			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
 			return
 		}
 		leases = append(leases, e.lease)
