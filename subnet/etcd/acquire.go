@@ -260,7 +260,7 @@ func freeSubnets(first, last netip.Addr, bits int, taken []netip.Prefix, limit i
 	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() {
 		return nil
 	}
-	var same []netip.Addr
+	same := make([]netip.Addr, 0, len(taken))
 	var other []netip.Prefix
 	for _, t := range taken {
 		if t.Bits() == bits {
