@@ -308,20 +308,13 @@ func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
 				lost = true // too long for a slot: what it said is unknown
 				continue
 			}
-			buf := m.buf[i*changeSlotSize : i*changeSlotSize+int(h.Len)]
-			for len(buf) >= unix.SizeofNlMsghdr {
-				l := int(native.Uint32(buf[0:4]))
-				if l < unix.SizeofNlMsghdr || l > len(buf) {
-					lost = true // malformed: what it said is unknown
-					break
-				}
-				ch = Change{Type: native.Uint16(buf[4:6]), Pid: native.Uint32(buf[12:16]), Body: buf[unix.SizeofNlMsghdr:l]}
+			ok := eachMsg(m.buf[i*changeSlotSize:i*changeSlotSize+int(h.Len)], func(h msgHdr, body []byte) bool {
+				ch = Change{Type: h.Type, Pid: h.Pid, Body: body}
 				f(&ch)
-				al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
-				if al > len(buf) {
-					break
-				}
-				buf = buf[al:]
+				return true
+			})
+			if !ok {
+				lost = true // malformed: what it said is unknown
 			}
 		}
 	}

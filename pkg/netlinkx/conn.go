@@ -222,44 +222,34 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 			return err
 		}
 		gotLast := false
-		buf := c.rbuf[:nr]
-		for len(buf) >= unix.SizeofNlMsghdr {
-			l := int(native.Uint32(buf[0:4]))
-			if l < unix.SizeofNlMsghdr || l > len(buf) {
-				break
+		eachMsg(c.rbuf[:nr], func(h msgHdr, body []byte) bool {
+			idx := int(h.Seq - first)
+			if h.Seq-first >= uint32(n) {
+				return true
 			}
-			typ := native.Uint16(buf[4:6])
-			seq := native.Uint32(buf[8:12])
-			body := buf[unix.SizeofNlMsghdr:l]
-			if idx := int(seq - first); seq-first < uint32(n) {
-				r := &c.st[idx]
-				switch typ {
-				case unix.NLMSG_ERROR:
-					r.seen = true
-					if len(body) >= 4 {
-						if e := int32(native.Uint32(body[0:4])); e != 0 {
-							r.err = unix.Errno(-e)
-							if msg := extAckMsg(native.Uint16(buf[6:8]), body); msg != "" {
-								r.err = fmt.Errorf("%s: %w", msg, unix.Errno(-e))
-							}
+			r := &c.st[idx]
+			switch h.Type {
+			case unix.NLMSG_ERROR:
+				r.seen = true
+				if len(body) >= 4 {
+					if e := int32(native.Uint32(body[0:4])); e != 0 {
+						r.err = unix.Errno(-e)
+						if msg := extAckMsg(h.Flags, body); msg != "" {
+							r.err = fmt.Errorf("%s: %w", msg, unix.Errno(-e))
 						}
 					}
-					if seq == last {
-						gotLast = true
-					}
-				case unix.RTM_NEWNEXTHOP:
-					var nh Nexthop
-					if ParseNexthop(body, &nh) == nil {
-						r.id = nh.ID
-					}
+				}
+				if h.Seq == last {
+					gotLast = true
+				}
+			case unix.RTM_NEWNEXTHOP:
+				var nh Nexthop
+				if ParseNexthop(body, &nh) == nil {
+					r.id = nh.ID
 				}
 			}
-			al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
-			if al > len(buf) {
-				break
-			}
-			buf = buf[al:]
-		}
+			return true
+		})
 		if gotLast && !lost {
 			break
 		}
@@ -337,51 +327,48 @@ func (c *Conn) dump(typ uint16, f func(body []byte) error) error {
 		if err != nil {
 			return fmt.Errorf("netlink receive: %w", err)
 		}
-		buf := c.rbuf[:nr]
-		for len(buf) >= unix.SizeofNlMsghdr {
-			l := int(native.Uint32(buf[0:4]))
-			if l < unix.SizeofNlMsghdr || l > len(buf) {
-				return errors.New("netlink: malformed message in dump")
+		done := false
+		var result error
+		ok := eachMsg(c.rbuf[:nr], func(h msgHdr, body []byte) bool {
+			if h.Seq != seq {
+				return true
 			}
-			mt := native.Uint16(buf[4:6])
-			fl := native.Uint16(buf[6:8])
-			body := buf[unix.SizeofNlMsghdr:l]
-			if native.Uint32(buf[8:12]) == seq {
-				if fl&unix.NLM_F_DUMP_INTR != 0 {
-					intr = true
-				}
-				switch mt {
-				case unix.NLMSG_DONE:
-					if ferr != nil {
-						return ferr
-					}
-					if intr {
-						return netlink.ErrDumpInterrupted
-					}
-					if len(body) >= 4 {
-						if e := int32(native.Uint32(body[0:4])); e < 0 {
-							return unix.Errno(-e)
-						}
-					}
-					return nil
-				case unix.NLMSG_ERROR:
-					if len(body) >= 4 {
-						if e := int32(native.Uint32(body[0:4])); e != 0 {
-							return unix.Errno(-e)
-						}
-					}
-					return ferr
-				case typ:
-					if ferr == nil {
-						ferr = f(body)
+			if h.Flags&unix.NLM_F_DUMP_INTR != 0 {
+				intr = true
+			}
+			switch h.Type {
+			case unix.NLMSG_DONE:
+				done, result = true, ferr
+				switch {
+				case ferr != nil:
+				case intr:
+					result = netlink.ErrDumpInterrupted
+				case len(body) >= 4:
+					if e := int32(native.Uint32(body[0:4])); e < 0 {
+						result = unix.Errno(-e)
 					}
 				}
+				return false
+			case unix.NLMSG_ERROR:
+				done, result = true, ferr
+				if len(body) >= 4 {
+					if e := int32(native.Uint32(body[0:4])); e != 0 {
+						result = unix.Errno(-e)
+					}
+				}
+				return false
+			case typ:
+				if ferr == nil {
+					ferr = f(body)
+				}
 			}
-			al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
-			if al > len(buf) {
-				break
-			}
-			buf = buf[al:]
+			return true
+		})
+		if done {
+			return result
+		}
+		if !ok {
+			return errors.New("netlink: malformed message in dump")
 		}
 	}
 }

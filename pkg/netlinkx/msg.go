@@ -393,3 +393,33 @@ func (b *Batch) NexthopDel(tag int, id uint32) {
 	b.attrU32(unix.NHA_ID, id)
 	b.end()
 }
+
+// msgHdr is the header of one netlink message (struct nlmsghdr, without the length).
+type msgHdr struct {
+	Type, Flags uint16
+	Seq, Pid    uint32
+}
+
+// eachMsg calls f with the header and body of each message in buf, a received
+// datagram, in order, until f returns false. It reports false when it met a malformed
+// message (a length shorter than a header or past the end of buf); what follows that
+// one is not walked.
+func eachMsg(buf []byte, f func(h msgHdr, body []byte) bool) (wellFormed bool) {
+	for len(buf) >= unix.SizeofNlMsghdr {
+		l := int(native.Uint32(buf[0:4]))
+		if l < unix.SizeofNlMsghdr || l > len(buf) {
+			return false
+		}
+		h := msgHdr{Type: native.Uint16(buf[4:6]), Flags: native.Uint16(buf[6:8]),
+			Seq: native.Uint32(buf[8:12]), Pid: native.Uint32(buf[12:16])}
+		if !f(h, buf[unix.SizeofNlMsghdr:l]) {
+			return true
+		}
+		al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if al > len(buf) {
+			return true
+		}
+		buf = buf[al:]
+	}
+	return true
+}

@@ -2,6 +2,7 @@ package netlinkx
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -119,5 +120,62 @@ func TestAttrsStopsAtMalformed(t *testing.T) {
 	_ = Attrs(attr(unix.RTA_MULTIPATH|unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER, nil), func(typ uint16, val []byte) { seen = append(seen, typ) })
 	if len(seen) != 1 || seen[0] != unix.RTA_MULTIPATH {
 		t.Errorf("flags not masked: %v", seen)
+	}
+}
+
+// eachMsg walks the messages of a datagram: headers and bodies in order, stops when f
+// says so, and reports a length that is too short or runs past the end.
+func TestEachMsg(t *testing.T) {
+	msg := func(typ uint16, seq uint32, body ...byte) []byte {
+		m := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(body)+3)
+		native.PutUint32(m[0:4], uint32(unix.SizeofNlMsghdr+len(body)))
+		native.PutUint16(m[4:6], typ)
+		native.PutUint16(m[6:8], unix.NLM_F_MULTI)
+		native.PutUint32(m[8:12], seq)
+		native.PutUint32(m[12:16], 77)
+		m = append(m, body...)
+		for len(m)%unix.NLMSG_ALIGNTO != 0 {
+			m = append(m, 0)
+		}
+		return m
+	}
+	three := slices.Concat(msg(unix.RTM_NEWROUTE, 1, 1, 2, 3), msg(unix.RTM_NEWNEIGH, 2), msg(unix.NLMSG_DONE, 3, 0, 0, 0, 0))
+	tooLong := msg(unix.RTM_NEWROUTE, 9, 1)
+	native.PutUint32(tooLong[0:4], 200)
+	tooShort := msg(unix.RTM_NEWROUTE, 9)
+	native.PutUint32(tooShort[0:4], 8)
+	type seen struct {
+		typ  uint16
+		seq  uint32
+		body string
+	}
+	tests := []struct {
+		name   string
+		buf    []byte
+		stopAt int // f returns false for the message with this seq (0: never)
+		want   []seen
+		wellOK bool
+	}{
+		{"three", three, 0, []seen{{unix.RTM_NEWROUTE, 1, "\x01\x02\x03"}, {unix.RTM_NEWNEIGH, 2, ""}, {unix.NLMSG_DONE, 3, "\x00\x00\x00\x00"}}, true},
+		{"stop", three, 2, []seen{{unix.RTM_NEWROUTE, 1, "\x01\x02\x03"}, {unix.RTM_NEWNEIGH, 2, ""}}, true},
+		{"empty", nil, 0, nil, true},
+		{"trailing bytes shorter than a header", append(msg(unix.RTM_NEWROUTE, 1), 1, 2, 3), 0, []seen{{unix.RTM_NEWROUTE, 1, ""}}, true},
+		{"length past the end", slices.Concat(msg(unix.RTM_NEWROUTE, 1), tooLong), 0, []seen{{unix.RTM_NEWROUTE, 1, ""}}, false},
+		{"length shorter than a header", slices.Concat(tooShort, msg(unix.RTM_NEWROUTE, 1)), 0, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []seen
+			ok := eachMsg(tc.buf, func(h msgHdr, body []byte) bool {
+				if h.Flags != unix.NLM_F_MULTI || h.Pid != 77 {
+					t.Errorf("header %+v", h)
+				}
+				got = append(got, seen{h.Type, h.Seq, string(body)})
+				return int(h.Seq) != tc.stopAt
+			})
+			if ok != tc.wellOK || !slices.Equal(got, tc.want) {
+				t.Errorf("got %v (well formed %v), want %v (%v)", got, ok, tc.want, tc.wellOK)
+			}
+		})
 	}
 }
