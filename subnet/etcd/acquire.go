@@ -83,11 +83,9 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		if e.lease.IPv6Subnet.IsValid() {
 			taken6 = append(taken6, e.lease.IPv6Subnet)
 		}
-		if e.attrsErr != nil {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
-			return
+		if e.usable() {
+			peers = append(peers, e.lease)
 		}
-		peers = append(peers, e.lease)
 	})
 	if err != nil {
 		return nil, err

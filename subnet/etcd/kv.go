@@ -67,6 +67,16 @@ type entry struct {
 // name is the entry's etcd key.
 func (e *entry) name() string { return string(e.rawKey) }
 
+// usable reports whether the entry's value parsed; an entry whose value did not is
+// logged and is no peer lease (its subnets are still taken).
+func (e *entry) usable() bool {
+	if e.attrsErr != nil {
+		klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
+		return false
+	}
+	return true
+}
+
 // listPage is how many keys one range request of scan reads: the responses of a
 // 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
 // held while it is decoded.

@@ -104,11 +104,9 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	defer cancel()
 	var leases []subnet.Lease
 	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Lease, 0, n) }, func(e *entry) {
-		if e.attrsErr != nil {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
-			return
+		if e.usable() {
+			leases = append(leases, e.lease)
 		}
-		leases = append(leases, e.lease)
 	})
 	if err != nil {
 		return nil, 0, err
