@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/subnet"
@@ -43,8 +41,8 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		return nil, &subnet.PermanentError{Err: err}
 	}
 	want := m.desiredAnnotations(n, cfg, attrs)
-	if diff := annotationDiff(n.Annotations, want); len(diff) > 0 {
-		if err := m.patchAnnotations(ctx, n.Name, diff); err != nil {
+	if diff := annotationDiff(n.Metadata.Annotations, want); len(diff) > 0 {
+		if err := m.patchAnnotations(ctx, name, diff); err != nil {
 			return nil, err
 		}
 		klog.InfoS("Annotated node", "node", name, "annotations", want)
@@ -88,8 +86,8 @@ func checkPodCIDRs(name string, cfg *subnet.Config, v4, v6 netip.Prefix) error {
 }
 
 // desiredAnnotations are the annotation values this node must carry for attrs.
-func (m *Manager) desiredAnnotations(n *corev1.Node, cfg *subnet.Config, attrs *subnet.LeaseAttrs) map[string]string {
-	have := n.Annotations
+func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subnet.LeaseAttrs) map[string]string {
+	have := n.Metadata.Annotations
 	want := map[string]string{
 		m.ann.SubnetKubeManaged: "true",
 		m.ann.BackendType:       attrs.BackendType,
@@ -229,16 +227,16 @@ func (m *Manager) setNetworkAvailable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := metav1.Now()
-	cond := corev1.NodeCondition{
-		Type:               corev1.NodeNetworkUnavailable,
-		Status:             corev1.ConditionFalse,
+	now := time.Now().UTC().Format(time.RFC3339) // a metav1.Time: seconds, UTC
+	cond := nodeCondition{
+		Type:               condNetworkUnavailable,
+		Status:             condFalse,
 		Reason:             "FlannelIsUp",
 		Message:            "Flannel is running on this node",
 		LastHeartbeatTime:  now,
 		LastTransitionTime: now,
 	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []nodeCondition{cond}}})
 	if err != nil {
 		return err
 	}

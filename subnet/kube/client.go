@@ -4,74 +4,117 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/rest"
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 )
 
-// client is the little of the core/v1 API flanneld uses (pods get; nodes get, list,
-// watch; nodes/status patch). It is built on a scheme holding only core/v1, instead of
-// client-go's clientset, whose scheme registers every API group at start (megabytes of
-// memory that a node daemon never needs).
+// apiNode is what flanneld reads of a core/v1 Node (JSON); everything else in the object
+// is skipped by the decoder.
+type apiNode struct {
+	Metadata objectMeta `json:"metadata"`
+	Spec     struct {
+		PodCIDR  string   `json:"podCIDR"`
+		PodCIDRs []string `json:"podCIDRs"`
+	} `json:"spec"`
+	Status struct {
+		Conditions []nodeCondition `json:"conditions"`
+	} `json:"status"`
+}
+
+type objectMeta struct {
+	Name            string            `json:"name"`
+	ResourceVersion string            `json:"resourceVersion"`
+	Annotations     map[string]string `json:"annotations"`
+}
+
+// nodeCondition is a core/v1 NodeCondition; the timestamps are written (KeepLease), not read.
+type nodeCondition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	LastHeartbeatTime  string `json:"lastHeartbeatTime,omitempty"`
+	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
+	Reason             string `json:"reason,omitempty"`
+	Message            string `json:"message,omitempty"`
+}
+
+// The NetworkUnavailable condition and the condition status values.
+const (
+	condNetworkUnavailable = "NetworkUnavailable"
+	condFalse              = "False"
+)
+
+// apiPod is what flanneld reads of a core/v1 Pod.
+type apiPod struct {
+	Spec struct {
+		NodeName string `json:"nodeName"`
+	} `json:"spec"`
+}
+
+// apiNodeList is a NodeList as JSON (decodeNodeList's fallback).
+type apiNodeList struct {
+	Metadata struct {
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
+	Items []apiNode `json:"items"`
+}
+
+// client is the little of the core/v1 API flanneld uses: pods get; nodes get, list,
+// watch; nodes/status patch.
 type client struct {
-	rc     *rest.RESTClient
-	params runtime.ParameterCodec
+	api *kubeapi.Client
 }
 
-func newClient(cfg *rest.Config) (*client, error) {
-	s := runtime.NewScheme()
-	if err := corev1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	metav1.AddToGroupVersion(s, corev1.SchemeGroupVersion)
-	cfg = rest.CopyConfig(cfg)
-	cfg.APIPath = "/api"
-	gv := corev1.SchemeGroupVersion
-	cfg.GroupVersion = &gv
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(s).WithoutConversion()
-	rc, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &client{rc: rc, params: runtime.NewParameterCodec(s)}, nil
+const strategicMergePatch = "application/strategic-merge-patch+json"
+
+func nodePath(name string) string { return "/api/v1/nodes/" + url.PathEscape(name) }
+
+func (c *client) getPod(ctx context.Context, namespace, name string) (*apiPod, error) {
+	p := &apiPod{}
+	err := c.api.Get(ctx, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name), p)
+	return p, err
 }
 
-func (c *client) getPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
-	pod := &corev1.Pod{}
-	err := c.rc.Get().Namespace(namespace).Resource("pods").Name(name).
-		VersionedParams(&metav1.GetOptions{}, c.params).Do(ctx).Into(pod)
-	return pod, err
-}
-
-func (c *client) getNode(ctx context.Context, name string) (*corev1.Node, error) {
-	n := &corev1.Node{}
-	err := c.rc.Get().Resource("nodes").Name(name).VersionedParams(&metav1.GetOptions{}, c.params).Do(ctx).Into(n)
+func (c *client) getNode(ctx context.Context, name string) (*apiNode, error) {
+	n := &apiNode{}
+	err := c.api.Get(ctx, nodePath(name), n)
 	return n, err
 }
 
 // patchNodeStatus sends a strategic-merge patch to nodes/<name>/status.
 func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte) error {
-	return c.rc.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").
-		VersionedParams(&metav1.PatchOptions{}, c.params).Body(patch).Do(ctx).Error()
+	return c.api.Patch(ctx, nodePath(name)+"/status", strategicMergePatch, patch)
 }
 
-func (c *client) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	opts.Watch = true
-	return c.rc.Get().Resource("nodes").VersionedParams(&opts, c.params).Watch(ctx)
-}
-
-// listNodesStream starts a node list and returns the raw response (protobuf if the server
+// listNodesStream starts a node list at resourceVersion ("0": from the API server's watch
+// cache; "": the latest, from etcd) and returns the raw response (protobuf if the server
 // agrees) for decodeNodeList.
-func (c *client) listNodesStream(ctx context.Context, opts metav1.ListOptions) (io.ReadCloser, error) {
-	body, err := c.rc.Get().Resource("nodes").VersionedParams(&opts, c.params).
-		SetHeader("Accept", "application/vnd.kubernetes.protobuf, application/json").Stream(ctx)
+func (c *client) listNodesStream(ctx context.Context, resourceVersion string) (io.ReadCloser, error) {
+	q := url.Values{}
+	if resourceVersion != "" {
+		q.Set("resourceVersion", resourceVersion)
+	}
+	resp, err := c.api.Do(ctx, kubeapi.Request{
+		Method: http.MethodGet, Path: "/api/v1/nodes", Query: q,
+		Accept: "application/vnd.kubernetes.protobuf, application/json",
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return resp.Body, nil
+}
+
+// watchNodes watches the nodes from resourceVersion, with bookmarks, for at most
+// timeoutSeconds (the server then ends the stream).
+func (c *client) watchNodes(ctx context.Context, resourceVersion string, timeoutSeconds int) (io.ReadCloser, error) {
+	q := url.Values{}
+	q.Set("resourceVersion", resourceVersion)
+	q.Set("allowWatchBookmarks", "true")
+	q.Set("timeoutSeconds", fmt.Sprint(timeoutSeconds))
+	body, err := c.api.Watch(ctx, "/api/v1/nodes", q)
+	if err != nil {
+		return nil, fmt.Errorf("watch nodes: %w", err)
 	}
 	return body, nil
 }

@@ -110,7 +110,7 @@ const itNetConf = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
 
 func newManager(t *testing.T, k *kubeproc.Local, token string, cfg Config) *Manager {
 	t.Helper()
-	cfg.REST = k.API.RESTConfig(token)
+	cfg.API = k.API.APIConfig(token)
 	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -519,7 +519,12 @@ func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return networkCondition(n)
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeNetworkUnavailable {
+				return c.Reason, c.Status
+			}
+		}
+		return "", ""
 	}
 	waitUp := func(what string) {
 		t.Helper()

@@ -5,19 +5,17 @@ import (
 	"fmt"
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/flannel-go/flannel/subnet"
 )
 
 // podCIDRs returns the node's IPv4 and IPv6 pod CIDRs (zero when absent) from
 // spec.podCIDRs, or spec.podCIDR when the list is empty.
-func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+func podCIDRs(n *apiNode) (v4, v6 netip.Prefix, err error) {
 	list := n.Spec.PodCIDRs
 	if len(list) == 0 && n.Spec.PodCIDR != "" {
 		list = []string{n.Spec.PodCIDR}
 	}
-	return parsePodCIDRs(n.Name, list)
+	return parsePodCIDRs(n.Metadata.Name, list)
 }
 
 // parsePodCIDRs is podCIDRs for node name with the pod CIDR list.
@@ -45,7 +43,7 @@ func parsePodCIDRs(name string, list []string) (v4, v6 netip.Prefix, err error) 
 // nodeToLease builds a peer's lease from its node. It fails (saying why) when the node is
 // not a flannel peer for this config: not annotated by a kube subnet manager, or missing
 // what an enabled family needs.
-func nodeToLease(n *corev1.Node, ann Annotations, cfg *subnet.Config) (subnet.Lease, error) {
+func nodeToLease(n *apiNode, ann Annotations, cfg *subnet.Config) (subnet.Lease, error) {
 	return peerToLease(slimWith(ann, n), ann, cfg)
 }
 

@@ -11,25 +11,18 @@ import (
 	"io"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // maxNodeBytes bounds one encoded Node in a list (the API server's own limit on an object
 // is about 1.5 MiB); a larger length means a corrupt stream.
 const maxNodeBytes = 16 << 20
 
-// listSlim is the informer's list: the nodes as the API server lists them (with the
-// requested resource version, usually "0": from its watch cache, in one response), decoded
-// one Node at a time from the response stream and reduced to a slim node (slimNode) at
-// once, so that the whole list is never held in memory as Node objects. (Where the API
-// server supports streaming lists, the informer uses a watch instead and never calls this.)
-func (m *Manager) listSlim(ctx context.Context, o metav1.ListOptions) (*peerNodeList, error) {
-	opts := metav1.ListOptions{
-		LabelSelector: o.LabelSelector, FieldSelector: o.FieldSelector,
-		ResourceVersion: o.ResourceVersion, ResourceVersionMatch: o.ResourceVersionMatch, TimeoutSeconds: o.TimeoutSeconds,
-	}
-	body, err := m.cs.listNodesStream(ctx, opts)
+// listSlim lists the nodes at resourceVersion ("0": from the API server's watch cache, in
+// one response; "": the latest), decoded one Node at a time from the response stream and
+// reduced to a peer node at once, so that the whole list is never held in memory as Node
+// objects.
+func (m *Manager) listSlim(ctx context.Context, resourceVersion string) (*peerNodeList, error) {
+	body, err := m.cs.listNodesStream(ctx, resourceVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -51,11 +44,11 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 	out := &peerNodeList{}
 	if !bytes.Equal(head, protoMagic) {
 		// JSON: decoded whole (servers answer protobuf for core types; this is a fallback).
-		var l corev1.NodeList
+		var l apiNodeList
 		if err := json.NewDecoder(r).Decode(&l); err != nil {
 			return nil, fmt.Errorf("decode node list: %w", err)
 		}
-		out.ListMeta = l.ListMeta
+		out.ResourceVersion = l.Metadata.ResourceVersion
 		for i := range l.Items {
 			out.Items = append(out.Items, slimWith(ann, &l.Items[i]))
 		}
@@ -132,7 +125,12 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 			return fmt.Errorf("decode node list: %w", err)
 		}
 		if num == 1 {
-			if err := out.ListMeta.Unmarshal(buf); err != nil {
+			if err := eachField(buf, func(num protowire.Number, v []byte) error {
+				if num == fieldListMetaResourceVersion {
+					out.ResourceVersion = string(v)
+				}
+				return nil
+			}); err != nil {
 				return fmt.Errorf("decode node list metadata: %w", err)
 			}
 			continue
@@ -188,15 +186,17 @@ func skipField(r *bufio.Reader, typ protowire.Type) error {
 // Field numbers of the Kubernetes protobuf encoding (k8s.io/api/core/v1 and
 // k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto).
 const (
-	fieldNodeMetadata          = 1 // Node.metadata (ObjectMeta)
-	fieldNodeSpec              = 2 // Node.spec (NodeSpec)
-	fieldMetaName              = 1 // ObjectMeta.name
-	fieldMetaResourceVersion   = 6 // ObjectMeta.resourceVersion
-	fieldMetaAnnotations       = 12
-	fieldSpecPodCIDR           = 1 // NodeSpec.podCIDR
-	fieldSpecPodCIDRs          = 7 // NodeSpec.podCIDRs
-	fieldMapKey, fieldMapValue = 1, 2
-	errNodeMsg                 = "malformed Node"
+	fieldNodeMetadata        = 1 // Node.metadata (ObjectMeta)
+	fieldNodeSpec            = 2 // Node.spec (NodeSpec)
+	fieldMetaName            = 1 // ObjectMeta.name
+	fieldMetaResourceVersion = 6 // ObjectMeta.resourceVersion
+	fieldMetaAnnotations     = 12
+	// ListMeta.resourceVersion
+	fieldListMetaResourceVersion = 2
+	fieldSpecPodCIDR             = 1 // NodeSpec.podCIDR
+	fieldSpecPodCIDRs            = 7 // NodeSpec.podCIDRs
+	fieldMapKey, fieldMapValue   = 1, 2
+	errNodeMsg                   = "malformed Node"
 )
 
 // decodePeerNode reads a protobuf Node and keeps only the name, the resource version, the

@@ -21,7 +21,11 @@ func testNodeList(n int) *corev1.NodeList {
 		if i%2 == 1 { // dual stack: spec.podCIDRs set as well
 			cidrs = append(cidrs, fmt.Sprintf("fd00:%x::/64", i))
 		}
-		nd := node(fmt.Sprintf("n%d", i), cidrs, peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01"))
+		nd := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%d", i), Annotations: peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01")}}
+		nd.Spec.PodCIDR = cidrs[0]
+		if len(cidrs) > 1 {
+			nd.Spec.PodCIDRs = cidrs
+		}
 		nd.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
 		nd.Spec.Taints = []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}
 		nd.ResourceVersion = fmt.Sprint(100 + i)
@@ -45,6 +49,21 @@ func protoEncode(t testing.TB, obj runtime.Object) []byte {
 	return b.Bytes()
 }
 
+// fromCoreV1 converts a client-go Node to the local type through its JSON, as the API
+// server would send it (this also checks the local type's JSON names).
+func fromCoreV1(t testing.TB, n *corev1.Node) *apiNode {
+	t.Helper()
+	data, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out apiNode
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
 func decodeBytes(data []byte) (*peerNodeList, error) {
 	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), testAnn)
 }
@@ -55,7 +74,7 @@ func TestDecodeNodeList(t *testing.T) {
 		list := testNodeList(n)
 		var want []*peerNode
 		for i := range list.Items {
-			want = append(want, m.slim(&list.Items[i]))
+			want = append(want, m.slim(fromCoreV1(t, &list.Items[i])))
 		}
 		jsonData, err := json.Marshal(list)
 		if err != nil {

@@ -9,13 +9,9 @@ import (
 	"os"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -24,8 +20,8 @@ type Config struct {
 	// APIURL (--kube-api-url) and KubeconfigFile (--kubeconfig-file) locate the API server;
 	// both empty means the in-cluster configuration.
 	APIURL, KubeconfigFile string
-	// REST, when set (tests), is used instead of APIURL/KubeconfigFile.
-	REST *rest.Config
+	// API, when set (tests), is used instead of APIURL/KubeconfigFile.
+	API *kubeapi.Config
 	// AnnotationPrefix is --kube-annotation-prefix (default DefaultAnnotationPrefix).
 	AnnotationPrefix string
 	// NetConfigPath is --net-config-path, the network configuration file.
@@ -47,7 +43,10 @@ type Manager struct {
 	mu       sync.Mutex
 	nodeName string
 	netCfg   *subnet.Config
-	own      *corev1.Node // own node as last read (GetNetworkConfig, AcquireLease)
+	own      *apiNode // own node as last read (GetNetworkConfig, AcquireLease)
+
+	// lwTiming are the list/watch retry delays (zero: the defaults; tests shorten them).
+	lwTiming listWatchTiming
 
 	// condChanged is signalled when the lease watch sees this node's NetworkUnavailable
 	// condition other than False (KeepLease sets it back).
@@ -70,28 +69,21 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME): " +
 			"set them from the downward API (fieldRef metadata.name, metadata.namespace or spec.nodeName) as dist/kube-flannel.yml does")
 	}
-	rc := cfg.REST
-	if rc == nil {
+	ac := cfg.API
+	if ac == nil {
 		if cfg.APIURL == "" && cfg.KubeconfigFile == "" {
 			klog.InfoS("Neither --kube-api-url nor --kubeconfig-file is set: using the in-cluster configuration")
 		}
-		rc, err = clientcmd.BuildConfigFromFlags(cfg.APIURL, cfg.KubeconfigFile)
+		ac, err = kubeapi.Load(cfg.APIURL, cfg.KubeconfigFile)
 		if err != nil {
 			return nil, fmt.Errorf("fail to create kubernetes config: %w", err)
 		}
 	}
-	rc = rest.CopyConfig(rc)
-	// Protobuf keeps lists of thousands of nodes cheap to decode; patches stay JSON.
-	rc.ContentType = runtime.ContentTypeProtobuf
-	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	if rc.UserAgent == "" {
-		rc.UserAgent = "flannel-go"
-	}
-	cs, err := newClient(rc)
+	api, err := kubeapi.New(ac, "flannel-go")
 	if err != nil {
 		return nil, fmt.Errorf("unable to initialize client: %w", err)
 	}
-	return &Manager{cfg: cfg, ann: ann, cs: cs, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}, nil
+	return &Manager{cfg: cfg, ann: ann, cs: &client{api: api}, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}, nil
 }
 
 // Name describes the manager for logs.
@@ -158,7 +150,7 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 	return cfg, nil
 }
 
-func (m *Manager) getNode(ctx context.Context, name string) (*corev1.Node, error) {
+func (m *Manager) getNode(ctx context.Context, name string) (*apiNode, error) {
 	n, err := m.cs.getNode(ctx, name)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("failed to get node %q: %w", name, err))
@@ -178,7 +170,8 @@ func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	if m.own == nil {
 		return "", ""
 	}
-	return m.own.Annotations[m.ann.NodePublicIP], m.own.Annotations[m.ann.NodePublicIPv6]
+	a := m.own.Metadata.Annotations
+	return a[m.ann.NodePublicIP], a[m.ann.NodePublicIPv6]
 }
 
 // PublicIPs returns the public addresses to use: the own node's node-public-ip and
@@ -215,10 +208,10 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 	m.mu.Lock()
 	n, cfg := m.own, m.netCfg
 	m.mu.Unlock()
-	if n == nil || cfg == nil || n.Annotations[m.ann.SubnetKubeManaged] != "true" {
+	if n == nil || cfg == nil || n.Metadata.Annotations[m.ann.SubnetKubeManaged] != "true" {
 		return nil
 	}
-	a := n.Annotations
+	a := n.Metadata.Annotations
 	l := &subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6}
 	l.Attrs.BackendType = a[m.ann.BackendType]
 	l.Attrs.BackendData = rawData(a[m.ann.BackendData])
@@ -227,12 +220,13 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 	return l
 }
 
-// withHint adds what to fix to API errors whose cause is known.
+// withHint adds what to fix to API errors whose cause is known (from the HTTP status and
+// the Status object of a refusal, or a failure to connect).
 func withHint(err error) error {
 	switch {
-	case apierrors.IsForbidden(err):
+	case kubeapi.IsForbidden(err):
 		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes get, list, watch; nodes/status patch)", err)
-	case apierrors.IsUnauthorized(err):
+	case kubeapi.IsUnauthorized(err):
 		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
 	}
 	var uerr *url.Error

@@ -1,19 +1,10 @@
 package kube
 
-import (
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-)
-
-// peerNode is what the informer caches of a Node: the name, the resource version, the
-// lease annotations and the pod CIDRs. A Node object as the API server sends it is tens of
-// kilobytes (images, conditions, managed fields); this is under two hundred bytes plus the
-// strings. Measured at 5,000 nodes: the lease annotations as a map per node were half of
-// the informer's memory, and an embedded ObjectMeta (almost 300 bytes, nearly all of it
-// empty) a third of the rest; so the annotations are a fixed array (no keys per node) and
-// the metadata is built on demand (GetObjectMeta) for the informer's key function.
+// peerNode is what the lease watch keeps of a Node: the name, the lease annotations and
+// the pod CIDRs. A Node object as the API server sends it is tens of kilobytes (images,
+// conditions, managed fields); this is about a hundred and fifty bytes plus the strings.
+// Measured at 5,000 nodes: the lease annotations as a map per node were half of the
+// cache's memory, so they are a fixed array (no keys per node).
 type peerNode struct {
 	Name, ResourceVersion string
 	// LeaseAnn holds the values of the lease annotations, in Annotations.leaseKeys order;
@@ -23,50 +14,22 @@ type peerNode struct {
 	PodCIDRs []string
 }
 
-// DeepCopyObject implements runtime.Object.
-func (p *peerNode) DeepCopyObject() runtime.Object {
-	c := *p
-	c.PodCIDRs = append([]string(nil), p.PodCIDRs...)
-	return &c
-}
-
-// GetObjectKind implements runtime.Object (a cached peer node carries no type).
-func (p *peerNode) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-
-// GetObjectMeta implements metav1.ObjectMetaAccessor, which meta.Accessor (and so the
-// informer's key function) uses: a fresh copy of the name and the resource version,
-// allocated per call and not kept.
-func (p *peerNode) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Name: p.Name, ResourceVersion: p.ResourceVersion}
-}
-
 // managed reports whether the node is annotated by a kube subnet manager.
 func (p *peerNode) managed() bool { return p.LeaseAnn[leaseKeyManaged] == "true" }
 
-// peerNodeList is the informer's list result (see listSlim).
+// peerNodeList is a node list reduced to peer nodes (decodeNodeList).
 type peerNodeList struct {
-	metav1.TypeMeta
-	metav1.ListMeta
-	Items []*peerNode
-}
-
-// DeepCopyObject implements runtime.Object.
-func (l *peerNodeList) DeepCopyObject() runtime.Object {
-	c := &peerNodeList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&c.ListMeta)
-	for _, p := range l.Items {
-		c.Items = append(c.Items, p.DeepCopyObject().(*peerNode))
-	}
-	return c
+	ResourceVersion string
+	Items           []*peerNode
 }
 
 // slim reduces a Node to a peerNode.
-func (m *Manager) slim(n *corev1.Node) *peerNode { return slimWith(m.ann, n) }
+func (m *Manager) slim(n *apiNode) *peerNode { return slimWith(m.ann, n) }
 
-func slimWith(ann Annotations, n *corev1.Node) *peerNode {
-	p := &peerNode{Name: n.Name, ResourceVersion: n.ResourceVersion}
+func slimWith(ann Annotations, n *apiNode) *peerNode {
+	p := &peerNode{Name: n.Metadata.Name, ResourceVersion: n.Metadata.ResourceVersion}
 	for i, k := range ann.leaseKeys() {
-		p.LeaseAnn[i] = n.Annotations[k]
+		p.LeaseAnn[i] = n.Metadata.Annotations[k]
 	}
 	switch {
 	case len(n.Spec.PodCIDRs) > 0:
@@ -77,33 +40,29 @@ func slimWith(ann Annotations, n *corev1.Node) *peerNode {
 	return p
 }
 
-// slimNode is the informer's cache transform (Node -> peerNode; anything else unchanged).
-// It also tells KeepLease when this node's NetworkUnavailable condition is seen other
-// than False.
-func (m *Manager) slimNode(obj any) (any, error) {
-	if n, ok := obj.(*corev1.Node); ok {
-		if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Name == m.cachedNodeName() {
-			select {
-			case m.condChanged <- struct{}{}:
-			default:
-			}
+// slimNode reduces a Node from the watch to a peerNode. It also tells KeepLease when this
+// node's NetworkUnavailable condition is seen other than False.
+func (m *Manager) slimNode(n *apiNode) *peerNode {
+	if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Metadata.Name == m.cachedNodeName() {
+		select {
+		case m.condChanged <- struct{}{}:
+		default:
 		}
-		return m.slim(n), nil
 	}
-	return obj, nil
+	return m.slim(n)
 }
 
 // networkAvailable reports whether the node's NetworkUnavailable condition is False.
-func networkAvailable(n *corev1.Node) bool {
+func networkAvailable(n *apiNode) bool {
 	_, status := networkCondition(n)
-	return status == corev1.ConditionFalse
+	return status == condFalse
 }
 
 // networkCondition returns the NetworkUnavailable condition's reason and status ("" when
 // the node has none).
-func networkCondition(n *corev1.Node) (reason string, status corev1.ConditionStatus) {
+func networkCondition(n *apiNode) (reason, status string) {
 	for i := range n.Status.Conditions {
-		if c := &n.Status.Conditions[i]; c.Type == corev1.NodeNetworkUnavailable {
+		if c := &n.Status.Conditions[i]; c.Type == condNetworkUnavailable {
 			return c.Reason, c.Status
 		}
 	}

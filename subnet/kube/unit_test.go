@@ -6,12 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
-
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -69,8 +64,8 @@ func FuzzNewAnnotations(f *testing.F) {
 	})
 }
 
-func node(name string, cidrs []string, ann map[string]string) *corev1.Node {
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}
+func node(name string, cidrs []string, ann map[string]string) *apiNode {
+	n := &apiNode{Metadata: objectMeta{Name: name, Annotations: ann}}
 	if len(cidrs) > 0 {
 		n.Spec.PodCIDR = cidrs[0]
 	}
@@ -83,7 +78,7 @@ func node(name string, cidrs []string, ann map[string]string) *corev1.Node {
 func TestPodCIDRs(t *testing.T) {
 	tests := []struct {
 		name   string
-		n      *corev1.Node
+		n      *apiNode
 		v4, v6 string
 		err    string
 	}{
@@ -92,7 +87,7 @@ func TestPodCIDRs(t *testing.T) {
 		{"dual v6 first", node("a", []string{"fd00:1::/64", "10.244.1.0/24"}, nil), "10.244.1.0/24", "fd00:1::/64", ""},
 		{"unmasked", node("a", []string{"10.244.1.7/24"}, nil), "10.244.1.0/24", "", ""},
 		{"none", node("a", nil, nil), "", "", ""},
-		{"three", &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: corev1.NodeSpec{PodCIDR: "10.0.0.0/24", PodCIDRs: []string{"10.0.0.0/24", "fd00::/64", "10.1.0.0/24"}}}, "", "", `node "a" pod cidrs should be`},
+		{"three", node("a", []string{"10.0.0.0/24", "fd00::/64", "10.1.0.0/24"}, nil), "", "", `node "a" pod cidrs should be`},
 		{"garbage", node("a", []string{"nope"}, nil), "", "", "invalid pod CIDR"},
 	}
 	for _, tt := range tests {
@@ -140,7 +135,7 @@ func TestNodeToLease(t *testing.T) {
 	dualAnn[testAnn.BackendV6Data] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}`
 	tests := []struct {
 		name string
-		n    *corev1.Node
+		n    *apiNode
 		cfg  *subnet.Config
 		key  string
 		err  string
@@ -183,17 +178,17 @@ func TestLeaseWatchApply(t *testing.T) {
 	}
 	steps := []struct {
 		name  string
-		nodes map[string]*corev1.Node
+		nodes map[string]*apiNode
 		want  []ev
 	}{
-		{"initial", map[string]*corev1.Node{"a": a, "b": b, "c": plain}, []ev{{subnet.EventAdded, "10.244.1.0-24"}, {subnet.EventAdded, "10.244.2.0-24"}}},
-		{"same again", map[string]*corev1.Node{"a": a.DeepCopy()}, nil},
-		{"unrelated annotation", map[string]*corev1.Node{"a": withAnn(a, "other", "1")}, nil},
-		{"new mac", map[string]*corev1.Node{"a": node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:09"))}, []ev{{subnet.EventAdded, "10.244.1.0-24"}}},
-		{"pod cidr moved", map[string]*corev1.Node{"b": node("b", []string{"10.244.7.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))}, []ev{{subnet.EventRemoved, "10.244.2.0-24"}, {subnet.EventAdded, "10.244.7.0-24"}}},
-		{"annotation dropped", map[string]*corev1.Node{"a": node("a", []string{"10.244.1.0/24"}, nil)}, []ev{{subnet.EventRemoved, "10.244.1.0-24"}}},
-		{"deleted", map[string]*corev1.Node{"b": nil, "c": nil}, []ev{{subnet.EventRemoved, "10.244.7.0-24"}}},
-		{"deleted twice", map[string]*corev1.Node{"b": nil}, nil},
+		{"initial", map[string]*apiNode{"a": a, "b": b, "c": plain}, []ev{{subnet.EventAdded, "10.244.1.0-24"}, {subnet.EventAdded, "10.244.2.0-24"}}},
+		{"same again", map[string]*apiNode{"a": copyNode(a)}, nil},
+		{"unrelated annotation", map[string]*apiNode{"a": withAnn(a, "other", "1")}, nil},
+		{"new mac", map[string]*apiNode{"a": node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:09"))}, []ev{{subnet.EventAdded, "10.244.1.0-24"}}},
+		{"pod cidr moved", map[string]*apiNode{"b": node("b", []string{"10.244.7.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))}, []ev{{subnet.EventRemoved, "10.244.2.0-24"}, {subnet.EventAdded, "10.244.7.0-24"}}},
+		{"annotation dropped", map[string]*apiNode{"a": node("a", []string{"10.244.1.0/24"}, nil)}, []ev{{subnet.EventRemoved, "10.244.1.0-24"}}},
+		{"deleted", map[string]*apiNode{"b": nil, "c": nil}, []ev{{subnet.EventRemoved, "10.244.7.0-24"}}},
+		{"deleted twice", map[string]*apiNode{"b": nil}, nil},
 	}
 	for _, s := range steps {
 		got := w.apply(slimAll(s.nodes))
@@ -223,7 +218,7 @@ func TestLeaseWatchApply(t *testing.T) {
 
 	// Quiet (before the first snapshot): the leases are folded in, no events are built.
 	w.quiet = true
-	if ev := w.apply(slimAll(map[string]*corev1.Node{"a": a, "b": b, "c": plain})); len(ev) != 0 {
+	if ev := w.apply(slimAll(map[string]*apiNode{"a": a, "b": b, "c": plain})); len(ev) != 0 {
 		t.Fatalf("quiet apply returned events %v", ev)
 	}
 	var keys []string
@@ -234,13 +229,13 @@ func TestLeaseWatchApply(t *testing.T) {
 		t.Fatalf("leases after a quiet apply: %v", keys)
 	}
 	w.quiet = false
-	if ev := w.apply(slimAll(map[string]*corev1.Node{"a": nil})); len(ev) != 1 || ev[0].Type != subnet.EventRemoved {
+	if ev := w.apply(slimAll(map[string]*apiNode{"a": nil})); len(ev) != 1 || ev[0].Type != subnet.EventRemoved {
 		t.Fatalf("events after the quiet apply: %v", ev)
 	}
 }
 
 // slimAll is what the informer hands on: peer nodes (nil: deleted).
-func slimAll(nodes map[string]*corev1.Node) map[string]*peerNode {
+func slimAll(nodes map[string]*apiNode) map[string]*peerNode {
 	m := &Manager{ann: testAnn}
 	out := map[string]*peerNode{}
 	for k, n := range nodes {
@@ -253,24 +248,26 @@ func slimAll(nodes map[string]*corev1.Node) map[string]*peerNode {
 	return out
 }
 
-func withAnn(n *corev1.Node, k, v string) *corev1.Node {
-	c := n.DeepCopy()
-	c.Annotations[k] = v
+func copyNode(n *apiNode) *apiNode {
+	c := *n
+	c.Metadata.Annotations = maps.Clone(n.Metadata.Annotations)
+	c.Spec.PodCIDRs = append([]string(nil), n.Spec.PodCIDRs...)
+	c.Status.Conditions = append([]nodeCondition(nil), n.Status.Conditions...)
+	return &c
+}
+
+func withAnn(n *apiNode, k, v string) *apiNode {
+	c := copyNode(n)
+	c.Metadata.Annotations[k] = v
 	return c
 }
 
 func TestSlimNode(t *testing.T) {
-	m := &Manager{ann: testAnn}
+	m := &Manager{ann: testAnn, condChanged: make(chan struct{}, 1)}
 	n := node("a", []string{"10.244.1.0/24", "fd00::/64"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01"))
-	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
-	n.Labels = map[string]string{"x": "y"}
-	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady}}
-	n.ResourceVersion = "42"
-	got, err := m.slimNode(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := got.(*peerNode)
+	n.Status.Conditions = []nodeCondition{{Type: "Ready", Status: "True"}}
+	n.Metadata.ResourceVersion = "42"
+	s := m.slimNode(n)
 	kept := 0
 	for _, v := range s.LeaseAnn {
 		if v != "" {
@@ -293,22 +290,32 @@ func TestSlimNode(t *testing.T) {
 	if p := m.slim(old); len(p.PodCIDRs) != 1 || p.PodCIDRs[0] != "10.244.2.0/24" {
 		t.Fatalf("podCIDR not kept: %+v", p)
 	}
-	// The informer's key function and the reflector see the name and resource version.
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(s); err != nil || key != "a" {
-		t.Fatalf("informer key %q, %v", key, err)
+}
+
+// The watch tells KeepLease when the own node's NetworkUnavailable condition is not False.
+func TestSlimNodeSignalsCondition(t *testing.T) {
+	tests := []struct {
+		name   string
+		set    bool
+		node   string
+		conds  []nodeCondition
+		signal bool
+	}{
+		{"false", true, "own", []nodeCondition{{Type: "NetworkUnavailable", Status: "False"}}, false},
+		{"true", true, "own", []nodeCondition{{Type: "NetworkUnavailable", Status: "True"}}, true},
+		{"missing", true, "own", []nodeCondition{{Type: "Ready", Status: "True"}}, true},
+		{"other node", true, "peer", []nodeCondition{{Type: "NetworkUnavailable", Status: "True"}}, false},
+		{"not asked to", false, "own", []nodeCondition{{Type: "NetworkUnavailable", Status: "True"}}, false},
 	}
-	if acc, err := meta.Accessor(s); err != nil || acc.GetResourceVersion() != "42" || acc.GetName() != "a" {
-		t.Fatalf("meta.Accessor: %v %v", acc, err)
-	}
-	// The transform is idempotent and leaves other objects alone.
-	if again, _ := m.slimNode(s); again != s {
-		t.Fatal("transform of a peer node changed it")
-	}
-	c := s.DeepCopyObject().(*peerNode)
-	c.LeaseAnn[1] = "changed"
-	c.PodCIDRs[0] = "changed"
-	if s.LeaseAnn[1] == "changed" || s.PodCIDRs[0] == "changed" {
-		t.Fatal("DeepCopyObject shares memory")
+	for _, tt := range tests {
+		m := &Manager{ann: testAnn, nodeName: "own", cfg: Config{SetNodeNetworkUnavailable: tt.set}, condChanged: make(chan struct{}, 1)}
+		n := node(tt.node, []string{"10.244.1.0/24"}, nil)
+		n.Status.Conditions = tt.conds
+		m.slimNode(n)
+		got := len(m.condChanged) == 1
+		if got != tt.signal {
+			t.Errorf("%s: signalled %v, want %v", tt.name, got, tt.signal)
+		}
 	}
 }
 
@@ -325,7 +332,7 @@ func TestDesiredAnnotations(t *testing.T) {
 	if _, ok := want[testAnn.PublicIPv6]; ok {
 		t.Fatal("v6 annotation without v6")
 	}
-	if len(annotationDiff(n.Annotations, want)) == 0 || len(annotationDiff(want, want)) != 0 {
+	if len(annotationDiff(n.Metadata.Annotations, want)) == 0 || len(annotationDiff(want, want)) != 0 {
 		t.Fatal("annotationDiff()")
 	}
 	have := maps.Clone(want)
@@ -334,7 +341,7 @@ func TestDesiredAnnotations(t *testing.T) {
 	if d := annotationDiff(have, want); len(d) != 1 || d[testAnn.PublicIP] != "192.0.2.11" {
 		t.Fatalf("annotationDiff with one changed value = %v", d)
 	}
-	n.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
+	n.Metadata.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
 	if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "203.0.113.5" {
 		t.Fatalf("overwrite ignored: %q", got)
 	}
@@ -372,18 +379,19 @@ func FuzzNodeToLease(f *testing.F) {
 }
 
 func TestNew(t *testing.T) {
-	rc := &rest.Config{Host: "https://192.0.2.253:6443"}
+	rc := &kubeapi.Config{Server: "https://192.0.2.253:6443"}
 	tests := []struct {
 		name string
 		cfg  Config
 		err  string
 	}{
-		{"node name", Config{REST: rc, NodeName: "n1"}, ""},
-		{"pod", Config{REST: rc, PodName: "p", PodNamespace: "kube-flannel"}, ""},
-		{"no identity", Config{REST: rc}, "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)"},
-		{"pod name only", Config{REST: rc, PodName: "p"}, "POD_NAMESPACE must be set"},
-		{"bad prefix", Config{REST: rc, NodeName: "n1", AnnotationPrefix: "org"}, "error creating network manager: subnet/kube: prefix must be in a format"},
+		{"node name", Config{API: rc, NodeName: "n1"}, ""},
+		{"pod", Config{API: rc, PodName: "p", PodNamespace: "kube-flannel"}, ""},
+		{"no identity", Config{API: rc}, "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)"},
+		{"pod name only", Config{API: rc, PodName: "p"}, "POD_NAMESPACE must be set"},
+		{"bad prefix", Config{API: rc, NodeName: "n1", AnnotationPrefix: "org"}, "error creating network manager: subnet/kube: prefix must be in a format"},
 		{"bad kubeconfig", Config{KubeconfigFile: "/nonexistent/kubeconfig", NodeName: "n1"}, "fail to create kubernetes config"},
+		{"bad client config", Config{API: &kubeapi.Config{Server: "https://192.0.2.253:6443", CAData: []byte("not PEM")}, NodeName: "n1"}, "unable to initialize client"},
 	}
 	for _, tt := range tests {
 		m, err := New(tt.cfg)
@@ -400,7 +408,7 @@ func TestNew(t *testing.T) {
 			t.Errorf("%s: manager returned with an error", tt.name)
 		}
 	}
-	m, _ := New(Config{REST: rc, NodeName: "n1"})
+	m, _ := New(Config{API: rc, NodeName: "n1"})
 	if m.Name() != "Kubernetes Subnet Manager - n1" {
 		t.Errorf("Name() = %q", m.Name())
 	}
@@ -419,7 +427,7 @@ func TestPublicIPs(t *testing.T) {
 		{map[string]string{testAnn.NodePublicIP: "not-an-ip"}, "", "", "", ""},
 	}
 	for _, tt := range tests {
-		m := &Manager{ann: testAnn, own: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: tt.ann}}}
+		m := &Manager{ann: testAnn, own: &apiNode{Metadata: objectMeta{Name: "n", Annotations: tt.ann}}}
 		v4, v6 := m.PublicIPs(tt.flag4, tt.flag6)
 		if v4 != tt.want4 || v6 != tt.want6 {
 			t.Errorf("%v with flags %q %q: got %q %q, want %q %q", tt.ann, tt.flag4, tt.flag6, v4, v6, tt.want4, tt.want6)

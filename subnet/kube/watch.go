@@ -2,26 +2,28 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases runs a Node informer and sends the peer leases to out: one snapshot once
-// the informer has synced, then a batch of events per burst of node changes. Only nodes
-// annotated by a kube subnet manager are leases; a node update that leaves its lease as
-// it was sends nothing; a deleted node (or one that stops being a peer) sends a removal.
-// GetNetworkConfig must have succeeded before. It returns nil when ctx ends.
+// WatchLeases lists and watches the nodes (listWatch) and sends the peer leases to out: one
+// snapshot once the first list is in, then a batch of events per burst of node changes.
+// Only nodes annotated by a kube subnet manager are leases; a node update that leaves its
+// lease as it was sends nothing; a deleted node (or one that stops being a peer) sends a
+// removal. When the watch has to start over from a new list (its resource version
+// expired), the difference between the new list and what was known is sent as events. It
+// returns nil when ctx ends; API errors are logged and retried with back-off.
+// GetNetworkConfig must have succeeded before.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	m.mu.Lock()
 	cfg := m.netCfg
@@ -29,45 +31,20 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	if cfg == nil {
 		return errors.New("subnet/kube: WatchLeases called before GetNetworkConfig")
 	}
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return m.listSlim(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return m.cs.watchNodes(ctx, o)
-		},
-	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
-	if err := inf.SetTransform(m.slimNode); err != nil {
-		return fmt.Errorf("subnet/kube: informer transform: %w", err)
-	}
-	if err := inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-		klog.ErrorS(withHint(err), "Node list/watch failed; client-go retries with backoff")
-	}); err != nil {
-		return fmt.Errorf("subnet/kube: informer error handler: %w", err)
-	}
 	q := newNodeQueue()
-	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    q.set,
-		UpdateFunc: func(_, n any) { q.set(n) },
-		DeleteFunc: q.remove,
-	})
-	if err != nil {
-		return fmt.Errorf("subnet/kube: informer handler: %w", err)
-	}
-	ictx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		inf.RunWithContext(ictx)
+		m.listWatch(lctx, q, m.lwTiming)
 	}()
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 
 	w := leaseWatch{ann: m.ann, cfg: cfg, peers: map[string]*peerNode{}}
-	poll := time.NewTicker(50 * time.Millisecond)
-	defer poll.Stop()
 	synced := false
 	started := time.Now()
 	for {
@@ -75,22 +52,24 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		case <-ctx.Done():
 			return nil
 		case <-q.signal:
-		case <-poll.C:
-			if synced {
-				poll.Stop()
-				continue
+		}
+		b := q.drain()
+		if b.replace {
+			// A new list: the peers it lacks are gone.
+			for name := range w.peers {
+				if _, ok := b.nodes[name]; !ok {
+					b.nodes[name] = nil
+				}
 			}
 		}
-		// HasSynced before draining: every event delivered before sync is then in the queue.
-		nowSynced := synced || reg.HasSynced()
 		w.quiet = !synced // until the snapshot is sent, events would be thrown away
-		events := w.apply(q.drain())
+		events := w.apply(b.nodes)
 		var res subnet.WatchResult
 		switch {
-		case !synced && nowSynced:
+		case !synced && b.listed:
 			synced = true
 			res.Snapshot = w.snapshot()
-			klog.InfoS("Node informer synced", "leases", len(res.Snapshot), "duration", time.Since(started))
+			klog.InfoS("Node list received", "leases", len(res.Snapshot), "duration", time.Since(started))
 		case synced && len(events) > 0:
 			res.Events = events
 		default:
@@ -104,64 +83,192 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}
 }
 
-// nodeQueue hands informer notifications to WatchLeases without ever blocking the
-// informer: the latest state per node name (nil = deleted), coalesced.
+// listWatchTiming are listWatch's delays (tests shorten them).
+type listWatchTiming struct {
+	minBackoff, maxBackoff time.Duration // after a failure: doubling from min to max
+	minWatch               time.Duration // a watch that ends sooner, without events, counts as a failure
+}
+
+func (t *listWatchTiming) defaults() {
+	if t.minBackoff == 0 {
+		t.minBackoff = 800 * time.Millisecond
+	}
+	if t.maxBackoff == 0 {
+		t.maxBackoff = 30 * time.Second
+	}
+	if t.minWatch == 0 {
+		t.minWatch = time.Second
+	}
+}
+
+// listTimeout bounds one node list (thousands of nodes, streamed).
+const listTimeout = 5 * time.Minute
+
+// listWatch keeps q up to date with the nodes until ctx ends: it lists them (from the API
+// server's cache: resourceVersion 0), then watches from the list's resource version, and
+// when a watch ends watches again from the last resource version seen (events and
+// bookmarks move it). When that version has expired (410 Gone, or an ERROR event saying
+// so) it lists again, from etcd, and hands the whole list to q as a replacement. Failures
+// are logged and retried with back-off; nothing is resynchronised periodically, as no
+// event is missed: every watch starts where the last one ended.
+func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming) {
+	t.defaults()
+	backoff := t.minBackoff
+	fail := func(what string, err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		klog.ErrorS(withHint(err), what, "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, t.maxBackoff)
+		return true
+	}
+	listRV := "0"
+	rv := ""
+	for ctx.Err() == nil {
+		if rv == "" {
+			lctx, cancel := context.WithTimeout(ctx, listTimeout)
+			l, err := m.listSlim(lctx, listRV)
+			cancel()
+			if err != nil {
+				if !fail("Node list failed; retrying", err) {
+					return
+				}
+				continue
+			}
+			nodes := make(map[string]*peerNode, len(l.Items))
+			for _, p := range l.Items {
+				nodes[p.Name] = p
+			}
+			q.replace(nodes)
+			rv = l.ResourceVersion
+			if rv == "" {
+				rv = "0" // a list without a version (not from a real API server): watch from now
+			}
+		}
+		start := time.Now()
+		events, err := m.watchOnce(ctx, q, &rv)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case kubeapi.IsGone(err):
+			klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "err", err)
+			rv, listRV = "", "" // the latest list, from etcd
+		case err != nil:
+			if !fail("Node watch failed; retrying", err) {
+				return
+			}
+		case events == 0 && time.Since(start) < t.minWatch:
+			// Ended at once without an event: do not spin.
+			if !fail("Node watch ended at once; retrying", errors.New("watch closed by the server")) {
+				return
+			}
+		default:
+			backoff = t.minBackoff
+		}
+	}
+}
+
+// watchOnce runs one watch from *rv until the server ends it (nil), it fails, or ctx ends,
+// and moves *rv along. It returns how many events it read.
+func (m *Manager) watchOnce(ctx context.Context, q *nodeQueue, rv *string) (int, error) {
+	// As client-go: the server ends each watch after 5 to 10 minutes, spreading the
+	// re-watches of many clients.
+	timeout := 300 + rand.IntN(300)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	body, err := m.cs.watchNodes(wctx, *rv, timeout)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	dec := kubeapi.NewWatchDecoder(body)
+	n := 0
+	for {
+		ev, err := dec.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		var node apiNode
+		if err := json.Unmarshal(ev.Object, &node); err != nil {
+			return n, fmt.Errorf("decode watched node: %w", err)
+		}
+		if node.Metadata.ResourceVersion != "" {
+			*rv = node.Metadata.ResourceVersion
+		}
+		switch ev.Type {
+		case kubeapi.Added, kubeapi.Modified:
+			q.put(node.Metadata.Name, m.slimNode(&node))
+		case kubeapi.Deleted:
+			q.put(node.Metadata.Name, nil)
+		}
+	}
+}
+
+// nodeQueue hands the node changes from listWatch to WatchLeases without ever blocking
+// listWatch: the latest state per node name (nil = deleted), coalesced, or a whole new
+// list.
 type nodeQueue struct {
-	mu      sync.Mutex
-	pending map[string]*peerNode
-	signal  chan struct{}
+	mu       sync.Mutex
+	pending  map[string]*peerNode
+	replaced bool // pending started from a full list: nodes not in it are gone
+	listed   bool // a list has been received
+	signal   chan struct{}
 }
 
 func newNodeQueue() *nodeQueue {
 	return &nodeQueue{pending: map[string]*peerNode{}, signal: make(chan struct{}, 1)}
 }
 
-func (q *nodeQueue) put(name string, n *peerNode) {
-	q.mu.Lock()
-	q.pending[name] = n
-	q.mu.Unlock()
+func (q *nodeQueue) notify() {
 	select {
 	case q.signal <- struct{}{}:
 	default:
 	}
 }
 
-func (q *nodeQueue) set(obj any) {
-	if n, ok := obj.(*peerNode); ok {
-		q.put(n.Name, n)
-	}
+func (q *nodeQueue) put(name string, n *peerNode) {
+	q.mu.Lock()
+	q.pending[name] = n
+	q.mu.Unlock()
+	q.notify()
 }
 
-func (q *nodeQueue) remove(obj any) {
-	switch o := obj.(type) {
-	case *peerNode:
-		q.put(o.Name, nil)
-	case cache.DeletedFinalStateUnknown:
-		if n, ok := o.Obj.(*peerNode); ok {
-			q.put(n.Name, nil)
-			return
-		}
-		if _, name, err := cache.SplitMetaNamespaceKey(o.Key); err == nil {
-			q.put(name, nil)
-		}
-	}
+// replace makes nodes (by name) the whole node set: it supersedes every change pending.
+func (q *nodeQueue) replace(nodes map[string]*peerNode) {
+	q.mu.Lock()
+	q.pending, q.replaced, q.listed = nodes, true, true
+	q.mu.Unlock()
+	q.notify()
 }
 
-func (q *nodeQueue) drain() map[string]*peerNode {
+// queued is what drain hands over.
+type queued struct {
+	nodes   map[string]*peerNode // latest state by name, nil = deleted
+	replace bool                 // nodes is the whole set (plus later changes)
+	listed  bool                 // a list has been received
+}
+
+func (q *nodeQueue) drain() queued {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.pending) == 0 {
-		return nil
-	}
-	p := q.pending
-	q.pending = map[string]*peerNode{}
-	return p
+	b := queued{nodes: q.pending, replace: q.replaced, listed: q.listed}
+	q.pending, q.replaced = map[string]*peerNode{}, false
+	return b
 }
 
 // leaseWatch knows the peer nodes (those with a valid lease) and turns node changes into
-// lease events. It keeps the informer's peer nodes themselves (shared, never modified)
-// rather than a lease per node, and builds leases when it needs them: at 5,000 nodes a
-// second copy of every lease was a third of the Kubernetes side's memory.
+// lease events. It keeps the peer nodes (never modified) rather than a lease per node, and
+// builds leases when it needs them: at 5,000 nodes a second copy of every lease was a
+// third of the Kubernetes side's memory. Nodes that are not peers are not kept at all.
 type leaseWatch struct {
 	ann   Annotations
 	cfg   *subnet.Config
