@@ -131,12 +131,12 @@ type Request struct {
 // must close. A refusal is returned as a *StatusError; a failure to reach the server is
 // a *url.Error (as net/http returns it).
 func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
-	u := *c.base
-	u.Path = c.base.Path + r.Path
-	u.RawPath = ""
-	if c.base.RawPath != "" || strings.Contains(r.Path, "%") {
-		u.RawPath = c.base.EscapedPath() + r.Path
+	path, err := url.PathUnescape(r.Path)
+	if err != nil {
+		return nil, fmt.Errorf("request path %q: %w", r.Path, err)
 	}
+	u := *c.base
+	u.Path, u.RawPath = c.base.Path+path, c.base.EscapedPath()+r.Path
 	u.RawQuery = r.Query.Encode()
 	var body io.Reader
 	if r.Body != nil {

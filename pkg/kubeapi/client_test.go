@@ -89,6 +89,8 @@ func TestClientRequests(t *testing.T) {
 			writeStatus(w, 403, "Forbidden", `nodes "forbidden" is forbidden: User "x" cannot get resource "nodes"`)
 		case r.URL.Path == "/prefix/api/v1/nodes/gone":
 			writeStatus(w, 410, "Expired", "too old")
+		case r.URL.EscapedPath() == "/prefix/api/v1/nodes/a%2Fb":
+			fmt.Fprint(w, `{"metadata":{"name":"a/b"}}`)
 		case r.URL.Path == "/prefix/api/v1/nodes/plain":
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprint(w, "Unauthorized\n")
@@ -123,8 +125,11 @@ func TestClientRequests(t *testing.T) {
 	if err := c.Get(ctx, "/api/v1/nodes/x", &n); !IsNotFound(err) {
 		t.Fatalf("not found: %v", err)
 	}
+	if err := c.Get(ctx, "/api/v1/nodes/"+url.PathEscape("a/b"), &n); err != nil || n.Metadata.Name != "a/b" {
+		t.Fatalf("escaped name: %v %+v", err, n)
+	}
 	got := requests()
-	if len(got) != 6 {
+	if len(got) != 7 {
 		t.Fatalf("requests %+v", got)
 	}
 	for _, s := range got {
