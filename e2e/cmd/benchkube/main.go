@@ -191,7 +191,7 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 		tail = tail[i:] // this run only
 	}
 	for _, line := range strings.Split(tail, "\n") {
-		if strings.HasPrefix(line, "gc ") || strings.Contains(line, "informer synced") || strings.Contains(line, "Reconciled") || strings.Contains(line, "Found network config") || strings.Contains(line, "Running backend") {
+		if strings.HasPrefix(line, "gc ") || strings.Contains(line, "Node list received") || strings.Contains(line, "Reconciled") || strings.Contains(line, "Found network config") || strings.Contains(line, "Running backend") {
 			fmt.Fprintf(os.Stderr, "benchkube:   %s\n", line)
 		}
 	}
