@@ -308,3 +308,38 @@ func TestWithHintFromServer(t *testing.T) {
 		t.Fatalf("unreachable: %v", err)
 	}
 }
+
+// A watch that expires right after every list backs off instead of listing in a loop.
+func TestWatchLeasesExpiredAfterListBacksOff(t *testing.T) {
+	var mu sync.Mutex
+	lists := 0
+	m := fakeManager(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") == "true" {
+			w.WriteHeader(http.StatusGone)
+			fmt.Fprint(w, `{"kind":"Status","status":"Failure","message":"too old resource version","reason":"Expired","code":410}`)
+			return
+		}
+		mu.Lock()
+		lists++
+		mu.Unlock()
+		fmt.Fprint(w, nodeList("3"))
+	}))
+	m.lwTiming.minBackoff, m.lwTiming.maxBackoff = 20*time.Millisecond, 100*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan subnet.WatchResult, 1)
+	done := make(chan error, 1)
+	go func() { done <- m.WatchLeases(ctx, out) }()
+	if r := watchNext(t, out); !r.IsSnapshot() {
+		t.Fatal("no snapshot")
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	// With back-off (20 ms doubling to 100 ms): at most about 8 lists in 0.5 s; without,
+	// hundreds.
+	if lists < 2 || lists > 30 {
+		t.Fatalf("%d lists in 0.5 s", lists)
+	}
+}

@@ -130,6 +130,7 @@ func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming
 	listRV := "0"
 	rv := ""
 	for ctx.Err() == nil {
+		justListed := rv == ""
 		if rv == "" {
 			lctx, cancel := context.WithTimeout(ctx, listTimeout)
 			l, err := m.listSlim(lctx, listRV)
@@ -156,7 +157,14 @@ func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming
 		case ctx.Err() != nil:
 			return
 		case kubeapi.IsGone(err):
-			klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "err", err)
+			if justListed && events == 0 {
+				// Expired right after a list: do not list again at once.
+				if !fail("Node watch expired right after the list; listing again", err) {
+					return
+				}
+			} else {
+				klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "err", err)
+			}
 			rv, listRV = "", "" // the latest list, from etcd
 		case err != nil:
 			if !fail("Node watch failed; retrying", err) {
