@@ -6,6 +6,7 @@ package kube
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -549,4 +550,54 @@ func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
 		t.Fatalf("the test's patch did not apply: %s (%s)", status, reason)
 	}
 	waitUp("after someone set it to True")
+}
+
+// flanneld's own kubeconfig loader against the real apiserver: a relative CA file with a
+// relative token file, the CA inline with an exec credential plugin, and --kube-api-url
+// overriding a wrong server.
+func TestIntegrationKubeconfigAuth(t *testing.T) {
+	k := apiserver(t)
+	cs := adminClient(t, k)
+	name := uniq(t, "n")
+	createNode(t, cs, name, []string{"10.244.7.0/24"}, nil)
+	dir := t.TempDir()
+	write := func(rel, content string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("pki/ca.crt", string(k.API.CAPEM()), 0o644)
+	write("secrets/token", k.API.AdminToken()+"\n", 0o600)
+	write("bin/cred.sh", "#!/bin/sh\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\""+k.API.AdminToken()+"\"}}'\n", 0o755)
+	kubeconfig := func(server, cluster, user string) string {
+		return "apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {cluster: lab, user: flanneld}\n" +
+			"clusters:\n- name: lab\n  cluster:\n    server: " + server + "\n" + cluster +
+			"users:\n- name: flanneld\n  user:\n" + user
+	}
+	caData := "    certificate-authority-data: " + base64.StdEncoding.EncodeToString(k.API.CAPEM()) + "\n"
+	tests := []struct {
+		name, kubeconfig, apiURL string
+	}{
+		{"token file", kubeconfig(k.API.URL(), "    certificate-authority: pki/ca.crt\n", "    tokenFile: secrets/token\n"), ""},
+		{"exec plugin", kubeconfig(k.API.URL(), caData, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/cred.sh\n      interactiveMode: Never\n"), ""},
+		{"api url override", kubeconfig("https://127.0.0.1:1", caData, "    token: "+k.API.AdminToken()+"\n"), k.API.URL()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".kubeconfig")
+			write(filepath.Base(p), tt.kubeconfig, 0o600)
+			m, err := New(Config{KubeconfigFile: p, APIURL: tt.apiURL, NodeName: name, NetConfigPath: writeNetConf(t, itNetConf)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.GetNetworkConfig(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
