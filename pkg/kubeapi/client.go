@@ -23,7 +23,6 @@ import (
 type Client struct {
 	base      *url.URL
 	hc        *http.Client
-	tr        *http.Transport
 	userAgent string
 	auth      *authenticator
 	// Timeout bounds Get and Patch (not Stream and Watch, which the caller's context
@@ -109,11 +108,8 @@ func New(cfg *Config, userAgent string) (*Client, error) {
 	if userAgent == "" {
 		userAgent = "flannel-go"
 	}
-	return &Client{base: base, hc: &http.Client{Transport: tr}, tr: tr, userAgent: userAgent, auth: a, Timeout: DefaultTimeout}, nil
+	return &Client{base: base, hc: &http.Client{Transport: tr}, userAgent: userAgent, auth: a, Timeout: DefaultTimeout}, nil
 }
-
-// CloseIdleConnections closes the connections not in use.
-func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
 
 // Request is one API call.
 type Request struct {
