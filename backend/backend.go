@@ -63,7 +63,14 @@ type Network interface {
 	// the kernel, computes the difference and applies it. It is called from one
 	// goroutine at a time, and is safe to call repeatedly with the same leases (a no-op
 	// when nothing drifted). An error means some change failed; the daemon retries.
-	Reconcile(ctx context.Context, peers []subnet.Lease) error
+	//
+	// peers is the daemon's lease set itself, ordered by subnet key, not a copy: it is
+	// valid and unchanged only for the duration of the call. Reconcile iterates it
+	// (peers.All or peers.At, which materialise each lease by value without allocating)
+	// and must not keep peers, or anything pointing into it such as a lease's
+	// BackendData, once it returns: copy what it needs to keep. The leases' Expiration
+	// is zero.
+	Reconcile(ctx context.Context, peers subnet.Peers) error
 	// WatchFilter names the kernel objects Reconcile owns or depends on: its devices
 	// (and everything on them), links whose state matters (the external interface),
 	// and the networks whose main-table routes it owns. The daemon calls it once after

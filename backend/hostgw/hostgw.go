@@ -228,7 +228,7 @@ func (b *Backend) LastCounts() Counts {
 // package comment). Peers whose route the kernel refuses because their address is not
 // on-link are logged (once per problem) and not returned as errors: retrying cannot fix
 // a topology problem, and the route is tried again every round anyway.
-func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.started {

@@ -121,7 +121,7 @@ func TestReconcileInNamespace(t *testing.T) {
 	vx := lease("10.5.4.0/24", "192.0.2.4", "vxlan")
 	peers := []subnet.Lease{own, a, far, vx}
 
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
 	want := []string{"10.5.2.0/24 via 192.0.2.2", "10.99.0.0/16 via 192.0.2.9", "198.51.100.0/24 via 192.0.2.254", "fd00:5:0:2::/64 via 2001:db8::2"}
@@ -143,7 +143,7 @@ func TestReconcileInNamespace(t *testing.T) {
 	}
 
 	// Idempotent: a second round changes nothing (the far peer is retried but fails).
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	if c := b.LastCounts(); c.Added != 0 || c.Removed != 0 {
@@ -158,7 +158,7 @@ func TestReconcileInNamespace(t *testing.T) {
 		Gw: net.ParseIP("2001:db8::7")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	if got := l.routes(t); !slices.Equal(got, want) {
@@ -166,7 +166,7 @@ func TestReconcileInNamespace(t *testing.T) {
 	}
 
 	// The lease goes: so does its route.
-	if err := nw.Reconcile(ctx, []subnet.Lease{own, far}); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(own, far)); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := l.routes(t), []string{"10.99.0.0/16 via 192.0.2.9", "198.51.100.0/24 via 192.0.2.254"}; !slices.Equal(got, want) {

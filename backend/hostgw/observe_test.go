@@ -61,7 +61,7 @@ func TestReconcileReportsChanges(t *testing.T) {
 		if s.prep != nil {
 			s.prep()
 		}
-		if err := nw.Reconcile(ctx, s.peers); err != nil {
+		if err := nw.Reconcile(ctx, subnet.PeersOf(s.peers...)); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
 		if len(obs) != len(s.want) {

@@ -55,14 +55,13 @@ type problem struct {
 // destination, into out (which it clears). It is a pure function of its inputs. Leases of
 // other backends, without this family, outside the network or leased twice are skipped
 // and reported in the returned problems (appended to probs).
-func desired(p params, peers []subnet.Lease, out map[netip.Prefix]route, probs []problem) []problem {
+func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []problem) []problem {
 	clear(out)
 	fam, prio := "IPv4", 0
 	if p.V6 {
 		fam, prio = "IPv6", v6DefaultMetric
 	}
-	for i := range peers {
-		l := &peers[i]
+	for l := range peers.All() {
 		if l.Attrs.BackendType != BackendType {
 			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType)})
 			continue

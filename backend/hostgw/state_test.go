@@ -104,7 +104,7 @@ func TestDesired(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			out := map[netip.Prefix]route{netip.MustParsePrefix("10.9.9.0/24"): {}} // cleared
-			probs := desired(tc.p, tc.peers, out, nil)
+			probs := desired(tc.p, subnet.PeersOf(tc.peers...), out, nil)
 			var got []string
 			for _, r := range out {
 				if r.Link != 7 {

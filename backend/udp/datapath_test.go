@@ -117,10 +117,10 @@ func (f *fakeConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 
 func newTestPath(t *testing.T, tun *fakeTUN, conn *fakeConn, gso, gro bool) *dataPath {
 	var tp atomic.Pointer[table]
-	tbl, _ := buildTable([]subnet.Lease{
+	tbl, _ := buildTable(subnet.PeersOf(
 		udpLease("10.5.2.0/24", "192.0.2.2", ""),
 		udpLease("10.5.3.0/24", "192.0.2.3", ""),
-	}, netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("10.5.1.0/24"), 8285)
+	), netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("10.5.1.0/24"), 8285)
 	tp.Store(tbl)
 	d := &dataPath{tun: tun, conn: conn, tunIP: [4]byte{10, 5, 1, 0}, table: &tp, gro: gro, mtu: 1472, counts: &counters{}}
 	d.gso.Store(gso)

@@ -65,11 +65,10 @@ type problem struct {
 // without BackendType (udp leases, as upstream writes them) with an IPv4 subnet inside
 // network other than own and a public address; packets to them go to PublicIP:port.
 // Unusable leases are reported in the returned problems.
-func buildTable(peers []subnet.Lease, network, own netip.Prefix, port int) (*table, []problem) {
-	t := &table{peers: make(map[uint64]*peer, len(peers))}
+func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table, []problem) {
+	t := &table{peers: make(map[uint64]*peer, peers.Len())}
 	var probs []problem
-	for i := range peers {
-		l := &peers[i]
+	for l := range peers.All() {
 		if l.Attrs.BackendType != "" {
 			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not udp (udp leases carry no BackendType)", l.Attrs.BackendType)})
 			continue

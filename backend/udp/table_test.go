@@ -34,7 +34,7 @@ func TestBuildTableAndLookup(t *testing.T) {
 		udpLease("10.5.2.0/24", "192.0.2.9", ""),   // leased twice
 		udpLease("10.5.3.128/25", "192.0.2.7", ""), // a longer prefix inside another peer's subnet
 	}
-	tbl, probs := buildTable(leases, network, own, 8285)
+	tbl, probs := buildTable(subnet.PeersOf(leases...), network, own, 8285)
 	if tbl.len() != 3 {
 		t.Errorf("%d peers, want 3", tbl.len())
 	}
@@ -83,7 +83,7 @@ func BenchmarkLookup(b *testing.B) {
 			a := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0})
 			leases = append(leases, subnet.Lease{Subnet: netip.PrefixFrom(a, 24), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1")}})
 		}
-		tbl, _ := buildTable(leases, netip.MustParsePrefix("10.0.0.0/8"), netip.Prefix{}, 8285)
+		tbl, _ := buildTable(subnet.PeersOf(leases...), netip.MustParsePrefix("10.0.0.0/8"), netip.Prefix{}, 8285)
 		b.Run("peers="+strconv.Itoa(n), func(b *testing.B) {
 			k := addrKey("10.0.5.9")
 			for b.Loop() {

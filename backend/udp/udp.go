@@ -461,7 +461,7 @@ func (b *Backend) Stats() Stats { return b.counts.snapshot() }
 
 // Reconcile repairs flannel0 and installs the peer table computed from the leases with
 // one atomic swap; the data path picks it up with its next batch.
-func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.started {

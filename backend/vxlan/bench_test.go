@@ -13,7 +13,7 @@ import (
 
 // manyPeers makes n vxlan peer leases in 10.0.0.0/8 (/24 each) with public addresses
 // in 198.51.100.0/24 and 192.0.2.0/24 (reused; only the kernel tables care).
-func manyPeers(n int) []subnet.Lease {
+func manyPeers(n int) subnet.Peers {
 	out := make([]subnet.Lease, n)
 	for i := range n {
 		k := i + 2
@@ -26,7 +26,7 @@ func manyPeers(n int) []subnet.Lease {
 		out[i] = subnet.Lease{EnableIPv4: true, Subnet: sn, Attrs: subnet.LeaseAttrs{
 			PublicIP: pub, BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + m + `"}`)}}
 	}
-	return out
+	return subnet.PeersOf(out...)
 }
 
 // BenchmarkDesiredDiff20k measures the pure part of a round for 20,000 peers with

@@ -46,7 +46,7 @@ func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
 	round := func(stage string, wantRead bool, peers ...subnet.Lease) {
 		t.Helper()
 		before := b.kc.reads
-		if err := nw.Reconcile(ctx, peers); err != nil {
+		if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 			t.Fatalf("%s: Reconcile: %v", stage, err)
 		}
 		if read := b.kc.reads != before; read != wantRead {

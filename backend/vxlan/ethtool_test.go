@@ -224,7 +224,7 @@ func TestIntegrationChecksumOffload(t *testing.T) {
 			if err := l.h.LinkDel(link); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Reconcile(ctx, []subnet.Lease{peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")}); err != nil {
+			if err := b.Reconcile(ctx, subnet.PeersOf(peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02"))); err != nil {
 				t.Fatal(err)
 			}
 			check("after the device was recreated")

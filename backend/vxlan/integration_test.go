@@ -159,7 +159,7 @@ func testConfigNet(t testing.TB, backendJSON, network string, v6 bool) *subnet.C
 func reconcileUnchanged(t *testing.T, ctx context.Context, nw backend.Network, ch *countingHandle, peers []subnet.Lease, what string) {
 	t.Helper()
 	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatalf("%s Reconcile: %v", what, err)
 	}
 	if n := ch.writes.Load() - before; n != 0 {
@@ -356,7 +356,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 	p2 := peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")
 	p3 := peer("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03")
 	own := peer("10.5.1.0/24", "192.0.2.1", "0e:00:00:00:00:01") // must be ignored
-	if err := nw.Reconcile(ctx, []subnet.Lease{p2, p3, own}); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(p2, p3, own)); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	wantV := kernelView{
@@ -411,12 +411,12 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 			t.Fatalf("seeding drift %d: %v", i, err)
 		}
 	}
-	if d, err := b.Drift(ctx, []subnet.Lease{p2, p3}); err != nil || d.NeighRemoved != 1 || d.FDBRemoved != 1 ||
+	if d, err := b.Drift(ctx, subnet.PeersOf(p2, p3)); err != nil || d.NeighRemoved != 1 || d.FDBRemoved != 1 ||
 		d.RoutesRemoved != 1 || d.NeighAdded != 1 || d.RoutesAdded != 1 || d.FDBAdded != 1 {
 		t.Errorf("Drift = %+v, %v", d, err)
 	}
 	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, []subnet.Lease{p2, p3}); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(p2, p3)); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	check("after drift", wantV)
@@ -433,7 +433,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 	}
 
 	// Peer removed: its triplet goes.
-	if err := nw.Reconcile(ctx, []subnet.Lease{p2}); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(p2)); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	check("after removal", kernelView{
@@ -446,7 +446,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 	if err := l.h.LinkDel(link); err != nil {
 		t.Fatal(err)
 	}
-	if err := nw.Reconcile(ctx, []subnet.Lease{p2}); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(p2)); err != nil {
 		t.Fatalf("Reconcile after device loss: %v", err)
 	}
 	nl, err := l.h.LinkByName("flannel.1")
@@ -618,7 +618,7 @@ func TestIntegrationDirectRouting(t *testing.T) {
 	p2 := peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")    // same L2 segment: direct
 	p3 := peer("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03") // behind a gateway: vxlan
 	peers := []subnet.Lease{p2, p3}
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	v := l.view("flannel.1", unix.AF_INET, cfg.Network)
@@ -639,7 +639,7 @@ func TestIntegrationDirectRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nw2.Reconcile(ctx, peers); err != nil {
+	if err := nw2.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	v = l.view("flannel.1", unix.AF_INET, cfg.Network)
@@ -693,7 +693,7 @@ func TestIntegrationDualStack(t *testing.T) {
 		peer6("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02", "fd00:5:0:2::/64", "2001:db8::2", "0e:00:00:00:06:02"),
 		peer6("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03", "fd00:5:0:3::/64", "2001:db8:100::3", "0e:00:00:00:06:03"),
 	}
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	v := l.view("flannel-v6.1", unix.AF_INET6, cfg.IPv6Network)
@@ -708,7 +708,7 @@ func TestIntegrationDualStack(t *testing.T) {
 		t.Errorf("v4 side: %+v", v4)
 	}
 	reconcileUnchanged(t, ctx, nw, ch, peers, "unchanged dual-stack")
-	if err := nw.Reconcile(ctx, peers[:1]); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers[:1]...)); err != nil {
 		t.Fatal(err)
 	}
 	v = l.view("flannel-v6.1", unix.AF_INET6, cfg.IPv6Network)
@@ -769,7 +769,7 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 	p2 := peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")
 	p3 := peer("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03")
 	peers := []subnet.Lease{p2, p3}
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
 	check := func(stage string) map[netip.Prefix]netlinkx.Route {
@@ -807,7 +807,7 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 	// A nexthop deleted by hand takes its route along; both come back.
 	ipc("nexthop", "del", "id", strconv.Itoa(int(rs[netip.MustParsePrefix("10.5.3.0/24")].NhID)))
 	before := ch.writes.Load()
-	if err := nw.Reconcile(ctx, peers); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	check("after nexthop deletion")
@@ -816,7 +816,7 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 	}
 
 	// Peer removed: route and nexthop go.
-	if err := nw.Reconcile(ctx, peers[:1]); err != nil {
+	if err := nw.Reconcile(ctx, subnet.PeersOf(peers[:1]...)); err != nil {
 		t.Fatal(err)
 	}
 	if rs, nhs := l.kernelRoutes(idx); len(rs) != 1 || len(nhs) != 1 {
@@ -833,7 +833,7 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nw2.Reconcile(ctx, peers); err != nil {
+	if err := nw2.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	rs, _ = l.kernelRoutes(idx)

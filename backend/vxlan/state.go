@@ -480,15 +480,14 @@ type problem struct {
 // peer leases, into out (which it resets). It is a pure function of its inputs.
 // Leases of other backends, without this family, or with unusable data are skipped and
 // reported in the returned problems (appended to probs).
-func desiredFamily(p famParams, peers []subnet.Lease, out famState, probs []problem) []problem {
-	out.size(len(peers))
+func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []problem) []problem {
+	out.size(peers.Len())
 	out.reset()
 	fam, prio := "IPv4", 0
 	if p.V6 {
 		fam, prio = "IPv6", v6DefaultMetric
 	}
-	for i := range peers {
-		l := &peers[i]
+	for l := range peers.All() {
 		if l.Attrs.BackendType != "vxlan" {
 			// reported by both families; the caller logs each distinct problem once
 			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType)})

@@ -186,7 +186,7 @@ func TestDesiredFamily(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := newFamState(tc.p.V6)
 			out.setNeigh(ip("10.9.9.9"), hwAddr{}) // must be reset
-			probs := desiredFamily(tc.p, tc.peers, out, nil)
+			probs := desiredFamily(tc.p, subnet.PeersOf(tc.peers...), out, nil)
 			if got := render(out); !slices.Equal(got, tc.want) {
 				t.Errorf("desired:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
@@ -240,7 +240,7 @@ func TestDiffNexthops(t *testing.T) {
 		lease("10.5.3.0/24", "198.51.100.3", vd("0e:00:00:00:00:03")),
 	}
 	want := newV4State()
-	if probs := desiredFamily(p, peers, want, nil); len(probs) != 0 {
+	if probs := desiredFamily(p, subnet.PeersOf(peers...), want, nil); len(probs) != 0 {
 		t.Fatalf("problems %v", probs)
 	}
 	for r := range want.allRoutes() {
@@ -348,7 +348,7 @@ func TestDiffNexthops(t *testing.T) {
 	}
 	// Without nexthop objects (older kernels, IPv6) routes stay plain.
 	p.Nexthops = false
-	desiredFamily(p, peers, want, nil)
+	desiredFamily(p, subnet.PeersOf(peers...), want, nil)
 	for r := range want.allRoutes() {
 		if r.ViaNH {
 			t.Errorf("route %+v uses a nexthop object with Nexthops off", r)
@@ -653,7 +653,7 @@ func TestStateKeys(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			want, act := newFamState(tc.p.V6), newFamState(tc.p.V6)
-			if probs := desiredFamily(tc.p, tc.peers, want, nil); len(probs) != 0 {
+			if probs := desiredFamily(tc.p, subnet.PeersOf(tc.peers...), want, nil); len(probs) != 0 {
 				t.Fatalf("problems %v", probs)
 			}
 			tc.act(act)

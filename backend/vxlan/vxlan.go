@@ -391,7 +391,7 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 // Reconcile converges the devices and the peers' neighbour, FDB and route entries to
 // what the leases require (see the package comment). It returns the joined failures;
 // the daemon retries later.
-func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c, err := b.round(ctx, peers, true)
@@ -401,7 +401,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
 }
 
 // Drift computes, without changing anything, what Reconcile would change now.
-func (b *Backend) Drift(ctx context.Context, peers []subnet.Lease) (Counts, error) {
+func (b *Backend) Drift(ctx context.Context, peers subnet.Peers) (Counts, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.round(ctx, peers, false)
@@ -414,7 +414,7 @@ func (b *Backend) LastCounts() Counts {
 	return b.last
 }
 
-func (b *Backend) round(ctx context.Context, peers []subnet.Lease, apply bool) (Counts, error) {
+func (b *Backend) round(ctx context.Context, peers subnet.Peers, apply bool) (Counts, error) {
 	var c Counts
 	if !b.started {
 		return c, errors.New("vxlan: Reconcile called before Start")

@@ -359,7 +359,7 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 		}
 		backoff = tm.reconcileBack
 		ready.Set(checkConverged, nil)
-		klog.V(2).InfoS("Reconciled", "peers", len(peers), "duration", time.Since(start))
+		klog.V(2).InfoS("Reconciled", "peers", peers.Len(), "duration", time.Since(start))
 	}
 }
 

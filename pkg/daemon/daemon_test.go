@@ -90,9 +90,10 @@ func (b *fakeBackend) Devices() []string { return []string{"fake0"} }
 func (b *fakeBackend) WatchFilter() kernelwatch.Filter {
 	return kernelwatch.Filter{Devices: []string{"fake0"}}
 }
-func (b *fakeBackend) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+// Reconcile records a copy of the peers: the collection is valid only during the call.
+func (b *fakeBackend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
-	b.reconciles = append(b.reconciles, peers)
+	b.reconciles = append(b.reconciles, peers.Leases())
 	b.mu.Unlock()
 	return nil
 }

@@ -63,14 +63,15 @@ func (k leaseKey) compare(o leaseKey) int {
 // leaseSet is the daemon's view of the peer leases: the latest snapshot with the
 // events since applied. The node's own lease is never part of it.
 //
-// The leases are stored once, in list, ordered by key: a lookup is a binary search, so
-// the set needs no index beside it (a map of 20,000 keys would add 1.5 MB to the 4 MB
-// of the leases), and peers() hands out list itself instead of a copy per reconcile.
+// The leases are stored once, in compact form (subnet.PeerList: 56 bytes per IPv4 lease
+// and its backend data, where a subnet.Lease takes 208), ordered by key: a lookup is a
+// binary search, so the set needs no index beside it (a map of 20,000 keys would add
+// 1.5 MB), and peers() hands out a view of the storage instead of a copy per reconcile.
 type leaseSet struct {
 	own    leaseKey
-	list   []subnet.Lease // ordered by keyOf, one lease per key
-	synced bool           // a snapshot has been applied
-	gen    uint64         // incremented whenever apply changes the peer set
+	list   subnet.PeerList // ordered by keyOf, one lease per key
+	synced bool            // a snapshot has been applied
+	gen    uint64          // incremented whenever apply changes the peer set
 }
 
 func newLeaseSet(ownKey string) *leaseSet {
@@ -81,14 +82,20 @@ func newLeaseSet(ownKey string) *leaseSet {
 	return s
 }
 
-// find returns the position of the lease with key k, or where it would go.
-func (s *leaseSet) find(k leaseKey) (int, bool) {
-	i := sort.Search(len(s.list), func(i int) bool { return keyOf(&s.list[i]).compare(k) >= 0 })
-	return i, i < len(s.list) && keyOf(&s.list[i]) == k
+// keyAt is the key of the i-th lease.
+func (s *leaseSet) keyAt(i int) leaseKey {
+	l := s.list.At(i)
+	return keyOf(&l)
 }
 
-// apply folds one watch result in and reports whether the peer set changed. It keeps
-// the snapshot slice of r as its storage.
+// find returns the position of the lease with key k, or where it would go.
+func (s *leaseSet) find(k leaseKey) (int, bool) {
+	i := sort.Search(s.list.Len(), func(i int) bool { return s.keyAt(i).compare(k) >= 0 })
+	return i, i < s.list.Len() && s.keyAt(i) == k
+}
+
+// apply folds one watch result in and reports whether the peer set changed. The set
+// keeps nothing of r: it stores compact copies.
 func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
 	if r.IsSnapshot() {
 		changed = s.applySnapshot(r.Snapshot)
@@ -102,7 +109,7 @@ func (s *leaseSet) apply(r subnet.WatchResult) (changed bool) {
 }
 
 // applyEvents applies a batch of events: the last event about a key decides. Changed
-// leases are replaced in place; removals and additions cost one pass over the list.
+// leases are replaced in place; removals and additions cost one pass over the list each.
 func (s *leaseSet) applyEvents(evs []subnet.Event) (changed bool) {
 	last := make(map[leaseKey]int, len(evs))
 	for i := range evs {
@@ -120,45 +127,30 @@ func (s *leaseSet) applyEvents(evs []subnet.Event) (changed bool) {
 			gone = append(gone, pos)
 		case ev.Type == subnet.EventAdded && !ok:
 			added = append(added, ev.Lease)
-		case ev.Type == subnet.EventAdded && !subnet.SamePeer(s.list[pos], ev.Lease):
-			s.list[pos] = ev.Lease
+		case ev.Type == subnet.EventAdded && !subnet.SamePeer(s.list.At(pos), ev.Lease):
+			s.list.Set(pos, ev.Lease)
 			changed = true
 		}
 	}
 	if len(gone) > 0 {
 		slices.Sort(gone)
-		next, g := s.list[:gone[0]], 0
-		for i := gone[0]; i < len(s.list); i++ {
-			if g < len(gone) && gone[g] == i {
-				g++
-				continue
-			}
-			next = append(next, s.list[i])
-		}
-		clear(s.list[len(next):]) // drop references
-		s.list = next
+		s.list.Delete(gone)
 		changed = true
 	}
 	if len(added) > 0 {
 		sortLeases(added)
-		// Merge from the back, in place: the list grows by len(added).
-		n := len(s.list)
-		s.list = slices.Grow(s.list, len(added))[:n+len(added)]
-		i, j := n-1, len(added)-1
-		for w := len(s.list) - 1; j >= 0; w-- {
-			if i >= 0 && keyOf(&s.list[i]).compare(keyOf(&added[j])) > 0 {
-				s.list[w] = s.list[i]
-				i--
-			} else {
-				s.list[w] = added[j]
-				j--
-			}
+		at := make([]int, len(added))
+		for j := range added {
+			at[j], _ = s.find(keyOf(&added[j])) // ascending, as added is ordered
 		}
+		s.list.Insert(at, added)
 		changed = true
 	}
 	return changed
 }
 
+// applySnapshot replaces the set by the snapshot (ordered in place, own lease and
+// duplicates dropped) unless it holds the same peers.
 func (s *leaseSet) applySnapshot(snap []subnet.Lease) bool {
 	sortLeases(snap)
 	// Drop the own lease and duplicates (the first in the snapshot's order wins).
@@ -170,11 +162,24 @@ func (s *leaseSet) applySnapshot(snap []subnet.Lease) bool {
 		}
 		next = append(next, snap[i])
 	}
-	clear(snap[len(next):]) // drop references beyond the kept ones
-	if s.synced && slices.EqualFunc(next, s.list, subnet.SamePeer) {
+	if s.synced && s.same(next) {
 		return false
 	}
-	s.list, s.synced = next, true
+	s.list.Reset(next)
+	s.synced = true
+	return true
+}
+
+// same reports whether the set holds exactly the peers ls (in order).
+func (s *leaseSet) same(ls []subnet.Lease) bool {
+	if len(ls) != s.list.Len() {
+		return false
+	}
+	for i := range ls {
+		if !subnet.SamePeer(s.list.At(i), ls[i]) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -215,6 +220,6 @@ func sortLeases(ls []subnet.Lease) {
 	}
 }
 
-// peers returns the peer leases ordered by subnets (stable input for the backend). The
-// slice is the set's own storage: valid until the next apply, not to be modified.
-func (s *leaseSet) peers() []subnet.Lease { return s.list }
+// peers returns the peer leases ordered by subnets (stable input for the backend). It
+// is a view of the set's own storage: valid until the next apply.
+func (s *leaseSet) peers() subnet.Peers { return s.list.Peers() }

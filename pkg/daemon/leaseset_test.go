@@ -16,9 +16,9 @@ func lease(sn, pub, mac string) subnet.Lease {
 		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
 }
 
-func keys(ls []subnet.Lease) []string {
+func keys(p subnet.Peers) []string {
 	var out []string
-	for _, l := range ls {
+	for l := range p.All() {
 		out = append(out, l.Key())
 	}
 	return out
@@ -62,7 +62,7 @@ func TestLeaseSet(t *testing.T) {
 			}
 		}
 	}
-	if p := s.peers(); string(p[0].Attrs.BackendData) != string(a.Attrs.BackendData) {
+	if p := s.peers(); string(p.At(0).Attrs.BackendData) != string(a.Attrs.BackendData) {
 		t.Fatal("lease content lost")
 	}
 }
@@ -102,7 +102,7 @@ func TestLeaseSetChurn(t *testing.T) {
 			}
 		}
 		s.apply(subnet.WatchResult{Events: evs})
-		got := s.peers()
+		got := s.peers().Leases()
 		if len(got) != len(ref) {
 			t.Fatalf("round %d: %d peers, want %d", round, len(got), len(ref))
 		}
@@ -148,7 +148,7 @@ func TestLeaseSetSnapshotOrderAndDuplicates(t *testing.T) {
 			snap = append(snap, own)
 			s := newLeaseSet(own.Key())
 			s.apply(subnet.WatchResult{Snapshot: snap})
-			got := s.peers()
+			got := s.peers().Leases()
 			if len(got) != len(first) {
 				t.Fatalf("%d peers, want %d", len(got), len(first))
 			}
@@ -161,5 +161,43 @@ func TestLeaseSetSnapshotOrderAndDuplicates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// IPv6-only ("0.0.0.0-0&…") and dual-stack leases are kept whole and ordered by key
+// beside IPv4-only ones; removals need only the subnets.
+func TestLeaseSetMixedFamilies(t *testing.T) {
+	own := lease("10.5.1.0/24", "192.0.2.11", "aa:aa:aa:aa:aa:01")
+	v4 := lease("10.5.2.0/24", "192.0.2.12", "aa:aa:aa:aa:aa:02")
+	dual := lease("10.5.3.0/24", "192.0.2.13", "aa:aa:aa:aa:aa:03")
+	dual.EnableIPv6, dual.IPv6Subnet = true, netip.MustParsePrefix("fd00:5:3::/64")
+	dual.Attrs.PublicIPv6 = netip.MustParseAddr("2001:db8::13")
+	dual.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"bb:bb:bb:bb:bb:03"}`)
+	v6 := subnet.Lease{EnableIPv6: true, IPv6Subnet: netip.MustParsePrefix("fd00:5:4::/64"), Attrs: subnet.LeaseAttrs{
+		PublicIPv6: netip.MustParseAddr("2001:db8::14"), BackendType: "vxlan",
+		BackendV6Data: json.RawMessage(`{"VNI":1,"VtepMAC":"bb:bb:bb:bb:bb:04"}`)}}
+	s := newLeaseSet(own.Key())
+	s.apply(subnet.WatchResult{Snapshot: []subnet.Lease{dual, own, v4, v6}})
+	want := []subnet.Lease{v6, v4, dual}
+	got := s.peers().Leases()
+	if len(got) != len(want) {
+		t.Fatalf("peers %v", keys(s.peers()))
+	}
+	for i := range want {
+		if !subnet.SamePeer(got[i], want[i]) {
+			t.Fatalf("peer %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if k := keys(s.peers()); k[0] != "0.0.0.0-0&fd00:5:4::-64" || k[2] != "10.5.3.0-24&fd00:5:3::-64" {
+		t.Fatalf("keys %v", k)
+	}
+	if !s.apply(subnet.WatchResult{Events: []subnet.Event{
+		{Type: subnet.EventRemoved, Lease: subnet.Lease{IPv6Subnet: v6.IPv6Subnet}},
+		{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: dual.Subnet}}, // another key: not dual's
+	}}) {
+		t.Fatal("removal not a change")
+	}
+	if k := keys(s.peers()); len(k) != 2 || k[0] != "10.5.2.0-24" || k[1] != dual.Key() {
+		t.Fatalf("after removal: %v", k)
 	}
 }

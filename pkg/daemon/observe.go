@@ -192,10 +192,10 @@ func (n *meteredNetwork) Invalidate() {
 	}
 }
 
-func (n *meteredNetwork) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+func (n *meteredNetwork) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	gen := n.set.gen
 	n.kobs.drift.Store(n.any && gen == n.converged)
-	n.m.PeerLeases(len(peers))
+	n.m.PeerLeases(peers.Len())
 	start := time.Now()
 	err := n.Network.Reconcile(ctx, peers)
 	n.kobs.drift.Store(false)

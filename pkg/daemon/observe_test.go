@@ -120,7 +120,7 @@ type reportingNetwork struct {
 	failing bool
 }
 
-func (n *reportingNetwork) Reconcile(ctx context.Context, peers []subnet.Lease) error {
+func (n *reportingNetwork) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	backend.ReportCount(n.obs, backend.KindRoute, backend.OpAdd, n.add)
 	if n.failing {
 		return errors.New("route refused")

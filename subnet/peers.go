@@ -1,0 +1,258 @@
+package subnet
+
+import (
+	"iter"
+	"net/netip"
+	"unsafe"
+)
+
+// Peers is an ordered, read-only collection of peer leases in a compact form: the lease
+// set the daemon hands to a backend. An IPv4-only lease takes 56 bytes (a Lease takes
+// 208) plus its backend data; see peer.
+//
+// A Peers value is a view of its owner's storage (a PeerList): it stays valid, and
+// unchanged, until the owner changes the list; the daemon changes it only between
+// reconcile rounds. Consumers must not keep a Peers value, or the backend data of a
+// Lease it returned, across rounds.
+//
+// The zero Peers is empty.
+type Peers struct{ list []peer }
+
+// PeersOf returns the leases, in the given order, as a Peers collection (for tests and
+// callers that hold leases). It copies what it keeps: ls may be changed afterwards.
+func PeersOf(ls ...Lease) Peers {
+	var pl PeerList
+	pl.Reset(ls)
+	return pl.Peers()
+}
+
+// Len is the number of peers.
+func (p Peers) Len() int { return len(p.list) }
+
+// At materialises the i-th lease. It does not allocate. The lease is exact in everything
+// SamePeer compares; its Expiration is zero (peers' leases carry none: only the node's
+// own lease expires in the daemon's view). Its BackendData and BackendV6Data share the
+// collection's memory: they are read-only (copy them to change them), and not to be kept
+// once the collection changes.
+func (p Peers) At(i int) Lease { return p.list[i].lease() }
+
+// All yields the leases in order, as At materialises them.
+func (p Peers) All() iter.Seq[Lease] {
+	return func(yield func(Lease) bool) {
+		for i := range p.list {
+			if !yield(p.list[i].lease()) {
+				return
+			}
+		}
+	}
+}
+
+// Leases returns a copy of the collection as leases (for tests and diagnostics; it
+// allocates).
+func (p Peers) Leases() []Lease {
+	out := make([]Lease, len(p.list))
+	for i := range p.list {
+		out[i] = p.list[i].lease()
+		out[i].Attrs.BackendData = cloneRaw(out[i].Attrs.BackendData)
+		out[i].Attrs.BackendV6Data = cloneRaw(out[i].Attrs.BackendV6Data)
+	}
+	return out
+}
+
+func cloneRaw(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+// PeerList is the mutable storage behind a Peers collection, for its one owner (the
+// daemon's lease set). It keeps the leases in the order its owner gives them. Changes
+// reuse the storage: a Peers view taken earlier sees them, so the owner changes the list
+// only while no consumer reads a view.
+type PeerList struct{ list []peer }
+
+// Peers returns a read-only view of the list (no copy).
+func (pl *PeerList) Peers() Peers { return Peers{pl.list} }
+
+// Len is the number of leases.
+func (pl *PeerList) Len() int { return len(pl.list) }
+
+// At materialises the i-th lease, as Peers.At.
+func (pl *PeerList) At(i int) Lease { return pl.list[i].lease() }
+
+// Set replaces the i-th lease.
+func (pl *PeerList) Set(i int, l Lease) { pl.list[i] = compactPeer(&l) }
+
+// Reset replaces the whole list by ls, in order, reusing the storage when it is large
+// enough.
+func (pl *PeerList) Reset(ls []Lease) {
+	if cap(pl.list) < len(ls) {
+		pl.list = make([]peer, len(ls))
+	} else {
+		if len(pl.list) > len(ls) {
+			clear(pl.list[len(ls):]) // drop references beyond the kept ones
+		}
+		pl.list = pl.list[:len(ls)]
+	}
+	for i := range ls {
+		pl.list[i] = compactPeer(&ls[i])
+	}
+}
+
+// Delete removes the leases at the given positions, which must be ascending and distinct.
+// It costs one pass over the list from the first position on.
+func (pl *PeerList) Delete(at []int) {
+	if len(at) == 0 {
+		return
+	}
+	w, g := at[0], 0
+	for i := at[0]; i < len(pl.list); i++ {
+		if g < len(at) && at[g] == i {
+			g++
+			continue
+		}
+		pl.list[w] = pl.list[i]
+		w++
+	}
+	clear(pl.list[w:]) // drop references
+	pl.list = pl.list[:w]
+}
+
+// Insert inserts ls[j] before the lease now at position at[j] (len for the end), for
+// every j; at must be ascending (ls[j] before ls[j+1] where they are equal). It costs one
+// pass over the list from the first position on, merging from the back in place.
+func (pl *PeerList) Insert(at []int, ls []Lease) {
+	if len(at) != len(ls) {
+		panic("subnet: PeerList.Insert: positions and leases differ in number")
+	}
+	if len(ls) == 0 {
+		return
+	}
+	n := len(pl.list)
+	if cap(pl.list) < n+len(ls) {
+		grown := make([]peer, n, n+len(ls)+n/8)
+		copy(grown, pl.list)
+		pl.list = grown
+	}
+	pl.list = pl.list[:n+len(ls)]
+	i, j := n-1, len(ls)-1
+	for w := len(pl.list) - 1; j >= 0; w-- {
+		if i >= at[j] {
+			pl.list[w] = pl.list[i]
+			i--
+		} else {
+			pl.list[w] = compactPeer(&ls[j])
+			j--
+		}
+	}
+}
+
+// peer is a lease in compact form. The IPv4 parts are stored inline (an IPv4 subnet as
+// address bytes and length, the public IPv4 address as bytes); the backend type is
+// interned; the backend data is a string (16 bytes instead of a slice's 24). Everything
+// IPv6 (and any IPv4 field holding something other than a plain IPv4 value) is out of
+// line behind ext, nil for IPv4-only leases. The expiration is not kept.
+//
+// Size: 16 (typ) + 16 (data) + 8 (ext) + 4 + 4 + 1 + 1 = 50, 56 with alignment.
+type peer struct {
+	typ   string   // Attrs.BackendType, interned when well known
+	data  string   // Attrs.BackendData
+	ext   *peerExt // nil when all of the rest is zero
+	sn    [4]byte  // Subnet's address when flagSubnet
+	pub   [4]byte  // Attrs.PublicIP when flagPublicIP
+	bits  uint8    // Subnet's length when flagSubnet
+	flags uint8
+}
+
+const (
+	flagEnableIPv4 = 1 << iota
+	flagEnableIPv6
+	flagSubnet   // Subnet is a valid IPv4 prefix, in sn and bits
+	flagPublicIP // Attrs.PublicIP is an IPv4 address, in pub
+)
+
+// peerExt holds the parts of a lease that are absent from IPv4-only leases.
+type peerExt struct {
+	sn6   netip.Prefix // IPv6Subnet
+	pub6  netip.Addr   // Attrs.PublicIPv6
+	data6 string       // Attrs.BackendV6Data
+	// sn and pub hold Subnet and Attrs.PublicIP when they are neither zero nor plain
+	// IPv4 values (never, from a datastore; kept so that the round trip is exact).
+	sn  netip.Prefix
+	pub netip.Addr
+}
+
+// compactPeer converts a lease. It copies the backend data.
+func compactPeer(l *Lease) peer {
+	p := peer{typ: internBackendType(l.Attrs.BackendType), data: string(l.Attrs.BackendData)}
+	if l.EnableIPv4 {
+		p.flags |= flagEnableIPv4
+	}
+	if l.EnableIPv6 {
+		p.flags |= flagEnableIPv6
+	}
+	var x peerExt
+	switch sn := l.Subnet; {
+	case sn.IsValid() && sn.Addr().Is4():
+		p.sn, p.bits, p.flags = sn.Addr().As4(), uint8(sn.Bits()), p.flags|flagSubnet
+	case sn != netip.Prefix{}:
+		x.sn = sn
+	}
+	switch a := l.Attrs.PublicIP; {
+	case a.Is4():
+		p.pub, p.flags = a.As4(), p.flags|flagPublicIP
+	case a != netip.Addr{}:
+		x.pub = a
+	}
+	x.sn6, x.pub6, x.data6 = l.IPv6Subnet, l.Attrs.PublicIPv6, string(l.Attrs.BackendV6Data)
+	if x != (peerExt{}) {
+		p.ext = &x
+	}
+	return p
+}
+
+// lease materialises the lease. It does not allocate: the backend data share p's strings.
+func (p *peer) lease() Lease {
+	l := Lease{
+		EnableIPv4: p.flags&flagEnableIPv4 != 0,
+		EnableIPv6: p.flags&flagEnableIPv6 != 0,
+		Attrs:      LeaseAttrs{BackendType: p.typ, BackendData: rawOf(p.data)},
+	}
+	if p.flags&flagSubnet != 0 {
+		l.Subnet = netip.PrefixFrom(netip.AddrFrom4(p.sn), int(p.bits))
+	}
+	if p.flags&flagPublicIP != 0 {
+		l.Attrs.PublicIP = netip.AddrFrom4(p.pub)
+	}
+	if x := p.ext; x != nil {
+		if p.flags&flagSubnet == 0 {
+			l.Subnet = x.sn
+		}
+		if p.flags&flagPublicIP == 0 {
+			l.Attrs.PublicIP = x.pub
+		}
+		l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data = x.sn6, x.pub6, rawOf(x.data6)
+	}
+	return l
+}
+
+// rawOf returns the bytes of s without copying them (nil for ""). The result must not
+// be modified.
+func rawOf(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// internBackendType returns the shared constant for the well-known backend types, so
+// that a lease set does not hold one copy of "vxlan" per lease.
+func internBackendType(s string) string {
+	for _, k := range [...]string{"vxlan", "host-gw", "udp", "ipip", "wireguard", "ipsec", "extension", "alloc", "tencent-vpc"} {
+		if s == k {
+			return k
+		}
+	}
+	return s
+}
