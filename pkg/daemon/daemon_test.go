@@ -90,6 +90,7 @@ func (b *fakeBackend) Devices() []string { return []string{"fake0"} }
 func (b *fakeBackend) WatchFilter() kernelwatch.Filter {
 	return kernelwatch.Filter{Devices: []string{"fake0"}}
 }
+
 // Reconcile records a copy of the peers: the collection is valid only during the call.
 func (b *fakeBackend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
