@@ -11,9 +11,10 @@
 //     set up its devices fails here, before any lease is written.
 //  3. The daemon acquires the lease with those attributes and calls Backend.Start, which
 //     configures the node side for the lease (addresses, own routes) and returns a Network.
-//  4. The daemon calls Network.Reconcile with the current peer lease set whenever it may
-//     have changed (lease events, periodic resync). Reconcile converges kernel state to
-//     what the leases demand and removes what it owns that no lease explains.
+//  4. The daemon calls Network.Reconcile with the current peer lease set (a subnet.Peers,
+//     the daemon's own compact storage) whenever it may have changed (lease events,
+//     periodic resync). Reconcile converges kernel state to what the leases demand and
+//     removes what it owns that no lease explains.
 //  5. The daemon also watches the kernel objects Network.WatchFilter names (netlink
 //     notifications, pkg/kernelwatch) and calls Reconcile when someone else changed
 //     them, so deleted or altered state is restored within a second.
