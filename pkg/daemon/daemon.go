@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -300,6 +301,10 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 	return k, d
 }
 
+// bigSnapshot is the number of leases from which the heap is collected right after a
+// snapshot is applied, before the round (see reconcileLoop): start-up and resyncs only.
+const bigSnapshot = 5000
+
 // reconcileLoop folds lease watch results into the peer set and converges the backend
 // to it. Bursts are coalesced: all pending results are applied before one Reconcile,
 // and kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled
@@ -317,15 +322,24 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 		case r := <-results:
 			m.LeaseResult(r)
 			dirty = set.apply(r) || dirty
+			snapped := len(r.Snapshot) // leases in the snapshots applied
 		drain:
 			for {
 				select {
 				case r := <-results:
 					m.LeaseResult(r)
 					dirty = set.apply(r) || dirty
+					snapped += len(r.Snapshot)
 				default:
 					break drain
 				}
+			}
+			if snapped >= bigSnapshot {
+				// The snapshot is garbage now (the set keeps a compact copy), but the
+				// heap goal was likely set by a collection while it was live (5 MB at
+				// 20,000 leases), which lets the round's allocations grow the heap by
+				// that much more; one collection now sets the goal from what is live.
+				runtime.GC()
 			}
 			if set.synced {
 				ready.Set(checkLeaseWatch, nil)
