@@ -259,6 +259,8 @@ func (s *keyedState[K]) size(n int) {
 	s.neigh = make(map[K]hwAddr, n)
 	s.fdb = make(map[hwAddr]K, n)
 	s.routes = make(map[pfxKey[K]]rtVal[K], n)
+	s.nh = make(map[K]uint32, n)
+	s.nhByID = make(map[uint32]K, n)
 	s.sized = n
 }
 

@@ -440,6 +440,10 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers, apply bool) (Co
 	if full {
 		b.kc.reads++
 		for _, f := range b.fams {
+			// The kernel holds about as many objects as the peers want: maps made for
+			// them at once leave no garbage behind while they fill (after a round too
+			// large to follow its own echo, the actual state is still the small one).
+			f.act.size(peers.Len())
 			if err := b.readActual(f); err != nil {
 				return c, fmt.Errorf("vxlan: %w", err)
 			}
