@@ -86,8 +86,9 @@ type watcher struct {
 
 	mu      sync.Mutex
 	pending map[Object]struct{}
-	mass    bool // more than Backoff.LargeBatch objects changed: pending is not kept
-	lost    bool // notifications were lost: the next kick is unconditional
+	spare   map[Object]struct{} // the batch take returned before: dispatch is done with it, take reuses it
+	mass    bool                // more than Backoff.LargeBatch objects changed: pending is not kept
+	lost    bool                // notifications were lost: the next kick is unconditional
 
 	wake      chan struct{}
 	overflows atomic.Int64 // ENOBUFS seen
@@ -216,7 +217,13 @@ func (w *watcher) take() (batch map[Object]struct{}, unconditional bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	batch, unconditional = w.pending, w.lost || w.mass
-	w.pending, w.lost, w.mass = make(map[Object]struct{}), false, false
+	next := w.spare
+	if next == nil {
+		next = make(map[Object]struct{})
+	}
+	clear(next)
+	w.pending, w.spare = next, batch
+	w.lost, w.mass = false, false
 	return batch, unconditional
 }
 
