@@ -161,15 +161,16 @@ func (w *watcher) read(ctx context.Context, m *netlinkx.Monitor) {
 func (w *watcher) receive(ctx context.Context, m *netlinkx.Monitor) error {
 	stop := context.AfterFunc(ctx, func() { m.Close() })
 	defer stop()
+	onChange := func(ch *netlinkx.Change) { // made once: Read keeps it while it reads
+		if o, ok := w.m.match(ch.Type, ch.Body); ok {
+			w.add(o)
+		}
+	}
 	for {
 		if err := m.Wait(); err != nil {
 			return err
 		}
-		lost, err := m.Read(func(ch *netlinkx.Change) {
-			if o, ok := w.m.match(ch.Type, ch.Body); ok {
-				w.add(o)
-			}
-		})
+		lost, err := m.Read(onChange)
 		if lost {
 			w.overflows.Add(1)
 			klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")

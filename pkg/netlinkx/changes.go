@@ -117,6 +117,7 @@ type Monitor struct {
 	readF    func(ch *Change)
 	readLost bool
 	readErr  error
+	ch       Change // what read hands to readF (a local would escape to the heap per call)
 }
 
 // NewMonitor opens a Monitor in the calling process's network namespace, joined to the
@@ -280,7 +281,6 @@ func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 }
 
 func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
-	var ch Change
 	for {
 		for i := range m.mm {
 			m.mm[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
@@ -309,8 +309,8 @@ func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
 				continue
 			}
 			ok := eachMsg(m.buf[i*changeSlotSize:i*changeSlotSize+int(h.Len)], func(h msgHdr, body []byte) bool {
-				ch = Change{Type: h.Type, Pid: h.Pid, Body: body}
-				f(&ch)
+				m.ch = Change{Type: h.Type, Pid: h.Pid, Body: body}
+				f(&m.ch)
 				return true
 			})
 			if !ok {
