@@ -85,9 +85,10 @@ func (pl *PeerList) At(i int) Lease { return pl.list[i].lease() }
 func (pl *PeerList) Set(i int, l Lease) { pl.list[i] = compactPeer(&l) }
 
 // Reset replaces the whole list by ls, in order, reusing the storage when it is large
-// enough.
+// enough and not more than twice as large as needed (a network that shrank from 20,000
+// peers does not keep their storage).
 func (pl *PeerList) Reset(ls []Lease) {
-	if cap(pl.list) < len(ls) {
+	if c := cap(pl.list); c < len(ls) || (c > 2*len(ls) && c > 1024) {
 		pl.list = make([]peer, len(ls))
 	} else {
 		if len(pl.list) > len(ls) {

@@ -3,6 +3,7 @@ package subnet
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
@@ -237,4 +238,71 @@ func FuzzPeersRoundTrip(f *testing.F) {
 			}
 		}
 	})
+}
+
+// PeerList's in-place edits agree with slices.Delete/slices.Insert on a plain slice, for
+// random positions (both the grow path and the in-place path).
+func TestPeerListEditsAgainstSlice(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for it := range 3000 {
+		var pl PeerList
+		var ref []Lease
+		for i := range rnd.IntN(20) {
+			ref = append(ref, v4Lease(i*10))
+		}
+		pl.Reset(ref)
+		for step := range 10 {
+			if rnd.IntN(2) == 0 && len(ref) > 0 {
+				var at []int
+				for i := range ref {
+					if rnd.IntN(3) == 0 {
+						at = append(at, i)
+					}
+				}
+				pl.Delete(at)
+				for j := len(at) - 1; j >= 0; j-- {
+					ref = slices.Delete(ref, at[j], at[j]+1)
+				}
+			} else {
+				k := rnd.IntN(6)
+				at, ls := make([]int, k), make([]Lease, k)
+				for j := range k {
+					at[j] = rnd.IntN(len(ref) + 1)
+					ls[j] = v4Lease(1000 + it*10 + j + step*100)
+				}
+				slices.Sort(at)
+				pl.Insert(at, ls)
+				for j := k - 1; j >= 0; j-- {
+					ref = slices.Insert(ref, at[j], ls[j])
+				}
+			}
+			if pl.Len() != len(ref) {
+				t.Fatalf("iteration %d step %d: %d leases, want %d", it, step, pl.Len(), len(ref))
+			}
+			for i := range ref {
+				if !SamePeer(pl.At(i), ref[i]) {
+					t.Fatalf("iteration %d step %d: lease %d differs", it, step, i)
+				}
+			}
+		}
+	}
+}
+
+// Reset keeps its storage for a list of about the same size and lets go of it when the
+// list shrinks to under half of a large storage.
+func TestPeerListResetStorage(t *testing.T) {
+	big := make([]Lease, 3000)
+	for i := range big {
+		big[i] = v4Lease(i)
+	}
+	var pl PeerList
+	pl.Reset(big)
+	pl.Reset(big[:2000])
+	if cap(pl.list) != 3000 {
+		t.Errorf("storage for 2,000 of 3,000 leases not reused: cap %d", cap(pl.list))
+	}
+	pl.Reset(big[:10])
+	if cap(pl.list) != 10 || pl.Len() != 10 || !SamePeer(pl.At(9), big[9]) {
+		t.Errorf("after shrinking to 10: cap %d, len %d", cap(pl.list), pl.Len())
+	}
 }
