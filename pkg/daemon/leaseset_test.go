@@ -201,3 +201,107 @@ func TestLeaseSetMixedFamilies(t *testing.T) {
 		t.Fatalf("after removal: %v", k)
 	}
 }
+
+// The lease set agrees with a plain map from key to lease over random snapshots and
+// event batches (IPv4-only, IPv6-only and dual-stack leases, nil and empty backend data,
+// events about the own key, duplicates in snapshots), and apply reports a change exactly
+// when the peers changed.
+func TestLeaseSetAgainstMap(t *testing.T) {
+	mk := func(i, v int) subnet.Lease {
+		l := subnet.Lease{EnableIPv4: true, Attrs: subnet.LeaseAttrs{BackendType: "vxlan",
+			PublicIP:    netip.AddrFrom4([4]byte{192, 0, 2, byte(v)}),
+			BackendData: json.RawMessage(fmt.Sprintf(`{"v":%d}`, v))}}
+		v4 := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 0}), 24)
+		v6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, byte(i)}), 64)
+		switch i % 4 {
+		case 0:
+			l.Subnet = v4
+		case 1:
+			l.EnableIPv4, l.EnableIPv6, l.IPv6Subnet = false, true, v6
+			l.Attrs.BackendV6Data = json.RawMessage(`{}`)
+		case 2:
+			l.Subnet, l.IPv6Subnet = v4, v6
+		case 3:
+			l.Subnet, l.Attrs.BackendData = v4, nil
+			if v%2 == 1 {
+				l.Attrs.BackendData = json.RawMessage{}
+			}
+		}
+		return l
+	}
+	differ := func(a, b map[leaseKey]subnet.Lease) bool {
+		if len(a) != len(b) {
+			return true
+		}
+		for k, l := range a {
+			if o, ok := b[k]; !ok || !subnet.SamePeer(o, l) {
+				return true
+			}
+		}
+		return false
+	}
+	for seed := range 200 {
+		rnd := rand.New(rand.NewPCG(uint64(seed), 9))
+		own := mk(4, 0)
+		s := newLeaseSet(own.Key())
+		var ref map[leaseKey]subnet.Lease // nil until the first snapshot
+		for round := range 60 {
+			var r subnet.WatchResult
+			next := map[leaseKey]subnet.Lease{}
+			if round%17 == 0 {
+				r.Snapshot = []subnet.Lease{}
+				for range rnd.IntN(40) {
+					l := mk(rnd.IntN(30), rnd.IntN(3))
+					r.Snapshot = append(r.Snapshot, l)
+					if k := keyOf(&l); k != s.own {
+						if _, dup := next[k]; !dup { // the first of duplicates wins
+							next[k] = l
+						}
+					}
+				}
+			} else {
+				for k, l := range ref {
+					next[k] = l
+				}
+				for range rnd.IntN(20) {
+					l := mk(rnd.IntN(30), rnd.IntN(3))
+					ev := subnet.Event{Type: subnet.EventAdded, Lease: l}
+					if rnd.IntN(3) == 0 {
+						ev = subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet}}
+					}
+					r.Events = append(r.Events, ev)
+					switch k := keyOf(&l); {
+					case k == s.own:
+					case ev.Type == subnet.EventRemoved:
+						delete(next, k)
+					default:
+						next[k] = l
+					}
+				}
+			}
+			wantChanged := ref == nil && r.IsSnapshot() || ref != nil && differ(next, ref)
+			if ref != nil || r.IsSnapshot() {
+				ref = next
+			}
+			got := s.apply(r)
+			if ref == nil {
+				continue // events before the first snapshot: nothing to compare
+			}
+			if got != wantChanged {
+				t.Fatalf("seed %d round %d: apply reported changed=%v, want %v", seed, round, got, wantChanged)
+			}
+			ls := s.peers().Leases()
+			if len(ls) != len(ref) {
+				t.Fatalf("seed %d round %d: %d peers, want %d", seed, round, len(ls), len(ref))
+			}
+			for i, l := range ls {
+				if w, ok := ref[keyOf(&l)]; !ok || !subnet.SamePeer(w, l) {
+					t.Fatalf("seed %d round %d: peer %s differs from the model", seed, round, l.Key())
+				}
+				if i > 0 && keyOf(&ls[i-1]).compare(keyOf(&l)) >= 0 {
+					t.Fatalf("seed %d round %d: peers out of order at %d", seed, round, i)
+				}
+			}
+		}
+	}
+}
