@@ -35,3 +35,30 @@ func TestMassChangeKeepsNoObjects(t *testing.T) {
 		})
 	}
 }
+
+// take hands out each batch whole until the next take (dispatch reads it in between)
+// while later changes gather in another map, and a batch reused by a later take starts
+// empty.
+func TestTakeKeepsBatchUntilNextTake(t *testing.T) {
+	w := &watcher{cfg: Config{Backoff: DefaultBackoff()}, pending: map[Object]struct{}{}, wake: make(chan struct{}, 1)}
+	obj := func(i int) Object {
+		return Object{Kind: KindRoute, Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32)}
+	}
+	for round := range 4 {
+		w.add(obj(round))
+		w.add(obj(100 + round))
+		batch, _ := w.take()
+		w.add(obj(200 + round)) // arrives while dispatch reads batch
+		if len(batch) != 2 {
+			t.Fatalf("round %d: batch of %d objects, want 2", round, len(batch))
+		}
+		for _, o := range []Object{obj(round), obj(100 + round)} {
+			if _, ok := batch[o]; !ok {
+				t.Fatalf("round %d: batch lacks %v", round, o)
+			}
+		}
+		if next, _ := w.take(); len(next) != 1 {
+			t.Fatalf("round %d: the change after the take: %d objects, want 1", round, len(next))
+		}
+	}
+}
