@@ -5,26 +5,28 @@ import (
 	"testing"
 )
 
-// GOGC set by the operator is left to the runtime; otherwise the daemon's default applies.
+// A GOGC set by the operator is left as the runtime applied it (here: the percentage the
+// test sets beforehand); unset or empty, the daemon's default applies.
 func TestSetGCPercent(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(orig) })
 	tests := []struct {
 		name    string
 		env     map[string]string
-		want    string
-		percent int // in effect afterwards
+		runtime int // what the runtime applied from the environment
+		want    int
 	}{
-		{"unset", nil, "50", defaultGCPercent},
-		{"set by the operator", map[string]string{"GOGC": "200"}, "200", 100}, // the runtime applied it at start, not this test
-		{"off", map[string]string{"GOGC": "off"}, "off", 100},
+		{"unset", nil, 100, defaultGCPercent},
+		{"empty", map[string]string{"GOGC": ""}, 100, defaultGCPercent},
+		{"set by the operator", map[string]string{"GOGC": "200"}, 200, 200},
+		{"off", map[string]string{"GOGC": "off"}, -1, -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			debug.SetGCPercent(100)
+			debug.SetGCPercent(tc.runtime)
 			got := setGCPercent(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
-			if p := debug.SetGCPercent(100); got != tc.want || p != tc.percent {
-				t.Errorf("setGCPercent = %q with GC percent %d; want %q and %d", got, p, tc.want, tc.percent)
+			if p := debug.SetGCPercent(100); got != tc.want || p != tc.want {
+				t.Errorf("setGCPercent = %d with the GC percent at %d; want %d", got, p, tc.want)
 			}
 		})
 	}

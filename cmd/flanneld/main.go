@@ -12,7 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"syscall"
 
 	"k8s.io/klog/v2"
@@ -47,14 +46,17 @@ func main() {
 // by about 3 MB for a few more collections during bursts (configuration.md#memory).
 const defaultGCPercent = 50
 
-// setGCPercent applies defaultGCPercent unless the operator set GOGC (which the runtime
-// has applied already), and returns the setting in effect.
-func setGCPercent(lookup func(string) (string, bool)) string {
-	if v, set := lookup("GOGC"); set {
-		return v
+// setGCPercent applies defaultGCPercent unless the operator set GOGC to something (the
+// runtime has applied it already; an empty GOGC counts as unset), and returns the
+// percentage in effect (-1: off).
+func setGCPercent(lookup func(string) (string, bool)) int {
+	if v, _ := lookup("GOGC"); v != "" {
+		p := debug.SetGCPercent(100) // reads the setting; put back at once
+		debug.SetGCPercent(p)
+		return p
 	}
 	debug.SetGCPercent(defaultGCPercent)
-	return strconv.Itoa(defaultGCPercent)
+	return defaultGCPercent
 }
 
 func run() int {
@@ -71,8 +73,8 @@ func run() int {
 		return 2
 	}
 	defer klog.Flush()
-	gogc := setGCPercent(os.LookupEnv)
-	klog.InfoS("Starting flanneld", "version", version, "options", opts.LogSafe(), "GOGC", gogc)
+	gcPercent := setGCPercent(os.LookupEnv)
+	klog.InfoS("Starting flanneld", "version", version, "options", opts.LogSafe(), "gcPercent", gcPercent)
 
 	// One instance per network and node: a second daemon for the same prefix or subnet
 	// file in this network namespace would fight the first over the same kernel state.
