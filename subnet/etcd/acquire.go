@@ -83,7 +83,7 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		if e.lease.IPv6Subnet.IsValid() {
 			taken6 = append(taken6, e.lease.IPv6Subnet)
 		}
-		if e.usable() {
+		if e.usableOrLog() {
 			peers = append(peers, e.lease)
 		}
 	})

@@ -67,9 +67,9 @@ type entry struct {
 // name is the entry's etcd key.
 func (e *entry) name() string { return string(e.rawKey) }
 
-// usable reports whether the entry's value parsed; an entry whose value did not is
+// usableOrLog reports whether the entry's value parsed; an entry whose value did not is
 // logged and is no peer lease (its subnets are still taken).
-func (e *entry) usable() bool {
+func (e *entry) usableOrLog() bool {
 	if e.attrsErr != nil {
 		klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
 		return false

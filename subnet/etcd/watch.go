@@ -104,7 +104,7 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	defer cancel()
 	var leases []subnet.Lease
 	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Lease, 0, n) }, func(e *entry) {
-		if e.usable() {
+		if e.usableOrLog() {
 			leases = append(leases, e.lease)
 		}
 	})
