@@ -292,12 +292,19 @@ func (w *leaseWatch) lease(n *peerNode) (subnet.Lease, error) {
 }
 
 // apply folds the latest node states (nil = deleted) in and returns the lease events
-// (none when quiet).
+// (none when quiet): every removal before every addition, since the consumer applies the
+// last event about a subnet. A batch can hold both for one subnet (node x deleted and
+// its pod CIDR given to a new node y, seen together after a relist or while the queue
+// coalesced), and y's lease must stay.
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
-	var events []subnet.Event
+	var removed, added []subnet.Event
 	emit := func(t subnet.EventType, l subnet.Lease) {
-		if !w.quiet {
-			events = append(events, subnet.Event{Type: t, Lease: l})
+		switch {
+		case w.quiet:
+		case t == subnet.EventRemoved:
+			removed = append(removed, subnet.Event{Type: t, Lease: l})
+		default:
+			added = append(added, subnet.Event{Type: t, Lease: l})
 		}
 	}
 	for name, n := range nodes {
@@ -336,7 +343,7 @@ func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 			emit(subnet.EventAdded, l)
 		}
 	}
-	return events
+	return append(removed, added...)
 }
 
 var errDeleted = errors.New("node deleted")
