@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Client sends requests to one API server with one identity. It is safe for concurrent
@@ -25,6 +27,7 @@ type Client struct {
 	hc        *http.Client
 	userAgent string
 	auth      *authenticator
+	conns     *connTracker
 	// Timeout bounds Get and Patch (not Stream and Watch, which the caller's context
 	// bounds).
 	Timeout time.Duration
@@ -65,10 +68,10 @@ func New(cfg *Config, userAgent string) (*Client, error) {
 		tlsCfg.Certificates = []tls.Certificate{cert}
 	case cfg.CertFile != "":
 		a.certFile, a.keyFile = cfg.CertFile, cfg.KeyFile
-		if _, err := a.fileCert(); err != nil { // fail early on a bad file; it is reloaded later
+		if err := a.loadCert(); err != nil { // fail early on a bad file; it is checked again later
 			return nil, fmt.Errorf("invalid configuration: client certificate: %w", err)
 		}
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.fileCert() }
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.fileCert(), nil }
 	}
 	if cfg.Exec != nil {
 		a.exec = newExecPlugin(cfg.Exec, cfg)
@@ -102,13 +105,19 @@ func New(cfg *Config, userAgent string) (*Client, error) {
 	if cfg.Dial != nil {
 		tr.DialContext = cfg.Dial
 	}
+	// A new client certificate (a rewritten file, or a new one from the exec plugin) is
+	// only presented in a new handshake: every open connection is closed, also the busy
+	// ones a watch keeps (as client-go's connection rotation does).
+	conns := newConnTracker(tr.DialContext)
+	tr.DialContext = conns.DialContext
+	a.onNewCert = conns.closeAll
 	if a.exec != nil {
-		a.exec.onNewCert = tr.CloseIdleConnections
+		a.exec.onNewCert = conns.closeAll
 	}
 	if userAgent == "" {
 		userAgent = "flannel-go"
 	}
-	return &Client{base: base, hc: &http.Client{Transport: tr}, userAgent: userAgent, auth: a, Timeout: DefaultTimeout}, nil
+	return &Client{base: base, hc: &http.Client{Transport: tr}, userAgent: userAgent, auth: a, conns: conns, Timeout: DefaultTimeout}, nil
 }
 
 // Request is one API call.
@@ -222,22 +231,29 @@ type authenticator struct {
 	certFile, keyFile  string
 	exec               *execPlugin
 	now                func() time.Time
+	onNewCert          func() // the certificate from certFile/keyFile changed
 
-	mu       sync.Mutex
-	fileTok  string
-	tokRead  time.Time
-	cert     *tls.Certificate
-	certRead time.Time
+	mu        sync.Mutex
+	fileTok   string
+	tokRead   time.Time
+	cert      *tls.Certificate
+	certPEM   []byte // the files cert was loaded from
+	keyPEM    []byte
+	certCheck time.Time // when the files were last compared
 }
 
 // Token files are read again after tokenPeriod (client-go's period for bound
-// service-account tokens), certificate files after certPeriod.
+// service-account tokens); certificate files are checked for a change after
+// certCheckPeriod (client-go's period too).
 const (
-	tokenPeriod = time.Minute
-	certPeriod  = 5 * time.Minute
+	tokenPeriod     = time.Minute
+	certCheckPeriod = time.Minute
 )
 
 func (a *authenticator) apply(ctx context.Context, req *http.Request) error {
+	if a.certFile != "" {
+		a.checkCert(false)
+	}
 	switch {
 	case a.exec != nil:
 		tok, err := a.exec.token(ctx)
@@ -263,10 +279,17 @@ func (a *authenticator) apply(ctx context.Context, req *http.Request) error {
 	return nil
 }
 
-// refused is told about a 401: an exec credential is fetched again.
+// refused is told about a 401: an exec credential is fetched again; certificate files
+// are read again at once and every connection is closed, so that the next request
+// handshakes with whatever certificate the files hold now.
 func (a *authenticator) refused() {
 	if a.exec != nil {
 		a.exec.invalidate()
+	}
+	if a.certFile != "" {
+		if !a.checkCert(true) && a.onNewCert != nil {
+			a.onNewCert()
+		}
 	}
 }
 
@@ -292,21 +315,67 @@ func (a *authenticator) fileToken() (string, error) {
 	return a.fileTok, nil
 }
 
-// fileCert returns the client certificate from certFile/keyFile, read at most once per
-// certPeriod; when they cannot be read again, the last one read.
-func (a *authenticator) fileCert() (*tls.Certificate, error) {
+// fileCert returns the client certificate last loaded from certFile/keyFile.
+func (a *authenticator) fileCert() *tls.Certificate {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.cert != nil && a.now().Sub(a.certRead) < certPeriod {
-		return a.cert, nil
-	}
-	cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
+	return a.cert
+}
+
+// loadCert loads the client certificate from certFile/keyFile.
+func (a *authenticator) loadCert() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, err := a.readCertLocked()
+	return err
+}
+
+// readCertLocked reads certFile/keyFile and, when they differ from what was loaded and
+// hold a valid pair, loads them; it reports whether the certificate changed.
+func (a *authenticator) readCertLocked() (bool, error) {
+	a.certCheck = a.now()
+	certPEM, err := os.ReadFile(a.certFile)
 	if err != nil {
-		if a.cert != nil {
-			return a.cert, nil
-		}
-		return nil, err
+		return false, err
 	}
-	a.cert, a.certRead = &cert, a.now()
-	return a.cert, nil
+	keyPEM, err := os.ReadFile(a.keyFile)
+	if err != nil {
+		return false, err
+	}
+	if a.cert != nil && bytes.Equal(certPEM, a.certPEM) && bytes.Equal(keyPEM, a.keyPEM) {
+		return false, nil
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// Possibly caught between the writes of the certificate and the key: the next
+		// check tries again; until then the last valid pair is used.
+		return false, err
+	}
+	a.cert, a.certPEM, a.keyPEM = &cert, certPEM, keyPEM
+	return true, nil
+}
+
+// checkCert compares certFile/keyFile with the loaded certificate, at most once per
+// certCheckPeriod unless force, and when they hold a new valid certificate loads it and
+// calls onNewCert (which closes the connections that present the old one). Files that
+// cannot be read or parsed leave the last certificate in use. It reports whether
+// onNewCert was called.
+func (a *authenticator) checkCert(force bool) bool {
+	a.mu.Lock()
+	if !force && a.now().Sub(a.certCheck) < certCheckPeriod {
+		a.mu.Unlock()
+		return false
+	}
+	changed, err := a.readCertLocked()
+	a.mu.Unlock()
+	if err != nil {
+		klog.ErrorS(err, "Cannot load the client certificate again; the last one stays in use", "certFile", a.certFile, "keyFile", a.keyFile)
+	}
+	if changed {
+		klog.InfoS("Client certificate changed; closing the connections that present the old one", "certFile", a.certFile)
+	}
+	if changed && a.onNewCert != nil {
+		a.onNewCert()
+	}
+	return changed
 }

@@ -35,6 +35,12 @@ type seen struct {
 // testServer is a TLS server answering with handler and recording the requests.
 func testServer(t *testing.T, handler http.HandlerFunc) (*httptest.Server, *Config, func() []seen) {
 	t.Helper()
+	return testServerAuth(t, tls.RequestClientCert, handler)
+}
+
+// testServerAuth is testServer with the given client certificate policy.
+func testServerAuth(t *testing.T, clientAuth tls.ClientAuthType, handler http.HandlerFunc) (*httptest.Server, *Config, func() []seen) {
+	t.Helper()
 	var (
 		mu  sync.Mutex
 		got []seen
@@ -51,7 +57,7 @@ func testServer(t *testing.T, handler http.HandlerFunc) (*httptest.Server, *Conf
 		mu.Unlock()
 		handler(w, r)
 	}))
-	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.TLS = &tls.Config{ClientAuth: clientAuth}
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
