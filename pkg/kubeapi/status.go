@@ -1,12 +1,15 @@
 package kubeapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // StatusError is an API server's refusal: the HTTP status and, when the body is a Status
@@ -34,20 +37,110 @@ type status struct {
 	Code    int    `json:"code"`
 }
 
-// statusError builds the error for an HTTP response with status code and body.
+// statusError builds the error for an HTTP response with status code and body: a Status
+// object in JSON or, when the request asked for protobuf, in the API server's protobuf
+// envelope.
 func statusError(code int, body []byte) *StatusError {
 	var s status
-	if json.Unmarshal(body, &s) == nil && s.Kind == "Status" {
+	ok := false
+	if bytes.HasPrefix(body, protoMagic) {
+		s, ok = protoStatus(body[len(protoMagic):])
+	} else {
+		ok = json.Unmarshal(body, &s) == nil && s.Kind == "Status"
+	}
+	if ok {
 		if s.Code == 0 {
 			s.Code = code
 		}
 		return &StatusError{Code: s.Code, Reason: s.Reason, Message: s.Message}
 	}
 	e := &StatusError{Code: code}
-	if text := strings.TrimSpace(string(body)); text != "" && len(text) < 512 && utf8.ValidString(text) {
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) < 512 && utf8.ValidString(text) && !bytes.HasPrefix(body, protoMagic) {
 		e.Message = fmt.Sprintf("the server responded with status %d %s: %s", code, http.StatusText(code), text)
 	}
 	return e
+}
+
+// protoMagic starts every object in the API server's protobuf encoding.
+var protoMagic = []byte("k8s\x00")
+
+// protoStatus decodes a Status from the protobuf envelope (after protoMagic): a
+// runtime.Unknown whose typeMeta (field 1) names the kind (field 2 in it) and whose raw
+// (field 2) is the Status: message 3, reason 4, code 6; the rest is skipped.
+func protoStatus(b []byte) (status, bool) {
+	var (
+		s         status
+		raw       []byte
+		kind      string
+		sawStatus bool
+	)
+	err := protoFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			return protoFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				if num == 2 && typ == protowire.BytesType {
+					kind = string(v)
+				}
+				return nil
+			})
+		case num == 2 && typ == protowire.BytesType:
+			raw, sawStatus = v, true
+		}
+		return nil
+	})
+	if err != nil || kind != "Status" || !sawStatus {
+		return status{}, false
+	}
+	s.Kind = kind
+	err = protoFields(raw, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
+		switch {
+		case num == 2 && typ == protowire.BytesType:
+			s.Status = string(v)
+		case num == 3 && typ == protowire.BytesType:
+			s.Message = string(v)
+		case num == 4 && typ == protowire.BytesType:
+			s.Reason = string(v)
+		case num == 6 && typ == protowire.VarintType:
+			s.Code = int(int32(n)) //nolint:gosec // int32 in the schema
+		}
+		return nil
+	})
+	if err != nil {
+		return status{}, false
+	}
+	return s, true
+}
+
+// protoFields calls f with each field of the protobuf message b: its number, wire type,
+// and the bytes (length-delimited) or number (varint) it holds.
+func protoFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		var (
+			v []byte
+			x uint64
+		)
+		switch typ {
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if err := f(num, typ, v, x); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // statusOf returns the StatusError in err's chain.

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/flannel-go/flannel/e2e/kubeproc"
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -132,6 +133,14 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 	m3 := newManager(t, k, "not-a-token", Config{NodeName: own, NetConfigPath: writeNetConf(t, itNetConf)})
 	if _, err = m3.GetNetworkConfig(ctx); err == nil || !strings.Contains(err.Error(), "refused the credentials") {
 		t.Fatalf("bad token: %v", err)
+	}
+	// The node list asks for protobuf, and the API server's refusals come back as a
+	// protobuf Status: its message is kept.
+	if _, err := m2.listSlim(ctx, "0"); !kubeapi.IsForbidden(err) || !strings.Contains(withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
+		t.Fatalf("node list by the unbound service account: %v", withHint(err))
+	}
+	if _, err := m3.listSlim(ctx, "0"); !kubeapi.IsUnauthorized(err) || !strings.Contains(withHint(err).Error(), ": Unauthorized (the API server refused the credentials") {
+		t.Fatalf("node list with a bad token: %v", withHint(err))
 	}
 }
 
