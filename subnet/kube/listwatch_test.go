@@ -309,37 +309,201 @@ func TestWithHintFromServer(t *testing.T) {
 	}
 }
 
-// A watch that expires right after every list backs off instead of listing in a loop.
-func TestWatchLeasesExpiredAfterListBacksOff(t *testing.T) {
-	var mu sync.Mutex
-	lists := 0
-	m := fakeManager(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("watch") == "true" {
-			w.WriteHeader(http.StatusGone)
-			fmt.Fprint(w, `{"kind":"Status","status":"Failure","message":"too old resource version","reason":"Expired","code":410}`)
-			return
-		}
+// recordWaits makes m's back-off waits return at once and records how long they were;
+// the n-th wait ends listWatch instead.
+func recordWaits(m *Manager, n int) func() []time.Duration {
+	var (
+		mu    sync.Mutex
+		waits []time.Duration
+	)
+	m.lwTiming.wait = func(ctx context.Context, d time.Duration) bool {
 		mu.Lock()
-		lists++
+		waits = append(waits, d)
+		last := len(waits) >= n
 		mu.Unlock()
-		fmt.Fprint(w, nodeList("3"))
-	}))
-	m.lwTiming.minBackoff, m.lwTiming.maxBackoff = 20*time.Millisecond, 100*time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan subnet.WatchResult, 1)
-	done := make(chan error, 1)
-	go func() { done <- m.WatchLeases(ctx, out) }()
-	if r := watchNext(t, out); !r.IsSnapshot() {
-		t.Fatal("no snapshot")
+		return ctx.Err() == nil && !last
 	}
-	time.Sleep(500 * time.Millisecond)
-	cancel()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	// With back-off (20 ms doubling to 100 ms): at most about 8 lists in 0.5 s; without,
-	// hundreds.
-	if lists < 2 || lists > 30 {
-		t.Fatalf("%d lists in 0.5 s", lists)
+	return func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]time.Duration(nil), waits...)
+	}
+}
+
+// scriptAPI answers the n-th node list with lists[n] and the n-th watch with watches[n]
+// and records the resource versions asked for; past the script a watch is held open
+// and a list is an error.
+type scriptAPI struct {
+	t                 *testing.T
+	lists, watches    []http.HandlerFunc
+	mu                sync.Mutex
+	listRVs, watchRVs []string
+}
+
+func (s *scriptAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	s.mu.Lock()
+	var h http.HandlerFunc
+	if q.Get("watch") == "true" {
+		s.watchRVs = append(s.watchRVs, q.Get("resourceVersion"))
+		if n := len(s.watchRVs) - 1; n < len(s.watches) {
+			h = s.watches[n]
+		} else {
+			h = func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+		}
+	} else {
+		s.listRVs = append(s.listRVs, q.Get("resourceVersion"))
+		if n := len(s.listRVs) - 1; n < len(s.lists) {
+			h = s.lists[n]
+		} else {
+			s.t.Errorf("unexpected list %d", n+1)
+			h = func(w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "no more lists", http.StatusInternalServerError)
+			}
+		}
+	}
+	s.mu.Unlock()
+	h(w, r)
+}
+
+func (s *scriptAPI) seen() (lists, watches []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.listRVs...), append([]string(nil), s.watchRVs...)
+}
+
+// runListWatch runs m.listWatch until it returns (its last wait, see recordWaits).
+func runListWatch(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.listWatch(ctx, newNodeQueue(), m.lwTiming)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		cancel()
+		<-done
+		t.Fatal("listWatch did not reach the last wait in a minute")
+	}
+}
+
+func status(code int, reason string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"%s","reason":"%s","code":%d}`, reason, reason, code)
+	}
+}
+
+func listOK(rv string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, nodeList(rv)) }
+}
+
+// cut writes the watch events, then breaks the stream (a failed watch, not an end).
+func cut(lines ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func durations(ms ...int) []time.Duration {
+	d := make([]time.Duration, len(ms))
+	for i, m := range ms {
+		d[i] = time.Duration(m) * time.Millisecond
+	}
+	return d
+}
+
+// The back-off starts again from the minimum after a successful list, after a watch
+// that delivered node events (bookmarks do not count) and after a watch that ran at
+// least minWatch, however they ended.
+func TestListWatchBackoffResets(t *testing.T) {
+	a := peerAnn("192.0.2.11", "0e:00:00:00:00:01")
+	bookmark := func(rv string) string {
+		return event("BOOKMARK", `{"kind":"Node","apiVersion":"v1","metadata":{"resourceVersion":"`+rv+`"}}`)
+	}
+	f := &scriptAPI{t: t,
+		lists: []http.HandlerFunc{status(403, "Forbidden"), status(403, "Forbidden"), status(403, "Forbidden"), listOK("5")},
+		watches: []http.HandlerFunc{
+			status(503, "ServiceUnavailable"),
+			status(503, "ServiceUnavailable"),
+			cut(event("ADDED", jsonNode("a", "6", "10.244.1.0/24", a))), // an event, then broken
+			events(bookmark("7")),                                       // ends at once with a bookmark only
+			events(bookmark("8")),
+			func(w http.ResponseWriter, _ *http.Request) { // runs past minWatch, then broken
+				w.(http.Flusher).Flush()
+				time.Sleep(1500 * time.Millisecond)
+				panic(http.ErrAbortHandler)
+			},
+			status(503, "ServiceUnavailable"),
+		},
+	}
+	m := fakeManager(t, f)
+	m.lwTiming = listWatchTiming{minBackoff: 10 * time.Millisecond, maxBackoff: 10 * time.Second, minWatch: time.Second}
+	waits := recordWaits(m, 10)
+	runListWatch(t, m)
+	want := durations(
+		10, 20, 40, // lists refused
+		10, 20, // the list reset it; watches refused
+		10,     // the watch with an event reset it; it broke
+		20, 40, // bookmarks only, ended at once
+		10, 20, // the long watch reset it; it broke; refused
+	)
+	if got := waits(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("back-off waits %v, want %v", got, want)
+	}
+	if _, w := f.seen(); strings.Join(w, ",") != "5,5,5,6,7,8,8" {
+		t.Errorf("watch resource versions %v", w)
+	}
+}
+
+// A server answering 410 to every watch does not make a list loop: the back-off grows
+// to the maximum across the lists. A single expiry after a watch that delivered events
+// lists again at once.
+func TestListWatchExpiredBacksOff(t *testing.T) {
+	gone := status(http.StatusGone, "Expired")
+	lists := make([]http.HandlerFunc, 9)
+	watches := make([]http.HandlerFunc, 9)
+	for i := range lists {
+		lists[i], watches[i] = listOK(fmt.Sprint(10*(i+1))), gone
+	}
+	f := &scriptAPI{t: t, lists: lists, watches: watches}
+	m := fakeManager(t, f)
+	m.lwTiming = listWatchTiming{minBackoff: 10 * time.Millisecond, maxBackoff: 200 * time.Millisecond, minWatch: time.Millisecond}
+	waits := recordWaits(m, 9)
+	runListWatch(t, m)
+	if got, want := waits(), durations(10, 20, 40, 80, 160, 200, 200, 200, 200); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("back-off waits %v, want %v", got, want)
+	}
+
+	a := peerAnn("192.0.2.11", "0e:00:00:00:00:01")
+	added := events(event("ADDED", jsonNode("a", "11", "10.244.1.0/24", a)))
+	f = &scriptAPI{t: t,
+		lists: []http.HandlerFunc{listOK("10"), listOK("20"), listOK("30"), listOK("40"), listOK("50")},
+		watches: []http.HandlerFunc{
+			added, gone, // expired after events: listed again at once
+			gone,        // right after the list: back-off
+			gone,        // again: more
+			added, gone, // events reset it: at once
+			status(503, "ServiceUnavailable"), // the last wait: from the minimum again
+		},
+	}
+	m = fakeManager(t, f)
+	m.lwTiming = listWatchTiming{minBackoff: 10 * time.Millisecond, maxBackoff: time.Second, minWatch: time.Hour}
+	waits = recordWaits(m, 3)
+	runListWatch(t, m)
+	if got, want := waits(), durations(10, 20, 10); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("back-off waits %v, want %v", got, want)
+	}
+	l, w := f.seen()
+	if strings.Join(l, ",") != "0,,,," || strings.Join(w, ",") != "10,11,20,30,40,11,50" {
+		t.Errorf("lists %q, watches %q", l, w)
 	}
 }

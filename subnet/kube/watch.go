@@ -87,6 +87,8 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 type listWatchTiming struct {
 	minBackoff, maxBackoff time.Duration // after a failure: doubling from min to max
 	minWatch               time.Duration // a watch that ends sooner, without events, counts as a failure
+	// wait waits d or until ctx ends (false); nil: a timer. Tests record the delays.
+	wait func(ctx context.Context, d time.Duration) bool
 }
 
 func (t *listWatchTiming) defaults() {
@@ -98,6 +100,18 @@ func (t *listWatchTiming) defaults() {
 	}
 	if t.minWatch == 0 {
 		t.minWatch = time.Second
+	}
+	if t.wait == nil {
+		t.wait = func(ctx context.Context, d time.Duration) bool {
+			tm := time.NewTimer(d)
+			defer tm.Stop()
+			select {
+			case <-ctx.Done():
+				return false
+			case <-tm.C:
+				return true
+			}
+		}
 	}
 }
 
@@ -111,6 +125,15 @@ const listTimeout = 5 * time.Minute
 // so) it lists again, from etcd, and hands the whole list to q as a replacement. Failures
 // are logged and retried with back-off; nothing is resynchronised periodically, as no
 // event is missed: every watch starts where the last one ended.
+//
+// The back-off doubles with each failure (a failed list or watch, a watch that ends at
+// once without an event) and starts again from the minimum after a successful list and
+// after a watch that delivered node events (bookmarks do not count) or ran at least
+// minWatch without expiring. An expired watch lists again at once, except when the
+// watch before it expired too with nothing in between, or it was the first watch after
+// a list and gave no event: then it backs off, and the lists that follow do not reset
+// the back-off, so that a server answering 410 to every watch gets a list at most every
+// maxBackoff.
 func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming) {
 	t.defaults()
 	backoff := t.minBackoff
@@ -119,16 +142,15 @@ func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming
 			return false
 		}
 		klog.ErrorS(withHint(err), what, "retryIn", backoff)
-		select {
-		case <-ctx.Done():
+		if !t.wait(ctx, backoff) {
 			return false
-		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, t.maxBackoff)
 		return true
 	}
 	listRV := "0"
 	rv := ""
+	expired := 0 // watches in a row that ended 410 without delivering anything
 	for ctx.Err() == nil {
 		justListed := rv == ""
 		if rv == "" {
@@ -140,6 +162,9 @@ func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming
 					return
 				}
 				continue
+			}
+			if expired == 0 {
+				backoff = t.minBackoff
 			}
 			nodes := make(map[string]*peerNode, len(l.Items))
 			for _, p := range l.Items {
@@ -153,36 +178,40 @@ func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming
 		}
 		start := time.Now()
 		events, err := m.watchOnce(ctx, q, &rv)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
+		}
+		ran := time.Since(start) >= t.minWatch
+		if events > 0 || (ran && !kubeapi.IsGone(err)) {
+			backoff, expired = t.minBackoff, 0
+		}
+		switch {
 		case kubeapi.IsGone(err):
-			if justListed && events == 0 {
-				// Expired right after a list: do not list again at once.
-				if !fail("Node watch expired right after the list; listing again", err) {
+			expired++
+			if expired > 1 || (justListed && events == 0) {
+				// Expired again, or right after a list: do not list again at once.
+				if !fail("Node watch expired again; listing the nodes again", err) {
 					return
 				}
 			} else {
-				klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "err", err)
+				klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "reason", err.Error())
 			}
 			rv, listRV = "", "" // the latest list, from etcd
 		case err != nil:
 			if !fail("Node watch failed; retrying", err) {
 				return
 			}
-		case events == 0 && time.Since(start) < t.minWatch:
+		case events == 0 && !ran:
 			// Ended at once without an event: do not spin.
 			if !fail("Node watch ended at once; retrying", errors.New("watch closed by the server")) {
 				return
 			}
-		default:
-			backoff = t.minBackoff
 		}
 	}
 }
 
 // watchOnce runs one watch from *rv until the server ends it (nil), it fails, or ctx ends,
-// and moves *rv along. It returns how many events it read.
+// and moves *rv along. It returns how many node events (not bookmarks) it read.
 func (m *Manager) watchOnce(ctx context.Context, q *nodeQueue, rv *string) (int, error) {
 	// As client-go: the server ends each watch after 5 to 10 minutes, spreading the
 	// re-watches of many clients.
@@ -204,7 +233,6 @@ func (m *Manager) watchOnce(ctx context.Context, q *nodeQueue, rv *string) (int,
 		if err != nil {
 			return n, err
 		}
-		n++
 		var node apiNode
 		if err := json.Unmarshal(ev.Object, &node); err != nil {
 			return n, fmt.Errorf("decode watched node: %w", err)
@@ -214,8 +242,10 @@ func (m *Manager) watchOnce(ctx context.Context, q *nodeQueue, rv *string) (int,
 		}
 		switch ev.Type {
 		case kubeapi.Added, kubeapi.Modified:
+			n++
 			q.put(node.Metadata.Name, m.slimNode(&node))
 		case kubeapi.Deleted:
+			n++
 			q.put(node.Metadata.Name, nil)
 		}
 	}
