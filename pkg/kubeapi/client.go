@@ -73,7 +73,11 @@ func New(cfg *Config, userAgent string) (*Client, error) {
 		}
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.fileCert(), nil }
 	}
-	if cfg.Exec != nil {
+	// As client-go: a static credential (token, token file, basic auth, client
+	// certificate) wins over an exec plugin, which then never runs.
+	static := cfg.BearerToken != "" || cfg.TokenFile != "" || cfg.Username != "" || cfg.Password != "" ||
+		len(cfg.CertData) > 0 || cfg.CertFile != ""
+	if cfg.Exec != nil && !static {
 		a.exec = newExecPlugin(cfg.Exec, cfg)
 		if tlsCfg.GetClientCertificate == nil && len(tlsCfg.Certificates) == 0 {
 			tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {

@@ -432,3 +432,49 @@ func TestStatusError(t *testing.T) {
 		t.Error("not a StatusError")
 	}
 }
+
+// As client-go: a static credential wins over an exec plugin, which never runs (here it
+// would fail: its command does not exist).
+func TestStaticCredentialsWinOverExec(t *testing.T) {
+	_, cfg, requests := testServer(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{}`) })
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "token")
+	certFile, keyFile := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
+	certPEM, keyPEM := clientCert(t, "static")
+	for f, b := range map[string][]byte{tokFile: []byte("from-file"), certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec := &ExecConfig{Command: filepath.Join(dir, "missing"), APIVersion: execV1, InteractiveMode: "Never"}
+	tests := []struct {
+		name       string
+		set        func(c *Config)
+		auth, cert string
+	}{
+		{"token", func(c *Config) { c.BearerToken = "static" }, "Bearer static", ""},
+		{"token file", func(c *Config) { c.TokenFile = tokFile }, "Bearer from-file", ""},
+		{"basic", func(c *Config) { c.Username, c.Password = "u", "p" }, "Basic dTpw", ""},
+		{"certificate data", func(c *Config) { c.CertData, c.KeyData = certPEM, keyPEM }, "", "static"},
+		{"certificate files", func(c *Config) { c.CertFile, c.KeyFile = certFile, keyFile }, "", "static"},
+	}
+	for _, tt := range tests {
+		c := *cfg
+		c.Exec = exec
+		tt.set(&c)
+		if err := newClient(t, &c).Get(context.Background(), "/api/v1/nodes/a", &struct{}{}); err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		r := requests()
+		if got := r[len(r)-1]; got.auth != tt.auth || got.clientCN != tt.cert {
+			t.Errorf("%s: auth %q, certificate %q; want %q, %q", tt.name, got.auth, got.clientCN, tt.auth, tt.cert)
+		}
+	}
+	// Alone, the plugin runs (and fails).
+	c := *cfg
+	c.Exec = exec
+	if err := newClient(t, &c).Get(context.Background(), "/api/v1/nodes/a", &struct{}{}); err == nil || !strings.Contains(err.Error(), "exec plugin") {
+		t.Fatalf("exec alone: %v", err)
+	}
+}

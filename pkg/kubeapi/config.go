@@ -312,11 +312,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ProxyURL != "" {
 		u, err := url.Parse(c.ProxyURL)
+		var uerr *url.Error
 		switch {
+		case errors.As(err, &uerr):
+			// Not err itself: it quotes the URL, password and all.
+			errs = append(errs, fmt.Errorf("proxy-url %q: %w", redactedURL(c.ProxyURL), uerr.Err))
 		case err != nil:
-			errs = append(errs, fmt.Errorf("proxy-url: %w", err))
+			errs = append(errs, fmt.Errorf("proxy-url %q: invalid URL", redactedURL(c.ProxyURL)))
 		case u.Scheme != "http" && u.Scheme != "https":
-			errs = append(errs, fmt.Errorf("proxy-url %q: only http and https proxies are supported", c.ProxyURL))
+			errs = append(errs, fmt.Errorf("proxy-url %q: only http and https proxies are supported", u.Redacted()))
 		}
 	}
 	if c.Exec != nil {
@@ -341,13 +345,26 @@ func (c *Config) serverURL() (*url.URL, error) {
 		}
 		u, err = url.Parse(scheme + c.Server)
 		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return nil, fmt.Errorf("server must be a URL or a host:port pair: %q", c.Server)
+			return nil, fmt.Errorf("server must be a URL or a host:port pair: %q", redactedURL(c.Server))
 		}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("server %q: scheme must be http or https", c.Server)
+		return nil, fmt.Errorf("server %q: scheme must be http or https", u.Redacted())
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawQuery, u.Fragment = "", ""
 	return u, nil
+}
+
+// redactedURL is raw as an error may quote it: the password of a URL replaced by
+// (*url.URL).Redacted; of a string that is not a URL with a host, all before the last
+// "@" (it may be user:password).
+func redactedURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Redacted()
+	}
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "xxxxx@" + raw[i+1:]
+	}
+	return raw
 }

@@ -248,3 +248,23 @@ func TestServerURL(t *testing.T) {
 		}
 	}
 }
+
+// Errors about the server and proxy URLs never quote a password in them.
+func TestURLErrorsRedacted(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Server: "ftp://admin:s3cret@host:6443"}, `server "ftp://admin:xxxxx@host:6443": scheme must be http or https`},
+		{Config{Server: "admin:s3cret@host:6443/prefix"}, `server must be a URL or a host:port pair: "xxxxx@host:6443/prefix"`},
+		{Config{Server: "https://host", ProxyURL: "socks5://u:s3cret@proxy:1080"}, `proxy-url "socks5://u:xxxxx@proxy:1080": only http and https proxies are supported`},
+		{Config{Server: "https://host", ProxyURL: "http://u:s3cret@proxy:port"}, `proxy-url "xxxxx@proxy:port": invalid port ":port" after host`},
+		{Config{Server: "https://host", ProxyURL: "http://u:s3cret@pro\x7fxy"}, `proxy-url "xxxxx@pro\x7fxy": net/url: invalid control character in URL`},
+	}
+	for _, tt := range tests {
+		err := tt.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%+v: %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+}

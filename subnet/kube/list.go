@@ -54,8 +54,16 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 		}
 		return out, nil
 	}
+	if err := decodeProtoNodeList(r, out, ann); err != nil {
+		return nil, fmt.Errorf("decode node list: %w", err)
+	}
+	return out, nil
+}
+
+// decodeProtoNodeList reads a NodeList in the protobuf envelope into out.
+func decodeProtoNodeList(r *bufio.Reader, out *peerNodeList, ann Annotations) error {
 	if _, err := r.Discard(len(protoMagic)); err != nil {
-		return nil, err
+		return err
 	}
 	// The envelope is a runtime.Unknown: field 2 (raw) holds the NodeList, whose field 1 is
 	// the list metadata and field 2 each item.
@@ -66,27 +74,27 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if num != 2 || typ != protowire.BytesType {
 			if err := skipField(r, typ); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
 		size, err := binary.ReadUvarint(r)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		found = true
 		if err := decodeNodeListBody(io.LimitReader(r, int64(size)), out, ann); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if !found {
-		return nil, errors.New("decode node list: no list in the response")
+		return errors.New("no list in the response")
 	}
-	return out, nil
+	return nil
 }
 
 func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
@@ -115,14 +123,14 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 			return err
 		}
 		if size > maxNodeBytes {
-			return fmt.Errorf("decode node list: field of %d bytes", size)
+			return fmt.Errorf("field of %d bytes", size)
 		}
 		if uint64(cap(buf)) < size {
 			buf = make([]byte, size)
 		}
 		buf = buf[:size]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return fmt.Errorf("decode node list: %w", err)
+			return fmt.Errorf("read field of %d bytes: %w", size, err)
 		}
 		if num == 1 {
 			if err := eachField(buf, func(num protowire.Number, v []byte) error {
@@ -131,7 +139,7 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 				}
 				return nil
 			}); err != nil {
-				return fmt.Errorf("decode node list metadata: %w", err)
+				return fmt.Errorf("list metadata: %w", err)
 			}
 			continue
 		}
@@ -150,7 +158,7 @@ func readTag(r io.ByteReader) (protowire.Number, protowire.Type, error) {
 	}
 	num, typ := protowire.DecodeTag(v)
 	if num < protowire.MinValidNumber {
-		return 0, 0, errors.New("decode node list: bad field number")
+		return 0, 0, errors.New("bad field number")
 	}
 	return num, typ, nil
 }
@@ -172,7 +180,7 @@ func skipField(r *bufio.Reader, typ protowire.Type) error {
 		}
 		n = size
 	default:
-		return fmt.Errorf("decode node list: unsupported wire type %d", typ)
+		return fmt.Errorf("unsupported wire type %d", typ)
 	}
 	if _, err := r.Discard(int(n)); err != nil {
 		if errors.Is(err, io.EOF) {

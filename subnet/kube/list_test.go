@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,15 +99,14 @@ func TestDecodeNodeList(t *testing.T) {
 func TestDecodeNodeListErrors(t *testing.T) {
 	full := protoEncode(t, testNodeList(3))
 	for _, cut := range []int{5, 10, len(full) / 2, len(full) - 1} {
-		if _, err := decodeBytes(full[:cut]); err == nil {
-			t.Errorf("truncated at %d of %d: no error", cut, len(full))
+		if _, err := decodeBytes(full[:cut]); err == nil || !strings.HasPrefix(err.Error(), "decode node list: ") {
+			t.Errorf("truncated at %d of %d: %v, want a decode node list error", cut, len(full), err)
 		}
 	}
-	if _, err := decodeBytes([]byte("k8s\x00")); err == nil {
-		t.Error("empty envelope: no error")
-	}
-	if _, err := decodeBytes([]byte(`{"items":[{"metadata":`)); err == nil {
-		t.Error("truncated JSON: no error")
+	for _, bad := range []string{"k8s\x00", "k8s\x00\x00", "k8s\x00\x0f", "k8s\x00\x12\x80", `{"items":[{"metadata":`} {
+		if _, err := decodeBytes([]byte(bad)); err == nil || !strings.HasPrefix(err.Error(), "decode node list: ") || strings.Count(err.Error(), "decode node list") != 1 {
+			t.Errorf("%q: %v, want one decode node list error", bad, err)
+		}
 	}
 }
 
