@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/flannel-go/flannel/pkg/kubeapi"
 )
@@ -56,6 +57,7 @@ type apiPod struct {
 type apiNodeList struct {
 	Metadata struct {
 		ResourceVersion string `json:"resourceVersion"`
+		Continue        string `json:"continue"`
 	} `json:"metadata"`
 	Items []apiNode `json:"items"`
 }
@@ -87,13 +89,27 @@ func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte)
 	return c.api.Patch(ctx, nodePath(name)+"/status", strategicMergePatch, patch)
 }
 
-// listNodesStream starts a node list at resourceVersion ("0": from the API server's watch
-// cache; "": the latest, from etcd) and returns the raw response (protobuf if the server
-// agrees) for decodeNodeList.
-func (c *client) listNodesStream(ctx context.Context, resourceVersion string) (io.ReadCloser, error) {
+// nodeListQuery is one node list request: at resourceVersion ("0": from the API server's
+// watch cache; "": the latest, from etcd), at most limit nodes (0: all), from a previous
+// page's continue token.
+type nodeListQuery struct {
+	resourceVersion string
+	limit           int
+	cont            string
+}
+
+// listNodesStream starts a node list and returns the raw response (protobuf if the
+// server agrees) for decodeNodeList.
+func (c *client) listNodesStream(ctx context.Context, lq nodeListQuery) (io.ReadCloser, error) {
 	q := url.Values{}
-	if resourceVersion != "" {
-		q.Set("resourceVersion", resourceVersion)
+	if lq.resourceVersion != "" {
+		q.Set("resourceVersion", lq.resourceVersion)
+	}
+	if lq.limit > 0 {
+		q.Set("limit", strconv.Itoa(lq.limit))
+	}
+	if lq.cont != "" {
+		q.Set("continue", lq.cont)
 	}
 	resp, err := c.api.Do(ctx, kubeapi.Request{
 		Method: http.MethodGet, Path: "/api/v1/nodes", Query: q,

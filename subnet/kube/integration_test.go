@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -599,5 +601,41 @@ func TestIntegrationKubeconfigAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// The real API server pages a list from etcd (limit and continue) and the pages add up
+// to what the cache lists.
+func TestIntegrationListPages(t *testing.T) {
+	k := apiserver(t)
+	cs := adminClient(t, k)
+	ctx := context.Background()
+	for i := range 3 {
+		createNode(t, cs, uniq(t, fmt.Sprintf("page%d", i)), []string{fmt.Sprintf("10.244.%d.0/24", 40+i)}, nil)
+	}
+	m := newManager(t, k, "", Config{NodeName: "x"})
+	whole, err := m.listSlim(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := m.listPage(ctx, nodeListQuery{limit: 1})
+	if err != nil || len(first.Items) != 1 || first.Continue == "" {
+		t.Fatalf("first page of 1: %v, %d nodes, continue %q", err, len(first.Items), first.Continue)
+	}
+	m.pageSize = 1
+	paged, err := m.listSlim(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(l *peerNodeList) []string {
+		var n []string
+		for _, p := range l.Items {
+			n = append(n, p.Name)
+		}
+		sort.Strings(n)
+		return n
+	}
+	if len(whole.Items) < 3 || !reflect.DeepEqual(names(whole), names(paged)) || paged.ResourceVersion == "" {
+		t.Fatalf("paged list %v (rv %q), whole %v", names(paged), paged.ResourceVersion, names(whole))
 	}
 }

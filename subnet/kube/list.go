@@ -11,18 +11,55 @@ import (
 	"io"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/kubeapi"
 )
 
 // maxNodeBytes bounds one encoded Node in a list (the API server's own limit on an object
 // is about 1.5 MiB); a larger length means a corrupt stream.
 const maxNodeBytes = 16 << 20
 
+// listPageSize is the page size of a node list from etcd (client-go's pager's).
+const listPageSize = 500
+
 // listSlim lists the nodes at resourceVersion ("0": from the API server's watch cache, in
-// one response; "": the latest), decoded one Node at a time from the response stream and
-// reduced to a peer node at once, so that the whole list is never held in memory as Node
-// objects.
+// one response; "": the latest, from etcd, in pages of listPageSize as client-go's pager
+// asks for them, so that the API server and etcd never build the whole list at once),
+// each page decoded one Node at a time from the response stream and reduced to a peer
+// node at once, so that the whole list is never held in memory as Node objects. When a
+// page's continue token has expired (etcd compacted meanwhile) it lists again in one
+// response, as client-go's pager does.
 func (m *Manager) listSlim(ctx context.Context, resourceVersion string) (*peerNodeList, error) {
-	body, err := m.cs.listNodesStream(ctx, resourceVersion)
+	if resourceVersion != "" {
+		return m.listPage(ctx, nodeListQuery{resourceVersion: resourceVersion})
+	}
+	out := &peerNodeList{}
+	q := nodeListQuery{limit: listPageSize}
+	if m.pageSize > 0 {
+		q.limit = m.pageSize
+	}
+	for {
+		page, err := m.listPage(ctx, q)
+		if err != nil && q.cont != "" && kubeapi.IsGone(err) {
+			klog.InfoS("Node list continuation expired; listing the nodes in one response", "reason", err.Error())
+			return m.listPage(ctx, nodeListQuery{})
+		}
+		if err != nil {
+			return nil, err
+		}
+		out.Items = append(out.Items, page.Items...)
+		out.ResourceVersion = page.ResourceVersion
+		if page.Continue == "" {
+			return out, nil
+		}
+		q.cont = page.Continue
+	}
+}
+
+// listPage runs one node list request and decodes its response.
+func (m *Manager) listPage(ctx context.Context, q nodeListQuery) (*peerNodeList, error) {
+	body, err := m.cs.listNodesStream(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +85,7 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 		if err := json.NewDecoder(r).Decode(&l); err != nil {
 			return nil, fmt.Errorf("decode node list: %w", err)
 		}
-		out.ResourceVersion = l.Metadata.ResourceVersion
+		out.ResourceVersion, out.Continue = l.Metadata.ResourceVersion, l.Metadata.Continue
 		for i := range l.Items {
 			out.Items = append(out.Items, slimWith(ann, &l.Items[i]))
 		}
@@ -134,8 +171,11 @@ func decodeNodeListBody(r io.Reader, out *peerNodeList, ann Annotations) error {
 		}
 		if num == 1 {
 			if err := eachField(buf, func(num protowire.Number, v []byte) error {
-				if num == fieldListMetaResourceVersion {
+				switch num {
+				case fieldListMetaResourceVersion:
 					out.ResourceVersion = string(v)
+				case fieldListMetaContinue:
+					out.Continue = string(v)
 				}
 				return nil
 			}); err != nil {
@@ -199,8 +239,9 @@ const (
 	fieldMetaName            = 1 // ObjectMeta.name
 	fieldMetaResourceVersion = 6 // ObjectMeta.resourceVersion
 	fieldMetaAnnotations     = 12
-	// ListMeta.resourceVersion
+	// ListMeta.resourceVersion and continue
 	fieldListMetaResourceVersion = 2
+	fieldListMetaContinue        = 3
 	fieldSpecPodCIDR             = 1 // NodeSpec.podCIDR
 	fieldSpecPodCIDRs            = 7 // NodeSpec.podCIDRs
 	fieldMapKey, fieldMapValue   = 1, 2

@@ -507,3 +507,73 @@ func TestListWatchExpiredBacksOff(t *testing.T) {
 		t.Errorf("lists %q, watches %q", l, w)
 	}
 }
+
+// A list from etcd is paged (limit, continue) and the pages are joined; an expired
+// continue token makes it list again in one response. A list from the cache is one
+// request.
+func TestListSlimPages(t *testing.T) {
+	all := testNodeList(5)
+	page := func(from, to int, cont string) []byte {
+		l := all.DeepCopy()
+		l.Items, l.Continue = l.Items[from:to], cont
+		return protoEncode(t, l)
+	}
+	var (
+		mu      sync.Mutex
+		queries []string
+		expire  bool
+	)
+	m := fakeManager(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		expire := expire
+		mu.Unlock()
+		q := r.URL.Query()
+		var body []byte
+		switch {
+		case q.Get("continue") == "c1" && expire:
+			status(http.StatusGone, "Expired")(w, r)
+			return
+		case q.Get("continue") == "c1":
+			body = page(2, 4, "c2")
+		case q.Get("continue") == "c2":
+			body = page(4, 5, "")
+		case q.Get("limit") == "2":
+			body = page(0, 2, "c1")
+		default: // the cache, or no limit
+			body = page(0, 5, "")
+		}
+		w.Header().Set("Content-Type", "application/vnd.kubernetes.protobuf")
+		_, _ = w.Write(body)
+	}))
+	m.pageSize = 2
+	ctx := context.Background()
+	names := func(l *peerNodeList) string {
+		var n []string
+		for _, p := range l.Items {
+			n = append(n, p.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	check := func(name, rv string, wantQueries ...string) {
+		t.Helper()
+		mu.Lock()
+		queries = nil
+		mu.Unlock()
+		l, err := m.listSlim(ctx, rv)
+		if err != nil || names(l) != "n0,n1,n2,n3,n4" || l.ResourceVersion != "4711" || l.Continue != "" {
+			t.Fatalf("%s: %v %q rv=%q", name, err, names(l), l.ResourceVersion)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Join(queries, " ") != strings.Join(wantQueries, " ") {
+			t.Errorf("%s: queries %q, want %q", name, queries, wantQueries)
+		}
+	}
+	check("from etcd", "", "limit=2", "continue=c1&limit=2", "continue=c2&limit=2")
+	check("from the cache", "0", "resourceVersion=0")
+	mu.Lock()
+	expire = true
+	mu.Unlock()
+	check("continue expired", "", "limit=2", "continue=c1&limit=2", "")
+}

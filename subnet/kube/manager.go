@@ -47,6 +47,9 @@ type Manager struct {
 
 	// lwTiming are the list/watch retry delays (zero: the defaults; tests shorten them).
 	lwTiming listWatchTiming
+	// pageSize is the page size of a node list from etcd (zero: listPageSize; tests
+	// shorten it).
+	pageSize int
 
 	// condChanged is signalled when the lease watch sees this node's NetworkUnavailable
 	// condition other than False (KeepLease sets it back).

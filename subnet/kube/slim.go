@@ -20,6 +20,7 @@ func (p *peerNode) managed() bool { return p.LeaseAnn[leaseKeyManaged] == "true"
 // peerNodeList is a node list reduced to peer nodes (decodeNodeList).
 type peerNodeList struct {
 	ResourceVersion string
+	Continue        string // the next page's token; "" on the last page
 	Items           []*peerNode
 }
 
