@@ -315,21 +315,23 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 	var retry <-chan time.Time
 	backoff := tm.reconcileBack
 	dirty := false
+	// fold applies one watch result and returns the number of leases of its snapshot.
+	fold := func(r subnet.WatchResult) int {
+		m.LeaseResult(r)
+		dirty = set.apply(r) || dirty
+		return len(r.Snapshot)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case r := <-results:
-			m.LeaseResult(r)
-			dirty = set.apply(r) || dirty
-			snapped := len(r.Snapshot) // leases in the snapshots applied
+			snapped := fold(r) // leases in the snapshots applied
 		drain:
 			for {
 				select {
 				case r := <-results:
-					m.LeaseResult(r)
-					dirty = set.apply(r) || dirty
-					snapped += len(r.Snapshot)
+					snapped += fold(r)
 				default:
 					break drain
 				}
