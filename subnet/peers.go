@@ -186,7 +186,7 @@ type peerExt struct {
 
 // compactPeer converts a lease. It copies the backend data.
 func compactPeer(l *Lease) peer {
-	p := peer{typ: internBackendType(l.Attrs.BackendType), data: string(l.Attrs.BackendData)}
+	p := peer{typ: InternBackendType(l.Attrs.BackendType), data: string(l.Attrs.BackendData)}
 	if l.EnableIPv4 {
 		p.flags |= flagEnableIPv4
 	}
@@ -247,9 +247,10 @@ func rawOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// internBackendType returns the shared constant for the well-known backend types, so
-// that a lease set does not hold one copy of "vxlan" per lease.
-func internBackendType(s string) string {
+// InternBackendType returns the shared constant for the backend types flannel knows, so
+// that 20,000 leases (decoded by a subnet manager, or kept in a lease set) do not hold
+// one copy of "vxlan" each; other names are returned as they are.
+func InternBackendType(s string) string {
 	for _, k := range [...]string{"vxlan", "host-gw", "udp", "ipip", "wireguard", "ipsec", "extension", "alloc", "tencent-vpc"} {
 		if s == k {
 			return k

@@ -21,18 +21,8 @@ func decodeAttrs(v []byte, a *subnet.LeaseAttrs) error {
 	if err := json.Unmarshal(v, a); err != nil {
 		return err
 	}
-	a.BackendType = internType(a.BackendType)
+	a.BackendType = subnet.InternBackendType(a.BackendType)
 	return nil
-}
-
-// internType returns a static string for the backend types flannel knows.
-func internType(s string) string {
-	for _, k := range [...]string{"vxlan", "host-gw", "udp", "ipip", "wireguard", "ipsec", "extension", "alloc", "tencent-vpc"} {
-		if s == k {
-			return k
-		}
-	}
-	return s
 }
 
 // fastAttrs parses the canonical form into a, reporting false (a unspecified) for
@@ -77,7 +67,7 @@ func fastAttrs(v []byte, a *subnet.LeaseAttrs) bool {
 		if s, rest, ok = plainString(r); !ok {
 			return false
 		}
-		a.BackendType = internType(string(s))
+		a.BackendType = subnet.InternBackendType(string(s))
 	}
 	for _, f := range [...]struct {
 		key string
