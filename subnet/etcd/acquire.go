@@ -98,9 +98,10 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 
 	// 1. Our own lease, found by public address; the others' subnets are taken.
 	for _, e := range mine {
+		key := e.name()
 		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
 		// KeepLease and the peers address the lease by its canonical key.
-		if compatible(cfg, e.lease) && e.name() == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
+		if compatible(cfg, e.lease) && key == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
 			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
 				fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
 			return m.rewrite(ctx, cli, e, attrs, value)
@@ -108,10 +109,10 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s) but not compatible with current config, deleting",
 			fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
 		resp, err := cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(e.name()), "=", e.modRev)).
-			Then(clientv3.OpDelete(e.name())).Commit()
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", e.modRev)).
+			Then(clientv3.OpDelete(key)).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("deleting incompatible lease %s: %w", e.name(), err)
+			return nil, fmt.Errorf("deleting incompatible lease %s: %w", key, err)
 		}
 		if !resp.Succeeded {
 			return nil, errRace
@@ -164,18 +165,19 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 // rewrite stores our attributes in an existing key of ours: with a fresh etcd lease, or
 // without one when the key is a reservation (it stays a reservation).
 func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
+	key := e.name()
 	l := leaseFor(e.lease.Subnet, e.lease.IPv6Subnet)
 	l.Attrs = *attrs
-	unchanged := clientv3.Compare(clientv3.ModRevision(e.name()), "=", e.modRev)
+	unchanged := clientv3.Compare(clientv3.ModRevision(key), "=", e.modRev)
 	if e.etcdLease == 0 {
-		resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.name(), string(value))).Commit()
+		resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(key, string(value))).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("updating reservation %s: %w", e.name(), err)
+			return nil, fmt.Errorf("updating reservation %s: %w", key, err)
 		}
 		if !resp.Succeeded {
 			return nil, errRace
 		}
-		klog.InfoS("Subnet is reserved for this node (key without TTL); keeping it as a reservation", "key", e.name())
+		klog.InfoS("Subnet is reserved for this node (key without TTL); keeping it as a reservation", "key", key)
 		return &l, nil
 	}
 	start := time.Now()
@@ -183,11 +185,11 @@ func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, at
 	if err != nil {
 		return nil, fmt.Errorf("granting etcd lease: %w", err)
 	}
-	resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(e.name(), string(value), clientv3.WithLease(g.ID))).Commit()
+	resp, err := cli.Txn(ctx).If(unchanged).Then(clientv3.OpPut(key, string(value), clientv3.WithLease(g.ID))).Commit()
 	if err != nil || !resp.Succeeded {
 		revoke(cli, g.ID)
 		if err != nil {
-			return nil, fmt.Errorf("updating lease %s: %w", e.name(), err)
+			return nil, fmt.Errorf("updating lease %s: %w", key, err)
 		}
 		return nil, errRace
 	}
