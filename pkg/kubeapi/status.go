@@ -43,8 +43,8 @@ type status struct {
 func statusError(code int, body []byte) *StatusError {
 	var s status
 	ok := false
-	if bytes.HasPrefix(body, protoMagic) {
-		s, ok = protoStatus(body[len(protoMagic):])
+	if bytes.HasPrefix(body, []byte(ProtobufMagic)) {
+		s, ok = protoStatus(body[len(ProtobufMagic):])
 	} else {
 		ok = json.Unmarshal(body, &s) == nil && s.Kind == "Status"
 	}
@@ -55,14 +55,11 @@ func statusError(code int, body []byte) *StatusError {
 		return &StatusError{Code: s.Code, Reason: s.Reason, Message: s.Message}
 	}
 	e := &StatusError{Code: code}
-	if text := strings.TrimSpace(string(body)); text != "" && len(text) < 512 && utf8.ValidString(text) && !bytes.HasPrefix(body, protoMagic) {
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) < 512 && utf8.ValidString(text) && !bytes.HasPrefix(body, []byte(ProtobufMagic)) {
 		e.Message = fmt.Sprintf("the server responded with status %d %s: %s", code, http.StatusText(code), text)
 	}
 	return e
 }
-
-// protoMagic starts every object in the API server's protobuf encoding.
-var protoMagic = []byte("k8s\x00")
 
 // protoStatus decodes a Status from the protobuf envelope (after protoMagic): a
 // runtime.Unknown whose typeMeta (field 1) names the kind (field 2 in it) and whose raw
@@ -74,10 +71,10 @@ func protoStatus(b []byte) (status, bool) {
 		kind      string
 		sawStatus bool
 	)
-	err := protoFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+	err := ProtoFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			return protoFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			return ProtoFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 				if num == 2 && typ == protowire.BytesType {
 					kind = string(v)
 				}
@@ -92,7 +89,7 @@ func protoStatus(b []byte) (status, bool) {
 		return status{}, false
 	}
 	s.Kind = kind
-	err = protoFields(raw, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
+	err = ProtoFields(raw, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 		switch {
 		case num == 2 && typ == protowire.BytesType:
 			s.Status = string(v)
@@ -109,38 +106,6 @@ func protoStatus(b []byte) (status, bool) {
 		return status{}, false
 	}
 	return s, true
-}
-
-// protoFields calls f with each field of the protobuf message b: its number, wire type,
-// and the bytes (length-delimited) or number (varint) it holds.
-func protoFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		var (
-			v []byte
-			x uint64
-		)
-		switch typ {
-		case protowire.BytesType:
-			v, n = protowire.ConsumeBytes(b)
-		case protowire.VarintType:
-			x, n = protowire.ConsumeVarint(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if err := f(num, typ, v, x); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // statusOf returns the StatusError in err's chain.

@@ -32,7 +32,7 @@ func protoStatusBody(kind, message, reason string, code int32, extra []byte) []b
 	tm = protowire.AppendString(tm, "v1")
 	tm = protowire.AppendTag(tm, 2, protowire.BytesType)
 	tm = protowire.AppendString(tm, kind)
-	b := append([]byte(nil), protoMagic...)
+	b := []byte(ProtobufMagic)
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendBytes(b, tm)
 	b = protowire.AppendTag(b, 2, protowire.BytesType)
@@ -58,7 +58,7 @@ func TestProtoStatusError(t *testing.T) {
 		{"code from HTTP", 410, protoStatusBody("Status", "gone", "", 0, nil), "gone", "", false, false, true},
 		{"not a Status", 401, protoStatusBody("Node", "x", "Forbidden", 403, nil), "the server responded with status 401 Unauthorized", "", false, true, false},
 		{"truncated", 403, protoStatusBody("Status", "nodes is forbidden", "Forbidden", 403, nil)[:30], "the server responded with status 403 Forbidden", "", true, false, false},
-		{"magic only", 500, protoMagic, "the server responded with status 500 Internal Server Error", "", false, false, false},
+		{"magic only", 500, []byte(ProtobufMagic), "the server responded with status 500 Internal Server Error", "", false, false, false},
 	}
 	for _, tt := range tests {
 		err := statusError(tt.code, tt.body)
@@ -84,14 +84,14 @@ func FuzzStatusError(f *testing.F) {
 		// Trailing bytes that are not whole fields make the Status unreadable; trailing
 		// fields may repeat the known ones (the last one wins).
 		repeats := false
-		if protoFields(extra, func(num protowire.Number, _ protowire.Type, _ []byte, _ uint64) error {
+		if ProtoFields(extra, func(num protowire.Number, _ protowire.Type, _ []byte, _ uint64) error {
 			repeats = repeats || num == 3 || num == 4 || num == 6
 			return nil
 		}) != nil {
 			return
 		}
 		enc := protoStatusBody("Status", message, reason, stCode, extra)
-		s, ok := protoStatus(enc[len(protoMagic):])
+		s, ok := protoStatus(enc[len(ProtobufMagic):])
 		if !ok {
 			t.Fatalf("Status not decoded: %x", enc)
 		}

@@ -127,7 +127,7 @@ func (c *client) watchNodes(ctx context.Context, resourceVersion string, timeout
 	q := url.Values{}
 	q.Set("resourceVersion", resourceVersion)
 	q.Set("allowWatchBookmarks", "true")
-	q.Set("timeoutSeconds", fmt.Sprint(timeoutSeconds))
+	q.Set("timeoutSeconds", strconv.Itoa(timeoutSeconds))
 	body, err := c.api.Watch(ctx, "/api/v1/nodes", q)
 	if err != nil {
 		return nil, fmt.Errorf("watch nodes: %w", err)

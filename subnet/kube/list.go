@@ -2,7 +2,6 @@ package kube
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -67,19 +66,16 @@ func (m *Manager) listPage(ctx context.Context, q nodeListQuery) (*peerNodeList,
 	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), m.ann)
 }
 
-// protoMagic starts every object in the API server's protobuf encoding.
-var protoMagic = []byte("k8s\x00")
-
 // decodeNodeList reads a NodeList (protobuf envelope, or JSON) and reduces each node to a
 // peerNode as soon as it is read. From protobuf, only the fields a peerNode keeps are
 // decoded at all (decodePeerNode); the rest of each Node is skipped unparsed.
 func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
-	head, err := r.Peek(len(protoMagic))
+	head, err := r.Peek(len(kubeapi.ProtobufMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read node list: %w", err)
 	}
 	out := &peerNodeList{}
-	if !bytes.Equal(head, protoMagic) {
+	if string(head) != kubeapi.ProtobufMagic {
 		// JSON: decoded whole (servers answer protobuf for core types; this is a fallback).
 		var l apiNodeList
 		if err := json.NewDecoder(r).Decode(&l); err != nil {
@@ -99,7 +95,7 @@ func decodeNodeList(r *bufio.Reader, ann Annotations) (*peerNodeList, error) {
 
 // decodeProtoNodeList reads a NodeList in the protobuf envelope into out.
 func decodeProtoNodeList(r *bufio.Reader, out *peerNodeList, ann Annotations) error {
-	if _, err := r.Discard(len(protoMagic)); err != nil {
+	if _, err := r.Discard(len(kubeapi.ProtobufMagic)); err != nil {
 		return err
 	}
 	// The envelope is a runtime.Unknown: field 2 (raw) holds the NodeList, whose field 1 is
@@ -305,30 +301,20 @@ func decodePeerNode(b []byte, keep map[string]int) (*peerNode, error) {
 }
 
 // eachField calls fn with every length-delimited field of the message b (other wire types
-// are skipped).
+// are skipped); a malformed message is errNodeMsg, fn's error is returned as it is.
 func eachField(b []byte, fn func(protowire.Number, []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errors.New(errNodeMsg)
+	var ferr error
+	err := kubeapi.ProtoFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ == protowire.BytesType {
+			ferr = fn(num, v)
 		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return errors.New(errNodeMsg)
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return errors.New(errNodeMsg)
-		}
-		b = b[n:]
-		if err := fn(num, v); err != nil {
-			return err
-		}
+		return ferr
+	})
+	switch {
+	case ferr != nil:
+		return ferr
+	case err != nil:
+		return errors.New(errNodeMsg)
 	}
 	return nil
 }
