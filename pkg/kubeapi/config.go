@@ -30,8 +30,9 @@ type Config struct {
 	Insecure bool
 	// CertData and KeyData are the PEM client certificate and key.
 	CertData, KeyData []byte
-	// CertFile and KeyFile, when set, hold the client certificate and key instead and are
-	// read again every five minutes (certificates rotated on disk).
+	// CertFile and KeyFile, when set, hold the client certificate and key instead; they
+	// are checked for a change every minute and after a 401 (certificates rotated on
+	// disk), and a new certificate closes the open connections.
 	CertFile, KeyFile string
 	// BearerToken is sent as "Authorization: Bearer".
 	BearerToken string
