@@ -230,11 +230,10 @@ func skipField(r *bufio.Reader, typ protowire.Type) error {
 // Field numbers of the Kubernetes protobuf encoding (k8s.io/api/core/v1 and
 // k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto).
 const (
-	fieldNodeMetadata        = 1 // Node.metadata (ObjectMeta)
-	fieldNodeSpec            = 2 // Node.spec (NodeSpec)
-	fieldMetaName            = 1 // ObjectMeta.name
-	fieldMetaResourceVersion = 6 // ObjectMeta.resourceVersion
-	fieldMetaAnnotations     = 12
+	fieldNodeMetadata    = 1 // Node.metadata (ObjectMeta)
+	fieldNodeSpec        = 2 // Node.spec (NodeSpec)
+	fieldMetaName        = 1 // ObjectMeta.name
+	fieldMetaAnnotations = 12
 	// ListMeta.resourceVersion and continue
 	fieldListMetaResourceVersion = 2
 	fieldListMetaContinue        = 3
@@ -244,9 +243,9 @@ const (
 	errNodeMsg                   = "malformed Node"
 )
 
-// decodePeerNode reads a protobuf Node and keeps only the name, the resource version, the
-// annotations in keep (key -> index in peerNode.LeaseAnn) and the pod CIDRs
-// (spec.podCIDRs, else spec.podCIDR).
+// decodePeerNode reads a protobuf Node and keeps only the name, the annotations in keep
+// (key -> index in peerNode.LeaseAnn) and the pod CIDRs (spec.podCIDRs, else
+// spec.podCIDR).
 func decodePeerNode(b []byte, keep map[string]int) (*peerNode, error) {
 	p := &peerNode{}
 	var podCIDR string
@@ -257,8 +256,6 @@ func decodePeerNode(b []byte, keep map[string]int) (*peerNode, error) {
 				switch num {
 				case fieldMetaName:
 					p.Name = string(v)
-				case fieldMetaResourceVersion:
-					p.ResourceVersion = string(v)
 				case fieldMetaAnnotations:
 					var key, val []byte
 					if err := eachField(v, func(num protowire.Number, v []byte) error {
