@@ -21,6 +21,11 @@ pkgs=(
   ca-certificates:update-ca-certificates
   git:git
   make:make
+  # dist/: mk-docker-opts.sh run with dash and BusyBox's ash, checked by shellcheck.
+  dash:dash
+  busybox:busybox
+  mawk:awk
+  shellcheck:shellcheck
 )
 # Building the container image: buildah (it works without a container engine or daemon).
 image_pkgs=(
