@@ -1,6 +1,7 @@
 // Package dist_test tests what dist/ ships for nodes: mk-docker-opts.sh (golden output per
 // option, run with several POSIX shells, the routing table from a stand-in ip or from a
-// network namespace of the test's own).
+// network namespace of the test's own) and the docker.service drop-in (systemd-analyze
+// verify, and its start commands run as systemd would against a stand-in dockerd).
 package dist_test
 
 import (

@@ -21,11 +21,14 @@ pkgs=(
   ca-certificates:update-ca-certificates
   git:git
   make:make
-  # dist/: mk-docker-opts.sh run with dash and BusyBox's ash, checked by shellcheck.
+  # dist/: mk-docker-opts.sh run with dash and BusyBox's ash, checked by shellcheck;
+  # the docker.service drop-in checked by systemd-analyze and run with mount(8).
   dash:dash
   busybox:busybox
   mawk:awk
   shellcheck:shellcheck
+  systemd:systemd-analyze
+  mount:mount
 )
 # Building the container image: buildah (it works without a container engine or daemon).
 image_pkgs=(
