@@ -257,6 +257,11 @@ func (l *Lab) SubnetEnv(i int) (map[string]string, error) {
 	return ParseEnv(string(data)), nil
 }
 
+// hasSubnet reports whether a subnet file names a subnet of either family.
+func hasSubnet(env map[string]string) bool {
+	return env["FLANNEL_SUBNET"] != "" || env["FLANNEL_IPV6_SUBNET"] != ""
+}
+
 // ParseEnv parses KEY=value lines (no quoting, as flanneld writes them).
 func ParseEnv(text string) map[string]string {
 	m := map[string]string{}
@@ -269,8 +274,9 @@ func ParseEnv(text string) map[string]string {
 }
 
 // WaitSubnetEnv waits up to timeout until node i's flanneld has written its subnet file
-// (a file written since the last StartFlanneld, with FLANNEL_SUBNET and FLANNEL_MTU) and
-// returns its content. It fails early when flanneld exits.
+// (a file written since the last StartFlanneld, with FLANNEL_SUBNET or
+// FLANNEL_IPV6_SUBNET, and FLANNEL_MTU) and returns its content. It fails early when
+// flanneld exits.
 func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, error) {
 	p, err := l.proc(i)
 	if err != nil {
@@ -282,12 +288,12 @@ func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, er
 	for {
 		if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
 			env, err := l.SubnetEnv(i)
-			if err == nil && env["FLANNEL_SUBNET"] != "" && env["FLANNEL_MTU"] != "" {
+			if err == nil && hasSubnet(env) && env["FLANNEL_MTU"] != "" {
 				return env, nil
 			}
 		}
 		if !p.running() {
-			if env, err := l.SubnetEnv(i); err == nil && env["FLANNEL_SUBNET"] != "" {
+			if env, err := l.SubnetEnv(i); err == nil && hasSubnet(env) {
 				if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
 					return env, nil
 				}

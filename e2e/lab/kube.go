@@ -49,10 +49,7 @@ func (l *Lab) StartKubeAPIServer(ctx context.Context) (*kubeproc.Proc, error) {
 	if err := addNamespace(ctx, ns); err != nil {
 		return nil, err
 	}
-	steps := []struct {
-		ns   string
-		args []string
-	}{
+	steps := []ipStep{
 		{ns, []string{"link", "set", "lo", "up"}},
 		{ns, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "k8s0", "netns", l.SwitchNS()}},
 		{l.SwitchNS(), []string{"link", "set", "k8s0", "master", "br0"}},
@@ -60,10 +57,8 @@ func (l *Lab) StartKubeAPIServer(ctx context.Context) (*kubeproc.Proc, error) {
 		{ns, []string{"addr", "add", KubeAPIServerIP.String() + "/24", "dev", "eth0"}},
 		{ns, []string{"link", "set", "eth0", "up"}},
 	}
-	for _, s := range steps {
-		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
-			return nil, fmt.Errorf("lab: kube-apiserver namespace: %w", err)
-		}
+	if err := runIPSteps(ctx, steps); err != nil {
+		return nil, fmt.Errorf("lab: kube-apiserver namespace: %w", err)
 	}
 	l.logf("lab %s: starting kube-apiserver on %s inside %s", l.opts.Name, l.KubeAPIServerURL(), ns)
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)

@@ -11,6 +11,12 @@
 //	              ip_forward=1, default route via 192.0.2.1 dev eth0
 //	fgx-n<i>-p<j> pod j on node i: eth0 (veth into the node's cni0) <subnet>.<j+2>
 //
+// With Options.IPv6 the underlay is dual-stack: br0 also has 2001:db8::1/64, node i's
+// eth0 2001:db8::<10+i>/64 (the same digits as its IPv4 address) with a default route
+// via 2001:db8::1, and IPv6 forwarding is on in the nodes; pods get an IPv6 address from
+// FLANNEL_IPV6_SUBNET too. Lab addresses skip duplicate address detection, so they are
+// usable at once, and no namespace accepts router advertisements.
+//
 // Nothing is ever configured in the root network namespace: the bridge lives in the switch
 // namespace, and the switch namespace has no route out, so no packet leaves the lab.
 // Close removes everything the lab made (processes by PID, namespaces by name).
@@ -47,6 +53,18 @@ var (
 	// (Options.SecondSegment).
 	Gateway2IP = netip.MustParseAddr("198.51.100.1")
 	EtcdIP     = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
+
+	// GatewayIPv6 is on br0 with Options.IPv6, the nodes' IPv6 default gateway.
+	GatewayIPv6 = netip.MustParseAddr("2001:db8::1")
+	// Gateway2IPv6 is on br1 with Options.IPv6 and Options.SecondSegment.
+	Gateway2IPv6 = netip.MustParseAddr("2001:db8:0:1::1")
+)
+
+// IPv6 underlay prefixes (Options.IPv6): the nodes' IPv6 eth0 addresses lie in these,
+// the second one for nodes in Options.SecondSegment.
+var (
+	UnderlayIPv6  = netip.MustParsePrefix("2001:db8::/64")
+	Underlay2IPv6 = netip.MustParsePrefix("2001:db8:0:1::/64")
 )
 
 // DefaultEtcdPrefix is flanneld's default --etcd-prefix.
@@ -72,6 +90,9 @@ type Options struct {
 	// 198.51.100.1; the switch routes between the segments. Such a node reaches the
 	// others only through a router (e.g. to test host-gw's on-link requirement).
 	SecondSegment []int
+	// IPv6 adds an IPv6 underlay beside the IPv4 one (see the package comment): on br0
+	// (2001:db8::/64) and, for SecondSegment nodes, on br1 (2001:db8:0:1::/64).
+	IPv6 bool
 	// NoEtcd skips starting etcd (for tests of the topology alone).
 	NoEtcd bool
 	// Logf, when set, receives progress messages.
@@ -95,7 +116,8 @@ type node struct {
 	index  int
 	ns     string
 	ip     netip.Addr
-	second bool // on the second segment (br1)
+	ip6    netip.Addr // zero without Options.IPv6
+	second bool       // on the second segment (br1)
 	dir    string
 	proc   *flannelProc // the current or last flanneld process
 }
@@ -145,6 +167,9 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 		if slices.Contains(opts.SecondSegment, i) {
 			n.ip, n.second = netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), true
 		}
+		if opts.IPv6 {
+			n.ip6 = nodeIPv6(i, n.second)
+		}
 		l.nodes = append(l.nodes, n)
 	}
 	if err := l.removeNamespaces(ctx); err != nil {
@@ -174,29 +199,41 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := addNamespace(ctx, sw); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
+	if err := l.prepareIPv6(ctx, sw); err != nil {
+		return fmt.Errorf("lab: switch: %w", err)
+	}
+	steps := [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "add", "br0", "type", "bridge"},
 		{"addr", "add", GatewayIP.String() + "/24", "dev", "br0"},
 		{"addr", "add", EtcdIP.String() + "/24", "dev", "br0"},
-		{"link", "set", "br0", "up"},
-	} {
+	}
+	if l.opts.IPv6 {
+		steps = append(steps, addr6(GatewayIPv6, UnderlayIPv6, "br0"))
+	}
+	steps = append(steps, []string{"link", "set", "br0", "up"})
+	if len(l.opts.SecondSegment) > 0 {
+		steps = append(steps,
+			[]string{"link", "add", "br1", "type", "bridge"},
+			[]string{"addr", "add", Gateway2IP.String() + "/24", "dev", "br1"})
+		if l.opts.IPv6 {
+			steps = append(steps, addr6(Gateway2IPv6, Underlay2IPv6, "br1"))
+		}
+		steps = append(steps, []string{"link", "set", "br1", "up"})
+	}
+	for _, args := range steps {
 		if _, err := ipn(ctx, sw, args...); err != nil {
 			return fmt.Errorf("lab: switch: %w", err)
 		}
 	}
 	if len(l.opts.SecondSegment) > 0 {
-		for _, args := range [][]string{
-			{"link", "add", "br1", "type", "bridge"},
-			{"addr", "add", Gateway2IP.String() + "/24", "dev", "br1"},
-			{"link", "set", "br1", "up"},
-		} {
-			if _, err := ipn(ctx, sw, args...); err != nil {
-				return fmt.Errorf("lab: switch: %w", err)
-			}
-		}
 		if err := setSysctl(ctx, sw, "net.ipv4.ip_forward", "1"); err != nil {
 			return fmt.Errorf("lab: switch: %w", err)
+		}
+		if l.opts.IPv6 {
+			if err := setSysctl(ctx, sw, "net.ipv6.conf.all.forwarding", "1"); err != nil {
+				return fmt.Errorf("lab: switch: %w", err)
+			}
 		}
 	}
 	for _, n := range l.nodes {
@@ -218,16 +255,16 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	if err := addNamespace(ctx, n.ns); err != nil {
 		return err
 	}
+	if err := l.prepareIPv6(ctx, n.ns); err != nil {
+		return fmt.Errorf("lab: node %d: %w", n.index, err)
+	}
 	port := fmt.Sprintf("n%d", n.index)
 	mtu := strconv.Itoa(l.opts.UnderlayMTU)
-	bridge, gw := "br0", GatewayIP
+	bridge, gw, gw6, under6 := "br0", GatewayIP, GatewayIPv6, UnderlayIPv6
 	if n.second {
-		bridge, gw = "br1", Gateway2IP
+		bridge, gw, gw6, under6 = "br1", Gateway2IP, Gateway2IPv6, Underlay2IPv6
 	}
-	steps := []struct {
-		ns   string
-		args []string
-	}{
+	steps := []ipStep{
 		{n.ns, []string{"link", "set", "lo", "up"}},
 		// Both ends are created directly in their namespaces: nothing touches the root one.
 		{n.ns, []string{"link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "mtu", mtu, "netns", l.SwitchNS()}},
@@ -237,13 +274,62 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 		{n.ns, []string{"link", "set", "eth0", "up"}},
 		{n.ns, []string{"route", "add", "default", "via", gw.String(), "dev", "eth0"}},
 	}
-	for _, s := range steps {
-		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
-			return fmt.Errorf("lab: node %d: %w", n.index, err)
-		}
+	if n.ip6.IsValid() {
+		steps = append(steps,
+			ipStep{n.ns, addr6(n.ip6, under6, "eth0")},
+			ipStep{n.ns, []string{"-6", "route", "add", "default", "via", gw6.String(), "dev", "eth0"}})
+	}
+	if err := runIPSteps(ctx, steps); err != nil {
+		return fmt.Errorf("lab: node %d: %w", n.index, err)
 	}
 	if err := setSysctl(ctx, n.ns, "net.ipv4.ip_forward", "1"); err != nil {
 		return fmt.Errorf("lab: node %d: %w", n.index, err)
+	}
+	if n.ip6.IsValid() {
+		if err := setSysctl(ctx, n.ns, "net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return fmt.Errorf("lab: node %d: %w", n.index, err)
+		}
+	}
+	return nil
+}
+
+// nodeIPv6 is node i's IPv6 underlay address: the digits of its IPv4 host part in the
+// last group (2001:db8::11 for 192.0.2.11), in the second segment's prefix if second.
+func nodeIPv6(i int, second bool) netip.Addr {
+	p := UnderlayIPv6
+	if second {
+		p = Underlay2IPv6
+	}
+	host := netip.MustParseAddr(fmt.Sprintf("::%d", 10+i)).As16()
+	b := p.Addr().As16()
+	copy(b[8:], host[8:])
+	return netip.AddrFrom16(b)
+}
+
+// addr6 is the "ip addr add" for an IPv6 lab address: no duplicate address detection,
+// so the address is usable at once (the lab hands out every address once).
+func addr6(a netip.Addr, p netip.Prefix, dev string) []string {
+	return []string{"addr", "add", netip.PrefixFrom(a, p.Bits()).String(), "dev", dev, "nodad"}
+}
+
+// prepareIPv6 sets, in a new namespace of an IPv6 lab, what every device created there
+// afterwards inherits: no duplicate address detection (link-local addresses are not
+// tentative either) and no router advertisements accepted. Without Options.IPv6 it does
+// nothing, so IPv4 labs keep the kernel's defaults.
+func (l *Lab) prepareIPv6(ctx context.Context, ns string) error {
+	if !l.opts.IPv6 {
+		return nil
+	}
+	return setIPv6Defaults(ctx, ns)
+}
+
+func setIPv6Defaults(ctx context.Context, ns string) error {
+	for _, conf := range []string{"all", "default"} {
+		for _, kv := range [][2]string{{"accept_dad", "0"}, {"accept_ra", "0"}} {
+			if err := setSysctl(ctx, ns, "net.ipv6.conf."+conf+"."+kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -302,6 +388,17 @@ func (l *Lab) NodeIP(i int) netip.Addr {
 	}
 	return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
 }
+
+// NodeIPv6 is node i's IPv6 underlay address; the zero Addr without Options.IPv6.
+func (l *Lab) NodeIPv6(i int) netip.Addr {
+	if i >= 1 && i <= len(l.nodes) {
+		return l.nodes[i-1].ip6
+	}
+	return netip.Addr{}
+}
+
+// IPv6 reports whether the lab has an IPv6 underlay (Options.IPv6).
+func (l *Lab) IPv6() bool { return l.opts.IPv6 }
 
 // NodeDir is node i's directory (subnet.env, flanneld.log).
 func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }

@@ -9,10 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flannel-go/flannel/subnet"
 )
 
 func needRoot(t *testing.T) {
@@ -110,6 +113,11 @@ func TestTopologyEtcdAndClose(t *testing.T) {
 		fwd, err := l.Exec(l.NodeNS(i), "cat", "/proc/sys/net/ipv4/ip_forward")
 		if err != nil || strings.TrimSpace(fwd) != "1" {
 			t.Errorf("node %d: ip_forward = %q, %v", i, fwd, err)
+		}
+		// Without Options.IPv6 the kernel's IPv6 defaults stay: no lab address, no forwarding.
+		fwd6, err := l.Exec(l.NodeNS(i), "cat", "/proc/sys/net/ipv6/conf/all/forwarding")
+		if len(eth0.IPv6Addrs()) != 0 || l.NodeIPv6(i).IsValid() || err != nil || strings.TrimSpace(fwd6) != "0" {
+			t.Errorf("node %d of an IPv4 lab: IPv6 %v %s, forwarding %q %v", i, eth0.IPv6Addrs(), l.NodeIPv6(i), fwd6, err)
 		}
 	}
 	br0, err := GetLink(ctx, l.SwitchNS(), "br0")
@@ -381,44 +389,18 @@ func TestPodsOverHandMadeVXLAN(t *testing.T) {
 	l := newTestLab(t, "pods", Options{Nodes: 2, NoEtcd: true})
 	subnets := map[int]string{1: "10.5.1", 2: "10.5.2"}
 	macs := map[int]string{1: "02:00:00:00:01:01", 2: "02:00:00:00:02:02"}
+	devs := map[int]handVXLAN{}
 	for i := 1; i <= 2; i++ {
-		ns := l.NodeNS(i)
+		devs[i] = handVXLAN{"flannel.1", macs[i], l.NodeIP(i), 1450, netip.MustParsePrefix(subnets[i] + ".0/24")}
+	}
+	for i := 1; i <= 2; i++ {
 		text := fmt.Sprintf("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=%s.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n", subnets[i])
 		if err := os.WriteFile(l.SubnetEnvPath(i), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		for _, args := range [][]string{
-			{"link", "add", "flannel.1", "address", macs[i], "type", "vxlan", "id", "1", "local", l.NodeIP(i).String(),
-				"dev", "eth0", "dstport", "8472", "nolearning"},
-			{"link", "set", "flannel.1", "mtu", "1450", "up"},
-			{"addr", "add", subnets[i] + ".0/32", "dev", "flannel.1"},
-		} {
-			if _, err := ipn(ctx, ns, args...); err != nil {
-				t.Fatal(err)
-			}
-		}
-		peer := 3 - i
-		for _, args := range [][]string{
-			{"ip", "-n", ns, "neigh", "replace", subnets[peer] + ".0", "lladdr", macs[peer], "dev", "flannel.1", "nud", "permanent"},
-			{"bridge", "-n", ns, "fdb", "replace", macs[peer], "dev", "flannel.1", "dst", l.NodeIP(peer).String(), "self", "permanent"},
-			{"ip", "-n", ns, "route", "replace", subnets[peer] + ".0/24", "via", subnets[peer] + ".0", "dev", "flannel.1", "onlink"},
-		} {
-			if _, err := run(ctx, args[0], args[1:]...); err != nil {
-				t.Fatal(err)
-			}
-		}
+		devs[i].program(t, l.NodeNS(i), devs[3-i])
 	}
-	var pods []Pod
-	for i := 1; i <= 2; i++ {
-		if _, err := l.AddPod(i, 0); err != nil {
-			t.Fatal(err)
-		}
-		p, err := l.AddPod(i, 0) // again: converges to the same thing
-		if err != nil {
-			t.Fatalf("second AddPod: %v", err)
-		}
-		pods = append(pods, p)
-	}
+	pods := addPodTwice(t, l)
 	if want := netip.MustParseAddr("10.5.1.2"); pods[0].IP != want || pods[0].Gateway != netip.MustParseAddr("10.5.1.1") {
 		t.Errorf("pod 0 on node 1: %+v", pods[0])
 	}
@@ -505,4 +487,304 @@ func TestPodsOverHandMadeVXLAN(t *testing.T) {
 	if _, err := l.Exec(p.NS, "sh", "-c", "echo oops >&2; exit 2"); err == nil || !strings.Contains(err.Error(), "oops") {
 		t.Errorf("Exec error lacks stderr: %v", err)
 	}
+}
+
+func TestNetConfig(t *testing.T) {
+	for _, tc := range []struct {
+		stack  Stack
+		want   string
+		v4, v6 bool
+	}{
+		{IPv4Only, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`, true, false},
+		{DualStack, `{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan"}}`, true, true},
+		{IPv6Only, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan"}}`, false, true},
+	} {
+		t.Run(tc.stack.String(), func(t *testing.T) {
+			got := NetConfig(tc.stack, `{"Type":"vxlan"}`)
+			if got != tc.want {
+				t.Fatalf("NetConfig = %s, want %s", got, tc.want)
+			}
+			cfg, err := subnet.ParseConfig(got)
+			if err != nil {
+				t.Fatalf("the daemon's parser refuses it: %v", err)
+			}
+			if cfg.EnableIPv4 != tc.v4 || cfg.EnableIPv6 != tc.v6 || cfg.BackendType != "vxlan" {
+				t.Errorf("parsed: IPv4 %v IPv6 %v backend %q", cfg.EnableIPv4, cfg.EnableIPv6, cfg.BackendType)
+			}
+			if tc.v6 && (cfg.IPv6SubnetLen != 64 || cfg.IPv6Network.Overlaps(UnderlayIPv6) || cfg.IPv6Network.Overlaps(Underlay2IPv6)) {
+				t.Errorf("IPv6 pod network %s /%d overlaps the underlay or has no /64 subnets", cfg.IPv6Network, cfg.IPv6SubnetLen)
+			}
+		})
+	}
+}
+
+func TestAddrPlus(t *testing.T) {
+	for _, tc := range []struct {
+		a    string
+		n    uint32
+		want string
+	}{
+		{"10.5.85.0", 2, "10.5.85.2"}, {"10.5.85.255", 1, "10.5.86.0"}, {"255.255.255.255", 1, "0.0.0.0"},
+		{"2001:db8:1000:5::", 2, "2001:db8:1000:5::2"}, {"2001:db8::ff", 1, "2001:db8::100"},
+		{"2001:db8::ffff:ffff", 1, "2001:db8::1:0:0"},
+	} {
+		if got := addrPlus(netip.MustParseAddr(tc.a), tc.n); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("addrPlus(%s, %d) = %s, want %s", tc.a, tc.n, got, tc.want)
+		}
+	}
+	if got := nodeIPv6(12, false); got != netip.MustParseAddr("2001:db8::22") {
+		t.Errorf("nodeIPv6(12) = %s", got)
+	}
+	if got := nodeIPv6(3, true); got != netip.MustParseAddr("2001:db8:0:1::13") {
+		t.Errorf("nodeIPv6(3, second segment) = %s", got)
+	}
+}
+
+// TestIPv6Underlay builds a dual-stack lab with a node on the second segment and checks
+// the IPv6 side: addresses usable at once, routes, forwarding, reachability within and
+// across segments, and nothing beyond the lab.
+func TestIPv6Underlay(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	rootBefore := rootLinkNames(t)
+	l := newTestLab(t, "six", Options{Nodes: 3, NoEtcd: true, IPv6: true, SecondSegment: []int{3}})
+	if got := rootLinkNames(t); !slices.Equal(got, rootBefore) {
+		t.Errorf("root namespace links changed: before %v, after %v", rootBefore, got)
+	}
+	want := map[int][2]string{1: {"2001:db8::11/64", "2001:db8::1"}, 2: {"2001:db8::12/64", "2001:db8::1"},
+		3: {"2001:db8:0:1::13/64", "2001:db8:0:1::1"}}
+	for i := 1; i <= 3; i++ {
+		ns := l.NodeNS(i)
+		eth0, err := GetLink(ctx, ns, "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := eth0.IPv6Addrs(); !slices.Equal(got, []string{want[i][0]}) || len(eth0.IPv4Addrs()) != 1 {
+			t.Errorf("node %d eth0: IPv6 %v IPv4 %v, want %s beside one IPv4 address", i, got, eth0.IPv4Addrs(), want[i][0])
+		}
+		if l.NodeIPv6(i).String()+"/64" != want[i][0] {
+			t.Errorf("NodeIPv6(%d) = %s", i, l.NodeIPv6(i))
+		}
+		if out, err := l.Exec(ns, "ip", "-6", "addr", "show", "tentative"); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("node %d: tentative addresses (DAD not skipped): %q %v", i, out, err)
+		}
+		routes, err := Routes6(ctx, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(routes, func(r Route) bool {
+			return r.Dst == "default" && r.Gateway == want[i][1] && r.Dev == "eth0"
+		}) {
+			t.Errorf("node %d: no IPv6 default route via %s dev eth0: %+v", i, want[i][1], routes)
+		}
+		for key, val := range map[string]string{"ipv6/conf/all/forwarding": "1", "ipv6/conf/eth0/accept_ra": "0", "ipv4/ip_forward": "1"} {
+			if got, err := l.Exec(ns, "cat", "/proc/sys/net/"+key); err != nil || strings.TrimSpace(got) != val {
+				t.Errorf("node %d: %s = %q (%v), want %s", i, key, got, err, val)
+			}
+		}
+	}
+	if l.NodeIPv6(4).IsValid() || !l.IPv6() {
+		t.Errorf("NodeIPv6(4) = %s, IPv6() = %v", l.NodeIPv6(4), l.IPv6())
+	}
+	for _, to := range []netip.Addr{l.NodeIPv6(2), GatewayIPv6, l.NodeIPv6(3), l.NodeIP(3)} {
+		if err := l.Ping(l.NodeNS(1), to); err != nil {
+			t.Errorf("underlay ping n1 -> %s: %v", to, err)
+		}
+	}
+	out, err := l.AddOutsideHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ping(out, l.NodeIPv6(2)); err != nil {
+		t.Errorf("outside host -> node 2 over IPv6: %v", err)
+	}
+	// Nothing is reachable beyond the lab: the switch has no IPv6 route out either.
+	if _, err := l.Exec(l.NodeNS(1), "ping", "-n", "-c", "1", "-W", "1", "2001:db8:ffff::77"); err == nil {
+		t.Errorf("a packet to 2001:db8:ffff::77 got an answer: the lab is not closed")
+	}
+}
+
+// TestDualStackPodsOverHandMadeVXLAN programs what a dual-stack flanneld would (subnet
+// file, flannel.1 over the IPv4 underlay and flannel-v6.1 over the IPv6 one, one
+// neighbour/FDB/route triplet per peer and family) by hand, then proves the pod helpers
+// for both families and for an IPv6-only subnet file.
+func TestDualStackPodsOverHandMadeVXLAN(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	l := newTestLab(t, "pods6", Options{Nodes: 2, NoEtcd: true, IPv6: true})
+	devs := map[int][]handVXLAN{}
+	for i := 1; i <= 2; i++ {
+		devs[i] = []handVXLAN{
+			{"flannel.1", fmt.Sprintf("02:00:00:00:0%d:0%d", i, i), l.NodeIP(i), 1450, netip.MustParsePrefix(fmt.Sprintf("10.5.%d.0/24", i))},
+			{"flannel-v6.1", fmt.Sprintf("02:00:00:00:6%d:0%d", i, i), l.NodeIPv6(i), 1430, netip.MustParsePrefix(fmt.Sprintf("2001:db8:1000:%d::/64", i))},
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		text := fmt.Sprintf("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.%d.1/24\n"+
+			"FLANNEL_IPV6_NETWORK=2001:db8:1000::/56\nFLANNEL_IPV6_SUBNET=2001:db8:1000:%d::1/64\n"+
+			"FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n", i, i)
+		if err := os.WriteFile(l.SubnetEnvPath(i), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for f := range devs[i] {
+			devs[i][f].program(t, l.NodeNS(i), devs[3-i][f])
+		}
+	}
+	pods := addPodTwice(t, l)
+	want := Pod{Node: 1, Index: 0, NS: l.PodNS(1, 0), IP: netip.MustParseAddr("10.5.1.2"),
+		Prefix: netip.MustParsePrefix("10.5.1.2/24"), Gateway: netip.MustParseAddr("10.5.1.1"),
+		IPv6: netip.MustParseAddr("2001:db8:1000:1::2"), IPv6Prefix: netip.MustParsePrefix("2001:db8:1000:1::2/64"),
+		IPv6Gateway: netip.MustParseAddr("2001:db8:1000:1::1"), MTU: 1430}
+	if pods[0] != want {
+		t.Errorf("pod 0 on node 1:\n%+v\nwant\n%+v", pods[0], want)
+	}
+	if got := pods[1].Addrs(); len(got) != 2 || got[0] != pods[1].IP || got[1] != pods[1].IPv6 {
+		t.Errorf("Addrs() = %v", got)
+	}
+	cni0, err := GetLink(ctx, l.NodeNS(1), "cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cni0.IPv4Addrs(), []string{"10.5.1.1/24"}) || !slices.Equal(cni0.IPv6Addrs(), []string{"2001:db8:1000:1::1/64"}) {
+		t.Errorf("cni0 addresses: %v %v", cni0.IPv4Addrs(), cni0.IPv6Addrs())
+	}
+	if out, err := l.Exec(pods[0].NS, "ip", "-6", "addr", "show", "tentative"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("pod: tentative addresses: %q %v", out, err)
+	}
+	for _, p := range pods {
+		routes, err := Routes6(ctx, p.NS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(routes, func(r Route) bool {
+			return r.Dst == "default" && r.Gateway == p.IPv6Gateway.String() && r.Dev == "eth0"
+		}) {
+			t.Errorf("pod on node %d: no IPv6 default route via cni0: %+v", p.Node, routes)
+		}
+	}
+	for _, dst := range pods[1].Addrs() {
+		if err := l.Ping(pods[0].NS, dst); err != nil {
+			t.Errorf("pod ping 1 -> %s over vxlan: %v", dst, err)
+		}
+	}
+	for _, dst := range pods[0].Addrs() {
+		if err := l.Ping(pods[1].NS, dst); err != nil {
+			t.Errorf("pod ping 2 -> %s over vxlan: %v", dst, err)
+		}
+	}
+	neighs, err := Neighs6(ctx, l.NodeNS(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(neighs, func(n Neigh) bool {
+		return n.Dst == "2001:db8:1000:2::" && n.Dev == "flannel-v6.1" && n.LLAddr == devs[2][1].mac && slices.Contains(n.State, "PERMANENT")
+	}) {
+		t.Errorf("IPv6 neighbour entry not seen: %+v", neighs)
+	}
+	routes, err := Routes6(ctx, l.NodeNS(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(routes, func(r Route) bool {
+		return r.Dst == "2001:db8:1000:2::/64" && r.Gateway == "2001:db8:1000:2::" && r.Dev == "flannel-v6.1" && r.HasFlag("onlink")
+	}) {
+		t.Errorf("IPv6 route to 2001:db8:1000:2::/64 not seen: %+v", routes)
+	}
+	if d := Describe(ctx, l.NodeNS(1)); !strings.Contains(d, "2001:db8:1000:2::/64 via 2001:db8:1000:2:: dev flannel-v6.1") || strings.Contains(d, "fe80::/64") {
+		t.Errorf("Describe lacks the IPv6 route or shows link-local ones:\n%s", d)
+	}
+
+	// An IPv6-only subnet file: cni0 loses its IPv4 address, the pod has only IPv6.
+	if err := os.WriteFile(l.SubnetEnvPath(1), []byte("FLANNEL_IPV6_NETWORK=2001:db8:1000::/56\nFLANNEL_IPV6_SUBNET=2001:db8:1000:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.AddPod(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.IP.IsValid() || p.Gateway.IsValid() || p.IPv6 != want.IPv6 || len(p.Addrs()) != 1 {
+		t.Errorf("IPv6-only pod: %+v", p)
+	}
+	cni0, err = GetLink(ctx, l.NodeNS(1), "cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cni0.IPv4Addrs()) != 0 || !slices.Equal(cni0.IPv6Addrs(), []string{"2001:db8:1000:1::1/64"}) {
+		t.Errorf("cni0 after the IPv6-only file: %v %v", cni0.IPv4Addrs(), cni0.IPv6Addrs())
+	}
+	if err := l.Ping(p.NS, pods[1].IPv6); err != nil {
+		t.Errorf("IPv6-only pod -> pod on node 2: %v", err)
+	}
+	if _, err := l.Exec(p.NS, "ping", "-n", "-c", "1", "-W", "1", pods[1].IP.String()); err == nil {
+		t.Errorf("IPv6-only pod reached an IPv4 address")
+	}
+
+	// Files AddPod must refuse.
+	for _, text := range []string{
+		"FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_MTU=1450\n",
+		"FLANNEL_IPV6_SUBNET=10.5.1.1/24\nFLANNEL_MTU=1450\n",
+		"FLANNEL_SUBNET=2001:db8:1000:1::1/64\nFLANNEL_MTU=1450\n",
+		"FLANNEL_IPV6_SUBNET=2001:db8:1000:1::1/64\nFLANNEL_MTU=1200\n",
+	} {
+		if err := os.WriteFile(l.SubnetEnvPath(1), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.AddPod(1, 1); err == nil {
+			t.Errorf("AddPod accepted the subnet file\n%s", text)
+		}
+	}
+}
+
+// handVXLAN is one vxlan device of a node as flanneld's backend programs it, made by hand.
+type handVXLAN struct {
+	dev   string
+	mac   string
+	local netip.Addr // the node's underlay address
+	mtu   int
+	own   netip.Prefix // the node's subnet
+}
+
+// program makes the device in ns, up, with the subnet's network address as its only
+// address (/32 or /128), and for each peer the permanent neighbour entry for the peer
+// subnet's network address, the FDB entry to the peer's underlay address and the onlink
+// route to the peer subnet.
+func (v handVXLAN) program(t *testing.T, ns string, peers ...handVXLAN) {
+	t.Helper()
+	ctx := context.Background()
+	cmds := [][]string{
+		{"ip", "-n", ns, "link", "add", v.dev, "address", v.mac, "type", "vxlan", "id", "1", "local", v.local.String(),
+			"dev", "eth0", "dstport", "8472", "nolearning"},
+		{"ip", "-n", ns, "link", "set", v.dev, "mtu", strconv.Itoa(v.mtu), "up"},
+		{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(v.own.Addr(), v.own.Addr().BitLen()).String(), "dev", v.dev},
+	}
+	for _, p := range peers {
+		gw := p.own.Addr().String()
+		cmds = append(cmds,
+			[]string{"ip", "-n", ns, "neigh", "replace", gw, "lladdr", p.mac, "dev", v.dev, "nud", "permanent"},
+			[]string{"bridge", "-n", ns, "fdb", "replace", p.mac, "dev", v.dev, "dst", p.local.String(), "self", "permanent"},
+			[]string{"ip", "-n", ns, "route", "replace", p.own.String(), "via", gw, "dev", v.dev, "onlink"})
+	}
+	for _, c := range cmds {
+		if _, err := run(ctx, c[0], c[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// addPodTwice adds pod 0 on each node twice (the second call must converge to the same
+// pod) and returns the pods.
+func addPodTwice(t *testing.T, l *Lab) []Pod {
+	t.Helper()
+	var pods []Pod
+	for i := 1; i <= l.Nodes(); i++ {
+		if _, err := l.AddPod(i, 0); err != nil {
+			t.Fatal(err)
+		}
+		p, err := l.AddPod(i, 0)
+		if err != nil {
+			t.Fatalf("second AddPod: %v", err)
+		}
+		pods = append(pods, p)
+	}
+	return pods
 }

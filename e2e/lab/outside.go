@@ -7,8 +7,12 @@ import (
 	"net/netip"
 )
 
-// OutsideIP is the address of the outside host (AddOutsideHost) on the lab bridge br0.
-var OutsideIP = netip.MustParseAddr("192.0.2.200")
+// OutsideIP is the address of the outside host (AddOutsideHost) on the lab bridge br0;
+// OutsideIPv6 its IPv6 address in a lab with Options.IPv6.
+var (
+	OutsideIP   = netip.MustParseAddr("192.0.2.200")
+	OutsideIPv6 = netip.MustParseAddr("2001:db8::200")
+)
 
 // OutsideNS is the namespace of the outside host: "<name>-n0". Node index 0 is never a
 // node, and the name matches the lab's node pattern, so Close and Sweep remove it with
@@ -16,9 +20,10 @@ var OutsideIP = netip.MustParseAddr("192.0.2.200")
 func (l *Lab) OutsideNS() string { return l.opts.Name + "-n0" }
 
 // AddOutsideHost creates a host outside the cluster: a namespace plugged into br0 with
-// OutsideIP/24 and no default route, so it can only answer addresses of the lab's
-// underlay (a pod's packet reaches it with its pod source only if it is not masqueraded,
-// and then the reply has no way back). It returns the namespace name.
+// OutsideIP/24 (and OutsideIPv6/64 with Options.IPv6) and no default route, so it can
+// only answer addresses of the lab's underlay (a pod's packet reaches it with its pod
+// source only if it is not masqueraded, and then the reply has no way back). It returns
+// the namespace name.
 func (l *Lab) AddOutsideHost() (string, error) {
 	ctx := context.Background()
 	ns := l.OutsideNS()
@@ -28,10 +33,10 @@ func (l *Lab) AddOutsideHost() (string, error) {
 	if err := addNamespace(ctx, ns); err != nil {
 		return "", err
 	}
-	steps := []struct {
-		ns   string
-		args []string
-	}{
+	if err := l.prepareIPv6(ctx, ns); err != nil {
+		return "", fmt.Errorf("lab: outside host: %w", err)
+	}
+	steps := []ipStep{
 		{ns, []string{"link", "set", "lo", "up"}},
 		{ns, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "out0", "netns", l.SwitchNS()}},
 		{l.SwitchNS(), []string{"link", "set", "out0", "master", "br0"}},
@@ -39,10 +44,11 @@ func (l *Lab) AddOutsideHost() (string, error) {
 		{ns, []string{"addr", "add", OutsideIP.String() + "/24", "dev", "eth0"}},
 		{ns, []string{"link", "set", "eth0", "up"}},
 	}
-	for _, s := range steps {
-		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
-			return "", fmt.Errorf("lab: outside host: %w", err)
-		}
+	if l.opts.IPv6 {
+		steps = append(steps, ipStep{ns, addr6(OutsideIPv6, UnderlayIPv6, "eth0")})
+	}
+	if err := runIPSteps(ctx, steps); err != nil {
+		return "", fmt.Errorf("lab: outside host: %w", err)
 	}
 	return ns, nil
 }

@@ -7,29 +7,48 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Pod is a pod namespace behind node Node's cni0 bridge.
+// Pod is a pod namespace behind node Node's cni0 bridge. It has the address families its
+// node's subnet file names: IPv4 from FLANNEL_SUBNET, IPv6 from FLANNEL_IPV6_SUBNET; the
+// fields of a family the file lacks are zero.
 type Pod struct {
 	Node, Index int
 	NS          string
 	IP          netip.Addr // <subnet>.<Index+2>
 	Prefix      netip.Prefix
 	Gateway     netip.Addr // cni0's address: the first host of the node's subnet
+	IPv6        netip.Addr // <IPv6 subnet>::<Index+2>
+	IPv6Prefix  netip.Prefix
+	IPv6Gateway netip.Addr // cni0's IPv6 address: the first host of the node's IPv6 subnet
 	MTU         int
+}
+
+// Addrs lists the pod's addresses, IPv4 first.
+func (p Pod) Addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{p.IP, p.IPv6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // PodNS is the namespace name of pod j on node i.
 func (l *Lab) PodNS(i, j int) string { return fmt.Sprintf("%s-n%d-p%d", l.opts.Name, i, j) }
 
 // AddPod creates (or re-creates) pod j (0-based) on node i from node i's subnet file:
-// bridge cni0 in the node namespace with FLANNEL_SUBNET's address (e.g. 10.5.85.1/24) and
-// FLANNEL_MTU, and a pod namespace whose eth0 has <subnet>.<j+2> and a default route via
-// cni0. Calling it again converges: cni0 gets the current subnet and the pod is rebuilt.
+// bridge cni0 in the node namespace with FLANNEL_SUBNET's address (e.g. 10.5.85.1/24),
+// FLANNEL_IPV6_SUBNET's (e.g. 2001:db8:1000:5::1/64) and FLANNEL_MTU, and a pod
+// namespace whose eth0 has <subnet>.<j+2> and <IPv6 subnet>::<j+2>, with a default route
+// of each family via cni0. A file with only one of the two subnets makes a single-stack
+// pod. Calling it again converges: cni0 gets the current subnets and the pod is rebuilt.
 func (l *Lab) AddPod(i, j int) (Pod, error) {
 	ctx := context.Background()
 	if _, err := l.node(i); err != nil {
@@ -42,23 +61,43 @@ func (l *Lab) AddPod(i, j int) (Pod, error) {
 	if err != nil {
 		return Pod{}, err
 	}
-	first, err := netip.ParsePrefix(env["FLANNEL_SUBNET"])
-	if err != nil || !first.Addr().Is4() {
-		return Pod{}, fmt.Errorf("lab: node %d: bad FLANNEL_SUBNET %q", i, env["FLANNEL_SUBNET"])
+	first, err := envSubnet(env, "FLANNEL_SUBNET", false)
+	if err != nil {
+		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
+	}
+	first6, err := envSubnet(env, "FLANNEL_IPV6_SUBNET", true)
+	if err != nil {
+		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
+	}
+	if !first.IsValid() && !first6.IsValid() {
+		return Pod{}, fmt.Errorf("lab: node %d: subnet file has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET", i)
 	}
 	mtu, err := strconv.Atoi(env["FLANNEL_MTU"])
-	if err != nil || mtu < 576 {
+	if err != nil || mtu < 576 || (first6.IsValid() && mtu < 1280) {
 		return Pod{}, fmt.Errorf("lab: node %d: bad FLANNEL_MTU %q", i, env["FLANNEL_MTU"])
 	}
-	podIP := addToAddr(first.Masked().Addr(), uint32(j+2))
-	if !first.Masked().Contains(podIP) || !first.Masked().Contains(addToAddr(podIP, 1)) {
-		return Pod{}, fmt.Errorf("lab: pod %d does not fit in %s", j, first.Masked())
+	pod := Pod{Node: i, Index: j, NS: l.PodNS(i, j), MTU: mtu}
+	var bridgeAddrs []netip.Prefix
+	if first.IsValid() {
+		podIP := addrPlus(first.Masked().Addr(), uint32(j+2))
+		// The next address must fit too: the last one of the subnet is its broadcast.
+		if !first.Masked().Contains(podIP) || !first.Masked().Contains(addrPlus(podIP, 1)) {
+			return Pod{}, fmt.Errorf("lab: pod %d does not fit in %s", j, first.Masked())
+		}
+		pod.IP, pod.Prefix, pod.Gateway = podIP, netip.PrefixFrom(podIP, first.Bits()), first.Addr()
+		bridgeAddrs = append(bridgeAddrs, first)
 	}
-	pod := Pod{Node: i, Index: j, NS: l.PodNS(i, j), IP: podIP, Prefix: netip.PrefixFrom(podIP, first.Bits()),
-		Gateway: first.Addr(), MTU: mtu}
+	if first6.IsValid() {
+		podIP := addrPlus(first6.Masked().Addr(), uint32(j+2))
+		if !first6.Masked().Contains(podIP) {
+			return Pod{}, fmt.Errorf("lab: pod %d does not fit in %s", j, first6.Masked())
+		}
+		pod.IPv6, pod.IPv6Prefix, pod.IPv6Gateway = podIP, netip.PrefixFrom(podIP, first6.Bits()), first6.Addr()
+		bridgeAddrs = append(bridgeAddrs, first6)
+	}
 
 	nodeNS := l.NodeNS(i)
-	if err := ensureBridge(ctx, nodeNS, "cni0", first, mtu); err != nil {
+	if err := ensureBridge(ctx, nodeNS, "cni0", bridgeAddrs, mtu); err != nil {
 		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
 	}
 	hostVeth := fmt.Sprintf("vethp%d", j)
@@ -72,28 +111,52 @@ func (l *Lab) AddPod(i, j int) (Pod, error) {
 	if err := addNamespace(ctx, pod.NS); err != nil {
 		return Pod{}, err
 	}
+	if pod.IPv6.IsValid() {
+		if err := setIPv6Defaults(ctx, pod.NS); err != nil {
+			return Pod{}, fmt.Errorf("lab: pod %d on node %d: %w", j, i, err)
+		}
+	}
 	m := strconv.Itoa(mtu)
-	steps := []struct {
-		ns   string
-		args []string
-	}{
+	steps := []ipStep{
 		{pod.NS, []string{"link", "set", "lo", "up"}},
 		{pod.NS, []string{"link", "add", "eth0", "mtu", m, "type", "veth", "peer", "name", hostVeth, "mtu", m, "netns", nodeNS}},
 		{nodeNS, []string{"link", "set", hostVeth, "master", "cni0"}},
 		{nodeNS, []string{"link", "set", hostVeth, "up"}},
-		{pod.NS, []string{"addr", "add", pod.Prefix.String(), "dev", "eth0"}},
-		{pod.NS, []string{"link", "set", "eth0", "up"}},
-		{pod.NS, []string{"route", "add", "default", "via", pod.Gateway.String(), "dev", "eth0"}},
 	}
-	for _, s := range steps {
-		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
-			return Pod{}, fmt.Errorf("lab: pod %d on node %d: %w", j, i, err)
-		}
+	if pod.IP.IsValid() {
+		steps = append(steps, ipStep{pod.NS, []string{"addr", "add", pod.Prefix.String(), "dev", "eth0"}})
+	}
+	if pod.IPv6.IsValid() {
+		steps = append(steps, ipStep{pod.NS, addr6(pod.IPv6, pod.IPv6Prefix, "eth0")})
+	}
+	steps = append(steps, ipStep{pod.NS, []string{"link", "set", "eth0", "up"}})
+	if pod.IP.IsValid() {
+		steps = append(steps, ipStep{pod.NS, []string{"route", "add", "default", "via", pod.Gateway.String(), "dev", "eth0"}})
+	}
+	if pod.IPv6.IsValid() {
+		steps = append(steps, ipStep{pod.NS, []string{"-6", "route", "add", "default", "via", pod.IPv6Gateway.String(), "dev", "eth0"}})
+	}
+	if err := runIPSteps(ctx, steps); err != nil {
+		return Pod{}, fmt.Errorf("lab: pod %d on node %d: %w", j, i, err)
 	}
 	l.mu.Lock()
 	l.pods[[2]int{i, j}] = pod
 	l.mu.Unlock()
 	return pod, nil
+}
+
+// envSubnet reads a subnet value of the subnet file ("10.5.85.1/24"); a missing key is
+// the zero Prefix, a value that is no prefix of the family an error.
+func envSubnet(env map[string]string, key string, v6 bool) (netip.Prefix, error) {
+	v, ok := env[key]
+	if !ok {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil || p.Addr().Is6() != v6 || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("bad %s %q", key, v)
+	}
+	return p, nil
 }
 
 // Pods lists the pods added so far, ordered by node and index.
@@ -113,16 +176,22 @@ func (l *Lab) Pods() []Pod {
 	return out
 }
 
-func addToAddr(a netip.Addr, n uint32) netip.Addr {
-	b := a.As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v += n
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+// addrPlus adds n to an IPv4 or IPv6 address (wrapping around at the top).
+func addrPlus(a netip.Addr, n uint32) netip.Addr {
+	b := a.AsSlice()
+	carry := uint64(n)
+	for k := len(b) - 1; k >= 0 && carry > 0; k-- {
+		v := uint64(b[k]) + carry&0xff
+		b[k], carry = byte(v), carry>>8+v>>8
+	}
+	r, _ := netip.AddrFromSlice(b)
+	return r
 }
 
-// ensureBridge makes sure bridge name exists in ns, is up, has MTU mtu and carries exactly
-// addr as its IPv4 address.
-func ensureBridge(ctx context.Context, ns, name string, addr netip.Prefix, mtu int) error {
+// ensureBridge makes sure bridge name exists in ns, is up, has MTU mtu and carries
+// exactly addrs as its IPv4 and global IPv6 addresses (link-local ones are left to the
+// kernel). IPv6 addresses skip duplicate address detection.
+func ensureBridge(ctx context.Context, ns, name string, addrs []netip.Prefix, mtu int) error {
 	link, err := GetLink(ctx, ns, name)
 	if errors.Is(err, ErrNoLink) {
 		if _, err := ipn(ctx, ns, "link", "add", name, "type", "bridge"); err != nil {
@@ -139,21 +208,29 @@ func ensureBridge(ctx context.Context, ns, name string, addr netip.Prefix, mtu i
 	if _, err := ipn(ctx, ns, "link", "set", name, "mtu", strconv.Itoa(mtu)); err != nil {
 		return err
 	}
-	have := false
+	have := map[netip.Prefix]bool{}
 	for _, a := range link.Addrs {
-		if a.Family != "inet" {
+		if a.Family != "inet" && (a.Family != "inet6" || a.Scope == "link") {
 			continue
 		}
-		if a.Local == addr.Addr().String() && a.PrefixLen == addr.Bits() {
-			have = true
+		p := fmt.Sprintf("%s/%d", a.Local, a.PrefixLen)
+		if pp, err := netip.ParsePrefix(p); err == nil && slices.Contains(addrs, pp) {
+			have[pp] = true
 			continue
 		}
-		if _, err := ipn(ctx, ns, "addr", "del", fmt.Sprintf("%s/%d", a.Local, a.PrefixLen), "dev", name); err != nil {
+		if _, err := ipn(ctx, ns, "addr", "del", p, "dev", name); err != nil {
 			return err
 		}
 	}
-	if !have {
-		if _, err := ipn(ctx, ns, "addr", "add", addr.String(), "dev", name); err != nil {
+	for _, p := range addrs {
+		if have[p] {
+			continue
+		}
+		args := []string{"addr", "add", p.String(), "dev", name}
+		if p.Addr().Is6() {
+			args = append(args, "nodad")
+		}
+		if _, err := ipn(ctx, ns, args...); err != nil {
 			return err
 		}
 	}
@@ -213,7 +290,7 @@ func lastLine(s string) string {
 
 // ---- read-only views of a namespace's kernel state (ip -j / bridge -j) ----
 
-// Route is one IPv4 route of the main table.
+// Route is one route of the main table (Routes: IPv4, Routes6: IPv6).
 type Route struct {
 	Dst      string   `json:"dst"` // "10.5.32.0/24" or "default"
 	Gateway  string   `json:"gateway"`
@@ -227,7 +304,7 @@ type Route struct {
 // HasFlag reports whether the route carries flag (e.g. "onlink").
 func (r Route) HasFlag(flag string) bool { return contains(r.Flags, flag) }
 
-// Neigh is one IPv4 neighbour (ARP) entry.
+// Neigh is one neighbour entry (Neighs: IPv4 ARP, Neighs6: IPv6 neighbour discovery).
 type Neigh struct {
 	Dst    string   `json:"dst"`
 	Dev    string   `json:"dev"`
@@ -293,6 +370,17 @@ func (k Link) IPv4Addrs() []string {
 	return out
 }
 
+// IPv6Addrs lists the link's IPv6 addresses other than link-local ones as "addr/len".
+func (k Link) IPv6Addrs() []string {
+	var out []string
+	for _, a := range k.Addrs {
+		if a.Family == "inet6" && a.Scope != "link" {
+			out = append(out, fmt.Sprintf("%s/%d", a.Local, a.PrefixLen))
+		}
+	}
+	return out
+}
+
 // ErrNoLink is returned by GetLink when the device does not exist.
 var ErrNoLink = errors.New("no such link")
 
@@ -306,17 +394,27 @@ func contains(list []string, s string) bool {
 }
 
 // Routes lists the IPv4 routes of ns's main table.
-func Routes(ctx context.Context, ns string) ([]Route, error) {
+func Routes(ctx context.Context, ns string) ([]Route, error) { return routes(ctx, ns, "-4") }
+
+// Routes6 lists the IPv6 routes of ns's main table.
+func Routes6(ctx context.Context, ns string) ([]Route, error) { return routes(ctx, ns, "-6") }
+
+func routes(ctx context.Context, ns, family string) ([]Route, error) {
 	var rs []Route
-	err := ipJSON(ctx, &rs, "ip", "-n", ns, "-j", "-4", "route", "show")
+	err := ipJSON(ctx, &rs, "ip", "-n", ns, "-j", family, "route", "show")
 	return rs, err
 }
 
 // Neighs lists the IPv4 neighbour entries in ns.
-func Neighs(ctx context.Context, ns string) ([]Neigh, error) {
-	var ns4 []Neigh
-	err := ipJSON(ctx, &ns4, "ip", "-n", ns, "-j", "-4", "neigh", "show")
-	return ns4, err
+func Neighs(ctx context.Context, ns string) ([]Neigh, error) { return neighs(ctx, ns, "-4") }
+
+// Neighs6 lists the IPv6 neighbour entries in ns.
+func Neighs6(ctx context.Context, ns string) ([]Neigh, error) { return neighs(ctx, ns, "-6") }
+
+func neighs(ctx context.Context, ns, family string) ([]Neigh, error) {
+	var out []Neigh
+	err := ipJSON(ctx, &out, "ip", "-n", ns, "-j", family, "neigh", "show")
+	return out, err
 }
 
 // FDBs lists the bridge forwarding database of ns.
@@ -386,8 +484,9 @@ func ipJSON(ctx context.Context, v any, name string, args ...string) error {
 	return nil
 }
 
-// Describe returns a human-readable dump of ns's devices, routes, neighbours and
-// vxlan FDB entries, for failure messages. Errors are included in the text.
+// Describe returns a human-readable dump of ns's devices, routes, neighbours (IPv6 ones
+// without the link-local lines every device has) and vxlan FDB entries, for failure
+// messages. Errors are included in the text.
 func Describe(ctx context.Context, ns string) string {
 	var b strings.Builder
 	for _, c := range [][]string{
@@ -395,12 +494,28 @@ func Describe(ctx context.Context, ns string) string {
 		{"ip", "-n", ns, "-d", "link", "show", "type", "vxlan"},
 		{"ip", "-n", ns, "-4", "route", "show"},
 		{"ip", "-n", ns, "-4", "neigh", "show"},
+		{"ip", "-n", ns, "-6", "route", "show"},
+		{"ip", "-n", ns, "-6", "neigh", "show"},
 		{"bridge", "-n", ns, "fdb", "show", "nomaster"},
 	} {
 		out, err := run(ctx, c[0], c[1:]...)
+		if c[3] == "-6" {
+			out = withoutLinkLocal(out)
+		}
 		fmt.Fprintf(&b, "$ %s\n%s", strings.Join(c, " "), out)
 		if err != nil {
 			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	return b.String()
+}
+
+// withoutLinkLocal drops the lines of ip -6 output that are about link-local addresses.
+func withoutLinkLocal(out string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(out, "\n") {
+		if !strings.HasPrefix(line, "fe80:") {
+			b.WriteString(line)
 		}
 	}
 	return b.String()

@@ -63,6 +63,22 @@ func ipn(ctx context.Context, ns string, args ...string) (string, error) {
 	return run(ctx, "ip", append([]string{"-n", ns}, args...)...)
 }
 
+// ipStep is one "ip -n <ns> args..." of a build sequence.
+type ipStep struct {
+	ns   string
+	args []string
+}
+
+// runIPSteps runs steps in order and stops at the first failure.
+func runIPSteps(ctx context.Context, steps []ipStep) error {
+	for _, s := range steps {
+		if _, err := ipn(ctx, s.ns, s.args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // nsExec runs a command inside a named network namespace (ip netns exec).
 func nsExec(ctx context.Context, ns string, cmd ...string) (string, error) {
 	if ns == "" {
