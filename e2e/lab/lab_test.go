@@ -690,6 +690,9 @@ func TestDualStackPodsOverHandMadeVXLAN(t *testing.T) {
 	}) {
 		t.Errorf("IPv6 route to 2001:db8:1000:2::/64 not seen: %+v", routes)
 	}
+	if vx6, err := GetLink(ctx, l.NodeNS(1), "flannel-v6.1"); err != nil || vx6.VXLAN == nil || vx6.VXLAN.Local != "2001:db8::11" {
+		t.Errorf("flannel-v6.1 details: %+v, %v", vx6, err)
+	}
 	if d := Describe(ctx, l.NodeNS(1)); !strings.Contains(d, "2001:db8:1000:2::/64 via 2001:db8:1000:2:: dev flannel-v6.1") || strings.Contains(d, "fe80::/64") {
 		t.Errorf("Describe lacks the IPv6 route or shows link-local ones:\n%s", d)
 	}

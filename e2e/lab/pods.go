@@ -349,7 +349,7 @@ type Link struct {
 // VXLANInfo is the vxlan part of a link's details.
 type VXLANInfo struct {
 	ID       int    `json:"id"`
-	Local    string `json:"local"`
+	Local    string `json:"local"` // the source address, IPv4 or IPv6
 	Link     string `json:"link"`
 	Port     int    `json:"port"`
 	Learning bool   `json:"learning"`
@@ -458,11 +458,17 @@ func (k *Link) decodeInfo() error {
 	}
 	k.Kind = k.LinkInfo.Kind
 	if k.Kind == "vxlan" && len(k.LinkInfo.Data) > 0 {
-		var v VXLANInfo
+		var v struct {
+			VXLANInfo
+			Local6 string `json:"local6"` // how ip -j names an IPv6 source
+		}
 		if err := json.Unmarshal(k.LinkInfo.Data, &v); err != nil {
 			return fmt.Errorf("lab: vxlan details of %s: %w", k.Name, err)
 		}
-		k.VXLAN = &v
+		if v.Local == "" {
+			v.Local = v.Local6
+		}
+		k.VXLAN = &v.VXLANInfo
 	}
 	return nil
 }
