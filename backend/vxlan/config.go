@@ -14,11 +14,11 @@ const (
 	defaultVNI = 1
 	maxVNI     = 1<<24 - 1
 	// overhead is what the VXLAN encapsulation costs on an IPv4 underlay (outer IP 20 +
-	// UDP 8 + VXLAN 8 + inner Ethernet 14). Upstream subtracts it for the IPv6 device too.
+	// UDP 8 + VXLAN 8 + inner Ethernet 14).
 	overhead = 50
-	// v6Headroom is the real encapsulation cost on an IPv6 underlay; the kernel clamps a
-	// vxlan device over IPv6 to lower MTU - 70.
-	v6Headroom = 70
+	// v6Overhead is the cost on an IPv6 underlay (outer IP 40); the kernel allows a vxlan
+	// device over IPv6 at most its lower device's MTU - 70. Upstream subtracts 50 there too.
+	v6Overhead = 70
 	// minDeviceMTU is the smallest MTU the kernel accepts for a vxlan device (IPv4 minimum).
 	minDeviceMTU = 68
 	// minV6DeviceMTU is the IPv6 minimum link MTU.
@@ -31,7 +31,7 @@ const (
 type Config struct {
 	VNI           int
 	Port          int  // 0: not sent to the kernel, which then uses 8472
-	MTU           int  // underlay MTU; the devices get MTU - 50
+	MTU           int  // underlay MTU; flannel.<VNI> gets MTU - 50, flannel-v6.<VNI> MTU - 70
 	GBP           bool // VXLAN Group Based Policy extension
 	Learning      bool // kernel MAC learning (off: "nolearning")
 	DirectRouting bool // plain routes to peers reachable without a gateway
@@ -42,7 +42,7 @@ type Config struct {
 // parseConfig decodes the Backend object (keys matched case-insensitively, unknown
 // keys such as the Windows-only MacPrefix and Name ignored), fills in defaults and checks
 // ranges. ifaceMTU is the external interface's MTU, the default for MTU; v6 says whether
-// the IPv6 device will exist (it needs a device MTU of at least 1280).
+// the IPv6 device will exist (it needs a device MTU, MTU - 70, of at least 1280).
 func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	var in struct {
 		Type          string
@@ -99,9 +99,9 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 		case c.MTU-overhead < minDeviceMTU:
 			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small: the device MTU (MTU - %d) must be at least %d",
 				c.MTU, overhead, minDeviceMTU))
-		case v6 && c.MTU-overhead < minV6DeviceMTU:
+		case v6 && c.MTU-v6Overhead < minV6DeviceMTU:
 			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d",
-				c.MTU, overhead, minV6DeviceMTU))
+				c.MTU, v6Overhead, minV6DeviceMTU))
 		}
 	}
 	if len(errs) > 0 {
@@ -234,4 +234,13 @@ func hwFrom(b net.HardwareAddr) (hwAddr, bool) {
 	}
 	copy(m[:], b)
 	return m, true
+}
+
+// familyOverhead is the encapsulation cost of a family's device: its outer header is of
+// that family.
+func familyOverhead(v6 bool) int {
+	if v6 {
+		return v6Overhead
+	}
+	return overhead
 }

@@ -39,6 +39,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "MTU negative", in: `{"MTU":-1}`, ifMTU: 1500, wantErr: "negative"},
 		{name: "MTU too big", in: `{"MTU":70000}`, ifMTU: 1500, wantErr: "larger than 65535"},
 		{name: "MTU too small for v6", in: `{"MTU":1300}`, ifMTU: 1500, v6: true, wantErr: "too small for IPv6"},
+		{name: "v6 device at the IPv6 minimum", in: `{"MTU":1350}`, ifMTU: 1500, v6: true, want: Config{VNI: 1, MTU: 1350}},
+		{name: "v6 device below the IPv6 minimum", in: `{"MTU":1349}`, ifMTU: 1500, v6: true, wantErr: "(MTU - 70) must be at least 1280"},
+		{name: "v4 only needs no IPv6 minimum", in: `{"MTU":1349}`, ifMTU: 1500, want: Config{VNI: 1, MTU: 1349}},
 		{name: "interface MTU unknown", in: `{}`, ifMTU: 0, wantErr: "MTU not configured"},
 		{name: "bad JSON", in: `{"VNI":`, ifMTU: 1500, wantErr: "error decoding VXLAN backend config"},
 		{name: "wrong type", in: `{"VNI":"1"}`, ifMTU: 1500, wantErr: "error decoding VXLAN backend config"},
@@ -144,10 +147,12 @@ func TestNewValidation(t *testing.T) {
 		wantErr string
 	}{
 		{name: "v4", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`), devs: "flannel.1", mtu: 1450},
-		{name: "dual", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan","VNI":9,"MTU":1400}}`),
-			devs: "flannel.9,flannel-v6.9", mtu: 1350},
-		{name: "v6 only", ext: ext(), cfg: cfg(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`),
-			devs: "flannel-v6.1", mtu: 1450},
+		// With IPv6 the pods' MTU is the IPv6 device's (underlay - 70), which also fits
+		// flannel.<VNI> (underlay - 50).
+		{name: "dual", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan","VNI":9,"MTU":1400}}`),
+			devs: "flannel.9,flannel-v6.9", mtu: 1330},
+		{name: "v6 only", ext: ext(), cfg: cfg(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan"}}`),
+			devs: "flannel-v6.1", mtu: 1430},
 		{name: "v4 name too long", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777215}}`),
 			wantErr: `"flannel.16777215"`},
 		{name: "v6 name too long", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan","VNI":10000}}`),
@@ -193,7 +198,7 @@ func FuzzParseVXLANConfig(f *testing.F) {
 		if c.VNI < 1 || c.VNI > maxVNI || c.Port < 0 || c.Port > 65535 || c.MTU-overhead < minDeviceMTU || c.MTU > 65535 {
 			t.Fatalf("accepted out-of-range config %+v from %q", c, raw)
 		}
-		if v6 && c.MTU-overhead < minV6DeviceMTU {
+		if v6 && c.MTU-v6Overhead < minV6DeviceMTU {
 			t.Fatalf("accepted v6 config with MTU %d", c.MTU)
 		}
 		if c.ChecksumOffload > ChecksumOff {

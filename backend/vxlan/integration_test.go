@@ -669,6 +669,9 @@ func TestIntegrationDualStack(t *testing.T) {
 	if !vx6.SrcAddr.Equal(net.ParseIP("2001:db8::1")) || vx6.VxlanId != 1 || vx6.MTU != 1430 {
 		t.Errorf("v6 device local %v id %d mtu %d (want mtu 1430: 1500 - 70)", vx6.SrcAddr, vx6.VxlanId, vx6.MTU)
 	}
+	if b.MTU() != 1430 {
+		t.Errorf("MTU() = %d, want 1430: what the IPv6 device carries", b.MTU())
+	}
 	if attrs.PublicIPv6 != l.ext.ExtV6Addr || string(attrs.BackendV6Data) != `{"VNI":1,"VtepMAC":"`+vx6.HardwareAddr.String()+`"}` {
 		t.Errorf("attrs %+v v6data %s", attrs, attrs.BackendV6Data)
 	}
@@ -718,6 +721,29 @@ func TestIntegrationDualStack(t *testing.T) {
 }
 
 // kernelRoutes reads the main-table IPv4 routes on dev and the nexthop objects on it.
+// TestIntegrationIPv6DeviceMTU: the MTU option is the underlay's, so the IPv6 device gets
+// 70 less (its outer header is IPv6), not 50 as upstream; the pods' MTU fits both devices.
+func TestIntegrationIPv6DeviceMTU(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	b, _ := l.backend(testConfig(t, `{"Type":"vxlan","MTU":1400}`, true))
+	if _, err := b.Prepare(ctx, nil); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	for dev, want := range map[string]int{"flannel.1": 1350, "flannel-v6.1": 1330} {
+		link, err := l.h.LinkByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if link.Attrs().MTU != want {
+			t.Errorf("%s MTU %d, want %d", dev, link.Attrs().MTU, want)
+		}
+	}
+	if b.MTU() != 1330 {
+		t.Errorf("MTU() = %d, want 1330", b.MTU())
+	}
+}
+
 func (l *lab) kernelRoutes(dev int) (map[netip.Prefix]netlinkx.Route, map[uint32]netlinkx.Nexthop) {
 	l.t.Helper()
 	rs := map[netip.Prefix]netlinkx.Route{}

@@ -126,19 +126,16 @@ func (b *Backend) mismatch(f *family, vx *netlink.Vxlan) string {
 	return ""
 }
 
-// targetMTU is the device MTU: configured underlay MTU - 50, clamped to what the kernel
-// allows over the underlay device (its MTU - 50 for IPv4, - 70 for IPv6).
+// targetMTU is the device MTU: configured underlay MTU minus the family's overhead (50
+// for IPv4, 70 for IPv6), clamped to what the kernel allows over the underlay device
+// (its MTU minus the same overhead).
 func (b *Backend) targetMTU(f *family) (int, error) {
 	lower, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
 		return 0, fmt.Errorf("read external interface (index %d): %w", b.ext.Iface.Index, err)
 	}
-	want := b.vc.MTU - overhead
-	headroom := overhead
-	if f.v6 {
-		headroom = v6Headroom
-	}
-	if lim := lower.Attrs().MTU - headroom; lim < want {
+	want := b.vc.MTU - familyOverhead(f.v6)
+	if lim := lower.Attrs().MTU - familyOverhead(f.v6); lim < want {
 		klog.InfoS("vxlan device MTU limited by the external interface", "device", f.name,
 			"configured", want, "limit", lim, "externalInterfaceMTU", lower.Attrs().MTU)
 		want = max(lim, minDeviceMTU)

@@ -363,9 +363,16 @@ func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
 	return n, true, nil
 }
 
-// MTU is the MTU pods get: the configured underlay MTU minus 50 (also with IPv6, as
-// upstream).
-func (b *Backend) MTU() int { return b.vc.MTU - overhead }
+// MTU is the MTU pods get: the configured underlay MTU minus the overhead of the
+// costliest enabled family, so that a packet of that size fits every device: MTU - 50
+// for IPv4 only (as upstream), MTU - 70 as soon as IPv6 is enabled (upstream: - 50).
+func (b *Backend) MTU() int {
+	worst := overhead
+	for _, f := range b.fams {
+		worst = max(worst, familyOverhead(f.v6))
+	}
+	return b.vc.MTU - worst
+}
 
 // Devices names the vxlan devices of the enabled families.
 func (b *Backend) Devices() []string {
