@@ -117,7 +117,8 @@ func startAll(t *testing.T, l *lab.Lab, config string, extraArgs ...string) {
 	}
 }
 
-// info reads node i's subnet file and its vxlan device dev.
+// info reads node i's subnet file and its vxlan device dev. The subnet is
+// FLANNEL_SUBNET's, or FLANNEL_IPV6_SUBNET's for an IPv6 device (flannel-v6.<VNI>).
 func info(t *testing.T, l *lab.Lab, i int, dev string) nodeInfo {
 	t.Helper()
 	raw, err := os.ReadFile(l.SubnetEnvPath(i))
@@ -125,9 +126,13 @@ func info(t *testing.T, l *lab.Lab, i int, dev string) nodeInfo {
 		t.Fatal(err)
 	}
 	n := nodeInfo{index: i, envText: string(raw), env: lab.ParseEnv(string(raw))}
-	p, err := netip.ParsePrefix(n.env["FLANNEL_SUBNET"])
+	key := "FLANNEL_SUBNET"
+	if strings.HasPrefix(dev, "flannel-v6.") {
+		key = "FLANNEL_IPV6_SUBNET"
+	}
+	p, err := netip.ParsePrefix(n.env[key])
 	if err != nil {
-		t.Fatalf("node %d: FLANNEL_SUBNET %q: %v", i, n.env["FLANNEL_SUBNET"], err)
+		t.Fatalf("node %d: %s %q: %v", i, key, n.env[key], err)
 	}
 	n.subnet = p.Masked()
 	link := waitLink(t, l, i, dev)
@@ -183,15 +188,29 @@ type peer struct {
 	public netip.Addr
 }
 
+// peerOf is n's peer entry of its subnet's family (underlay address of that family).
 func peerOf(l *lab.Lab, n nodeInfo) peer {
+	if n.subnet.Addr().Is6() {
+		return peer{subnet: n.subnet, mac: n.mac, public: l.NodeIPv6(n.index)}
+	}
 	return peer{subnet: n.subnet, mac: n.mac, public: l.NodeIP(n.index)}
 }
 
-// peerState reports which parts of p's ARP/FDB/route triplet exist on dev in ns.
+// neighsAndRoutes are the neighbour and route listings of p's family.
+func (p peer) neighsAndRoutes() (func(context.Context, string) ([]lab.Neigh, error), func(context.Context, string) ([]lab.Route, error)) {
+	if p.subnet.Addr().Is6() {
+		return lab.Neighs6, lab.Routes6
+	}
+	return lab.Neighs, lab.Routes
+}
+
+// peerState reports which parts of p's ARP/FDB/route triplet (neighbour/FDB/route for
+// an IPv6 peer) exist on dev in ns.
 func peerState(ns, dev string, p peer) (arp, fdb, route bool, err error) {
 	ctx := context.Background()
 	gw := p.subnet.Addr().String()
-	neighs, err := lab.Neighs(ctx, ns)
+	listNeighs, listRoutes := p.neighsAndRoutes()
+	neighs, err := listNeighs(ctx, ns)
 	if err != nil {
 		return
 	}
@@ -205,7 +224,7 @@ func peerState(ns, dev string, p peer) (arp, fdb, route bool, err error) {
 	fdb = slices.ContainsFunc(fdbs, func(f lab.FDB) bool {
 		return f.Dev == dev && strings.EqualFold(f.MAC, p.mac) && f.Dst == p.public.String() && f.State == "permanent"
 	})
-	routes, err := lab.Routes(ctx, ns)
+	routes, err := listRoutes(ctx, ns)
 	if err != nil {
 		return
 	}
@@ -220,8 +239,9 @@ func peerState(ns, dev string, p peer) (arp, fdb, route bool, err error) {
 func anyTrace(ns, dev string, p peer) (bool, string, error) {
 	ctx := context.Background()
 	gw := p.subnet.Addr().String()
+	listNeighs, listRoutes := p.neighsAndRoutes()
 	var found []string
-	neighs, err := lab.Neighs(ctx, ns)
+	neighs, err := listNeighs(ctx, ns)
 	if err != nil {
 		return false, "", err
 	}
@@ -239,7 +259,7 @@ func anyTrace(ns, dev string, p peer) (bool, string, error) {
 			found = append(found, fmt.Sprintf("fdb %+v", f))
 		}
 	}
-	routes, err := lab.Routes(ctx, ns)
+	routes, err := listRoutes(ctx, ns)
 	if err != nil {
 		return false, "", err
 	}
@@ -305,7 +325,7 @@ func addPods(t *testing.T, l *lab.Lab) []lab.Pod {
 	return pods
 }
 
-// pingMesh makes every pod ping every pod on the other nodes.
+// pingMesh makes every pod ping every address of every pod on the other nodes.
 func pingMesh(t *testing.T, l *lab.Lab, pods []lab.Pod) {
 	t.Helper()
 	for _, from := range pods {
@@ -313,13 +333,15 @@ func pingMesh(t *testing.T, l *lab.Lab, pods []lab.Pod) {
 			if from.Node == to.Node {
 				continue
 			}
-			start := time.Now()
-			rtt, err := l.PingRTT(from.NS, to.IP, lab.DefaultPingTimeout)
-			if err != nil {
-				t.Errorf("pod on node %d (%s) -> pod on node %d (%s): %v", from.Node, from.IP, to.Node, to.IP, err)
-				continue
+			for _, dst := range to.Addrs() {
+				start := time.Now()
+				rtt, err := l.PingRTT(from.NS, dst, lab.DefaultPingTimeout)
+				if err != nil {
+					t.Errorf("pod on node %d (%v) -> pod on node %d (%s): %v", from.Node, from.Addrs(), to.Node, dst, err)
+					continue
+				}
+				t.Logf("ping pod n%d -> pod n%d %s: ok, rtt %v (took %v)", from.Node, to.Node, dst, rtt, time.Since(start).Round(time.Millisecond))
 			}
-			t.Logf("ping pod n%d %s -> pod n%d %s: ok, rtt %v (took %v)", from.Node, from.IP, to.Node, to.IP, rtt, time.Since(start).Round(time.Millisecond))
 		}
 	}
 }
