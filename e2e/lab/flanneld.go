@@ -69,7 +69,11 @@ func (l *Lab) FlanneldArgs(i int) []string {
 
 // FlanneldCommand is the full command line StartFlanneld runs for node i.
 func (l *Lab) FlanneldCommand(i int, extraArgs ...string) []string {
-	cmd := []string{"ip", "netns", "exec", l.NodeNS(i), l.opts.FlanneldBin}
+	return l.flanneldCommand(i, l.opts.FlanneldBin, extraArgs...)
+}
+
+func (l *Lab) flanneldCommand(i int, bin string, extraArgs ...string) []string {
+	cmd := []string{"ip", "netns", "exec", l.NodeNS(i), bin}
 	cmd = append(cmd, l.FlanneldArgs(i)...)
 	return append(cmd, extraArgs...)
 }
@@ -84,18 +88,24 @@ func (l *Lab) LogPath(i int) string { return filepath.Join(l.NodeDir(i), "flanne
 // extraArgs (later flags win). It fails if flanneld already runs on that node. The process
 // is killed if this process dies (Pdeathsig) and by Close.
 func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
-	return l.startFlanneld(i, nil, extraArgs...)
+	return l.startFlanneld(i, l.opts.FlanneldBin, nil, extraArgs...)
 }
 
-func (l *Lab) startFlanneld(i int, extraEnv []string, extraArgs ...string) error {
+// StartFlanneldBin is StartFlanneldEnv with another binary than Options.FlanneldBin, e.g.
+// upstream's flanneld beside ours in one lab.
+func (l *Lab) StartFlanneldBin(i int, bin string, env []string, extraArgs ...string) error {
+	return l.startFlanneld(i, bin, env, extraArgs...)
+}
+
+func (l *Lab) startFlanneld(i int, bin string, extraEnv []string, extraArgs ...string) error {
 	n, err := l.node(i)
 	if err != nil {
 		return err
 	}
-	if l.opts.FlanneldBin == "" {
+	if bin == "" {
 		return errors.New("lab: Options.FlanneldBin is not set")
 	}
-	if _, err := os.Stat(l.opts.FlanneldBin); err != nil {
+	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("lab: flanneld binary: %w", err)
 	}
 	l.mu.Lock()
@@ -113,7 +123,7 @@ func (l *Lab) startFlanneld(i int, extraEnv []string, extraArgs ...string) error
 	if err != nil {
 		return fmt.Errorf("lab: open flanneld log: %w", err)
 	}
-	argv := l.FlanneldCommand(i, extraArgs...)
+	argv := l.flanneldCommand(i, bin, extraArgs...)
 	fmt.Fprintf(logf, "===== lab: %s starting: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = n.dir

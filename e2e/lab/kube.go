@@ -94,5 +94,5 @@ func (l *Lab) KubeAPIServer() *kubeproc.Proc {
 // StartFlanneldEnv is StartFlanneld with extra environment variables ("NAME=value"),
 // e.g. NODE_NAME or POD_NAME/POD_NAMESPACE for Kubernetes mode.
 func (l *Lab) StartFlanneldEnv(i int, env []string, extraArgs ...string) error {
-	return l.startFlanneld(i, env, extraArgs...)
+	return l.startFlanneld(i, l.opts.FlanneldBin, env, extraArgs...)
 }
