@@ -1,6 +1,8 @@
 // Package benchkit holds what the lab's benchmark commands (e2e/cmd/bench*) share: their
-// start-up (root check, a context ended by Ctrl-C, exit status), the flanneld binary they
-// run, the machine line they print, medians, a process's CPU time and memory figures.
+// start-up (root check, a context ended by Ctrl-C, exit status), the daemons they run
+// (ours, and upstream flanneld beside it), the machine line they print, medians, a
+// process's CPU time and memory figures, and the report of results each writes as JSON
+// for e2e/cmd/benchplot.
 package benchkit
 
 import (
@@ -36,13 +38,17 @@ func Main(name, target string, run func(ctx context.Context) error) {
 }
 
 // Flanneld returns the absolute path of bin, or, when bin is empty, builds ./cmd/flanneld
-// (statically) into dir and returns that.
+// (statically, its version from git describe as make build does) into dir and returns that.
 func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return filepath.Abs(bin)
 	}
 	bin = filepath.Join(dir, "flanneld")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/flanneld")
+	version := "dev"
+	if out, err := exec.CommandContext(ctx, "git", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
+		version = strings.TrimSpace(string(out))
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version="+version, "-o", bin, "./cmd/flanneld")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build and the image
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -51,10 +57,31 @@ func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	return bin, nil
 }
 
-// Machine describes the machine for a benchmark's header: "2 CPUs, kernel 6.1.0".
+// Machine describes the machine for a benchmark's header:
+// "2 CPUs (AMD EPYC 7B13), 24 GiB, Linux 6.1.0, go1.26.8".
 func Machine() string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("%d CPUs, kernel %s", runtime.NumCPU(), strings.TrimSpace(string(kernel)))
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	meminfo, _ := os.ReadFile("/proc/meminfo")
+	return machine(runtime.NumCPU(), string(cpuinfo), string(meminfo), strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+func machine(cpus int, cpuinfo, meminfo, kernel, goVersion string) string {
+	s := fmt.Sprintf("%d CPUs", cpus)
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			s += " (" + strings.Join(strings.Fields(v), " ") + ")"
+			break
+		}
+	}
+	for _, line := range strings.Split(meminfo, "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			if kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB"))); err == nil {
+				s += fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	return s + ", Linux " + kernel + ", " + goVersion
 }
 
 // Median is the middle value of xs (the upper one of the two middles for an even count).

@@ -1,0 +1,358 @@
+package benchkit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The daemons a report compares.
+const (
+	Ours     = "flannel-go"
+	Upstream = "upstream"
+)
+
+// Result is one figure of one daemon in one case: the value of every run.
+type Result struct {
+	// Case is what was measured, e.g. "20000 peers", "vxlan", "vxlan: FDB entry deleted".
+	Case string `json:"case"`
+	// X is the case's scale (peers, nodes) where results form a curve; 0 otherwise.
+	X float64 `json:"x,omitempty"`
+	// Metric names the figure ("converge", "peak RSS", "throughput", ...) and Unit its unit.
+	Metric string `json:"metric"`
+	Unit   string `json:"unit"`
+	// Daemon is Ours or Upstream.
+	Daemon string `json:"daemon"`
+	// Runs are the values of the runs that finished, in Unit.
+	Runs []float64 `json:"runs"`
+	// Over counts the runs that did not finish within Limit (in Unit): the daemon did not
+	// get there in the time the benchmark gave it.
+	Over  int     `json:"over,omitempty"`
+	Limit float64 `json:"limit,omitempty"`
+	// Higher is set when a higher value is better (throughput); lower is better otherwise.
+	Higher bool `json:"higher,omitempty"`
+	// Target, when not 0, is the project's goal for this figure (an upper bound, or a lower
+	// one when Higher).
+	Target float64 `json:"target,omitempty"`
+}
+
+// Median is the middle run (the upper middle for an even count), counting the runs over
+// Limit as longer than any other. over reports that the median is one of those: the
+// figure is then "not within Limit" and v is Limit. ok is false when there is no run.
+func (r Result) Median() (v float64, over, ok bool) {
+	n := len(r.Runs) + r.Over
+	if n == 0 {
+		return 0, false, false
+	}
+	i := n / 2
+	if i >= len(r.Runs) {
+		return r.Limit, true, true
+	}
+	s := slices.Clone(r.Runs)
+	slices.Sort(s)
+	return s[i], false, true
+}
+
+// Cell formats the median with its unit: "0.61 s", "37.2 MB", "not within 15 s", "-".
+func (r Result) Cell() string {
+	v, over, ok := r.Median()
+	switch {
+	case !ok:
+		return "-"
+	case over:
+		return "not within " + Format(v, r.Unit)
+	}
+	return Format(v, r.Unit)
+}
+
+// AllRuns formats every run: "0.61 0.58 0.66", with ">15" for each run over Limit.
+func (r Result) AllRuns() string {
+	var parts []string
+	for _, x := range r.Runs {
+		parts = append(parts, number(x))
+	}
+	for range r.Over {
+		parts = append(parts, ">"+number(r.Limit))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Met reports whether the median meets Target; ok is false when there is no target or
+// no median.
+func (r Result) Met() (met, ok bool) {
+	v, over, has := r.Median()
+	if r.Target == 0 || !has {
+		return false, false
+	}
+	if r.Higher {
+		return !over && v >= r.Target, true
+	}
+	return !over && v <= r.Target, true
+}
+
+// Format writes v with three significant digits (no exponent) and its unit: "0.613 s",
+// "37.2 MB", "0.5 %"; milliseconds from 1000 on as seconds ("15 s").
+func Format(v float64, unit string) string {
+	if unit == "ms" && v >= 1000 {
+		v, unit = v/1000, "s"
+	}
+	s := number(v)
+	switch unit {
+	case "":
+		return s
+	case "%":
+		return s + " %"
+	}
+	return s + " " + unit
+}
+
+// number formats v with three significant digits, all digits left of the point kept.
+func number(v float64) string {
+	d := 0
+	if v != 0 {
+		d = max(0, min(6, 2-int(math.Floor(math.Log10(math.Abs(v))))))
+	}
+	s := strconv.FormatFloat(v, 'f', d, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
+}
+
+// Ratio is ours ÷ upstream, of the medians. When one side's median is over its limit the
+// ratio is a bound: bound is "<" (ours finished, upstream did not) or ">" (the reverse).
+// ok is false when a side has no median, both are over, or upstream's median is 0.
+func Ratio(ours, upstream Result) (ratio float64, bound string, ok bool) {
+	o, oOver, ok1 := ours.Median()
+	u, uOver, ok2 := upstream.Median()
+	if !ok1 || !ok2 || (oOver && uOver) || u == 0 {
+		return 0, "", false
+	}
+	switch {
+	case uOver:
+		bound = "<"
+	case oOver:
+		bound = ">"
+	}
+	return o / u, bound, true
+}
+
+// FormatRatio formats a Ratio with three significant digits: "0.0253", "< 0.00113",
+// "1.4", "-".
+func FormatRatio(ratio float64, bound string, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	if bound != "" {
+		return bound + " " + number(ratio)
+	}
+	return number(ratio)
+}
+
+// Report is what a benchmark command measured in one run of it, written as JSON (-json)
+// for the charts and the results page (e2e/cmd/benchplot).
+type Report struct {
+	Bench   string    `json:"bench"`   // control, kube, net, heal, rules, restart
+	Title   string    `json:"title"`   // what the benchmark measures, in a few words
+	Command string    `json:"command"` // the command line that reproduces it
+	Machine string    `json:"machine"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	// Load is the load average (1, 5 and 15 minutes) at the end: other work on the machine.
+	Load string `json:"load"`
+	// Daemons maps each daemon measured to its version (its --version).
+	Daemons map[string]string `json:"daemons"`
+	// Notes say what a reader needs to read the figures (fewer runs, limits).
+	Notes   []string `json:"notes,omitempty"`
+	Results []Result `json:"results"`
+	// Previous holds our results from the report this one replaced (Write), for figures
+	// that upstream lacks.
+	Previous *Previous `json:"previous,omitempty"`
+}
+
+// Previous is our part of an earlier report.
+type Previous struct {
+	End     time.Time `json:"end"`
+	Version string    `json:"version"`
+	Command string    `json:"command"`
+	Results []Result  `json:"results"`
+}
+
+// NewReport starts a report for bench, whose command is cmd (e.g. "go run ./e2e/cmd/bench")
+// run with this process's arguments.
+func NewReport(bench, title, cmd string) *Report {
+	return &Report{
+		Bench:   bench,
+		Title:   title,
+		Command: strings.Join(append([]string{cmd}, os.Args[1:]...), " "),
+		Machine: Machine(),
+		Start:   time.Now().UTC().Truncate(time.Second),
+		Daemons: map[string]string{},
+	}
+}
+
+// Add appends a result; results without any run are dropped.
+func (r *Report) Add(res Result) {
+	if len(res.Runs)+res.Over > 0 {
+		r.Results = append(r.Results, res)
+	}
+}
+
+// Note appends a note for the reader of the figures.
+func (r *Report) Note(format string, args ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+}
+
+// Find returns the result of daemon for case c and metric m.
+func (r *Report) Find(daemon, c, m string) (Result, bool) {
+	for _, res := range r.Results {
+		if res.Daemon == daemon && res.Case == c && res.Metric == m {
+			return res, true
+		}
+	}
+	return Result{}, false
+}
+
+// Row is one line of a report's table: a case and metric with each daemon's result.
+type Row struct {
+	Case, Metric   string
+	Ours, Upstream Result
+	HasUpstream    bool
+}
+
+// Rows lists the report's cases and metrics in the order our results were added (cases
+// only upstream has follow), each with both daemons' results.
+func (r *Report) Rows() []Row {
+	var rows []Row
+	seen := map[[2]string]bool{}
+	for _, d := range []string{Ours, Upstream} {
+		for _, res := range r.Results {
+			k := [2]string{res.Case, res.Metric}
+			if res.Daemon != d || seen[k] {
+				continue
+			}
+			seen[k] = true
+			row := Row{Case: res.Case, Metric: res.Metric}
+			row.Ours, _ = r.Find(Ours, res.Case, res.Metric)
+			row.Upstream, row.HasUpstream = r.Find(Upstream, res.Case, res.Metric)
+			rows = append(rows, row)
+		}
+	}
+	return rows
+}
+
+// PrintTable writes the report as a text table: each case and metric with our median,
+// upstream's and their ratio, and every run.
+func (r *Report) PrintTable(w io.Writer) {
+	rows := r.Rows()
+	cw, mw := len("case"), len("metric")
+	for _, row := range rows {
+		cw, mw = max(cw, len(row.Case)), max(mw, len(row.Metric))
+	}
+	fmt.Fprintf(w, "%-*s  %-*s  %16s  %16s  %9s  %s\n", cw, "case", mw, "metric", Ours, Upstream, "ours/up", "runs (ours; upstream)")
+	for _, row := range rows {
+		up, ratio, runs := "-", "-", row.Ours.AllRuns()
+		if row.HasUpstream {
+			up = row.Upstream.Cell()
+			ratio = FormatRatio(Ratio(row.Ours, row.Upstream))
+			runs += "; " + row.Upstream.AllRuns()
+		}
+		fmt.Fprintf(w, "%-*s  %-*s  %16s  %16s  %9s  %s\n", cw, row.Case, mw, row.Metric, row.Ours.Cell(), up, ratio, runs)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+// Write finishes the report (end time, load average) and writes it as indented JSON to
+// path, keeping our results of the report it replaces as Previous (see previous). An
+// unreadable old file is replaced without.
+func (r *Report) Write(path string) error {
+	r.End = time.Now().UTC().Truncate(time.Second)
+	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(load)); len(f) >= 3 {
+			r.Load = strings.Join(f[:3], " ")
+		}
+	}
+	if old, err := ReadReport(path); err == nil {
+		r.Previous = previous(old, r.Command)
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// previous is what Write keeps of old as the Previous of a report made by cmd: old's own
+// Previous when it was made by cmd and old was not, otherwise our part of old (kept even
+// when made by another command, so that a trial run does not lose the figures of the
+// command it interrupts; PreviousResult shows only figures of the same command).
+func previous(old *Report, cmd string) *Previous {
+	if old.Command != cmd && old.Previous != nil && old.Previous.Command == cmd {
+		return old.Previous
+	}
+	p := &Previous{End: old.End, Version: old.Daemons[Ours], Command: old.Command}
+	for _, res := range old.Results {
+		if res.Daemon == Ours {
+			p.Results = append(p.Results, res)
+		}
+	}
+	if len(p.Results) == 0 {
+		return nil
+	}
+	return p
+}
+
+// ReadReport reads a report written by Write.
+func ReadReport(path string) (*Report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Bench == "" {
+		return nil, fmt.Errorf("%s: not a benchmark report (no bench name)", path)
+	}
+	for _, res := range r.Results {
+		if res.Daemon != Ours && res.Daemon != Upstream {
+			return nil, fmt.Errorf("%s: result %q/%q of unknown daemon %q", path, res.Case, res.Metric, res.Daemon)
+		}
+		if res.Over > 0 && !(res.Limit > 0) || slices.ContainsFunc(res.Runs, func(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) }) {
+			return nil, fmt.Errorf("%s: result %q/%q has runs over no limit or a non-finite run", path, res.Case, res.Metric)
+		}
+	}
+	return &r, nil
+}
+
+// PreviousResult is our previous figure for case c and metric m, if Previous has it and
+// was made by the same command (figures of other flags, e.g. a smaller trial run, are
+// not comparable).
+func (r *Report) PreviousResult(c, m string) (Result, bool) {
+	if r.Previous == nil || r.Previous.Command != r.Command {
+		return Result{}, false
+	}
+	for _, res := range r.Previous.Results {
+		if res.Case == c && res.Metric == m {
+			return res, true
+		}
+	}
+	return Result{}, false
+}
