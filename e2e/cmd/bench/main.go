@@ -11,14 +11,18 @@
 //     that one 30 s resync falls inside), as a percentage of one core;
 //   - peak RSS: VmHWM at the end of the run.
 //
-// Each size runs several times; medians are reported.
+// Each size runs several times; medians are reported. With -upstream, upstream flanneld
+// runs the same measurements, alternating with ours run by run (fewer runs at 10,000
+// peers and more: it takes about 25 s to converge 20,000), and the table gives the ratios;
+// -json writes the results for e2e/cmd/benchplot.
 //
-//	sudo make bench-control   # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3
+//	sudo make bench-control   # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3 -upstream build
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -42,91 +46,184 @@ import (
 const config = `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`
 
 func main() {
-	sizes := flag.String("sizes", "1000,5000,20000", "comma-separated numbers of peer leases")
-	runs := flag.Int("runs", 3, "runs per size (the median is reported)")
-	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
-	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
-	logs := flag.String("logs", "", "copy each run's flanneld log into this directory")
-	idle := flag.Duration("idle", 30*time.Second, "idle CPU window (0: skip)")
-	churn := flag.Bool("churn", true, "measure churn (N/5 deletions + N/5 additions)")
-	verbose := flag.Bool("v", false, "print each run's memory breakdown (RssAnon, RssFile) at its end")
+	var o options
+	flag.StringVar(&o.sizes, "sizes", "1000,5000,20000", "comma-separated numbers of peer leases")
+	flag.IntVar(&o.runs, "runs", 3, "runs per size (the median is reported)")
+	o.Define("alternating with ours run by run")
+	flag.IntVar(&o.upRuns, "upstream-runs", 0, "upstream's runs per size (0: as -runs below 10,000 peers, 1 from there: upstream takes about 25 s to converge 20,000)")
+	flag.DurationVar(&o.limit, "limit", 90*time.Second, "a daemon that has not converged (or absorbed the churn) after this long is reported as not within it")
+	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up on one run after this long")
+	flag.StringVar(&o.logs, "logs", "", "copy each run's flanneld log into this directory")
+	flag.DurationVar(&o.idle, "idle", 30*time.Second, "idle CPU window (0: skip)")
+	flag.BoolVar(&o.churn, "churn", true, "measure churn (N/5 deletions + N/5 additions)")
+	flag.BoolVar(&o.verbose, "v", false, "print each run's memory breakdown (RssAnon, RssFile) at its end")
 	flag.Parse()
-	benchkit.Main("bench", "bench-control", func(ctx context.Context) error {
-		return run(ctx, *sizes, *runs, *bin, *timeout, *logs, phases{idle: *idle, churn: *churn, verbose: *verbose})
-	})
+	benchkit.Main("bench", "bench-control", func(ctx context.Context) error { return run(ctx, o) })
 }
 
-type phases struct {
-	idle    time.Duration
-	churn   bool
-	verbose bool
+type options struct {
+	benchkit.Flags
+	sizes          string
+	runs, upRuns   int
+	limit, timeout time.Duration
+	logs           string
+	idle           time.Duration
+	churn, verbose bool
 }
 
+// Targets at 20,000 peers (etcd mode).
+const (
+	targetPeers    = 20000
+	targetConverge = 1.0  // s
+	targetChurn    = 0.5  // s
+	targetIdle     = 1.0  // % of a core
+	targetPeakRSS  = 42.0 // MB
+)
+
+// result is one run. A phase that did not finish within the limit leaves its figure 0 and
+// sets its over flag; the phases after it are then not measured.
 type result struct {
 	converge time.Duration
 	convKB   int           // VmHWM at convergence
 	churn    time.Duration // 0 when not measured
 	churnW   time.Duration // of which writing to etcd
 	idleCPU  float64       // % of one core; -1 when not measured
-	hwmKB    int           // VmHWM at the end
+	hwmKB    int           // VmHWM at the end; 0 when not measured
+
+	convOver, churnOver bool
 }
 
-func run(ctx context.Context, sizeList string, runs int, bin string, timeout time.Duration, logs string, ph phases) error {
+func run(ctx context.Context, o options) error {
 	var sizes []int
-	for _, s := range strings.Split(sizeList, ",") {
+	for _, s := range strings.Split(o.sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 5 || n > 50000 {
 			return fmt.Errorf("bad size %q (5..50000)", s)
 		}
 		sizes = append(sizes, n)
 	}
+	if o.runs < 1 || o.upRuns < 0 {
+		return fmt.Errorf("bad -runs %d or -upstream-runs %d", o.runs, o.upRuns)
+	}
 	work, err := os.MkdirTemp("", "fgbench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+	daemons, err := o.Daemons(ctx, work)
+	if err != nil {
 		return err
 	}
 	_ = lab.Sweep("fgbench")
-	fmt.Printf("flanneld control plane, %d run(s) per size, median; %s\n", runs, benchkit.Machine())
-	fmt.Printf("%8s  %9s  %9s  %14s  %9s  %9s  %s\n", "leases", "converge", "RSS@conv", "churn (n/5)", "idle CPU", "peak RSS", "all runs")
+	rep := benchkit.NewReport("control", "control plane (etcd mode): convergence, churn, idle CPU and memory against peers", "go run ./e2e/cmd/bench")
+	rep.SetDaemons(daemons)
+	fmt.Printf("flanneld control plane, %d run(s) per size, median; %s\n", o.runs, rep.Machine)
 	for _, n := range sizes {
-		var rs []result
-		for r := 0; r < runs; r++ {
-			dir := filepath.Join(work, fmt.Sprintf("%d-%d", n, r))
-			res, err := once(ctx, bin, dir, n, timeout, ph)
-			if logs != "" {
-				copyLog(filepath.Join(dir, "n1", "flanneld.log"), filepath.Join(logs, fmt.Sprintf("flanneld-%d-%d.log", n, r+1)))
+		runs := map[string][]result{}
+		for r := 0; r < o.runs; r++ {
+			for _, d := range daemons {
+				if d.IsUpstream() && r >= upstreamRuns(o, n) {
+					continue
+				}
+				dir := filepath.Join(work, fmt.Sprintf("%s-%d-%d", d.Name, n, r))
+				res, err := once(ctx, d.Bin, dir, n, o)
+				if o.logs != "" {
+					copyLog(filepath.Join(dir, "n1", "flanneld.log"), filepath.Join(o.logs, fmt.Sprintf("%s-%d-%d.log", d.Name, n, r+1)))
+				}
+				if err != nil {
+					return fmt.Errorf("%s, %d leases, run %d: %w", d.Name, n, r+1, err)
+				}
+				fmt.Fprintf(os.Stderr, "bench: %s, %d leases, run %d: %s\n", d.Name, n, r+1, res)
+				runs[d.Name] = append(runs[d.Name], res)
 			}
-			if err != nil {
-				return fmt.Errorf("%d leases, run %d: %w", n, r+1, err)
-			}
-			rs = append(rs, res)
 		}
-		var conv, churn, churnW []time.Duration
-		var convKB, hwm []int
-		var idle []float64
-		var all []string
-		for _, r := range rs {
-			conv, convKB, hwm = append(conv, r.converge), append(convKB, r.convKB), append(hwm, r.hwmKB)
-			churn, churnW, idle = append(churn, r.churn), append(churnW, r.churnW), append(idle, r.idleCPU)
-			all = append(all, fmt.Sprintf("%.2fs/%.1fMB/%.2fs/%.2f%%/%.1fMB", r.converge.Seconds(), mb(r.convKB),
-				r.churn.Seconds(), r.idleCPU, mb(r.hwmKB)))
+		for _, d := range daemons {
+			addResults(rep, d.Name, n, runs[d.Name], o)
 		}
-		fmt.Printf("%8d  %8.2fs  %7.1fMB  %6.2fs (%.2fs)  %8.2f%%  %7.1fMB  %s\n", n, benchkit.Median(conv).Seconds(), mb(benchkit.Median(convKB)),
-			benchkit.Median(churn).Seconds(), benchkit.Median(churnW).Seconds(), benchkit.Median(idle), mb(benchkit.Median(hwm)), strings.Join(all, " "))
+		if len(daemons) > 1 && upstreamRuns(o, n) < o.runs {
+			rep.Note("upstream ran %d time(s) at %d peers (ours %d)", upstreamRuns(o, n), n, o.runs)
+		}
 	}
-	fmt.Println("churn: time from the deletions until the kernel shows the new set (in parentheses: of which writing the additions to etcd);")
-	fmt.Println("idle CPU: % of one core; all runs: converge/RSS@conv/churn/idle/peak RSS")
-	return nil
+	rep.Note("churn: n/5 leases revoked at once, then n/5 new ones written; from the revocation until the kernel shows the new set")
+	if o.idle > 0 {
+		rep.Note("idle CPU: %% of one core over %v, from 3 s after the churn (ours resyncs every 30 s)", o.idle)
+	}
+	rep.Note("a phase not finished within %v is reported as not within it, and the phases after it are not measured in that run", o.limit)
+	return o.Finish(os.Stdout, rep)
+}
+
+// upstreamRuns is how often upstream runs at n peers.
+func upstreamRuns(o options, n int) int {
+	switch {
+	case o.upRuns > 0:
+		return o.upRuns
+	case n >= 10000:
+		return 1
+	}
+	return o.runs
+}
+
+func (r result) String() string {
+	conv := fmt.Sprintf("%.2fs", r.converge.Seconds())
+	if r.convOver {
+		return "not converged within the limit"
+	}
+	churn := fmt.Sprintf("%.2fs (%.2fs writing)", r.churn.Seconds(), r.churnW.Seconds())
+	if r.churnOver {
+		churn = "not within the limit"
+	}
+	return fmt.Sprintf("converge %s, RSS@conv %.1f MB, churn %s, idle %.2f%%, peak RSS %.1f MB", conv, mb(r.convKB), churn, r.idleCPU, mb(r.hwmKB))
+}
+
+// addResults records daemon's runs at n peers.
+func addResults(rep *benchkit.Report, daemon string, n int, rs []result, o options) {
+	c := fmt.Sprintf("%d peers", n)
+	res := func(metric, unit string, target float64) benchkit.Result {
+		r := benchkit.Result{Case: c, X: float64(n), Metric: metric, Unit: unit, Daemon: daemon}
+		if daemon == benchkit.Ours && n == targetPeers {
+			r.Target = target
+		}
+		return r
+	}
+	conv, convKB, churn := res("converge", "s", targetConverge), res("RSS at convergence", "MB", 0), res("churn", "s", targetChurn)
+	// the harness's part of the churn, not the daemon's: ours only, nothing to compare
+	churnW := res("churn: writing to etcd", "s", 0)
+	idle, peak := res("idle CPU", "%", targetIdle), res("peak RSS", "MB", targetPeakRSS)
+	conv.Limit, churn.Limit = o.limit.Seconds(), o.limit.Seconds()
+	for _, r := range rs {
+		if r.convOver {
+			conv.Over++
+			continue
+		}
+		conv.Runs, convKB.Runs = append(conv.Runs, r.converge.Seconds()), append(convKB.Runs, mb(r.convKB))
+		if r.churnOver {
+			churn.Over++
+			continue
+		}
+		if o.churn {
+			churn.Runs, churnW.Runs = append(churn.Runs, r.churn.Seconds()), append(churnW.Runs, r.churnW.Seconds())
+		}
+		if r.idleCPU >= 0 {
+			idle.Runs = append(idle.Runs, r.idleCPU)
+		}
+		peak.Runs = append(peak.Runs, mb(r.hwmKB))
+	}
+	if daemon != benchkit.Ours {
+		churnW.Runs = nil
+	}
+	for _, r := range []benchkit.Result{conv, convKB, churn, churnW, idle, peak} {
+		rep.Add(r)
+	}
 }
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
 
-// once runs one measurement in a fresh one-node lab.
-func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph phases) (result, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// errOver is returned by a phase that did not finish within the limit.
+var errOver = errors.New("not within the limit")
+
+// once runs one measurement of bin in a fresh one-node lab.
+func once(ctx context.Context, bin, dir string, n int, o options) (result, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	res := result{idleCPU: -1}
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbench", "b"), Nodes: 1, WorkDir: dir, FlanneldBin: bin})
@@ -175,7 +272,7 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 		return res, err
 	}
 	pid := l.FlanneldPID(1)
-	wait := func(what string, lo, hi int) error {
+	wait := func(what string, since time.Time, lo, hi int) error {
 		for {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s: not converged: %w (log tail:\n%s)", what, ctx.Err(), l.LogTail(1, 20))
@@ -186,17 +283,31 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 			if converged(h, c, lo, hi) {
 				return nil
 			}
+			if time.Since(since) > o.limit {
+				return errOver
+			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if err := wait("start", 0, n); err != nil {
+	// over ends a run whose phase did not finish: the daemon is stopped (killed if it
+	// does not stop) and the run reported as it is.
+	over := func() (result, error) {
+		if err := l.StopFlanneld(1); err != nil {
+			_ = l.KillFlanneld(1)
+		}
+		return res, nil
+	}
+	if err := wait("start", start, 0, n); errors.Is(err, errOver) {
+		res.convOver = true
+		return over()
+	} else if err != nil {
 		return res, err
 	}
 	res.converge = time.Since(start)
 	if res.convKB, err = vmHWM(pid); err != nil {
 		return res, err
 	}
-	if ph.churn && nChurn > 0 {
+	if o.churn && nChurn > 0 {
 		time.Sleep(2 * time.Second) // let the start-up settle
 		t0 := time.Now()
 		if _, err := cli.Revoke(ctx, victims.ID); err != nil {
@@ -206,28 +317,31 @@ func once(ctx context.Context, bin, dir string, n int, timeout time.Duration, ph
 			return res, err
 		}
 		res.churnW = time.Since(t0)
-		if err := wait("churn", nChurn, n+nChurn); err != nil {
+		if err := wait("churn", t0, nChurn, n+nChurn); errors.Is(err, errOver) {
+			res.churnOver = true
+			return over()
+		} else if err != nil {
 			return res, err
 		}
 		res.churn = time.Since(t0)
 	}
-	if ph.idle > 0 {
+	if o.idle > 0 {
 		time.Sleep(3 * time.Second)
 		t0, err := benchkit.CPUTicks(pid)
 		if err != nil {
 			return res, err
 		}
-		time.Sleep(ph.idle)
+		time.Sleep(o.idle)
 		t1, err := benchkit.CPUTicks(pid)
 		if err != nil {
 			return res, err
 		}
-		res.idleCPU = float64(t1-t0) / benchkit.TicksPerSecond / ph.idle.Seconds() * 100
+		res.idleCPU = float64(t1-t0) / benchkit.TicksPerSecond / o.idle.Seconds() * 100
 	}
 	if res.hwmKB, err = vmHWM(pid); err != nil {
 		return res, err
 	}
-	if ph.verbose {
+	if o.verbose {
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 			for _, line := range strings.Split(string(st), "\n") {
 				if strings.HasPrefix(line, "Rss") || strings.HasPrefix(line, "VmHWM") {
