@@ -5,9 +5,11 @@
 // reports the time from exec of the daemon until a netlink dump taken outside it shows all
 // N routes, N neighbour entries and N FDB entries on flannel.1, and the daemon's peak RSS
 // (VmHWM). Between runs the daemon is stopped and flannel.1 and the local state removed, so
-// every run programs everything from scratch. The median of the runs is reported.
+// every run programs everything from scratch. The median of the runs is reported. With
+// -upstream, upstream flanneld runs in the same lab against the same apiserver, its runs
+// alternating with ours; -json writes the results for e2e/cmd/benchplot.
 //
-//	sudo make bench-kube   # or: sudo go run ./e2e/cmd/benchkube -nodes 5000 -runs 3
+//	sudo make bench-kube   # or: sudo go run ./e2e/cmd/benchkube -nodes 1000,5000 -runs 3 -upstream build
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,37 +39,63 @@ import (
 const netConf = `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`
 
 func main() {
-	nodes := flag.Int("nodes", 5000, "number of annotated peer nodes")
-	runs := flag.Int("runs", 3, "runs (the median is reported)")
-	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
-	timeout := flag.Duration("timeout", 5*time.Minute, "give up on one run after this long")
-	manifest := flag.String("manifest", "dist/kube-flannel.yml", "manifest whose RBAC objects are applied")
-	var env []string
+	var o options
+	flag.StringVar(&o.sizes, "nodes", "1000,5000", "comma-separated numbers of annotated peer nodes (ascending; nodes are added between sizes)")
+	flag.IntVar(&o.runs, "runs", 3, "runs per size (the median is reported)")
+	o.Define("in the same lab against the same apiserver, alternating with ours")
+	flag.IntVar(&o.upRuns, "upstream-runs", 0, "upstream's runs per size (0: as -runs)")
+	flag.DurationVar(&o.limit, "limit", 90*time.Second, "a daemon that has not programmed every node after this long is reported as not within it")
+	flag.StringVar(&o.manifest, "manifest", "dist/kube-flannel.yml", "manifest whose RBAC objects are applied")
 	flag.Func("env", "extra environment variable for flanneld, NAME=value (repeatable; e.g. GODEBUG=gctrace=1, whose lines are then shown)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("want NAME=value")
 		}
-		env = append(env, v)
+		o.env = append(o.env, v)
 		return nil
 	})
 	flag.Parse()
-	benchkit.Main("benchkube", "bench-kube", func(ctx context.Context) error {
-		return run(ctx, *nodes, *runs, *bin, *timeout, *manifest, env)
-	})
+	benchkit.Main("benchkube", "bench-kube", func(ctx context.Context) error { return run(ctx, o) })
 }
+
+type options struct {
+	benchkit.Flags
+	sizes        string
+	runs, upRuns int
+	limit        time.Duration
+	manifest     string
+	env          []string // extra NAME=value variables for flanneld
+}
+
+// Targets at 5,000 nodes.
+const (
+	targetNodes    = 5000
+	targetConverge = 1.0  // s
+	targetPeakRSS  = 35.0 // MB
+)
 
 type result struct {
 	converge time.Duration
 	hwmKB    int
+	over     bool // not programmed within the limit
 	// anonKB and fileKB are the largest anonymous and file-backed resident sizes sampled
 	// while the daemon converged (every 10 ms, so a short spike may be missed).
 	anonKB, fileKB int
 }
 
-// run measures n nodes, runs times; env holds extra NAME=value variables for flanneld.
-func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, manifest string, env []string) (err error) {
-	if n < 1 || n > 60000 || runs < 1 {
-		return fmt.Errorf("bad -nodes %d (1..60000) or -runs %d", n, runs)
+func run(ctx context.Context, o options) (err error) {
+	var sizes []int
+	for _, s := range strings.Split(o.sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 60000 || (len(sizes) > 0 && n <= sizes[len(sizes)-1]) {
+			return fmt.Errorf("bad -nodes %q (ascending, 1..60000)", o.sizes)
+		}
+		sizes = append(sizes, n)
+	}
+	if o.runs < 1 || o.upRuns < 0 {
+		return fmt.Errorf("bad -runs %d or -upstream-runs %d", o.runs, o.upRuns)
+	}
+	if o.upRuns == 0 {
+		o.upRuns = o.runs
 	}
 	if _, err := kubeproc.Binary(); err != nil {
 		return err
@@ -83,11 +112,12 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 			fmt.Fprintf(os.Stderr, "benchkube: keeping %s (logs of the failed run)\n", work)
 		}
 	}()
-	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+	daemons, err := o.Daemons(ctx, work)
+	if err != nil {
 		return err
 	}
 	_ = lab.Sweep("fgbkube")
-	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbkube", "b"), Nodes: 1, WorkDir: filepath.Join(work, "lab"), FlanneldBin: bin})
+	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgbkube", "b"), Nodes: 1, WorkDir: filepath.Join(work, "lab"), FlanneldBin: daemons[0].Bin})
 	if err != nil {
 		return err
 	}
@@ -98,7 +128,7 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 	}
 	rc := api.RESTConfig("")
 	rc.QPS, rc.Burst = 2000, 4000
-	if err := kubeproc.ApplyManifest(ctx, rc, manifest, false); err != nil {
+	if err := kubeproc.ApplyManifest(ctx, rc, o.manifest, false); err != nil {
 		return err
 	}
 	cs, err := kubernetes.NewForConfig(rc)
@@ -120,40 +150,70 @@ func run(ctx context.Context, n, runs int, bin string, timeout time.Duration, ma
 	if err := createNode(ctx, cs, "lab-n1", 0, false); err != nil {
 		return err
 	}
-	start := time.Now()
-	if err := createPeers(ctx, cs, n); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "benchkube: %d nodes created in %v\n", n, time.Since(start).Round(time.Millisecond))
-
-	fmt.Printf("flanneld Kubernetes mode: %d annotated nodes, time to program + peak RSS, %d run(s), median; %s, kube-apiserver %s\n",
-		n, runs, benchkit.Machine(), kubeproc.Version)
-	var rs []result
-	for r := 0; r < runs; r++ {
-		res, err := once(ctx, l, n, timeout, kubeconfig, confPath, env)
-		if err != nil {
-			return fmt.Errorf("run %d: %w", r+1, err)
+	rep := benchkit.NewReport("kube", "Kubernetes mode: time to program every annotated node, and peak RSS", "go run ./e2e/cmd/benchkube")
+	rep.SetDaemons(daemons)
+	fmt.Printf("flanneld Kubernetes mode: annotated nodes, time to program + peak RSS, %d run(s), median; %s, kube-apiserver %s\n",
+		o.runs, rep.Machine, kubeproc.Version)
+	have := 0
+	for _, n := range sizes {
+		start := time.Now()
+		if err := createPeers(ctx, cs, have, n); err != nil {
+			return err
 		}
-		fmt.Fprintf(os.Stderr, "benchkube: run %d: %.2fs, %.1f MB (sampled max: anon %.1f MB, file %.1f MB)\n", r+1,
-			res.converge.Seconds(), float64(res.hwmKB)/1024, float64(res.anonKB)/1024, float64(res.fileKB)/1024)
-		rs = append(rs, res)
+		have = n
+		fmt.Fprintf(os.Stderr, "benchkube: %d nodes in the apiserver (added in %v)\n", n, time.Since(start).Round(time.Millisecond))
+		runs := map[string][]result{}
+		for r := 0; r < o.runs; r++ {
+			for _, d := range daemons {
+				if d.IsUpstream() && r >= o.upRuns {
+					continue
+				}
+				res, err := once(ctx, l, d, n, kubeconfig, confPath, o)
+				if err != nil {
+					return fmt.Errorf("%s, %d nodes, run %d: %w", d.Name, n, r+1, err)
+				}
+				if res.over {
+					fmt.Fprintf(os.Stderr, "benchkube: %s, %d nodes, run %d: not programmed within %v\n", d.Name, n, r+1, o.limit)
+				} else {
+					fmt.Fprintf(os.Stderr, "benchkube: %s, %d nodes, run %d: %.2fs, %.1f MB (sampled max: anon %.1f MB, file %.1f MB)\n", d.Name, n, r+1,
+						res.converge.Seconds(), mb(res.hwmKB), mb(res.anonKB), mb(res.fileKB))
+				}
+				runs[d.Name] = append(runs[d.Name], res)
+			}
+		}
+		for _, d := range daemons {
+			addResults(rep, d.Name, n, runs[d.Name], o.limit)
+		}
 	}
-	conv := make([]time.Duration, len(rs))
-	hwm := make([]int, len(rs))
-	var all []string
-	for i, r := range rs {
-		conv[i], hwm[i] = r.converge, r.hwmKB
-		all = append(all, fmt.Sprintf("%.2fs/%.1fMB", r.converge.Seconds(), float64(r.hwmKB)/1024))
+	if len(daemons) > 1 && o.upRuns < o.runs {
+		rep.Note("upstream ran %d time(s) per size (ours %d)", o.upRuns, o.runs)
 	}
-	fmt.Printf("%8s  %12s  %12s  %s\n", "nodes", "program", "peak RSS", "all runs")
-	fmt.Printf("%8d  %11.2fs  %10.1fMB  %s\n", n, benchkit.Median(conv).Seconds(), float64(benchkit.Median(hwm))/1024, strings.Join(all, " "))
-	return nil
+	rep.Note("kube-apiserver %s; nodes of kubelet size (labels, conditions, images: about 12 kB in protobuf)", kubeproc.Version)
+	return o.Finish(os.Stdout, rep)
 }
 
-// once runs flanneld from a clean node (no flannel.1, no state) until everything is programmed.
-func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubeconfig, confPath string, env []string) (result, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+func addResults(rep *benchkit.Report, daemon string, n int, rs []result, limit time.Duration) {
+	c := fmt.Sprintf("%d nodes", n)
+	conv := benchkit.Result{Case: c, X: float64(n), Metric: "time to program", Unit: "s", Daemon: daemon, Limit: limit.Seconds()}
+	peak := benchkit.Result{Case: c, X: float64(n), Metric: "peak RSS", Unit: "MB", Daemon: daemon}
+	if daemon == benchkit.Ours && n == targetNodes {
+		conv.Target, peak.Target = targetConverge, targetPeakRSS
+	}
+	for _, r := range rs {
+		if r.over {
+			conv.Over++
+			continue
+		}
+		conv.Runs, peak.Runs = append(conv.Runs, r.converge.Seconds()), append(peak.Runs, mb(r.hwmKB))
+	}
+	rep.Add(conv)
+	rep.Add(peak)
+}
+
+func mb(kb int) float64 { return float64(kb) / 1024 }
+
+// once runs daemon d from a clean node (no flannel.1, no state) until everything is programmed.
+func once(ctx context.Context, l *lab.Lab, d benchkit.Daemon, n int, kubeconfig, confPath string, o options) (result, error) {
 	_, _ = l.Exec(l.NodeNS(1), "ip", "link", "del", "flannel.1")
 	for _, f := range []string{"subnet.env", "subnet.state.json"} {
 		_ = os.Remove(filepath.Join(l.NodeDir(1), f))
@@ -164,7 +224,7 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	}
 	defer closeH()
 	start := time.Now()
-	if err := l.StartFlanneldEnv(1, append([]string{"NODE_NAME=lab-n1"}, env...), "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
+	if err := l.StartFlanneldBin(1, d.Bin, append([]string{"NODE_NAME=lab-n1"}, o.env...), "--kube-subnet-mgr", "--kubeconfig-file="+kubeconfig, "--net-config-path="+confPath); err != nil {
 		return result{}, err
 	}
 	pid := l.FlanneldPID(1)
@@ -172,7 +232,7 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	for {
 		if ctx.Err() != nil {
 			_ = l.KillFlanneld(1)
-			return result{}, fmt.Errorf("not converged: %w (log tail:\n%s)", ctx.Err(), l.LogTail(1, 20))
+			return result{}, ctx.Err()
 		}
 		if !l.FlanneldRunning(1) {
 			return result{}, fmt.Errorf("flanneld exited (log tail:\n%s)", l.LogTail(1, 20))
@@ -182,6 +242,13 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 		}
 		if converged(h, n) {
 			break
+		}
+		if time.Since(start) > o.limit {
+			res.over = true
+			if err := l.StopFlanneld(1); err != nil {
+				_ = l.KillFlanneld(1)
+			}
+			return res, nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -203,11 +270,11 @@ func once(ctx context.Context, l *lab.Lab, n int, timeout time.Duration, kubecon
 	return res, l.StopFlanneld(1)
 }
 
-// createPeers creates n peer nodes with 16 concurrent clients.
-func createPeers(ctx context.Context, cs kubernetes.Interface, n int) error {
+// createPeers creates peer nodes [from, to) with 16 concurrent clients.
+func createPeers(ctx context.Context, cs kubernetes.Interface, from, to int) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
-	for i := range n {
+	for i := from; i < to; i++ {
 		g.Go(func() error { return createNode(ctx, cs, fmt.Sprintf("peer-%05d", i), i, true) })
 	}
 	return g.Wait()
