@@ -4,7 +4,9 @@
 // one run. Each path gets its own two-node lab, all labs live side by side, and the
 // measurements are interleaved round by round (underlay, vxlan, host-gw, udp, then
 // again) so that drift of the machine affects all alike. Ratios are taken within a
-// round; the median over the rounds is reported, with every round's figures.
+// round; the median over the rounds is reported, with every round's figures. With
+// -upstream, each backend also gets a lab running upstream flanneld, measured in the same
+// rounds; -json writes the results for e2e/cmd/benchplot.
 //
 // Everything it starts (labs, flanneld, etcd, iperf3, perf) is stopped by PID and every
 // namespace it created is deleted on every way out: success, error, Ctrl-C, SIGTERM.
@@ -18,7 +20,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -45,17 +46,19 @@ const iperfPort = 5201
 // throughput in the same run (median of the rounds). Reported, never enforced.
 const udpTarget = 0.30
 
-// target is one path measured: a backend's pod to pod path, or the underlay.
+// target is one path measured: a daemon's backend pod to pod, or the underlay.
 type target struct {
-	name   string
-	config string // flannel network config; "" for the underlay
-	lab    *lab.Lab
-	from   string     // client namespace
-	to     netip.Addr // server address
-	toNS   string     // server namespace
-	server *proc      // iperf3 -s
-	pids   []int      // flanneld on the two nodes
-	setup  string     // what flanneld logged about its data path (udp: offloads)
+	name    string          // "underlay", "vxlan", "vxlan/upstream", ...
+	backend string          // "" for the underlay
+	daemon  benchkit.Daemon // zero for the underlay
+	config  string          // flannel network config; "" for the underlay
+	lab     *lab.Lab
+	from    string     // client namespace
+	to      netip.Addr // server address
+	toNS    string     // server namespace
+	server  *proc      // iperf3 -s
+	pids    []int      // flanneld on the two nodes
+	setup   string     // what flanneld logged about its data path (udp: offloads)
 
 	gbps []float64 // per round
 	rtt  []float64 // ms, per round
@@ -65,8 +68,9 @@ type target struct {
 // pathNames are the paths benchnet knows, in measuring order.
 var pathNames = []string{"underlay", "vxlan", "host-gw", "udp"}
 
-// newTargets returns the targets named in only, in measuring order.
-func newTargets(only []string) ([]*target, error) {
+// newTargets returns the targets named in only, in measuring order: each backend once
+// per daemon.
+func newTargets(only []string, daemons []benchkit.Daemon) ([]*target, error) {
 	for _, n := range only {
 		if !slices.Contains(pathNames, n) {
 			return nil, fmt.Errorf("-paths: unknown path %q (have %s)", n, strings.Join(pathNames, ", "))
@@ -77,11 +81,17 @@ func newTargets(only []string) ([]*target, error) {
 		if !slices.Contains(only, n) {
 			continue
 		}
-		t := &target{name: n}
-		if n != "underlay" {
-			t.config = `{"Network":"10.5.0.0/16","Backend":{"Type":"` + n + `"}}`
+		if n == "underlay" {
+			ts = append(ts, &target{name: n})
+			continue
 		}
-		ts = append(ts, t)
+		for _, d := range daemons {
+			t := &target{name: n, backend: n, daemon: d, config: `{"Network":"10.5.0.0/16","Backend":{"Type":"` + n + `"}}`}
+			if d.IsUpstream() {
+				t.name += "/" + benchkit.Upstream
+			}
+			ts = append(ts, t)
+		}
 	}
 	if len(ts) == 0 {
 		return nil, errors.New("-paths: nothing to measure")
@@ -90,8 +100,9 @@ func newTargets(only []string) ([]*target, error) {
 }
 
 type options struct {
+	benchkit.Flags
 	runs, secs, streams int
-	bin, logs, perf     string
+	logs, perf          string
 	only                []string
 }
 
@@ -101,7 +112,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "measurement rounds (medians over the rounds are reported)")
 	flag.IntVar(&o.secs, "time", 5, "seconds per iperf3 transfer (after 1 s of warm-up that is not counted)")
 	flag.IntVar(&o.streams, "P", 1, "parallel TCP streams per transfer (iperf3 -P)")
-	flag.StringVar(&o.bin, "flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
+	o.Define("each backend in a lab of its own, measured in the same rounds")
 	flag.StringVar(&only, "paths", strings.Join(pathNames, ","), "comma-separated paths to measure")
 	flag.StringVar(&o.logs, "logs", "", "copy the flanneld logs into this directory at the end")
 	flag.StringVar(&o.perf, "perf", "", "record `perf record -g` CPU profiles of both flanneld during round 1 into this directory")
@@ -142,16 +153,17 @@ func run(ctx context.Context, o options) (err error) {
 	if o.runs < 1 || o.secs < 1 || o.streams < 1 {
 		return fmt.Errorf("bad -runs %d, -time %d or -P %d", o.runs, o.secs, o.streams)
 	}
-	targets, err := newTargets(o.only)
-	if err != nil {
-		return err
-	}
 	work, err := os.MkdirTemp("", "fgbenchnet-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if o.bin, err = benchkit.Flanneld(ctx, o.bin, work); err != nil {
+	daemons, err := o.Daemons(ctx, work)
+	if err != nil {
+		return err
+	}
+	targets, err := newTargets(o.only, daemons)
+	if err != nil {
 		return err
 	}
 	// Leftovers of earlier runs that died (their owner PID is gone); live runs are kept.
@@ -169,7 +181,7 @@ func run(ctx context.Context, o options) (err error) {
 			}
 			if o.logs != "" && t.config != "" {
 				for n := 1; n <= 2; n++ {
-					copyFile(t.lab.LogPath(n), filepath.Join(o.logs, fmt.Sprintf("flanneld-%s-n%d.log", t.name, n)))
+					copyFile(t.lab.LogPath(n), filepath.Join(o.logs, fmt.Sprintf("flanneld-%s-n%d.log", strings.ReplaceAll(t.name, "/", "-"), n)))
 				}
 			}
 			if cerr := t.lab.Close(); cerr != nil {
@@ -179,7 +191,7 @@ func run(ctx context.Context, o options) (err error) {
 	}()
 	for i, t := range targets {
 		fmt.Fprintf(os.Stderr, "setting up %s\n", t.name)
-		if err := setUp(ctx, t, i, o.bin, filepath.Join(work, strings.ReplaceAll(t.name, "-", ""))); err != nil {
+		if err := setUp(ctx, t, i, filepath.Join(work, strconv.Itoa(i))); err != nil {
 			return fmt.Errorf("%s: set-up: %w", t.name, err)
 		}
 	}
@@ -194,15 +206,28 @@ func run(ctx context.Context, o options) (err error) {
 			if err := measure(ctx, t, r, o); err != nil {
 				return fmt.Errorf("%s, round %d: %w", t.name, r, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-8s %6.2f Gbit/s  rtt %.3f ms", r, t.name, t.gbps[r-1], t.rtt[r-1])
+			fmt.Fprintf(os.Stderr, "round %d %-16s %6.2f Gbit/s  rtt %.3f ms", r, t.name, t.gbps[r-1], t.rtt[r-1])
 			if t.config != "" {
 				fmt.Fprintf(os.Stderr, "  flanneld CPU %.0f%%", 100*t.cpu[r-1])
 			}
 			fmt.Fprintln(os.Stderr)
 		}
 	}
-	report(os.Stdout, targets, o)
-	return nil
+	rep := report(targets, o)
+	err = o.Finish(os.Stdout, rep)
+	for _, t := range targets {
+		if t.setup != "" {
+			fmt.Printf("%s data path (flanneld log, node 1): %s\n", t.name, t.setup)
+		}
+	}
+	if res, ok := rep.Find(benchkit.Ours, "udp", "share of vxlan"); ok {
+		verdict := "met"
+		if met, _ := res.Met(); !met {
+			verdict = "MISSED"
+		}
+		fmt.Printf("target udp >= %.0f%% of vxlan (median of rounds): %s (%s)\n", 100*udpTarget, verdict, res.Cell())
+	}
+	return err
 }
 
 // measure runs one round for t: an iperf3 transfer (with flanneld's CPU use over it,
@@ -243,9 +268,9 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 
 // setUp builds a two-node lab for t: for a backend, flanneld on both nodes and a pod on
 // each; the iperf3 server runs in the second pod (or node, for the underlay).
-func setUp(ctx context.Context, t *target, i int, bin, dir string) error {
+func setUp(ctx context.Context, t *target, i int, dir string) error {
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName(labFamily, strconv.Itoa(i)), Nodes: 2, WorkDir: dir,
-		FlanneldBin: bin, NoEtcd: t.config == ""})
+		FlanneldBin: t.daemon.Bin, NoEtcd: t.config == ""})
 	if err != nil {
 		return err
 	}
@@ -377,7 +402,7 @@ func startPerf(dir string, t *target) (*proc, error) {
 	for _, p := range t.pids {
 		pids = append(pids, strconv.Itoa(p))
 	}
-	file := filepath.Join(dir, t.name+".perf.data")
+	file := filepath.Join(dir, strings.ReplaceAll(t.name, "/", "-")+".perf.data")
 	p, err := start("perf", "record", "--quiet", "-F", "999", "-g", "-o", file, "-p", strings.Join(pids, ","))
 	if err != nil {
 		return nil, fmt.Errorf("perf record: %w", err)
@@ -400,56 +425,67 @@ func cpuTime(pids []int) (float64, error) {
 	return float64(sum) / benchkit.TicksPerSecond, nil
 }
 
-func report(w io.Writer, targets []*target, o options) {
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Fprintf(w, "flanneld data plane: TCP pod to pod across two lab nodes (iperf3, %d s, %d stream(s)), %d round(s); %s, load %s; %s\n",
-		o.secs, o.streams, o.runs, benchkit.Machine(),
-		strings.Join(strings.Fields(string(load))[:3], " "), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	byName := map[string]*target{}
+// report turns the rounds into results: per path the throughput, ping RTT and flanneld's
+// CPU, and each path's throughput as a share of vxlan's and of the underlay's (ratios
+// taken within a round, so that drift of the machine cancels out).
+func report(targets []*target, o options) *benchkit.Report {
+	rep := benchkit.NewReport("net", "data plane: TCP throughput and ping pod to pod across two nodes", "go run ./e2e/cmd/benchnet")
 	for _, t := range targets {
-		byName[t.name] = t
+		if t.daemon.Name != "" {
+			rep.Daemons[t.daemon.Name] = t.daemon.Version
+		}
 	}
-	// ratio is the median over rounds of t's throughput over ref's in the same round.
-	ratio := func(t, ref *target) string {
-		if ref == nil {
-			return "-"
+	find := func(backend string, daemon benchkit.Daemon) *target {
+		for _, t := range targets {
+			if t.backend == backend && t.daemon.Name == daemon.Name {
+				return t
+			}
+		}
+		return nil
+	}
+	share := func(t, ref *target) []float64 {
+		if ref == nil || ref == t {
+			return nil
 		}
 		var rs []float64
 		for i := range t.gbps {
-			rs = append(rs, t.gbps[i]/ref.gbps[i])
+			rs = append(rs, 100*t.gbps[i]/ref.gbps[i])
 		}
-		return fmt.Sprintf("%.0f%%", 100*median(rs))
+		return rs
 	}
-	fmt.Fprintf(w, "%-9s %8s %8s %10s %10s %12s  %s\n", "path", "Gbit/s", "/vxlan", "/underlay", "ping RTT", "flanneld CPU", "rounds (Gbit/s)")
+	underlay := find("", benchkit.Daemon{})
 	for _, t := range targets {
-		var all []string
-		for _, x := range t.gbps {
-			all = append(all, strconv.FormatFloat(x, 'f', 2, 64))
+		daemon, c := t.daemon.Name, t.backend
+		if t.backend == "" {
+			daemon, c = benchkit.Ours, "underlay (no overlay)"
 		}
-		cpu := "-"
-		if t.config != "" {
-			cpu = fmt.Sprintf("%.0f%%", 100*median(t.cpu))
+		res := func(metric, unit string, runs []float64) benchkit.Result {
+			return benchkit.Result{Case: c, Metric: metric, Unit: unit, Daemon: daemon, Runs: runs}
 		}
-		fmt.Fprintf(w, "%-9s %8.2f %8s %10s %7.3f ms %12s  %s\n", t.name, median(t.gbps), ratio(t, byName["vxlan"]),
-			ratio(t, byName["underlay"]), median(t.rtt), cpu, strings.Join(all, " "))
+		tp := res("throughput", "Gbit/s", t.gbps)
+		tp.Higher = true
+		rep.Add(tp)
+		rep.Add(res("ping RTT", "ms", t.rtt))
+		if t.backend != "" {
+			var cpu []float64
+			for _, x := range t.cpu {
+				cpu = append(cpu, 100*x)
+			}
+			rep.Add(res("flanneld CPU (both nodes)", "%", cpu))
+			sv := res("share of vxlan", "%", share(t, find("vxlan", t.daemon)))
+			sv.Higher = true
+			if t.backend == "udp" && daemon == benchkit.Ours {
+				sv.Target = 100 * udpTarget
+			}
+			rep.Add(sv)
+			su := res("share of underlay", "%", share(t, underlay))
+			su.Higher = true
+			rep.Add(su)
+		}
 	}
-	fmt.Fprintln(w, "ratios: median over rounds of the per-round ratio; flanneld CPU: both nodes' flanneld, CPU seconds per second of transfer")
-	for _, t := range targets {
-		if t.setup != "" {
-			fmt.Fprintf(w, "%s data path (flanneld log, node 1): %s\n", t.name, t.setup)
-		}
-	}
-	if u, v := byName["udp"], byName["vxlan"]; u != nil && v != nil {
-		var rs []float64
-		for i := range u.gbps {
-			rs = append(rs, u.gbps[i]/v.gbps[i])
-		}
-		verdict := "met"
-		if median(rs) < udpTarget {
-			verdict = "MISSED"
-		}
-		fmt.Fprintf(w, "target udp >= %.0f%% of vxlan (median of rounds): %s (%.0f%%)\n", 100*udpTarget, verdict, 100*median(rs))
-	}
+	rep.Note("iperf3, one TCP stream unless -P, %d s per transfer after 1 s not counted; %d round(s), the paths in turn within each round", o.secs, o.runs)
+	rep.Note("shares are ratios within a round (the median over the rounds); flanneld CPU: CPU seconds per second of transfer, both nodes")
+	return rep
 }
 
 // offloadRE picks the offload report from the udp backend's start line.
@@ -466,18 +502,6 @@ func offloads(logPath string) string {
 		return ""
 	}
 	return fmt.Sprintf("%s %s %s %s", m[1], m[2], m[3], m[4])
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 func copyFile(from, to string) {
