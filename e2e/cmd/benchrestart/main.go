@@ -10,9 +10,12 @@
 //     port accepting again) and from the write until node 1's kernel has the peer's
 //     route, neighbour and FDB entry.
 //
-// Each figure is the median of -runs runs.
+// Each figure is the median of -runs runs. With -upstream, upstream flanneld is measured
+// the same way after ours, in labs of its own; having no /readyz, its restart counts as
+// done when it has rewritten its subnet file. -json writes the results for
+// e2e/cmd/benchplot.
 //
-//	sudo make bench-restart   # or: sudo go run ./e2e/cmd/benchrestart -runs 3
+//	sudo make bench-restart   # or: sudo go run ./e2e/cmd/benchrestart -runs 3 -upstream build
 package main
 
 import (
@@ -38,57 +41,79 @@ import (
 const healthzPort = 8473
 
 func main() {
-	runs := flag.Int("runs", 3, "runs per measurement (the median is reported)")
-	bin := flag.String("flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
-	outage := flag.Duration("outage", 10*time.Second, "how long etcd stays down")
-	only := flag.String("only", "", `run one part only: "restart" or "outage"`)
-	keep := flag.Bool("keep", false, "keep the work directory (logs) and print its path")
+	var o options
+	flag.IntVar(&o.runs, "runs", 3, "runs per measurement (the median is reported)")
+	o.Define("after ours, in labs of its own")
+	flag.DurationVar(&o.outage, "outage", 10*time.Second, "how long etcd stays down")
+	flag.DurationVar(&o.limit, "limit", time.Minute, "a lease not applied this long after etcd's return is reported as not within it")
+	flag.StringVar(&o.only, "only", "", `run one part only: "restart" or "outage"`)
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs) and print its path")
 	flag.Parse()
-	benchkit.Main("benchrestart", "bench-restart", func(ctx context.Context) error {
-		return run(ctx, *runs, *bin, *outage, *only, *keep)
-	})
+	benchkit.Main("benchrestart", "bench-restart", func(ctx context.Context) error { return run(ctx, o) })
 }
 
-func run(ctx context.Context, runs int, bin string, outage time.Duration, only string, keep bool) error {
-	if runs < 1 {
-		return fmt.Errorf("-runs %d: need at least 1", runs)
+type options struct {
+	benchkit.Flags
+	runs          int
+	outage, limit time.Duration
+	only          string
+	keep          bool
+}
+
+// targetOutage is the goal for a lease changed during an etcd outage: applied within this
+// long of etcd's return.
+const targetOutage = 2 * time.Second
+
+// upstreamSettle is how long the ping goes on after upstream's restart wrote its subnet
+// file (upstream has no readiness endpoint; it programs its peers after that write).
+const upstreamSettle = 2 * time.Second
+
+func run(ctx context.Context, o options) error {
+	if o.runs < 1 {
+		return fmt.Errorf("-runs %d: need at least 1", o.runs)
 	}
 	work, err := os.MkdirTemp("", "fgrsb-")
 	if err != nil {
 		return err
 	}
-	if keep {
+	if o.keep {
 		fmt.Printf("work directory (kept): %s\n", work)
 	} else {
 		defer os.RemoveAll(work)
 	}
-	if bin, err = benchkit.Flanneld(ctx, bin, work); err != nil {
+	daemons, err := o.Daemons(ctx, work)
+	if err != nil {
 		return err
 	}
 	// The family must not start with another tool's family ("fgbench" sweeps "fgbench*").
 	_ = lab.Sweep("fgrsb")
-	fmt.Printf("flanneld restart and etcd outage, %d run(s) each, median; %s\n",
-		runs, benchkit.Machine())
-
-	if only != "outage" {
-		fmt.Printf("\nkill -9 + immediate restart of node 2's flanneld, pod 1 -> pod 2 ping every 10 ms\n")
-		fmt.Printf("%-8s  %12s  %14s  %s\n", "backend", "pings lost", "kill->ready", "all runs (lost/sent, kill->ready)")
-		for _, be := range []string{"vxlan", "host-gw"} {
-			if err := benchRestart(ctx, bin, filepath.Join(work, be), be, runs); err != nil {
-				return fmt.Errorf("%s restart: %w", be, err)
+	rep := benchkit.NewReport("restart", "restart and etcd outage: pings lost across kill -9 and restart, lease applied after etcd's return", "go run ./e2e/cmd/benchrestart")
+	rep.SetDaemons(daemons)
+	fmt.Printf("flanneld restart and etcd outage, %d run(s) each, median; %s\n", o.runs, rep.Machine)
+	for _, d := range daemons {
+		if o.only != "outage" {
+			for _, be := range []string{"vxlan", "host-gw"} {
+				if err := benchRestart(ctx, rep, d, filepath.Join(work, d.Name, be), be, o.runs); err != nil {
+					return fmt.Errorf("%s, %s restart: %w", d.Name, be, err)
+				}
+			}
+		}
+		if o.only != "restart" {
+			if err := benchOutage(ctx, rep, d, filepath.Join(work, d.Name, "outage"), o); err != nil {
+				return fmt.Errorf("%s, etcd outage: %w", d.Name, err)
 			}
 		}
 	}
-	if only == "restart" {
-		return nil
-	}
-	fmt.Printf("\netcd killed for %v, restarted, a new peer lease written at once (vxlan)\n", outage)
-	fmt.Printf("%16s  %16s  %s\n", "return->applied", "write->applied", "all runs")
-	return benchOutage(ctx, bin, filepath.Join(work, "outage"), runs, outage)
+	rep.Note("restart: pod 1 pings pod 2 every 10 ms; node 2's flanneld killed with -9 and started at once; the ping ends 1 s after /readyz answers 200 (upstream, which has no /readyz: %v after it rewrote its subnet file)", upstreamSettle)
+	rep.Note("outage: etcd down for %v; a new peer lease written as soon as it accepts connections; applied = node 1's kernel has its route, neighbour and FDB entry", o.outage)
+	return o.Finish(os.Stdout, rep)
 }
 
-func newLab(ctx context.Context, bin, dir, tag, backend string) (*lab.Lab, error) {
-	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgrsb", tag), Nodes: 2, WorkDir: dir, FlanneldBin: bin})
+func newLab(ctx context.Context, d benchkit.Daemon, dir, tag, backend string) (*lab.Lab, error) {
+	if d.IsUpstream() {
+		tag += "u"
+	}
+	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName("fgrsb", tag), Nodes: 2, WorkDir: dir, FlanneldBin: d.Bin})
 	if err != nil {
 		return nil, err
 	}
@@ -104,12 +129,22 @@ func newLab(ctx context.Context, bin, dir, tag, backend string) (*lab.Lab, error
 		}
 	}
 	for i := 1; i <= 2; i++ {
-		if err := waitReady(ctx, l, i, time.Minute); err != nil {
+		if err := waitStarted(ctx, l, d, i); err != nil {
 			l.Close()
 			return nil, err
 		}
 	}
 	return l, nil
+}
+
+// waitStarted waits until node i's daemon is ready: ours until /readyz answers 200,
+// upstream's until it has written its subnet file.
+func waitStarted(ctx context.Context, l *lab.Lab, d benchkit.Daemon, i int) error {
+	if d.IsUpstream() {
+		_, err := l.WaitSubnetEnv(i, time.Minute)
+		return err
+	}
+	return waitReady(ctx, l, i, time.Minute)
 }
 
 // waitReady polls node i's /readyz until it answers 200.
@@ -137,8 +172,8 @@ func waitReady(ctx context.Context, l *lab.Lab, i int, timeout time.Duration) er
 	}
 }
 
-func benchRestart(ctx context.Context, bin, dir, backend string, runs int) error {
-	l, err := newLab(ctx, bin, dir, "r"+strings.ReplaceAll(backend, "-", ""), backend)
+func benchRestart(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, dir, backend string, runs int) error {
+	l, err := newLab(ctx, d, dir, "r"+strings.ReplaceAll(backend, "-", ""), backend)
 	if err != nil {
 		return err
 	}
@@ -154,9 +189,9 @@ func benchRestart(ctx context.Context, bin, dir, backend string, runs int) error
 	if err := l.Ping(pods[0].NS, pods[1].IP); err != nil {
 		return err
 	}
-	var lost []int
-	var ready []time.Duration
-	var all []string
+	lost := benchkit.Result{Case: backend, Metric: "pings lost across kill -9 + restart", Unit: "pings", Daemon: d.Name}
+	lostShare := benchkit.Result{Case: backend, Metric: "share of pings lost", Unit: "%", Daemon: d.Name}
+	ready := benchkit.Result{Case: backend, Metric: "kill to ready (/readyz)", Unit: "s", Daemon: d.Name}
 	for r := 0; r < runs; r++ {
 		ping, err := lab.StartPingStream(pods[0].NS, pods[1].IP, 10*time.Millisecond)
 		if err != nil {
@@ -172,25 +207,33 @@ func benchRestart(ctx context.Context, bin, dir, backend string, runs int) error
 			ping.Stop()
 			return err
 		}
-		if err := waitReady(ctx, l, 2, time.Minute); err != nil {
+		if err := waitStarted(ctx, l, d, 2); err != nil {
 			ping.Stop()
 			return err
 		}
 		took := time.Since(start)
-		time.Sleep(time.Second)
+		if d.IsUpstream() {
+			time.Sleep(upstreamSettle)
+		} else {
+			time.Sleep(time.Second)
+			ready.Runs = append(ready.Runs, took.Seconds())
+		}
 		sent, n, err := ping.Stop()
 		if err != nil {
 			return err
 		}
-		lost, ready = append(lost, n), append(ready, took)
-		all = append(all, fmt.Sprintf("%d/%d,%.2fs", n, sent, took.Seconds()))
+		lost.Runs = append(lost.Runs, float64(n))
+		lostShare.Runs = append(lostShare.Runs, 100*float64(n)/float64(max(sent, 1)))
+		fmt.Fprintf(os.Stderr, "benchrestart: %s %s run %d: %d/%d lost, ready after %.2fs\n", d.Name, backend, r+1, n, sent, took.Seconds())
 	}
-	fmt.Printf("%-8s  %12d  %13.2fs  %s\n", backend, benchkit.Median(lost), benchkit.Median(ready).Seconds(), strings.Join(all, " "))
+	rep.Add(lost)
+	rep.Add(lostShare)
+	rep.Add(ready)
 	return nil
 }
 
-func benchOutage(ctx context.Context, bin, dir string, runs int, outage time.Duration) error {
-	l, err := newLab(ctx, bin, dir, "etcd", "vxlan")
+func benchOutage(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, dir string, o options) error {
+	l, err := newLab(ctx, d, dir, "etcd", "vxlan")
 	if err != nil {
 		return err
 	}
@@ -205,14 +248,18 @@ func benchOutage(ctx context.Context, bin, dir string, runs int, outage time.Dur
 		return err
 	}
 	defer h.Close()
-	var fromBack, fromWrite []time.Duration
-	var all []string
-	for r := 0; r < runs; r++ {
+	c := fmt.Sprintf("etcd down %v", o.outage)
+	fromBack := benchkit.Result{Case: c, Metric: "etcd back to new lease applied", Unit: "s", Daemon: d.Name, Limit: o.limit.Seconds()}
+	if !d.IsUpstream() {
+		fromBack.Target = targetOutage.Seconds()
+	}
+	fromWrite := benchkit.Result{Case: c, Metric: "lease written to applied", Unit: "s", Daemon: d.Name, Limit: o.limit.Seconds()}
+	for r := 0; r < o.runs; r++ {
 		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 5, byte(240 + r), 0}), 24)
 		mac := fmt.Sprintf("0e:00:00:00:f0:%02x", r)
 		etcd := l.EtcdProc()
 		etcd.Kill()
-		time.Sleep(outage)
+		time.Sleep(o.outage)
 		if err := etcd.Restart(ctx); err != nil {
 			return fmt.Errorf("%w\n%s", err, lab.TailFile(l.EtcdLog(), 15))
 		}
@@ -221,25 +268,31 @@ func benchOutage(ctx context.Context, bin, dir string, runs int, outage time.Dur
 		if err != nil {
 			return err
 		}
-		for !applied(h, sn, mac) {
-			if time.Since(back) > time.Minute {
-				return fmt.Errorf("lease %s not applied on node 1 a minute after etcd's return\n%s", sn, l.LogTail(1, 20))
-			}
+		for !applied(h, sn, mac) && time.Since(back) <= o.limit && l.FlanneldRunning(1) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		done := time.Now()
-		fromBack, fromWrite = append(fromBack, done.Sub(back)), append(fromWrite, done.Sub(written))
-		all = append(all, fmt.Sprintf("%.2fs/%.2fs", done.Sub(back).Seconds(), done.Sub(written).Seconds()))
+		if applied(h, sn, mac) {
+			fromBack.Runs, fromWrite.Runs = append(fromBack.Runs, done.Sub(back).Seconds()), append(fromWrite.Runs, done.Sub(written).Seconds())
+			fmt.Fprintf(os.Stderr, "benchrestart: %s outage run %d: applied %.2fs after etcd's return\n", d.Name, r+1, done.Sub(back).Seconds())
+		} else {
+			fromBack.Over, fromWrite.Over = fromBack.Over+1, fromWrite.Over+1
+			fmt.Fprintf(os.Stderr, "benchrestart: %s outage run %d: not applied within %v\n", d.Name, r+1, o.limit)
+		}
 		for i := 1; i <= 2; i++ {
 			if !l.FlanneldRunning(i) {
-				return fmt.Errorf("node %d: flanneld exited during the outage\n%s", i, l.LogTail(i, 20))
+				rep.Note("%s: node %d's flanneld exited during etcd's outage (run %d; log: %s); started again", d.Name, i, r+1, l.LogTail(i, 1))
+				if err := l.StartFlanneld(i, fmt.Sprintf("--healthz-port=%d", healthzPort)); err != nil {
+					return err
+				}
 			}
 		}
-		if err := waitReady(ctx, l, 1, time.Minute); err != nil {
+		if err := waitStarted(ctx, l, d, 1); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("%15.2fs  %15.2fs  %s\n", benchkit.Median(fromBack).Seconds(), benchkit.Median(fromWrite).Seconds(), strings.Join(all, " "))
+	rep.Add(fromBack)
+	rep.Add(fromWrite)
 	return nil
 }
 
