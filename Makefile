@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver bench-kube image bench-restart
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver bench-kube image bench-restart bench-plot flanneld-upstream
 
 all: build
 
@@ -41,41 +41,66 @@ e2e: deps
 demo: deps build
 	$(GO) run ./e2e/cmd/demo -flanneld bin/flanneld $(DEMO_ARGS)
 
-# Every benchmark of Documentation/benchmarks.md, one after the other (about half an hour).
-# Needs root. Each also runs on its own (bench-control, bench-net, bench-rules, bench-heal,
-# bench-restart, bench-kube).
+# Every benchmark of Documentation/benchmarks.md, one after the other, each with upstream
+# flanneld beside ours in the same lab and the same run (about 40 minutes), then the
+# charts and tables of the page from their results (bench-plot). Needs root. Each also
+# runs on its own (bench-control, bench-net, bench-rules, bench-heal, bench-restart,
+# bench-kube), writing $(BENCH_DATA)/<name>.json.
 bench: bench-control bench-net bench-rules bench-heal bench-restart bench-kube
+	$(MAKE) bench-plot
 
-# Control plane for 1k/5k/20k synthetic peers, median of 3: convergence from start, RSS,
-# churn (n/5 leases removed + n/5 added) and idle CPU over a 30 s resync period.
+# Upstream flanneld to measure beside ours: "build" (tools/flanneld-upstream, built once
+# and cached), a binary, or empty to measure ours alone.
+UPSTREAM   ?= build
+# Where the benchmarks write their results and bench-plot reads them.
+BENCH_DATA ?= Documentation/benchdata
+bench_upstream = $(if $(UPSTREAM),-upstream $(UPSTREAM))
+bench_needs    = build $(if $(filter build,$(UPSTREAM)),flanneld-upstream)
+
+# Control plane for 1k/5k/20k synthetic peers, median of 3 (upstream: 1 run at 20k, where
+# it takes about 25 s to converge): convergence from start, RSS, churn (n/5 leases removed
+# + n/5 added) and idle CPU over a 30 s resync period.
 # Options: make bench-control BENCH_ARGS='-sizes 1000 -runs 5 -idle 10s -v' (also honoured by make bench)
 BENCH_ARGS ?=
-bench-control: build
-	$(GO) run ./e2e/cmd/bench -flanneld bin/flanneld $(BENCH_ARGS)
+bench-control: $(bench_needs)
+	$(GO) run ./e2e/cmd/bench -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/control.json $(BENCH_ARGS)
 
 # Data plane: TCP throughput (iperf3) and ping RTT pod to pod across two lab nodes for
-# vxlan, host-gw and udp, and over the underlay, as ratios within each round; median of 3.
+# vxlan, host-gw and udp (ours and upstream's, one lab each) and over the underlay, as
+# ratios within each round; median of 3.
 # Options: make bench-net BENCH_NET_ARGS='-runs 5 -time 10 -paths vxlan,udp -perf /tmp/prof'
 BENCH_NET_ARGS ?=
-bench-net: deps build
-	$(GO) run ./e2e/cmd/benchnet -flanneld bin/flanneld $(BENCH_NET_ARGS)
+bench-net: deps $(bench_needs)
+	$(GO) run ./e2e/cmd/benchnet -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/net.json $(BENCH_NET_ARGS)
 
 # Traffic-rule healing latency (fault -> rules intact) per fault and mode, and idle CPU.
-bench-rules: build
-	$(GO) run ./e2e/cmd/benchrules -flanneld bin/flanneld
+BENCH_RULES_ARGS ?=
+bench-rules: $(bench_needs)
+	$(GO) run ./e2e/cmd/benchrules -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/rules.json $(BENCH_RULES_ARGS)
 
 # Kernel state healing: time from a fault (route, neighbour, FDB entry, address, MTU,
 # device deleted; stale entries added) until flanneld restored it, per backend, median of 3.
 # Options: make bench-heal BENCH_HEAL_ARGS='-runs 5 -backends vxlan'
 BENCH_HEAL_ARGS ?=
-bench-heal: build
-	$(GO) run ./e2e/cmd/benchheal -flanneld bin/flanneld $(BENCH_HEAL_ARGS)
+bench-heal: $(bench_needs)
+	$(GO) run ./e2e/cmd/benchheal -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/heal.json $(BENCH_HEAL_ARGS)
 
-# Kubernetes mode at scale: time to program 5,000 annotated nodes and peak RSS, median of 3,
-# against the real kube-apiserver. Options: make bench-kube BENCH_KUBE_ARGS='-nodes 1000 -runs 5'
+# Kubernetes mode at scale: time to program 1,000 and 5,000 annotated nodes and peak RSS,
+# median of 3, against the real kube-apiserver.
+# Options: make bench-kube BENCH_KUBE_ARGS='-nodes 5000 -runs 5'
 BENCH_KUBE_ARGS ?=
-bench-kube: build kube-apiserver
-	$(GO) run ./e2e/cmd/benchkube -flanneld bin/flanneld $(BENCH_KUBE_ARGS)
+bench-kube: $(bench_needs) kube-apiserver
+	$(GO) run ./e2e/cmd/benchkube -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/kube.json $(BENCH_KUBE_ARGS)
+
+# The charts (Documentation/img/bench-*.svg) and the tables of Documentation/benchmarks.md
+# from the results in $(BENCH_DATA); prints every figure as ours ÷ upstream's.
+bench-plot:
+	$(GO) run ./e2e/cmd/benchplot -data $(BENCH_DATA) -img Documentation/img -doc Documentation/benchmarks.md
+
+# Upstream flanneld (flannel-io/flannel), built from the module proxy's source once per
+# version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (about a minute the first time).
+flanneld-upstream:
+	GO=$(GO) tools/flanneld-upstream/build.sh
 
 # A real kube-apiserver for the Kubernetes-mode tests, built from the tools/kube-apiserver
 # module once per version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (a few minutes the
@@ -97,8 +122,8 @@ image:
 # Pings lost across a kill -9 + restart (vxlan, host-gw) and the time from etcd's return
 # after an outage to a new lease applied, median of 3. Options: BENCH_RESTART_ARGS='-runs 5'
 BENCH_RESTART_ARGS ?=
-bench-restart: build
-	$(GO) run ./e2e/cmd/benchrestart -flanneld bin/flanneld $(BENCH_RESTART_ARGS)
+bench-restart: $(bench_needs)
+	$(GO) run ./e2e/cmd/benchrestart -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/restart.json $(BENCH_RESTART_ARGS)
 
 vet:
 	$(GO) vet ./...
