@@ -144,7 +144,9 @@ func run(ctx context.Context, o options) error {
 			rep.Note("upstream ran %d time(s) at %d peers (ours %d)", upstreamRuns(o, n), n, o.runs)
 		}
 	}
-	rep.Note("churn: n/5 leases revoked at once, then n/5 new ones written; from the revocation until the kernel shows the new set")
+	if o.churn {
+		rep.Note("churn: n/5 leases revoked at once, then n/5 new ones written; from the revocation until the kernel shows the new set")
+	}
 	if o.idle > 0 {
 		rep.Note("idle CPU: %% of one core over %v, from 3 s after the churn (ours resyncs every 30 s)", o.idle)
 	}
@@ -164,15 +166,20 @@ func upstreamRuns(o options, n int) int {
 }
 
 func (r result) String() string {
-	conv := fmt.Sprintf("%.2fs", r.converge.Seconds())
 	if r.convOver {
 		return "not converged within the limit"
 	}
-	churn := fmt.Sprintf("%.2fs (%.2fs writing)", r.churn.Seconds(), r.churnW.Seconds())
-	if r.churnOver {
-		churn = "not within the limit"
+	s := fmt.Sprintf("converge %.2fs, RSS@conv %.1f MB", r.converge.Seconds(), mb(r.convKB))
+	switch {
+	case r.churnOver:
+		return s + ", churn not within the limit"
+	case r.churn > 0:
+		s += fmt.Sprintf(", churn %.2fs (%.2fs writing)", r.churn.Seconds(), r.churnW.Seconds())
 	}
-	return fmt.Sprintf("converge %s, RSS@conv %.1f MB, churn %s, idle %.2f%%, peak RSS %.1f MB", conv, mb(r.convKB), churn, r.idleCPU, mb(r.hwmKB))
+	if r.idleCPU >= 0 {
+		s += fmt.Sprintf(", idle %.2f%%", r.idleCPU)
+	}
+	return s + fmt.Sprintf(", peak RSS %.1f MB", mb(r.hwmKB))
 }
 
 // addResults records daemon's runs at n peers.
