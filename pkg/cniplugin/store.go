@@ -1,0 +1,121 @@
+package cniplugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/utils"
+
+	"github.com/flannel-go/flannel/pkg/subnetenv"
+)
+
+// Store is the plugin's data directory. Its layout is upstream's: one file per container,
+// named by the container ID, mode 0600 in a 0700 directory, holding exactly the delegate
+// config that ADD rendered. Beside it, in the subdirectory ifNameDir (a name no container
+// ID can have), a file per container records the interface name, which GC needs to have
+// the delegate release the container's addresses; upstream's plugin neither writes nor
+// reads it. Container IDs must already be valid (the CNI library checks them).
+type Store struct {
+	Dir string
+}
+
+// ifNameDir holds the interface name of each saved attachment.
+const ifNameDir = ".ifnames"
+
+func (s Store) path(containerID string) string { return filepath.Join(s.Dir, containerID) }
+
+func (s Store) ifNamePath(containerID string) string {
+	return filepath.Join(s.Dir, ifNameDir, containerID)
+}
+
+// Save writes the delegate config of containerID durably (temporary file, fsync, rename)
+// before the delegate runs, and records ifName.
+func (s Store) Save(containerID, ifName string, conf []byte) error {
+	if err := os.MkdirAll(filepath.Join(s.Dir, ifNameDir), 0o700); err != nil {
+		return fmt.Errorf("failed to create the data directory: %w", err)
+	}
+	if err := subnetenv.WriteFileAtomic(s.path(containerID), conf, 0o600); err != nil {
+		return fmt.Errorf("failed to save the delegate config: %w", err)
+	}
+	if err := subnetenv.WriteFileAtomic(s.ifNamePath(containerID), []byte(ifName+"\n"), 0o600); err != nil {
+		return fmt.Errorf("failed to save the interface name: %w", err)
+	}
+	return nil
+}
+
+// Load returns the saved delegate config of containerID; an error satisfying
+// errors.Is(err, fs.ErrNotExist) when there is none.
+func (s Store) Load(containerID string) ([]byte, error) {
+	return os.ReadFile(s.path(containerID))
+}
+
+// IfName returns the interface name recorded for containerID; false when none is
+// (attachments saved by upstream's plugin) or it is not a valid name.
+func (s Store) IfName(containerID string) (string, bool) {
+	data, err := os.ReadFile(s.ifNamePath(containerID))
+	if err != nil {
+		return "", false
+	}
+	name := strings.TrimSuffix(string(data), "\n")
+	if utils.ValidateInterfaceName(name) != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// Remove deletes what is kept for containerID; absent files are not an error.
+func (s Store) Remove(containerID string) error {
+	var errs []error
+	for _, p := range []string{s.path(containerID), s.ifNamePath(containerID)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// List returns the container IDs with a saved config, and those with only an interface
+// name left (whose config upstream's plugin deleted). A missing directory is empty.
+func (s Store) List() (saved, orphans []string, err error) {
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	have := map[string]bool{}
+	for _, e := range ents {
+		if e.Type().IsRegular() && utils.ValidateContainerID(e.Name()) == nil {
+			saved = append(saved, e.Name())
+			have[e.Name()] = true
+		}
+	}
+	names, err := os.ReadDir(filepath.Join(s.Dir, ifNameDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	for _, e := range names {
+		if e.Type().IsRegular() && utils.ValidateContainerID(e.Name()) == nil && !have[e.Name()] {
+			orphans = append(orphans, e.Name())
+		}
+	}
+	return saved, orphans, nil
+}
+
+// ParseSaved reads a saved delegate config: a JSON object whose "type" names the
+// delegate plugin. It returns the type.
+func ParseSaved(data []byte) (string, error) {
+	var conf struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &conf); err != nil {
+		return "", fmt.Errorf("saved delegate config is not a JSON object with a string 'type': %w", err)
+	}
+	if conf.Type == "" {
+		return "", errors.New("saved delegate config has no 'type'")
+	}
+	return conf.Type, nil
+}
