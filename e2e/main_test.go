@@ -1,6 +1,7 @@
 // Package e2e holds the end-to-end tests: real flanneld processes in a network-namespace
 // lab (package e2e/lab) with a real etcd. They need root and skip otherwise, and in
-// -short mode. flanneld is built once per run (or taken from $FLANNEL_TEST_FLANNELD).
+// -short mode. flanneld and the CNI plugin (cmd/flannel) are built once per run (or taken
+// from $FLANNEL_TEST_FLANNELD and $FLANNEL_TEST_CNI_PLUGIN).
 package e2e
 
 import (
@@ -24,6 +25,13 @@ var flanneld struct {
 	err error
 }
 
+// cniPlugin is the flannel CNI plugin under test (cmd/flannel), built beside flanneld
+// (or taken from $FLANNEL_TEST_CNI_PLUGIN).
+var cniPlugin struct {
+	bin string
+	err error
+}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	os.Exit(runMain(m))
@@ -36,25 +44,31 @@ func runMain(m *testing.M) int {
 	if err := lab.Sweep(labFamily); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: sweeping leftover labs: %v\n", err)
 	}
-	if b := os.Getenv("FLANNEL_TEST_FLANNELD"); b != "" {
-		flanneld.bin = b
-		if _, err := os.Stat(b); err != nil {
-			flanneld.err = fmt.Errorf("FLANNEL_TEST_FLANNELD: %w", err)
-		}
-		return m.Run()
-	}
 	dir, err := os.MkdirTemp("", "fge2e-bin-")
 	if err != nil {
-		flanneld.err = err
+		flanneld.err, cniPlugin.err = err, err
 		return m.Run()
 	}
 	defer os.RemoveAll(dir)
-	flanneld.bin = filepath.Join(dir, "flanneld")
-	flanneld.err = buildFlanneld(flanneld.bin)
+	flanneld.bin, flanneld.err = testBinary(dir, "flanneld", "FLANNEL_TEST_FLANNELD")
+	cniPlugin.bin, cniPlugin.err = testBinary(dir, "flannel", "FLANNEL_TEST_CNI_PLUGIN")
 	return m.Run()
 }
 
-func buildFlanneld(out string) error {
+// testBinary returns the binary named by $env, or builds cmd/<name> into dir.
+func testBinary(dir, name, env string) (string, error) {
+	if b := os.Getenv(env); b != "" {
+		if _, err := os.Stat(b); err != nil {
+			return b, fmt.Errorf("%s: %w", env, err)
+		}
+		return b, nil
+	}
+	out := filepath.Join(dir, name)
+	return out, buildCommand(out, name)
+}
+
+// buildCommand builds cmd/<name> into out.
+func buildCommand(out, name string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
@@ -63,13 +77,13 @@ func buildFlanneld(out string) error {
 	if os.Getenv("FLANNEL_TEST_RACE") != "" {
 		args = append(args, "-race")
 	}
-	args = append(args, "github.com/flannel-go/flannel/cmd/flanneld")
+	args = append(args, "github.com/flannel-go/flannel/cmd/"+name)
 	cmd := exec.Command(goBin, args...)
 	if os.Getenv("FLANNEL_TEST_RACE") == "" {
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build and the image (-race needs cgo)
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build flanneld: %w\n%s", err, b)
+		return fmt.Errorf("go build %s: %w\n%s", name, err, b)
 	}
 	return nil
 }
