@@ -23,8 +23,8 @@ import (
 )
 
 // PluginsVersion is the release of the reference plugins tools/cni-plugins builds (its
-// VERSION file). CHECK of flannel's cluster route, which has no gateway, needs v1.2.0 or
-// later of bridge.
+// VERSION file). bridge passes CHECK of flannel's cluster route, which has no gateway,
+// from v1.3.0 on, and accepts cniVersion 1.1.0 (STATUS, GC) from v1.6.0 on.
 const PluginsVersion = "v1.9.1"
 
 // PluginsDir returns the directory of the reference plugins: $FLANNEL_TEST_CNI_PLUGINS if
