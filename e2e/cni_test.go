@@ -85,12 +85,24 @@ func (n *cniNode) rt(j int) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: n.podID(j), NetNS: "/run/netns/" + n.l.PodNS(n.i, j), IfName: "eth0"}
 }
 
-// cniPod is what ADD gave a pod.
+// cniPod is what ADD gave a pod: an address (and its gateway) of each family the node
+// has a subnet of.
 type cniPod struct {
-	ns       string
-	ip       netip.Addr
-	gateway  netip.Addr
-	hostVeth string
+	ns            string
+	ip, gateway   netip.Addr // IPv4
+	ip6, gateway6 netip.Addr // IPv6
+	hostVeth      string
+}
+
+// addrs are the pod's addresses, IPv4 first.
+func (p cniPod) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{p.ip, p.ip6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // add creates pod j's namespace and attaches it: loopback on lo, then the flannel
@@ -118,7 +130,13 @@ func (n *cniNode) mustAdd(j int) cniPod {
 	if err != nil {
 		n.t.Fatalf("node %d: ADD pod %d: %v", n.i, j, err)
 	}
-	n.t.Logf("node %d: pod %d attached: %s via %s, host veth %s", n.i, j, p.ip, p.gateway, p.hostVeth)
+	var gws []netip.Addr
+	for _, g := range []netip.Addr{p.gateway, p.gateway6} {
+		if g.IsValid() {
+			gws = append(gws, g)
+		}
+	}
+	n.t.Logf("node %d: pod %d attached: %v via %v, host veth %s", n.i, j, p.addrs(), gws, p.hostVeth)
 	return p
 }
 
@@ -129,9 +147,12 @@ func podOf(ns string, r types.Result) (cniPod, error) {
 	}
 	p := cniPod{ns: ns}
 	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap().Is4() {
-			p.ip = a.Unmap()
-			p.gateway, _ = netip.AddrFromSlice(ipc.Gateway.To4())
+		a, _ := netip.AddrFromSlice(ipc.Address.IP)
+		gw, _ := netip.AddrFromSlice(ipc.Gateway)
+		if a.Unmap().Is4() {
+			p.ip, p.gateway = a.Unmap(), gw.Unmap()
+		} else if a.Is6() {
+			p.ip6, p.gateway6 = a, gw
 		}
 	}
 	for _, i := range res.Interfaces {
@@ -139,8 +160,8 @@ func podOf(ns string, r types.Result) (cniPod, error) {
 			p.hostVeth = i.Name
 		}
 	}
-	if !p.ip.IsValid() || p.hostVeth == "" {
-		return p, fmt.Errorf("result without an IPv4 address or a host veth: %s", res)
+	if len(p.addrs()) == 0 || p.hostVeth == "" {
+		return p, fmt.Errorf("result without an address or a host veth: %s", res)
 	}
 	return p, nil
 }
@@ -220,8 +241,10 @@ func (n *cniNode) hasLink(name string) bool {
 // saved config.
 func (n *cniNode) expectGone(j int, p cniPod, vethToo bool) {
 	n.t.Helper()
-	if id, ok := n.reservations()[p.ip]; ok {
-		n.t.Errorf("node %d: host-local still reserves %s (for %s)", n.i, p.ip, id)
+	for _, a := range p.addrs() {
+		if id, ok := n.reservations()[a]; ok {
+			n.t.Errorf("node %d: host-local still reserves %s (for %s)", n.i, a, id)
+		}
 	}
 	if vethToo && n.hasLink(p.hostVeth) {
 		n.t.Errorf("node %d: host veth %s still exists", n.i, p.hostVeth)
@@ -473,5 +496,51 @@ func TestCNIGarbageCollection(t *testing.T) {
 	}
 	if err := l.Ping(pods[0].ns, pods[0].gateway); err != nil {
 		t.Errorf("valid pod after GC: %v", err)
+	}
+}
+
+// Dual-stack and IPv6-only subnet files flow through the plugin: pods on two nodes get an
+// address of each family the nodes have a subnet of, reach each other over each, pass
+// CHECK (the cluster routes of both families included) and DEL releases every address.
+func TestCNIDualStackAndIPv6Only(t *testing.T) {
+	for _, c := range []struct {
+		tag    string
+		config string
+		v4     bool
+	}{
+		{"cnidual", dualStackConfig, true},
+		{"cnisix", ipv6OnlyConfig, false},
+	} {
+		t.Run(c.tag, func(t *testing.T) {
+			l := newLab(t, c.tag, 2, withIPv6)
+			startAll(t, l, c.config)
+			if c.v4 {
+				waitFullMesh(t, l, "flannel.1", infos(t, l, "flannel.1"))
+			}
+			waitFullMesh(t, l, "flannel-v6.1", infos(t, l, "flannel-v6.1"))
+			n1, n2 := newCNINode(t, l, 1), newCNINode(t, l, 2)
+			p1, p2 := n1.mustAdd(0), n2.mustAdd(0)
+			for _, p := range []cniPod{p1, p2} {
+				if p.ip.IsValid() != c.v4 || !lab.PodNetworkIPv6.Contains(p.ip6) || (c.v4 && !lab.PodNetwork.Contains(p.ip)) {
+					t.Fatalf("pod addresses %v, want an IPv6 one in %s and (only for dual stack) an IPv4 one in %s", p.addrs(), lab.PodNetworkIPv6, lab.PodNetwork)
+				}
+			}
+			for _, pair := range [][2]cniPod{{p1, p2}, {p2, p1}} {
+				for _, a := range pair[1].addrs() {
+					if err := l.Ping(pair[0].ns, a); err != nil {
+						t.Errorf("%s -> %s: %v", pair[0].ns, a, err)
+					}
+				}
+			}
+			for _, n := range []*cniNode{n1, n2} {
+				if err := n.check(0); err != nil {
+					t.Errorf("node %d: CHECK: %s", n.i, cniErrorText(err))
+				}
+			}
+			if err := n1.del(0); err != nil {
+				t.Fatalf("DEL: %s", cniErrorText(err))
+			}
+			n1.expectGone(0, p1, true)
+		})
 	}
 }

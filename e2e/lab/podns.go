@@ -6,8 +6,8 @@ import (
 )
 
 // NewPodNS creates an empty namespace for pod j on node i (named PodNS(i, j)) for a
-// container runtime, such as a CNI plugin, to plumb; a leftover of the same name is
-// removed first. It returns the namespace's path (CNI_NETNS). Close removes it.
+// container runtime, such as a CNI plugin, to plumb, with the lab's IPv6 settings; a
+// leftover of the same name is removed first. It returns the namespace's path (CNI_NETNS). Close removes it.
 func (l *Lab) NewPodNS(i, j int) (string, error) {
 	if _, err := l.node(i); err != nil {
 		return "", err
@@ -22,6 +22,9 @@ func (l *Lab) NewPodNS(i, j int) (string, error) {
 	}
 	if err := addNamespace(ctx, ns); err != nil {
 		return "", err
+	}
+	if err := l.prepareIPv6(ctx, ns); err != nil {
+		return "", fmt.Errorf("lab: pod %d on node %d: %w", j, i, err)
 	}
 	return netnsPath(ns), nil
 }
