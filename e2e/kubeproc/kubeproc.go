@@ -1,7 +1,8 @@
 // Package kubeproc runs a real kube-apiserver as a separate process for tests and the lab:
 // against a real etcd, optionally inside a network namespace on a lab address, with a
 // generated service-account key, a generated serving certificate (signed by a throw-away
-// CA that kubeconfigs can trust) and a static admin token for the test harness.
+// CA that kubeconfigs can trust), a static admin token for the test harness, and a client
+// CA whose certificates (ClientCert) it accepts.
 //
 // The binary comes from tools/kube-apiserver (make kube-apiserver), cached by version.
 package kubeproc
@@ -94,6 +95,8 @@ type Proc struct {
 	token      string
 	caPEM      []byte
 	caFile     string
+	clientCA   *x509.Certificate // signs the client certificates the server accepts
+	clientKey  *ecdsa.PrivateKey
 	logFile    string
 	mu         sync.Mutex
 	cmd        *exec.Cmd
@@ -204,8 +207,17 @@ func (p *Proc) prepare() ([]string, error) {
 	if err := os.WriteFile(tokenFile, []byte(p.token+`,kubeproc-admin,kubeproc-admin,"system:masters"`+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("kubeproc: %w", err)
 	}
+	p.clientCA, p.clientKey, err = newCA("kubeproc client CA")
+	if err != nil {
+		return nil, err
+	}
+	clientCAFile := filepath.Join(dir, "client-ca.crt")
+	if err := writePEM(clientCAFile, "CERTIFICATE", p.clientCA.Raw); err != nil {
+		return nil, err
+	}
 	addr := p.opts.Address.String()
 	args := []string{
+		"--client-ca-file=" + clientCAFile,
 		"--etcd-servers=" + p.opts.EtcdServers,
 		"--bind-address=" + addr,
 		"--advertise-address=" + addr,
@@ -237,28 +249,11 @@ func writePEM(path, typ string, der []byte) error {
 // servingCert makes a CA and a serving certificate for addr (plus localhost and the
 // in-cluster service names), all PEM encoded.
 func servingCert(addr netip.Addr) (caPEM, certPEM, keyPEM []byte, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caCert, caKey, err := newCA("kubeproc test CA")
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("kubeproc: CA key: %w", err)
+		return nil, nil, nil, err
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kubeproc test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(7 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("kubeproc: CA certificate: %w", err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("kubeproc: CA certificate: %w", err)
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kubeproc: serving key: %w", err)
@@ -281,9 +276,67 @@ func servingCert(addr netip.Addr) (caPEM, certPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kubeproc: serving key: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// newCA makes a self-signed CA valid for a week.
+func newCA(name string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: %s key: %w", name, err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: %s certificate: %w", name, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: %s certificate: %w", name, err)
+	}
+	return cert, key, nil
+}
+
+// ClientCert issues a client certificate the server accepts for user (the common name)
+// in groups (the organisations), valid for a day, and its key; both PEM encoded.
+func (p *Proc) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: client key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: serial: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: user, Organization: groups},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.clientCA, &key.PublicKey, p.clientKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: client certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeproc: client key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 func (p *Proc) waitReady(ctx context.Context, done <-chan struct{}) error {
