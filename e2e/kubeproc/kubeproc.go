@@ -36,8 +36,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/flannel-go/flannel/pkg/kubeapi"
 )
 
 // Version is the kube-apiserver release tools/kube-apiserver builds.
@@ -415,16 +413,6 @@ func (p *Proc) RESTConfig(token string) *rest.Config {
 		cfg.Dial = p.opts.Dial
 	}
 	return cfg
-}
-
-// APIConfig is the configuration of flanneld's own API client (pkg/kubeapi) for the
-// server, with the given bearer token ("" = the admin token), dialling through
-// Options.Dial when set.
-func (p *Proc) APIConfig(token string) *kubeapi.Config {
-	if token == "" {
-		token = p.token
-	}
-	return &kubeapi.Config{Server: p.URL(), CAData: p.caPEM, BearerToken: token, Dial: p.opts.Dial}
 }
 
 // WriteKubeconfig writes a kubeconfig for the server that trusts its CA and authenticates

@@ -41,7 +41,7 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		return nil, &subnet.PermanentError{Err: err}
 	}
 	want := m.desiredAnnotations(n, cfg, attrs)
-	if diff := annotationDiff(n.Metadata.Annotations, want); len(diff) > 0 {
+	if diff := annotationDiff(n.Annotations, want); len(diff) > 0 {
 		if err := m.patchAnnotations(ctx, name, diff); err != nil {
 			return nil, err
 		}
@@ -87,7 +87,7 @@ func checkPodCIDRs(name string, cfg *subnet.Config, v4, v6 netip.Prefix) error {
 
 // desiredAnnotations are the annotation values this node must carry for attrs.
 func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subnet.LeaseAttrs) map[string]string {
-	have := n.Metadata.Annotations
+	have := n.Annotations
 	want := map[string]string{
 		m.ann.SubnetKubeManaged: "true",
 		m.ann.BackendType:       attrs.BackendType,

@@ -80,3 +80,16 @@ func (a Annotations) leaseKeys() [numLeaseKeys]string {
 	k[leaseKeyBackendV6Data], k[leaseKeyPublicIP], k[leaseKeyPublicIPv6] = a.BackendV6Data, a.PublicIP, a.PublicIPv6
 	return k
 }
+
+// leaseKeyFilter keeps the lease annotations (leaseKeys) of a node, returning the key as
+// a shared string.
+func (a Annotations) leaseKeyFilter() annotationFilter {
+	keys := map[string]string{}
+	for _, k := range a.leaseKeys() {
+		keys[k] = k
+	}
+	return func(key []byte) (string, bool) {
+		k, ok := keys[string(key)]
+		return k, ok
+	}
+}

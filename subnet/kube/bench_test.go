@@ -14,8 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
-	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -47,7 +47,7 @@ func BenchmarkWatchLeasesMemory(b *testing.B) {
 	var syncSum time.Duration
 	var peakMax, liveMax uint64
 	for b.Loop() {
-		sync, peak, live := watchOnce(b, k.API.APIConfig(""), prefix+"-00000", conf)
+		sync, peak, live := watchOnce(b, k.API.RESTConfig(""), prefix+"-00000", conf)
 		syncSum += sync
 		peakMax, liveMax = max(peakMax, peak), max(liveMax, live)
 	}
@@ -59,10 +59,10 @@ func BenchmarkWatchLeasesMemory(b *testing.B) {
 
 // watchOnce runs a fresh manager's WatchLeases to the first snapshot and returns the time
 // it took, the largest heap in use seen meanwhile and the live heap growth once it is sent.
-func watchOnce(b *testing.B, rc *kubeapi.Config, own, conf string) (time.Duration, uint64, uint64) {
+func watchOnce(b *testing.B, rc *rest.Config, own, conf string) (time.Duration, uint64, uint64) {
 	runtime.GC()
 	base := heapBytes("/gc/heap/live:bytes")
-	m, err := New(Config{API: rc, NodeName: own, NetConfigPath: conf})
+	m, err := New(Config{REST: rc, NodeName: own, NetConfigPath: conf})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,136 +1,155 @@
 package kube
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
+	"strings"
+	"time"
+	"unicode"
 
-	"github.com/flannel-go/flannel/pkg/kubeapi"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// apiNode is what flanneld reads of a core/v1 Node (JSON); everything else in the object
-// is skipped by the decoder.
-type apiNode struct {
-	Metadata objectMeta `json:"metadata"`
-	Spec     struct {
-		PodCIDR  string   `json:"podCIDR"`
-		PodCIDRs []string `json:"podCIDRs"`
-	} `json:"spec"`
-	Status struct {
-		Conditions []nodeCondition `json:"conditions"`
-	} `json:"status"`
+// restConfig is the API client configuration for flanneld's flags, by client-go's
+// BuildConfigFromFlags rules (as upstream): neither flag is the in-cluster configuration;
+// a kubeconfig file is read with its current context, apiURL (when set) replacing its
+// server; apiURL alone is that server without credentials. A user with an auth-provider
+// is refused (no provider is linked in); allowlist, when not empty, is the only exec
+// credential plugins that may run.
+func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, error) {
+	rc, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
+	if err != nil {
+		return nil, redactURLs(err)
+	}
+	if rc.AuthProvider != nil {
+		return nil, fmt.Errorf("kubeconfig user: auth-provider %q is not supported: use an exec credential plugin (users[].user.exec, e.g. the cloud's own kubeconfig plugin) or a token instead", rc.AuthProvider.Name)
+	}
+	if rc.ExecProvider != nil && len(allowlist) > 0 {
+		p := clientcmdapi.PluginPolicy{PolicyType: clientcmdapi.PluginPolicyAllowlist}
+		for _, c := range allowlist {
+			p.Allowlist = append(p.Allowlist, clientcmdapi.AllowlistEntry{Command: c})
+		}
+		rc.ExecProvider.PluginPolicy = p
+	}
+	return rc, nil
 }
 
-type objectMeta struct {
-	Name            string            `json:"name"`
-	ResourceVersion string            `json:"resourceVersion"`
-	Annotations     map[string]string `json:"annotations"`
+// redactURLs replaces the user information ("user:password@") of the URLs an error from
+// loading the configuration quotes: client-go quotes a server URL it cannot parse as it
+// was written.
+func redactURLs(err error) error {
+	msg := err.Error()
+	out := msg
+	for _, f := range strings.FieldsFunc(msg, func(r rune) bool { return unicode.IsSpace(r) || r == '"' || r == '\'' }) {
+		at := strings.LastIndex(f, "@")
+		if at < 0 {
+			continue
+		}
+		start := 0
+		if i := strings.Index(f, "://"); i >= 0 && i < at {
+			start = i + len("://")
+		}
+		if strings.Contains(f[start:at], ":") {
+			out = strings.ReplaceAll(out, f, f[:start]+"xxxxx"+f[at:])
+		}
+	}
+	if out == msg {
+		return err
+	}
+	return errors.New(out)
 }
 
-// nodeCondition is a core/v1 NodeCondition; the timestamps are written (KeepLease), not read.
-type nodeCondition struct {
-	Type               string `json:"type"`
-	Status             string `json:"status"`
-	LastHeartbeatTime  string `json:"lastHeartbeatTime,omitempty"`
-	LastTransitionTime string `json:"lastTransitionTime,omitempty"`
-	Reason             string `json:"reason,omitempty"`
-	Message            string `json:"message,omitempty"`
-}
-
-// The NetworkUnavailable condition and the condition status values.
-const (
-	condNetworkUnavailable = "NetworkUnavailable"
-	condFalse              = "False"
-)
-
-// apiPod is what flanneld reads of a core/v1 Pod.
-type apiPod struct {
-	Spec struct {
-		NodeName string `json:"nodeName"`
-	} `json:"spec"`
-}
-
-// apiNodeList is a NodeList as JSON (decodeNodeList's fallback).
-type apiNodeList struct {
-	Metadata struct {
-		ResourceVersion string `json:"resourceVersion"`
-		Continue        string `json:"continue"`
-	} `json:"metadata"`
-	Items []apiNode `json:"items"`
-}
-
-// client is the little of the core/v1 API flanneld uses: pods get; nodes get, list,
-// watch; nodes/status patch.
+// client is the little of the core/v1 API flanneld uses (pods get; nodes get, list,
+// watch; nodes/status patch), on client-go's REST client, which owns the connection,
+// authentication, rate limiting and retries.
 type client struct {
-	api *kubeapi.Client
+	rest   rest.Interface
+	params runtime.ParameterCodec
+	json   runtime.Decoder
+	keep   annotationFilter // the annotations a listed node keeps
 }
 
-const strategicMergePatch = "application/strategic-merge-patch+json"
+// requestTimeout bounds a get or a patch; listTimeout a node list (thousands of nodes,
+// streamed). A watch runs until the server ends it.
+const (
+	requestTimeout = 30 * time.Second
+	listTimeout    = 5 * time.Minute
+)
 
-func nodePath(name string) string { return "/api/v1/nodes/" + url.PathEscape(name) }
+// newClient builds the client for rc (not contacting the server).
+func newClient(rc *rest.Config, userAgent string, keep annotationFilter) (*client, error) {
+	codecs, params := newCodecs()
+	c := rest.CopyConfig(rc)
+	c.APIPath = "/api"
+	gv := coreV1
+	c.GroupVersion = &gv
+	c.NegotiatedSerializer = codecs.WithoutConversion()
+	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	c.ContentType = "application/json"
+	if c.UserAgent == "" {
+		c.UserAgent = userAgent
+	}
+	rc2, err := rest.RESTClientFor(c)
+	if err != nil {
+		return nil, redactURLs(err)
+	}
+	return &client{rest: rc2, params: params, json: codecs.UniversalDeserializer(), keep: keep}, nil
+}
 
 func (c *client) getPod(ctx context.Context, namespace, name string) (*apiPod, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	p := &apiPod{}
-	err := c.api.Get(ctx, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name), p)
+	err := c.rest.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(p)
 	return p, err
 }
 
 func (c *client) getNode(ctx context.Context, name string) (*apiNode, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	n := &apiNode{}
-	err := c.api.Get(ctx, nodePath(name), n)
+	err := c.rest.Get().Resource("nodes").Name(name).Do(ctx).Into(n)
 	return n, err
 }
 
 // patchNodeStatus sends a strategic-merge patch to nodes/<name>/status.
 func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte) error {
-	return c.api.Patch(ctx, nodePath(name)+"/status", strategicMergePatch, patch)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return c.rest.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").Body(patch).Do(ctx).Error()
 }
 
-// nodeListQuery is one node list request: at resourceVersion ("0": from the API server's
-// watch cache; "": the latest, from etcd), at most limit nodes (0: all), from a previous
-// page's continue token.
-type nodeListQuery struct {
-	resourceVersion string
-	limit           int
-	cont            string
-}
-
-// listNodesStream starts a node list and returns the raw response (protobuf if the
-// server agrees) for decodeNodeList.
-func (c *client) listNodesStream(ctx context.Context, lq nodeListQuery) (io.ReadCloser, error) {
-	q := url.Values{}
-	if lq.resourceVersion != "" {
-		q.Set("resourceVersion", lq.resourceVersion)
-	}
-	if lq.limit > 0 {
-		q.Set("limit", strconv.Itoa(lq.limit))
-	}
-	if lq.cont != "" {
-		q.Set("continue", lq.cont)
-	}
-	resp, err := c.api.Do(ctx, kubeapi.Request{
-		Method: http.MethodGet, Path: "/api/v1/nodes", Query: q,
-		Accept: "application/vnd.kubernetes.protobuf, application/json",
-	})
+// listNodes lists the nodes (tools/cache's ListFunc), reading the response as it streams
+// in (decodeNodeList).
+func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	body, err := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params).Stream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
+		return nil, err
 	}
-	return resp.Body, nil
+	defer body.Close()
+	l, err := decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, c.keep)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
-// watchNodes watches the nodes from resourceVersion, with bookmarks, for at most
-// timeoutSeconds (the server then ends the stream).
-func (c *client) watchNodes(ctx context.Context, resourceVersion string, timeoutSeconds int) (io.ReadCloser, error) {
-	q := url.Values{}
-	q.Set("resourceVersion", resourceVersion)
-	q.Set("allowWatchBookmarks", "true")
-	q.Set("timeoutSeconds", strconv.Itoa(timeoutSeconds))
-	body, err := c.api.Watch(ctx, "/api/v1/nodes", q)
-	if err != nil {
-		return nil, fmt.Errorf("watch nodes: %w", err)
+// watchNodes watches the nodes (tools/cache's WatchFunc).
+func (c *client) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	req := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params)
+	if opts.TimeoutSeconds != nil {
+		req = req.Timeout(time.Duration(*opts.TimeoutSeconds) * time.Second)
 	}
-	return body, nil
+	return req.Watch(ctx)
 }

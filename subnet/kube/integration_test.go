@@ -6,7 +6,6 @@ package kube
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -20,9 +19,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/pager"
 
 	"github.com/flannel-go/flannel/e2e/kubeproc"
 	"github.com/flannel-go/flannel/subnet"
@@ -113,7 +115,7 @@ const itNetConf = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
 
 func newManager(t *testing.T, k *kubeproc.Local, token string, cfg Config) *Manager {
 	t.Helper()
-	cfg.API = k.API.APIConfig(token)
+	cfg.REST = k.API.RESTConfig(token)
 	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -374,27 +376,14 @@ func watchNext(t *testing.T, out <-chan subnet.WatchResult) subnet.WatchResult {
 func TestIntegrationWatchLeases(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	own, a, b, c := uniq(t, "own"), uniq(t, "a"), uniq(t, "b"), uniq(t, "c")
 	createNode(t, cs, own, []string{"10.244.10.0/24"}, nil)
 	createNode(t, cs, a, []string{"10.244.11.0/24"}, peerAnn("192.0.2.21", "0e:00:00:00:00:21"))
 	createNode(t, cs, b, []string{"10.244.12.0/24"}, peerAnn("192.0.2.22", "0e:00:00:00:00:22"))
 	createNode(t, cs, c, []string{"10.244.13.0/24"}, nil) // not a flannel node (yet)
 
-	m := newManager(t, k, "", Config{NodeName: own, NetConfigPath: writeNetConf(t, itNetConf)})
-	if _, err := m.GetNetworkConfig(ctx); err != nil {
-		t.Fatal(err)
-	}
-	out := make(chan subnet.WatchResult, 16)
-	done := make(chan error, 1)
-	go func() { done <- m.WatchLeases(ctx, out) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("WatchLeases: %v", err)
-		}
-	}()
+	out := watchReady(t, newManager(t, k, "", Config{NodeName: own, NetConfigPath: writeNetConf(t, itNetConf)}))
 
 	// Other tests' nodes share this apiserver: look only at this test's subnets.
 	mine := func(key string) bool {
@@ -444,6 +433,15 @@ func TestIntegrationWatchLeases(t *testing.T) {
 	if len(ev) != 1 || ev[0].Type != subnet.EventRemoved || ev[0].Lease.Key() != "10.244.11.0-24" {
 		t.Fatalf("events after deleting a node: %+v", ev)
 	}
+}
+
+// watchReady reads m's network config and runs m.WatchLeases until the test ends.
+func watchReady(t *testing.T, m *Manager) <-chan subnet.WatchResult {
+	t.Helper()
+	if _, err := m.GetNetworkConfig(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return runWatch(t, m)
 }
 
 // nextEvents returns the next non-empty batch of events selected by keep.
@@ -554,58 +552,8 @@ func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
 	waitUp("after someone set it to True")
 }
 
-// flanneld's own kubeconfig loader against the real apiserver: a relative CA file with a
-// relative token file, the CA inline with an exec credential plugin, and --kube-api-url
-// overriding a wrong server.
-func TestIntegrationKubeconfigAuth(t *testing.T) {
-	k := apiserver(t)
-	cs := adminClient(t, k)
-	name := uniq(t, "n")
-	createNode(t, cs, name, []string{"10.244.7.0/24"}, nil)
-	dir := t.TempDir()
-	write := func(rel, content string, mode os.FileMode) {
-		t.Helper()
-		p := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("pki/ca.crt", string(k.API.CAPEM()), 0o644)
-	write("secrets/token", k.API.AdminToken()+"\n", 0o600)
-	write("bin/cred.sh", "#!/bin/sh\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\""+k.API.AdminToken()+"\"}}'\n", 0o755)
-	kubeconfig := func(server, cluster, user string) string {
-		return "apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {cluster: lab, user: flanneld}\n" +
-			"clusters:\n- name: lab\n  cluster:\n    server: " + server + "\n" + cluster +
-			"users:\n- name: flanneld\n  user:\n" + user
-	}
-	caData := "    certificate-authority-data: " + base64.StdEncoding.EncodeToString(k.API.CAPEM()) + "\n"
-	tests := []struct {
-		name, kubeconfig, apiURL string
-	}{
-		{"token file", kubeconfig(k.API.URL(), "    certificate-authority: pki/ca.crt\n", "    tokenFile: secrets/token\n"), ""},
-		{"exec plugin", kubeconfig(k.API.URL(), caData, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/cred.sh\n      interactiveMode: Never\n"), ""},
-		{"api url override", kubeconfig("https://127.0.0.1:1", caData, "    token: "+k.API.AdminToken()+"\n"), k.API.URL()},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".kubeconfig")
-			write(filepath.Base(p), tt.kubeconfig, 0o600)
-			m, err := New(Config{KubeconfigFile: p, APIURL: tt.apiURL, NodeName: name, NetConfigPath: writeNetConf(t, itNetConf)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.GetNetworkConfig(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// The real API server pages a list from etcd (limit and continue) and the pages add up
-// to what the cache lists.
+// The real API server pages a list from etcd (limit and continue) and client-go's pager,
+// on the streaming list decoder, joins the pages to what one response lists.
 func TestIntegrationListPages(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -614,28 +562,37 @@ func TestIntegrationListPages(t *testing.T) {
 		createNode(t, cs, uniq(t, fmt.Sprintf("page%d", i)), []string{fmt.Sprintf("10.244.%d.0/24", 40+i)}, nil)
 	}
 	m := newManager(t, k, "", Config{NodeName: "x"})
-	whole, err := m.listSlim(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := m.listPage(ctx, nodeListQuery{limit: 1})
-	if err != nil || len(first.Items) != 1 || first.Continue == "" {
-		t.Fatalf("first page of 1: %v, %d nodes, continue %q", err, len(first.Items), first.Continue)
-	}
-	m.pageSize = 1
-	paged, err := m.listSlim(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := func(l *peerNodeList) []string {
+	names := func(obj runtime.Object) []string {
 		var n []string
-		for _, p := range l.Items {
+		for _, p := range obj.(*apiNodeList).Items {
 			n = append(n, p.Name)
 		}
 		sort.Strings(n)
 		return n
 	}
-	if len(whole.Items) < 3 || !reflect.DeepEqual(names(whole), names(paged)) || paged.ResourceVersion == "" {
-		t.Fatalf("paged list %v (rv %q), whole %v", names(paged), paged.ResourceVersion, names(whole))
+	whole, err := m.cs.listNodes(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := m.cs.listNodes(ctx, metav1.ListOptions{Limit: 1})
+	if err != nil || len(first.(*apiNodeList).Items) != 1 || first.(*apiNodeList).Continue == "" {
+		t.Fatalf("first page of 1: %v, %v", err, first)
+	}
+	p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) { return m.cs.listNodes(ctx, opts) }))
+	p.PageSize = 1
+	paged, _, err := p.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pagedNames []string
+	if err := meta.EachListItem(paged, func(o runtime.Object) error {
+		pagedNames = append(pagedNames, o.(*apiNode).Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(pagedNames)
+	if len(names(whole)) < 3 || !reflect.DeepEqual(names(whole), pagedNames) {
+		t.Fatalf("paged list %v, whole %v", pagedNames, names(whole))
 	}
 }

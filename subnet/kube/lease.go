@@ -15,7 +15,7 @@ func podCIDRs(n *apiNode) (v4, v6 netip.Prefix, err error) {
 	if len(list) == 0 && n.Spec.PodCIDR != "" {
 		list = []string{n.Spec.PodCIDR}
 	}
-	return parsePodCIDRs(n.Metadata.Name, list)
+	return parsePodCIDRs(n.Name, list)
 }
 
 // parsePodCIDRs is podCIDRs for node name with the pod CIDR list.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,26 +16,40 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 )
 
+var created = metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+
 func testNodeList(n int) *corev1.NodeList {
 	l := &corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "4711"}}
 	for i := range n {
-		cidrs := []string{fmt.Sprintf("10.244.%d.0/24", i)}
-		if i%2 == 1 { // dual stack: spec.podCIDRs set as well
-			cidrs = append(cidrs, fmt.Sprintf("fd00:%x::/64", i))
-		}
-		nd := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%d", i), Annotations: peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01")}}
-		nd.Spec.PodCIDR = cidrs[0]
-		if len(cidrs) > 1 {
-			nd.Spec.PodCIDRs = cidrs
-		}
-		nd.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
-		nd.Spec.Taints = []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}
-		nd.ResourceVersion = fmt.Sprint(100 + i)
-		nd.Labels = map[string]string{"kubernetes.io/os": "linux"}
-		nd.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/a:1"}, SizeBytes: 1 << 20}}
-		l.Items = append(l.Items, *nd)
+		l.Items = append(l.Items, *testNode(i))
 	}
 	return l
+}
+
+// testNode is a kubelet-like Node: labels, taints, images, managed fields, conditions.
+func testNode(i int) *corev1.Node {
+	cidrs := []string{fmt.Sprintf("10.244.%d.0/24", i)}
+	if i%2 == 1 { // dual stack: spec.podCIDRs set as well
+		cidrs = append(cidrs, fmt.Sprintf("fd00:%x::/64", i))
+	}
+	nd := &corev1.Node{TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("n%d", i), Annotations: peerAnn(fmt.Sprintf("192.0.2.%d", 10+i), "0e:00:00:00:00:01")}}
+	nd.Spec.PodCIDR = cidrs[0]
+	if len(cidrs) > 1 {
+		nd.Spec.PodCIDRs = cidrs
+	}
+	nd.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
+	nd.Spec.Taints = []corev1.Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}
+	nd.ResourceVersion = fmt.Sprint(100 + i)
+	nd.CreationTimestamp = created
+	nd.Labels = map[string]string{"kubernetes.io/os": "linux"}
+	nd.Status.Images = []corev1.ContainerImage{{Names: []string{"registry.example.com/a:1"}, SizeBytes: 1 << 20}}
+	nd.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.1"}}
+	nd.Status.Conditions = []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"},
+		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, Reason: "FlannelIsUp", Message: "m"},
+	}
+	return nd
 }
 
 func protoEncode(t testing.TB, obj runtime.Object) []byte {
@@ -43,6 +58,7 @@ func protoEncode(t testing.TB, obj runtime.Object) []byte {
 	if err := corev1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
+	metav1.AddToGroupVersion(s, coreV1)
 	var b bytes.Buffer
 	if err := protobuf.NewSerializer(s, s).Encode(obj, &b); err != nil {
 		t.Fatal(err)
@@ -50,50 +66,105 @@ func protoEncode(t testing.TB, obj runtime.Object) []byte {
 	return b.Bytes()
 }
 
-// fromCoreV1 converts a client-go Node to the local type through its JSON, as the API
-// server would send it (this also checks the local type's JSON names).
-func fromCoreV1(t testing.TB, n *corev1.Node) *apiNode {
-	t.Helper()
-	data, err := json.Marshal(n)
-	if err != nil {
-		t.Fatal(err)
+// wantNode is what an apiNode holds of n, with the annotations keep selects (nil: all).
+func wantNode(n *corev1.Node, keep annotationFilter) *apiNode {
+	w := &apiNode{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion, CreationTimestamp: metav1.NewTime(n.CreationTimestamp.Local())}}
+	w.Annotations = n.Annotations
+	w.keepAnnotations(keep)
+	w.Spec.PodCIDR, w.Spec.PodCIDRs = n.Spec.PodCIDR, n.Spec.PodCIDRs
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			w.Status.Conditions = append(w.Status.Conditions, nodeCondition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason})
+		}
 	}
-	var out apiNode
-	if err := json.Unmarshal(data, &out); err != nil {
-		t.Fatal(err)
-	}
-	return &out
+	return w
 }
 
-func decodeBytes(data []byte) (*peerNodeList, error) {
-	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), testAnn)
+func decodeBytes(data []byte) (*apiNodeList, error) {
+	codecs, _ := newCodecs()
+	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), codecs.UniversalDeserializer(), testAnn.leaseKeyFilter())
 }
 
+// A node list is decoded as it streams in, keeping of each node only its name, resource
+// version, creation time, the lease annotations, the pod CIDRs and the NetworkUnavailable
+// condition; from JSON as well (the fallback) the slim nodes make the same peers.
 func TestDecodeNodeList(t *testing.T) {
 	m := &Manager{ann: testAnn}
 	for _, n := range []int{0, 1, 3, 200} {
 		list := testNodeList(n)
-		var want []*peerNode
-		for i := range list.Items {
-			want = append(want, m.slim(fromCoreV1(t, &list.Items[i])))
-		}
 		jsonData, err := json.Marshal(list)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, data := range map[string][]byte{"protobuf": protoEncode(t, list), "json": jsonData} {
-			got, err := decodeBytes(data)
-			if err != nil {
-				t.Fatalf("%d nodes, %s: %v", n, name, err)
+		got, err := decodeBytes(protoEncode(t, list))
+		if err != nil {
+			t.Fatalf("%d nodes, protobuf: %v", n, err)
+		}
+		if got.ResourceVersion != "4711" || len(got.Items) != n {
+			t.Fatalf("%d nodes, protobuf: resourceVersion %q, %d items", n, got.ResourceVersion, len(got.Items))
+		}
+		for i := range list.Items {
+			want := wantNode(&list.Items[i], testAnn.leaseKeyFilter())
+			if !reflect.DeepEqual(got.Items[i], want) {
+				t.Fatalf("%d nodes, protobuf: item %d\n got %+v\nwant %+v", n, i, got.Items[i], want)
 			}
-			if got.ResourceVersion != "4711" {
-				t.Errorf("%d nodes, %s: resourceVersion %q", n, name, got.ResourceVersion)
-			}
-			if len(got.Items) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got.Items, want)) {
-				t.Errorf("%d nodes, %s: items differ:\n got %+v\nwant %+v", n, name, got.Items, want)
+		}
+		fromJSON, err := decodeBytes(jsonData)
+		if err != nil {
+			t.Fatalf("%d nodes, json: %v", n, err)
+		}
+		if fromJSON.ResourceVersion != "4711" || len(fromJSON.Items) != n {
+			t.Fatalf("%d nodes, json: resourceVersion %q, %d items", n, fromJSON.ResourceVersion, len(fromJSON.Items))
+		}
+		for i := range got.Items {
+			if a, b := m.slim(got.Items[i]), m.slim(fromJSON.Items[i]); !reflect.DeepEqual(a, b) || len(fromJSON.Items[i].Annotations) != 4 {
+				t.Fatalf("%d nodes: item %d from protobuf %+v, from json %+v (annotations %v)", n, i, a, b, fromJSON.Items[i].Annotations)
 			}
 		}
 	}
+}
+
+// The objects the REST client decodes whole (a node, a watched node, a pod) go through
+// apimachinery's serializers into the slim types; a node keeps all its annotations there.
+func TestCodecsDecodeSlimTypes(t *testing.T) {
+	codecs, _ := newCodecs()
+	dec := codecs.UniversalDeserializer()
+	n := testNode(3)
+	for name, data := range map[string][]byte{"protobuf": protoEncode(t, n), "json": mustJSONBytes(t, n)} {
+		obj, _, err := dec.Decode(data, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, ok := obj.(*apiNode)
+		if !ok {
+			t.Fatalf("%s: decoded a %T", name, obj)
+		}
+		want := wantNode(n, nil)
+		if got.Name != want.Name || got.ResourceVersion != want.ResourceVersion || !got.CreationTimestamp.Equal(&want.CreationTimestamp) ||
+			!reflect.DeepEqual(got.Annotations, want.Annotations) || !reflect.DeepEqual(got.Spec, want.Spec) {
+			t.Errorf("%s: node\n got %+v\nwant %+v", name, got, want)
+		}
+		if reason, status := networkCondition(got); status != "False" || reason != "FlannelIsUp" {
+			t.Errorf("%s: NetworkUnavailable %q %q", name, status, reason)
+		}
+		if c := got.DeepCopyObject().(*apiNode); !reflect.DeepEqual(c, got) {
+			t.Errorf("%s: deep copy differs", name)
+		}
+	}
+	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: "node-7", Containers: []corev1.Container{{Name: "c"}}}}
+	obj, _, err := dec.Decode(protoEncode(t, p), nil, nil)
+	if pod, ok := obj.(*apiPod); err != nil || !ok || pod.Spec.NodeName != "node-7" {
+		t.Fatalf("pod: %v %+v", err, obj)
+	}
+}
+
+func mustJSONBytes(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestDecodeNodeListErrors(t *testing.T) {
@@ -112,7 +183,7 @@ func TestDecodeNodeListErrors(t *testing.T) {
 
 func FuzzDecodeNodeList(f *testing.F) {
 	f.Add(protoEncode(f, testNodeList(2)))
-	f.Add([]byte(`{"metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a"}}]}`))
+	f.Add([]byte(`{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a"}}]}`))
 	f.Add([]byte("k8s\x00\x12\x05\x12\x03\x0a\x01a"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := decodeBytes(data)
@@ -124,5 +195,19 @@ func FuzzDecodeNodeList(f *testing.F) {
 				t.Fatal("nil item")
 			}
 		}
+	})
+}
+
+// Every protobuf object the REST client may hand the slim types decodes without a
+// panic, whatever the bytes.
+func FuzzUnmarshalNode(f *testing.F) {
+	f.Add(protoEncode(f, testNode(1))[len(protobufMagic):])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var n apiNode
+		_ = n.Unmarshal(data)
+		var p apiPod
+		_ = p.Unmarshal(data)
+		var l apiNodeList
+		_ = l.Unmarshal(data)
 	})
 }

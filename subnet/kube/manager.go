@@ -9,9 +9,10 @@ import (
 	"os"
 	"sync"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
-	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -20,8 +21,13 @@ type Config struct {
 	// APIURL (--kube-api-url) and KubeconfigFile (--kubeconfig-file) locate the API server;
 	// both empty means the in-cluster configuration.
 	APIURL, KubeconfigFile string
-	// API, when set (tests), is used instead of APIURL/KubeconfigFile.
-	API *kubeapi.Config
+	// ExecPluginAllowlist, when not empty, names the only exec credential plugins a
+	// kubeconfig may run (--kube-exec-plugin-allowlist; client-go's plugin policy).
+	ExecPluginAllowlist []string
+	// REST, when set (tests), is used instead of APIURL/KubeconfigFile.
+	REST *rest.Config
+	// UserAgent is sent with every request (default "flannel-go").
+	UserAgent string
 	// AnnotationPrefix is --kube-annotation-prefix (default DefaultAnnotationPrefix).
 	AnnotationPrefix string
 	// NetConfigPath is --net-config-path, the network configuration file.
@@ -36,20 +42,15 @@ type Config struct {
 
 // Manager is the Kubernetes implementation of subnet.Manager. It is safe for concurrent use.
 type Manager struct {
-	cfg Config
-	ann Annotations
-	cs  *client
+	cfg  Config
+	ann  Annotations
+	keep annotationFilter // the annotations of a node a peer is built from
+	cs   *client
 
 	mu       sync.Mutex
 	nodeName string
 	netCfg   *subnet.Config
 	own      *apiNode // own node as last read (GetNetworkConfig, AcquireLease)
-
-	// lwTiming are the list/watch retry delays (zero: the defaults; tests shorten them).
-	lwTiming listWatchTiming
-	// pageSize is the page size of a node list from etcd (zero: listPageSize; tests
-	// shorten it).
-	pageSize int
 
 	// condChanged is signalled when the lease watch sees this node's NetworkUnavailable
 	// condition other than False (KeepLease sets it back).
@@ -72,21 +73,23 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME): " +
 			"set them from the downward API (fieldRef metadata.name, metadata.namespace or spec.nodeName) as dist/kube-flannel.yml does")
 	}
-	ac := cfg.API
-	if ac == nil {
-		if cfg.APIURL == "" && cfg.KubeconfigFile == "" {
-			klog.InfoS("Neither --kube-api-url nor --kubeconfig-file is set: using the in-cluster configuration")
-		}
-		ac, err = kubeapi.Load(cfg.APIURL, cfg.KubeconfigFile)
+	rc := cfg.REST
+	if rc == nil {
+		rc, err = restConfig(cfg.APIURL, cfg.KubeconfigFile, cfg.ExecPluginAllowlist)
 		if err != nil {
 			return nil, fmt.Errorf("fail to create kubernetes config: %w", err)
 		}
 	}
-	api, err := kubeapi.New(ac, "flannel-go")
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "flannel-go"
+	}
+	m := &Manager{cfg: cfg, ann: ann, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}
+	m.keep = ann.leaseKeyFilter()
+	m.cs, err = newClient(rc, cfg.UserAgent, m.keep)
 	if err != nil {
 		return nil, fmt.Errorf("unable to initialize client: %w", err)
 	}
-	return &Manager{cfg: cfg, ann: ann, cs: &client{api: api}, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}, nil
+	return m, nil
 }
 
 // Name describes the manager for logs.
@@ -173,7 +176,7 @@ func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	if m.own == nil {
 		return "", ""
 	}
-	a := m.own.Metadata.Annotations
+	a := m.own.Annotations
 	return a[m.ann.NodePublicIP], a[m.ann.NodePublicIPv6]
 }
 
@@ -211,10 +214,10 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 	m.mu.Lock()
 	n, cfg := m.own, m.netCfg
 	m.mu.Unlock()
-	if n == nil || cfg == nil || n.Metadata.Annotations[m.ann.SubnetKubeManaged] != "true" {
+	if n == nil || cfg == nil || n.Annotations[m.ann.SubnetKubeManaged] != "true" {
 		return nil
 	}
-	a := n.Metadata.Annotations
+	a := n.Annotations
 	l := &subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6}
 	l.Attrs.BackendType = a[m.ann.BackendType]
 	l.Attrs.BackendData = rawData(a[m.ann.BackendData])
@@ -227,9 +230,9 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 // the Status object of a refusal, or a failure to connect).
 func withHint(err error) error {
 	switch {
-	case kubeapi.IsForbidden(err):
+	case apierrors.IsForbidden(err):
 		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes get, list, watch; nodes/status patch)", err)
-	case kubeapi.IsUnauthorized(err):
+	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
 	}
 	var uerr *url.Error

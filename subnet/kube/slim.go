@@ -18,20 +18,13 @@ type peerNode struct {
 // managed reports whether the node is annotated by a kube subnet manager.
 func (p *peerNode) managed() bool { return p.LeaseAnn[leaseKeyManaged] == "true" }
 
-// peerNodeList is a node list reduced to peer nodes (decodeNodeList).
-type peerNodeList struct {
-	ResourceVersion string
-	Continue        string // the next page's token; "" on the last page
-	Items           []*peerNode
-}
-
 // slim reduces a Node to a peerNode.
 func (m *Manager) slim(n *apiNode) *peerNode { return slimWith(m.ann, n) }
 
 func slimWith(ann Annotations, n *apiNode) *peerNode {
-	p := &peerNode{Name: n.Metadata.Name}
+	p := &peerNode{Name: n.Name}
 	for i, k := range ann.leaseKeys() {
-		p.LeaseAnn[i] = n.Metadata.Annotations[k]
+		p.LeaseAnn[i] = n.Annotations[k]
 	}
 	switch {
 	case len(n.Spec.PodCIDRs) > 0:
@@ -45,7 +38,7 @@ func slimWith(ann Annotations, n *apiNode) *peerNode {
 // slimNode reduces a Node from the watch to a peerNode. It also tells KeepLease when this
 // node's NetworkUnavailable condition is seen other than False.
 func (m *Manager) slimNode(n *apiNode) *peerNode {
-	if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Metadata.Name == m.cachedNodeName() {
+	if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Name == m.cachedNodeName() {
 		select {
 		case m.condChanged <- struct{}{}:
 		default:

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flannel-go/flannel/pkg/kubeapi"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -65,7 +67,7 @@ func FuzzNewAnnotations(f *testing.F) {
 }
 
 func node(name string, cidrs []string, ann map[string]string) *apiNode {
-	n := &apiNode{Metadata: objectMeta{Name: name, Annotations: ann}}
+	n := &apiNode{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}
 	if len(cidrs) > 0 {
 		n.Spec.PodCIDR = cidrs[0]
 	}
@@ -274,7 +276,7 @@ func slimAll(nodes map[string]*apiNode) map[string]*peerNode {
 
 func copyNode(n *apiNode) *apiNode {
 	c := *n
-	c.Metadata.Annotations = maps.Clone(n.Metadata.Annotations)
+	c.Annotations = maps.Clone(n.Annotations)
 	c.Spec.PodCIDRs = append([]string(nil), n.Spec.PodCIDRs...)
 	c.Status.Conditions = append([]nodeCondition(nil), n.Status.Conditions...)
 	return &c
@@ -282,7 +284,7 @@ func copyNode(n *apiNode) *apiNode {
 
 func withAnn(n *apiNode, k, v string) *apiNode {
 	c := copyNode(n)
-	c.Metadata.Annotations[k] = v
+	c.Annotations[k] = v
 	return c
 }
 
@@ -355,7 +357,7 @@ func TestDesiredAnnotations(t *testing.T) {
 	if _, ok := want[testAnn.PublicIPv6]; ok {
 		t.Fatal("v6 annotation without v6")
 	}
-	if len(annotationDiff(n.Metadata.Annotations, want)) == 0 || len(annotationDiff(want, want)) != 0 {
+	if len(annotationDiff(n.Annotations, want)) == 0 || len(annotationDiff(want, want)) != 0 {
 		t.Fatal("annotationDiff()")
 	}
 	have := maps.Clone(want)
@@ -364,7 +366,7 @@ func TestDesiredAnnotations(t *testing.T) {
 	if d := annotationDiff(have, want); len(d) != 1 || d[testAnn.PublicIP] != "192.0.2.11" {
 		t.Fatalf("annotationDiff with one changed value = %v", d)
 	}
-	n.Metadata.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
+	n.Annotations = map[string]string{testAnn.PublicIPOverwrite: "203.0.113.5"}
 	if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "203.0.113.5" {
 		t.Fatalf("overwrite ignored: %q", got)
 	}
@@ -402,19 +404,19 @@ func FuzzNodeToLease(f *testing.F) {
 }
 
 func TestNew(t *testing.T) {
-	rc := &kubeapi.Config{Server: "https://192.0.2.253:6443"}
+	rc := &rest.Config{Host: "https://192.0.2.253:6443"}
 	tests := []struct {
 		name string
 		cfg  Config
 		err  string
 	}{
-		{"node name", Config{API: rc, NodeName: "n1"}, ""},
-		{"pod", Config{API: rc, PodName: "p", PodNamespace: "kube-flannel"}, ""},
-		{"no identity", Config{API: rc}, "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)"},
-		{"pod name only", Config{API: rc, PodName: "p"}, "POD_NAMESPACE must be set"},
-		{"bad prefix", Config{API: rc, NodeName: "n1", AnnotationPrefix: "org"}, "error creating network manager: subnet/kube: prefix must be in a format"},
+		{"node name", Config{REST: rc, NodeName: "n1"}, ""},
+		{"pod", Config{REST: rc, PodName: "p", PodNamespace: "kube-flannel"}, ""},
+		{"no identity", Config{REST: rc}, "env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME)"},
+		{"pod name only", Config{REST: rc, PodName: "p"}, "POD_NAMESPACE must be set"},
+		{"bad prefix", Config{REST: rc, NodeName: "n1", AnnotationPrefix: "org"}, "error creating network manager: subnet/kube: prefix must be in a format"},
 		{"bad kubeconfig", Config{KubeconfigFile: "/nonexistent/kubeconfig", NodeName: "n1"}, "fail to create kubernetes config"},
-		{"bad client config", Config{API: &kubeapi.Config{Server: "https://192.0.2.253:6443", CAData: []byte("not PEM")}, NodeName: "n1"}, "unable to initialize client"},
+		{"bad client config", Config{REST: &rest.Config{Host: "https://192.0.2.253:6443", TLSClientConfig: rest.TLSClientConfig{CAData: []byte("not PEM")}}, NodeName: "n1"}, "unable to initialize client"},
 	}
 	for _, tt := range tests {
 		m, err := New(tt.cfg)
@@ -431,7 +433,7 @@ func TestNew(t *testing.T) {
 			t.Errorf("%s: manager returned with an error", tt.name)
 		}
 	}
-	m, _ := New(Config{API: rc, NodeName: "n1"})
+	m, _ := New(Config{REST: rc, NodeName: "n1"})
 	if m.Name() != "Kubernetes Subnet Manager - n1" {
 		t.Errorf("Name() = %q", m.Name())
 	}
@@ -450,7 +452,7 @@ func TestPublicIPs(t *testing.T) {
 		{map[string]string{testAnn.NodePublicIP: "not-an-ip"}, "", "", "", ""},
 	}
 	for _, tt := range tests {
-		m := &Manager{ann: testAnn, own: &apiNode{Metadata: objectMeta{Name: "n", Annotations: tt.ann}}}
+		m := &Manager{ann: testAnn, own: &apiNode{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: tt.ann}}}
 		v4, v6 := m.PublicIPs(tt.flag4, tt.flag6)
 		if v4 != tt.want4 || v6 != tt.want6 {
 			t.Errorf("%v with flags %q %q: got %q %q, want %q %q", tt.ann, tt.flag4, tt.flag6, v4, v6, tt.want4, tt.want6)

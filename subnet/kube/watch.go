@@ -2,21 +2,21 @@ package kube
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/flannel-go/flannel/pkg/kubeapi"
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases lists and watches the nodes (listWatch) and sends the peer leases to out: one
+// WatchLeases lists and watches the nodes (nodeReflector) and sends the peer leases to out: one
 // snapshot once the first list is in, then a batch of events per burst of node changes.
 // Only nodes annotated by a kube subnet manager are leases; a node update that leaves its
 // lease as it was sends nothing; a deleted node (or one that stops being a peer) sends a
@@ -37,7 +37,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.listWatch(lctx, q, m.lwTiming)
+		m.nodeReflector(lctx, q)
 	}()
 	defer func() {
 		cancel()
@@ -83,171 +83,91 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}
 }
 
-// listWatchTiming are listWatch's delays (tests shorten them).
-type listWatchTiming struct {
-	minBackoff, maxBackoff time.Duration // after a failure: doubling from min to max
-	minWatch               time.Duration // a watch that ends sooner, without events, counts as a failure
-	// wait waits d or until ctx ends (false); nil: a timer. Tests record the delays.
-	wait func(ctx context.Context, d time.Duration) bool
-}
-
-func (t *listWatchTiming) defaults() {
-	if t.minBackoff == 0 {
-		t.minBackoff = 800 * time.Millisecond
-	}
-	if t.maxBackoff == 0 {
-		t.maxBackoff = 30 * time.Second
-	}
-	if t.minWatch == 0 {
-		t.minWatch = time.Second
-	}
-	if t.wait == nil {
-		t.wait = func(ctx context.Context, d time.Duration) bool {
-			tm := time.NewTimer(d)
-			defer tm.Stop()
-			select {
-			case <-ctx.Done():
-				return false
-			case <-tm.C:
-				return true
-			}
-		}
-	}
-}
-
-// listTimeout bounds one node list (thousands of nodes, streamed).
-const listTimeout = 5 * time.Minute
-
-// listWatch keeps q up to date with the nodes until ctx ends: it lists them (from the API
-// server's cache: resourceVersion 0), then watches from the list's resource version, and
-// when a watch ends watches again from the last resource version seen (events and
-// bookmarks move it). When that version has expired (410 Gone, or an ERROR event saying
-// so) it lists again, from etcd, and hands the whole list to q as a replacement. Failures
-// are logged and retried with back-off; nothing is resynchronised periodically, as no
-// event is missed: every watch starts where the last one ended.
-//
-// The back-off doubles with each failure (a failed list or watch, a watch that ends at
-// once without an event) and starts again from the minimum after a successful list and
-// after a watch that delivered node events (bookmarks do not count) or ran at least
-// minWatch without expiring. An expired watch lists again at once, except when the
-// watch before it expired too with nothing in between, or it was the first watch after
-// a list and gave no event: then it backs off, and the lists that follow do not reset
-// the back-off, so that a server answering 410 to every watch gets a list at most every
-// maxBackoff.
-func (m *Manager) listWatch(ctx context.Context, q *nodeQueue, t listWatchTiming) {
-	t.defaults()
-	backoff := t.minBackoff
-	fail := func(what string, err error) bool {
-		if ctx.Err() != nil {
-			return false
-		}
-		klog.ErrorS(withHint(err), what, "retryIn", backoff)
-		if !t.wait(ctx, backoff) {
-			return false
-		}
-		backoff = min(2*backoff, t.maxBackoff)
-		return true
-	}
-	listRV := "0"
-	rv := ""
-	expired := 0 // watches in a row that ended 410 without delivering anything
-	for ctx.Err() == nil {
-		justListed := rv == ""
-		if rv == "" {
-			lctx, cancel := context.WithTimeout(ctx, listTimeout)
-			l, err := m.listSlim(lctx, listRV)
-			cancel()
+// nodeReflector runs client-go's Reflector over the nodes until ctx ends, keeping q up
+// to date: it lists them (first from the API server's cache), then watches from the
+// list's resource version with bookmarks, each watch the server ends resuming from the
+// last version seen. A watch that fails lists again (from the cache at that version;
+// from etcd when it has expired), and the whole list replaces q's node set. Failures are
+// logged (the Reflector's handler, with withHint's advice in the error) and retried with
+// the Reflector's back-off (0.8 s doubling to 30 s). Nothing is resynchronised
+// periodically.
+func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			l, err := m.cs.listNodes(ctx, opts)
 			if err != nil {
-				if !fail("Node list failed; retrying", err) {
-					return
-				}
-				continue
+				return nil, withHint(err)
 			}
-			if expired == 0 {
-				backoff = t.minBackoff
+			return l, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			w, err := m.cs.watchNodes(ctx, opts)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return watch.NewEmptyWatch(), nil // stopping: the Reflector returns quietly
+			case err != nil:
+				return nil, withHint(err)
 			}
-			nodes := make(map[string]*peerNode, len(l.Items))
-			for _, p := range l.Items {
-				nodes[p.Name] = p
-			}
-			q.replace(nodes)
-			rv = l.ResourceVersion
-			if rv == "" {
-				rv = "0" // a list without a version (not from a real API server): watch from now
-			}
-		}
-		start := time.Now()
-		events, err := m.watchOnce(ctx, q, &rv)
-		if ctx.Err() != nil {
-			return
-		}
-		ran := time.Since(start) >= t.minWatch
-		if events > 0 || (ran && !kubeapi.IsGone(err)) {
-			backoff, expired = t.minBackoff, 0
-		}
-		switch {
-		case kubeapi.IsGone(err):
-			expired++
-			if expired > 1 || (justListed && events == 0) {
-				// Expired again, or right after a list: do not list again at once.
-				if !fail("Node watch expired again; listing the nodes again", err) {
-					return
-				}
-			} else {
-				klog.InfoS("Node watch expired; listing the nodes again", "resourceVersion", rv, "reason", err.Error())
-			}
-			rv, listRV = "", "" // the latest list, from etcd
-		case err != nil:
-			if !fail("Node watch failed; retrying", err) {
-				return
-			}
-		case events == 0 && !ran:
-			// Ended at once without an event: do not spin.
-			if !fail("Node watch ended at once; retrying", errors.New("watch closed by the server")) {
-				return
-			}
-		}
+			return w, nil
+		},
 	}
+	r := cache.NewReflectorWithOptions(lw, &apiNode{}, &nodeSink{m: m, q: q}, cache.ReflectorOptions{Name: "nodes", TypeDescription: "*v1.Node"})
+	r.RunWithContext(ctx)
 }
 
-// watchOnce runs one watch from *rv until the server ends it (nil), it fails, or ctx ends,
-// and moves *rv along. It returns how many node events (not bookmarks) it read.
-func (m *Manager) watchOnce(ctx context.Context, q *nodeQueue, rv *string) (int, error) {
-	// As client-go: the server ends each watch after 5 to 10 minutes, spreading the
-	// re-watches of many clients.
-	timeout := 300 + rand.IntN(300)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	body, err := m.cs.watchNodes(wctx, *rv, timeout)
-	if err != nil {
-		return 0, err
+// nodeSink is the Reflector's store: it reduces each node to a peerNode at once and
+// hands it to the queue; it keeps nothing itself.
+type nodeSink struct {
+	m *Manager
+	q *nodeQueue
+}
+
+var _ cache.TransformingStore = (*nodeSink)(nil)
+
+func (s *nodeSink) Add(obj any) error    { return s.put(obj) }
+func (s *nodeSink) Update(obj any) error { return s.put(obj) }
+
+func (s *nodeSink) put(obj any) error {
+	n, ok := obj.(*apiNode)
+	if !ok {
+		return fmt.Errorf("node watch: unexpected %T", obj)
 	}
-	defer body.Close()
-	dec := kubeapi.NewWatchDecoder(body)
-	n := 0
-	for {
-		ev, err := dec.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
+	s.q.put(n.Name, s.m.slimNode(n))
+	return nil
+}
+
+func (s *nodeSink) Delete(obj any) error {
+	n, ok := obj.(*apiNode)
+	if !ok {
+		return fmt.Errorf("node watch: unexpected %T", obj)
+	}
+	s.q.put(n.Name, nil)
+	return nil
+}
+
+func (s *nodeSink) Replace(items []any, _ string) error {
+	nodes := make(map[string]*peerNode, len(items))
+	for _, it := range items {
+		n, ok := it.(*apiNode)
+		if !ok {
+			return fmt.Errorf("node list: unexpected %T", it)
 		}
-		if err != nil {
-			return n, err
+		nodes[n.Name] = s.m.slimNode(n)
+	}
+	s.q.replace(nodes)
+	return nil
+}
+
+func (s *nodeSink) Resync() error { return nil }
+
+// Transformer drops the annotations a peer does not need from the nodes the Reflector
+// gathers when it receives a list as a stream of watch events.
+func (s *nodeSink) Transformer() cache.TransformFunc {
+	return func(obj any) (any, error) {
+		if n, ok := obj.(*apiNode); ok {
+			n.keepAnnotations(s.m.keep)
 		}
-		var node apiNode
-		if err := json.Unmarshal(ev.Object, &node); err != nil {
-			return n, fmt.Errorf("decode watched node: %w", err)
-		}
-		if node.Metadata.ResourceVersion != "" {
-			*rv = node.Metadata.ResourceVersion
-		}
-		switch ev.Type {
-		case kubeapi.Added, kubeapi.Modified:
-			n++
-			q.put(node.Metadata.Name, m.slimNode(&node))
-		case kubeapi.Deleted:
-			n++
-			q.put(node.Metadata.Name, nil)
-		}
+		return obj, nil
 	}
 }
 
