@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -21,13 +22,19 @@ import (
 // restConfig is the API client configuration for flanneld's flags, by client-go's
 // BuildConfigFromFlags rules (as upstream): neither flag is the in-cluster configuration;
 // a kubeconfig file is read with its current context, apiURL (when set) replacing its
-// server; apiURL alone is that server without credentials. A user with an auth-provider
-// is refused (no provider is linked in); allowlist, when not empty, is the only exec
-// credential plugins that may run.
+// server; apiURL alone is that server without credentials. Refused: a user with an
+// auth-provider (no provider is linked in), and a server URL holding a user and password
+// (client-go would log them). allowlist, when not empty, is the only exec credential
+// plugins that may run.
 func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, error) {
 	rc, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
 	if err != nil {
 		return nil, redactURLs(err)
+	}
+	if u, err := url.Parse(rc.Host); err == nil && u.User != nil {
+		// client-go would send them as basic authentication and print them in its
+		// request logs (-v=6 and up).
+		return nil, fmt.Errorf("the server URL %s holds credentials: give them as the kubeconfig user's username and password, or a token", u.Redacted())
 	}
 	if rc.AuthProvider != nil {
 		return nil, fmt.Errorf("kubeconfig user: auth-provider %q is not supported: use an exec credential plugin (users[].user.exec, e.g. the cloud's own kubeconfig plugin) or a token instead", rc.AuthProvider.Name)

@@ -102,7 +102,7 @@ func TestURLErrorsRedacted(t *testing.T) {
 		{"admin:s3cret@host:6443/prefix", "", `host must be a URL or a host:port pair: "xxxxx@host:6443/prefix"`},
 		{"https://host", "http://u:s3cret@proxy:port", `invalid 'proxy-url'`},
 		{"https://host", "ftp://u:s3cret@proxy:1", `unsupported scheme "ftp"`},
-		{"https://admin:s3cret@127.0.0.1:1", "", "connection refused"},
+		{"https://admin:s3cret@127.0.0.1:1", "", "holds credentials"},
 		{"https://127.0.0.1:1", "socks5://u:s3cret@127.0.0.1:1", "connection refused"},
 		{"https://127.0.0.1:1", "http://u:s3cret@127.0.0.1:1", "connection refused"},
 	}
