@@ -167,6 +167,7 @@ func newSubnetManager(opts daemon.Options, prevSubnet, prevV6Subnet netip.Prefix
 		sm, err := kube.New(kube.Config{
 			APIURL:                    opts.KubeAPIURL,
 			KubeconfigFile:            opts.KubeConfigFile,
+			ExecPluginAllowlist:       opts.KubeExecPluginAllowlist,
 			UserAgent:                 "flannel-go/" + version,
 			AnnotationPrefix:          opts.KubeAnnotationPrefix,
 			NetConfigPath:             opts.NetConfigPath,

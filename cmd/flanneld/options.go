@@ -92,6 +92,7 @@ func newFlagSet(r *rawOptions) *pflag.FlagSet {
 	fs.StringVar(&o.KubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (Kubernetes mode only)")
 	fs.StringVar(&o.KubeAnnotationPrefix, "kube-annotation-prefix", "flannel.alpha.coreos.com", "prefix of the node annotations (Kubernetes mode only)")
 	fs.StringVar(&o.KubeConfigFile, "kubeconfig-file", "", "kubeconfig path (Kubernetes mode only)")
+	fs.StringSliceVar(&o.KubeExecPluginAllowlist, "kube-exec-plugin-allowlist", nil, "comma-separated exec credential plugins a kubeconfig may run (command names or paths); empty: any (Kubernetes mode only)")
 	fs.BoolVar(&r.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.HealthzIP, "healthz-ip", "0.0.0.0", "address the health endpoints listen on")
 	fs.IntVar(&o.HealthzPort, "healthz-port", 0, "port of the health endpoints; 0 disables them")

@@ -235,6 +235,18 @@ func TestParseOptions(t *testing.T) {
 			want: func(o *daemon.Options) { o.KubeSubnetMgr, o.KubeConfigFile = true, "/kc" },
 		},
 		{
+			name: "exec plugin allowlist: comma-separated, repeatable, or from env",
+			args: []string{"--kube-exec-plugin-allowlist=aws-iam-authenticator,/usr/bin/gke-auth", "--kube-exec-plugin-allowlist=kubelogin"},
+			want: func(o *daemon.Options) {
+				o.KubeExecPluginAllowlist = []string{"aws-iam-authenticator", "/usr/bin/gke-auth", "kubelogin"}
+			},
+		},
+		{
+			name: "exec plugin allowlist from env",
+			env:  map[string]string{"FLANNELD_KUBE_EXEC_PLUGIN_ALLOWLIST": "a,b"},
+			want: func(o *daemon.Options) { o.KubeExecPluginAllowlist = []string{"a", "b"} },
+		},
+		{
 			name: "healthz ip may be IPv6, healthz port bounds",
 			args: []string{"--healthz-ip=::1", "--healthz-port=65535"},
 			want: func(o *daemon.Options) { o.HealthzIP, o.HealthzPort = "::1", 65535 },
@@ -472,7 +484,7 @@ func TestUsage(t *testing.T) {
 		"etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile", "etcd-username",
 		"etcd-password", "iface", "iface-regex", "iface-can-reach", "subnet-file", "public-ip", "public-ipv6",
 		"subnet-lease-renew-margin", "ip-masq", "ip-masq-fully-random-disable", "kube-subnet-mgr", "kube-api-url",
-		"kube-annotation-prefix", "kubeconfig-file", "version", "healthz-ip", "healthz-port", "iptables-resync",
+		"kube-annotation-prefix", "kubeconfig-file", "kube-exec-plugin-allowlist", "version", "healthz-ip", "healthz-port", "iptables-resync",
 		"iptables-forward-rules", "ip-blackhole-route", "net-config-path", "set-node-network-unavailable",
 		"v", "vmodule", "log_backtrace_at",
 	} {

@@ -27,6 +27,7 @@ type Options struct {
 	KubeAPIURL                string
 	KubeAnnotationPrefix      string
 	KubeConfigFile            string
+	KubeExecPluginAllowlist   []string // --kube-exec-plugin-allowlist (flannel-go only), split on ","
 	HealthzIP                 string
 	HealthzPort               int
 	IPTablesResync            time.Duration // --iptables-resync (seconds on the command line)
