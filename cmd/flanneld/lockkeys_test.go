@@ -3,21 +3,19 @@ package main
 import (
 	"slices"
 	"testing"
-
-	"github.com/flannel-go/flannel/pkg/daemon"
 )
 
 func TestInstanceLockKeys(t *testing.T) {
 	tests := []struct {
 		name string
-		opts daemon.Options
+		opts Options
 		want []string
 	}{
-		{"defaults", daemon.Options{EtcdPrefix: "/coreos.com/network", SubnetFile: "/run/flannel/subnet.env"},
+		{"defaults", Options{EtcdPrefix: "/coreos.com/network", SubnetFile: "/run/flannel/subnet.env"},
 			[]string{"etcd-prefix:/coreos.com/network", "subnet-file:/run/flannel/subnet.env"}},
-		{"prefix spellings agree", daemon.Options{EtcdPrefix: "coreos.com//network/", SubnetFile: "/run/flannel/../flannel/subnet.env"},
+		{"prefix spellings agree", Options{EtcdPrefix: "coreos.com//network/", SubnetFile: "/run/flannel/../flannel/subnet.env"},
 			[]string{"etcd-prefix:/coreos.com/network", "subnet-file:/run/flannel/subnet.env"}},
-		{"kube", daemon.Options{KubeSubnetMgr: true, EtcdPrefix: "/coreos.com/network", SubnetFile: "/run/flannel/subnet.env"},
+		{"kube", Options{KubeSubnetMgr: true, EtcdPrefix: "/coreos.com/network", SubnetFile: "/run/flannel/subnet.env"},
 			[]string{"kube-subnet-mgr", "subnet-file:/run/flannel/subnet.env"}},
 	}
 	for _, tt := range tests {

@@ -6,12 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"k8s.io/klog/v2"
@@ -122,7 +124,7 @@ func run() int {
 		PrevIPv6Subnet:     prevV6Subnet,
 	})
 
-	err = daemon.Run(ctx, opts, daemon.Deps{
+	err = daemon.Run(ctx, daemonConfig(opts), daemon.Deps{
 		Manager: sm,
 		Backends: map[string]backend.Constructor{
 			"vxlan":   vxlan.New,
@@ -160,9 +162,18 @@ func run() int {
 	return 0
 }
 
+// daemonConfig is the part of the options the daemon itself reads.
+func daemonConfig(opts Options) daemon.Config {
+	dc := daemon.Config{SubnetFile: opts.SubnetFile, IPMasq: opts.IPMasq, RenewMargin: opts.SubnetLeaseRenewMargin}
+	if opts.HealthzPort > 0 {
+		dc.HealthzAddr = net.JoinHostPort(opts.HealthzIP, strconv.Itoa(opts.HealthzPort))
+	}
+	return dc
+}
+
 // newSubnetManager builds the etcd or (--kube-subnet-mgr) Kubernetes subnet manager and
 // the function that releases it.
-func newSubnetManager(opts daemon.Options, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
+func newSubnetManager(opts Options, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
 	if opts.KubeSubnetMgr {
 		sm, err := kube.New(kube.Config{
 			APIURL:                    opts.KubeAPIURL,
@@ -202,7 +213,7 @@ func newSubnetManager(opts daemon.Options, prevSubnet, prevV6Subnet netip.Prefix
 // instanceLockKeys names what a daemon instance owns on the node: its datastore network
 // (the etcd prefix, or the node object with the Kubernetes subnet manager) and its subnet
 // file. Each is locked for the daemon's lifetime.
-func instanceLockKeys(opts daemon.Options) []string {
+func instanceLockKeys(opts Options) []string {
 	network := "etcd-prefix:" + path.Clean("/"+opts.EtcdPrefix)
 	if opts.KubeSubnetMgr {
 		network = "kube-subnet-mgr"

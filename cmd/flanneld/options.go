@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/subnet/kube"
 )
 
@@ -55,9 +54,50 @@ func (d *deferredValue) String() string     { return d.text }
 func (d *deferredValue) Set(s string) error { d.text = s; return nil }
 func (d *deferredValue) Type() string       { return d.typeName }
 
+// Options are flanneld's settings after flag and FLANNELD_* environment parsing.
+// Field names follow the upstream flags (see Documentation/configuration.md).
+type Options struct {
+	EtcdEndpoints             []string // --etcd-endpoints, split on ","
+	EtcdPrefix                string   // --etcd-prefix
+	EtcdKeyfile               string
+	EtcdCertfile              string
+	EtcdCAFile                string
+	EtcdUsername              string
+	EtcdPassword              string   // never logged
+	Iface                     []string // --iface (repeatable): names or IPs
+	IfaceRegex                []string // --iface-regex (repeatable)
+	IfaceCanReach             string
+	SubnetFile                string
+	PublicIP                  string
+	PublicIPv6                string
+	SubnetLeaseRenewMargin    time.Duration // --subnet-lease-renew-margin (minutes on the command line)
+	IPMasq                    bool
+	IPMasqFullyRandomDisable  bool
+	KubeSubnetMgr             bool
+	KubeAPIURL                string
+	KubeAnnotationPrefix      string
+	KubeConfigFile            string
+	KubeExecPluginAllowlist   []string // --kube-exec-plugin-allowlist (flannel-go only), split on ","
+	HealthzIP                 string
+	HealthzPort               int
+	IPTablesResync            time.Duration // --iptables-resync (seconds on the command line)
+	IPTablesForwardRules      bool
+	IPBlackholeRoute          bool
+	NetConfigPath             string
+	SetNodeNetworkUnavailable bool
+}
+
+// LogSafe returns a copy fit for logging: the etcd password is masked.
+func (o Options) LogSafe() Options {
+	if o.EtcdPassword != "" {
+		o.EtcdPassword = "<redacted>"
+	}
+	return o
+}
+
 // rawOptions are the values pflag writes into before they are checked and converted.
 type rawOptions struct {
-	opts           daemon.Options
+	opts           Options
 	etcdEndpoints  string
 	renewMarginMin int
 	iptablesResync int
@@ -193,12 +233,12 @@ func normalizeArgs(fs *pflag.FlagSet, args []string) ([]string, []positional) {
 }
 
 // parseOptions parses argv (without argv[0]) and the FLANNELD_* environment into
-// daemon.Options. It returns errHelp for -h/--help, errVersion for --version (checked
+// Options. It returns errHelp for -h/--help, errVersion for --version (checked
 // before the environment is applied, so FLANNELD_VERSION=true does not count), or a
 // one-line usage error. Only after everything validated are -v, -vmodule and
 // -log_backtrace_at handed to klog, which is also set to log to stderr.
 // stderr receives anything pflag itself wants to print (nothing for flanneld's flags).
-func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (daemon.Options, error) {
+func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Options, error) {
 	var r rawOptions
 	fs := newFlagSet(&r)
 	fs.SetOutput(stderr)
@@ -206,9 +246,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	norm, pos := normalizeArgs(fs, args)
 	if err := fs.Parse(norm); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return daemon.Options{}, errHelp
+			return Options{}, errHelp
 		}
-		return daemon.Options{}, err
+		return Options{}, err
 	}
 	if len(pos) > 0 || len(fs.Args()) > 0 {
 		p := positional{}
@@ -218,17 +258,17 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 			p.arg = fs.Args()[0]
 		}
 		if p.boolFlag != "" {
-			return daemon.Options{}, fmt.Errorf("unexpected argument %q: boolean flags take --%s=%s", p.arg, p.boolFlag, p.arg)
+			return Options{}, fmt.Errorf("unexpected argument %q: boolean flags take --%s=%s", p.arg, p.boolFlag, p.arg)
 		}
-		return daemon.Options{}, fmt.Errorf("unexpected argument %q: flanneld takes no positional arguments", p.arg)
+		return Options{}, fmt.Errorf("unexpected argument %q: flanneld takes no positional arguments", p.arg)
 	}
 	if r.version {
-		return daemon.Options{}, errVersion
+		return Options{}, errVersion
 	}
 
 	fromEnv, err := applyEnv(fs, lookupEnv)
 	if err != nil {
-		return daemon.Options{}, err
+		return Options{}, err
 	}
 	src := func(name string) string {
 		if fromEnv[name] {
@@ -239,10 +279,10 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 
 	o := r.opts
 	if err := finish(&o, &r, src); err != nil {
-		return daemon.Options{}, err
+		return Options{}, err
 	}
 	if err := applyKlog(&r, fromEnv); err != nil {
-		return daemon.Options{}, err
+		return Options{}, err
 	}
 	return o, nil
 }
@@ -280,7 +320,7 @@ func applyEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (map[str
 
 // finish converts and validates the parsed values into o. src(flag) names the
 // environment variable a value came from, for the error messages.
-func finish(o *daemon.Options, r *rawOptions, src func(string) string) error {
+func finish(o *Options, r *rawOptions, src func(string) string) error {
 	var eps []string
 	for _, ep := range strings.Split(r.etcdEndpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {

@@ -11,13 +11,11 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
-
-	"github.com/flannel-go/flannel/pkg/daemon"
 )
 
 // wantDefaults are upstream's defaults (compat §1.2), written out independently of options.go.
-func wantDefaults() daemon.Options {
-	return daemon.Options{
+func wantDefaults() Options {
+	return Options{
 		EtcdEndpoints:             []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"},
 		EtcdPrefix:                "/coreos.com/network",
 		SubnetFile:                "/run/flannel/subnet.env",
@@ -69,25 +67,25 @@ func TestParseOptions(t *testing.T) {
 		name string
 		args []string
 		env  map[string]string
-		want func(o *daemon.Options) // edits wantDefaults() into the expected result
+		want func(o *Options) // edits wantDefaults() into the expected result
 	}{
-		{name: "no arguments gives upstream defaults", want: func(*daemon.Options) {}},
+		{name: "no arguments gives upstream defaults", want: func(*Options) {}},
 		{
 			name: "double-dash etcd endpoints split on comma",
 			args: []string{"--etcd-endpoints=http://192.0.2.1:2379,http://192.0.2.2:2379"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.EtcdEndpoints = []string{"http://192.0.2.1:2379", "http://192.0.2.2:2379"}
 			},
 		},
 		{
 			name: "single-dash etcd endpoints with separate value",
 			args: []string{"-etcd-endpoints", "http://192.0.2.1:2379"},
-			want: func(o *daemon.Options) { o.EtcdEndpoints = []string{"http://192.0.2.1:2379"} },
+			want: func(o *Options) { o.EtcdEndpoints = []string{"http://192.0.2.1:2379"} },
 		},
 		{
 			name: "endpoint list tolerates spaces and empty items",
 			args: []string{"--etcd-endpoints= http://192.0.2.1:2379 ,,http://192.0.2.2:2379,"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.EtcdEndpoints = []string{"http://192.0.2.1:2379", "http://192.0.2.2:2379"}
 			},
 		},
@@ -99,7 +97,7 @@ func TestParseOptions(t *testing.T) {
 				"-public-ip", "192.0.2.1", "--public-ipv6=2001:db8::1", "-kube-api-url=https://k", "--kube-annotation-prefix=x.io",
 				"-kubeconfig-file=/kc", "--healthz-ip=127.0.0.1", "-healthz-port", "8081", "-net-config-path=/n.json",
 			},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.EtcdPrefix, o.EtcdKeyfile, o.EtcdCertfile, o.EtcdCAFile = "/p", "/k", "/c", "/ca"
 				o.EtcdUsername, o.EtcdPassword, o.IfaceCanReach, o.SubnetFile = "u", "pw", "192.0.2.9", "/s.env"
 				o.PublicIP, o.PublicIPv6, o.KubeAPIURL, o.KubeAnnotationPrefix = "192.0.2.1", "2001:db8::1", "https://k", "x.io"
@@ -109,7 +107,7 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "iface and iface-regex repeat and are not split on commas",
 			args: []string{"--iface=eth0", "-iface", "192.0.2.5", "--iface=a,b", "-iface-regex=^eth[0-9]+$", "--iface-regex", "192\\.0\\.2\\.(1|2)"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.Iface = []string{"eth0", "192.0.2.5", "a,b"}
 				o.IfaceRegex = []string{"^eth[0-9]+$", "192\\.0\\.2\\.(1|2)"}
 			},
@@ -117,46 +115,46 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "bool flags: bare, =true, =false, single dash",
 			args: []string{"--ip-masq", "-iptables-forward-rules=false", "--set-node-network-unavailable=false", "-kube-subnet-mgr=false"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.IPMasq, o.IPTablesForwardRules, o.SetNodeNetworkUnavailable = true, false, false
 			},
 		},
 		{
 			name: "bool flag accepts strconv spellings",
 			args: []string{"-ip-masq=1", "--iptables-forward-rules=F"},
-			want: func(o *daemon.Options) { o.IPMasq, o.IPTablesForwardRules = true, false },
+			want: func(o *Options) { o.IPMasq, o.IPTablesForwardRules = true, false },
 		},
 		{
 			name: "renew margin is minutes",
 			args: []string{"-subnet-lease-renew-margin=1439"},
-			want: func(o *daemon.Options) { o.SubnetLeaseRenewMargin = 1439 * time.Minute },
+			want: func(o *Options) { o.SubnetLeaseRenewMargin = 1439 * time.Minute },
 		},
 		{
 			name: "renew margin lower bound",
 			args: []string{"--subnet-lease-renew-margin", "1"},
-			want: func(o *daemon.Options) { o.SubnetLeaseRenewMargin = time.Minute },
+			want: func(o *Options) { o.SubnetLeaseRenewMargin = time.Minute },
 		},
 		{
 			name: "traffic-rule flags",
 			args: []string{"--ip-masq-fully-random-disable", "--ip-blackhole-route=true", "--iptables-resync=10", "--iptables-forward-rules=false"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.IPMasqFullyRandomDisable, o.IPBlackholeRoute, o.IPTablesResync, o.IPTablesForwardRules = true, true, 10*time.Second, false
 			},
 		},
 		{
 			name: "default-valued later-work flags are accepted",
 			args: []string{"--kube-subnet-mgr=false", "--ip-blackhole-route=false", "--ip-masq-fully-random-disable=false", "--iptables-resync=5"},
-			want: func(*daemon.Options) {},
+			want: func(*Options) {},
 		},
 		{
 			name: "a flag value that looks like a flag is still the value",
 			args: []string{"--etcd-password", "-secret", "--etcd-prefix", "--x"},
-			want: func(o *daemon.Options) { o.EtcdPassword, o.EtcdPrefix = "-secret", "--x" },
+			want: func(o *Options) { o.EtcdPassword, o.EtcdPrefix = "-secret", "--x" },
 		},
 		{
 			name: "double dash with nothing after ends flags",
 			args: []string{"--ip-masq", "--"},
-			want: func(o *daemon.Options) { o.IPMasq = true },
+			want: func(o *Options) { o.IPMasq = true },
 		},
 		{
 			name: "environment fills flags not given",
@@ -172,7 +170,7 @@ func TestParseOptions(t *testing.T) {
 				"FLANNELD_KUBE_API_URL":              "https://api",
 				"FLANNELD_IPTABLES_RESYNC":           "5",
 			},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.EtcdEndpoints = []string{"http://192.0.2.1:2379", "http://192.0.2.3:2379"}
 				o.IPMasq = true
 				o.Iface = []string{"eth1,eth2"} // exactly one value from env
@@ -194,29 +192,29 @@ func TestParseOptions(t *testing.T) {
 				"FLANNELD_HEALTHZ_PORT": "abc", // not consulted: the flag was given
 				"FLANNELD_SUBNET_FILE":  "/env.env",
 			},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.EtcdPrefix, o.Iface, o.HealthzPort, o.SubnetFile = "/cli", []string{"eth9"}, 1, "/env.env"
 			},
 		},
 		{
 			name: "empty environment values are ignored",
 			env:  map[string]string{"FLANNELD_ETCD_PREFIX": "", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "", "FLANNELD_IFACE": ""},
-			want: func(*daemon.Options) {},
+			want: func(*Options) {},
 		},
 		{
 			name: "unrelated variables are ignored",
 			env:  map[string]string{"ETCD_PREFIX": "/x", "FLANNELD_BOGUS": "1", "flanneld_etcd_prefix": "/y"},
-			want: func(*daemon.Options) {},
+			want: func(*Options) {},
 		},
 		{
 			name: "FLANNELD_VERSION is not consulted",
 			env:  map[string]string{"FLANNELD_VERSION": "true"},
-			want: func(*daemon.Options) {},
+			want: func(*Options) {},
 		},
 		{
 			name: "kube-only flags are accepted in etcd mode",
 			args: []string{"--kubeconfig-file=/k", "--set-node-network-unavailable=false", "--kube-annotation-prefix=a.b"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.KubeConfigFile, o.SetNodeNetworkUnavailable, o.KubeAnnotationPrefix = "/k", false, "a.b"
 			},
 		},
@@ -224,7 +222,7 @@ func TestParseOptions(t *testing.T) {
 			name: "kube mode with its flags",
 			args: []string{"--kube-subnet-mgr", "--kube-api-url=https://192.0.2.253:6443", "--kubeconfig-file=/kc",
 				"--kube-annotation-prefix=example.com/team", "--net-config-path=/etc/n.json", "--set-node-network-unavailable=false"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.KubeSubnetMgr, o.KubeAPIURL, o.KubeConfigFile = true, "https://192.0.2.253:6443", "/kc"
 				o.KubeAnnotationPrefix, o.NetConfigPath, o.SetNodeNetworkUnavailable = "example.com/team", "/etc/n.json", false
 			},
@@ -232,24 +230,24 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "kube mode from env",
 			env:  map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBECONFIG_FILE": "/kc"},
-			want: func(o *daemon.Options) { o.KubeSubnetMgr, o.KubeConfigFile = true, "/kc" },
+			want: func(o *Options) { o.KubeSubnetMgr, o.KubeConfigFile = true, "/kc" },
 		},
 		{
 			name: "exec plugin allowlist: comma-separated, repeatable, or from env",
 			args: []string{"--kube-exec-plugin-allowlist=aws-iam-authenticator,/usr/bin/gke-auth", "--kube-exec-plugin-allowlist=kubelogin"},
-			want: func(o *daemon.Options) {
+			want: func(o *Options) {
 				o.KubeExecPluginAllowlist = []string{"aws-iam-authenticator", "/usr/bin/gke-auth", "kubelogin"}
 			},
 		},
 		{
 			name: "exec plugin allowlist from env",
 			env:  map[string]string{"FLANNELD_KUBE_EXEC_PLUGIN_ALLOWLIST": "a,b"},
-			want: func(o *daemon.Options) { o.KubeExecPluginAllowlist = []string{"a", "b"} },
+			want: func(o *Options) { o.KubeExecPluginAllowlist = []string{"a", "b"} },
 		},
 		{
 			name: "healthz ip may be IPv6, healthz port bounds",
 			args: []string{"--healthz-ip=::1", "--healthz-port=65535"},
-			want: func(o *daemon.Options) { o.HealthzIP, o.HealthzPort = "::1", 65535 },
+			want: func(o *Options) { o.HealthzIP, o.HealthzPort = "::1", 65535 },
 		},
 	}
 	for _, tc := range tests {

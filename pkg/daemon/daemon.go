@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -92,18 +90,17 @@ var defaultTimings = timings{
 // Run runs the daemon until ctx ends (nil) or the lease is lost (an error wrapping
 // subnet.ErrLeaseRevoked). Configuration and datastore problems are retried, not fatal;
 // an unusable backend or interface is an error.
-func Run(ctx context.Context, opts Options, deps Deps) error {
-	return run(ctx, opts, deps, defaultTimings)
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	return run(ctx, cfg, deps, defaultTimings)
 }
 
-func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
+func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
-	startup := observe(deps, opts, ready) // deps.Manager counting start-up errors
-	if opts.HealthzPort > 0 {
-		addr := net.JoinHostPort(opts.HealthzIP, strconv.Itoa(opts.HealthzPort))
-		if err := healthz.Serve(ctx, addr, healthz.Handler(ready, deps.Metrics.Handler())); err != nil {
+	startup := observe(deps, dc.RenewMargin, ready) // deps.Manager counting start-up errors
+	if dc.HealthzAddr != "" {
+		if err := healthz.Serve(ctx, dc.HealthzAddr, healthz.Handler(ready, deps.Metrics.Handler())); err != nil {
 			return err
 		}
 	}
@@ -136,7 +133,7 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 		}
 	}
 
-	stPath := statePath(opts.SubnetFile)
+	stPath := statePath(dc.SubnetFile)
 	prev, err := readState(stPath)
 	if err != nil {
 		klog.ErrorS(err, "Ignoring unreadable state file", "path", stPath)
@@ -184,18 +181,18 @@ func run(ctx context.Context, opts Options, deps Deps, tm timings) error {
 		}()
 		defer func() { cancel(); <-rulesDone }()
 	}
-	env := subnetenv.Env{MTU: nw.MTU(), IPMasq: opts.IPMasq}
+	env := subnetenv.Env{MTU: nw.MTU(), IPMasq: dc.IPMasq}
 	if cfg.EnableIPv4 {
 		env.Network, env.Subnet = cfg.Network, lease.Subnet
 	}
 	if cfg.EnableIPv6 {
 		env.IPv6Network, env.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
 	}
-	if err := subnetenv.Write(opts.SubnetFile, env); err != nil {
-		klog.ErrorS(err, "Failed to write subnet file", "path", opts.SubnetFile)
+	if err := subnetenv.Write(dc.SubnetFile, env); err != nil {
+		klog.ErrorS(err, "Failed to write subnet file", "path", dc.SubnetFile)
 		ready.Set(checkSubnetFile, err)
 	} else {
-		klog.InfoS("Wrote subnet file", "path", opts.SubnetFile)
+		klog.InfoS("Wrote subnet file", "path", dc.SubnetFile)
 		ready.Set(checkSubnetFile, nil)
 	}
 

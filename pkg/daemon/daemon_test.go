@@ -136,7 +136,7 @@ func TestRunLifeCycle(t *testing.T) {
 	}
 	tm := timings{configRetry: 5 * time.Millisecond, acquireRetry: time.Millisecond, acquireMax: 2 * time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
 	errc := make(chan error, 1)
-	go func() { errc <- run(context.Background(), Options{SubnetFile: subnetFile, IPMasq: true}, deps, tm) }()
+	go func() { errc <- run(context.Background(), Config{SubnetFile: subnetFile, IPMasq: true}, deps, tm) }()
 
 	waitFor(t, "subnet file", func() bool { _, err := os.Stat(subnetFile); return err == nil })
 	data, _ := os.ReadFile(subnetFile)
@@ -176,7 +176,7 @@ func TestRunLifeCycle(t *testing.T) {
 
 func TestRunUnknownBackend(t *testing.T) {
 	m := &fakeManager{configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}`}}
-	err := run(context.Background(), Options{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, Deps{Manager: m}, defaultTimings)
+	err := run(context.Background(), Config{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, Deps{Manager: m}, defaultTimings)
 	if err == nil || !strings.Contains(err.Error(), "unknown backend type: nope") {
 		t.Fatalf("got %v", err)
 	}
@@ -188,7 +188,7 @@ func TestRunCancelledWhileWaitingForConfig(t *testing.T) {
 	defer cancel()
 	tm := defaultTimings
 	tm.configRetry = 5 * time.Millisecond
-	if err := run(ctx, Options{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, Deps{Manager: m}, tm); err != nil {
+	if err := run(ctx, Config{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, Deps{Manager: m}, tm); err != nil {
 		t.Fatalf("got %v", err)
 	}
 }

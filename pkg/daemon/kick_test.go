@@ -49,7 +49,7 @@ func TestKernelKickReconciles(t *testing.T) {
 	tm := timings{configRetry: time.Millisecond, acquireRetry: time.Millisecond, acquireMax: time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, Options{SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}, deps, tm) }()
+	go func() { errc <- run(ctx, Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}, deps, tm) }()
 
 	waitFor(t, "kernel watch started", func() bool { mu.Lock(); defer mu.Unlock(); return kick != nil })
 	mu.Lock()

@@ -214,8 +214,7 @@ func (n *meteredNetwork) Reconcile(ctx context.Context, peers subnet.Peers) erro
 // and returns deps.Manager wrapped to count the errors of the start-up calls (used for
 // GetNetworkConfig and AcquireLease only: deps.Manager itself stays as it is, so checks
 // for optional interfaces on it keep working).
-func observe(deps Deps, opts Options, ready *healthz.Readiness) subnet.Manager {
-	margin := opts.SubnetLeaseRenewMargin
+func observe(deps Deps, margin time.Duration, ready *healthz.Readiness) subnet.Manager {
 	if margin <= 0 {
 		margin = defaultRenewMargin
 	}

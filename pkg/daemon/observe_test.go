@@ -237,7 +237,7 @@ func TestRunReadinessAndMetrics(t *testing.T) {
 		},
 		Metrics: met,
 	}
-	opts := Options{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), HealthzIP: "127.0.0.1", HealthzPort: port}
+	opts := Config{SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), HealthzAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {

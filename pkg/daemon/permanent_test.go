@@ -54,7 +54,7 @@ func TestRunStopsOnPermanentAcquireError(t *testing.T) {
 	tm := timings{configRetry: time.Millisecond, acquireRetry: time.Millisecond, acquireMax: time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(context.Background(), Options{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, deps, tm)
+		errc <- run(context.Background(), Config{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, deps, tm)
 	}()
 	select {
 	case err := <-errc:

@@ -71,7 +71,7 @@ func TestTrafficRulesSetupBeforeSubnetFileAndRunOwnedByDaemon(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, Options{SubnetFile: subnetFile, IPMasq: true}, trafficDeps(m, rules), defaultTimings)
+		errc <- run(ctx, Config{SubnetFile: subnetFile, IPMasq: true}, trafficDeps(m, rules), defaultTimings)
 	}()
 	waitFor(t, "subnet file", func() bool { _, err := os.Stat(subnetFile); return err == nil })
 	waitFor(t, "rules keeper running", func() bool { rules.mu.Lock(); defer rules.mu.Unlock(); return rules.running })
@@ -106,7 +106,7 @@ func TestTrafficRulesSetupErrorStopsDaemon(t *testing.T) {
 		lease:   subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.85.0/24")},
 	}
 	rules := &fakeRules{subnetFile: subnetFile, setupErr: errors.New("EnableNFTables is true but nftables is not usable on this host")}
-	err := run(context.Background(), Options{SubnetFile: subnetFile}, trafficDeps(m, rules), defaultTimings)
+	err := run(context.Background(), Config{SubnetFile: subnetFile}, trafficDeps(m, rules), defaultTimings)
 	if err == nil || !strings.Contains(err.Error(), "failed to set up traffic rules: EnableNFTables is true but nftables is not usable") {
 		t.Fatalf("run: %v", err)
 	}
