@@ -30,6 +30,7 @@ import (
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -87,7 +88,7 @@ type Backend struct {
 	logged, seen map[string]struct{}
 	probs        []problem
 
-	obs backend.Observer // nil until SetObserver (observe.go)
+	obs observe.Observer // nil until SetObserver (observe.go)
 }
 
 var (

@@ -1,11 +1,11 @@
 package hostgw
 
-import "github.com/flannel-go/flannel/backend"
+import "github.com/flannel-go/flannel/pkg/observe"
 
-var _ backend.ObserverSetter = (*Backend)(nil)
+var _ observe.Setter = (*Backend)(nil)
 
-// SetObserver implements backend.ObserverSetter.
-func (b *Backend) SetObserver(o backend.Observer) {
+// SetObserver implements observe.Setter.
+func (b *Backend) SetObserver(o observe.Observer) {
 	b.mu.Lock()
 	b.obs = o
 	b.mu.Unlock()
@@ -13,6 +13,6 @@ func (b *Backend) SetObserver(o backend.Observer) {
 
 // report passes a Reconcile round's route changes to the observer.
 func (b *Backend) report(c Counts) {
-	backend.ReportCount(b.obs, backend.KindRoute, backend.OpAdd, c.Added)
-	backend.ReportCount(b.obs, backend.KindRoute, backend.OpRemove, c.Removed)
+	observe.Count(b.obs, observe.Route, observe.Add, c.Added)
+	observe.Count(b.obs, observe.Route, observe.Remove, c.Removed)
 }

@@ -4,18 +4,25 @@ import (
 	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
 type countObserver map[string]int
 
-func (c countObserver) KernelObjects(kind, op string, n int) { c[kind+"/"+op] += n }
-func (c countObserver) TxChecksumOffload(string, bool)       {}
+func (c countObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
+	c[string(kind)+"/"+string(op)] += n
+}
+func (c countObserver) TxChecksumOffload(string, bool)     {}
+func (c countObserver) DatastoreError(observe.Op, error)   {}
+func (c countObserver) WatchRestarted(observe.Kind, error) {}
+func (c countObserver) WatchLive(observe.Kind)             {}
+func (c countObserver) LeaseExpiration(time.Time)          {}
 
 // TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
 // with their lease are reported to the observer; an idle round reports nothing.
@@ -31,7 +38,7 @@ func TestReconcileReportsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := countObserver{}
-	be.(backend.ObserverSetter).SetObserver(obs)
+	be.(observe.Setter).SetObserver(obs)
 	attrs, err := be.Prepare(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,12 @@
 package udp
 
-import "github.com/flannel-go/flannel/backend"
+import "github.com/flannel-go/flannel/pkg/observe"
 
-var _ backend.ObserverSetter = (*Backend)(nil)
+var _ observe.Setter = (*Backend)(nil)
 
-// SetObserver implements backend.ObserverSetter. Repairs of flannel0 (MTU, address,
+// SetObserver implements observe.Setter. Repairs of flannel0 (MTU, address,
 // up flag, the network route) are reported as device repairs.
-func (b *Backend) SetObserver(o backend.Observer) {
+func (b *Backend) SetObserver(o observe.Observer) {
 	b.mu.Lock()
 	b.obs = o
 	b.mu.Unlock()

@@ -45,6 +45,7 @@ import (
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -97,7 +98,7 @@ type Backend struct {
 	// persists; seen is this round's.
 	logged, seen map[string]struct{}
 
-	obs backend.Observer // nil until SetObserver (observe.go)
+	obs observe.Observer // nil until SetObserver (observe.go)
 }
 
 var (
@@ -474,7 +475,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.table.Store(t)
 	b.logProblems(probs)
 	n, err := b.heal()
-	backend.ReportCount(b.obs, backend.KindDevice, backend.OpRepair, n)
+	observe.Count(b.obs, observe.Device, observe.Repair, n)
 	if n > 0 {
 		klog.V(2).InfoS("udp: repaired the TUN device", "device", b.dev, "repairs", n)
 	}

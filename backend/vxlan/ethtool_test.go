@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -98,6 +98,7 @@ func TestWantTxChecksum(t *testing.T) {
 
 // recordingObserver keeps what a backend reports.
 type recordingObserver struct {
+	observe.Nop
 	mu      sync.Mutex
 	csum    map[string]bool
 	objects map[string]int // "kind/op" -> n
@@ -107,9 +108,9 @@ func newRecordingObserver() *recordingObserver {
 	return &recordingObserver{csum: map[string]bool{}, objects: map[string]int{}}
 }
 
-func (r *recordingObserver) KernelObjects(kind, op string, n int) {
+func (r *recordingObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	r.mu.Lock()
-	r.objects[kind+"/"+op] += n
+	r.objects[string(kind)+"/"+string(op)] += n
 	r.mu.Unlock()
 }
 
@@ -228,7 +229,7 @@ func TestIntegrationChecksumOffload(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("after the device was recreated")
-			if n := obs.get(backend.KindDevice + "/" + backend.OpAdd); n != 2 {
+			if n := obs.get(string(observe.Device) + "/" + string(observe.Add)); n != 2 {
 				t.Errorf("device adds reported: %d, want 2 (created, recreated)", n)
 			}
 			for k, want := range map[string]int{"route/add": 1, "fdb/add": 1, "neigh/add": 1, "address/repair": 2} {

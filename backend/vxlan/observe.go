@@ -1,51 +1,46 @@
 package vxlan
 
-import "github.com/flannel-go/flannel/backend"
+import "github.com/flannel-go/flannel/pkg/observe"
 
-// observing is what the backend needs to report to a backend.Observer and to apply
+// observing is what the backend needs to report to an observe.Observer and to apply
 // the ChecksumOffload option; embedded in Backend.
 type observing struct {
-	obs           backend.Observer       // nil until SetObserver
+	obs           observe.Observer       // nil until SetObserver
 	ethtool       *ethtool               // nil: ChecksumOffload is not applied (NewWithHandle)
 	kernelRelease func() (string, error) // nil: uname (tests inject a release)
 	csumLogged    map[string]bool        // devices whose offload choice was logged
 }
 
-var _ backend.ObserverSetter = (*Backend)(nil)
+var _ observe.Setter = (*Backend)(nil)
 
-// SetObserver implements backend.ObserverSetter.
-func (b *Backend) SetObserver(o backend.Observer) {
+// SetObserver implements observe.Setter.
+func (b *Backend) SetObserver(o observe.Observer) {
 	b.mu.Lock()
 	b.obs = o
 	b.mu.Unlock()
 }
 
-func (b *Backend) observer() backend.Observer {
-	if b.obs == nil {
-		return backend.NopObserver{}
-	}
-	return b.obs
-}
+func (b *Backend) observer() observe.Observer { return observe.Or(b.obs) }
 
 // report passes a Reconcile round's changes to the observer.
 func (b *Backend) report(c Counts) {
 	o := b.obs
-	backend.ReportCount(o, backend.KindRoute, backend.OpAdd, c.RoutesAdded)
-	backend.ReportCount(o, backend.KindRoute, backend.OpRemove, c.RoutesRemoved)
-	backend.ReportCount(o, backend.KindFDB, backend.OpAdd, c.FDBAdded)
-	backend.ReportCount(o, backend.KindFDB, backend.OpRemove, c.FDBRemoved)
-	backend.ReportCount(o, backend.KindNeigh, backend.OpAdd, c.NeighAdded)
-	backend.ReportCount(o, backend.KindNeigh, backend.OpRemove, c.NeighRemoved)
-	backend.ReportCount(o, backend.KindNexthop, backend.OpAdd, c.NexthopsAdded)
-	backend.ReportCount(o, backend.KindNexthop, backend.OpRemove, c.NexthopsRemoved)
+	observe.Count(o, observe.Route, observe.Add, c.RoutesAdded)
+	observe.Count(o, observe.Route, observe.Remove, c.RoutesRemoved)
+	observe.Count(o, observe.FDB, observe.Add, c.FDBAdded)
+	observe.Count(o, observe.FDB, observe.Remove, c.FDBRemoved)
+	observe.Count(o, observe.Neigh, observe.Add, c.NeighAdded)
+	observe.Count(o, observe.Neigh, observe.Remove, c.NeighRemoved)
+	observe.Count(o, observe.Nexthop, observe.Add, c.NexthopsAdded)
+	observe.Count(o, observe.Nexthop, observe.Remove, c.NexthopsRemoved)
 }
 
 // reportDevice reports a device created (add) or fixed in place (repair).
 func (b *Backend) reportDevice(res devResult) {
 	switch res {
 	case devCreated:
-		backend.ReportCount(b.obs, backend.KindDevice, backend.OpAdd, 1)
+		observe.Count(b.obs, observe.Device, observe.Add, 1)
 	case devRepaired:
-		backend.ReportCount(b.obs, backend.KindDevice, backend.OpRepair, 1)
+		observe.Count(b.obs, observe.Device, observe.Repair, 1)
 	}
 }

@@ -70,6 +70,7 @@ import (
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -354,7 +355,7 @@ func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
 		c, err := b.ensureAddr(f, link, apply)
 		n += c
 		if apply {
-			backend.ReportCount(b.obs, backend.KindAddress, backend.OpRepair, c)
+			observe.Count(b.obs, observe.Address, observe.Repair, c)
 		}
 		if err != nil {
 			return n, false, fmt.Errorf("vxlan: %w", err)

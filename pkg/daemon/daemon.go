@@ -17,6 +17,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/pkg/sdnotify"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 	"github.com/flannel-go/flannel/subnet"
@@ -98,14 +99,15 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
-	startup := observe(deps, dc.RenewMargin, ready) // deps.Manager counting start-up errors
+	obs := observer(deps, dc.RenewMargin, ready)
+	setObserver(obs, deps.Manager) // before any other call to the manager
 	if dc.HealthzAddr != "" {
 		if err := healthz.Serve(ctx, dc.HealthzAddr, healthz.Handler(ready, deps.Metrics.Handler())); err != nil {
 			return err
 		}
 	}
 
-	cfg, err := fetchConfig(ctx, startup, tm.configRetry)
+	cfg, err := fetchConfig(ctx, deps.Manager, obs, tm.configRetry)
 	if err != nil {
 		return nil // cancelled while waiting for a config
 	}
@@ -126,12 +128,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error creating %s backend: %w", cfg.BackendType, err)
 	}
-	kobs := &kernelObserver{next: deps.Metrics} // nil-safe: no metrics, no-op
-	for _, x := range []any{be, deps.TrafficRules} {
-		if s, ok := x.(backend.ObserverSetter); ok {
-			s.SetObserver(kobs)
-		}
-	}
+	setObserver(obs, be, deps.TrafficRules)
 
 	stPath := statePath(dc.SubnetFile)
 	prev, err := readState(stPath)
@@ -148,7 +145,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
 	}
-	lease, err := acquire(ctx, startup, cfg, attrs, tm)
+	lease, err := acquire(ctx, deps.Manager, obs, cfg, attrs, tm)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // cancelled
@@ -213,8 +210,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	defer func() { cancel(); <-watchDone }()
 	loopErr := make(chan error, 1)
 	set := newLeaseSet(lease.Key())
-	mnw := &meteredNetwork{Network: nw, m: deps.Metrics, kobs: kobs, set: set}
-	go func() { loopErr <- reconcileLoop(ctx, mnw, set, results, deps.Metrics, kicks, ready, tm) }()
+	go func() { loopErr <- reconcileLoop(ctx, nw, set, results, deps.Metrics, obs, kicks, ready, tm) }()
 	select {
 	case err := <-keepErr:
 		cancel()
@@ -225,11 +221,15 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	}
 }
 
-// fetchConfig retries every period until a valid config appears, logging every problem.
-func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (*subnet.Config, error) {
+// fetchConfig retries every period until a valid config appears, logging every problem
+// and reporting those that are not timeouts of an attempt to obs.
+func fetchConfig(ctx context.Context, sm subnet.Manager, obs observe.Observer, period time.Duration) (*subnet.Config, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		cfg, err := sm.GetNetworkConfig(actx)
+		if err != nil && actx.Err() == nil {
+			obs.DatastoreError(observe.GetConfig, err)
+		}
 		cancel()
 		if err == nil {
 			return cfg, nil
@@ -247,14 +247,19 @@ func fetchConfig(ctx context.Context, sm subnet.Manager, period time.Duration) (
 }
 
 // acquire gets the lease, retrying datastore errors with backoff until ctx ends; a
-// subnet.PermanentError is returned at once.
-func acquire(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
+// subnet.PermanentError is returned at once. Failures other than timeouts of an attempt,
+// and the acquired lease's expiration, are reported to obs.
+func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
 		actx, cancel := context.WithTimeout(ctx, 6*attemptTimeout)
 		l, err := sm.AcquireLease(actx, cfg, attrs)
+		if err != nil && actx.Err() == nil {
+			obs.DatastoreError(observe.Acquire, err)
+		}
 		cancel()
 		if err == nil {
+			obs.LeaseExpiration(l.Expiration)
 			return l, nil
 		}
 		if ctx.Err() != nil {
@@ -306,12 +311,16 @@ const bigSnapshot = 5000
 // to it. Bursts are coalesced: all pending results are applied before one Reconcile,
 // and kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled
 // before the first snapshot, so a restart never removes peers it has not heard of yet.
-func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
+// Rounds are timed for m; during a round that follows no change of the lease set since
+// the last converged one, obs reports the backend's additions and removals as repairs.
+func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
 	backoff := tm.reconcileBack
 	dirty := false
+	var converged uint64 // set.gen at the last successful round
+	anyRound := false    // a round succeeded
 	// fold applies one watch result and returns the number of leases of its snapshot.
 	fold := func(r subnet.WatchResult) int {
 		m.LeaseResult(r)
@@ -358,18 +367,25 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 			continue
 		}
 		dirty = false
-		start := time.Now()
 		peers := set.peers()
-		if err := nw.Reconcile(ctx, peers); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		gen := set.gen
+		m.PeerLeases(peers.Len())
+		obs.drift.Store(anyRound && gen == converged)
+		start := time.Now()
+		err := nw.Reconcile(ctx, peers)
+		obs.drift.Store(false)
+		if err != nil && ctx.Err() != nil {
+			return nil // stopped: not a failed round
+		}
+		m.Reconciled(time.Since(start), err)
+		if err != nil {
 			ready.Set(checkConverged, err)
 			klog.ErrorS(err, "Reconcile failed; retrying", "retryIn", backoff)
 			retry = time.After(backoff)
 			backoff = min(2*backoff, tm.resync)
 			continue
 		}
+		converged, anyRound = gen, true
 		backoff = tm.reconcileBack
 		ready.Set(checkConverged, nil)
 		klog.V(2).InfoS("Reconciled", "peers", peers.Len(), "duration", time.Since(start))

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,9 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/healthz"
-	"github.com/flannel-go/flannel/pkg/metrics"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -24,38 +22,33 @@ const checkLeaseValid = "lease-valid"
 // renewal retries) before readiness reports it.
 const renewGrace = time.Minute
 
-// datastoreHealth is the subnet.Observer the daemon hands to the subnet manager: it
-// forwards everything to the metrics and keeps what readiness needs, the liveness of
-// the watches and the own lease's expiration.
+// datastoreHealth keeps what readiness needs of the subnet manager's observations: the
+// liveness of the watches and the own lease's expiration.
 type datastoreHealth struct {
-	m      *metrics.Metrics
-	margin time.Duration // lease renew margin
-	now    func() time.Time
-	conn   func() error // the manager's connection health; nil: not known
+	observe.Nop               // the kernel observations are not its concern
+	margin      time.Duration // lease renew margin
+	now         func() time.Time
+	conn        func() error // the manager's connection health; nil: not known
 
 	mu       sync.Mutex
-	watchErr map[string]error // per watch that reported: nil = live
-	exp      time.Time        // own lease expiration (zero: never expires)
-	renewErr error            // last renewal failure, cleared by a new expiration
+	watchErr map[observe.Kind]error // per watch that reported: nil = live
+	exp      time.Time              // own lease expiration (zero: never expires)
+	renewErr error                  // last renewal failure, cleared by a new expiration
 }
 
-var _ subnet.Observer = (*datastoreHealth)(nil)
-
-func newDatastoreHealth(m *metrics.Metrics, margin time.Duration, now func() time.Time) *datastoreHealth {
-	return &datastoreHealth{m: m, margin: margin, now: now, watchErr: map[string]error{}}
+func newDatastoreHealth(margin time.Duration, now func() time.Time) *datastoreHealth {
+	return &datastoreHealth{margin: margin, now: now, watchErr: map[observe.Kind]error{}}
 }
 
-func (h *datastoreHealth) DatastoreError(op string, err error) {
-	h.m.DatastoreError(op, err)
-	if op == "renew" {
+func (h *datastoreHealth) DatastoreError(op observe.Op, err error) {
+	if op == observe.Renew {
 		h.mu.Lock()
 		h.renewErr = err
 		h.mu.Unlock()
 	}
 }
 
-func (h *datastoreHealth) WatchRestarted(watch string, err error) {
-	h.m.WatchRestarted(watch, err)
+func (h *datastoreHealth) WatchRestarted(watch observe.Kind, err error) {
 	if err == nil {
 		err = errors.New("restarting")
 	}
@@ -64,14 +57,13 @@ func (h *datastoreHealth) WatchRestarted(watch string, err error) {
 	h.mu.Unlock()
 }
 
-func (h *datastoreHealth) WatchLive(watch string) {
+func (h *datastoreHealth) WatchLive(watch observe.Kind) {
 	h.mu.Lock()
 	h.watchErr[watch] = nil
 	h.mu.Unlock()
 }
 
 func (h *datastoreHealth) LeaseExpiration(t time.Time) {
-	h.m.LeaseExpiration(t)
 	h.mu.Lock()
 	if !t.Equal(h.exp) {
 		h.renewErr = nil
@@ -128,107 +120,45 @@ func (h *datastoreHealth) leaseValid() error {
 	return nil
 }
 
-// observedManager counts the datastore errors of the start-up calls (the manager's own
-// loops report theirs through the Observer).
-type observedManager struct {
-	subnet.Manager
-	obs subnet.Observer
-}
-
-func (o observedManager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
-	cfg, err := o.Manager.GetNetworkConfig(ctx)
-	if err != nil && ctx.Err() == nil {
-		o.obs.DatastoreError("get_config", err)
-	}
-	return cfg, err
-}
-
-func (o observedManager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
-	l, err := o.Manager.AcquireLease(ctx, cfg, attrs)
-	if err != nil && ctx.Err() == nil {
-		o.obs.DatastoreError("acquire", err)
-	}
-	if err == nil {
-		o.obs.LeaseExpiration(l.Expiration)
-	}
-	return l, err
-}
-
-// kernelObserver is the backend.Observer the daemon hands to the backend: it forwards to
-// the metrics, reporting additions and removals made while the lease set had not changed
-// since the last converged round as repairs (drift undone).
-type kernelObserver struct {
-	next  backend.Observer
+// driftObserver passes observations on, reporting kernel objects added and removed
+// while the lease set had not changed since the last converged round as repairs (drift
+// undone). The reconcile loop sets drift around each round.
+type driftObserver struct {
+	observe.Observer
 	drift atomic.Bool
 }
 
-func (k *kernelObserver) KernelObjects(kind, op string, n int) {
-	if k.drift.Load() && (op == backend.OpAdd || op == backend.OpRemove) {
-		op = backend.OpRepair
+func (d *driftObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
+	if d.drift.Load() && (op == observe.Add || op == observe.Remove) {
+		op = observe.Repair
 	}
-	k.next.KernelObjects(kind, op, n)
+	d.Observer.KernelObjects(kind, op, n)
 }
 
-func (k *kernelObserver) TxChecksumOffload(device string, on bool) {
-	k.next.TxChecksumOffload(device, on)
-}
-
-// meteredNetwork times Reconcile rounds for the metrics and tells the kernel observer
-// whether a round follows a change of the lease set. It is called from the reconcile
-// loop's goroutine, which also applies the lease results to set.
-type meteredNetwork struct {
-	backend.Network
-	m         *metrics.Metrics
-	kobs      *kernelObserver
-	set       *leaseSet
-	converged uint64 // set.gen at the last successful round
-	any       bool   // a round succeeded
-}
-
-// Invalidate passes the periodic resync's request for a full read to the backend.
-func (n *meteredNetwork) Invalidate() {
-	if v, ok := n.Network.(backend.Invalidator); ok {
-		v.Invalidate()
-	}
-}
-
-func (n *meteredNetwork) Reconcile(ctx context.Context, peers subnet.Peers) error {
-	gen := n.set.gen
-	n.kobs.drift.Store(n.any && gen == n.converged)
-	n.m.PeerLeases(peers.Len())
-	start := time.Now()
-	err := n.Network.Reconcile(ctx, peers)
-	n.kobs.drift.Store(false)
-	if err != nil && ctx.Err() != nil {
-		return err // stopped: not a failed round
-	}
-	n.m.Reconciled(time.Since(start), err)
-	if err == nil {
-		n.converged, n.any = gen, true
-	}
-	return err
-}
-
-// observe connects the subnet manager to the metrics and to readiness: it hands the
-// manager an Observer, attaches the probes of the lease watch and the lease's validity,
-// and returns deps.Manager wrapped to count the errors of the start-up calls (used for
-// GetNetworkConfig and AcquireLease only: deps.Manager itself stays as it is, so checks
-// for optional interfaces on it keep working).
-func observe(deps Deps, margin time.Duration, ready *healthz.Readiness) subnet.Manager {
+// observer builds the one Observer the daemon hands to the subnet manager, the backend
+// and the traffic rules: the metrics and readiness listen to it. It attaches the probes
+// of the lease watch and the lease's validity to ready.
+func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) *driftObserver {
 	if margin <= 0 {
 		margin = defaultRenewMargin
 	}
-	ds := newDatastoreHealth(deps.Metrics, margin, time.Now)
-	if s, ok := deps.Manager.(subnet.ObserverSetter); ok {
-		s.SetObserver(ds)
-	}
+	ds := newDatastoreHealth(margin, time.Now)
 	if hc, ok := deps.Manager.(subnet.HealthChecker); ok {
 		ds.conn = hc.Health
 	}
 	ready.Set(checkLeaseValid, errors.New("no lease acquired yet"))
 	ready.SetProbe(checkLeaseWatch, ds.watchLive)
 	ready.SetProbe(checkLeaseValid, ds.leaseValid)
-	return observedManager{Manager: deps.Manager, obs: ds}
+	return &driftObserver{Observer: observe.Tee{deps.Metrics, ds}}
+}
+
+// setObserver hands o to each part that reports to an Observer.
+func setObserver(o observe.Observer, parts ...any) {
+	for _, p := range parts {
+		if s, ok := p.(observe.Setter); ok {
+			s.SetObserver(o)
+		}
+	}
 }
 
 // defaultRenewMargin is the renew margin when none is configured (as the etcd manager's).

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/pkg/metrics"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -37,7 +39,7 @@ func TestLeaseValid(t *testing.T) {
 		{"expired", now.Add(-time.Second), nil, "lease expired at 2026-01-02T11:59:59Z and was not renewed"},
 	}
 	for _, tt := range tests {
-		h := newDatastoreHealth(nil, margin, func() time.Time { return now })
+		h := newDatastoreHealth(margin, func() time.Time { return now })
 		h.LeaseExpiration(tt.exp)
 		if tt.renewErr != nil {
 			h.DatastoreError("renew", tt.renewErr)
@@ -51,7 +53,7 @@ func TestLeaseValid(t *testing.T) {
 		}
 	}
 	// A renewal (new expiration) clears the overdue state and the remembered error.
-	h := newDatastoreHealth(nil, margin, func() time.Time { return now })
+	h := newDatastoreHealth(margin, func() time.Time { return now })
 	h.LeaseExpiration(now.Add(time.Minute))
 	h.DatastoreError("renew", errors.New("etcd down"))
 	if h.leaseValid() == nil {
@@ -64,18 +66,18 @@ func TestLeaseValid(t *testing.T) {
 }
 
 func TestWatchLive(t *testing.T) {
-	h := newDatastoreHealth(nil, time.Hour, time.Now)
+	h := newDatastoreHealth(time.Hour, time.Now)
 	if err := h.watchLive(); err != nil {
 		t.Fatalf("no reports yet: %v", err)
 	}
-	h.WatchRestarted(subnet.WatchLeases, errors.New("connection refused"))
-	h.WatchRestarted(subnet.WatchOwnLease, nil)
+	h.WatchRestarted(observe.LeasesWatch, errors.New("connection refused"))
+	h.WatchRestarted(observe.OwnLeaseWatch, nil)
 	err := h.watchLive()
 	if err == nil || !strings.Contains(err.Error(), "leases watch broke: connection refused") || !strings.Contains(err.Error(), "own_lease watch broke: restarting") {
 		t.Fatalf("got %v", err)
 	}
-	h.WatchLive(subnet.WatchLeases)
-	h.WatchLive(subnet.WatchOwnLease)
+	h.WatchLive(observe.LeasesWatch)
+	h.WatchLive(observe.OwnLeaseWatch)
 	if err := h.watchLive(); err != nil {
 		t.Fatalf("live again: %v", err)
 	}
@@ -112,35 +114,70 @@ func counter(t *testing.T, m *metrics.Metrics, name string, labels map[string]st
 	return -1
 }
 
-// reportingNetwork adds and removes routes through the observer, as a backend does.
+// reportingNetwork adds routes through the observer, as a backend does, and counts
+// its rounds.
 type reportingNetwork struct {
 	fakeBackend
-	obs     backend.Observer
+	mu      sync.Mutex
+	obs     observe.Observer
 	add     int
 	failing bool
+	rounds  int
 }
 
 func (n *reportingNetwork) Reconcile(ctx context.Context, peers subnet.Peers) error {
-	backend.ReportCount(n.obs, backend.KindRoute, backend.OpAdd, n.add)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.rounds++
+	observe.Count(n.obs, observe.Route, observe.Add, n.add)
 	if n.failing {
 		return errors.New("route refused")
 	}
 	return nil
 }
 
+func (n *reportingNetwork) set(add int, failing bool) {
+	n.mu.Lock()
+	n.add, n.failing = add, failing
+	n.mu.Unlock()
+}
+
+func (n *reportingNetwork) roundsDone() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rounds
+}
+
+// TestRepairsAreChangesWithoutLeaseChange drives the reconcile loop round by round (a
+// lease result or a kick each) and follows the metrics it and the drift observer feed.
 func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 	m := metrics.New()
-	kobs := &kernelObserver{next: m}
+	obs := &driftObserver{Observer: m}
 	set := newLeaseSet("10.5.1.0-24")
-	nw := &reportingNetwork{obs: kobs}
-	mnw := &meteredNetwork{Network: nw, m: m, kobs: kobs, set: set}
+	nw := &reportingNetwork{obs: obs}
 	peer := func(s string) subnet.Lease {
 		return subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix(s)}
 	}
 	route := func(op string) float64 {
 		return counter(t, m, "flannel_kernel_object_changes_total", map[string]string{"kind": "route", "op": op})
 	}
-	ctx := context.Background()
+	runs := func(result string) float64 {
+		return counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": result})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan subnet.WatchResult)
+	kicks := make(chan struct{})
+	ready := healthz.NewReadiness(checkConverged, checkLeaseWatch)
+	loopDone := make(chan error, 1)
+	// no timed rounds: each step below causes exactly one
+	tm := timings{resync: time.Hour, reconcileBack: time.Hour}
+	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm) }()
+	defer func() {
+		cancel()
+		if err := <-loopDone; err != nil {
+			t.Errorf("reconcileLoop: %v", err)
+		}
+	}()
 	steps := []struct {
 		name           string
 		result         *subnet.WatchResult
@@ -156,23 +193,30 @@ func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 		{"the retry still applies the lease change", nil, 1, false, 5, 1},
 		{"drift again", nil, 3, false, 5, 4},
 	}
-	for _, s := range steps {
+	var ok, failed float64
+	for i, s := range steps {
+		nw.set(s.add, s.failing)
 		if s.result != nil {
-			set.apply(*s.result)
+			results <- *s.result
+		} else {
+			kicks <- struct{}{}
 		}
-		nw.add, nw.failing = s.add, s.failing
-		err := mnw.Reconcile(ctx, set.peers())
-		if (err != nil) != s.failing {
-			t.Fatalf("%s: err %v", s.name, err)
+		if s.failing {
+			failed++
+		} else {
+			ok++
 		}
+		waitFor(t, s.name, func() bool {
+			return nw.roundsDone() == i+1 && runs("success") == ok && runs("failure") == failed
+		})
 		if a, r := route("added"), route("repaired"); a != s.added || r != s.repaird {
 			t.Fatalf("%s: added %v repaired %v, want %v %v", s.name, a, r, s.added, s.repaird)
 		}
 	}
-	if v := counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": "failure"}); v != 1 {
+	if v := runs("failure"); v != 1 {
 		t.Errorf("failed runs %v", v)
 	}
-	if v := counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": "success"}); v != 6 {
+	if v := runs("success"); v != 6 {
 		t.Errorf("successful runs %v", v)
 	}
 	if v := counter(t, m, "flannel_peer_leases", nil); v != 4 {
@@ -185,12 +229,12 @@ func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 type observableManager struct {
 	*fakeManager
 	mu   sync.Mutex
-	obs  subnet.Observer
+	obs  observe.Observer
 	conn error
 }
 
-func (m *observableManager) SetObserver(o subnet.Observer) { m.mu.Lock(); m.obs = o; m.mu.Unlock() }
-func (m *observableManager) observer() subnet.Observer {
+func (m *observableManager) SetObserver(o observe.Observer) { m.mu.Lock(); m.obs = o; m.mu.Unlock() }
+func (m *observableManager) observer() observe.Observer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.obs
@@ -275,9 +319,9 @@ func TestRunReadinessAndMetrics(t *testing.T) {
 	if obs == nil {
 		t.Fatal("the daemon gave the manager no observer")
 	}
-	obs.WatchRestarted(subnet.WatchLeases, errors.New("etcdserver: no leader"))
+	obs.WatchRestarted(observe.LeasesWatch, errors.New("etcdserver: no leader"))
 	readyz(503, "lease-watch: leases watch broke: etcdserver: no leader")
-	obs.WatchLive(subnet.WatchLeases)
+	obs.WatchLive(observe.LeasesWatch)
 	readyz(200, "flanneld is ready")
 	om.mu.Lock()
 	om.conn = errors.New("etcd connection is TRANSIENT_FAILURE")

@@ -1,7 +1,7 @@
 // Package metrics holds flanneld's Prometheus metrics. main creates one Metrics (with
 // its own registry: the client library's default registry is never used) and hands it
-// down; the daemon, the subnet manager (subnet.Observer) and the backends
-// (backend.Observer) report to it, and the healthz listener serves it at /metrics.
+// down; the daemon, the subnet manager (observe.Observer) and the backends
+// (observe.Observer) report to it, and the healthz listener serves it at /metrics.
 //
 // Every method is safe for concurrent use and is a no-op on a nil *Metrics, so parts
 // built without metrics need no checks.
@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/klog/v2"
 
-	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -34,10 +34,6 @@ const (
 	EventSnapshot = "snapshot"
 )
 
-// Kinds are the kernel object kinds pre-declared (at zero) in
-// flannel_kernel_object_changes_total.
-var kinds = []string{backend.KindRoute, backend.KindFDB, backend.KindNeigh, backend.KindDevice, backend.KindAddress, backend.KindRule}
-
 // Metrics is flanneld's set of metrics and the registry that serves them.
 type Metrics struct {
 	reg *prometheus.Registry
@@ -53,10 +49,7 @@ type Metrics struct {
 	txChecksum        *prometheus.GaugeVec
 }
 
-var (
-	_ backend.Observer = (*Metrics)(nil)
-	_ subnet.Observer  = (*Metrics)(nil)
-)
+var _ observe.Observer = (*Metrics)(nil)
 
 // New creates the metrics in a new registry, with the process and Go runtime
 // collectors.
@@ -116,13 +109,13 @@ func New() *Metrics {
 	for _, r := range []string{"success", "failure"} {
 		m.reconcileRuns.WithLabelValues(r)
 	}
-	for _, k := range kinds {
+	for _, k := range observe.KernelKinds() {
 		for _, op := range []string{OpAdded, OpRemoved, OpRepaired} {
-			m.kernelObjects.WithLabelValues(k, op)
+			m.kernelObjects.WithLabelValues(string(k), op)
 		}
 	}
-	for _, w := range []string{subnet.WatchLeases, subnet.WatchOwnLease} {
-		m.watchRestarts.WithLabelValues(w)
+	for _, w := range []observe.Kind{observe.LeasesWatch, observe.OwnLeaseWatch} {
+		m.watchRestarts.WithLabelValues(string(w))
 	}
 	return m
 }
@@ -195,24 +188,25 @@ func (m *Metrics) Reconciled(d time.Duration, err error) {
 	m.reconcileDuration.Observe(d.Seconds())
 }
 
-// KernelObjects implements backend.Observer: op is backend.OpAdd, OpRemove or OpRepair.
+// KernelObjects implements observe.Observer: op is observe.Add, Remove or Repair.
 // Unknown ops are counted under their own name.
-func (m *Metrics) KernelObjects(kind, op string, n int) {
+func (m *Metrics) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	if m == nil || n <= 0 {
 		return
 	}
+	label := string(op)
 	switch op {
-	case backend.OpAdd:
-		op = OpAdded
-	case backend.OpRemove:
-		op = OpRemoved
-	case backend.OpRepair:
-		op = OpRepaired
+	case observe.Add:
+		label = OpAdded
+	case observe.Remove:
+		label = OpRemoved
+	case observe.Repair:
+		label = OpRepaired
 	}
-	m.kernelObjects.WithLabelValues(kind, op).Add(float64(n))
+	m.kernelObjects.WithLabelValues(string(kind), label).Add(float64(n))
 }
 
-// TxChecksumOffload implements backend.Observer.
+// TxChecksumOffload implements observe.Observer.
 func (m *Metrics) TxChecksumOffload(device string, on bool) {
 	if m == nil {
 		return
@@ -224,26 +218,26 @@ func (m *Metrics) TxChecksumOffload(device string, on bool) {
 	m.txChecksum.WithLabelValues(device).Set(v)
 }
 
-// DatastoreError implements subnet.Observer.
-func (m *Metrics) DatastoreError(op string, _ error) {
+// DatastoreError implements observe.Observer.
+func (m *Metrics) DatastoreError(op observe.Op, _ error) {
 	if m == nil {
 		return
 	}
-	m.datastoreErrors.WithLabelValues(op).Inc()
+	m.datastoreErrors.WithLabelValues(string(op)).Inc()
 }
 
-// WatchRestarted implements subnet.Observer.
-func (m *Metrics) WatchRestarted(watch string, _ error) {
+// WatchRestarted implements observe.Observer.
+func (m *Metrics) WatchRestarted(watch observe.Kind, _ error) {
 	if m == nil {
 		return
 	}
-	m.watchRestarts.WithLabelValues(watch).Inc()
+	m.watchRestarts.WithLabelValues(string(watch)).Inc()
 }
 
-// WatchLive implements subnet.Observer (readiness uses it; no metric).
-func (m *Metrics) WatchLive(string) {}
+// WatchLive implements observe.Observer (readiness uses it; no metric).
+func (m *Metrics) WatchLive(observe.Kind) {}
 
-// LeaseExpiration implements subnet.Observer.
+// LeaseExpiration implements observe.Observer.
 func (m *Metrics) LeaseExpiration(t time.Time) {
 	if m == nil {
 		return

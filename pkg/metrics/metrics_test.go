@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
-	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -24,13 +24,13 @@ func TestCounters(t *testing.T) {
 	}})
 	m.Reconciled(3*time.Millisecond, nil)
 	m.Reconciled(time.Second, errors.New("boom"))
-	m.KernelObjects(backend.KindRoute, backend.OpAdd, 2)
-	m.KernelObjects(backend.KindRoute, backend.OpRepair, 1)
-	m.KernelObjects(backend.KindFDB, backend.OpRemove, 4)
-	m.KernelObjects(backend.KindNeigh, backend.OpAdd, 0) // ignored
+	m.KernelObjects(observe.Route, observe.Add, 2)
+	m.KernelObjects(observe.Route, observe.Repair, 1)
+	m.KernelObjects(observe.FDB, observe.Remove, 4)
+	m.KernelObjects(observe.Neigh, observe.Add, 0) // ignored
 	m.DatastoreError("list", errors.New("x"))
 	m.DatastoreError("list", errors.New("x"))
-	m.WatchRestarted(subnet.WatchLeases, errors.New("x"))
+	m.WatchRestarted(observe.LeasesWatch, errors.New("x"))
 	m.LeaseExpiration(time.Unix(1700000000, 500_000_000))
 	m.TxChecksumOffload("flannel.1", false)
 
@@ -77,7 +77,7 @@ func TestCounters(t *testing.T) {
 // pre-declared series and the process/Go collectors.
 func TestExposition(t *testing.T) {
 	m := New()
-	m.KernelObjects(backend.KindDevice, backend.OpRepair, 1)
+	m.KernelObjects(observe.Device, observe.Repair, 1)
 	m.Reconciled(2*time.Millisecond, nil)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -14,7 +14,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
-	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -52,7 +52,7 @@ type Manager struct {
 	nl         *netlink.Handle
 	events     bool // all rule sets produce nf_tables change events
 
-	obs backend.Observer // rule repairs are reported to it (observe.go); nil: none
+	obs observe.Observer // rule repairs are reported to it (observe.go); nil: none
 }
 
 // New returns a manager for the given flags.
@@ -214,7 +214,7 @@ func (m *Manager) Check(ctx context.Context) (int, error) {
 		total += n
 		if n > 0 {
 			klog.InfoS("Traffic rules were changed by someone else; restored", "mode", s.String(), "changes", n)
-			backend.ReportCount(m.obs, backend.KindRule, backend.OpRepair, n)
+			observe.Count(m.obs, observe.Rule, observe.Repair, n)
 		}
 		if err != nil {
 			errs = append(errs, err)

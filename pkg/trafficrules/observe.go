@@ -1,9 +1,9 @@
 package trafficrules
 
-import "github.com/flannel-go/flannel/backend"
+import "github.com/flannel-go/flannel/pkg/observe"
 
-var _ backend.ObserverSetter = (*Manager)(nil)
+var _ observe.Setter = (*Manager)(nil)
 
-// SetObserver implements backend.ObserverSetter: rules restored after someone else
+// SetObserver implements observe.Setter: rules restored after someone else
 // changed them are reported as repairs of kind "rule". Call it before Setup.
-func (m *Manager) SetObserver(o backend.Observer) { m.obs = o }
+func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }

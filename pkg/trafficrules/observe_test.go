@@ -4,18 +4,22 @@ import (
 	"context"
 	"slices"
 	"testing"
+
+	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-type ruleObserver struct{ repairs, other int }
+type ruleObserver struct {
+	observe.Nop
+	repairs, other int
+}
 
-func (o *ruleObserver) KernelObjects(kind, op string, n int) {
+func (o *ruleObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	if kind == "rule" && op == "repair" {
 		o.repairs += n
 	} else {
 		o.other += n
 	}
 }
-func (o *ruleObserver) TxChecksumOffload(string, bool) {}
 
 // TestCheckReportsRepairs: Check reports the rules it restored as repairs of kind "rule",
 // and nothing when the rules are intact.

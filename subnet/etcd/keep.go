@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -72,8 +73,8 @@ func (k *keeper) run(ctx context.Context) error {
 		wch, wcancel = nil, func() {}
 		d := watchDelay.next()
 		if ctx.Err() == nil {
-			k.m.observer().DatastoreError("keep_lease", reason)
-			k.m.observer().WatchRestarted(subnet.WatchOwnLease, reason)
+			k.m.observer().DatastoreError(observe.KeepLease, reason)
+			k.m.observer().WatchRestarted(observe.OwnLeaseWatch, reason)
 			klog.InfoS("Watch of own subnet lease interrupted; syncing again", "err", reason, "after", d)
 		}
 		resyncC = time.After(d)
@@ -113,7 +114,7 @@ func (k *keeper) run(ctx context.Context) error {
 				continue
 			}
 			wch, wcancel = cli.Watch(wctx, k.key, clientv3.WithRev(rev+1)), cancel
-			k.m.observer().WatchLive(subnet.WatchOwnLease)
+			k.m.observer().WatchLive(observe.OwnLeaseWatch)
 
 		case wr, ok := <-wch:
 			if !ok {
@@ -125,7 +126,7 @@ func (k *keeper) run(ctx context.Context) error {
 				continue
 			}
 			watchDelay.reset()
-			k.m.observer().WatchLive(subnet.WatchOwnLease)
+			k.m.observer().WatchLive(observe.OwnLeaseWatch)
 			for _, ev := range wr.Events {
 				if ev.Type == mvccpb.DELETE {
 					return k.revoked()
@@ -152,7 +153,7 @@ func (k *keeper) run(ctx context.Context) error {
 					return nil
 				}
 				d := renewDelay.next()
-				k.m.observer().DatastoreError("renew", err)
+				k.m.observer().DatastoreError(observe.Renew, err)
 				klog.ErrorS(err, fmt.Sprintf("Error renewing lease (trying again in %s)", d))
 				renewC = time.After(d)
 			default:

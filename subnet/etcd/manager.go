@@ -19,6 +19,7 @@ import (
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -59,7 +60,7 @@ type Manager struct {
 	configKey  string
 	subnetsDir string // "<prefix>/subnets/"
 	ccfg       clientv3.Config
-	obs        subnet.Observer // metrics and readiness (SetObserver); nil: none
+	obs        observe.Observer // metrics and readiness (SetObserver); nil: none
 
 	mu     sync.Mutex
 	cli    *clientv3.Client

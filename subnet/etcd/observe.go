@@ -5,25 +5,21 @@ import (
 
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
 var (
-	_ subnet.ObserverSetter = (*Manager)(nil)
-	_ subnet.HealthChecker  = (*Manager)(nil)
+	_ observe.Setter       = (*Manager)(nil)
+	_ subnet.HealthChecker = (*Manager)(nil)
 )
 
-// SetObserver implements subnet.ObserverSetter. It must be called before the manager is
+// SetObserver implements observe.Setter. It must be called before the manager is
 // used (it is not synchronised with running watches).
-func (m *Manager) SetObserver(o subnet.Observer) { m.obs = o }
+func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }
 
 // observer returns the observer, or one that ignores everything.
-func (m *Manager) observer() subnet.Observer {
-	if m.obs == nil {
-		return subnet.NopObserver{}
-	}
-	return m.obs
-}
+func (m *Manager) observer() observe.Observer { return observe.Or(m.obs) }
 
 // Health implements subnet.HealthChecker: the etcd client's gRPC connection must be
 // ready. A watch on a lost connection stays open and silent while the client reconnects,

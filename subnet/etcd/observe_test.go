@@ -9,11 +9,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannel-go/flannel/subnet"
+	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// recorder is a subnet.Observer that keeps every call.
+// recorder is an observe.Observer that keeps every datastore call.
 type recorder struct {
+	observe.Nop
 	mu       sync.Mutex
 	errors   map[string]int
 	restarts map[string]int
@@ -25,19 +26,27 @@ func newRecorder() *recorder {
 	return &recorder{errors: map[string]int{}, restarts: map[string]int{}, live: map[string]int{}}
 }
 
-func (r *recorder) DatastoreError(op string, _ error) { r.mu.Lock(); r.errors[op]++; r.mu.Unlock() }
-func (r *recorder) WatchRestarted(w string, _ error)  { r.mu.Lock(); r.restarts[w]++; r.mu.Unlock() }
-func (r *recorder) WatchLive(w string)                { r.mu.Lock(); r.live[w]++; r.mu.Unlock() }
+func (r *recorder) DatastoreError(op observe.Op, _ error) {
+	r.mu.Lock()
+	r.errors[string(op)]++
+	r.mu.Unlock()
+}
+func (r *recorder) WatchRestarted(w observe.Kind, _ error) {
+	r.mu.Lock()
+	r.restarts[string(w)]++
+	r.mu.Unlock()
+}
+func (r *recorder) WatchLive(w observe.Kind) { r.mu.Lock(); r.live[string(w)]++; r.mu.Unlock() }
 func (r *recorder) LeaseExpiration(t time.Time) {
 	r.mu.Lock()
 	r.exps = append(r.exps, t)
 	r.mu.Unlock()
 }
 
-func (r *recorder) count(m map[string]int, k string) int {
+func (r *recorder) count(m map[string]int, k observe.Kind) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return m[k]
+	return m[string(k)]
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -63,7 +72,7 @@ func TestObserverWatchLiveAndHealth(t *testing.T) {
 	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
 		t.Fatalf("want a snapshot, got %+v", r)
 	}
-	eventually(t, 10*time.Second, "WatchLive(leases)", func() bool { return rec.count(rec.live, subnet.WatchLeases) > 0 })
+	eventually(t, 10*time.Second, "WatchLive(leases)", func() bool { return rec.count(rec.live, observe.LeasesWatch) > 0 })
 	eventually(t, 10*time.Second, "a healthy connection", func() bool { return m.Health() == nil })
 
 	p.Kill()
@@ -118,13 +127,13 @@ func TestObserverWatchRestartOnCompaction(t *testing.T) {
 	if _, err := cli.Compact(tctx(t, 5*time.Second), last.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatal(err)
 	}
-	liveBefore := rec.count(rec.live, subnet.WatchLeases)
+	liveBefore := rec.count(rec.live, observe.LeasesWatch)
 	close(resume)
 	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
 		t.Fatalf("after compaction want a snapshot, got %+v", r)
 	}
-	eventually(t, 10*time.Second, "the restart to be reported", func() bool { return rec.count(rec.restarts, subnet.WatchLeases) == 1 })
-	eventually(t, 10*time.Second, "the watch live again", func() bool { return rec.count(rec.live, subnet.WatchLeases) > liveBefore })
+	eventually(t, 10*time.Second, "the restart to be reported", func() bool { return rec.count(rec.restarts, observe.LeasesWatch) == 1 })
+	eventually(t, 10*time.Second, "the watch live again", func() bool { return rec.count(rec.live, observe.LeasesWatch) > liveBefore })
 }
 
 // TestObserverLeaseExpiration: KeepLease reports the expiration it starts from and every
@@ -155,7 +164,7 @@ func TestObserverLeaseExpiration(t *testing.T) {
 			t.Errorf("expiration %d (%v) not after %d (%v)", i, exps[i], i-1, exps[i-1])
 		}
 	}
-	if rec.count(rec.live, subnet.WatchOwnLease) == 0 {
+	if rec.count(rec.live, observe.OwnLeaseWatch) == 0 {
 		t.Error("the own-lease watch never reported itself live")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -28,7 +29,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			return err
 		}
 		if err != nil {
-			m.observer().DatastoreError("connect", err)
+			m.observer().DatastoreError(observe.Connect, err)
 			klog.ErrorS(err, "Cannot reach etcd to watch subnet leases")
 			sleepCtx(ctx, delay.next())
 			continue
@@ -37,7 +38,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			leases, rev, err := m.snapshot(ctx, cli)
 			if err != nil {
 				if ctx.Err() == nil {
-					m.observer().DatastoreError("list", err)
+					m.observer().DatastoreError(observe.List, err)
 					klog.ErrorS(err, "Listing subnet leases failed")
 				}
 				sleepCtx(ctx, delay.next())
@@ -46,7 +47,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			if !send(ctx, out, subnet.WatchResult{Snapshot: leases}) {
 				return nil
 			}
-			m.observer().WatchLive(subnet.WatchLeases)
+			m.observer().WatchLive(observe.LeasesWatch)
 			next, resync = rev+1, false
 		}
 		if m.beforeWatch != nil {
@@ -61,13 +62,13 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			delay.reset()
 		}
 		if resync {
-			m.observer().WatchRestarted(subnet.WatchLeases, errors.New("events may have been lost; listing again"))
+			m.observer().WatchRestarted(observe.LeasesWatch, errors.New("events may have been lost; listing again"))
 			continue
 		}
 		if err != nil {
-			m.observer().DatastoreError("watch", err)
+			m.observer().DatastoreError(observe.Watch, err)
 		}
-		m.observer().WatchRestarted(subnet.WatchLeases, err)
+		m.observer().WatchRestarted(observe.LeasesWatch, err)
 		d := delay.next()
 		klog.InfoS("Subnet lease watch ended; watching again", "err", err, "revision", next, "after", d)
 		sleepCtx(ctx, d)
@@ -132,7 +133,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 			return false, progressed, err
 		}
 		progressed = true
-		m.observer().WatchLive(subnet.WatchLeases)
+		m.observer().WatchLive(observe.LeasesWatch)
 		if resp.IsProgressNotify() {
 			// The store revision is never below what we have seen unless etcd's data went
 			// back in time (restored from a backup, or wiped): events were lost.
