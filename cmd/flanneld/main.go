@@ -137,7 +137,7 @@ func run() int {
 				// The node-public-ip(v6) annotations replace --public-ip(v6) (compat §1.5).
 				publicIP, publicIPv6 = km.PublicIPs(publicIP, publicIPv6)
 			}
-			return ipmatch.LookupExtIface(ipmatch.Options{
+			ext, err := ipmatch.LookupExtIface(ipmatch.Options{
 				Ifaces:        opts.Iface,
 				IfaceRegexes:  opts.IfaceRegex,
 				IfaceCanReach: opts.IfaceCanReach,
@@ -146,6 +146,11 @@ func run() int {
 				EnableIPv4:    cfg.EnableIPv4,
 				EnableIPv6:    cfg.EnableIPv6,
 			})
+			if err != nil {
+				return nil, err
+			}
+			return &backend.ExternalInterface{Iface: ext.Iface, IfaceAddr: ext.IfaceAddr, IfaceV6Addr: ext.IfaceV6Addr,
+				ExtAddr: ext.ExtAddr, ExtV6Addr: ext.ExtV6Addr}, nil
 		},
 		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
 		TrafficRules: rules,

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
-	"github.com/flannel-go/flannel/backend"
 )
 
 // Options are the inputs of the interface selection.
@@ -31,6 +30,15 @@ type Options struct {
 	EnableIPv6    bool
 }
 
+// Interface is the selected external interface and the addresses on it.
+type Interface struct {
+	Iface       *net.Interface
+	IfaceAddr   netip.Addr // IPv4 address on Iface (zero unless IPv4 is enabled)
+	IfaceV6Addr netip.Addr // IPv6 address on Iface (zero unless IPv6 is enabled)
+	ExtAddr     netip.Addr // IPv4 address peers use to reach the node (--public-ip or IfaceAddr)
+	ExtV6Addr   netip.Addr // IPv6 address peers use to reach the node (--public-ipv6 or IfaceV6Addr)
+}
+
 // errNoMatch is the final error when selectors were given and none of them matched.
 var errNoMatch = errors.New("Failed to find interface to use that matches the interfaces and/or regexes provided")
 
@@ -38,7 +46,7 @@ var errNoMatch = errors.New("Failed to find interface to use that matches the in
 // namespace. Without selectors it uses the interface that owns the public IP, or else
 // the default route's interface; with selectors it tries each --iface, then each
 // --iface-regex, then --iface-can-reach, and the first that yields a usable interface wins.
-func LookupExtIface(opts Options) (*backend.ExternalInterface, error) {
+func LookupExtIface(opts Options) (*Interface, error) {
 	return lookup(netlinkKernel{}, opts)
 }
 
@@ -84,7 +92,7 @@ type candidate struct {
 	v6   netip.Addr
 }
 
-func lookup(k kernel, opts Options) (*backend.ExternalInterface, error) {
+func lookup(k kernel, opts Options) (*Interface, error) {
 	if !opts.EnableIPv4 && !opts.EnableIPv6 {
 		return nil, errors.New("none defined stack: neither IPv4 nor IPv6 is enabled")
 	}
@@ -124,14 +132,14 @@ func lookup(k kernel, opts Options) (*backend.ExternalInterface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
-	finish := func(c candidate) (*backend.ExternalInterface, error) {
+	finish := func(c candidate) (*Interface, error) {
 		return complete(c, opts, pub4, pub6)
 	}
 
 	if len(opts.Ifaces) == 0 && len(opts.IfaceRegexes) == 0 && opts.IfaceCanReach == "" {
 		c, err := defaultCandidate(k, links, opts, pub4, pub6)
 		if err == nil {
-			var ext *backend.ExternalInterface
+			var ext *Interface
 			if ext, err = finish(c); err == nil {
 				return ext, nil
 			}
@@ -142,7 +150,7 @@ func lookup(k kernel, opts Options) (*backend.ExternalInterface, error) {
 	for _, s := range opts.Ifaces {
 		c, err := byIface(links, s)
 		if err == nil {
-			var ext *backend.ExternalInterface
+			var ext *Interface
 			if ext, err = finish(c); err == nil {
 				return ext, nil
 			}
@@ -164,7 +172,7 @@ func lookup(k kernel, opts Options) (*backend.ExternalInterface, error) {
 	if reach.IsValid() {
 		c, err := byRoute(k, links, reach)
 		if err == nil {
-			var ext *backend.ExternalInterface
+			var ext *Interface
 			if ext, err = finish(c); err == nil {
 				return ext, nil
 			}
@@ -356,9 +364,9 @@ func linkByIndex(links []linkInfo, idx int) *linkInfo {
 
 // complete fills in the addresses the selector did not fix, checks the MTU and
 // computes the external addresses.
-func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*backend.ExternalInterface, error) {
+func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*Interface, error) {
 	l := c.link
-	ext := &backend.ExternalInterface{
+	ext := &Interface{
 		Iface: &net.Interface{Index: l.Index, MTU: l.MTU, Name: l.Name, HardwareAddr: l.HardwareAddr, Flags: l.Flags},
 	}
 	var err error

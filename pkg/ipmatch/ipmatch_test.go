@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-go/flannel/backend"
 )
 
 // fakeKernel is a kernel made of literal links and routes.
@@ -367,7 +366,7 @@ func TestLookupFake(t *testing.T) {
 }
 
 // describe flattens an ExternalInterface for comparison; zero addresses become "".
-func describe(ext *backend.ExternalInterface) wantExt {
+func describe(ext *Interface) wantExt {
 	str := func(a netip.Addr) string {
 		if !a.IsValid() {
 			return ""
@@ -381,7 +380,7 @@ func describe(ext *backend.ExternalInterface) wantExt {
 	}
 }
 
-func checkExt(t *testing.T, ext *backend.ExternalInterface, want *wantExt) {
+func checkExt(t *testing.T, ext *Interface, want *wantExt) {
 	t.Helper()
 	if ext == nil || ext.Iface == nil {
 		t.Fatalf("got %+v, want %+v", ext, *want)

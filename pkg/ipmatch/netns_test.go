@@ -15,7 +15,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/flannel-go/flannel/backend"
 )
 
 // testNetns is a throwaway named network namespace and a netlink handle bound to it.
@@ -135,7 +134,7 @@ func (n *testNetns) defaultRoute(t *testing.T, link netlink.Link, v6 bool) {
 }
 
 // lookupIn runs LookupExtIface with this thread inside the namespace and then returns.
-func (n *testNetns) lookupIn(t *testing.T, opts Options) (*backend.ExternalInterface, error) {
+func (n *testNetns) lookupIn(t *testing.T, opts Options) (*Interface, error) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
