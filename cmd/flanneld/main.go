@@ -34,6 +34,9 @@ import (
 	"github.com/flannel-go/flannel/subnet/kube"
 )
 
+// The Kubernetes manager's node-public-ip annotations reach the interface lookup.
+var _ subnet.PublicIPSource = (*kube.Manager)(nil)
+
 // version is set at build time: -ldflags "-X main.version=v0.1.0".
 var version = "dev"
 
@@ -133,9 +136,9 @@ func run() int {
 		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
-			if km, ok := sm.(*kube.Manager); ok {
-				// The node-public-ip(v6) annotations replace --public-ip(v6) (compat §1.5).
-				publicIP, publicIPv6 = km.PublicIPs(publicIP, publicIPv6)
+			if ps, ok := sm.(subnet.PublicIPSource); ok {
+				// The node-public-ip(v6) annotations replace --public-ip(v6), as upstream.
+				publicIP, publicIPv6 = ps.PublicIPs(publicIP, publicIPv6)
 			}
 			ext, err := ipmatch.LookupExtIface(ipmatch.Options{
 				Ifaces:        opts.Iface,
