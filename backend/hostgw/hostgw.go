@@ -82,7 +82,7 @@ type Backend struct {
 
 	mu      sync.Mutex
 	started bool
-	last    Counts
+	last    Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
 	// each distinct problem is logged once while it persists; seen is this round's.
 	logged, seen map[string]struct{}
@@ -216,13 +216,6 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 		f.Networks = append(f.Networks, fam.network)
 	}
 	return f
-}
-
-// LastCounts reports what the last Reconcile changed.
-func (b *Backend) LastCounts() Counts {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.last
 }
 
 // Reconcile converges the routes on the external interface to the peer leases (see the

@@ -113,7 +113,7 @@ type Backend struct {
 	mu       sync.Mutex
 	prepared bool
 	started  bool
-	last     Counts
+	last     Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
 	// each distinct problem is logged once while it persists; seen is the next round's.
 	logged, seen map[string]struct{}
@@ -413,13 +413,6 @@ func (b *Backend) Drift(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.round(ctx, peers, false)
-}
-
-// LastCounts reports what the last Reconcile changed.
-func (b *Backend) LastCounts() Counts {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.last
 }
 
 func (b *Backend) round(ctx context.Context, peers subnet.Peers, apply bool) (Counts, error) {
