@@ -2,13 +2,14 @@ package ipmatch
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
 // netlinkKernel reads links, addresses and routes through netlink. The sockets are
@@ -19,29 +20,22 @@ type netlinkKernel struct{}
 // tables changed while it was being read.
 const dumpAttempts = 5
 
-func dump[T any](what string, f func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range dumpAttempts {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return v, fmt.Errorf("%s: %w", what, err)
-	}
-	return v, nil
+// dump runs the dump list with netlinkx.Dump's retry and returns its result.
+func dump[T any](what string, list func() (T, error)) (T, error) {
+	var v T
+	err := netlinkx.Dump(dumpAttempts, what, func() (err error) {
+		v, err = list()
+		return err
+	})
+	return v, err
 }
 
 func (netlinkKernel) links() ([]linkInfo, error) {
-	ls, err := dump("listing links", netlink.LinkList)
+	ls, err := dump("links", netlink.LinkList)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := dump("listing addresses", func() ([]netlink.Addr, error) {
+	addrs, err := dump("addresses", func() ([]netlink.Addr, error) {
 		return netlink.AddrList(nil, netlink.FAMILY_ALL)
 	})
 	if err != nil {
@@ -70,7 +64,7 @@ func (netlinkKernel) links() ([]linkInfo, error) {
 }
 
 func (netlinkKernel) routes(family int) ([]routeInfo, error) {
-	rs, err := dump("listing routes", func() ([]netlink.Route, error) {
+	rs, err := dump("routes", func() ([]netlink.Route, error) {
 		return netlink.RouteList(nil, family)
 	})
 	if err != nil {
