@@ -59,6 +59,11 @@ type Network interface {
 	// Devices names the links this network owns (e.g. "flannel.1"). The daemon records
 	// them so that a later run with another config removes only its own old devices.
 	Devices() []string
+	// RemoveDevices deletes the named links, in the network namespace the backend
+	// configures: the daemon passes the devices an earlier run recorded that Devices no
+	// longer names (flannel.1 after the VNI changed to 2, flannel0 after a switch from
+	// udp). A link already gone is not an error. It is called once, after Start.
+	RemoveDevices(names []string) error
 	// Reconcile converges the kernel state the backend owns to what the given peer
 	// leases (the node's own lease excluded) require: it reads the actual state from
 	// the kernel, computes the difference and applies it. It is called from one

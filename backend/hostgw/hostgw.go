@@ -48,6 +48,8 @@ type nlHandle interface {
 	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) bool) error
 	RouteReplace(route *netlink.Route) error
 	RouteDel(route *netlink.Route) error
+	LinkByName(name string) (netlink.Link, error)
+	LinkDel(link netlink.Link) error
 }
 
 var _ nlHandle = (*netlink.Handle)(nil)
@@ -207,6 +209,9 @@ func (b *Backend) MTU() int { return b.ext.Iface.MTU }
 
 // Devices is empty: host-gw owns no link.
 func (b *Backend) Devices() []string { return nil }
+
+// RemoveDevices implements backend.Network through the backend's netlink handle.
+func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
 
 // WatchFilter selects the external interface (taking it down flushes our routes without
 // a notification) and the main-table routes inside the flannel networks.

@@ -61,6 +61,7 @@ const cloneDevice = "/dev/net/tun"
 // nlHandle is the part of *netlink.Handle the backend uses.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
+	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
@@ -443,6 +444,13 @@ func (b *Backend) Devices() []string {
 		return nil
 	}
 	return []string{b.dev}
+}
+
+// RemoveDevices implements backend.Network through the backend's netlink handle.
+func (b *Backend) RemoveDevices(names []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return netlinkx.DeleteLinks(b.h, names)
 }
 
 // WatchFilter selects the TUN device (with its address and routes), the external

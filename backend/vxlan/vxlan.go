@@ -384,6 +384,9 @@ func (b *Backend) Devices() []string {
 	return out
 }
 
+// RemoveDevices implements backend.Network through the backend's netlink handle.
+func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
+
 // WatchFilter selects the vxlan devices (with their addresses, routes, neighbour and
 // FDB entries), the external interface (the underlay) and the main-table routes inside
 // the flannel networks (direct routes, and a route moved off our device).

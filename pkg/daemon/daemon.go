@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"runtime"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
@@ -157,7 +155,13 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
 	}
-	removeOldDevices(prev, nw.Devices())
+	if stale := staleDevices(prev, nw.Devices()); len(stale) > 0 {
+		if err := nw.RemoveDevices(stale); err != nil {
+			klog.ErrorS(err, "Failed to remove devices of a previous configuration")
+		} else {
+			klog.InfoS("Removed devices of a previous configuration", "devices", stale)
+		}
+	}
 	if err := writeState(stPath, &state{Key: lease.Key(), Attrs: lease.Attrs, Devices: nw.Devices()}); err != nil {
 		klog.ErrorS(err, "Failed to write state file", "path", stPath)
 	}
@@ -392,28 +396,17 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 	}
 }
 
-// removeOldDevices deletes links a previous run of this instance created that the
-// current network no longer uses (e.g. flannel.1 after the VNI changed to 2).
-func removeOldDevices(prev *state, current []string) {
+// staleDevices are the links a previous run of this instance recorded that the current
+// network no longer uses (e.g. flannel.1 after the VNI changed to 2).
+func staleDevices(prev *state, current []string) []string {
 	if prev == nil {
-		return
+		return nil
 	}
+	var stale []string
 	for _, name := range prev.Devices {
-		if slices.Contains(current, name) {
-			continue
+		if !slices.Contains(current, name) {
+			stale = append(stale, name)
 		}
-		link, err := netlink.LinkByName(name)
-		if err != nil {
-			var nf netlink.LinkNotFoundError
-			if !errors.As(err, &nf) {
-				klog.ErrorS(err, "Failed to look up old device", "device", name)
-			}
-			continue
-		}
-		if err := netlink.LinkDel(link); err != nil {
-			klog.ErrorS(err, "Failed to remove old device", "device", name)
-			continue
-		}
-		klog.InfoS("Removed device of a previous configuration", "device", name)
 	}
+	return stale
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,7 @@ func (m *fakeManager) WatchLeases(ctx context.Context, out chan<- subnet.WatchRe
 type fakeBackend struct {
 	mu         sync.Mutex
 	reconciles [][]subnet.Lease
+	removed    []string // RemoveDevices' names
 }
 
 func (b *fakeBackend) Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error) {
@@ -87,6 +89,12 @@ func (b *fakeBackend) Start(ctx context.Context, l *subnet.Lease) (backend.Netwo
 }
 func (b *fakeBackend) MTU() int          { return 1450 }
 func (b *fakeBackend) Devices() []string { return []string{"fake0"} }
+func (b *fakeBackend) RemoveDevices(names []string) error {
+	b.mu.Lock()
+	b.removed = append(b.removed, names...)
+	b.mu.Unlock()
+	return nil
+}
 func (b *fakeBackend) WatchFilter() kernelwatch.Filter {
 	return kernelwatch.Filter{Devices: []string{"fake0"}}
 }
@@ -134,6 +142,10 @@ func TestRunLifeCycle(t *testing.T) {
 			return &backend.ExternalInterface{}, nil
 		},
 	}
+	// An earlier run with another config left flannel.1, which this network does not use.
+	if err := writeState(statePath(subnetFile), &state{Key: "10.5.85.0-24", Devices: []string{"flannel.1", "fake0"}}); err != nil {
+		t.Fatal(err)
+	}
 	tm := timings{configRetry: 5 * time.Millisecond, acquireRetry: time.Millisecond, acquireMax: 2 * time.Millisecond, resync: time.Hour, reconcileBack: time.Millisecond}
 	errc := make(chan error, 1)
 	go func() { errc <- run(context.Background(), Config{SubnetFile: subnetFile, IPMasq: true}, deps, tm) }()
@@ -144,8 +156,14 @@ func TestRunLifeCycle(t *testing.T) {
 		t.Fatalf("subnet file:\n%s", data)
 	}
 	st, err := readState(statePath(subnetFile))
-	if err != nil || st == nil || st.Key != "10.5.85.0-24" || st.Devices[0] != "fake0" {
+	if err != nil || st == nil || st.Key != "10.5.85.0-24" || len(st.Devices) != 1 || st.Devices[0] != "fake0" {
 		t.Fatalf("state %+v %v", st, err)
+	}
+	be.mu.Lock()
+	removed := slices.Clone(be.removed)
+	be.mu.Unlock()
+	if !slices.Equal(removed, []string{"flannel.1"}) {
+		t.Fatalf("devices removed through the backend: %q, want the earlier run's flannel.1 only", removed)
 	}
 	if len(be.calls()) != 0 {
 		t.Fatal("reconciled before the first snapshot")

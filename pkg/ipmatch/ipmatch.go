@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
-
 )
 
 // Options are the inputs of the interface selection.

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // fakeKernel is a kernel made of literal links and routes.

@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
 )
 
 // testNetns is a throwaway named network namespace and a netlink handle bound to it.

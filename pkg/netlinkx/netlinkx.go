@@ -81,6 +81,28 @@ func IsNotFound(err error) bool {
 // IsExist reports whether err is the kernel's EEXIST.
 func IsExist(err error) bool { return errors.Is(err, unix.EEXIST) }
 
+// LinkDeleter is the part of *netlink.Handle that DeleteLinks uses.
+type LinkDeleter interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkDel(link netlink.Link) error
+}
+
+// DeleteLinks deletes the named links through h, in h's network namespace. A link that
+// does not exist is skipped; the other failures are returned joined.
+func DeleteLinks(h LinkDeleter, names []string) error {
+	var errs []error
+	for _, name := range names {
+		l, err := h.LinkByName(name)
+		if err == nil {
+			err = h.LinkDel(l)
+		}
+		if err != nil && !IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove device %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Dump runs f, a netlink dump, again when the kernel reports that the dump was
 // interrupted by a concurrent change (netlink.ErrDumpInterrupted), up to attempts times
 // in all. The last interrupted attempt is returned as an error: its result may be

@@ -97,3 +97,41 @@ func TestDumpRetriesInterrupted(t *testing.T) {
 		t.Errorf("other error: err %v after %d calls", err, calls)
 	}
 }
+
+// fakeLinks is a LinkDeleter over a set of link names; del fails for the names in busy.
+type fakeLinks struct {
+	links   map[string]bool
+	busy    map[string]bool
+	deleted []string
+}
+
+func (f *fakeLinks) LinkByName(name string) (netlink.Link, error) {
+	if !f.links[name] {
+		return nil, netlink.LinkNotFoundError{}
+	}
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}, nil
+}
+
+func (f *fakeLinks) LinkDel(l netlink.Link) error {
+	name := l.Attrs().Name
+	if f.busy[name] {
+		return unix.EBUSY
+	}
+	delete(f.links, name)
+	f.deleted = append(f.deleted, name)
+	return nil
+}
+
+func TestDeleteLinks(t *testing.T) {
+	f := &fakeLinks{links: map[string]bool{"flannel.1": true, "flannel0": true, "stuck": true}, busy: map[string]bool{"stuck": true}}
+	err := DeleteLinks(f, []string{"flannel.1", "gone", "stuck", "flannel0"})
+	if fmt.Sprint(f.deleted) != "[flannel.1 flannel0]" {
+		t.Errorf("deleted %v, want flannel.1 and flannel0", f.deleted)
+	}
+	if err == nil || !errors.Is(err, unix.EBUSY) || err.Error() != "remove device stuck: device or resource busy" {
+		t.Errorf("err %v, want only the busy link's failure", err)
+	}
+	if err := DeleteLinks(f, []string{"gone"}); err != nil {
+		t.Errorf("a missing link: %v", err)
+	}
+}
