@@ -22,10 +22,13 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -92,4 +95,79 @@ type Network interface {
 // daemon calls it before each periodic safety-net round.
 type Invalidator interface {
 	Invalidate()
+}
+
+// DriftReader is implemented by backends that can tell, without changing anything, how
+// the kernel differs from what a lease set requires: the read-only half of a Reconcile
+// round. Drift needs no Prepare and no Start: it may be called on a Backend straight
+// from its Constructor (what a diagnose command has: the network config, the node's own
+// lease and the peer leases), as well as on a running one, whose rounds it does not
+// disturb. own is the node's lease (subnets and advertised attributes, such as a VTEP
+// MAC, which the node's devices must carry); peers may include it, as in Reconcile.
+// Drift blocks on netlink dumps and honours ctx between them.
+type DriftReader interface {
+	Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (Drift, error)
+}
+
+// Drift is how the kernel differs from what the leases require: what a Reconcile round
+// would write and delete. Both are empty when the kernel has converged.
+type Drift struct {
+	// Missing are objects the leases require that the kernel lacks or holds in another
+	// form (a route with another gateway, a device with another MTU): to be written.
+	Missing []Object
+	// Stale are objects the backend owns that no lease explains, or that stand in the
+	// way of a required one: to be deleted.
+	Stale []Object
+}
+
+// Converged reports whether nothing is missing and nothing is stale.
+func (d Drift) Converged() bool { return len(d.Missing) == 0 && len(d.Stale) == 0 }
+
+// Object is one kernel object as Drift reports it; fields that do not apply to its Kind
+// are zero.
+type Object struct {
+	Kind    observe.Kind
+	Device  string       // the link it is on; for a device, its name
+	Dst     netip.Prefix // route destination; address with its prefix length
+	Gateway netip.Addr   // route or nexthop gateway
+	IP      netip.Addr   // neighbour address; FDB remote (the peer's public address)
+	MAC     net.HardwareAddr
+	ID      uint32 // nexthop object id (stale nexthops)
+	// Detail says what differs when the object exists in another form, e.g.
+	// "mtu 1400, want 1450".
+	Detail string
+}
+
+// String renders the object in the words of ip(8) and bridge(8), e.g.
+// "route 10.5.2.0/24 via 10.5.2.0 dev flannel.1".
+func (o Object) String() string {
+	var b strings.Builder
+	b.WriteString(string(o.Kind))
+	switch o.Kind {
+	case observe.Device:
+		b.WriteString(" " + o.Device)
+	case observe.Route, observe.Address:
+		fmt.Fprintf(&b, " %s", o.Dst)
+	case observe.Neigh:
+		fmt.Fprintf(&b, " %s", o.IP)
+	case observe.FDB:
+		fmt.Fprintf(&b, " %s dst %s", o.MAC, o.IP)
+	case observe.Nexthop:
+		if o.ID != 0 {
+			fmt.Fprintf(&b, " id %d", o.ID)
+		}
+	}
+	if o.Gateway.IsValid() {
+		fmt.Fprintf(&b, " via %s", o.Gateway)
+	}
+	if o.Kind == observe.Neigh && len(o.MAC) > 0 {
+		fmt.Fprintf(&b, " lladdr %s", o.MAC)
+	}
+	if o.Kind != observe.Device && o.Device != "" {
+		b.WriteString(" dev " + o.Device)
+	}
+	if o.Detail != "" {
+		b.WriteString(" (" + o.Detail + ")")
+	}
+	return b.String()
 }

@@ -121,6 +121,15 @@ func TestReconcileInNamespace(t *testing.T) {
 	vx := lease("10.5.4.0/24", "192.0.2.4", "vxlan")
 	peers := []subnet.Lease{own, a, far, vx}
 
+	// A backend fresh from its constructor reads the drift without changing anything.
+	ro, err := NewWithHandle(l.h, l.ext, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDrift(t, "before the first round", ro, &own, peers,
+		[]string{"route 10.5.2.0/24 via 192.0.2.2 dev u0", "route 10.5.3.0/24 via 198.51.100.7 dev u0", "route fd00:5:0:2::/64 via 2001:db8::2 dev u0"},
+		[]string{"route 10.5.9.0/24 via 192.0.2.9 dev u0"})
+
 	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
@@ -158,12 +167,16 @@ func TestReconcileInNamespace(t *testing.T) {
 		Gw: net.ParseIP("2001:db8::7")}); err != nil {
 		t.Fatal(err)
 	}
+	// The peer behind a router stays missing: the kernel refuses its route.
+	checkDrift(t, "after the changes by hand", ro, &own, peers,
+		[]string{"route 10.5.2.0/24 via 192.0.2.2 dev u0", "route 10.5.3.0/24 via 198.51.100.7 dev u0", "route fd00:5:0:2::/64 via 2001:db8::2 dev u0"}, nil)
 	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}
 	if got := l.routes(t); !slices.Equal(got, want) {
 		t.Fatalf("after repair: routes %q, want %q", got, want)
 	}
+	checkDrift(t, "after repair", b, &own, peers, []string{"route 10.5.3.0/24 via 198.51.100.7 dev u0"}, nil)
 
 	// The lease goes: so does its route.
 	if err := nw.Reconcile(ctx, subnet.PeersOf(own, far)); err != nil {
@@ -171,5 +184,28 @@ func TestReconcileInNamespace(t *testing.T) {
 	}
 	if got, want := l.routes(t), []string{"10.99.0.0/16 via 192.0.2.9", "198.51.100.0/24 via 192.0.2.254"}; !slices.Equal(got, want) {
 		t.Fatalf("after removal: routes %q, want %q", got, want)
+	}
+}
+
+// checkDrift compares what a backend's Drift reports, in any order.
+func checkDrift(t *testing.T, what string, be backend.Backend, own *subnet.Lease, peers []subnet.Lease, missing, stale []string) {
+	t.Helper()
+	d, err := be.(backend.DriftReader).Drift(context.Background(), own, subnet.PeersOf(peers...))
+	if err != nil {
+		t.Fatalf("%s: Drift: %v", what, err)
+	}
+	strs := func(objs []backend.Object) []string {
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := strs(d.Missing); !slices.Equal(got, missing) {
+		t.Errorf("%s: missing %q, want %q", what, got, missing)
+	}
+	if got := strs(d.Stale); !slices.Equal(got, stale) {
+		t.Errorf("%s: stale %q, want %q", what, got, stale)
 	}
 }

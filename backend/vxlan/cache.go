@@ -17,9 +17,9 @@ import (
 // other notification about our devices, their neighbour and FDB entries, routes of the
 // main table on them or on the external interface, nexthop objects on them, or the
 // addresses and state of these links, and any lost notification, makes the next round
-// read the kernel in full. So does a failed request, a device repair, Invalidate (the
-// daemon's periodic safety-net resync) and Drift. DirectRouting rounds always read the
-// kernel (they depend on the whole main table).
+// read the kernel in full. So does a failed request, a device repair and Invalidate (the
+// daemon's periodic safety-net resync). DirectRouting rounds always read the kernel
+// (they depend on the whole main table). Drift keeps state of its own and always reads.
 type kernelCache struct {
 	on    bool   // the subscription works and the configuration allows caching
 	pid   uint32 // port id of our request socket

@@ -269,15 +269,26 @@ func (b *Backend) disableRA(f *family) {
 	}
 }
 
-// ensureAddr makes the network's one address on the device the lease subnet's network
-// address (/32, /128), removing other addresses inside the network (IPv6 link-local ones
-// excepted). With apply false it only reports whether a change is needed.
-func (b *Backend) ensureAddr(f *family, l netlink.Link, apply bool) (changes int, err error) {
+// wantAddr is the one address of the network on f's device: the lease subnet's network
+// address (/32, /128).
+func (f *family) wantAddr() netip.Prefix {
 	bits := 32
 	if f.v6 {
 		bits = 128
 	}
-	want := netip.PrefixFrom(f.own.Addr(), bits)
+	return netip.PrefixFrom(f.own.Addr(), bits)
+}
+
+// staleAddr reports whether p, an address on f's device that is not wantAddr, is to be
+// removed: it lies inside the network (IPv6 link-local addresses excepted).
+func (f *family) staleAddr(p netip.Prefix) bool {
+	return f.network.Contains(p.Addr()) && !(f.v6 && p.Addr().IsLinkLocalUnicast())
+}
+
+// ensureAddr makes the network's one address on the device wantAddr, removing the stale
+// ones. It returns the number of changes.
+func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error) {
+	want := f.wantAddr()
 	addrs, err := b.h.AddrList(l, f.nlFam)
 	if err != nil {
 		return 0, fmt.Errorf("list addresses of %s: %w", f.name, err)
@@ -294,27 +305,23 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link, apply bool) (changes int
 			found = true
 			continue
 		}
-		if !f.network.Contains(p.Addr()) || (f.v6 && p.Addr().IsLinkLocalUnicast()) {
+		if !f.staleAddr(p) {
 			continue
 		}
 		changes++
-		if apply {
-			klog.InfoS("Removing stale address from vxlan device", "device", f.name, "address", p)
-			if err := b.h.AddrDel(l, a); err != nil && !netlinkx.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete address %s from %s: %w", p, f.name, err))
-			}
+		klog.InfoS("Removing stale address from vxlan device", "device", f.name, "address", p)
+		if err := b.h.AddrDel(l, a); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete address %s from %s: %w", p, f.name, err))
 		}
 	}
 	if !found {
 		changes++
-		if apply {
-			na := &netlink.Addr{IPNet: netlinkx.IPNet(want)}
-			if f.v6 {
-				na.Flags = unix.IFA_F_NODAD
-			}
-			if err := b.h.AddrAdd(l, na); err != nil && !netlinkx.IsExist(err) {
-				errs = append(errs, fmt.Errorf("add address %s to %s: %w", want, f.name, err))
-			}
+		na := &netlink.Addr{IPNet: netlinkx.IPNet(want)}
+		if f.v6 {
+			na.Flags = unix.IFA_F_NODAD
+		}
+		if err := b.h.AddrAdd(l, na); err != nil && !netlinkx.IsExist(err) {
+			errs = append(errs, fmt.Errorf("add address %s to %s: %w", want, f.name, err))
 		}
 	}
 	return changes, errors.Join(errs...)

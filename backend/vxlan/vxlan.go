@@ -57,7 +57,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -80,8 +79,7 @@ const BackendType = "vxlan"
 // maxIfNameLen is the kernel's limit on interface names (IFNAMSIZ - 1).
 const maxIfNameLen = 15
 
-// Counts says how many objects a Reconcile round added (or replaced) and removed; from
-// Drift, how many it would.
+// Counts says how many objects a Reconcile round added (or replaced) and removed.
 type Counts struct {
 	NeighAdded, NeighRemoved   int
 	FDBAdded, FDBRemoved       int
@@ -305,7 +303,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		}
 		f.own = sn.Masked()
 	}
-	if _, _, err := b.heal(ctx, true); err != nil {
+	if _, err := b.heal(ctx); err != nil {
 		return nil, err
 	}
 	b.subscribe()
@@ -314,54 +312,33 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 }
 
 // heal checks each device (exists, compatible, MAC, MTU, up) and its address, repairing
-// what drifted when apply is set. It returns the number of repairs (needed ones when
-// apply is false) and, for apply false, whether every device exists in a usable form.
-func (b *Backend) heal(ctx context.Context, apply bool) (int, bool, error) {
+// what drifted. It returns the number of repairs.
+func (b *Backend) heal(ctx context.Context) (int, error) {
 	n := 0
 	for _, f := range b.fams {
 		if err := ctx.Err(); err != nil {
-			return n, false, err
+			return n, err
 		}
-		var link netlink.Link
-		if apply {
-			res, l, err := b.ensureDevice(f, f.mac)
-			if err != nil {
-				return n, false, fmt.Errorf("vxlan: %w", err)
-			}
-			if res != devAdopted {
-				n++
-			}
-			if res == devCreated {
-				b.disableRA(f)
-				b.applyChecksumOffload(f)
-			}
-			b.reportDevice(res)
-			link = l
-		} else {
-			l, err := b.h.LinkByName(f.name)
-			if err != nil && !netlinkx.IsNotFound(err) {
-				return n, false, fmt.Errorf("vxlan: look up %s: %w", f.name, err)
-			}
-			vx, ok := l.(*netlink.Vxlan)
-			if err != nil || !ok || b.mismatch(f, vx) != "" {
-				return n + 1, false, nil
-			}
-			if mac, _ := hwFrom(vx.HardwareAddr); mac != f.mac || vx.MTU != f.mtu || vx.Flags&net.FlagUp == 0 {
-				n++
-			}
-			f.index = vx.Index
-			link = vx
-		}
-		c, err := b.ensureAddr(f, link, apply)
-		n += c
-		if apply {
-			observe.Count(b.obs, observe.Address, observe.Repair, c)
-		}
+		res, link, err := b.ensureDevice(f, f.mac)
 		if err != nil {
-			return n, false, fmt.Errorf("vxlan: %w", err)
+			return n, fmt.Errorf("vxlan: %w", err)
+		}
+		if res != devAdopted {
+			n++
+		}
+		if res == devCreated {
+			b.disableRA(f)
+			b.applyChecksumOffload(f)
+		}
+		b.reportDevice(res)
+		c, err := b.ensureAddr(f, link)
+		n += c
+		observe.Count(b.obs, observe.Address, observe.Repair, c)
+		if err != nil {
+			return n, fmt.Errorf("vxlan: %w", err)
 		}
 	}
-	return n, true, nil
+	return n, nil
 }
 
 // MTU is the MTU pods get: the configured underlay MTU minus the overhead of the
@@ -405,39 +382,27 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c, err := b.round(ctx, peers, true)
+	c, err := b.round(ctx, peers)
 	b.last = c
 	b.report(c)
 	return err
 }
 
-// Drift computes, without changing anything, what Reconcile would change now.
-func (b *Backend) Drift(ctx context.Context, peers subnet.Peers) (Counts, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.round(ctx, peers, false)
-}
-
-func (b *Backend) round(ctx context.Context, peers subnet.Peers, apply bool) (Counts, error) {
+func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error) {
 	var c Counts
 	if !b.started {
 		return c, errors.New("vxlan: Reconcile called before Start")
 	}
-	other, usable, err := b.heal(ctx, apply)
+	other, err := b.heal(ctx)
 	c.Other = other
 	if err != nil {
 		return c, err
 	}
-	if !usable {
-		// read-only and a device is missing or incompatible: what it would hold
-		// cannot be read yet
-		return c, nil
-	}
 	// The kernel is read in full unless the last round left it as desired and no
 	// change notification since says otherwise (cache.go).
 	b.drainChanges()
-	full := !apply || !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
-	if apply && klog.V(3).Enabled() {
+	full := !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
+	if klog.V(3).Enabled() {
 		klog.InfoS("vxlan round", "readKernel", full, "cacheOn", b.kc.on, "valid", b.kc.valid, "dirty", b.kc.dirty, "repairs", other)
 	}
 	b.kc.valid, b.kc.dirty = false, false
@@ -468,33 +433,20 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers, apply bool) (Co
 	b.logProblems()
 
 	var el errList
-	b.kc.applying, b.kc.fdbEchoes = apply, 0
+	b.kc.applying, b.kc.fdbEchoes = true, 0
 	for _, f := range b.fams {
-		if apply {
-			b.apply(ctx, f, &c, &el)
-			f.ops.shrink()
-			continue
-		}
-		c.RoutesAdded += len(f.ops.setRoutes)
-		c.RoutesRemoved += len(f.ops.delRoutes)
-		c.FDBAdded += len(f.ops.setFDB)
-		c.FDBRemoved += len(f.ops.delFDB)
-		c.NeighAdded += len(f.ops.setNeigh)
-		c.NeighRemoved += len(f.ops.delNeigh)
-		c.NexthopsAdded += len(f.ops.addNH)
-		c.NexthopsRemoved += len(f.ops.delNH)
+		b.apply(ctx, f, &c, &el)
+		f.ops.shrink()
 	}
-	if apply {
-		b.drainChanges()
-		b.kc.applying = false
-		if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 {
-			for _, f := range b.fams {
-				f.promote()
-			}
-			b.kc.valid = true
+	b.drainChanges()
+	b.kc.applying = false
+	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 {
+		for _, f := range b.fams {
+			f.promote()
 		}
+		b.kc.valid = true
 	}
-	if apply && c.Total() > 0 {
+	if c.Total() > 0 {
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
 			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
 			"routesRemoved", c.RoutesRemoved, "nexthopsAdded", c.NexthopsAdded, "nexthopsRemoved", c.NexthopsRemoved,
