@@ -14,7 +14,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check clean kube-apiserver cni-plugins bench-kube image bench-restart bench-plot flanneld-upstream
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check tidy-check clean kube-apiserver cni-plugins bench-kube image bench-restart bench-plot flanneld-upstream
 
 all: build
 
@@ -144,6 +144,14 @@ vet:
 fmt-check:
 	@out="$$($(GOFMT) -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.cache/*'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# `go mod tidy` must leave every module of the repository (the root one and the tools
+# module) as it is; the diff is printed otherwise.
+tidy-check:
+	@set -e; for mod in $$(git ls-files '*go.mod' 2>/dev/null || find . -name go.mod -not -path './.git/*'); do \
+		dir=$$(dirname $$mod); echo "go mod tidy -diff in $$dir"; \
+		(cd $$dir && $(GO) mod tidy -diff) || { echo "go mod tidy would change $$dir (run it there)"; exit 1; }; \
+	done
 
 clean:
 	rm -rf bin dist/flanneld dist/image/out

@@ -5,7 +5,10 @@ module github.com/flannel-go/flannel/tools/kube-apiserver
 
 go 1.26.0
 
-require k8s.io/kubernetes v1.37.2
+require k8s.io/kubernetes v1.37.2 // indirect
+
+// The binary build.sh builds; naming it keeps `go mod tidy` from dropping its requirements.
+tool k8s.io/kubernetes/cmd/kube-apiserver
 
 require (
 	cel.dev/expr v0.25.1 // indirect
