@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"syscall"
 
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
@@ -155,7 +156,10 @@ func run() int {
 			return &backend.ExternalInterface{Iface: ext.Iface, IfaceAddr: ext.IfaceAddr, IfaceV6Addr: ext.IfaceV6Addr,
 				ExtAddr: ext.ExtAddr, ExtV6Addr: ext.ExtV6Addr}, nil
 		},
-		NotifySocket: os.Getenv("NOTIFY_SOCKET"),
+		Notify: func(state string) error {
+			_, err := sdaemon.SdNotify(false, state) // nothing when $NOTIFY_SOCKET is unset
+			return err
+		},
 		TrafficRules: rules,
 		Metrics:      metrics.New(),
 		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, kick func()) error {

@@ -16,7 +16,6 @@ import (
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/observe"
-	"github.com/flannel-go/flannel/pkg/sdnotify"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -29,8 +28,9 @@ type Deps struct {
 	Backends map[string]backend.Constructor
 	// LookupExtIface selects the external interface for a network config.
 	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
-	// NotifySocket is $NOTIFY_SOCKET ("" when not run by systemd).
-	NotifySocket string
+	// Notify sends a service state to the service manager ("READY=1" once the subnet
+	// file is written and the lease is kept); nil: no service manager.
+	Notify func(state string) error
 	// TrafficRules installs and keeps the masquerade/forward rules (nil: none).
 	TrafficRules TrafficRules
 	// Metrics receives the daemon's, the manager's and the backend's metrics and is
@@ -205,8 +205,10 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 			klog.ErrorS(err, "Lease watch ended")
 		}
 	}()
-	if err := sdnotify.Notify(deps.NotifySocket, "READY=1"); err != nil {
-		klog.ErrorS(err, "Failed to notify systemd")
+	if deps.Notify != nil {
+		if err := deps.Notify("READY=1"); err != nil {
+			klog.ErrorS(err, "Failed to notify systemd")
+		}
 	}
 	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
 

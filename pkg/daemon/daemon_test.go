@@ -135,11 +135,16 @@ func TestRunLifeCycle(t *testing.T) {
 		revoke:     make(chan struct{}),
 	}
 	be := &fakeBackend{}
+	notified := make(chan string, 1)
 	deps := Deps{
 		Manager:  m,
 		Backends: map[string]backend.Constructor{"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return be, nil }},
 		LookupExtIface: func(*subnet.Config) (*backend.ExternalInterface, error) {
 			return &backend.ExternalInterface{}, nil
+		},
+		Notify: func(state string) error {
+			notified <- state
+			return nil
 		},
 	}
 	// An earlier run with another config left flannel.1, which this network does not use.
@@ -164,6 +169,14 @@ func TestRunLifeCycle(t *testing.T) {
 	be.mu.Unlock()
 	if !slices.Equal(removed, []string{"flannel.1"}) {
 		t.Fatalf("devices removed through the backend: %q, want the earlier run's flannel.1 only", removed)
+	}
+	select {
+	case state := <-notified:
+		if state != "READY=1" {
+			t.Fatalf("notified %q, want READY=1", state)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the service manager was not told READY=1")
 	}
 	if len(be.calls()) != 0 {
 		t.Fatal("reconciled before the first snapshot")
