@@ -51,6 +51,10 @@
 // Devices are adopted when compatible, keeping ifindex and MAC; when an attribute the
 // library cannot change in place differs (VNI, port, local address, underlay link, GBP,
 // learning) the device is recreated with the same MAC, so peers need no update.
+//
+// The ethtool ioctl is ours (ethtool.go): safchain/ethtool allocates 2.1 MB (149
+// allocations) per read-and-set of the checksum feature, ours nothing; mdlayher/ethtool
+// cannot set features.
 package vxlan
 
 import (
