@@ -9,11 +9,12 @@ import (
 
 // kernelCache lets a round skip the kernel dumps when the kernel is known to hold what
 // the previous round left: after a round whose every request succeeded, each family's
-// actual state is its desired state, and a change subscription (netlinkx.Conn.Subscribe)
+// actual state is its desired state, and a change subscription (netlinkx.Conn.Subscribe,
+// on the Feed the daemon's kernel watch shares through WatchFilter)
 // tells whether anything touched our objects since. Notifications of our own requests
-// (they carry our socket's port id; the subscription's socket filter drops them in the
-// kernel, and noteChange ignores any that gets through) and those whose content is what we wrote (vxlan FDB
-// entries and some neighbour notifications carry no port id) are our own echo; any
+// (they carry our socket's port id; Changes skips them, and noteChange ignores any that
+// gets through) and those whose content is what we wrote (vxlan FDB entries and some
+// neighbour notifications carry no port id) are our own echo; any
 // other notification about our devices, their neighbour and FDB entries, routes of the
 // main table on them or on the external interface, nexthop objects on them, or the
 // addresses and state of these links, and any lost notification, makes the next round

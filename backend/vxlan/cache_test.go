@@ -4,9 +4,11 @@ import (
 	"context"
 	"os/exec"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -14,7 +16,15 @@ import (
 // kernel dumps while nothing but our own writes touched the kernel (a lease delta is
 // applied from the cached state), and any change made by someone else, the resync's
 // Invalidate, or a device change makes the next round read the kernel and repair.
-func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
+func TestIntegrationCacheNeverHidesDrift(t *testing.T) { cacheNeverHidesDrift(t, false) }
+
+// TestIntegrationCacheSharesFeedWithWatch: the same while the kernel watch reads the
+// backend's change feed (WatchFilter) at its own pace, as in the daemon: one
+// notification path feeds both, every change by someone else kicks the watch, and the
+// cache decides exactly as when it reads alone.
+func TestIntegrationCacheSharesFeedWithWatch(t *testing.T) { cacheNeverHidesDrift(t, true) }
+
+func cacheNeverHidesDrift(t *testing.T, watch bool) {
 	l := newLab(t)
 	ctx := context.Background()
 	cfg := testConfig(t, `{"Type":"vxlan"}`, false)
@@ -28,6 +38,51 @@ func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
 	}
 	if !b.kc.on {
 		t.Fatal("no change subscription")
+	}
+	kicks := make(chan struct{}, 1)
+	if watch {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- kernelwatch.Run(wctx, kernelwatch.Config{Filter: nw.WatchFilter(), Namespace: &l.ns.NsH,
+				Settle:  time.Millisecond,
+				Backoff: kernelwatch.Backoff{Window: time.Second, Threshold: 1 << 20, Base: time.Millisecond, Max: time.Millisecond, LargeBatch: 1 << 20}},
+				func() {
+					select {
+					case kicks <- struct{}{}:
+					default:
+					}
+				})
+		}()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("kernel watch: %v", err)
+			}
+		})
+	}
+	// kicked waits for the watch's kick after a change by someone else (watch only).
+	kicked := func(stage string) {
+		t.Helper()
+		if !watch {
+			return
+		}
+		select {
+		case <-kicks:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the kernel watch did not kick", stage)
+		}
+	}
+	// quiet lets the watch take the echo of our own writes and forgets its kicks.
+	quiet := func() {
+		if !watch {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-kicks:
+		default:
+		}
 	}
 	p2 := peer("10.5.2.0/24", "192.0.2.2", "0e:00:00:00:00:02")
 	p3 := peer("10.5.3.0/24", "198.51.100.3", "0e:00:00:00:00:03")
@@ -87,6 +142,7 @@ func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
 		{"nexthop deleted", []string{"ip", "nexthop", "flush", "dev", "flannel.1"}},
 		{"device down and up", []string{"sh", "-c", "ip -n " + l.ns.Name + " link set flannel.1 down && ip -n " + l.ns.Name + " link set flannel.1 up"}},
 	} {
+		quiet()
 		if d.do[0] == "sh" {
 			if out, err := exec.Command(d.do[0], d.do[1:]...).CombinedOutput(); err != nil {
 				t.Fatalf("%s: %v\n%s", d.name, err, out)
@@ -94,6 +150,7 @@ func TestIntegrationCacheNeverHidesDrift(t *testing.T) {
 		} else {
 			ip(d.do...)
 		}
+		kicked(d.name)
 		round(d.name, true, p2, p3)
 		round(d.name+", then unchanged", false, p2, p3)
 	}

@@ -46,6 +46,7 @@ type rtConn interface {
 	Unsubscribe() error
 	PortID() (uint32, error)
 	Changes(f func(ch *netlinkx.Change)) (lost bool, err error)
+	Feed() *netlinkx.Feed
 }
 
 var _ rtConn = (*netlinkx.Conn)(nil)

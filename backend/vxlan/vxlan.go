@@ -370,9 +370,10 @@ func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLi
 
 // WatchFilter selects the vxlan devices (with their addresses, routes, neighbour and
 // FDB entries), the external interface (the underlay) and the main-table routes inside
-// the flannel networks (direct routes, and a route moved off our device).
+// the flannel networks (direct routes, and a route moved off our device). The watch
+// reads the change subscription the kernel cache reads (cache.go).
 func (b *Backend) WatchFilter() kernelwatch.Filter {
-	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}}
+	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}, Feed: b.c.Feed()}
 	for _, fam := range b.fams {
 		f.Devices = append(f.Devices, fam.name)
 		f.Networks = append(f.Networks, fam.network)

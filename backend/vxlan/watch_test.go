@@ -29,6 +29,10 @@ func TestWatchFilter(t *testing.T) {
 		Devices:  []string{"flannel.4", "flannel-v6.4"},
 		Links:    []string{"eth0"},
 		Networks: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("fd00:5::/48")},
+		Feed:     b.c.Feed(), // the one the kernel cache reads: one notification path
+	}
+	if want.Feed == nil {
+		t.Fatal("the backend's connection has no change feed")
 	}
 	if got := b.WatchFilter(); !reflect.DeepEqual(got, want) {
 		t.Errorf("WatchFilter() = %+v, want %+v", got, want)

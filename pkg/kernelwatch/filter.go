@@ -27,6 +27,9 @@ type Filter struct {
 	// inside one of them matters whatever its device (host-gw's peer routes, a route
 	// moved off our device by a replace).
 	Networks []netip.Prefix
+	// Feed, when set, is the change subscription the backend reads for itself (vxlan's
+	// kernel cache: netlinkx.Conn.Feed); Run reads it too instead of opening another.
+	Feed *netlinkx.Feed
 }
 
 // Kind is the type of a kernel object.

@@ -193,7 +193,7 @@ func TestOverflowKeepsWatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The smallest buffer the kernel allows, and a reader that starts late.
-	s.SetReceiveBuffer(1)
+	s.feed.SetReceiveBuffer(1)
 	for i := range 2000 {
 		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32)
 		if err := h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(dst), LinkIndex: fl0.Attrs().Index, Table: unix.RT_TABLE_MAIN}); err != nil {

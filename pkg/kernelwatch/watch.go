@@ -1,10 +1,11 @@
 // Package kernelwatch tells a reconciler when the kernel state it owns may have been
-// changed by someone else. It subscribes to rtnetlink notifications (links, addresses,
-// IPv4/IPv6 routes, nexthops, neighbours and FDB entries) on one socket, keeps those
-// about the objects a Filter selects, gathers bursts and calls a kick function: "look
-// at the kernel again soon". It never says what changed; the reconciler compares the
-// kernel with its desired state, so a lost or reordered notification costs nothing but
-// a full comparison.
+// changed by someone else. It reads rtnetlink notifications (links, addresses,
+// IPv4/IPv6 routes, nexthops, neighbours and FDB entries) from a netlinkx.Feed, the one
+// the backend already reads for itself when it has one (Filter.Feed: one notification
+// path for both), else one of its own; it keeps those about the objects a Filter
+// selects, gathers bursts and calls a kick function: "look at the kernel again soon". It
+// never says what changed; the reconciler compares the kernel with its desired state, so
+// a lost or reordered notification costs nothing but a full comparison.
 //
 // The reconciler's own writes come back as notifications too. They cost one more
 // comparison that finds nothing to do (and writes nothing, so it raises no further
@@ -82,7 +83,9 @@ func Run(ctx context.Context, cfg Config, kick func()) error {
 
 type watcher struct {
 	cfg Config
-	m   *matcher // used by the reader goroutine only
+
+	mmu sync.Mutex // the matcher: Change runs on whichever goroutine reads the Feed
+	m   *matcher
 
 	mu      sync.Mutex
 	pending map[Object]struct{}
@@ -91,36 +94,65 @@ type watcher struct {
 	lost    bool                // notifications were lost: the next kick is unconditional
 
 	wake      chan struct{}
-	overflows atomic.Int64 // ENOBUFS seen
+	overflows atomic.Int64 // losses reported
 }
 
-// subscribe opens the notification socket and refreshes the link index map from a
-// listing made after the subscription, so no change falls in between.
-func (w *watcher) subscribe() (*netlinkx.Monitor, error) {
-	var m *netlinkx.Monitor
+// source is the Feed a watcher is subscribed to.
+type source struct {
+	feed  *netlinkx.Feed
+	own   bool // opened by the watcher: closed, and opened again when it fails
+	unsub func() error
+}
+
+func (s *source) close() {
+	_ = s.unsub()
+	if s.own {
+		s.feed.Close()
+	}
+}
+
+// subscribe subscribes to the filter's Feed, or opens one, and refreshes the link index
+// map from a listing made after the subscription, the matcher locked meanwhile, so that
+// no change falls in between.
+func (w *watcher) subscribe() (*source, error) {
+	s := &source{feed: w.cfg.Filter.Feed}
 	var h *netlink.Handle
 	var err error
 	if w.cfg.Namespace != nil {
-		m, err = netlinkx.NewMonitorAt(*w.cfg.Namespace, receiveBuffer)
+		if s.feed == nil {
+			s.feed, err = netlinkx.NewFeedAt(*w.cfg.Namespace, receiveBuffer)
+			s.own = true
+		}
 		if err == nil {
 			h, err = netlink.NewHandleAt(*w.cfg.Namespace, unix.NETLINK_ROUTE)
 		}
 	} else {
-		m, err = netlinkx.NewMonitor(receiveBuffer)
+		if s.feed == nil {
+			s.feed, err = netlinkx.NewFeed(receiveBuffer)
+			s.own = true
+		}
 		if err == nil {
 			h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 		}
 	}
 	if err != nil {
-		if m != nil {
-			m.Close()
+		if s.own && s.feed != nil {
+			s.feed.Close()
 		}
 		return nil, fmt.Errorf("subscribe to rtnetlink notifications: %w", err)
 	}
 	defer h.Close()
+	w.mmu.Lock()
+	defer w.mmu.Unlock()
+	if s.unsub, err = s.feed.Subscribe(w); err != nil {
+		if s.own {
+			s.feed.Close()
+		}
+		return nil, fmt.Errorf("subscribe to rtnetlink notifications: %w", err)
+	}
 	links, err := h.LinkList()
 	if err != nil {
-		m.Close()
+		s.close()
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	idx := make(map[int]string, len(links))
@@ -128,55 +160,80 @@ func (w *watcher) subscribe() (*netlinkx.Monitor, error) {
 		idx[l.Attrs().Index] = l.Attrs().Name
 	}
 	w.m.setLinks(idx)
-	return m, nil
+	return s, nil
 }
 
-// read receives notifications until ctx ends, renewing the subscription when the socket
-// fails.
-func (w *watcher) read(ctx context.Context, m *netlinkx.Monitor) {
+// Change implements netlinkx.Subscriber: a notification about a watched object is
+// gathered for the next kick.
+func (w *watcher) Change(ch *netlinkx.Change) {
+	w.mmu.Lock()
+	o, ok := w.m.match(ch.Type, ch.Body)
+	w.mmu.Unlock()
+	if ok {
+		w.add(o)
+	}
+}
+
+// Lost implements netlinkx.Subscriber: what was dropped is unknown, so the next kick is
+// unconditional.
+func (w *watcher) Lost() {
+	w.overflows.Add(1)
+	klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
+	w.markLost()
+}
+
+// read reads the Feed until ctx ends. A Feed of its own that fails is opened again; a
+// shared one is read again after RetryDelay. Either way the next kick is unconditional.
+func (w *watcher) read(ctx context.Context, s *source) {
 	for {
-		err := w.receive(ctx, m)
-		m.Close()
+		err := w.receive(ctx, s.feed)
 		if ctx.Err() != nil {
+			s.close()
 			return
 		}
-		for {
-			klog.ErrorS(err, "Kernel change notifications failed; subscribing again", "retryIn", w.cfg.RetryDelay)
+		if s.own {
+			s.close()
+			if s = w.resubscribe(ctx, err); s == nil {
+				return
+			}
+		} else {
+			klog.ErrorS(err, "Kernel change notifications failed; reading again", "retryIn", w.cfg.RetryDelay)
 			select {
 			case <-ctx.Done():
+				s.close()
 				return
 			case <-time.After(w.cfg.RetryDelay):
-			}
-			if m, err = w.subscribe(); err == nil {
-				break
 			}
 		}
 		w.markLost()
 	}
 }
 
-// receive reads and filters notifications until the socket fails or ctx ends. An
-// overflow (ENOBUFS) is not a failure: the socket goes on, but what was dropped is
-// unknown, so the next kick is unconditional.
-func (w *watcher) receive(ctx context.Context, m *netlinkx.Monitor) error {
-	stop := context.AfterFunc(ctx, func() { m.Close() })
-	defer stop()
-	onChange := func(ch *netlinkx.Change) { // made once: Read keeps it while it reads
-		if o, ok := w.m.match(ch.Type, ch.Body); ok {
-			w.add(o)
-		}
-	}
+// resubscribe opens a Feed again, every RetryDelay, until it works (nil: ctx ended).
+func (w *watcher) resubscribe(ctx context.Context, err error) *source {
 	for {
-		if err := m.Wait(); err != nil {
+		klog.ErrorS(err, "Kernel change notifications failed; subscribing again", "retryIn", w.cfg.RetryDelay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(w.cfg.RetryDelay):
+		}
+		s, serr := w.subscribe()
+		if serr == nil {
+			return s
+		}
+		err = serr
+	}
+}
+
+// receive reads notifications until the Feed fails or ctx ends. An overflow is not a
+// failure: the Feed reports it to Lost and goes on.
+func (w *watcher) receive(ctx context.Context, f *netlinkx.Feed) error {
+	for {
+		if err := f.Wait(ctx); err != nil {
 			return err
 		}
-		lost, err := m.Read(onChange)
-		if lost {
-			w.overflows.Add(1)
-			klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
-			w.markLost()
-		}
-		if err != nil {
+		if err := f.Read(); err != nil {
 			return err
 		}
 	}

@@ -1,10 +1,10 @@
 package netlinkx
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -46,52 +46,63 @@ func (c *Conn) PortID() (uint32, error) {
 	return nl.Pid, nil
 }
 
+// Feed is the Conn's subscription to change notifications, which others (the daemon's
+// kernel watch) may share: Changes then reads one socket with them.
+func (c *Conn) Feed() *Feed { return c.feed }
+
 // Subscribe starts collecting notifications of changes to links, addresses, routes,
 // neighbours, FDB entries and nexthop objects in the Conn's network namespace, for
-// Changes to read. Notifications the kernel addresses with the Conn's own port id (the
-// echo of its requests) are dropped by the kernel, not delivered: a socket filter on the
-// subscription socket saves reading them back. Calling it again does nothing.
+// Changes to read, except the echo of the Conn's own requests (they carry its port id).
+// Calling it again does nothing.
 func (c *Conn) Subscribe() error {
-	if c.subscribed {
+	if c.q != nil {
 		return nil
 	}
-	c.mon.SetReceiveBuffer(changeRcvBuf)
-	if !c.filtered {
-		pid, err := c.PortID()
-		if err != nil {
-			return err
-		}
-		if err := c.mon.dropEchoOf(pid); err != nil {
-			return err
-		}
-		c.filtered = true
-	}
-	if err := c.mon.join(); err != nil {
+	pid, err := c.PortID()
+	if err != nil {
 		return err
 	}
-	c.subscribed = true
+	c.feed.SetReceiveBuffer(changeRcvBuf)
+	q := &changeQueue{pid: pid}
+	unsub, err := c.feed.Subscribe(q)
+	if err != nil {
+		return err
+	}
+	c.q, c.unsub = q, unsub
 	return nil
 }
 
 // Unsubscribe stops collecting notifications and discards those collected; Subscribe
 // starts again. Changes reports lost until then.
 func (c *Conn) Unsubscribe() error {
-	if !c.subscribed {
+	if c.q == nil {
 		return nil
 	}
-	c.subscribed = false
-	return c.mon.leave()
+	c.q = nil
+	return c.unsub()
 }
 
 // Changes reads the notifications collected since the last call, without waiting, and
-// calls f for each, in the kernel's order. lost reports that the kernel dropped some
-// (the receive buffer overflowed), or that the Conn is not subscribed: anything may then
+// calls f for each, in the kernel's order (whoever read them from the Feed). lost
+// reports that some were dropped, or that the Conn is not subscribed: anything may then
 // have changed unseen.
 func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
-	if !c.subscribed {
+	q := c.q
+	if q == nil {
 		return true, nil
 	}
-	return c.mon.Read(f)
+	err = c.feed.Read()
+	q.mu.Lock()
+	buf, ents, lost := q.buf, q.ents, q.lost
+	q.buf, q.ents, q.lost = c.spareBuf[:0], c.spareEnts[:0], false
+	q.mu.Unlock()
+	for _, e := range ents {
+		c.ch = Change{Type: e.typ, Pid: e.pid, Body: buf[e.off:e.end]}
+		f(&c.ch)
+	}
+	c.ch = Change{}
+	c.spareBuf, c.spareEnts = buf[:0], ents[:0]
+	return lost || err != nil, err
 }
 
 // Monitor is a socket subscribed to the rtnetlink notifications of changes to links,
@@ -108,7 +119,7 @@ type Monitor struct {
 	buf   []byte
 	// overflowed: Wait saw the overflow report (reading it clears it in the kernel);
 	// the next Read reports lost
-	overflowed bool
+	overflowed atomic.Bool
 
 	// The callbacks of RawConn.Read and Control, made once (a closure per call would
 	// be an allocation per wake-up), and what they pass between the call and its caller.
@@ -204,33 +215,6 @@ func (m *Monitor) leave() error {
 	return errors.Join(errs...)
 }
 
-// dropEchoOf attaches a classic BPF filter that drops every message whose nlmsg_pid is
-// pid (the echo of the requests of the socket with that port id). The kernel sends each
-// notification in its own buffer, so the filter sees one message at a time.
-func (m *Monitor) dropEchoOf(pid uint32) error {
-	// A BPF word load reads big-endian; nlmsg_pid is in host order.
-	var b [4]byte
-	native.PutUint32(b[:], pid)
-	k := binary.BigEndian.Uint32(b[:])
-	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}, // nlmsg_pid
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: k},
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // ours: drop
-		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // someone else's: keep
-	}
-	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	var err error
-	if cerr := m.raw.Control(func(fd uintptr) {
-		err = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp)
-	}); cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("attach netlink echo filter: %w", err)
-	}
-	return nil
-}
-
 // Wait blocks until a notification (or an overflow report) is ready for Read, or the
 // Monitor is closed (an error).
 func (m *Monitor) Wait() error {
@@ -247,7 +231,7 @@ func (m *Monitor) peek(fd uintptr) bool {
 	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	if errno == unix.ENOBUFS {
-		m.overflowed = true // reading the report cleared it
+		m.overflowed.Store(true) // reading the report cleared it
 	}
 	return errno != unix.EAGAIN && errno != unix.EINTR
 }
@@ -270,7 +254,7 @@ func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 			m.mm[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 		}
 	}
-	lost, m.overflowed = m.overflowed, false
+	lost = m.overflowed.Swap(false)
 	// Control keeps a concurrent Close from closing the socket while it is read.
 	m.readF = f
 	defer func() { m.readF = nil }()

@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestChanges: a subscribed Conn does not see the echo of its own writes (the kernel
-// drops it) and sees other processes' writes, each once, in order; before Subscribe it
+// TestChanges: a subscribed Conn does not see the echo of its own writes (Changes skips
+// it) and sees other processes' writes, each once, in order; before Subscribe it
 // reports everything as lost.
 func TestChanges(t *testing.T) {
 	ns, c, idx := connLab(t)
@@ -64,7 +64,7 @@ func TestChanges(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The kernel drops the echo of our own requests (the socket filter).
+	// The echo of our own requests is skipped.
 	if got := collect(); len(got) != 0 {
 		t.Fatalf("own writes: %d notifications delivered (first %+v), want none", len(got), got[0])
 	}

@@ -25,16 +25,18 @@ const (
 // by the kernel (Routes, Neighs, Nexthops), parsed without per-object allocations. It is
 // not safe for concurrent use.
 type Conn struct {
-	fd  int
-	mon *Monitor // change notifications, joined to the groups by Subscribe
-	// filtered: mon drops the echo of our own requests (see Subscribe)
-	filtered bool
-	// subscribed: Subscribe succeeded
-	subscribed bool
-	seq        uint32
-	rbuf       []byte
-	req        Batch // scratch for dump requests
-	st         []reply
+	fd    int
+	feed  *Feed        // change notifications (changes.go)
+	q     *changeQueue // our subscription to feed; nil: not subscribed
+	unsub func() error
+	// what Changes hands out and the buffers it gives back to q
+	ch        Change
+	spareBuf  []byte
+	spareEnts []queued
+	seq       uint32
+	rbuf      []byte
+	req       Batch // scratch for dump requests
+	st        []reply
 }
 
 type reply struct {
@@ -54,10 +56,12 @@ func Open() (*Conn, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	if c.mon, err = openMonitor(); err != nil {
+	m, err := openMonitor()
+	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
+	c.feed = newFeed(m)
 	return c, nil
 }
 
@@ -125,7 +129,7 @@ func recv(fd int, buf []byte, flags int) (int, error) {
 
 // Close closes the socket (and the change socket of Subscribe).
 func (c *Conn) Close() error {
-	c.mon.Close()
+	c.feed.Close()
 	return unix.Close(c.fd)
 }
 
