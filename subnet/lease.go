@@ -255,6 +255,18 @@ type WatchResult struct {
 // IsSnapshot reports whether the result replaces the whole lease set.
 func (r WatchResult) IsSnapshot() bool { return r.Snapshot != nil }
 
+// EventCounts counts the result's events: leases added or changed, and removed.
+func (r WatchResult) EventCounts() (added, removed int) {
+	for _, ev := range r.Events {
+		if ev.Type == EventRemoved {
+			removed++
+		} else {
+			added++
+		}
+	}
+	return added, removed
+}
+
 // ErrLeaseRevoked is returned by Manager.KeepLease when the node's own lease was deleted
 // or expired in the datastore. The daemon exits non-zero so that a supervisor restarts it.
 var ErrLeaseRevoked = errors.New("lease has been revoked")

@@ -158,3 +158,18 @@ func TestSamePeer(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchResultEventCounts(t *testing.T) {
+	for _, tt := range []struct {
+		r              WatchResult
+		added, removed int
+	}{
+		{WatchResult{}, 0, 0},
+		{WatchResult{Snapshot: []Lease{{}, {}}}, 0, 0},
+		{WatchResult{Events: []Event{{Type: EventAdded}, {Type: EventRemoved}, {Type: EventAdded}}}, 2, 1},
+	} {
+		if a, r := tt.r.EventCounts(); a != tt.added || r != tt.removed {
+			t.Errorf("%+v: %d added %d removed, want %d %d", tt.r, a, r, tt.added, tt.removed)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -54,7 +55,7 @@ type PreviousLeaser interface {
 // the lease is acquired and before the subnet file is written (an error stops the daemon);
 // Run keeps the rules true until ctx ends.
 type TrafficRules interface {
-	Setup(ctx context.Context, cfg *subnet.Config, lease *subnet.Lease) error
+	Setup(ctx context.Context, n trafficrules.Networks) error
 	Run(ctx context.Context) error
 }
 
@@ -167,7 +168,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	}
 
 	if deps.TrafficRules != nil {
-		if err := deps.TrafficRules.Setup(ctx, cfg, lease); err != nil {
+		if err := deps.TrafficRules.Setup(ctx, rulesNetworks(cfg, lease)); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while setting up
 			}
@@ -225,6 +226,19 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	case err := <-loopErr:
 		return err
 	}
+}
+
+// rulesNetworks is what the traffic rules are for: the enabled families' networks and
+// lease subnets.
+func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Networks {
+	n := trafficrules.Networks{NFTables: cfg.EnableNFTables}
+	if cfg.EnableIPv4 {
+		n.Network, n.Subnet = cfg.Network, lease.Subnet
+	}
+	if cfg.EnableIPv6 {
+		n.IPv6Network, n.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
+	}
+	return n
 }
 
 // fetchConfig retries every period until a valid config appears, logging every problem
@@ -329,7 +343,8 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 	anyRound := false    // a round succeeded
 	// fold applies one watch result and returns the number of leases of its snapshot.
 	fold := func(r subnet.WatchResult) int {
-		m.LeaseResult(r)
+		added, removed := r.EventCounts()
+		m.LeaseResult(r.IsSnapshot(), added, removed)
 		dirty = set.apply(r) || dirty
 		return len(r.Snapshot)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -21,16 +22,15 @@ type fakeRules struct {
 	setupErr   error
 
 	mu            sync.Mutex
-	cfg           *subnet.Config
-	lease         *subnet.Lease
+	nets          *trafficrules.Networks
 	fileAtSetup   bool
 	running, done bool
 }
 
-func (r *fakeRules) Setup(ctx context.Context, cfg *subnet.Config, l *subnet.Lease) error {
+func (r *fakeRules) Setup(ctx context.Context, n trafficrules.Networks) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg, r.lease = cfg, l
+	r.nets = &n
 	_, err := os.Stat(r.subnetFile)
 	r.fileAtSetup = err == nil
 	return r.setupErr
@@ -79,8 +79,8 @@ func TestTrafficRulesSetupBeforeSubnetFileAndRunOwnedByDaemon(t *testing.T) {
 	if rules.fileAtSetup {
 		t.Error("subnet file existed before the traffic rules were set up")
 	}
-	if rules.cfg == nil || !rules.cfg.EnableNFTables || rules.lease.Subnet.String() != "10.5.85.0/24" {
-		t.Errorf("Setup got cfg %+v lease %+v", rules.cfg, rules.lease)
+	if n := rules.nets; n == nil || !n.NFTables || n.Subnet.String() != "10.5.85.0/24" || n.Network.String() != "10.5.0.0/16" || n.IPv6Network.IsValid() {
+		t.Errorf("Setup got %+v", n)
 	}
 	rules.mu.Unlock()
 	cancel()

@@ -17,7 +17,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/observe"
-	"github.com/flannel-go/flannel/subnet"
 )
 
 // Label values of flannel_kernel_object_changes_total{op}.
@@ -149,23 +148,15 @@ func (m *Metrics) PeerLeases(n int) {
 	m.peerLeases.Set(float64(n))
 }
 
-// LeaseResult counts one lease watch delivery: a snapshot, or its added and removed
-// events.
-func (m *Metrics) LeaseResult(r subnet.WatchResult) {
+// LeaseResult counts one lease watch delivery: a snapshot, or its added (or changed)
+// and removed events.
+func (m *Metrics) LeaseResult(snapshot bool, added, removed int) {
 	if m == nil {
 		return
 	}
-	if r.IsSnapshot() {
+	if snapshot {
 		m.leaseEvents.WithLabelValues(EventSnapshot).Inc()
 		return
-	}
-	var added, removed int
-	for _, ev := range r.Events {
-		if ev.Type == subnet.EventRemoved {
-			removed++
-		} else {
-			added++
-		}
 	}
 	if added > 0 {
 		m.leaseEvents.WithLabelValues(EventAdded).Add(float64(added))

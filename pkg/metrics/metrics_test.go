@@ -12,16 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/flannel-go/flannel/pkg/observe"
-	"github.com/flannel-go/flannel/subnet"
 )
 
 func TestCounters(t *testing.T) {
 	m := New()
 	m.PeerLeases(3)
-	m.LeaseResult(subnet.WatchResult{Snapshot: []subnet.Lease{}})
-	m.LeaseResult(subnet.WatchResult{Events: []subnet.Event{
-		{Type: subnet.EventAdded}, {Type: subnet.EventAdded}, {Type: subnet.EventRemoved},
-	}})
+	m.LeaseResult(true, 0, 0)
+	m.LeaseResult(false, 2, 1)
 	m.Reconciled(3*time.Millisecond, nil)
 	m.Reconciled(time.Second, errors.New("boom"))
 	m.KernelObjects(observe.Route, observe.Add, 2)
@@ -146,7 +143,7 @@ func TestRegistriesIndependent(t *testing.T) {
 func TestNilSafe(t *testing.T) {
 	var m *Metrics
 	m.PeerLeases(1)
-	m.LeaseResult(subnet.WatchResult{})
+	m.LeaseResult(false, 0, 0)
 	m.Reconciled(time.Second, nil)
 	m.KernelObjects("route", "add", 1)
 	m.TxChecksumOffload("x", true)

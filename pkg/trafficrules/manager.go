@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/flannel-go/flannel/pkg/observe"
-	"github.com/flannel-go/flannel/subnet"
 )
 
 // Options are the traffic-rule flags and what the previous run left in the subnet file.
@@ -94,11 +93,20 @@ func (m *Manager) Mode() string {
 	return "iptables"
 }
 
-// Setup selects the mode from the config's EnableNFTables, removes this instance's rules
-// of the other mode, removes stale rules of an earlier network or subnet and installs the
-// rules. An unusable selected mode is an error; problems cleaning the other mode are logged.
-func (m *Manager) Setup(ctx context.Context, cfg *subnet.Config, lease *subnet.Lease) error {
-	m.nftables = cfg.EnableNFTables
+// Networks are what the rules are for: the network config's flannel networks and the
+// node's lease subnets per family (zero prefixes: the family is not enabled), and the
+// config's EnableNFTables.
+type Networks struct {
+	NFTables                bool
+	Network, Subnet         netip.Prefix
+	IPv6Network, IPv6Subnet netip.Prefix
+}
+
+// Setup selects the mode from NFTables, removes this instance's rules of the other mode,
+// removes stale rules of an earlier network or subnet and installs the rules. An
+// unusable selected mode is an error; problems cleaning the other mode are logged.
+func (m *Manager) Setup(ctx context.Context, n Networks) error {
+	m.nftables = n.NFTables
 	m.sets, m.blackholes = nil, nil
 	type fam struct {
 		v6              bool
@@ -106,15 +114,11 @@ func (m *Manager) Setup(ctx context.Context, cfg *subnet.Config, lease *subnet.L
 		prevNet, prevSn netip.Prefix
 	}
 	var fams []fam
-	if cfg.EnableIPv4 {
-		if f, ok := familyOf(false, cfg.Network, lease.Subnet); ok {
-			fams = append(fams, fam{false, f, m.opts.PrevNetwork, m.opts.PrevSubnet})
-		}
+	if f, ok := familyOf(false, n.Network, n.Subnet); ok {
+		fams = append(fams, fam{false, f, m.opts.PrevNetwork, m.opts.PrevSubnet})
 	}
-	if cfg.EnableIPv6 {
-		if f, ok := familyOf(true, cfg.IPv6Network, lease.IPv6Subnet); ok {
-			fams = append(fams, fam{true, f, m.opts.PrevIPv6Network, m.opts.PrevIPv6Subnet})
-		}
+	if f, ok := familyOf(true, n.IPv6Network, n.IPv6Subnet); ok {
+		fams = append(fams, fam{true, f, m.opts.PrevIPv6Network, m.opts.PrevIPv6Subnet})
 	}
 	m.events = true
 	for _, f := range fams {

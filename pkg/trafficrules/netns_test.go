@@ -55,9 +55,21 @@ func cfgLease(nft bool, network, sn string) (*subnet.Config, *subnet.Lease) {
 		&subnet.Lease{Subnet: pfx(sn)}
 }
 
+// networks is what the daemon hands to Setup for a config and a lease.
+func networks(cfg *subnet.Config, l *subnet.Lease) Networks {
+	n := Networks{NFTables: cfg.EnableNFTables}
+	if cfg.EnableIPv4 {
+		n.Network, n.Subnet = cfg.Network, l.Subnet
+	}
+	if cfg.EnableIPv6 {
+		n.IPv6Network, n.IPv6Subnet = cfg.IPv6Network, l.IPv6Subnet
+	}
+	return n
+}
+
 func setup(t *testing.T, ns *nstest.NS, m *Manager, cfg *subnet.Config, l *subnet.Lease) {
 	t.Helper()
-	if err := ns.Do(func() error { return m.Setup(context.Background(), cfg, l) }); err != nil {
+	if err := ns.Do(func() error { return m.Setup(context.Background(), networks(cfg, l)) }); err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
 }
@@ -371,7 +383,7 @@ func TestNFTablesUnavailable(t *testing.T) {
 	}
 	m.newIPT = func(bool) (iptablesAPI, bool, error) { return nil, false, errors.New("not needed") }
 	cfg, l := cfgLease(true, "10.5.0.0/16", "10.5.85.0/24")
-	err := m.Setup(context.Background(), cfg, l)
+	err := m.Setup(context.Background(), networks(cfg, l))
 	if err == nil || !strings.Contains(err.Error(), "EnableNFTables is true but nftables is not usable") {
 		t.Fatalf("Setup error = %v", err)
 	}
