@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
@@ -118,6 +119,19 @@ type Drift struct {
 	// Stale are objects the backend owns that no lease explains, or that stand in the
 	// way of a required one: to be deleted.
 	Stale []Object
+}
+
+// Strings renders Missing and Stale (Object.String), each sorted.
+func (d Drift) Strings() (missing, stale []string) {
+	strs := func(objs []Object) []string {
+		out := make([]string, 0, len(objs))
+		for _, o := range objs {
+			out = append(out, o.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	return strs(d.Missing), strs(d.Stale)
 }
 
 // Converged reports whether nothing is missing and nothing is stale.

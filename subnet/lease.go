@@ -255,6 +255,19 @@ type WatchResult struct {
 // IsSnapshot reports whether the result replaces the whole lease set.
 func (r WatchResult) IsSnapshot() bool { return r.Snapshot != nil }
 
+// FamilySubnet is the lease's subnet of one family (IPv6 when v6), masked; ok is false
+// when the lease has none of that family.
+func (l *Lease) FamilySubnet(v6 bool) (sn netip.Prefix, ok bool) {
+	sn = l.Subnet
+	if v6 {
+		sn = l.IPv6Subnet
+	}
+	if !sn.IsValid() || sn.Addr().Is4() == v6 {
+		return netip.Prefix{}, false
+	}
+	return sn.Masked(), true
+}
+
 // EventCounts counts the result's events: leases added or changed, and removed.
 func (r WatchResult) EventCounts() (added, removed int) {
 	for _, ev := range r.Events {

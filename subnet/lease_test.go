@@ -173,3 +173,21 @@ func TestWatchResultEventCounts(t *testing.T) {
 		}
 	}
 }
+
+func TestLeaseFamilySubnet(t *testing.T) {
+	l := Lease{Subnet: netip.MustParsePrefix("10.5.1.7/24"), IPv6Subnet: netip.MustParsePrefix("fd00:5:0:1::/64")}
+	if sn, ok := l.FamilySubnet(false); !ok || sn != netip.MustParsePrefix("10.5.1.0/24") {
+		t.Errorf("IPv4: %v %v, want the masked 10.5.1.0/24", sn, ok)
+	}
+	if sn, ok := l.FamilySubnet(true); !ok || sn != netip.MustParsePrefix("fd00:5:0:1::/64") {
+		t.Errorf("IPv6: %v %v", sn, ok)
+	}
+	for _, bad := range []Lease{{}, {Subnet: netip.MustParsePrefix("fd00::/64"), IPv6Subnet: netip.MustParsePrefix("10.5.1.0/24")}} {
+		if sn, ok := bad.FamilySubnet(false); ok {
+			t.Errorf("%+v IPv4: %v", bad, sn)
+		}
+		if sn, ok := bad.FamilySubnet(true); ok {
+			t.Errorf("%+v IPv6: %v", bad, sn)
+		}
+	}
+}

@@ -27,14 +27,11 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 			return d, err
 		}
 		f := &family{v6: bf.v6, nlFam: bf.nlFam, network: bf.network}
-		sn := own.Subnet
-		if f.v6 {
-			sn = own.IPv6Subnet
-		}
-		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+		sn, ok := own.FamilySubnet(f.v6)
+		if !ok {
 			return d, fmt.Errorf("host-gw: lease %s has no %s subnet", own.Key(), f.label())
 		}
-		f.own = sn.Masked()
+		f.own = sn
 		if err := b.readActual(f); err != nil {
 			return d, fmt.Errorf("host-gw: %w", err)
 		}

@@ -191,14 +191,11 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		return nil, errors.New("host-gw: nil lease")
 	}
 	for _, f := range b.fams {
-		sn := lease.Subnet
-		if f.v6 {
-			sn = lease.IPv6Subnet
-		}
-		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+		sn, ok := lease.FamilySubnet(f.v6)
+		if !ok {
 			return nil, fmt.Errorf("host-gw: lease %s has no %s subnet", lease.Key(), f.label())
 		}
-		f.own = sn.Masked()
+		f.own = sn
 	}
 	b.started = true
 	return b, ctx.Err()

@@ -194,18 +194,8 @@ func checkDrift(t *testing.T, what string, be backend.Backend, own *subnet.Lease
 	if err != nil {
 		t.Fatalf("%s: Drift: %v", what, err)
 	}
-	strs := func(objs []backend.Object) []string {
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.String())
-		}
-		slices.Sort(out)
-		return out
-	}
-	if got := strs(d.Missing); !slices.Equal(got, missing) {
-		t.Errorf("%s: missing %q, want %q", what, got, missing)
-	}
-	if got := strs(d.Stale); !slices.Equal(got, stale) {
-		t.Errorf("%s: stale %q, want %q", what, got, stale)
+	gotMissing, gotStale := d.Strings()
+	if !slices.Equal(gotMissing, missing) || !slices.Equal(gotStale, stale) {
+		t.Errorf("%s: missing %q stale %q, want %q and %q", what, gotMissing, gotStale, missing, stale)
 	}
 }

@@ -36,14 +36,11 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 		}
 		f := newFamily(bf.v6, bf.name, bf.local, bf.network)
 		f.nh = bf.nh
-		sn := own.Subnet
-		if f.v6 {
-			sn = own.IPv6Subnet
-		}
-		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+		sn, ok := own.FamilySubnet(f.v6)
+		if !ok {
 			return d, fmt.Errorf("vxlan: lease %s has no %s subnet", own.Key(), f.label())
 		}
-		f.own = sn.Masked()
+		f.own = sn
 		f.mac = prevMAC(own, f.v6)
 		usable, err := b.driftDevice(f, &d)
 		if err != nil {

@@ -185,19 +185,13 @@ func sameDrift(t *testing.T, what string, got backend.Drift, err error, want bac
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	strs := func(objs []backend.Object) []string {
-		var out []string
-		for _, o := range objs {
-			out = append(out, o.String())
-		}
-		slices.Sort(out)
-		return out
+	gm, gs := got.Strings()
+	wm, ws := want.Strings()
+	if !slices.Equal(gm, wm) {
+		t.Errorf("%s: missing\n%s\nwant\n%s", what, strings.Join(gm, "\n"), strings.Join(wm, "\n"))
 	}
-	if g, w := strs(got.Missing), strs(want.Missing); !slices.Equal(g, w) {
-		t.Errorf("%s: missing\n%s\nwant\n%s", what, strings.Join(g, "\n"), strings.Join(w, "\n"))
-	}
-	if g, w := strs(got.Stale), strs(want.Stale); !slices.Equal(g, w) {
-		t.Errorf("%s: stale\n%s\nwant\n%s", what, strings.Join(g, "\n"), strings.Join(w, "\n"))
+	if !slices.Equal(gs, ws) {
+		t.Errorf("%s: stale\n%s\nwant\n%s", what, strings.Join(gs, "\n"), strings.Join(ws, "\n"))
 	}
 }
 

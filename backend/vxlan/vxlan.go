@@ -298,14 +298,11 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		return nil, errors.New("vxlan: nil lease")
 	}
 	for _, f := range b.fams {
-		sn := lease.Subnet
-		if f.v6 {
-			sn = lease.IPv6Subnet
-		}
-		if !sn.IsValid() || sn.Addr().Is4() == f.v6 {
+		sn, ok := lease.FamilySubnet(f.v6)
+		if !ok {
 			return nil, fmt.Errorf("vxlan: lease %s has no %s subnet", lease.Key(), f.label())
 		}
-		f.own = sn.Masked()
+		f.own = sn
 	}
 	if _, err := b.heal(ctx); err != nil {
 		return nil, err
