@@ -1,0 +1,58 @@
+package observe
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// log records every call as a line.
+type log struct{ calls []string }
+
+func (l *log) KernelObjects(k Kind, op Op, n int) {
+	l.calls = append(l.calls, fmt.Sprintf("kernel %s %s %d", k, op, n))
+}
+func (l *log) TxChecksumOffload(dev string, on bool) {
+	l.calls = append(l.calls, fmt.Sprintf("csum %s %v", dev, on))
+}
+func (l *log) DatastoreError(op Op, err error) {
+	l.calls = append(l.calls, fmt.Sprintf("error %s %v", op, err))
+}
+func (l *log) WatchRestarted(w Kind, err error) {
+	l.calls = append(l.calls, fmt.Sprintf("restarted %s %v", w, err))
+}
+func (l *log) WatchLive(w Kind) { l.calls = append(l.calls, "live "+string(w)) }
+func (l *log) LeaseExpiration(t time.Time) {
+	l.calls = append(l.calls, "expires "+t.UTC().Format(time.RFC3339))
+}
+
+func TestTeeCountOr(t *testing.T) {
+	a, b := &log{}, &log{}
+	var o Observer = Tee{a, b}
+	Count(o, Route, Add, 2)
+	Count(o, FDB, Remove, 0) // nothing changed: not reported
+	Count(nil, Route, Add, 1)
+	o.TxChecksumOffload("flannel.1", false)
+	o.DatastoreError(Renew, errors.New("etcd down"))
+	o.WatchRestarted(LeasesWatch, errors.New("compacted"))
+	o.WatchLive(OwnLeaseWatch)
+	o.LeaseExpiration(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	want := []string{"kernel route add 2", "csum flannel.1 false", "error renew etcd down",
+		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z"}
+	for name, l := range map[string]*log{"first": a, "second": b} {
+		if !slices.Equal(l.calls, want) {
+			t.Errorf("%s observer heard %q, want %q", name, l.calls, want)
+		}
+	}
+	if _, ok := Or(nil).(Nop); !ok {
+		t.Error("Or(nil) is not Nop")
+	}
+	if Or(a) != Observer(a) {
+		t.Error("Or(o) is not o")
+	}
+	if got := KernelKinds(); !slices.Contains(got, Rule) || slices.Contains(got, LeasesWatch) {
+		t.Errorf("KernelKinds() = %v", got)
+	}
+}
