@@ -11,7 +11,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/utils"
 
-	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/pkg/atomicfile"
 )
 
 // Store is the plugin's data directory. Its layout is upstream's: one file per container,
@@ -39,10 +39,10 @@ func (s Store) Save(containerID, ifName string, conf []byte) error {
 	if err := os.MkdirAll(filepath.Join(s.Dir, ifNameDir), 0o700); err != nil {
 		return fmt.Errorf("failed to create the data directory: %w", err)
 	}
-	if err := subnetenv.WriteFileAtomic(s.path(containerID), conf, 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.path(containerID), conf, 0o600); err != nil {
 		return fmt.Errorf("failed to save the delegate config: %w", err)
 	}
-	if err := subnetenv.WriteFileAtomic(s.ifNamePath(containerID), []byte(ifName+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.ifNamePath(containerID), []byte(ifName+"\n"), 0o600); err != nil {
 		return fmt.Errorf("failed to save the interface name: %w", err)
 	}
 	return nil

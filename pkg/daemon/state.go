@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/pkg/atomicfile"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -51,7 +51,7 @@ func writeState(path string, st *state) error {
 	if err != nil {
 		return err
 	}
-	return subnetenv.WriteFileAtomic(path, append(data, '\n'), 0o644)
+	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 // previousLease turns the recorded state into the hint Backend.Prepare takes.

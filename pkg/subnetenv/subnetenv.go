@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/flannel-go/flannel/pkg/atomicfile"
 	"github.com/flannel-go/flannel/pkg/ip"
 )
 
@@ -48,40 +48,7 @@ func (e Env) Text() string {
 // Write writes the file atomically: a temporary file in the same directory, fsync,
 // mode 0644 regardless of umask, then rename over path.
 func Write(path string, e Env) error {
-	return WriteFileAtomic(path, []byte(e.Text()), 0o644)
-}
-
-// WriteFileAtomic replaces path with data via a synced temporary file and a rename.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create directory for %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, []byte(e.Text()), 0o644)
 }
 
 // Read parses the KEY=value lines of a subnet file. Blank lines and # comments are
