@@ -14,7 +14,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check tidy-check clean kube-apiserver cni-plugins bench-kube image bench-restart bench-plot flanneld-upstream
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check tidy-check clean kube-apiserver cni-plugins bench-kube image image-binaries bench-restart bench-plot flanneld-upstream
 
 all: build
 
@@ -121,16 +121,42 @@ kube-apiserver:
 cni-plugins:
 	GO=$(GO) tools/cni-plugins/build.sh
 
-# The flanneld container image, without a container engine: flanneld built statically plus
-# iptables and nftables from this machine's Debian packages, committed FROM scratch with
-# buildah (installed here if missing) and written as an OCI archive for `podman load` or
-# `ctr images import` (Documentation/kubernetes.md#images). Needs root and apt-get.
-# Options: make image IMAGE=registry.example/flanneld:v1 IMAGE_ARCHIVE=/tmp/flanneld.tar
-IMAGE         ?= localhost/flannel-go/flanneld:latest
-IMAGE_ARCHIVE ?= dist/image/out/flanneld.oci.tar
+# The flannel image (flanneld, the flannel CNI plugin, install-conf) from the top-level
+# Dockerfile, without a container engine or a registry: buildah builds it FROM base images
+# made from this machine's Go and Debian packages (dist/image/local-bases.sh), with the Go
+# modules of this machine's module cache (GOPROXY=off inside the build), and writes an OCI
+# archive for `podman load` or `ctr images import` (Documentation/kubernetes.md#images).
+# Needs root and apt-get. With a registry, `docker build .` or `buildah bud .` needs none of
+# this. Options: make image IMAGE=registry.example/flannel:v1 IMAGE_ARCHIVE=/tmp/flannel.tar
+#   IMAGE_STORAGE=/tmp/store (a buildah storage directory other than buildah's default)
+# `make image-binaries ARCH=arm64` cross-compiles the three binaries into
+# dist/image/out/linux-arm64 from the Dockerfile's "binaries" stage (no image is built).
+IMAGE         ?= localhost/flannel-go/flannel:latest
+IMAGE_ARCHIVE ?= dist/image/out/flannel.oci.tar
+IMAGE_STORAGE ?=
+ARCH          ?= arm64
+BINARIES_DIR  ?= dist/image/out/linux-$(ARCH)
+BUILDAH       := buildah --storage-driver vfs $(if $(IMAGE_STORAGE),--root '$(IMAGE_STORAGE)/root' --runroot '$(IMAGE_STORAGE)/run')
+LOCAL_BUD      = set -e; $(GO) mod download; \
+	eval "$$(STORAGE_ROOT='$(IMAGE_STORAGE)' GO='$(GO)' dist/image/local-bases.sh)"; \
+	$(BUILDAH) bud --isolation chroot --pull=never \
+	  --build-arg GOLANG_IMAGE="$$GOLANG_IMAGE" --build-arg DEBIAN_IMAGE="$$DEBIAN_IMAGE" \
+	  --build-arg GOPROXY=off --build-arg VERSION='$(VERSION)' --build-arg COMMIT='$(COMMIT)' \
+	  --volume "$$($(GO) env GOMODCACHE)":/go/pkg/mod:ro --volume "$$($(GO) env GOCACHE)":/root/.cache/go-build
 image:
 	tools/install-deps.sh --image
-	IMAGE='$(IMAGE)' OUT='$(IMAGE_ARCHIVE)' VERSION='$(VERSION)' GO='$(GO)' dist/image/build.sh
+	$(LOCAL_BUD) -t '$(IMAGE)' .
+	mkdir -p '$(dir $(IMAGE_ARCHIVE))' && rm -f '$(IMAGE_ARCHIVE)'
+	$(BUILDAH) push --quiet '$(IMAGE)' 'oci-archive:$(IMAGE_ARCHIVE):$(IMAGE)'
+	@echo "built $(IMAGE), archive $(IMAGE_ARCHIVE)"
+
+image-binaries:
+	tools/install-deps.sh --image
+	rm -rf '$(BINARIES_DIR)' && mkdir -p '$(BINARIES_DIR)'
+	$(LOCAL_BUD) --build-arg TARGETARCH='$(ARCH)' --target binaries --iidfile '$(BINARIES_DIR).iid' \
+	  --output type=local,dest='$(BINARIES_DIR)' .
+	$(BUILDAH) rmi "$$(cat '$(BINARIES_DIR).iid')" >/dev/null && rm -f '$(BINARIES_DIR).iid'
+	file '$(BINARIES_DIR)'/*
 
 # Pings lost across a kill -9 + restart (vxlan, host-gw) and the time from etcd's return
 # after an outage to a new lease applied, median of 3. Options: BENCH_RESTART_ARGS='-runs 5'

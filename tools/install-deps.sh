@@ -3,7 +3,8 @@
 # apt-get, when any of them is missing (a machine that has them all is left untouched).
 # Used by `make deps` (and so by `make demo`, `make test`) and by .ci/run. Needs root.
 #   --image   also what `make image` and its test (dist/image) need: buildah (about 10 s,
-#             9 small packages); `make image` and .ci/run pass it, `make test` does not.
+#             9 small packages) and file (the test checks the cross-compiled binaries
+#             with it); `make image` and .ci/run pass it, `make test` does not.
 set -euo pipefail
 
 # package:command pairs: the command proves the package is installed.
@@ -30,9 +31,11 @@ pkgs=(
   systemd:systemd-analyze
   mount:mount
 )
-# Building the container image: buildah (it works without a container engine or daemon).
+# Building the container image: buildah (it works without a container engine or daemon);
+# file tells the architecture of the binaries built.
 image_pkgs=(
   buildah:buildah
+  file:file
 )
 for arg in "$@"; do
   case "$arg" in

@@ -1,12 +1,14 @@
-// Package image holds the build of the flanneld container image (build.sh) and its test:
-// the image is built with buildah, its OCI archive unpacked without a container engine, and
-// the binaries in it run in a chroot of its root filesystem inside a network namespace the
-// test creates, which proves that binaries and shared libraries are complete.
+// Package image tests the flannel image of the top-level Dockerfile as `make image` builds
+// it without a registry (base images from this machine's Go and Debian packages,
+// dist/image/local-bases.sh): the image's OCI archive is unpacked without a container
+// engine and its programs run in a chroot of its root filesystem inside a network
+// namespace the test creates, which proves that binaries and shared libraries are
+// complete. The Dockerfile's "binaries" stage is also cross-compiled for the other
+// architecture (amd64 or arm64) and checked with file(1).
 package image
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -20,20 +22,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flannel-go/flannel/e2e/kubeproc"
 )
 
-// The image name the DaemonSet of dist/kube-flannel.yml uses (without its tag).
-const imageRepo = "localhost/flannel-go/flanneld"
+// fileArch is what file(1) says of an executable of each architecture.
+var fileArch = map[string]string{"amd64": "x86-64", "arm64": "ARM aarch64"}
 
 func TestImage(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a container image (about a minute)")
+		t.Skip("builds a container image (minutes)")
 	}
 	ci := os.Getenv("CI") == "true"
 	need := func(why string) {
+		t.Helper()
 		if ci {
 			t.Fatalf("CI=true: %s", why)
 		}
@@ -42,27 +51,41 @@ func TestImage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		need("needs root (buildah, dpkg-deb, chroot, network namespaces)")
 	}
-	for _, c := range []string{"buildah", "apt-get", "apt-cache", "dpkg-deb", "ldconfig", "ip", "chroot", "mount"} {
+	for _, c := range []string{"buildah", "apt-get", "apt-cache", "dpkg-deb", "ldconfig", "ip", "chroot", "mount", "make", "file"} {
 		if _, err := exec.LookPath(c); err != nil {
-			need(fmt.Sprintf("%s not found (tools/install-deps.sh --image installs buildah)", c))
+			need(fmt.Sprintf("%s not found (tools/install-deps.sh --image installs buildah and file)", c))
 		}
+	}
+	other := map[string]string{"amd64": "arm64", "arm64": "amd64"}[runtime.GOARCH]
+	if other == "" {
+		t.Skipf("no cross-compilation check for %s", runtime.GOARCH)
 	}
 
 	tmp := t.TempDir()
 	const version = "v0.0.0-imagetest"
-	image := fmt.Sprintf("%s:test%d", imageRepo, os.Getpid())
-	archive := filepath.Join(tmp, "flanneld.oci.tar")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	image := fmt.Sprintf("%s:test%d", imageName(t), os.Getpid())
+	archive := filepath.Join(tmp, "flannel.oci.tar")
+	// The base images are kept between runs (they are made again when their packages or
+	// the Go toolchain change); the test's own image is removed.
+	storage := filepath.Join(cacheDir(t), "buildah")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "./build.sh")
-	build.Env = append(os.Environ(),
-		"IMAGE="+image, "VERSION="+version, "OUT="+archive,
-		"STORAGE_ROOT="+filepath.Join(tmp, "storage"))
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build.sh: %v\n%s", err, out)
+	makeImage := func(args ...string) {
+		t.Helper()
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, "make", append([]string{"-C", "../..", "IMAGE_STORAGE=" + storage, "VERSION=" + version}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make %s: %v\n%s", args[0], err, out)
+		}
+		t.Logf("make %s took %s", args[0], time.Since(start).Round(time.Second))
 	}
-	t.Logf("build.sh took %s", time.Since(start).Round(time.Second))
+	makeImage("image", "IMAGE="+image, "IMAGE_ARCHIVE="+archive)
+	t.Cleanup(func() {
+		out, err := exec.Command("buildah", "--storage-driver", "vfs", "--root", storage+"/root", "--runroot", storage+"/run", "rmi", image).CombinedOutput()
+		if err != nil {
+			t.Errorf("buildah rmi %s: %v\n%s", image, err, out)
+		}
+	})
 
 	img := readOCIArchive(t, archive)
 	if img.refName != image {
@@ -72,8 +95,8 @@ func TestImage(t *testing.T) {
 	if got := img.config.Config.Entrypoint; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("image entrypoint %q, but the DaemonSet runs %q", got, want)
 	}
-	if img.config.OS != "linux" {
-		t.Errorf("image os %q, want linux", img.config.OS)
+	if img.config.OS != "linux" || img.config.Architecture != runtime.GOARCH {
+		t.Errorf("image platform %s/%s, want linux/%s", img.config.OS, img.config.Architecture, runtime.GOARCH)
 	}
 
 	root := filepath.Join(tmp, "rootfs")
@@ -86,6 +109,8 @@ func TestImage(t *testing.T) {
 			t.Errorf("image holds /%s", p)
 		}
 	}
+	binaries := []string{"opt/bin/flanneld", "flannel", "opt/bin/install-conf"}
+	checkExecutables(t, root, binaries, runtime.GOARCH)
 
 	ns := newNetns(t)
 	run := func(stdin string, args ...string) (string, error) {
@@ -107,6 +132,56 @@ func TestImage(t *testing.T) {
 	}
 
 	expect(mustRun("", "/opt/bin/flanneld", "--version"), version, "flanneld --version")
+	expect(mustRun("", "/flannel", "--version"), version, "flannel --version")
+	// The plugin's VERSION command, as a container runtime runs it.
+	var vers struct {
+		CNIVersion        string   `json:"cniVersion"`
+		SupportedVersions []string `json:"supportedVersions"`
+	}
+	out := mustRun(`{"cniVersion":"1.1.0"}`, "env", "CNI_COMMAND=VERSION", "/flannel")
+	if err := json.Unmarshal([]byte(out), &vers); err != nil || !slices.Contains(vers.SupportedVersions, "0.3.1") || !slices.Contains(vers.SupportedVersions, "1.1.0") {
+		t.Errorf("CNI_COMMAND=VERSION /flannel: %v\n%s", err, out)
+	}
+
+	// What the DaemonSet's init containers run: install-conf copies the plugin and the
+	// conflist, with their modes, atomically.
+	for _, c := range initContainerArgs(t, "../kube-flannel.yml") {
+		if c[0] != "/opt/bin/install-conf" {
+			t.Errorf("init container runs %q, not /opt/bin/install-conf", c)
+			continue
+		}
+		src, dst := c[1], "/tmp/installed"+c[2]
+		if strings.HasPrefix(src, "/etc/kube-flannel/") { // the ConfigMap's mount
+			mustRun("", "mkdir", "-p", "/etc/kube-flannel")
+			if err := os.WriteFile(filepath.Join(root, src), []byte(`{"name":"cbr0"}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustRun("", c[0], src, dst)
+		a, errA := os.ReadFile(filepath.Join(root, src))
+		b, errB := os.ReadFile(filepath.Join(root, dst))
+		sa, errC := os.Stat(filepath.Join(root, src))
+		sb, errD := os.Stat(filepath.Join(root, dst))
+		if err := errors.Join(errA, errB, errC, errD); err != nil || !bytes.Equal(a, b) || sa.Mode() != sb.Mode() {
+			t.Errorf("install-conf %s %s: %v; same content %t, modes %v and %v", src, dst, err, bytes.Equal(a, b), sa.Mode(), sb.Mode())
+		}
+	}
+
+	// mk-docker-opts.sh with its tools (awk, mktemp, mv, ip) from the image.
+	sample, err := os.ReadFile("../sample_subnet.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "run/flannel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "run/flannel/subnet.env"), sample, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun("", "/opt/bin/mk-docker-opts.sh")
+	if b, err := os.ReadFile(filepath.Join(root, "run/docker_opts.env")); err != nil || !strings.Contains(string(b), `DOCKER_OPTS=" --bip=10.1.74.1/24 --ip-masq=true --mtu=1472"`) {
+		t.Errorf("mk-docker-opts.sh in the image wrote %q, %v", b, err)
+	}
 
 	// A namespace without rules: iptables-select picks nft and remembers it.
 	expect(mustRun("", "iptables", "--version"), "nf_tables", "iptables --version")
@@ -129,7 +204,7 @@ func TestImage(t *testing.T) {
 		"add rule inet fgimage fgchain ip saddr 10.244.0.0/16 counter accept\n"
 	mustRun(script, "nft", "--check", "-f", "-")
 	mustRun(script, "nft", "-f", "-")
-	out := mustRun("", "nft", "--json", "--terse", "list", "table", "inet", "fgimage")
+	out = mustRun("", "nft", "--json", "--terse", "list", "table", "inet", "fgimage")
 	var js struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
@@ -145,6 +220,11 @@ func TestImage(t *testing.T) {
 			t.Errorf("iptables-select created legacy tables (%s): %s", f, out)
 		}
 	}
+
+	// The Dockerfile's binaries cross-compiled for the other architecture (no image).
+	crossDir := filepath.Join(tmp, "linux-"+other)
+	makeImage("image-binaries", "ARCH="+other, "BINARIES_DIR="+crossDir)
+	checkExecutables(t, crossDir, []string{"flanneld", "flannel", "install-conf"}, other)
 
 	// Hosts using iptables-legacy. Without kubelet's chains the backend with more rules wins.
 	legacyNS := newNetns(t)
@@ -171,22 +251,41 @@ func TestImage(t *testing.T) {
 	expect(mustRun("", "iptables", "--version"), "legacy", "iptables --version with kubelet's chain in legacy")
 	expect(mustRun("", "iptables", "-t", "mangle", "-S"), "-N KUBE-KUBELET-CANARY", "iptables -t mangle -S (legacy)")
 	// IPTABLES_MODE overrides the detection.
-	expect(mustRun("", "env-nft", "iptables", "--version"), "nf_tables", "IPTABLES_MODE=nft iptables --version")
+	expect(mustRun("", "env", "IPTABLES_MODE=nft", "iptables", "--version"), "nf_tables", "IPTABLES_MODE=nft iptables --version")
+}
+
+// checkExecutables checks with file(1) that each of dir's files is a static executable
+// for arch.
+func checkExecutables(t *testing.T, dir string, files []string, arch string) {
+	t.Helper()
+	for _, f := range files {
+		out, err := exec.Command("file", "-b", filepath.Join(dir, f)).CombinedOutput()
+		desc := string(out)
+		if err != nil || !strings.Contains(desc, "ELF 64-bit") || !strings.Contains(desc, fileArch[arch]) || !strings.Contains(desc, "statically linked") {
+			t.Errorf("%s: want a static %s executable, file says %q (%v)", f, arch, strings.TrimSpace(desc), err)
+		}
+	}
+}
+
+// cacheDir is $FLANNEL_GO_CACHE or ~/.cache/flannel-go.
+func cacheDir(t *testing.T) string {
+	if d := os.Getenv("FLANNEL_GO_CACHE"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(home, ".cache", "flannel-go")
 }
 
 // runInImage runs args in a chroot of root (with /proc mounted, private to the command's
-// mount namespace, which `ip netns exec` creates) inside the network namespace ns. The
-// pseudo-command "env-nft" sets IPTABLES_MODE=nft for the rest.
+// mount namespace, which `ip netns exec` creates) inside the network namespace ns.
 func runInImage(ctx context.Context, ns, root, stdin string, args ...string) (string, error) {
-	env := []string{"PATH=/opt/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	if len(args) > 0 && args[0] == "env-nft" {
-		env = append(env, "IPTABLES_MODE=nft")
-		args = args[1:]
-	}
 	full := append([]string{"netns", "exec", ns, "/bin/sh", "-c",
 		`root="$1"; shift; mount -t proc proc "$root/proc" && exec chroot "$root" "$@"`, "sh", root}, args...)
 	cmd := exec.CommandContext(ctx, "ip", full...)
-	cmd.Env = env
+	cmd.Env = []string{"PATH=/opt/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -215,8 +314,9 @@ func newNetns(t *testing.T) string {
 type ociImage struct {
 	refName string
 	config  struct {
-		OS     string `json:"os"`
-		Config struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Config       struct {
 			Entrypoint []string `json:"Entrypoint"`
 			Env        []string `json:"Env"`
 		} `json:"config"`
@@ -311,8 +411,9 @@ func readOCIArchive(t *testing.T, path string) *ociImage {
 	return img
 }
 
-// extractLayer unpacks a layer tarball below root. Names must stay below root, and no path
-// is written through a symbolic link (the layer's links point into the image, not the host).
+// extractLayer unpacks a layer tarball below root, over the layers unpacked before it.
+// Names must stay below root, and no path is written through a symbolic link (the layer's
+// links point into the image, not the host).
 func extractLayer(t *testing.T, l layer, root string) {
 	t.Helper()
 	var r io.Reader = bytes.NewReader(l.data)
@@ -337,12 +438,32 @@ func extractLayer(t *testing.T, l layer, root string) {
 			t.Fatalf("layer: %v", err)
 		}
 		name := filepath.Clean("/" + h.Name)
-		if strings.HasPrefix(filepath.Base(name), ".wh.") {
-			t.Fatalf("layer: whiteout %s in a single-layer image", name)
-		}
 		dst := filepath.Join(root, name)
 		if err := noSymlinkBelow(root, filepath.Dir(dst)); err != nil {
 			t.Fatalf("layer: %s: %v", name, err)
+		}
+		// Whiteouts delete what lower layers put there: one entry, or a whole directory's
+		// content (opaque).
+		if base := filepath.Base(name); strings.HasPrefix(base, ".wh.") {
+			victim := filepath.Join(filepath.Dir(dst), strings.TrimPrefix(base, ".wh."))
+			if base == ".wh..wh..opq" {
+				ents, _ := os.ReadDir(filepath.Dir(dst))
+				for _, e := range ents {
+					err = errors.Join(err, os.RemoveAll(filepath.Join(filepath.Dir(dst), e.Name())))
+				}
+			} else {
+				err = os.RemoveAll(victim)
+			}
+			if err != nil {
+				t.Fatalf("layer: %s: %v", name, err)
+			}
+			continue
+		}
+		// An entry replaces what a lower layer put at its name (a directory stays a directory).
+		if fi, err := os.Lstat(dst); err == nil && !(fi.IsDir() && h.Typeflag == tar.TypeDir) {
+			if err := os.RemoveAll(dst); err != nil {
+				t.Fatalf("layer: %s: %v", name, err)
+			}
 		}
 		switch h.Typeflag {
 		case tar.TypeDir:
@@ -428,32 +549,69 @@ func noSymlinkBelow(root, dir string) error {
 	return nil
 }
 
-// daemonSetCommand returns the command of the container of path's DaemonSet that runs
-// the image this repository builds.
-func daemonSetCommand(t *testing.T, path string) []string {
+// imageName is the image (without its tag) of every container of dist/kube-flannel.yml.
+func imageName(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	name, _, _ := strings.Cut(kubeproc.Image, ":")
+	return name
+}
+
+// daemonSetPod returns the pod template spec of path's DaemonSet.
+func daemonSetPod(t *testing.T, path string) map[string]any {
+	t.Helper()
+	objs, err := kubeproc.ReadManifest(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	found, inCommand := false, false
-	var cmd []string
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, "image: "+imageRepo+":"):
-			found = true
-		case found && line == "command:":
-			inCommand = true
-		case inCommand && strings.HasPrefix(line, "- "):
-			cmd = append(cmd, strings.Trim(strings.TrimPrefix(line, "- "), `"'`))
-		case inCommand:
+	for _, o := range objs {
+		if o.GetKind() == "DaemonSet" {
+			spec, ok, err := unstructured.NestedMap(o.Object, "spec", "template", "spec")
+			if !ok || err != nil {
+				t.Fatalf("%s: DaemonSet without a pod spec: %v", path, err)
+			}
+			return spec
+		}
+	}
+	t.Fatalf("%s: no DaemonSet", path)
+	return nil
+}
+
+// command is a container's command followed by its args.
+func command(c map[string]any) []string {
+	cmd, _, _ := unstructured.NestedStringSlice(c, "command")
+	args, _, _ := unstructured.NestedStringSlice(c, "args")
+	return append(cmd, args...)
+}
+
+// daemonSetCommand returns the command of the DaemonSet's flanneld container.
+func daemonSetCommand(t *testing.T, path string) []string {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(daemonSetPod(t, path), "containers")
+	for _, c := range cs {
+		if m, ok := c.(map[string]any); ok && m["name"] == "kube-flannel" {
+			cmd, _, _ := unstructured.NestedStringSlice(m, "command")
 			return cmd
 		}
 	}
-	if len(cmd) == 0 {
-		t.Fatalf("%s: no container with image %s and a command", path, imageRepo)
+	t.Fatalf("%s: no kube-flannel container", path)
+	return nil
+}
+
+// initContainerArgs returns the command lines of the DaemonSet's init containers.
+func initContainerArgs(t *testing.T, path string) [][]string {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(daemonSetPod(t, path), "initContainers")
+	var out [][]string
+	for _, c := range cs {
+		m, _ := c.(map[string]any)
+		if cmd := command(m); len(cmd) == 3 {
+			out = append(out, cmd)
+		} else {
+			t.Errorf("%s: init container %v: want /opt/bin/install-conf SOURCE DESTINATION", path, m["name"])
+		}
 	}
-	return cmd
+	if len(out) != 2 {
+		t.Errorf("%s: %d init containers, want 2 (plugin, conflist)", path, len(out))
+	}
+	return out
 }
