@@ -24,6 +24,43 @@ import (
 	"k8s.io/client-go/restmapper"
 )
 
+// Image is the image every container of dist/kube-flannel.yml and of the chart's default
+// values runs: the one `make image` builds (flanneld, the flannel CNI plugin, install-conf).
+const Image = "localhost/flannel-go/flannel:latest"
+
+// ContainerImage is a container of a manifest object and the image it runs.
+type ContainerImage struct {
+	Object    string // Kind/name
+	Container string
+	Image     string
+}
+
+// PodImages lists every container, init container and ephemeral container of the pods
+// and pod templates among objs, in order.
+func PodImages(objs []*unstructured.Unstructured) []ContainerImage {
+	var out []ContainerImage
+	for _, o := range objs {
+		path := []string{"spec", "template", "spec"}
+		if o.GetKind() == "Pod" {
+			path = []string{"spec"}
+		}
+		spec, ok, _ := unstructured.NestedMap(o.Object, path...)
+		if !ok {
+			continue
+		}
+		for _, field := range []string{"initContainers", "containers", "ephemeralContainers"} {
+			cs, _, _ := unstructured.NestedSlice(spec, field)
+			for _, c := range cs {
+				m, _ := c.(map[string]any)
+				name, _ := m["name"].(string)
+				image, _ := m["image"].(string)
+				out = append(out, ContainerImage{Object: o.GetKind() + "/" + o.GetName(), Container: name, Image: image})
+			}
+		}
+	}
+	return out
+}
+
 // ReadManifest parses a multi-document YAML file into objects (empty documents skipped).
 func ReadManifest(path string) ([]*unstructured.Unstructured, error) {
 	data, err := os.ReadFile(path)
@@ -120,7 +157,7 @@ func CreatePodOnNode(ctx context.Context, cs kubernetes.Interface, namespace, na
 			NodeName:                     node,
 			ServiceAccountName:           serviceAccount,
 			AutomountServiceAccountToken: &no,
-			Containers:                   []corev1.Container{{Name: "flanneld", Image: "localhost/flannel-go/flanneld:latest"}},
+			Containers:                   []corev1.Container{{Name: "flanneld", Image: Image}},
 		},
 	}
 	if _, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

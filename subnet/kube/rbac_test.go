@@ -53,10 +53,24 @@ func TestManifestClusterRoleIsLeastPrivilege(t *testing.T) {
 	}
 }
 
-// The manifest passes a server-side dry-run apply, and a service account bound by its
-// ClusterRole (token from the TokenRequest API, authorization Node,RBAC) can do all the
-// kube subnet manager does; one without the binding gets an error naming the fix.
+// The manifest names no image but ours, passes a server-side dry-run apply, and a service
+// account bound by its ClusterRole (token from the TokenRequest API, authorization
+// Node,RBAC) can do all the kube subnet manager does; one without the binding gets an
+// error naming the fix.
 func TestIntegrationManifestAndRBAC(t *testing.T) {
+	objs, err := kubeproc.ReadManifest(manifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := kubeproc.PodImages(objs)
+	if len(images) != 3 {
+		t.Errorf("manifest containers %v, want the two init containers and flanneld", images)
+	}
+	for _, c := range images {
+		if c.Image != kubeproc.Image {
+			t.Errorf("%s container %s runs %q, want only our image %q", c.Object, c.Container, c.Image, kubeproc.Image)
+		}
+	}
 	k := apiserver(t)
 	cs := adminClient(t, k)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
