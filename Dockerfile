@@ -11,8 +11,9 @@
 #   VERSION, COMMIT             what `flanneld --version` and `flannel --version` print.
 #   GOPROXY                     for the module downloads (e.g. GOPROXY=off with a module
 #                               cache mounted at /go/pkg/mod, as `make image` does).
-#   TARGETARCH                  set by the builder from --platform; the Go stage always runs
-#                               on the build machine and cross-compiles.
+#   TARGETARCH                  set by the builder from --platform (unset: the build
+#                               machine's); the Go stage always runs on the build machine
+#                               and cross-compiles.
 # The stage "binaries" holds only the three binaries (for --target binaries --output).
 ARG GOLANG_IMAGE=golang:1.26-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim

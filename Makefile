@@ -135,6 +135,7 @@ IMAGE         ?= localhost/flannel-go/flannel:latest
 IMAGE_ARCHIVE ?= dist/image/out/flannel.oci.tar
 IMAGE_STORAGE ?=
 ARCH          ?= arm64
+NATIVE_ARCH   := $(shell $(GO) env GOARCH)
 BINARIES_DIR  ?= dist/image/out/linux-$(ARCH)
 BUILDAH       := buildah --storage-driver vfs $(if $(IMAGE_STORAGE),--root '$(IMAGE_STORAGE)/root' --runroot '$(IMAGE_STORAGE)/run')
 LOCAL_BUD      = set -e; $(GO) mod download; \
@@ -145,7 +146,7 @@ LOCAL_BUD      = set -e; $(GO) mod download; \
 	  --volume "$$($(GO) env GOMODCACHE)":/go/pkg/mod:ro --volume "$$($(GO) env GOCACHE)":/root/.cache/go-build
 image:
 	tools/install-deps.sh --image
-	$(LOCAL_BUD) -t '$(IMAGE)' .
+	$(LOCAL_BUD) --build-arg TARGETARCH='$(NATIVE_ARCH)' -t '$(IMAGE)' .
 	mkdir -p '$(dir $(IMAGE_ARCHIVE))' && rm -f '$(IMAGE_ARCHIVE)'
 	$(BUILDAH) push --quiet '$(IMAGE)' 'oci-archive:$(IMAGE_ARCHIVE):$(IMAGE)'
 	@echo "built $(IMAGE), archive $(IMAGE_ARCHIVE)"

@@ -279,11 +279,12 @@ func cacheDir(t *testing.T) string {
 	return filepath.Join(home, ".cache", "flannel-go")
 }
 
-// runInImage runs args in a chroot of root (with /proc mounted, private to the command's
-// mount namespace, which `ip netns exec` creates) inside the network namespace ns.
+// runInImage runs args in a chroot of root (with /proc and the host's /dev mounted, as a
+// container runtime provides them, private to the command's mount namespace, which
+// `ip netns exec` creates) inside the network namespace ns.
 func runInImage(ctx context.Context, ns, root, stdin string, args ...string) (string, error) {
 	full := append([]string{"netns", "exec", ns, "/bin/sh", "-c",
-		`root="$1"; shift; mount -t proc proc "$root/proc" && exec chroot "$root" "$@"`, "sh", root}, args...)
+		`root="$1"; shift; mount -t proc proc "$root/proc" && mount --bind /dev "$root/dev" && exec chroot "$root" "$@"`, "sh", root}, args...)
 	cmd := exec.CommandContext(ctx, "ip", full...)
 	cmd.Env = []string{"PATH=/opt/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.Stdin = strings.NewReader(stdin)

@@ -127,6 +127,8 @@ debroot() {
     "$rootfs"/usr/share/lintian "$rootfs"/usr/share/locale "$rootfs"/usr/share/bug \
     "$rootfs"/usr/share/bash-completion "$rootfs"/usr/share/zsh "$rootfs"/usr/lib/*/gconv
   ln -sf /bin/dash "$rootfs/bin/sh"
+  # The alternatives links Debian's maintainer scripts would make (update-alternatives).
+  if [ -e "$rootfs/usr/bin/mawk" ]; then ln -sf mawk "$rootfs/usr/bin/awk"; fi
   mkdir -p "$rootfs/etc" "$rootfs/run" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/root"
   chmod 1777 "$rootfs/tmp"
   printf 'include /etc/ld.so.conf.d/*.conf\n' >"$rootfs/etc/ld.so.conf"
