@@ -14,7 +14,7 @@ TEST_TIMEOUT ?= 40m
 E2E_TIMEOUT  ?= 30m
 DEMO_ARGS    ?=
 
-.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check tidy-check clean kube-apiserver cni-plugins bench-kube image image-binaries bench-restart bench-plot flanneld-upstream
+.PHONY: all deps build test unit e2e demo bench bench-control bench-net bench-rules bench-heal vet fmt-check tidy-check clean kube-apiserver cni-plugins helm bench-kube image image-binaries bench-restart bench-plot flanneld-upstream
 
 all: build
 
@@ -29,9 +29,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(PLUGIN_LDFLAGS)' -o bin/flannel ./cmd/flannel
 
 # Everything: unit, integration (real etcd, real kube-apiserver, real kernel in namespaces)
-# and e2e. Needs root. Builds the kube-apiserver and the CNI reference plugins first
+# and e2e. Needs root. Builds the kube-apiserver, the CNI reference plugins and helm first
 # (cached; see below).
-test: deps kube-apiserver cni-plugins
+test: deps kube-apiserver cni-plugins helm
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Only what needs neither root nor etcd.
@@ -120,6 +120,11 @@ kube-apiserver:
 # time). Without them that test skips, or fails when CI=true.
 cni-plugins:
 	GO=$(GO) tools/cni-plugins/build.sh
+
+# helm v4 for the chart's tests (dist/chart), built from the module proxy once per version
+# (tools/helm/VERSION) into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (about 2 minutes).
+helm:
+	GO=$(GO) tools/helm/build.sh
 
 # The flannel image (flanneld, the flannel CNI plugin, install-conf) from the top-level
 # Dockerfile, without a container engine or a registry: buildah builds it FROM base images
