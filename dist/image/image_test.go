@@ -1,24 +1,20 @@
 // Package image tests the flannel image of the top-level Dockerfile as `make image` builds
 // it without a registry (base images from this machine's Go and Debian packages,
 // dist/image/local-bases.sh): the image's OCI archive is unpacked without a container
-// engine and its programs run in a chroot of its root filesystem inside a network
-// namespace the test creates, which proves that binaries and shared libraries are
+// engine (e2e/imagekit) and its programs run in a chroot of its root filesystem inside a
+// network namespace the test creates, which proves that binaries and shared libraries are
 // complete. The Dockerfile's "binaries" stage is also cross-compiled for the other
 // architecture (amd64 or arm64) and checked with file(1).
 package image
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +26,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/flannel-go/flannel/e2e/imagekit"
 	"github.com/flannel-go/flannel/e2e/kubeproc"
 )
 
@@ -40,21 +37,10 @@ func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a container image (minutes)")
 	}
+	imagekit.Need(t)
 	ci := os.Getenv("CI") == "true"
-	need := func(why string) {
-		t.Helper()
-		if ci {
-			t.Fatalf("CI=true: %s", why)
-		}
-		t.Skip(why)
-	}
-	if os.Geteuid() != 0 {
-		need("needs root (buildah, dpkg-deb, chroot, network namespaces)")
-	}
-	for _, c := range []string{"buildah", "apt-get", "apt-cache", "dpkg-deb", "ldconfig", "ip", "chroot", "mount", "make", "file"} {
-		if _, err := exec.LookPath(c); err != nil {
-			need(fmt.Sprintf("%s not found (tools/install-deps.sh --image installs buildah and file)", c))
-		}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatalf("ip: %v", err)
 	}
 	other := map[string]string{"amd64": "arm64", "arm64": "amd64"}[runtime.GOARCH]
 	if other == "" {
@@ -65,43 +51,38 @@ func TestImage(t *testing.T) {
 	const version = "v0.0.0-imagetest"
 	image := fmt.Sprintf("%s:test%d", imageName(t), os.Getpid())
 	archive := filepath.Join(tmp, "flannel.oci.tar")
-	// The base images are kept between runs (they are made again when their packages or
-	// the Go toolchain change); the test's own image is removed.
-	storage := filepath.Join(cacheDir(t), "buildah")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	makeImage := func(args ...string) {
-		t.Helper()
-		start := time.Now()
-		cmd := exec.CommandContext(ctx, "make", append([]string{"-C", "../..", "IMAGE_STORAGE=" + storage, "VERSION=" + version}, args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("make %s: %v\n%s", args[0], err, out)
-		}
-		t.Logf("make %s took %s", args[0], time.Since(start).Round(time.Second))
+	start := time.Now()
+	remove, err := imagekit.Build(ctx, "../..", image, version, archive)
+	if err != nil {
+		t.Fatal(err)
 	}
-	makeImage("image", "IMAGE="+image, "IMAGE_ARCHIVE="+archive)
+	t.Logf("make image took %s", time.Since(start).Round(time.Second))
 	t.Cleanup(func() {
-		out, err := exec.Command("buildah", "--storage-driver", "vfs", "--root", storage+"/root", "--runroot", storage+"/run", "rmi", image).CombinedOutput()
-		if err != nil {
-			t.Errorf("buildah rmi %s: %v\n%s", image, err, out)
+		if err := remove(); err != nil {
+			t.Error(err)
 		}
 	})
 
-	img := readOCIArchive(t, archive)
-	if img.refName != image {
-		t.Errorf("archive names the image %q, want %q", img.refName, image)
+	img, err := imagekit.ReadArchive(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.RefName != image {
+		t.Errorf("archive names the image %q, want %q", img.RefName, image)
 	}
 	want := daemonSetCommand(t, "../kube-flannel.yml")
-	if got := img.config.Config.Entrypoint; strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := img.Config.Config.Entrypoint; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("image entrypoint %q, but the DaemonSet runs %q", got, want)
 	}
-	if img.config.OS != "linux" || img.config.Architecture != runtime.GOARCH {
-		t.Errorf("image platform %s/%s, want linux/%s", img.config.OS, img.config.Architecture, runtime.GOARCH)
+	if img.Config.OS != "linux" || img.Config.Architecture != runtime.GOARCH {
+		t.Errorf("image platform %s/%s, want linux/%s", img.Config.OS, img.Config.Architecture, runtime.GOARCH)
 	}
 
 	root := filepath.Join(tmp, "rootfs")
-	for _, l := range img.layers {
-		extractLayer(t, l, root)
+	if err := img.Unpack(root); err != nil {
+		t.Fatal(err)
 	}
 	// Nothing of the host must be needed: no host library directory, no documentation.
 	for _, p := range []string{"usr/share/doc", "usr/share/man"} {
@@ -223,7 +204,11 @@ func TestImage(t *testing.T) {
 
 	// The Dockerfile's binaries cross-compiled for the other architecture (no image).
 	crossDir := filepath.Join(tmp, "linux-"+other)
-	makeImage("image-binaries", "ARCH="+other, "BINARIES_DIR="+crossDir)
+	start = time.Now()
+	if err := imagekit.Make(ctx, "../..", "image-binaries", "ARCH="+other, "BINARIES_DIR="+crossDir, "VERSION="+version); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("make image-binaries took %s", time.Since(start).Round(time.Second))
 	checkExecutables(t, crossDir, []string{"flanneld", "flannel", "install-conf"}, other)
 
 	// Hosts using iptables-legacy. Without kubelet's chains the backend with more rules wins.
@@ -267,18 +252,6 @@ func checkExecutables(t *testing.T, dir string, files []string, arch string) {
 	}
 }
 
-// cacheDir is $FLANNEL_GO_CACHE or ~/.cache/flannel-go.
-func cacheDir(t *testing.T) string {
-	if d := os.Getenv("FLANNEL_GO_CACHE"); d != "" {
-		return d
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(home, ".cache", "flannel-go")
-}
-
 // runInImage runs args in a chroot of root (with /proc and the host's /dev mounted, as a
 // container runtime provides them, private to the command's mount namespace, which
 // `ip netns exec` creates) inside the network namespace ns.
@@ -310,244 +283,6 @@ func newNetns(t *testing.T) string {
 		}
 	})
 	return name
-}
-
-type ociImage struct {
-	refName string
-	config  struct {
-		OS           string `json:"os"`
-		Architecture string `json:"architecture"`
-		Config       struct {
-			Entrypoint []string `json:"Entrypoint"`
-			Env        []string `json:"Env"`
-		} `json:"config"`
-	}
-	layers []layer
-}
-
-type layer struct {
-	mediaType string
-	data      []byte
-}
-
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations"`
-}
-
-// readOCIArchive reads an oci-archive (a tar of an OCI image layout) holding one image,
-// checking every blob against its digest and size.
-func readOCIArchive(t *testing.T, path string) *ociImage {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	files := map[string][]byte{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", path, h.Name, err)
-		}
-		files[filepath.Clean(h.Name)] = b
-	}
-	if !strings.Contains(string(files["oci-layout"]), `"imageLayoutVersion"`) {
-		t.Fatalf("%s: no oci-layout file: not an OCI image layout", path)
-	}
-	blob := func(d descriptor) []byte {
-		t.Helper()
-		alg, hexd, ok := strings.Cut(d.Digest, ":")
-		if !ok || alg != "sha256" {
-			t.Fatalf("unsupported digest %q", d.Digest)
-		}
-		b, ok := files[filepath.Join("blobs", "sha256", hexd)]
-		if !ok {
-			t.Fatalf("%s: blob %s missing", path, d.Digest)
-		}
-		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != hexd || int64(len(b)) != d.Size {
-			t.Fatalf("%s: blob %s does not match its digest or size %d", path, d.Digest, d.Size)
-		}
-		return b
-	}
-	var index struct {
-		Manifests []descriptor `json:"manifests"`
-	}
-	if err := json.Unmarshal(files["index.json"], &index); err != nil {
-		t.Fatalf("%s: index.json: %v", path, err)
-	}
-	if len(index.Manifests) != 1 {
-		t.Fatalf("%s: %d manifests, want 1", path, len(index.Manifests))
-	}
-	var manifest struct {
-		Config descriptor   `json:"config"`
-		Layers []descriptor `json:"layers"`
-	}
-	if err := json.Unmarshal(blob(index.Manifests[0]), &manifest); err != nil {
-		t.Fatalf("%s: manifest: %v", path, err)
-	}
-	img := &ociImage{refName: index.Manifests[0].Annotations["org.opencontainers.image.ref.name"]}
-	if err := json.Unmarshal(blob(manifest.Config), &img.config); err != nil {
-		t.Fatalf("%s: config: %v", path, err)
-	}
-	if len(manifest.Layers) == 0 {
-		t.Fatalf("%s: image without layers", path)
-	}
-	for _, l := range manifest.Layers {
-		img.layers = append(img.layers, layer{mediaType: l.MediaType, data: blob(l)})
-	}
-	return img
-}
-
-// extractLayer unpacks a layer tarball below root, over the layers unpacked before it.
-// Names must stay below root, and no path is written through a symbolic link (the layer's
-// links point into the image, not the host).
-func extractLayer(t *testing.T, l layer, root string) {
-	t.Helper()
-	var r io.Reader = bytes.NewReader(l.data)
-	switch {
-	case strings.HasSuffix(l.mediaType, "+gzip"):
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			t.Fatalf("layer: %v", err)
-		}
-		r = zr
-	case strings.HasSuffix(l.mediaType, ".tar"):
-	default:
-		t.Fatalf("unsupported layer media type %q", l.mediaType)
-	}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
-			t.Fatalf("layer: %v", err)
-		}
-		name := filepath.Clean("/" + h.Name)
-		dst := filepath.Join(root, name)
-		if err := noSymlinkBelow(root, filepath.Dir(dst)); err != nil {
-			t.Fatalf("layer: %s: %v", name, err)
-		}
-		// Whiteouts delete what lower layers put there: one entry, or a whole directory's
-		// content (opaque).
-		if base := filepath.Base(name); strings.HasPrefix(base, ".wh.") {
-			victim := filepath.Join(filepath.Dir(dst), strings.TrimPrefix(base, ".wh."))
-			if base == ".wh..wh..opq" {
-				ents, _ := os.ReadDir(filepath.Dir(dst))
-				for _, e := range ents {
-					err = errors.Join(err, os.RemoveAll(filepath.Join(filepath.Dir(dst), e.Name())))
-				}
-			} else {
-				err = os.RemoveAll(victim)
-			}
-			if err != nil {
-				t.Fatalf("layer: %s: %v", name, err)
-			}
-			continue
-		}
-		// An entry replaces what a lower layer put at its name (a directory stays a directory).
-		if fi, err := os.Lstat(dst); err == nil && !(fi.IsDir() && h.Typeflag == tar.TypeDir) {
-			if err := os.RemoveAll(dst); err != nil {
-				t.Fatalf("layer: %s: %v", name, err)
-			}
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(dst, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			var f *os.File
-			f, err = os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-			if err == nil {
-				_, err = io.Copy(f, tr)
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-			}
-		case tar.TypeSymlink:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			err = os.Symlink(h.Linkname, dst)
-		case tar.TypeLink:
-			target := filepath.Join(root, filepath.Clean("/"+h.Linkname))
-			err = os.Link(target, dst)
-		default:
-			t.Fatalf("layer: %s: unexpected entry type %q", name, h.Typeflag)
-		}
-		if err != nil {
-			t.Fatalf("layer: %s: %v", name, err)
-		}
-		if err := os.Lchown(dst, h.Uid, h.Gid); err != nil {
-			t.Fatalf("layer: %s: %v", name, err)
-		}
-		// After the owner: chown clears the setuid and setgid bits.
-		if h.Typeflag == tar.TypeDir || h.Typeflag == tar.TypeReg {
-			if err := os.Chmod(dst, os.FileMode(h.Mode).Perm()|modeBits(h.Mode)); err != nil {
-				t.Fatalf("layer: %s: %v", name, err)
-			}
-		}
-	}
-}
-
-// modeBits keeps the setuid, setgid and sticky bits of a tar mode as os.FileMode bits.
-func modeBits(m int64) os.FileMode {
-	var fm os.FileMode
-	if m&0o4000 != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
-}
-
-// noSymlinkBelow fails when a directory between root and dir is a symbolic link.
-func noSymlinkBelow(root, dir string) error {
-	rel, err := filepath.Rel(root, dir)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return fmt.Errorf("outside the root filesystem")
-	}
-	p := root
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		if part == "." {
-			continue
-		}
-		p = filepath.Join(p, part)
-		fi, err := os.Lstat(p)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&os.ModeSymlink != 0 {
-			return fmt.Errorf("parent %s is a symbolic link", p)
-		}
-	}
-	return nil
 }
 
 // imageName is the image (without its tag) of every container of dist/kube-flannel.yml.
