@@ -33,9 +33,16 @@ DEB_CACHE="${DEB_CACHE:-${FLANNEL_GO_CACHE:-$HOME/.cache/flannel-go}/debs}"
 skip=" dpkg debianutils "
 
 log() { printf 'local-bases: %s\n' "$*" >&2; }
-for c in apt-get apt-cache dpkg-deb ldconfig buildah; do
+for c in apt-get apt-cache dpkg-deb ldconfig buildah flock; do
   command -v "$c" >/dev/null 2>&1 || { log "$c is missing (tools/install-deps.sh --image installs buildah)"; exit 1; }
 done
+
+# One run at a time per storage (tests build the image in parallel): the second waits and
+# then finds the images up to date.
+lock="${STORAGE_ROOT:-/run/lock}/flannel-go-local-bases.lock"
+mkdir -p "$(dirname "$lock")"
+exec 9>"$lock"
+flock 9
 
 work="$(mktemp -d /tmp/flannel-go-bases.XXXXXX)"
 ctr=""
