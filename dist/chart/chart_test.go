@@ -56,6 +56,17 @@ func helm(t *testing.T) string {
 	return b
 }
 
+// helmCmd is a helm command whose cache, configuration and data directories are the
+// test's, not the user's.
+func helmCmd(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.CommandContext(ctx, helm(t), args...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
+	return cmd
+}
+
 // render runs helm template on the chart with the given --set values (and --set-file
 // values "key=content", the content written to a file) and returns the objects, or the
 // error helm reports.
@@ -73,7 +84,7 @@ func render(t *testing.T, set []string, setFile ...string) ([]*unstructured.Unst
 		}
 		args = append(args, "--set-file", k+"="+path)
 	}
-	out, err := exec.Command(helm(t), args...).CombinedOutput()
+	out, err := helmCmd(t, context.Background(), args...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -94,7 +105,7 @@ func mustRender(t *testing.T, set []string, setFile ...string) []*unstructured.U
 }
 
 func TestHelmLint(t *testing.T) {
-	out, err := exec.Command(helm(t), "lint", "--strict", ".").CombinedOutput()
+	out, err := helmCmd(t, context.Background(), "lint", "--strict", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm lint --strict: %v\n%s", err, out)
 	}
@@ -341,7 +352,7 @@ func TestIntegrationChartDryRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short mode: starts etcd and kube-apiserver")
 	}
-	bin := helm(t)
+	helm(t)
 	kubeproc.Need(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -365,7 +376,7 @@ func TestIntegrationChartDryRun(t *testing.T) {
 		for _, s := range set {
 			args = append(args, "--set", s)
 		}
-		out, err := exec.Command(bin, args...).CombinedOutput()
+		out, err := helmCmd(t, ctx, args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("helm %v: %v\n%s", args, err, out)
 		}
@@ -381,9 +392,7 @@ func TestIntegrationChartDryRun(t *testing.T) {
 	if err := k.API.WriteKubeconfig(kubeconfig, ""); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "install", "flannel", ".", "--namespace", namespace, "--dry-run=server", "--kubeconfig", kubeconfig)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(dir, "helm", "cache"),
-		"HELM_CONFIG_HOME="+filepath.Join(dir, "helm", "config"), "HELM_DATA_HOME="+filepath.Join(dir, "helm", "data"))
+	cmd := helmCmd(t, ctx, "install", "flannel", ".", "--namespace", namespace, "--dry-run=server", "--kubeconfig", kubeconfig)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("helm install --dry-run=server: %v\n%s", err, out)
 	}
