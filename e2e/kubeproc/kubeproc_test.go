@@ -35,9 +35,16 @@ func TestVersionMatchesToolsModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), "require k8s.io/kubernetes "+Version+"\n") {
-		t.Fatalf("tools/kube-apiserver/go.mod does not require k8s.io/kubernetes %s", Version)
+	// As build.sh reads it: the line "require k8s.io/kubernetes <version> [// indirect]".
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == "require" && f[1] == "k8s.io/kubernetes" {
+			if f[2] != Version {
+				t.Fatalf("tools/kube-apiserver/go.mod requires k8s.io/kubernetes %s, the tests expect %s", f[2], Version)
+			}
+			return
+		}
 	}
+	t.Fatalf("tools/kube-apiserver/go.mod has no line \"require k8s.io/kubernetes %s\"", Version)
 }
 
 func TestStartServeStop(t *testing.T) {

@@ -143,8 +143,14 @@ func TestIntegrationKubeconfigAuth(t *testing.T) {
 			}
 			if tt.grant != nil {
 				tt.grant()
-				if err := try(); err != nil {
-					t.Fatalf("after the grant: %v", err)
+				// The authorizer learns of a new binding through its informer: a
+				// moment may pass before the grant takes effect.
+				deadline := time.Now().Add(30 * time.Second)
+				for err := try(); err != nil; err = try() {
+					if time.Now().After(deadline) {
+						t.Fatalf("after the grant: %v", err)
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
 			}
 		})
