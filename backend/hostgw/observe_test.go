@@ -23,6 +23,7 @@ func (c countObserver) DatastoreError(observe.Op, error)   {}
 func (c countObserver) WatchRestarted(observe.Kind, error) {}
 func (c countObserver) WatchLive(observe.Kind)             {}
 func (c countObserver) LeaseExpiration(time.Time)          {}
+func (c countObserver) PacketsDropped(string, int)         {}
 
 // TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
 // with their lease are reported to the observer; an idle round reports nothing.

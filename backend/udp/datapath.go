@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/observe"
 )
 
 // tunDevice is the part of golang.zx2c4.com/wireguard/tun.Device the data path uses.
@@ -29,7 +32,9 @@ type tunDevice interface {
 
 // batchConn is the part of *ipv4.PacketConn the data path uses: recvmmsg/sendmmsg.
 type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	// ReadBatch receives into ms and sets from[i] to the IPv4 source address (as a
+	// number; 0 if not IPv4) of message i.
+	ReadBatch(ms []ipv4.Message, from []uint32) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
@@ -53,20 +58,63 @@ const (
 
 // Stats counts what the data path did.
 type Stats struct {
-	TxPackets, RxPackets uint64 // inner packets sent to / received from peers
+	TxPackets, RxPackets uint64 // inner packets sent to / received from peers (and written to the TUN)
 	NoRoute              uint64 // packets for an address no lease covers
 	Unreachable          uint64 // ICMP net-unreachable answers written to the TUN
-	Dropped              uint64 // malformed packets, TTL expired, send/write errors
+	Dropped              uint64 // malformed packets from the TUN, TTL expired, send/write errors
 	GSOSends             uint64 // sends that carried more than one datagram
+	// RxDropped counts received packets not written to the TUN, by reason (the label
+	// values of dropReason).
+	RxDropped map[string]uint64
 }
 
 type counters struct {
 	tx, rx, noRoute, unreach, dropped, gsoSends atomic.Uint64
+	rxDrops                                     [numDropReasons]atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
-	return Stats{TxPackets: c.tx.Load(), RxPackets: c.rx.Load(), NoRoute: c.noRoute.Load(),
-		Unreachable: c.unreach.Load(), Dropped: c.dropped.Load(), GSOSends: c.gsoSends.Load()}
+	s := Stats{TxPackets: c.tx.Load(), RxPackets: c.rx.Load(), NoRoute: c.noRoute.Load(),
+		Unreachable: c.unreach.Load(), Dropped: c.dropped.Load(), GSOSends: c.gsoSends.Load(),
+		RxDropped: make(map[string]uint64, numDropReasons)}
+	for r := range numDropReasons {
+		s.RxDropped[r.String()] = c.rxDrops[r].Load()
+	}
+	return s
+}
+
+// dropReason is why a received packet was not written to the TUN.
+type dropReason int
+
+const (
+	// dropUnknownPeer: the datagram's outer source address is no peer's PublicIP.
+	dropUnknownPeer dropReason = iota
+	// dropForeignSource: the inner source lies outside the sending peer's subnet.
+	dropForeignSource
+	// dropForeignDestination: the inner destination lies outside our subnet.
+	dropForeignDestination
+	// dropMalformed: not a whole IPv4 packet.
+	dropMalformed
+	// dropTTLExpired: the inner TTL would reach 0.
+	dropTTLExpired
+	numDropReasons
+)
+
+// String is the reason's label value in flannel_udp_dropped_packets_total{reason}.
+func (r dropReason) String() string {
+	switch r {
+	case dropUnknownPeer:
+		return "unknown_peer"
+	case dropForeignSource:
+		return "source_not_in_peer_subnet"
+	case dropForeignDestination:
+		return "destination_not_in_own_subnet"
+	case dropMalformed:
+		return "malformed"
+	case dropTTLExpired:
+		return "ttl_expired"
+	}
+	return "unknown"
 }
 
 // dataPath moves packets between the TUN and the UDP socket. Each direction runs in one
@@ -77,11 +125,13 @@ type dataPath struct {
 	newTUN atomic.Pointer[tunHolder] // its replacement after the device was recreated
 	conn   batchConn
 	tunIP  [4]byte // source of the ICMP errors
+	own    net4    // our subnet: the only destinations received packets may have
 	table  *atomic.Pointer[table]
 	gso    atomic.Bool // UDP_SEGMENT usable on sends
 	gro    bool        // UDP_GRO enabled on the socket
 	mtu    int
 	counts *counters
+	obs    observe.Observer // hears the receive drops, once per batch and reason
 }
 
 type tunHolder struct{ dev tunDevice }
@@ -320,80 +370,208 @@ func groSize(oob []byte) int {
 }
 
 // udpToTUN receives datagrams (several per system call, and with GRO several per
-// message) and writes the inner packets to the TUN, until the socket is closed or ctx ends.
+// message) and writes the inner packets to the TUN, until the socket is closed or ctx
+// ends.
 func (d *dataPath) udpToTUN(ctx context.Context) {
-	nmsgs := maxBatch
-	if d.gro {
-		nmsgs = groReadMsgs
-	}
-	msgs := make([]ipv4.Message, nmsgs)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, maxPacket)}
-		msgs[i].OOB = make([]byte, unix.CmsgSpace(4))
-	}
-	out := make([][]byte, 0, maxBatch)
-	wbufs := make([][]byte, maxBatch)
-	for i := range wbufs {
-		// full capacity: the TUN coalesces later packets into the first one's buffer
-		wbufs[i] = make([]byte, tunHeadroom+maxPacket)
-	}
-	var lim logLimiter
-	flush := func() {
-		if len(out) == 0 {
-			return
-		}
-		if _, err := d.device().Write(out, tunHeadroom); err != nil && !closedErr(err) {
-			d.counts.dropped.Add(1)
-			if ok, sup := lim.allow(); ok {
-				klog.ErrorS(err, "udp: writing to the TUN device failed", "suppressedSince", sup)
-			}
-		}
-		out = out[:0]
-	}
+	r := d.newReceiver()
 	for {
-		for i := range msgs {
-			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
-		}
-		n, err := d.conn.ReadBatch(msgs, 0)
+		r.reset()
+		n, err := d.conn.ReadBatch(r.msgs, r.from)
 		if err != nil {
 			if closedErr(err) || ctx.Err() != nil {
 				return
 			}
-			if ok, sup := lim.allow(); ok {
+			if ok, sup := r.lim.allow(); ok {
 				klog.ErrorS(err, "udp: receiving from the socket failed", "suppressedSince", sup)
 			}
 			continue
 		}
-		for i := range n {
-			m := &msgs[i]
-			data := m.Buffers[0][:m.N]
-			seg := len(data)
-			if d.gro {
-				if s := groSize(m.OOB[:m.NN]); s > 0 {
-					seg = s
-				}
-			}
-			for off := 0; off < len(data); off += seg {
-				pkt := data[off:min(off+seg, len(data))]
-				_, total, ok := parseIPv4(pkt)
-				if !ok {
-					d.counts.dropped.Add(1)
-					continue
-				}
-				pkt = pkt[:total]
-				if !decTTL(pkt) {
-					d.counts.dropped.Add(1)
-					continue
-				}
-				w := wbufs[len(out)]
-				copy(w[tunHeadroom:], pkt)
-				out = append(out, w[:tunHeadroom+total])
-				d.counts.rx.Add(1)
-				if len(out) == cap(out) {
-					flush()
-				}
+		r.deliver(n)
+	}
+}
+
+// receiver is the receive side's state: the buffers of one batch and its counts, owned
+// by the goroutine running udpToTUN.
+type receiver struct {
+	d            *dataPath
+	msgs         []ipv4.Message
+	from         []uint32 // outer source address of each message
+	out          [][]byte // packets to write to the TUN
+	wbufs        [][]byte
+	lim, dropLim logLimiter
+	drops        [numDropReasons]int
+}
+
+func (d *dataPath) newReceiver() *receiver {
+	nmsgs := maxBatch
+	if d.gro {
+		nmsgs = groReadMsgs
+	}
+	r := &receiver{d: d, msgs: make([]ipv4.Message, nmsgs), from: make([]uint32, nmsgs),
+		out: make([][]byte, 0, maxBatch), wbufs: make([][]byte, maxBatch)}
+	for i := range r.msgs {
+		r.msgs[i].Buffers = [][]byte{make([]byte, maxPacket)}
+		r.msgs[i].OOB = make([]byte, unix.CmsgSpace(4))
+	}
+	for i := range r.wbufs {
+		// full capacity: the TUN coalesces later packets into the first one's buffer
+		r.wbufs[i] = make([]byte, tunHeadroom+maxPacket)
+	}
+	return r
+}
+
+// reset readies the messages for the next receive.
+func (r *receiver) reset() {
+	for i := range r.msgs {
+		r.msgs[i].OOB = r.msgs[i].OOB[:cap(r.msgs[i].OOB)]
+	}
+}
+
+// deliver writes the admitted packets of the first n messages to the TUN and counts the
+// rest. A packet is admitted only when its datagram came from the PublicIP of a peer,
+// its source lies in that peer's subnet and its destination in ours (checkInner). GRO
+// merges datagrams by their outer addresses and ports only, whatever they carry, so
+// every packet of a merged message is checked, not just the first.
+func (r *receiver) deliver(n int) {
+	d := r.d
+	tbl := d.table.Load()
+	var first drop // the batch's first drop, for the log
+	for i := range n {
+		m := &r.msgs[i]
+		data := m.Buffers[0][:m.N]
+		seg := len(data)
+		if d.gro {
+			if s := groSize(m.OOB[:m.NN]); s > 0 {
+				seg = s
 			}
 		}
-		flush()
+		nets, known := tbl.senders(r.from[i])
+		if !known {
+			r.drops[dropUnknownPeer] += segments(len(data), seg)
+			first.note(dropUnknownPeer, r.from[i], nil)
+			continue
+		}
+		for off := 0; off < len(data); off += seg {
+			pkt := data[off:min(off+seg, len(data))]
+			total, why := checkInner(pkt, nets, d.own)
+			if why != admitted {
+				r.drops[why]++
+				first.note(why, r.from[i], pkt)
+				continue
+			}
+			w := r.wbufs[len(r.out)]
+			copy(w[tunHeadroom:], pkt[:total])
+			r.out = append(r.out, w[:tunHeadroom+total])
+			d.counts.rx.Add(1)
+			if len(r.out) == cap(r.out) {
+				r.flush()
+			}
+		}
 	}
+	r.flush()
+	if first.set {
+		d.countDrops(&r.drops)
+		if ok, sup := r.dropLim.allow(); ok {
+			first.log(sup)
+		}
+	}
+}
+
+// flush writes the pending packets to the TUN.
+func (r *receiver) flush() {
+	if len(r.out) == 0 {
+		return
+	}
+	if _, err := r.d.device().Write(r.out, tunHeadroom); err != nil && !closedErr(err) {
+		r.d.counts.dropped.Add(1)
+		if ok, sup := r.lim.allow(); ok {
+			klog.ErrorS(err, "udp: writing to the TUN device failed", "suppressedSince", sup)
+		}
+	}
+	r.out = r.out[:0]
+}
+
+// admitted is checkInner's verdict for a packet to write to the TUN.
+const admitted = numDropReasons
+
+// checkInner checks one inner packet p of a datagram sent by the peer leasing nets
+// (usually one subnet), for our subnet own. It returns the packet's total length (p
+// may have trailing bytes) and admitted, with the TTL decremented, or the reason to drop
+// it, with p unchanged.
+func checkInner(p []byte, nets []net4, own net4) (int, dropReason) {
+	_, total, ok := parseIPv4(p)
+	if !ok {
+		return 0, dropMalformed
+	}
+	src := srcKey(p)
+	inPeer := false
+	for _, n := range nets {
+		if n.contains(src) {
+			inPeer = true
+			break
+		}
+	}
+	if !inPeer {
+		return 0, dropForeignSource
+	}
+	if !own.contains(dstKey(p)) {
+		return 0, dropForeignDestination
+	}
+	if !decTTL(p) {
+		return 0, dropTTLExpired
+	}
+	return total, admitted
+}
+
+// segments is how many datagrams a received message of n bytes cut every seg bytes
+// (seg 0: one) stands for.
+func segments(n, seg int) int {
+	if n == 0 || seg <= 0 {
+		return 1
+	}
+	return (n + seg - 1) / seg
+}
+
+// countDrops adds the batch's drops to the counters and reports them, then zeroes them.
+func (d *dataPath) countDrops(drops *[numDropReasons]int) {
+	for r, n := range drops {
+		if n == 0 {
+			continue
+		}
+		d.counts.rxDrops[r].Add(uint64(n))
+		d.obs.PacketsDropped(dropReason(r).String(), n)
+		drops[r] = 0
+	}
+}
+
+// drop is an example of a dropped packet, kept for the rate-limited log.
+type drop struct {
+	set      bool
+	reason   dropReason
+	from     uint32 // outer source
+	src, dst uint32 // inner addresses (0: not known)
+}
+
+// note keeps the first drop it is told of; p is the inner packet, if any.
+func (x *drop) note(r dropReason, from uint32, p []byte) {
+	if x.set {
+		return
+	}
+	*x = drop{set: true, reason: r, from: from}
+	if len(p) >= ipv4MinHeader {
+		x.src, x.dst = srcKey(p), dstKey(p)
+	}
+}
+
+func (x *drop) log(suppressed int) {
+	a := func(v uint32) netip.Addr {
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	if x.reason == dropUnknownPeer {
+		klog.InfoS("udp: dropping datagrams from an address that is no peer's public IP (a host that is no node, or a node whose public IP is not the address it sends from)",
+			"from", a(x.from), "reason", x.reason.String(), "suppressedSince", suppressed)
+		return
+	}
+	klog.InfoS("udp: dropping received packets", "reason", x.reason.String(), "from", a(x.from),
+		"innerSource", a(x.src), "innerDestination", a(x.dst), "suppressedSince", suppressed)
 }

@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -26,7 +27,8 @@ import (
 //
 // Each direction has its own header buffers: WriteBatch and ReadBatch may run
 // concurrently, but each must be called from one goroutine at a time (the data path's
-// two loops). ReadBatch does not fill Message.Addr (the data path does not use it).
+// two loops). ReadBatch reports each sender's address as a number, not in Message.Addr
+// (which would allocate per datagram).
 type rawBatchConn struct {
 	rc   syscall.RawConn
 	w, r mmsgBuffers
@@ -49,8 +51,8 @@ func newRawBatchConn(c *net.UDPConn) (*rawBatchConn, error) {
 	return &rawBatchConn{rc: rc}, nil
 }
 
-// prepare fills the headers for ms: one iovec per buffer, the control data, and for
-// sends the IPv4 destination.
+// prepare fills the headers for ms: one iovec per buffer, the control data, and the
+// address: for sends the IPv4 destination, for receives room for the source.
 func (b *mmsgBuffers) prepare(ms []ipv4.Message, send bool) error {
 	niov := 0
 	for i := range ms {
@@ -103,6 +105,10 @@ func (b *mmsgBuffers) prepare(ms []ipv4.Message, send bool) error {
 			copy(sa.Addr[:], ip4)
 			h.Hdr.Name = (*byte)(unsafe.Pointer(sa))
 			h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		} else {
+			b.names[i] = unix.RawSockaddrInet4{}
+			h.Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+			h.Hdr.Namelen = unix.SizeofSockaddrInet4
 		}
 	}
 	return nil
@@ -124,10 +130,15 @@ func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 }
 
 // ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It
-// sets N, NN and Flags of each message received.
-func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+// sets N, NN and Flags of each message received, and from[i] to message i's IPv4
+// source address (0 when the kernel reports no IPv4 address). from must be as long as
+// ms.
+func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, from []uint32) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
+	}
+	if len(from) < len(ms) {
+		return 0, errors.New("udp: ReadBatch: fewer source slots than messages")
 	}
 	b := &c.r
 	if err := b.prepare(ms, false); err != nil {
@@ -141,6 +152,10 @@ func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	for i := range n {
 		h := &b.hdrs[i]
 		ms[i].N, ms[i].NN, ms[i].Flags, ms[i].Addr = int(h.Len), int(h.Hdr.Controllen), int(h.Hdr.Flags), nil
+		from[i] = 0
+		if sa := &b.names[i]; h.Hdr.Namelen >= unix.SizeofSockaddrInet4 && sa.Family == unix.AF_INET {
+			from[i] = binary.BigEndian.Uint32(sa.Addr[:])
+		}
 	}
 	return n, nil
 }

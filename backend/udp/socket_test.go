@@ -58,8 +58,9 @@ func TestPrepareHeaders(t *testing.T) {
 	if err := mb.prepare(ms[1:], false); err != nil {
 		t.Fatal(err)
 	}
-	if len(mb.hdrs) != 1 || mb.hdrs[0].Hdr.Name != nil || mb.hdrs[0].Hdr.Iov != &mb.iovs[0] {
-		t.Errorf("reuse for receive: %+v", mb.hdrs[0])
+	if h := mb.hdrs[0].Hdr; len(mb.hdrs) != 1 || h.Name != (*byte)(unsafe.Pointer(&mb.names[0])) || h.Namelen != unix.SizeofSockaddrInet4 ||
+		mb.names[0] != (unix.RawSockaddrInet4{}) || h.Iov != &mb.iovs[0] {
+		t.Errorf("reuse for receive: %+v, want room for the source address", mb.hdrs[0])
 	}
 	if err := mb.prepare([]ipv4.Message{{Buffers: [][]byte{a}, Addr: &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}}}, true); err == nil {
 		t.Error("IPv6 destination accepted")
@@ -126,16 +127,20 @@ func TestRawBatchConnInNamespace(t *testing.T) {
 		rms[i].OOB = make([]byte, unix.CmsgSpace(4))
 	}
 	var got [][]byte
+	from := make([]uint32, len(rms))
 	_ = rx.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for len(got) < len(want) {
 		for i := range rms {
 			rms[i].OOB = rms[i].OOB[:cap(rms[i].OOB)]
 		}
-		n, err := srx.ReadBatch(rms, 0)
+		n, err := srx.ReadBatch(rms, from)
 		if err != nil {
 			t.Fatalf("ReadBatch after %d datagrams: %v", len(got), err)
 		}
-		for _, m := range rms[:n] {
+		for i, m := range rms[:n] {
+			if from[i] != 0x7f000001 {
+				t.Errorf("message %d from %#x, want 127.0.0.1", i, from[i])
+			}
 			data := m.Buffers[0][:m.N]
 			size := len(data)
 			if s := groSize(m.OOB[:m.NN]); s > 0 {
@@ -156,7 +161,7 @@ func TestRawBatchConnInNamespace(t *testing.T) {
 	}
 	// A closed socket ends the reader with net.ErrClosed, as the data path expects.
 	rx.Close()
-	if _, err := srx.ReadBatch(rms, 0); !closedErr(err) {
+	if _, err := srx.ReadBatch(rms, from); !closedErr(err) {
 		t.Errorf("ReadBatch on a closed socket: %v, want a closed error", err)
 	}
 }

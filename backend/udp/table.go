@@ -17,21 +17,45 @@ type peer struct {
 	addr   *net.UDPAddr   // Dst, prebuilt for the send path
 }
 
-// table maps destination addresses to peers. A lookup is one map probe per distinct
-// subnet prefix length among the leases (one in practice: the network's SubnetLen),
-// so it costs O(1) in the number of peers. A table is immutable once built; the
-// backend swaps whole tables atomically.
+// table maps destination addresses to peers, and the outer source addresses of
+// received datagrams to the subnets their senders lease. A destination lookup is one
+// map probe per distinct subnet prefix length among the leases (one in practice: the
+// network's SubnetLen), a source lookup one probe: both O(1) in the number of peers. A
+// table is immutable once built; the backend swaps whole tables atomically.
 type table struct {
 	lens  []int // distinct prefix lengths, longest first
 	peers map[uint64]*peer
+	// from maps a peer's PublicIP to the subnets of the leases advertising it (one,
+	// unless several leases share an address): exactly the peers packets are sent to.
+	from map[uint32][]net4
+}
+
+// net4 is an IPv4 subnet as numbers: an address a lies inside when a&mask == addr.
+type net4 struct{ addr, mask uint32 }
+
+func prefixMask(bits int) uint32 {
+	if bits <= 0 {
+		return 0
+	}
+	return ^uint32(0) << (32 - bits)
+}
+
+// net4Of converts an IPv4 prefix.
+func net4Of(p netip.Prefix) net4 {
+	m := prefixMask(p.Bits())
+	return net4{addr4(p.Addr()) & m, m}
+}
+
+func (n net4) contains(a uint32) bool { return a&n.mask == n.addr }
+
+// addr4 is an IPv4 address as a number.
+func addr4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 func tableKey(bits int, addr uint32) uint64 {
-	var mask uint32
-	if bits > 0 {
-		mask = ^uint32(0) << (32 - bits)
-	}
-	return uint64(bits)<<32 | uint64(addr&mask)
+	return uint64(bits)<<32 | uint64(addr&prefixMask(bits))
 }
 
 // lookup returns the peer whose subnet holds the IPv4 address dst, or nil.
@@ -45,6 +69,16 @@ func (t *table) lookup(dst uint32) *peer {
 		}
 	}
 	return nil
+}
+
+// senders returns the subnets leased by the peer whose PublicIP is src, and whether
+// src is a peer's at all.
+func (t *table) senders(src uint32) ([]net4, bool) {
+	if t == nil {
+		return nil, false
+	}
+	n, ok := t.from[src]
+	return n, ok
 }
 
 // len is the number of peers.
@@ -64,9 +98,10 @@ type problem struct {
 // buildTable computes the peer table for the leases: a pure function. Peers are leases
 // without BackendType (udp leases, as upstream writes them) with an IPv4 subnet inside
 // network other than own and a public address; packets to them go to PublicIP:port.
-// Unusable leases are reported in the returned problems.
+// Datagrams are accepted from the same peers: from PublicIP, carrying packets from the
+// peer's subnet. Unusable leases are reported in the returned problems.
 func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table, []problem) {
-	t := &table{peers: make(map[uint64]*peer, peers.Len())}
+	t := &table{peers: make(map[uint64]*peer, peers.Len()), from: make(map[uint32][]net4, peers.Len())}
 	var probs []problem
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "" {
@@ -91,14 +126,14 @@ func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table
 			probs = append(probs, problem{l.Key(), "no IPv4 public address"})
 			continue
 		}
-		a4 := sn.Addr().As4()
-		k := tableKey(sn.Bits(), uint32(a4[0])<<24|uint32(a4[1])<<16|uint32(a4[2])<<8|uint32(a4[3]))
+		k := tableKey(sn.Bits(), addr4(sn.Addr()))
 		if _, dup := t.peers[k]; dup {
 			probs = append(probs, problem{l.Key(), fmt.Sprintf("subnet %s is leased twice; using the first lease", sn)})
 			continue
 		}
 		dst := netip.AddrPortFrom(pub, uint16(port))
 		t.peers[k] = &peer{Subnet: sn, Dst: dst, Key: l.Key(), addr: net.UDPAddrFromAddrPort(dst)}
+		t.from[addr4(pub)] = append(t.from[addr4(pub)], net4Of(sn))
 		if !slices.Contains(t.lens, sn.Bits()) {
 			t.lens = append(t.lens, sn.Bits())
 		}

@@ -17,10 +17,7 @@ func udpLease(sn, pub, typ string) subnet.Lease {
 	return l
 }
 
-func addrKey(s string) uint32 {
-	a := netip.MustParseAddr(s).As4()
-	return uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-}
+func addrKey(s string) uint32 { return addr4(netip.MustParseAddr(s)) }
 
 func TestBuildTableAndLookup(t *testing.T) {
 	network, own := netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("10.5.1.0/24")
@@ -72,6 +69,51 @@ func TestBuildTableAndLookup(t *testing.T) {
 	var nilTable *table
 	if nilTable.lookup(addrKey("10.5.2.1")) != nil || nilTable.len() != 0 {
 		t.Error("nil table must be empty")
+	}
+	if _, ok := nilTable.senders(addrKey("192.0.2.2")); ok {
+		t.Error("nil table must admit no sender")
+	}
+}
+
+// The receive side admits exactly the peers the send side uses: a datagram from a
+// peer's PublicIP may carry sources from that peer's subnets (several when leases share
+// the address), nothing else.
+func TestSenders(t *testing.T) {
+	network, own := netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("10.5.1.0/24")
+	tbl, _ := buildTable(subnet.PeersOf(
+		udpLease("10.5.1.0/24", "192.0.2.1", ""), // own
+		udpLease("10.5.2.0/24", "192.0.2.2", ""),
+		udpLease("10.5.3.0/24", "192.0.2.3", ""),
+		udpLease("10.5.6.0/24", "192.0.2.3", ""), // a second lease of the same node
+		udpLease("10.5.4.0/24", "192.0.2.4", "vxlan"),
+		udpLease("10.5.2.0/24", "192.0.2.9", ""), // leased twice: the first lease wins
+		udpLease("10.6.0.0/24", "192.0.2.5", ""), // outside the network
+	), network, own, 8285)
+	for _, tc := range []struct {
+		from, src string
+		want      bool
+	}{
+		{"192.0.2.2", "10.5.2.7", true},
+		{"192.0.2.2", "10.5.2.0", true},
+		{"192.0.2.2", "10.5.3.7", false},
+		{"192.0.2.2", "10.5.1.7", false},
+		{"192.0.2.3", "10.5.3.7", true},
+		{"192.0.2.3", "10.5.6.255", true},
+		{"192.0.2.3", "10.5.2.7", false},
+		{"192.0.2.1", "10.5.1.7", false}, // our own address is no peer
+		{"192.0.2.4", "10.5.4.7", false},
+		{"192.0.2.9", "10.5.2.7", false},
+		{"192.0.2.5", "10.6.0.7", false},
+		{"192.0.2.200", "10.5.2.7", false},
+	} {
+		nets, known := tbl.senders(addrKey(tc.from))
+		got := false
+		for _, n := range nets {
+			got = got || n.contains(addrKey(tc.src))
+		}
+		if got != tc.want {
+			t.Errorf("from %s (known %v), source %s: admitted %v, want %v", tc.from, known, tc.src, got, tc.want)
+		}
 	}
 }
 

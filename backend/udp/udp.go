@@ -24,6 +24,13 @@
 // practice), O(1) in the number of peers, on an immutable table loaded atomically.
 // Packets for addresses no lease covers are answered with an ICMP net unreachable
 // written back into the TUN (not for ICMP errors or non-first fragments).
+//
+// Receive filter: a received packet reaches the TUN only when its datagram came from
+// the PublicIP of a peer handed to Reconcile, its source lies inside that peer's
+// subnet and its destination inside ours; every other packet is dropped and counted by
+// reason (Stats, and the Observer's PacketsDropped). The check is one map probe per
+// datagram (keyed by the outer source, in the same atomically swapped table) and two
+// masked compares per packet, without locks or allocation.
 package udp
 
 import (
@@ -284,14 +291,20 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		_ = dev.Close()
 		return nil, fmt.Errorf("udp: socket: %w", err)
 	}
+	obs := observe.Or(b.obs)
+	for r := range numDropReasons {
+		obs.PacketsDropped(r.String(), 0) // the series exist from the start
+	}
 	d := &dataPath{
 		tun:    dev,
 		conn:   conn,
 		tunIP:  b.own.Addr().As4(),
+		own:    net4Of(b.own),
 		table:  &b.table,
 		gro:    b.gro,
 		mtu:    b.mtu,
 		counts: &b.counts,
+		obs:    obs,
 	}
 	d.gso.Store(b.gso)
 	b.dp, b.runCtx = d, ctx
@@ -308,6 +321,10 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	b.started = true
 	klog.InfoS("udp backend started", "device", name, "address", netip.PrefixFrom(b.own.Addr(), 32), "mtu", b.mtu,
 		"listen", b.conn.LocalAddr(), "tunOffloads", vnet, "udpGSO", b.gso, "udpGRO", b.gro)
+	if b.ext.ExtAddr != b.ext.IfaceAddr {
+		klog.InfoS("udp: the public IP is not the address datagrams are sent from; peers drop them unless the path between the nodes rewrites their source to the public IP (1:1 NAT)",
+			"publicIP", b.ext.ExtAddr, "sendsFrom", b.ext.IfaceAddr)
+	}
 	return b, nil
 }
 

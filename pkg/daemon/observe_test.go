@@ -357,3 +357,15 @@ func TestRunReadinessAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The backend's receive drops reach the metrics unchanged, whatever the drift state.
+func TestPacketsDroppedForwarded(t *testing.T) {
+	m := metrics.New()
+	obs := &driftObserver{Observer: observe.Tee{m, newDatastoreHealth(time.Hour, time.Now)}}
+	obs.drift.Store(true)
+	obs.PacketsDropped("unknown_peer", 0)
+	obs.PacketsDropped("unknown_peer", 3)
+	if v := counter(t, m, "flannel_udp_dropped_packets_total", map[string]string{"reason": "unknown_peer"}); v != 3 {
+		t.Errorf("flannel_udp_dropped_packets_total{reason=unknown_peer} = %v, want 3", v)
+	}
+}

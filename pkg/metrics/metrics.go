@@ -46,6 +46,7 @@ type Metrics struct {
 	watchRestarts     *prometheus.CounterVec
 	leaseExpiry       prometheus.Gauge
 	txChecksum        *prometheus.GaugeVec
+	udpDropped        *prometheus.CounterVec
 }
 
 var _ observe.Observer = (*Metrics)(nil)
@@ -93,12 +94,17 @@ func New() *Metrics {
 			Name: "flannel_vxlan_tx_checksum_offload",
 			Help: "Transmit checksum offload of a vxlan device as set by the ChecksumOffload option (1 on, 0 off).",
 		}, []string{"device"}),
+		udpDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_udp_dropped_packets_total",
+			Help: "Packets the udp backend received and did not write to its TUN device, by reason: unknown_peer (the datagram's source " +
+				"is no peer's public IP), source_not_in_peer_subnet, destination_not_in_own_subnet, malformed, ttl_expired.",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
-		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum,
+		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped,
 	)
 	// Declare the label values known in advance, so that series exist (at 0) from the
 	// start and rate() sees their first increment.
@@ -207,6 +213,15 @@ func (m *Metrics) TxChecksumOffload(device string, on bool) {
 		v = 1
 	}
 	m.txChecksum.WithLabelValues(device).Set(v)
+}
+
+// PacketsDropped implements observe.Observer (the udp backend's receive drops; n == 0
+// declares the reason's series at zero).
+func (m *Metrics) PacketsDropped(reason string, n int) {
+	if m == nil || n < 0 {
+		return
+	}
+	m.udpDropped.WithLabelValues(reason).Add(float64(n))
 }
 
 // DatastoreError implements observe.Observer.

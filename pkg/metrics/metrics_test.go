@@ -30,6 +30,10 @@ func TestCounters(t *testing.T) {
 	m.WatchRestarted(observe.LeasesWatch, errors.New("x"))
 	m.LeaseExpiration(time.Unix(1700000000, 500_000_000))
 	m.TxChecksumOffload("flannel.1", false)
+	m.PacketsDropped("unknown_peer", 0) // declared
+	m.PacketsDropped("malformed", 0)
+	m.PacketsDropped("malformed", 3)
+	m.PacketsDropped("malformed", 2)
 
 	tests := []struct {
 		name string
@@ -51,6 +55,8 @@ func TestCounters(t *testing.T) {
 		{"own watch restarts", testutil.ToFloat64(m.watchRestarts.WithLabelValues("own_lease")), 0},
 		{"expiry", testutil.ToFloat64(m.leaseExpiry), 1700000000.5},
 		{"checksum", testutil.ToFloat64(m.txChecksum.WithLabelValues("flannel.1")), 0},
+		{"udp drops declared", testutil.ToFloat64(m.udpDropped.WithLabelValues("unknown_peer")), 0},
+		{"udp drops", testutil.ToFloat64(m.udpDropped.WithLabelValues("malformed")), 5},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -76,6 +82,7 @@ func TestExposition(t *testing.T) {
 	m := New()
 	m.KernelObjects(observe.Device, observe.Repair, 1)
 	m.Reconciled(2*time.Millisecond, nil)
+	m.PacketsDropped("unknown_peer", 0)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 {
@@ -93,6 +100,7 @@ func TestExposition(t *testing.T) {
 		`flannel_datastore_watch_restarts_total{watch="own_lease"} 0`,
 		`flannel_peer_leases 0`,
 		`flannel_lease_expiry_timestamp_seconds 0`,
+		`flannel_udp_dropped_packets_total{reason="unknown_peer"} 0`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
 	} {
@@ -107,6 +115,7 @@ func TestNamingConventions(t *testing.T) {
 	m := New()
 	m.DatastoreError("renew", errors.New("x"))
 	m.TxChecksumOffload("flannel.1", true)
+	m.PacketsDropped("unknown_peer", 1)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -126,8 +135,8 @@ func TestNamingConventions(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 9 {
-		t.Errorf("%d flannel_ metric families, want 9", ours)
+	if ours != 10 {
+		t.Errorf("%d flannel_ metric families, want 10", ours)
 	}
 }
 
@@ -147,6 +156,7 @@ func TestNilSafe(t *testing.T) {
 	m.Reconciled(time.Second, nil)
 	m.KernelObjects("route", "add", 1)
 	m.TxChecksumOffload("x", true)
+	m.PacketsDropped("x", 1)
 	m.DatastoreError("x", nil)
 	m.WatchRestarted("x", nil)
 	m.WatchLive("x")

@@ -1,6 +1,7 @@
 // Package observe is the one vocabulary in which flanneld's parts report what happened:
 // the subnet managers (datastore errors, watch state, the own lease's expiration), the
-// backends and the traffic rules (kernel objects changed). The daemon hands one Observer
+// backends and the traffic rules (kernel objects changed), and the udp backend's data
+// path (received packets dropped). The daemon hands one Observer
 // to every part that implements Setter; metrics and readiness listen to it.
 //
 // Contract for every Observer: methods may be called from any goroutine of the part
@@ -78,6 +79,10 @@ type Observer interface {
 	// LeaseExpiration reports the own lease's current expiration (zero: it never
 	// expires, e.g. a reservation or a kube lease), after acquisition and each renewal.
 	LeaseExpiration(t time.Time)
+	// PacketsDropped reports n received packets a backend's own data path (udp) did not
+	// deliver, for a reason from that backend's small fixed set; n == 0 declares the
+	// reason. The data path calls it at most once per batch and reason.
+	PacketsDropped(reason string, n int)
 }
 
 // Setter is implemented by the parts that report to an Observer. The daemon calls
@@ -108,6 +113,9 @@ func (Nop) WatchLive(Kind) {}
 
 // LeaseExpiration does nothing.
 func (Nop) LeaseExpiration(time.Time) {}
+
+// PacketsDropped does nothing.
+func (Nop) PacketsDropped(string, int) {}
 
 // Or returns o, or Nop when o is nil: what a part reports to before SetObserver.
 func Or(o Observer) Observer {
@@ -166,5 +174,12 @@ func (t Tee) WatchLive(w Kind) {
 func (t Tee) LeaseExpiration(exp time.Time) {
 	for _, o := range t {
 		o.LeaseExpiration(exp)
+	}
+}
+
+// PacketsDropped passes the call on.
+func (t Tee) PacketsDropped(reason string, n int) {
+	for _, o := range t {
+		o.PacketsDropped(reason, n)
 	}
 }

@@ -24,6 +24,9 @@ func (l *log) WatchRestarted(w Kind, err error) {
 	l.calls = append(l.calls, fmt.Sprintf("restarted %s %v", w, err))
 }
 func (l *log) WatchLive(w Kind) { l.calls = append(l.calls, "live "+string(w)) }
+func (l *log) PacketsDropped(reason string, n int) {
+	l.calls = append(l.calls, fmt.Sprintf("dropped %s %d", reason, n))
+}
 func (l *log) LeaseExpiration(t time.Time) {
 	l.calls = append(l.calls, "expires "+t.UTC().Format(time.RFC3339))
 }
@@ -39,8 +42,9 @@ func TestTeeCountOr(t *testing.T) {
 	o.WatchRestarted(LeasesWatch, errors.New("compacted"))
 	o.WatchLive(OwnLeaseWatch)
 	o.LeaseExpiration(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	o.PacketsDropped("unknown_peer", 3)
 	want := []string{"kernel route add 2", "csum flannel.1 false", "error renew etcd down",
-		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z"}
+		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z", "dropped unknown_peer 3"}
 	for name, l := range map[string]*log{"first": a, "second": b} {
 		if !slices.Equal(l.calls, want) {
 			t.Errorf("%s observer heard %q, want %q", name, l.calls, want)
