@@ -75,6 +75,7 @@ bench-control: $(bench_needs)
 # vxlan, host-gw and udp (ours and upstream's, one lab each) and over the underlay, as
 # ratios within each round; median of 3.
 # Options: make bench-net BENCH_NET_ARGS='-runs 5 -time 10 -paths vxlan,udp -perf /tmp/prof'
+# A/B of two builds (-compare, no -json): see Documentation/benchmarks.md, Method, Data plane.
 BENCH_NET_ARGS ?=
 bench-net: deps $(bench_needs)
 	$(GO) run ./e2e/cmd/benchnet -flanneld bin/flanneld $(bench_upstream) -json $(BENCH_DATA)/net.json $(BENCH_NET_ARGS)

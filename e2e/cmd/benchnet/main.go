@@ -8,10 +8,17 @@
 // -upstream, each backend also gets a lab running upstream flanneld, measured in the same
 // rounds; -json writes the results for e2e/cmd/benchplot.
 //
+// With -compare, every backend path is measured with two builds of ours, A (-flanneld)
+// and B (-compare), each in a lab of its own; within a round the two run back to back, A
+// first in odd rounds and B first in even ones, and B's figures are printed relative to
+// A's (median over the rounds of the per-round ratio): an A/B comparison of a change that
+// drift of the machine affects alike. It writes no -json results.
+//
 // Everything it starts (labs, flanneld, etcd, iperf3, perf) is stopped by PID and every
 // namespace it created is deleted on every way out: success, error, Ctrl-C, SIGTERM.
 //
 //	sudo make bench-net    # or: sudo go run ./e2e/cmd/benchnet -runs 3 -time 5
+//	sudo go run ./e2e/cmd/benchnet -paths vxlan,udp -runs 6 -flanneld /tmp/A -compare /tmp/B
 package main
 
 import (
@@ -20,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -46,10 +54,20 @@ const iperfPort = 5201
 // throughput in the same run (median of the rounds). Reported, never enforced.
 const udpTarget = 0.30
 
+// udpCPUGrowth is the most udp's flanneld CPU per Gbit/s may grow from A to B in a
+// -compare run (median of the per-round ratios). Reported, never enforced.
+const udpCPUGrowth = 0.05
+
+// idleCPU is the flanneld CPU share (per second of transfer, both nodes) below which a
+// backend's CPU per Gbit/s is not compared: vxlan's and host-gw's flanneld sleep while
+// the kernel moves the packets, so the ratio would be one of a few clock ticks.
+const idleCPU = 0.05
+
 // target is one path measured: a daemon's backend pod to pod, or the underlay.
 type target struct {
-	name    string          // "underlay", "vxlan", "vxlan/upstream", ...
+	name    string          // "underlay", "vxlan", "vxlan/upstream", "vxlan/A", ...
 	backend string          // "" for the underlay
+	variant string          // "A" or "B" for our builds in a -compare run, else ""
 	daemon  benchkit.Daemon // zero for the underlay
 	config  string          // flannel network config; "" for the underlay
 	lab     *lab.Lab
@@ -69,8 +87,9 @@ type target struct {
 var pathNames = []string{"underlay", "vxlan", "host-gw", "udp"}
 
 // newTargets returns the targets named in only, in measuring order: each backend once
-// per daemon.
-func newTargets(only []string, daemons []benchkit.Daemon) ([]*target, error) {
+// per daemon and, when b (a -compare build of ours) is set, our daemon's target as A
+// followed by one running b.
+func newTargets(only []string, daemons []benchkit.Daemon, b *benchkit.Daemon) ([]*target, error) {
 	for _, n := range only {
 		if !slices.Contains(pathNames, n) {
 			return nil, fmt.Errorf("-paths: unknown path %q (have %s)", n, strings.Join(pathNames, ", "))
@@ -91,6 +110,10 @@ func newTargets(only []string, daemons []benchkit.Daemon) ([]*target, error) {
 				t.name += "/" + benchkit.Upstream
 			}
 			ts = append(ts, t)
+			if b != nil && !d.IsUpstream() {
+				t.name, t.variant = n+"/A", "A"
+				ts = append(ts, &target{name: n + "/B", backend: n, variant: "B", daemon: *b, config: t.config})
+			}
 		}
 	}
 	if len(ts) == 0 {
@@ -99,10 +122,26 @@ func newTargets(only []string, daemons []benchkit.Daemon) ([]*target, error) {
 	return ts, nil
 }
 
+// roundOrder is the order targets are measured in round r (1-based): as listed, except
+// that in even rounds each A/B pair runs B first, so that neither always goes first.
+func roundOrder(ts []*target, r int) []*target {
+	out := slices.Clone(ts)
+	if r%2 == 1 {
+		return out
+	}
+	for i := 0; i+1 < len(out); i++ {
+		if out[i].variant == "A" && out[i+1].variant == "B" && out[i].backend == out[i+1].backend {
+			out[i], out[i+1] = out[i+1], out[i]
+			i++
+		}
+	}
+	return out
+}
+
 type options struct {
 	benchkit.Flags
 	runs, secs, streams int
-	logs, perf          string
+	logs, perf, compare string
 	only                []string
 }
 
@@ -116,6 +155,7 @@ func main() {
 	flag.StringVar(&only, "paths", strings.Join(pathNames, ","), "comma-separated paths to measure")
 	flag.StringVar(&o.logs, "logs", "", "copy the flanneld logs into this directory at the end")
 	flag.StringVar(&o.perf, "perf", "", "record `perf record -g` CPU profiles of both flanneld during round 1 into this directory")
+	flag.StringVar(&o.compare, "compare", "", "a second build of ours, B: measure every backend path with -flanneld (A) and with it, alternating A/B and B/A round by round, and print B relative to A (no -json)")
 	flag.Parse()
 	o.only = strings.Split(only, ",")
 	if os.Geteuid() != 0 {
@@ -153,6 +193,9 @@ func run(ctx context.Context, o options) (err error) {
 	if o.runs < 1 || o.secs < 1 || o.streams < 1 {
 		return fmt.Errorf("bad -runs %d, -time %d or -P %d", o.runs, o.secs, o.streams)
 	}
+	if o.compare != "" && o.JSON != "" {
+		return errors.New("-compare is an A/B run of two builds, not results for the benchmarks page: drop -json")
+	}
 	work, err := os.MkdirTemp("", "fgbenchnet-")
 	if err != nil {
 		return err
@@ -162,7 +205,18 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	targets, err := newTargets(o.only, daemons)
+	var b *benchkit.Daemon
+	if o.compare != "" {
+		bin, err := filepath.Abs(o.compare)
+		if err != nil {
+			return err
+		}
+		b = &benchkit.Daemon{Name: benchkit.Ours, Bin: bin}
+		if b.Version, err = benchkit.Version(ctx, bin); err != nil {
+			return fmt.Errorf("-compare: %w", err)
+		}
+	}
+	targets, err := newTargets(o.only, daemons, b)
 	if err != nil {
 		return err
 	}
@@ -202,7 +256,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 	for r := 1; r <= o.runs; r++ {
-		for _, t := range targets {
+		for _, t := range roundOrder(targets, r) {
 			if err := measure(ctx, t, r, o); err != nil {
 				return fmt.Errorf("%s, round %d: %w", t.name, r, err)
 			}
@@ -225,9 +279,83 @@ func run(ctx context.Context, o options) (err error) {
 		if met, _ := res.Met(); !met {
 			verdict = "MISSED"
 		}
-		fmt.Printf("target udp >= %.0f%% of vxlan (median of rounds): %s (%s)\n", 100*udpTarget, verdict, res.Cell())
+		of := ""
+		if b != nil {
+			of = " (A)"
+		}
+		fmt.Printf("target udp >= %.0f%% of vxlan%s (median of rounds): %s (%s)\n", 100*udpTarget, of, verdict, res.Cell())
+	}
+	if b != nil {
+		compareReport(os.Stdout, targets, daemons[0], *b)
 	}
 	return err
+}
+
+// compareReport prints a -compare run: for each backend B's throughput and flanneld CPU
+// per Gbit/s relative to A's (median over the rounds of the per-round ratio), and the udp
+// targets for B: at least udpTarget of vxlan's throughput, CPU per Gbit/s at most
+// udpCPUGrowth above A's.
+func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
+	byName := map[string]*target{}
+	for _, t := range targets {
+		byName[t.name] = t
+	}
+	fmt.Fprintf(w, "\nA/B: A = %s (%s), B = %s (%s); back to back in each round, B first in even rounds\n", a.Bin, a.Version, b.Bin, b.Version)
+	fmt.Fprintf(w, "%-9s %12s %12s %16s  %s\n", "backend", "Gbit/s A", "Gbit/s B/A", "CPU s/Gbit B/A", "rounds (Gbit/s B/A)")
+	for _, t := range targets {
+		if t.variant != "B" {
+			continue
+		}
+		ta := byName[t.backend+"/A"]
+		var rs []string
+		for i := range t.gbps {
+			rs = append(rs, fmt.Sprintf("%.3f", t.gbps[i]/ta.gbps[i]))
+		}
+		cpu := "idle"
+		if benchkit.Median(ta.cpu) >= idleCPU && benchkit.Median(t.cpu) >= idleCPU {
+			cpu = fmt.Sprintf("%+.1f%%", 100*(medianRatio(cpuPerGbit(t), cpuPerGbit(ta))-1))
+		}
+		fmt.Fprintf(w, "%-9s %12.2f %+11.1f%% %16s  %s\n", t.backend, benchkit.Median(ta.gbps),
+			100*(medianRatio(t.gbps, ta.gbps)-1), cpu, strings.Join(rs, " "))
+	}
+	ua, ub, vb := byName["udp/A"], byName["udp/B"], byName["vxlan/B"]
+	if ua != nil && ub != nil {
+		growth := medianRatio(cpuPerGbit(ub), cpuPerGbit(ua)) - 1
+		verdict := "met"
+		if growth > udpCPUGrowth {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(w, "target udp CPU per Gbit/s at most %.0f%% above A's (median of rounds): %s (%+.1f%%)\n", 100*udpCPUGrowth, verdict, 100*growth)
+	}
+	if ub != nil && vb != nil {
+		r := medianRatio(ub.gbps, vb.gbps)
+		verdict := "met"
+		if r < udpTarget {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(w, "target udp >= %.0f%% of vxlan (B) (median of rounds): %s (%.0f%%)\n", 100*udpTarget, verdict, 100*r)
+	}
+}
+
+// medianRatio is the median over rounds of xs[i]/ys[i].
+func medianRatio(xs, ys []float64) float64 {
+	var rs []float64
+	for i := range min(len(xs), len(ys)) {
+		rs = append(rs, xs[i]/ys[i])
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	return benchkit.Median(rs)
+}
+
+// cpuPerGbit is t's flanneld CPU seconds per Gbit transferred, per round.
+func cpuPerGbit(t *target) []float64 {
+	out := make([]float64, len(t.gbps))
+	for i := range t.gbps {
+		out[i] = t.cpu[i] / t.gbps[i]
+	}
+	return out
 }
 
 // measure runs one round for t: an iperf3 transfer (with flanneld's CPU use over it,
@@ -431,13 +559,13 @@ func cpuTime(pids []int) (float64, error) {
 func report(targets []*target, o options) *benchkit.Report {
 	rep := benchkit.NewReport("net", "data plane: TCP throughput and ping pod to pod across two nodes", "go run ./e2e/cmd/benchnet")
 	for _, t := range targets {
-		if t.daemon.Name != "" {
+		if t.daemon.Name != "" && t.variant != "B" {
 			rep.Daemons[t.daemon.Name] = t.daemon.Version
 		}
 	}
 	find := func(backend string, daemon benchkit.Daemon) *target {
 		for _, t := range targets {
-			if t.backend == backend && t.daemon.Name == daemon.Name {
+			if t.backend == backend && t.daemon.Name == daemon.Name && t.variant != "B" {
 				return t
 			}
 		}
@@ -455,6 +583,9 @@ func report(targets []*target, o options) *benchkit.Report {
 	}
 	underlay := find("", benchkit.Daemon{})
 	for _, t := range targets {
+		if t.variant == "B" {
+			continue // compareReport's
+		}
 		daemon, c := t.daemon.Name, t.backend
 		if t.backend == "" {
 			daemon, c = benchkit.Ours, "underlay (no overlay)"
