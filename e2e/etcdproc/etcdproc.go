@@ -41,10 +41,31 @@ type Options struct {
 	// InitialCluster is etcd's --initial-cluster for a member of a cluster
 	// ("a=http://127.0.0.1:23800,b=..."); default: this member alone.
 	InitialCluster string
-	// ExtraArgs are appended to etcd's command line (e.g. TLS flags).
+	// TLS, when set, makes etcd serve its client URL (which must be https://) with TLS.
+	TLS *ServerTLS
+	// ExtraArgs are appended to etcd's command line.
 	ExtraArgs []string
 	// ReadyTimeout bounds the wait for the client port (default 20s).
 	ReadyTimeout time.Duration
+}
+
+// ServerTLS is the certificate etcd serves its client URL with and, when ClientCAFile is
+// set, the CA whose certificates it demands of clients (--client-cert-auth).
+type ServerTLS struct {
+	CertFile, KeyFile string
+	ClientCAFile      string
+}
+
+// args are etcd's flags for t.
+func (t *ServerTLS) args() []string {
+	if t == nil {
+		return nil
+	}
+	a := []string{"--cert-file", t.CertFile, "--key-file", t.KeyFile}
+	if t.ClientCAFile != "" {
+		a = append(a, "--trusted-ca-file", t.ClientCAFile, "--client-cert-auth")
+	}
+	return a
 }
 
 // Proc is a running (or stopped) etcd process.
@@ -59,6 +80,9 @@ type Proc struct {
 func Start(ctx context.Context, opts Options) (*Proc, error) {
 	if opts.DataDir == "" || opts.ClientURL == "" || opts.PeerURL == "" {
 		return nil, errors.New("etcdproc: DataDir, ClientURL and PeerURL are required")
+	}
+	if u, err := url.Parse(opts.ClientURL); err != nil || (u.Scheme == "https") != (opts.TLS != nil) {
+		return nil, fmt.Errorf("etcdproc: client URL %q: https:// exactly when TLS is set", opts.ClientURL)
 	}
 	if opts.Name == "" {
 		opts.Name = "default"
@@ -113,6 +137,7 @@ func (p *Proc) start(ctx context.Context) error {
 		"--heartbeat-interval", "50",
 		"--election-timeout", "500",
 	}
+	args = append(args, p.opts.TLS.args()...)
 	args = append(args, p.opts.ExtraArgs...)
 	name := bin
 	if p.opts.Netns != "" {
