@@ -55,7 +55,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestGetNetworkConfig(t *testing.T) {
-	p := startEtcd(t, "http")
+	p := startEtcd(t)
 	cli := rawClient(t, p.Endpoint(), nil)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, Prefix: "/other/network"})
 	ctx := tctx(t, 20*time.Second)

@@ -26,17 +26,27 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startEtcd runs a real etcd on free 127.0.0.1 ports; scheme is "http" or "https".
-func startEtcd(t *testing.T, scheme string, extra ...string) *etcdproc.Proc {
+// startEtcd runs a real etcd on free 127.0.0.1 ports, over http.
+func startEtcd(t *testing.T, extra ...string) *etcdproc.Proc {
 	t.Helper()
-	return startEtcdIn(t, filepath.Join(t.TempDir(), "data"), scheme, extra...)
+	return startEtcdIn(t, filepath.Join(t.TempDir(), "data"), nil, extra...)
 }
 
-// startEtcdIn is startEtcd with a given data directory.
-func startEtcdIn(t *testing.T, dataDir, scheme string, extra ...string) *etcdproc.Proc {
+// startEtcdTLS runs a real etcd on free 127.0.0.1 ports, serving https with tc.
+func startEtcdTLS(t *testing.T, tc *etcdproc.ServerTLS) *etcdproc.Proc {
+	t.Helper()
+	return startEtcdIn(t, filepath.Join(t.TempDir(), "data"), tc)
+}
+
+// startEtcdIn starts etcd with a given data directory, over https when tc is set.
+func startEtcdIn(t *testing.T, dataDir string, tc *etcdproc.ServerTLS, extra ...string) *etcdproc.Proc {
 	t.Helper()
 	if _, err := etcdproc.Binary(); err != nil {
 		t.Skip(err)
+	}
+	scheme := "http"
+	if tc != nil {
+		scheme = "https"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -44,6 +54,7 @@ func startEtcdIn(t *testing.T, dataDir, scheme string, extra ...string) *etcdpro
 		DataDir:   dataDir,
 		ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t)),
 		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		TLS:       tc,
 		ExtraArgs: extra,
 	})
 	if err != nil {
@@ -93,7 +104,7 @@ func mustPut(t *testing.T, cli *clientv3.Client, key, value string, opts ...clie
 // the raw client and the endpoint.
 func setup(t *testing.T, netConfig string) (*clientv3.Client, *etcdproc.Proc) {
 	t.Helper()
-	p := startEtcd(t, "http")
+	p := startEtcd(t)
 	cli := rawClient(t, p.Endpoint(), nil)
 	mustPut(t, cli, DefaultPrefix+"/config", netConfig)
 	return cli, p

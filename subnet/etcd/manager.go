@@ -2,13 +2,10 @@ package etcd
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
 	"path"
 	"sync"
 	"time"
@@ -40,10 +37,14 @@ type Config struct {
 	Endpoints []string
 	// Prefix is the key prefix (default DefaultPrefix).
 	Prefix string
-	// KeyFile, CertFile and CAFile configure TLS. TLS is used only when both KeyFile and
-	// CertFile are set; CAFile is optional (the system roots are used without it).
+	// KeyFile, CertFile and CAFile configure TLS, used when the first endpoint is https://
+	// (or unixs://, or has no scheme and one of the files is set), as the etcd client
+	// decides. CertFile and KeyFile are the client certificate, both or neither; CAFile,
+	// alone or with them, verifies the server (the system roots do without it).
+	// Endpoints' user information is dropped: the etcd client never uses it.
 	KeyFile, CertFile, CAFile string
-	// Username and Password enable etcd authentication when both are set.
+	// Username and Password enable etcd authentication when both are set. Neither is
+	// ever logged or put in an error.
 	Username, Password string
 	// PrevSubnet and PrevIPv6Subnet come from the previous subnet.env; they are preferred
 	// for a new allocation when free and compatible with the configuration.
@@ -71,6 +72,8 @@ type Manager struct {
 	beforeWatch func(rev int64)
 	// page is the number of keys per range request when listing (0: listPage).
 	page int
+	// handshake is the last TLS handshake failure, for errors and Health.
+	handshake lastHandshake
 	// primed is the listing of the last successful AcquireLease, for the first snapshot
 	// of WatchLeases (guarded by mu; taken once).
 	primed *listing
@@ -93,6 +96,8 @@ func New(cfg Config) (*Manager, error) {
 	if len(cfg.Endpoints) == 0 {
 		cfg.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}
 	}
+	var hadUserinfo bool
+	cfg.Endpoints, hadUserinfo = cleanEndpoints(cfg.Endpoints)
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
@@ -136,14 +141,8 @@ func New(cfg Config) (*Manager, error) {
 			}),
 		},
 	}
-	if cfg.KeyFile != "" && cfg.CertFile != "" {
-		tc, err := tlsConfig(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		m.ccfg.TLS = tc
-	} else {
-		klog.InfoS("no certificate provided: connecting to etcd with http. This is insecure")
+	if err := m.secure(cfg, hadUserinfo); err != nil {
+		return nil, err
 	}
 	if cfg.Username == "" || cfg.Password == "" {
 		if _, err := m.client(); err != nil {
@@ -151,26 +150,6 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	return m, nil
-}
-
-func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading etcd client certificate: %w", err)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading etcd CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("etcd CA file %s holds no PEM certificate", caFile)
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
 }
 
 // client returns the etcd client, creating it on first use.
@@ -185,7 +164,7 @@ func (m *Manager) client() (*clientv3.Client, error) {
 	}
 	c, err := clientv3.New(m.ccfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, err)
+		return nil, m.withConnError(fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, err))
 	}
 	m.cli = c
 	return c, nil
@@ -225,7 +204,7 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 	}
 	resp, err := cli.Get(ctx, m.configKey)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s from etcd: %w", m.configKey, err)
+		return nil, m.withConnError(fmt.Errorf("reading %s from etcd: %w", m.configKey, err))
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, errors.New("flannel config not found in etcd store. Did you create your config using etcdv3 API?")

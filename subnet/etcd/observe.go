@@ -39,7 +39,7 @@ func (m *Manager) Health() error {
 		return fmt.Errorf("no etcd connection (endpoints %v)", m.cfg.Endpoints)
 	}
 	if s := conn.GetState(); s != connectivity.Ready {
-		return fmt.Errorf("etcd connection is %s (endpoints %v)", s, m.cfg.Endpoints)
+		return m.withConnError(fmt.Errorf("etcd connection is %s (endpoints %v)", s, m.cfg.Endpoints))
 	}
 	return nil
 }

@@ -1,148 +1,215 @@
 package etcd
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"bytes"
+	"errors"
+	"flag"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/e2e/etcdproc"
 )
 
-// testPKI writes a CA, a server certificate for 127.0.0.1 and a client certificate.
-type testPKI struct {
-	dir                       string
-	ca, serverCert, serverKey string
-	clientCert, clientKey     string
-	otherCA                   string // a CA that signed nothing here
-	caPool                    *x509.CertPool
-	clientPair                tls.Certificate
-}
-
-func newPKI(t *testing.T) *testPKI {
+func newPKI(t *testing.T) *etcdproc.PKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	now := time.Now()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(p.dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	writeKey := func(name string, k *ecdsa.PrivateKey) string {
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name, "EC PRIVATE KEY", der)
-	}
-	mkCA := func(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-		k := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cert, k, der
-	}
-	ca, caKey, caDER := mkCA("flannel test CA")
-	p.ca = write("ca.pem", "CERTIFICATE", caDER)
-	_, _, otherDER := mkCA("unrelated CA")
-	p.otherCA = write("other-ca.pem", "CERTIFICATE", otherDER)
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(ca)
-
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		k := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, k
-	}
-	sDER, sKey := leaf(2, "etcd", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	p.serverCert, p.serverKey = write("server.pem", "CERTIFICATE", sDER), writeKey("server-key.pem", sKey)
-	cDER, cKey := leaf(3, "flanneld", x509.ExtKeyUsageClientAuth, nil)
-	p.clientCert, p.clientKey = write("client.pem", "CERTIFICATE", cDER), writeKey("client-key.pem", cKey)
-	pair, err := tls.LoadX509KeyPair(p.clientCert, p.clientKey)
+	p, err := etcdproc.NewPKI(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.clientPair = pair
 	return p
 }
 
+// syncBuffer is a bytes.Buffer klog may write to from any goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// captureKlog sends every klog line, at -v=10, to the returned buffer until the test ends.
+func captureKlog(t *testing.T) *syncBuffer {
+	t.Helper()
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	buf := &syncBuffer{}
+	for name, val := range map[string]string{"v": "10", "logtostderr": "false", "alsologtostderr": "false"} {
+		if err := fs.Set(name, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	klog.SetOutput(buf)
+	t.Cleanup(func() {
+		klog.Flush()
+		_ = fs.Set("v", "0")
+		_ = fs.Set("logtostderr", "true")
+		klog.SetOutput(os.Stderr)
+	})
+	return buf
+}
+
+// The server is verified with --etcd-cafile alone (no client certificate), or with the
+// client certificate against a server demanding one; a CA that did not sign the server's
+// certificate fails, and the error names the TLS problem and the endpoint.
 func TestTLS(t *testing.T) {
 	pki := newPKI(t)
-	p := startEtcd(t, "https",
-		"--cert-file", pki.serverCert, "--key-file", pki.serverKey,
-		"--trusted-ca-file", pki.ca, "--client-cert-auth")
-	raw := rawClient(t, p.Endpoint(), &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pki.caPool, Certificates: []tls.Certificate{pki.clientPair}})
-	mustPut(t, raw, DefaultPrefix+"/config", `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	const config = `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`
+	serverOnly := startEtcdTLS(t, &etcdproc.ServerTLS{CertFile: pki.ServerCert, KeyFile: pki.ServerKey})
+	mutual := startEtcdTLS(t, &etcdproc.ServerTLS{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, ClientCAFile: pki.CA})
+	for _, p := range []*etcdproc.Proc{serverOnly, mutual} {
+		mustPut(t, rawClient(t, p.Endpoint(), pki.ClientTLS()), DefaultPrefix+"/config", config)
+	}
+	tests := []struct {
+		name    string
+		p       *etcdproc.Proc
+		cfg     Config
+		wantErr []string // empty: works
+	}{
+		{"CA only", serverOnly, Config{CAFile: pki.CA}, nil},
+		{"certificate and CA", mutual, Config{CertFile: pki.ClientCert, KeyFile: pki.ClientKey, CAFile: pki.CA}, nil},
+		{"wrong CA", serverOnly, Config{CAFile: pki.OtherCA}, []string{"TLS handshake with etcd endpoint https://127.0.0.1:", "certificate signed by unknown authority"}},
+		{"wrong CA, certificate", mutual, Config{CertFile: pki.ClientCert, KeyFile: pki.ClientKey, CAFile: pki.OtherCA}, []string{"TLS handshake", "unknown authority"}},
+		{"system roots", serverOnly, Config{}, []string{"TLS handshake", "unknown authority"}},
+		{"no client certificate", mutual, Config{CAFile: pki.CA}, []string{"context deadline exceeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Endpoints = []string{tt.p.Endpoint()}
+			m := newManager(t, tt.cfg)
+			timeout := 20 * time.Second
+			if tt.wantErr != nil {
+				timeout = 5 * time.Second
+			}
+			cfg, err := m.GetNetworkConfig(tctx(t, timeout))
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("GetNetworkConfig over TLS: %v", err)
+				}
+				if _, err := m.AcquireLease(tctx(t, 20*time.Second), cfg, attrsFor("198.51.100.1")); err != nil {
+					t.Fatalf("AcquireLease over TLS: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("connected")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if h := m.Health(); h == nil || (strings.Contains(tt.wantErr[0], "TLS") && !strings.Contains(h.Error(), "TLS handshake")) {
+				t.Errorf("Health = %v, want the TLS failure", h)
+			}
+		})
+	}
+}
 
-	ep := []string{p.Endpoint()}
-	m := newManager(t, Config{Endpoints: ep, KeyFile: pki.clientKey, CertFile: pki.clientCert, CAFile: pki.ca})
-	cfg, err := m.GetNetworkConfig(tctx(t, 20*time.Second))
+func TestTLSConfigRefusals(t *testing.T) {
+	pki := newPKI(t)
+	ep := []string{"https://127.0.0.1:1"}
+	for _, cfg := range []Config{
+		{Endpoints: ep, CertFile: pki.ClientCert},
+		{Endpoints: ep, KeyFile: pki.ClientKey, CAFile: pki.CA},
+	} {
+		if _, err := New(cfg); !errors.Is(err, errHalfPair) {
+			t.Errorf("New(%+v) = %v, want errHalfPair", cfg, err)
+		}
+	}
+	// Swapped files, a key given as the CA: the errors name PEM types, never contents.
+	key, err := os.ReadFile(pki.ClientKey)
 	if err != nil {
-		t.Fatalf("GetNetworkConfig over TLS: %v", err)
+		t.Fatal(err)
 	}
-	if cfg.BackendType != "vxlan" {
-		t.Fatalf("config %+v", cfg)
+	body := strings.Split(string(key), "\n")[1] // a line of the key's base64
+	for _, cfg := range []Config{
+		{Endpoints: ep, CertFile: pki.ClientKey, KeyFile: pki.ClientCert},
+		{Endpoints: ep, CertFile: pki.ClientCert, KeyFile: pki.ClientCert},
+		{Endpoints: ep, CAFile: pki.ClientKey},
+	} {
+		_, err := New(cfg)
+		if err == nil {
+			t.Fatalf("New(%+v) accepted", cfg)
+		}
+		if strings.Contains(err.Error(), body[:16]) {
+			t.Errorf("the error quotes the key: %v", err)
+		}
 	}
-	l, err := m.AcquireLease(tctx(t, 20*time.Second), cfg, attrsFor("198.51.100.1"))
-	if err != nil {
-		t.Fatalf("AcquireLease over TLS: %v", err)
-	}
-	if len(getKV(t, raw, DefaultPrefix+"/subnets/"+l.Key()).Kvs) != 1 {
-		t.Fatal("lease not stored")
-	}
+}
 
-	// The server is verified: a CA that did not sign it fails.
-	bad := newManager(t, Config{Endpoints: ep, KeyFile: pki.clientKey, CertFile: pki.clientCert, CAFile: pki.otherCA})
-	if _, err := bad.GetNetworkConfig(tctx(t, 3*time.Second)); err == nil {
-		t.Fatal("connected although the server certificate is not signed by the given CA")
+// What the operator is told about the connection, once, and never a credential: user
+// information in an endpoint is dropped (the client never used it), a password over
+// http:// is warned about, TLS files with http:// endpoints are said to be unused.
+func TestConnectionWarnings(t *testing.T) {
+	pki := newPKI(t)
+	const pw, urlPW = "pw-0123456789", "urlpw-0123456789"
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+		not  []string
+	}{
+		{"password over http", Config{Endpoints: []string{"http://flannel:" + urlPW + "@127.0.0.1:1"}, Username: "u", Password: pw},
+			[]string{"password is sent unencrypted", "User information in an etcd endpoint URL is ignored", "no certificate provided"}, nil},
+		{"password over https", Config{Endpoints: []string{"https://127.0.0.1:1"}, Username: "u", Password: pw, CAFile: pki.CA},
+			nil, []string{"unencrypted", "no certificate", "not used"}},
+		{"TLS files over http", Config{Endpoints: []string{"http://127.0.0.1:1"}, CAFile: pki.CA},
+			[]string{"TLS files are not used"}, []string{"no certificate provided"}},
+		{"mixed schemes", Config{Endpoints: []string{"https://127.0.0.1:1", "http://127.0.0.1:2"}},
+			[]string{"mix schemes"}, nil},
 	}
-	// Without a client certificate the server refuses (and no TLS is used at all).
-	plain := newManager(t, Config{Endpoints: ep, CAFile: pki.ca})
-	if _, err := plain.GetNetworkConfig(tctx(t, 3*time.Second)); err == nil {
-		t.Fatal("connected without a client certificate")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := captureKlog(t)
+			m := newManager(t, tt.cfg)
+			if h := m.Health(); h != nil && (strings.Contains(h.Error(), urlPW) || strings.Contains(h.Error(), "flannel:")) {
+				t.Errorf("Health holds the endpoint's user information: %v", h)
+			}
+			_, err := m.GetNetworkConfig(tctx(t, 2*time.Second))
+			if err == nil {
+				t.Fatal("connected to nothing")
+			}
+			klog.Flush()
+			logs := buf.String() + err.Error()
+			for _, w := range tt.want {
+				if n := strings.Count(logs, w); n != 1 {
+					t.Errorf("%q logged %d times, want once:\n%s", w, n, logs)
+				}
+			}
+			for _, w := range append(tt.not, pw, urlPW) {
+				if strings.Contains(logs, w) {
+					t.Errorf("%q logged:\n%s", w, logs)
+				}
+			}
+			for _, ep := range m.cfg.Endpoints {
+				if strings.Contains(ep, "@") {
+					t.Errorf("endpoint %q keeps its user information", ep)
+				}
+			}
+		})
 	}
 }
 
 func TestAuth(t *testing.T) {
 	const prefix = "/coreos.com/network"
-	p := startEtcd(t, "http")
+	p := startEtcd(t)
 	raw := rawClient(t, p.Endpoint(), nil)
 	ctx := tctx(t, 30*time.Second)
 	mustPut(t, raw, prefix+"/config", `{"Network":"10.5.0.0/16"}`)

@@ -275,7 +275,7 @@ func TestWatchLeasesHonoursCancelWhileSending(t *testing.T) {
 // notification reveals the rewind and a new snapshot is sent.
 func TestWatchLeasesDataWiped(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
-	p := startEtcdIn(t, dataDir, "http", "--experimental-watch-progress-notify-interval=500ms")
+	p := startEtcdIn(t, dataDir, nil, "--experimental-watch-progress-notify-interval=500ms")
 	cli := rawClient(t, p.Endpoint(), nil)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
 	for i := range 20 {
