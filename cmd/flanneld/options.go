@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/redact"
 	"github.com/flannel-go/flannel/subnet/kube"
 )
 
@@ -87,11 +88,14 @@ type Options struct {
 	SetNodeNetworkUnavailable bool
 }
 
-// LogSafe returns a copy fit for logging: the etcd password is masked.
+// LogSafe returns a copy fit for logging and showing: the etcd password is masked, and
+// so is the user information of the etcd endpoints and the API server URL.
 func (o Options) LogSafe() Options {
 	if o.EtcdPassword != "" {
 		o.EtcdPassword = "<redacted>"
 	}
+	o.EtcdEndpoints = redact.URLs(o.EtcdEndpoints)
+	o.KubeAPIURL = redact.URL(o.KubeAPIURL)
 	return o
 }
 
@@ -116,7 +120,7 @@ func newFlagSet(r *rawOptions) *pflag.FlagSet {
 	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", "/coreos.com/network", "etcd key prefix holding config and subnets/")
 	fs.StringVar(&o.EtcdKeyfile, "etcd-keyfile", "", "TLS client key for etcd")
 	fs.StringVar(&o.EtcdCertfile, "etcd-certfile", "", "TLS client certificate for etcd")
-	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA bundle for etcd (used only together with --etcd-keyfile and --etcd-certfile)")
+	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA bundle that verifies etcd's certificate (https:// endpoints; alone or with --etcd-certfile and --etcd-keyfile)")
 	fs.StringVar(&o.EtcdUsername, "etcd-username", "", "etcd user name")
 	fs.StringVar(&o.EtcdPassword, "etcd-password", "", "etcd password")
 	fs.StringArrayVar(&o.Iface, "iface", nil, "interface name or IP address for inter-host traffic; repeat to give candidates in order")
@@ -381,6 +385,16 @@ func finish(o *Options, r *rawOptions, src func(string) string) error {
 		}
 	}
 
+	if !o.KubeSubnetMgr {
+		// A client certificate without its key (or the reverse) would silently connect
+		// without one; upstream does, and also ignores a lone --etcd-cafile.
+		switch {
+		case o.EtcdCertfile != "" && o.EtcdKeyfile == "":
+			return fmt.Errorf("--etcd-certfile%s is set without --etcd-keyfile: a client certificate needs its key", src("etcd-certfile"))
+		case o.EtcdKeyfile != "" && o.EtcdCertfile == "":
+			return fmt.Errorf("--etcd-keyfile%s is set without --etcd-certfile: a client key needs its certificate", src("etcd-keyfile"))
+		}
+	}
 	if o.KubeSubnetMgr {
 		// Checked here so that a bad prefix is a usage error, not a runtime failure.
 		if _, err := kube.NewAnnotations(o.KubeAnnotationPrefix); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -334,6 +335,9 @@ func TestParseOptionsErrors(t *testing.T) {
 		{name: "empty iface regex", args: []string{"--iface-regex="}, wantErr: "--iface-regex must not be empty"},
 		{name: "empty iface", args: []string{"--iface="}, wantErr: "--iface must not be empty"},
 		{name: "iface-can-reach not an IP", args: []string{"--iface-can-reach=example.com"}, wantErr: "invalid --iface-can-reach address: example.com"},
+		{name: "certificate without key", args: []string{"--etcd-certfile=/c.pem"}, wantErr: "--etcd-certfile is set without --etcd-keyfile"},
+		{name: "key without certificate", args: []string{"--etcd-keyfile=/k.pem", "--etcd-cafile=/ca.pem"}, wantErr: "--etcd-keyfile is set without --etcd-certfile"},
+		{name: "key without certificate from env", env: map[string]string{"FLANNELD_ETCD_KEYFILE": "/k.pem"}, wantErr: "--etcd-keyfile (from FLANNELD_ETCD_KEYFILE) is set without"},
 		{name: "empty endpoint list", args: []string{"--etcd-endpoints=,"}, wantErr: "--etcd-endpoints must list at least one endpoint"},
 		{name: "bad verbosity", args: []string{"-v=abc"}, wantErr: `invalid argument "abc" for "--v" flag`},
 		{name: "bad verbosity from env", env: map[string]string{"FLANNELD_V": "high"}, wantErr: `invalid value "high" for FLANNELD_V: `},
@@ -541,4 +545,35 @@ func FuzzParseOptions(f *testing.F) {
 			t.Errorf("a later-work feature was accepted: %+v", o)
 		}
 	})
+}
+
+// No credential survives LogSafe, which the start-up log line and the control socket's
+// status show.
+func TestLogSafe(t *testing.T) {
+	resetKlog(t)
+	o, err := parseOptions([]string{
+		"--etcd-endpoints=https://flannel:ep-secret@192.0.2.1:2379,ep-user:ep-secret2@192.0.2.2:2379,http://192.0.2.3:2379",
+		"--etcd-password=pw-secret", "--kube-api-url=https://admin:kube-secret@192.0.2.4:6443",
+	}, envFrom(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	safe := fmt.Sprintf("%+v", o.LogSafe())
+	for _, secret := range []string{"ep-secret", "ep-secret2", "pw-secret", "kube-secret", "ep-user"} {
+		if strings.Contains(safe, secret) {
+			t.Errorf("LogSafe keeps %q: %s", secret, safe)
+		}
+	}
+	for _, kept := range []string{"https://xxxxx@192.0.2.1:2379", "xxxxx@192.0.2.2:2379", "http://192.0.2.3:2379", "https://xxxxx@192.0.2.4:6443", "<redacted>"} {
+		if !strings.Contains(safe, kept) {
+			t.Errorf("LogSafe lacks %q: %s", kept, safe)
+		}
+	}
+	if o.EtcdPassword != "pw-secret" || !strings.Contains(o.EtcdEndpoints[0], "ep-secret") {
+		t.Error("LogSafe changed the options it copied")
+	}
+	// The half-configured TLS check is etcd's: Kubernetes mode ignores the etcd flags.
+	if _, err := parseOptions([]string{"--kube-subnet-mgr", "--etcd-certfile=/c.pem"}, envFrom(nil), io.Discard); err != nil {
+		t.Errorf("Kubernetes mode with a lone --etcd-certfile: %v", err)
+	}
 }
