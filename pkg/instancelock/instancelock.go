@@ -4,6 +4,10 @@
 // exactly the namespace whose kernel state the daemon owns, needs no file system, and is
 // released by the kernel the moment the holder exits, even after kill -9 (a restarted
 // daemon never finds a stale lock).
+//
+// The listening socket is also a door: Serve hands the connections it accepts to a
+// handler (the daemon's control socket). Anyone may bind an abstract name first, so the
+// kernel's record of who listens (SO_PEERCRED) tells a flanneld (root) from a squatter.
 package instancelock
 
 import (
@@ -12,7 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,14 +32,24 @@ const namePrefix = "flannel-go/"
 // maxNameLen is the longest abstract name: sun_path (108 bytes) minus the leading NUL.
 const maxNameLen = 107
 
-// ErrHeld means another process holds the lock; the error wrapping it names the holder.
+// maxHandlers bounds the connections handled at once; more are closed at once.
+const maxHandlers = 16
+
+// ErrHeld means another flanneld instance (a root process) holds the lock; the error
+// wrapping it names the holder.
 var ErrHeld = errors.New("another flanneld instance holds the lock")
+
+// ErrSquatted means a process that is not root holds the lock's name: not a flanneld, but
+// it keeps this daemon from starting. The error wrapping it names the process.
+var ErrSquatted = errors.New("a process that is not root holds the lock's socket name")
 
 // Lock is a held instance lock. It is released by Release or when the process exits.
 type Lock struct {
-	ln   *net.UnixListener
-	name string
-	done chan struct{}
+	ln      *net.UnixListener
+	name    string
+	handler atomic.Pointer[func(*net.UnixConn)]
+	done    chan struct{}  // closed when the accept loop has ended
+	conns   sync.WaitGroup // running handlers
 }
 
 // Name is the socket name of a key, as shown by `ss -xl` ("@flannel-go/...").
@@ -63,63 +80,152 @@ func Name(key string) string {
 	return "@" + namePrefix + s
 }
 
-// Acquire takes the lock for key in the caller's network namespace. When another process
-// holds it, the error wraps ErrHeld and names the holder's PID when the kernel tells it.
+// Acquire takes the lock for key in the caller's network namespace. When a root process
+// holds it, the error wraps ErrHeld; when a process that is not root holds its name, the
+// error wraps ErrSquatted. Both name the holder's PID (and the squatter's UID) when the
+// kernel tells them. Until Serve is called, connections are closed as they come.
 func Acquire(key string) (*Lock, error) {
 	name := Name(key)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			if pid := holderPID(name); pid > 0 {
-				return nil, fmt.Errorf("%w (pid %d) for %s (lock %s)", ErrHeld, pid, key, name)
-			}
-			return nil, fmt.Errorf("%w for %s (lock %s)", ErrHeld, key, name)
+			return nil, heldError(key, name)
 		}
 		return nil, fmt.Errorf("instance lock %s: %w", name, err)
 	}
-	l := &Lock{ln: ln, done: make(chan struct{})}
-	// Connections are only made by Acquire calls asking who holds the lock: close them,
-	// so they do not pile up in the backlog. The loop ends with the listener.
-	go func() {
-		defer close(l.done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	l := &Lock{ln: ln, name: name, done: make(chan struct{})}
+	go l.accept()
 	return l, nil
 }
 
-// Release gives the lock up. It is safe to call more than once.
+// heldError describes who holds name.
+func heldError(key, name string) error {
+	cred, err := holder(name)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w for %s (lock %s; its holder is unknown: %v)", ErrHeld, key, name, err)
+	case cred.Uid != 0:
+		return fmt.Errorf("%w: pid %d%s, uid %d, listens on %s, the lock of %s; stop that process (it is not a flanneld: flanneld runs as root)",
+			ErrSquatted, cred.Pid, command(int(cred.Pid)), cred.Uid, name, key)
+	default:
+		return fmt.Errorf("%w (pid %d%s) for %s (lock %s)", ErrHeld, cred.Pid, command(int(cred.Pid)), key, name)
+	}
+}
+
+// command is " (<comm>)" for pid, or "" when it cannot be read.
+func command(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return ""
+	}
+	return " (" + strings.TrimSpace(string(b)) + ")"
+}
+
+// accept hands each connection to the handler, or closes it when there is none or too
+// many are being handled. It ends with the listener.
+func (l *Lock) accept() {
+	defer close(l.done)
+	busy := make(chan struct{}, maxHandlers)
+	for {
+		c, err := l.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		h := l.handler.Load()
+		if h == nil {
+			_ = c.Close()
+			continue
+		}
+		select {
+		case busy <- struct{}{}:
+		default:
+			_ = c.Close()
+			continue
+		}
+		l.conns.Add(1)
+		go func() {
+			defer l.conns.Done()
+			defer func() { <-busy }()
+			defer c.Close()
+			(*h)(c)
+		}()
+	}
+}
+
+// Serve hands every connection accepted from now on to h, in a goroutine of its own (at
+// most a few at a time; others are closed at once). h must return in bounded time (set
+// deadlines); the connection is closed after it returns. nil: close connections.
+func (l *Lock) Serve(h func(*net.UnixConn)) {
+	if h == nil {
+		l.handler.Store(nil)
+		return
+	}
+	l.handler.Store(&h)
+}
+
+// SocketName is the lock's socket name ("@flannel-go/...").
+func (l *Lock) SocketName() string { return l.name }
+
+// Release gives the lock up and waits for running handlers. It is safe to call more
+// than once.
 func (l *Lock) Release() error {
 	err := l.ln.Close()
 	<-l.done
+	l.conns.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-// holderPID asks the kernel which process listens on the abstract socket name (the
-// credentials recorded at listen time), or returns 0.
-func holderPID(name string) int {
+// Dial connects to the socket of key in the caller's network namespace and returns the
+// connection with the credentials the kernel recorded for its listener.
+func Dial(key string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
+	name := Name(key)
+	c, err := net.DialTimeout("unix", name, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	uc := c.(*net.UnixConn)
+	cred, err := PeerCred(uc)
+	if err != nil {
+		_ = c.Close()
+		return nil, nil, err
+	}
+	return uc, cred, nil
+}
+
+// holder asks the kernel who listens on the abstract socket name.
+func holder(name string) (*unix.Ucred, error) {
 	c, err := net.DialTimeout("unix", name, time.Second)
 	if err != nil {
-		return 0
+		return nil, err
 	}
 	defer c.Close()
-	rc, err := c.(*net.UnixConn).SyscallConn()
+	return PeerCred(c.(*net.UnixConn))
+}
+
+// PeerCred is the other end's process as the kernel recorded it (SO_PEERCRED): for a
+// connection made by Dial, the listener's at the time it listened; for one accepted, the
+// connecting process's at the time it connected. The PID is 0 when that process is
+// in a PID namespace the caller cannot see.
+func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0
+		return nil, err
 	}
-	pid := 0
-	_ = rc.Control(func(fd uintptr) {
-		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
-		}
-	})
-	return pid
+	var cred *unix.Ucred
+	var credErr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if credErr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
+	}
+	return cred, nil
 }

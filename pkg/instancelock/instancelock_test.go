@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,14 +150,15 @@ func TestLockIsPerNetworkNamespace(t *testing.T) {
 	}
 }
 
-// A holder killed with SIGKILL leaves no stale lock behind.
-func TestKilledHolderReleases(t *testing.T) {
-	if os.Getenv("INSTANCELOCK_HOLD") != "" {
-		return // the helper body runs from TestMain
-	}
-	key := testKey(t, "kill")
+// holdInChild runs this test binary as a helper that holds key (as nobody when squat)
+// until killed, and returns it once it holds the lock.
+func holdInChild(t *testing.T, key string, squat bool) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "INSTANCELOCK_HOLD="+key)
+	if squat {
+		cmd.Env = append(cmd.Env, "INSTANCELOCK_AS_NOBODY=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +171,14 @@ func TestKilledHolderReleases(t *testing.T) {
 	if err != nil || strings.TrimSpace(line) != "held" {
 		t.Fatalf("helper: %q %v", line, err)
 	}
-	_, err = Acquire(key)
+	return cmd
+}
+
+// A holder killed with SIGKILL leaves no stale lock behind.
+func TestKilledHolderReleases(t *testing.T) {
+	key := testKey(t, "kill")
+	cmd := holdInChild(t, key, false)
+	_, err := Acquire(key)
 	if !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) {
 		t.Fatalf("Acquire while the helper holds the lock: %v (helper pid %d)", err, cmd.Process.Pid)
 	}
@@ -182,8 +193,110 @@ func TestKilledHolderReleases(t *testing.T) {
 	l.Release()
 }
 
+// The name bound first by a process that is not root is reported as squatted, naming
+// the process and its user, not as a second instance; the lock is free once it is gone.
+func TestSquatterNamed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a helper as nobody")
+	}
+	key := testKey(t, "squat")
+	cmd := holdInChild(t, key, true)
+	_, err := Acquire(key)
+	if !errors.Is(err, ErrSquatted) || errors.Is(err, ErrHeld) {
+		t.Fatalf("Acquire of a squatted name: %v, want ErrSquatted", err)
+	}
+	for _, want := range []string{fmt.Sprintf("pid %d", cmd.Process.Pid), "uid 65534", Name(key)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	// A client learns the same from Dial.
+	c, cred, err := Dial(key, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if cred.Uid != 65534 || int(cred.Pid) != cmd.Process.Pid {
+		t.Errorf("Dial: holder %+v, want pid %d uid 65534", cred, cmd.Process.Pid)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	l, err := Acquire(key)
+	if err != nil {
+		t.Fatalf("Acquire after the squatter was killed: %v", err)
+	}
+	l.Release()
+}
+
+// Serve hands connections to the handler, which sees the client through PeerCred; a
+// client sees the holder through Dial. Release waits for running handlers.
+func TestServe(t *testing.T) {
+	key := testKey(t, "serve")
+	l, err := Acquire(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.SocketName(); got != Name(key) {
+		t.Errorf("SocketName = %q", got)
+	}
+	exchange := func() (string, error) {
+		c, cred, err := Dial(key, time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		if int(cred.Pid) != os.Getpid() || int(cred.Uid) != os.Geteuid() {
+			t.Errorf("Dial: holder %+v, want this process", cred)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	// Before Serve, connections are closed at once.
+	if got, err := exchange(); err != nil || got != "" {
+		t.Fatalf("before Serve: %q %v", got, err)
+	}
+	released := make(chan struct{})
+	l.Serve(func(c *net.UnixConn) {
+		cred, err := PeerCred(c)
+		if err != nil {
+			fmt.Fprintf(c, "error %v", err)
+			return
+		}
+		fmt.Fprintf(c, "hello pid %d uid %d", cred.Pid, cred.Uid)
+		<-released
+	})
+	go func() { time.Sleep(200 * time.Millisecond); close(released) }()
+	want := fmt.Sprintf("hello pid %d uid %d", os.Getpid(), os.Geteuid())
+	if got, err := exchange(); err != nil || got != want {
+		t.Fatalf("served: %q %v, want %q", got, err, want)
+	}
+	l.Serve(nil)
+	if got, err := exchange(); err != nil || got != "" {
+		t.Fatalf("after Serve(nil): %q %v", got, err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMain(m *testing.M) {
 	if key := os.Getenv("INSTANCELOCK_HOLD"); key != "" {
+		if os.Getenv("INSTANCELOCK_AS_NOBODY") != "" {
+			// Go applies these to every thread of the process.
+			if err := syscall.Setgroups(nil); err != nil {
+				fmt.Println(err)
+				os.Exit(1)
+			}
+			if err := syscall.Setgid(65534); err != nil {
+				fmt.Println(err)
+				os.Exit(1)
+			}
+			if err := syscall.Setuid(65534); err != nil {
+				fmt.Println(err)
+				os.Exit(1)
+			}
+		}
 		if _, err := Acquire(key); err != nil {
 			fmt.Println(err)
 			os.Exit(1)
