@@ -1,0 +1,195 @@
+// Package control is the daemon's control socket: a root-only question-and-answer
+// protocol on the daemon's instance lock (pkg/instancelock), which `flanneld diagnose`
+// and a second daemon use to learn what a running daemon is and sees.
+//
+// The protocol: the client connects, sends one request line ("status\n") and reads one
+// JSON Response, after which the server closes the connection. The server answers only
+// peers whose user ID is 0 (SO_PEERCRED), and the client trusts only a server whose
+// user ID is 0, as anyone may bind an abstract socket name first.
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// SchemaVersion is the version of the Response document. It changes when a field
+// changes meaning or goes away; fields may be added without a change.
+const SchemaVersion = 1
+
+// Limits of the protocol.
+const (
+	MaxRequest  = 256      // bytes of a request line, newline included
+	MaxResponse = 64 << 20 // bytes of a response (20,000 peers take about 5 MB)
+)
+
+// Verbs a request may name.
+const (
+	VerbStatus = "status"
+)
+
+// Request is one parsed request line.
+type Request struct {
+	Verb string
+}
+
+// String is the request line without its newline.
+func (r Request) String() string { return r.Verb }
+
+// ParseRequest parses a request line (its newline, or "\r\n", may be left on).
+func ParseRequest(line []byte) (Request, error) {
+	if len(line) > MaxRequest {
+		return Request{}, fmt.Errorf("request longer than %d bytes", MaxRequest)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+	switch s {
+	case VerbStatus:
+		return Request{Verb: s}, nil
+	case "":
+		return Request{}, errors.New("empty request")
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		return Request{}, errors.New("unknown request (not printable)")
+	}
+	return Request{}, fmt.Errorf("unknown request %q (known: %s)", s, VerbStatus)
+}
+
+// Response is the one document a server sends: a status or an error.
+type Response struct {
+	SchemaVersion int     `json:"schemaVersion"`
+	Error         string  `json:"error,omitempty"`
+	Status        *Status `json:"status,omitempty"`
+}
+
+// ParseResponse decodes and checks a response: the schema version is SchemaVersion,
+// and it holds either an error, returned as an error, or a status.
+func ParseResponse(data []byte) (*Status, error) {
+	if len(data) > MaxResponse {
+		return nil, fmt.Errorf("response longer than %d bytes", MaxResponse)
+	}
+	var r Response
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("decoding the response: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("decoding the response: data after the document")
+	}
+	if r.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("response schema version %d, want %d", r.SchemaVersion, SchemaVersion)
+	}
+	switch {
+	case r.Error != "" && r.Status != nil:
+		return nil, errors.New("response holds both an error and a status")
+	case r.Error != "":
+		return nil, &ServerError{Msg: r.Error}
+	case r.Status == nil:
+		return nil, errors.New("response holds neither an error nor a status")
+	}
+	return r.Status, nil
+}
+
+// ServerError is an error the daemon answered with.
+type ServerError struct{ Msg string }
+
+func (e *ServerError) Error() string { return "the daemon answered: " + e.Msg }
+
+// Status is what a daemon reports about itself.
+type Status struct {
+	Instance  Instance  `json:"instance"`
+	Config    Config    `json:"config"`
+	Lease     *Lease    `json:"lease"` // nil until a lease is held
+	Peers     Peers     `json:"peers"`
+	Readiness Readiness `json:"readiness"`
+}
+
+// Phases of a daemon's life, in order.
+const (
+	PhaseStarting  = "starting"        // before the network config was read
+	PhaseAcquiring = "acquiring-lease" // config read, backend made, lease not yet held
+	PhaseRunning   = "running"         // lease held, subnet file written, peers reconciled
+	PhaseStopping  = "stopping"        // shutting down
+)
+
+// Instance identifies the daemon and what it owns on the node: two instances in one
+// network namespace must differ in Locks and must not share Devices.
+type Instance struct {
+	PID     int       `json:"pid"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	// Socket is the control socket's name ("@flannel-go/..."); Locks are the instance-lock
+	// keys the daemon holds, the control socket's first.
+	Socket string   `json:"socket"`
+	Locks  []string `json:"locks"`
+	// Datastore is "etcd" or "kube".
+	Datastore string `json:"datastore"`
+	Phase     string `json:"phase"`
+	// Network and IPv6Network are the network config's; BackendType its backend's.
+	Network     netip.Prefix `json:"network,omitzero"`
+	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`
+	BackendType string       `json:"backendType,omitempty"`
+	// Backend is the network config's Backend object as written (Type, VNI, Port, ...);
+	// absent keys take the backend's defaults.
+	Backend json.RawMessage `json:"backend,omitempty"`
+	// Devices are the links the backend owns (e.g. "flannel.1").
+	Devices []string `json:"devices,omitempty"`
+	// SubnetFile is the subnet file the daemon writes.
+	SubnetFile string `json:"subnetFile"`
+}
+
+// Config is the configuration in effect, without credentials.
+type Config struct {
+	// Options are the daemon's options after flags and FLANNELD_* variables, with every
+	// password and every URL's user information masked.
+	Options json.RawMessage `json:"options"`
+	// Network is the network config as read from the datastore, once read.
+	Network json.RawMessage `json:"network,omitempty"`
+}
+
+// Lease is a subnet lease, the daemon's own or a peer's.
+type Lease struct {
+	Key           string          `json:"key"`
+	Subnet        netip.Prefix    `json:"subnet,omitzero"`
+	IPv6Subnet    netip.Prefix    `json:"ipv6Subnet,omitzero"`
+	PublicIP      netip.Addr      `json:"publicIP,omitzero"`
+	PublicIPv6    netip.Addr      `json:"publicIPv6,omitzero"`
+	BackendType   string          `json:"backendType,omitempty"`
+	BackendData   json.RawMessage `json:"backendData,omitempty"`
+	BackendV6Data json.RawMessage `json:"backendV6Data,omitempty"`
+	// Expiration is the end of the datastore lease; absent for reservations and kube.
+	Expiration time.Time `json:"expiration,omitzero"`
+}
+
+// Peers are the other nodes' leases as the daemon sees them.
+type Peers struct {
+	// Synced reports that the daemon has received the peer leases (a snapshot); before
+	// that both lists are empty.
+	Synced   bool       `json:"synced"`
+	Admitted []Lease    `json:"admitted"`
+	Rejected []Rejected `json:"rejected"`
+}
+
+// Rejected is a peer lease kept out of the kernel, with the reason.
+type Rejected struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+	Lease  *Lease `json:"lease,omitempty"` // what of it decoded, if anything
+}
+
+// Readiness is the daemon's /readyz, check by check.
+type Readiness struct {
+	Ready  bool    `json:"ready"`
+	Checks []Check `json:"checks"`
+}
+
+// Check is one readiness check.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
