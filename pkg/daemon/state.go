@@ -39,11 +39,37 @@ func readState(path string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state file: %w", err)
 	}
-	var st state
-	if err := json.Unmarshal(data, &st); err != nil {
+	st, err := parseState(data)
+	if err != nil {
 		return nil, fmt.Errorf("parse state file %s: %w", path, err)
 	}
+	return st, nil
+}
+
+// parseState decodes a state file. The devices must be names the kernel could have
+// given links (the next run removes those it no longer uses).
+func parseState(data []byte) (*state, error) {
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, err
+	}
+	for _, name := range st.Devices {
+		if !validLinkName(name) {
+			return nil, fmt.Errorf("device %q is no link name", name)
+		}
+	}
 	return &st, nil
+}
+
+// validLinkName applies the kernel's rules for interface names: 1 to 15 bytes, not "."
+// or "..", no '/', ':' or white space.
+func validLinkName(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	return !strings.ContainsFunc(name, func(r rune) bool {
+		return r == '/' || r == ':' || r == ' ' || (r >= '\t' && r <= '\r')
+	})
 }
 
 func writeState(path string, st *state) error {
