@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
@@ -41,6 +42,12 @@ type Deps struct {
 	// backend's WatchFilter) by calling kick, which never blocks, until ctx ends
 	// (pkg/kernelwatch.Run). nil: no watch; repairs wait for the periodic resync.
 	KernelWatch func(ctx context.Context, f kernelwatch.Filter, kick func()) error
+	// Status receives what the daemon is doing and answers the control socket's status
+	// queries (nil: none).
+	Status *Status
+	// Rejections lists the peer leases the admission rule rejected, for Status (nil:
+	// none are rejected).
+	Rejections Rejections
 }
 
 // PreviousLeaser is implemented by subnet managers that can tell what this node
@@ -98,6 +105,8 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
+	deps.Status.setReadiness(ready)
+	defer deps.Status.setPhase(control.PhaseStopping)
 	obs := observer(deps, dc.RenewMargin, ready)
 	setObserver(obs, deps.Manager) // before any other call to the manager
 	if dc.HealthzAddr != "" {
@@ -111,6 +120,8 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		return nil // cancelled while waiting for a config
 	}
 	klog.InfoS("Found network config", "backendType", cfg.BackendType)
+	deps.Status.setConfig(cfg)
+	deps.Status.setPhase(control.PhaseAcquiring)
 	if len(cfg.Backend) == 0 {
 		klog.InfoS("The network config has no Backend: using the udp backend, as upstream flanneld does. Set Backend.Type (e.g. vxlan) to choose another")
 	}
@@ -156,6 +167,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if err != nil {
 		return fmt.Errorf("error registering network: %w", err)
 	}
+	deps.Status.setLease(lease, nw.Devices())
 	if stale := staleDevices(prev, nw.Devices()); len(stale) > 0 {
 		if err := nw.RemoveDevices(stale); err != nil {
 			klog.ErrorS(err, "Failed to remove devices of a previous configuration")
@@ -217,7 +229,15 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	defer func() { cancel(); <-watchDone }()
 	loopErr := make(chan error, 1)
 	set := newLeaseSet(lease.Key())
-	go func() { loopErr <- reconcileLoop(ctx, nw, set, results, deps.Metrics, obs, kicks, ready, tm) }()
+	queries, loopDone := make(chan peerQuery), make(chan struct{})
+	deps.Status.serveQueries(queries, loopDone)
+	deps.Status.setPhase(control.PhaseRunning)
+	ps := peerSource{queries: queries, rejections: deps.Rejections}
+	go func() {
+		err := reconcileLoop(ctx, nw, set, results, deps.Metrics, obs, kicks, ready, tm, ps)
+		close(loopDone)
+		loopErr <- err
+	}()
 	select {
 	case err := <-keepErr:
 		cancel()
@@ -323,6 +343,12 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 	return k, d
 }
 
+// peerSource is where the reconcile loop answers the control socket's peer queries from.
+type peerSource struct {
+	queries    <-chan peerQuery
+	rejections Rejections
+}
+
 // bigSnapshot is the number of leases from which the heap is collected right after a
 // snapshot is applied, before the round (see reconcileLoop): start-up and resyncs only.
 const bigSnapshot = 5000
@@ -333,7 +359,8 @@ const bigSnapshot = 5000
 // before the first snapshot, so a restart never removes peers it has not heard of yet.
 // Rounds are timed for m; during a round that follows no change of the lease set since
 // the last converged one, obs reports the backend's additions and removals as repairs.
-func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings) error {
+// Between rounds it answers ps's queries for the peers.
+func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, ps peerSource) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
@@ -383,6 +410,8 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 		case <-retry:
 			retry = nil
 			dirty = true
+		case q := <-ps.queries:
+			q.reply <- peersOf(set, ps.rejections)
 		}
 		if !dirty || !set.synced {
 			continue

@@ -171,7 +171,7 @@ func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 	loopDone := make(chan error, 1)
 	// no timed rounds: each step below causes exactly one
 	tm := timings{resync: time.Hour, reconcileBack: time.Hour}
-	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm) }()
+	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, peerSource{}) }()
 	defer func() {
 		cancel()
 		if err := <-loopDone; err != nil {
