@@ -33,6 +33,9 @@ var cniPlugin struct {
 }
 
 func TestMain(m *testing.M) {
+	if h := os.Getenv(helperEnv); h != "" {
+		os.Exit(runHelper(h)) // this binary started by a test inside a lab namespace
+	}
 	flag.Parse()
 	os.Exit(runMain(m))
 }

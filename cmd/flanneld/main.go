@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"syscall"
+	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"k8s.io/klog/v2"
@@ -23,6 +25,7 @@ import (
 	"github.com/flannel-go/flannel/backend/hostgw"
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/instancelock"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
@@ -84,14 +87,30 @@ func run() int {
 
 	// One instance per network and node: a second daemon for the same prefix or subnet
 	// file in this network namespace would fight the first over the same kernel state.
-	for _, key := range instanceLockKeys(opts) {
+	// The first lock's socket is the control socket.
+	keys := instanceLockKeys(opts)
+	var control0 *instancelock.Lock
+	for _, key := range keys {
 		lock, err := instancelock.Acquire(key)
+		if errors.Is(err, instancelock.ErrSquatted) {
+			klog.ErrorS(err, "Refusing to start: a process that is not a flanneld holds the instance lock's socket name")
+			return 1
+		}
 		if err != nil {
 			klog.ErrorS(err, "Refusing to start: another flanneld already runs for this network in this network namespace")
 			return 1
 		}
 		defer lock.Release()
+		if control0 == nil {
+			control0 = lock
+		}
 	}
+	status, err := newStatus(opts, keys, control0.SocketName())
+	if err != nil {
+		klog.ErrorS(err, "Failed to set up the control socket")
+		return 1
+	}
+	control0.Serve((&control.Server{Status: status.Get}).Handle)
 
 	prev, _ := subnetenv.Read(opts.SubnetFile)
 	prevSubnet, ok := subnetenv.PrefixValue(prev, "FLANNEL_SUBNET")
@@ -165,6 +184,7 @@ func run() int {
 		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, kick func()) error {
 			return kernelwatch.Run(ctx, kernelwatch.Config{Filter: f}, kick)
 		},
+		Status: status,
 	})
 	if err != nil {
 		klog.ErrorS(err, "flanneld stopped")
@@ -172,6 +192,27 @@ func run() int {
 	}
 	klog.InfoS("Exiting cleanly")
 	return 0
+}
+
+// newStatus is the control socket's status of this instance, before the daemon runs.
+func newStatus(opts Options, keys []string, socket string) (*daemon.Status, error) {
+	options, err := json.Marshal(opts.LogSafe())
+	if err != nil {
+		return nil, fmt.Errorf("encoding the options: %w", err)
+	}
+	datastore := "etcd"
+	if opts.KubeSubnetMgr {
+		datastore = "kube"
+	}
+	subnetFile := opts.SubnetFile
+	if abs, err := filepath.Abs(subnetFile); err == nil {
+		subnetFile = abs
+	}
+	return daemon.NewStatus(control.Status{
+		Instance: control.Instance{PID: os.Getpid(), Version: version, Started: time.Now(), Socket: socket, Locks: keys,
+			Datastore: datastore, SubnetFile: subnetFile},
+		Config: control.Config{Options: options},
+	}), nil
 }
 
 // daemonConfig is the part of the options the daemon itself reads.
@@ -224,7 +265,8 @@ func newSubnetManager(opts Options, prevSubnet, prevV6Subnet netip.Prefix) (subn
 
 // instanceLockKeys names what a daemon instance owns on the node: its datastore network
 // (the etcd prefix, or the node object with the Kubernetes subnet manager) and its subnet
-// file. Each is locked for the daemon's lifetime.
+// file. Each is locked for the daemon's lifetime; the first lock's socket is the control
+// socket, which `flanneld diagnose` finds from the same flags.
 func instanceLockKeys(opts Options) []string {
 	network := "etcd-prefix:" + path.Clean("/"+opts.EtcdPrefix)
 	if opts.KubeSubnetMgr {
