@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,14 +16,16 @@ import (
 	"github.com/flannel-go/flannel/pkg/instancelock"
 )
 
-// runFlanneldOnce runs flanneld on node i (the lab's arguments, then extra) until it
-// exits or timeout passes; it returns the exit status (-1: still running at the
-// timeout, then killed) and the output.
-func runFlanneldOnce(t *testing.T, argv []string, timeout time.Duration) (int, string) {
+// runFlanneldOnce runs a flanneld command line (Lab.FlanneldCommand), with env added to
+// the environment, until it exits or timeout passes; it returns the exit status (-1:
+// still running at the timeout, then killed) and the output.
+func runFlanneldOnce(t *testing.T, argv []string, timeout time.Duration, env ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		return -1, string(out)
 	}
