@@ -177,3 +177,23 @@ func withoutLabHeaders(log string) []string {
 	}
 	return out
 }
+
+// With --healthz-ip=127.0.0.1 the endpoints answer on the node's loopback, where a probe
+// from the node's own network namespace (the kubelet's, shared by a hostNetwork pod)
+// reaches them, and nowhere else.
+func TestHealthzOnLoopback(t *testing.T) {
+	l := newLab(t, "hzlo", 2)
+	startAll(t, l, vxlanConfig, "--healthz-ip=127.0.0.1", fmt.Sprintf("--healthz-port=%d", healthzPort))
+	waitReadyz(t, l, 1, "", 200)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if code, body, err := lab.HTTPGet(ctx, l.NodeNS(1), fmt.Sprintf("http://127.0.0.1:%d/metrics", healthzPort)); err != nil || code != 200 || !strings.Contains(body, "flannel_peer_leases") {
+		t.Errorf("/metrics on 127.0.0.1: %d %v", code, err)
+	}
+	for _, from := range []int{1, 2} {
+		url := fmt.Sprintf("http://%s:%d/healthz", l.NodeIP(1), healthzPort)
+		if code, _, err := lab.HTTPGet(ctx, l.NodeNS(from), url); err == nil {
+			t.Errorf("%s answered %d from node %d", url, code, from)
+		}
+	}
+}
