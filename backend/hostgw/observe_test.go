@@ -24,6 +24,9 @@ func (c countObserver) WatchRestarted(observe.Kind, error) {}
 func (c countObserver) WatchLive(observe.Kind)             {}
 func (c countObserver) LeaseExpiration(time.Time)          {}
 func (c countObserver) PacketsDropped(string, int)         {}
+func (c countObserver) PeerProgrammingFailures(reason string, n int) {
+	c["refused/"+reason] += n
+}
 
 // TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
 // with their lease are reported to the observer; an idle round reports nothing.

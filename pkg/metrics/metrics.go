@@ -47,6 +47,7 @@ type Metrics struct {
 	leaseExpiry       prometheus.Gauge
 	txChecksum        *prometheus.GaugeVec
 	udpDropped        *prometheus.CounterVec
+	peerFailures      *prometheus.CounterVec
 }
 
 var _ observe.Observer = (*Metrics)(nil)
@@ -99,12 +100,17 @@ func New() *Metrics {
 			Help: "Packets the udp backend received and did not write to its TUN device, by reason: unknown_peer (the datagram's source " +
 				"is no peer's public IP), source_not_in_peer_subnet, destination_not_in_own_subnet, malformed, ttl_expired.",
 		}, []string{"reason"}),
+		peerFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_peer_programming_failures_total",
+			Help: "Peers the kernel refused to program, one per peer and attempt, by reason: unreachable (address or gateway " +
+				"not reachable), exists (a foreign object in the way), invalid (values the kernel rejects). The other peers are programmed.",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
-		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped,
+		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped, m.peerFailures,
 	)
 	// Declare the label values known in advance, so that series exist (at 0) from the
 	// start and rate() sees their first increment.
@@ -121,6 +127,9 @@ func New() *Metrics {
 	}
 	for _, w := range []observe.Kind{observe.LeasesWatch, observe.OwnLeaseWatch} {
 		m.watchRestarts.WithLabelValues(string(w))
+	}
+	for _, r := range observe.RefusalReasons() {
+		m.peerFailures.WithLabelValues(r)
 	}
 	return m
 }
@@ -253,4 +262,12 @@ func (m *Metrics) LeaseExpiration(t time.Time) {
 		return
 	}
 	m.leaseExpiry.Set(float64(t.UnixNano()) / 1e9)
+}
+
+// PeerProgrammingFailures implements observe.Observer.
+func (m *Metrics) PeerProgrammingFailures(reason string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.peerFailures.WithLabelValues(reason).Add(float64(n))
 }

@@ -34,6 +34,9 @@ func TestCounters(t *testing.T) {
 	m.PacketsDropped("malformed", 0)
 	m.PacketsDropped("malformed", 3)
 	m.PacketsDropped("malformed", 2)
+	m.PeerProgrammingFailures(observe.RefusedUnreachable, 2)
+	m.PeerProgrammingFailures(observe.RefusedUnreachable, 1)
+	m.PeerProgrammingFailures(observe.RefusedInvalid, 0) // ignored
 
 	tests := []struct {
 		name string
@@ -57,6 +60,8 @@ func TestCounters(t *testing.T) {
 		{"checksum", testutil.ToFloat64(m.txChecksum.WithLabelValues("flannel.1")), 0},
 		{"udp drops declared", testutil.ToFloat64(m.udpDropped.WithLabelValues("unknown_peer")), 0},
 		{"udp drops", testutil.ToFloat64(m.udpDropped.WithLabelValues("malformed")), 5},
+		{"peers unreachable", testutil.ToFloat64(m.peerFailures.WithLabelValues("unreachable")), 3},
+		{"peers invalid", testutil.ToFloat64(m.peerFailures.WithLabelValues("invalid")), 0},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -101,6 +106,9 @@ func TestExposition(t *testing.T) {
 		`flannel_peer_leases 0`,
 		`flannel_lease_expiry_timestamp_seconds 0`,
 		`flannel_udp_dropped_packets_total{reason="unknown_peer"} 0`,
+		`flannel_peer_programming_failures_total{reason="unreachable"} 0`,
+		`flannel_peer_programming_failures_total{reason="exists"} 0`,
+		`flannel_peer_programming_failures_total{reason="invalid"} 0`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
 	} {
@@ -135,8 +143,8 @@ func TestNamingConventions(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 10 {
-		t.Errorf("%d flannel_ metric families, want 10", ours)
+	if ours != 11 {
+		t.Errorf("%d flannel_ metric families, want 11", ours)
 	}
 }
 
@@ -161,6 +169,7 @@ func TestNilSafe(t *testing.T) {
 	m.WatchRestarted("x", nil)
 	m.WatchLive("x")
 	m.LeaseExpiration(time.Now())
+	m.PeerProgrammingFailures("invalid", 1)
 	if m.Registry() != nil {
 		t.Fatal("nil Metrics has a registry")
 	}

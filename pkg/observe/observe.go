@@ -1,7 +1,7 @@
 // Package observe is the one vocabulary in which flanneld's parts report what happened:
 // the subnet managers (datastore errors, watch state, the own lease's expiration), the
-// backends and the traffic rules (kernel objects changed), and the udp backend's data
-// path (received packets dropped). The daemon hands one Observer
+// backends and the traffic rules (kernel objects changed, peers the kernel refused), and
+// the udp backend's data path (received packets dropped). The daemon hands one Observer
 // to every part that implements Setter; metrics and readiness listen to it.
 //
 // Contract for every Observer: methods may be called from any goroutine of the part
@@ -27,6 +27,23 @@ const (
 // KernelKinds are the kinds of kernel objects every backend may report, for consumers
 // that declare them in advance (metrics).
 func KernelKinds() []Kind { return []Kind{Route, FDB, Neigh, Device, Address, Rule} }
+
+// Reasons the kernel refused to program a peer (Observer.PeerProgrammingFailures): the
+// label values of flannel_peer_programming_failures_total{reason}.
+const (
+	// RefusedUnreachable: the peer's address or gateway cannot be reached (not on-link,
+	// no route): ENETUNREACH, EHOSTUNREACH.
+	RefusedUnreachable = "unreachable"
+	// RefusedExists: an object that is not ours is in the way (EEXIST).
+	RefusedExists = "exists"
+	// RefusedInvalid: the kernel rejects the values the peer's lease leads to (EINVAL,
+	// EOPNOTSUPP, EAFNOSUPPORT, ERANGE, EADDRNOTAVAIL, EACCES).
+	RefusedInvalid = "invalid"
+)
+
+// RefusalReasons are every reason a peer refusal is reported with, for consumers that
+// declare them in advance (metrics).
+func RefusalReasons() []string { return []string{RefusedUnreachable, RefusedExists, RefusedInvalid} }
 
 // Datastore watches a subnet manager keeps.
 const (
@@ -83,6 +100,10 @@ type Observer interface {
 	// deliver, for a reason from that backend's small fixed set; n == 0 declares the
 	// reason. The data path calls it at most once per batch and reason.
 	PacketsDropped(reason string, n int)
+	// PeerProgrammingFailures reports that the kernel refused to program n > 0 peers
+	// (one count per peer and attempt) for reason, one of the Refused* constants. The
+	// backend skipped those peers and programmed the others.
+	PeerProgrammingFailures(reason string, n int)
 }
 
 // Setter is implemented by the parts that report to an Observer. The daemon calls
@@ -116,6 +137,9 @@ func (Nop) LeaseExpiration(time.Time) {}
 
 // PacketsDropped does nothing.
 func (Nop) PacketsDropped(string, int) {}
+
+// PeerProgrammingFailures does nothing.
+func (Nop) PeerProgrammingFailures(string, int) {}
 
 // Or returns o, or Nop when o is nil: what a part reports to before SetObserver.
 func Or(o Observer) Observer {
@@ -181,5 +205,12 @@ func (t Tee) LeaseExpiration(exp time.Time) {
 func (t Tee) PacketsDropped(reason string, n int) {
 	for _, o := range t {
 		o.PacketsDropped(reason, n)
+	}
+}
+
+// PeerProgrammingFailures passes the call on.
+func (t Tee) PeerProgrammingFailures(reason string, n int) {
+	for _, o := range t {
+		o.PeerProgrammingFailures(reason, n)
 	}
 }

@@ -31,6 +31,10 @@ func (l *log) LeaseExpiration(t time.Time) {
 	l.calls = append(l.calls, "expires "+t.UTC().Format(time.RFC3339))
 }
 
+func (l *log) PeerProgrammingFailures(reason string, n int) {
+	l.calls = append(l.calls, fmt.Sprintf("refused %s %d", reason, n))
+}
+
 func TestTeeCountOr(t *testing.T) {
 	a, b := &log{}, &log{}
 	var o Observer = Tee{a, b}
@@ -43,8 +47,10 @@ func TestTeeCountOr(t *testing.T) {
 	o.WatchLive(OwnLeaseWatch)
 	o.LeaseExpiration(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	o.PacketsDropped("unknown_peer", 3)
+	o.PeerProgrammingFailures(RefusedUnreachable, 2)
 	want := []string{"kernel route add 2", "csum flannel.1 false", "error renew etcd down",
-		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z", "dropped unknown_peer 3"}
+		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z", "dropped unknown_peer 3",
+		"refused unreachable 2"}
 	for name, l := range map[string]*log{"first": a, "second": b} {
 		if !slices.Equal(l.calls, want) {
 			t.Errorf("%s observer heard %q, want %q", name, l.calls, want)
@@ -55,6 +61,9 @@ func TestTeeCountOr(t *testing.T) {
 	}
 	if Or(a) != Observer(a) {
 		t.Error("Or(o) is not o")
+	}
+	if got := RefusalReasons(); len(got) != 3 || !slices.Contains(got, RefusedExists) {
+		t.Errorf("RefusalReasons() = %v", got)
 	}
 	if got := KernelKinds(); !slices.Contains(got, Rule) || slices.Contains(got, LeasesWatch) {
 		t.Errorf("KernelKinds() = %v", got)
