@@ -137,12 +137,21 @@ func (c *Conn) Close() error {
 // their outcome is unknown; a reconciler reads the state back next round.
 var errLost = errors.New("netlink reply lost (receive buffer overrun); outcome unknown")
 
+// SocketError is the outcome Run reports for a request whose fate is unknown because the
+// socket itself failed (a send or a receive): not the kernel's answer to that request.
+// It does not unwrap to the socket's errno, so that the error classes of requests
+// (IsNotFound, a backend's refusal reasons) never match it.
+type SocketError struct{ Err error }
+
+func (e *SocketError) Error() string { return e.Err.Error() }
+
 // Run sends the batch's requests in order, many per round trip, and calls done once per
-// request, in order, with its outcome: nil or the kernel's error, and for NexthopAdd the
-// id the kernel gave the new nexthop. The kernel handles the requests of one socket in
-// order, so a request may depend on earlier ones of the same batch. Run returns an
-// error only when the socket itself fails; done has then been called for every request
-// with that error or its known outcome.
+// request, in order, with its outcome: nil or the kernel's error for that request, and
+// for NexthopAdd the id the kernel gave the new nexthop. The kernel handles the requests
+// of one socket in order, and answers each on its own, so a request may depend on
+// earlier ones of the same batch and an error belongs to the request it is reported
+// for. Run returns an error only when the socket itself fails; done has then been
+// called for every request with its known outcome or a *SocketError.
 func (c *Conn) Run(b *Batch, done func(tag int, err error, nhID uint32)) error {
 	var sockErr error
 	for i := 0; i < len(b.msgs); {
@@ -160,7 +169,7 @@ func (c *Conn) Run(b *Batch, done func(tag int, err error, nhID uint32)) error {
 		} else {
 			c.st = c.st[:0]
 			for range j - i {
-				c.st = append(c.st, reply{err: sockErr, seen: true})
+				c.st = append(c.st, reply{err: &SocketError{sockErr}, seen: true})
 			}
 		}
 		for k := i; k < j; k++ {
@@ -195,7 +204,7 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 	if err := unix.Sendto(c.fd, b.buf[b.msgs[i].off:b.msgs[j-1].end], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		err = fmt.Errorf("netlink send: %w", err)
 		for k := range c.st {
-			c.st[k] = reply{err: err, seen: true}
+			c.st[k] = reply{err: &SocketError{err}, seen: true}
 		}
 		return err
 	}
@@ -220,7 +229,7 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 			err = fmt.Errorf("netlink receive: %w", err)
 			for k := range c.st {
 				if !c.st[k].seen {
-					c.st[k] = reply{err: err, seen: true}
+					c.st[k] = reply{err: &SocketError{err}, seen: true}
 				}
 			}
 			return err

@@ -240,6 +240,16 @@ func (b *Batch) Reset() {
 // Len is the number of requests in the batch.
 func (b *Batch) Len() int { return len(b.msgs) }
 
+// Each calls f with each request of the batch, in order: its tag, its netlink message
+// type and its body (the payload after the header, in the form ParseRoute, ParseNeigh
+// and ParseNexthop read; valid only during the call). It lets a test stand in for the
+// kernel's side of Conn.Run.
+func (b *Batch) Each(f func(tag int, typ uint16, body []byte)) {
+	for _, m := range b.msgs {
+		f(m.tag, native.Uint16(b.buf[m.off+4:]), b.buf[m.off+unix.SizeofNlMsghdr:m.end])
+	}
+}
+
 func (b *Batch) begin(typ, flags uint16, tag int, echo bool) {
 	b.cur = len(b.buf)
 	b.buf = append(b.buf, make([]byte, unix.SizeofNlMsghdr)...)
