@@ -72,7 +72,16 @@ type Network interface {
 	// leases (the node's own lease excluded) require: it reads the actual state from
 	// the kernel, computes the difference and applies it. It is called from one
 	// goroutine at a time, and is safe to call repeatedly with the same leases (a no-op
-	// when nothing drifted). An error means some change failed; the daemon retries.
+	// when nothing drifted).
+	//
+	// A peer whose objects the kernel refuses (RefusalReason) is not an error: the
+	// backend skips it, programs the others, logs it once while the refusal lasts and
+	// reports it to its Observer (PeerProgrammingFailures). It does not try the peer again
+	// until the peer's lease changes or Invalidate is called, and a route of the peer
+	// never stays without the objects it depends on. An error means that something not
+	// one peer's failed (our device, its address, our own routes, a kernel dump, the
+	// netlink socket, a reply lost): the daemon retries with back-off and reports the
+	// node as not converged meanwhile.
 	//
 	// peers is the daemon's lease set itself, ordered by subnet key, not a copy: it is
 	// valid and unchanged only for the duration of the call. Reconcile iterates it
@@ -90,10 +99,12 @@ type Network interface {
 	WatchFilter() kernelwatch.Filter
 }
 
-// Invalidator is implemented by a Network whose Reconcile may skip reading the kernel
-// back when it knows the kernel still holds what it last wrote (the vxlan backend, from
-// its own change subscription). Invalidate makes the next Reconcile read everything; the
-// daemon calls it before each periodic safety-net round.
+// Invalidator is implemented by a Network whose Reconcile keeps what it learnt in
+// earlier rounds: that the kernel still holds what it last wrote, so it need not read it
+// back (the vxlan backend, from its own change subscription), and which peers the kernel
+// refused, so they are not tried again every round. Invalidate makes the next Reconcile
+// start afresh: it reads everything and tries every refused peer again. The daemon calls
+// it before each periodic safety-net round.
 type Invalidator interface {
 	Invalidate()
 }
