@@ -5,8 +5,11 @@
 //
 // (and the same with the IPv6 subnet via PublicIPv6). It needs every node on one L2
 // segment: the kernel refuses a route whose gateway is not on-link ("network is
-// unreachable"); such a peer is logged as an error naming it, once while the problem
-// lasts, and the route is retried every round.
+// unreachable"). A peer whose route the kernel refuses, for that or another reason of
+// its own (a gateway that is a broadcast or local address), is skipped: logged as an
+// error naming it, once while the refusal lasts, reported to the Observer, and not
+// tried again until its lease changes or the daemon's periodic resync (Invalidate). A
+// route of ours to its subnet is removed; the other peers are programmed as usual.
 //
 // Like the vxlan backend it is a reconciler. Each Reconcile round computes the desired
 // routes (a pure function of the leases), reads the actual ones from the kernel (unicast
@@ -64,6 +67,16 @@ type family struct {
 	want    map[netip.Prefix]route
 	act     []route
 	ops     ops
+	// refused holds the peer routes the kernel refused, by destination: held back from
+	// want while the leases want exactly that route, until the next Invalidate.
+	refused map[netip.Prefix]refusal
+}
+
+// refusal is a peer route the kernel refused and why.
+type refusal struct {
+	rt     route  // the desired route, with its Peer
+	reason string // observe.Refused*
+	text   string // the problem in words, for the log
 }
 
 func (f *family) label() string {
@@ -85,10 +98,12 @@ type Backend struct {
 	mu      sync.Mutex
 	started bool
 	last    Counts // what the last Reconcile changed (LastCounts in export_test.go)
-	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
-	// each distinct problem is logged once while it persists; seen is this round's.
-	logged, seen map[string]struct{}
-	probs        []problem
+	retry   bool   // Invalidate was called: try the refused peers again
+	plog    backend.ProblemLog
+	// the peer problems of the round being made: leases skipped, peers refused; and
+	// the peers reported as refused in it (one report per peer, whatever its families)
+	skipped, refusedProbs []backend.Problem
+	fresh                 map[string]struct{}
 
 	obs observe.Observer // nil until SetObserver (observe.go)
 }
@@ -133,7 +148,7 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 	if ext.ExtAddr != ext.IfaceAddr || (cfg.EnableIPv6 && ext.ExtV6Addr != ext.IfaceV6Addr) {
 		return nil, errors.New(natError)
 	}
-	b := &Backend{h: h, ext: ext, logged: make(map[string]struct{}), seen: make(map[string]struct{})}
+	b := &Backend{h: h, ext: ext, fresh: make(map[string]struct{})}
 	var errs []error
 	if cfg.EnableIPv4 {
 		switch {
@@ -143,7 +158,7 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 			errs = append(errs, errors.New("host-gw: IPv4 is enabled but the config has no IPv4 Network"))
 		default:
 			b.fams = append(b.fams, &family{nlFam: unix.AF_INET, network: cfg.Network.Masked(),
-				want: make(map[netip.Prefix]route)})
+				want: make(map[netip.Prefix]route), refused: make(map[netip.Prefix]refusal)})
 		}
 	}
 	if cfg.EnableIPv6 {
@@ -154,7 +169,7 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 			errs = append(errs, errors.New("host-gw: IPv6 is enabled but the config has no IPv6Network"))
 		default:
 			b.fams = append(b.fams, &family{v6: true, nlFam: unix.AF_INET6, network: cfg.IPv6Network.Masked(),
-				want: make(map[netip.Prefix]route)})
+				want: make(map[netip.Prefix]route), refused: make(map[netip.Prefix]refusal)})
 		}
 	}
 	if len(errs) == 0 && len(b.fams) == 0 {
@@ -221,9 +236,8 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 }
 
 // Reconcile converges the routes on the external interface to the peer leases (see the
-// package comment). Peers whose route the kernel refuses because their address is not
-// on-link are logged (once per problem) and not returned as errors: retrying cannot fix
-// a topology problem, and the route is tried again every round anyway.
+// package comment). A peer whose route the kernel refuses is skipped and reported, not
+// returned as an error (backend.Network).
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -232,7 +246,11 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	}
 	var c Counts
 	var errs []error
-	b.probs = b.probs[:0]
+	retry := b.retry
+	b.retry = false
+	b.skipped = b.skipped[:0]
+	b.refusedProbs = b.refusedProbs[:0]
+	clear(b.fresh)
 	for _, f := range b.fams {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -241,17 +259,43 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 			return fmt.Errorf("host-gw: %w", err)
 		}
 		p := params{V6: f.v6, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own}
-		b.probs = desired(p, peers, f.want, b.probs)
+		b.skipped = desired(p, peers, f.want, b.skipped)
+		f.holdBack(retry)
 		diff(f.want, f.act, &f.ops)
 		errs = append(errs, b.apply(ctx, f, &c)...)
+		for _, r := range f.refused {
+			b.refusedProbs = append(b.refusedProbs, backend.Problem{Peer: r.rt.Peer, Reason: r.text})
+		}
 	}
-	b.logProblems()
+	b.plog.Round(b.skipped, b.refusedProbs)
 	b.last = c
 	b.report(c)
 	if c.Added+c.Removed > 0 {
 		klog.V(2).InfoS("host-gw reconciled", "routesAdded", c.Added, "routesRemoved", c.Removed)
 	}
 	return errors.Join(errs...)
+}
+
+// Invalidate makes the next Reconcile try the routes the kernel refused again
+// (backend.Invalidator); the daemon calls it before its periodic resync.
+func (b *Backend) Invalidate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.retry = true
+}
+
+// holdBack takes the refused routes out of the desired ones while the leases still want
+// exactly them; the others (changed, gone, or all of them when retry is set) are
+// forgotten, to be tried again. A route of ours to a held-back destination is then no
+// longer explained, and diff deletes it.
+func (f *family) holdBack(retry bool) {
+	for dst, r := range f.refused {
+		if w, ok := f.want[dst]; retry || !ok || w != r.rt {
+			delete(f.refused, dst)
+			continue
+		}
+		delete(f.want, dst)
+	}
 }
 
 // readActual reads the routes we own: unicast routes in the main table on the external
@@ -305,7 +349,8 @@ func toKernel(r route) *netlink.Route {
 }
 
 // apply deletes, then replaces, one request per route, continuing past failures. A
-// route refused because its gateway is not on-link becomes a logged peer problem.
+// replace the kernel refuses (backend.RefusalReason) makes its peer refused: held back
+// (f.refused), its old route of ours deleted, reported; other failures are returned.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 	var errs []error
 	for i, r := range f.ops.del {
@@ -323,38 +368,43 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 			return append(errs, ctx.Err())
 		}
 		err := b.h.RouteReplace(toKernel(r))
-		switch {
-		case err == nil:
+		if err == nil {
 			c.Added++
-		case errors.Is(err, unix.ENETUNREACH):
-			b.probs = append(b.probs, problem{Peer: r.Peer, Unreachable: true, Reason: fmt.Sprintf(
-				"public address %v is not on-link on %s (the peer is on another L2 segment?): the kernel refuses the route %s via %v; host-gw needs all nodes on one L2 network",
-				r.Gw, b.ext.Iface.Name, r.Dst, r.Gw)})
-		default:
+			continue
+		}
+		reason := backend.RefusalReason(err)
+		if reason == "" {
 			errs = append(errs, fmt.Errorf("host-gw: replace route %s via %v dev %s (peer %s): %w", r.Dst, r.Gw, b.ext.Iface.Name, r.Peer, err))
+			continue
+		}
+		f.refused[r.Dst] = refusal{rt: r, reason: reason, text: b.refusalText(r, reason, err)}
+		if _, dup := b.fresh[r.Peer]; !dup {
+			b.fresh[r.Peer] = struct{}{}
+			if b.obs != nil {
+				b.obs.PeerProgrammingFailures(reason, 1)
+			}
+		}
+		// A route of ours to the destination (the peer's earlier form) must not stay.
+		for _, old := range f.act {
+			if old.Dst != r.Dst {
+				continue
+			}
+			switch err := b.h.RouteDel(toKernel(old)); {
+			case err == nil:
+				c.Removed++
+			case !netlinkx.IsNotFound(err): // already gone (deleted above)
+				errs = append(errs, fmt.Errorf("host-gw: delete route %s via %v of refused peer %s: %w", old.Dst, old.Gw, r.Peer, err))
+			}
 		}
 	}
 	return errs
 }
 
-// logProblems logs each peer problem of this round that was not logged in the previous
-// round; problems that went away are forgotten, so a recurrence is logged again.
-func (b *Backend) logProblems() {
-	clear(b.seen)
-	for _, p := range b.probs {
-		k := p.Peer + "\x00" + p.Reason
-		if _, dup := b.seen[k]; dup {
-			continue
-		}
-		b.seen[k] = struct{}{}
-		if _, old := b.logged[k]; old {
-			continue
-		}
-		if p.Unreachable {
-			klog.ErrorS(nil, "Cannot route to peer", "peer", p.Peer, "reason", p.Reason)
-		} else {
-			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
-		}
+// refusalText says in words why the kernel refused the route r.
+func (b *Backend) refusalText(r route, reason string, err error) string {
+	if reason == observe.RefusedUnreachable {
+		return fmt.Sprintf("public address %v is not on-link on %s (the peer is on another L2 segment?): the kernel refuses the route %s via %v (%v); host-gw needs all nodes on one L2 network",
+			r.Gw, b.ext.Iface.Name, r.Dst, r.Gw, err)
 	}
-	b.logged, b.seen = b.seen, b.logged
+	return fmt.Sprintf("the kernel refuses the route %s via %v dev %s: %v", r.Dst, r.Gw, b.ext.Iface.Name, err)
 }

@@ -67,6 +67,11 @@ func TestReconcileReportsChanges(t *testing.T) {
 			}
 		}, peers, countObserver{"route/add": 3}},
 		{"a lease gone", nil, peers[1:], countObserver{"route/add": 3, "route/remove": 1}},
+		// 198.51.100.0/24 is behind a router: the kernel refuses the route, once.
+		{"a peer not on-link", nil, append(peers[1:], lease("10.5.4.0/24", "198.51.100.4", BackendType)),
+			countObserver{"route/add": 3, "route/remove": 1, "refused/unreachable": 1}},
+		{"held back", nil, append(peers[1:], lease("10.5.4.0/24", "198.51.100.4", BackendType)),
+			countObserver{"route/add": 3, "route/remove": 1, "refused/unreachable": 1}},
 	}
 	for _, s := range steps {
 		if s.prep != nil {

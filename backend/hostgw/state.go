@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -42,20 +43,11 @@ type params struct {
 	Own     netip.Prefix // our own lease's subnet of this family (never a peer)
 }
 
-// problem is a peer lease that cannot be programmed, for logging.
-type problem struct {
-	Peer   string // the lease's subnet key
-	Reason string
-	// Unreachable marks a peer whose route the kernel refused (not on-link): logged as
-	// an error rather than as a skipped lease.
-	Unreachable bool
-}
-
 // desired computes the routes one family needs for the peer leases, keyed by
 // destination, into out (which it clears). It is a pure function of its inputs. Leases of
 // other backends, without this family, outside the network or leased twice are skipped
 // and reported in the returned problems (appended to probs).
-func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []problem) []problem {
+func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []backend.Problem) []backend.Problem {
 	clear(out)
 	fam, prio := "IPv4", 0
 	if p.V6 {
@@ -63,7 +55,7 @@ func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []p
 	}
 	for l := range peers.All() {
 		if l.Attrs.BackendType != BackendType {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType)})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType)})
 			continue
 		}
 		sn, pub := l.Subnet, l.Attrs.PublicIP
@@ -71,7 +63,7 @@ func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []p
 			sn, pub = l.IPv6Subnet, l.Attrs.PublicIPv6
 		}
 		if !sn.IsValid() || sn.Addr().Is4() == p.V6 {
-			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " subnet"})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: "no " + fam + " subnet"})
 			continue
 		}
 		sn = sn.Masked()
@@ -79,15 +71,15 @@ func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []p
 			continue
 		}
 		if !p.Network.Contains(sn.Addr()) || sn.Bits() < p.Network.Bits() {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
 			continue
 		}
 		if !pub.IsValid() || pub.Is4() == p.V6 || pub.IsUnspecified() {
-			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " public address"})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: "no " + fam + " public address"})
 			continue
 		}
 		if _, dup := out[sn]; dup {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
 			continue
 		}
 		out[sn] = route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio, Peer: l.Key()}

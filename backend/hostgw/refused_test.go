@@ -1,0 +1,188 @@
+package hostgw
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// fakeKernel is the host-gw backend's kernel edge in memory: the main-table routes on
+// the external interface, with route replaces refused by gateway.
+type fakeKernel struct {
+	routes   []netlink.Route
+	refuse   map[string]error // gateway -> what RouteReplace answers
+	replaces map[string]int   // destination -> RouteReplace calls
+}
+
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{refuse: map[string]error{}, replaces: map[string]int{}}
+}
+
+func (k *fakeKernel) RouteListFilteredIter(family int, _ *netlink.Route, _ uint64, f func(netlink.Route) bool) error {
+	for _, r := range k.routes {
+		if (r.Dst.IP.To4() != nil) == (family == unix.AF_INET) && !f(r) {
+			break
+		}
+	}
+	return nil
+}
+
+func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
+	k.replaces[r.Dst.String()]++
+	if err := k.refuse[r.Gw.String()]; err != nil {
+		return err
+	}
+	k.routes = slices.DeleteFunc(k.routes, func(o netlink.Route) bool {
+		return o.Dst.String() == r.Dst.String() && o.Priority == r.Priority
+	})
+	nr := *r
+	nr.Type, nr.Protocol = unix.RTN_UNICAST, unix.RTPROT_BOOT
+	k.routes = append(k.routes, nr)
+	return nil
+}
+
+func (k *fakeKernel) RouteDel(r *netlink.Route) error {
+	n := len(k.routes)
+	k.routes = slices.DeleteFunc(k.routes, func(o netlink.Route) bool {
+		return o.Dst.String() == r.Dst.String() && (r.Gw == nil || o.Gw.Equal(r.Gw))
+	})
+	if len(k.routes) == n {
+		return unix.ESRCH
+	}
+	return nil
+}
+
+func (k *fakeKernel) LinkByName(string) (netlink.Link, error) { return nil, unix.ENODEV }
+func (k *fakeKernel) LinkDel(netlink.Link) error              { return nil }
+
+// table renders the routes as "dst via gw", sorted.
+func (k *fakeKernel) table() []string {
+	var out []string
+	for _, r := range k.routes {
+		out = append(out, r.Dst.String()+" via "+r.Gw.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRefusedPeers: a route the kernel refuses skips its peer only (the others are
+// programmed, the round succeeds), removes the peer's earlier route, is reported once
+// per attempt, and is tried again only when the peer's lease changes or after
+// Invalidate. An error that is not the peer's fails the round.
+func TestRefusedPeers(t *testing.T) {
+	k := newFakeKernel()
+	ext := &backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
+		IfaceAddr: netip.MustParseAddr("192.0.2.1"), ExtAddr: netip.MustParseAddr("192.0.2.1")}
+	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newBackend(k, ext, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := countObserver{}
+	b.SetObserver(obs)
+	ctx := context.Background()
+	own := lease("10.5.1.0/24", "192.0.2.1", BackendType)
+	if _, err := b.Start(ctx, &own); err != nil {
+		t.Fatal(err)
+	}
+	// B's earlier route (it used to be at 192.0.2.3).
+	k.routes = append(k.routes, netlink.Route{LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST,
+		Dst: netlinkx.IPNet(netip.MustParsePrefix("10.5.3.0/24")), Gw: net.ParseIP("192.0.2.3")})
+	k.refuse["198.51.100.3"] = unix.ENETUNREACH
+	k.refuse["198.51.100.33"] = unix.ENETUNREACH
+	k.refuse["192.0.2.255"] = unix.EINVAL
+	k.refuse["192.0.2.6"] = unix.EEXIST
+
+	a := lease("10.5.2.0/24", "192.0.2.2", BackendType)
+	bp := lease("10.5.3.0/24", "198.51.100.3", BackendType)
+	c := lease("10.5.4.0/24", "192.0.2.255", BackendType)
+	d := lease("10.5.6.0/24", "192.0.2.6", BackendType)
+	e := lease("10.5.5.0/24", "192.0.2.5", BackendType)
+	peers := []subnet.Lease{own, a, bp, c, d, e}
+
+	round := func(what string, ps []subnet.Lease, wantRoutes []string, want countObserver, wantRefused ...string) {
+		t.Helper()
+		if err := b.Reconcile(ctx, subnet.PeersOf(ps...)); err != nil {
+			t.Fatalf("%s: Reconcile: %v", what, err)
+		}
+		if got := k.table(); !slices.Equal(got, wantRoutes) {
+			t.Errorf("%s: routes %q, want %q", what, got, wantRoutes)
+		}
+		for key, n := range want {
+			if obs[key] != n {
+				t.Errorf("%s: observer heard %v, want %s = %d", what, obs, key, n)
+			}
+		}
+		var got []string
+		for _, p := range b.refusedProbs {
+			got = append(got, p.Peer)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, wantRefused) {
+			t.Errorf("%s: refused peers %q, want %q", what, got, wantRefused)
+		}
+	}
+	good := []string{"10.5.2.0/24 via 192.0.2.2", "10.5.5.0/24 via 192.0.2.5"}
+	refused := []string{bp.Key(), c.Key(), d.Key()}
+	round("first", peers, good,
+		countObserver{"refused/unreachable": 1, "refused/invalid": 1, "refused/exists": 1, "route/add": 2, "route/remove": 1},
+		refused...)
+	for _, p := range b.refusedProbs {
+		if p.Peer == bp.Key() && (!strings.Contains(p.Reason, "198.51.100.3") || !strings.Contains(p.Reason, "not on-link")) {
+			t.Errorf("unreachable peer's reason %q", p.Reason)
+		}
+		if p.Peer == c.Key() && !strings.Contains(p.Reason, "invalid argument") {
+			t.Errorf("invalid peer's reason %q", p.Reason)
+		}
+	}
+
+	round("unchanged", peers, good,
+		countObserver{"refused/unreachable": 1, "refused/invalid": 1, "refused/exists": 1, "route/add": 2}, refused...)
+	if n := k.replaces["10.5.3.0/24"] + k.replaces["10.5.4.0/24"] + k.replaces["10.5.6.0/24"]; n != 3 {
+		t.Errorf("refused routes tried %d times in two rounds, want 3 (once each)", n)
+	}
+
+	bp.Attrs.PublicIP = netip.MustParseAddr("198.51.100.33") // its lease changes: tried again
+	peers = []subnet.Lease{own, a, bp, c, d, e}
+	round("lease changed", peers, good,
+		countObserver{"refused/unreachable": 2, "refused/invalid": 1, "refused/exists": 1}, refused...)
+	if n := k.replaces["10.5.3.0/24"]; n != 2 {
+		t.Errorf("changed peer tried %d times, want 2", n)
+	}
+
+	b.Invalidate() // the periodic resync: every refused peer is tried again
+	round("resync", peers, good,
+		countObserver{"refused/unreachable": 3, "refused/invalid": 2, "refused/exists": 2}, refused...)
+
+	delete(k.refuse, "192.0.2.255") // the obstacle goes: programmed at the next resync
+	round("before the resync", peers, good, countObserver{"refused/invalid": 2}, refused...)
+	b.Invalidate()
+	round("after the resync", peers, append(slices.Clone(good[:1]), "10.5.4.0/24 via 192.0.2.255", good[1]),
+		countObserver{"refused/invalid": 2, "refused/unreachable": 4}, bp.Key(), d.Key())
+
+	// Not the peer's fault: the round fails and the peer is not held back.
+	k.refuse["192.0.2.7"] = unix.ENOMEM
+	f := lease("10.5.7.0/24", "192.0.2.7", BackendType)
+	for i := 1; i <= 2; i++ {
+		err := b.Reconcile(ctx, subnet.PeersOf(append(peers, f)...))
+		if err == nil || !strings.Contains(err.Error(), "10.5.7.0/24") {
+			t.Errorf("round %d with a kernel out of memory: %v", i, err)
+		}
+	}
+	if n := k.replaces["10.5.7.0/24"]; n != 2 {
+		t.Errorf("a route failing for a reason that is not the peer's was tried %d times in 2 rounds", n)
+	}
+}
