@@ -53,12 +53,13 @@ func (b *Backend) subscribe() {
 	b.kc.dirty = true
 }
 
-// Invalidate makes the next Reconcile read the kernel in full (the daemon calls it
-// before its periodic safety-net round).
+// Invalidate makes the next Reconcile read the kernel in full and try the peers the
+// kernel refused again (the daemon calls it before its periodic safety-net round).
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.kc.valid = false
+	b.retry = true
 }
 
 // drainChanges reads the pending change notifications, marking the cache dirty for

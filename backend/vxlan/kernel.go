@@ -12,7 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
 )
 
 // nlHandle is the part of *netlink.Handle the backend uses for devices and addresses.
@@ -74,6 +76,10 @@ type family struct {
 	want, act famState
 	ops       ops
 	under     lpm // underlay routes, for DirectRouting
+	// refused holds the peers the kernel refused, by subnet (refused.go); fails is the
+	// scratch list of an apply phase's refused requests.
+	refused map[netip.Prefix]*refusal
+	fails   []failure
 
 	// nh: onlink peer routes use nexthop objects (IPv4; turned off for good when the
 	// kernel turns out not to have them).
@@ -514,16 +520,22 @@ const (
 	tagAddNH
 	tagSetRoute
 	tagDelNH
-	tagKindMask = 0xff << 24
+	tagDelRefused   // a route of ours to a refused peer (index into ops.delRefused)
+	tagDelRefusedNH // the nexthop object only a refused peer's route used
+	tagKindMask     = 0xff << 24
 )
 
 // apply carries out f.ops in three pipelined batches, continuing past failures: (1)
 // route deletes, FDB deletes, neighbour deletes, neighbour sets, FDB sets and nexthop
 // object creations; (2) route sets, skipping a route whose gateway's neighbour, FDB
-// entry or nexthop object failed; (3) nexthop object deletes. The kernel handles each
-// batch's requests in order.
-func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) {
+// entry or nexthop object failed; (3) the deletes of our routes to the peers refused in
+// (1) and (2) and of the nexthop objects only those routes used, then the other nexthop
+// object deletes. The kernel handles each batch's requests in
+// order. A request the kernel refuses (backend.RefusalReason) makes its peers refused
+// (refused.go) rather than adding to el; apply reports whether that happened.
+func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) (refused bool) {
 	o := &f.ops
+	o.delRefused = o.delRefused[:0]
 	bt := &b.batch
 	var failedGw map[netip.Addr]bool
 	var failedMAC map[hwAddr]bool
@@ -532,6 +544,22 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			*m = make(map[netip.Addr]bool)
 		}
 		(*m)[a] = true
+	}
+	f.fails = f.fails[:0]
+	// refuse records a refused request, or tells that err is not a refusal.
+	refuse := func(err error, fl failure) bool {
+		fl.reason = backend.RefusalReason(err)
+		if fl.reason == "" {
+			return false
+		}
+		f.fails = append(f.fails, fl)
+		return true
+	}
+	var newlyRefused []netip.Prefix
+	settle := func() {
+		newlyRefused = append(newlyRefused, f.attribute(f.fails)...)
+		refused = refused || len(f.fails) > 0
+		f.fails = f.fails[:0]
 	}
 	run := func(phase string) bool {
 		if bt.Len() == 0 {
@@ -567,19 +595,25 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			case tagSetNeigh:
 				e := o.setNeigh[i]
 				if err != nil {
-					el.add(fmt.Errorf("set neighbour %v lladdr %s on %s: %w", e.IP, e.MAC, f.name, err))
 					fail(&failedGw, e.IP)
+					what := fmt.Sprintf("%v lladdr %s dev %s", e.IP, e.MAC, f.name)
+					if !refuse(err, failure{part: observe.Neigh, ip: e.IP, text: f.refusalText(observe.Neigh, what, err)}) {
+						el.add(fmt.Errorf("set neighbour %s: %w", what, err))
+					}
 					return
 				}
 				c.NeighAdded++
 			case tagSetFDB:
 				e := o.setFDB[i]
 				if err != nil {
-					el.add(fmt.Errorf("set fdb %s dst %v on %s: %w", e.MAC, e.Dst, f.name, err))
 					if failedMAC == nil {
 						failedMAC = make(map[hwAddr]bool)
 					}
 					failedMAC[e.MAC] = true
+					what := fmt.Sprintf("%s dst %v dev %s", e.MAC, e.Dst, f.name)
+					if !refuse(err, failure{part: observe.FDB, mac: e.MAC, text: f.refusalText(observe.FDB, what, err)}) {
+						el.add(fmt.Errorf("set fdb %s: %w", what, err))
+					}
 					return
 				}
 				c.FDBAdded++
@@ -587,7 +621,10 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			case tagAddNH:
 				gw := o.addNH[i]
 				if err != nil {
-					el.add(fmt.Errorf("add nexthop via %v dev %s onlink: %w", gw, f.name, err))
+					what := fmt.Sprintf("via %v dev %s onlink", gw, f.name)
+					if !refuse(err, failure{part: observe.Nexthop, ip: gw, text: f.refusalText(observe.Nexthop, what, err)}) {
+						el.add(fmt.Errorf("add nexthop %s: %w", what, err))
+					}
 					return
 				}
 				f.act.setNH(gw, id)
@@ -595,10 +632,28 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			case tagSetRoute:
 				r := o.setRoute(i)
 				if err != nil {
-					el.add(fmt.Errorf("replace route %s via %v dev %d: %w", r.Dst, r.Gw, r.Link, err))
+					what := fmt.Sprintf("%s via %v dev %s", r.Dst, r.Gw, b.linkName(f, r.Link))
+					if !refuse(err, failure{part: observe.Route, dst: r.Dst, text: f.refusalText(observe.Route, what, err)}) {
+						el.add(fmt.Errorf("replace route %s: %w", what, err))
+					}
 					return
 				}
 				c.RoutesAdded++
+			case tagDelRefused:
+				r := o.delRefused[i]
+				switch {
+				case err == nil:
+					c.RoutesRemoved++
+				case !netlinkx.IsNotFound(err):
+					el.add(fmt.Errorf("delete route %s via %v dev %d of a refused peer: %w", r.Dst, r.Gw, r.Link, err))
+				}
+			case tagDelRefusedNH:
+				switch {
+				case err == nil:
+					c.NexthopsRemoved++
+				case !netlinkx.IsNotFound(err):
+					el.add(fmt.Errorf("delete nexthop id %d of a refused peer on %s: %w", o.delRefusedNH[i], f.name, err))
+				}
 			case tagDelNH:
 				if err != nil && !netlinkx.IsNotFound(err) {
 					el.add(fmt.Errorf("delete nexthop id %d on %s: %w", o.delNH[i], f.name, err))
@@ -683,12 +738,17 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			return
 		}
 	}
-	if !run(p1) {
+	ok = run(p1)
+	settle()
+	if !ok {
 		return
 	}
 	const p2 = "set routes"
 	for i := range o.setRoutes {
 		r := o.setRoute(i)
+		if f.refused[r.Dst] != nil {
+			continue // refused in this round; reported
+		}
 		if r.Onlink && (failedGw[r.Gw] || (failedMAC != nil && failedMAC[f.wantNeigh(r.Gw)])) {
 			continue // its neighbour or FDB entry is missing; already reported
 		}
@@ -703,10 +763,30 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 			return
 		}
 	}
-	if !run(p2) {
+	ok = run(p2)
+	settle()
+	if !ok {
 		return
 	}
-	const p3 = "delete nexthops"
+	const p3 = "delete routes of refused peers and nexthops"
+	for _, dst := range newlyRefused {
+		if r, ok := f.act.getRoute(dst); ok {
+			o.delRefused = append(o.delRefused, r)
+		}
+	}
+	for i, r := range o.delRefused {
+		bt.RouteDel(tagDelRefused|i, toKernelRoute(r, r.NhID))
+		if full(p3) {
+			return
+		}
+	}
+	o.delRefusedNH = f.unusedNexthops(newlyRefused, o.delRefusedNH[:0])
+	for i, id := range o.delRefusedNH {
+		bt.NexthopDel(tagDelRefusedNH|i, id)
+		if full(p3) {
+			return
+		}
+	}
 	for i, id := range o.delNH {
 		bt.NexthopDel(tagDelNH|i, id)
 		if full(p3) {
@@ -714,6 +794,15 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		}
 	}
 	run(p3)
+	return
+}
+
+// linkName names the device with index idx: f's, or the external interface.
+func (b *Backend) linkName(f *family, idx int) string {
+	if idx == b.ext.Iface.Index {
+		return b.ext.Iface.Name
+	}
+	return f.name
 }
 
 // wantNeigh is the MAC of the desired neighbour entry of ip (zero when none).

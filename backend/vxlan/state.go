@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -150,9 +151,11 @@ type famState interface {
 	reset()
 	getNeigh(ip netip.Addr) (hwAddr, bool)
 	setNeigh(ip netip.Addr, m hwAddr)
+	delNeigh(ip netip.Addr)
 	neighs() iter.Seq2[netip.Addr, hwAddr]
 	getFDB(m hwAddr) (netip.Addr, bool)
 	setFDB(m hwAddr, dst netip.Addr)
+	delFDB(m hwAddr)
 	fdbs() iter.Seq2[hwAddr, netip.Addr]
 	getRoute(dst netip.Prefix) (route, bool)
 	hasRoute(dst netip.Prefix) bool
@@ -289,6 +292,13 @@ func (s *keyedState[K]) setNeigh(ip netip.Addr, m hwAddr) {
 	}
 }
 
+// delNeigh deletes the neighbour entry of ip.
+func (s *keyedState[K]) delNeigh(ip netip.Addr) {
+	if k, ok := s.key(ip); ok {
+		delete(s.neigh, k)
+	}
+}
+
 func (s *keyedState[K]) resetNeighs() { clear(s.neigh) }
 
 // neighs iterates over the neighbour entries.
@@ -316,6 +326,9 @@ func (s *keyedState[K]) setFDB(m hwAddr, dst netip.Addr) {
 		s.fdb[m] = k
 	}
 }
+
+// delFDB deletes the (first) FDB remote of m.
+func (s *keyedState[K]) delFDB(m hwAddr) { delete(s.fdb, m) }
 
 func (s *keyedState[K]) resetFDB() {
 	clear(s.fdb)
@@ -473,10 +486,7 @@ type famParams struct {
 }
 
 // problem is a peer lease that cannot be programmed, for logging.
-type problem struct {
-	Peer   string // the lease's subnet key
-	Reason string
-}
+type problem = backend.Problem
 
 // desiredFamily computes the neighbour, FDB and route sets one family needs for the
 // peer leases, into out (which it resets). It is a pure function of its inputs.
@@ -492,7 +502,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "vxlan" {
 			// reported by both families; the caller logs each distinct problem once
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType)})
 			continue
 		}
 		sn, pub, data := l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData
@@ -500,7 +510,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 			sn, pub, data = l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data
 		}
 		if !sn.IsValid() || sn.Addr().Is4() == p.V6 {
-			probs = append(probs, problem{l.Key(), "no " + fam + " subnet"})
+			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " subnet"})
 			continue
 		}
 		sn = sn.Masked()
@@ -508,20 +518,20 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 			continue // our own lease
 		}
 		if !p.Network.Contains(sn.Addr()) || sn.Bits() < p.Network.Bits() {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
 			continue
 		}
 		if !pub.IsValid() || pub.Is4() == p.V6 || pub.IsUnspecified() {
-			probs = append(probs, problem{l.Key(), "no " + fam + " public address"})
+			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " public address"})
 			continue
 		}
 		bd, err := parseBackendData(data)
 		if err != nil {
-			probs = append(probs, problem{l.Key(), fam + ": " + err.Error()})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fam + ": " + err.Error()})
 			continue
 		}
 		if out.hasRoute(sn) {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
 			continue
 		}
 		if p.Direct && p.IsDirect != nil && p.IsDirect(pub) {
@@ -529,7 +539,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 			continue
 		}
 		if other, dup := out.getFDB(bd.MAC); dup && other != pub {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
 			continue
 		}
 		gw := sn.Addr()
@@ -560,6 +570,10 @@ type ops struct {
 	addNH     []netip.Addr    // gateways needing a nexthop object
 	setRoutes []pfxKey[ipKey] // destinations whose desired route (in src) is to be written
 	delNH     []uint32
+	// delRefused, delRefusedNH: our routes to peers the kernel refused during apply, and
+	// the nexthop objects only those routes use (filled by apply)
+	delRefused   []route
+	delRefusedNH []uint32
 
 	// nhGw is diff's scratch map[K]struct{} (K the family's key type): the gateways of
 	// desired ViaNH routes; promote reads it too.
@@ -582,6 +596,8 @@ func (o *ops) reset() {
 	o.addNH = o.addNH[:0]
 	o.setRoutes = o.setRoutes[:0]
 	o.delNH = o.delNH[:0]
+	o.delRefused = o.delRefused[:0]
+	o.delRefusedNH = o.delRefusedNH[:0]
 }
 
 // shrink drops the storage of lists that grew large (a first round of a big network),

@@ -116,11 +116,13 @@ type Backend struct {
 	prepared bool
 	started  bool
 	last     Counts // what the last Reconcile changed (LastCounts in export_test.go)
-	// logged holds the peer problems already logged ("<subnet key>\x00<reason>"), so
-	// each distinct problem is logged once while it persists; seen is the next round's.
-	logged, seen map[string]struct{}
-	probs        []problem
-	kc           kernelCache // cache.go
+	retry    bool   // Invalidate was called: try the refused peers again (refused.go)
+	plog     backend.ProblemLog
+	// the peer problems of the round being made: leases skipped, peers refused; and the
+	// peers reported as refused in it
+	probs, refusedProbs []problem
+	reported            map[string]struct{}
+	kc                  kernelCache // cache.go
 
 	observing // observer, ethtool and kernel release (observe.go, ethtool.go)
 }
@@ -182,8 +184,7 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 	if sysctl == nil {
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
-	b := &Backend{h: h, c: c, sysctl: sysctl, ext: ext, vc: vc,
-		logged: make(map[string]struct{}), seen: make(map[string]struct{})}
+	b := &Backend{h: h, c: c, sysctl: sysctl, ext: ext, vc: vc, reported: make(map[string]struct{})}
 	var errs []error
 	if cfg.EnableIPv4 {
 		switch {
@@ -221,7 +222,7 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 
 func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *family {
 	f := &family{v6: v6, name: name, local: local, network: network.Masked(), nlFam: unix.AF_INET,
-		want: newFamState(v6), act: newFamState(v6), nh: !v6}
+		want: newFamState(v6), act: newFamState(v6), nh: !v6, refused: make(map[netip.Prefix]*refusal)}
 	if v6 {
 		f.nlFam = unix.AF_INET6
 	}
@@ -379,8 +380,9 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 }
 
 // Reconcile converges the devices and the peers' neighbour, FDB and route entries to
-// what the leases require (see the package comment). It returns the joined failures;
-// the daemon retries later.
+// what the leases require (see the package comment). A peer the kernel refuses is
+// skipped and reported (refused.go); the other failures are returned joined, and the
+// daemon retries later.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -424,25 +426,32 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 		return c, err
 	}
 	b.probs = b.probs[:0]
+	retry := b.retry
+	b.retry = false
 	for _, f := range b.fams {
 		p := famParams{
 			V6: f.v6, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
 			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect, Nexthops: f.nh,
 		}
 		b.probs = desiredFamily(p, peers, f.want, b.probs)
+		f.holdBack(retry)
 		diff(f.want, f.act, &f.ops)
 	}
-	b.logProblems()
 
 	var el errList
+	refused := false
 	b.kc.applying, b.kc.fdbEchoes = true, 0
 	for _, f := range b.fams {
-		b.apply(ctx, f, &c, &el)
+		refused = b.apply(ctx, f, &c, &el) || refused
 		f.ops.shrink()
 	}
 	b.drainChanges()
 	b.kc.applying = false
-	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 {
+	b.settleRefusals(peers)
+	b.plog.Round(b.probs, b.refusedProbs)
+	// After a refusal the kernel holds less than the desired state: the next round
+	// reads it back, with the refused objects held back.
+	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 && !refused {
 		for _, f := range b.fams {
 			f.promote()
 		}
@@ -455,21 +464,4 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 			"repairs", c.Other, "readKernel", full)
 	}
 	return c, el.err()
-}
-
-// logProblems logs each peer problem of this round that was not logged in the previous
-// round; problems that went away are forgotten, so a recurrence is logged again.
-func (b *Backend) logProblems() {
-	clear(b.seen)
-	for _, p := range b.probs {
-		k := p.Peer + "\x00" + p.Reason
-		if _, dup := b.seen[k]; dup {
-			continue
-		}
-		b.seen[k] = struct{}{}
-		if _, old := b.logged[k]; !old {
-			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
-		}
-	}
-	b.logged, b.seen = b.seen, b.logged
 }
