@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
@@ -180,7 +181,8 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 	}
 	sizes := make([]int, n)
 	msgs := make([]ipv4.Message, 0, n)
-	iovs := make([][][]byte, n) // backing store of the messages' Buffers
+	dests := make([]*peer, 0, n) // the peer of each message
+	iovs := make([][][]byte, n)  // backing store of the messages' Buffers
 	for i := range iovs {
 		iovs[i] = make([][]byte, 0, gsoMaxSegments)
 	}
@@ -209,7 +211,7 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 			}
 		}
 		tbl := d.table.Load()
-		msgs = msgs[:0]
+		msgs, dests = msgs[:0], dests[:0]
 		icmp = icmp[:0]
 		var lastPeer *peer
 		for i := range cnt {
@@ -243,10 +245,11 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 			}
 			k := len(msgs)
 			msgs = append(msgs, ipv4.Message{Buffers: append(iovs[k][:0], pkt), Addr: p.addr, OOB: oobs[k][:0]})
+			dests = append(dests, p)
 			lastPeer = p
 		}
 		if len(msgs) > 0 {
-			d.send(msgs, &lim)
+			d.send(msgs, dests, &lim)
 		}
 		if len(icmp) > 0 {
 			if _, err := dev.Write(icmp, tunHeadroom); err != nil && !closedErr(err) {
@@ -271,11 +274,13 @@ func canAppend(m *ipv4.Message, n int) bool {
 	return (segs+1)*first <= gsoMaxBytes
 }
 
-// send writes the messages with sendmmsg, setting UDP_SEGMENT on multi-packet ones.
-// A message the kernel refuses is dropped and the rest still go. If the kernel refuses
-// GSO itself (EIO: no checksum offload on the route's device), GSO is turned off and
-// the messages are sent one datagram each.
-func (d *dataPath) send(msgs []ipv4.Message, lim *logLimiter) {
+// send writes the messages with sendmmsg, setting UDP_SEGMENT on multi-packet ones;
+// dests[i] is the peer of msgs[i]. A message the kernel refuses is dropped and the rest
+// still go; a refusal of the peer's address (backend.RefusalReason) is marked on the
+// peer, for Reconcile to log and report, other failures are logged here. If the kernel
+// refuses GSO itself (EIO: no checksum offload on the route's device), GSO is turned off
+// and the messages are sent one datagram each.
+func (d *dataPath) send(msgs []ipv4.Message, dests []*peer, lim *logLimiter) {
 	pkts := 0
 	for i := range msgs {
 		m := &msgs[i]
@@ -290,7 +295,7 @@ func (d *dataPath) send(msgs []ipv4.Message, lim *logLimiter) {
 		for i := range n {
 			d.counts.tx.Add(uint64(len(msgs[i].Buffers)))
 		}
-		msgs = msgs[n:]
+		msgs, dests = msgs[n:], dests[n:]
 		if err == nil {
 			continue
 		}
@@ -301,19 +306,29 @@ func (d *dataPath) send(msgs []ipv4.Message, lim *logLimiter) {
 			klog.InfoS("udp: the kernel refused a UDP GSO send; sending one datagram per packet from now on", "err", err)
 		}
 		if len(msgs[0].Buffers) > 1 && !d.gso.Load() {
-			d.sendSplit(&msgs[0], lim)
+			d.sendSplit(&msgs[0], dests[0], lim)
 		} else {
 			d.counts.dropped.Add(uint64(len(msgs[0].Buffers)))
-			if ok, sup := lim.allow(); ok {
-				klog.ErrorS(err, "udp: sending to peer failed", "peer", msgs[0].Addr, "suppressedSince", sup)
-			}
+			sendFailed(dests[0], msgs[0].Addr, err, lim)
 		}
-		msgs = msgs[1:]
+		msgs, dests = msgs[1:], dests[1:]
 	}
 }
 
-// sendSplit sends a GSO message as single datagrams.
-func (d *dataPath) sendSplit(m *ipv4.Message, lim *logLimiter) {
+// sendFailed marks a send the kernel refused on its peer p, or logs another failure.
+func sendFailed(p *peer, to net.Addr, err error, lim *logLimiter) {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && backend.RefusalReason(errno) != "" {
+		p.refused.Store(int32(errno))
+		return
+	}
+	if ok, sup := lim.allow(); ok {
+		klog.ErrorS(err, "udp: sending to peer failed", "peer", to, "suppressedSince", sup)
+	}
+}
+
+// sendSplit sends a GSO message to the peer p as single datagrams.
+func (d *dataPath) sendSplit(m *ipv4.Message, p *peer, lim *logLimiter) {
 	one := make([]ipv4.Message, len(m.Buffers))
 	for i, b := range m.Buffers {
 		one[i] = ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr}
@@ -327,9 +342,7 @@ func (d *dataPath) sendSplit(m *ipv4.Message, lim *logLimiter) {
 				return
 			}
 			d.counts.dropped.Add(1)
-			if ok, sup := lim.allow(); ok {
-				klog.ErrorS(err, "udp: sending to peer failed", "peer", m.Addr, "suppressedSince", sup)
-			}
+			sendFailed(p, m.Addr, err, lim)
 			one = one[1:]
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/flannel-go/flannel/subnet"
 )
@@ -15,6 +16,9 @@ type peer struct {
 	Dst    netip.AddrPort // the peer's PublicIP and our port (upstream assumes equal ports)
 	Key    string         // the lease's subnet key
 	addr   *net.UDPAddr   // Dst, prebuilt for the send path
+	// refused is the errno of a send to the peer the kernel refused since the backend
+	// last looked (0: none); set by the send path, read by Reconcile (refused.go).
+	refused atomic.Int32
 }
 
 // table maps destination addresses to peers, and the outer source addresses of

@@ -102,9 +102,10 @@ type Backend struct {
 	dp      *dataPath       // the running data path (set by Start)
 	runCtx  context.Context // Start's context: the data path's lifetime
 	own     netip.Prefix
-	// logged holds the peer problems already logged, so each is logged once while it
-	// persists; seen is this round's.
-	logged, seen map[string]struct{}
+	plog    backend.ProblemLog
+	skipped []backend.Problem
+	refused map[string]*refusal // peers whose datagrams the kernel refused, by key (refused.go)
+	retry   bool                // Invalidate was called: a new resync period
 
 	obs observe.Observer // nil until SetObserver (observe.go)
 }
@@ -154,7 +155,7 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 	}
 	klog.InfoS("UDP config", "Port", c.Port)
 	return &Backend{h: h, ext: ext, cfg: c, network: cfg.Network.Masked(), mtu: ext.Iface.MTU - overhead,
-		logged: make(map[string]struct{}), seen: make(map[string]struct{})}, nil
+		refused: make(map[string]*refusal)}, nil
 }
 
 // Config returns the parsed backend config.
@@ -486,7 +487,9 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 func (b *Backend) Stats() Stats { return b.counts.snapshot() }
 
 // Reconcile repairs flannel0 and installs the peer table computed from the leases with
-// one atomic swap; the data path picks it up with its next batch.
+// one atomic swap; the data path picks it up with its next batch. It logs and reports
+// the peers whose datagrams the kernel refused since the previous round (refused.go);
+// they are not errors.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -497,8 +500,13 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 		return err
 	}
 	t, probs := buildTable(peers, b.network, b.own, b.cfg.Port)
-	b.table.Store(t)
-	b.logProblems(probs)
+	refused := b.collectRefusals(b.table.Swap(t), t, b.retry)
+	b.retry = false
+	b.skipped = b.skipped[:0]
+	for _, p := range probs {
+		b.skipped = append(b.skipped, backend.Problem{Peer: p.Peer, Reason: p.Reason})
+	}
+	b.plog.Round(b.skipped, refused)
 	n, err := b.heal()
 	observe.Count(b.obs, observe.Device, observe.Repair, n)
 	if n > 0 {
@@ -506,20 +514,4 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	}
 	klog.V(4).InfoS("udp reconciled", "peers", t.len())
 	return err
-}
-
-// logProblems logs each peer problem not logged in the previous round.
-func (b *Backend) logProblems(probs []problem) {
-	clear(b.seen)
-	for _, p := range probs {
-		k := p.Peer + "\x00" + p.Reason
-		if _, dup := b.seen[k]; dup {
-			continue
-		}
-		b.seen[k] = struct{}{}
-		if _, old := b.logged[k]; !old {
-			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
-		}
-	}
-	b.logged, b.seen = b.seen, b.logged
 }
