@@ -159,10 +159,11 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 			}
 			return
 		}
-		if ch.Pid == 0 && !static {
-			// the kernel's own neighbour state machine (ARP/NDP), or the removal of
-			// an entry after a delete request: static ones (ours are permanent) are
-			// only changed by requests, which carry the requester's port id
+		if ch.Pid == 0 && (!static || n.IP.IsMulticast()) {
+			// the kernel's own neighbour state machine (ARP/NDP), its multicast
+			// entries, or the removal of an entry after a delete request: static ones
+			// (ours are permanent) are only changed by requests, which carry the
+			// requester's port id
 			return
 		}
 		b.kc.dirty = true

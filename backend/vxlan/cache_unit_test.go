@@ -83,6 +83,7 @@ func TestNoteChange(t *testing.T) {
 		{"foreign permanent neighbour", unix.RTM_NEWNEIGH, 900, neighBody(unix.AF_INET, dev, perm, gw, mac2), false, 0, true},
 		{"foreign dynamic neighbour", unix.RTM_NEWNEIGH, 900, neighBody(unix.AF_INET, dev, unix.NUD_REACHABLE, gw, mac2), false, 0, true},
 		{"kernel ARP state change", unix.RTM_NEWNEIGH, 0, neighBody(unix.AF_INET, dev, unix.NUD_STALE, gw, mac9), false, 0, false},
+		{"kernel multicast neighbour", unix.RTM_NEWNEIGH, 0, neighBody(unix.AF_INET6, dev, unix.NUD_NOARP, netip.MustParseAddr("ff02::16"), [6]byte{0x33, 0x33, 0, 0, 0, 0x16}), false, 0, false},
 		{"kernel flush of a permanent neighbour", unix.RTM_DELNEIGH, 0, neighBody(unix.AF_INET, dev, perm, gw, mac2), false, 0, true},
 		{"neighbour on another device", unix.RTM_NEWNEIGH, 900, neighBody(unix.AF_INET, other, perm, gw, mac2), false, 0, false},
 		{"fdb between rounds", unix.RTM_NEWNEIGH, 0, neighBody(unix.AF_BRIDGE, dev, perm, pub, mac2), false, 0, true},

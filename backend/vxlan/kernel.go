@@ -417,7 +417,9 @@ func (b *Backend) readActual(f *family) error {
 	err = netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
 		act.resetNeighs()
 		return b.c.Neighs(uint8(f.nlFam), f.index, func(n *netlinkx.Neigh) {
-			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.IP.IsValid() {
+			// Multicast entries are the kernel's own (NUD_NOARP, made for the groups the
+			// device joins, such as ff02::16 for MLD): never ours.
+			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.IP.IsValid() || n.IP.IsMulticast() {
 				return
 			}
 			// A foreign lladdr, or a static entry other than permanent ("nud noarp"),
