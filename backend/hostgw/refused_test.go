@@ -186,3 +186,84 @@ func TestRefusedPeers(t *testing.T) {
 		t.Errorf("a route failing for a reason that is not the peer's was tried %d times in 2 rounds", n)
 	}
 }
+
+// replaceCounter counts the route replaces sent to a real handle.
+type replaceCounter struct {
+	nlHandle
+	n int
+}
+
+func (c *replaceCounter) RouteReplace(r *netlink.Route) error {
+	c.n++
+	return c.nlHandle.RouteReplace(r)
+}
+
+// TestRefusedPeersInNamespace: the real kernel refuses a gateway that is not on-link
+// (unreachable), a broadcast gateway and one of the node's own IPv6 addresses (invalid).
+// The round succeeds, the other routes of every peer are in place, each refused peer is
+// reported once, the next round sends nothing, the resync tries again.
+func TestRefusedPeersInNamespace(t *testing.T) {
+	l := newNSLab(t)
+	ctx := context.Background()
+	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"host-gw"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &replaceCounter{nlHandle: l.h}
+	b, err := newBackend(h, l.ext, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := countObserver{}
+	b.SetObserver(obs)
+	own := lease6("10.5.1.0/24", "fd00:5:0:1::/64", "2001:db8::1")
+	if _, err := b.Start(ctx, &own); err != nil {
+		t.Fatal(err)
+	}
+	dual := func(sn, pub, sn6, pub6 string) subnet.Lease {
+		p := lease6(sn, sn6, pub6)
+		p.Attrs.PublicIP = netip.MustParseAddr(pub)
+		return p
+	}
+	good := dual("10.5.2.0/24", "192.0.2.2", "fd00:5:0:2::/64", "2001:db8::2")
+	far := dual("10.5.3.0/24", "198.51.100.7", "fd00:5:0:3::/64", "2001:db8::3")
+	odd := dual("10.5.4.0/24", "192.0.2.255", "fd00:5:0:4::/64", "2001:db8::1")
+	peers := subnet.PeersOf(own, good, far, odd)
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatalf("Reconcile with refused peers: %v", err)
+	}
+	want := []string{"10.5.2.0/24 via 192.0.2.2", "198.51.100.0/24 via 192.0.2.254", "fd00:5:0:2::/64 via 2001:db8::2", "fd00:5:0:3::/64 via 2001:db8::3"}
+	if got := l.routes(t); !slices.Equal(got, want) {
+		t.Errorf("routes %q, want %q", got, want)
+	}
+	if obs["refused/unreachable"] != 1 || obs["refused/invalid"] != 1 {
+		t.Errorf("reported %v, want one unreachable and one invalid peer", obs)
+	}
+	var refused []string
+	for _, p := range b.refusedProbs {
+		refused = append(refused, p.Peer+": "+p.Reason)
+	}
+	slices.Sort(refused)
+	if len(refused) != 3 || !strings.Contains(refused[0], "198.51.100.7") || !strings.Contains(refused[1], "192.0.2.255") ||
+		!strings.Contains(refused[2], "2001:db8::1") {
+		t.Errorf("refused %q, want the three refused routes", refused)
+	}
+
+	before := h.n
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatal(err)
+	}
+	if h.n != before || obs["refused/unreachable"] != 1 {
+		t.Errorf("held back: %d replaces, reported %v", h.n-before, obs)
+	}
+	b.Invalidate()
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatal(err)
+	}
+	if h.n != before+3 || obs["refused/unreachable"] != 2 || obs["refused/invalid"] != 2 {
+		t.Errorf("resync: %d replaces, reported %v; want the 3 refused routes tried again", h.n-before, obs)
+	}
+	if got := l.routes(t); !slices.Equal(got, want) {
+		t.Errorf("after the resync: routes %q, want %q", got, want)
+	}
+}
