@@ -369,3 +369,65 @@ func TestPacketsDroppedForwarded(t *testing.T) {
 		t.Errorf("flannel_udp_dropped_packets_total{reason=unknown_peer} = %v, want 3", v)
 	}
 }
+
+// refusingNetwork is a backend whose rounds report peers the kernel refused (and
+// succeed), or fail on its own objects.
+type refusingNetwork struct {
+	reportingNetwork
+	refused int
+}
+
+func (n *refusingNetwork) Reconcile(ctx context.Context, peers subnet.Peers) error {
+	n.mu.Lock()
+	if n.refused > 0 {
+		n.obs.PeerProgrammingFailures(observe.RefusedUnreachable, n.refused)
+	}
+	n.mu.Unlock()
+	return n.reportingNetwork.Reconcile(ctx, peers)
+}
+
+// TestPeerRefusalsKeepTheNodeReady: a round in which the backend skipped refused peers
+// succeeds: kernel-converged passes, the refusals are counted, and the loop does not
+// retry on its own. A round that fails (the backend's own objects) fails the check.
+func TestPeerRefusalsKeepTheNodeReady(t *testing.T) {
+	m := metrics.New()
+	obs := &driftObserver{Observer: m}
+	set := newLeaseSet("10.5.1.0-24")
+	nw := &refusingNetwork{reportingNetwork: reportingNetwork{obs: obs}, refused: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan subnet.WatchResult)
+	kicks := make(chan struct{})
+	ready := healthz.NewReadiness(checkConverged)
+	loopDone := make(chan error, 1)
+	// a failed round is retried after reconcileBack; no resync
+	tm := timings{resync: time.Hour, reconcileBack: 50 * time.Millisecond}
+	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, peerSource{}) }()
+	defer func() {
+		cancel()
+		if err := <-loopDone; err != nil {
+			t.Errorf("reconcileLoop: %v", err)
+		}
+	}()
+	converged := func() error { return ready.Checks()[0].Err }
+	refused := func() float64 {
+		return counter(t, m, "flannel_peer_programming_failures_total", map[string]string{"reason": observe.RefusedUnreachable})
+	}
+	results <- subnet.WatchResult{Snapshot: []subnet.Lease{{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.2.0/24")}}}
+	waitFor(t, "a round with a refused peer", func() bool { return nw.roundsDone() == 1 && converged() == nil })
+	if v := refused(); v != 1 {
+		t.Errorf("refusals counted %v, want 1", v)
+	}
+	time.Sleep(4 * tm.reconcileBack)
+	if n := nw.roundsDone(); n != 1 {
+		t.Errorf("%d rounds after a round with a refused peer, want no retry", n)
+	}
+
+	nw.set(0, true)
+	kicks <- struct{}{}
+	waitFor(t, "a failed round", func() bool { return converged() != nil })
+	nw.set(0, false)
+	waitFor(t, "the retry", func() bool { return converged() == nil })
+	if v := counter(t, m, "flannel_reconcile_runs_total", map[string]string{"result": "failure"}); v < 1 {
+		t.Errorf("failed runs %v", v)
+	}
+}
