@@ -44,9 +44,11 @@
 // deletes; then neighbour sets, FDB sets, nexthop objects, and route sets last, so the
 // kernel never needs to ARP for an onlink gateway; nexthop objects no route needs go
 // after that. Each request's outcome is checked; failures are collected and the rest
-// goes on. A round with nothing to change writes nothing. The same loop covers start-up
-// (adopting what an earlier run or upstream flanneld left), restart without loss,
-// self-healing after manual changes and scale.
+// goes on. A request the kernel refuses for the values of one peer's lease refuses that
+// peer as a whole, without failing the round (refused.go). A round with nothing to
+// change writes nothing. The same loop covers start-up (adopting what an earlier run or
+// upstream flanneld left), restart without loss, self-healing after manual changes and
+// scale.
 //
 // Devices are adopted when compatible, keeping ifindex and MAC; when an attribute the
 // library cannot change in place differs (VNI, port, local address, underlay link, GBP,
