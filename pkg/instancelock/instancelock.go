@@ -8,6 +8,7 @@
 // The listening socket is also a door: Serve hands the connections it accepts to a
 // handler (the daemon's control socket). Anyone may bind an abstract name first, so the
 // kernel's record of who listens (SO_PEERCRED) tells a flanneld (root) from a squatter.
+// Listening lists the locks held in a namespace: how one instance finds the others.
 package instancelock
 
 import (
@@ -17,6 +18,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -184,7 +187,11 @@ func (l *Lock) Release() error {
 // Dial connects to the socket of key in the caller's network namespace and returns the
 // connection with the credentials the kernel recorded for its listener.
 func Dial(key string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
-	name := Name(key)
+	return DialName(Name(key), timeout)
+}
+
+// DialName is Dial by socket name ("@flannel-go/...", as Name and Listening give it).
+func DialName(name string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
 	c, err := net.DialTimeout("unix", name, timeout)
 	if err != nil {
 		return nil, nil, err
@@ -228,4 +235,45 @@ func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 		return nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
 	}
 	return cred, nil
+}
+
+// unixTable is the kernel's list of the unix sockets of the calling thread's network
+// namespace.
+const unixTable = "/proc/thread-self/net/unix"
+
+// Listening lists the lock socket names ("@flannel-go/...") listened on in the caller's
+// network namespace, sorted: the locks of every instance running there, and any name a
+// squatter holds.
+func Listening() ([]string, error) {
+	data, err := os.ReadFile(unixTable)
+	if err != nil {
+		return nil, fmt.Errorf("listing the instance locks: %w", err)
+	}
+	return parseUnixTable(data), nil
+}
+
+// parseUnixTable picks the listening stream sockets with an abstract name of ours out of
+// the kernel's unix socket table, sorted and without repeats. Each line is "Num RefCount
+// Protocol Flags Type St Inode [Path]", numbers in hex; the kernel writes an abstract
+// name's leading NUL as '@'. Names with blanks are not ours (Name makes none).
+func parseUnixTable(data []byte) []string {
+	const (
+		acceptCon  = 0x10000 // __SO_ACCEPTCON: listening
+		sockStream = 1
+	)
+	var out []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) != 8 || !strings.HasPrefix(f[7], "@"+namePrefix) || len(f[7])-1 > maxNameLen {
+			continue
+		}
+		flags, err1 := strconv.ParseUint(f[3], 16, 32)
+		typ, err2 := strconv.ParseUint(f[4], 16, 16)
+		if err1 != nil || err2 != nil || flags&acceptCon == 0 || typ != sockStream {
+			continue
+		}
+		out = append(out, f[7])
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

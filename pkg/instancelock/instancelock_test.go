@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,6 +145,97 @@ func TestLockIsPerNetworkNamespace(t *testing.T) {
 			return
 		}
 		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseUnixTable(t *testing.T) {
+	const table = `Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 1001 @flannel-go/etcd-prefix:/coreos.com/network
+0000000000000000: 00000003 00000000 00000000 0001 03 1002 @flannel-go/etcd-prefix:/coreos.com/network
+0000000000000000: 00000002 00000000 00010000 0001 01 1003 @flannel-go/subnet-file:/run/flannel/subnet.env
+0000000000000000: 00000002 00000000 00010000 0001 01 1004 @flannel-go/etcd-prefix:/coreos.com/network
+0000000000000000: 00000002 00000000 00010000 0002 01 1005 @flannel-go/datagram
+0000000000000000: 00000002 00000000 00010000 0001 01 1006 /run/flannel-go/not-abstract
+0000000000000000: 00000002 00000000 00010000 0001 01 1007 @other/name
+0000000000000000: 00000002 00000000 00010000 0001 01 1008 @flannel-go/with blank
+0000000000000000: 00000002 00000000 0001000g 0001 01 1009 @flannel-go/bad-flags
+0000000000000000: 00000002 00000000 00010000 0001 01 1010
+0000000000000000: 00000002 00000000 00010000 0001 01 1011 @flannel-go/a_b#0123456789abcdef
+`
+	got := parseUnixTable([]byte(table))
+	want := []string{"@flannel-go/a_b#0123456789abcdef", "@flannel-go/etcd-prefix:/coreos.com/network", "@flannel-go/subnet-file:/run/flannel/subnet.env"}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseUnixTable = %q, want %q", got, want)
+	}
+}
+
+func FuzzParseUnixTable(f *testing.F) {
+	f.Add([]byte("Num       RefCount Protocol Flags    Type St Inode Path\n0: 00000002 00000000 00010000 0001 01 1001 @flannel-go/x\n"))
+	f.Add([]byte("0: 2 0 10000 1 1 1 @flannel-go/" + strings.Repeat("y", 200)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		names := parseUnixTable(data)
+		for i, n := range names {
+			if !strings.HasPrefix(n, "@"+namePrefix) || len(n)-1 > maxNameLen || strings.ContainsAny(n, " \t\n") {
+				t.Fatalf("name %q is none of ours", n)
+			}
+			if i > 0 && names[i-1] >= n {
+				t.Fatalf("names not sorted and unique: %q", names)
+			}
+		}
+	})
+}
+
+// Listening lists the locks of the caller's network namespace, and only those.
+func TestListening(t *testing.T) {
+	key := testKey(t, "listed")
+	l, err := Acquire(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	names, err := Listening()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, Name(key)) {
+		t.Errorf("Listening = %q, lacks %q", names, Name(key))
+	}
+	// A connection to the lock is not listed again.
+	c, _, err := Dial(key, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	again, err := Listening()
+	if err != nil || !slices.Equal(again, names) {
+		t.Errorf("with a connection open: %q %v, want %q", again, err, names)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // left in the new namespace and thrown away
+		ns, err := netns.New()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		inner, err := Acquire(key + "/inner")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer inner.Release()
+		names, err := Listening()
+		if err == nil && !slices.Equal(names, []string{Name(key + "/inner")}) {
+			err = fmt.Errorf("in a new namespace: %q, want only the lock taken there", names)
+		}
+		errc <- err
 	}()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
