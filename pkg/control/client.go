@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"syscall"
 	"time"
 
@@ -27,8 +28,12 @@ const dialTimeout = 5 * time.Second
 // It checks that the socket's holder is root before it sends anything; the daemon
 // checks that the caller is. It returns when ctx ends at the latest.
 func Query(ctx context.Context, key string) (*Status, error) {
-	name := instancelock.Name(key)
-	c, cred, err := instancelock.Dial(key, dialTimeout)
+	return QueryName(ctx, instancelock.Name(key))
+}
+
+// QueryName is Query by socket name ("@flannel-go/...").
+func QueryName(ctx context.Context, name string) (*Status, error) {
+	c, cred, err := instancelock.DialName(name, dialTimeout)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
 			return nil, fmt.Errorf("control socket %s: %w", name, ErrNotRunning)
@@ -64,4 +69,41 @@ func Query(ctx context.Context, key string) (*Status, error) {
 		return nil, fmt.Errorf("control socket %s: %w", name, err)
 	}
 	return st, nil
+}
+
+// Found is a flanneld instance found in the network namespace: its control socket and
+// its status, or why it gave none.
+type Found struct {
+	Socket string
+	Status *Status
+	Err    error
+}
+
+// Instances asks every instance lock socket in the caller's network namespace
+// (instancelock.Listening), except those named in skip (the caller's own), for a status.
+// A socket another found instance lists among its locks (its second lock, e.g. its
+// subnet file's) is a lock only and left out; every other socket is in the result, with
+// the status it gave or its error. Each query ends with ctx at the latest.
+func Instances(ctx context.Context, skip []string) ([]Found, error) {
+	names, err := instancelock.Listening()
+	if err != nil {
+		return nil, err
+	}
+	var found []Found
+	locks := map[string]bool{}
+	for _, name := range names {
+		if slices.Contains(skip, name) {
+			continue
+		}
+		st, err := QueryName(ctx, name)
+		found = append(found, Found{Socket: name, Status: st, Err: err})
+		if st != nil {
+			for _, k := range st.Instance.Locks {
+				if n := instancelock.Name(k); n != name {
+					locks[n] = true
+				}
+			}
+		}
+	}
+	return slices.DeleteFunc(found, func(f Found) bool { return f.Status == nil && locks[f.Socket] }), nil
 }

@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/flannel-go/flannel/pkg/claim"
 )
 
 // SchemaVersion is the version of the Response document. It changes when a field
@@ -138,6 +140,12 @@ type Instance struct {
 	Backend json.RawMessage `json:"backend,omitempty"`
 	// Devices are the links the backend owns (e.g. "flannel.1").
 	Devices []string `json:"devices,omitempty"`
+	// Claims are what the instance takes on the node for itself (its backend's devices
+	// and UDP ports after defaults, its networks), known once the network config is
+	// read; ClaimedAt is when they were published. Of two instances whose claims
+	// collide, the one that published later refuses to start.
+	Claims    *claim.Set `json:"claims,omitempty"`
+	ClaimedAt time.Time  `json:"claimedAt,omitzero"`
 	// SubnetFile is the subnet file the daemon writes.
 	SubnetFile string `json:"subnetFile"`
 }

@@ -11,11 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/instancelock"
 )
 
@@ -85,6 +87,12 @@ func sampleStatus() *Status {
 			Locks: []string{"etcd-prefix:/coreos.com/network", "subnet-file:/run/flannel/subnet.env"}, Datastore: "etcd",
 			Phase: PhaseRunning, Network: netip.MustParsePrefix("10.5.0.0/16"), IPv6Network: netip.MustParsePrefix("2001:db8:5::/48"),
 			BackendType: "vxlan", Backend: json.RawMessage(`{"Type":"vxlan","VNI":1}`), Devices: []string{"flannel.1", "flannel-v6.1"},
+			Claims: &claim.Set{
+				Devices: []claim.Device{{Name: "flannel.1", SetBy: "Backend.VNI"}, {Name: "flannel-v6.1", SetBy: "Backend.VNI"}},
+				Ports: []claim.Port{{Family: claim.IPv4, Port: 8472, VNI: 1, SetBy: "Backend.Port"},
+					{Family: claim.IPv6, Port: 8472, VNI: 1, SetBy: "Backend.Port"}},
+				Networks: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16"), netip.MustParsePrefix("2001:db8:5::/48")}},
+			ClaimedAt:  started.Add(time.Second),
 			SubnetFile: "/run/flannel/subnet.env"},
 		Config: Config{Options: json.RawMessage(`{"EtcdEndpoints":["https://xxxxx@192.0.2.254:2379"],"EtcdPassword":"<redacted>"}`),
 			Network: json.RawMessage(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)},
@@ -260,6 +268,56 @@ func TestQuery(t *testing.T) {
 		if err != nil || r.SchemaVersion != SchemaVersion || !strings.Contains(r.Error, want) {
 			t.Errorf("request %q: %+v %v, want %q", req, r, err, want)
 		}
+	}
+}
+
+// Instances finds every instance in the namespace by its control socket, leaves out
+// the sockets that are locks only, and names the ones that did not answer.
+func TestInstances(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the server answers root only")
+	}
+	key := testKey(t)
+	status := func(keys ...string) *Status {
+		st := sampleStatus()
+		st.Instance.Locks, st.Instance.Socket = keys, instancelock.Name(keys[0])
+		return st
+	}
+	a, b := status(key+"/a", key+"/a-file"), status(key+"/b", key+"/b-file")
+	serve(t, key+"/a", &Server{Status: func(context.Context) (*Status, error) { return a, nil }})
+	serve(t, key+"/b", &Server{Status: func(context.Context) (*Status, error) { return b, nil }})
+	for _, k := range []string{key + "/a-file", key + "/b-file", key + "/mute"} {
+		l, err := instancelock.Acquire(k) // a lock that closes every connection
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Release() })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	found, err := Instances(ctx, []string{instancelock.Name(key + "/b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string // this test's sockets only: other tests may hold locks meanwhile
+	for _, f := range found {
+		if !strings.HasPrefix(f.Socket, instancelock.Name(key)) {
+			continue
+		}
+		switch {
+		case f.Status != nil && sameStatus(f.Status, a) && f.Err == nil:
+			got = append(got, f.Socket+" answered")
+		case f.Status == nil && f.Err != nil && strings.Contains(f.Err.Error(), "no response"):
+			got = append(got, f.Socket+" silent")
+		default:
+			t.Errorf("found %+v", f)
+		}
+	}
+	// b is skipped; b's subnet file lock is not known to be b's, so it is reported.
+	want := []string{instancelock.Name(key+"/a") + " answered", instancelock.Name(key+"/b-file") + " silent",
+		instancelock.Name(key+"/mute") + " silent"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Instances:\n got %q\nwant %q", got, want)
 	}
 }
 
