@@ -5,7 +5,9 @@
 // The life of a backend, driven by the daemon:
 //
 //  1. Constructor(ext, cfg) parses the backend's own config keys (cfg.Backend) and checks
-//     they can work on this node. It changes nothing in the kernel.
+//     they can work on this node. It changes nothing in the kernel. The devices and
+//     ports it will take (Claimer) are compared with those of the other instances on
+//     the node before anything else happens.
 //  2. Backend.Prepare creates or adopts the devices the backend needs and returns the
 //     attributes to advertise in the lease (e.g. vxlan's VtepMAC). A backend that cannot
 //     set up its devices fails here, before any lease is written.
@@ -28,6 +30,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
@@ -54,6 +57,16 @@ type Backend interface {
 	Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error)
 	// Start configures the node for the acquired lease and returns the running network.
 	Start(ctx context.Context, lease *subnet.Lease) (Network, error)
+}
+
+// Claimer is implemented by every backend that creates or adopts devices by name or
+// listens on UDP ports, itself or through kernel devices (vxlan, udp). Claims lists them
+// as the config asks for them, after defaults, before Prepare: the daemon refuses to
+// start when another instance in the network namespace claims any of them, so that two
+// instances never share a device or a port. It does not touch the kernel and does not
+// block. A backend that claims nothing (host-gw) need not implement it.
+type Claimer interface {
+	Claims() claim.Set
 }
 
 // Network is a backend configured for this node's lease.

@@ -50,6 +50,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -113,6 +114,7 @@ type Backend struct {
 var (
 	_ backend.Backend     = (*Backend)(nil)
 	_ backend.Network     = (*Backend)(nil)
+	_ backend.Claimer     = (*Backend)(nil)
 	_ backend.Constructor = New
 )
 
@@ -160,6 +162,13 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.cfg }
+
+// Claims names the UDP port on the external interface's IPv4 address, which Prepare
+// binds. No device: the kernel names the TUN (the first free flannel<N>), which is
+// never adopted.
+func (b *Backend) Claims() claim.Set {
+	return claim.Set{Ports: []claim.Port{{Family: claim.IPv4, Port: b.cfg.Port, Addr: b.ext.IfaceAddr, SetBy: "Backend.Port"}}}
+}
 
 // Prepare checks that this node can run the backend before any lease is written: it
 // opens /dev/net/tun once and binds the UDP socket to the interface address and port

@@ -73,6 +73,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -132,6 +133,7 @@ type Backend struct {
 var (
 	_ backend.Backend     = (*Backend)(nil)
 	_ backend.Network     = (*Backend)(nil)
+	_ backend.Claimer     = (*Backend)(nil)
 	_ backend.Constructor = New
 )
 
@@ -233,6 +235,26 @@ func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *fa
 
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.vc }
+
+// Claims names the devices (flannel.<VNI>, flannel-v6.<VNI>) and, per family, the VNI on
+// the UDP port (kernelDefaultPort when Port is 0) its devices listen on, on every
+// address: the kernel binds its VXLAN sockets to the wildcard.
+func (b *Backend) Claims() claim.Set {
+	port := b.vc.Port
+	if port == 0 {
+		port = kernelDefaultPort
+	}
+	var s claim.Set
+	for _, f := range b.fams {
+		fam := claim.IPv4
+		if f.v6 {
+			fam = claim.IPv6
+		}
+		s.Devices = append(s.Devices, claim.Device{Name: f.name, SetBy: "Backend.VNI"})
+		s.Ports = append(s.Ports, claim.Port{Family: fam, Port: port, VNI: b.vc.VNI, SetBy: "Backend.Port"})
+	}
+	return s
+}
 
 // Prepare creates or adopts the devices and returns the lease attributes: PublicIP(v6),
 // BackendType "vxlan" and {"VNI":n,"VtepMAC":"…"} per family. The MAC is the existing
