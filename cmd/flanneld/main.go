@@ -90,6 +90,7 @@ func run() int {
 	// The first lock's socket is the control socket.
 	keys := instanceLockKeys(opts)
 	var control0 *instancelock.Lock
+	var ownSockets []string // not another instance's
 	for _, key := range keys {
 		lock, err := instancelock.Acquire(key)
 		if errors.Is(err, instancelock.ErrSquatted) {
@@ -101,6 +102,7 @@ func run() int {
 			return 1
 		}
 		defer lock.Release()
+		ownSockets = append(ownSockets, lock.SocketName())
 		if control0 == nil {
 			control0 = lock
 		}
@@ -185,7 +187,15 @@ func run() int {
 			return kernelwatch.Run(ctx, kernelwatch.Config{Filter: f}, kick)
 		},
 		Status: status,
+		Instances: func(ctx context.Context) ([]control.Found, error) {
+			return control.Instances(ctx, ownSockets)
+		},
 	})
+	var conflict *daemon.ConflictError
+	if errors.As(err, &conflict) {
+		klog.ErrorS(err, "Refusing to start: another flanneld in this network namespace claims what this network's config asks for")
+		return 1
+	}
 	if err != nil {
 		klog.ErrorS(err, "flanneld stopped")
 		return 1

@@ -48,6 +48,11 @@ type Deps struct {
 	// Rejections lists the peer leases the admission rule rejected, for Status (nil:
 	// none are rejected).
 	Rejections Rejections
+	// Instances asks the other flanneld instances in this network namespace for their
+	// statuses (control.Instances without this daemon's own sockets); the daemon
+	// refuses to start when one of them claims a device, port or network range its
+	// config asks for (nil: no other instance is looked for).
+	Instances func(ctx context.Context) ([]control.Found, error)
 }
 
 // PreviousLeaser is implemented by subnet managers that can tell what this node
@@ -141,6 +146,12 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	setObserver(obs, be, deps.TrafficRules)
 
 	stPath := statePath(dc.SubnetFile)
+	mine := ownClaims(cfg, be)
+	others, err := checkClaims(ctx, deps, mine)
+	if err != nil {
+		return err
+	}
+	warnRecordedDevices(stPath, mine, others)
 	prev, err := readState(stPath)
 	if err != nil {
 		klog.ErrorS(err, "Ignoring unreadable state file", "path", stPath)
@@ -168,7 +179,11 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		return fmt.Errorf("error registering network: %w", err)
 	}
 	deps.Status.setLease(lease, nw.Devices())
-	if stale := staleDevices(prev, nw.Devices()); len(stale) > 0 {
+	stale := staleDevices(prev, nw.Devices())
+	if len(stale) > 0 {
+		stale = withoutClaimed(stale, listInstances(ctx, deps)) // theirs since we stopped
+	}
+	if len(stale) > 0 {
 		if err := nw.RemoveDevices(stale); err != nil {
 			klog.ErrorS(err, "Failed to remove devices of a previous configuration")
 		} else {

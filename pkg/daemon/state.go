@@ -28,8 +28,11 @@ type state struct {
 func statePath(subnetFile string) string {
 	dir, base := filepath.Split(subnetFile)
 	base = strings.TrimSuffix(base, filepath.Ext(base))
-	return filepath.Join(dir, base+".state.json")
+	return filepath.Join(dir, base+stateSuffix)
 }
+
+// stateSuffix ends every state file's name.
+const stateSuffix = ".state.json"
 
 func readState(path string) (*state, error) {
 	data, err := os.ReadFile(path)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/subnet"
@@ -40,6 +42,8 @@ type Status struct {
 	cfg     *subnet.Config
 	lease   *subnet.Lease
 	devices []string
+	claims  *claim.Set
+	claimed time.Time
 	ready   *healthz.Readiness
 	queries chan peerQuery  // the reconcile loop's; nil before it runs
 	done    <-chan struct{} // closed when the reconcile loop has ended
@@ -69,6 +73,18 @@ func (s *Status) setReadiness(r *healthz.Readiness) { s.update(func(s *Status) {
 func (s *Status) setPhase(p string)                 { s.update(func(s *Status) { s.phase = p }) }
 func (s *Status) setConfig(c *subnet.Config)        { s.update(func(s *Status) { s.cfg = c }) }
 
+func (s *Status) setClaims(c claim.Set, at time.Time) {
+	s.update(func(s *Status) { s.claims, s.claimed = &c, at })
+}
+
+// socket is the control socket's name ("" on a nil *Status).
+func (s *Status) socket() string {
+	if s == nil {
+		return ""
+	}
+	return s.base.Instance.Socket
+}
+
 func (s *Status) setLease(l *subnet.Lease, devices []string) {
 	s.update(func(s *Status) {
 		cp := *l
@@ -94,6 +110,7 @@ func (s *Status) Get(ctx context.Context) (*control.Status, error) {
 	st.Instance.Locks = slices.Clone(st.Instance.Locks)
 	cfg, lease, ready, queries, done := s.cfg, s.lease, s.ready, s.queries, s.done
 	st.Instance.Devices = slices.Clone(s.devices)
+	st.Instance.Claims, st.Instance.ClaimedAt = s.claims, s.claimed
 	s.mu.Unlock()
 
 	if cfg != nil {
