@@ -116,17 +116,28 @@ func (l *Lab) startFlanneld(i int, bin string, extraEnv []string, extraArgs ...s
 	if n.proc != nil && n.proc.running() {
 		return fmt.Errorf("lab: flanneld already running on node %d (pid %d)", i, n.proc.cmd.Process.Pid)
 	}
-	if err := os.MkdirAll(n.dir, 0o755); err != nil {
-		return fmt.Errorf("lab: %w", err)
-	}
-	logf, err := os.OpenFile(l.LogPath(i), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := spawn(n.dir, l.LogPath(i), l.flanneldCommand(i, bin, extraArgs...), extraEnv)
 	if err != nil {
-		return fmt.Errorf("lab: open flanneld log: %w", err)
+		return fmt.Errorf("lab: node %d: %w", i, err)
 	}
-	argv := l.flanneldCommand(i, bin, extraArgs...)
+	n.proc = p
+	l.logf("lab %s: flanneld started on node %d (pid %d)", l.opts.Name, i, p.cmd.Process.Pid)
+	return nil
+}
+
+// spawn starts a flanneld command line in dir, its output appended to logPath after a
+// header line, and reaps it when it ends.
+func spawn(dir, logPath string, argv, extraEnv []string) (*flannelProc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open flanneld log: %w", err)
+	}
 	fmt.Fprintf(logf, "===== lab: %s starting: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(argv, " "))
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = n.dir
+	cmd.Dir = dir
 	cmd.Env = append(flanneldEnv(), extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -136,7 +147,7 @@ func (l *Lab) startFlanneld(i int, bin string, extraEnv []string, extraArgs ...s
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("lab: start flanneld on node %d: %w", i, err)
+		return nil, fmt.Errorf("start flanneld: %w", err)
 	}
 	p := &flannelProc{cmd: cmd, started: started, done: make(chan struct{})}
 	go func() {
@@ -148,9 +159,7 @@ func (l *Lab) startFlanneld(i int, bin string, extraEnv []string, extraArgs ...s
 		p.mu.Unlock()
 		close(p.done)
 	}()
-	n.proc = p
-	l.logf("lab %s: flanneld started on node %d (pid %d)", l.opts.Name, i, cmd.Process.Pid)
-	return nil
+	return p, nil
 }
 
 // flanneldEnv is this process's environment without variables that would change
@@ -292,28 +301,41 @@ func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, er
 	if err != nil {
 		return nil, err
 	}
+	return waitSubnetEnv(p, fmt.Sprintf("node %d", i), l.SubnetEnvPath(i), l.LogPath(i), timeout)
+}
+
+// waitSubnetEnv is WaitSubnetEnv for process p (what names it in errors), which
+// writes path and logs to logPath.
+func waitSubnetEnv(p *flannelProc, what, path, logPath string, timeout time.Duration) (map[string]string, error) {
+	read := func() (map[string]string, error) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		return ParseEnv(string(data)), nil
+	}
 	// File times come from the kernel's coarse clock, which may lag time.Now by a tick.
 	since := p.started.Add(-20 * time.Millisecond)
 	deadline := time.Now().Add(timeout)
 	for {
-		if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
-			env, err := l.SubnetEnv(i)
+		if st, err := os.Stat(path); err == nil && st.ModTime().After(since) {
+			env, err := read()
 			if err == nil && hasSubnet(env) && env["FLANNEL_MTU"] != "" {
 				return env, nil
 			}
 		}
 		if !p.running() {
-			if env, err := l.SubnetEnv(i); err == nil && hasSubnet(env) {
-				if st, err := os.Stat(l.SubnetEnvPath(i)); err == nil && st.ModTime().After(since) {
+			if env, err := read(); err == nil && hasSubnet(env) {
+				if st, err := os.Stat(path); err == nil && st.ModTime().After(since) {
 					return env, nil
 				}
 			}
-			return nil, fmt.Errorf("lab: node %d: flanneld exited (%v) before writing %s; log tail:\n%s",
-				i, p.exitState(), l.SubnetEnvPath(i), l.LogTail(i, 30))
+			return nil, fmt.Errorf("lab: %s: flanneld exited (%v) before writing %s; log tail:\n%s",
+				what, p.exitState(), path, TailFile(logPath, 30))
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("lab: node %d: no fresh %s after %v; log tail:\n%s",
-				i, l.SubnetEnvPath(i), timeout, l.LogTail(i, 30))
+			return nil, fmt.Errorf("lab: %s: no fresh %s after %v; log tail:\n%s",
+				what, path, timeout, TailFile(logPath, 30))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -108,7 +108,8 @@ type Lab struct {
 	etcd   *etcdproc.Proc
 	kube   *kubeproc.Proc // StartKubeAPIServer
 	cli    *clientv3.Client
-	nodes  []*node // index i-1 for node i
+	nodes  []*node        // index i-1 for node i
+	extra  []*flannelProc // every run of every Instance
 	pods   map[[2]int]Pod
 }
 
@@ -476,6 +477,7 @@ func (l *Lab) Close() error {
 			procs = append(procs, n.proc)
 		}
 	}
+	procs = append(procs, l.extra...)
 	l.mu.Unlock()
 
 	var errs []error

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -50,6 +51,12 @@ func (l *Lab) PodNS(i, j int) string { return fmt.Sprintf("%s-n%d-p%d", l.opts.N
 // of each family via cni0. A file with only one of the two subnets makes a single-stack
 // pod. Calling it again converges: cni0 gets the current subnets and the pod is rebuilt.
 func (l *Lab) AddPod(i, j int) (Pod, error) {
+	return l.AddPodOn(i, j, l.SubnetEnvPath(i), "cni0")
+}
+
+// AddPodOn is AddPod for the network whose subnet file is subnetFile (another flanneld
+// Instance's), behind bridge (e.g. "cni1"). Pod indexes are per node, not per bridge.
+func (l *Lab) AddPodOn(i, j int, subnetFile, bridge string) (Pod, error) {
 	ctx := context.Background()
 	if _, err := l.node(i); err != nil {
 		return Pod{}, err
@@ -57,10 +64,11 @@ func (l *Lab) AddPod(i, j int) (Pod, error) {
 	if j < 0 {
 		return Pod{}, fmt.Errorf("lab: pod index must be >= 0, got %d", j)
 	}
-	env, err := l.SubnetEnv(i)
+	data, err := os.ReadFile(subnetFile)
 	if err != nil {
-		return Pod{}, err
+		return Pod{}, fmt.Errorf("lab: %w", err)
 	}
+	env := ParseEnv(string(data))
 	first, err := envSubnet(env, "FLANNEL_SUBNET", false)
 	if err != nil {
 		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
@@ -97,7 +105,7 @@ func (l *Lab) AddPod(i, j int) (Pod, error) {
 	}
 
 	nodeNS := l.NodeNS(i)
-	if err := ensureBridge(ctx, nodeNS, "cni0", bridgeAddrs, mtu); err != nil {
+	if err := ensureBridge(ctx, nodeNS, bridge, bridgeAddrs, mtu); err != nil {
 		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
 	}
 	hostVeth := fmt.Sprintf("vethp%d", j)
@@ -120,7 +128,7 @@ func (l *Lab) AddPod(i, j int) (Pod, error) {
 	steps := []ipStep{
 		{pod.NS, []string{"link", "set", "lo", "up"}},
 		{pod.NS, []string{"link", "add", "eth0", "mtu", m, "type", "veth", "peer", "name", hostVeth, "mtu", m, "netns", nodeNS}},
-		{nodeNS, []string{"link", "set", hostVeth, "master", "cni0"}},
+		{nodeNS, []string{"link", "set", hostVeth, "master", bridge}},
 		{nodeNS, []string{"link", "set", hostVeth, "up"}},
 	}
 	if pod.IP.IsValid() {
