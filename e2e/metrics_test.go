@@ -17,7 +17,12 @@ import (
 // scrape reads node i's /metrics into "name{labels}" -> value (labels as exposed:
 // sorted by name).
 func scrape(l *lab.Lab, i int) (map[string]float64, error) {
-	code, body, err := lab.HTTPGet(context.Background(), l.NodeNS(i), fmt.Sprintf("http://127.0.0.1:%d/metrics", healthzPort))
+	return scrapeAt(l.NodeNS(i), healthzPort)
+}
+
+// scrapeAt is scrape of the daemon in namespace ns with --healthz-port=port.
+func scrapeAt(ns string, port int) (map[string]float64, error) {
+	code, body, err := lab.HTTPGet(context.Background(), ns, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		return nil, err
 	}
