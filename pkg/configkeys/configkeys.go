@@ -1,0 +1,385 @@
+// Package configkeys decodes the JSON objects of the network config (its top level and
+// each backend's Backend object) key by key. Keys match as encoding/json matches them,
+// in any letter case, and null counts as absent; unlike encoding/json, every problem is
+// reported at once, in the config's words (the key and the kind of value it takes, never
+// a Go type), and the keys an object does not know come back as warnings, each with the
+// known key it is probably a misspelling of.
+package configkeys
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Field is one key an object knows.
+type Field struct {
+	// Name is the key's canonical spelling ("SubnetLen"); the config may write it in any
+	// letter case.
+	Name string
+	// Into receives the value when the key is present and not null: a *string, *int,
+	// **int, *bool, **bool (the pointer forms are set to a new value, and to nil by
+	// null) or *json.RawMessage (any JSON value, as written).
+	Into any
+	// Ignored, when not empty, accepts the key without decoding it and says why (e.g.
+	// "used by flanneld on Windows only"); the key comes back as a warning.
+	Ignored string
+}
+
+// Object describes one JSON object of the config.
+type Object struct {
+	// Path is where the object sits in the config ("" for the top level, "Backend"); it
+	// prefixes the keys of warnings.
+	Path string
+	// Prefix starts the message of every problem (e.g. "vxlan: "); it may be empty.
+	Prefix string
+	// Fields are the keys the object knows.
+	Fields []Field
+}
+
+// Warning is a key that has no effect: unknown, ignored, or repeated.
+type Warning struct {
+	// Key is the key's path as written in the config ("Backend.VIN").
+	Key string
+	// Suggest is the known key an unknown one is probably a misspelling of ("" if none
+	// is close, or for an ignored or repeated key).
+	Suggest string
+	// Ignored is why a known key has no effect (Field.Ignored); empty for unknown keys.
+	Ignored string
+	// Repeats is the earlier spelling of a key written twice ("Network" for a later
+	// "network"): the last one counts, as with encoding/json.
+	Repeats string
+}
+
+// String says what is wrong with the key, e.g. `unknown key "Backend.VIN" (did you mean
+// "VNI"?)`.
+func (w Warning) String() string {
+	switch {
+	case w.Repeats != "":
+		return fmt.Sprintf("key %q repeats %q; the last one counts", w.Key, w.Repeats)
+	case w.Ignored != "":
+		return fmt.Sprintf("key %q ignored: %s", w.Key, w.Ignored)
+	case w.Suggest != "":
+		return fmt.Sprintf("unknown key %q (did you mean %q?)", w.Key, w.Suggest)
+	}
+	return fmt.Sprintf("unknown key %q", w.Key)
+}
+
+// Decode reads data, which must be one JSON object, into the fields. It returns the
+// warnings (in the order of the keys) and every problem found, joined. A field whose
+// value has the wrong type keeps its previous value. A syntax error is reported alone,
+// as "invalid <Path or network config> JSON: ..." with its line and column.
+func (o Object) Decode(data []byte) ([]Warning, error) {
+	name := o.Path
+	if name == "" {
+		name = "network config"
+	}
+	notJSON := func(err error) error {
+		// The whole-document parser places a syntax error reliably; the stream decoder
+		// does not after the first value.
+		var v any
+		if uerr := json.Unmarshal(data, &v); uerr != nil {
+			err = uerr
+		}
+		return &unreadable{fmt.Errorf("%sinvalid %s JSON: %s", o.Prefix, name, syntaxText(err, data))}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, notJSON(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		if o.Path == "" {
+			name = "the network config"
+		}
+		return nil, &unreadable{fmt.Errorf("%s%s must be a JSON object, not %s", o.Prefix, name, describe(data))}
+	}
+	var warns []Warning
+	var errs []error
+	seen := make(map[int]string) // field index -> spelling of its first occurrence
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notJSON(err)
+		}
+		key := tok.(string) // inside an object the decoder returns keys as strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, notJSON(err)
+		}
+		i := o.field(key)
+		if i < 0 {
+			warns = append(warns, Warning{Key: o.path(key), Suggest: Suggest(key, o.names())})
+			continue
+		}
+		f := o.Fields[i]
+		if first, dup := seen[i]; dup {
+			warns = append(warns, Warning{Key: o.path(key), Repeats: o.path(first)})
+		} else {
+			seen[i] = key
+			if f.Ignored != "" {
+				warns = append(warns, Warning{Key: o.path(key), Ignored: f.Ignored})
+			}
+		}
+		if f.Ignored != "" {
+			continue
+		}
+		if err := assign(f.Into, raw); err != nil {
+			errs = append(errs, &KeyError{Key: f.Name,
+				msg: fmt.Sprintf("%s%s must be %s, not %s", o.Prefix, o.path(f.Name), err, describe(raw))})
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, notJSON(err)
+	}
+	switch _, err := dec.Token(); {
+	case err == nil:
+		return nil, notJSON(errors.New("text after the closing brace"))
+	case err != io.EOF:
+		return nil, notJSON(err)
+	}
+	return warns, errors.Join(errs...)
+}
+
+// KeyError is a value of the wrong type for a known key.
+type KeyError struct {
+	// Key is the key's canonical name (Field.Name).
+	Key string
+	msg string
+}
+
+func (e *KeyError) Error() string { return e.msg }
+
+// unreadable is the error of an object that could not be read at all: invalid JSON, or
+// not an object.
+type unreadable struct{ error }
+
+func (u *unreadable) Unwrap() error { return u.error }
+
+// Unreadable reports whether err says that Decode could not read the object at all
+// (invalid JSON, or not an object), as opposed to problems with some of its values.
+func Unreadable(err error) bool {
+	var u *unreadable
+	return errors.As(err, &u)
+}
+
+// field returns the index of the field key names, in any letter case (-1: unknown).
+func (o Object) field(key string) int {
+	for i, f := range o.Fields {
+		if f.Name == key {
+			return i
+		}
+	}
+	for i, f := range o.Fields {
+		if strings.EqualFold(f.Name, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (o Object) names() []string {
+	out := make([]string, 0, len(o.Fields))
+	for _, f := range o.Fields {
+		out = append(out, f.Name)
+	}
+	return out
+}
+
+func (o Object) path(key string) string {
+	if o.Path == "" {
+		return key
+	}
+	return o.Path + "." + key
+}
+
+// assign decodes raw into dst; the error is the kind of value dst takes ("a string").
+// null leaves dst as it is (a **bool or **int becomes nil), as encoding/json does.
+func assign(dst any, raw json.RawMessage) error {
+	if string(raw) == "null" {
+		switch p := dst.(type) {
+		case **bool:
+			*p = nil
+		case **int:
+			*p = nil
+		}
+		return nil
+	}
+	switch p := dst.(type) {
+	case *json.RawMessage:
+		*p = append((*p)[:0], raw...)
+	case *string:
+		if raw[0] != '"' {
+			return errors.New("a string")
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return errors.New("a string")
+		}
+		*p = s
+	case *bool, **bool:
+		var b bool
+		switch string(raw) {
+		case "true":
+			b = true
+		case "false":
+		default:
+			return errors.New("a boolean (true or false)")
+		}
+		if q, ok := p.(*bool); ok {
+			*q = b
+		} else {
+			*p.(**bool) = &b
+		}
+	case *int, **int:
+		if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+			return errors.New("a whole number")
+		}
+		n, err := strconv.ParseInt(string(raw), 10, strconv.IntSize)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return fmt.Errorf("a whole number between %d and %d", int64(minInt), int64(maxInt))
+			}
+			return errors.New("a whole number (no fraction or exponent)")
+		}
+		if q, ok := p.(*int); ok {
+			*q = int(n)
+		} else {
+			v := int(n)
+			*p.(**int) = &v
+		}
+	default:
+		panic(fmt.Sprintf("configkeys: unsupported destination %T", dst))
+	}
+	return nil
+}
+
+const (
+	maxInt = int(^uint(0) >> 1)
+	minInt = -maxInt - 1
+)
+
+// maxShown bounds the length of a value quoted in a message.
+const maxShown = 40
+
+// describe says what a JSON value is, in words: `the string "24"`, `the number 1.5`,
+// `true`, `an object`, `an array`.
+func describe(raw []byte) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			if r := []rune(s); len(r) > maxShown {
+				s = string(r[:maxShown]) + "…"
+			}
+			return "the string " + strconv.Quote(s)
+		}
+	case 't', 'f':
+		return "the boolean " + string(raw)
+	case 'n':
+		return "null"
+	}
+	s := string(raw)
+	if len(s) > maxShown {
+		s = s[:maxShown] + "…"
+	}
+	return "the number " + s
+}
+
+// syntaxText is a JSON syntax error in words, with the position it was found at.
+func syntaxText(err error, data []byte) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) && se.Error() == "unexpected end of JSON input" {
+		return "it ends too early (a missing closing brace or quote?)"
+	}
+	if errors.As(err, &se) {
+		line, col := position(data, se.Offset)
+		return fmt.Sprintf("%s (line %d, column %d)", se.Error(), line, col)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "it ends too early (a missing closing brace or quote?)"
+	}
+	return err.Error()
+}
+
+// position turns the offset of a syntax error (the bytes read up to and including the
+// offending one) into the 1-based line and column of the offending byte.
+func position(data []byte, off int64) (line, col int) {
+	off = min(max(off, 1), int64(len(data)))
+	before := data[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(off) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, col
+}
+
+// Suggest returns the candidate that s is probably a misspelling of: the closest in
+// letter-case-insensitive edit distance (a transposition counts as one edit, so "VIN"
+// is one edit from "VNI"), if close enough for the shorter word's length; "" otherwise.
+func Suggest(s string, candidates []string) string {
+	best, bestD := "", -1
+	ls := strings.ToLower(s)
+	for _, c := range candidates {
+		lc := strings.ToLower(c)
+		if lc == ls {
+			continue
+		}
+		d := distance(ls, lc)
+		if d > allowed(min(len([]rune(ls)), len([]rune(lc)))) {
+			continue
+		}
+		if bestD < 0 || d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// allowed is how many edits a word of n letters may be off and still be suggested.
+func allowed(n int) int {
+	switch {
+	case n <= 4:
+		return 1
+	case n <= 8:
+		return 2
+	}
+	return 3
+}
+
+// distance is the optimal string alignment distance between a and b: insertions,
+// deletions, substitutions and transpositions of neighbours, each one edit.
+func distance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
+}
