@@ -1,0 +1,55 @@
+// Package logwarn writes structured warnings through klog. klog's structured calls
+// have no warning level (only InfoS and ErrorS); S writes a W line shaped like theirs,
+// `"message" key="value" n=2`, so that warnings read and grep like the other lines.
+package logwarn
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"k8s.io/klog/v2"
+)
+
+// S logs msg and the key/value pairs as a warning, attributed to its caller.
+func S(msg string, keysAndValues ...any) {
+	klog.WarningDepth(1, Format(msg, keysAndValues...))
+}
+
+// Format renders msg and the pairs as S writes them: strings, errors and Stringers
+// quoted, string slices as JSON arrays, other values as fmt prints them. A key without
+// a value gets "(MISSING)", as klog does.
+func Format(msg string, keysAndValues ...any) string {
+	var b strings.Builder
+	b.WriteString(strconv.Quote(msg))
+	for i := 0; i < len(keysAndValues); i += 2 {
+		b.WriteByte(' ')
+		fmt.Fprint(&b, keysAndValues[i])
+		b.WriteByte('=')
+		if i+1 >= len(keysAndValues) {
+			b.WriteString(`"(MISSING)"`)
+			break
+		}
+		b.WriteString(value(keysAndValues[i+1]))
+	}
+	return b.String()
+}
+
+func value(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case error:
+		return strconv.Quote(x.Error())
+	case fmt.Stringer:
+		return strconv.Quote(x.String())
+	case []string:
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // "a -> b" stays readable
+		_ = enc.Encode(x)
+		return strings.TrimSuffix(b.String(), "\n")
+	}
+	return fmt.Sprint(v)
+}
