@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/flannel-go/flannel/pkg/configkeys"
 	"github.com/flannel-go/flannel/pkg/ip"
 )
 
@@ -31,12 +32,45 @@ type Config struct {
 	BackendType string
 	// Backend is the raw Backend object, handed to the backend to parse its own keys.
 	Backend json.RawMessage
+	// Warnings are the top-level keys that have no effect: unknown (with the known key
+	// they probably misspell), or written twice. The Backend object's keys are its
+	// backend's to check.
+	Warnings []configkeys.Warning
+	// Raw is the config's text as read, for comparing it with a later version
+	// (ChangedKeys).
+	Raw string
 }
 
 // DefaultBackendType is what upstream uses when the config has no Backend object.
 const DefaultBackendType = "udp"
 
-// rawConfig mirrors the JSON; encoding/json matches keys case-insensitively, as upstream.
+// ConfigError is a network config that cannot be used: every problem found, and what
+// could be read of it so that the caller can check the backend's own keys as well.
+type ConfigError struct {
+	// Problems are the problems found, each in its own words (upstream's where upstream
+	// has one).
+	Problems []error
+	// Warnings are the top-level keys that have no effect, as Config.Warnings.
+	Warnings []configkeys.Warning
+	// BackendType and Backend are the lower-cased Backend.Type and the Backend object
+	// when they could be read ("" and nil otherwise).
+	BackendType string
+	Backend     json.RawMessage
+}
+
+// Error joins the problems with "; ", on one line.
+func (e *ConfigError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap returns the problems.
+func (e *ConfigError) Unwrap() []error { return e.Problems }
+
+// rawConfig receives the top-level keys (case-insensitively, as upstream's decoding).
 type rawConfig struct {
 	EnableIPv4     *bool
 	EnableIPv6     bool
@@ -52,42 +86,99 @@ type rawConfig struct {
 	Backend        json.RawMessage
 }
 
+func (r *rawConfig) object() configkeys.Object {
+	return configkeys.Object{Fields: []configkeys.Field{
+		{Name: "EnableIPv4", Into: &r.EnableIPv4},
+		{Name: "EnableIPv6", Into: &r.EnableIPv6},
+		{Name: "EnableNFTables", Into: &r.EnableNFTables},
+		{Name: "Network", Into: &r.Network},
+		{Name: "SubnetMin", Into: &r.SubnetMin},
+		{Name: "SubnetMax", Into: &r.SubnetMax},
+		{Name: "SubnetLen", Into: &r.SubnetLen},
+		{Name: "IPv6Network", Into: &r.IPv6Network},
+		{Name: "IPv6SubnetMin", Into: &r.IPv6SubnetMin},
+		{Name: "IPv6SubnetMax", Into: &r.IPv6SubnetMax},
+		{Name: "IPv6SubnetLen", Into: &r.IPv6SubnetLen},
+		{Name: "Backend", Into: &r.Backend},
+	}}
+}
+
 // ParseConfig decodes the network configuration and validates it, filling in defaults.
-// All problems found are returned together (errors.Join), each with upstream's message.
+// A config that cannot be used is a *ConfigError with every problem found: a family
+// whose keys could not be decoded is not validated further, so that one mistake gives
+// one message.
 func ParseConfig(s string) (*Config, error) {
-	cfg, err := DecodeConfig(s)
-	if err != nil {
-		return nil, err
+	cfg, errs, bad := decode(s)
+	if cfg == nil {
+		return nil, &ConfigError{Problems: errs}
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	skip4 := bad["EnableIPv4"] || bad["Network"] || bad["SubnetLen"] || bad["SubnetMin"] || bad["SubnetMax"]
+	skip6 := bad["EnableIPv6"] || bad["IPv6Network"] || bad["IPv6SubnetLen"] || bad["IPv6SubnetMin"] || bad["IPv6SubnetMax"]
+	errs = append(errs, cfg.validate(skip4, skip6)...)
+	if len(errs) > 0 {
+		return nil, cfg.error(errs)
 	}
 	return cfg, nil
 }
 
 // DecodeConfig parses the JSON only: no range checks or defaults for subnets
-// (upstream's kube mode works this way). Syntax and type errors of every field are reported.
+// (upstream's kube mode works this way). Syntax and type errors of every field are
+// reported, as a *ConfigError.
 func DecodeConfig(s string) (*Config, error) {
-	var raw rawConfig
-	dec := json.NewDecoder(strings.NewReader(s))
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("invalid network config JSON: %w", err)
+	cfg, errs, _ := decode(s)
+	if cfg == nil {
+		return nil, &ConfigError{Problems: errs}
 	}
-	cfg := &Config{
+	if len(errs) > 0 {
+		return nil, cfg.error(errs)
+	}
+	return cfg, nil
+}
+
+// error is the ConfigError of a decoded config with problems.
+func (c *Config) error(errs []error) *ConfigError {
+	ce := &ConfigError{Problems: errs, Warnings: c.Warnings, BackendType: c.BackendType}
+	if c.BackendType != "" {
+		ce.Backend = c.Backend
+	}
+	return ce
+}
+
+// decode reads the config and returns the problems found and the keys they are about;
+// cfg is nil when nothing could be read (invalid JSON, not an object).
+func decode(s string) (cfg *Config, errs []error, bad map[string]bool) {
+	var raw rawConfig
+	warns, err := raw.object().Decode([]byte(s))
+	if configkeys.Unreadable(err) {
+		return nil, []error{err}, nil
+	}
+	bad = make(map[string]bool)
+	if err != nil {
+		errs = unjoin(err)
+		for _, e := range errs {
+			var ke *configkeys.KeyError
+			if errors.As(e, &ke) {
+				bad[ke.Key] = true
+			}
+		}
+	}
+	cfg = &Config{
 		EnableIPv4:     raw.EnableIPv4 == nil || *raw.EnableIPv4,
 		EnableIPv6:     raw.EnableIPv6,
 		EnableNFTables: raw.EnableNFTables,
 		SubnetLen:      raw.SubnetLen,
 		IPv6SubnetLen:  raw.IPv6SubnetLen,
 		Backend:        raw.Backend,
+		Warnings:       warns,
+		Raw:            s,
 	}
-	var errs []error
-	parsePrefix := func(s string, v6 bool, dst *netip.Prefix) {
+	parsePrefix := func(name, s string, v6 bool, dst *netip.Prefix) {
 		if s == "" {
 			return
 		}
 		p, err := netip.ParsePrefix(s)
 		if err != nil || p.Addr().Is4() == v6 || p.Addr().Zone() != "" {
+			bad[name] = true
 			if v6 {
 				errs = append(errs, fmt.Errorf("invalid IPv6 CIDR format: %q", s))
 			} else {
@@ -103,15 +194,16 @@ func DecodeConfig(s string) (*Config, error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Is4() == v6 || a.Is4In6() {
+			bad[name] = true
 			errs = append(errs, fmt.Errorf("%s: invalid IP address %q", name, s))
 			return
 		}
 		*dst = a
 	}
-	parsePrefix(raw.Network, false, &cfg.Network)
+	parsePrefix("Network", raw.Network, false, &cfg.Network)
 	parseAddr("SubnetMin", raw.SubnetMin, false, &cfg.SubnetMin)
 	parseAddr("SubnetMax", raw.SubnetMax, false, &cfg.SubnetMax)
-	parsePrefix(raw.IPv6Network, true, &cfg.IPv6Network)
+	parsePrefix("IPv6Network", raw.IPv6Network, true, &cfg.IPv6Network)
 	parseAddr("IPv6SubnetMin", raw.IPv6SubnetMin, true, &cfg.IPv6SubnetMin)
 	parseAddr("IPv6SubnetMax", raw.IPv6SubnetMax, true, &cfg.IPv6SubnetMax)
 
@@ -120,22 +212,31 @@ func DecodeConfig(s string) (*Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.BackendType = bt
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return cfg, nil
+	return cfg, errs, bad
 }
 
+// unjoin returns the errors an errors.Join holds, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// backendType reads Backend.Type, lower-cased; an absent Backend is DefaultBackendType.
 func backendType(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(raw) == 0 {
 		return DefaultBackendType, nil
 	}
 	var b struct{ Type string }
-	if err := json.Unmarshal(raw, &b); err != nil {
-		return "", fmt.Errorf("error decoding Backend property of config: %v", err)
+	// The other keys are the backend's to check: its warnings are not ours.
+	obj := configkeys.Object{Path: "Backend", Prefix: "error decoding Backend property of config: ",
+		Fields: []configkeys.Field{{Name: "Type", Into: &b.Type}}}
+	if _, err := obj.Decode(raw); err != nil {
+		return "", err
 	}
 	if b.Type == "" {
-		return "", errors.New("unknown backend type: ")
+		return "", errors.New(`unknown backend type: (Backend has no Type; write e.g. "Type":"vxlan")`)
 	}
 	return strings.ToLower(b.Type), nil
 }
@@ -143,11 +244,16 @@ func backendType(raw json.RawMessage) (string, error) {
 // Validate checks each enabled family with upstream's rules and messages
 // (CheckNetworkConfig) and fills in SubnetLen/SubnetMin/SubnetMax defaults.
 func (c *Config) Validate() error {
+	return errors.Join(c.validate(false, false)...)
+}
+
+// validate is Validate, skipping the families whose keys had problems already.
+func (c *Config) validate(skip4, skip6 bool) []error {
 	var errs []error
-	if !c.EnableIPv4 && !c.EnableIPv6 {
+	if !c.EnableIPv4 && !c.EnableIPv6 && !skip4 && !skip6 {
 		errs = append(errs, errors.New("none defined stack: EnableIPv4 and EnableIPv6 are both false"))
 	}
-	if c.EnableIPv4 {
+	if c.EnableIPv4 && !skip4 {
 		errs = append(errs, validateFamily(family{
 			network: &c.Network, min: &c.SubnetMin, max: &c.SubnetMax, subnetLen: &c.SubnetLen,
 			maxSubnetLen: 30, minUsefulPrefix: 28, defaultLen: 24,
@@ -157,7 +263,7 @@ func (c *Config) Validate() error {
 			nameMin:     "SubnetMin", nameMax: "SubnetMax", nameNetwork: "Network",
 		})...)
 	}
-	if c.EnableIPv6 {
+	if c.EnableIPv6 && !skip6 {
 		errs = append(errs, validateFamily(family{
 			network: &c.IPv6Network, min: &c.IPv6SubnetMin, max: &c.IPv6SubnetMax, subnetLen: &c.IPv6SubnetLen,
 			maxSubnetLen: 126, minUsefulPrefix: 124, defaultLen: 64,
@@ -167,7 +273,7 @@ func (c *Config) Validate() error {
 			nameMin:     "IPv6SubnetMin", nameMax: "IPv6SubnetMax", nameNetwork: "IPv6Network",
 		})...)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 type family struct {

@@ -1,6 +1,8 @@
 package subnet
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -78,6 +80,101 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("%s: error %q does not contain %q", c.json, err, w)
 			}
 		}
+	}
+}
+
+// The config problems word for word, as the daemon logs them (the golden texts of the
+// operator's view; Documentation/configuration.md quotes some of them).
+func TestConfigErrorTexts(t *testing.T) {
+	cases := []struct{ json, want string }{
+		{`{"Network":"10.3.0.0/16","SubnetLen":"24"}`, `SubnetLen must be a whole number, not the string "24"`},
+		{`{"Network":10,"EnableIPv6":"yes","SubnetLen":24.5}`, `Network must be a string, not the number 10; ` +
+			`EnableIPv6 must be a boolean (true or false), not the string "yes"; ` +
+			`SubnetLen must be a whole number (no fraction or exponent), not the number 24.5`},
+		{`{"Network":"10.3.0.0/16","EnableNFTables":1}`, `EnableNFTables must be a boolean (true or false), not the number 1`},
+		{`{"Network":"10.3.0.0/16","EnableIPv4":"false"}`, `EnableIPv4 must be a boolean (true or false), not the string "false"`},
+		{`{"Network":"10.3.0.0/16","SubnetMin":["10.3.1.0"]}`, `SubnetMin must be a string, not an array`},
+		{`{"Network":"10.3.0.0/16","Backend":"vxlan"}`, `error decoding Backend property of config: Backend must be a JSON object, not the string "vxlan"`},
+		{`{"Network":"10.3.0.0/16","Backend":{"Type":5}}`, `error decoding Backend property of config: Backend.Type must be a string, not the number 5`},
+		{`{"Network":"10.3.0.0/16","Backend":{}}`, `unknown backend type: (Backend has no Type; write e.g. "Type":"vxlan")`},
+		{`{"Network":"10.3.0.0/16",}`, `invalid network config JSON: invalid character '}' looking for beginning of object key string (line 1, column 26)`},
+		{"{\n  \"Network\": \"10.3.0.0/16\"\n", `invalid network config JSON: it ends too early (a missing closing brace or quote?)`},
+		{`[1]`, `the network config must be a JSON object, not an array`},
+		{``, `invalid network config JSON: it ends too early (a missing closing brace or quote?)`},
+		// A key with a problem is not judged again by the range checks of its family...
+		{`{"Network":"banana"}`, `invalid IPv4 CIDR format: "banana"`},
+		{`{"Network":"10.3.0.0/16","SubnetLen":"x"}`, `SubnetLen must be a whole number, not the string "x"`},
+		// ...but every other problem is reported with it.
+		{`{"Network":"10.3.0.0/29","EnableNFTables":"yes","Backend":{"Type":"vxlan"}}`,
+			`EnableNFTables must be a boolean (true or false), not the string "yes"; network is too small. Minimum useful network prefix is /28`},
+		{`{"Network":"10.3.0.0/16","EnableIPv6":true,"IPv6Network":"10.0.0.0/8","SubnetMax":"x"}`,
+			`SubnetMax: invalid IP address "x"; invalid IPv6 CIDR format: "10.0.0.0/8"`},
+	}
+	for _, c := range cases {
+		_, err := ParseConfig(c.json)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%s:\n got %v\nwant %s", c.json, err, c.want)
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: %T is not a *ConfigError", c.json, err)
+		}
+		if strings.Contains(fmt.Sprint(err), "Go ") || strings.Contains(fmt.Sprint(err), "rawConfig") {
+			t.Errorf("%s: Go internals in %q", c.json, err)
+		}
+	}
+}
+
+// A config with problems still says what its Backend is, so that the backend's own keys
+// are checked in the same round.
+func TestConfigErrorKeepsBackend(t *testing.T) {
+	_, err := ParseConfig(`{"Network":"10.3.0.0/29","Backend":{"Type":"VXALN","VIN":1}}`)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v", err)
+	}
+	if ce.BackendType != "vxaln" || string(ce.Backend) != `{"Type":"VXALN","VIN":1}` {
+		t.Errorf("backend %q %s", ce.BackendType, ce.Backend)
+	}
+	_, err = ParseConfig(`{"Network":"10.3.0.0/16","Backend":{"Type":7}}`)
+	if !errors.As(err, &ce) || ce.BackendType != "" || ce.Backend != nil {
+		t.Errorf("unreadable Backend: %+v", ce)
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	cases := []struct {
+		json string
+		want []string
+	}{
+		{`{"Network":"10.3.0.0/16","Backend":{"Type":"vxlan","VIN":2}}`, nil}, // the backend's keys are its own
+		{`{"network":"10.3.0.0/16","subnetlen":24,"BACKEND":{"Type":"vxlan"}}`, nil},
+		{`{"Netwrok":"10.3.0.0/16","network":"10.3.0.0/16","SubnetLength":22,"Backends":{},"Foo":1}`, []string{
+			`unknown key "Netwrok" (did you mean "Network"?)`,
+			`unknown key "SubnetLength" (did you mean "SubnetLen"?)`,
+			`unknown key "Backends" (did you mean "Backend"?)`,
+			`unknown key "Foo"`}},
+		{`{"Network":"10.3.0.0/16","network":"10.4.0.0/16"}`, []string{`key "network" repeats "Network"; the last one counts`}},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig(c.json)
+		if err != nil {
+			t.Errorf("%s: %v", c.json, err)
+			continue
+		}
+		var got []string
+		for _, w := range cfg.Warnings {
+			got = append(got, w.String())
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s:\n got %q\nwant %q", c.json, got, c.want)
+		}
+	}
+	// Warnings come with a config that has problems too.
+	_, err := ParseConfig(`{"Netwrok":"10.3.0.0/16"}`)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || len(ce.Warnings) != 1 || ce.Warnings[0].Suggest != "Network" {
+		t.Errorf("got %v %+v", err, ce)
 	}
 }
 
