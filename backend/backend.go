@@ -24,6 +24,7 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -31,6 +32,7 @@ import (
 	"strings"
 
 	"github.com/flannel-go/flannel/pkg/claim"
+	"github.com/flannel-go/flannel/pkg/configkeys"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
@@ -45,8 +47,17 @@ type ExternalInterface struct {
 	ExtV6Addr   netip.Addr // IPv6 address peers use to reach us
 }
 
-// Constructor builds a backend for a network config. It must not touch the kernel.
+// Constructor builds a backend for a network config. It must not touch the kernel, so
+// the daemon may call it again (with a corrected config) after it failed.
 type Constructor func(ext *ExternalInterface, cfg *subnet.Config) (Backend, error)
+
+// ConfigChecker checks a backend's own keys (the network config's Backend object, nil
+// when absent) by themselves, without the rest of the config or the node, so that their
+// problems are reported together with those of the rest of the config. It returns the
+// keys that have no effect (unknown ones with the key they probably misspell) and every
+// problem of the keys it knows, joined. The Constructor checks the same again, and what
+// depends on the node.
+type ConfigChecker func(raw json.RawMessage) ([]configkeys.Warning, error)
 
 // Backend sets up a node for one network.
 type Backend interface {

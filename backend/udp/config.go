@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/configkeys"
 )
 
 // DefaultPort is upstream's udp port.
@@ -20,16 +23,38 @@ type Config struct {
 	Port int // UDP port of every node (default 8285)
 }
 
-// parseConfig decodes the Backend object (keys matched case-insensitively, unknown keys
-// ignored, as upstream) and fills in the default port. An absent Backend is valid: it is
-// how a config selects udp implicitly.
+var _ backend.ConfigChecker = CheckConfig
+
+// CheckConfig checks the udp backend's own keys (the Backend object): it returns the
+// keys that have no effect (unknown ones with the key they probably misspell) and every
+// problem of the keys it knows, joined.
+func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
+	_, warns, err := decodeConfig(raw)
+	return warns, err
+}
+
+// parseConfig decodes the Backend object (keys matched case-insensitively) and fills in
+// the default port. An absent Backend is valid: it is how a config selects udp
+// implicitly.
 func parseConfig(raw []byte) (Config, error) {
+	c, _, err := decodeConfig(raw)
+	return c, err
+}
+
+func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
+		Type string
 		Port int
 	}
+	var warns []configkeys.Warning
 	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &in); err != nil {
-			return Config{}, fmt.Errorf("error decoding UDP backend config: %w", err)
+		obj := configkeys.Object{Path: "Backend", Prefix: "udp: ", Fields: []configkeys.Field{
+			{Name: "Type", Into: &in.Type},
+			{Name: "Port", Into: &in.Port},
+		}}
+		var err error
+		if warns, err = obj.Decode(raw); err != nil {
+			return Config{}, warns, err
 		}
 	}
 	c := Config{Port: in.Port}
@@ -37,7 +62,7 @@ func parseConfig(raw []byte) (Config, error) {
 		c.Port = DefaultPort
 	}
 	if c.Port < 1 || c.Port > 65535 {
-		return Config{}, fmt.Errorf("udp: Port %d out of range 1..65535", c.Port)
+		return Config{}, warns, fmt.Errorf("udp: Port %d out of range 1..65535", c.Port)
 	}
-	return c, nil
+	return c, warns, nil
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/configkeys"
 )
 
 // Limits of the config values.
@@ -39,11 +42,25 @@ type Config struct {
 	ChecksumOffload ChecksumOffload
 }
 
-// parseConfig decodes the Backend object (keys matched case-insensitively, unknown
-// keys such as the Windows-only MacPrefix and Name ignored), fills in defaults and checks
-// ranges. ifaceMTU is the external interface's MTU, the default for MTU; v6 says whether
-// the IPv6 device will exist (it needs a device MTU, MTU - 70, of at least 1280).
-func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
+// windowsOnly is why the Windows backend's keys have no effect here.
+const windowsOnly = "used by flanneld on Windows only"
+
+var _ backend.ConfigChecker = CheckConfig
+
+// CheckConfig checks the vxlan backend's own keys (the Backend object) without a node:
+// it returns the keys that have no effect (unknown ones with the key they probably
+// misspell, the Windows-only MacPrefix and Name) and every problem of the keys it
+// knows, joined. What depends on the node (the MTU's default and minimum) is left to
+// New.
+func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
+	_, warns, err := decodeConfig(raw)
+	return warns, err
+}
+
+// decodeConfig decodes the Backend object (keys matched case-insensitively), fills in
+// the defaults that do not depend on the node and checks ranges. MTU stays 0 when not
+// given.
+func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
 		Type          string
 		VNI           *int
@@ -55,10 +72,28 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 		// ChecksumOffload is checked by parseChecksumOffload for a clear message.
 		ChecksumOffload json.RawMessage
 	}
+	var warns []configkeys.Warning
+	var errs []error
 	if len(bytes.TrimSpace(raw)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		if err := dec.Decode(&in); err != nil {
-			return Config{}, fmt.Errorf("error decoding VXLAN backend config: %w", err)
+		obj := configkeys.Object{Path: "Backend", Prefix: "vxlan: ", Fields: []configkeys.Field{
+			{Name: "Type", Into: &in.Type},
+			{Name: "VNI", Into: &in.VNI},
+			{Name: "Port", Into: &in.Port},
+			{Name: "MTU", Into: &in.MTU},
+			{Name: "GBP", Into: &in.GBP},
+			{Name: "Learning", Into: &in.Learning},
+			{Name: "DirectRouting", Into: &in.DirectRouting},
+			{Name: "ChecksumOffload", Into: &in.ChecksumOffload},
+			{Name: "MacPrefix", Ignored: windowsOnly},
+			{Name: "Name", Ignored: windowsOnly},
+		}}
+		var err error
+		warns, err = obj.Decode(raw)
+		if configkeys.Unreadable(err) {
+			return Config{}, nil, err
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	c := Config{
@@ -72,7 +107,6 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	if in.VNI != nil {
 		c.VNI = *in.VNI
 	}
-	var errs []error
 	if c.VNI < 1 || c.VNI > maxVNI {
 		errs = append(errs, fmt.Errorf("vxlan: VNI %d out of range 1..%d", c.VNI, maxVNI))
 	}
@@ -87,25 +121,41 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	switch {
 	case c.MTU < 0:
 		errs = append(errs, fmt.Errorf("vxlan: MTU %d is negative", c.MTU))
-	case c.MTU == 0 && ifaceMTU <= 0:
-		errs = append(errs, errors.New("vxlan: MTU not configured and the external interface MTU is unknown"))
-	default:
-		if c.MTU == 0 {
-			c.MTU = ifaceMTU
-		}
-		switch {
-		case c.MTU > 65535:
-			errs = append(errs, fmt.Errorf("vxlan: MTU %d is larger than 65535", c.MTU))
-		case c.MTU-overhead < minDeviceMTU:
-			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small: the device MTU (MTU - %d) must be at least %d",
-				c.MTU, overhead, minDeviceMTU))
-		case v6 && c.MTU-v6Overhead < minV6DeviceMTU:
-			errs = append(errs, fmt.Errorf("vxlan: MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d",
-				c.MTU, v6Overhead, minV6DeviceMTU))
-		}
+	case c.MTU > 65535:
+		errs = append(errs, fmt.Errorf("vxlan: MTU %d is larger than 65535", c.MTU))
+	case c.MTU > 0 && c.MTU-overhead < minDeviceMTU:
+		errs = append(errs, fmt.Errorf("vxlan: MTU %d too small: the device MTU (MTU - %d) must be at least %d",
+			c.MTU, overhead, minDeviceMTU))
 	}
 	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+		return Config{}, warns, errors.Join(errs...)
+	}
+	return c, warns, nil
+}
+
+// parseConfig is decodeConfig completed for this node: ifaceMTU is the external
+// interface's MTU, the default for MTU; v6 says whether the IPv6 device will exist (it
+// needs a device MTU, MTU - 70, of at least 1280).
+func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
+	c, _, err := decodeConfig(raw)
+	if err != nil {
+		return Config{}, err
+	}
+	if c.MTU == 0 {
+		if ifaceMTU <= 0 {
+			return Config{}, errors.New("vxlan: MTU not configured and the external interface MTU is unknown")
+		}
+		c.MTU = ifaceMTU
+	}
+	switch {
+	case c.MTU > 65535:
+		return Config{}, fmt.Errorf("vxlan: MTU %d is larger than 65535", c.MTU)
+	case c.MTU-overhead < minDeviceMTU:
+		return Config{}, fmt.Errorf("vxlan: MTU %d too small: the device MTU (MTU - %d) must be at least %d",
+			c.MTU, overhead, minDeviceMTU)
+	case v6 && c.MTU-v6Overhead < minV6DeviceMTU:
+		return Config{}, fmt.Errorf("vxlan: MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d",
+			c.MTU, v6Overhead, minV6DeviceMTU)
 	}
 	return c, nil
 }

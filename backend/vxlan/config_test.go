@@ -43,10 +43,10 @@ func TestParseConfig(t *testing.T) {
 		{name: "v6 device below the IPv6 minimum", in: `{"MTU":1349}`, ifMTU: 1500, v6: true, wantErr: "(MTU - 70) must be at least 1280"},
 		{name: "v4 only needs no IPv6 minimum", in: `{"MTU":1349}`, ifMTU: 1500, want: Config{VNI: 1, MTU: 1349}},
 		{name: "interface MTU unknown", in: `{}`, ifMTU: 0, wantErr: "MTU not configured"},
-		{name: "bad JSON", in: `{"VNI":`, ifMTU: 1500, wantErr: "error decoding VXLAN backend config"},
-		{name: "wrong type", in: `{"VNI":"1"}`, ifMTU: 1500, wantErr: "error decoding VXLAN backend config"},
-		{name: "fractional", in: `{"Port":1.5}`, ifMTU: 1500, wantErr: "error decoding"},
-		{name: "not an object", in: `[1]`, ifMTU: 1500, wantErr: "error decoding"},
+		{name: "bad JSON", in: `{"VNI":`, ifMTU: 1500, wantErr: "vxlan: invalid Backend JSON"},
+		{name: "wrong type", in: `{"VNI":"1"}`, ifMTU: 1500, wantErr: `Backend.VNI must be a whole number`},
+		{name: "fractional", in: `{"Port":1.5}`, ifMTU: 1500, wantErr: "Backend.Port must be a whole number"},
+		{name: "not an object", in: `[1]`, ifMTU: 1500, wantErr: "vxlan: Backend must be a JSON object, not an array"},
 		{name: "several errors together", in: `{"VNI":0,"Port":70000}`, ifMTU: 1500, wantErr: "Port 70000"},
 	}
 	for _, tc := range cases {
@@ -65,6 +65,57 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The problems of the vxlan keys word for word, all of them at once (golden texts; the
+// daemon logs them and retries, Documentation/backends.md quotes some).
+func TestCheckConfigTexts(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{`{"Type":"vxlan"}`, ""},
+		{`{"Type":"vxlan","VNI":"1"}`, `vxlan: Backend.VNI must be a whole number, not the string "1"`},
+		{`{"Type":"vxlan","ChecksumOffload":"yes"}`, `vxlan: ChecksumOffload must be "auto", "on" or "off", not "yes"`},
+		{`{"Type":"vxlan","ChecksumOffload":true}`, `vxlan: ChecksumOffload must be "auto", "on" or "off", not true`},
+		{`{"Type":"vxlan","GBP":"yes"}`, `vxlan: Backend.GBP must be a boolean (true or false), not the string "yes"`},
+		{`{"Type":"vxlan","DirectRouting":1}`, `vxlan: Backend.DirectRouting must be a boolean (true or false), not the number 1`},
+		{`{"Type":"vxlan","MTU":"1400"}`, `vxlan: Backend.MTU must be a whole number, not the string "1400"`},
+		{`{"Type":"vxlan","MTU":100}`, `vxlan: MTU 100 too small: the device MTU (MTU - 50) must be at least 68`},
+		{`{"Type":"vxlan","VNI":0,"Port":70000,"ChecksumOffload":"yes","Learning":"no"}`,
+			"vxlan: Backend.Learning must be a boolean (true or false), not the string \"no\"\n" +
+				"vxlan: VNI 0 out of range 1..16777215\n" +
+				`vxlan: ChecksumOffload must be "auto", "on" or "off", not "yes"` + "\n" +
+				"vxlan: Port 70000 out of range 0..65535"},
+	}
+	for _, c := range cases {
+		_, err := CheckConfig([]byte(c.in))
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.in, got, c.want)
+		}
+	}
+}
+
+func TestCheckConfigWarnings(t *testing.T) {
+	warns, err := CheckConfig([]byte(`{"type":"vxlan","VIN":2,"Prot":8472,"MacPrefix":"0E-2A","name":"x","Mystery":1,"directrouting":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range warns {
+		got = append(got, w.String())
+	}
+	want := []string{
+		`unknown key "Backend.VIN" (did you mean "VNI"?)`,
+		`unknown key "Backend.Prot" (did you mean "Port"?)`,
+		`key "Backend.MacPrefix" ignored: used by flanneld on Windows only`,
+		`key "Backend.name" ignored: used by flanneld on Windows only`,
+		`unknown key "Backend.Mystery"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings\n got %q\nwant %q", got, want)
 	}
 }
 
