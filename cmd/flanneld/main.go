@@ -156,6 +156,11 @@ func run() int {
 			"host-gw": hostgw.New,
 			"udp":     udp.New,
 		},
+		CheckBackendConfig: map[string]backend.ConfigChecker{
+			"vxlan":   vxlan.CheckConfig,
+			"host-gw": hostgw.CheckConfig,
+			"udp":     udp.CheckConfig,
+		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
 			if ps, ok := sm.(subnet.PublicIPSource); ok {

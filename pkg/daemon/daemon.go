@@ -3,10 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -28,6 +26,10 @@ type Deps struct {
 	Manager subnet.Manager
 	// Backends maps a lower-cased backend type to its constructor.
 	Backends map[string]backend.Constructor
+	// CheckBackendConfig maps a backend type to the check of its own config keys, so
+	// that their problems and unknown keys are reported with the rest of the config's
+	// (optional per type: without one, the constructor's refusal is reported alone).
+	CheckBackendConfig map[string]backend.ConfigChecker
 	// LookupExtIface selects the external interface for a network config.
 	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
 	// Notify sends a service state to the service manager ("READY=1" once the subnet
@@ -100,8 +102,10 @@ var defaultTimings = timings{
 }
 
 // Run runs the daemon until ctx ends (nil) or the lease is lost (an error wrapping
-// subnet.ErrLeaseRevoked). Configuration and datastore problems are retried, not fatal;
-// an unusable backend or interface is an error.
+// subnet.ErrLeaseRevoked). Problems of the network config (including the backend's
+// options and the backend's refusal of this node) and of the datastore are retried, not
+// fatal (setupBackend); an external interface that cannot be found, a backend that
+// cannot set up its devices and a permanent lease problem are errors.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return run(ctx, cfg, deps, defaultTimings)
 }
@@ -109,7 +113,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ready := healthz.NewReadiness(checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
+	ready := healthz.NewReadiness(checkNetworkConfig, checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
 	deps.Status.setReadiness(ready)
 	defer deps.Status.setPhase(control.PhaseStopping)
 	obs := observer(deps, dc.RenewMargin, ready)
@@ -120,28 +124,18 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		}
 	}
 
-	cfg, err := fetchConfig(ctx, deps.Manager, obs, tm.configRetry)
+	cfg, be, err := setupBackend(ctx, deps, obs, ready, tm.configRetry)
 	if err != nil {
-		return nil // cancelled while waiting for a config
+		if ctx.Err() != nil {
+			return nil // cancelled while waiting for a config
+		}
+		return err
 	}
 	klog.InfoS("Found network config", "backendType", cfg.BackendType)
 	deps.Status.setConfig(cfg)
 	deps.Status.setPhase(control.PhaseAcquiring)
 	if len(cfg.Backend) == 0 {
 		klog.InfoS("The network config has no Backend: using the udp backend, as upstream flanneld does. Set Backend.Type (e.g. vxlan) to choose another")
-	}
-	ctor, ok := deps.Backends[cfg.BackendType]
-	if !ok {
-		return fmt.Errorf("error fetching backend: unknown backend type: %s (this build has: %s)",
-			cfg.BackendType, strings.Join(slices.Sorted(maps.Keys(deps.Backends)), ", "))
-	}
-	ext, err := deps.LookupExtIface(cfg)
-	if err != nil {
-		return fmt.Errorf("failed to find any valid interface to use: %w", err)
-	}
-	be, err := ctor(ext, cfg)
-	if err != nil {
-		return fmt.Errorf("error creating %s backend: %w", cfg.BackendType, err)
 	}
 	setObserver(obs, be, deps.TrafficRules)
 
@@ -217,6 +211,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if cfg.EnableIPv6 {
 		env.IPv6Network, env.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
 	}
+	noteMTUChange(dc.SubnetFile, env.MTU)
 	if err := subnetenv.Write(dc.SubnetFile, env); err != nil {
 		klog.ErrorS(err, "Failed to write subnet file", "path", dc.SubnetFile)
 		ready.Set(checkSubnetFile, err)
@@ -239,6 +234,12 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		}
 	}
 	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
+
+	if w, ok := deps.Manager.(subnet.ConfigWatcher); ok {
+		followDone := make(chan struct{})
+		go func() { defer close(followDone); followConfig(ctx, w, cfg, deps) }()
+		defer func() { cancel(); <-followDone }()
+	}
 
 	kicks, watchDone := watchKernel(ctx, deps.KernelWatch, nw.WatchFilter(), tm)
 	defer func() { cancel(); <-watchDone }()
@@ -274,31 +275,6 @@ func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Network
 		n.IPv6Network, n.IPv6Subnet = cfg.IPv6Network, lease.IPv6Subnet
 	}
 	return n
-}
-
-// fetchConfig retries every period until a valid config appears, logging every problem
-// and reporting those that are not timeouts of an attempt to obs.
-func fetchConfig(ctx context.Context, sm subnet.Manager, obs observe.Observer, period time.Duration) (*subnet.Config, error) {
-	for {
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		cfg, err := sm.GetNetworkConfig(actx)
-		if err != nil && actx.Err() == nil {
-			obs.DatastoreError(observe.GetConfig, err)
-		}
-		cancel()
-		if err == nil {
-			return cfg, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err() // stopped, not a datastore problem
-		}
-		klog.ErrorS(err, "Couldn't fetch network config; retrying", "retryIn", period)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(period):
-		}
-	}
 }
 
 // acquire gets the lease, retrying datastore errors with backoff until ctx ends; a

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,14 +201,6 @@ func TestRunLifeCycle(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not end after the lease was revoked")
-	}
-}
-
-func TestRunUnknownBackend(t *testing.T) {
-	m := &fakeManager{configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}`}}
-	err := run(context.Background(), Config{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, Deps{Manager: m}, defaultTimings)
-	if err == nil || !strings.Contains(err.Error(), "unknown backend type: nope") {
-		t.Fatalf("got %v", err)
 	}
 }
 

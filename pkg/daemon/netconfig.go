@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/configkeys"
+	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/logwarn"
+	"github.com/flannel-go/flannel/pkg/observe"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// checkNetworkConfig is the readiness check of the network config: failing, with the
+// config's problems, while the daemon waits for a config it can use.
+const checkNetworkConfig = "network-config"
+
+// configRepeat is how often a config problem that has not changed is logged again while
+// the config is retried (every configRetry).
+const configRepeat = time.Minute
+
+// configReport is what a look at the network config found: the config's own problems,
+// those of the backend's keys, and the keys that have no effect.
+type configReport struct {
+	cfg      *subnet.Config // the config when it has no problem, else nil
+	problems []string
+	warnings []configkeys.Warning
+}
+
+// judgeConfig completes what the subnet manager made of the config (cfg, or err, which
+// holds a *subnet.ConfigError) with the backend type's existence and the backend's own
+// verdict on its keys, so that every problem is known at once.
+func judgeConfig(cfg *subnet.Config, err error, backends map[string]backend.Constructor, checkers map[string]backend.ConfigChecker) configReport {
+	var r configReport
+	var bt string
+	var raw json.RawMessage
+	if err != nil {
+		r.problems = append(r.problems, err.Error())
+		var ce *subnet.ConfigError
+		if errors.As(err, &ce) {
+			r.warnings, bt, raw = ce.Warnings, ce.BackendType, ce.Backend
+		}
+	} else {
+		r.warnings, bt, raw = cfg.Warnings, cfg.BackendType, cfg.Backend
+	}
+	if bt != "" {
+		if _, ok := backends[bt]; !ok {
+			r.problems = append(r.problems, unknownBackend(bt, backends))
+		} else if check := checkers[bt]; check != nil {
+			w, err := check(raw)
+			r.warnings = append(r.warnings, w...)
+			r.problems = append(r.problems, messages(err)...)
+		}
+	}
+	if len(r.problems) == 0 {
+		r.cfg = cfg
+	}
+	return r
+}
+
+// unknownBackend is upstream's message for a backend type this build lacks, with the
+// likely intended one and the list of those it has.
+func unknownBackend(bt string, backends map[string]backend.Constructor) string {
+	have := slices.Sorted(maps.Keys(backends))
+	msg := "unknown backend type: " + bt + " ("
+	if s := configkeys.Suggest(bt, have); s != "" {
+		msg += "did you mean " + s + "? "
+	}
+	return msg + "this build has: " + strings.Join(have, ", ") + ")"
+}
+
+// messages are the texts of err's joined errors (none for nil).
+func messages(err error) []string {
+	if err == nil {
+		return nil
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	out := make([]string, 0, len(errs))
+	for _, e := range errs {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// logWarnings logs one warning per key of the config that has no effect.
+func logWarnings(warns []configkeys.Warning) {
+	for _, w := range warns {
+		switch {
+		case w.Repeats != "":
+			logwarn.S("Key written twice in the network config; the last one counts", "key", w.Key, "first", w.Repeats)
+		case w.Ignored != "":
+			logwarn.S("Key of the network config ignored", "key", w.Key, "reason", w.Ignored)
+		case w.Suggest != "":
+			logwarn.S("Unknown key in the network config; ignored", "key", w.Key, "didYouMean", w.Suggest)
+		default:
+			logwarn.S("Unknown key in the network config; ignored", "key", w.Key)
+		}
+	}
+}
+
+func warningsText(warns []configkeys.Warning) string {
+	s := make([]string, len(warns))
+	for i, w := range warns {
+		s[i] = w.String()
+	}
+	return strings.Join(s, "\n")
+}
+
+// setupBackend waits for a network config the daemon can use and builds its backend.
+// Every problem of the config — its JSON, its values, the backend type, the backend's
+// own keys, and what the backend's constructor refuses on this node — is logged
+// together and retried every period, without exiting and without touching the kernel:
+// a data path already in place stays as it is. A problem is logged again when it
+// changes, and once every configRepeat while it lasts; the keys that have no effect
+// are logged as warnings whenever they change. Readiness's network-config check carries
+// the problems until the config is usable. Only an external interface that cannot be
+// found (a matter of flags) is returned as an error; ctx ending returns ctx.Err().
+func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *healthz.Readiness, period time.Duration) (*subnet.Config, backend.Backend, error) {
+	var logged, warned string // the problems and the warnings last logged
+	var loggedAt time.Time
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		cfg, err := deps.Manager.GetNetworkConfig(actx)
+		var ce *subnet.ConfigError
+		fetchErr := err != nil && !errors.As(err, &ce)
+		if fetchErr && actx.Err() == nil {
+			obs.DatastoreError(observe.GetConfig, err)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err() // stopped, not a datastore problem
+		}
+		if fetchErr {
+			klog.ErrorS(err, "Couldn't fetch network config; retrying", "retryIn", period)
+			ready.Set(checkNetworkConfig, fmt.Errorf("not read yet: %w", err))
+			logged = ""
+		} else {
+			r := judgeConfig(cfg, err, deps.Backends, deps.CheckBackendConfig)
+			if w := warningsText(r.warnings); w != warned {
+				logWarnings(r.warnings)
+				warned = w
+			}
+			if r.cfg != nil {
+				ext, err := deps.LookupExtIface(r.cfg)
+				if err != nil {
+					return nil, nil, fmt.Errorf("failed to find any valid interface to use: %w", err)
+				}
+				be, err := deps.Backends[r.cfg.BackendType](ext, r.cfg)
+				if err == nil {
+					ready.Set(checkNetworkConfig, nil)
+					return r.cfg, be, nil
+				}
+				r.problems = messages(err)
+			}
+			text := strings.Join(r.problems, "; ")
+			if text != logged || time.Since(loggedAt) >= configRepeat {
+				klog.ErrorS(errors.New(text), "Cannot use the network config; retrying until it is fixed", "retryIn", period)
+				logged, loggedAt = text, time.Now()
+			}
+			ready.Set(checkNetworkConfig, errors.New(text))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(period):
+		}
+	}
+}
+
+// followConfig reports, until ctx ends, each change of the network config in the
+// datastore against the running one in one warning line: which keys changed (old ->
+// new) and that a restart applies them, or that the new config has problems (which it
+// lists) or was deleted, so that a restart would wait. Nothing else changes: the
+// running config stays until the daemon restarts. A return to the running config is
+// logged too.
+func followConfig(ctx context.Context, w subnet.ConfigWatcher, running *subnet.Config, deps Deps) {
+	last, reported := running.Raw, false
+	err := w.WatchConfig(ctx, func(text string) {
+		if text == last {
+			return
+		}
+		last = text
+		if strings.TrimSpace(text) == "" {
+			logwarn.S("The network config was deleted; the running config stays (a restart would wait until one is written)")
+			reported = true
+			return
+		}
+		changes := subnet.ChangedKeys(running.Raw, text)
+		if len(changes) == 0 {
+			if reported {
+				klog.InfoS("The network config is the running one again; nothing to apply")
+				reported = false
+			}
+			return
+		}
+		shown := make([]string, len(changes))
+		for i, c := range changes {
+			shown[i] = c.String()
+		}
+		cfg, err := subnet.ParseConfig(text)
+		var ce *subnet.ConfigError
+		if err != nil && !errors.As(err, &ce) {
+			err = &subnet.ConfigError{Problems: []error{err}}
+		}
+		r := judgeConfig(cfg, err, deps.Backends, deps.CheckBackendConfig)
+		kv := []any{"changes", shown}
+		if len(r.warnings) > 0 {
+			kv = append(kv, "warnings", strings.Split(warningsText(r.warnings), "\n"))
+		}
+		if len(r.problems) > 0 {
+			kv = append(kv, "problems", strings.Join(r.problems, "; "))
+			logwarn.S("The network config changed and cannot be used; the running config stays (a restart would wait until it is fixed)", kv...)
+		} else {
+			logwarn.S("The network config changed; restart flanneld to apply it (the running config stays until then)", kv...)
+		}
+		reported = true
+	})
+	if err != nil && ctx.Err() == nil {
+		klog.ErrorS(err, "Stopped following the network config; its changes are not reported")
+	}
+}

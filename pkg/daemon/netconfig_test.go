@@ -1,0 +1,302 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/configkeys"
+	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/observe"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// logBuffer collects klog's output for one test (klog is process-wide: tests that use
+// it do not run in parallel).
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	klog.Flush()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func captureLog(t *testing.T) *logBuffer {
+	t.Helper()
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("logtostderr", "false")
+	_ = fs.Set("alsologtostderr", "false")
+	l := &logBuffer{}
+	klog.SetOutput(io.Discard)
+	klog.SetOutputBySeverity("INFO", l) // the INFO output gets every line once
+
+	t.Cleanup(func() {
+		klog.Flush()
+		klog.SetOutput(os.Stderr)
+		_ = fs.Set("logtostderr", "true")
+	})
+	return l
+}
+
+// lines returns the log lines that contain s.
+func (l *logBuffer) lines(s string) []string {
+	var out []string
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// fakeCheck is a backend.ConfigChecker for the "fake" backend: it knows Type and
+// ChecksumOffload, which must be "auto", and Port.
+func fakeCheck(raw json.RawMessage) ([]configkeys.Warning, error) {
+	var in struct {
+		Type, ChecksumOffload string
+		Port                  int
+	}
+	obj := configkeys.Object{Path: "Backend", Prefix: "fake: ", Fields: []configkeys.Field{
+		{Name: "Type", Into: &in.Type}, {Name: "ChecksumOffload", Into: &in.ChecksumOffload}, {Name: "Port", Into: &in.Port}}}
+	warns, err := obj.Decode(raw)
+	if err != nil {
+		return warns, err
+	}
+	if in.ChecksumOffload != "" && in.ChecksumOffload != "auto" {
+		return warns, fmt.Errorf("fake: ChecksumOffload must be \"auto\", not %q", in.ChecksumOffload)
+	}
+	return warns, nil
+}
+
+// Every problem of the config is logged at once and retried, without exiting: the top
+// level's, the backend type's, the backend's own keys' and the constructor's; the
+// keys without effect are warned about once per version of the config.
+func TestSetupBackendRetriesEveryProblem(t *testing.T) {
+	log := captureLog(t)
+	m := &fakeManager{configs: []string{
+		`{"Network":"10.5.0.0/29","Backend":{"Type":"vxaln","VIN":1}}`,
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"fake","ChecksumOffload":"yes","Prot":1}}`,
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"fake","ChecksumOffload":"yes","Prot":1}}`,
+		`{"Netwrok":"x","Network":"10.5.0.0/16","Backend":{"Type":"fake"}}`, // the constructor refuses this once
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"fake"}}`,
+	}}
+	be := &fakeBackend{}
+	ctorCalls := 0
+	deps := Deps{
+		Manager: m,
+		Backends: map[string]backend.Constructor{
+			"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) {
+				ctorCalls++
+				if ctorCalls == 1 {
+					return nil, errors.New("fake: the node has no fake device")
+				}
+				return be, nil
+			},
+			"vxlan": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { panic("not called") },
+		},
+		CheckBackendConfig: map[string]backend.ConfigChecker{"fake": fakeCheck},
+		LookupExtIface:     func(*subnet.Config) (*backend.ExternalInterface, error) { return &backend.ExternalInterface{}, nil },
+	}
+	ready := healthz.NewReadiness(checkNetworkConfig)
+	var readyStates []string
+	obs := observe.Nop{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if c := ready.Checks()[0]; c.Err != nil {
+				if n := len(readyStates); n == 0 || readyStates[n-1] != c.Err.Error() {
+					readyStates = append(readyStates, c.Err.Error())
+				}
+			}
+		}
+	}()
+	cfg, got, err := setupBackend(ctx, deps, obs, ready, 5*time.Millisecond)
+	done <- struct{}{}
+	<-done
+	if err != nil || got != be || cfg.BackendType != "fake" {
+		t.Fatalf("setupBackend: %v, %v, %v", cfg, got, err)
+	}
+	if c := ready.Checks()[0]; c.Err != nil {
+		t.Errorf("network-config check still failing: %v", c.Err)
+	}
+	text := log.String()
+	for _, want := range []string{
+		// first config: the top level and the backend type together
+		`"Cannot use the network config; retrying until it is fixed" err="network is too small. Minimum useful network prefix is /28; unknown backend type: vxaln (did you mean vxlan? this build has: fake, vxlan)"`,
+		// second: the backend's own option
+		`"Cannot use the network config; retrying until it is fixed" err="fake: ChecksumOffload must be \"auto\", not \"yes\""`,
+		`"Unknown key in the network config; ignored" key="Backend.Prot" didYouMean="Port"`,
+		`"Unknown key in the network config; ignored" key="Netwrok" didYouMean="Network"`,
+		// fourth: the constructor's refusal
+		`"Cannot use the network config; retrying until it is fixed" err="fake: the node has no fake device"`,
+	} {
+		if n := len(log.lines(want)); n != 1 {
+			t.Errorf("%d lines with %s, want 1; log:\n%s", n, want, text)
+		}
+	}
+	// vxaln's Backend.VIN is not judged: no backend of that type knows its keys.
+	if strings.Contains(text, "VIN") {
+		t.Errorf("keys of an unknown backend type judged:\n%s", text)
+	}
+	for _, line := range log.lines("Unknown key") {
+		if !strings.HasPrefix(line, "W") {
+			t.Errorf("not a warning: %s", line)
+		}
+	}
+	if len(readyStates) == 0 || !strings.Contains(strings.Join(readyStates, "\n"), "unknown backend type: vxaln") {
+		t.Errorf("readiness did not carry the problems: %q", readyStates)
+	}
+}
+
+// An unchanged problem is logged once, not at every retry.
+func TestSetupBackendLogsAnUnchangedProblemOnce(t *testing.T) {
+	log := captureLog(t)
+	m := &fakeManager{configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}`}}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	deps := Deps{Manager: m, Backends: map[string]backend.Constructor{"fake": nil}}
+	ready := healthz.NewReadiness(checkNetworkConfig)
+	_, _, err := setupBackend(ctx, deps, observe.Nop{}, ready, time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if n := len(log.lines("unknown backend type: nope (this build has: fake)")); n != 1 {
+		t.Errorf("logged %d times:\n%s", n, log.String())
+	}
+	if c := ready.Checks()[0]; c.Err == nil || c.Err.Error() != "unknown backend type: nope (this build has: fake)" {
+		t.Errorf("readiness: %v", c.Err)
+	}
+}
+
+// The daemon stays up with a config it cannot use, whatever the problem, and starts
+// once the config is fixed.
+func TestRunKeepsRetryingABadBackendConfig(t *testing.T) {
+	for _, bad := range []string{
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}`,
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"fake","ChecksumOffload":"yes"}}`,
+	} {
+		m := &fakeManager{configs: []string{bad}}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		deps := Deps{Manager: m, CheckBackendConfig: map[string]backend.ConfigChecker{"fake": fakeCheck},
+			Backends: map[string]backend.Constructor{"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) {
+				t.Error("constructor called with a bad config")
+				return nil, errors.New("no")
+			}}}
+		tm := defaultTimings
+		tm.configRetry = time.Millisecond
+		if err := run(ctx, Config{SubnetFile: filepath.Join(t.TempDir(), "s.env")}, deps, tm); err != nil {
+			t.Errorf("%s: run returned %v, want it to keep retrying until stopped", bad, err)
+		}
+		cancel()
+	}
+}
+
+// fakeWatcher delivers config texts to WatchConfig's callback, one by one.
+type fakeWatcher struct {
+	texts chan string
+}
+
+func (w *fakeWatcher) WatchConfig(ctx context.Context, changed func(string)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-w.texts:
+			changed(s)
+		}
+	}
+}
+
+func TestFollowConfig(t *testing.T) {
+	log := captureLog(t)
+	running, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := Deps{
+		Backends: map[string]backend.Constructor{"vxlan": nil, "host-gw": nil},
+		CheckBackendConfig: map[string]backend.ConfigChecker{
+			"vxlan": fakeCheck, "host-gw": func(json.RawMessage) ([]configkeys.Warning, error) { return nil, nil }},
+	}
+	w := &fakeWatcher{texts: make(chan string)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); followConfig(ctx, w, running, deps) }()
+	for _, s := range []string{
+		running.Raw, // the start: nothing to say
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`,
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`, // the same again: said once
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"vxaln"}}`,
+		`{"network":"10.5.0.0/16","backend":{"type":"vxlan"}}`, // the running one, respelled
+		``,
+		`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Prot":1}}`,
+	} {
+		w.texts <- s
+	}
+	cancel()
+	<-done
+	want := []string{
+		`"The network config changed; restart flanneld to apply it (the running config stays until then)" changes=["Backend.Type: vxlan -> host-gw"]`,
+		`"The network config changed and cannot be used; the running config stays (a restart would wait until it is fixed)" changes=["Backend.Type: vxlan -> vxaln"] problems="unknown backend type: vxaln (did you mean vxlan? this build has: host-gw, vxlan)"`,
+		`"The network config is the running one again; nothing to apply"`,
+		`"The network config was deleted; the running config stays (a restart would wait until one is written)"`,
+		`"The network config changed; restart flanneld to apply it (the running config stays until then)" changes=["Backend.Prot: (absent) -> 1"] warnings=["unknown key \"Backend.Prot\" (did you mean \"Port\"?)"]`,
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
+		if i := strings.Index(line, "] "); i >= 0 {
+			got = append(got, line[i+2:])
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log\n got %s\nwant %s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestNoteMTUChange(t *testing.T) {
+	log := captureLog(t)
+	path := filepath.Join(t.TempDir(), "subnet.env")
+	noteMTUChange(path, 1450) // no previous file: nothing to say
+	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noteMTUChange(path, 1450)
+	noteMTUChange(path, 1500)
+	lines := log.lines("FLANNEL_MTU")
+	want := `"FLANNEL_MTU changed: pods and the bridge keep the old MTU until they are recreated" old=1450 new=1500 file="` + path + `"`
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "W") || !strings.HasSuffix(lines[0], want) {
+		t.Errorf("lines %q, want one ending with %s", lines, want)
+	}
+}
