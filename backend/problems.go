@@ -38,6 +38,9 @@ func RefusalReason(err error) string {
 type Problem struct {
 	Peer   string
 	Reason string
+	// Skip is set (observe.SkippedOtherBackend, SkippedOtherVNI) for a sound lease of a
+	// peer this node cannot carry traffic with: a warning, counted.
+	Skip string
 }
 
 // ProblemLog logs each distinct problem (peer and reason) once while it persists. A
@@ -49,8 +52,10 @@ type ProblemLog struct {
 }
 
 // Round logs the new problems of a round: the leases the backend skipped (unusable for
-// it) at info level, the peers the kernel refused as errors.
-func (l *ProblemLog) Round(skipped, refused []Problem) {
+// it) at info level, or as warnings for those of another backend or VNI (WarnSkipped),
+// and the peers the kernel refused as errors. It returns, per skip reason, how many
+// peers the round skipped for it, for ReportSkipped.
+func (l *ProblemLog) Round(skipped, refused []Problem) map[string]int {
 	if l.logged == nil {
 		l.logged, l.seen = make(map[string]struct{}), make(map[string]struct{})
 	}
@@ -64,8 +69,23 @@ func (l *ProblemLog) Round(skipped, refused []Problem) {
 		_, old := l.logged[k]
 		return !old
 	}
+	var counts map[string]int
 	for _, p := range skipped {
-		if note(p, "s") {
+		fresh := note(p, "s")
+		if p.Skip != "" {
+			if _, dup := l.seen["n"+p.Skip+"\x00"+p.Peer]; !dup {
+				l.seen["n"+p.Skip+"\x00"+p.Peer] = struct{}{}
+				if counts == nil {
+					counts = make(map[string]int)
+				}
+				counts[p.Skip]++
+			}
+		}
+		switch {
+		case !fresh:
+		case p.Skip != "":
+			WarnSkipped(p.Peer, p.Skip, p.Reason)
+		default:
 			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
 		}
 	}
@@ -75,4 +95,5 @@ func (l *ProblemLog) Round(skipped, refused []Problem) {
 		}
 	}
 	l.logged, l.seen = l.seen, l.logged
+	return counts
 }

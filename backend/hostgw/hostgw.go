@@ -267,7 +267,7 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 			b.refusedProbs = append(b.refusedProbs, backend.Problem{Peer: r.rt.Peer, Reason: r.text})
 		}
 	}
-	b.plog.Round(b.skipped, b.refusedProbs)
+	backend.ReportSkipped(b.obs, b.plog.Round(b.skipped, b.refusedProbs))
 	b.last = c
 	b.report(c)
 	if c.Added+c.Removed > 0 {

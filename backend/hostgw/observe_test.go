@@ -27,6 +27,13 @@ func (c countObserver) PacketsDropped(string, int)         {}
 func (c countObserver) PeerProgrammingFailures(reason string, n int) {
 	c["refused/"+reason] += n
 }
+func (c countObserver) PeersSkipped(reason string, n int) {
+	if n == 0 {
+		delete(c, "skipped/"+reason) // a state: 0 is no entry
+		return
+	}
+	c["skipped/"+reason] = n
+}
 
 // TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
 // with their lease are reported to the observer; an idle round reports nothing.
@@ -72,6 +79,11 @@ func TestReconcileReportsChanges(t *testing.T) {
 			countObserver{"route/add": 3, "route/remove": 1, "refused/unreachable": 1}},
 		{"held back", nil, append(peers[1:], lease("10.5.4.0/24", "198.51.100.4", BackendType)),
 			countObserver{"route/add": 3, "route/remove": 1, "refused/unreachable": 1}},
+		// a peer on vxlan is skipped and counted while it lasts
+		{"a peer on vxlan", nil, append(peers[1:], lease("10.5.5.0/24", "192.0.2.5", "vxlan")),
+			countObserver{"route/add": 3, "route/remove": 1, "refused/unreachable": 1, "skipped/other_backend": 1}},
+		{"it switched to host-gw", nil, append(peers[1:], lease("10.5.5.0/24", "192.0.2.5", BackendType)),
+			countObserver{"route/add": 4, "route/remove": 1, "refused/unreachable": 1}},
 	}
 	for _, s := range steps {
 		if s.prep != nil {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -55,7 +56,8 @@ func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []b
 	}
 	for l := range peers.All() {
 		if l.Attrs.BackendType != BackendType {
-			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType)})
+			probs = append(probs, backend.Problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType),
+				Skip: observe.SkippedOtherBackend})
 			continue
 		}
 		sn, pub := l.Subnet, l.Attrs.PublicIP

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -97,6 +98,7 @@ func (t *table) len() int {
 type problem struct {
 	Peer   string
 	Reason string
+	Skip   string // observe.SkippedOtherBackend for a sound lease of another backend
 }
 
 // buildTable computes the peer table for the leases: a pure function. Peers are leases
@@ -109,12 +111,13 @@ func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table
 	var probs []problem
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "" {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("backend type %q is not udp (udp leases carry no BackendType)", l.Attrs.BackendType)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not udp (udp leases carry no BackendType)", l.Attrs.BackendType),
+				Skip: observe.SkippedOtherBackend})
 			continue
 		}
 		sn := l.Subnet
 		if !sn.IsValid() || !sn.Addr().Is4() {
-			probs = append(probs, problem{l.Key(), "no IPv4 subnet"})
+			probs = append(probs, problem{Peer: l.Key(), Reason: "no IPv4 subnet"})
 			continue
 		}
 		sn = sn.Masked()
@@ -122,17 +125,17 @@ func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table
 			continue
 		}
 		if !network.Contains(sn.Addr()) || sn.Bits() < network.Bits() {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("subnet %s is outside the network %s", sn, network)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("subnet %s is outside the network %s", sn, network)})
 			continue
 		}
 		pub := l.Attrs.PublicIP
 		if !pub.IsValid() || !pub.Is4() || pub.IsUnspecified() {
-			probs = append(probs, problem{l.Key(), "no IPv4 public address"})
+			probs = append(probs, problem{Peer: l.Key(), Reason: "no IPv4 public address"})
 			continue
 		}
 		k := tableKey(sn.Bits(), addr4(sn.Addr()))
 		if _, dup := t.peers[k]; dup {
-			probs = append(probs, problem{l.Key(), fmt.Sprintf("subnet %s is leased twice; using the first lease", sn)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("subnet %s is leased twice; using the first lease", sn)})
 			continue
 		}
 		dst := netip.AddrPortFrom(pub, uint16(port))

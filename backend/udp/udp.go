@@ -513,9 +513,9 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.retry = false
 	b.skipped = b.skipped[:0]
 	for _, p := range probs {
-		b.skipped = append(b.skipped, backend.Problem{Peer: p.Peer, Reason: p.Reason})
+		b.skipped = append(b.skipped, backend.Problem{Peer: p.Peer, Reason: p.Reason, Skip: p.Skip})
 	}
-	b.plog.Round(b.skipped, refused)
+	backend.ReportSkipped(b.obs, b.plog.Round(b.skipped, refused))
 	n, err := b.heal()
 	observe.Count(b.obs, observe.Device, observe.Repair, n)
 	if n > 0 {

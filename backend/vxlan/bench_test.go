@@ -33,7 +33,7 @@ func manyPeers(n int) subnet.Peers {
 // nothing to change.
 func BenchmarkDesiredDiff20k(b *testing.B) {
 	peers := manyPeers(20000)
-	p := famParams{Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24")}
+	p := famParams{VNI: 1, Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24")}
 	want, act := newV4State(), newV4State()
 	desiredFamily(p, peers, act, nil)
 	var o ops
@@ -85,7 +85,7 @@ func BenchmarkReconcileNamespace(b *testing.B) {
 // "live-B", after a collection.
 func BenchmarkStateHeap20k(b *testing.B) {
 	peers := manyPeers(20000)
-	p := famParams{Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24"), Nexthops: true}
+	p := famParams{VNI: 1, Dev: 10, Ext: 2, Network: netip.MustParsePrefix("10.0.0.0/8"), Own: netip.MustParsePrefix("10.0.1.0/24"), Nexthops: true}
 	for b.Loop() {
 		runtime.GC()
 		var m0, m1 runtime.MemStats

@@ -53,7 +53,7 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 			}
 		}
 		p := famParams{
-			V6: f.v6, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
+			V6: f.v6, VNI: b.vc.VNI, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
 			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect, Nexthops: f.nh,
 		}
 		desiredFamily(p, peers, f.want, nil) // unusable peers are Reconcile's to log

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -472,6 +473,7 @@ func (s *keyedState[K]) addRoute(r route) {
 // famParams is what the desired state of one family depends on besides the leases.
 type famParams struct {
 	V6      bool
+	VNI     int          // ours: peers advertising another are skipped
 	Dev     int          // index of our vxlan device for this family
 	Ext     int          // index of the external interface (direct routes)
 	Network netip.Prefix // the family's flannel network
@@ -490,8 +492,8 @@ type problem = backend.Problem
 
 // desiredFamily computes the neighbour, FDB and route sets one family needs for the
 // peer leases, into out (which it resets). It is a pure function of its inputs.
-// Leases of other backends, without this family, or with unusable data are skipped and
-// reported in the returned problems (appended to probs).
+// Leases of other backends or VNIs, without this family, or with unusable data are
+// skipped and reported in the returned problems (appended to probs).
 func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []problem) []problem {
 	out.size(peers.Len())
 	out.reset()
@@ -502,7 +504,8 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "vxlan" {
 			// reported by both families; the caller logs each distinct problem once
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType)})
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType),
+				Skip: observe.SkippedOtherBackend})
 			continue
 		}
 		sn, pub, data := l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData
@@ -528,6 +531,14 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 		bd, err := parseBackendData(data)
 		if err != nil {
 			probs = append(probs, problem{Peer: l.Key(), Reason: fam + ": " + err.Error()})
+			continue
+		}
+		if bd.VNI != 0 && bd.VNI != p.VNI {
+			// Its packets would carry a VNI no device of ours has, and ours one of
+			// none of its: nothing would arrive either way. (0: a lease that names no
+			// VNI, as v0.10's; taken as ours.)
+			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VNI %d, ours is %d", bd.VNI, p.VNI),
+				Skip: observe.SkippedOtherVNI})
 			continue
 		}
 		if out.hasRoute(sn) {

@@ -84,8 +84,8 @@ func renderRoute(r route) string {
 }
 
 func TestDesiredFamily(t *testing.T) {
-	v4 := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
-	v6 := famParams{V6: true, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
+	v4 := famParams{VNI: 1, Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
+	v6 := famParams{V6: true, VNI: 1, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
 	direct := func(p famParams) famParams {
 		p.Direct = true
 		p.IsDirect = func(a netip.Addr) bool { return a == ip("192.0.2.2") || a == ip("2001:db8::2") }
@@ -136,7 +136,15 @@ func TestDesiredFamily(t *testing.T) {
 			"fdb 0e:00:00:00:00:02 192.0.2.2",
 			"neigh 10.5.2.0 0e:00:00:00:00:02",
 			"route 10.5.2.0/24 via 10.5.2.0 dev 10 onlink",
-		}, wantProbs: []string{`10.5.4.0-24: backend type "host-gw" is not vxlan`, `10.5.5.0-24: backend type "" is not vxlan`}},
+		}, wantProbs: []string{`10.5.4.0-24: backend type "host-gw" is not vxlan (skip: other_backend)`, `10.5.5.0-24: backend type "" is not vxlan (skip: other_backend)`}},
+		{name: "another VNI", p: v4, peers: []subnet.Lease{
+			lease("10.5.6.0/24", "192.0.2.6", `{"VNI":2,"VtepMAC":"0e:00:00:00:00:06"}`),
+			lease("10.5.7.0/24", "192.0.2.7", `{"VtepMAC":"0e:00:00:00:00:07"}`), // v0.10: no VNI, taken as ours
+		}, want: []string{
+			"fdb 0e:00:00:00:00:07 192.0.2.7",
+			"neigh 10.5.7.0 0e:00:00:00:00:07",
+			"route 10.5.7.0/24 via 10.5.7.0 dev 10 onlink",
+		}, wantProbs: []string{"10.5.6.0-24: VNI 2, ours is 1 (skip: other_vni)"}},
 		{name: "bad backend data", p: v4, peers: []subnet.Lease{
 			lease("10.5.6.0/24", "192.0.2.6", `{"VtepMAC":"nonsense"}`),
 			lease("10.5.7.0/24", "192.0.2.7", ``),
@@ -192,7 +200,11 @@ func TestDesiredFamily(t *testing.T) {
 			}
 			var gotProbs []string
 			for _, p := range probs {
-				gotProbs = append(gotProbs, p.Peer+": "+p.Reason)
+				s := p.Peer + ": " + p.Reason
+				if p.Skip != "" {
+					s += " (skip: " + p.Skip + ")"
+				}
+				gotProbs = append(gotProbs, s)
 			}
 			if !slices.Equal(gotProbs, tc.wantProbs) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(gotProbs, "\n"), strings.Join(tc.wantProbs, "\n"))
@@ -234,7 +246,7 @@ func renderOps(o *ops) []string {
 
 func TestDiffNexthops(t *testing.T) {
 	m2, m3 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03")
-	p := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24"), Nexthops: true}
+	p := famParams{VNI: 1, Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24"), Nexthops: true}
 	peers := []subnet.Lease{
 		lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02")),
 		lease("10.5.3.0/24", "198.51.100.3", vd("0e:00:00:00:00:03")),
@@ -568,8 +580,8 @@ func TestStateKeys(t *testing.T) {
 	}
 
 	m2, m3 := mac("0e:00:00:00:00:02"), mac("0e:00:00:00:00:03")
-	v4 := famParams{Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
-	v6 := famParams{V6: true, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
+	v4 := famParams{VNI: 1, Dev: 10, Ext: 2, Network: pfx("10.5.0.0/16"), Own: pfx("10.5.1.0/24")}
+	v6 := famParams{V6: true, VNI: 1, Dev: 11, Ext: 2, Network: pfx("fd00:5::/48"), Own: pfx("fd00:5:0:1::/64")}
 	peer4 := []subnet.Lease{lease("10.5.2.0/24", "192.0.2.2", vd("0e:00:00:00:00:02"))}
 	peer6 := []subnet.Lease{withV6(subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: "vxlan"}},
 		"fd00:5:0:2::/64", "2001:db8::2", vd("0e:00:00:00:00:02"))}

@@ -454,7 +454,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.retry = false
 	for _, f := range b.fams {
 		p := famParams{
-			V6: f.v6, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
+			V6: f.v6, VNI: b.vc.VNI, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
 			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect, Nexthops: f.nh,
 		}
 		b.probs = desiredFamily(p, peers, f.want, b.probs)
@@ -472,7 +472,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.drainChanges()
 	b.kc.applying = false
 	b.settleRefusals(peers)
-	b.plog.Round(b.probs, b.refusedProbs)
+	backend.ReportSkipped(b.obs, b.plog.Round(b.probs, b.refusedProbs))
 	// After a refusal the kernel holds less than the desired state: the next round
 	// reads it back, with the refused objects held back.
 	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 && !refused {

@@ -48,6 +48,7 @@ type Metrics struct {
 	txChecksum        *prometheus.GaugeVec
 	udpDropped        *prometheus.CounterVec
 	peerFailures      *prometheus.CounterVec
+	peersSkipped      *prometheus.GaugeVec
 }
 
 var _ observe.Observer = (*Metrics)(nil)
@@ -105,12 +106,18 @@ func New() *Metrics {
 			Help: "Peers the kernel refused to program, one per peer and attempt, by reason: unreachable (address or gateway " +
 				"not reachable), exists (a foreign object in the way), invalid (values the kernel rejects). The other peers are programmed.",
 		}, []string{"reason"}),
+		peersSkipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flannel_peer_leases_skipped",
+			Help: "Sound peer leases the last reconcile round skipped, by reason: other_backend (the peer runs another backend), " +
+				"other_vni (its vxlan uses another VNI). Pods on such a peer are unreachable from this node.",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
 		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped, m.peerFailures,
+		m.peersSkipped,
 	)
 	// Declare the label values known in advance, so that series exist (at 0) from the
 	// start and rate() sees their first increment.
@@ -130,6 +137,9 @@ func New() *Metrics {
 	}
 	for _, r := range observe.RefusalReasons() {
 		m.peerFailures.WithLabelValues(r)
+	}
+	for _, r := range observe.SkipReasons() {
+		m.peersSkipped.WithLabelValues(r)
 	}
 	return m
 }
@@ -270,4 +280,12 @@ func (m *Metrics) PeerProgrammingFailures(reason string, n int) {
 		return
 	}
 	m.peerFailures.WithLabelValues(reason).Add(float64(n))
+}
+
+// PeersSkipped implements observe.Observer.
+func (m *Metrics) PeersSkipped(reason string, n int) {
+	if m == nil {
+		return
+	}
+	m.peersSkipped.WithLabelValues(reason).Set(float64(n))
 }

@@ -37,6 +37,8 @@ func TestCounters(t *testing.T) {
 	m.PeerProgrammingFailures(observe.RefusedUnreachable, 2)
 	m.PeerProgrammingFailures(observe.RefusedUnreachable, 1)
 	m.PeerProgrammingFailures(observe.RefusedInvalid, 0) // ignored
+	m.PeersSkipped(observe.SkippedOtherBackend, 2)
+	m.PeersSkipped(observe.SkippedOtherBackend, 1) // a state: the last round's count
 
 	tests := []struct {
 		name string
@@ -62,6 +64,8 @@ func TestCounters(t *testing.T) {
 		{"udp drops", testutil.ToFloat64(m.udpDropped.WithLabelValues("malformed")), 5},
 		{"peers unreachable", testutil.ToFloat64(m.peerFailures.WithLabelValues("unreachable")), 3},
 		{"peers invalid", testutil.ToFloat64(m.peerFailures.WithLabelValues("invalid")), 0},
+		{"skipped, other backend", testutil.ToFloat64(m.peersSkipped.WithLabelValues("other_backend")), 1},
+		{"skipped, other VNI", testutil.ToFloat64(m.peersSkipped.WithLabelValues("other_vni")), 0},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -109,6 +113,8 @@ func TestExposition(t *testing.T) {
 		`flannel_peer_programming_failures_total{reason="unreachable"} 0`,
 		`flannel_peer_programming_failures_total{reason="exists"} 0`,
 		`flannel_peer_programming_failures_total{reason="invalid"} 0`,
+		`flannel_peer_leases_skipped{reason="other_backend"} 0`,
+		`flannel_peer_leases_skipped{reason="other_vni"} 0`,
 		"process_resident_memory_bytes",
 		"go_goroutines",
 	} {
@@ -143,8 +149,8 @@ func TestNamingConventions(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 11 {
-		t.Errorf("%d flannel_ metric families, want 11", ours)
+	if ours != 12 {
+		t.Errorf("%d flannel_ metric families, want 12", ours)
 	}
 }
 

@@ -45,6 +45,21 @@ const (
 // declare them in advance (metrics).
 func RefusalReasons() []string { return []string{RefusedUnreachable, RefusedExists, RefusedInvalid} }
 
+// Reasons a backend skips a sound peer lease (Observer.PeersSkipped): the peer and this
+// node cannot carry each other's pod traffic. The label values of
+// flannel_peer_leases_skipped{reason}.
+const (
+	// SkippedOtherBackend: the peer runs another backend (its lease's BackendType is not
+	// ours), as during a switch of backend on a live cluster.
+	SkippedOtherBackend = "other_backend"
+	// SkippedOtherVNI: the peer's vxlan lease names another VNI than ours.
+	SkippedOtherVNI = "other_vni"
+)
+
+// SkipReasons are every reason a skipped peer is reported with, for consumers that
+// declare them in advance (metrics).
+func SkipReasons() []string { return []string{SkippedOtherBackend, SkippedOtherVNI} }
+
 // Datastore watches a subnet manager keeps.
 const (
 	LeasesWatch   Kind = "leases"    // the watch of all subnet leases (WatchLeases)
@@ -104,6 +119,10 @@ type Observer interface {
 	// (one count per peer and attempt) for reason, one of the Refused* constants. The
 	// backend skipped those peers and programmed the others.
 	PeerProgrammingFailures(reason string, n int)
+	// PeersSkipped reports how many sound peer leases the last reconcile round skipped
+	// for reason, one of the Skipped* constants (0 when none): a state, reported every
+	// round.
+	PeersSkipped(reason string, n int)
 }
 
 // Setter is implemented by the parts that report to an Observer. The daemon calls
@@ -140,6 +159,9 @@ func (Nop) PacketsDropped(string, int) {}
 
 // PeerProgrammingFailures does nothing.
 func (Nop) PeerProgrammingFailures(string, int) {}
+
+// PeersSkipped does nothing.
+func (Nop) PeersSkipped(string, int) {}
 
 // Or returns o, or Nop when o is nil: what a part reports to before SetObserver.
 func Or(o Observer) Observer {
@@ -212,5 +234,12 @@ func (t Tee) PacketsDropped(reason string, n int) {
 func (t Tee) PeerProgrammingFailures(reason string, n int) {
 	for _, o := range t {
 		o.PeerProgrammingFailures(reason, n)
+	}
+}
+
+// PeersSkipped passes the call on.
+func (t Tee) PeersSkipped(reason string, n int) {
+	for _, o := range t {
+		o.PeersSkipped(reason, n)
 	}
 }

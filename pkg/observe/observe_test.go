@@ -35,6 +35,10 @@ func (l *log) PeerProgrammingFailures(reason string, n int) {
 	l.calls = append(l.calls, fmt.Sprintf("refused %s %d", reason, n))
 }
 
+func (l *log) PeersSkipped(reason string, n int) {
+	l.calls = append(l.calls, fmt.Sprintf("skipped %s %d", reason, n))
+}
+
 func TestTeeCountOr(t *testing.T) {
 	a, b := &log{}, &log{}
 	var o Observer = Tee{a, b}
@@ -48,9 +52,10 @@ func TestTeeCountOr(t *testing.T) {
 	o.LeaseExpiration(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	o.PacketsDropped("unknown_peer", 3)
 	o.PeerProgrammingFailures(RefusedUnreachable, 2)
+	o.PeersSkipped(SkippedOtherVNI, 1)
 	want := []string{"kernel route add 2", "csum flannel.1 false", "error renew etcd down",
 		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z", "dropped unknown_peer 3",
-		"refused unreachable 2"}
+		"refused unreachable 2", "skipped other_vni 1"}
 	for name, l := range map[string]*log{"first": a, "second": b} {
 		if !slices.Equal(l.calls, want) {
 			t.Errorf("%s observer heard %q, want %q", name, l.calls, want)
@@ -64,6 +69,9 @@ func TestTeeCountOr(t *testing.T) {
 	}
 	if got := RefusalReasons(); len(got) != 3 || !slices.Contains(got, RefusedExists) {
 		t.Errorf("RefusalReasons() = %v", got)
+	}
+	if got := SkipReasons(); !slices.Equal(got, []string{SkippedOtherBackend, SkippedOtherVNI}) {
+		t.Errorf("SkipReasons() = %v", got)
 	}
 	if got := KernelKinds(); !slices.Contains(got, Rule) || slices.Contains(got, LeasesWatch) {
 		t.Errorf("KernelKinds() = %v", got)

@@ -1,0 +1,32 @@
+package backend
+
+import (
+	"github.com/flannel-go/flannel/pkg/logwarn"
+	"github.com/flannel-go/flannel/pkg/observe"
+)
+
+// WarnSkipped logs, as a warning, a sound peer lease a backend skips for a reason that
+// cuts the two nodes' pods off from each other (observe.SkippedOtherBackend,
+// SkippedOtherVNI); detail says how the peer differs. ProblemLog calls it once per peer
+// and cause while the cause lasts, not every round.
+func WarnSkipped(peer, reason, detail string) {
+	switch reason {
+	case observe.SkippedOtherVNI:
+		logwarn.S("Skipping peer lease: the peer's vxlan uses another VNI; pods on the two nodes cannot reach each other until both use the same (a node applies the network config's VNI when it restarts)",
+			"peer", peer, "reason", detail)
+	default:
+		logwarn.S("Skipping peer lease: the peer runs another backend; pods on the two nodes cannot reach each other until both run the same (a node applies the network config's backend when it restarts)",
+			"peer", peer, "reason", detail)
+	}
+}
+
+// ReportSkipped passes a reconcile round's numbers of skipped peers (ProblemLog.Round's
+// result) to o (nil: none): every reason, 0 for those not in counts.
+func ReportSkipped(o observe.Observer, counts map[string]int) {
+	if o == nil {
+		return
+	}
+	for _, r := range observe.SkipReasons() {
+		o.PeersSkipped(r, counts[r])
+	}
+}
