@@ -242,7 +242,8 @@ func TestVXLANChecksumOffloadOff(t *testing.T) {
 	pods := addPods(t, l)
 	pingMesh(t, l, pods)
 
-	// A bad value: node 2 restarted with it refuses to start.
+	// A bad value: node 2 restarted with it says why and keeps retrying the config
+	// (issue 15: one bad-config policy), leaving the data path alone.
 	if err := l.StopFlanneld(2); err != nil {
 		t.Fatal(err)
 	}
@@ -252,14 +253,7 @@ func TestVXLANChecksumOffloadOff(t *testing.T) {
 	if err := l.StartFlanneld(2); err != nil {
 		t.Fatal(err)
 	}
-	code, err := l.WaitExit(2, convergeTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code == 0 {
-		t.Errorf("flanneld exited 0 with ChecksumOffload \"maybe\"")
-	}
-	if log := l.LogTail(2, 30); !strings.Contains(log, `ChecksumOffload must be \"auto\", \"on\" or \"off\", not \"maybe\"`) {
-		t.Errorf("node 2's log does not explain the bad value:\n%s", log)
-	}
+	waitLog(t, l, 2, `ChecksumOffload must be \"auto\", \"on\" or \"off\", not \"maybe\"`)
+	stillRunning(t, l, 2, 3*time.Second, `ChecksumOffload "maybe"`)
+	pingMesh(t, l, pods)
 }
