@@ -3,6 +3,7 @@ package subnet
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,29 @@ func TestConfigErrorTexts(t *testing.T) {
 		}
 		if strings.Contains(fmt.Sprint(err), "Go ") || strings.Contains(fmt.Sprint(err), "rawConfig") {
 			t.Errorf("%s: Go internals in %q", c.json, err)
+		}
+	}
+}
+
+// The problems configuration.md quotes are the ones ParseConfig reports.
+func TestDocumentedConfigTexts(t *testing.T) {
+	doc, err := os.ReadFile("../Documentation/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prose := strings.Join(strings.Fields(string(doc)), " ") // quotes may wrap
+	for cfg, text := range map[string]string{
+		`{"Network":"10.3.0.0/16","SubnetLen":"24"}`:       `SubnetLen must be a whole number, not the string "24"`,
+		`{"Network":"10.3.0.0/16","EnableIPv6":"yes"}`:     `EnableIPv6 must be a boolean (true or false), not the string "yes"`,
+		`{"Network":"10.3.0.0/16",}`:                       `invalid network config JSON: invalid character '}' looking for beginning of object key string (line 1, column 26)`,
+		`{"Network":"10.3.0.0/16","SubnetLen":17}`:         `network must be able to accommodate at least four subnets`,
+		`{"Network":"10.3.0.0/16","SubnetMin":"10.3.0.1"}`: `SubnetMin is not on a SubnetLen boundary: 10.3.0.1`,
+	} {
+		if _, err := ParseConfig(cfg); err == nil || err.Error() != text {
+			t.Errorf("%s: got %v, want %s", cfg, err, text)
+		}
+		if !strings.Contains(prose, "`"+text+"`") {
+			t.Errorf("configuration.md does not quote %s", text)
 		}
 	}
 }

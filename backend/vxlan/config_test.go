@@ -3,6 +3,7 @@ package vxlan
 import (
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -94,6 +95,26 @@ func TestCheckConfigTexts(t *testing.T) {
 		}
 		if got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.in, got, c.want)
+		}
+	}
+}
+
+// The problems backends.md quotes are the ones CheckConfig reports.
+func TestDocumentedCheckConfigTexts(t *testing.T) {
+	doc, err := os.ReadFile("../../Documentation/backends.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prose := strings.Join(strings.Fields(string(doc)), " ") // quotes may wrap
+	for cfg, text := range map[string]string{
+		`{"Type":"vxlan","VNI":"1"}`:               `vxlan: Backend.VNI must be a whole number, not the string "1"`,
+		`{"Type":"vxlan","ChecksumOffload":"yes"}`: `vxlan: ChecksumOffload must be "auto", "on" or "off", not "yes"`,
+	} {
+		if _, err := CheckConfig([]byte(cfg)); err == nil || err.Error() != text {
+			t.Errorf("%s: got %v, want %s", cfg, err, text)
+		}
+		if !strings.Contains(prose, "`"+text+"`") {
+			t.Errorf("backends.md does not quote %s", text)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/configkeys"
 	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -50,6 +52,7 @@ func captureLog(t *testing.T) *logBuffer {
 	klog.InitFlags(fs)
 	_ = fs.Set("logtostderr", "false")
 	_ = fs.Set("alsologtostderr", "false")
+	_ = fs.Set("stderrthreshold", "FATAL")
 	l := &logBuffer{}
 	klog.SetOutput(io.Discard)
 	klog.SetOutputBySeverity("INFO", l) // the INFO output gets every line once
@@ -58,6 +61,7 @@ func captureLog(t *testing.T) *logBuffer {
 		klog.Flush()
 		klog.SetOutput(os.Stderr)
 		_ = fs.Set("logtostderr", "true")
+		_ = fs.Set("stderrthreshold", "ERROR")
 	})
 	return l
 }
@@ -298,5 +302,67 @@ func TestNoteMTUChange(t *testing.T) {
 	want := `"FLANNEL_MTU changed: pods and the bridge keep the old MTU until they are recreated" old=1450 new=1500 file="` + path + `"`
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "W") || !strings.HasSuffix(lines[0], want) {
 		t.Errorf("lines %q, want one ending with %s", lines, want)
+	}
+}
+
+// The log lines configuration.md shows for a bad or changed config (the "E… " and
+// "W… " lines of its code blocks) are the ones the daemon prints, word for word.
+func TestDocumentedConfigLines(t *testing.T) {
+	doc, err := os.ReadFile("../../Documentation/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		for _, p := range []string{"E… ", "W… "} {
+			if strings.HasPrefix(line, p) {
+				want = append(want, strings.TrimPrefix(line, p))
+			}
+		}
+	}
+	if len(want) < 6 {
+		t.Fatalf("found %d log lines in configuration.md: %q", len(want), want)
+	}
+
+	log := captureLog(t)
+	fake := func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return &fakeBackend{}, nil }
+	deps := Deps{
+		Manager: &fakeManager{configs: []string{
+			`{"Network":"10.5.0.0/16","Backend":{"Type":"vxaln"}}`,
+			`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"yes"}}`,
+			`{"Netwrok":"x","Network":"10.5.0.0/16","network":"10.5.0.0/16","Backend":{"Type":"vxlan","VIN":1,"MacPrefix":"0E-2A"}}`,
+		}},
+		Backends:           map[string]backend.Constructor{"vxlan": fake, "host-gw": fake, "udp": fake},
+		CheckBackendConfig: map[string]backend.ConfigChecker{"vxlan": vxlan.CheckConfig},
+		LookupExtIface:     func(*subnet.Config) (*backend.ExternalInterface, error) { return &backend.ExternalInterface{}, nil },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	running, _, err := setupBackend(ctx, deps, observe.Nop{}, healthz.NewReadiness(checkNetworkConfig), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, err = subnet.ParseConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &fakeWatcher{texts: make(chan string)}
+	fctx, fcancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); followConfig(fctx, w, running, deps) }()
+	w.texts <- `{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`
+	fcancel()
+	<-done
+
+	var got []string
+	for _, line := range strings.Split(log.String(), "\n") {
+		if i := strings.Index(line, "] "); i >= 0 {
+			got = append(got, line[i+2:])
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("configuration.md shows\n  %s\nwhich the daemon does not print; it printed:\n  %s", w, strings.Join(got, "\n  "))
+		}
 	}
 }
