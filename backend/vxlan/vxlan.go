@@ -183,8 +183,6 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 	if err != nil {
 		return nil, err
 	}
-	klog.InfoS("VXLAN config", "VNI", vc.VNI, "Port", vc.Port, "GBP", vc.GBP, "Learning", vc.Learning,
-		"DirectRouting", vc.DirectRouting, "ChecksumOffload", vc.ChecksumOffload)
 	if sysctl == nil {
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
@@ -221,6 +219,10 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	// Logged once the backend is accepted: the daemon calls New again every second
+	// while it refuses this node.
+	klog.InfoS("VXLAN config", "VNI", vc.VNI, "Port", vc.Port, "GBP", vc.GBP, "Learning", vc.Learning,
+		"DirectRouting", vc.DirectRouting, "ChecksumOffload", vc.ChecksumOffload)
 	return b, nil
 }
 
