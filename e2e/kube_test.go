@@ -166,6 +166,22 @@ func TestKubeVXLAN(t *testing.T) {
 	pods := addPods(t, k.Lab)
 	pingMesh(t, k.Lab, pods)
 
+	// net-conf.json rewritten under the running daemons (as kubelet does when the
+	// ConfigMap changes): each says what changed and that a restart applies it, and
+	// that it is back to the running config when restored.
+	orig, err := os.ReadFile(k.netConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k.netConf, []byte(strings.Replace(string(orig), `"vxlan"`, `"host-gw"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, k.Lab, 2, `"The network config changed; restart flanneld to apply it (the running config stays until then)" changes=["Backend.Type: vxlan -> host-gw"]`)
+	if err := os.WriteFile(k.netConf, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, k.Lab, 2, `"The network config is the running one again; nothing to apply"`)
+
 	// The annotations, byte for byte as upstream writes them, and the node condition.
 	for _, n := range ns {
 		node := k.node(t, n.index)
