@@ -221,6 +221,9 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		cfg, err := ParseConfig(s)
 		if err != nil {
+			if msg := err.Error(); strings.Contains(msg, "Go ") || strings.Contains(msg, "cannot unmarshal") {
+				t.Fatalf("Go internals in %q", msg)
+			}
 			return
 		}
 		if cfg.EnableIPv4 {

@@ -80,14 +80,15 @@ func (o Object) Decode(data []byte) ([]Warning, error) {
 	}
 	notJSON := func(err error) error {
 		// The whole-document parser places a syntax error reliably; the stream decoder
-		// does not after the first value.
-		var v any
+		// does not after the first value. (Into a RawMessage it checks syntax only.)
+		var v json.RawMessage
 		if uerr := json.Unmarshal(data, &v); uerr != nil {
 			err = uerr
 		}
 		return &unreadable{fmt.Errorf("%sinvalid %s JSON: %s", o.Prefix, name, syntaxText(err, data))}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // a top-level number too large for a float64 is no error of ours
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, notJSON(err)

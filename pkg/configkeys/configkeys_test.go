@@ -67,6 +67,7 @@ func TestDecodeProblems(t *testing.T) {
 		{`{"VNI":[]}`, `test: Backend.VNI must be a whole number, not an array`},
 		{`[1]`, `test: Backend must be a JSON object, not an array`},
 		{`"vxlan"`, `test: Backend must be a JSON object, not the string "vxlan"`},
+		{`2` + strings.Repeat("0", 400), `test: Backend must be a JSON object, not the number 2` + strings.Repeat("0", 39) + `…`},
 		{`{"VNI":`, `test: invalid Backend JSON: it ends too early (a missing closing brace or quote?)`},
 		{"{\n\"VNI\": 1,\n  x}", `test: invalid Backend JSON: invalid character 'x' looking for beginning of object key string (line 3, column 3)`},
 		{`{"VNI":1} x`, `test: invalid Backend JSON: invalid character 'x' after top-level value (line 1, column 11)`},
