@@ -21,6 +21,7 @@ package hostgw
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -39,6 +40,16 @@ import (
 
 // BackendType is the lease BackendType and config Backend.Type of this backend.
 const BackendType = "host-gw"
+
+// CheckBackendData is the host-gw backend's part of the admission rule of peer leases
+// (subnet.RuleOptions.BackendData): host-gw leases carry no backend data (absent, or
+// null as a Kubernetes annotation).
+func CheckBackendData(data json.RawMessage) error {
+	if len(data) == 0 || string(data) == "null" {
+		return nil
+	}
+	return errors.New("host-gw leases carry no backend data")
+}
 
 // natError is upstream's refusal when the public address is not the interface's.
 const natError = "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend"

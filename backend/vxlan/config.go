@@ -177,6 +177,21 @@ func marshalBackendData(vni int, mac hwAddr) []byte {
 	return b
 }
 
+// CheckBackendData is the vxlan backend's part of the admission rule of peer leases
+// (subnet.RuleOptions.BackendData): a peer's BackendData or BackendV6Data must carry a
+// unicast, non-zero VtepMAC, and a VNI in range when it carries one (v0.10 leases carry
+// none).
+func CheckBackendData(data json.RawMessage) error {
+	bd, err := parseBackendData(data)
+	if err != nil {
+		return err
+	}
+	if bd.VNI < 0 || bd.VNI > maxVNI {
+		return fmt.Errorf("VNI %d out of range 0..%d", bd.VNI, maxVNI)
+	}
+	return nil
+}
+
 // parseBackendData reads a peer's BackendData (or BackendV6Data). VNI is optional
 // (v0.10 leases carry only VtepMAC) and not checked against ours, as upstream. The MAC
 // must be a 6-byte unicast address that is not all zeros: an all-zero FDB entry would

@@ -195,6 +195,27 @@ func TestParseBackendData(t *testing.T) {
 	}
 }
 
+// The admission rule's vxlan check: what parseBackendData accepts (the lease shapes
+// upstream writes, v0.10's without a VNI included), with a VNI in range.
+func TestCheckBackendData(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}`:        "",
+		`{"VtepMAC":"4e:7c:fc:75:67:c4"}`:                "",
+		`{"VNI":16777215,"VtepMAC":"4e:7c:fc:75:67:c4"}`: "",
+		`{"VNI":16777216,"VtepMAC":"4e:7c:fc:75:67:c4"}`: "VNI 16777216 out of range",
+		`{"VNI":-1,"VtepMAC":"4e:7c:fc:75:67:c4"}`:       "out of range",
+		`{"VNI":"1","VtepMAC":"4e:7c:fc:75:67:c4"}`:      "bad backend data",
+		`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`:        "not a unicast",
+		`{"VNI":1}`: "no VtepMAC",
+		``:          "no backend data",
+	} {
+		err := CheckBackendData([]byte(in))
+		if (want == "") != (err == nil) || want != "" && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}
+
 func TestNewValidation(t *testing.T) {
 	ext := func() *backend.ExternalInterface {
 		return &backend.ExternalInterface{
