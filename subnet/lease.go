@@ -129,14 +129,8 @@ func (l *Lease) Key() string { return MakeSubnetKey(l.Subnet, l.IPv6Subnet) }
 // MakeSubnetKey formats a subnet key: "10.5.85.0-24" or "10.12.13.0-24&fd00:12:13::-56".
 // A missing IPv4 subnet is written as upstream does in IPv6-only mode: "0.0.0.0-0".
 func MakeSubnetKey(sn, sn6 netip.Prefix) string {
-	v4 := "0.0.0.0-0"
-	if sn.IsValid() {
-		v4 = sn.Addr().String() + "-" + strconv.Itoa(sn.Bits())
-	}
-	if !sn6.IsValid() {
-		return v4
-	}
-	return v4 + "&" + sn6.Addr().String() + "-" + strconv.Itoa(sn6.Bits())
+	var buf [80]byte
+	return string(appendSubnetKey(buf[:0], sn, sn6))
 }
 
 // subnetKeyRE is upstream's key pattern, unanchored at the start as upstream's is.
@@ -238,18 +232,40 @@ func (t EventType) String() string {
 	return "added"
 }
 
-// Event is one change to the lease set. Removed events carry at least the subnets.
+// Event is one change to the lease set. Removed events carry at least the subnets (and
+// the Origin's Name when the manager sets it for added ones). A lease whose subnets change
+// under the same name (a Node given another pod CIDR) is delivered as a Removed event with
+// the old subnets followed by an Added event with the new ones.
 type Event struct {
-	Type  EventType
-	Lease Lease
+	Type   EventType
+	Lease  Lease
+	Origin Origin
+}
+
+// Candidate is one lease of a snapshot, with its Origin.
+type Candidate struct {
+	Lease  Lease
+	Origin Origin
 }
 
 // WatchResult is one delivery of a lease watch: either a complete Snapshot of the lease
 // set (Snapshot != nil, possibly empty), which replaces everything known before, or a
-// batch of Events to apply on top of what is known.
+// batch of Events to apply on top of what is known. Every lease the datastore holds is
+// delivered, good or bad (see Origin.Defect), except the node's own: the Admitter
+// decides which become peers.
 type WatchResult struct {
-	Snapshot []Lease
+	Snapshot []Candidate
 	Events   []Event
+}
+
+// CandidatesOf returns the leases as snapshot candidates of unknown origin (the key as
+// name, no seniority): for tests and callers that hold plain leases.
+func CandidatesOf(ls ...Lease) []Candidate {
+	out := make([]Candidate, len(ls))
+	for i := range ls {
+		out[i].Lease = ls[i]
+	}
+	return out
 }
 
 // IsSnapshot reports whether the result replaces the whole lease set.

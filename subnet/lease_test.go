@@ -165,7 +165,7 @@ func TestWatchResultEventCounts(t *testing.T) {
 		added, removed int
 	}{
 		{WatchResult{}, 0, 0},
-		{WatchResult{Snapshot: []Lease{{}, {}}}, 0, 0},
+		{WatchResult{Snapshot: []Candidate{{}, {}}}, 0, 0},
 		{WatchResult{Events: []Event{{Type: EventAdded}, {Type: EventRemoved}, {Type: EventAdded}}}, 2, 1},
 	} {
 		if a, r := tt.r.EventCounts(); a != tt.added || r != tt.removed {

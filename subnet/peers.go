@@ -88,16 +88,21 @@ func (pl *PeerList) Set(i int, l Lease) { pl.list[i] = compactPeer(&l) }
 // enough and not more than twice as large as needed (a network that shrank from 20,000
 // peers does not keep their storage).
 func (pl *PeerList) Reset(ls []Lease) {
-	if c := cap(pl.list); c < len(ls) || (c > 2*len(ls) && c > 1024) {
-		pl.list = make([]peer, len(ls))
+	pl.resetWith(len(ls), func(i int) *Lease { return &ls[i] })
+}
+
+// resetWith is Reset for n leases given by at.
+func (pl *PeerList) resetWith(n int, at func(i int) *Lease) {
+	if c := cap(pl.list); c < n || (c > 2*n && c > 1024) {
+		pl.list = make([]peer, n)
 	} else {
-		if len(pl.list) > len(ls) {
-			clear(pl.list[len(ls):]) // drop references beyond the kept ones
+		if len(pl.list) > n {
+			clear(pl.list[n:]) // drop references beyond the kept ones
 		}
-		pl.list = pl.list[:len(ls)]
+		pl.list = pl.list[:n]
 	}
-	for i := range ls {
-		pl.list[i] = compactPeer(&ls[i])
+	for i := range n {
+		pl.list[i] = compactPeer(at(i))
 	}
 }
 
@@ -127,26 +132,52 @@ func (pl *PeerList) Insert(at []int, ls []Lease) {
 	if len(at) != len(ls) {
 		panic("subnet: PeerList.Insert: positions and leases differ in number")
 	}
-	if len(ls) == 0 {
+	pl.insertWith(at, func(j int) *Lease { return &ls[j] })
+}
+
+// insertWith is Insert for the leases given by lease, one per position.
+func (pl *PeerList) insertWith(at []int, lease func(j int) *Lease) {
+	if len(at) == 0 {
 		return
 	}
 	n := len(pl.list)
-	if cap(pl.list) < n+len(ls) {
-		grown := make([]peer, n, n+len(ls)+n/8)
+	if cap(pl.list) < n+len(at) {
+		grown := make([]peer, n, n+len(at)+n/8)
 		copy(grown, pl.list)
 		pl.list = grown
 	}
-	pl.list = pl.list[:n+len(ls)]
-	i, j := n-1, len(ls)-1
+	pl.list = pl.list[:n+len(at)]
+	i, j := n-1, len(at)-1
 	for w := len(pl.list) - 1; j >= 0; w-- {
 		if i >= at[j] {
 			pl.list[w] = pl.list[i]
 			i--
 		} else {
-			pl.list[w] = compactPeer(&ls[j])
+			pl.list[w] = compactPeer(lease(j))
 			j--
 		}
 	}
+}
+
+// subnet4 is the i-th lease's Subnet when it is an IPv4 prefix (else the zero Prefix),
+// read without materialising the lease.
+func (pl *PeerList) subnet4(i int) netip.Prefix {
+	p := &pl.list[i]
+	if p.flags&flagSubnet == 0 {
+		if p.ext != nil {
+			return p.ext.sn
+		}
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(netip.AddrFrom4(p.sn), int(p.bits))
+}
+
+// subnet6 is the i-th lease's IPv6Subnet, read without materialising the lease.
+func (pl *PeerList) subnet6(i int) netip.Prefix {
+	if x := pl.list[i].ext; x != nil {
+		return x.sn6
+	}
+	return netip.Prefix{}
 }
 
 // peer is a lease in compact form. The IPv4 parts are stored inline (an IPv4 subnet as

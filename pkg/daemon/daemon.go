@@ -47,14 +47,14 @@ type Deps struct {
 	// Status receives what the daemon is doing and answers the control socket's status
 	// queries (nil: none).
 	Status *Status
-	// Rejections lists the peer leases the admission rule rejected, for Status (nil:
-	// none are rejected).
-	Rejections Rejections
 	// Instances asks the other flanneld instances in this network namespace for their
 	// statuses (control.Instances without this daemon's own sockets); the daemon
 	// refuses to start when one of them claims a device, port or network range its
 	// config asks for (nil: no other instance is looked for).
 	Instances func(ctx context.Context) ([]control.Found, error)
+	// Admission is what main wires into the admission rule of peer leases (the
+	// backends' checks of backend data, the node's addresses, the datastore mode).
+	Admission subnet.RuleOptions
 }
 
 // PreviousLeaser is implemented by subnet managers that can tell what this node
@@ -244,13 +244,12 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	kicks, watchDone := watchKernel(ctx, deps.KernelWatch, nw.WatchFilter(), tm)
 	defer func() { cancel(); <-watchDone }()
 	loopErr := make(chan error, 1)
-	set := newLeaseSet(lease.Key())
+	set := newAdmitter(cfg, lease, deps)
 	queries, loopDone := make(chan peerQuery), make(chan struct{})
 	deps.Status.serveQueries(queries, loopDone)
 	deps.Status.setPhase(control.PhaseRunning)
-	ps := peerSource{queries: queries, rejections: deps.Rejections}
 	go func() {
-		err := reconcileLoop(ctx, nw, set, results, deps.Metrics, obs, kicks, ready, tm, ps)
+		err := reconcileLoop(ctx, nw, set, results, deps.Metrics, obs, kicks, ready, tm, queries)
 		close(loopDone)
 		loopErr <- err
 	}()
@@ -262,6 +261,16 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	case err := <-loopErr:
 		return err
 	}
+}
+
+// newAdmitter makes the admission stage of the peer leases, counting its rejections in
+// the metrics.
+func newAdmitter(cfg *subnet.Config, own *subnet.Lease, deps Deps) *subnet.Admitter {
+	m := deps.Metrics
+	for _, r := range subnet.Reasons() {
+		m.LeasesRejected(string(r), 0)
+	}
+	return subnet.NewAdmitter(subnet.NewRule(cfg, deps.Admission), own, func(r subnet.Reason) { m.LeasesRejected(string(r), 1) })
 }
 
 // rulesNetworks is what the traffic rules are for: the enabled families' networks and
@@ -334,36 +343,39 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 	return k, d
 }
 
-// peerSource is where the reconcile loop answers the control socket's peer queries from.
-type peerSource struct {
-	queries    <-chan peerQuery
-	rejections Rejections
-}
-
 // bigSnapshot is the number of leases from which the heap is collected right after a
 // snapshot is applied, before the round (see reconcileLoop): start-up and resyncs only.
 const bigSnapshot = 5000
 
-// reconcileLoop folds lease watch results into the peer set and converges the backend
-// to it. Bursts are coalesced: all pending results are applied before one Reconcile,
-// and kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled
-// before the first snapshot, so a restart never removes peers it has not heard of yet.
-// Rounds are timed for m; during a round that follows no change of the lease set since
-// the last converged one, obs reports the backend's additions and removals as repairs.
-// Between rounds it answers ps's queries for the peers.
-func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, ps peerSource) error {
+// reconcileLoop folds lease watch results into the admitted peer set (set: the
+// admission stage, whose rejections never stop the loop) and converges the backend to
+// it. Bursts are coalesced: all pending results are applied before one Reconcile, and
+// kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled before
+// the first snapshot, so a restart never removes peers it has not heard of yet. Each
+// periodic resync also reads the node's addresses again (set.Refresh). Rounds are timed
+// for m; during a round that follows no change of the peer set since the last converged
+// one, obs reports the backend's additions and removals as repairs. Between rounds it
+// answers the control socket's queries for the peers.
+func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, queries <-chan peerQuery) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
 	backoff := tm.reconcileBack
 	dirty := false
-	var converged uint64 // set.gen at the last successful round
+	var gen uint64       // incremented whenever the peer set changes
+	var converged uint64 // gen at the last successful round
 	anyRound := false    // a round succeeded
+	changed := func(c bool) {
+		if c {
+			gen++
+			dirty = true
+		}
+	}
 	// fold applies one watch result and returns the number of leases of its snapshot.
 	fold := func(r subnet.WatchResult) int {
 		added, removed := r.EventCounts()
 		m.LeaseResult(r.IsSnapshot(), added, removed)
-		dirty = set.apply(r) || dirty
+		changed(set.Apply(r))
 		return len(r.Snapshot)
 	}
 	for {
@@ -388,28 +400,28 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *leaseSet, resul
 				// that much more; one collection now sets the goal from what is live.
 				runtime.GC()
 			}
-			if set.synced {
+			if set.Synced() {
 				ready.Set(checkLeaseWatch, nil)
 			}
 		case <-kicks:
 			dirty = true
 		case <-resync.C:
 			dirty = true
+			changed(set.Refresh())
 			if v, ok := nw.(backend.Invalidator); ok {
 				v.Invalidate() // the safety net reads the kernel in full
 			}
 		case <-retry:
 			retry = nil
 			dirty = true
-		case q := <-ps.queries:
-			q.reply <- peersOf(set, ps.rejections)
+		case q := <-queries:
+			q.reply <- peersOf(set)
 		}
-		if !dirty || !set.synced {
+		if !dirty || !set.Synced() {
 			continue
 		}
 		dirty = false
-		peers := set.peers()
-		gen := set.gen
+		peers := set.Peers()
 		m.PeerLeases(peers.Len())
 		obs.drift.Store(anyRound && gen == converged)
 		start := time.Now()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
+	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -145,6 +146,7 @@ func TestRunLifeCycle(t *testing.T) {
 			notified <- state
 			return nil
 		},
+		Metrics: metrics.New(),
 	}
 	// An earlier run with another config left flannel.1, which this network does not use.
 	if err := writeState(statePath(subnetFile), &state{Key: "10.5.85.0-24", Devices: []string{"flannel.1", "fake0"}}); err != nil {
@@ -181,12 +183,16 @@ func TestRunLifeCycle(t *testing.T) {
 		t.Fatal("reconciled before the first snapshot")
 	}
 	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24"),
-		Attrs: subnet.LeaseAttrs{BackendType: "fake", BackendData: json.RawMessage(`{}`)}}
-	ownWithAttrs := own
-	m.results <- subnet.WatchResult{Snapshot: []subnet.Lease{ownWithAttrs, peer}}
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9"), BackendType: "fake", BackendData: json.RawMessage(`{}`)}}
+	bad := peer
+	bad.Subnet = netip.MustParsePrefix("10.5.85.128/25") // inside our own, and not /24: rejected
+	m.results <- subnet.WatchResult{Snapshot: subnet.CandidatesOf(bad, peer)}
 	waitFor(t, "first reconcile", func() bool { return len(be.calls()) == 1 })
 	if c := be.calls()[0]; len(c) != 1 || c[0].Key() != "10.5.9.0-24" {
 		t.Fatalf("first reconcile peers %v", c)
+	}
+	if got := counter(t, deps.Metrics, "flannel_leases_rejected_total", map[string]string{"reason": "wrong_length"}); got != 1 {
+		t.Fatalf("flannel_leases_rejected_total{reason=\"wrong_length\"} = %v, want 1", got)
 	}
 	m.results <- subnet.WatchResult{Events: []subnet.Event{{Type: subnet.EventRemoved, Lease: peer}}}
 	waitFor(t, "second reconcile", func() bool { return len(be.calls()) == 2 })

@@ -63,8 +63,8 @@ func TestKernelKickReconciles(t *testing.T) {
 		t.Fatalf("%d reconciles before the first snapshot", n)
 	}
 	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24"),
-		Attrs: subnet.LeaseAttrs{BackendType: "fake", BackendData: json.RawMessage(`{}`)}}
-	m.results <- subnet.WatchResult{Snapshot: []subnet.Lease{own, peer}}
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9"), BackendType: "fake", BackendData: json.RawMessage(`{}`)}}
+	m.results <- subnet.WatchResult{Snapshot: subnet.CandidatesOf(peer)}
 	waitFor(t, "first reconcile", func() bool { return len(be.calls()) >= 1 })
 	before := len(be.calls())
 	k()

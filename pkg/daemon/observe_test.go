@@ -148,15 +148,27 @@ func (n *reportingNetwork) roundsDone() int {
 	return n.rounds
 }
 
+// testAdmitter is the daemon's admission stage for node 10.5.1.0/24 of 10.5.0.0/16,
+// counting its rejections in m.
+func testAdmitter(t *testing.T, m *metrics.Metrics) *subnet.Admitter {
+	t.Helper()
+	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.1.0/24")}
+	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newAdmitter(cfg, &own, Deps{Metrics: m})
+}
+
 // TestRepairsAreChangesWithoutLeaseChange drives the reconcile loop round by round (a
 // lease result or a kick each) and follows the metrics it and the drift observer feed.
 func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 	m := metrics.New()
 	obs := &driftObserver{Observer: m}
-	set := newLeaseSet("10.5.1.0-24")
+	set := testAdmitter(t, m)
 	nw := &reportingNetwork{obs: obs}
 	peer := func(s string) subnet.Lease {
-		return subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix(s)}
+		return subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix(s), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")}}
 	}
 	route := func(op string) float64 {
 		return counter(t, m, "flannel_kernel_object_changes_total", map[string]string{"kind": "route", "op": op})
@@ -171,7 +183,7 @@ func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 	loopDone := make(chan error, 1)
 	// no timed rounds: each step below causes exactly one
 	tm := timings{resync: time.Hour, reconcileBack: time.Hour}
-	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, peerSource{}) }()
+	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, nil) }()
 	defer func() {
 		cancel()
 		if err := <-loopDone; err != nil {
@@ -185,7 +197,7 @@ func TestRepairsAreChangesWithoutLeaseChange(t *testing.T) {
 		failing        bool
 		added, repaird float64
 	}{
-		{"first snapshot", &subnet.WatchResult{Snapshot: []subnet.Lease{peer("10.5.2.0/24"), peer("10.5.3.0/24")}}, 2, false, 2, 0},
+		{"first snapshot", &subnet.WatchResult{Snapshot: subnet.CandidatesOf(peer("10.5.2.0/24"), peer("10.5.3.0/24"))}, 2, false, 2, 0},
 		{"resync, nothing drifted", nil, 0, false, 2, 0},
 		{"resync after a route was deleted", nil, 1, false, 2, 1},
 		{"a lease is added", &subnet.WatchResult{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: peer("10.5.4.0/24")}}}, 1, false, 3, 1},
@@ -308,8 +320,11 @@ func TestRunReadinessAndMetrics(t *testing.T) {
 		code, body := httpGet(base + "/readyz")
 		return code == 503 && body == "flanneld is not ready yet\nkernel-converged: not done yet\nlease-watch: not done yet\n"
 	})
-	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24")}
-	fm.results <- subnet.WatchResult{Snapshot: []subnet.Lease{peer}}
+	// A rejected lease beside the peer does not make the node unready.
+	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9")}}
+	garbage := subnet.Candidate{Lease: subnet.Lease{Subnet: netip.MustParsePrefix("10.5.10.0/24")},
+		Origin: subnet.Origin{Defect: subnet.Reject(subnet.BadJSON, "invalid character 'x'")}}
+	fm.results <- subnet.WatchResult{Snapshot: append(subnet.CandidatesOf(peer), garbage)}
 	readyz(200, "flanneld is ready")
 	if code, body := httpGet(base + "/healthz"); code != 200 || body != "flanneld is running" {
 		t.Fatalf("/healthz %d %q", code, body)
@@ -350,6 +365,8 @@ func TestRunReadinessAndMetrics(t *testing.T) {
 		`flannel_reconcile_runs_total{result="success"} 1`,
 		`flannel_datastore_watch_restarts_total{watch="leases"} 1`,
 		`flannel_datastore_errors_total{op="renew"} 1`,
+		`flannel_leases_rejected_total{reason="bad_json"} 1`,
+		`flannel_leases_rejected_total{reason="overlaps_peer"} 0`,
 		"process_cpu_seconds_total",
 	} {
 		if !strings.Contains(body, want) {
@@ -392,7 +409,7 @@ func (n *refusingNetwork) Reconcile(ctx context.Context, peers subnet.Peers) err
 func TestPeerRefusalsKeepTheNodeReady(t *testing.T) {
 	m := metrics.New()
 	obs := &driftObserver{Observer: m}
-	set := newLeaseSet("10.5.1.0-24")
+	set := testAdmitter(t, m)
 	nw := &refusingNetwork{reportingNetwork: reportingNetwork{obs: obs}, refused: 1}
 	ctx, cancel := context.WithCancel(context.Background())
 	results := make(chan subnet.WatchResult)
@@ -401,7 +418,7 @@ func TestPeerRefusalsKeepTheNodeReady(t *testing.T) {
 	loopDone := make(chan error, 1)
 	// a failed round is retried after reconcileBack; no resync
 	tm := timings{resync: time.Hour, reconcileBack: 50 * time.Millisecond}
-	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, peerSource{}) }()
+	go func() { loopDone <- reconcileLoop(ctx, nw, set, results, m, obs, kicks, ready, tm, nil) }()
 	defer func() {
 		cancel()
 		if err := <-loopDone; err != nil {
@@ -412,7 +429,8 @@ func TestPeerRefusalsKeepTheNodeReady(t *testing.T) {
 	refused := func() float64 {
 		return counter(t, m, "flannel_peer_programming_failures_total", map[string]string{"reason": observe.RefusedUnreachable})
 	}
-	results <- subnet.WatchResult{Snapshot: []subnet.Lease{{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.2.0/24")}}}
+	results <- subnet.WatchResult{Snapshot: subnet.CandidatesOf(subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.2.0/24"),
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")}})}
 	waitFor(t, "a round with a refused peer", func() bool { return nw.roundsDone() == 1 && converged() == nil })
 	if v := refused(); v != 1 {
 		t.Errorf("refusals counted %v, want 1", v)

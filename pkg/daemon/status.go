@@ -15,21 +15,6 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// RejectedLease is a peer lease the admission rule keeps out of the lease set, with the
-// reason; Lease is what of it decoded (nil when nothing did).
-type RejectedLease struct {
-	Key    string
-	Reason string
-	Lease  *subnet.Lease
-}
-
-// Rejections is how the control socket learns which peer leases are rejected: whatever
-// applies the admission rule implements it. RejectedLeases is called by the reconcile
-// loop between rounds and returns a list the caller may keep.
-type Rejections interface {
-	RejectedLeases() []RejectedLease
-}
-
 // Status is what the control socket reports of the daemon. cmd/flanneld makes it with
 // what only it knows (the instance's identity, the redacted options), hands it to Run
 // in Deps and serves Get on the control socket; Run fills in the rest as it goes.
@@ -171,24 +156,22 @@ func readinessOf(r *healthz.Readiness) control.Readiness {
 	return out
 }
 
-// peersOf lists the lease set's peers and the rejected leases; the reconcile loop calls
-// it between rounds.
-func peersOf(set *leaseSet, rej Rejections) control.Peers {
-	p := control.Peers{Synced: set.synced, Admitted: []control.Lease{}, Rejected: []control.Rejected{}}
-	peers := set.peers()
+// peersOf lists the admitted peers and the rejected leases with their reasons; the
+// reconcile loop calls it between rounds.
+func peersOf(set *subnet.Admitter) control.Peers {
+	p := control.Peers{Synced: set.Synced(), Admitted: []control.Lease{}, Rejected: []control.Rejected{}}
+	peers := set.Peers()
 	p.Admitted = make([]control.Lease, 0, peers.Len())
 	for l := range peers.All() {
 		p.Admitted = append(p.Admitted, controlLease(&l))
 	}
-	if rej != nil {
-		for _, r := range rej.RejectedLeases() {
-			cr := control.Rejected{Key: r.Key, Reason: r.Reason}
-			if r.Lease != nil {
-				l := controlLease(r.Lease)
-				cr.Lease = &l
-			}
-			p.Rejected = append(p.Rejected, cr)
+	for _, r := range set.Rejected() {
+		cr := control.Rejected{Key: r.Name, Reason: string(r.Reason)}
+		if r.Lease != nil {
+			l := controlLease(r.Lease)
+			cr.Lease = &l
 		}
+		p.Rejected = append(p.Rejected, cr)
 	}
 	return p
 }

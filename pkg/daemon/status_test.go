@@ -13,10 +13,6 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-type fakeRejections []RejectedLease
-
-func (f fakeRejections) RejectedLeases() []RejectedLease { return f }
-
 func getStatus(t *testing.T, s *Status) *control.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -45,13 +41,11 @@ func TestRunStatus(t *testing.T) {
 		Instance: control.Instance{PID: 42, Version: "test", Socket: "@flannel-go/x", Locks: []string{"x", "y"}, Datastore: "etcd", SubnetFile: subnetFile},
 		Config:   control.Config{Options: json.RawMessage(`{"EtcdPassword":"<redacted>"}`)},
 	})
-	bad := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/25")}
 	deps := Deps{
 		Manager:        m,
 		Backends:       map[string]backend.Constructor{"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return be, nil }},
 		LookupExtIface: func(*subnet.Config) (*backend.ExternalInterface, error) { return &backend.ExternalInterface{}, nil },
 		Status:         status,
-		Rejections:     fakeRejections{{Key: "10.5.9.0-25", Reason: "subnet_length", Lease: &bad}, {Key: "junk", Reason: "bad_key"}},
 	}
 	if st := getStatus(t, status); st.Instance.Phase != control.PhaseStarting || st.Lease != nil || st.Instance.PID != 42 {
 		t.Fatalf("before Run: %+v", st)
@@ -84,19 +78,25 @@ func TestRunStatus(t *testing.T) {
 	if len(st.Instance.Devices) != 1 || st.Instance.Devices[0] != "fake0" {
 		t.Errorf("devices %q", st.Instance.Devices)
 	}
-	if st.Peers.Synced || len(st.Peers.Admitted) != 0 || len(st.Peers.Rejected) != 2 {
+	if st.Peers.Synced || len(st.Peers.Admitted) != 0 || len(st.Peers.Rejected) != 0 {
 		t.Errorf("peers before the snapshot: %+v", st.Peers)
 	}
 	peer := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.9.0/24"),
 		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.12"), BackendType: "fake", BackendData: json.RawMessage(`{"VNI":7}`)}}
-	m.results <- subnet.WatchResult{Snapshot: []subnet.Lease{own, peer}}
+	bad := peer
+	bad.Subnet = netip.MustParsePrefix("10.5.9.0/25") // not SubnetLen long
+	loser := peer                                     // its IPv4 subnet is the older peer's
+	loser.IPv6Subnet = netip.MustParsePrefix("fd00::/64")
+	m.results <- subnet.WatchResult{Snapshot: append(subnet.CandidatesOf(peer, bad),
+		subnet.Candidate{Lease: loser, Origin: subnet.Origin{Seniority: 9}})}
 	waitFor(t, "first reconcile", func() bool { return len(be.calls()) == 1 })
 	st = getStatus(t, status)
 	if !st.Peers.Synced || len(st.Peers.Admitted) != 1 || st.Peers.Admitted[0].Key != "10.5.9.0-24" ||
 		st.Peers.Admitted[0].PublicIP != peer.Attrs.PublicIP || string(st.Peers.Admitted[0].BackendData) != `{"VNI":7}` {
 		t.Errorf("peers: %+v", st.Peers)
 	}
-	if r := st.Peers.Rejected; len(r) != 2 || r[0].Reason != "subnet_length" || r[0].Lease == nil || r[0].Lease.Subnet != bad.Subnet || r[1].Lease != nil {
+	if r := st.Peers.Rejected; len(r) != 2 || r[0].Key != "10.5.9.0-24&fd00::-64" || r[0].Reason != "overlaps_peer" || r[0].Lease == nil ||
+		r[0].Lease.IPv6Subnet != loser.IPv6Subnet || r[1].Key != "10.5.9.0-25" || r[1].Reason != "wrong_length" || r[1].Lease != nil {
 		t.Errorf("rejected: %+v", r)
 	}
 	waitFor(t, "ready", func() bool { return getStatus(t, status).Readiness.Ready })

@@ -49,6 +49,7 @@ type Metrics struct {
 	udpDropped        *prometheus.CounterVec
 	peerFailures      *prometheus.CounterVec
 	peersSkipped      *prometheus.GaugeVec
+	leasesRejected    *prometheus.CounterVec
 }
 
 var _ observe.Observer = (*Metrics)(nil)
@@ -111,13 +112,17 @@ func New() *Metrics {
 			Help: "Sound peer leases the last reconcile round skipped, by reason: other_backend (the peer runs another backend), " +
 				"other_vni (its vxlan uses another VNI). Pods on such a peer are unreachable from this node.",
 		}, []string{"reason"}),
+		leasesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flannel_leases_rejected_total",
+			Help: "Peer leases the admission rule rejected (each counted once per key and revision), by reason.",
+		}, []string{"reason"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
 		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped, m.peerFailures,
-		m.peersSkipped,
+		m.peersSkipped, m.leasesRejected,
 	)
 	// Declare the label values known in advance, so that series exist (at 0) from the
 	// start and rate() sees their first increment.
@@ -261,6 +266,15 @@ func (m *Metrics) WatchRestarted(watch observe.Kind, _ error) {
 
 // WatchLive implements observe.Observer (readiness uses it; no metric).
 func (m *Metrics) WatchLive(observe.Kind) {}
+
+// LeasesRejected counts n rejected peer leases of one reason; n = 0 declares the reason,
+// so that its series exists (at 0) before the first rejection.
+func (m *Metrics) LeasesRejected(reason string, n int) {
+	if m == nil || n < 0 {
+		return
+	}
+	m.leasesRejected.WithLabelValues(reason).Add(float64(n))
+}
 
 // LeaseExpiration implements observe.Observer.
 func (m *Metrics) LeaseExpiration(t time.Time) {

@@ -39,6 +39,9 @@ func TestCounters(t *testing.T) {
 	m.PeerProgrammingFailures(observe.RefusedInvalid, 0) // ignored
 	m.PeersSkipped(observe.SkippedOtherBackend, 2)
 	m.PeersSkipped(observe.SkippedOtherBackend, 1) // a state: the last round's count
+	m.LeasesRejected("overlaps_peer", 0)
+	m.LeasesRejected("too_large", 1)
+	m.LeasesRejected("too_large", 1)
 
 	tests := []struct {
 		name string
@@ -66,6 +69,8 @@ func TestCounters(t *testing.T) {
 		{"peers invalid", testutil.ToFloat64(m.peerFailures.WithLabelValues("invalid")), 0},
 		{"skipped, other backend", testutil.ToFloat64(m.peersSkipped.WithLabelValues("other_backend")), 1},
 		{"skipped, other VNI", testutil.ToFloat64(m.peersSkipped.WithLabelValues("other_vni")), 0},
+		{"rejected too large", testutil.ToFloat64(m.leasesRejected.WithLabelValues("too_large")), 2},
+		{"rejected overlaps declared", testutil.ToFloat64(m.leasesRejected.WithLabelValues("overlaps_peer")), 0},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -130,6 +135,7 @@ func TestNamingConventions(t *testing.T) {
 	m.DatastoreError("renew", errors.New("x"))
 	m.TxChecksumOffload("flannel.1", true)
 	m.PacketsDropped("unknown_peer", 1)
+	m.LeasesRejected("bad_json", 1)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +182,7 @@ func TestNilSafe(t *testing.T) {
 	m.WatchLive("x")
 	m.LeaseExpiration(time.Now())
 	m.PeerProgrammingFailures("invalid", 1)
+	m.LeasesRejected("bad_json", 1)
 	if m.Registry() != nil {
 		t.Fatal("nil Metrics has a registry")
 	}

@@ -60,14 +60,17 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 
 func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (lease *subnet.Lease, err error) {
 	// One pass over the listing: this node's own entries are kept whole; of the others
-	// only their subnets (taken) and their leases, from which the lease watch starts.
-	// This node's entries (rewritten or deleted just now) are left out of the latter:
-	// the watch delivers what became of them.
+	// the subnets they take and the candidates the lease watch starts from. Only leases
+	// that pass the per-lease admission rule take a subnet (a rejected one only the key
+	// it sits on): a bad lease never blocks this node's allocation. This node's entries
+	// (rewritten or deleted just now) are left out of the candidates: the watch delivers
+	// what became of them.
+	rule := subnet.NewRule(cfg, m.cfg.Admission)
 	var mine []entry
 	var taken4, taken6 []netip.Prefix
-	var peers []subnet.Lease
+	var peers []subnet.Candidate
 	size := func(n int) {
-		peers, taken4 = make([]subnet.Lease, 0, n), make([]netip.Prefix, 0, n)
+		peers, taken4 = make([]subnet.Candidate, 0, n), make([]netip.Prefix, 0, n)
 		if cfg.EnableIPv6 {
 			taken6 = make([]netip.Prefix, 0, n)
 		}
@@ -77,15 +80,15 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 			mine = append(mine, *e)
 			return
 		}
-		if e.lease.Subnet.IsValid() {
-			taken4 = append(taken4, e.lease.Subnet)
+		if sn, sn6, ok := rule.Taken(&e.c); ok {
+			if sn.IsValid() {
+				taken4 = append(taken4, sn)
+			}
+			if sn6.IsValid() {
+				taken6 = append(taken6, sn6)
+			}
 		}
-		if e.lease.IPv6Subnet.IsValid() {
-			taken6 = append(taken6, e.lease.IPv6Subnet)
-		}
-		if e.usableOrLog() {
-			peers = append(peers, e.lease)
-		}
+		peers = append(peers, e.c)
 	})
 	if err != nil {
 		return nil, err
@@ -93,21 +96,28 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 	defer func() {
 		if err == nil {
 			m.prime(peers, rev)
+			m.mu.Lock()
+			m.own = m.subnetKey(lease.Subnet, lease.IPv6Subnet)
+			m.mu.Unlock()
 		}
 	}()
 
 	// 1. Our own lease, found by public address; the others' subnets are taken.
-	for _, e := range mine {
+	for i, e := range mine {
 		key := e.name()
+		l := &e.c.Lease
 		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
 		// KeepLease and the peers address the lease by its canonical key.
-		if compatible(cfg, e.lease) && key == m.subnetKey(e.lease.Subnet, e.lease.IPv6Subnet) {
+		if compatible(cfg, *l) && key == m.subnetKey(l.Subnet, l.IPv6Subnet) {
 			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
-				fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
+				fmtV4(l.Subnet), fmtV6(l.IPv6Subnet), nodeAddr(cfg, attrs)))
+			for _, other := range mine[i+1:] {
+				peers = append(peers, other.c) // left as they are: peers to judge
+			}
 			return m.rewrite(ctx, cli, e, attrs, value)
 		}
 		klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s) but not compatible with current config, deleting",
-			fmtV4(e.lease.Subnet), fmtV6(e.lease.IPv6Subnet), nodeAddr(cfg, attrs)))
+			fmtV4(l.Subnet), fmtV6(l.IPv6Subnet), nodeAddr(cfg, attrs)))
 		resp, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", e.modRev)).
 			Then(clientv3.OpDelete(key)).Commit()
@@ -166,7 +176,7 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 // without one when the key is a reservation (it stays a reservation).
 func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
 	key := e.name()
-	l := leaseFor(e.lease.Subnet, e.lease.IPv6Subnet)
+	l := leaseFor(e.c.Lease.Subnet, e.c.Lease.IPv6Subnet)
 	l.Attrs = *attrs
 	unchanged := clientv3.Compare(clientv3.ModRevision(key), "=", e.modRev)
 	if e.etcdLease == 0 {
@@ -200,13 +210,13 @@ func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, at
 // sameNode reports whether a listed lease belongs to this node: same PublicIP, or, with
 // IPv4 disabled (every node advertises 0.0.0.0 then), same PublicIPv6.
 func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e *entry) bool {
-	if e.attrsErr != nil {
+	if e.c.Origin.Defect != nil {
 		return false
 	}
 	if cfg.EnableIPv4 {
-		return attrs.PublicIP.IsValid() && e.lease.Attrs.PublicIP == attrs.PublicIP
+		return attrs.PublicIP.IsValid() && e.c.Lease.Attrs.PublicIP == attrs.PublicIP
 	}
-	return attrs.PublicIPv6.IsValid() && e.lease.Attrs.PublicIPv6 == attrs.PublicIPv6
+	return attrs.PublicIPv6.IsValid() && e.c.Lease.Attrs.PublicIPv6 == attrs.PublicIPv6
 }
 
 // compatible reports whether a lease's subnets fit the configuration: each enabled family

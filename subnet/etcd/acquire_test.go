@@ -403,3 +403,26 @@ func TestAcquireNonCanonicalKey(t *testing.T) {
 		t.Fatalf("KeepLease: %v", err)
 	}
 }
+
+// Rejected leases never block this node's allocation: a lease of the wrong length over
+// the whole network, an alias key or a lease with a bad public address takes no subnet;
+// a bad value on a canonical key takes only that key (it cannot be created again). The
+// previous subnet, held by such a key, is given up for a free one.
+func TestAcquireRejectedLeasesTakeNothing(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.6.0.0/22","SubnetLen":24}`)
+	mustPut(t, cli, subnets+"10.6.0.0-22", leaseValue("198.51.100.9"))                   // wrong length, covers all
+	mustPut(t, cli, subnets+"10.6.1.7-24", leaseValue("198.51.100.9"))                   // alias of 10.6.1.0/24
+	mustPut(t, cli, subnets+"10.6.2.0-24", `{"PublicIP":"127.0.0.1","PublicIPv6":null}`) // bad public address
+	mustPut(t, cli, subnets+"10.6.3.0-24", `{"PublicIP":`)                               // garbage on a canonical key
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, PrevSubnet: netip.MustParsePrefix("10.6.3.0/24")})
+	l := acquire(t, m, attrsFor("198.51.100.1"))
+	if l.Subnet.String() != "10.6.1.0/24" {
+		t.Fatalf("got %s, want 10.6.1.0/24, the only free key (10.6.2.0-24 and 10.6.3.0-24 exist)", l.Subnet)
+	}
+	// The first snapshot is the acquisition's listing: every bad lease is in it, for the
+	// admission rule to judge and count.
+	r := next(t, startWatch(t, m), 30*time.Second)
+	if len(r.Snapshot) != 4 {
+		t.Fatalf("first snapshot of %d leases, want the 4 bad ones", len(r.Snapshot))
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/subnet"
@@ -15,35 +17,49 @@ import (
 
 var errBadKey = errors.New("bad subnet key")
 
-// keySubnets extracts the subnets from a full etcd key below dir ("<prefix>/subnets/").
-func keySubnets(dir string, key []byte) (sn, sn6 netip.Prefix, err error) {
+// keySubnets extracts the name (the key below dir, "<prefix>/subnets/") and its subnets
+// from a full etcd key.
+func keySubnets(dir string, key []byte) (name string, sn, sn6 netip.Prefix, err error) {
 	k := string(key)
 	name, ok := strings.CutPrefix(k, dir)
 	if !ok || name == "" || strings.Contains(name, "/") {
-		return sn, sn6, fmt.Errorf("%w %q", errBadKey, k)
+		return "", sn, sn6, fmt.Errorf("%w %q", errBadKey, k)
 	}
 	sn, sn6, err = subnet.ParseSubnetKey(name)
 	if err != nil {
-		return sn, sn6, fmt.Errorf("%w: %w", errBadKey, err)
+		return "", sn, sn6, fmt.Errorf("%w: %w", errBadKey, err)
 	}
 	if !sn.IsValid() && !sn6.IsValid() {
-		return sn, sn6, fmt.Errorf("%w %q: no subnet", errBadKey, k)
+		return "", sn, sn6, fmt.Errorf("%w %q: no subnet", errBadKey, k)
 	}
-	return sn, sn6, nil
+	return name, sn, sn6, nil
 }
 
-// kvToLease turns a subnet key and its value into a Lease. Expiration stays zero: peers'
-// lease TTLs are not looked up.
-func kvToLease(dir string, key, value []byte) (subnet.Lease, error) {
-	sn, sn6, err := keySubnets(dir, key)
+// kvCandidate turns a subnet key and its value into a candidate lease for the admission
+// rule. A key that names no subnet is an error (it is no lease). A value larger than
+// subnet.MaxValueSize is not decoded and nothing of it is kept (Defect TooLarge); one
+// that does not decode is BadJSON. The Origin names the key only when it is not the
+// canonical key of its subnets (an etcd snapshot then holds no key strings). Expiration
+// stays zero: peers' lease TTLs are not looked up.
+func kvCandidate(dir string, key, value []byte, createRev, modRev int64) (subnet.Candidate, error) {
+	name, sn, sn6, err := keySubnets(dir, key)
 	if err != nil {
-		return subnet.Lease{}, err
+		return subnet.Candidate{}, err
 	}
-	l := leaseFor(sn, sn6)
-	if err := decodeAttrs(value, &l.Attrs); err != nil {
-		return subnet.Lease{}, fmt.Errorf("bad lease value at %s: %w", key, err)
+	c := subnet.Candidate{Lease: leaseFor(sn, sn6), Origin: subnet.Origin{Seniority: createRev, Version: modRev}}
+	if !subnet.IsSubnetKey(name, sn, sn6) {
+		c.Origin.Name = name
 	}
-	return l, nil
+	switch {
+	case len(value) > subnet.MaxValueSize:
+		c.Origin.Defect = subnet.Reject(subnet.TooLarge, "value of %d bytes, more than %d", len(value), subnet.MaxValueSize)
+	default:
+		if err := decodeAttrs(value, &c.Lease.Attrs); err != nil {
+			c.Lease.Attrs = subnet.LeaseAttrs{}
+			c.Origin.Defect = &subnet.Rejection{Reason: subnet.BadJSON, Err: err}
+		}
+	}
+	return c, nil
 }
 
 func leaseFor(sn, sn6 netip.Prefix) subnet.Lease {
@@ -57,73 +73,99 @@ func leaseFor(sn, sn6 netip.Prefix) subnet.Lease {
 
 // entry is one subnet key as listed from etcd.
 type entry struct {
-	rawKey    []byte       // the key as listed (name() is its string)
-	lease     subnet.Lease // Attrs valid only when attrsErr is nil
-	attrsErr  error
-	etcdLease int64 // 0: a reservation
+	rawKey    []byte           // the key as listed (name() is its string)
+	c         subnet.Candidate // the lease (Attrs valid only without a Defect) and its origin
+	etcdLease int64            // 0: a reservation
 	modRev    int64
 }
 
 // name is the entry's etcd key.
 func (e *entry) name() string { return string(e.rawKey) }
 
-// usableOrLog reports whether the entry's value parsed; an entry whose value did not is
-// logged and is no peer lease (its subnets are still taken).
-func (e *entry) usableOrLog() bool {
-	if e.attrsErr != nil {
-		klog.InfoS("Ignoring subnet lease with a bad value", "key", e.name(), "err", e.attrsErr)
-		return false
-	}
-	return true
-}
-
-// listPage is how many keys one range request of scan reads: the responses of a
-// 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
+// listPage is how many keys one range request of scan reads at most: the responses of
+// a 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
 // held while it is decoded.
 const listPage = 1000
 
-// scan reads all subnet keys, in pages of m.page (listPage when 0) keys, all at the
-// revision of the first page, which it returns. It calls size once with the number of
-// keys, then f for each: keys that do not parse are skipped; values that do not parse
-// are passed (their subnets are still taken) with attrsErr set.
+// maxResponseBytes is the etcd client's receive limit: a response (a page of a listing,
+// a watch response) larger than this is refused by the client before it is read, so a
+// listing never holds more than this of values at a time, whatever their sizes. It is
+// above etcd's default limit of a request (1.5 MiB), so that one value of any size etcd
+// accepts by default still arrives alone.
+const maxResponseBytes = 2 << 20
+
+// scan reads all subnet keys, at the revision of the first page, which it returns, in
+// pages of at most m.page (listPage when 0) keys: a page whose response passes
+// maxResponseBytes is read again in smaller pages, and the page size grows back after
+// each page read; a single value passing it is reported without its value (Defect
+// TooLarge, learnt from a keys-only read). scan calls size once with the number of keys,
+// then f for each: keys that name no subnet are skipped; values that do not decode are
+// passed with a Defect (their subnets may still be taken).
 func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int), f func(e *entry)) (int64, error) {
-	page := m.page
-	if page <= 0 {
-		page = listPage
+	limit := m.page
+	if limit <= 0 {
+		limit = listPage
 	}
+	page := limit
 	end := clientv3.GetPrefixRangeEnd(m.subnetsDir)
 	from := m.subnetsDir
 	var rev int64
 	var e entry // one for all keys: f must copy what it keeps
+	pin := func(r *clientv3.GetResponse) {
+		if rev == 0 {
+			rev = r.Header.Revision
+			size(int(r.Count))
+		}
+	}
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(page))}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
 		resp, err := cli.Get(ctx, from, opts...)
+		if status.Code(err) == codes.ResourceExhausted {
+			if page > 1 {
+				page = max(1, page/8)
+				klog.V(2).InfoS("A page of the subnet listing passed the receive limit; reading smaller pages", "from", from, "keys", page, "limit", m.cfg.maxResponse)
+				continue
+			}
+			klog.InfoS("A subnet lease value alone passes the receive limit; listing its key without it", "from", from, "limit", m.cfg.maxResponse)
+			// One value alone passes the limit: read its key without it.
+			opts = append(opts, clientv3.WithKeysOnly())
+			resp, err = cli.Get(ctx, from, opts...)
+			if err != nil {
+				return 0, fmt.Errorf("listing %s: %w", m.subnetsDir, err)
+			}
+			pin(resp)
+			if len(resp.Kvs) == 0 {
+				return rev, nil
+			}
+			kv := resp.Kvs[0]
+			if c, err := kvCandidate(m.subnetsDir, kv.Key, nil, kv.CreateRevision, kv.ModRevision); err == nil {
+				c.Origin.Defect = subnet.Reject(subnet.TooLarge, "value larger than %d bytes", m.cfg.maxResponse)
+				e = entry{rawKey: kv.Key, c: c, etcdLease: kv.Lease, modRev: kv.ModRevision}
+				f(&e)
+			}
+			from = string(kv.Key) + "\x00"
+			continue
+		}
 		if err != nil {
 			return 0, fmt.Errorf("listing %s: %w", m.subnetsDir, err)
 		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-			size(int(resp.Count))
-		}
+		pin(resp)
 		for _, kv := range resp.Kvs {
-			sn, sn6, err := keySubnets(m.subnetsDir, kv.Key)
+			c, err := kvCandidate(m.subnetsDir, kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision)
 			if err != nil {
 				klog.InfoS("Ignoring bad subnet node", "key", string(kv.Key), "err", err)
 				continue
 			}
-			e = entry{rawKey: kv.Key, lease: leaseFor(sn, sn6), etcdLease: kv.Lease, modRev: kv.ModRevision}
-			if err := decodeAttrs(kv.Value, &e.lease.Attrs); err != nil {
-				e.attrsErr = err
-				e.lease.Attrs = subnet.LeaseAttrs{}
-			}
+			e = entry{rawKey: kv.Key, c: c, etcdLease: kv.Lease, modRev: kv.ModRevision}
 			f(&e)
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			return rev, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		page = min(limit, 2*page)
 	}
 }

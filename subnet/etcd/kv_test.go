@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,12 +13,16 @@ import (
 
 const dir = "/coreos.com/network/subnets/"
 
-func TestKVToLease(t *testing.T) {
+func TestKVCandidate(t *testing.T) {
 	val := `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}}`
+	big := `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4","pad":"` +
+		strings.Repeat("x", subnet.MaxValueSize) + `"}}`
 	tests := []struct {
 		name     string
 		key, val string
 		wantErr  error // nil: success
+		defect   subnet.Reason
+		named    string // Origin.Name: set for non-canonical keys only
 		sn, sn6  string
 		pub      string
 	}{
@@ -26,6 +31,8 @@ func TestKVToLease(t *testing.T) {
 		{name: "v6 only", key: dir + "0.0.0.0-0&fc00:0:0:27::-64", val: `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2"}`, sn6: "fc00:0:0:27::/64"},
 		{name: "v0.10 value", key: dir + "10.5.1.0-24", val: `{"PublicIP":"198.51.100.2","BackendType":"vxlan","BackendData":{"VtepMAC":"aa:bb:cc:dd:ee:ff"}}`, sn: "10.5.1.0/24", pub: "198.51.100.2"},
 		{name: "udp value", key: dir + "10.8.97.0-24", val: `{"PublicIP":"198.51.100.2","PublicIPv6":null}`, sn: "10.8.97.0/24", pub: "198.51.100.2"},
+		{name: "alias key", key: dir + "10.5.85.7-24", val: val, named: "10.5.85.7-24", sn: "10.5.85.0/24", pub: "198.51.100.1"},
+		{name: "alias key with a prefix", key: dir + "x10.5.85.0-24", val: val, named: "x10.5.85.0-24", sn: "10.5.85.0/24", pub: "198.51.100.1"},
 		{name: "other prefix", key: "/other/subnets/10.5.85.0-24", val: val, wantErr: errBadKey},
 		{name: "nested", key: dir + "x/10.5.85.0-24", val: val, wantErr: errBadKey},
 		{name: "empty name", key: dir, val: val, wantErr: errBadKey},
@@ -37,26 +44,25 @@ func TestKVToLease(t *testing.T) {
 		{name: "v6 without len", key: dir + "10.12.13.0-24&2001::", val: val, wantErr: errBadKey},
 		{name: "len too long", key: dir + "10.12.13.0-32", val: val, wantErr: errBadKey},
 		{name: "no subnet at all", key: dir + "0.0.0.0-0", val: val, wantErr: errBadKey},
-		{name: "bad json", key: dir + "10.5.85.0-24", val: `{"PublicIP":`, wantErr: errAnyValue},
-		{name: "bad public ip", key: dir + "10.5.85.0-24", val: `{"PublicIP":"fd00::1"}`, wantErr: errAnyValue},
+		{name: "bad json", key: dir + "10.5.85.0-24", val: `{"PublicIP":`, defect: subnet.BadJSON, sn: "10.5.85.0/24"},
+		{name: "bad public ip", key: dir + "10.5.85.0-24", val: `{"PublicIP":"fd00::1"}`, defect: subnet.BadJSON, sn: "10.5.85.0/24"},
+		{name: "too large, not decoded", key: dir + "10.5.85.0-24", val: big, defect: subnet.TooLarge, sn: "10.5.85.0/24"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := kvToLease(dir, []byte(tc.key), []byte(tc.val))
+			c, err := kvCandidate(dir, []byte(tc.key), []byte(tc.val), 5, 9)
 			if tc.wantErr != nil {
-				if err == nil {
-					t.Fatalf("want error, got lease %+v", l)
-				}
-				if tc.wantErr == errBadKey && !errors.Is(err, errBadKey) {
-					t.Fatalf("want bad key error, got %v", err)
-				}
-				if tc.wantErr == errAnyValue && errors.Is(err, errBadKey) {
-					t.Fatalf("want value error, got %v", err)
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("want bad key error, got %v (candidate %+v)", err, c)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			l := c.Lease
+			if c.Origin.Name != tc.named || c.Origin.Seniority != 5 || c.Origin.Version != 9 {
+				t.Errorf("origin %+v", c.Origin)
 			}
 			if got := prefixString(l.Subnet); got != tc.sn {
 				t.Errorf("Subnet = %q, want %q", got, tc.sn)
@@ -67,6 +73,18 @@ func TestKVToLease(t *testing.T) {
 			if l.EnableIPv4 != (tc.sn != "") || l.EnableIPv6 != (tc.sn6 != "") {
 				t.Errorf("Enable flags = %v/%v", l.EnableIPv4, l.EnableIPv6)
 			}
+			if tc.defect != "" {
+				if c.Origin.Defect == nil || c.Origin.Defect.Reason != tc.defect {
+					t.Fatalf("defect %v, want %s", c.Origin.Defect, tc.defect)
+				}
+				if l.Attrs.BackendData != nil || l.Attrs.PublicIP.IsValid() {
+					t.Fatalf("a defective value left attributes: %+v", l.Attrs)
+				}
+				return
+			}
+			if c.Origin.Defect != nil {
+				t.Fatalf("defect %v", c.Origin.Defect)
+			}
 			if got := addrString(l.Attrs.PublicIP); got != tc.pub {
 				t.Errorf("PublicIP = %q, want %q", got, tc.pub)
 			}
@@ -76,8 +94,6 @@ func TestKVToLease(t *testing.T) {
 		})
 	}
 }
-
-var errAnyValue = errors.New("value error")
 
 func prefixString(p netip.Prefix) string {
 	if !p.IsValid() {
@@ -93,47 +109,61 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-func FuzzKVToLease(f *testing.F) {
+// FuzzKVCandidate: any key and value give a candidate or a bad-key error, never a panic;
+// a value over the size limit is never decoded; a decoded lease's canonical key parses
+// back to it, and its attributes survive our own encoding.
+func FuzzKVCandidate(f *testing.F) {
 	for _, s := range [][2]string{
 		{dir + "10.5.85.0-24", `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}}`},
 		{dir + "10.12.13.0-24&fd00:12:13::-56", `{"PublicIP":"198.51.100.1","PublicIPv6":"fd00::1","BackendV6Data":{"VNI":1}}`},
 		{dir + "0.0.0.0-0&fc00:0:0:27::-64", `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::2"}`},
 		{dir + "10.12.13.300-24", `{}`},
 		{dir + "1.2.3.4-31&::-127", `{"PublicIP":null,"BackendData":null}`},
+		{dir + "10.5.85.0-24", `{"PublicIP":"198.51.100.1","BackendData":"` + strings.Repeat("y", subnet.MaxValueSize) + `"}`},
 	} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, key, value string) {
-		l, err := kvToLease(dir, []byte(key), []byte(value))
+		c, err := kvCandidate(dir, []byte(key), []byte(value), 1, 1)
 		if err != nil {
 			return
 		}
+		l := c.Lease
 		if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
 			t.Fatalf("lease without any subnet from %q", key)
 		}
 		if l.EnableIPv4 != l.Subnet.IsValid() || l.EnableIPv6 != l.IPv6Subnet.IsValid() {
 			t.Fatalf("enable flags disagree with subnets: %+v", l)
 		}
+		if (c.Origin.Name == "") != (dir+l.Key() == key) {
+			t.Fatalf("key %q, canonical %q, origin name %q", key, l.Key(), c.Origin.Name)
+		}
+		if len(value) > subnet.MaxValueSize && (c.Origin.Defect == nil || c.Origin.Defect.Reason != subnet.TooLarge || len(l.Attrs.BackendData) > 0) {
+			t.Fatalf("a value of %d bytes: %+v", len(value), c)
+		}
+		if c.Origin.Defect != nil {
+			return
+		}
 		// The canonical key of the lease parses back to the same lease.
 		canon := dir + l.Key()
-		l2, err := kvToLease(dir, []byte(canon), []byte(value))
-		if err != nil {
-			t.Fatalf("canonical key %q of %q does not parse: %v", canon, key, err)
+		c2, err := kvCandidate(dir, []byte(canon), []byte(value), 1, 1)
+		if err != nil || c2.Origin.Name != "" {
+			t.Fatalf("canonical key %q of %q does not parse: %v %+v", canon, key, err, c2.Origin)
 		}
-		if l2.Subnet != l.Subnet || l2.IPv6Subnet != l.IPv6Subnet {
-			t.Fatalf("key round trip %q -> %q changed subnets: %v %v -> %v %v", key, canon, l.Subnet, l.IPv6Subnet, l2.Subnet, l2.IPv6Subnet)
+		if c2.Lease.Subnet != l.Subnet || c2.Lease.IPv6Subnet != l.IPv6Subnet {
+			t.Fatalf("key round trip %q -> %q changed subnets", key, canon)
 		}
 		// The attributes survive our own encoding.
 		enc, err := l.Attrs.MarshalJSON()
 		if err != nil {
-			return // e.g. BackendData that json.Compact refuses cannot occur after Unmarshal, but stay safe
+			return
 		}
-		l3, err := kvToLease(dir, []byte(canon), enc)
-		if err != nil {
-			t.Fatalf("re-encoded value %s does not parse: %v", enc, err)
+		c3, err := kvCandidate(dir, []byte(canon), enc, 1, 1)
+		if err != nil || (c3.Origin.Defect != nil && len(enc) <= subnet.MaxValueSize) {
+			t.Fatalf("re-encoded value %s does not parse: %v %v", enc, err, c3.Origin.Defect)
 		}
-		if l3.Attrs.PublicIP != l.Attrs.PublicIP || l3.Attrs.PublicIPv6 != l.Attrs.PublicIPv6 || l3.Attrs.BackendType != l.Attrs.BackendType {
-			t.Fatalf("attrs changed through encoding: %+v -> %+v", l.Attrs, l3.Attrs)
+		if c3.Origin.Defect == nil && (c3.Lease.Attrs.PublicIP != l.Attrs.PublicIP || c3.Lease.Attrs.PublicIPv6 != l.Attrs.PublicIPv6 || c3.Lease.Attrs.BackendType != l.Attrs.BackendType) {
+			t.Fatalf("attrs changed through encoding: %+v -> %+v", l.Attrs, c3.Lease.Attrs)
 		}
 	})
 }
@@ -237,8 +267,10 @@ func TestCompatibleAndSameNode(t *testing.T) {
 	}
 
 	me := &subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.1"), PublicIPv6: netip.MustParseAddr("fd00::1")}
-	other := entry{lease: subnet.Lease{Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.2"), PublicIPv6: netip.MustParseAddr("fd00::1")}}}
-	mine := entry{lease: subnet.Lease{Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.1"), PublicIPv6: netip.MustParseAddr("fd00::2")}}}
+	ent := func(pub, pub6 string) entry {
+		return entry{c: subnet.Candidate{Lease: subnet.Lease{Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), PublicIPv6: netip.MustParseAddr(pub6)}}}}
+	}
+	other, mine := ent("198.51.100.2", "fd00::1"), ent("198.51.100.1", "fd00::2")
 	if !sameNode(v4, me, &mine) || sameNode(v4, me, &other) {
 		t.Error("IPv4 mode must match on PublicIP")
 	}
@@ -246,11 +278,11 @@ func TestCompatibleAndSameNode(t *testing.T) {
 		t.Error("IPv6-only mode must match on PublicIPv6")
 	}
 	bad := mine
-	bad.attrsErr = errors.New("bad")
+	bad.c.Origin.Defect = subnet.Reject(subnet.BadJSON, "bad")
 	if sameNode(v4, me, &bad) {
 		t.Error("a lease with an unreadable value must not match")
 	}
-	zero := entry{lease: subnet.Lease{}}
+	zero := entry{}
 	if sameNode(v6, &subnet.LeaseAttrs{}, &zero) || sameNode(v4, &subnet.LeaseAttrs{}, &zero) {
 		t.Error("unset addresses must never match (upstream's 0.0.0.0 collision)")
 	}

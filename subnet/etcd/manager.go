@@ -46,6 +46,10 @@ type Config struct {
 	// Username and Password enable etcd authentication when both are set. Neither is
 	// ever logged or put in an error.
 	Username, Password string
+	// Admission is what main wires into the admission rule of peer leases: only the
+	// leases that pass its per-lease checks take a subnet when this node picks one
+	// (subnet.Rule.Taken), so that a bad lease never blocks the node's allocation.
+	Admission subnet.RuleOptions
 	// PrevSubnet and PrevIPv6Subnet come from the previous subnet.env; they are preferred
 	// for a new allocation when free and compatible with the configuration.
 	PrevSubnet, PrevIPv6Subnet netip.Prefix
@@ -53,6 +57,8 @@ type Config struct {
 	LeaseTTL time.Duration
 	// RenewMargin is how long before expiry the lease is renewed (default 60 min).
 	RenewMargin time.Duration
+	// maxResponse is the client's receive limit (0: maxResponseBytes); tests lower it.
+	maxResponse int
 }
 
 // Manager is the etcd implementation of subnet.Manager. It is safe for concurrent use.
@@ -77,12 +83,22 @@ type Manager struct {
 	// primed is the listing of the last successful AcquireLease, for the first snapshot
 	// of WatchLeases (guarded by mu; taken once).
 	primed *listing
+	// own is this node's full etcd key once AcquireLease succeeded (guarded by mu): the
+	// lease watch leaves it out (KeepLease watches it).
+	own string
 }
 
 // listing is the peer leases as read at one revision.
 type listing struct {
-	leases []subnet.Lease // without this node's and those with bad values
+	leases []subnet.Candidate // without this node's
 	rev    int64
+}
+
+// ownKey is this node's etcd key ("" before AcquireLease succeeded).
+func (m *Manager) ownKey() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.own
 }
 
 var _ subnet.Manager = (*Manager)(nil)
@@ -107,6 +123,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RenewMargin == 0 {
 		cfg.RenewMargin = DefaultRenewMargin
 	}
+	if cfg.maxResponse == 0 {
+		cfg.maxResponse = maxResponseBytes
+	}
 	if cfg.LeaseTTL < time.Second {
 		return nil, fmt.Errorf("etcd lease TTL %v is shorter than one second", cfg.LeaseTTL)
 	}
@@ -122,6 +141,7 @@ func New(cfg Config) (*Manager, error) {
 		// The client's own zap logger would print JSON retry warnings on stderr next to
 		// klog's lines; the manager logs what matters (with context) through klog.
 		Logger:               zap.NewNop(),
+		MaxCallRecvMsgSize:   cfg.maxResponse,
 		Endpoints:            cfg.Endpoints,
 		Username:             cfg.Username,
 		Password:             cfg.Password,

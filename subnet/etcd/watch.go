@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -77,7 +79,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 }
 
 // prime keeps a listing for the next snapshot.
-func (m *Manager) prime(leases []subnet.Lease, rev int64) {
+func (m *Manager) prime(leases []subnet.Candidate, rev int64) {
 	m.mu.Lock()
 	m.primed = &listing{leases: leases, rev: rev}
 	m.mu.Unlock()
@@ -92,8 +94,9 @@ func (m *Manager) takePrimed() *listing {
 	return p
 }
 
-// snapshot lists the leases for a WatchResult (never nil, possibly empty).
-func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Lease, int64, error) {
+// snapshot lists the leases for a WatchResult (never nil, possibly empty), all but
+// this node's own.
+func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Candidate, int64, error) {
 	if p := m.takePrimed(); p != nil {
 		// The listing AcquireLease just read: watching from its revision + 1 delivers
 		// every later change (our own new lease included), so listing 20,000 leases a
@@ -103,10 +106,11 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	}
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	var leases []subnet.Lease
-	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Lease, 0, n) }, func(e *entry) {
-		if e.usableOrLog() {
-			leases = append(leases, e.lease)
+	var leases []subnet.Candidate
+	own := m.ownKey()
+	rev, err := m.scan(lctx, cli, func(n int) { leases = make([]subnet.Candidate, 0, n) }, func(e *entry) {
+		if string(e.rawKey) != own {
+			leases = append(leases, e.c)
 		}
 	})
 	if err != nil {
@@ -130,6 +134,13 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 			return true, progressed, nil
 		}
 		if err := resp.Err(); err != nil {
+			if status.Code(err) == codes.ResourceExhausted {
+				// A response passed maxResponseBytes (several large values at once while
+				// catching up): a listing reads them in bounded pages, and the watch from
+				// its revision on is live, one revision per response.
+				klog.InfoS("A subnet lease watch response passed the receive limit; listing subnet leases again", "limit", m.cfg.maxResponse, "err", err)
+				return true, progressed, nil
+			}
 			return false, progressed, err
 		}
 		progressed = true
@@ -144,8 +155,12 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 			continue
 		}
 		evs := make([]subnet.Event, 0, len(resp.Events))
+		own := m.ownKey()
 		for _, ev := range resp.Events {
 			*next = max(*next, ev.Kv.ModRevision+1)
+			if string(ev.Kv.Key) == own {
+				continue // KeepLease watches it
+			}
 			if e, ok := m.toEvent(ev); ok {
 				evs = append(evs, e)
 			}
@@ -160,26 +175,27 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 	return false, progressed, errors.New("watch channel closed")
 }
 
-// toEvent converts an etcd event; bad keys and values are logged and skipped.
+// toEvent converts an etcd event; keys that name no subnet are logged and skipped, bad
+// values are delivered with their Defect for the admission rule.
 func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
 	if ev.Type == clientv3.EventTypeDelete {
-		sn, sn6, err := keySubnets(m.subnetsDir, ev.Kv.Key)
+		name, sn, sn6, err := keySubnets(m.subnetsDir, ev.Kv.Key)
 		if err != nil {
 			klog.InfoS("Ignoring bad subnet node", "key", string(ev.Kv.Key), "err", err)
 			return subnet.Event{}, false
 		}
-		return subnet.Event{Type: subnet.EventRemoved, Lease: leaseFor(sn, sn6)}, true
-	}
-	l, err := kvToLease(m.subnetsDir, ev.Kv.Key, ev.Kv.Value)
-	if err != nil {
-		if errors.Is(err, errBadKey) {
-			klog.InfoS("Ignoring bad subnet node", "key", string(ev.Kv.Key), "err", err)
-		} else {
-			klog.InfoS("Ignoring subnet lease with a bad value", "key", string(ev.Kv.Key), "err", err)
+		e := subnet.Event{Type: subnet.EventRemoved, Lease: leaseFor(sn, sn6)}
+		if !subnet.IsSubnetKey(name, sn, sn6) {
+			e.Origin.Name = name
 		}
+		return e, true
+	}
+	c, err := kvCandidate(m.subnetsDir, ev.Kv.Key, ev.Kv.Value, ev.Kv.CreateRevision, ev.Kv.ModRevision)
+	if err != nil {
+		klog.InfoS("Ignoring bad subnet node", "key", string(ev.Kv.Key), "err", err)
 		return subnet.Event{}, false
 	}
-	return subnet.Event{Type: subnet.EventAdded, Lease: l}, true
+	return subnet.Event{Type: subnet.EventAdded, Lease: c.Lease, Origin: c.Origin}, true
 }
 
 // send delivers r unless ctx ends first.

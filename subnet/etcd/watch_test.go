@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,10 +56,10 @@ func next(t *testing.T, ch <-chan subnet.WatchResult, d time.Duration) subnet.Wa
 }
 
 // byKey indexes leases by subnet key, as a consumer would.
-func byKey(ls []subnet.Lease) map[string]subnet.Lease {
+func byKey(cs []subnet.Candidate) map[string]subnet.Lease {
 	m := map[string]subnet.Lease{}
-	for _, l := range ls {
-		m[l.Key()] = l
+	for _, c := range cs {
+		m[c.Lease.Key()] = c.Lease
 	}
 	return m
 }
@@ -86,7 +87,7 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
 	mustPut(t, cli, subnets+"10.5.2.0-24&fd00:0:0:2::-64", leaseValue("198.51.100.2"))
 	mustPut(t, cli, subnets+"garbage", leaseValue("198.51.100.9"))
-	mustPut(t, cli, subnets+"10.5.9.0-24", `{"PublicIP":`) // bad value: skipped
+	mustPut(t, cli, subnets+"10.5.9.0-24", `{"PublicIP":`) // bad value: delivered as such
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	out := startWatch(t, m)
 
@@ -95,8 +96,16 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 		t.Fatalf("first result is not a snapshot: %+v", r)
 	}
 	got := slices.Sorted(maps.Keys(byKey(r.Snapshot)))
-	if want := []string{"10.5.1.0-24", "10.5.2.0-24&fd00:0:0:2::-64"}; !slices.Equal(got, want) {
+	if want := []string{"10.5.1.0-24", "10.5.2.0-24&fd00:0:0:2::-64", "10.5.9.0-24"}; !slices.Equal(got, want) {
 		t.Fatalf("snapshot %v, want %v", got, want)
+	}
+	for _, c := range r.Snapshot {
+		if bad := c.Lease.Key() == "10.5.9.0-24"; bad != (c.Origin.Defect != nil) || bad && c.Origin.Defect.Reason != subnet.BadJSON {
+			t.Fatalf("%s: defect %v", c.Lease.Key(), c.Origin.Defect)
+		}
+		if c.Origin.Name != "" || c.Origin.Seniority == 0 || c.Origin.Version < c.Origin.Seniority {
+			t.Fatalf("%s: origin %+v", c.Lease.Key(), c.Origin)
+		}
 	}
 	dual := byKey(r.Snapshot)["10.5.2.0-24&fd00:0:0:2::-64"]
 	if !dual.EnableIPv4 || !dual.EnableIPv6 || dual.Attrs.PublicIP.String() != "198.51.100.2" {
@@ -339,6 +348,7 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 	}
 	mustPut(t, cli, subnets+"garbage", leaseValue("198.51.100.9"))
 	mustPut(t, cli, subnets+"10.5.99.0-24", `{"PublicIP":`)
+	want = append(want, "10.5.99.0-24") // a bad value is delivered for the admission rule
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	m.page = 3
 	out := startWatch(t, m)
@@ -358,8 +368,9 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 }
 
 // TestWatchLeasesStartsFromAcquireListing: the first snapshot after AcquireLease is the
-// listing the acquisition read (no second listing at start-up); what changed since,
-// our own new lease and a peer written in between, arrives as events.
+// listing the acquisition read (no second listing at start-up); what changed since, a
+// peer written in between, arrives as events; our own new lease does not (KeepLease
+// watches it; it is no peer).
 func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.10.0-24", leaseValue("198.51.100.10"))
@@ -381,19 +392,118 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 		t.Fatalf("first snapshot %v, want the acquisition's listing %v", got, want)
 	}
 	seen := map[string]bool{}
-	for len(seen) < 2 {
+	for !seen["10.5.12.0-24"] {
 		r := next(t, out, 30*time.Second)
 		if r.IsSnapshot() {
 			t.Fatalf("unexpected second snapshot %v", r.Snapshot)
 		}
 		for _, e := range r.Events {
-			if e.Type == subnet.EventAdded {
-				seen[e.Lease.Key()] = true
-			}
+			seen[e.Lease.Key()] = true
 		}
 	}
-	if !seen[own.Key()] || !seen["10.5.12.0-24"] {
-		t.Fatalf("events %v, want our lease %s and 10.5.12.0-24", seen, own.Key())
+	// Our own lease, rewritten now, still arrives in no event, and a listing leaves it
+	// out too.
+	if _, err := m.AcquireLease(tctx(t, 10*time.Second), cfg, attrsFor("198.51.100.1")); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, cli, subnets+"10.5.13.0-24", leaseValue("198.51.100.13"))
+	for !seen["10.5.13.0-24"] {
+		for _, e := range next(t, out, 30*time.Second).Events {
+			seen[e.Lease.Key()] = true
+		}
+	}
+	if seen[own.Key()] {
+		t.Fatalf("events %v hold our own lease %s", seen, own.Key())
+	}
+	for i, n := range []int{3, 4} { // the acquisition's listing (primed), then a new one
+		snap, _, err := m.snapshot(tctx(t, 10*time.Second), mustClient(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := byKey(snap)[own.Key()]; ok || len(snap) != n {
+			t.Fatalf("listing %d: %v, want %d peers without our own %s", i, slices.Sorted(maps.Keys(byKey(snap))), n, own.Key())
+		}
+	}
+}
+
+func mustClient(t *testing.T, m *Manager) *clientv3.Client {
+	t.Helper()
+	cli, err := m.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+// A listing holds at most the client's receive limit of values at a time: pages whose
+// response passes it are read again in smaller pages, and a value that passes it alone
+// is listed by its key only. Values larger than subnet.MaxValueSize are delivered as
+// TooLarge, without their content; the others whole, each once.
+func TestListingBoundedByReceiveLimit(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	const limit = 64 << 10
+	big := func(n int) string {
+		return `{"PublicIP":"198.51.100.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:09","pad":"` + strings.Repeat("x", n) + `"}}`
+	}
+	want := map[string]subnet.Reason{}
+	for i := range 40 {
+		k := fmt.Sprintf("10.5.%d.0-24", 10+i)
+		switch {
+		case i%10 == 3:
+			mustPut(t, cli, subnets+k, big(40<<10)) // two of them pass the limit together
+			want[k] = subnet.TooLarge
+		case i == 25:
+			mustPut(t, cli, subnets+k, big(100<<10)) // passes it alone
+			want[k] = subnet.TooLarge
+		default:
+			mustPut(t, cli, subnets+k, leaseValue(fmt.Sprintf("198.51.100.%d", 10+i)))
+			want[k] = ""
+		}
+	}
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, maxResponse: limit})
+	m.page = 16
+	out := startWatch(t, m)
+	r := next(t, out, 30*time.Second)
+	if !r.IsSnapshot() || len(r.Snapshot) != len(want) {
+		t.Fatalf("snapshot of %d leases, want %d", len(r.Snapshot), len(want))
+	}
+	for _, c := range r.Snapshot {
+		k := c.Lease.Key()
+		w, ok := want[k]
+		switch {
+		case !ok:
+			t.Errorf("unexpected %s", k)
+		case w == "" && c.Origin.Defect != nil:
+			t.Errorf("%s: %v", k, c.Origin.Defect)
+		case w != "" && (c.Origin.Defect == nil || c.Origin.Defect.Reason != w || len(c.Lease.Attrs.BackendData) > 0):
+			t.Errorf("%s: %+v, want %s without content", k, c, w)
+		}
+		delete(want, k)
+	}
+	// A watch response passing the limit (two large values in one transaction): the
+	// leases are listed again, in bounded pages.
+	if _, err := cli.Txn(tctx(t, 10*time.Second)).Then(
+		clientv3.OpPut(subnets+"10.5.200.0-24", big(40<<10)),
+		clientv3.OpPut(subnets+"10.5.201.0-24", big(40<<10)),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r = next(t, out, 30*time.Second)
+		if r.IsSnapshot() {
+			break
+		}
+		for _, e := range r.Events {
+			t.Fatalf("the oversized watch response became events: %s", e.Lease.Key())
+		}
+	}
+	got := byKey(r.Snapshot)
+	if _, ok := got["10.5.201.0-24"]; !ok || len(r.Snapshot) != 42 {
+		t.Fatalf("the listing after the oversized response: %d leases, 10.5.201.0-24 in it: %v", len(r.Snapshot), ok)
+	}
+	mustPut(t, cli, subnets+"10.5.202.0-24", leaseValue("198.51.100.202"))
+	if r := next(t, out, 30*time.Second); len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.202.0-24" {
+		t.Fatalf("after the listing: %+v", r)
 	}
 }
 

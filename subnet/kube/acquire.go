@@ -100,19 +100,34 @@ func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subn
 	}
 	if cfg.EnableIPv4 && attrs.PublicIP.IsValid() {
 		want[m.ann.BackendData] = dataOrNull(attrs.BackendData)
-		want[m.ann.PublicIP] = attrs.PublicIP.String()
-		if ow := have[m.ann.PublicIPOverwrite]; ow != "" {
-			want[m.ann.PublicIP] = ow
-		}
+		want[m.ann.PublicIP] = m.overwrite(have, m.ann.PublicIPOverwrite, attrs.PublicIP, false)
 	}
 	if cfg.EnableIPv6 && attrs.PublicIPv6.IsValid() {
 		want[m.ann.BackendV6Data] = dataOrNull(attrs.BackendV6Data)
-		want[m.ann.PublicIPv6] = attrs.PublicIPv6.String()
-		if ow := have[m.ann.PublicIPv6Overwrite]; ow != "" {
-			want[m.ann.PublicIPv6] = ow
-		}
+		want[m.ann.PublicIPv6] = m.overwrite(have, m.ann.PublicIPv6Overwrite, attrs.PublicIPv6, true)
 	}
 	return want
+}
+
+// overwrite is the public address to advertise: the overwrite annotation's value when
+// it is set and a usable address of the family (what the peers' admission rule accepts,
+// subnet.CheckPublicIP), else the detected one: advertising an unusable address would
+// make every peer reject this node's lease.
+func (m *Manager) overwrite(have map[string]string, key string, detected netip.Addr, v6 bool) string {
+	ow := have[key]
+	if ow == "" {
+		return detected.String()
+	}
+	ip, err := netip.ParseAddr(ow)
+	if err == nil {
+		err = subnet.CheckPublicIP(ip, v6)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Ignoring the node's public IP overwrite annotation: not a usable address; advertising the detected one",
+			"annotation", key, "value", ow, "publicIP", detected)
+		return detected.String()
+	}
+	return ow
 }
 
 // annotationDiff returns the annotations of want that have lacks or holds with another

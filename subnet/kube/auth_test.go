@@ -285,8 +285,8 @@ func TestIntegrationProxy(t *testing.T) {
 			}
 			r := watchNext(t, watchReady(t, m))
 			found := false
-			for _, l := range r.Snapshot {
-				found = found || l.Key() == "10.244.9.0-24"
+			for _, c := range r.Snapshot {
+				found = found || c.Lease.Key() == "10.244.9.0-24"
 			}
 			if !found {
 				t.Fatalf("peer missing from the snapshot through the proxy: %q", leaseKeys(r))

@@ -9,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+
+	"github.com/flannel-go/flannel/subnet"
 )
 
 // apiNode is what flanneld decodes of a core/v1 Node: the name, resource version,
@@ -24,6 +26,9 @@ type apiNode struct {
 	Status struct {
 		Conditions []nodeCondition `json:"conditions,omitempty"`
 	} `json:"status"`
+	// leaseTooLarge: a decoder dropped an annotation it keeps because its value alone
+	// was larger than subnet.MaxValueSize (see keepAnnotations).
+	leaseTooLarge bool
 }
 
 // nodeCondition is a core/v1 NodeCondition; the timestamps are written (KeepLease), not
@@ -59,7 +64,7 @@ type apiPod struct {
 }
 
 func (n *apiNode) DeepCopyObject() runtime.Object {
-	c := &apiNode{TypeMeta: n.TypeMeta, Spec: n.Spec, Status: n.Status}
+	c := &apiNode{TypeMeta: n.TypeMeta, Spec: n.Spec, Status: n.Status, leaseTooLarge: n.leaseTooLarge}
 	n.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
 	c.Spec.PodCIDRs = append([]string(nil), n.Spec.PodCIDRs...)
 	c.Status.Conditions = append([]nodeCondition(nil), n.Status.Conditions...)
@@ -235,6 +240,10 @@ func (n *apiNode) unmarshalMeta(b []byte, keep annotationFilter) error {
 			if keep != nil {
 				var ok bool
 				if k, ok = keep(key); !ok {
+					return nil
+				}
+				if len(val) > subnet.MaxValueSize {
+					n.leaseTooLarge = true // not copied: the lease is too large anyway
 					return nil
 				}
 			} else {

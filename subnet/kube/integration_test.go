@@ -394,9 +394,9 @@ func TestIntegrationWatchLeases(t *testing.T) {
 		t.Fatalf("first result is not a snapshot: %+v", r)
 	}
 	var keys []string
-	for _, l := range r.Snapshot {
-		if mine(l.Key()) {
-			keys = append(keys, l.Key())
+	for _, c := range r.Snapshot {
+		if mine(c.Lease.Key()) {
+			keys = append(keys, c.Lease.Key())
 		}
 	}
 	if strings.Join(sorted(keys), " ") != "10.244.11.0-24 10.244.12.0-24" {

@@ -40,50 +40,75 @@ func parsePodCIDRs(name string, list []string) (v4, v6 netip.Prefix, err error) 
 	return v4, v6, nil
 }
 
-// nodeToLease builds a peer's lease from its node. It fails (saying why) when the node is
-// not a flannel peer for this config: not annotated by a kube subnet manager, or missing
-// what an enabled family needs.
-func nodeToLease(n *apiNode, ann Annotations, cfg *subnet.Config) (subnet.Lease, error) {
-	return peerToLease(slimWith(ann, n), ann, cfg)
+// nodeCandidate is peerCandidate for a Node as read.
+func nodeCandidate(n *apiNode, ann Annotations, cfg *subnet.Config) subnet.Candidate {
+	return peerCandidate(slimWith(ann, n), cfg)
 }
 
-// peerToLease is nodeToLease for the informer's peer node.
-func peerToLease(p *peerNode, ann Annotations, cfg *subnet.Config) (subnet.Lease, error) {
+// peerCandidate builds the candidate lease of a flannel-managed peer node for the
+// admission rule: the lease, or as much of it as can be read, and the Node's origin
+// (name, creation time as seniority, resource version). What cannot be read is the
+// candidate's Defect: annotations larger than subnet.MaxValueSize together (TooLarge),
+// pod CIDRs that are not one per family (OutsideNetwork), a public-ip annotation that
+// is no address of its family (BadPublicIP), backend data that is not JSON (BadJSON).
+func peerCandidate(p *peerNode, cfg *subnet.Config) subnet.Candidate {
+	c := subnet.Candidate{Origin: subnet.Origin{Name: p.Name, Seniority: p.Created, Version: p.Version}}
+	l := &c.Lease
 	a := &p.LeaseAnn
-	if a[leaseKeyManaged] != "true" {
-		return subnet.Lease{}, fmt.Errorf("node %q is not managed by a flannel kube subnet manager", p.Name)
+	l.EnableIPv4, l.EnableIPv6 = cfg.EnableIPv4, cfg.EnableIPv6
+	if p.TooLarge {
+		c.Origin.Defect = subnet.Reject(subnet.TooLarge, "node %q: flannel annotations larger than %d bytes together", p.Name, subnet.MaxValueSize)
+		return c
 	}
 	v4, v6, err := parsePodCIDRs(p.Name, p.PodCIDRs)
 	if err != nil {
-		return subnet.Lease{}, err
+		c.Origin.Defect = &subnet.Rejection{Reason: subnet.OutsideNetwork, Err: err}
+		return c
 	}
-	l := subnet.Lease{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6}
-	l.Attrs.BackendType = a[leaseKeyBackendType]
 	if cfg.EnableIPv4 {
-		ip, err := netip.ParseAddr(a[leaseKeyPublicIP])
-		if err != nil || !ip.Is4() {
-			return subnet.Lease{}, fmt.Errorf("node %q: invalid %s annotation %q", p.Name, ann.PublicIP, a[leaseKeyPublicIP])
-		}
-		if !v4.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q: missing IPv4 address on n.Spec.PodCIDRs", p.Name)
-		}
 		l.Subnet = v4
-		l.Attrs.PublicIP = ip
-		l.Attrs.BackendData = rawData(a[leaseKeyBackendData])
 	}
 	if cfg.EnableIPv6 {
-		ip, err := netip.ParseAddr(a[leaseKeyPublicIPv6])
-		if err != nil || !ip.Is6() || ip.Is4In6() {
-			return subnet.Lease{}, fmt.Errorf("node %q: invalid %s annotation %q", p.Name, ann.PublicIPv6, a[leaseKeyPublicIPv6])
-		}
-		if !v6.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q: missing IPv6 address on n.Spec.PodCIDRs", p.Name)
-		}
 		l.IPv6Subnet = v6
-		l.Attrs.PublicIPv6 = ip
-		l.Attrs.BackendV6Data = rawData(a[leaseKeyBackendV6Data])
 	}
-	return l, nil
+	l.Attrs.BackendType = subnet.InternBackendType(a[leaseKeyBackendType])
+	for _, f := range [...]struct {
+		on       bool
+		v6       bool
+		sn       netip.Prefix
+		ip, data string
+		pub      *netip.Addr
+		raw      *json.RawMessage
+	}{
+		{cfg.EnableIPv4, false, v4, a[leaseKeyPublicIP], a[leaseKeyBackendData], &l.Attrs.PublicIP, &l.Attrs.BackendData},
+		{cfg.EnableIPv6, true, v6, a[leaseKeyPublicIPv6], a[leaseKeyBackendV6Data], &l.Attrs.PublicIPv6, &l.Attrs.BackendV6Data},
+	} {
+		if !f.on {
+			continue
+		}
+		fam := "IPv4"
+		if f.v6 {
+			fam = "IPv6"
+		}
+		if !f.sn.IsValid() {
+			c.Origin.Defect = subnet.Reject(subnet.OutsideNetwork, "node %q: no %s pod CIDR", p.Name, fam)
+			return c
+		}
+		ip, err := netip.ParseAddr(f.ip)
+		if err != nil || ip.Is4() == f.v6 || ip.Is4In6() {
+			c.Origin.Defect = subnet.Reject(subnet.BadPublicIP, "node %q: public %s address annotation %q", p.Name, fam, f.ip)
+			return c
+		}
+		*f.pub = ip
+		if f.data != "" && f.data != "null" {
+			if !json.Valid([]byte(f.data)) {
+				c.Origin.Defect = subnet.Reject(subnet.BadJSON, "node %q: %s backend data is not JSON", p.Name, fam)
+				return c
+			}
+			*f.raw = json.RawMessage(f.data)
+		}
+	}
+	return c
 }
 
 // rawData turns an annotation into BackendData: absent, "null" or invalid JSON -> nil.

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/flannel-go/flannel/subnet"
 )
 
 // protobufMagic starts every object in the API server's protobuf encoding; a
@@ -51,7 +53,8 @@ func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter
 	return l, nil
 }
 
-// keepAnnotations drops the annotations keep does not select.
+// keepAnnotations drops the annotations keep does not select, and those whose value
+// alone is larger than subnet.MaxValueSize (marking the node's lease too large).
 func (n *apiNode) keepAnnotations(keep annotationFilter) {
 	if keep == nil || n.Annotations == nil {
 		return
@@ -59,6 +62,10 @@ func (n *apiNode) keepAnnotations(keep annotationFilter) {
 	var kept map[string]string
 	for k, v := range n.Annotations {
 		if key, ok := keep([]byte(k)); ok {
+			if len(v) > subnet.MaxValueSize {
+				n.leaseTooLarge = true
+				continue
+			}
 			if kept == nil {
 				kept = map[string]string{}
 			}

@@ -138,8 +138,8 @@ func fakeManager(t *testing.T, handler http.Handler) *Manager {
 // leaseKeys is the sorted "<+|-><subnet>" of a result's events, or of its snapshot.
 func leaseKeys(r subnet.WatchResult) string {
 	var k []string
-	for _, l := range r.Snapshot {
-		k = append(k, l.Key())
+	for _, c := range r.Snapshot {
+		k = append(k, c.Lease.Key())
 	}
 	for _, e := range r.Events {
 		sign := "+"

@@ -120,8 +120,8 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 	go func() { done <- m.KeepLease(wctx, l) }()
 	r := watchNext(t, out)
 	found := false
-	for _, l := range r.Snapshot {
-		found = found || l.Key() == "10.244.21.0-24"
+	for _, c := range r.Snapshot {
+		found = found || c.Lease.Key() == "10.244.21.0-24"
 	}
 	if !found {
 		t.Errorf("peer missing from the snapshot seen by the flannel service account: %+v", r)

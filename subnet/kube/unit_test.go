@@ -129,42 +129,52 @@ func peerAnn(ip, mac string) map[string]string {
 	}
 }
 
-func TestNodeToLease(t *testing.T) {
+func TestNodeCandidate(t *testing.T) {
 	v4 := &subnet.Config{EnableIPv4: true}
 	dual := &subnet.Config{EnableIPv4: true, EnableIPv6: true}
 	dualAnn := peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")
 	dualAnn[testAnn.PublicIPv6] = "2001:db8::11"
 	dualAnn[testAnn.BackendV6Data] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}`
+	big := peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")
+	big[testAnn.BackendData] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01","x":"` + strings.Repeat("x", subnet.MaxValueSize) + `"}`
+	garbage := peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")
+	garbage[testAnn.BackendData] = `{"VNI":1,`
 	tests := []struct {
-		name string
-		n    *apiNode
-		cfg  *subnet.Config
-		key  string
-		err  string
+		name   string
+		n      *apiNode
+		cfg    *subnet.Config
+		key    string
+		reason subnet.Reason
+		detail string
 	}{
-		{"peer", node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "10.244.1.0-24", ""},
-		{"not managed", node("a", []string{"10.244.1.0/24"}, map[string]string{testAnn.PublicIP: "192.0.2.11"}), v4, "", "not managed"},
-		{"managed false", node("a", []string{"10.244.1.0/24"}, map[string]string{testAnn.SubnetKubeManaged: "false"}), v4, "", "not managed"},
-		{"bad public ip", node("a", []string{"10.244.1.0/24"}, peerAnn("nope", "aa:bb:cc:dd:ee:01")), v4, "", "invalid flannel.alpha.coreos.com/public-ip"},
-		{"v6 public ip in v4", node("a", []string{"10.244.1.0/24"}, peerAnn("2001:db8::1", "aa:bb:cc:dd:ee:01")), v4, "", "invalid"},
-		{"no pod cidr", node("a", nil, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "", "missing IPv4"},
-		{"dual", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, dualAnn), dual, "10.244.1.0-24&fd00:1::-64", ""},
-		{"dual without v6 ip", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), dual, "", "public-ipv6"},
+		{"peer", node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "10.244.1.0-24", "", ""},
+		{"bad public ip", node("a", []string{"10.244.1.0/24"}, peerAnn("nope", "aa:bb:cc:dd:ee:01")), v4, "10.244.1.0-24", subnet.BadPublicIP, `public IPv4 address annotation "nope"`},
+		{"v6 public ip in v4", node("a", []string{"10.244.1.0/24"}, peerAnn("2001:db8::1", "aa:bb:cc:dd:ee:01")), v4, "10.244.1.0-24", subnet.BadPublicIP, "2001:db8::1"},
+		{"no pod cidr", node("a", nil, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "0.0.0.0-0", subnet.OutsideNetwork, "no IPv4 pod CIDR"},
+		{"bad pod cidr", node("a", []string{"10.244.1.0/33"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), v4, "0.0.0.0-0", subnet.OutsideNetwork, "invalid pod CIDR"},
+		{"garbage backend data", node("a", []string{"10.244.1.0/24"}, garbage), v4, "10.244.1.0-24", subnet.BadJSON, "not JSON"},
+		{"too large", node("a", []string{"10.244.1.0/24"}, big), v4, "0.0.0.0-0", subnet.TooLarge, "larger than 4096 bytes"},
+		{"dual", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, dualAnn), dual, "10.244.1.0-24&fd00:1::-64", "", ""},
+		{"dual without v6 ip", node("a", []string{"10.244.1.0/24", "fd00:1::/64"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01")), dual, "10.244.1.0-24&fd00:1::-64", subnet.BadPublicIP, "IPv6"},
 	}
 	for _, tt := range tests {
-		l, err := nodeToLease(tt.n, testAnn, tt.cfg)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("%s: err %v, want %q", tt.name, err, tt.err)
+		tt.n.CreationTimestamp = metav1.Unix(1700000000, 0)
+		tt.n.ResourceVersion = "42"
+		c := nodeCandidate(tt.n, testAnn, tt.cfg)
+		if c.Origin.Name != "a" || c.Origin.Seniority != 1700000000 || c.Origin.Version != 42 {
+			t.Errorf("%s: origin %+v", tt.name, c.Origin)
+		}
+		if c.Lease.Key() != tt.key {
+			t.Errorf("%s: key %s, want %s", tt.name, c.Lease.Key(), tt.key)
+		}
+		if tt.reason == "" {
+			if c.Origin.Defect != nil || c.Lease.Attrs.BackendType != "vxlan" || len(c.Lease.Attrs.BackendData) == 0 {
+				t.Errorf("%s: candidate %+v", tt.name, c)
 			}
 			continue
 		}
-		if err != nil {
-			t.Errorf("%s: %v", tt.name, err)
-			continue
-		}
-		if l.Key() != tt.key || l.Attrs.BackendType != "vxlan" || len(l.Attrs.BackendData) == 0 {
-			t.Errorf("%s: lease %+v", tt.name, l)
+		if d := c.Origin.Defect; d == nil || d.Reason != tt.reason || !strings.Contains(d.String(), tt.detail) {
+			t.Errorf("%s: defect %v, want %s with %q", tt.name, d, tt.reason, tt.detail)
 		}
 	}
 }
@@ -176,7 +186,7 @@ func TestLeaseWatchApplyHandOver(t *testing.T) {
 	x := node("x", []string{"10.244.1.0/24"}, peerAnn("192.0.2.1", "0e:00:00:00:00:01"))
 	y := node("y", []string{"10.244.1.0/24"}, peerAnn("192.0.2.2", "0e:00:00:00:00:02"))
 	for try := range 100 {
-		w := leaseWatch{ann: testAnn, cfg: &subnet.Config{EnableIPv4: true}, peers: map[string]*peerNode{}}
+		w := leaseWatch{cfg: &subnet.Config{EnableIPv4: true}, nodes: map[string]*peerNode{}}
 		w.apply(slimAll(map[string]*apiNode{"x": x}))
 		evs := w.apply(slimAll(map[string]*apiNode{"x": nil, "y": y}))
 		if len(evs) != 2 || evs[len(evs)-1].Type != subnet.EventAdded || evs[len(evs)-1].Lease.Attrs.PublicIP.String() != "192.0.2.2" {
@@ -186,7 +196,7 @@ func TestLeaseWatchApplyHandOver(t *testing.T) {
 }
 
 func TestLeaseWatchApply(t *testing.T) {
-	w := leaseWatch{ann: testAnn, cfg: &subnet.Config{EnableIPv4: true}, peers: map[string]*peerNode{}}
+	w := leaseWatch{cfg: &subnet.Config{EnableIPv4: true}, self: "me", nodes: map[string]*peerNode{}}
 	a := node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:01"))
 	b := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
 	plain := node("c", []string{"10.244.3.0/24"}, nil)
@@ -248,8 +258,8 @@ func TestLeaseWatchApply(t *testing.T) {
 		t.Fatalf("quiet apply returned events %v", ev)
 	}
 	var keys []string
-	for _, l := range w.snapshot() {
-		keys = append(keys, l.Key())
+	for _, c := range w.snapshot() {
+		keys = append(keys, c.Lease.Key())
 	}
 	if strings.Join(sorted(keys), " ") != "10.244.1.0-24 10.244.2.0-24" {
 		t.Fatalf("leases after a quiet apply: %v", keys)
@@ -305,10 +315,14 @@ func TestSlimNode(t *testing.T) {
 	if s.LeaseAnn[leaseKeyPublicIP] != "192.0.2.11" || s.LeaseAnn[leaseKeyBackendType] != "vxlan" || s.LeaseAnn[leaseKeyPublicIPv6] != "" {
 		t.Fatalf("lease annotations of the slim node: %q", s.LeaseAnn)
 	}
-	l1, err1 := nodeToLease(n, testAnn, &subnet.Config{EnableIPv4: true})
-	l2, err2 := peerToLease(s, testAnn, &subnet.Config{EnableIPv4: true})
-	if err1 != nil || err2 != nil || !subnet.SamePeer(l1, l2) {
-		t.Fatalf("slim node changes the lease: %v %v / %v %v", l1, err1, l2, err2)
+	c := peerCandidate(s, &subnet.Config{EnableIPv4: true})
+	if c.Origin.Defect != nil || c.Lease.Key() != "10.244.1.0-24" || c.Lease.Attrs.PublicIP.String() != "192.0.2.11" {
+		t.Fatalf("slim node's candidate %+v", c)
+	}
+	// Lease annotations larger than the limit together: none kept but the marker.
+	big := withAnn(n, testAnn.BackendV6Data, strings.Repeat("x", subnet.MaxValueSize))
+	if s := m.slim(big); !s.TooLarge || !s.managed() || s.LeaseAnn[leaseKeyPublicIP] != "" || s.LeaseAnn[leaseKeyBackendV6Data] != "" {
+		t.Fatalf("slim node of an oversized lease %+v", s)
 	}
 	// Only spec.podCIDR set (older clusters): kept as the list.
 	old := node("b", []string{"10.244.2.0/24"}, peerAnn("192.0.2.12", "aa:bb:cc:dd:ee:02"))
@@ -370,13 +384,20 @@ func TestDesiredAnnotations(t *testing.T) {
 	if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "203.0.113.5" {
 		t.Fatalf("overwrite ignored: %q", got)
 	}
+	// An overwrite the peers would reject is not advertised.
+	for _, bad := range []string{"127.0.0.1", "not-an-ip", "2001:db8::1", "224.0.0.1"} {
+		n.Annotations = map[string]string{testAnn.PublicIPOverwrite: bad}
+		if got := m.desiredAnnotations(n, cfg, attrs)[testAnn.PublicIP]; got != "192.0.2.11" {
+			t.Fatalf("overwrite %q: advertised %q, want the detected 192.0.2.11", bad, got)
+		}
+	}
 	hg := &subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.11"), BackendType: "host-gw"}
 	if got := m.desiredAnnotations(n, cfg, hg)[testAnn.BackendData]; got != "null" {
 		t.Fatalf("host-gw backend-data %q, want null", got)
 	}
 }
 
-func FuzzNodeToLease(f *testing.F) {
+func FuzzNodeCandidate(f *testing.F) {
 	f.Add("10.244.1.0/24", "", "true", "192.0.2.11", "", `{"VNI":1}`)
 	f.Add("10.244.1.0/24", "fd00::/64", "true", "192.0.2.11", "2001:db8::1", "null")
 	f.Add("nope", "", "true", "x", "", "{")
@@ -386,10 +407,15 @@ func FuzzNodeToLease(f *testing.F) {
 			testAnn.BackendData: data, testAnn.BackendV6Data: data,
 		})
 		for _, cfg := range []*subnet.Config{{EnableIPv4: true}, {EnableIPv6: true}, {EnableIPv4: true, EnableIPv6: true}} {
-			l, err := nodeToLease(n, testAnn, cfg)
-			if err != nil {
+			c := nodeCandidate(n, testAnn, cfg)
+			size := len(managed) + len(ip) + len(ip6) + 2*len(data)
+			if (size > subnet.MaxValueSize) != (c.Origin.Defect != nil && c.Origin.Defect.Reason == subnet.TooLarge) {
+				t.Fatalf("annotations of %d bytes: defect %v", size, c.Origin.Defect)
+			}
+			if c.Origin.Defect != nil {
 				continue
 			}
+			l := c.Lease
 			if cfg.EnableIPv4 && (!l.Subnet.IsValid() || !l.Attrs.PublicIP.Is4()) {
 				t.Fatalf("v4 lease without subnet or IP: %+v", l)
 			}

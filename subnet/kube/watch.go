@@ -44,7 +44,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		wg.Wait()
 	}()
 
-	w := leaseWatch{ann: m.ann, cfg: cfg, peers: map[string]*peerNode{}}
+	w := leaseWatch{cfg: cfg, self: m.cachedNodeName(), nodes: map[string]*peerNode{}}
 	synced := false
 	started := time.Now()
 	for {
@@ -56,7 +56,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		b := q.drain()
 		if b.replace {
 			// A new list: the peers it lacks are gone.
-			for name := range w.peers {
+			for name := range w.nodes {
 				if _, ok := b.nodes[name]; !ok {
 					b.nodes[name] = nil
 				}
@@ -223,87 +223,69 @@ func (q *nodeQueue) drain() queued {
 	return b
 }
 
-// leaseWatch knows the peer nodes (those with a valid lease) and turns node changes into
-// lease events. It keeps the peer nodes (never modified) rather than a lease per node, and
-// builds leases when it needs them: at 5,000 nodes a second copy of every lease was a
-// third of the Kubernetes side's memory. Nodes that are not peers are not kept at all.
+// leaseWatch knows the flannel-managed peer nodes, good or bad (the admission rule
+// judges them), and turns node changes into lease events. It keeps the peer nodes
+// (never modified) rather than a lease per node, and builds leases when it needs them:
+// at 5,000 nodes a second copy of every lease was a third of the Kubernetes side's
+// memory. Nodes that are not managed by a flannel kube subnet manager, and the node
+// itself, are not kept at all.
 type leaseWatch struct {
-	ann   Annotations
 	cfg   *subnet.Config
-	peers map[string]*peerNode // by node name; peerToLease succeeds for each
+	self  string               // this node's name: its lease is not a peer's
+	nodes map[string]*peerNode // managed peer nodes by name
 	// quiet: apply folds the changes in without building events (before the first
 	// snapshot, when every node would be an event nobody reads: at 5,000 nodes a
 	// megabyte more at the daemon's peak).
 	quiet bool
 }
 
-func (w *leaseWatch) lease(n *peerNode) (subnet.Lease, error) {
-	return peerToLease(n, w.ann, w.cfg)
-}
-
 // apply folds the latest node states (nil = deleted) in and returns the lease events
 // (none when quiet): every removal before every addition, since the consumer applies the
 // last event about a subnet. A batch can hold both for one subnet (node x deleted and
 // its pod CIDR given to a new node y, seen together after a relist or while the queue
-// coalesced), and y's lease must stay.
+// coalesced), and y's lease must stay. A node whose lease changes subnets is a removal
+// of the old ones and an addition of the new ones. An update that leaves a node's lease
+// as it was (a heartbeat, another annotation) sends nothing.
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var removed, added []subnet.Event
-	emit := func(t subnet.EventType, l subnet.Lease) {
+	emit := func(t subnet.EventType, c subnet.Candidate) {
 		switch {
 		case w.quiet:
 		case t == subnet.EventRemoved:
-			removed = append(removed, subnet.Event{Type: t, Lease: l})
+			removed = append(removed, subnet.Event{Type: t, Lease: c.Lease, Origin: subnet.Origin{Name: c.Origin.Name}})
 		default:
-			added = append(added, subnet.Event{Type: t, Lease: l})
+			added = append(added, subnet.Event{Type: t, Lease: c.Lease, Origin: c.Origin})
 		}
 	}
 	for name, n := range nodes {
-		oldNode, had := w.peers[name]
-		var old subnet.Lease
-		if had {
-			old, _ = w.lease(oldNode) // succeeded when it was stored, and cfg is fixed
-		}
-		var (
-			l   subnet.Lease
-			err = errDeleted
-		)
-		if n != nil {
-			l, err = w.lease(n)
-			if err != nil && n.managed() {
-				klog.V(2).InfoS("Ignoring node", "node", name, "reason", err.Error())
-			}
-		}
-		switch {
-		case err != nil:
+		old, had := w.nodes[name]
+		if n == nil || !n.managed() || name == w.self {
 			if had {
-				delete(w.peers, name)
-				emit(subnet.EventRemoved, old)
+				delete(w.nodes, name)
+				emit(subnet.EventRemoved, peerCandidate(old, w.cfg))
 			}
-		case !had:
-			w.peers[name] = n
-			emit(subnet.EventAdded, l)
-		default:
-			w.peers[name] = n
-			if subnet.SamePeer(old, l) {
-				continue
-			}
-			if old.Key() != l.Key() {
-				emit(subnet.EventRemoved, old)
-			}
-			emit(subnet.EventAdded, l)
+			continue
 		}
+		if had && old.sameLease(n) {
+			continue // keeps the version the lease last changed in
+		}
+		w.nodes[name] = n
+		c := peerCandidate(n, w.cfg)
+		if had {
+			if o := peerCandidate(old, w.cfg); o.Lease.Key() != c.Lease.Key() {
+				emit(subnet.EventRemoved, o)
+			}
+		}
+		emit(subnet.EventAdded, c)
 	}
 	return append(removed, added...)
 }
 
-var errDeleted = errors.New("node deleted")
-
-func (w *leaseWatch) snapshot() []subnet.Lease {
-	s := make([]subnet.Lease, 0, len(w.peers))
-	for _, n := range w.peers {
-		if l, err := w.lease(n); err == nil {
-			s = append(s, l)
-		}
+// snapshot is every managed peer node's candidate lease.
+func (w *leaseWatch) snapshot() []subnet.Candidate {
+	s := make([]subnet.Candidate, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		s = append(s, peerCandidate(n, w.cfg))
 	}
 	return s
 }

@@ -1,0 +1,116 @@
+package subnet
+
+import (
+	"bytes"
+	"cmp"
+	"net/netip"
+	"slices"
+)
+
+// leaseKey identifies a lease by its subnets, as its subnet key string does, without
+// allocating that string. It is pointer-free and 36 bytes (two netip.Prefix values hold
+// pointers and take 64), which matters for the index of a 20,000-lease set.
+type leaseKey struct{ sn, sn6 pfxKey }
+
+// pfxKey is a prefix in fixed-size form: kind 0 for the zero Prefix, else 4 or 6.
+type pfxKey struct {
+	a    [16]byte
+	kind uint8
+	bits uint8
+}
+
+func pfxKeyOf(p netip.Prefix) pfxKey {
+	if !p.IsValid() {
+		return pfxKey{}
+	}
+	k := pfxKey{a: p.Addr().As16(), kind: 6, bits: uint8(p.Bits())}
+	if p.Addr().Is4() {
+		k.kind = 4
+	}
+	return k
+}
+
+// prefix converts the key back.
+func (k pfxKey) prefix() netip.Prefix {
+	switch k.kind {
+	case 4:
+		return netip.PrefixFrom(netip.AddrFrom16(k.a).Unmap(), int(k.bits))
+	case 6:
+		return netip.PrefixFrom(netip.AddrFrom16(k.a), int(k.bits))
+	}
+	return netip.Prefix{}
+}
+
+// compare orders as netip.Addr.Compare then Bits would: the zero prefix first, then
+// IPv4, then IPv6, by address, then by length.
+func (k pfxKey) compare(o pfxKey) int {
+	if c := cmp.Compare(k.kind, o.kind); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(k.a[:], o.a[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.bits, o.bits)
+}
+
+// keyOfSubnets is the key of a lease with these subnets: an IPv4 subnet of length 0 is
+// written "0.0.0.0-0" in a key, as a missing one is.
+func keyOfSubnets(sn, sn6 netip.Prefix) leaseKey {
+	if sn.IsValid() && sn.Bits() == 0 {
+		sn = netip.Prefix{}
+	}
+	return leaseKey{pfxKeyOf(sn), pfxKeyOf(sn6)}
+}
+
+func keyOf(l *Lease) leaseKey { return keyOfSubnets(l.Subnet, l.IPv6Subnet) }
+
+func (k leaseKey) compare(o leaseKey) int {
+	if c := k.sn.compare(o.sn); c != 0 {
+		return c
+	}
+	return k.sn6.compare(o.sn6)
+}
+
+// String is the subnet key (MakeSubnetKey).
+func (k leaseKey) String() string { return MakeSubnetKey(k.sn.prefix(), k.sn6.prefix()) }
+
+// sortCandidates orders cs by key; of candidates with the same key, the earlier stays
+// first. It sorts positions, then moves each candidate once: a 20,000-lease snapshot is
+// not shuffled around by the sort itself.
+func sortCandidates(cs []Candidate) {
+	sorted := true
+	for i := 1; i < len(cs) && sorted; i++ {
+		sorted = keyOf(&cs[i-1].Lease).compare(keyOf(&cs[i].Lease)) <= 0
+	}
+	if sorted {
+		return
+	}
+	perm := make([]int32, len(cs))
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, func(a, b int32) int {
+		if c := keyOf(&cs[a].Lease).compare(keyOf(&cs[b].Lease)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	// Position i takes cs[perm[i]]: follow each cycle once, marking done positions.
+	for i := range perm {
+		if perm[i] < 0 || int(perm[i]) == i {
+			continue
+		}
+		tmp := cs[i]
+		j := i
+		for {
+			k := int(perm[j])
+			perm[j] = -1
+			if k == i {
+				cs[j] = tmp
+				break
+			}
+			cs[j] = cs[k]
+			j = k
+		}
+	}
+}

@@ -1,0 +1,318 @@
+package subnet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+)
+
+// Reason names why a peer lease is not admitted; it is the label value of
+// flannel_leases_rejected_total{reason}.
+type Reason string
+
+// The reasons of the admission rule.
+const (
+	NonCanonicalKey Reason = "non_canonical_key" // etcd: the key is not the one made from its subnets
+	OutsideNetwork  Reason = "outside_network"   // no subnet inside the configured networks
+	WrongLength     Reason = "wrong_length"      // etcd: a subnet is not SubnetLen / IPv6SubnetLen long
+	OverlapsOwn     Reason = "overlaps_own"      // a subnet overlaps this node's
+	OverlapsPeer    Reason = "overlaps_peer"     // a subnet overlaps an older admitted peer's
+	BadPublicIP     Reason = "bad_public_ip"     // a public address that is no usable unicast address
+	LocalPublicIP   Reason = "local_public_ip"   // a public address that is one of this node's
+	TooLarge        Reason = "too_large"         // the value is larger than MaxValueSize
+	BadBackendData  Reason = "bad_backend_data"  // backend data its backend refuses
+	BadJSON         Reason = "bad_json"          // a value that does not decode
+)
+
+// Reasons lists every Reason (for consumers that declare them in advance: metrics).
+func Reasons() []Reason {
+	return []Reason{NonCanonicalKey, OutsideNetwork, WrongLength, OverlapsOwn, OverlapsPeer,
+		BadPublicIP, LocalPublicIP, TooLarge, BadBackendData, BadJSON}
+}
+
+// MaxValueSize bounds a lease's value: the etcd value, or in Kubernetes mode the values
+// of a Node's flannel lease annotations together. Every backend's data is tens of bytes.
+// A subnet manager checks the size before it decodes anything and keeps nothing of a
+// larger value.
+const MaxValueSize = 4096
+
+// Rejection says why a lease is not admitted.
+type Rejection struct {
+	Reason Reason
+	Err    error // the detail, for logs and listings
+}
+
+// String renders the rejection as "<reason>: <detail>".
+func (r *Rejection) String() string {
+	if r.Err == nil {
+		return string(r.Reason)
+	}
+	return string(r.Reason) + ": " + r.Err.Error()
+}
+
+// Reject is a Rejection for reason, with the detail in Errorf's words.
+func Reject(reason Reason, format string, args ...any) *Rejection {
+	return &Rejection{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Origin is what a subnet manager knows of a lease besides its content: what the
+// admission rule needs to judge it.
+type Origin struct {
+	// Name is the lease's key as the datastore spells it: in etcd mode the key below
+	// <prefix>/subnets/, in Kubernetes mode the node name. The etcd manager leaves it
+	// empty when it is the canonical key of the lease's subnets (MakeSubnetKey), so that
+	// a snapshot of 20,000 leases holds no copy of their keys.
+	Name string
+	// Seniority orders leases that overlap: the smaller (older) wins, ties broken by
+	// name. etcd: the key's create revision; Kubernetes: the Node's creation time in
+	// Unix seconds.
+	Seniority int64
+	// Version is the revision of the value (etcd: the key's mod revision; Kubernetes:
+	// the Node's resource version when the lease last changed): a rejection is logged
+	// and counted once per name and version.
+	Version int64
+	// Defect, when set, says why the manager could not build the lease from the value
+	// (TooLarge, BadJSON, BadPublicIP, ...): the Lease then holds its subnets at most.
+	Defect *Rejection
+}
+
+// RuleOptions are the parts of the admission rule that main wires in.
+type RuleOptions struct {
+	// Kube selects Kubernetes mode: lease names are node names (no key check), and a
+	// pod CIDR may have any length inside the network (the controller manager's
+	// --node-cidr-mask-size decides it, not SubnetLen).
+	Kube bool
+	// BackendData checks one family's backend data (BackendData or BackendV6Data), by
+	// the lease's BackendType. A type without a check passes: leases of another
+	// backend are skipped by the backend, not rejected here.
+	BackendData map[string]func(data json.RawMessage) error
+	// LocalAddrs lists the node's own addresses (InterfaceAddrs); nil: none known.
+	LocalAddrs func() ([]netip.Addr, error)
+}
+
+// Rule is the per-lease part of the admission rule for one network config: the
+// checks that need no other lease. It is not safe for concurrent use.
+type Rule struct {
+	v4, v6     bool
+	net4, net6 netip.Prefix
+	len4, len6 int  // required subnet lengths; 0: any (Kubernetes mode)
+	keys       bool // names are subnet keys that must be canonical (etcd mode)
+	backend    map[string]func(json.RawMessage) error
+	localFn    func() ([]netip.Addr, error)
+	local      []netip.Addr
+}
+
+// NewRule makes the rule for cfg and reads the node's addresses once.
+func NewRule(cfg *Config, o RuleOptions) *Rule {
+	r := &Rule{v4: cfg.EnableIPv4, v6: cfg.EnableIPv6, net4: cfg.Network, net6: cfg.IPv6Network,
+		keys: !o.Kube, backend: o.BackendData, localFn: o.LocalAddrs}
+	if !o.Kube {
+		r.len4, r.len6 = cfg.SubnetLen, cfg.IPv6SubnetLen
+	}
+	r.RefreshLocal()
+	return r
+}
+
+// RefreshLocal reads the node's addresses again and reports whether they changed. A
+// failure to read them keeps the ones known.
+func (r *Rule) RefreshLocal() (changed bool) {
+	if r.localFn == nil {
+		return false
+	}
+	addrs, err := r.localFn()
+	if err != nil {
+		return false
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap().WithZone("")
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	if slices.Equal(addrs, r.local) {
+		return false
+	}
+	r.local = addrs
+	return true
+}
+
+// isLocal reports whether a is one of the node's addresses.
+func (r *Rule) isLocal(a netip.Addr) bool {
+	_, ok := slices.BinarySearchFunc(r.local, a.Unmap().WithZone(""), netip.Addr.Compare)
+	return ok
+}
+
+// families reports which of the lease's subnets the rule judges: those of the
+// enabled families. A subnet of a disabled family is ignored (a dual-stack lease in an
+// IPv4 network is an IPv4 peer).
+func (r *Rule) families(l *Lease) (has4, has6 bool) {
+	has4 = r.v4 && l.Subnet.IsValid() && l.Subnet.Bits() > 0
+	has6 = r.v6 && l.IPv6Subnet.IsValid()
+	return has4, has6
+}
+
+// Check judges one candidate by the per-lease checks, in this order: a defect the
+// manager found, the canonical key (etcd), the subnets (inside the networks, etcd: of
+// the configured lengths), the public addresses (usable unicast, not the node's own),
+// the backend data. It returns nil when the lease passes.
+func (r *Rule) Check(c *Candidate) *Rejection {
+	if c.Origin.Defect != nil {
+		return c.Origin.Defect
+	}
+	l := &c.Lease
+	if r.keys && c.Origin.Name != "" && !IsSubnetKey(c.Origin.Name, l.Subnet, l.IPv6Subnet) {
+		return Reject(NonCanonicalKey, "key %q is not %q, the key of its subnets", c.Origin.Name, MakeSubnetKey(l.Subnet, l.IPv6Subnet))
+	}
+	has4, has6 := r.families(l)
+	if !has4 && !has6 {
+		return Reject(OutsideNetwork, "no subnet of an enabled family (subnets %s, %s)", fmtPrefix(l.Subnet), fmtPrefix(l.IPv6Subnet))
+	}
+	for _, f := range [...]struct {
+		has      bool
+		sn, net  netip.Prefix
+		length   int
+		pub      netip.Addr
+		v6       bool
+		data     json.RawMessage
+		dataName string
+	}{
+		{has4, l.Subnet, r.net4, r.len4, l.Attrs.PublicIP, false, l.Attrs.BackendData, "BackendData"},
+		{has6, l.IPv6Subnet, r.net6, r.len6, l.Attrs.PublicIPv6, true, l.Attrs.BackendV6Data, "BackendV6Data"},
+	} {
+		if !f.has {
+			continue
+		}
+		if f.sn.Addr().Is4() == f.v6 || !f.net.Contains(f.sn.Addr()) || f.sn.Bits() < f.net.Bits() {
+			return Reject(OutsideNetwork, "subnet %s is outside the network %s", f.sn, f.net)
+		}
+		if f.length != 0 && f.sn.Bits() != f.length {
+			return Reject(WrongLength, "subnet %s is not /%d long", f.sn, f.length)
+		}
+		if err := CheckPublicIP(f.pub, f.v6); err != nil {
+			return &Rejection{Reason: BadPublicIP, Err: err}
+		}
+		if r.isLocal(f.pub) {
+			return Reject(LocalPublicIP, "public address %s is one of this node's", f.pub)
+		}
+		if check := r.backend[l.Attrs.BackendType]; check != nil {
+			if err := check(f.data); err != nil {
+				return Reject(BadBackendData, "%s %s: %w", l.Attrs.BackendType, f.dataName, err)
+			}
+		}
+	}
+	return nil
+}
+
+// occupies reports whether a lease the rule rejects still sits on a key the node could
+// want for itself: its name is canonical and its subnets have the configured lengths.
+// Such a key cannot be created again (etcd mode); any other rejected lease takes no
+// subnet.
+func (r *Rule) occupies(c *Candidate) bool {
+	l := &c.Lease
+	if !r.keys || (c.Origin.Name != "" && !IsSubnetKey(c.Origin.Name, l.Subnet, l.IPv6Subnet)) {
+		return false
+	}
+	ok4 := !r.v4 || (l.Subnet.IsValid() && l.Subnet.Bits() == r.len4)
+	ok6 := !r.v6 || (l.IPv6Subnet.IsValid() && l.IPv6Subnet.Bits() == r.len6)
+	if !r.v4 && l.Subnet.IsValid() && l.Subnet.Bits() > 0 || !r.v6 && l.IPv6Subnet.IsValid() {
+		return false // a key with another family's subnet is another key than ours
+	}
+	return ok4 && ok6
+}
+
+// Taken reports which subnets of a listed lease count as taken when this node picks a
+// subnet (etcd mode): those of a lease that passes Check, or fails it on this node only
+// (it names one of this node's addresses: the other nodes admit it), and those of a
+// rejected lease that occupies its own canonical key (that key cannot be created
+// again). Any other rejected lease takes nothing: a bad lease never blocks the node's
+// allocation.
+func (r *Rule) Taken(c *Candidate) (sn, sn6 netip.Prefix, ok bool) {
+	if rej := r.Check(c); rej != nil && rej.Reason != LocalPublicIP && !r.occupies(c) {
+		return netip.Prefix{}, netip.Prefix{}, false
+	}
+	return c.Lease.Subnet, c.Lease.IPv6Subnet, true
+}
+
+var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// CheckPublicIP reports whether a is usable as a peer's public address of its family
+// (IPv6 when v6): a unicast address, not unspecified, loopback, multicast, link-local,
+// zoned or the broadcast address.
+func CheckPublicIP(a netip.Addr, v6 bool) error {
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	switch {
+	case !a.IsValid():
+		return fmt.Errorf("no public %s address", fam)
+	case a.Is4() == v6 || a.Is4In6():
+		return fmt.Errorf("public address %s is not an %s address", a, fam)
+	case a.Zone() != "":
+		return fmt.Errorf("public address %s has a zone", a)
+	case a.IsUnspecified():
+		return fmt.Errorf("public address %s is unspecified", a)
+	case a.IsLoopback():
+		return fmt.Errorf("public address %s is a loopback address", a)
+	case a.IsMulticast():
+		return fmt.Errorf("public address %s is a multicast address", a)
+	case a.IsLinkLocalUnicast():
+		return fmt.Errorf("public address %s is a link-local address", a)
+	case a == broadcast4:
+		return fmt.Errorf("public address %s is the broadcast address", a)
+	}
+	return nil
+}
+
+// InterfaceAddrs lists the addresses of every interface of the network namespace the
+// daemon runs in (RuleOptions.LocalAddrs).
+func InterfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing the node's addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// IsSubnetKey reports whether name is exactly MakeSubnetKey(sn, sn6), without
+// allocating.
+func IsSubnetKey(name string, sn, sn6 netip.Prefix) bool {
+	var buf [80]byte
+	return bytes.Equal(appendSubnetKey(buf[:0], sn, sn6), []byte(name))
+}
+
+// appendSubnetKey appends MakeSubnetKey(sn, sn6) to b.
+func appendSubnetKey(b []byte, sn, sn6 netip.Prefix) []byte {
+	if sn.IsValid() {
+		b = sn.Addr().AppendTo(b)
+		b = append(b, '-')
+		b = strconv.AppendInt(b, int64(sn.Bits()), 10)
+	} else {
+		b = append(b, "0.0.0.0-0"...)
+	}
+	if !sn6.IsValid() {
+		return b
+	}
+	b = append(b, '&')
+	b = sn6.Addr().AppendTo(b)
+	b = append(b, '-')
+	return strconv.AppendInt(b, int64(sn6.Bits()), 10)
+}
+
+func fmtPrefix(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "none"
+	}
+	return p.String()
+}
