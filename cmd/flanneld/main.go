@@ -120,7 +120,8 @@ func run() int {
 		klog.InfoS("No previous subnet found", "key", "FLANNEL_SUBNET", "file", opts.SubnetFile)
 	}
 	prevV6Subnet, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_SUBNET")
-	sm, closeSM, err := newSubnetManager(opts, prevSubnet, prevV6Subnet)
+	admission := admissionOptions(opts)
+	sm, closeSM, err := newSubnetManager(opts, admission, prevSubnet, prevV6Subnet)
 	if err != nil {
 		klog.ErrorS(err, "Failed to create SubnetManager")
 		return 1
@@ -195,6 +196,7 @@ func run() int {
 		Instances: func(ctx context.Context) ([]control.Found, error) {
 			return control.Instances(ctx, ownSockets)
 		},
+		Admission: admission,
 	})
 	var conflict *daemon.ConflictError
 	if errors.As(err, &conflict) {
@@ -239,9 +241,23 @@ func daemonConfig(opts Options) daemon.Config {
 	return dc
 }
 
+// admissionOptions wires the admission rule of peer leases: each backend's check of
+// the backend data its leases carry (udp leases carry none), the node's addresses, the
+// datastore's mode.
+func admissionOptions(opts Options) subnet.RuleOptions {
+	return subnet.RuleOptions{
+		Kube: opts.KubeSubnetMgr,
+		BackendData: map[string]func(json.RawMessage) error{
+			"vxlan":            vxlan.CheckBackendData,
+			hostgw.BackendType: hostgw.CheckBackendData,
+		},
+		LocalAddrs: subnet.InterfaceAddrs,
+	}
+}
+
 // newSubnetManager builds the etcd or (--kube-subnet-mgr) Kubernetes subnet manager and
 // the function that releases it.
-func newSubnetManager(opts Options, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
+func newSubnetManager(opts Options, admission subnet.RuleOptions, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
 	if opts.KubeSubnetMgr {
 		sm, err := kube.New(kube.Config{
 			APIURL:                    opts.KubeAPIURL,
@@ -271,6 +287,7 @@ func newSubnetManager(opts Options, prevSubnet, prevV6Subnet netip.Prefix) (subn
 		PrevSubnet:     prevSubnet,
 		PrevIPv6Subnet: prevV6Subnet,
 		RenewMargin:    opts.SubnetLeaseRenewMargin,
+		Admission:      admission,
 	})
 	if err != nil {
 		return nil, nil, err
