@@ -237,8 +237,8 @@ func (a *Admitter) candidateAt(i int) Candidate {
 // find returns the position of the admitted lease with key k, or where it would go.
 func (a *Admitter) find(k leaseKey) (int, bool) {
 	n := a.list.Len()
-	i := sort.Search(n, func(i int) bool { return a.keyAt(i).compare(k) >= 0 })
-	return i, i < n && a.keyAt(i) == k
+	i := sort.Search(n, func(i int) bool { return a.list.compareKeyAt(i, k) >= 0 })
+	return i, i < n && a.list.compareKeyAt(i, k) == 0
 }
 
 // reject records a rejected candidate under id, logging and reporting it unless the
@@ -317,8 +317,7 @@ func (a *Admitter) dedupe(cs []Candidate) []Candidate {
 	out := cs[:0]
 	run := 0 // start of the current run of equal keys in out
 	for i := range cs {
-		k := keyOf(&cs[i].Lease)
-		if len(out) > 0 && keyOf(&out[len(out)-1].Lease) != k {
+		if len(out) > 0 && compareKeys(&out[len(out)-1].Lease, &cs[i].Lease) != 0 {
 			run = len(out)
 		}
 		dup := false
@@ -549,12 +548,11 @@ func (a *Admitter) admittedOverlapping(p netip.Prefix, f func(pos int)) {
 
 func (a *Admitter) overlapping4(p netip.Prefix, f func(pos int)) {
 	n := a.list.Len()
-	at := func(i int) pfxKey { return a.keyAt(i).sn }
 	lb := pfxKeyOf(netip.PrefixFrom(p.Addr(), 0))
 	// Those that start inside p: p itself, its descendants, and ancestors at p's address.
-	for i := sort.Search(n, func(i int) bool { return at(i).compare(lb) >= 0 }); i < n; i++ {
-		q := at(i).prefix()
-		if !q.IsValid() || !p.Contains(q.Addr()) {
+	for i := sort.Search(n, func(i int) bool { return a.list.compareV4At(i, lb) >= 0 }); i < n; i++ {
+		q := a.list.subnet4(i)
+		if !q.IsValid() || q.Bits() == 0 || !p.Contains(q.Addr()) {
 			break
 		}
 		f(i)
@@ -569,7 +567,7 @@ func (a *Admitter) overlapping4(p netip.Prefix, f func(pos int)) {
 			continue
 		}
 		k := pfxKeyOf(q)
-		if i := sort.Search(n, func(i int) bool { return at(i).compare(k) >= 0 }); i < n && at(i) == k {
+		if i := sort.Search(n, func(i int) bool { return a.list.compareV4At(i, k) >= 0 }); i < n && a.list.compareV4At(i, k) == 0 {
 			f(i)
 		}
 	}
@@ -632,19 +630,23 @@ func (a *Admitter) overlaps(x, y *Lease) bool {
 // first), that overlap: each is compared with the chain of earlier prefixes containing
 // its address.
 func sweep(n int, at func(i int) netip.Prefix, pair func(i, j int)) {
-	var chain []int
+	type link struct {
+		i int
+		p netip.Prefix
+	}
+	var chain []link
 	for i := range n {
 		p := at(i)
 		if !p.IsValid() {
 			continue
 		}
-		for len(chain) > 0 && !at(chain[len(chain)-1]).Contains(p.Addr()) {
+		for len(chain) > 0 && !chain[len(chain)-1].p.Contains(p.Addr()) {
 			chain = chain[:len(chain)-1]
 		}
-		for _, j := range chain {
-			pair(j, i)
+		for _, l := range chain {
+			pair(l.i, i)
 		}
-		chain = append(chain, i)
+		chain = append(chain, link{i, p})
 	}
 }
 
@@ -804,7 +806,7 @@ func (a *Admitter) applyEvents(evs []Event) bool {
 			if added && k == addKey {
 				continue
 			}
-			if pos, ok := a.find(k); ok && a.identAt(pos) == id && !slices.Contains(b.del, pos) {
+			if pos, ok := a.find(k); ok && a.identAt(pos) == id {
 				b.remove(pos, a)
 			}
 		}
@@ -842,6 +844,58 @@ func (a *Admitter) applyEvents(evs []Event) bool {
 	return a.finish(b)
 }
 
+// releaseLosers takes the held losers that overlap a subnet freed this round out of
+// the record, to be judged again: one sweep over both, ordered by subnet.
+func (a *Admitter) releaseLosers(b *batch) {
+	type loser struct {
+		id ident
+		h  *held
+	}
+	var losers []loser
+	for id, h := range a.held {
+		if h.rej.Reason == OverlapsPeer {
+			losers = append(losers, loser{id, h})
+		}
+	}
+	if len(losers) == 0 {
+		return
+	}
+	// Items: the freed subnets, then each loser's subnets.
+	var items []netip.Prefix
+	var owner []int // loser of each item; -1 for a freed subnet
+	for _, p := range b.freed {
+		items, owner = append(items, p), append(owner, -1)
+	}
+	for k, l := range losers {
+		for _, p := range a.subnetsOf(&l.h.cand.Lease) {
+			if p.IsValid() {
+				items, owner = append(items, p), append(owner, k)
+			}
+		}
+	}
+	perm := make([]int, len(items))
+	keys := make([]pfxKey, len(items))
+	for i := range items {
+		perm[i], keys[i] = i, pfxKeyOf(items[i])
+	}
+	slices.SortFunc(perm, func(x, y int) int { return keys[x].compare(keys[y]) })
+	freed := make([]bool, len(losers))
+	sweep(len(perm), func(i int) netip.Prefix { return items[perm[i]] }, func(x, y int) {
+		i, j := owner[perm[x]], owner[perm[y]]
+		switch {
+		case i < 0 && j >= 0:
+			freed[j] = true
+		case j < 0 && i >= 0:
+			freed[i] = true
+		}
+	})
+	for k, l := range losers {
+		if freed[k] {
+			b.release(l.id, l.h, a)
+		}
+	}
+}
+
 // hasLosers reports whether a held lease lost to an overlapping peer.
 func (a *Admitter) hasLosers() bool {
 	for _, h := range a.held {
@@ -862,34 +916,11 @@ func (a *Admitter) finish(b *batch) bool {
 		b.changed = true
 	}
 	if len(b.freed) > 0 {
-		type loser struct {
-			id ident
-			h  *held
-		}
-		var free []loser
-		for id, h := range a.held {
-			if h.rej.Reason != OverlapsPeer {
-				continue
-			}
-			sub := a.subnetsOf(&h.cand.Lease)
-			if slices.ContainsFunc(b.freed, func(p netip.Prefix) bool {
-				return sub[0].IsValid() && sub[0].Overlaps(p) || sub[1].IsValid() && sub[1].Overlaps(p)
-			}) {
-				free = append(free, loser{id, h})
-			}
-		}
-		for _, l := range free {
-			b.release(l.id, l.h, a)
-		}
+		a.releaseLosers(b)
 	}
 	if len(b.pending) > 0 {
 		sortCandidates(b.pending)
-		if a.isContested(b.pending) {
-			b.changed = a.settle(b) || b.changed
-		} else {
-			a.insert(b.pending)
-			b.changed = true
-		}
+		b.changed = a.admit(b.pending, b.prev) || b.changed
 	}
 	if len(b.prev) > 0 {
 		for i := range b.pending {
@@ -902,69 +933,106 @@ func (a *Admitter) finish(b *batch) bool {
 	return b.changed
 }
 
-// isContested reports whether one of the pending leases (ordered by key) overlaps
-// another pending one, an admitted one or a held loser.
-func (a *Admitter) isContested(pending []Candidate) bool {
-	if a.contested(pending) != nil {
+// admit admits pending leases (ordered by key, none admitted under its name): at once
+// those that overlap nothing, admitted or held; the others together with every admitted
+// lease and held loser they overlap, directly or through one another, by resolve's
+// greedy pass. It reports whether the admitted set changed.
+func (a *Admitter) admit(pending []Candidate, prev map[ident]*held) (changed bool) {
+	type loser struct {
+		id ident
+		h  *held
+	}
+	var losers []loser
+	for id, h := range a.held {
+		if h.rej.Reason == OverlapsPeer {
+			losers = append(losers, loser{id, h})
+		}
+	}
+	np := len(pending)
+	subs := make([][2]netip.Prefix, np+len(losers))
+	for i := range pending {
+		subs[i] = a.subnetsOf(&pending[i].Lease)
+	}
+	for i, l := range losers {
+		subs[np+i] = a.subnetsOf(&l.h.cand.Lease)
+	}
+	// Overlaps among the pending leases and with the losers: one sweep per family over
+	// both, ordered by subnet.
+	type pair struct{ i, j int }
+	var pairs []pair
+	conflict := make([]bool, np)
+	perm := make([]int, len(subs))
+	keys := make([]pfxKey, len(subs))
+	for f := range 2 {
+		for i := range subs {
+			perm[i], keys[i] = i, pfxKeyOf(subs[i][f])
+		}
+		slices.SortFunc(perm, func(x, y int) int { return keys[x].compare(keys[y]) })
+		sweep(len(perm), func(k int) netip.Prefix { return subs[perm[k]][f] }, func(x, y int) {
+			i, j := perm[x], perm[y]
+			if i >= np && j >= np {
+				return // two losers
+			}
+			pairs = append(pairs, pair{i, j})
+			for _, k := range [2]int{i, j} {
+				if k < np {
+					conflict[k] = true
+				}
+			}
+		})
+	}
+	for i := range pending {
+		for _, p := range subs[i] {
+			if !conflict[i] {
+				a.admittedOverlapping(p, func(int) { conflict[i] = true })
+			}
+		}
+	}
+	if !slices.Contains(conflict, true) {
+		a.insert(pending)
 		return true
 	}
-	losers := a.losers()
-	for i := range pending {
-		for _, p := range a.subnetsOf(&pending[i].Lease) {
-			hit := false
-			a.admittedOverlapping(p, func(int) { hit = true })
-			if hit {
-				return true
-			}
-		}
-		for _, h := range losers {
-			if a.overlaps(&pending[i].Lease, &h.cand.Lease) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
-func (a *Admitter) losers() []*held {
-	var out []*held
-	for _, h := range a.held {
-		if h.rej.Reason == OverlapsPeer {
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
-// settle decides the pending leases together with every admitted lease and held loser
-// they overlap, directly or through one another, and applies the outcome.
-func (a *Admitter) settle(b *batch) (changed bool) {
-	ms := a.contested(b.pending) // the pending leases that overlap one another
-	inSet := make(map[int]bool, len(ms))
-	for i := range ms {
-		inSet[ms[i].src] = true
-	}
-	for i := range b.pending {
-		if !inSet[i] {
-			ms = append(ms, member{c: b.pending[i], id: a.identOf(&b.pending[i]), src: i, pos: -1})
-		}
-	}
+	// The contested set: the conflicting pending leases, then what they reach.
+	var ms []member
+	byPending := map[int]int{}
 	byPos := map[int]int{}
-	byID := map[ident]int{}
+	byLoser := map[int]int{} // index in losers -> member
 	link := func(i, j int) {
 		ms[i].adj = append(ms[i].adj, j)
 		ms[j].adj = append(ms[j].adj, i)
 	}
-	loserIDs := map[*held]ident{}
-	for id, h := range a.held {
-		if h.rej.Reason == OverlapsPeer {
-			loserIDs[h] = id
+	addLoser := func(k int) int {
+		if m, ok := byLoser[k]; ok {
+			return m
+		}
+		byLoser[k] = len(ms)
+		ms = append(ms, member{c: *losers[k].h.cand, id: losers[k].id, src: -1, pos: -1})
+		return len(ms) - 1
+	}
+	for i := range pending {
+		if conflict[i] {
+			byPending[i] = len(ms)
+			ms = append(ms, member{c: pending[i], id: a.identOf(&pending[i]), src: i, pos: -1})
+		}
+	}
+	for _, p := range pairs {
+		mi, ok := byPending[p.i]
+		if p.i >= np {
+			mi, ok = addLoser(p.i-np), true
+		}
+		mj, ok2 := byPending[p.j]
+		if p.j >= np {
+			mj, ok2 = addLoser(p.j-np), true
+		}
+		if ok && ok2 {
+			link(mi, mj)
 		}
 	}
 	for q := 0; q < len(ms); q++ {
-		cur := ms[q].c.Lease
-		curPos := ms[q].pos
-		for _, p := range a.subnetsOf(&cur) {
+		cur, curPos := ms[q].c.Lease, ms[q].pos
+		sub := a.subnetsOf(&cur)
+		for _, p := range sub {
 			a.admittedOverlapping(p, func(pos int) {
 				if pos == curPos {
 					return
@@ -978,36 +1046,44 @@ func (a *Admitter) settle(b *batch) (changed bool) {
 				link(q, j)
 			})
 		}
-		for h, id := range loserIDs {
-			if id == ms[q].id || !a.overlaps(&cur, &h.cand.Lease) {
+		if ms[q].src >= 0 {
+			continue // its losers came from the sweep
+		}
+		for k, l := range losers {
+			if l.id == ms[q].id {
 				continue
 			}
-			j, ok := byID[id]
-			if !ok {
-				j = len(ms)
-				byID[id] = j
-				ms = append(ms, member{c: *h.cand, id: id, src: -1, pos: -1})
+			ls := subs[np+k]
+			if sub[0].IsValid() && ls[0].IsValid() && sub[0].Overlaps(ls[0]) || sub[1].IsValid() && ls[1].IsValid() && sub[1].Overlaps(ls[1]) {
+				if j, ok := byLoser[k]; !ok || !slices.Contains(ms[q].adj, j) {
+					link(q, addLoser(k))
+				}
 			}
-			link(q, j)
 		}
 	}
 	a.resolve(ms)
+
 	var del []int
-	var add []Candidate
+	add := make([]Candidate, 0, len(pending))
+	for i := range pending {
+		if !conflict[i] {
+			add = append(add, pending[i])
+		}
+	}
 	for i := range ms {
 		m := &ms[i]
-		_, wasLoser := byID[m.id]
 		switch {
 		case m.pos >= 0 && !m.win: // demoted
 			del = append(del, m.pos)
-			a.reject(m.id, &m.c, m.rej, b.prev)
+			a.reject(m.id, &m.c, m.rej, prev)
 		case m.pos < 0 && m.win:
-			if wasLoser {
+			if h := a.held[m.id]; h != nil {
 				delete(a.held, m.id)
+				klog.InfoS("Admitted peer lease rejected before", "lease", m.id.String(), "was", h.rej.Reason)
 			}
 			add = append(add, m.c)
 		case m.pos < 0 && !m.win:
-			a.reject(m.id, &m.c, m.rej, b.prev)
+			a.reject(m.id, &m.c, m.rej, prev)
 		}
 	}
 	if len(del) > 0 {

@@ -80,16 +80,20 @@ func (k leaseKey) String() string { return MakeSubnetKey(k.sn.prefix(), k.sn6.pr
 func sortCandidates(cs []Candidate) {
 	sorted := true
 	for i := 1; i < len(cs) && sorted; i++ {
-		sorted = keyOf(&cs[i-1].Lease).compare(keyOf(&cs[i].Lease)) <= 0
+		sorted = compareKeys(&cs[i-1].Lease, &cs[i].Lease) <= 0
 	}
 	if sorted {
 		return
 	}
 	perm := make([]int32, len(cs))
+	v4 := make([]uint64, len(cs)) // the IPv4 part of each key in one word: most compares end there
 	for i := range perm {
-		perm[i] = int32(i)
+		perm[i], v4[i] = int32(i), v4Order(&cs[i].Lease)
 	}
 	slices.SortFunc(perm, func(a, b int32) int {
+		if c := cmp.Compare(v4[a], v4[b]); c != 0 {
+			return c
+		}
 		if c := keyOf(&cs[a].Lease).compare(keyOf(&cs[b].Lease)); c != 0 {
 			return c
 		}
@@ -113,4 +117,66 @@ func sortCandidates(cs []Candidate) {
 			j = k
 		}
 	}
+}
+
+// compareKeys compares the keys of two leases, as keyOf(a).compare(keyOf(b)).
+func compareKeys(a, b *Lease) int {
+	if c := cmp.Compare(v4Order(a), v4Order(b)); c != 0 {
+		return c
+	}
+	return keyOf(a).compare(keyOf(b))
+}
+
+// v4Order orders leases as the IPv4 part of their keys does: no IPv4 subnet first, then
+// IPv4 subnets by address and length, then anything else (which the full key orders).
+func v4Order(l *Lease) uint64 {
+	switch sn := l.Subnet; {
+	case !sn.IsValid() || sn.Bits() == 0:
+		return 0
+	case sn.Addr().Is4():
+		a := sn.Addr().As4()
+		return 1<<40 | uint64(a[0])<<32 | uint64(a[1])<<24 | uint64(a[2])<<16 | uint64(a[3])<<8 | uint64(sn.Bits())
+	}
+	return 2 << 40
+}
+
+// compareKeyAt compares the key of the i-th lease with k, as keyOf(&lease).compare(k)
+// would, reading the compact form: a binary search over 20,000 leases does not
+// materialise a lease per step.
+func (pl *PeerList) compareKeyAt(i int, k leaseKey) int {
+	p := &pl.list[i]
+	if p.flags&flagSubnet == 0 || p.bits == 0 {
+		return keyOfSubnets(pl.subnet4(i), pl.subnet6(i)).compare(k)
+	}
+	if c := cmp.Compare(4, int(k.sn.kind)); c != 0 {
+		return c
+	}
+	// An IPv4 key's address is the IPv4-mapped form: only its last 4 bytes differ.
+	if c := bytes.Compare(p.sn[:], k.sn.a[12:]); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(p.bits, k.sn.bits); c != 0 {
+		return c
+	}
+	var six pfxKey
+	if p.ext != nil {
+		six = pfxKeyOf(p.ext.sn6)
+	}
+	return six.compare(k.sn6)
+}
+
+// compareV4At compares the IPv4 part of the i-th lease's key with k (kind 4 or 0), as
+// compareKeyAt does for whole keys.
+func (pl *PeerList) compareV4At(i int, k pfxKey) int {
+	p := &pl.list[i]
+	if p.flags&flagSubnet == 0 || p.bits == 0 {
+		return keyOfSubnets(pl.subnet4(i), netip.Prefix{}).sn.compare(k)
+	}
+	if c := cmp.Compare(4, int(k.kind)); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(p.sn[:], k.a[12:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.bits, k.bits)
 }

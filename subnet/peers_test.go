@@ -306,3 +306,24 @@ func TestPeerListResetStorage(t *testing.T) {
 		t.Errorf("after shrinking to 10: cap %d, len %d", cap(pl.list), pl.Len())
 	}
 }
+
+// compareKeyAt agrees with the keys of the materialised leases.
+func TestPeerListCompareKeyAt(t *testing.T) {
+	ls := []Lease{v4Lease(1), v4Lease(300), {Subnet: mustPrefix("0.0.0.0/0"), IPv6Subnet: mustPrefix("fd00::/64")},
+		{IPv6Subnet: mustPrefix("fd00:1::/64")}, {Subnet: mustPrefix("10.0.1.0/24"), IPv6Subnet: mustPrefix("fd00:2::/64")},
+		{Subnet: mustPrefix("10.0.1.0/25")}, {Subnet: mustPrefix("fd00::/64")}}
+	var pl PeerList
+	pl.Reset(ls)
+	for i := range ls {
+		for j := range ls {
+			want := keyOf(&ls[i]).compare(keyOf(&ls[j]))
+			if got := pl.compareKeyAt(i, keyOf(&ls[j])); got != want {
+				t.Errorf("%s vs %s: %d, want %d", ls[i].Key(), ls[j].Key(), got, want)
+			}
+			want4 := keyOf(&ls[i]).sn.compare(keyOf(&ls[j]).sn)
+			if got := pl.compareV4At(i, keyOf(&ls[j]).sn); got != want4 {
+				t.Errorf("IPv4 part of %s vs %s: %d, want %d", ls[i].Key(), ls[j].Key(), got, want4)
+			}
+		}
+	}
+}
