@@ -88,11 +88,11 @@ func (e *entry) name() string { return string(e.rawKey) }
 const listPage = 1000
 
 // maxResponseBytes is the etcd client's receive limit: a response (a page of a listing,
-// a watch response) larger than this is refused by the client before it is read, so a
-// listing never holds more than this of values at a time, whatever their sizes. It is
-// above etcd's default limit of a request (1.5 MiB), so that one value of any size etcd
-// accepts by default still arrives alone.
-const maxResponseBytes = 2 << 20
+// a watch response) larger than this is refused by the client before it is read, so the
+// daemon never holds more than this of values at a time, whatever their sizes, and a
+// value this large never enters it at all. A page of listPage ordinary leases is about
+// 0.2 MB; a lease's value is at most subnet.MaxValueSize.
+const maxResponseBytes = 512 << 10
 
 // scan reads all subnet keys, at the revision of the first page, which it returns, in
 // pages of at most m.page (listPage when 0) keys: a page whose response passes

@@ -64,7 +64,9 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			delay.reset()
 		}
 		if resync {
-			m.observer().WatchRestarted(observe.LeasesWatch, errors.New("events may have been lost; listing again"))
+			if !errors.Is(err, errTooLarge) { // the watch is live, it only skipped a response
+				m.observer().WatchRestarted(observe.LeasesWatch, errors.New("events may have been lost; listing again"))
+			}
 			continue
 		}
 		if err != nil {
@@ -126,7 +128,11 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := cli.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify(),
+	// A watcher of its own (its own gRPC stream): a response refused for its size ends
+	// this stream only, not KeepLease's watch of the own lease.
+	w := clientv3.NewWatcher(cli)
+	defer w.Close()
+	wch := w.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify(),
 		clientv3.WithCreatedNotify())
 	for resp := range wch {
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
@@ -135,11 +141,12 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 		}
 		if err := resp.Err(); err != nil {
 			if status.Code(err) == codes.ResourceExhausted {
-				// A response passed maxResponseBytes (several large values at once while
-				// catching up): a listing reads them in bounded pages, and the watch from
-				// its revision on is live, one revision per response.
-				klog.InfoS("A subnet lease watch response passed the receive limit; listing subnet leases again", "limit", m.cfg.maxResponse, "err", err)
-				return true, progressed, nil
+				// A response passed the receive limit (a value far larger than any
+				// lease's, or many changes at once) and was not read: a listing reads
+				// the leases in bounded pages, those values by their keys only.
+				klog.InfoS("A subnet lease watch response passed the receive limit and was not read; listing subnet leases again",
+					"limit", m.cfg.maxResponse, "revision", *next)
+				return true, progressed, errTooLarge
 			}
 			return false, progressed, err
 		}
@@ -197,6 +204,9 @@ func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
 	}
 	return subnet.Event{Type: subnet.EventAdded, Lease: c.Lease, Origin: c.Origin}, true
 }
+
+// errTooLarge: a watch response passed the client's receive limit.
+var errTooLarge = errors.New("watch response larger than the receive limit")
 
 // send delivers r unless ctx ends first.
 func send(ctx context.Context, out chan<- subnet.WatchResult, r subnet.WatchResult) bool {
