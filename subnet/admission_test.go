@@ -349,3 +349,58 @@ func TestAdmissionOrderIndependent(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAdmitter drives an Admitter with a fuzzed sequence of deliveries over a random
+// set of leases (seeded by the input): each byte adds or removes one lease, or delivers
+// everything present as a snapshot, one event batch at a time. After every delivery the
+// admitted set is the reference's and the invariants hold.
+func FuzzAdmitter(f *testing.F) {
+	f.Add(uint64(1), true, []byte{0x00, 0x01, 0x12, 0x03, 0x20, 0x04})
+	f.Add(uint64(7), false, []byte{0x05, 0x06, 0x07, 0x15, 0x25, 0x08})
+	f.Fuzz(func(t *testing.T, seed uint64, kube bool, ops []byte) {
+		rnd := rand.New(rand.NewPCG(seed, 3))
+		own := vx("10.244.0.0/24", "192.0.2.1", "aa:aa:aa:aa:aa:01")
+		cfg := testConfig(true, false)
+		if !kube {
+			own = dualLease("10.5.0.0/24", "fd00:0:0:5::/64", "192.0.2.1", "2001:db8::1", "aa:aa:aa:aa:aa:01")
+			cfg = testConfig(true, true)
+		}
+		cs := genCandidates(rnd, 16, kube)
+		a := NewAdmitter(testRule(cfg, kube, "192.0.2.1"), &own, nil)
+		a.Apply(WatchResult{Snapshot: []Candidate{}})
+		present := map[int]bool{}
+		var batch WatchResult
+		for _, op := range ops {
+			i := int(op&0x0f) % len(cs)
+			switch op >> 6 {
+			case 0:
+				batch.Events = append(batch.Events, addedC(cs[i]).Events...)
+				present[i] = true
+			case 1:
+				batch.Events = append(batch.Events, removedC(cs[i]).Events...)
+				present[i] = false
+			case 2:
+				batch = WatchResult{Snapshot: []Candidate{}}
+				for j := range cs {
+					if present[j] {
+						batch.Snapshot = append(batch.Snapshot, cs[j])
+					}
+				}
+			}
+			if op>>6 == 3 || op>>6 == 2 || op&0x30 == 0x30 {
+				a.Apply(batch)
+				batch = WatchResult{}
+				var now []Candidate
+				for j := range cs {
+					if present[j] {
+						now = append(now, cs[j])
+					}
+				}
+				if got, want := sortedAdmitted(a), reference(a, now); !slices.Equal(got, want) {
+					t.Fatalf("admitted %v, want %v", got, want)
+				}
+				checkInvariants(t, a, &own)
+			}
+		}
+	})
+}

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+
+	"github.com/flannel-go/flannel/subnet"
 )
 
 var created = metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
@@ -190,12 +192,50 @@ func FuzzDecodeNodeList(f *testing.F) {
 		if err != nil {
 			return
 		}
+		m := &Manager{ann: testAnn}
 		for _, p := range l.Items {
 			if p == nil {
 				t.Fatal("nil item")
 			}
+			for k, v := range p.Annotations {
+				if len(v) > subnet.MaxValueSize {
+					t.Fatalf("annotation %s of %d bytes kept", k, len(v))
+				}
+			}
+			if s := m.slim(p); s.TooLarge && s.LeaseAnn[leaseKeyBackendData]+s.LeaseAnn[leaseKeyPublicIP] != "" {
+				t.Fatalf("a too large lease kept its annotations: %+v", s)
+			}
 		}
 	})
+}
+
+// A lease annotation larger than subnet.MaxValueSize is dropped while a node list is
+// decoded (never copied), from protobuf and from JSON, and the node's lease is too large.
+func TestDecodeNodeListDropsLargeAnnotations(t *testing.T) {
+	list := testNodeList(3)
+	list.Items[1].Annotations[testAnn.BackendData] = `{"VNI":1,"VtepMAC":"0e:00:00:00:00:01","pad":"` + strings.Repeat("x", 100<<10) + `"}`
+	jsonData, err := json.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{ann: testAnn}
+	for name, data := range map[string][]byte{"protobuf": protoEncode(t, list), "json": jsonData} {
+		l, err := decodeBytes(data)
+		if err != nil || len(l.Items) != 3 {
+			t.Fatalf("%s: %v, %d items", name, err, len(l.Items))
+		}
+		for i, n := range l.Items {
+			_, kept := n.Annotations[testAnn.BackendData]
+			c := nodeCandidate(n, testAnn, &subnet.Config{EnableIPv4: true})
+			tooLarge := c.Origin.Defect != nil && c.Origin.Defect.Reason == subnet.TooLarge
+			if (i == 1) != (n.leaseTooLarge && !kept && tooLarge) || i != 1 && c.Origin.Defect != nil {
+				t.Fatalf("%s: node %d: kept %v, marked %v, candidate %+v", name, i, kept, n.leaseTooLarge, c.Origin)
+			}
+			if s := m.slim(n); i == 1 && (!s.managed() || s.LeaseAnn[leaseKeyPublicIP] != "") {
+				t.Fatalf("%s: the too large node's slim form %+v", name, s)
+			}
+		}
+	}
 }
 
 // Every protobuf object the REST client may hand the slim types decodes without a
