@@ -52,7 +52,7 @@ func TestAdmittedDesiredStateProperties(t *testing.T) {
 		a.Apply(subnet.WatchResult{Snapshot: randomLeases(rnd, 5+rnd.IntN(60))})
 		peers := a.Peers()
 		want := newFamState(false)
-		desiredFamily(famParams{Dev: 10, Ext: 2, Network: cfg.Network, Own: own.Subnet}, peers, want, nil)
+		desiredFamily(famParams{VNI: 1, Dev: 10, Ext: 2, Network: cfg.Network, Own: own.Subnet}, peers, want, nil)
 
 		byRoute := map[netip.Prefix]subnet.Lease{}
 		for l := range peers.All() {

@@ -155,8 +155,8 @@ func TestNamingConventions(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 12 {
-		t.Errorf("%d flannel_ metric families, want 12", ours)
+	if ours != 13 {
+		t.Errorf("%d flannel_ metric families, want 13", ours)
 	}
 }
 
