@@ -29,9 +29,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(PLUGIN_LDFLAGS)' -o bin/flannel ./cmd/flannel
 
 # Everything: unit, integration (real etcd, real kube-apiserver, real kernel in namespaces)
-# and e2e. Needs root. Builds the kube-apiserver, the CNI reference plugins and helm first
-# (cached; see below).
-test: deps kube-apiserver cni-plugins helm
+# and e2e. Needs root. Builds the kube-apiserver, the CNI reference plugins, helm and
+# upstream flanneld first (cached; see below).
+test: deps kube-apiserver cni-plugins helm flanneld-upstream
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Only what needs neither root nor etcd.
@@ -105,7 +105,9 @@ bench-plot:
 	$(GO) run ./e2e/cmd/benchplot -data $(BENCH_DATA) -img Documentation/img -doc Documentation/benchmarks.md
 
 # Upstream flanneld (flannel-io/flannel), built from the module proxy's source once per
-# version into $FLANNEL_GO_CACHE or ~/.cache/flannel-go (about a minute the first time).
+# version (tools/flanneld-upstream/VERSION) into $FLANNEL_GO_CACHE or ~/.cache/flannel-go
+# (about a minute the first time), for the benchmarks and the mixed-cluster and upgrade
+# tests (e2e/mixed_test.go). Without it those tests skip, or fail when CI=true.
 flanneld-upstream:
 	GO=$(GO) tools/flanneld-upstream/build.sh
 

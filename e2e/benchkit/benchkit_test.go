@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,5 +42,16 @@ func TestMedian(t *testing.T) {
 	}
 	if got := Median([]float64{2.5}); got != 2.5 {
 		t.Errorf("Median of one = %v", got)
+	}
+}
+
+// The version UpstreamBinary looks for is the one tools/flanneld-upstream/build.sh builds.
+func TestUpstreamVersionMatchesBuildScript(t *testing.T) {
+	data, err := os.ReadFile("../../tools/flanneld-upstream/VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(data)); got != UpstreamVersion {
+		t.Fatalf("tools/flanneld-upstream/VERSION is %q, UpstreamVersion %q", got, UpstreamVersion)
 	}
 }

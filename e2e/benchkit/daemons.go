@@ -25,6 +25,39 @@ func (d Daemon) IsUpstream() bool { return d.Name == Upstream }
 // UpstreamBuildScript builds upstream flanneld once per version and prints its path.
 const UpstreamBuildScript = "tools/flanneld-upstream/build.sh"
 
+// UpstreamVersion is the upstream release UpstreamBuildScript builds unless
+// $FLANNEL_UPSTREAM_VERSION names another (tools/flanneld-upstream/VERSION).
+const UpstreamVersion = "v0.28.10"
+
+// UpstreamBinary returns upstream's flanneld without building it: $FLANNEL_TEST_UPSTREAM_FLANNELD
+// if set, else the binary UpstreamBuildScript (`make flanneld-upstream`) caches in
+// $FLANNEL_GO_CACHE or ~/.cache/flannel-go for $FLANNEL_UPSTREAM_VERSION or UpstreamVersion.
+func UpstreamBinary() (string, error) {
+	if b := os.Getenv("FLANNEL_TEST_UPSTREAM_FLANNELD"); b != "" {
+		if _, err := os.Stat(b); err != nil {
+			return "", fmt.Errorf("FLANNEL_TEST_UPSTREAM_FLANNELD: %w", err)
+		}
+		return b, nil
+	}
+	cache := os.Getenv("FLANNEL_GO_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("upstream flanneld: no home directory: %w", err)
+		}
+		cache = filepath.Join(home, ".cache", "flannel-go")
+	}
+	version := os.Getenv("FLANNEL_UPSTREAM_VERSION")
+	if version == "" {
+		version = UpstreamVersion
+	}
+	b := filepath.Join(cache, "flanneld-upstream-"+version)
+	if _, err := os.Stat(b); err != nil {
+		return "", fmt.Errorf("upstream flanneld %s not built (run `make flanneld-upstream`, or set FLANNEL_TEST_UPSTREAM_FLANNELD): %w", version, err)
+	}
+	return b, nil
+}
+
 // Daemons resolves a benchmark's -flanneld and -upstream flags into the daemons to run,
 // ours first. ours is a binary, or "" to build ./cmd/flanneld into dir. upstream is ""
 // (ours alone), "build" (UpstreamBuildScript, run from the repository root: cached, so
@@ -59,7 +92,7 @@ func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) 
 		}
 	}
 	if len(ds) > 1 {
-		if err := brNetfilter(); err != nil {
+		if err := BrNetfilter(); err != nil {
 			return nil, err
 		}
 	}
@@ -70,7 +103,9 @@ func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) 
 // network config enables nftables).
 const brNetfilterSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
-func brNetfilter() error {
+// BrNetfilter makes sure that file exists, loading br_netfilter if needed: upstream's
+// flanneld does not start without it.
+func BrNetfilter() error {
 	if _, err := os.Stat(brNetfilterSysctl); err == nil {
 		return nil
 	}

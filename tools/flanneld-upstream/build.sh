@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds upstream flanneld (github.com/flannel-io/flannel) for the side-by-side benchmarks
-# and caches it by version: the build (about a minute on 2 cores) is skipped when the
-# binary exists. Prints the binary's path on stdout. Environment:
-#   FLANNEL_UPSTREAM_VERSION  upstream release to build (default v0.28.10)
+# and the mixed-cluster tests (e2e/mixed_test.go), cached by version: the build (about a
+# minute on 2 cores) is skipped when the binary exists. Prints the binary's path on stdout.
+# Environment:
+#   FLANNEL_UPSTREAM_VERSION  upstream release to build (default: VERSION beside this script)
 #   FLANNEL_GO_CACHE          cache directory (default $HOME/.cache/flannel-go)
 #   GO                        go command (default: go on PATH, else /usr/local/go/bin/go)
 #
@@ -12,7 +13,12 @@
 # upstream is kept but the binary. cgo stays on: upstream's udp backend needs it on amd64.
 set -euo pipefail
 
-version="${FLANNEL_UPSTREAM_VERSION:-v0.28.10}"
+here="$(cd "$(dirname "$0")" && pwd)"
+version="${FLANNEL_UPSTREAM_VERSION:-$(tr -d ' \n' <"$here/VERSION")}"
+case "$version" in
+  v[0-9]*) ;;
+  *) echo "build.sh: bad version '$version' (FLANNEL_UPSTREAM_VERSION or $here/VERSION)" >&2; exit 1 ;;
+esac
 module=github.com/flannel-io/flannel
 go_cmd="${GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
 cache="${FLANNEL_GO_CACHE:-${HOME:-/root}/.cache/flannel-go}"
@@ -29,7 +35,7 @@ trap 'chmod -R u+w "$scratch" 2>/dev/null; rm -rf "$scratch"' EXIT
 echo "build.sh: building upstream flanneld $version into $out (about a minute)" >&2
 
 # Outside any module, so that our go.mod and go.sum stay untouched.
-dir="$(cd "$scratch" && GOWORK=off GOFLAGS= "$go_cmd" mod download -json "$module@$version" |
+dir="$(cd "$scratch" && GOWORK=off GOFLAGS='' "$go_cmd" mod download -json "$module@$version" |
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
 if [ -z "$dir" ] || [ ! -f "$dir/main.go" ]; then
   echo "build.sh: go mod download $module@$version gave no source directory" >&2
