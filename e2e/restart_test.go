@@ -34,7 +34,7 @@ const maxRestartLoss = 25
 // startPing pings dst from ns every 10 ms until stopPing or the end of the test.
 func startPing(t *testing.T, ns string, dst netip.Addr) *lab.PingStream {
 	t.Helper()
-	p, err := lab.StartPingStream(ns, dst, 10*time.Millisecond)
+	p, err := lab.StartPingStream(ns, dst, startPingInterval)
 	if err != nil {
 		t.Fatal(err)
 	}
