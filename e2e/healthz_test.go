@@ -8,8 +8,8 @@ import (
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
-// Requirement 8: with --healthz-port, /healthz answers 200 "flanneld is running" and
-// /readyz 200 "flanneld is ready" once the subnet file is written (§8.3); without it
+// With --healthz-port, /healthz answers 200 "flanneld is running" and
+// /readyz 200 "flanneld is ready" once the subnet file is written; without it
 // nothing listens.
 func TestHealthEndpoints(t *testing.T) {
 	l := newLab(t, "healthz", 2)

@@ -181,7 +181,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
-// peer is what one node must have programmed for another node's lease (compat §6.1).
+// peer is what one node must have programmed for another node's lease.
 type peer struct {
 	subnet netip.Prefix
 	mac    string

@@ -48,7 +48,7 @@ func hasRoute(l *lab.Lab, i int, dst netip.Prefix, gw, dev string) (bool, string
 	return false, "routes to it: " + strings.Join(seen, "; ")
 }
 
-// §6.2: subnet.env MTU = iface MTU, lease attributes as upstream, one route per peer via
+// subnet.env MTU = iface MTU, lease attributes as upstream, one route per peer via
 // its public address on eth0, pods ping pods, and the route goes with the lease.
 func TestHostGWPodsPingAcrossNodes(t *testing.T) {
 	l := newLab(t, "hgping", 3)
@@ -105,7 +105,7 @@ func TestHostGWPodsPingAcrossNodes(t *testing.T) {
 	}
 }
 
-// §6.2: a peer on another L2 segment cannot be routed by host-gw; the error names it
+// a peer on another L2 segment cannot be routed by host-gw; the error names it
 // in the log, once, and the nodes on the same segment still work.
 func TestHostGWPeerOnOtherSegmentLogged(t *testing.T) {
 	l := newLab(t, "hgseg", 3, func(o *lab.Options) { o.SecondSegment = []int{3} })

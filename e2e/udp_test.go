@@ -14,11 +14,11 @@ import (
 
 const (
 	udpConfig = `{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`
-	// noBackendConfig selects udp implicitly, as upstream (§2.1 quirk 1).
+	// noBackendConfig selects udp implicitly, as upstream.
 	noBackendConfig = `{"Network":"10.5.0.0/16"}`
 )
 
-// §6.3: flannel0 (lease address /32, MTU 1500 - 28, route for the network), leases
+// flannel0 (lease address /32, MTU 1500 - 28, route for the network), leases
 // without BackendType, pods ping pods across 3 nodes; a config without Backend is udp.
 func TestUDPPodsPingAcrossNodes(t *testing.T) {
 	l := newLab(t, "udpping", 3)

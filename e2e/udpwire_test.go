@@ -154,7 +154,7 @@ func checkInner(p []byte, mtu int) error {
 	return nil
 }
 
-// The wire format during a bulk TCP transfer (§6.3): every UDP datagram on port 8285
+// The wire format during a bulk TCP transfer: every UDP datagram on port 8285
 // carries exactly one valid IPv4 packet no larger than flannel0's MTU — also when
 // flanneld gets 64 KiB TCP segments from the TUN and sends with UDP GSO.
 //

@@ -18,8 +18,8 @@ import (
 
 var subnetEnvRE = regexp.MustCompile(`\AFLANNEL_NETWORK=10\.5\.0\.0/16\nFLANNEL_SUBNET=(10\.5\.\d{1,3}\.1/24)\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n\z`)
 
-// Requirement 1: distinct subnets inside Network; subnet.env exactly as upstream (§5.1),
-// mode 0644. Also the vxlan device as §6.1 describes it.
+// Distinct subnets inside Network; subnet.env exactly as upstream,
+// mode 0644. Also the vxlan device as describes it.
 func TestSubnetEnvAndDistinctSubnets(t *testing.T) {
 	l := newLab(t, "env", 3)
 	startAll(t, l, vxlanConfig)
@@ -48,7 +48,7 @@ func TestSubnetEnvAndDistinctSubnets(t *testing.T) {
 		}
 		seen[n.subnet] = i
 
-		// §6.1 device attributes: VNI 1, local = node IP, port 8472, nolearning, MTU 1450,
+		// device attributes: VNI 1, local = node IP, port 8472, nolearning, MTU 1450,
 		// the lease network address /32 as its only IPv4 address, up.
 		link := waitLink(t, l, i, "flannel.1")
 		vx := link.VXLAN
@@ -78,8 +78,8 @@ func TestSubnetEnvAndDistinctSubnets(t *testing.T) {
 	}
 }
 
-// Requirement 2: every pod reaches every pod on the other nodes; the triplets behind it
-// are exactly upstream's (§6.1).
+// Every pod reaches every pod on the other nodes; the triplets behind it
+// are exactly upstream's.
 func TestPodsPingAcrossNodes(t *testing.T) {
 	l := newLab(t, "ping", 3)
 	startAll(t, l, vxlanConfig)
@@ -97,7 +97,7 @@ func TestPodsPingAcrossNodes(t *testing.T) {
 	pingMesh(t, l, append(pods, p2))
 }
 
-// Requirement 3: a node whose lease is deleted exits with status 1, and the other nodes
+// A node whose lease is deleted exits with status 1, and the other nodes
 // remove its ARP/FDB/route entries.
 func TestLeaseDeletedNodeExitsAndPeersForgetIt(t *testing.T) {
 	l := newLab(t, "revoke", 3)
@@ -134,7 +134,7 @@ func TestLeaseDeletedNodeExitsAndPeersForgetIt(t *testing.T) {
 	waitPeers(t, l, 2, "flannel.1", peerOf(l, nodes[0]))
 }
 
-// Requirement 4: SIGTERM exits 0 and leaves the data plane; a restarted node keeps its
+// SIGTERM exits 0 and leaves the data plane; a restarted node keeps its
 // subnet, and its device keeps ifindex and MAC.
 func TestRestartKeepsSubnetAndDevice(t *testing.T) {
 	l := newLab(t, "restart", 3)
@@ -149,7 +149,7 @@ func TestRestartKeepsSubnetAndDevice(t *testing.T) {
 	if err := l.StopFlanneld(2); err != nil {
 		t.Fatal(err) // includes "did not exit 0"
 	}
-	// The data plane stays while the daemon is down (zero-downtime restarts, §8.4).
+	// The data plane stays while the daemon is down (zero-downtime restarts).
 	after := info(t, l, 2, "flannel.1")
 	if after.ifindex != before.ifindex || after.mac != before.mac {
 		t.Errorf("flannel.1 changed by SIGTERM: ifindex %d->%d mac %s->%s", before.ifindex, after.ifindex, before.mac, after.mac)
@@ -183,7 +183,7 @@ func TestRestartKeepsSubnetAndDevice(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
-// Requirement 5: a new VNI applies after restarting all daemons, without manual cleanup.
+// A new VNI applies after restarting all daemons, without manual cleanup.
 func TestVNIChangeReplacesDevice(t *testing.T) {
 	l := newLab(t, "vni", 3)
 	startAll(t, l, vxlanConfig)
@@ -218,7 +218,7 @@ func TestVNIChangeReplacesDevice(t *testing.T) {
 
 var leaseKeyRE = regexp.MustCompile(`^/fg-e2e/network/subnets/(10\.5\.\d{1,3}\.0)-24$`)
 
-// Requirement 6: lease keys and values are upstream's, with a 24 h etcd lease (§3.1).
+// Lease keys and values are upstream's, with a 24 h etcd lease.
 // A non-default --etcd-prefix is used, which also proves the flag.
 func TestLeaseFormatInEtcd(t *testing.T) {
 	l := newLab(t, "lease", 3, func(o *lab.Options) { o.EtcdPrefix = "/fg-e2e/network" })
@@ -273,7 +273,7 @@ func TestLeaseFormatInEtcd(t *testing.T) {
 	}
 }
 
-// Requirement 7: state left in the kernel before start-up converges: a stray peer
+// State left in the kernel before start-up converges: a stray peer
 // triplet goes, a missing one appears.
 func TestPreseededStateConverges(t *testing.T) {
 	l := newLab(t, "preseed", 3)

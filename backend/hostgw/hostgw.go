@@ -1,5 +1,5 @@
 // Package hostgw is flannel's host-gw backend: no encapsulation and no device, only one
-// route per peer on the external interface (§6.2 of the compatibility reference):
+// route per peer on the external interface:
 //
 //	<peer subnet> via <peer PublicIP> dev <external interface>
 //

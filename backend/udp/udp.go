@@ -1,4 +1,4 @@
-// Package udp is flannel's udp backend (§6.3 of the compatibility reference): pods of
+// Package udp is flannel's udp backend: pods of
 // every node reach each other through a TUN device, flannel0, whose packets flanneld
 // carries in UDP datagrams between the nodes' public addresses, port 8285 by default.
 //

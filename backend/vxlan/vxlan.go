@@ -2,8 +2,7 @@
 // through a Linux VXLAN device per address family, flannel.<VNI> (IPv4) and
 // flannel-v6.<VNI> (IPv6), whose VTEP MAC each node advertises in its lease.
 //
-// For every peer lease the node needs three kernel objects on the device (§6.1 of the
-// compatibility reference):
+// For every peer lease the node needs three kernel objects on the device:
 //
 //	neighbour  <peer subnet address> lladdr <peer VtepMAC> PERMANENT   (no ARP needed)
 //	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent     (where to tunnel)

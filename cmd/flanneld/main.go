@@ -135,7 +135,7 @@ func run() int {
 	go func() { <-ctx.Done(); stop() }()
 
 	// Traffic rules built from the previous run's subnet file are stale when the network
-	// or the subnet changed (compat §5.3).
+	// or the subnet changed.
 	prevNetwork, _ := subnetenv.PrefixValue(prev, "FLANNEL_NETWORK")
 	prevV6Network, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_NETWORK")
 	rules := trafficrules.New(trafficrules.Options{

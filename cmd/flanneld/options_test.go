@@ -14,7 +14,7 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// wantDefaults are upstream's defaults (compat §1.2), written out independently of options.go.
+// wantDefaults are upstream's defaults, written out independently of options.go.
 func wantDefaults() Options {
 	return Options{
 		EtcdEndpoints:             []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"},

@@ -107,7 +107,7 @@ func iptFwdJump() ipRule {
 	return ipRule{"filter", "FORWARD", concat(comment(FwdComment), []string{"-j", ForwardChain})}
 }
 
-// iptMasqRules are the FLANNEL-POSTRTG rules of one family, in order (compat §7.1).
+// iptMasqRules are the FLANNEL-POSTRTG rules of one family, in order.
 func iptMasqRules(f family, randomFully bool) []ipRule {
 	c, p, m := f.network.String(), f.subnet.String(), f.multicast()
 	masq := []string{"-j", "MASQUERADE"}
@@ -127,7 +127,7 @@ func iptMasqRules(f family, randomFully bool) []ipRule {
 	}
 }
 
-// iptFwdRules are the FLANNEL-FWD rules of one family, in order (compat §7.2).
+// iptFwdRules are the FLANNEL-FWD rules of one family, in order.
 func iptFwdRules(f family) []ipRule {
 	c := f.network.String()
 	cm := comment(FwdComment)

@@ -81,8 +81,8 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// TestCompatText pins the iptables text of compat §7.1/§7.2 literally (not via a golden
-// file written by this code).
+// TestCompatText pins upstream's FLANNEL-POSTRTG and FLANNEL-FWD rule text literally
+// (not via a golden file written by this code).
 func TestCompatText(t *testing.T) {
 	want := []string{
 		`-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`,

@@ -61,7 +61,7 @@ func watchNFTables(ctx context.Context) (<-chan struct{}, error) {
 	return out, nil
 }
 
-// ensureBlackholes adds a blackhole route for each own subnet that has none (§7.5).
+// ensureBlackholes adds a blackhole route for each own subnet that has none.
 func (m *Manager) ensureBlackholes() error {
 	var errs []error
 	for _, p := range m.blackholes {

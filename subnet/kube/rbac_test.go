@@ -19,7 +19,7 @@ import (
 
 const manifestPath = "../../dist/kube-flannel.yml"
 
-// The ClusterRole grants exactly the least privileges of compat §4.6.
+// The ClusterRole grants exactly the least privileges upstream's manifest grants.
 func TestManifestClusterRoleIsLeastPrivilege(t *testing.T) {
 	objs, err := kubeproc.ReadManifest(manifestPath)
 	if err != nil {
