@@ -83,7 +83,7 @@ func run() int {
 	}
 	defer klog.Flush()
 	gcPercent := setGCPercent(os.LookupEnv)
-	klog.InfoS("Starting flanneld", "version", version, "options", opts.LogSafe(), "gcPercent", gcPercent)
+	logStart(version, opts, gcPercent)
 
 	// One instance per network and node: a second daemon for the same prefix or subnet
 	// file in this network namespace would fight the first over the same kernel state.
