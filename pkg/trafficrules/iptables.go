@@ -19,8 +19,9 @@ type ruleSet interface {
 	// the number of changes it made.
 	ensure(ctx context.Context) (int, error)
 	// cleanup removes every rule of this instance (current and previous configuration),
-	// and the chains or tables that are left empty; used on the mode not selected.
-	cleanup(ctx context.Context) error
+	// and the chains or tables that are left empty; used on the mode not selected. It
+	// returns the number of rules, chains and tables it deleted.
+	cleanup(ctx context.Context) (int, error)
 }
 
 // iptablesAPI is the part of go-iptables the rule set uses (a fake in unit tests).
@@ -186,11 +187,12 @@ func (s *iptSet) applyPlan(table, chain string, have []string, want, ours []ipRu
 
 // cleanup removes this instance's rules; a chain left holding only rules every instance
 // shares (the kube-proxy mark rule) is removed with its jump.
-func (s *iptSet) cleanup(ctx context.Context) error {
+func (s *iptSet) cleanup(ctx context.Context) (int, error) {
 	var errs []error
+	n := 0
 	for _, uc := range s.allChains() {
 		if err := ctx.Err(); err != nil {
-			return err
+			return n, err
 		}
 		lines, exists, err := s.listRules(uc.table, uc.chain)
 		if err != nil {
@@ -216,6 +218,8 @@ func (s *iptSet) cleanup(ctx context.Context) error {
 			}
 			if err := s.ipt.Delete(uc.table, uc.chain, r.spec...); err != nil {
 				errs = append(errs, fmt.Errorf("delete %s rule %q: %w", s, l, err))
+			} else {
+				n++
 			}
 		}
 		if foreign {
@@ -225,6 +229,8 @@ func (s *iptSet) cleanup(ctx context.Context) error {
 			if r := ours[l]; r.generic() {
 				if err := s.ipt.Delete(uc.table, uc.chain, r.spec...); err != nil {
 					errs = append(errs, fmt.Errorf("delete %s rule %q: %w", s, l, err))
+				} else {
+					n++
 				}
 			}
 		}
@@ -237,14 +243,18 @@ func (s *iptSet) cleanup(ctx context.Context) error {
 			if l == uc.jump.line() {
 				if err := s.ipt.Delete(uc.jump.table, uc.jump.chain, uc.jump.spec...); err != nil {
 					errs = append(errs, fmt.Errorf("delete %s jump to %s: %w", s, uc.chain, err))
+				} else {
+					n++
 				}
 			}
 		}
 		if err := s.ipt.DeleteChain(uc.table, uc.chain); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s chain %s/%s: %w", s, uc.table, uc.chain, err))
+		} else {
+			n++
 		}
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
 }
 
 // familyOf builds the family of a network and subnet (either may be invalid: no family).

@@ -133,8 +133,8 @@ func TestIPTSetStaleAndForeign(t *testing.T) {
 		t.Fatalf("after restart:\n%s", text)
 	}
 	// Clean-up (mode switch) removes ours only; the chain stays for the other instance.
-	if err := s.cleanup(ctx); err != nil {
-		t.Fatal(err)
+	if n, err := s.cleanup(ctx); err != nil || n == 0 {
+		t.Fatalf("cleanup: %d deleted, %v", n, err)
 	}
 	text = strings.Join(ipt.chains["nat/"+MasqChain], "\n")
 	if strings.Contains(text, "10.5.") || !strings.Contains(text, "10.9.4.0/24") || !strings.Contains(text, "--mark") {
@@ -145,12 +145,16 @@ func TestIPTSetStaleAndForeign(t *testing.T) {
 	}
 	// The other instance cleans up too: nothing is left.
 	o := &iptSet{ipt: ipt, cur: other, masq: true, fwd: true}
-	if err := o.cleanup(ctx); err != nil {
-		t.Fatal(err)
+	if n, err := o.cleanup(ctx); err != nil || n == 0 {
+		t.Fatalf("cleanup: %d deleted, %v", n, err)
 	}
 	for k, v := range ipt.chains {
 		if strings.Contains(k, "FLANNEL") || len(v) != 0 {
 			t.Errorf("left: %s %q", k, v)
 		}
+	}
+	// Nothing left to remove: nothing deleted (and nothing for the caller to say).
+	if n, err := o.cleanup(ctx); err != nil || n != 0 {
+		t.Fatalf("cleanup of nothing: %d deleted, %v", n, err)
 	}
 }

@@ -148,10 +148,7 @@ func (m *Manager) Setup(ctx context.Context, n Networks) error {
 				return fmt.Errorf("EnableNFTables is true but nftables is not usable on this host (is the nf_tables kernel module available and the nft command installed?): %w", nftErr)
 			}
 			if ipts != nil {
-				klog.InfoS("Cleaning up this instance's iptables rules (nftables mode selected)", "family", ipts.String())
-				if err := ipts.cleanup(ctx); err != nil {
-					klog.ErrorS(err, "Failed to clean up iptables rules", "family", ipts.String())
-				}
+				cleanUp(ctx, ipts, "nftables")
 			} else {
 				klog.V(2).InfoS("No iptables to clean up", "err", iptErr)
 			}
@@ -176,10 +173,7 @@ func (m *Manager) Setup(ctx context.Context, n Networks) error {
 				}
 			}
 			if nfts != nil {
-				klog.InfoS("Cleaning up this instance's nftables rules (iptables mode selected)", "table", table)
-				if err := nfts.cleanup(ctx); err != nil {
-					klog.ErrorS(err, "Failed to clean up nftables rules", "table", table)
-				}
+				cleanUp(ctx, nfts, "iptables")
 			} else {
 				klog.V(2).InfoS("No nftables to clean up", "err", nftErr)
 			}
@@ -207,6 +201,18 @@ func (m *Manager) Setup(ctx context.Context, n Networks) error {
 			"masquerade", m.opts.Masquerade, "forward", m.opts.Forward)
 	}
 	return nil
+}
+
+// cleanUp removes this instance's rules of the mode not selected, and says so only when
+// there were some.
+func cleanUp(ctx context.Context, s ruleSet, selected string) {
+	n, err := s.cleanup(ctx)
+	if n > 0 {
+		klog.InfoS("Removed this instance's traffic rules of the mode not selected", "rules", s.String(), "selected", selected, "deleted", n)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Failed to clean up traffic rules of the mode not selected", "rules", s.String(), "selected", selected)
+	}
 }
 
 // Check makes every rule set true once and returns the number of changes made.

@@ -192,8 +192,9 @@ func addPlanned(tx *knftables.Transaction, chain string, final []planEntry, have
 
 // cleanup deletes this instance's rules, then the chains left empty, then the table when
 // it has no chain left.
-func (s *nftSet) cleanup(ctx context.Context) error {
+func (s *nftSet) cleanup(ctx context.Context) (int, error) {
 	var errs []error
+	n := 0
 	for _, ch := range []string{NFTMasqChain, NFTFwdChain} {
 		have, err := s.nft.ListRules(ctx, ch)
 		if knftables.IsNotFound(err) {
@@ -220,6 +221,8 @@ func (s *nftSet) cleanup(ctx context.Context) error {
 		}
 		if err := s.nft.Run(ctx, tx); err != nil {
 			errs = append(errs, fmt.Errorf("clean %s chain %s/%s: %w", s, s.table, ch, err))
+		} else {
+			n += tx.NumOperations()
 		}
 	}
 	chains, err := s.nft.List(ctx, "chains")
@@ -230,11 +233,14 @@ func (s *nftSet) cleanup(ctx context.Context) error {
 	case len(chains) == 0:
 		tx := s.nft.NewTransaction()
 		tx.Delete(&knftables.Table{})
-		if err := s.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+		switch err := s.nft.Run(ctx, tx); {
+		case err == nil:
+			n++
+		case !knftables.IsNotFound(err):
 			errs = append(errs, fmt.Errorf("delete %s table %s: %w", s, s.table, err))
 		}
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
 }
 
 // nftHasFullyRandom checks (without changing anything) whether "masquerade fully-random"
