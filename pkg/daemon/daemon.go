@@ -233,7 +233,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 			klog.ErrorS(err, "Failed to notify systemd")
 		}
 	}
-	klog.InfoS("Running backend", "type", cfg.BackendType, "subnet", lease.Subnet, "ipv6Subnet", lease.IPv6Subnet)
+	klog.InfoS("Running backend", leaseValues(cfg.BackendType, lease)...)
 
 	if w, ok := deps.Manager.(subnet.ConfigWatcher); ok {
 		followDone := make(chan struct{})
@@ -271,6 +271,19 @@ func newAdmitter(cfg *subnet.Config, own *subnet.Lease, deps Deps) *subnet.Admit
 		m.LeasesRejected(string(r), 0)
 	}
 	return subnet.NewAdmitter(subnet.NewRule(cfg, deps.Admission), own, func(r subnet.Reason) { m.LeasesRejected(string(r), 1) })
+}
+
+// leaseValues are the log values of the backend type and the lease's subnets, the
+// families the lease does not have left out.
+func leaseValues(backendType string, l *subnet.Lease) []any {
+	kv := []any{"type", backendType}
+	if l.Subnet.IsValid() {
+		kv = append(kv, "subnet", l.Subnet)
+	}
+	if l.IPv6Subnet.IsValid() {
+		kv = append(kv, "ipv6Subnet", l.IPv6Subnet)
+	}
+	return kv
 }
 
 // rulesNetworks is what the traffic rules are for: the enabled families' networks and

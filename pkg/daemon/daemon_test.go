@@ -232,3 +232,21 @@ func TestStatePath(t *testing.T) {
 		}
 	}
 }
+
+// The running line names the subnets the lease has, and no placeholder for the others.
+func TestLeaseValues(t *testing.T) {
+	v4, v6 := netip.MustParsePrefix("10.5.1.0/24"), netip.MustParsePrefix("2001:db8:1::/64")
+	cases := []struct {
+		lease subnet.Lease
+		want  string
+	}{
+		{subnet.Lease{Subnet: v4}, "[type vxlan subnet 10.5.1.0/24]"},
+		{subnet.Lease{IPv6Subnet: v6}, "[type vxlan ipv6Subnet 2001:db8:1::/64]"},
+		{subnet.Lease{Subnet: v4, IPv6Subnet: v6}, "[type vxlan subnet 10.5.1.0/24 ipv6Subnet 2001:db8:1::/64]"},
+	}
+	for _, c := range cases {
+		if got := fmt.Sprint(leaseValues("vxlan", &c.lease)); got != c.want {
+			t.Errorf("leaseValues(%v, %v) = %s, want %s", c.lease.Subnet, c.lease.IPv6Subnet, got, c.want)
+		}
+	}
+}
