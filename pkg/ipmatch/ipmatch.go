@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -178,7 +179,32 @@ func lookup(k kernel, opts Options) (*Interface, error) {
 		}
 		klog.InfoS("Could not find valid interface for --iface-can-reach", "ip", reach.String(), "err", err)
 	}
-	return nil, errNoMatch
+	return nil, fmt.Errorf("%w; the interfaces here are %s", errNoMatch, describeLinks(links))
+}
+
+// describeLinks names each link with its addresses ("lo (127.0.0.1, ::1), eth0
+// (192.0.2.10)"), for the error that none matched.
+func describeLinks(links []linkInfo) string {
+	var b strings.Builder
+	for i, l := range links {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(l.Name)
+		if len(l.Addrs) == 0 {
+			b.WriteString(" (no address)")
+			continue
+		}
+		b.WriteString(" (")
+		for j, a := range l.Addrs {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(a.Addr.String())
+		}
+		b.WriteString(")")
+	}
+	return b.String()
 }
 
 // defaultCandidate handles the no-selector case: the interface owning the public IP,

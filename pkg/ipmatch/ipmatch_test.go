@@ -302,7 +302,9 @@ func TestLookupFake(t *testing.T) {
 				o.IfaceRegexes = []string{"^zz"}
 				o.IfaceCanReach = "198.51.100.250"
 			}),
-			wantErr: "Failed to find interface to use that matches the interfaces and/or regexes provided",
+			wantErr: "Failed to find interface to use that matches the interfaces and/or regexes provided; the interfaces here are " +
+				"lo (127.0.0.1, ::1), eth0 (192.0.2.10, 2001:db8::10, fe80::10), eth1 (198.51.100.10, 198.51.100.20, 2001:db8:1::10), " +
+				"eth2 (2001:db8:2::10), mtu0 (198.51.100.99), bond0 (198.51.100.150, 2001:db8:6::1)",
 		},
 		{
 			name:    "invalid public IP",
