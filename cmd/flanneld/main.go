@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -189,6 +190,10 @@ func run() int {
 		},
 		TrafficRules: rules,
 		Metrics:      metrics.New(),
+		ReadSysctl: func(name string) (string, error) {
+			b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+			return string(b), err
+		},
 		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, kick func()) error {
 			return kernelwatch.Run(ctx, kernelwatch.Config{Filter: f}, kick)
 		},

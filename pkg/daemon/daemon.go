@@ -40,6 +40,9 @@ type Deps struct {
 	// Metrics receives the daemon's, the manager's and the backend's metrics and is
 	// served at /metrics on the healthz listener (nil: no metrics).
 	Metrics *metrics.Metrics
+	// ReadSysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward"); the
+	// daemon warns at start when packet forwarding is off. nil: not checked.
+	ReadSysctl func(name string) (string, error)
 	// KernelWatch reports changes to the kernel objects the network owns (the
 	// backend's WatchFilter) by calling kick, which never blocks, until ctx ends
 	// (pkg/kernelwatch.Run). nil: no watch; repairs wait for the periodic resync.
@@ -134,6 +137,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	klog.InfoS("Found network config", "backendType", cfg.BackendType)
 	deps.Status.setConfig(cfg)
 	deps.Status.setPhase(control.PhaseAcquiring)
+	warnForwardingOff(cfg, deps.ReadSysctl)
 	if len(cfg.Backend) == 0 {
 		klog.InfoS("The network config has no Backend: using the udp backend, as upstream flanneld does. Set Backend.Type (e.g. vxlan) to choose another")
 	}

@@ -250,3 +250,35 @@ func TestLeaseValues(t *testing.T) {
 		}
 	}
 }
+
+// The forwarding settings the config's families need are checked, and only "0" is off.
+func TestForwardingOff(t *testing.T) {
+	v4 := &subnet.Config{EnableIPv4: true}
+	v6 := &subnet.Config{EnableIPv6: true}
+	dual := &subnet.Config{EnableIPv4: true, EnableIPv6: true}
+	sysctls := func(kv map[string]string) func(string) (string, error) {
+		return func(name string) (string, error) {
+			v, ok := kv[name]
+			if !ok {
+				return "", os.ErrNotExist
+			}
+			return v, nil
+		}
+	}
+	cases := []struct {
+		cfg  *subnet.Config
+		kv   map[string]string
+		want []string
+	}{
+		{v4, map[string]string{"net.ipv4.ip_forward": "1\n", "net.ipv6.conf.all.forwarding": "0\n"}, nil},
+		{v4, map[string]string{"net.ipv4.ip_forward": "0\n"}, []string{"net.ipv4.ip_forward"}},
+		{v6, map[string]string{"net.ipv4.ip_forward": "0\n", "net.ipv6.conf.all.forwarding": "0\n"}, []string{"net.ipv6.conf.all.forwarding"}},
+		{dual, map[string]string{"net.ipv4.ip_forward": "0\n", "net.ipv6.conf.all.forwarding": "0\n"}, []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}},
+		{dual, map[string]string{"net.ipv4.ip_forward": "1\n"}, nil}, // IPv6 unreadable (disabled): not reported
+	}
+	for _, c := range cases {
+		if got := forwardingOff(c.cfg, sysctls(c.kv)); !slices.Equal(got, c.want) {
+			t.Errorf("forwardingOff(%+v, %v) = %v, want %v", *c.cfg, c.kv, got, c.want)
+		}
+	}
+}
