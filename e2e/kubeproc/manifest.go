@@ -10,6 +10,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -144,6 +145,35 @@ func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace
 		return "", fmt.Errorf("kubeproc: token for %s/%s: %w", namespace, name, err)
 	}
 	return tr.Status.Token, nil
+}
+
+// GrantServiceAccount creates (or replaces the rules of) the ClusterRole role with rules
+// and binds it to the service account namespace/serviceAccount with a ClusterRoleBinding
+// of the same name.
+func GrantServiceAccount(ctx context.Context, cs kubernetes.Interface, role string, rules []rbacv1.PolicyRule, namespace, serviceAccount string) error {
+	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		old, gerr := cs.RbacV1().ClusterRoles().Get(ctx, role, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("kubeproc: cluster role %s: %w", role, gerr)
+		}
+		old.Rules = rules
+		_, err = cs.RbacV1().ClusterRoles().Update(ctx, old, metav1.UpdateOptions{})
+		if err != nil {
+			return fmt.Errorf("kubeproc: cluster role %s: %w", role, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("kubeproc: cluster role %s: %w", role, err)
+	}
+	b := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: serviceAccount}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("kubeproc: cluster role binding %s: %w", role, err)
+	}
+	return nil
 }
 
 // CreatePodOnNode creates a pod bound to node (spec.nodeName set directly: there is no

@@ -118,7 +118,7 @@ func TestIntegrationKubeconfigAuth(t *testing.T) {
 		{name: "client certificate data", kubeconfig: kubeconfig(t, dir, k.API.URL(), caData,
 			"    client-certificate-data: "+base64.StdEncoding.EncodeToString(certPEM)+"\n    client-key-data: "+base64.StdEncoding.EncodeToString(keyPEM)+"\n")},
 		{name: "impersonation", kubeconfig: kubeconfig(t, dir, k.API.URL(), caData, impersonate),
-			err:   fmt.Sprintf(`User %q cannot get resource "nodes"`, impUser),
+			err:   fmt.Sprintf(`User %q cannot list resource "nodes"`, impUser),
 			grant: func() { grantFlannel(t, cs, "Group", impGroup) }},
 	}
 	for _, tt := range tests {
@@ -439,7 +439,7 @@ func TestIntegrationClientCertIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = m.GetNetworkConfig(context.Background())
-	if want := fmt.Sprintf(`User %q cannot get resource "nodes"`, user); err == nil || !strings.Contains(err.Error(), want) {
+	if want := fmt.Sprintf(`User %q cannot list resource "nodes"`, user); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("unbound certificate user: %v, want %q", err, want)
 	}
 }

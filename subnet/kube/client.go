@@ -10,8 +10,11 @@ import (
 	"time"
 	"unicode"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -74,9 +77,10 @@ func redactURLs(err error) error {
 	return errors.New(out)
 }
 
-// client is the little of the core/v1 API flanneld uses (pods get; nodes get, list,
-// watch; nodes/status patch), on client-go's REST client, which owns the connection,
-// authentication, rate limiting and retries.
+// client is the little of the core/v1 API flanneld uses (pods get; nodes list, watch;
+// nodes/status patch), on client-go's REST client, which owns the connection,
+// authentication, rate limiting and retries. It reads one node by listing it, so that
+// older ClusterRoles without "nodes get" suffice.
 type client struct {
 	rest   rest.Interface
 	params runtime.ParameterCodec
@@ -119,12 +123,24 @@ func (c *client) getPod(ctx context.Context, namespace, name string) (*apiPod, e
 	return p, err
 }
 
+// getNode reads the node name, with all its annotations, by listing the nodes with a
+// field selector on the name: that needs "nodes list", which every flannel ClusterRole
+// grants for the lease watch, where a GET needs "nodes get", which older ones lack. A
+// node that does not exist is a NotFound error, as from a GET.
 func (c *client) getNode(ctx context.Context, name string) (*apiNode, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	n := &apiNode{}
-	err := c.rest.Get().Resource("nodes").Name(name).Do(ctx).Into(n)
-	return n, err
+	opts := metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
+	l, err := c.list(ctx, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range l.Items {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, name)
 }
 
 // patchNodeStatus sends a strategic-merge patch to nodes/<name>/status.
@@ -139,16 +155,21 @@ func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte)
 func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
+	l, err := c.list(ctx, opts, c.keep)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// list lists the nodes, keeping of each the annotations keep selects (nil: all).
+func (c *client) list(ctx context.Context, opts metav1.ListOptions, keep annotationFilter) (*apiNodeList, error) {
 	body, err := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params).Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer body.Close()
-	l, err := decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, c.keep)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
+	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, keep)
 }
 
 // watchNodes watches the nodes (tools/cache's WatchFunc).

@@ -307,11 +307,20 @@ func TestWatchLeasesPagedList(t *testing.T) {
 // withHint recognises refusals from the Status object, and unreachable servers.
 func TestWithHintFromServer(t *testing.T) {
 	m := fakeManager(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/api/v1/nodes/forbidden":
-			writeStatus(w, http.StatusForbidden, "Forbidden", `nodes "forbidden" is forbidden: User "x" cannot get resource "nodes"`)
-		case "/api/v1/nodes/unauthorized":
+		// One node is read by listing the nodes with a field selector on its name.
+		switch r.URL.Path + "?" + r.URL.Query().Get("fieldSelector") {
+		case "/api/v1/nodes?metadata.name=forbidden":
+			writeStatus(w, http.StatusForbidden, "Forbidden", `nodes is forbidden: User "x" cannot list resource "nodes"`)
+			return
+		case "/api/v1/nodes?metadata.name=unauthorized":
 			writeStatus(w, http.StatusUnauthorized, "Unauthorized", "Unauthorized")
+			return
+		case "/api/v1/nodes?metadata.name=missing":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"kind":"NodeList","apiVersion":"v1","metadata":{},"items":[]}`)
+			return
+		}
+		switch r.URL.Path {
 		case "/api/v1/namespaces/kube-flannel/pods/p":
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, `{"kind":"Pod","apiVersion":"v1","spec":{"nodeName":"node-7"}}`)
@@ -324,9 +333,9 @@ func TestWithHintFromServer(t *testing.T) {
 	}))
 	ctx := context.Background()
 	tests := []struct{ node, want string }{
-		{"forbidden", `failed to get node "forbidden": nodes "forbidden" is forbidden: User "x" cannot get resource "nodes" (grant the flannel ClusterRole`},
+		{"forbidden", `failed to get node "forbidden": nodes is forbidden: User "x" cannot list resource "nodes" (grant the flannel ClusterRole`},
 		{"unauthorized", `failed to get node "unauthorized": Unauthorized (the API server refused the credentials`},
-		{"missing", `failed to get node "missing": not found`},
+		{"missing", `failed to get node "missing": nodes "missing" not found`},
 	}
 	for _, tt := range tests {
 		_, err := m.getNode(ctx, tt.node)

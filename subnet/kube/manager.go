@@ -231,7 +231,7 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 func withHint(err error) error {
 	switch {
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes get, list, watch; nodes/status patch)", err)
+		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes list, watch; nodes/status patch)", err)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -176,5 +177,91 @@ func waitCondition(t *testing.T, cs kubernetes.Interface, name string) {
 			t.Fatalf("node %s: no NetworkUnavailable=False condition: %+v", name, n.Status.Conditions)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// seedEraRules are the flannel ClusterRole of older manifests, still in use: no "nodes
+// get".
+var seedEraRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
+}
+
+// With an older manifest's ClusterRole, which lacks "nodes get", as a service account's
+// TokenRequest token, the manager still does all it does: the node name from the pod;
+// the own node's node-public-ip annotation and what it advertised before
+// (PreviousLease); the lease; the peers; the NetworkUnavailable condition, set and set
+// back after someone changed it.
+func TestIntegrationSeedEraClusterRole(t *testing.T) {
+	k := apiserver(t)
+	cs := adminClient(t, k)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const ns, sa = "fg-seed-era", "flannel"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := kubeproc.GrantServiceAccount(ctx, cs, "fg-it-seed-era-flannel", seedEraRules, ns, sa); err != nil {
+		t.Fatal(err)
+	}
+	token, err := kubeproc.ServiceAccountToken(ctx, cs, ns, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, peer := uniq(t, "own"), uniq(t, "peer")
+	ownAnn := peerAnn("192.0.2.40", "0e:00:00:00:00:40") // what it advertised before
+	ownAnn[testAnn.NodePublicIP] = "192.0.2.40"
+	createNode(t, cs, own, []string{"10.244.40.0/24"}, ownAnn)
+	createNode(t, cs, peer, []string{"10.244.41.0/24"}, peerAnn("192.0.2.41", "0e:00:00:00:00:41"))
+	pod := uniq(t, "pod")
+	if err := kubeproc.CreatePodOnNode(ctx, cs, ns, pod, own, sa); err != nil {
+		t.Fatal(err)
+	}
+
+	m := newManager(t, k, token, Config{PodName: pod, PodNamespace: ns, NetConfigPath: writeNetConf(t, itNetConf), SetNodeNetworkUnavailable: true})
+	// The role really lacks the verb a GET of the node needs.
+	if err := m.cs.rest.Get().Resource("nodes").Name(own).Do(ctx).Error(); !apierrors.IsForbidden(err) {
+		t.Fatalf("GET of the own node with the older role: %v, want forbidden", err)
+	}
+	cfg, err := m.GetNetworkConfig(ctx)
+	if err != nil {
+		t.Fatalf("GetNetworkConfig: %v", err)
+	}
+	if v4, _ := m.PublicIPs("", ""); v4 != "192.0.2.40" {
+		t.Errorf("node-public-ip annotation read as %q", v4)
+	}
+	prev := m.PreviousLease()
+	if prev == nil || prev.Subnet.String() != "10.244.40.0/24" || !strings.Contains(string(prev.Attrs.BackendData), "0e:00:00:00:00:40") {
+		t.Fatalf("PreviousLease %+v: want the VTEP MAC the node's annotations hold", prev)
+	}
+	l, err := m.AcquireLease(ctx, cfg, vxlanAttrs("192.0.2.40", "0e:00:00:00:00:40"))
+	if err != nil || l.Subnet.String() != "10.244.40.0/24" {
+		t.Fatalf("AcquireLease: %v %v", l, err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	out := make(chan subnet.WatchResult, 16)
+	done := make(chan error, 2)
+	go func() { done <- m.WatchLeases(wctx, out) }()
+	go func() { done <- m.KeepLease(wctx, l) }()
+	r := watchNext(t, out)
+	if keys := leaseKeys(r); !strings.Contains(keys, "10.244.41.0-24") {
+		t.Errorf("snapshot %s: the peer is missing", keys)
+	}
+	go func() {
+		for range out {
+		}
+	}()
+	waitCondition(t, cs, own)
+	patch := `{"status":{"conditions":[{"type":"NetworkUnavailable","status":"True","reason":"NoRouteCreated","message":"set by a test"}]}}`
+	if _, err := cs.CoreV1().Nodes().PatchStatus(ctx, own, []byte(patch)); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, cs, own)
+	wcancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }
