@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -67,11 +68,13 @@ type Manager struct {
 	configKey  string
 	subnetsDir string // "<prefix>/subnets/"
 	ccfg       clientv3.Config
+	tls        *tls.Config      // the client's TLS configuration (nil: none), for probes
 	obs        observe.Observer // metrics and readiness (SetObserver); nil: none
 
-	mu     sync.Mutex
-	cli    *clientv3.Client
-	closed bool
+	mu      sync.Mutex
+	cli     *clientv3.Client
+	closed  bool
+	dialErr error // the last failed connection attempt (dial)
 
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.
@@ -159,6 +162,8 @@ func New(cfg Config) (*Manager, error) {
 				},
 				MinConnectTimeout: 5 * time.Second,
 			}),
+			// Every failed connection attempt is reported with its cause (conn.go).
+			grpc.WithContextDialer(m.dial),
 		},
 	}
 	if err := m.secure(cfg, hadUserinfo); err != nil {
@@ -184,7 +189,7 @@ func (m *Manager) client() (*clientv3.Client, error) {
 	}
 	c, err := clientv3.New(m.ccfg)
 	if err != nil {
-		return nil, m.withConnError(fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, err))
+		return nil, fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, m.explain(err))
 	}
 	m.cli = c
 	return c, nil
@@ -224,7 +229,7 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 	}
 	resp, err := cli.Get(ctx, m.configKey)
 	if err != nil {
-		return nil, m.withConnError(fmt.Errorf("reading %s from etcd: %w", m.configKey, err))
+		return nil, fmt.Errorf("reading %s from etcd: %w", m.configKey, m.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, errors.New("flannel config not found in etcd store. Did you create your config using etcdv3 API?")

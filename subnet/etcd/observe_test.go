@@ -17,19 +17,27 @@ type recorder struct {
 	observe.Nop
 	mu       sync.Mutex
 	errors   map[string]int
+	lastErr  map[string]error
 	restarts map[string]int
 	live     map[string]int
 	exps     []time.Time
 }
 
 func newRecorder() *recorder {
-	return &recorder{errors: map[string]int{}, restarts: map[string]int{}, live: map[string]int{}}
+	return &recorder{errors: map[string]int{}, lastErr: map[string]error{}, restarts: map[string]int{}, live: map[string]int{}}
 }
 
-func (r *recorder) DatastoreError(op observe.Op, _ error) {
+func (r *recorder) DatastoreError(op observe.Op, err error) {
 	r.mu.Lock()
 	r.errors[string(op)]++
+	r.lastErr[string(op)] = err
 	r.mu.Unlock()
+}
+
+func (r *recorder) last(op observe.Op) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr[string(op)]
 }
 func (r *recorder) WatchRestarted(w observe.Kind, _ error) {
 	r.mu.Lock()
@@ -95,6 +103,46 @@ func TestObserverWatchLiveAndHealth(t *testing.T) {
 	m.Close()
 	if err := m.Health(); err == nil {
 		t.Fatal("a closed manager reports healthy")
+	}
+}
+
+// Losing etcd under a running lease watch is reported although the etcd client bridges
+// it silently: each failed connection attempt is a connect error that names the endpoint
+// and the cause, the lease watch is restarted once, and live again when etcd is back.
+func TestObserverConnectionLoss(t *testing.T) {
+	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	rec := newRecorder()
+	m.SetObserver(rec)
+	out := startWatch(t, m)
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
+		t.Fatalf("want a snapshot, got %+v", r)
+	}
+	eventually(t, 10*time.Second, "a healthy connection", func() bool { return m.Health() == nil })
+	live := rec.count(rec.live, observe.LeasesWatch)
+
+	p.Kill()
+	eventually(t, 30*time.Second, "two failed connection attempts", func() bool { return rec.count(rec.errors, observe.Kind(observe.Connect)) >= 2 })
+	err := rec.last(observe.Connect)
+	if want := "connecting to etcd: " + p.Endpoint() + ": connection refused (nothing listens on that address and port)"; err == nil || err.Error() != want {
+		t.Errorf("connect error %q, want %q", err, want)
+	}
+	if n := rec.count(rec.restarts, observe.LeasesWatch); n != 1 {
+		t.Errorf("lease watch restarts %d during one outage, want 1", n)
+	}
+	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the lease watch live again", func() bool { return rec.count(rec.live, observe.LeasesWatch) > live })
+	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
+	for {
+		r := next(t, out, 20*time.Second)
+		if len(r.Events) > 0 && r.Events[0].Lease.Key() == "10.5.2.0-24" {
+			break
+		}
+	}
+	if n := rec.count(rec.restarts, observe.LeasesWatch); n != 1 {
+		t.Errorf("lease watch restarts %d after one outage, want 1", n)
 	}
 }
 

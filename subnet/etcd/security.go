@@ -134,6 +134,7 @@ func (m *Manager) secure(cfg Config, hadUserinfo bool) error {
 	if tc == nil {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12} // verified against the system roots
 	}
+	m.tls = tc
 	m.ccfg.DialOptions = append(m.ccfg.DialOptions, grpc.WithTransportCredentials(&handshakeRecorder{
 		TransportCredentials: credentials.NewTLS(tc), last: &m.handshake, endpoints: cfg.Endpoints}))
 	return nil

@@ -19,12 +19,18 @@ import (
 // WatchLeases sends a snapshot of all leases, then one batch of events per etcd watch
 // response. A broken watch is re-opened (backoff 100 ms doubling to 1 s) from the revision
 // after the last event delivered; after a compaction the leases are listed again and sent
-// as a new snapshot. It returns nil when ctx ends (and an error only if the manager was
-// closed).
+// as a new snapshot. Meanwhile it follows the client's connection (watchConnection). It
+// returns nil when ctx ends (and an error only if the manager was closed).
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	delay := retryDelay{min: 100 * time.Millisecond, max: time.Second}
 	resync := true
 	var next int64
+	var connDone chan struct{} // the connection watch, once started
+	defer func() {
+		if connDone != nil {
+			<-connDone
+		}
+	}()
 	for ctx.Err() == nil {
 		cli, err := m.client()
 		if errors.Is(err, errClosed) {
@@ -36,9 +42,17 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			sleepCtx(ctx, delay.next())
 			continue
 		}
+		if connDone == nil {
+			connDone = make(chan struct{})
+			go func() {
+				defer close(connDone)
+				m.watchConnection(ctx, cli)
+			}()
+		}
 		if resync {
 			leases, rev, err := m.snapshot(ctx, cli)
 			if err != nil {
+				err = m.explain(err)
 				if ctx.Err() == nil {
 					m.observer().DatastoreError(observe.List, err)
 					klog.ErrorS(err, "Listing subnet leases failed")
@@ -70,6 +84,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			continue
 		}
 		if err != nil {
+			err = m.explain(err)
 			m.observer().DatastoreError(observe.Watch, err)
 		}
 		m.observer().WatchRestarted(observe.LeasesWatch, err)

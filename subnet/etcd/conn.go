@@ -1,0 +1,114 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/flannel-go/flannel/pkg/connerr"
+	"github.com/flannel-go/flannel/pkg/observe"
+)
+
+// The etcd client connects, reconnects and resumes its watches by itself, without a word:
+// a call that found no connection ends with its deadline, and a watch on a lost
+// connection just stays silent. So the manager dials for the client (dial), which
+// reports every failed attempt with its endpoint and cause, and follows the state of the
+// client's connection (watchConnection), which tells when etcd is lost and when it is
+// back.
+
+// dial is the etcd client's dialer: a plain dial of the address the client resolved an
+// endpoint to ("host:port", "unix:path", "unix:///path"), each failure reported to the
+// observer as a DatastoreError(Connect) that names the endpoint and the cause.
+func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
+	network, address := "tcp", addr
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		network, address = "unix", p
+	} else if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, address = "unix", p
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, address)
+	if err != nil && ctx.Err() != context.Canceled {
+		err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: m.endpointOf(addr), Cause: connerr.Classify(err), Err: err})
+		m.mu.Lock()
+		m.dialErr = err
+		m.mu.Unlock()
+		m.handshake.set(nil) // this attempt did not get as far as TLS
+		m.observer().DatastoreError(observe.Connect, err)
+	}
+	return conn, err
+}
+
+// endpointOf is the configured endpoint the client resolved to addr (addr itself when
+// none matches).
+func (m *Manager) endpointOf(addr string) string {
+	for _, ep := range m.cfg.Endpoints {
+		if dialAddr(ep) == addr {
+			return ep
+		}
+	}
+	return addr
+}
+
+// dialAddr is the address the etcd client dials for an endpoint, as the client
+// translates it: "unix:///abs" for unix(s):///abs, "unix:rel" for unix(s)://rel and
+// unix(s):rel, the host and port of an http(s) URL, anything else as it is.
+func dialAddr(ep string) string {
+	for _, scheme := range []string{"unixs:", "unix:"} {
+		if rest, ok := strings.CutPrefix(ep, scheme); ok {
+			if strings.HasPrefix(rest, "///") {
+				return "unix://" + rest[2:]
+			}
+			return "unix:" + strings.TrimPrefix(rest, "//")
+		}
+	}
+	if u, err := url.Parse(ep); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		return u.Host
+	}
+	return ep
+}
+
+// watchConnection follows the client's connection until ctx ends: when it has left the
+// ready state and failed to come back (TRANSIENT_FAILURE) the lease watch is reported
+// restarted, once per outage; when it is ready again the watch is reported live (the
+// client resumes it from where it was).
+func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
+	conn := cli.ActiveConnection()
+	if conn == nil {
+		return
+	}
+	left, failed := false, false
+	for s := conn.GetState(); ; s = conn.GetState() {
+		switch s {
+		case connectivity.Ready:
+			if left {
+				left, failed = false, false
+				m.observer().WatchLive(observe.LeasesWatch)
+			}
+		case connectivity.Idle, connectivity.Connecting:
+			left = true
+		case connectivity.TransientFailure:
+			left = true
+			if !failed {
+				failed = true
+				m.mu.Lock()
+				err := m.dialErr
+				m.mu.Unlock()
+				if err == nil {
+					err = fmt.Errorf("etcd connection lost (endpoints %v)", m.cfg.Endpoints)
+				}
+				m.observer().WatchRestarted(observe.LeasesWatch, err)
+			}
+		case connectivity.Shutdown:
+			return
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+}

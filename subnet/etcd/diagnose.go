@@ -1,0 +1,129 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flannel-go/flannel/pkg/connerr"
+)
+
+// Why a call failed. The etcd client retries connections by itself and ends a call that
+// found no usable connection with its deadline, which says nothing about the endpoints;
+// so when a call got no answer, each endpoint is probed (connerr.Probe) to name why it
+// cannot be used.
+
+// probeTimeout bounds the probe of the endpoints.
+const probeTimeout = 2 * time.Second
+
+// callError is a failed etcd call with what the operator needs to know about it.
+type callError struct {
+	err  error // as the etcd client returned it
+	text string
+}
+
+func (e *callError) Error() string { return e.text }
+func (e *callError) Unwrap() error { return e.err }
+
+// explain returns err, a failed etcd call, with its cause named: how etcd refused the
+// credentials or a permission, or, when the call got no answer, why: the client's last
+// TLS handshake failure when there is one, else why each endpoint cannot be used
+// (diagnose). Other errors, and cancellations, are returned as they are.
+func (m *Manager) explain(err error) error {
+	var ce *callError
+	switch {
+	case err == nil || errors.As(err, &ce) || errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return &callError{err, err.Error() + " (etcd refused the user name or password: check --etcd-username and --etcd-password)"}
+	case errors.Is(err, rpctypes.ErrUserEmpty):
+		return &callError{err, err.Error() + " (etcd has authentication enabled: set --etcd-username and --etcd-password)"}
+	case errors.Is(err, rpctypes.ErrInvalidAuthToken):
+		return &callError{err, err.Error() + " (etcd refused the authentication token: a new one is fetched at the next attempt)"}
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		return &callError{err, err.Error() + " (permission denied: the etcd user's roles must grant readwrite on the prefix " + m.cfg.Prefix + "/)"}
+	case noAnswer(err):
+		if herr := m.handshake.get(); herr != nil {
+			// The client's own last handshake failed: that is why.
+			return &callError{err, fmt.Sprintf("no answer (%v): %v (%s)", err, herr, connerr.Classify(herr))}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		defer cancel()
+		return &callError{err, "no answer (" + err.Error() + "): " + m.diagnose(ctx)}
+	}
+	return err
+}
+
+// noAnswer reports whether err means a call found no usable connection or got no reply
+// in time.
+func noAnswer(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
+		return true
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded
+	}
+	return false
+}
+
+// diagnose probes every endpoint at once and says why each cannot be used, endpoints
+// with the same cause together ("http://192.0.2.1:2379, http://192.0.2.2:2379:
+// connection refused (...)"). Endpoints that take connections are said to have accepted
+// but not answered: etcd there is not serving (no leader, overloaded).
+func (m *Manager) diagnose(ctx context.Context) string {
+	eps := m.cfg.Endpoints
+	results := make([]error, len(eps))
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			network, addr, tc := m.dialTarget(ep)
+			results[i] = connerr.Probe(ctx, network, addr, tc)
+		}()
+	}
+	wg.Wait()
+	var causes []string // in endpoint order, each once
+	byCause := map[string][]string{}
+	for i, err := range results {
+		cause := "etcd accepted the connection but did not answer in time (is it without a leader, or overloaded?)"
+		if err != nil {
+			cause = err.Error()
+		}
+		if _, ok := byCause[cause]; !ok {
+			causes = append(causes, cause)
+		}
+		byCause[cause] = append(byCause[cause], eps[i])
+	}
+	parts := make([]string, 0, len(causes))
+	for _, c := range causes {
+		parts = append(parts, strings.Join(byCause[c], ", ")+": "+c)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// dialTarget is how the etcd client reaches ep: the network and address to dial, and
+// the TLS configuration to shake hands with (nil: plain text, as secure decided for all
+// endpoints).
+func (m *Manager) dialTarget(ep string) (network, addr string, tc *tls.Config) {
+	addr = dialAddr(ep)
+	network = "tcp"
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		network, addr = "unix", p
+	} else if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", p
+	} else if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "2379")
+	}
+	return network, addr, m.tls
+}
