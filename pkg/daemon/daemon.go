@@ -119,7 +119,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	ready := healthz.NewReadiness(checkNetworkConfig, checkSubnetFile, checkLeaseWatch, checkConverged, checkLeaseValid)
 	deps.Status.setReadiness(ready)
 	defer deps.Status.setPhase(control.PhaseStopping)
-	obs := observer(deps, dc.RenewMargin, ready)
+	obs, outage := observer(deps, dc.RenewMargin, ready)
 	setObserver(obs, deps.Manager) // before any other call to the manager
 	if dc.HealthzAddr != "" {
 		if err := healthz.Serve(ctx, dc.HealthzAddr, healthz.Handler(ready, deps.Metrics.Handler())); err != nil {
@@ -238,6 +238,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		}
 	}
 	klog.InfoS("Running backend", leaseValues(cfg.BackendType, lease)...)
+	outage.arm()
 
 	if w, ok := deps.Manager.(subnet.ConfigWatcher); ok {
 		followDone := make(chan struct{})
@@ -304,14 +305,14 @@ func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Network
 }
 
 // acquire gets the lease, retrying datastore errors with backoff until ctx ends; a
-// subnet.PermanentError is returned at once. Failures other than timeouts of an attempt,
-// and the acquired lease's expiration, are reported to obs.
+// subnet.PermanentError is returned at once. Every failed attempt, timeouts included,
+// and the acquired lease's expiration are reported to obs.
 func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
 		actx, cancel := context.WithTimeout(ctx, 6*attemptTimeout)
 		l, err := sm.AcquireLease(actx, cfg, attrs)
-		if err != nil && actx.Err() == nil {
+		if err != nil && ctx.Err() == nil {
 			obs.DatastoreError(observe.Acquire, err)
 		}
 		cancel()

@@ -135,7 +135,7 @@ func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *h
 		cfg, err := deps.Manager.GetNetworkConfig(actx)
 		var ce *subnet.ConfigError
 		fetchErr := err != nil && !errors.As(err, &ce)
-		if fetchErr && actx.Err() == nil {
+		if fetchErr && ctx.Err() == nil { // timeouts of the attempt included
 			obs.DatastoreError(observe.GetConfig, err)
 		}
 		cancel()

@@ -136,9 +136,10 @@ func (d *driftObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 }
 
 // observer builds the one Observer the daemon hands to the subnet manager, the backend
-// and the traffic rules: the metrics and readiness listen to it. It attaches the probes
-// of the lease watch and the lease's validity to ready.
-func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) *driftObserver {
+// and the traffic rules: the metrics, readiness and the outage log listen to it. It
+// attaches the probes of the lease watch and the lease's validity to ready, and returns
+// the outage log for the daemon to arm.
+func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) (*driftObserver, *outageLog) {
 	if margin <= 0 {
 		margin = defaultRenewMargin
 	}
@@ -149,7 +150,8 @@ func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) *driftO
 	ready.Set(checkLeaseValid, errors.New("no lease acquired yet"))
 	ready.SetProbe(checkLeaseWatch, ds.watchLive)
 	ready.SetProbe(checkLeaseValid, ds.leaseValid)
-	return &driftObserver{Observer: observe.Tee{deps.Metrics, ds}}
+	outage := newOutageLog(time.Now)
+	return &driftObserver{Observer: observe.Tee{deps.Metrics, ds, outage}}, outage
 }
 
 // setObserver hands o to each part that reports to an Observer.
