@@ -326,7 +326,8 @@ func TestKubeBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, k.Lab, 1, `Couldn't fetch network config; retrying" err="failed to get node \"lab-n1\"`)
-	waitLog(t, k.Lab, 1, "(cannot reach the API server: check --kube-api-url, --kubeconfig-file")
+	waitLog(t, k.Lab, 1, "(cannot reach the API server, ")
+	waitLog(t, k.Lab, 1, ": check --kube-api-url, --kubeconfig-file")
 	stillRunning("unreachable apiserver")
 
 	// Missing RBAC permissions (a service account without the binding): retried, the fix named.

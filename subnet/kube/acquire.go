@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -152,7 +153,7 @@ func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations
 		return fmt.Errorf("failed to create patch for node %q: %w", name, err)
 	}
 	if err := m.cs.patchNodeStatus(ctx, name, patch); err != nil {
-		return withHint(fmt.Errorf("failed to patch node %q: %w", name, err))
+		return m.withHint(fmt.Errorf("failed to patch node %q: %w", name, err))
 	}
 	return nil
 }
@@ -188,7 +189,9 @@ func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				klog.ErrorS(withHint(err), "Cannot read the node to check its NetworkUnavailable condition", "node", name)
+				err = m.withHint(err)
+				m.observer().DatastoreError(observe.KeepLease, err)
+				klog.ErrorS(err, "Cannot read the node to check its NetworkUnavailable condition", "node", name)
 			}
 			continue // the next change of the node signals again
 		}
@@ -227,6 +230,7 @@ func (m *Manager) keepSettingAvailable(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		m.observer().DatastoreError(observe.KeepLease, err)
 		klog.ErrorS(err, "Failed to set the node's NetworkUnavailable condition; retrying", "retryIn", wait)
 		select {
 		case <-ctx.Done():
@@ -258,7 +262,7 @@ func (m *Manager) setNetworkAvailable(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := m.cs.patchNodeStatus(pctx, name, patch); err != nil {
-		return withHint(fmt.Errorf("failed to set NetworkUnavailable=False on node %q: %w", name, err))
+		return m.withHint(fmt.Errorf("failed to set NetworkUnavailable=False on node %q: %w", name, err))
 	}
 	klog.InfoS("Set node condition", "node", name, "type", "NetworkUnavailable", "status", "False", "reason", "FlannelIsUp")
 	return nil

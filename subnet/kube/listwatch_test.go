@@ -15,7 +15,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -235,19 +237,54 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
+// watchRecorder keeps what the manager reports about the node watch.
+type watchRecorder struct {
+	observe.Nop
+	mu              sync.Mutex
+	errs            []string // op: error
+	restarts, lives int
+}
+
+func (r *watchRecorder) DatastoreError(op observe.Op, err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, string(op)+": "+err.Error())
+	r.mu.Unlock()
+}
+func (r *watchRecorder) WatchRestarted(observe.Kind, error) { r.mu.Lock(); r.restarts++; r.mu.Unlock() }
+func (r *watchRecorder) WatchLive(observe.Kind)             { r.mu.Lock(); r.lives++; r.mu.Unlock() }
+
 // A failing list is retried (with the Reflector's back-off); nothing is sent before a
-// list succeeds.
+// list succeeds. Each failure is reported with the hint, the watch restarted once and
+// live again; the Reflector's own error lines are not logged at the default verbosity.
 func TestWatchLeasesRetriesList(t *testing.T) {
+	logs := captureKlog(t, "0")
 	f := &scriptAPI{t: t, lists: []http.HandlerFunc{
 		status(http.StatusForbidden, "Forbidden"), status(http.StatusServiceUnavailable, "ServiceUnavailable"),
 		listOf("3", jsonNode("a", "1", "10.244.1.0/24", peerAnn("192.0.2.11", "0e:00:00:00:00:01"))),
 	}}
-	out := runWatch(t, fakeManager(t, f))
+	m := fakeManager(t, f)
+	rec := &watchRecorder{}
+	m.SetObserver(rec)
+	out := runWatch(t, m)
 	if r := watchNext(t, out); !r.IsSnapshot() || leaseKeys(r) != "10.244.1.0-24" {
 		t.Fatalf("first result %q", leaseKeys(r))
 	}
 	if got := f.requests(); len(got) < 3 || strings.Join(got[:3], ",") != "list 0,list 0,list 0" {
 		t.Fatalf("requests %v, want three lists from the cache", got)
+	}
+	waitFor(t, func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.lives > 0 }, "the watch reported live")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errs) != 2 || !strings.HasPrefix(rec.errs[0], "list: Forbidden (permission denied by the API server "+m.server) ||
+		!strings.HasPrefix(rec.errs[1], "list: ServiceUnavailable") {
+		t.Errorf("errors reported %q", rec.errs)
+	}
+	if rec.restarts != 1 {
+		t.Errorf("watch restarts %d, want 1 for one outage", rec.restarts)
+	}
+	klog.Flush()
+	if l := logs.String(); strings.Contains(l, "Failed to watch") || strings.Contains(l, "Forbidden") {
+		t.Errorf("the Reflector's lines are logged at -v=0:\n%s", l)
 	}
 }
 
@@ -333,8 +370,8 @@ func TestWithHintFromServer(t *testing.T) {
 	}))
 	ctx := context.Background()
 	tests := []struct{ node, want string }{
-		{"forbidden", `failed to get node "forbidden": nodes is forbidden: User "x" cannot list resource "nodes" (grant the flannel ClusterRole`},
-		{"unauthorized", `failed to get node "unauthorized": Unauthorized (the API server refused the credentials`},
+		{"forbidden", `failed to get node "forbidden": nodes is forbidden: User "x" cannot list resource "nodes" (permission denied by the API server ` + m.server + `: grant the flannel ClusterRole`},
+		{"unauthorized", `failed to get node "unauthorized": Unauthorized (the API server ` + m.server + ` refused the credentials`},
 		{"missing", `failed to get node "missing": nodes "missing" not found`},
 	}
 	for _, tt := range tests {
@@ -361,11 +398,21 @@ func TestWithHintFromServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := u.getNode(ctx, "n"); err == nil || !strings.Contains(err.Error(), "(cannot reach the API server") {
+	if _, err := u.getNode(ctx, "n"); err == nil || !strings.Contains(err.Error(), "(cannot reach the API server, connection refused (nothing listens on that address and port): check --kube-api-url") {
 		t.Fatalf("unreachable: %v", err)
 	}
+	// A server whose certificate no CA the client trusts signed (no CA given: the system's).
+	other := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+	v, err := New(Config{REST: &rest.Config{Host: other.URL}, NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.getNode(ctx, "n"); err == nil || !strings.Contains(err.Error(), "(TLS: the server's certificate is signed by an unknown authority: check the server URL and the certificate-authority of the kubeconfig") {
+		t.Fatalf("unknown authority: %v", err)
+	}
 	// The list's errors carry the hint too (the Reflector logs them).
-	if _, err := m.cs.listNodes(ctx, metav1.ListOptions{}); err == nil || !strings.Contains(withHint(err).Error(), "not found") {
+	if _, err := m.cs.listNodes(ctx, metav1.ListOptions{}); err == nil || !strings.Contains(m.withHint(err).Error(), "not found") {
 		t.Fatalf("list: %v", err)
 	}
 }

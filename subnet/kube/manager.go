@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/connerr"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -42,10 +44,12 @@ type Config struct {
 
 // Manager is the Kubernetes implementation of subnet.Manager. It is safe for concurrent use.
 type Manager struct {
-	cfg  Config
-	ann  Annotations
-	keep annotationFilter // the annotations of a node a peer is built from
-	cs   *client
+	cfg    Config
+	server string // the API server's URL, for errors
+	ann    Annotations
+	keep   annotationFilter // the annotations of a node a peer is built from
+	cs     *client
+	obs    observe.Observer // metrics, readiness and the outage log (SetObserver); nil: none
 
 	mu       sync.Mutex
 	nodeName string
@@ -83,7 +87,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "flannel-go"
 	}
-	m := &Manager{cfg: cfg, ann: ann, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}
+	m := &Manager{cfg: cfg, server: rc.Host, ann: ann, nodeName: cfg.NodeName, condChanged: make(chan struct{}, 1)}
 	m.keep = ann.leaseKeyFilter()
 	m.cs, err = newClient(rc, cfg.UserAgent, m.keep)
 	if err != nil {
@@ -120,7 +124,7 @@ func (m *Manager) NodeName(ctx context.Context) (string, error) {
 	}
 	pod, err := m.cs.getPod(ctx, m.cfg.PodNamespace, m.cfg.PodName)
 	if err != nil {
-		return "", withHint(fmt.Errorf("error retrieving pod spec for '%s/%s': %w", m.cfg.PodNamespace, m.cfg.PodName, err))
+		return "", m.withHint(fmt.Errorf("error retrieving pod spec for '%s/%s': %w", m.cfg.PodNamespace, m.cfg.PodName, err))
 	}
 	if pod.Spec.NodeName == "" {
 		return "", fmt.Errorf("node name not present in pod spec '%s/%s'", m.cfg.PodNamespace, m.cfg.PodName)
@@ -159,7 +163,7 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 func (m *Manager) getNode(ctx context.Context, name string) (*apiNode, error) {
 	n, err := m.cs.getNode(ctx, name)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("failed to get node %q: %w", name, err))
+		return nil, m.withHint(fmt.Errorf("failed to get node %q: %w", name, err))
 	}
 	m.mu.Lock()
 	m.own = n
@@ -227,16 +231,24 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 }
 
 // withHint adds what to fix to API errors whose cause is known (from the HTTP status and
-// the Status object of a refusal, or a failure to connect).
-func withHint(err error) error {
+// the Status object of a refusal, or a failure to connect, whose cause connerr names),
+// and the API server that refused when the error does not name it.
+func (m *Manager) withHint(err error) error {
 	switch {
 	case apierrors.IsForbidden(err):
-		return fmt.Errorf("%w (grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes list, watch; nodes/status patch)", err)
+		return fmt.Errorf("%w (permission denied by the API server %s: grant the flannel ClusterRole of dist/kube-flannel.yml to this service account: pods get; nodes list, watch; nodes/status patch)", err, m.server)
 	case apierrors.IsUnauthorized(err):
-		return fmt.Errorf("%w (the API server refused the credentials: check the kubeconfig or the service-account token)", err)
+		return fmt.Errorf("%w (the API server %s refused the credentials: check the kubeconfig or the service-account token)", err, m.server)
 	}
 	var uerr *url.Error
 	if errors.As(err, &uerr) && !errors.Is(err, context.Canceled) {
+		cause := connerr.Classify(err)
+		switch {
+		case cause.IsTLS():
+			return fmt.Errorf("%w (%s: check the server URL and the certificate-authority of the kubeconfig, or --kube-api-url)", err, cause)
+		case cause != connerr.Unknown:
+			return fmt.Errorf("%w (cannot reach the API server, %s: check --kube-api-url, --kubeconfig-file or the in-cluster service address, and the node's route to it)", err, cause)
+		}
 		return fmt.Errorf("%w (cannot reach the API server: check --kube-api-url, --kubeconfig-file or the in-cluster service address, and the node's route to it)", err)
 	}
 	return err

@@ -151,11 +151,11 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 	}
 	// The node list asks for protobuf, and the API server's refusals come back as a
 	// protobuf Status: its message is kept.
-	if _, err := m2.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsForbidden(err) || !strings.Contains(withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
-		t.Fatalf("node list by the unbound service account: %v", withHint(err))
+	if _, err := m2.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsForbidden(err) || !strings.Contains(m2.withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
+		t.Fatalf("node list by the unbound service account: %v", m2.withHint(err))
 	}
-	if _, err := m3.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsUnauthorized(err) || !strings.HasPrefix(withHint(err).Error(), "Unauthorized (the API server refused the credentials") {
-		t.Fatalf("node list with a bad token: %v", withHint(err))
+	if _, err := m3.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsUnauthorized(err) || !strings.HasPrefix(m3.withHint(err).Error(), "Unauthorized (the API server "+k.API.URL()+" refused the credentials") {
+		t.Fatalf("node list with a bad token: %v", m3.withHint(err))
 	}
 }
 

@@ -7,12 +7,14 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -88,16 +90,23 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 // list's resource version with bookmarks, each watch the server ends resuming from the
 // last version seen. A watch that fails lists again (from the cache at that version;
 // from etcd when it has expired), and the whole list replaces q's node set. Failures are
-// logged (the Reflector's handler, with withHint's advice in the error) and retried with
-// the Reflector's back-off (0.8 s doubling to 30 s). Nothing is resynchronised
-// periodically.
+// reported to the observer (nodeWatchState, the errors with withHint's advice) and
+// retried with the Reflector's back-off (0.8 s doubling to 30 s); the Reflector's own
+// lines are logged at -v=2 and up (quietLogger). Nothing is resynchronised periodically.
 func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
+	st := &nodeWatchState{m: m}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			l, err := m.cs.listNodes(ctx, opts)
-			if err != nil {
-				return nil, withHint(err)
+			switch {
+			case err != nil && (ctx.Err() != nil || !serverFailure(opts, err)):
+				return nil, err // stopping, or the Reflector lists again
+			case err != nil:
+				err = m.withHint(err)
+				st.failed(observe.List, err)
+				return nil, err
 			}
+			st.ok()
 			return l, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -105,14 +114,34 @@ func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return watch.NewEmptyWatch(), nil // stopping: the Reflector returns quietly
+			case err != nil && !serverFailure(opts, err):
+				return nil, err // the Reflector's own way to fall back or to list again
 			case err != nil:
-				return nil, withHint(err)
+				err = m.withHint(err)
+				st.failed(observe.Watch, err)
+				return nil, err
 			}
+			st.ok()
 			return w, nil
 		},
 	}
-	r := cache.NewReflectorWithOptions(lw, &apiNode{}, &nodeSink{m: m, q: q}, cache.ReflectorOptions{Name: "nodes", TypeDescription: "*v1.Node"})
-	r.RunWithContext(ctx)
+	logger := quietLogger()
+	r := cache.NewReflectorWithOptions(lw, &apiNode{}, &nodeSink{m: m, q: q},
+		cache.ReflectorOptions{Name: "nodes", TypeDescription: "*v1.Node", Logger: &logger})
+	r.RunWithContext(klog.NewContext(ctx, logger))
+}
+
+// watchFailure reports whether a refused watch is a failure of the API server, not the
+// Reflector's negotiation: a streaming list (sendInitialEvents) the server does not
+// offer makes it list instead, and an expired resource version makes it list again.
+func serverFailure(opts metav1.ListOptions, err error) bool {
+	switch {
+	case apierrors.IsResourceExpired(err), apierrors.IsGone(err):
+		return false
+	case opts.SendInitialEvents != nil && (apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)):
+		return false
+	}
+	return true
 }
 
 // nodeSink is the Reflector's store: it reduces each node to a peerNode at once and
