@@ -182,3 +182,78 @@ func TestEtcdOutageStated(t *testing.T) {
 		t.Logf("node 1's log since the outage:\n%s", l.LogTail(1, 25))
 	}
 }
+
+// The same in Kubernetes mode: the kube-apiserver stopped and started again under running
+// daemons gives one warning naming the API server and the cause, and one line with the
+// outage's length; the error counter moves; pods keep talking.
+func TestKubeAPIServerOutageStated(t *testing.T) {
+	k := newKubeLab(t, "kubeout", 2)
+	for i := 1; i <= 2; i++ {
+		k.registerNode(t, i, fmt.Sprintf("10.244.%d.0/24", i))
+		k.start(t, i, fmt.Sprintf("--healthz-port=%d", healthzPort))
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := k.WaitSubnetEnv(i, startTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := infos(t, k.Lab, "flannel.1")
+	waitFullMesh(t, k.Lab, "flannel.1", ns)
+	pods := addPods(t, k.Lab)
+	pingMesh(t, k.Lab, pods)
+	var before [3]float64
+	for i := 1; i <= 2; i++ {
+		waitReadyz(t, k.Lab, i, "", 200)
+		before[i] = datastoreErrors(t, k.Lab, i)
+	}
+	ping := startPing(t, pods[0].NS, pods[1].IP)
+
+	api := k.KubeAPIServer()
+	api.Stop()
+	down := time.Now()
+	server := k.KubeAPIServerURL()
+	for i := 1; i <= 2; i++ {
+		waitLog(t, k.Lab, i, logDatastoreLost)
+		waitReadyz(t, k.Lab, i, "", 503, "lease-watch: ")
+	}
+	time.Sleep(5*time.Second - time.Since(down))
+	rctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := api.Restart(rctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		waitLog(t, k.Lab, i, logDatastoreBack)
+		waitReadyz(t, k.Lab, i, "", 200)
+	}
+	sent, lost := stopPing(t, ping)
+	t.Logf("pod 1 -> pod 2 across the outage: %d of %d pings lost", lost, sent)
+	if lost > maxRestartLoss {
+		t.Errorf("%d of %d pings lost while the API server was down (bound %d)", lost, sent, maxRestartLoss)
+	}
+	for i := 1; i <= 2; i++ {
+		lost, back := logLines(t, k.Lab, i, logDatastoreLost), logLines(t, k.Lab, i, logDatastoreBack)
+		if len(lost) != 1 || len(back) != 1 {
+			t.Errorf("node %d: %d warnings and %d recovery lines for one outage, want one each:\n%s", i, len(lost), len(back), strings.Join(append(lost, back...), "\n"))
+			continue
+		}
+		t.Logf("node %d: %s", i, lost[0])
+		t.Logf("node %d: %s", i, back[0])
+		host := strings.TrimPrefix(server, "https://")
+		if !strings.HasPrefix(lost[0], "W") || !strings.Contains(lost[0], host) || !strings.Contains(lost[0], "connection refused (nothing listens on that address and port)") {
+			t.Errorf("node %d: the warning does not name %s and the cause: %s", i, host, lost[0])
+		}
+		if n := datastoreErrors(t, k.Lab, i); n <= before[i] {
+			t.Errorf("node %d: flannel_datastore_errors_total %v, not above %v from before the outage", i, n, before[i])
+		}
+		for _, line := range logLines(t, k.Lab, i, "] ") {
+			if strings.HasPrefix(line, "E") {
+				t.Errorf("node %d: an error line beside the one warning: %s", i, line)
+			}
+		}
+	}
+	pingMesh(t, k.Lab, pods)
+	if testing.Verbose() {
+		t.Logf("node 1's log:\n%s", k.LogTail(1, 25))
+	}
+}

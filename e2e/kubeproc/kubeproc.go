@@ -96,6 +96,7 @@ type Proc struct {
 	clientCA   *x509.Certificate // signs the client certificates the server accepts
 	clientKey  *ecdsa.PrivateKey
 	logFile    string
+	argv       []string // the server's command line
 	mu         sync.Mutex
 	cmd        *exec.Cmd
 	done       chan struct{}
@@ -144,16 +145,25 @@ func Start(ctx context.Context, opts Options) (*Proc, error) {
 		args = append([]string{"netns", "exec", opts.Netns, bin}, args...)
 		name = "ip"
 	}
+	p.argv = append([]string{name}, args...)
+	if err := p.launch(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// launch runs the server with p.argv and waits until it is ready.
+func (p *Proc) launch(ctx context.Context) error {
 	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("kubeproc: open log: %w", err)
+		return fmt.Errorf("kubeproc: open log: %w", err)
 	}
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(p.argv[0], p.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("kubeproc: start %s: %w", bin, err)
+		return fmt.Errorf("kubeproc: start %s: %w", p.argv[0], err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -161,12 +171,22 @@ func Start(ctx context.Context, opts Options) (*Proc, error) {
 		logf.Close()
 		close(done)
 	}()
+	p.mu.Lock()
 	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
 	if err := p.waitReady(ctx, done); err != nil {
 		p.Stop()
-		return nil, err
+		return err
 	}
-	return p, nil
+	return nil
+}
+
+// Restart starts a stopped server again with the same credentials, address and etcd
+// (stopping it first if it runs), and waits until it is ready: tokens and
+// certificates issued before keep working.
+func (p *Proc) Restart(ctx context.Context) error {
+	p.Stop()
+	return p.launch(ctx)
 }
 
 // prepare writes the key material and returns the server's arguments.
