@@ -55,7 +55,7 @@ func TestStartLineGolden(t *testing.T) {
 		env  map[string]string
 	}{
 		{name: "defaults"},
-		{name: "etcd", args: []string{"-etcd-endpoints=https://192.0.2.254:2379", "-etcd-prefix=/lab/network",
+		{name: "etcd", args: []string{"-etcd-endpoints=https://flannel:s3cr3t-url@192.0.2.254:2379,https://192.0.2.253:2379", "-etcd-prefix=/lab/network",
 			"-etcd-cafile=/etc/flannel/ca.pem", "-etcd-certfile=/etc/flannel/client.pem", "-etcd-keyfile=/etc/flannel/client-key.pem",
 			"-etcd-username=flannel", "-iface=eth0", "-iface-regex=^192\\.0\\.2\\.", "-ip-masq", "-subnet-lease-renew-margin=30", "-iptables-resync=10"},
 			env: map[string]string{"FLANNELD_ETCD_PASSWORD": "s3cr3t-pw", "FLANNELD_HEALTHZ_PORT": "8081"}},
@@ -69,7 +69,7 @@ func TestStartLineGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := startLine(t, opts) + "\n"
-			for _, secret := range []string{"s3cr3t-pw"} {
+			for _, secret := range []string{"s3cr3t-pw", "s3cr3t-url"} {
 				if strings.Contains(got, secret) {
 					t.Errorf("the start line holds a secret: %s", got)
 				}
