@@ -22,8 +22,8 @@ import (
 // back.
 
 // dial is the etcd client's dialer: a plain dial of the address the client resolved an
-// endpoint to ("host:port", "unix:path", "unix:///path"), each failure reported to the
-// observer as a DatastoreError(Connect) that names the endpoint and the cause.
+// endpoint to ("host:port", "unix:path", "unix:///path"), each failure reported
+// (connectFailed).
 func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	network, address := "tcp", addr
 	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
@@ -34,14 +34,21 @@ func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
 	if err != nil && ctx.Err() != context.Canceled {
-		err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: m.endpointOf(addr), Cause: connerr.Classify(err), Err: err})
-		m.mu.Lock()
-		m.dialErr = err
-		m.mu.Unlock()
 		m.handshake.set(nil) // this attempt did not get as far as TLS
-		m.observer().DatastoreError(observe.Connect, err)
+		m.connectFailed(m.endpointOf(addr), err)
 	}
 	return conn, err
+}
+
+// connectFailed reports a failed attempt to connect to endpoint (a dial, or a TLS
+// handshake, see handshakeRecorder) as a DatastoreError(Connect) naming the endpoint and
+// the cause, and keeps it for watchConnection.
+func (m *Manager) connectFailed(endpoint string, cause error) {
+	err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: endpoint, Cause: connerr.Classify(cause), Err: cause})
+	m.mu.Lock()
+	m.connErr = err
+	m.mu.Unlock()
+	m.observer().DatastoreError(observe.Connect, err)
 }
 
 // endpointOf is the configured endpoint the client resolved to addr (addr itself when
@@ -97,7 +104,7 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 			if !failed {
 				failed = true
 				m.mu.Lock()
-				err := m.dialErr
+				err := m.connErr
 				m.mu.Unlock()
 				if err == nil {
 					err = fmt.Errorf("etcd connection lost (endpoints %v)", m.cfg.Endpoints)

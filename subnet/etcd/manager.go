@@ -74,7 +74,7 @@ type Manager struct {
 	mu      sync.Mutex
 	cli     *clientv3.Client
 	closed  bool
-	dialErr error // the last failed connection attempt (dial)
+	connErr error // the last failed connection attempt (connectFailed)
 
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.

@@ -136,7 +136,7 @@ func (m *Manager) secure(cfg Config, hadUserinfo bool) error {
 	}
 	m.tls = tc
 	m.ccfg.DialOptions = append(m.ccfg.DialOptions, grpc.WithTransportCredentials(&handshakeRecorder{
-		TransportCredentials: credentials.NewTLS(tc), last: &m.handshake, endpoints: cfg.Endpoints}))
+		TransportCredentials: credentials.NewTLS(tc), last: &m.handshake, endpoints: cfg.Endpoints, failed: m.connectFailed}))
 	return nil
 }
 
@@ -179,13 +179,16 @@ type handshakeRecorder struct {
 	credentials.TransportCredentials
 	last      *lastHandshake
 	endpoints []string
+	failed    func(endpoint string, err error) // reports a failed handshake (connectFailed)
 }
 
 func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	c, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, conn)
 	if err != nil {
 		if ctx.Err() == nil {
-			h.last.set(fmt.Errorf("TLS handshake with etcd endpoint %s failed: %w", h.endpoint(authority), err))
+			ep := h.endpoint(authority)
+			h.last.set(fmt.Errorf("TLS handshake with etcd endpoint %s failed: %w", ep, err))
+			h.failed(ep, err)
 		}
 		return c, info, err
 	}
@@ -194,7 +197,7 @@ func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority strin
 }
 
 func (h *handshakeRecorder) Clone() credentials.TransportCredentials {
-	return &handshakeRecorder{TransportCredentials: h.TransportCredentials.Clone(), last: h.last, endpoints: h.endpoints}
+	return &handshakeRecorder{TransportCredentials: h.TransportCredentials.Clone(), last: h.last, endpoints: h.endpoints, failed: h.failed}
 }
 
 // endpoint is the configured endpoint whose host is authority, or authority itself.
