@@ -132,7 +132,8 @@ func TestEtcdOutageStated(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		waitLog(t, l, i, want)
 		waitMetric(t, l, i, `flannel_datastore_errors_total{op="connect"}`, "> 0", func(v float64) bool { return v > 0 })
-		waitReadyz(t, l, i, "", 503, "lease-watch: ")
+		body := waitReadyz(t, l, i, "", 503, "lease-watch: ", "leases watch broke: connecting to etcd: "+l.EtcdEndpoint()+": connection refused")
+		t.Logf("node %d: /readyz with etcd down:\n%s", i, body)
 	}
 	time.Sleep(5*time.Second - time.Since(down)) // an outage of some seconds
 	rctx, cancel := context.WithTimeout(context.Background(), startTimeout)
