@@ -112,6 +112,28 @@ func (k *kubeLab) node(t *testing.T, i int) *corev1.Node {
 	return n
 }
 
+// restartAsAfterReboot stops node i's flanneld, removes what a reboot removes (the
+// vxlan device, the subnet and state files in /run), starts it again and waits for its
+// subnet file.
+func (k *kubeLab) restartAsAfterReboot(t *testing.T, i int) {
+	t.Helper()
+	if err := k.StopFlanneld(i); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Exec(k.NodeNS(i), "ip", "link", "del", "flannel.1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"subnet.env", "subnet.state.json"} {
+		if err := os.Remove(filepath.Join(k.NodeDir(i), f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.start(t, i)
+	if _, err := k.WaitSubnetEnv(i, startTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitLog waits until node i's flanneld log contains s.
 func waitLog(t *testing.T, l *lab.Lab, i int, s string) {
 	t.Helper()
@@ -249,22 +271,8 @@ func TestKubeVXLAN(t *testing.T) {
 	// Restart without the local state (a reboot empties /run; the device is gone too):
 	// the VTEP MAC comes back from the node's backend-data annotation, so no peer has to
 	// change anything.
-	if err := k.StopFlanneld(2); err != nil {
-		t.Fatal(err)
-	}
 	oldMAC := ns[1].mac
-	if _, err := k.Exec(k.NodeNS(2), "ip", "link", "del", "flannel.1"); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"subnet.env", "subnet.state.json"} {
-		if err := os.Remove(filepath.Join(k.NodeDir(2), f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	k.start(t, 2)
-	if _, err := k.WaitSubnetEnv(2, startTimeout); err != nil {
-		t.Fatal(err)
-	}
+	k.restartAsAfterReboot(t, 2)
 	n2 := info(t, k.Lab, 2, "flannel.1")
 	if n2.mac != oldMAC {
 		t.Fatalf("node 2: VTEP MAC %s after the restart, want %s restored from the annotation", n2.mac, oldMAC)

@@ -68,21 +68,7 @@ func TestKubeSeedEraClusterRole(t *testing.T) {
 	pingMesh(t, k.Lab, pods)
 
 	// A reboot empties /run and removes the device: the MAC comes back from the annotation.
-	if err := k.StopFlanneld(2); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.Exec(k.NodeNS(2), "ip", "link", "del", "flannel.1"); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"subnet.env", "subnet.state.json"} {
-		if err := os.Remove(filepath.Join(k.NodeDir(2), f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	k.start(t, 2)
-	if _, err := k.WaitSubnetEnv(2, startTimeout); err != nil {
-		t.Fatal(err)
-	}
+	k.restartAsAfterReboot(t, 2)
 	if n2 := info(t, k.Lab, 2, "flannel.1"); n2.mac != ns[1].mac {
 		t.Errorf("node 2: VTEP MAC %s after the restart, want %s from the annotation", n2.mac, ns[1].mac)
 	}
