@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -10,13 +11,32 @@ import (
 // durations in Go's notation; on an IPv4-only node no IPv6 placeholder; no clean-up of
 // nftables rules that never existed; a warning, with what to do, when the node does not
 // forward packets (which flanneld leaves as it is). A --iface that matches nothing ends
-// the daemon with the node's interfaces and their addresses listed.
+// the daemon with the node's interfaces and their addresses listed. A FLANNELD_ variable
+// that fills no flag is warned about, with the one it probably misspells.
 func TestStartLog(t *testing.T) {
 	l := newLab(t, "startlog", 2)
 	if _, err := l.Exec(l.NodeNS(1), "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"); err != nil {
 		t.Fatal(err)
 	}
-	startAll(t, l, vxlanConfig)
+	if err := l.PutConfig(context.Background(), vxlanConfig); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartFlanneld(1); err != nil {
+		t.Fatal(err)
+	}
+	// Node 2 has a misspelt FLANNELD_ variable.
+	if err := l.StartFlanneldEnv(2, []string{"FLANNELD_IP_MAQS=true"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := l.WaitSubnetEnv(i, startTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLog(t, l, 2, `"Ignoring an environment variable that fills no flag" variable="FLANNELD_IP_MAQS" didYouMean="FLANNELD_IP_MASQ"`)
+	if w := logLines(t, l, 1, "Ignoring an environment variable"); len(w) != 0 {
+		t.Errorf("node 1 warns about its environment: %q", w)
+	}
 	const forwardOff = `"IP forwarding is off, so pods on this node cannot talk to pods on other nodes; flanneld does not change it: ` +
 		`run sysctl -w net.ipv4.ip_forward=1 and keep it in a file in /etc/sysctl.d/" sysctl="net.ipv4.ip_forward" value=0`
 	waitLog(t, l, 1, forwardOff)

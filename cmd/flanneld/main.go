@@ -85,6 +85,7 @@ func run() int {
 	defer klog.Flush()
 	gcPercent := setGCPercent(os.LookupEnv)
 	logStart(version, opts, gcPercent)
+	warnUnknownVariables(os.Environ())
 
 	// One instance per network and node: a second daemon for the same prefix or subnet
 	// file in this network namespace would fight the first over the same kernel state.
