@@ -75,7 +75,7 @@ func (k *keeper) run(ctx context.Context) error {
 		if ctx.Err() == nil {
 			k.m.observer().DatastoreError(observe.KeepLease, reason)
 			k.m.observer().WatchRestarted(observe.OwnLeaseWatch, reason)
-			klog.InfoS("Watch of own subnet lease interrupted; syncing again", "err", reason, "after", d)
+			klog.V(1).InfoS("Watch of own subnet lease interrupted; syncing again", "err", reason, "after", d)
 		}
 		resyncC = time.After(d)
 	}

@@ -38,7 +38,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		}
 		if err != nil {
 			m.observer().DatastoreError(observe.Connect, err)
-			klog.ErrorS(err, "Cannot reach etcd to watch subnet leases")
+			klog.V(1).ErrorS(err, "Cannot reach etcd to watch subnet leases") // the daemon states outages
 			sleepCtx(ctx, delay.next())
 			continue
 		}
@@ -55,7 +55,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 				err = m.explain(err)
 				if ctx.Err() == nil {
 					m.observer().DatastoreError(observe.List, err)
-					klog.ErrorS(err, "Listing subnet leases failed")
+					klog.V(1).ErrorS(err, "Listing subnet leases failed") // the daemon states outages
 				}
 				sleepCtx(ctx, delay.next())
 				continue
@@ -89,7 +89,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		}
 		m.observer().WatchRestarted(observe.LeasesWatch, err)
 		d := delay.next()
-		klog.InfoS("Subnet lease watch ended; watching again", "err", err, "revision", next, "after", d)
+		klog.V(1).InfoS("Subnet lease watch ended; watching again", "err", err, "revision", next, "after", d)
 		sleepCtx(ctx, d)
 	}
 	return nil
