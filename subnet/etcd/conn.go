@@ -45,9 +45,9 @@ func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 // the cause, and keeps it for watchConnection.
 func (m *Manager) connectFailed(endpoint string, cause error) {
 	err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: endpoint, Cause: connerr.Classify(cause), Err: cause})
-	m.mu.Lock()
+	m.connMu.Lock()
 	m.connErr = err
-	m.mu.Unlock()
+	m.connMu.Unlock()
 	m.observer().DatastoreError(observe.Connect, err)
 }
 
@@ -103,9 +103,9 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 			left = true
 			if !failed {
 				failed = true
-				m.mu.Lock()
+				m.connMu.Lock()
 				err := m.connErr
-				m.mu.Unlock()
+				m.connMu.Unlock()
 				if err == nil {
 					err = fmt.Errorf("etcd connection lost (endpoints %v)", m.cfg.Endpoints)
 				}

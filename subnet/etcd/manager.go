@@ -71,10 +71,14 @@ type Manager struct {
 	tls        *tls.Config      // the client's TLS configuration (nil: none), for probes
 	obs        observe.Observer // metrics and readiness (SetObserver); nil: none
 
-	mu      sync.Mutex
-	cli     *clientv3.Client
-	closed  bool
-	connErr error // the last failed connection attempt (connectFailed)
+	mu     sync.Mutex
+	cli    *clientv3.Client
+	closed bool
+
+	// connErr is the last failed connection attempt (connectFailed). It has its own lock:
+	// the client dials while client() holds mu (fetching a token when authenticating).
+	connMu  sync.Mutex
+	connErr error
 
 	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
 	// a watch starting at rev.
