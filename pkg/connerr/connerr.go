@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -29,6 +30,7 @@ const (
 	Refused            // the host answered that nothing listens on the port
 	Unreachable        // no route to the host or its network
 	Timeout            // no answer in time: host down, or packets dropped on the way
+	Closed             // the server closed (or reset) the connection early
 	// TLS problems.
 	TLSUnknownAuthority // the server's certificate is not signed by a CA we trust
 	TLSHostname         // the server's certificate is not for the name or address we dialled
@@ -48,6 +50,7 @@ var words = map[Cause]string{
 	Refused:             "connection refused (nothing listens on that address and port)",
 	Unreachable:         "unreachable (no route to the host)",
 	Timeout:             "timeout (no answer: the host is down, or packets to it are dropped)",
+	Closed:              "the server closed the connection (stopping, or not taking this client)",
 	TLSUnknownAuthority: "TLS: the server's certificate is signed by an unknown authority",
 	TLSHostname:         "TLS: the server's certificate is not valid for this host name or address",
 	TLSExpired:          "TLS: the server's certificate has expired or is not valid yet",
@@ -120,6 +123,8 @@ func Classify(err error) Cause {
 		return Unreachable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
 		return Timeout
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return Closed
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -136,14 +141,19 @@ type Error struct {
 }
 
 // Error reads "<endpoint>: <cause>", followed by the underlying error for TLS problems
-// (which certificate, which name) and unknown causes.
+// (which certificate, which name); for an unknown cause, "<endpoint>: <error>".
 func (e *Error) Error() string {
-	s := e.Cause.String()
+	var s string
+	switch {
+	case e.Cause == Unknown && e.Err != nil:
+		s = e.Err.Error()
+	case e.Cause.IsTLS() && e.Err != nil:
+		s = e.Cause.String() + ": " + e.Err.Error()
+	default:
+		s = e.Cause.String()
+	}
 	if e.Endpoint != "" {
 		s = e.Endpoint + ": " + s
-	}
-	if e.Err != nil && (e.Cause.IsTLS() || e.Cause == Unknown) {
-		s += ": " + e.Err.Error()
 	}
 	return s
 }

@@ -32,6 +32,8 @@ func TestClassify(t *testing.T) {
 		{opErr("dial", os.NewSyscallError("connect", syscall.EHOSTUNREACH)), Unreachable},
 		{opErr("dial", os.NewSyscallError("connect", syscall.ENETUNREACH)), Unreachable},
 		{opErr("dial", os.NewSyscallError("connect", syscall.ETIMEDOUT)), Timeout},
+		{opErr("read", os.NewSyscallError("read", syscall.ECONNRESET)), Closed},
+		{fmt.Errorf("handshake: %w", io.EOF), Closed},
 		{fmt.Errorf("reading: %w", context.DeadlineExceeded), Timeout},
 		{opErr("read", os.ErrDeadlineExceeded), Timeout},
 		{&net.DNSError{Err: "no such host", Name: "etcd.example", IsNotFound: true}, NameNotFound},
@@ -64,6 +66,10 @@ func TestErrorText(t *testing.T) {
 	e = &Error{Endpoint: "https://192.0.2.254:2379", Cause: TLSHostname, Err: errors.New("x509: certificate is valid for 192.0.2.253, not 192.0.2.254")}
 	if got := e.Error(); got != "https://192.0.2.254:2379: TLS: the server's certificate is not valid for this host name or address: x509: certificate is valid for 192.0.2.253, not 192.0.2.254" {
 		t.Errorf("hostname: %q", got)
+	}
+	e = &Error{Endpoint: "http://192.0.2.254:2379", Err: errors.New("something new")}
+	if got := e.Error(); got != "http://192.0.2.254:2379: something new" {
+		t.Errorf("unknown cause: %q", got)
 	}
 }
 
