@@ -144,7 +144,7 @@ func TestNoSecretInOutput(t *testing.T) {
 		}
 		log := string(b)
 		// The logs are what they should be: the options line, with the masks.
-		for _, want := range []string{`"https://xxxxx@192.0.2.254:2479"`, `"EtcdPassword":"\u003credacted\u003e"`, "User information in an etcd endpoint URL is ignored"} {
+		for _, want := range []string{`"https://xxxxx@192.0.2.254:2479"`, `"EtcdPassword":"<redacted>"`, "User information in an etcd endpoint URL is ignored"} {
 			if !strings.Contains(log, want) {
 				t.Errorf("node %d's log lacks %q", i, want)
 			}
