@@ -372,7 +372,7 @@ func TestWithHintFromServer(t *testing.T) {
 	tests := []struct{ node, want string }{
 		{"forbidden", `failed to get node "forbidden": nodes is forbidden: User "x" cannot list resource "nodes" (permission denied by the API server ` + m.server + `: grant the flannel ClusterRole`},
 		{"unauthorized", `failed to get node "unauthorized": Unauthorized (the API server ` + m.server + ` refused the credentials`},
-		{"missing", `failed to get node "missing": nodes "missing" not found`},
+		{"missing", `failed to get node "missing": nodes "missing" not found (API server ` + m.server + `)`},
 	}
 	for _, tt := range tests {
 		_, err := m.getNode(ctx, tt.node)

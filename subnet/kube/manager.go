@@ -232,7 +232,7 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 
 // withHint adds what to fix to API errors whose cause is known (from the HTTP status and
 // the Status object of a refusal, or a failure to connect, whose cause connerr names),
-// and the API server that refused when the error does not name it.
+// and the API server that answered when the error does not name it.
 func (m *Manager) withHint(err error) error {
 	switch {
 	case apierrors.IsForbidden(err):
@@ -250,6 +250,10 @@ func (m *Manager) withHint(err error) error {
 			return fmt.Errorf("%w (cannot reach the API server, %s: check --kube-api-url, --kubeconfig-file or the in-cluster service address, and the node's route to it)", err, cause)
 		}
 		return fmt.Errorf("%w (cannot reach the API server: check --kube-api-url, --kubeconfig-file or the in-cluster service address, and the node's route to it)", err)
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return fmt.Errorf("%w (API server %s)", err, m.server) // its answer, from which server
 	}
 	return err
 }
