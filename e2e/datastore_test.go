@@ -128,7 +128,7 @@ func TestEtcdOutageStated(t *testing.T) {
 	etcd := l.EtcdProc()
 	etcd.Kill()
 	down := time.Now()
-	want := logDatastoreLost + ` op="connect" err="connecting to etcd: ` + l.EtcdEndpoint() + `: connection refused (nothing listens on that address and port)"`
+	want := logDatastoreLost + ` op="watch" err="connecting to etcd: ` + l.EtcdEndpoint() + `: connection refused (nothing listens on that address and port)"`
 	for i := 1; i <= 2; i++ {
 		waitLog(t, l, i, want)
 		waitMetric(t, l, i, `flannel_datastore_errors_total{op="connect"}`, "> 0", func(v float64) bool { return v > 0 })

@@ -20,7 +20,9 @@ const (
 // (arm): the first failure the subnet manager reports is a warning with its error, which
 // names the endpoints and the cause; the first success after it (a watch live, a lease
 // renewed) is a line with the outage's length. The failures in between are only counted
-// (metrics). An outage that includes a failed renewal ends only with a renewal.
+// (metrics). An outage that includes a failed renewal ends only with a renewal. A failed
+// connection attempt (Connect) is no outage by itself: with several endpoints the client
+// uses the others; the manager reports the watch broken when none is left.
 type outageLog struct {
 	observe.Nop
 	now func() time.Time
@@ -42,6 +44,9 @@ func (o *outageLog) arm() {
 }
 
 func (o *outageLog) DatastoreError(op observe.Op, err error) {
+	if op == observe.Connect {
+		return
+	}
 	o.mu.Lock()
 	if !o.armed {
 		o.mu.Unlock()

@@ -82,8 +82,12 @@ func TestOutageLog(t *testing.T) {
 		t.Fatalf("logged before the daemon runs: %q", got)
 	}
 	o.arm()
-	o.WatchLive(observe.LeasesWatch) // no outage: nothing to end
-	o.DatastoreError(observe.Connect, refused)
+	o.WatchLive(observe.LeasesWatch)           // no outage: nothing to end
+	o.DatastoreError(observe.Connect, refused) // one endpoint of several: no outage
+	if got := logs.take(); len(got) != 0 {
+		t.Fatalf("a failed connection attempt alone is logged: %q", got)
+	}
+	o.DatastoreError(observe.Watch, refused)
 	o.DatastoreError(observe.Connect, refused)
 	o.DatastoreError(observe.Watch, errors.New("other"))
 	now = now.Add(12*time.Second + 340*time.Millisecond)
@@ -93,7 +97,7 @@ func TestOutageLog(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("lines %q, want a warning and a recovery", got)
 	}
-	if !strings.HasPrefix(got[0], "W") || !strings.HasSuffix(got[0], `] "`+msgDatastoreLost+`" op="connect" err="`+refused.Error()+`"`) {
+	if !strings.HasPrefix(got[0], "W") || !strings.HasSuffix(got[0], `] "`+msgDatastoreLost+`" op="watch" err="`+refused.Error()+`"`) {
 		t.Errorf("warning %q", got[0])
 	}
 	if !strings.HasPrefix(got[1], "I") || !strings.HasSuffix(got[1], `] "`+msgDatastoreBack+`" outage="12.3s"`) {

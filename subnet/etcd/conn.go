@@ -81,9 +81,10 @@ func dialAddr(ep string) string {
 }
 
 // watchConnection follows the client's connection until ctx ends: when it has left the
-// ready state and failed to come back (TRANSIENT_FAILURE) the lease watch is reported
-// restarted, once per outage; when it is ready again the watch is reported live (the
-// client resumes it from where it was).
+// ready state and failed to come back (TRANSIENT_FAILURE: no endpoint is usable) the
+// lease watch is reported broken (a DatastoreError(Watch) with the last connection
+// error) and restarted, once per outage; when it is ready again the watch is reported
+// live (the client resumes it from where it was).
 func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 	conn := cli.ActiveConnection()
 	if conn == nil {
@@ -93,6 +94,9 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 	for s := conn.GetState(); ; s = conn.GetState() {
 		switch s {
 		case connectivity.Ready:
+			m.connMu.Lock()
+			m.connErr = nil // older failures say nothing about the next outage
+			m.connMu.Unlock()
 			if left {
 				left, failed = false, false
 				m.observer().WatchLive(observe.LeasesWatch)
@@ -107,8 +111,16 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 				err := m.connErr
 				m.connMu.Unlock()
 				if err == nil {
-					err = fmt.Errorf("etcd connection lost (endpoints %v)", m.cfg.Endpoints)
+					// The connection failed before any new attempt did (a transport that
+					// broke): say why the endpoints cannot be used.
+					pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+					err = fmt.Errorf("connecting to etcd: %s", m.diagnose(pctx))
+					cancel()
+					if ctx.Err() != nil {
+						return
+					}
 				}
+				m.observer().DatastoreError(observe.Watch, err)
 				m.observer().WatchRestarted(observe.LeasesWatch, err)
 			}
 		case connectivity.Shutdown:
