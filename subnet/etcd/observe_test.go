@@ -149,6 +149,31 @@ func TestObserverConnectionLoss(t *testing.T) {
 	}
 }
 
+// With one endpoint of two down, the client uses the other: the failed attempts to the
+// dead one are counted, and the watch is neither broken nor restarted.
+func TestObserverOneEndpointDown(t *testing.T) {
+	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
+	dead := closedPort(t)
+	m := newManager(t, Config{Endpoints: []string{dead, p.Endpoint()}})
+	rec := newRecorder()
+	m.SetObserver(rec)
+	out := startWatch(t, m)
+	if r := next(t, out, 30*time.Second); !r.IsSnapshot() {
+		t.Fatalf("want a snapshot, got %+v", r)
+	}
+	eventually(t, 30*time.Second, "failed attempts to the dead endpoint", func() bool { return rec.count(rec.errors, observe.Kind(observe.Connect)) >= 2 })
+	if err := rec.last(observe.Connect); err == nil || !strings.Contains(err.Error(), dead+": connection refused") {
+		t.Errorf("connect error %v, want it to name %s", err, dead)
+	}
+	time.Sleep(2 * time.Second)
+	if n, r := rec.count(rec.errors, observe.Kind(observe.Watch)), rec.count(rec.restarts, observe.LeasesWatch); n != 0 || r != 0 {
+		t.Errorf("watch errors %d, restarts %d with a live endpoint left, want none", n, r)
+	}
+	if err := m.Health(); err != nil {
+		t.Errorf("Health with a live endpoint left: %v", err)
+	}
+}
+
 // TestObserverWatchRestartOnCompaction: a compaction past the watch revision restarts
 // the watch (counted) with a new snapshot, after which the watch is live again.
 func TestObserverWatchRestartOnCompaction(t *testing.T) {
