@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/flannel-go/flannel/pkg/configkeys"
 	"github.com/flannel-go/flannel/pkg/logwarn"
 )
 
@@ -45,47 +46,19 @@ func warnUnknownVariables(environ []string) {
 	}
 }
 
-// closest is the candidate name is probably a misspelling of: the nearest in edit
-// distance (a swap of two neighbouring letters counts as one edit), allowing one edit
-// per four letters of the shorter flag part (one for three to seven), none below three
-// letters; "" when none is that close.
-func closest(name string, candidates []string) string {
-	best, bestD := "", -1
-	part := func(s string) int { return len(strings.TrimPrefix(s, envPrefix+"_")) }
-	for _, c := range candidates {
-		n := min(part(name), part(c))
-		limit := n / 4
-		if n >= 3 {
-			limit = max(limit, 1)
-		}
-		if d := editDistance(name, c); d <= limit && (bestD < 0 || d < bestD) {
-			best, bestD = c, d
-		}
+// closest is the variable name probably misspells, by configkeys.Suggest on the flag
+// part of the names; "" when none is close, or name has no flag part.
+func closest(name string, known []string) string {
+	part := strings.TrimPrefix(name, envPrefix+"_")
+	if part == "" {
+		return ""
 	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance of a and b (bytes).
-func editDistance(a, b string) int {
-	prev2 := make([]int, len(b)+1)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	parts := make([]string, len(known))
+	for i, k := range known {
+		parts[i] = strings.TrimPrefix(k, envPrefix+"_")
 	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
+	if s := configkeys.Suggest(part, parts); s != "" {
+		return envPrefix + "_" + s
 	}
-	return prev[len(b)]
+	return ""
 }
