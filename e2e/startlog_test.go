@@ -38,7 +38,7 @@ func TestStartLog(t *testing.T) {
 		t.Errorf("node 1 warns about its environment: %q", w)
 	}
 	const forwardOff = `"IP forwarding is off, so pods on this node cannot talk to pods on other nodes; flanneld does not change it: ` +
-		`run sysctl -w net.ipv4.ip_forward=1 and keep it in a file in /etc/sysctl.d/" sysctl="net.ipv4.ip_forward" value=0`
+		`turn it on, and keep the setting in /etc/sysctl.d/" sysctl="net.ipv4.ip_forward" value=0 run="sysctl -w net.ipv4.ip_forward=1"`
 	waitLog(t, l, 1, forwardOff)
 	if fwd, err := l.Exec(l.NodeNS(1), "cat", "/proc/sys/net/ipv4/ip_forward"); err != nil || strings.TrimSpace(fwd) != "0" {
 		t.Errorf("ip_forward on node 1 is %q (%v): flanneld must leave it as it is", fwd, err)

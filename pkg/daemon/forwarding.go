@@ -46,7 +46,7 @@ func warnForwardingOff(cfg *subnet.Config, read func(name string) (string, error
 		return
 	}
 	for _, name := range forwardingOff(cfg, read) {
-		logwarn.S("IP forwarding is off, so pods on this node cannot talk to pods on other nodes; flanneld does not change it: run sysctl -w "+
-			name+"=1 and keep it in a file in /etc/sysctl.d/", "sysctl", name, "value", 0)
+		logwarn.S("IP forwarding is off, so pods on this node cannot talk to pods on other nodes; flanneld does not change it: turn it on, and keep the setting in /etc/sysctl.d/",
+			"sysctl", name, "value", 0, "run", "sysctl -w "+name+"=1")
 	}
 }
