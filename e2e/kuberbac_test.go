@@ -13,9 +13,9 @@ import (
 	"github.com/flannel-go/flannel/e2e/kubeproc"
 )
 
-// seedEraRules are the flannel ClusterRole of older manifests, still deployed: pods get;
+// olderRoleRules are the flannel ClusterRole of older manifests, still deployed: pods get;
 // nodes list and watch; nodes/status patch. No "nodes get".
-var seedEraRules = []rbacv1.PolicyRule{
+var olderRoleRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
@@ -26,18 +26,18 @@ var seedEraRules = []rbacv1.PolicyRule{
 // RBAC authorization on the real kube-apiserver. Both nodes write their subnet file and
 // their pods ping each other; nothing is refused along the way. A restart without the
 // local state (a reboot) still brings the VTEP MAC back from the node's annotation.
-func TestKubeSeedEraClusterRole(t *testing.T) {
-	k := newKubeLab(t, "kubeseed", 2)
+func TestKubeOlderClusterRole(t *testing.T) {
+	k := newKubeLab(t, "kubeold", 2)
 	ctx := context.Background()
-	const sa = "flannel-seed-era"
-	if err := kubeproc.GrantServiceAccount(ctx, k.cs, "flannel-seed-era", seedEraRules, "kube-flannel", sa); err != nil {
+	const sa = "flannel-older-role"
+	if err := kubeproc.GrantServiceAccount(ctx, k.cs, "flannel-older-role", olderRoleRules, "kube-flannel", sa); err != nil {
 		t.Fatal(err)
 	}
 	token, err := kubeproc.ServiceAccountToken(ctx, k.cs, "kube-flannel", sa)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := filepath.Join(k.WorkDir(), "seed-era.kubeconfig")
+	kc := filepath.Join(k.WorkDir(), "older-role.kubeconfig")
 	if err := k.KubeAPIServer().WriteKubeconfig(kc, token); err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +46,10 @@ func TestKubeSeedEraClusterRole(t *testing.T) {
 		k.registerNode(t, i, fmt.Sprintf("10.244.%d.0/24", i))
 	}
 	// Node 1 finds its node through its pod, as in the DaemonSet (pods get).
-	if err := kubeproc.CreatePodOnNode(ctx, k.cs, "kube-flannel", "kube-flannel-ds-seed1", kubeNodeName(1), sa); err != nil {
+	if err := kubeproc.CreatePodOnNode(ctx, k.cs, "kube-flannel", "kube-flannel-ds-old1", kubeNodeName(1), sa); err != nil {
 		t.Fatal(err)
 	}
-	if err := k.StartFlanneldEnv(1, []string{"POD_NAME=kube-flannel-ds-seed1", "POD_NAMESPACE=kube-flannel"}, k.kubeArgs()...); err != nil {
+	if err := k.StartFlanneldEnv(1, []string{"POD_NAME=kube-flannel-ds-old1", "POD_NAMESPACE=kube-flannel"}, k.kubeArgs()...); err != nil {
 		t.Fatal(err)
 	}
 	k.start(t, 2)

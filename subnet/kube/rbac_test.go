@@ -180,9 +180,9 @@ func waitCondition(t *testing.T, cs kubernetes.Interface, name string) {
 	}
 }
 
-// seedEraRules are the flannel ClusterRole of older manifests, still in use: no "nodes
+// olderRoleRules are the flannel ClusterRole of older manifests, still in use: no "nodes
 // get".
-var seedEraRules = []rbacv1.PolicyRule{
+var olderRoleRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
@@ -193,16 +193,16 @@ var seedEraRules = []rbacv1.PolicyRule{
 // the own node's node-public-ip annotation and what it advertised before
 // (PreviousLease); the lease; the peers; the NetworkUnavailable condition, set and set
 // back after someone changed it.
-func TestIntegrationSeedEraClusterRole(t *testing.T) {
+func TestIntegrationOlderClusterRole(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	const ns, sa = "fg-seed-era", "flannel"
+	const ns, sa = "fg-older-role", "flannel"
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	if err := kubeproc.GrantServiceAccount(ctx, cs, "fg-it-seed-era-flannel", seedEraRules, ns, sa); err != nil {
+	if err := kubeproc.GrantServiceAccount(ctx, cs, "fg-it-older-role-flannel", olderRoleRules, ns, sa); err != nil {
 		t.Fatal(err)
 	}
 	token, err := kubeproc.ServiceAccountToken(ctx, cs, ns, sa)
