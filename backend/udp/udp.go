@@ -46,7 +46,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/tun"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
@@ -54,6 +53,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/pkg/observe"
+	"github.com/flannel-go/flannel/pkg/tunx"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -63,8 +63,6 @@ const BackendType = "udp"
 
 // deviceTemplate is the TUN name template; the kernel picks the first free flannel<N>.
 const deviceTemplate = "flannel%d"
-
-const cloneDevice = "/dev/net/tun"
 
 // nlHandle is the part of *netlink.Handle the backend uses.
 type nlHandle interface {
@@ -180,9 +178,9 @@ func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(tunx.CloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("udp: cannot open %s (is the tun module loaded and CAP_NET_ADMIN granted?): %w", cloneDevice, err)
+		return nil, fmt.Errorf("udp: cannot open %s (is the tun module loaded and CAP_NET_ADMIN granted?): %w", tunx.CloneDevice, err)
 	}
 	_ = unix.Close(fd)
 	if b.conn == nil {
@@ -226,50 +224,6 @@ func listen(ctx context.Context, at netip.AddrPort) (conn *net.UDPConn, gso, gro
 	return pc.(*net.UDPConn), gso, gro, nil
 }
 
-// openTUN creates the TUN device from the name template, with IFF_VNET_HDR and TCP
-// segmentation offload when the kernel grants them, else plain IFF_TUN|IFF_NO_PI.
-func openTUN() (dev tun.Device, name string, vnet bool, err error) {
-	for _, vnet := range []bool{true, false} {
-		fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, "", false, fmt.Errorf("open %s: %w", cloneDevice, err)
-		}
-		ifr, err := unix.NewIfreq(deviceTemplate)
-		if err != nil {
-			_ = unix.Close(fd)
-			return nil, "", false, err
-		}
-		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
-		if vnet {
-			flags |= unix.IFF_VNET_HDR
-		}
-		ifr.SetUint16(flags)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			_ = unix.Close(fd)
-			if vnet {
-				continue
-			}
-			return nil, "", false, fmt.Errorf("create TUN %s: %w", deviceTemplate, err)
-		}
-		if vnet {
-			// The library requires TCP offloads with IFF_VNET_HDR; probe them here so
-			// that a refusal falls back to the plain device.
-			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
-				_ = unix.Close(fd)
-				klog.InfoS("udp: TUN offloads unavailable; moving one packet per read", "err", err)
-				continue
-			}
-		}
-		dev, name, err := tun.CreateUnmonitoredTUNFromFD(fd)
-		if err != nil {
-			// the library wrapped fd in an *os.File already; its finalizer closes it
-			return nil, "", false, fmt.Errorf("set up TUN: %w", err)
-		}
-		return dev, name, vnet, nil
-	}
-	return nil, "", false, errors.New("unreachable")
-}
-
 // Start creates flannel0 for the lease (address, MTU, route for the network), starts
 // the data path and returns the running network. The data path and the device end
 // with ctx.
@@ -286,7 +240,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 		return nil, errors.New("udp: the lease has no IPv4 subnet")
 	}
 	b.own = lease.Subnet.Masked()
-	dev, name, vnet, err := openTUN()
+	dev, name, vnet, err := tunx.Open(deviceTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
@@ -434,7 +388,7 @@ func (b *Backend) heal() (int, error) {
 // current for the data path, with its own reader goroutine (the old one ended when its
 // device went away).
 func (b *Backend) recreate() (netlink.Link, error) {
-	dev, name, _, err := openTUN()
+	dev, name, _, err := tunx.Open(deviceTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("recreate TUN: %w", err)
 	}
