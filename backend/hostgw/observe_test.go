@@ -19,6 +19,7 @@ func (c countObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	c[string(kind)+"/"+string(op)] += n
 }
 func (c countObserver) TxChecksumOffload(string, bool)     {}
+func (c countObserver) WireguardImplementation(string)     {}
 func (c countObserver) DatastoreError(observe.Op, error)   {}
 func (c countObserver) WatchRestarted(observe.Kind, error) {}
 func (c countObserver) WatchLive(observe.Kind)             {}

@@ -23,13 +23,14 @@ type Readiness struct {
 	mu     sync.Mutex
 	checks map[string]error
 	probes map[string]func() error
+	notes  map[string]func() string
 }
 
 var errPending = errors.New("not done yet")
 
 // NewReadiness creates a Readiness whose named checks all start as failing.
 func NewReadiness(names ...string) *Readiness {
-	r := &Readiness{checks: map[string]error{}, probes: map[string]func() error{}}
+	r := &Readiness{checks: map[string]error{}, probes: map[string]func() error{}, notes: map[string]func() string{}}
 	for _, n := range names {
 		r.checks[n] = errPending
 	}
@@ -55,10 +56,20 @@ func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Unlock()
 }
 
+// SetNote attaches a note to a check, shown beside it in the verbose output (for example
+// which implementation a backend chose). note is called at every query, without locks
+// held; it must be cheap and must not block.
+func (r *Readiness) SetNote(name string, note func() string) {
+	r.mu.Lock()
+	r.notes[name] = note
+	r.mu.Unlock()
+}
+
 // Check is one check's outcome.
 type Check struct {
 	Name string
-	Err  error // nil: passing
+	Err  error  // nil: passing
+	Note string // SetNote's, if any
 }
 
 // Checks evaluates every check, sorted by name.
@@ -66,17 +77,22 @@ func (r *Readiness) Checks() []Check {
 	r.mu.Lock()
 	out := make([]Check, 0, len(r.checks))
 	probes := make([]func() error, 0, len(r.checks))
+	notes := make([]func() string, 0, len(r.checks))
 	for n, err := range r.checks {
 		out = append(out, Check{Name: n, Err: err})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	for _, c := range out {
 		probes = append(probes, r.probes[c.Name])
+		notes = append(notes, r.notes[c.Name])
 	}
 	r.mu.Unlock()
 	for i := range out {
 		if out[i].Err == nil && probes[i] != nil {
 			out[i].Err = probes[i]()
+		}
+		if notes[i] != nil {
+			out[i].Note = notes[i]()
 		}
 	}
 	return out
@@ -86,7 +102,8 @@ func (r *Readiness) Checks() []Check {
 // nil. The bodies start with upstream's texts ("flanneld is running", "flanneld is
 // ready", "flanneld is not ready yet"); a failing /readyz adds one line per failing
 // check ("name: reason"); /readyz?verbose lists every check ("[+]name ok" or
-// "[-]name: reason") after the first line.
+// "[-]name: reason", followed by " (note)" for a check with a note) after the first
+// line.
 func Handler(r *Readiness, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
@@ -99,11 +116,15 @@ func Handler(r *Readiness, metrics http.Handler) http.Handler {
 		checks := r.Checks()
 		var failing, all []string
 		for _, c := range checks {
+			note := ""
+			if c.Note != "" {
+				note = " (" + c.Note + ")"
+			}
 			if c.Err != nil {
 				failing = append(failing, c.Name+": "+c.Err.Error())
-				all = append(all, "[-]"+c.Name+": "+c.Err.Error())
+				all = append(all, "[-]"+c.Name+": "+c.Err.Error()+note)
 			} else {
-				all = append(all, "[+]"+c.Name+" ok")
+				all = append(all, "[+]"+c.Name+" ok"+note)
 			}
 		}
 		lines := failing

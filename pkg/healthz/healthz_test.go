@@ -89,3 +89,26 @@ func TestProbesAndVerbose(t *testing.T) {
 		t.Errorf("/metrics without metrics = %d", code)
 	}
 }
+
+// A note shows beside its check in the verbose output only, passing or failing.
+func TestNotes(t *testing.T) {
+	r := NewReadiness()
+	var health error
+	r.SetProbe("wireguard", func() error { return health })
+	r.SetNote("wireguard", func() string { return "userspace WireGuard: flannel-wg" })
+	h := Handler(r, nil)
+	if code, body := get(t, h, "/readyz"); code != 200 || body != "flanneld is ready" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	if code, body := get(t, h, "/readyz?verbose"); code != 200 || body != "flanneld is ready\n[+]wireguard ok (userspace WireGuard: flannel-wg)\n" {
+		t.Errorf("/readyz?verbose = %d %q", code, body)
+	}
+	health = errors.New("the userspace WireGuard device flannel-wg has stopped")
+	if code, body := get(t, h, "/readyz"); code != 503 || body != "flanneld is not ready yet\nwireguard: the userspace WireGuard device flannel-wg has stopped\n" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	if code, body := get(t, h, "/readyz?verbose"); code != 503 ||
+		!strings.Contains(body, "[-]wireguard: the userspace WireGuard device flannel-wg has stopped (userspace WireGuard: flannel-wg)\n") {
+		t.Errorf("/readyz?verbose = %d %q", code, body)
+	}
+}

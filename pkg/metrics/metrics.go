@@ -50,6 +50,7 @@ type Metrics struct {
 	peerFailures      *prometheus.CounterVec
 	peersSkipped      *prometheus.GaugeVec
 	leasesRejected    *prometheus.CounterVec
+	wgImpl            *prometheus.GaugeVec
 }
 
 var _ observe.Observer = (*Metrics)(nil)
@@ -116,13 +117,17 @@ func New() *Metrics {
 			Name: "flannel_leases_rejected_total",
 			Help: "Peer leases the admission rule rejected (each counted once per key and revision), by reason.",
 		}, []string{"reason"}),
+		wgImpl: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flannel_wireguard_implementation",
+			Help: "The WireGuard the wireguard backend runs its devices in: 1 for the one chosen at start (kernel or userspace), 0 for the other.",
+		}, []string{"impl"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		m.peerLeases, m.leaseEvents, m.reconcileRuns, m.reconcileDuration, m.kernelObjects,
 		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped, m.peerFailures,
-		m.peersSkipped, m.leasesRejected,
+		m.peersSkipped, m.leasesRejected, m.wgImpl,
 	)
 	// Declare the label values known in advance, so that series exist (at 0) from the
 	// start and rate() sees their first increment.
@@ -246,6 +251,24 @@ func (m *Metrics) PacketsDropped(reason string, n int) {
 		return
 	}
 	m.udpDropped.WithLabelValues(reason).Add(float64(n))
+}
+
+// Values of flannel_wireguard_implementation{impl}.
+var wireguardImpls = []string{"kernel", "userspace"}
+
+// WireguardImplementation implements observe.Observer: impl gets 1, the other 0. The
+// series exist only once a wireguard backend reported.
+func (m *Metrics) WireguardImplementation(impl string) {
+	if m == nil {
+		return
+	}
+	for _, i := range wireguardImpls {
+		v := 0.0
+		if i == impl {
+			v = 1
+		}
+		m.wgImpl.WithLabelValues(i).Set(v)
+	}
 }
 
 // DatastoreError implements observe.Observer.

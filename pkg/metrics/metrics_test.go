@@ -42,6 +42,7 @@ func TestCounters(t *testing.T) {
 	m.LeasesRejected("overlaps_peer", 0)
 	m.LeasesRejected("too_large", 1)
 	m.LeasesRejected("too_large", 1)
+	m.WireguardImplementation("userspace")
 
 	tests := []struct {
 		name string
@@ -71,6 +72,8 @@ func TestCounters(t *testing.T) {
 		{"skipped, other VNI", testutil.ToFloat64(m.peersSkipped.WithLabelValues("other_vni")), 0},
 		{"rejected too large", testutil.ToFloat64(m.leasesRejected.WithLabelValues("too_large")), 2},
 		{"rejected overlaps declared", testutil.ToFloat64(m.leasesRejected.WithLabelValues("overlaps_peer")), 0},
+		{"wireguard userspace", testutil.ToFloat64(m.wgImpl.WithLabelValues("userspace")), 1},
+		{"wireguard kernel", testutil.ToFloat64(m.wgImpl.WithLabelValues("kernel")), 0},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -136,6 +139,7 @@ func TestNamingConventions(t *testing.T) {
 	m.TxChecksumOffload("flannel.1", true)
 	m.PacketsDropped("unknown_peer", 1)
 	m.LeasesRejected("bad_json", 1)
+	m.WireguardImplementation("kernel")
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -155,8 +159,8 @@ func TestNamingConventions(t *testing.T) {
 			ours++
 		}
 	}
-	if ours != 13 {
-		t.Errorf("%d flannel_ metric families, want 13", ours)
+	if ours != 14 {
+		t.Errorf("%d flannel_ metric families, want 14", ours)
 	}
 }
 
@@ -177,6 +181,7 @@ func TestNilSafe(t *testing.T) {
 	m.KernelObjects("route", "add", 1)
 	m.TxChecksumOffload("x", true)
 	m.PacketsDropped("x", 1)
+	m.WireguardImplementation("kernel")
 	m.DatastoreError("x", nil)
 	m.WatchRestarted("x", nil)
 	m.WatchLive("x")

@@ -22,11 +22,12 @@ const (
 	Address Kind = "address"
 	Rule    Kind = "rule"
 	Nexthop Kind = "nexthop" // kernel nexthop objects (vxlan's IPv4 peer routes)
+	Peer    Kind = "peer"    // WireGuard peers of a device (the wireguard backend)
 )
 
 // KernelKinds are the kinds of kernel objects every backend may report, for consumers
 // that declare them in advance (metrics).
-func KernelKinds() []Kind { return []Kind{Route, FDB, Neigh, Device, Address, Rule} }
+func KernelKinds() []Kind { return []Kind{Route, FDB, Neigh, Device, Address, Rule, Peer} }
 
 // Reasons the kernel refused to program a peer (Observer.PeerProgrammingFailures): the
 // label values of flannel_peer_programming_failures_total{reason}.
@@ -100,6 +101,9 @@ type Observer interface {
 	// TxChecksumOffload reports the transmit checksum offload state a backend set on
 	// one of its devices (vxlan's ChecksumOffload option).
 	TxChecksumOffload(device string, on bool)
+	// WireguardImplementation reports which WireGuard the wireguard backend runs its
+	// devices in ("kernel" or "userspace"), once it has decided at start.
+	WireguardImplementation(impl string)
 	// DatastoreError reports a failed datastore operation; the reporter retries it.
 	DatastoreError(op Op, err error)
 	// WatchRestarted reports that a watch (LeasesWatch, OwnLeaseWatch) broke and is
@@ -141,6 +145,9 @@ func (Nop) KernelObjects(Kind, Op, int) {}
 
 // TxChecksumOffload does nothing.
 func (Nop) TxChecksumOffload(string, bool) {}
+
+// WireguardImplementation does nothing.
+func (Nop) WireguardImplementation(string) {}
 
 // DatastoreError does nothing.
 func (Nop) DatastoreError(Op, error) {}
@@ -192,6 +199,13 @@ func (t Tee) KernelObjects(k Kind, op Op, n int) {
 func (t Tee) TxChecksumOffload(device string, on bool) {
 	for _, o := range t {
 		o.TxChecksumOffload(device, on)
+	}
+}
+
+// WireguardImplementation passes the call on.
+func (t Tee) WireguardImplementation(impl string) {
+	for _, o := range t {
+		o.WireguardImplementation(impl)
 	}
 }
 

@@ -17,6 +17,9 @@ func (l *log) KernelObjects(k Kind, op Op, n int) {
 func (l *log) TxChecksumOffload(dev string, on bool) {
 	l.calls = append(l.calls, fmt.Sprintf("csum %s %v", dev, on))
 }
+func (l *log) WireguardImplementation(impl string) {
+	l.calls = append(l.calls, "wireguard "+impl)
+}
 func (l *log) DatastoreError(op Op, err error) {
 	l.calls = append(l.calls, fmt.Sprintf("error %s %v", op, err))
 }
@@ -46,6 +49,7 @@ func TestTeeCountOr(t *testing.T) {
 	Count(o, FDB, Remove, 0) // nothing changed: not reported
 	Count(nil, Route, Add, 1)
 	o.TxChecksumOffload("flannel.1", false)
+	o.WireguardImplementation("userspace")
 	o.DatastoreError(Renew, errors.New("etcd down"))
 	o.WatchRestarted(LeasesWatch, errors.New("compacted"))
 	o.WatchLive(OwnLeaseWatch)
@@ -53,7 +57,7 @@ func TestTeeCountOr(t *testing.T) {
 	o.PacketsDropped("unknown_peer", 3)
 	o.PeerProgrammingFailures(RefusedUnreachable, 2)
 	o.PeersSkipped(SkippedOtherVNI, 1)
-	want := []string{"kernel route add 2", "csum flannel.1 false", "error renew etcd down",
+	want := []string{"kernel route add 2", "csum flannel.1 false", "wireguard userspace", "error renew etcd down",
 		"restarted leases compacted", "live own_lease", "expires 2026-01-02T03:04:05Z", "dropped unknown_peer 3",
 		"refused unreachable 2", "skipped other_vni 1"}
 	for name, l := range map[string]*log{"first": a, "second": b} {
