@@ -123,6 +123,31 @@ type Network interface {
 	WatchFilter() kernelwatch.Filter
 }
 
+// Watcher is implemented by a Network that learns of changes by looking for itself:
+// state the kernel raises no notification about (the peers of a WireGuard device, which
+// wg(8) changes over generic netlink or a UAPI socket) and new values to advertise (a
+// replaced key file). The daemon runs Watch once, after Start, in a goroutine of its
+// own; Watch returns when ctx ends.
+//
+// kick asks for a Reconcile round soon; advertise hands up the lease attributes the
+// node must advertise from now on (the daemon rewrites the node's lease with them,
+// keeping its subnets, and records them in its state file). Neither blocks; kicks fold
+// into one, and of attributes advertised faster than the daemon writes them only the
+// latest are written.
+type Watcher interface {
+	Watch(ctx context.Context, kick func(), advertise func(subnet.LeaseAttrs))
+}
+
+// Describer is implemented by a Network with something to say about how it runs that
+// its config does not (the wireguard backend: kernel or userspace WireGuard). The daemon
+// adds a readiness check named after the backend type, which fails while Health returns
+// an error, and shows Describe beside it in the verbose readiness output. Both are
+// cheap and do not block.
+type Describer interface {
+	Describe() string
+	Health() error
+}
+
 // Invalidator is implemented by a Network whose Reconcile keeps what it learnt in
 // earlier rounds: that the kernel still holds what it last wrote, so it need not read it
 // back (the vxlan backend, from its own change subscription), and which peers the kernel

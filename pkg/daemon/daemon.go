@@ -224,8 +224,15 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		ready.Set(checkSubnetFile, nil)
 	}
 
+	adv := newAttrsBox()
 	keepErr := make(chan error, 1)
-	go func() { keepErr <- deps.Manager.KeepLease(ctx, lease) }()
+	go func() {
+		keepErr <- keepLease(ctx, deps.Manager, cfg, lease, adv.c, func(l *subnet.Lease) {
+			if err := writeState(stPath, &state{Key: l.Key(), Attrs: l.Attrs, Devices: nw.Devices()}); err != nil {
+				klog.ErrorS(err, "Failed to write state file", "path", stPath)
+			}
+		}, obs, tm)
+	}()
 	results := make(chan subnet.WatchResult, 64)
 	go func() {
 		if err := deps.Manager.WatchLeases(ctx, results); err != nil && ctx.Err() == nil {
@@ -246,8 +253,24 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 		defer func() { cancel(); <-followDone }()
 	}
 
-	kicks, watchDone := watchKernel(ctx, deps.KernelWatch, nw.WatchFilter(), tm)
+	kicks := make(chan struct{}, 1) // kicks that arrive while one is pending fold into it
+	kick := func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	}
+	watchDone := watchKernel(ctx, deps.KernelWatch, nw.WatchFilter(), kick, tm)
 	defer func() { cancel(); <-watchDone }()
+	if w, ok := nw.(backend.Watcher); ok {
+		done := make(chan struct{})
+		go func() { defer close(done); w.Watch(ctx, kick, adv.put) }()
+		defer func() { cancel(); <-done }()
+	}
+	if d, ok := nw.(backend.Describer); ok {
+		ready.SetProbe(cfg.BackendType, d.Health)
+		ready.SetNote(cfg.BackendType, d.Describe)
+	}
 	loopErr := make(chan error, 1)
 	set := newAdmitter(cfg, lease, deps)
 	queries, loopDone := make(chan peerQuery), make(chan struct{})
@@ -336,29 +359,21 @@ func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *
 	}
 }
 
-// watchKernel starts the kernel watch (when there is one) in a goroutine owned by ctx
-// and returns the channel its kicks arrive on (capacity one, so kicks that arrive while
-// one is pending fold into it) and a channel closed when the watch has ended.
-func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Filter, func()) error, f kernelwatch.Filter, tm timings) (kicks <-chan struct{}, done <-chan struct{}) {
-	k := make(chan struct{}, 1)
+// watchKernel starts the kernel watch (when there is one) in a goroutine owned by ctx,
+// calling kick for every change, and returns a channel closed when the watch has ended.
+func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Filter, func()) error, f kernelwatch.Filter, kick func(), tm timings) (done <-chan struct{}) {
 	d := make(chan struct{})
 	if watch == nil {
 		close(d)
-		return k, d
+		return d
 	}
 	go func() {
 		defer close(d)
-		err := watch(ctx, f, func() {
-			select {
-			case k <- struct{}{}:
-			default:
-			}
-		})
-		if err != nil && ctx.Err() == nil {
+		if err := watch(ctx, f, kick); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Cannot watch kernel changes; repairs wait for the periodic resync", "resync", tm.resync)
 		}
 	}()
-	return k, d
+	return d
 }
 
 // bigSnapshot is the number of leases from which the heap is collected right after a
