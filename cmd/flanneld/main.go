@@ -26,6 +26,7 @@ import (
 	"github.com/flannel-go/flannel/backend/hostgw"
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/backend/wireguard"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/instancelock"
@@ -158,6 +159,8 @@ func run() int {
 			"vxlan":   vxlan.New,
 			"host-gw": hostgw.New,
 			"udp":     udp.New,
+			// the private key file: $WIREGUARD_KEY_FILE, else wgkey beside the subnet file
+			"wireguard": wireguard.Constructor(wireguard.Options{KeyFile: wireguard.KeyFile(opts.SubnetFile, os.LookupEnv)}),
 		},
 		CheckBackendConfig: map[string]backend.ConfigChecker{
 			"vxlan":   vxlan.CheckConfig,

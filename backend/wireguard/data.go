@@ -1,0 +1,128 @@
+package wireguard
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// backendData is what a wireguard lease advertises per family: the node's public key
+// and the UDP port of the device that carries that family (0 in leases of upstream
+// versions before the port was added: the peer's own listen port is meant).
+type backendData struct {
+	PublicKey wgtypes.Key
+	Port      int
+}
+
+// marshalBackendData writes {"PublicKey":"<base64>","Port":<port>} exactly as upstream.
+func marshalBackendData(pub wgtypes.Key, port int) json.RawMessage {
+	b := make([]byte, 0, 80)
+	b = append(b, `{"PublicKey":"`...)
+	b = append(b, pub.String()...)
+	b = append(b, `","Port":`...)
+	b = strconv.AppendInt(b, int64(port), 10)
+	b = append(b, '}')
+	return b
+}
+
+// parseBackendData reads a peer's BackendData or BackendV6Data (keys in any case, as
+// upstream's decoder): PublicKey must be a standard base64 WireGuard key (32 bytes, not
+// all zeros) and Port, when present, 0..65535.
+func parseBackendData(raw []byte) (backendData, error) {
+	if len(raw) == 0 {
+		return backendData{}, errors.New("no backend data")
+	}
+	var in struct {
+		PublicKey *string
+		Port      *int64
+	}
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return backendData{}, fmt.Errorf("bad backend data: %s", describeDataError(err))
+	}
+	if in.PublicKey == nil {
+		return backendData{}, errors.New("backend data has no PublicKey")
+	}
+	k, err := parsePublicKey(*in.PublicKey)
+	if err != nil {
+		return backendData{}, err
+	}
+	bd := backendData{PublicKey: k}
+	if in.Port != nil {
+		if *in.Port < 0 || *in.Port > 65535 {
+			return backendData{}, fmt.Errorf("backend data Port %d out of range 0..65535", *in.Port)
+		}
+		bd.Port = int(*in.Port)
+	}
+	return bd, nil
+}
+
+// parsePublicKey checks a public key's text: exactly 44 characters of standard base64
+// decoding to 32 bytes that are not all zeros.
+func parsePublicKey(s string) (wgtypes.Key, error) {
+	if len(s) != base64.StdEncoding.EncodedLen(wgtypes.KeyLen) {
+		return wgtypes.Key{}, fmt.Errorf("malformed PublicKey: %d characters, want %d (base64 of 32 bytes)", len(s), base64.StdEncoding.EncodedLen(wgtypes.KeyLen))
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != wgtypes.KeyLen {
+		return wgtypes.Key{}, fmt.Errorf("malformed PublicKey %q: not the base64 of 32 bytes", s)
+	}
+	k := wgtypes.Key(b)
+	if k == (wgtypes.Key{}) {
+		return wgtypes.Key{}, errors.New("malformed PublicKey: all zeros")
+	}
+	return k, nil
+}
+
+func describeDataError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("%s is a JSON %s", te.Field, te.Value)
+	}
+	return err.Error()
+}
+
+// CheckBackendData is the wireguard part of the admission rule for peer leases: a lease
+// is usable by this backend only if it is a wireguard lease and each family it has a
+// subnet of carries parseable data (BackendData for IPv4, BackendV6Data for IPv6)
+// with a well-formed public key. The error says what is wrong.
+func CheckBackendData(l *subnet.Lease) error {
+	if l.Attrs.BackendType != BackendType {
+		return fmt.Errorf("backend type %q is not %s", l.Attrs.BackendType, BackendType)
+	}
+	n := 0
+	for _, f := range []struct {
+		v6   bool
+		name string
+		raw  []byte
+	}{{false, "BackendData", l.Attrs.BackendData}, {true, "BackendV6Data", l.Attrs.BackendV6Data}} {
+		if _, ok := l.FamilySubnet(f.v6); !ok {
+			continue
+		}
+		n++
+		if _, err := parseBackendData(f.raw); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	if n == 0 {
+		return errors.New("no subnet")
+	}
+	return nil
+}
+
+// PublicKey returns the public key a wireguard lease advertises (its IPv4 data's, else
+// its IPv6 data's; upstream nodes put the same key in both), for the admission rule on
+// two leases advertising one key. ok is false when the lease advertises none.
+func PublicKey(l *subnet.Lease) (key string, ok bool) {
+	for _, raw := range [][]byte{l.Attrs.BackendData, l.Attrs.BackendV6Data} {
+		if bd, err := parseBackendData(raw); err == nil {
+			return bd.PublicKey.String(), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,143 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// KeyFileEnv names the environment variable that sets the private key file, as upstream.
+const KeyFileEnv = "WIREGUARD_KEY_FILE"
+
+// DefaultKeyFile is where the private key lives when KeyFileEnv is not set: wgkey in the
+// subnet file's directory (/run/flannel/wgkey with the default subnet file, upstream's
+// fixed path).
+func DefaultKeyFile(subnetFile string) string {
+	return filepath.Join(filepath.Dir(subnetFile), "wgkey")
+}
+
+// KeyFile is the private key file for a daemon: $WIREGUARD_KEY_FILE when set and not
+// empty, else DefaultKeyFile.
+func KeyFile(subnetFile string, lookupEnv func(string) (string, bool)) string {
+	if v, ok := lookupEnv(KeyFileEnv); ok && v != "" {
+		return v
+	}
+	return DefaultKeyFile(subnetFile)
+}
+
+// keyFileMode is the mode a generated key file gets, as upstream's.
+const keyFileMode = 0o400
+
+// fileStamp identifies a version of a file: a new file put in its place (rename) or a
+// rewrite changes it. The zero stamp means the file did not exist.
+type fileStamp struct {
+	ino, dev uint64
+	size     int64
+	mtime    time.Time
+	ctime    syscall.Timespec
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
+	if s, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino, st.dev, st.ctime = s.Ino, uint64(s.Dev), s.Ctim
+	}
+	return st
+}
+
+// errKeyFileMissing means the key file does not exist.
+var errKeyFileMissing = errors.New("key file does not exist")
+
+// readKey reads and checks the private key file: a regular file that neither its group
+// nor others may access, holding one base64 key (surrounding white space ignored). The
+// messages never contain the key or a part of it.
+func readKey(path string) (wgtypes.Key, fileStamp, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return wgtypes.Key{}, fileStamp{}, errKeyFileMissing
+	}
+	if err != nil {
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("could not read key file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("key file %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("key file %s has mode %04o: its group or others may read or change the private key; "+
+			"make it readable by its owner only (chmod 0400 %s) and restart flanneld, or replace the key if it may have leaked", path, perm, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("could not read key file: %w", err)
+	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		// wgtypes says only where the base64 breaks or the length, never the content
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("could not parse private key from file %s: %w", path, err)
+	}
+	if k == (wgtypes.Key{}) {
+		return wgtypes.Key{}, fileStamp{}, fmt.Errorf("could not parse private key from file %s: the key is all zeros", path)
+	}
+	return k, stampOf(fi), nil
+}
+
+// loadOrCreateKey reads the private key file, or, when it does not exist, generates a
+// key and writes it there with mode 0400 (the directory made 0755 when missing). The
+// file is complete when it appears: it is written under another name and linked into
+// place, so a concurrent reader never sees half a key and an existing file is never
+// replaced.
+func loadOrCreateKey(path string) (key wgtypes.Key, st fileStamp, created bool, err error) {
+	key, st, err = readKey(path)
+	if !errors.Is(err, errKeyFileMissing) {
+		return key, st, false, err
+	}
+	key, err = wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return wgtypes.Key{}, fileStamp{}, false, fmt.Errorf("could not generate private key: %w", err)
+	}
+	if err := writeNewKeyFile(path, key); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// someone wrote one meanwhile: theirs counts
+			key, st, err = readKey(path)
+			return key, st, false, err
+		}
+		return wgtypes.Key{}, fileStamp{}, false, fmt.Errorf("could not write key file: %w", err)
+	}
+	key, st, err = readKey(path)
+	return key, st, err == nil, err
+}
+
+// writeNewKeyFile writes the key (base64, no newline, as upstream) to path, which must
+// not exist (os.ErrExist otherwise).
+func writeNewKeyFile(path string, key wgtypes.Key) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*") // mode 0600
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.WriteString(key.String())
+	if err == nil {
+		err = f.Chmod(keyFileMode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Link(tmp, path)
+}

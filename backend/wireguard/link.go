@@ -1,0 +1,220 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+)
+
+// blackholeMetric is the metric of the blackhole route the backend keeps for each
+// flannel network beneath the network's route through the device: while the device is
+// absent (a userspace device during a restart, any device deleted by hand) pod traffic
+// to other nodes is dropped instead of leaving unencrypted by the default route.
+const blackholeMetric = 1000000
+
+// v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
+const v6DefaultMetric = 1024
+
+// linkCounts says what healLink changed.
+type linkCounts struct {
+	device        int // MTU or up flag restored
+	addrAdded     int
+	addrRemoved   int
+	routesAdded   int
+	routesRemoved int
+}
+
+// healLink makes the device's link carry what it must: the MTU, the up flag, exactly
+// the own addresses inside the flannel networks, the route of each network through the
+// device and no other route (routes the kernel made excepted), and the network's
+// blackhole route beneath. The device must exist.
+func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
+	var n linkCounts
+	link, err := h.LinkByName(d.name)
+	if err != nil {
+		return n, fmt.Errorf("look up %s: %w", d.name, err)
+	}
+	var errs []error
+	if link.Attrs().MTU != mtu {
+		n.device++
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			errs = append(errs, fmt.Errorf("set MTU %d on %s: %w", mtu, d.name, err))
+		}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		n.device++
+		if err := h.LinkSetUp(link); err != nil {
+			errs = append(errs, fmt.Errorf("set %s up: %w", d.name, err))
+		}
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		nets := familyPrefixes(d.networks, fam == unix.AF_INET6)
+		if len(nets) == 0 {
+			continue
+		}
+		if err := healAddrs(h, link, d, fam, nets, &n); err != nil {
+			errs = append(errs, err)
+		}
+		if err := healRoutes(h, link, d, fam, nets, &n); err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range nets {
+			if err := ensureBlackhole(h, fam, p, &n); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func familyPrefixes(ps []netip.Prefix, v6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is6() == v6 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func inAny(nets []netip.Prefix, a netip.Addr) bool {
+	for _, p := range nets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func healAddrs(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip.Prefix, n *linkCounts) error {
+	addrs, err := h.AddrList(link, fam)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", d.name, err)
+	}
+	want := familyPrefixes(d.addrs, fam == unix.AF_INET6)
+	found := make([]bool, len(want))
+	var errs []error
+	for i := range addrs {
+		p, ok := netlinkx.Prefix(addrs[i].IPNet)
+		if !ok || !inAny(nets, p.Addr()) {
+			continue // not ours: link-local addresses, anything outside the networks
+		}
+		keep := false
+		for j, w := range want {
+			if p == w {
+				found[j], keep = true, true
+			}
+		}
+		if keep {
+			continue
+		}
+		n.addrRemoved++
+		if err := h.AddrDel(link, &addrs[i]); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete address %s from %s: %w", p, d.name, err))
+		}
+	}
+	for j, w := range want {
+		if found[j] {
+			continue
+		}
+		n.addrAdded++
+		a := &netlink.Addr{IPNet: netlinkx.IPNet(w)}
+		if fam == unix.AF_INET6 {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil && !netlinkx.IsExist(err) {
+			errs = append(errs, fmt.Errorf("add address %s to %s: %w", w, d.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isNetworkRoute reports whether r is the route of a network through the device as
+// healRoutes writes it.
+func isNetworkRoute(r *netlink.Route, dst netip.Prefix, v6 bool) bool {
+	if r.Gw != nil || r.Type != unix.RTN_UNICAST || len(r.MultiPath) != 0 {
+		return false
+	}
+	if v6 {
+		return r.Priority == v6DefaultMetric || r.Priority == 0
+	}
+	return r.Scope == netlink.SCOPE_LINK && r.Priority == 0
+}
+
+func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip.Prefix, n *linkCounts) error {
+	idx := link.Attrs().Index
+	v6 := fam == unix.AF_INET6
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", d.name, err)
+	}
+	have := make([]bool, len(nets))
+	var errs []error
+	for i := range routes {
+		r := &routes[i]
+		if r.Protocol == unix.RTPROT_KERNEL || r.LinkIndex != idx {
+			continue
+		}
+		dst, ok := netlinkx.Prefix(r.Dst)
+		if ok && dst.Addr().IsLinkLocalUnicast() {
+			continue // fe80::/64, the kernel's own
+		}
+		wanted := false
+		for j, p := range nets {
+			if ok && !have[j] && dst.Masked() == p && isNetworkRoute(r, p, v6) {
+				have[j], wanted = true, true
+				break
+			}
+		}
+		if wanted {
+			continue
+		}
+		n.routesRemoved++
+		klog.InfoS("Removing a route on the WireGuard device that no lease explains", "device", d.name, "dst", r.Dst, "gateway", r.Gw)
+		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete route %v dev %s: %w", r.Dst, d.name, err))
+		}
+	}
+	for j, p := range nets {
+		if have[j] {
+			continue
+		}
+		n.routesAdded++
+		r := &netlink.Route{LinkIndex: idx, Dst: netlinkx.IPNet(p), Table: unix.RT_TABLE_MAIN}
+		if !v6 {
+			r.Scope = netlink.SCOPE_LINK
+		}
+		if err := h.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("add route %s dev %s: %w", p, d.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureBlackhole adds "blackhole <network> metric 1000000" unless it exists.
+func ensureBlackhole(h nlHandle, fam int, p netip.Prefix, n *linkCounts) error {
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Dst: netlinkx.IPNet(p), Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes to %s: %w", p, err)
+	}
+	for _, r := range routes {
+		if r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric {
+			return nil
+		}
+	}
+	n.routesAdded++
+	err = h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(p), Type: unix.RTN_BLACKHOLE, Priority: blackholeMetric, Table: unix.RT_TABLE_MAIN})
+	if err != nil && !netlinkx.IsExist(err) {
+		return fmt.Errorf("add blackhole route %s metric %d: %w", p, blackholeMetric, err)
+	}
+	return nil
+}

@@ -1,0 +1,620 @@
+// Package wireguard is flannel's wireguard backend: pod traffic between nodes is
+// encrypted by WireGuard devices, flannel-wg (IPv4) and flannel-wg-v6 (IPv6) in upstream's
+// default Mode separate, or one flannel-wg for both in Modes auto, ipv4 and ipv6. Leases
+// carry BackendType "wireguard" and, per family, {"PublicKey":"<base64>","Port":<port>},
+// byte for byte as upstream's, so our nodes and upstream's are peers of each other.
+//
+// Each device gets MTU - 80, the lease's network address (/32, /128) and the route of
+// the flannel network; a blackhole route for the network beneath it (metric 1000000)
+// keeps pod traffic from leaving unencrypted by the default route while the device is
+// absent. Every peer lease becomes a WireGuard peer whose AllowedIPs are its subnets and
+// whose endpoint is its public address and advertised port.
+//
+// Two implementations, decided at Prepare and logged: the kernel's WireGuard (link type
+// wireguard, configured over generic netlink with wgctrl) where the kernel has it, else
+// (or with Implementation userspace) golang.zx2c4.com/wireguard's device inside flanneld
+// on a TUN device with the offloads of pkg/tunx, configured in process with the
+// configuration protocol's text and serving the standard UAPI socket for wg(8). One
+// reconciler drives both through wgctrl's types: desired state from the leases
+// (desired.go), actual state read from the device, the smallest change applied (diff.go);
+// peers are added, updated and removed one by one, never replaced wholesale. A kernel
+// device survives a restart and is adopted with its peers and sessions; a userspace
+// device ends with the daemon.
+//
+// WireGuard raises no netlink notification when a peer changes, so Watch polls each
+// device (pollInterval) and asks for a round when it drifted; it also watches the key
+// file, and a new key is put on the devices and advertised in the lease.
+package wireguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/kernelwatch"
+	"github.com/flannel-go/flannel/pkg/netlinkx"
+	"github.com/flannel-go/flannel/pkg/observe"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// BackendType is the lease BackendType and config Backend.Type of this backend.
+const BackendType = "wireguard"
+
+// pollInterval is how often Watch reads the devices and the key file.
+const pollInterval = time.Second
+
+// Options are what the backend needs beside the network config.
+type Options struct {
+	// KeyFile is the private key file (KeyFile(subnetFile, os.LookupEnv)).
+	KeyFile string
+}
+
+// Backend is the wireguard backend; after Start it is also the running backend.Network.
+// Its methods may be called from several goroutines; they serialise on one mutex.
+type Backend struct {
+	h       nlHandle
+	ext     *backend.ExternalInterface
+	keyFile string
+	// newKernel opens the kernel's WireGuard configuration interface (wgctrl.New);
+	// newUserspace gives the userspace implementation whose devices end with ctx.
+	newKernel    func() (wgClient, error)
+	newUserspace func(ctx context.Context) implementation
+	poll         time.Duration // Watch's period
+
+	// described is what Describe says, set once the implementation is decided; devList
+	// the devices, fixed by Prepare: readiness reads both without the mutex, which a
+	// round holds while it waits on the kernel.
+	described atomic.Pointer[string]
+	devList   atomic.Pointer[[]wgDev]
+
+	mu       sync.Mutex
+	node     nodeInfo
+	key      wgtypes.Key
+	stamp    fileStamp // of the key file the key was read from
+	keyErr   string    // the key file problem last logged
+	impl     implementation
+	devs     map[string]wgDev
+	names    []string // device names, in devices() order
+	prepared bool
+	started  bool
+	last     []devWant                                 // the last round's desired state (the poll compares against it)
+	sent     map[string]map[wgtypes.Key]netip.AddrPort // endpoints written, per device and peer
+	// logged holds the peer problems already logged, so each is logged once while it
+	// persists; seen is this round's.
+	logged, seen map[string]struct{}
+	obs          observe.Observer
+}
+
+var (
+	_ backend.Backend   = (*Backend)(nil)
+	_ backend.Network   = (*Backend)(nil)
+	_ backend.Watcher   = (*Backend)(nil)
+	_ backend.Describer = (*Backend)(nil)
+	_ observe.Setter    = (*Backend)(nil)
+)
+
+// Constructor returns the backend.Constructor: it parses the config and opens a
+// netlink handle on the current network namespace; it changes nothing in the kernel.
+func Constructor(o Options) backend.Constructor {
+	return func(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("wireguard: open netlink handle: %w", err)
+		}
+		b, err := newBackend(h, o, ext, cfg)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		return b, nil
+	}
+}
+
+func newBackend(h nlHandle, o Options, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
+	if cfg == nil {
+		return nil, errors.New("nil network config")
+	}
+	if ext == nil || ext.Iface == nil {
+		return nil, errors.New("no external interface")
+	}
+	if o.KeyFile == "" {
+		return nil, errors.New("no private key file configured")
+	}
+	c, unknown, err := parseConfig(cfg.Backend, ext.Iface.MTU, cfg.EnableIPv4, cfg.EnableIPv6)
+	if err != nil {
+		return nil, err
+	}
+	if len(unknown) > 0 {
+		klog.InfoS("Ignoring unknown keys of the wireguard backend config", "keys", unknown, "known", configKeys[1:])
+	}
+	switch {
+	case !cfg.EnableIPv4 && !cfg.EnableIPv6:
+		return nil, errors.New("the network config enables no address family")
+	case cfg.EnableIPv4 && (!ext.ExtAddr.IsValid() || !ext.ExtAddr.Is4()):
+		return nil, errors.New("no IPv4 public address for the IPv4 network")
+	case cfg.EnableIPv6 && !ext.ExtV6Addr.IsValid():
+		return nil, errors.New("no IPv6 public address for the IPv6 network")
+	case c.Mode == IPv4 && !cfg.EnableIPv4 && !ext.ExtAddr.IsValid():
+		return nil, errors.New("Mode ipv4 needs an IPv4 public address")
+	case c.Mode == IPv6 && !ext.ExtV6Addr.IsValid():
+		return nil, errors.New("Mode ipv6 needs an IPv6 public address")
+	}
+	klog.InfoS("WireGuard config", "ListenPort", c.ListenPort, "ListenPortV6", c.ListenPortV6, "MTU", c.MTU,
+		"PSK", c.PSK != nil, "PersistentKeepaliveInterval", c.PersistentKeepaliveInterval, "Mode", c.Mode,
+		"Implementation", c.Implementation, "keyFile", o.KeyFile)
+	b := &Backend{
+		h: h, ext: ext, keyFile: o.KeyFile,
+		newKernel:    func() (wgClient, error) { return wgctrl.New() },
+		newUserspace: func(ctx context.Context) implementation { return &userspaceImpl{h: h, ctx: ctx} },
+		poll:         pollInterval,
+		node: nodeInfo{cfg: c, v4: cfg.EnableIPv4, v6: cfg.EnableIPv6, network: cfg.Network, network6: cfg.IPv6Network,
+			own: &subnet.Lease{}, extAddr: ext.ExtAddr, extV6Addr: ext.ExtV6Addr},
+		sent:   map[string]map[wgtypes.Key]netip.AddrPort{},
+		logged: map[string]struct{}{}, seen: map[string]struct{}{},
+	}
+	for _, d := range b.node.devices() {
+		b.names = append(b.names, d.name)
+	}
+	return b, nil
+}
+
+// Config returns the parsed backend config.
+func (b *Backend) Config() Config { return b.node.cfg }
+
+// SetObserver implements observe.Setter. Peers added, removed and updated are reported
+// as kind peer; device, address and route changes as their kinds.
+func (b *Backend) SetObserver(o observe.Observer) {
+	b.mu.Lock()
+	b.obs = o
+	b.mu.Unlock()
+}
+
+// Prepare reads the private key (generating it on first use), decides the
+// implementation, creates or adopts the devices with the key and listen ports, and
+// returns the attributes to advertise. The userspace devices live until ctx ends.
+func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.prepared {
+		return b.node.attrs(), nil
+	}
+	key, st, created, err := loadOrCreateKey(b.keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: %w", err)
+	}
+	b.key, b.stamp, b.node.pub = key, st, key.PublicKey()
+	if created {
+		klog.InfoS("Generated a WireGuard private key", "keyFile", b.keyFile, "publicKey", b.node.pub)
+	} else {
+		klog.InfoS("Read the WireGuard private key", "keyFile", b.keyFile, "publicKey", b.node.pub)
+	}
+	if err := b.openDevices(ctx); err != nil {
+		return nil, fmt.Errorf("wireguard: %w", err)
+	}
+	list := make([]wgDev, 0, len(b.names))
+	for _, n := range b.names {
+		list = append(list, b.devs[n])
+	}
+	b.devList.Store(&list)
+	desc := b.impl.name() + " WireGuard: " + strings.Join(b.names, ", ")
+	b.described.Store(&desc)
+	b.prepared = true
+	return b.node.attrs(), nil
+}
+
+// openDevices decides the implementation (kernel first unless told userspace; with auto
+// the userspace one where the kernel refuses the link type) and opens every device with
+// it, setting the key and listen port.
+func (b *Backend) openDevices(ctx context.Context) error {
+	devs := b.node.devices()
+	mtu := b.node.cfg.DeviceMTU()
+	var candidates []implementation
+	reason := ""
+	if b.node.cfg.Implementation != ImplUserspace {
+		wg, err := b.newKernel()
+		if err != nil {
+			return fmt.Errorf("open the kernel's WireGuard configuration interface: %w", err)
+		}
+		candidates = append(candidates, &kernelImpl{h: b.h, wg: wg})
+		go func() { <-ctx.Done(); _ = wg.Close() }()
+	} else {
+		reason = "Implementation is userspace"
+	}
+	if b.node.cfg.Implementation != ImplKernel {
+		candidates = append(candidates, b.newUserspace(ctx))
+	}
+	b.devs = map[string]wgDev{}
+	for ci, impl := range candidates {
+		ok := true
+		for i := range devs {
+			d, created, err := impl.open(devs[i].name, mtu, devs[i].port)
+			if err != nil {
+				if errors.Is(err, errNoKernelWireGuard) && ci+1 < len(candidates) {
+					reason = "the kernel has no WireGuard: " + err.Error()
+					ok = false
+					break
+				}
+				if errors.Is(err, errNoKernelWireGuard) {
+					return fmt.Errorf("Implementation is kernel, but %w; load the wireguard module (modprobe wireguard) or set Implementation to auto or userspace", err)
+				}
+				return fmt.Errorf("%s WireGuard device %s: %w", impl.name(), devs[i].name, err)
+			}
+			b.devs[devs[i].name] = d
+			if created {
+				observe.Count(b.obs, observe.Device, observe.Add, 1)
+			} else {
+				klog.InfoS("Adopted the existing WireGuard device with its peers", "device", devs[i].name)
+			}
+			if err := b.setDevice(d, &devs[i]); err != nil {
+				return err
+			}
+		}
+		if ok {
+			b.impl = impl
+			break
+		}
+	}
+	if reason == "" {
+		reason = "the kernel has WireGuard"
+	}
+	klog.InfoS("WireGuard implementation", "implementation", b.impl.name(), "reason", reason, "devices", b.names, "mtu", mtu)
+	observe.Or(b.obs).WireguardImplementation(b.impl.name())
+	return nil
+}
+
+// setDevice writes the private key and listen port when the device holds others.
+func (b *Backend) setDevice(d wgDev, w *devWant) error {
+	have, err := d.get()
+	if err != nil {
+		return fmt.Errorf("read WireGuard device %s: %w", w.name, err)
+	}
+	var cfg wgtypes.Config
+	if have.PrivateKey != b.key {
+		k := b.key
+		cfg.PrivateKey = &k
+	}
+	if have.ListenPort != w.port {
+		p := w.port
+		cfg.ListenPort = &p
+	}
+	if cfg.PrivateKey == nil && cfg.ListenPort == nil {
+		return nil
+	}
+	if err := d.configure(cfg); err != nil {
+		return fmt.Errorf("set the key and listen port %d of %s: %w", w.port, w.name, err)
+	}
+	return nil
+}
+
+// Start configures the devices' links for the lease (addresses, network routes,
+// blackhole routes) and returns the running network. Peers come with Reconcile.
+func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case !b.prepared:
+		return nil, errors.New("wireguard: Start called before Prepare")
+	case b.started:
+		return nil, errors.New("wireguard: already started")
+	case lease == nil:
+		return nil, errors.New("wireguard: no lease")
+	}
+	if _, ok := lease.FamilySubnet(false); b.node.v4 && !ok {
+		return nil, errors.New("wireguard: the lease has no IPv4 subnet")
+	}
+	if _, ok := lease.FamilySubnet(true); b.node.v6 && !ok {
+		return nil, errors.New("wireguard: the lease has no IPv6 subnet")
+	}
+	own := *lease
+	b.node.own = &own
+	for _, d := range b.node.devices() {
+		n, err := healLink(b.h, &d, b.node.cfg.DeviceMTU())
+		b.reportLink(n)
+		if err != nil {
+			return nil, fmt.Errorf("wireguard: %w", err)
+		}
+	}
+	b.started = true
+	klog.InfoS("wireguard backend started", "implementation", b.impl.name(), "devices", b.names,
+		"mtu", b.node.cfg.DeviceMTU(), "publicKey", b.node.pub)
+	return b, nil
+}
+
+// MTU is the underlay MTU minus 80.
+func (b *Backend) MTU() int { return b.node.cfg.DeviceMTU() }
+
+// Devices names the WireGuard devices.
+func (b *Backend) Devices() []string { return append([]string(nil), b.names...) }
+
+// RemoveDevices implements backend.Network through the backend's netlink handle.
+func (b *Backend) RemoveDevices(names []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return netlinkx.DeleteLinks(b.h, names)
+}
+
+// WatchFilter selects the devices (with their addresses and routes), the external
+// interface and the main-table routes inside the flannel networks (the blackholes).
+func (b *Backend) WatchFilter() kernelwatch.Filter {
+	f := kernelwatch.Filter{Devices: b.Devices(), Links: []string{b.ext.Iface.Name}}
+	for _, d := range b.node.devices() {
+		f.Networks = append(f.Networks, d.networks...)
+	}
+	return f
+}
+
+// Describe says which WireGuard runs the devices, for the verbose readiness output.
+func (b *Backend) Describe() string {
+	if d := b.described.Load(); d != nil {
+		return *d
+	}
+	return "no devices yet"
+}
+
+// Health fails while a device has stopped (a userspace device whose TUN went away),
+// until Reconcile restarts it.
+func (b *Backend) Health() error {
+	list := b.devList.Load()
+	if list == nil {
+		return nil
+	}
+	var errs []error
+	for _, d := range *list {
+		errs = append(errs, d.health())
+	}
+	return errors.Join(errs...)
+}
+
+// settings are the device-wide WireGuard settings. Called with mu held.
+func (b *Backend) settings() wgSettings {
+	return wgSettings{key: b.key, psk: b.node.cfg.PSK, keepalive: b.node.cfg.PersistentKeepaliveInterval}
+}
+
+// Reconcile converges every device to the peer leases: the device restarted or
+// recreated when it vanished, its link healed, then its WireGuard state read and the
+// difference applied. A peer the device refuses is skipped (logged) without holding up
+// the others.
+func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started {
+		return errors.New("wireguard: Reconcile called before Start")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	devs, probs := b.node.desired(peers)
+	b.logProblems(probs)
+	var errs []error
+	for i := range devs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := b.reconcileDevice(&devs[i]); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: %w", err))
+		}
+	}
+	b.last = devs
+	return errors.Join(errs...)
+}
+
+func (b *Backend) reconcileDevice(w *devWant) error {
+	d := b.devs[w.name]
+	recreated, err := d.ensure()
+	if err != nil {
+		return fmt.Errorf("WireGuard device %s: %w", w.name, err)
+	}
+	if recreated {
+		observe.Count(b.obs, observe.Device, observe.Repair, 1)
+		delete(b.sent, w.name)
+	}
+	n, linkErr := healLink(b.h, w, b.node.cfg.DeviceMTU())
+	b.reportLink(n)
+	have, err := d.get()
+	if err != nil {
+		return errors.Join(linkErr, fmt.Errorf("read WireGuard device %s: %w", w.name, err))
+	}
+	sent := b.sent[w.name]
+	cfg, counts := diffDevice(w, b.settings(), have, sent)
+	var failed map[wgtypes.Key]error
+	if counts.total() > 0 {
+		failed = b.apply(d, w.name, cfg)
+	}
+	b.sent[w.name] = endpointsSent(w, have, cfg, failed, sent)
+	b.reportPeers(counts)
+	if counts.total() > 0 {
+		klog.V(2).InfoS("WireGuard peers changed", "device", w.name, "added", counts.added, "removed", counts.removed,
+			"updated", counts.updated, "failed", len(failed))
+	}
+	var errs []error
+	for k, err := range failed {
+		if k == (wgtypes.Key{}) {
+			errs = append(errs, fmt.Errorf("configure %s: %w", w.name, err))
+		}
+	}
+	return errors.Join(append(errs, linkErr)...)
+}
+
+// apply writes cfg in one call; when the device refuses it, the device settings and
+// then each peer are written alone, so one peer the device refuses does not hold up the
+// others. It returns the failures by peer key (the zero key: the device settings).
+func (b *Backend) apply(d wgDev, name string, cfg wgtypes.Config) map[wgtypes.Key]error {
+	err := d.configure(cfg)
+	if err == nil || len(cfg.Peers) == 0 {
+		if err != nil {
+			return map[wgtypes.Key]error{{}: err}
+		}
+		return nil
+	}
+	failed := map[wgtypes.Key]error{}
+	if cfg.PrivateKey != nil || cfg.ListenPort != nil {
+		if err := d.configure(wgtypes.Config{PrivateKey: cfg.PrivateKey, ListenPort: cfg.ListenPort}); err != nil {
+			failed[wgtypes.Key{}] = err
+		}
+	}
+	for _, p := range cfg.Peers {
+		if err := d.configure(wgtypes.Config{Peers: []wgtypes.PeerConfig{p}}); err != nil {
+			failed[p.PublicKey] = err
+			klog.ErrorS(err, "The WireGuard device refused a peer; skipping it", "device", name, "peer", p.PublicKey)
+		}
+	}
+	return failed
+}
+
+// endpointsSent is the record of endpoints written after a round: for each wanted peer,
+// the endpoint the round wrote, or the one the device already had when it equals the
+// lease's; otherwise (the peer roamed) the earlier record. Peers no longer wanted drop
+// out.
+func endpointsSent(w *devWant, have *wgtypes.Device, cfg wgtypes.Config, failed map[wgtypes.Key]error, prev map[wgtypes.Key]netip.AddrPort) map[wgtypes.Key]netip.AddrPort {
+	out := make(map[wgtypes.Key]netip.AddrPort, len(w.peers))
+	wrote := make(map[wgtypes.Key]bool, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		if p.Endpoint != nil {
+			if _, bad := failed[p.PublicKey]; !bad {
+				wrote[p.PublicKey] = true
+			}
+		}
+	}
+	cur := make(map[wgtypes.Key]netip.AddrPort, len(have.Peers))
+	for i := range have.Peers {
+		if ap, ok := addrPort(have.Peers[i].Endpoint); ok {
+			cur[have.Peers[i].PublicKey] = ap
+		}
+	}
+	for _, p := range w.peers {
+		switch {
+		case wrote[p.key] || cur[p.key] == p.endpoint:
+			out[p.key] = p.endpoint
+		default:
+			if ep, ok := prev[p.key]; ok {
+				out[p.key] = ep
+			}
+		}
+	}
+	return out
+}
+
+// Watch polls, every pollInterval (a second) until ctx ends, what no notification reports: the
+// key file (a new key is taken, put on the devices by the round kick asks for, and
+// advertised), and each device's WireGuard state against the last round's desired
+// state (a peer removed or changed with wg(8), a userspace device that stopped).
+func (b *Backend) Watch(ctx context.Context, kick func(), advertise func(subnet.LeaseAttrs)) {
+	t := time.NewTicker(b.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if attrs, ok := b.checkKeyFile(); ok {
+			advertise(attrs)
+			kick()
+			continue
+		}
+		if b.drifted() {
+			kick()
+		}
+	}
+}
+
+// checkKeyFile reads the key file when it changed; ok says the key did, with the
+// attributes to advertise now. A file that cannot be used is logged (once per problem)
+// and the current key is kept.
+func (b *Backend) checkKeyFile() (subnet.LeaseAttrs, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started {
+		return subnet.LeaseAttrs{}, false
+	}
+	if fi, err := os.Stat(b.keyFile); err == nil && stampOf(fi) == b.stamp {
+		return subnet.LeaseAttrs{}, false // unchanged: not read again
+	}
+	key, st, err := readKey(b.keyFile)
+	if err != nil {
+		msg := err.Error()
+		if errors.Is(err, errKeyFileMissing) {
+			msg = "the key file was removed; keeping the current key (a restart generates a new one)"
+		}
+		if msg != b.keyErr {
+			b.keyErr = msg
+			klog.ErrorS(nil, "Cannot use the WireGuard key file; keeping the current key", "keyFile", b.keyFile, "reason", msg)
+		}
+		return subnet.LeaseAttrs{}, false
+	}
+	b.keyErr = ""
+	if st == b.stamp || key == b.key {
+		b.stamp = st
+		return subnet.LeaseAttrs{}, false
+	}
+	old := b.node.pub
+	b.key, b.stamp, b.node.pub = key, st, key.PublicKey()
+	klog.InfoS("The WireGuard private key changed; putting it on the devices and advertising the new public key",
+		"keyFile", b.keyFile, "oldPublicKey", old, "publicKey", b.node.pub)
+	return *b.node.attrs(), true
+}
+
+// drifted reports whether a device's WireGuard state differs from the last round's
+// desired state, or a device has stopped.
+func (b *Backend) drifted() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started || b.last == nil {
+		return false
+	}
+	s := b.settings()
+	for i := range b.last {
+		d := b.devs[b.last[i].name]
+		if d.health() != nil || d.drifted(&b.last[i], s) {
+			return true
+		}
+	}
+	return false
+}
+
+// logProblems logs each peer problem not logged in the previous round.
+func (b *Backend) logProblems(probs []problem) {
+	clear(b.seen)
+	for _, p := range probs {
+		k := p.Peer + "\x00" + p.Reason
+		if _, dup := b.seen[k]; dup {
+			continue
+		}
+		b.seen[k] = struct{}{}
+		if _, old := b.logged[k]; !old {
+			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
+		}
+	}
+	b.logged, b.seen = b.seen, b.logged
+}
+
+func (b *Backend) reportLink(n linkCounts) {
+	observe.Count(b.obs, observe.Device, observe.Repair, n.device)
+	observe.Count(b.obs, observe.Address, observe.Add, n.addrAdded)
+	observe.Count(b.obs, observe.Address, observe.Remove, n.addrRemoved)
+	observe.Count(b.obs, observe.Route, observe.Add, n.routesAdded)
+	observe.Count(b.obs, observe.Route, observe.Remove, n.routesRemoved)
+}
+
+func (b *Backend) reportPeers(c peerCounts) {
+	observe.Count(b.obs, observe.Peer, observe.Add, c.added)
+	observe.Count(b.obs, observe.Peer, observe.Remove, c.removed)
+	observe.Count(b.obs, observe.Peer, observe.Repair, c.updated)
+	observe.Count(b.obs, observe.Device, observe.Repair, c.device)
+}
