@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -73,9 +74,36 @@ func (l *Lab) FlanneldCommand(i int, extraArgs ...string) []string {
 }
 
 func (l *Lab) flanneldCommand(i int, bin string, extraArgs ...string) []string {
-	cmd := []string{"ip", "netns", "exec", l.NodeNS(i), bin}
+	cmd := []string{"ip", "netns", "exec", l.NodeNS(i)}
+	if l.opts.OwnWireguardDir {
+		cmd = append(cmd, withWireguardDir(l.WireguardDir(i))...)
+	}
+	cmd = append(cmd, bin)
 	cmd = append(cmd, l.FlanneldArgs(i)...)
 	return append(cmd, extraArgs...)
+}
+
+// withWireguardDir is the prefix of a command, run by "ip netns exec" (which gives it a
+// mount namespace of its own whose mounts do not propagate back), that bind-mounts dir
+// on /run/wireguard and then executes the rest of the command line in the same process.
+// /run/wireguard is created when missing (an empty directory, the mount point).
+func withWireguardDir(dir string) []string {
+	const script = `mkdir -p /run/wireguard "$0" && mount --bind "$0" /run/wireguard && exec "$@"`
+	return []string{"sh", "-c", script, dir}
+}
+
+// WireguardDir is node i's /run/wireguard with Options.OwnWireguardDir: the UAPI sockets
+// of its userspace WireGuard devices (<device>.sock) are there.
+func (l *Lab) WireguardDir(i int) string { return filepath.Join(l.NodeDir(i), "wireguard") }
+
+// WG runs wg(8) with args in node i's network namespace and with its /run/wireguard
+// (Options.OwnWireguardDir), and returns its output.
+func (l *Lab) WG(i int, args ...string) (string, error) {
+	if !l.opts.OwnWireguardDir {
+		return "", errors.New("lab: WG needs Options.OwnWireguardDir")
+	}
+	cmd := append(withWireguardDir(l.WireguardDir(i)), append([]string{"wg"}, args...)...)
+	return nsExec(context.Background(), l.NodeNS(i), cmd...)
 }
 
 // SubnetEnvPath is node i's subnet file.

@@ -93,6 +93,12 @@ type Options struct {
 	// IPv6 adds an IPv6 underlay beside the IPv4 one (see the package comment): on br0
 	// (2001:db8::/64) and, for SecondSegment nodes, on br1 (2001:db8:0:1::/64).
 	IPv6 bool
+	// OwnWireguardDir runs each node's flanneld with a /run/wireguard of its own (a bind
+	// mount of WireguardDir(i), made in the mount namespace "ip netns exec" gives the
+	// process, so nothing changes outside it), where a userspace WireGuard device puts
+	// its UAPI socket: nodes never see each other's sockets, and WG runs wg(8) against
+	// a node's devices.
+	OwnWireguardDir bool
 	// NoEtcd skips starting etcd (for tests of the topology alone).
 	NoEtcd bool
 	// Logf, when set, receives progress messages.
