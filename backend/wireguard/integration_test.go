@@ -143,6 +143,8 @@ func (f *fakeWG) ConfigureDevice(name string, cfg wgtypes.Config) error {
 			d.Peers = append(d.Peers, wgtypes.Peer{PublicKey: pc.PublicKey})
 			i = len(d.Peers) - 1
 			f.ops = append(f.ops, "add "+pc.PublicKey.String())
+		case pc.PersistentKeepaliveInterval != nil && pc.Endpoint == nil && pc.PresharedKey == nil && !pc.ReplaceAllowedIPs && len(pc.AllowedIPs) == 0:
+			f.ops = append(f.ops, fmt.Sprintf("keepalive %s %v", pc.PublicKey, *pc.PersistentKeepaliveInterval))
 		default:
 			f.ops = append(f.ops, "update "+pc.PublicKey.String())
 		}
@@ -387,8 +389,9 @@ func peerEqual(a, b wgtypes.Peer) bool {
 		a.PersistentKeepaliveInterval == b.PersistentKeepaliveInterval && fmt.Sprint(a.AllowedIPs) == fmt.Sprint(b.AllowedIPs)
 }
 
-// Peers converge one by one: a lease added adds its peer, a lease gone removes its
-// peer, the others are not touched, and the peer list is never replaced.
+// Peers converge one by one: a lease added adds its peer (and starts a handshake with
+// it), a lease gone removes its peer, the others are not touched, and the peer list is
+// never replaced.
 func TestReconcileChangesPeersOneByOne(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard"}`)
 	ctx, stop := context.WithCancel(context.Background())
@@ -404,10 +407,12 @@ func TestReconcileChangesPeersOneByOne(t *testing.T) {
 	}
 	ops := r.wg.takeOps()
 	slices.Sort(ops)
-	want := []string{"add " + k4.String(), "add " + k4.String(), "remove " + k3.String(), "remove " + k3.String()}
+	// per device: k4 added, its handshake started (keepalive on and off), k3 removed
+	want := []string{"add " + k4.String(), "add " + k4.String(), "remove " + k3.String(), "remove " + k3.String(),
+		"keepalive " + k4.String() + " 1s", "keepalive " + k4.String() + " 1s", "keepalive " + k4.String() + " 0s", "keepalive " + k4.String() + " 0s"}
 	slices.Sort(want)
 	if !slices.Equal(ops, want) {
-		t.Errorf("operations %q, want %q (one per device)", ops, want)
+		t.Errorf("operations %q, want %q", ops, want)
 	}
 	// k4's lease is the second one now: same subnets as k3's were, so AllowedIPs moved
 	for _, p := range r.peers("flannel-wg") {

@@ -437,6 +437,9 @@ func (b *Backend) reconcileDevice(w *devWant) error {
 		failed = b.apply(d, w.name, cfg)
 	}
 	b.sent[w.name] = endpointsSent(w, have, cfg, failed, sent)
+	if err := b.startHandshakes(d, cfg, failed); err != nil {
+		klog.ErrorS(err, "Could not start handshakes with new peers; they start with the first packet", "device", w.name)
+	}
 	b.reportPeers(counts)
 	if counts.total() > 0 {
 		klog.V(2).InfoS("WireGuard peers changed", "device", w.name, "added", counts.added, "removed", counts.removed,
@@ -475,6 +478,33 @@ func (b *Backend) apply(d wgDev, name string, cfg wgtypes.Config) map[wgtypes.Ke
 		}
 	}
 	return failed
+}
+
+// startHandshakes makes the device start a handshake with every peer the round added,
+// instead of waiting for a packet to that peer. This matters after a device was made
+// anew (a userspace device after a restart, any device deleted by hand): a peer that
+// still holds a session with the device's previous instance keeps sending with it,
+// unanswered, until its own rekey timers give up on it (about 15 s), unless this side
+// offers a new session first. WireGuard sends a keepalive, and so starts a handshake,
+// when a peer's persistent keepalive is turned on; with the config's keepalive off it is
+// turned on (1 s) and at once off again.
+func (b *Backend) startHandshakes(d wgDev, cfg wgtypes.Config, failed map[wgtypes.Key]error) error {
+	if b.node.cfg.PersistentKeepaliveInterval != 0 {
+		return nil // turned on at the peer's creation already
+	}
+	on, off := time.Second, time.Duration(0)
+	var set, reset []wgtypes.PeerConfig
+	for _, p := range cfg.Peers {
+		if _, bad := failed[p.PublicKey]; p.Remove || p.UpdateOnly || bad {
+			continue
+		}
+		set = append(set, wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &on})
+		reset = append(reset, wgtypes.PeerConfig{PublicKey: p.PublicKey, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return errors.Join(d.configure(wgtypes.Config{Peers: set}), d.configure(wgtypes.Config{Peers: reset}))
 }
 
 // endpointsSent is the record of endpoints written after a round: for each wanted peer,
