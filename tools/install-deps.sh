@@ -19,6 +19,8 @@ pkgs=(
   tcpdump:tcpdump
   iperf3:iperf3
   ethtool:ethtool
+  # the wireguard backend's tests: wg(8) reads and changes the devices, computes keys
+  wireguard-tools:wg
   curl:curl
   ca-certificates:update-ca-certificates
   git:git
