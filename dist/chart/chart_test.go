@@ -307,7 +307,8 @@ func TestChartValues(t *testing.T) {
 					paths[m["name"].(string)] = hp["path"]
 				}
 			}
-			jsonEqual(t, "hostPaths", paths, `{"run":"/run/flannel","cni-plugin":"/usr/libexec/cni","cni":"/var/lib/cni/conf","xtables-lock":"/run/xtables.lock"}`)
+			jsonEqual(t, "hostPaths", paths, `{"run":"/run/flannel","cni-plugin":"/usr/libexec/cni","cni":"/var/lib/cni/conf","xtables-lock":"/run/xtables.lock",`+
+				`"tun":"/dev/net/tun","wireguard":"/var/run/wireguard"}`)
 		}},
 		{"skip CNI config", []string{"flannel.skipCNIConfigInstallation=true"}, nil, func(t *testing.T, objs []*unstructured.Unstructured) {
 			if container(t, objs, "install-cni") != nil || container(t, objs, "install-cni-plugin") == nil {
