@@ -2,7 +2,9 @@
 // target: within 1 s) after someone deletes or changes it, per backend and fault kind.
 // Each backend gets a two-node lab; the faults are injected on node 1 through a netlink
 // handle inside its namespace, and the state is read back through the same handle every
-// 2 ms until it is whole again. A figure runs from the start of the fault (a device
+// 2 ms until it is whole again. wireguard's devices are userspace ones (the lab's kernel
+// may lack the module); a peer is removed and read back as wg(8) does, over the device's
+// UAPI socket (the lab gives each node its own /run/wireguard). A figure runs from the start of the fault (a device
 // deletion returns only after the kernel's clean-up, by when flanneld may have
 // recreated the device) and includes at most ~2 ms of observation delay.
 // Each fault is injected -runs times (median reported); a pause separates the fault kinds
@@ -17,6 +19,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +34,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
@@ -54,6 +58,9 @@ type scene struct {
 	stale   netip.Prefix
 	network netip.Prefix
 	deleted int // index of the device a fault deleted
+	// wireguard: node 1's device's UAPI socket and node 2's public key
+	uapi    string
+	peerKey wgtypes.Key
 }
 
 type faultKind struct {
@@ -68,7 +75,7 @@ func main() {
 	flag.DurationVar(&o.pause, "pause", 11*time.Second, "pause between fault kinds (longer than flanneld's 10 s back-off window; upstream has none and gets no pause)")
 	flag.DurationVar(&o.limit, "limit", 15*time.Second, "a fault not healed after this long is reported as not healed within it, and not injected again (upstream checks host-gw routes every 10 s)")
 	o.Define("after ours, in a lab of its own per backend")
-	only := flag.String("backends", "vxlan,host-gw,udp", "backends to measure, comma-separated")
+	only := flag.String("backends", "vxlan,host-gw,udp,wireguard", "backends to measure, comma-separated")
 	flag.Parse()
 	o.backends = strings.Split(*only, ",")
 	benchkit.Main("benchheal", "bench-heal", func(ctx context.Context) error { return run(ctx, o) })
@@ -134,6 +141,12 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 		cfg, kinds = `{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`, hostgwFaults()
 	case "udp":
 		cfg, kinds = `{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}`, udpFaults()
+	case "wireguard":
+		if d.IsUpstream() {
+			rep.Note("%s, wireguard: not measured (upstream's needs the kernel's WireGuard; ours runs userspace devices here)", d.Name)
+			return nil
+		}
+		cfg, kinds = `{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","Implementation":"userspace"}}`, wireguardFaults()
 	default:
 		return fmt.Errorf("unknown backend %q", be)
 	}
@@ -142,7 +155,7 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 	if d.IsUpstream() {
 		tag, pause = tag+"u", 0
 	}
-	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName(family, tag), Nodes: 2, WorkDir: dir, FlanneldBin: d.Bin})
+	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName(family, tag), Nodes: 2, WorkDir: dir, FlanneldBin: d.Bin, OwnWireguardDir: be == "wireguard"})
 	if err != nil {
 		return err
 	}
@@ -337,6 +350,20 @@ func newScene(l *lab.Lab, be string, envs []map[string]string) (*scene, func(), 
 		}
 	case "udp":
 		s.dev = "flannel0"
+	case "wireguard":
+		s.dev = "flannel-wg"
+		s.uapi = filepath.Join(l.WireguardDir(1), "flannel-wg.sock")
+		raw, err := os.ReadFile(filepath.Join(l.NodeDir(2), "wgkey"))
+		if err == nil {
+			var k wgtypes.Key
+			if k, err = wgtypes.ParseKey(strings.TrimSpace(string(raw))); err == nil {
+				s.peerKey = k.PublicKey()
+			}
+		}
+		if err != nil {
+			done()
+			return nil, nil, fmt.Errorf("node 2's WireGuard key: %w", err)
+		}
 	}
 	return s, done, nil
 }
@@ -564,6 +591,143 @@ func udpFaults() []faultKind {
 			return intact(s)
 		}},
 	}
+}
+
+// uapi runs one operation of WireGuard's configuration protocol on node 1's device's
+// socket, as wg(8) does, and returns the answer's lines (without the errno line).
+func (s *scene) uapiOp(op string) ([]string, error) {
+	c, err := net.DialTimeout("unix", s.uapi, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(op + "\n")); err != nil {
+		return nil, err
+	}
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for !strings.Contains(string(buf), "\n\n") {
+		n, err := c.Read(tmp)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, tmp[:n]...)
+	}
+	lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
+	if last := lines[len(lines)-1]; last != "errno=0" {
+		return nil, fmt.Errorf("uapi: %s", last)
+	}
+	return lines[:len(lines)-1], nil
+}
+
+// wgPeer reports whether node 2 is a peer of node 1's device with node 2's subnet as
+// its only allowed IP.
+func (s *scene) wgPeer() (bool, error) {
+	lines, err := s.uapiOp("get=1\n")
+	if err != nil {
+		return false, err
+	}
+	pub := hex.EncodeToString(s.peerKey[:])
+	in, allowed := false, []string{}
+	for _, l := range lines {
+		k, v, _ := strings.Cut(l, "=")
+		switch {
+		case k == "public_key":
+			in = v == pub
+		case in && k == "allowed_ip":
+			allowed = append(allowed, v)
+		}
+	}
+	if len(allowed) != 1 || allowed[0] != s.peer.String() {
+		return false, fmt.Errorf("node 2's peer allows %v", allowed)
+	}
+	return true, nil
+}
+
+func wireguardFaults() []faultKind {
+	const mtu = 1420
+	intact := func(s *scene) (bool, error) {
+		if ok, err := s.device(mtu); !ok {
+			return false, err
+		}
+		l, err := s.link()
+		if err != nil {
+			return false, err
+		}
+		if ok, err := s.networkRoutes(l.Attrs().Index); !ok {
+			return false, err
+		}
+		return s.wgPeer()
+	}
+	onDevice := func(f func(s *scene, idx int) error) func(s *scene) error {
+		return func(s *scene) error {
+			l, err := s.link()
+			if err != nil {
+				return err
+			}
+			return f(s, l.Attrs().Index)
+		}
+	}
+	return []faultKind{
+		{"peer removed with wg", func(s *scene) error {
+			_, err := s.uapiOp("set=1\npublic_key=" + hex.EncodeToString(s.peerKey[:]) + "\nremove=true\n")
+			return err
+		}, intact},
+		{"network route deleted", onDevice(func(s *scene, idx int) error {
+			return s.h.RouteDel(&netlink.Route{Dst: netlinkx.IPNet(s.network), LinkIndex: idx, Scope: netlink.SCOPE_LINK, Table: unix.RT_TABLE_MAIN})
+		}), intact},
+		{"blackhole route deleted", func(s *scene) error {
+			return s.h.RouteDel(&netlink.Route{Dst: netlinkx.IPNet(s.network), Type: unix.RTN_BLACKHOLE, Priority: 1000000, Table: unix.RT_TABLE_MAIN})
+		}, intact},
+		{"address deleted", onDevice(func(s *scene, idx int) error {
+			l, err := s.link()
+			if err != nil {
+				return err
+			}
+			return s.h.AddrDel(l, &netlink.Addr{IPNet: netlinkx.IPNet(netip.PrefixFrom(s.own.Addr(), 32))})
+		}), intact},
+		{"MTU changed", onDevice(func(s *scene, idx int) error {
+			l, err := s.link()
+			if err != nil {
+				return err
+			}
+			return s.h.LinkSetMTU(l, 1300)
+		}), intact},
+		{"stale route added", onDevice(func(s *scene, idx int) error {
+			return s.h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(s.stale), LinkIndex: idx, Table: unix.RT_TABLE_MAIN})
+		}), func(s *scene) (bool, error) { return s.noRoute(s.stale) }},
+		{"device deleted", (*scene).deleteDevice, func(s *scene) (bool, error) {
+			if ok, err := s.recreated(mtu); !ok {
+				return false, err
+			}
+			return intact(s)
+		}},
+	}
+}
+
+// networkRoutes reports whether the network has its route through the device idx and
+// its blackhole route beneath, and nothing else.
+func (s *scene) networkRoutes(idx int) (bool, error) {
+	rs, err := s.routesTo(s.network)
+	if err != nil {
+		return false, err
+	}
+	dev, hole := false, false
+	for _, r := range rs {
+		switch {
+		case r.Type == unix.RTN_BLACKHOLE && r.Priority == 1000000:
+			hole = true
+		case r.Type == unix.RTN_UNICAST && r.LinkIndex == idx && r.Gw == nil:
+			dev = true
+		default:
+			return false, fmt.Errorf("route %v to %s", r, s.network)
+		}
+	}
+	if !dev || !hole {
+		return false, fmt.Errorf("route through the device %v, blackhole %v", dev, hole)
+	}
+	return true, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,7 +1,8 @@
 // Command benchnet measures flanneld's data plane in the netns lab: TCP throughput
-// (iperf3) and ping round-trip time pod to pod across two nodes for the vxlan, host-gw
-// and udp backends, and node to node over the underlay itself, reported as ratios from
-// one run. Each path gets its own two-node lab, all labs live side by side, and the
+// (iperf3) and ping round-trip time pod to pod across two nodes for the vxlan, host-gw,
+// udp and wireguard (userspace devices) backends, and node to node over the underlay
+// itself, reported as ratios from one run, with flanneld's CPU per Gbit/s and its peak
+// RSS during the transfers. Each path gets its own two-node lab, all labs live side by side, and the
 // measurements are interleaved round by round (underlay, vxlan, host-gw, udp, then
 // again) so that drift of the machine affects all alike. Ratios are taken within a
 // round; the median over the rounds is reported, with every round's figures. With
@@ -63,6 +64,10 @@ const udpCPUGrowth = 0.05
 // the kernel moves the packets, so the ratio would be one of a few clock ticks.
 const idleCPU = 0.05
 
+// wireguardTarget is the goal for the wireguard backend's userspace devices: at least
+// this share of vxlan's throughput, likewise.
+const wireguardTarget = 0.25
+
 // target is one path measured: a daemon's backend pod to pod, or the underlay.
 type target struct {
 	name    string          // "underlay", "vxlan", "vxlan/upstream", "vxlan/A", ...
@@ -81,10 +86,12 @@ type target struct {
 	gbps []float64 // per round
 	rtt  []float64 // ms, per round
 	cpu  []float64 // flanneld CPU seconds per second of transfer, both nodes summed, per round
+	rss  []float64 // MB, the larger flanneld's peak RSS during the transfer, per round
+	idle []float64 // MB, the larger flanneld's RSS before the transfer, per round
 }
 
 // pathNames are the paths benchnet knows, in measuring order.
-var pathNames = []string{"underlay", "vxlan", "host-gw", "udp"}
+var pathNames = []string{"underlay", "vxlan", "host-gw", "udp", "wireguard"}
 
 // newTargets returns the targets named in only, in measuring order: each backend once
 // per daemon and, when b (a -compare build of ours) is set, our daemon's target as A
@@ -106,6 +113,12 @@ func newTargets(only []string, daemons []benchkit.Daemon, b *benchkit.Daemon) ([
 		}
 		for _, d := range daemons {
 			t := &target{name: n, backend: n, daemon: d, config: `{"Network":"10.5.0.0/16","Backend":{"Type":"` + n + `"}}`}
+			if n == "wireguard" {
+				if d.IsUpstream() {
+					continue // upstream's needs the kernel's WireGuard; ours is measured in userspace
+				}
+				t.config = `{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","Implementation":"userspace"}}`
+			}
 			if d.IsUpstream() {
 				t.name += "/" + benchkit.Upstream
 			}
@@ -274,16 +287,21 @@ func run(ctx context.Context, o options) (err error) {
 			fmt.Printf("%s data path (flanneld log, node 1): %s\n", t.name, t.setup)
 		}
 	}
-	if res, ok := rep.Find(benchkit.Ours, "udp", "share of vxlan"); ok {
-		verdict := "met"
-		if met, _ := res.Met(); !met {
-			verdict = "MISSED"
+	of := ""
+	if b != nil {
+		of = " (A)"
+	}
+	for _, c := range []struct {
+		backend string
+		target  float64
+	}{{"udp", udpTarget}, {"wireguard", wireguardTarget}} {
+		if res, ok := rep.Find(benchkit.Ours, c.backend, "share of vxlan"); ok {
+			verdict := "met"
+			if met, _ := res.Met(); !met {
+				verdict = "MISSED"
+			}
+			fmt.Printf("target %s >= %.0f%% of vxlan%s (median of rounds): %s (%s)\n", c.backend, 100*c.target, of, verdict, res.Cell())
 		}
-		of := ""
-		if b != nil {
-			of = " (A)"
-		}
-		fmt.Printf("target udp >= %.0f%% of vxlan%s (median of rounds): %s (%s)\n", 100*udpTarget, of, verdict, res.Cell())
 	}
 	if b != nil {
 		compareReport(os.Stdout, targets, daemons[0], *b)
@@ -373,10 +391,18 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 	if err != nil {
 		return err
 	}
+	idleKB := 0
+	for _, pid := range t.pids {
+		if kb, err := benchkit.StatusKB(pid, "VmRSS"); err == nil {
+			idleKB = max(idleKB, kb)
+		}
+	}
+	peak := sampleRSS(t.pids)
 	start := time.Now()
 	g, err := iperf(ctx, t, o.secs, o.streams)
 	elapsed := time.Since(start)
 	cpu1, cerr := cpuTime(t.pids)
+	rssKB := peak()
 	rec.interrupt(10 * time.Second)
 	if err != nil {
 		return err
@@ -391,14 +417,42 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 	t.gbps = append(t.gbps, g)
 	t.rtt = append(t.rtt, rtt)
 	t.cpu = append(t.cpu, (cpu1-cpu0)/elapsed.Seconds())
+	t.rss = append(t.rss, float64(rssKB)/1024)
+	t.idle = append(t.idle, float64(idleKB)/1024)
 	return nil
+}
+
+// sampleRSS samples the processes' resident memory every 50 ms until the returned
+// function is called, which returns the largest VmRSS seen of any of them, in kB.
+func sampleRSS(pids []int) func() int {
+	done := make(chan struct{})
+	result := make(chan int, 1)
+	go func() {
+		peak := 0
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, pid := range pids {
+				if kb, err := benchkit.StatusKB(pid, "VmRSS"); err == nil && kb > peak {
+					peak = kb
+				}
+			}
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() int { close(done); return <-result }
 }
 
 // setUp builds a two-node lab for t: for a backend, flanneld on both nodes and a pod on
 // each; the iperf3 server runs in the second pod (or node, for the underlay).
 func setUp(ctx context.Context, t *target, i int, dir string) error {
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName(labFamily, strconv.Itoa(i)), Nodes: 2, WorkDir: dir,
-		FlanneldBin: t.daemon.Bin, NoEtcd: t.config == ""})
+		FlanneldBin: t.daemon.Bin, NoEtcd: t.config == "", OwnWireguardDir: t.backend == "wireguard"})
 	if err != nil {
 		return err
 	}
@@ -603,10 +657,21 @@ func report(targets []*target, o options) *benchkit.Report {
 				cpu = append(cpu, 100*x)
 			}
 			rep.Add(res("flanneld CPU (both nodes)", "%", cpu))
+			var perGbit []float64
+			for _, x := range cpuPerGbit(t) {
+				perGbit = append(perGbit, 100*x)
+			}
+			rep.Add(res("flanneld CPU per Gbit/s", "% per Gbit/s", perGbit))
+			rep.Add(res("flanneld RSS before the transfer", "MB", t.idle))
+			rep.Add(res("flanneld peak RSS during the transfer", "MB", t.rss))
 			sv := res("share of vxlan", "%", share(t, find("vxlan", t.daemon)))
 			sv.Higher = true
-			if t.backend == "udp" && daemon == benchkit.Ours {
+			switch {
+			case daemon != benchkit.Ours:
+			case t.backend == "udp":
 				sv.Target = 100 * udpTarget
+			case t.backend == "wireguard":
+				sv.Target = 100 * wireguardTarget
 			}
 			rep.Add(sv)
 			su := res("share of underlay", "%", share(t, underlay))
@@ -615,24 +680,32 @@ func report(targets []*target, o options) *benchkit.Report {
 		}
 	}
 	rep.Note("iperf3, one TCP stream unless -P, %d s per transfer after 1 s not counted; %d round(s), the paths in turn within each round", o.secs, o.runs)
-	rep.Note("shares are ratios within a round (the median over the rounds); flanneld CPU: CPU seconds per second of transfer, both nodes")
+	rep.Note("shares are ratios within a round (the median over the rounds); flanneld CPU: CPU seconds per second of transfer, both nodes; per Gbit/s: that divided by the round's throughput; RSS: the larger of the two daemons' VmRSS, before the transfer and at its peak (sampled every 50 ms)")
+	rep.Note("wireguard: userspace devices (Implementation userspace), ours only: upstream's needs the kernel's WireGuard")
 	return rep
 }
 
-// offloadRE picks the offload report from the udp backend's start line.
-var offloadRE = regexp.MustCompile(`"udp backend started".*?(mtu=\d+).*?(tunOffloads=\w+) (udpGSO=\w+) (udpGRO=\w+)`)
+// offloadRE picks the offload report from the udp backend's start line, wgOffloadRE
+// from the userspace WireGuard device's.
+var (
+	offloadRE   = regexp.MustCompile(`"udp backend started".*?(mtu=\d+).*?(tunOffloads=\w+) (udpGSO=\w+) (udpGRO=\w+)`)
+	wgOffloadRE = regexp.MustCompile(`"Userspace WireGuard device running" device="flannel-wg" (tunOffloads=\w+ batch=\d+)`)
+)
 
-// offloads returns what the udp backend logged about MTU and offloads, or "".
+// offloads returns what the udp backend or the userspace WireGuard device logged about
+// MTU and offloads, or "".
 func offloads(logPath string) string {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		return ""
 	}
-	m := offloadRE.FindSubmatch(b)
-	if m == nil {
-		return ""
+	if m := offloadRE.FindSubmatch(b); m != nil {
+		return fmt.Sprintf("%s %s %s %s", m[1], m[2], m[3], m[4])
 	}
-	return fmt.Sprintf("%s %s %s %s", m[1], m[2], m[3], m[4])
+	if m := wgOffloadRE.FindSubmatch(b); m != nil {
+		return string(m[1])
+	}
+	return ""
 }
 
 func copyFile(from, to string) {

@@ -216,7 +216,7 @@ func xTicks(xs []float64) plot.ConstantTicks {
 
 // netPaths are the data-plane paths in the chart's order; "underlay (no overlay)" is the
 // case the underlay's results carry.
-var netPaths = []string{"underlay (no overlay)", "vxlan", "host-gw", "udp"}
+var netPaths = []string{"underlay (no overlay)", "vxlan", "host-gw", "udp", "wireguard"}
 
 // throughputChart draws the median throughput of each path as bars, ours beside
 // upstream's, the underlay alone.
