@@ -231,6 +231,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 			if err := writeState(stPath, &state{Key: l.Key(), Attrs: l.Attrs, Devices: nw.Devices()}); err != nil {
 				klog.ErrorS(err, "Failed to write state file", "path", stPath)
 			}
+			deps.Status.setLease(l, nw.Devices())
 		}, obs, tm)
 	}()
 	results := make(chan subnet.WatchResult, 64)
