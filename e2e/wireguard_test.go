@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
@@ -583,4 +585,35 @@ func TestWireguardMixedWithUpstream(t *testing.T) {
 	})
 	pods := addPods(t, l)
 	pingMesh(t, l, pods)
+}
+
+// Implementation kernel on a kernel without WireGuard is a clear start-up error: the
+// daemon exits non-zero naming the fix, and writes no lease.
+func TestWireguardForcedKernelWithoutModule(t *testing.T) {
+	if why := kernelWireguardMissing(t); why == "" {
+		t.Skip("the kernel has WireGuard here")
+	}
+	l := newLab(t, "wgnok", 1, withWireguard)
+	if err := l.PutConfig(context.Background(), `{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","Implementation":"kernel"}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartFlanneld(1); err != nil {
+		t.Fatal(err)
+	}
+	code, err := l.WaitExit(1, startTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := l.LogTail(1, 20)
+	if code == 0 || !strings.Contains(log, "Implementation is kernel, but create flannel-wg: the kernel has no WireGuard") ||
+		!strings.Contains(log, "modprobe wireguard") {
+		t.Errorf("exit %d, log:\n%s", code, log)
+	}
+	resp, err := l.Etcd().Get(context.Background(), l.EtcdPrefix()+"/subnets/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("%d leases written by a daemon that could not start its backend", resp.Count)
+	}
 }
