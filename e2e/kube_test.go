@@ -33,11 +33,11 @@ type kubeLab struct {
 	netConf    string               // net-conf.json taken from the manifest's ConfigMap
 }
 
-func newKubeLab(t *testing.T, tag string, nodes int) *kubeLab {
+func newKubeLab(t *testing.T, tag string, nodes int, opts ...func(*lab.Options)) *kubeLab {
 	t.Helper()
 	needRoot(t)
 	kubeproc.Need(t)
-	l := newLab(t, tag, nodes)
+	l := newLab(t, tag, nodes, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	api, err := l.StartKubeAPIServer(ctx)

@@ -617,3 +617,58 @@ func TestWireguardForcedKernelWithoutModule(t *testing.T) {
 		t.Errorf("%d leases written by a daemon that could not start its backend", resp.Count)
 	}
 }
+
+// Kubernetes mode: the node annotations carry the wireguard backend data as upstream
+// writes it, and a rotated key is advertised by patching them: the peer takes the new
+// key and the pods keep talking.
+func TestKubeWireguardKeyRotation(t *testing.T) {
+	needWG(t)
+	k := newKubeLab(t, "kubewg", 2, func(o *lab.Options) { o.OwnWireguardDir = true })
+	if err := os.WriteFile(k.netConf, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		k.registerNode(t, i, fmt.Sprintf("10.244.%d.0/24", i))
+		k.start(t, i)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := k.WaitSubnetEnv(i, startTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	annotated := func(i int, pub string) {
+		t.Helper()
+		want := map[string]string{
+			"flannel.alpha.coreos.com/backend-type": "wireguard",
+			"flannel.alpha.coreos.com/backend-data": fmt.Sprintf(`{"PublicKey":"%s","Port":51820}`, pub),
+			"flannel.alpha.coreos.com/public-ip":    k.NodeIP(i).String(),
+		}
+		waitFor(t, convergeTimeout, fmt.Sprintf("node %d's annotations", i), func() (bool, string) {
+			ann := k.node(t, i).Annotations
+			for key, v := range want {
+				if ann[key] != v {
+					return false, fmt.Sprintf("%s = %q, want %q", key, ann[key], v)
+				}
+			}
+			return true, ""
+		})
+	}
+	_, pub1 := wgKeys(t, k.Lab, 1)
+	_, pub2 := wgKeys(t, k.Lab, 2)
+	annotated(1, pub1)
+	annotated(2, pub2)
+	pods := addPods(t, k.Lab)
+	pingMesh(t, k.Lab, pods)
+
+	rotated := rotateKey(t, k.Lab, 2)
+	annotated(2, rotated.pub)
+	waitFor(t, convergeTimeout, "node 1 holds node 2's new key", func() (bool, string) {
+		peers, err := wgPeers(k.Lab, 1, "flannel-wg")
+		if err != nil {
+			return false, err.Error()
+		}
+		_, ok := peers[rotated.pub]
+		return ok && len(peers) == 1, fmt.Sprintf("peers %v", peers)
+	})
+	pingMesh(t, k.Lab, pods)
+}
