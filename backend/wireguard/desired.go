@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -33,11 +34,6 @@ type peerWant struct {
 	endpoint netip.AddrPort
 	allowed  []netip.Prefix // the peer's subnets, masked, ordered
 	lease    string         // subnet key, for logs
-}
-
-// problem is a peer lease the backend cannot use, and why.
-type problem struct {
-	Peer, Reason string
 }
 
 // nodeInfo is what the desired state depends on besides the peer leases.
@@ -104,14 +100,14 @@ func (n *nodeInfo) attrs() *subnet.LeaseAttrs {
 // key, a key another lease already advertised) are skipped and returned as problems.
 // Of two leases with one key, the first in the peers' order wins (the admission stage,
 // when wired, settles this before).
-func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []problem) {
+func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 	devs := n.devices()
-	var probs []problem
+	var probs []backend.Problem
 	seen := make(map[wgtypes.Key]string, peers.Len())
 	for l := range peers.All() {
 		key := l.Key()
 		skip := func(format string, args ...any) {
-			probs = append(probs, problem{key, fmt.Sprintf(format, args...)})
+			probs = append(probs, backend.Problem{Peer: key, Reason: fmt.Sprintf(format, args...)})
 		}
 		if l.Subnet == n.own.Subnet && l.IPv6Subnet == n.own.IPv6Subnet {
 			continue // the own lease

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -354,6 +355,11 @@ func (d *userDev) configure(cfg wgtypes.Config) error {
 		return fmt.Errorf("%s is stopped", d.name)
 	}
 	if err := dev.IpcSet(uapiSet(cfg)); err != nil {
+		// the device's codes are negated errnos, as the kernel's answers are errnos
+		var ipcErr *device.IPCError
+		if errors.As(err, &ipcErr) && ipcErr.ErrorCode() < 0 {
+			return fmt.Errorf("configure %s: %w (%w)", d.name, err, syscall.Errno(-ipcErr.ErrorCode()))
+		}
 		return fmt.Errorf("configure %s: %w", d.name, err)
 	}
 	return nil

@@ -76,6 +76,10 @@ type fakeWG struct {
 	mu  sync.Mutex
 	dev map[int]*wgtypes.Device
 	ops []string // "set key", "set port", "add <key>", "update <key>", "remove <key>", "replace peers"
+	// refuse makes a configuration that adds or changes one of these peers fail with
+	// the error, changing nothing; tried counts those attempts.
+	refuse map[wgtypes.Key]error
+	tried  map[wgtypes.Key]int
 }
 
 func newFakeWG(h *netlink.Handle) *fakeWG { return &fakeWG{h: h, dev: map[int]*wgtypes.Device{}} }
@@ -115,6 +119,15 @@ func (f *fakeWG) ConfigureDevice(name string, cfg wgtypes.Config) error {
 	d, err := f.state(name)
 	if err != nil {
 		return err
+	}
+	for _, pc := range cfg.Peers {
+		if err, ok := f.refuse[pc.PublicKey]; ok && !pc.Remove {
+			if f.tried == nil {
+				f.tried = map[wgtypes.Key]int{}
+			}
+			f.tried[pc.PublicKey]++
+			return err
+		}
 	}
 	if cfg.PrivateKey != nil {
 		d.PrivateKey, d.PublicKey = *cfg.PrivateKey, cfg.PrivateKey.PublicKey()
@@ -213,9 +226,19 @@ type rig struct {
 
 type countObserver struct {
 	observe.Nop
-	mu    sync.Mutex
-	n     map[string]int
-	impls []string
+	mu      sync.Mutex
+	n       map[string]int
+	impls   []string
+	refused map[string]int
+}
+
+func (c *countObserver) PeerProgrammingFailures(reason string, n int) {
+	c.mu.Lock()
+	if c.refused == nil {
+		c.refused = map[string]int{}
+	}
+	c.refused[reason] += n
+	c.mu.Unlock()
 }
 
 func (c *countObserver) KernelObjects(k observe.Kind, op observe.Op, n int) {
@@ -747,5 +770,61 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	if !strings.Contains(log, peerPriv.PublicKey().String()) {
 		t.Error("the new public key was not logged")
+	}
+}
+
+// A peer the device refuses is skipped: the round succeeds, the other peers are
+// programmed, the refusal is reported once per attempt and not tried again until the
+// resync (Invalidate); the poll does not see the held-back peer as drift. A failure
+// that is not the peer's fails the round.
+func TestRefusedPeerIsSkipped(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard"}`)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	b := r.backend()
+	r.start(ctx, b)
+	r.wg.mu.Lock()
+	r.wg.refuse = map[wgtypes.Key]error{k3: unix.EINVAL}
+	r.wg.mu.Unlock()
+	peers := peerLeases(t, k2, k3)
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatalf("a refused peer failed the round: %v", err)
+	}
+	for _, dev := range []string{"flannel-wg", "flannel-wg-v6"} {
+		if got := r.peers(dev); len(got) != 1 || got[0].PublicKey != k2 {
+			t.Errorf("%s peers %v, want k2 only", dev, got)
+		}
+	}
+	tried := func() int { r.wg.mu.Lock(); defer r.wg.mu.Unlock(); return r.wg.tried[k3] }
+	if r.obs.refused["invalid"] != 1 {
+		t.Errorf("refusals reported %v, want one invalid", r.obs.refused)
+	}
+	before := tried()
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatal(err)
+	}
+	if tried() != before || r.obs.refused["invalid"] != 1 {
+		t.Errorf("the refused peer was tried again (%d -> %d) or reported again (%v) without a lease change", before, tried(), r.obs.refused)
+	}
+	if b.drifted() {
+		t.Error("the held-back peer counts as drift: the poll would kick every second")
+	}
+	// the resync tries it again; the obstacle gone, it is programmed
+	r.wg.mu.Lock()
+	r.wg.refuse = nil
+	r.wg.mu.Unlock()
+	b.Invalidate()
+	if err := b.Reconcile(ctx, peers); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.peers("flannel-wg"); len(got) != 2 {
+		t.Errorf("after the resync: %d peers", len(got))
+	}
+	// a failure that is not the peer's fails the round
+	r.wg.mu.Lock()
+	r.wg.refuse = map[wgtypes.Key]error{k4: unix.ENOMEM}
+	r.wg.mu.Unlock()
+	if err := b.Reconcile(ctx, peerLeases(t, k2, k3, k4)); err == nil {
+		t.Error("ENOMEM did not fail the round")
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,18 +93,28 @@ type Backend struct {
 	started  bool
 	last     []devWant                                 // the last round's desired state (the poll compares against it)
 	sent     map[string]map[wgtypes.Key]netip.AddrPort // endpoints written, per device and peer
-	// logged holds the peer problems already logged, so each is logged once while it
-	// persists; seen is this round's.
-	logged, seen map[string]struct{}
-	obs          observe.Observer
+	// refused holds, per device, the peers the device refused: held back from the
+	// desired state while the leases want exactly that peer, until Invalidate (retry).
+	refused map[string]map[wgtypes.Key]refusal
+	retry   bool
+	plog    backend.ProblemLog
+	obs     observe.Observer
+}
+
+// refusal is a peer a device refused, and why.
+type refusal struct {
+	peer   peerWant
+	reason string // observe.Refused*
+	text   string
 }
 
 var (
-	_ backend.Backend   = (*Backend)(nil)
-	_ backend.Network   = (*Backend)(nil)
-	_ backend.Watcher   = (*Backend)(nil)
-	_ backend.Describer = (*Backend)(nil)
-	_ observe.Setter    = (*Backend)(nil)
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Network     = (*Backend)(nil)
+	_ backend.Watcher     = (*Backend)(nil)
+	_ backend.Describer   = (*Backend)(nil)
+	_ backend.Invalidator = (*Backend)(nil)
+	_ observe.Setter      = (*Backend)(nil)
 )
 
 // Constructor returns the backend.Constructor: it parses the config and opens a
@@ -162,8 +173,8 @@ func newBackend(h nlHandle, o Options, ext *backend.ExternalInterface, cfg *subn
 		poll:         pollInterval,
 		node: nodeInfo{cfg: c, v4: cfg.EnableIPv4, v6: cfg.EnableIPv6, network: cfg.Network, network6: cfg.IPv6Network,
 			own: &subnet.Lease{}, extAddr: ext.ExtAddr, extV6Addr: ext.ExtV6Addr},
-		sent:   map[string]map[wgtypes.Key]netip.AddrPort{},
-		logged: map[string]struct{}{}, seen: map[string]struct{}{},
+		sent:    map[string]map[wgtypes.Key]netip.AddrPort{},
+		refused: map[string]map[wgtypes.Key]refusal{},
 	}
 	for _, d := range b.node.devices() {
 		b.names = append(b.names, d.name)
@@ -388,8 +399,9 @@ func (b *Backend) settings() wgSettings {
 
 // Reconcile converges every device to the peer leases: the device restarted or
 // recreated when it vanished, its link healed, then its WireGuard state read and the
-// difference applied. A peer the device refuses is skipped (logged) without holding up
-// the others.
+// difference applied. A peer the device refuses (backend.RefusalReason) is skipped: it
+// is removed from the device, logged once, reported, and held back until its lease
+// changes or Invalidate; the others are programmed and the round succeeds.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -399,22 +411,57 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	devs, probs := b.node.desired(peers)
-	b.logProblems(probs)
+	retry := b.retry
+	b.retry = false
+	devs, skipped := b.node.desired(peers)
+	var refusedProbs []backend.Problem
+	reported := map[wgtypes.Key]bool{} // one report per peer and round, whatever its devices
 	var errs []error
 	for i := range devs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := b.reconcileDevice(&devs[i]); err != nil {
+		b.holdBack(&devs[i], retry)
+		if err := b.reconcileDevice(&devs[i], reported); err != nil {
 			errs = append(errs, fmt.Errorf("wireguard: %w", err))
 		}
+		for _, r := range b.refused[devs[i].name] {
+			refusedProbs = append(refusedProbs, backend.Problem{Peer: r.peer.lease, Reason: r.text})
+		}
 	}
+	b.plog.Round(skipped, refusedProbs)
 	b.last = devs
 	return errors.Join(errs...)
 }
 
-func (b *Backend) reconcileDevice(w *devWant) error {
+// Invalidate makes the next Reconcile try the peers the devices refused again
+// (backend.Invalidator); the daemon calls it before its periodic resync.
+func (b *Backend) Invalidate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.retry = true
+}
+
+// holdBack takes the refused peers out of w while the leases still want exactly them;
+// the others (changed, gone, or all of them when retry is set) are forgotten, to be
+// tried again. A held-back peer still on the device is then removed by the diff.
+func (b *Backend) holdBack(w *devWant, retry bool) {
+	refused := b.refused[w.name]
+	for k, r := range refused {
+		i := slices.IndexFunc(w.peers, func(p peerWant) bool { return p.key == k })
+		if retry || i < 0 || !samePeer(w.peers[i], r.peer) {
+			delete(refused, k)
+			continue
+		}
+		w.peers = slices.Delete(w.peers, i, i+1)
+	}
+}
+
+func samePeer(a, b peerWant) bool {
+	return a.key == b.key && a.endpoint == b.endpoint && slices.Equal(a.allowed, b.allowed)
+}
+
+func (b *Backend) reconcileDevice(w *devWant, reported map[wgtypes.Key]bool) error {
 	d := b.devs[w.name]
 	recreated, err := d.ensure()
 	if err != nil {
@@ -434,7 +481,7 @@ func (b *Backend) reconcileDevice(w *devWant) error {
 	cfg, counts := diffDevice(w, b.settings(), have, sent)
 	var failed map[wgtypes.Key]error
 	if counts.total() > 0 {
-		failed = b.apply(d, w.name, cfg)
+		failed = b.apply(d, cfg)
 	}
 	b.sent[w.name] = endpointsSent(w, have, cfg, failed, sent)
 	if err := b.startHandshakes(d, cfg, failed); err != nil {
@@ -445,19 +492,50 @@ func (b *Backend) reconcileDevice(w *devWant) error {
 		klog.V(2).InfoS("WireGuard peers changed", "device", w.name, "added", counts.added, "removed", counts.removed,
 			"updated", counts.updated, "failed", len(failed))
 	}
-	var errs []error
+	errs := []error{linkErr}
 	for k, err := range failed {
 		if k == (wgtypes.Key{}) {
 			errs = append(errs, fmt.Errorf("configure %s: %w", w.name, err))
+			continue
+		}
+		if e := b.refuse(d, w, k, err, reported); e != nil {
+			errs = append(errs, e)
 		}
 	}
-	return errors.Join(append(errs, linkErr)...)
+	return errors.Join(errs...)
+}
+
+// refuse handles a peer the device did not take: a refusal (backend.RefusalReason) holds
+// the peer back, removes what the device may hold of it and reports it; any other error
+// is returned.
+func (b *Backend) refuse(d wgDev, w *devWant, k wgtypes.Key, err error, reported map[wgtypes.Key]bool) error {
+	i := slices.IndexFunc(w.peers, func(p peerWant) bool { return p.key == k })
+	reason := backend.RefusalReason(err)
+	if reason == "" || i < 0 {
+		return fmt.Errorf("configure peer %s of %s: %w", k, w.name, err)
+	}
+	p := w.peers[i]
+	if b.refused[w.name] == nil {
+		b.refused[w.name] = map[wgtypes.Key]refusal{}
+	}
+	b.refused[w.name][k] = refusal{peer: p, reason: reason, text: fmt.Sprintf("%s refused the peer (endpoint %s, allowed IPs %v): %v", w.name, p.endpoint, p.allowed, err)}
+	w.peers = slices.Delete(w.peers, i, i+1) // the poll compares against what was programmed
+	if !reported[k] {
+		reported[k] = true
+		if b.obs != nil {
+			b.obs.PeerProgrammingFailures(reason, 1)
+		}
+	}
+	if e := d.configure(wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: k, Remove: true}}}); e != nil {
+		return fmt.Errorf("remove refused peer %s from %s: %w", k, w.name, e)
+	}
+	return nil
 }
 
 // apply writes cfg in one call; when the device refuses it, the device settings and
 // then each peer are written alone, so one peer the device refuses does not hold up the
 // others. It returns the failures by peer key (the zero key: the device settings).
-func (b *Backend) apply(d wgDev, name string, cfg wgtypes.Config) map[wgtypes.Key]error {
+func (b *Backend) apply(d wgDev, cfg wgtypes.Config) map[wgtypes.Key]error {
 	err := d.configure(cfg)
 	if err == nil || len(cfg.Peers) == 0 {
 		if err != nil {
@@ -474,7 +552,6 @@ func (b *Backend) apply(d wgDev, name string, cfg wgtypes.Config) map[wgtypes.Ke
 	for _, p := range cfg.Peers {
 		if err := d.configure(wgtypes.Config{Peers: []wgtypes.PeerConfig{p}}); err != nil {
 			failed[p.PublicKey] = err
-			klog.ErrorS(err, "The WireGuard device refused a peer; skipping it", "device", name, "peer", p.PublicKey)
 		}
 	}
 	return failed
@@ -616,22 +693,6 @@ func (b *Backend) drifted() bool {
 		}
 	}
 	return false
-}
-
-// logProblems logs each peer problem not logged in the previous round.
-func (b *Backend) logProblems(probs []problem) {
-	clear(b.seen)
-	for _, p := range probs {
-		k := p.Peer + "\x00" + p.Reason
-		if _, dup := b.seen[k]; dup {
-			continue
-		}
-		b.seen[k] = struct{}{}
-		if _, old := b.logged[k]; !old {
-			klog.InfoS("Skipping peer lease", "peer", p.Peer, "reason", p.Reason)
-		}
-	}
-	b.logged, b.seen = b.seen, b.logged
 }
 
 func (b *Backend) reportLink(n linkCounts) {
