@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
-	"slices"
-	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/configkeys"
 )
 
 // Defaults and limits of the config values.
@@ -80,137 +80,163 @@ type Config struct {
 // DeviceMTU is the MTU of the devices and of the pods: MTU - 80.
 func (c Config) DeviceMTU() int { return c.MTU - overhead }
 
-// configKeys are the keys the backend reads (plus Type, which selects it).
-var configKeys = []string{"Type", "ListenPort", "ListenPortV6", "MTU", "PSK", "PersistentKeepaliveInterval", "Mode", "Implementation"}
+var _ backend.ConfigChecker = CheckConfig
 
-// parseConfig decodes the Backend object (keys matched case-insensitively, as upstream),
-// fills in the defaults and checks the values. ifaceMTU is the external interface's MTU,
-// the default for MTU; v4 and v6 say which families the network enables. unknown lists
-// the keys the backend does not know (ignored, as upstream; the caller warns). The
-// messages of decoding errors and of a bad Mode or PSK begin as upstream's; a PSK never
-// appears in them.
-func parseConfig(raw []byte, ifaceMTU int, v4, v6 bool) (c Config, unknown []string, err error) {
+// CheckConfig checks the wireguard backend's own keys (the Backend object) without a
+// node: it returns the keys that have no effect (unknown ones with the key they probably
+// misspell) and every problem of the keys it knows, joined. What depends on the node
+// and the network's families (the MTU's default and IPv6 minimum, ListenPortV6) is left
+// to New. A PSK never appears in a message.
+func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
+	_, warns, err := decodeConfig(raw)
+	return warns, err
+}
+
+// decodeConfig decodes the Backend object (keys matched case-insensitively, as
+// upstream), fills in the defaults that do not depend on the node and checks what it
+// can without one. MTU stays 0 when not given. A bad Mode or PSK is said in upstream's
+// words. With problems, the Config holds the defaults and the values that passed.
+func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
+		Type                        string
 		ListenPort                  *int
 		ListenPortV6                *int
 		MTU                         int
 		PSK                         string
-		PersistentKeepaliveInterval int64
-		Mode                        *string
-		Implementation              *string
+		PersistentKeepaliveInterval int
+		Mode                        string
+		Implementation              string
 	}
+	var warns []configkeys.Warning
+	var errs []error
 	if len(bytes.TrimSpace(raw)) > 0 {
-		if err := json.Unmarshal(raw, &in); err != nil {
-			return Config{}, nil, fmt.Errorf("error decoding backend config: %s", describeJSONError(err))
+		obj := configkeys.Object{Path: "Backend", Prefix: "wireguard: ", Fields: []configkeys.Field{
+			{Name: "Type", Into: &in.Type},
+			{Name: "ListenPort", Into: &in.ListenPort},
+			{Name: "ListenPortV6", Into: &in.ListenPortV6},
+			{Name: "MTU", Into: &in.MTU},
+			{Name: "PSK", Into: &in.PSK},
+			{Name: "PersistentKeepaliveInterval", Into: &in.PersistentKeepaliveInterval},
+			{Name: "Mode", Into: &in.Mode},
+			{Name: "Implementation", Into: &in.Implementation},
+		}}
+		var err error
+		warns, err = obj.Decode(raw)
+		if configkeys.Unreadable(err) {
+			return Config{}, nil, err
 		}
-		var keys map[string]json.RawMessage
-		if json.Unmarshal(raw, &keys) == nil {
-			for k := range keys {
-				if !slices.ContainsFunc(configKeys, func(known string) bool { return strings.EqualFold(k, known) }) {
-					unknown = append(unknown, k)
-				}
-			}
-			slices.Sort(unknown)
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	c = Config{ListenPort: DefaultListenPort, ListenPortV6: DefaultListenPortV6, MTU: in.MTU, Mode: Separate, Implementation: ImplAuto}
+	c := Config{ListenPort: DefaultListenPort, ListenPortV6: DefaultListenPortV6, MTU: in.MTU, Mode: Separate, Implementation: ImplAuto}
 	if in.ListenPort != nil {
 		c.ListenPort = *in.ListenPort
 	}
 	if in.ListenPortV6 != nil {
 		c.ListenPortV6 = *in.ListenPortV6
 	}
-	var errs []error
-	if in.Mode != nil {
-		switch m := Mode(*in.Mode); m {
+	if in.Mode != "" {
+		switch m := Mode(in.Mode); m {
 		case Separate, Auto, IPv4, IPv6:
 			c.Mode = m
 		default:
-			errs = append(errs, fmt.Errorf("no valid Mode configured: %q (want separate, auto, ipv4 or ipv6)", *in.Mode))
+			errs = append(errs, fmt.Errorf("wireguard: no valid Mode configured: %q (want separate, auto, ipv4 or ipv6)", in.Mode))
 		}
 	}
-	if in.Implementation != nil {
-		switch im := Implementation(*in.Implementation); im {
+	if in.Implementation != "" {
+		switch im := Implementation(in.Implementation); im {
 		case ImplAuto, ImplKernel, ImplUserspace:
 			c.Implementation = im
 		default:
-			errs = append(errs, fmt.Errorf("no valid Implementation configured: %q (want auto, kernel or userspace)", *in.Implementation))
+			errs = append(errs, fmt.Errorf("wireguard: no valid Implementation configured: %q (want auto, kernel or userspace)", in.Implementation))
 		}
 	}
 	if in.PSK != "" {
 		k, err := wgtypes.ParseKey(in.PSK)
 		if err != nil {
 			// wgtypes' message names the offset of a bad byte, never the key
-			errs = append(errs, fmt.Errorf("could not parse psk: %w", err))
+			errs = append(errs, fmt.Errorf("wireguard: could not parse psk: %w", err))
 		} else {
 			c.PSK = &k
 		}
 	}
 	if in.PersistentKeepaliveInterval < 0 || in.PersistentKeepaliveInterval > maxKeepalive {
-		errs = append(errs, fmt.Errorf("PersistentKeepaliveInterval %d out of range 0..%d (seconds)", in.PersistentKeepaliveInterval, maxKeepalive))
+		errs = append(errs, fmt.Errorf("wireguard: PersistentKeepaliveInterval %d out of range 0..%d (seconds)", in.PersistentKeepaliveInterval, maxKeepalive))
 	} else {
 		c.PersistentKeepaliveInterval = time.Duration(in.PersistentKeepaliveInterval) * time.Second
 	}
-	checkPort := func(name string, p int) {
-		if p < 1 || p > 65535 {
-			errs = append(errs, fmt.Errorf("%s %d out of range 1..65535", name, p))
-		}
-	}
-	checkPort("ListenPort", c.ListenPort)
-	if c.Mode == Separate && v4 && v6 {
-		checkPort("ListenPortV6", c.ListenPortV6)
-		if c.ListenPort == c.ListenPortV6 {
-			errs = append(errs, fmt.Errorf("ListenPort and ListenPortV6 are both %d: in Mode separate flannel-wg and flannel-wg-v6 need a port each", c.ListenPort))
-		}
-	} else if c.Mode == Separate && v6 {
-		checkPort("ListenPortV6", c.ListenPortV6)
+	if err := checkPort("ListenPort", c.ListenPort); err != nil {
+		errs = append(errs, err)
 	}
 	switch {
 	case c.MTU < 0:
-		errs = append(errs, fmt.Errorf("MTU %d is negative", c.MTU))
-	case c.MTU == 0 && ifaceMTU <= 0:
-		errs = append(errs, errors.New("MTU not configured and the external interface MTU is unknown"))
-	default:
-		if c.MTU == 0 {
-			c.MTU = ifaceMTU
+		errs = append(errs, fmt.Errorf("wireguard: MTU %d is negative", c.MTU))
+	case c.MTU > 0:
+		if err := checkMTU(c.MTU, false); err != nil {
+			errs = append(errs, err)
 		}
-		switch {
-		case c.MTU > 65535:
-			errs = append(errs, fmt.Errorf("MTU %d is larger than 65535", c.MTU))
-		case c.MTU-overhead < minMTU:
-			errs = append(errs, fmt.Errorf("MTU %d too small: the device MTU (MTU - %d) must be at least %d", c.MTU, overhead, minMTU))
-		case v6 && c.MTU-overhead < minV6MTU:
-			errs = append(errs, fmt.Errorf("MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d", c.MTU, overhead, minV6MTU))
+	}
+	return c, warns, errors.Join(errs...)
+}
+
+// parseConfig is decodeConfig completed for this node: ifaceMTU is the external
+// interface's MTU, the default for MTU; v4 and v6 say which families the network
+// enables (ListenPortV6 is used, and the IPv6 minimum MTU applies, only with IPv6).
+// Every problem is reported, decodeConfig's and the node's.
+func parseConfig(raw []byte, ifaceMTU int, v4, v6 bool) (Config, error) {
+	c, _, err := decodeConfig(raw)
+	var errs []error
+	if err != nil {
+		if configkeys.Unreadable(err) {
+			return Config{}, err
+		}
+		errs = append(errs, err)
+	}
+	if c.Mode == Separate && v6 {
+		if err := checkPort("ListenPortV6", c.ListenPortV6); err != nil {
+			errs = append(errs, err)
+		} else if v4 && c.ListenPort == c.ListenPortV6 {
+			errs = append(errs, fmt.Errorf("wireguard: ListenPort and ListenPortV6 are both %d: in Mode separate flannel-wg and flannel-wg-v6 need a port each", c.ListenPort))
+		}
+	}
+	given := c.MTU
+	if c.MTU == 0 {
+		c.MTU = ifaceMTU
+	}
+	switch {
+	case given < 0 || given > 0 && checkMTU(given, false) != nil:
+		// said by decodeConfig
+	case c.MTU <= 0:
+		errs = append(errs, errors.New("wireguard: MTU not configured and the external interface MTU is unknown"))
+	default:
+		if err := checkMTU(c.MTU, v6); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
-		return Config{}, unknown, errors.Join(errs...)
+		return Config{}, errors.Join(errs...)
 	}
-	return c, unknown, nil
+	return c, nil
 }
 
-// describeJSONError says what is wrong with the Backend object in the words of the
-// config (a key and the kind of value it takes), not in those of Go's types.
-func describeJSONError(err error) string {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	switch {
-	case errors.As(err, &te):
-		want := "a value of another kind"
-		switch te.Type.Kind() {
-		case reflect.Int, reflect.Int64:
-			want = "a whole number"
-		case reflect.String:
-			want = "a string"
-		case reflect.Struct:
-			want = "an object"
-		}
-		if te.Field == "" {
-			return fmt.Sprintf("the Backend must be %s, not a JSON %s", want, te.Value)
-		}
-		return fmt.Sprintf("%s must be %s, not a JSON %s", te.Field, want, te.Value)
-	case errors.As(err, &se):
-		return fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)
+func checkPort(name string, p int) error {
+	if p < 1 || p > 65535 {
+		return fmt.Errorf("wireguard: %s %d out of range 1..65535", name, p)
 	}
-	return err.Error()
+	return nil
+}
+
+// checkMTU checks a positive underlay MTU: at most 65535, and leaving the device at
+// least the IPv4 minimum, or with v6 the IPv6 one.
+func checkMTU(mtu int, v6 bool) error {
+	switch {
+	case mtu > 65535:
+		return fmt.Errorf("wireguard: MTU %d is larger than 65535", mtu)
+	case mtu-overhead < minMTU:
+		return fmt.Errorf("wireguard: MTU %d too small: the device MTU (MTU - %d) must be at least %d", mtu, overhead, minMTU)
+	case v6 && mtu-overhead < minV6MTU:
+		return fmt.Errorf("wireguard: MTU %d too small for IPv6: the device MTU (MTU - %d) must be at least %d", mtu, overhead, minV6MTU)
+	}
+	return nil
 }

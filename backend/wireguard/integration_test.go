@@ -754,7 +754,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if err := b.Reconcile(ctx, peerLeases(t, k2)); err != nil {
 		t.Fatal(err)
 	}
-	_, _, _ = parseConfig([]byte(`{"PSK":"`+testPSK[:40]+`"}`), 1500, true, false)
+	_, _ = parseConfig([]byte(`{"PSK":"`+testPSK[:40]+`"}`), 1500, true, false)
 	klog.Flush()
 	log := buf.String()
 	if !strings.Contains(log, "WireGuard") {

@@ -136,32 +136,29 @@ func Constructor(o Options) backend.Constructor {
 
 func newBackend(h nlHandle, o Options, ext *backend.ExternalInterface, cfg *subnet.Config) (*Backend, error) {
 	if cfg == nil {
-		return nil, errors.New("nil network config")
+		return nil, errors.New("wireguard: nil network config")
 	}
 	if ext == nil || ext.Iface == nil {
-		return nil, errors.New("no external interface")
+		return nil, errors.New("wireguard: no external interface")
 	}
 	if o.KeyFile == "" {
-		return nil, errors.New("no private key file configured")
+		return nil, errors.New("wireguard: no private key file configured")
 	}
-	c, unknown, err := parseConfig(cfg.Backend, ext.Iface.MTU, cfg.EnableIPv4, cfg.EnableIPv6)
+	c, err := parseConfig(cfg.Backend, ext.Iface.MTU, cfg.EnableIPv4, cfg.EnableIPv6)
 	if err != nil {
 		return nil, err
 	}
-	if len(unknown) > 0 {
-		klog.InfoS("Ignoring unknown keys of the wireguard backend config", "keys", unknown, "known", configKeys[1:])
-	}
 	switch {
 	case !cfg.EnableIPv4 && !cfg.EnableIPv6:
-		return nil, errors.New("the network config enables no address family")
+		return nil, errors.New("wireguard: the network config enables no address family")
 	case cfg.EnableIPv4 && (!ext.ExtAddr.IsValid() || !ext.ExtAddr.Is4()):
-		return nil, errors.New("no IPv4 public address for the IPv4 network")
+		return nil, errors.New("wireguard: no IPv4 public address for the IPv4 network")
 	case cfg.EnableIPv6 && !ext.ExtV6Addr.IsValid():
-		return nil, errors.New("no IPv6 public address for the IPv6 network")
+		return nil, errors.New("wireguard: no IPv6 public address for the IPv6 network")
 	case c.Mode == IPv4 && !cfg.EnableIPv4 && !ext.ExtAddr.IsValid():
-		return nil, errors.New("Mode ipv4 needs an IPv4 public address")
+		return nil, errors.New("wireguard: Mode ipv4 needs an IPv4 public address")
 	case c.Mode == IPv6 && !ext.ExtV6Addr.IsValid():
-		return nil, errors.New("Mode ipv6 needs an IPv6 public address")
+		return nil, errors.New("wireguard: Mode ipv6 needs an IPv6 public address")
 	}
 	klog.InfoS("WireGuard config", "ListenPort", c.ListenPort, "ListenPortV6", c.ListenPortV6, "MTU", c.MTU,
 		"PSK", c.PSK != nil, "PersistentKeepaliveInterval", c.PersistentKeepaliveInterval, "Mode", c.Mode,

@@ -163,9 +163,10 @@ func run() int {
 			"wireguard": wireguard.Constructor(wireguard.Options{KeyFile: wireguard.KeyFile(opts.SubnetFile, os.LookupEnv)}),
 		},
 		CheckBackendConfig: map[string]backend.ConfigChecker{
-			"vxlan":   vxlan.CheckConfig,
-			"host-gw": hostgw.CheckConfig,
-			"udp":     udp.CheckConfig,
+			"vxlan":     vxlan.CheckConfig,
+			"host-gw":   hostgw.CheckConfig,
+			"udp":       udp.CheckConfig,
+			"wireguard": wireguard.CheckConfig,
 		},
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
