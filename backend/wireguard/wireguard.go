@@ -45,6 +45,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -110,6 +111,7 @@ type refusal struct {
 
 var (
 	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Claimer     = (*Backend)(nil)
 	_ backend.Network     = (*Backend)(nil)
 	_ backend.Watcher     = (*Backend)(nil)
 	_ backend.Describer   = (*Backend)(nil)
@@ -181,6 +183,25 @@ func newBackend(h nlHandle, o Options, ext *backend.ExternalInterface, cfg *subn
 
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.node.cfg }
+
+// Claims names the devices (flannel-wg, flannel-wg-v6: fixed names, so no key chooses
+// them) and the listen port of each on every address of both families: a WireGuard
+// device, kernel or userspace, binds its port on the IPv4 and the IPv6 wildcard
+// whichever family it carries.
+func (b *Backend) Claims() claim.Set {
+	var s claim.Set
+	for _, d := range b.node.devices() {
+		s.Devices = append(s.Devices, claim.Device{Name: d.name})
+		setBy := "Backend.ListenPort"
+		if d.name == deviceNameV6 {
+			setBy = "Backend.ListenPortV6"
+		}
+		for _, fam := range []string{claim.IPv4, claim.IPv6} {
+			s.Ports = append(s.Ports, claim.Port{Family: fam, Port: d.port, SetBy: setBy})
+		}
+	}
+	return s
+}
 
 // SetObserver implements observe.Setter. Peers added, removed and updated are reported
 // as kind peer; device, address and route changes as their kinds.
