@@ -332,7 +332,7 @@ func TestDocumentedConfigLines(t *testing.T) {
 			`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","ChecksumOffload":"yes"}}`,
 			`{"Netwrok":"x","Network":"10.5.0.0/16","network":"10.5.0.0/16","Backend":{"Type":"vxlan","VIN":1,"MacPrefix":"0E-2A"}}`,
 		}},
-		Backends:           map[string]backend.Constructor{"vxlan": fake, "host-gw": fake, "udp": fake},
+		Backends:           map[string]backend.Constructor{"vxlan": fake, "host-gw": fake, "udp": fake, "wireguard": fake},
 		CheckBackendConfig: map[string]backend.ConfigChecker{"vxlan": vxlan.CheckConfig},
 		LookupExtIface:     func(*subnet.Config) (*backend.ExternalInterface, error) { return &backend.ExternalInterface{}, nil },
 	}
