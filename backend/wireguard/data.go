@@ -87,32 +87,14 @@ func describeDataError(err error) string {
 	return err.Error()
 }
 
-// CheckBackendData is the wireguard part of the admission rule for peer leases: a lease
-// is usable by this backend only if it is a wireguard lease and each family it has a
-// subnet of carries parseable data (BackendData for IPv4, BackendV6Data for IPv6)
-// with a well-formed public key. The error says what is wrong.
-func CheckBackendData(l *subnet.Lease) error {
-	if l.Attrs.BackendType != BackendType {
-		return fmt.Errorf("backend type %q is not %s", l.Attrs.BackendType, BackendType)
-	}
-	n := 0
-	for _, f := range []struct {
-		v6   bool
-		name string
-		raw  []byte
-	}{{false, "BackendData", l.Attrs.BackendData}, {true, "BackendV6Data", l.Attrs.BackendV6Data}} {
-		if _, ok := l.FamilySubnet(f.v6); !ok {
-			continue
-		}
-		n++
-		if _, err := parseBackendData(f.raw); err != nil {
-			return fmt.Errorf("%s: %w", f.name, err)
-		}
-	}
-	if n == 0 {
-		return errors.New("no subnet")
-	}
-	return nil
+// CheckBackendData is the wireguard backend's part of the admission rule of peer leases
+// (subnet.RuleOptions.BackendData): a peer's BackendData or BackendV6Data must carry a
+// well-formed public key (44 characters of standard base64 for 32 bytes, not all zeros)
+// and a Port in 0..65535 when it carries one (leases of upstream versions before the
+// port carry none).
+func CheckBackendData(data json.RawMessage) error {
+	_, err := parseBackendData(data)
+	return err
 }
 
 // PublicKey returns the public key a wireguard lease advertises (its IPv4 data's, else
