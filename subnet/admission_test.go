@@ -319,34 +319,43 @@ func TestAdmissionOrderIndependent(t *testing.T) {
 			checkInvariants(t, snap, &own)
 
 			ev := newA()
-			ev.Apply(WatchResult{Snapshot: []Candidate{}})
-			present := map[int]bool{}
-			for step := 0; step < 4*len(cs); {
-				var r WatchResult
-				for range 1 + rnd.IntN(6) {
-					i := rnd.IntN(len(cs))
-					if present[i] && rnd.IntN(3) == 0 {
-						r.Events = append(r.Events, removedC(cs[i]).Events...)
-						present[i] = false
-					} else {
-						r.Events = append(r.Events, addedC(cs[i]).Events...)
-						present[i] = true
-					}
-					step++
-				}
-				ev.Apply(r)
-				var now []Candidate
-				for i := range cs {
-					if present[i] {
-						now = append(now, cs[i])
-					}
-				}
+			randomEvents(rnd, cs, ev, func(step int, now []Candidate) {
 				if got, want := sortedAdmitted(ev), reference(ev, now); !slices.Equal(got, want) {
 					t.Fatalf("kube=%v seed %d step %d: admitted %v, want %v; rejected %v", kube, seed, step, got, want, ev.Rejected())
 				}
 				checkInvariants(t, ev, &own)
+			})
+		}
+	}
+}
+
+// randomEvents applies an empty snapshot to a, then random batches of events about cs
+// (added, and now and then removed and added again), 4 per lease in all; after each
+// batch, check hears the step and the leases present at that point.
+func randomEvents(rnd *rand.Rand, cs []Candidate, a *Admitter, check func(step int, now []Candidate)) {
+	a.Apply(WatchResult{Snapshot: []Candidate{}})
+	present := map[int]bool{}
+	for step := 0; step < 4*len(cs); {
+		var r WatchResult
+		for range 1 + rnd.IntN(6) {
+			i := rnd.IntN(len(cs))
+			if present[i] && rnd.IntN(3) == 0 {
+				r.Events = append(r.Events, removedC(cs[i]).Events...)
+				present[i] = false
+			} else {
+				r.Events = append(r.Events, addedC(cs[i]).Events...)
+				present[i] = true
+			}
+			step++
+		}
+		a.Apply(r)
+		var now []Candidate
+		for i := range cs {
+			if present[i] {
+				now = append(now, cs[i])
 			}
 		}
+		check(step, now)
 	}
 }
 

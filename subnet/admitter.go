@@ -21,7 +21,9 @@ import (
 // admitted ones are those a greedy pass in seniority order (Origin.Seniority, then the
 // name) admits: the same on every node whatever the order in which the leases arrive; a
 // loser is admitted as soon as its winner goes away. A batch in which nothing overlaps
-// costs no more than folding it into the set.
+// costs no more than folding it into the set. Then, where the network's backend names a
+// key per lease (RuleOptions.BackendKey), of the admitted peers that share one the same
+// order picks the one that stays admitted (one pass over the set per change).
 //
 // A rejected lease is dropped, never fatal: logged once per name and version, with the
 // reason and the name, and reported to onReject at the same time. The node's own lease
@@ -43,6 +45,10 @@ type Admitter struct {
 	idx6   []sub6     // admitted IPv6 subnets, ordered (IPv6 enabled only)
 	held   map[ident]*held
 	synced bool
+	// keyLost are the positions of admitted leases that lost a backend-key contest
+	// (settleKeys), ascending; view is the list without them, used while there are any.
+	keyLost []int
+	view    PeerList
 }
 
 // ident names a lease: by its key when that is its name (etcd, canonical keys: a
@@ -62,14 +68,15 @@ func (id ident) String() string {
 
 // held is a rejected lease. The lease itself is kept only when it may be admitted
 // later without a new delivery: when it lost to an overlapping peer (admitted when that
-// one goes away) or names a local address (admitted when the address goes away).
+// one goes away) or names a local address (admitted when the address goes away); a
+// lease that lost a backend-key contest stays in the list as well (settleKeys).
 type held struct {
 	rej     *Rejection
 	version int64
 	cand    *Candidate
 }
 
-func keepsLease(r Reason) bool { return r == OverlapsPeer || r == LocalPublicIP }
+func keepsLease(r Reason) bool { return r == OverlapsPeer || r == LocalPublicIP || r == DuplicateKey }
 
 // sub6 is an admitted IPv6 subnet with the IPv4 subnet of its lease (which locates the
 // lease in the list).
@@ -106,15 +113,21 @@ func (a *Admitter) Synced() bool { return a.synced }
 
 // Peers is the admitted peer set, ordered by key: a view of the Admitter's storage,
 // valid until the next Apply or Refresh.
-func (a *Admitter) Peers() Peers { return a.list.Peers() }
+func (a *Admitter) Peers() Peers {
+	if len(a.keyLost) > 0 {
+		return a.view.Peers()
+	}
+	return a.list.Peers()
+}
 
 // RejectedLease is a rejected lease as Rejected lists it.
 type RejectedLease struct {
 	Name   string // the key (etcd) or node name (Kubernetes)
 	Reason Reason
 	Detail string
-	// Lease is the lease when it is kept (it lost to an overlapping peer, or names one of
-	// this node's addresses: it may be admitted later), else nil. It is a copy.
+	// Lease is the lease when it is kept (it lost to an overlapping peer or a backend-key
+	// contest, or names one of this node's addresses: it may be admitted later), else
+	// nil. It is a copy.
 	Lease *Lease
 }
 
@@ -143,9 +156,11 @@ func (a *Admitter) Rejected() []RejectedLease {
 func (a *Admitter) Admitted() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]string, a.list.Len())
-	for i := range out {
-		out[i] = a.identAt(i).String()
+	out := make([]string, 0, a.list.Len()-len(a.keyLost))
+	for i := range a.list.Len() {
+		if !a.keyLoser(i) {
+			out = append(out, a.identAt(i).String())
+		}
 	}
 	return out
 }
@@ -157,9 +172,14 @@ func (a *Admitter) Apply(r WatchResult) (changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if r.IsSnapshot() {
-		return a.applySnapshot(r.Snapshot)
+		changed = a.applySnapshot(r.Snapshot)
+	} else {
+		changed = a.applyEvents(r.Events)
 	}
-	return a.applyEvents(r.Events)
+	if changed {
+		a.settleKeys()
+	}
+	return changed
 }
 
 // Refresh reads the node's addresses again; when they changed, every lease is judged
@@ -187,7 +207,11 @@ func (a *Admitter) Refresh() (changed bool) {
 	for id, h := range local {
 		b.release(id, h, a)
 	}
-	return a.finish(b)
+	changed = a.finish(b)
+	if changed {
+		a.settleKeys()
+	}
+	return changed
 }
 
 // judge applies the per-lease checks and the check against the node's own subnets.

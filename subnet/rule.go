@@ -26,12 +26,13 @@ const (
 	TooLarge        Reason = "too_large"         // the value is larger than MaxValueSize
 	BadBackendData  Reason = "bad_backend_data"  // backend data its backend refuses
 	BadJSON         Reason = "bad_json"          // a value that does not decode
+	DuplicateKey    Reason = "duplicate_key"     // its backend key (a WireGuard public key) is an older admitted peer's
 )
 
 // Reasons lists every Reason (for consumers that declare them in advance: metrics).
 func Reasons() []Reason {
 	return []Reason{NonCanonicalKey, OutsideNetwork, WrongLength, OverlapsOwn, OverlapsPeer,
-		BadPublicIP, LocalPublicIP, TooLarge, BadBackendData, BadJSON}
+		BadPublicIP, LocalPublicIP, TooLarge, BadBackendData, BadJSON, DuplicateKey}
 }
 
 // MaxValueSize bounds a lease's value: the etcd value, or in Kubernetes mode the values
@@ -90,6 +91,12 @@ type RuleOptions struct {
 	// the lease's BackendType. A type without a check passes: leases of another
 	// backend are skipped by the backend, not rejected here.
 	BackendData map[string]func(data json.RawMessage) error
+	// BackendKey names, by BackendType, the key a peer of that backend must not share
+	// with another admitted peer (wireguard: its public key; ok false: none). Of admitted
+	// peers that share one, the winner is the one the overlap rule would pick (seniority,
+	// then name); the others are rejected as DuplicateKey, keep their subnets, and are
+	// admitted when the winner goes away. Only the network's own backend's is used.
+	BackendKey map[string]func(l *Lease) (key string, ok bool)
 	// LocalAddrs lists the node's own addresses (InterfaceAddrs); nil: none known.
 	LocalAddrs func() ([]netip.Addr, error)
 }
@@ -102,6 +109,7 @@ type Rule struct {
 	len4, len6 int  // required subnet lengths; 0: any (Kubernetes mode)
 	keys       bool // names are subnet keys that must be canonical (etcd mode)
 	backend    map[string]func(json.RawMessage) error
+	backendKey func(*Lease) (string, bool) // the network's backend's BackendKey; nil: none
 	localFn    func() ([]netip.Addr, error)
 	local      []netip.Addr
 }
@@ -109,7 +117,7 @@ type Rule struct {
 // NewRule makes the rule for cfg and reads the node's addresses once.
 func NewRule(cfg *Config, o RuleOptions) *Rule {
 	r := &Rule{v4: cfg.EnableIPv4, v6: cfg.EnableIPv6, net4: cfg.Network, net6: cfg.IPv6Network,
-		keys: !o.Kube, backend: o.BackendData, localFn: o.LocalAddrs}
+		keys: !o.Kube, backend: o.BackendData, backendKey: o.BackendKey[cfg.BackendType], localFn: o.LocalAddrs}
 	if !o.Kube {
 		r.len4, r.len6 = cfg.SubnetLen, cfg.IPv6SubnetLen
 	}

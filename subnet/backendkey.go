@@ -1,0 +1,85 @@
+package subnet
+
+import (
+	"cmp"
+	"slices"
+
+	"k8s.io/klog/v2"
+)
+
+// The backend-key stage: admitted peers that share a backend key (RuleOptions.BackendKey).
+
+// settleKeys decides the admitted peers that share a backend key, after the admitted set
+// changed: in each group the winner is the one resolve would pick (seniority, then name,
+// then key); the others stay in the list, so that their subnets keep their place in the
+// overlap rule, but are left out of Peers and Admitted and held as DuplicateKey until
+// they win. It costs one pass over the admitted set, and is skipped when the network's
+// backend has no key.
+func (a *Admitter) settleKeys() {
+	if a.rule.backendKey == nil {
+		return
+	}
+	prev := map[ident]*held{}
+	for id, h := range a.held {
+		if h.rej.Reason == DuplicateKey {
+			prev[id] = h
+			delete(a.held, id)
+		}
+	}
+	first := make(map[string]int, a.list.Len()) // key -> position of its current winner
+	a.keyLost = a.keyLost[:0]
+	for i := range a.list.Len() {
+		l := a.list.At(i)
+		k, ok := a.rule.backendKey(&l)
+		if !ok {
+			continue
+		}
+		w, dup := first[k]
+		if !dup {
+			first[k] = i
+			continue
+		}
+		if a.keyBefore(i, w) {
+			first[k], w, i = i, i, w // i wins; the former winner loses
+		}
+		c := a.candidateAt(i)
+		a.reject(a.identAt(i), &c, Reject(DuplicateKey, "its backend key %s is also the older lease %s's", k, a.identAt(w)), prev)
+		a.keyLost = append(a.keyLost, i)
+	}
+	slices.Sort(a.keyLost)
+	for id, h := range prev {
+		if a.held[id] == nil {
+			klog.InfoS("Admitted peer lease rejected before", "lease", id.String(), "was", h.rej.Reason)
+		}
+	}
+	if len(a.keyLost) == 0 {
+		return
+	}
+	n, lost := 0, a.keyLost
+	a.view.resetWith(a.list.Len()-len(lost), func(int) *Lease {
+		for len(lost) > 0 && lost[0] == n {
+			n, lost = n+1, lost[1:]
+		}
+		l := a.list.At(n)
+		n++
+		return &l
+	})
+}
+
+// keyBefore reports whether the admitted lease at i wins a backend-key contest against
+// the one at j, by resolve's order.
+func (a *Admitter) keyBefore(i, j int) bool {
+	if c := cmp.Compare(a.sen[i], a.sen[j]); c != 0 {
+		return c < 0
+	}
+	if c := cmp.Compare(a.identAt(i).String(), a.identAt(j).String()); c != 0 {
+		return c < 0
+	}
+	return i < j // the list is ordered by key
+}
+
+// keyLoser reports whether the admitted lease at i lost a backend-key contest.
+func (a *Admitter) keyLoser(i int) bool {
+	_, ok := slices.BinarySearch(a.keyLost, i)
+	return ok
+}
