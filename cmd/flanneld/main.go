@@ -252,14 +252,18 @@ func daemonConfig(opts Options) daemon.Config {
 }
 
 // admissionOptions wires the admission rule of peer leases: each backend's check of
-// the backend data its leases carry (udp leases carry none), the node's addresses, the
-// datastore's mode.
+// the backend data its leases carry (udp leases carry none), the key no two peers may
+// share (wireguard's public key), the node's addresses, the datastore's mode.
 func admissionOptions(opts Options) subnet.RuleOptions {
 	return subnet.RuleOptions{
 		Kube: opts.KubeSubnetMgr,
 		BackendData: map[string]func(json.RawMessage) error{
-			"vxlan":            vxlan.CheckBackendData,
-			hostgw.BackendType: hostgw.CheckBackendData,
+			"vxlan":               vxlan.CheckBackendData,
+			hostgw.BackendType:    hostgw.CheckBackendData,
+			wireguard.BackendType: wireguard.CheckBackendData,
+		},
+		BackendKey: map[string]func(*subnet.Lease) (string, bool){
+			wireguard.BackendType: wireguard.PublicKey,
 		},
 		LocalAddrs: subnet.InterfaceAddrs,
 	}
