@@ -20,7 +20,7 @@ import (
 
 // rejectReasons are the label values of flannel_leases_rejected_total.
 var rejectReasons = []string{"non_canonical_key", "outside_network", "wrong_length", "overlaps_own", "overlaps_peer",
-	"bad_public_ip", "local_public_ip", "too_large", "bad_backend_data", "bad_json"}
+	"bad_public_ip", "local_public_ip", "too_large", "bad_backend_data", "bad_json", "duplicate_key"}
 
 // rejected reads node i's flannel_leases_rejected_total by reason.
 func rejected(l *lab.Lab, i int) (map[string]float64, error) {

@@ -587,6 +587,59 @@ func TestWireguardMixedWithUpstream(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
+// The admission rule for wireguard leases in the lab: a lease with a malformed public key
+// and a younger lease that advertises node 2's public key (an impostor with its own
+// endpoint) are rejected and counted on every node (bad_backend_data; duplicate_key
+// where node 2 is a peer), no device takes the impostor's endpoint or subnet, and the pods
+// keep talking.
+func TestWireguardHostileLeases(t *testing.T) {
+	needWG(t)
+	l := newLab(t, "wgbad", 3, withWireguard)
+	startAll(t, l, wgDualConfig, fmt.Sprintf("--healthz-port=%d", healthzPort))
+	nodes := wgNodes(t, l)
+	waitWGMesh(t, l, nodes)
+	pods := addPods(t, l)
+	pingMesh(t, l, pods)
+	base := map[int]map[string]float64{}
+	for i := 1; i <= 3; i++ {
+		r, err := rejected(l, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base[i] = r
+	}
+	used := map[byte]bool{}
+	for _, n := range nodes {
+		used[n.subnet.Addr().As4()[2]] = true
+	}
+	var free []byte
+	for x := byte(200); len(free) < 2; x++ {
+		if !used[x] {
+			free = append(free, x)
+		}
+	}
+	value := func(pub, key string) string {
+		return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":%q,"Port":51820}}`, pub, key)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i, v := range []string{value("192.0.2.201", "AAAA"), value("192.0.2.202", nodes[1].pub)} {
+		k := fmt.Sprintf("%s/subnets/10.5.%d.0-24", l.EtcdPrefix(), free[i])
+		if _, err := l.Etcd().Put(ctx, k, v); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		want := map[string]int{"bad_backend_data": 1, "duplicate_key": 1}
+		if i == 2 {
+			want["duplicate_key"] = 0 // its own key: the backend skips the lease, not the rule
+		}
+		waitRejected(t, l, i, base[i], want)
+	}
+	waitWGMesh(t, l, nodes) // the peers are exactly the three nodes, with their endpoints
+	pingMesh(t, l, pods)
+}
+
 // Implementation kernel on a kernel without WireGuard is a clear start-up error: the
 // daemon exits non-zero naming the fix, and writes no lease.
 func TestWireguardForcedKernelWithoutModule(t *testing.T) {
