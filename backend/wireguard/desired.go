@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -113,7 +114,9 @@ func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 			continue // the own lease
 		}
 		if l.Attrs.BackendType != BackendType {
-			skip("backend type %q is not %s", l.Attrs.BackendType, BackendType)
+			// a sound lease of another backend: warned about and counted, as by the others
+			probs = append(probs, backend.Problem{Peer: key, Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType),
+				Skip: observe.SkippedOtherBackend})
 			continue
 		}
 		if n.cfg.Mode == Separate {

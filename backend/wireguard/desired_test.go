@@ -11,6 +11,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -189,6 +190,12 @@ func TestDesiredDevices(t *testing.T) {
 		// node 8 is still a peer over IPv4; the first lease with p2 keeps it
 		if len(devs[0].peers) != 2 || len(devs[1].peers) != 1 {
 			t.Errorf("peers %+v / %+v", devs[0].peers, devs[1].peers)
+		}
+		// only the sound lease of another backend is a counted skip
+		for _, p := range probs {
+			if want := strings.HasPrefix(p.Peer, "10.5.4.0-24"); (p.Skip == observe.SkippedOtherBackend) != want {
+				t.Errorf("problem %+v: Skip %q", p, p.Skip)
+			}
 		}
 	})
 }
