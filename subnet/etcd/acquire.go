@@ -34,11 +34,7 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 	if cfg == nil || attrs == nil {
 		return nil, errors.New("AcquireLease: nil config or attributes")
 	}
-	value, err := attrs.MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("encoding lease attributes: %w", err)
-	}
-	cli, err := m.client()
+	value, cli, err := m.encodeFor(attrs)
 	if err != nil {
 		return nil, err
 	}
@@ -337,4 +333,18 @@ func nodeAddr(cfg *subnet.Config, attrs *subnet.LeaseAttrs) string {
 		return "0.0.0.0"
 	}
 	return attrs.PublicIP.String()
+}
+
+// encodeFor encodes lease attributes as the etcd value and returns the client to write
+// it with.
+func (m *Manager) encodeFor(attrs *subnet.LeaseAttrs) ([]byte, *clientv3.Client, error) {
+	value, err := attrs.MarshalJSON()
+	if err != nil {
+		return nil, nil, fmt.Errorf("encoding lease attributes: %w", err)
+	}
+	cli, err := m.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	return value, cli, nil
 }

@@ -20,11 +20,7 @@ func (m *Manager) UpdateLeaseAttrs(ctx context.Context, _ *subnet.Config, l *sub
 	if l == nil || attrs == nil {
 		return nil, errors.New("UpdateLeaseAttrs: nil lease or attributes")
 	}
-	value, err := attrs.MarshalJSON()
-	if err != nil {
-		return nil, fmt.Errorf("encoding lease attributes: %w", err)
-	}
-	cli, err := m.client()
+	value, cli, err := m.encodeFor(attrs)
 	if err != nil {
 		return nil, err
 	}
