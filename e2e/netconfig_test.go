@@ -82,7 +82,7 @@ func TestBadConfigKeepsTheDataPath(t *testing.T) {
 	if err := l.StartFlanneld(2, restartArgs...); err != nil {
 		t.Fatal(err)
 	}
-	waitLogSince(t, l, 2, off, "E", `"Cannot use the network config; retrying until it is fixed" err="unknown backend type: vxaln (did you mean vxlan? this build has: host-gw, udp, vxlan)"`)
+	waitLogSince(t, l, 2, off, "E", `"Cannot use the network config; retrying until it is fixed" err="unknown backend type: vxaln (did you mean vxlan? this build has: host-gw, udp, vxlan, wireguard)"`)
 	waitReadyz(t, l, 2, "", 503, "network-config: unknown backend type: vxaln")
 	stillRunning(t, l, 2, 3*time.Second, "backend type typo")
 	if err := l.Ping(pods[0].NS, pods[1].IP); err != nil {
