@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -67,7 +68,8 @@ func (c *countingConn) Run(b *netlinkx.Batch, done func(int, error, uint32)) err
 
 // lab is a throwaway namespace with an underlay veth u0 (192.0.2.1/24, 2001:db8::1/64),
 // a gateway route to 198.51.100.0/24 and 2001:db8:100::/48, so that peers there are
-// not directly reachable.
+// not directly reachable. Links get no IPv6 link-local address, and once newLab
+// returns the kernel announces nothing more on its own about the lab.
 type lab struct {
 	t   testing.TB
 	ns  *nstest.NS
@@ -84,6 +86,16 @@ func newLab(t testing.TB) *lab {
 	}
 	ns := nstest.New(t, "fgtest-vx-")
 	h := ns.Handle
+	// No IPv6 link-local addresses: their DAD ends a second or two after a link comes
+	// up (u0, and the backend's devices alike) with a notification nobody asked for.
+	if err := ns.Sysctl()("/proc/sys/net/ipv6/conf/default/addr_gen_mode", "1"); err != nil {
+		t.Fatal(err)
+	}
+	mon, err := netlinkx.NewMonitorAt(ns.NsH, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
 	la := netlink.NewLinkAttrs()
 	la.Name = "u0"
 	la.MTU = 1500
@@ -117,6 +129,7 @@ func newLab(t testing.TB) *lab {
 			t.Fatalf("route %s: %v", r.dst, err)
 		}
 	}
+	awaitQuiet(t, mon, u0.Attrs().Index)
 	u0, _ = h.LinkByName("u0")
 	c, err := netlinkx.OpenAt(ns.NsH)
 	if err != nil {
@@ -130,6 +143,43 @@ func newLab(t testing.TB) *lab {
 		ExtAddr:     netip.MustParseAddr("192.0.2.1"),
 		ExtV6Addr:   netip.MustParseAddr("2001:db8::1"),
 	}}
+}
+
+// awaitQuiet returns once the kernel has announced what it finishes on its own after
+// newLab's requests: u0's carrier (the link watch's work) and the completion of the
+// IPv6 address (its DAD-less start runs in a work queue). On a busy machine either
+// can come late; tests of the kernel cache and of the kernel watch count on every
+// notification after newLab being one they caused.
+func awaitQuiet(t testing.TB, mon *netlinkx.Monitor, u0 int) {
+	t.Helper()
+	carrier, addr6 := false, false
+	note := func(ch *netlinkx.Change) {
+		if netlinkx.ChangeIfindex(ch.Type, ch.Body) != u0 {
+			return
+		}
+		switch {
+		case ch.Type == unix.RTM_NEWLINK && len(ch.Body) >= unix.SizeofIfInfomsg:
+			_ = netlinkx.Attrs(ch.Body[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+				if typ == unix.IFLA_OPERSTATE && len(val) == 1 && netlink.LinkOperState(val[0]) == netlink.OperUp {
+					carrier = true
+				}
+			})
+		case ch.Type == unix.RTM_NEWADDR && len(ch.Body) >= unix.SizeofIfAddrmsg:
+			if ch.Body[0] == unix.AF_INET6 && ch.Body[2]&unix.IFA_F_TENTATIVE == 0 {
+				addr6 = true
+			}
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !carrier || !addr6 {
+		if lost, err := mon.Read(note); lost || err != nil {
+			t.Fatalf("lab notifications lost: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("u0 not settled after a minute: carrier %v, IPv6 address %v", carrier, addr6)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func testConfig(t *testing.T, backendJSON string, v6 bool) *subnet.Config {
