@@ -215,12 +215,14 @@ func TestIPTablesInstallKeepAndHeal(t *testing.T) {
 	if after := iptCounters(t, ns); after != before {
 		t.Errorf("restoring one rule changed others:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	// Flushed chains, a deleted jump, a deleted chain.
+	// Flushed chains, a deleted jump, a deleted chain. The chain goes in one
+	// iptables-restore transaction: as separate commands, the keeper may put the jump
+	// back between them and the chain's deletion then fails (chain in use).
 	for _, cmd := range [][]string{
 		{"iptables", "-t", "nat", "-F", MasqChain},
 		{"iptables", "-t", "filter", "-F", ForwardChain},
 		{"iptables", "-t", "nat", "-D", "POSTROUTING", "1"},
-		{"sh", "-c", "iptables -t filter -D FORWARD 1 && iptables -t filter -F FLANNEL-FWD && iptables -t filter -X FLANNEL-FWD"},
+		{"sh", "-c", `printf '*filter\n-D FORWARD 1\n-F FLANNEL-FWD\n-X FLANNEL-FWD\nCOMMIT\n' | iptables-restore --noflush`},
 	} {
 		nsRun(t, ns, cmd...)
 		waitFor(t, strings.Join(cmd, " ")+" repaired", 10*time.Second, func() bool {
