@@ -375,7 +375,9 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.10.0-24", leaseValue("198.51.100.10"))
 	mustPut(t, cli, subnets+"10.5.11.0-24", leaseValue("198.51.100.11"))
-	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
+	// Our lease is pinned apart from the peer written below: a random pick lands on
+	// 10.5.12.0/24 once in a hundred, and the peer's write would then replace it.
+	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, PrevSubnet: netip.MustParsePrefix("10.5.20.0/24")})
 	cfg, err := m.GetNetworkConfig(tctx(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -383,6 +385,9 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 	own, err := m.AcquireLease(tctx(t, 10*time.Second), cfg, attrsFor("198.51.100.1"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if own.Key() != "10.5.20.0-24" {
+		t.Fatalf("own lease %s, want the previous subnet 10.5.20.0-24", own.Key())
 	}
 	mustPut(t, cli, subnets+"10.5.12.0-24", leaseValue("198.51.100.12"))
 	out := startWatch(t, m)
