@@ -110,8 +110,11 @@ func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 	}}
 	be := &fakeBackend{}
 	ctorCalls := 0
+	ready := healthz.NewReadiness(checkNetworkConfig)
+	// Each fetch after the first comes after the previous config's problems were set.
+	rec := &readinessAtFetch{fakeManager: m, ready: ready}
 	deps := Deps{
-		Manager: m,
+		Manager: rec,
 		Backends: map[string]backend.Constructor{
 			"fake": func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) {
 				ctorCalls++
@@ -125,30 +128,10 @@ func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 		CheckBackendConfig: map[string]backend.ConfigChecker{"fake": fakeCheck},
 		LookupExtIface:     func(*subnet.Config) (*backend.ExternalInterface, error) { return &backend.ExternalInterface{}, nil },
 	}
-	ready := healthz.NewReadiness(checkNetworkConfig)
-	var readyStates []string
 	obs := observe.Nop{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(time.Millisecond):
-			}
-			if c := ready.Checks()[0]; c.Err != nil {
-				if n := len(readyStates); n == 0 || readyStates[n-1] != c.Err.Error() {
-					readyStates = append(readyStates, c.Err.Error())
-				}
-			}
-		}
-	}()
 	cfg, got, err := setupBackend(ctx, deps, obs, ready, 5*time.Millisecond)
-	done <- struct{}{}
-	<-done
 	if err != nil || got != be || cfg.BackendType != "fake" {
 		t.Fatalf("setupBackend: %v, %v, %v", cfg, got, err)
 	}
@@ -179,9 +162,32 @@ func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 			t.Errorf("not a warning: %s", line)
 		}
 	}
-	if len(readyStates) == 0 || !strings.Contains(strings.Join(readyStates, "\n"), "unknown backend type: vxaln") {
-		t.Errorf("readiness did not carry the problems: %q", readyStates)
+	if want := []string{
+		"not done yet", // before the first fetch
+		"network is too small. Minimum useful network prefix is /28; unknown backend type: vxaln (did you mean vxlan? this build has: fake, vxlan)",
+		`fake: ChecksumOffload must be "auto", not "yes"`,
+		`fake: ChecksumOffload must be "auto", not "yes"`,
+		"fake: the node has no fake device",
+	}; !slices.Equal(rec.states, want) {
+		t.Errorf("readiness at each fetch %q, want %q", rec.states, want)
 	}
+}
+
+// readinessAtFetch records the network-config readiness problem ("" when none) each
+// time the network config is fetched.
+type readinessAtFetch struct {
+	*fakeManager
+	ready  *healthz.Readiness
+	states []string
+}
+
+func (r *readinessAtFetch) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
+	s := ""
+	if c := r.ready.Checks()[0]; c.Err != nil {
+		s = c.Err.Error()
+	}
+	r.states = append(r.states, s)
+	return r.fakeManager.GetNetworkConfig(ctx)
 }
 
 // An unchanged problem is logged once, not at every retry.
