@@ -236,7 +236,8 @@ func (m *Manager) Check(ctx context.Context) (int, error) {
 // Run keeps the rules true until ctx ends. Changes to nf_tables (which includes
 // iptables-nft) are announced on netlink: each burst of announcements triggers one check,
 // which rewrites nothing when our rules are intact. Without announcements (iptables-legacy)
-// the rules are checked every poll period. A full check also runs every Resync period.
+// the rules are checked every poll period. A full check also runs once the watches are
+// in place and then every Resync period.
 func (m *Manager) Run(ctx context.Context) error {
 	if len(m.sets) == 0 && len(m.blackholes) == 0 {
 		return nil
@@ -278,6 +279,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			retryC = time.After(m.retry)
 		}
 	}
+	// A change made between Setup and the subscriptions above announced nothing to us.
+	check()
+	m.logBlackholeErr(m.ensureBlackholes())
 	for {
 		select {
 		case <-ctx.Done():
