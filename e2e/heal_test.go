@@ -15,7 +15,7 @@ import (
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
-// Self-healing (issue 6, part 1): kernel state the daemon owns, changed or removed by
+// Self-healing: kernel state the daemon owns, changed or removed by
 // hand, is restored from the lease set, prompted by a netlink notification rather than
 // the 30 s safety-net resync; state on our devices (or host-gw routes inside the
 // Network) that no lease explains is removed; pods ping again afterwards. The timeouts

@@ -158,7 +158,7 @@ func vxlanValue(pub, mac string) string {
 	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, pub, mac)
 }
 
-// Issue 14, the proof in etcd mode: while the pods of three nodes ping each other, a
+// A hostile datastore, etcd mode: while the pods of three nodes ping each other, a
 // process that is not a node writes bad leases of every class into etcd. Every pod pair
 // keeps pinging, every node stays ready, each node counts each bad lease with its reason
 // (the classes that depend on the node — its own subnet, its own address — as that node
@@ -295,7 +295,7 @@ func TestHostileDatastoreEtcd(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
-// Issue 14, the proof in Kubernetes mode, against the real kube-apiserver: while the pods
+// A hostile datastore, Kubernetes mode, against the real kube-apiserver: while the pods
 // of three nodes ping each other, an administrator's client (no node) creates Node
 // objects with bad pod CIDRs or flannel annotations of every class. Every pod pair keeps
 // pinging, every node stays ready, each node counts each bad Node with its reason, and no

@@ -196,7 +196,7 @@ func deviceAddrs(t *testing.T, ns, dev string) []string {
 	return link.IPv4Addrs()
 }
 
-// Issue 15, item 1: running.md's example of two networks on one node works as shown.
+// running.md's example of two networks on one node works as shown.
 // Each network's pods reach each other across the nodes, each daemon keeps to its own
 // device, and neither repairs anything: the two do not fight.
 func TestSeveralNetworks(t *testing.T) {
@@ -297,7 +297,7 @@ func leasesUnder(t *testing.T, l *lab.Lab, prefix string) int64 {
 	return resp.Count
 }
 
-// Issue 15, item 1: a daemon refuses, with one line naming the other instance and what
+// A daemon refuses, with one line naming the other instance and what
 // to change, a config whose device, VNI and port, or network another running instance
 // has; it exits 1 before touching anything, and the other one's pods keep pinging.
 // Of two that start together with colliding configs, exactly one refuses. A device a

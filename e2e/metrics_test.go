@@ -86,7 +86,7 @@ func metricNow(t *testing.T, l *lab.Lab, i int, name string) float64 {
 	return v
 }
 
-// Issue 6, parts 4 and 5: node 1's /metrics counts what the daemon does, and the
+// Node 1's /metrics counts what the daemon does, and the
 // counters move when faults are injected: a peer route and an FDB entry deleted by
 // hand are repaired (by the netlink-triggered heal or, at the latest, by the periodic
 // resync), a peer lease added and removed in etcd is programmed and cleaned; /readyz
@@ -213,7 +213,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
-// Issue 6, part 6: with ChecksumOffload "off" the vxlan device's transmit checksum
+// With ChecksumOffload "off" the vxlan device's transmit checksum
 // offload is off on every node (read by ethtool -k inside the node when installed, and
 // by the metric), pods still ping each other; a bad value stops flanneld at start with a
 // message naming the option.
@@ -243,7 +243,7 @@ func TestVXLANChecksumOffloadOff(t *testing.T) {
 	pingMesh(t, l, pods)
 
 	// A bad value: node 2 restarted with it says why and keeps retrying the config
-	// (issue 15: one bad-config policy), leaving the data path alone.
+	// (one bad-config policy), leaving the data path alone.
 	if err := l.StopFlanneld(2); err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func stillRunning(t *testing.T, l *lab.Lab, i int, d time.Duration, what string)
 	}
 }
 
-// Issue 15: a typo written to etcd and a daemon restarted on it. The daemon stays up,
+// A typo written to etcd and a daemon restarted on it. The daemon stays up,
 // says every problem (the backend type, then a backend option and an unknown key), is
 // not ready, and changes nothing in the kernel: pods keep pinging through the data path
 // already in place. Once the config is fixed it starts, adopting that data path.
@@ -129,7 +129,7 @@ func TestBadConfigKeepsTheDataPath(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
-// Issue 15: the config rewritten from vxlan to host-gw in etcd while the daemons run.
+// The config rewritten from vxlan to host-gw in etcd while the daemons run.
 // Each daemon says, in one warning, what changed and that a restart applies it, and
 // nothing else changes. Restarting the nodes one by one then shows the switch: each
 // side warns about the peer on the other backend and counts it, the restarted node says

@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Issue 14, item 3: one bad peer fails nothing else. Three host-gw nodes run with pods;
+// One bad peer fails nothing else. Three host-gw nodes run with pods;
 // the test writes a fourth lease into etcd, plausible in every field (a free subnet, a
 // unicast public address, host-gw's backend type, a TTL), whose public address is not
 // on the nodes' segment, so every node's kernel refuses its route. The three nodes keep

@@ -295,13 +295,13 @@ func restartUnderPing(t *testing.T, l *lab.Lab, pods []lab.Pod, dev string, kill
 	}
 }
 
-// Issue 6 part 2: a daemon killed with -9 (then stopped with SIGTERM) and restarted
+// A daemon killed with -9 (then stopped with SIGTERM) and restarted
 // adopts the vxlan device, neighbour, FDB and route entries without touching them.
 func TestRestartHitlessVXLAN(t *testing.T) {
 	testRestartHitless(t, "rsvx", vxlanConfig, "flannel.1")
 }
 
-// Issue 6 part 2, host-gw: the peer routes on eth0 survive the restart untouched.
+// Host-gw: the peer routes on eth0 survive the restart untouched.
 func TestRestartHitlessHostGW(t *testing.T) {
 	testRestartHitless(t, "rshg", hostgwConfig, "")
 }
@@ -351,7 +351,7 @@ func labEtcdClient(t *testing.T, l *lab.Lab) *clientv3.Client {
 	return cli
 }
 
-// Issue 6 part 3: etcd is killed for 10 s. The data path keeps working untouched, the
+// etcd is killed for 10 s. The data path keeps working untouched, the
 // daemons keep running and report the lease watch down in /readyz (the kernel check
 // stays passing); a node started during the outage joins once etcd is back, and a lease
 // written right after etcd's return is applied on the running nodes.
@@ -461,7 +461,7 @@ func TestEtcdOutage(t *testing.T) {
 	pingMesh(t, l, append(pods, p3))
 }
 
-// Issue 6 proof: a second flanneld for the same network in the same namespace is refused
+// A second flanneld for the same network in the same namespace is refused
 // (exit 1, the holder named) and changes nothing; one for another prefix and subnet file
 // coexists.
 func TestSecondInstanceRefused(t *testing.T) {
@@ -598,7 +598,7 @@ func TestKernelWatchSeesDisruptions(t *testing.T) {
 	}
 }
 
-// Issue 6 part 3, a partition rather than a dead etcd: node 1 cannot reach etcd for 10 s
+// A partition rather than a dead etcd: node 1 cannot reach etcd for 10 s
 // (its packets to and from etcd dropped inside its namespace) while a peer lease is
 // written; once the path is back the lease is applied, the daemon kept running and pods
 // kept talking meanwhile. Unlike a dead etcd (connection refused at once), silently

@@ -57,7 +57,7 @@ func dropped(reason string) string {
 	return fmt.Sprintf(`flannel_udp_dropped_packets_total{reason=%q}`, reason)
 }
 
-// Issue 14, item 4: a host on the underlay that is no node sends crafted datagrams to a
+// A host on the underlay that is no node sends crafted datagrams to a
 // node's udp port: from its own address, and with the outer source spoofed to a real
 // node's public IP but an inner source outside that node's subnet, or an inner
 // destination outside the target's subnet (a pod on a third node). No pod receives any
