@@ -10,13 +10,10 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// RefusalReason tells whether err, the kernel's answer to a request that programs one
-// peer's object (a route, neighbour, FDB entry or nexthop object, or a datagram sent to
-// the peer), refuses that peer: the values its lease leads to, or a foreign object in
-// their way. It returns the reason (observe.RefusedUnreachable, RefusedExists or
-// RefusedInvalid), or "" for an error that is not the peer's: a lost reply, a failed
-// socket, no memory, no permission, our own device gone. A backend skips a refused peer
-// and programs the others; the other errors fail the round.
+// RefusalReason tells whether err, the kernel's answer to programming one peer's object (a
+// route, neighbour, FDB entry, nexthop, or a datagram sent to it), refuses that peer. It
+// returns the reason (observe.RefusedUnreachable, RefusedExists, RefusedInvalid), or "" for
+// an error that is not the peer's (a lost reply, a failed socket, our own device gone).
 func RefusalReason(err error) string {
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {
@@ -33,28 +30,25 @@ func RefusalReason(err error) string {
 	return ""
 }
 
-// Problem is a peer lease a backend does not program, for logging: Peer is the lease's
-// subnet key, Reason says why in words.
+// Problem is a peer lease a backend does not program, for logging; Peer is its subnet key.
 type Problem struct {
 	Peer   string
 	Reason string
-	// Skip is set (observe.SkippedOtherBackend, SkippedOtherVNI) for a sound lease of a
-	// peer this node cannot carry traffic with: a warning, counted.
+	// Skip is set (observe.SkippedOtherBackend, SkippedOtherVNI) for a sound lease this
+	// node cannot carry traffic with: a counted warning.
 	Skip string
 }
 
-// ProblemLog logs each distinct problem (peer and reason) once while it persists. A
-// backend hands it the problems of every round: one that was not in the previous round
-// is logged, one that went away is forgotten, so a recurrence is logged again. The zero
-// ProblemLog is ready; it is not safe for concurrent use.
+// ProblemLog logs each distinct problem (peer and reason) once while it persists; one that
+// goes away and recurs is logged again. The zero ProblemLog is ready; it is not safe for
+// concurrent use.
 type ProblemLog struct {
 	logged, seen map[string]struct{}
 }
 
-// Round logs the new problems of a round: the leases the backend skipped (unusable for
-// it) at info level, or as warnings for those of another backend or VNI (WarnSkipped),
-// and the peers the kernel refused as errors. It returns, per skip reason, how many
-// peers the round skipped for it, for ReportSkipped.
+// Round logs the round's new problems: skipped leases at info level (warnings for another
+// backend or VNI), refused peers as errors. It returns the number of peers skipped per skip
+// reason, for ReportSkipped.
 func (l *ProblemLog) Round(skipped, refused []Problem) map[string]int {
 	if l.logged == nil {
 		l.logged, l.seen = make(map[string]struct{}), make(map[string]struct{})

@@ -5,10 +5,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// WarnSkipped logs, as a warning, a sound peer lease a backend skips for a reason that
-// cuts the two nodes' pods off from each other (observe.SkippedOtherBackend,
-// SkippedOtherVNI); detail says how the peer differs. ProblemLog calls it once per peer
-// and cause while the cause lasts, not every round.
+// WarnSkipped logs as a warning a sound peer lease skipped for a reason that cuts the two
+// nodes' pods off from each other; detail says how the peer differs.
 func WarnSkipped(peer, reason, detail string) {
 	switch reason {
 	case observe.SkippedOtherVNI:
@@ -20,8 +18,8 @@ func WarnSkipped(peer, reason, detail string) {
 	}
 }
 
-// ReportSkipped passes a reconcile round's numbers of skipped peers (ProblemLog.Round's
-// result) to o (nil: none): every reason, 0 for those not in counts.
+// ReportSkipped passes a round's counts of skipped peers to o (nil: none), 0 for reasons
+// not in counts.
 func ReportSkipped(o observe.Observer, counts map[string]int) {
 	if o == nil {
 		return

@@ -20,10 +20,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// tunDevice is the part of golang.zx2c4.com/wireguard/tun.Device the data path uses.
-// With IFF_VNET_HDR, Read splits a large TCP segment the kernel hands over into
-// MTU-sized IPv4 packets with full checksums, and Write coalesces consecutive TCP
-// segments of a flow into one large write (GRO); without it both move one packet.
+// tunDevice is the part of golang.zx2c4.com/wireguard/tun.Device the data path uses. With
+// IFF_VNET_HDR, Read splits large TCP segments and Write coalesces them (GRO).
 type tunDevice interface {
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	Write(bufs [][]byte, offset int) (int, error)
@@ -236,9 +234,8 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 				d.counts.dropped.Add(1)
 				continue
 			}
-			// Group consecutive packets to one peer into one GSO send when they have
-			// the same size (the last may be shorter): the kernel cuts the payload
-			// every gso-size bytes, so each datagram is still exactly one packet.
+			// Consecutive equal-size packets to one peer (the last may be shorter)
+			// go in one GSO send: the kernel cuts it back into one packet per datagram.
 			if k := len(msgs) - 1; k >= 0 && d.gso.Load() && p == lastPeer && canAppend(&msgs[k], len(pkt)) {
 				msgs[k].Buffers = append(msgs[k].Buffers, pkt)
 				continue
@@ -274,12 +271,10 @@ func canAppend(m *ipv4.Message, n int) bool {
 	return (segs+1)*first <= gsoMaxBytes
 }
 
-// send writes the messages with sendmmsg, setting UDP_SEGMENT on multi-packet ones;
-// dests[i] is the peer of msgs[i]. A message the kernel refuses is dropped and the rest
-// still go; a refusal of the peer's address (backend.RefusalReason) is marked on the
-// peer, for Reconcile to log and report, other failures are logged here. If the kernel
-// refuses GSO itself (EIO: no checksum offload on the route's device), GSO is turned off
-// and the messages are sent one datagram each.
+// send writes the messages with sendmmsg (UDP_SEGMENT on multi-packet ones); dests[i] is
+// msgs[i]'s peer. A refused message is dropped and the rest still go; a refusal of the
+// peer's address is marked on the peer for Reconcile to report. If the kernel refuses GSO
+// itself (EIO: no checksum offload on the route's device), GSO is turned off for good.
 func (d *dataPath) send(msgs []ipv4.Message, dests []*peer, lim *logLimiter) {
 	pkts := 0
 	for i := range msgs {
@@ -382,9 +377,8 @@ func groSize(oob []byte) int {
 	return 0
 }
 
-// udpToTUN receives datagrams (several per system call, and with GRO several per
-// message) and writes the inner packets to the TUN, until the socket is closed or ctx
-// ends.
+// udpToTUN writes the inner packets of received datagrams to the TUN, until the socket is
+// closed or ctx ends.
 func (d *dataPath) udpToTUN(ctx context.Context) {
 	r := d.newReceiver()
 	for {
@@ -441,10 +435,8 @@ func (r *receiver) reset() {
 }
 
 // deliver writes the admitted packets of the first n messages to the TUN and counts the
-// rest. A packet is admitted only when its datagram came from the PublicIP of a peer,
-// its source lies in that peer's subnet and its destination in ours (checkInner). GRO
-// merges datagrams by their outer addresses and ports only, whatever they carry, so
-// every packet of a merged message is checked, not just the first.
+// rest (checkInner). GRO merges datagrams by outer addresses and ports only, so every
+// packet of a merged message is checked, not just the first.
 func (r *receiver) deliver(n int) {
 	d := r.d
 	tbl := d.table.Load()
@@ -507,10 +499,9 @@ func (r *receiver) flush() {
 // admitted is checkInner's verdict for a packet to write to the TUN.
 const admitted = numDropReasons
 
-// checkInner checks one inner packet p of a datagram sent by the peer leasing nets
-// (usually one subnet), for our subnet own. It returns the packet's total length (p
-// may have trailing bytes) and admitted, with the TTL decremented, or the reason to drop
-// it, with p unchanged.
+// checkInner checks one inner packet p sent by the peer leasing nets, for our subnet own.
+// It returns the packet's total length (p may have trailing bytes) and admitted, with the
+// TTL decremented, or the reason to drop it, with p unchanged.
 func checkInner(p []byte, nets []net4, own net4) (int, dropReason) {
 	_, total, ok := parseIPv4(p)
 	if !ok {

@@ -211,10 +211,8 @@ func inner(src, dst [4]byte, n int) []byte { return ipPacket(src, dst, 17, 64, m
 
 func concat(ps ...[]byte) []byte { return bytes.Join(ps, nil) }
 
-// TestUDPToTUN: received packets reach the TUN only from a peer's PublicIP, with a
-// source inside that peer's subnet and a destination inside ours; each packet of a GRO
-// message is checked on its own; the rest is counted by reason, in Stats and through
-// the observer.
+// TestUDPToTUN: received packets reach the TUN only when they pass the three checks, each
+// packet of a GRO message on its own; the rest is counted by reason.
 func TestUDPToTUN(t *testing.T) {
 	peer2, peer3, stranger := addrKey("192.0.2.2"), addrKey("192.0.2.3"), addrKey("192.0.2.200")
 	in2, in3, other := [4]byte{10, 5, 2, 7}, [4]byte{10, 5, 3, 7}, [4]byte{10, 5, 9, 9}
@@ -364,12 +362,9 @@ func TestReplaceTUN(t *testing.T) {
 	}
 }
 
-// FuzzReceive feeds one arbitrary datagram, with an arbitrary GRO segment size (0: no
-// GRO) and one of a few outer sources (peers, a stranger), through the receive path into
-// a fake TUN. Nothing may panic; exactly the segments that pass the three checks
-// (outer source is a peer's PublicIP, inner source in that peer's subnet, inner
-// destination in ours) and are whole IPv4 packets with TTL > 1 are written, in order,
-// with the TTL decremented; every other segment is counted once as dropped.
+// FuzzReceive feeds one arbitrary datagram, GRO segment size and outer source through the
+// receive path: nothing panics, exactly the segments that pass the checks and are whole
+// IPv4 packets with TTL > 1 are written, in order, and every other is counted once.
 func FuzzReceive(f *testing.F) {
 	in2, in3, me := [4]byte{10, 5, 2, 7}, [4]byte{10, 5, 3, 7}, [4]byte{10, 5, 1, 5}
 	good := inner(in2, me, 100)

@@ -8,15 +8,11 @@ import (
 	"github.com/flannel-go/flannel/backend"
 )
 
-// The udp backend writes no per-peer kernel objects: the kernel's refusals for one peer
-// come per datagram, when sendmmsg refuses its address (no route to it: "network is
-// unreachable"; a broadcast address: "permission denied"). The send path drops that
-// datagram, sends the rest of the batch and marks the peer (peer.refused); every
-// datagram to the peer is tried again, so the peer works as soon as the kernel can reach
-// it. Reconcile collects the marks: each round in which a peer was refused reports it
-// once to the Observer, and the refusal is logged once while it lasts: until the peer's
-// lease changes or goes, or a resync period (Invalidate to Invalidate) passes without
-// a refused datagram.
+// The udp backend writes no per-peer kernel objects: the kernel refuses a peer per
+// datagram, when sendmmsg refuses its address. The send path drops that datagram, marks
+// the peer and keeps trying it; Reconcile reports each round with a refusal to the
+// Observer and logs a refusal once while it lasts (until the lease changes or goes, or a
+// resync period passes without one).
 
 // refusal is a peer whose datagrams the kernel refused.
 type refusal struct {
@@ -25,10 +21,9 @@ type refusal struct {
 	marked bool   // refused again since the last resync
 }
 
-// collectRefusals reads and clears the refusal marks of the table the send path used
-// until now (old), reports each refused peer once, keeps refusals of peers that cur
-// still has with the same address, and lists them for the log. On a resync round
-// (retry) refusals not seen again since the previous one are forgotten.
+// collectRefusals reads and clears the refusal marks of the table used until now (old),
+// reports each refused peer, keeps refusals of peers cur still has at the same address,
+// and lists them for the log. On a resync round (retry) stale refusals are forgotten.
 func (b *Backend) collectRefusals(old, cur *table, retry bool) []backend.Problem {
 	if old != nil {
 		for _, p := range old.peers {

@@ -54,10 +54,8 @@ func peerTable(t *testing.T, leases ...subnet.Lease) *table {
 	return tbl
 }
 
-// TestSendRefusedPeer: a batch for three peers, one of them refused by the kernel
-// (network unreachable): the datagrams to the two others go, the refused one is dropped
-// and marked on its peer; a failure that is not the peer's (no buffer space) marks
-// nothing.
+// TestSendRefusedPeer: the datagrams to other peers go, the refused one is dropped and
+// marked on its peer; a failure that is not the peer's (no buffer space) marks nothing.
 func TestSendRefusedPeer(t *testing.T) {
 	a, b, c := udpLease("10.5.2.0/24", "192.0.2.2", ""), udpLease("10.5.3.0/24", "198.51.100.3", ""), udpLease("10.5.4.0/24", "192.0.2.4", "")
 	tbl := peerTable(t, a, b, c)
@@ -100,9 +98,8 @@ func TestSendRefusedPeer(t *testing.T) {
 	}
 }
 
-// TestCollectRefusals: Reconcile's view of the marks: reported once per round in which
-// the peer was refused, logged (listed) while the refusal lasts, forgotten when the
-// peer's address changes, its lease goes, or a resync period passes without a refusal.
+// TestCollectRefusals: reported once per round with a refusal, listed while it lasts,
+// forgotten when the peer's address changes, its lease goes, or a quiet resync period.
 func TestCollectRefusals(t *testing.T) {
 	obs := &refusalCount{n: map[string]int{}}
 	b := &Backend{refused: map[string]*refusal{}, obs: obs}
@@ -149,9 +146,8 @@ func TestCollectRefusals(t *testing.T) {
 	}
 }
 
-// TestSendRefusedInNamespace: over a real socket in a throw-away namespace, the kernel
-// refuses datagrams to a peer it has no route to (ENETUNREACH) within a batch whose
-// other datagrams, to a peer it reaches, arrive.
+// TestSendRefusedInNamespace: over a real socket the kernel refuses datagrams to an
+// unroutable peer (ENETUNREACH) while the rest of the batch arrives.
 func TestSendRefusedInNamespace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a network namespace")

@@ -13,22 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawBatchConn moves batches of datagrams with sendmmsg/recvmmsg on the UDP socket,
-// issued as raw system calls with MSG_DONTWAIT; it waits in the runtime's poller only
-// when the socket has nothing to give or no room (EAGAIN).
+// rawBatchConn moves batches of datagrams with sendmmsg/recvmmsg issued as raw system
+// calls with MSG_DONTWAIT, waiting in the runtime's poller only on EAGAIN.
 //
-// Why raw: these calls do not wait for the socket (MSG_DONTWAIT), but they run long:
-// sendmmsg carries a whole GSO batch down the transmit path (and, on veth or loopback
-// underlays, the receiver's softirq work too), recvmmsg copies up to 512 KiB. Through the regular syscall path
-// the Go scheduler sees a P sitting in a system call for more than 20 µs and hands it
-// to another thread, which wakes, finds nothing to do and sleeps again: two context
-// switches and a futex round trip per batch. A raw call keeps the P, like a long
-// computation would; the runtime can still preempt the goroutine afterwards.
+// Raw because these calls run long (a whole GSO batch down the transmit path, up to 512 KiB
+// copied): through the regular syscall path the scheduler hands the P off after 20 µs in a
+// system call, two context switches and a futex round trip per batch.
 //
-// Each direction has its own header buffers: WriteBatch and ReadBatch may run
-// concurrently, but each must be called from one goroutine at a time (the data path's
-// two loops). ReadBatch reports each sender's address as a number, not in Message.Addr
-// (which would allocate per datagram).
+// WriteBatch and ReadBatch may run concurrently, each from one goroutine at a time.
+// ReadBatch reports senders as numbers, not in Message.Addr (which allocates).
 type rawBatchConn struct {
 	rc   syscall.RawConn
 	w, r mmsgBuffers
@@ -129,10 +122,9 @@ func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	return n, err
 }
 
-// ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It
-// sets N, NN and Flags of each message received, and from[i] to message i's IPv4
-// source address (0 when the kernel reports no IPv4 address). from must be as long as
-// ms.
+// ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It sets
+// N, NN and Flags of each, and from[i] to message i's IPv4 source (0 if none); from must be
+// as long as ms.
 func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, from []uint32) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil

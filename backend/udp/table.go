@@ -22,11 +22,9 @@ type peer struct {
 	refused atomic.Int32
 }
 
-// table maps destination addresses to peers, and the outer source addresses of
-// received datagrams to the subnets their senders lease. A destination lookup is one
-// map probe per distinct subnet prefix length among the leases (one in practice: the
-// network's SubnetLen), a source lookup one probe: both O(1) in the number of peers. A
-// table is immutable once built; the backend swaps whole tables atomically.
+// table maps destination addresses to peers, and the outer source addresses of received
+// datagrams to the subnets their senders lease; both lookups are O(1) in the number of
+// peers. A table is immutable once built; the backend swaps whole tables atomically.
 type table struct {
 	lens  []int // distinct prefix lengths, longest first
 	peers map[uint64]*peer
@@ -101,11 +99,10 @@ type problem struct {
 	Skip   string // observe.SkippedOtherBackend for a sound lease of another backend
 }
 
-// buildTable computes the peer table for the leases: a pure function. Peers are leases
-// without BackendType (udp leases, as upstream writes them) with an IPv4 subnet inside
-// network other than own and a public address; packets to them go to PublicIP:port.
-// Datagrams are accepted from the same peers: from PublicIP, carrying packets from the
-// peer's subnet. Unusable leases are reported in the returned problems.
+// buildTable computes the peer table for the leases. Peers are leases without BackendType
+// (udp leases, as upstream writes them) with a public address and an IPv4 subnet inside
+// network other than own; packets go to PublicIP:port and are accepted from PublicIP when
+// they come from the peer's subnet. Unusable leases are returned as problems.
 func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table, []problem) {
 	t := &table{peers: make(map[uint64]*peer, peers.Len()), from: make(map[uint32][]net4, peers.Len())}
 	var probs []problem

@@ -1,36 +1,17 @@
-// Package udp is flannel's udp backend: pods of
-// every node reach each other through a TUN device, flannel0, whose packets flanneld
-// carries in UDP datagrams between the nodes' public addresses, port 8285 by default.
+// Package udp is flannel's udp backend: pods reach each other through a TUN device,
+// flannel0, whose packets flanneld carries in UDP datagrams between the nodes' public
+// addresses (port 8285 by default).
 //
-// Wire format, as upstream: each UDP datagram carries exactly one inner IPv4 packet, no
-// header of our own; the inner TTL is decremented on both ends. Leases carry no
-// BackendType ({"PublicIP":"…","PublicIPv6":null}), and every lease without one is a
-// udp peer, so our nodes and upstream's exchange traffic.
+// As upstream: one inner IPv4 packet per datagram, no header of our own, inner TTL
+// decremented on both ends; leases carry no BackendType, and every lease without one is a
+// udp peer, so our nodes and upstream's exchange traffic. flannel0 (non-persistent) gets
+// the lease's network address /32, MTU = external MTU − 28, and a route for the network.
 //
-// Kernel side: flannel0 (IFF_TUN|IFF_NO_PI, non-persistent: it vanishes with flanneld)
-// gets the lease's network address /32, MTU = external interface MTU − 28, and a route
-// for the whole flannel network. Reconcile repairs these and swaps the peer table.
-//
-// Data path (no cgo): two goroutines, TUN→UDP and UDP→TUN, each moving batches:
-//   - the TUN is opened with IFF_VNET_HDR and TCP segmentation offload when the kernel
-//     allows it (golang.zx2c4.com/wireguard/tun): the kernel hands over TCP segments up to
-//     64 KiB, split here into MTU-sized packets with correct checksums; received TCP
-//     packets of a flow are coalesced into large writes;
-//   - the socket sends with sendmmsg, and with UDP GSO (UDP_SEGMENT) when consecutive
-//     packets to one peer have equal size, so the kernel (or the NIC) cuts the payload
-//     back into one datagram per packet; it receives with recvmmsg and UDP GRO.
-//
-// The destination lookup is one map probe per distinct lease prefix length (one in
-// practice), O(1) in the number of peers, on an immutable table loaded atomically.
-// Packets for addresses no lease covers are answered with an ICMP net unreachable
-// written back into the TUN (not for ICMP errors or non-first fragments).
-//
-// Receive filter: a received packet reaches the TUN only when its datagram came from
-// the PublicIP of a peer handed to Reconcile, its source lies inside that peer's
-// subnet and its destination inside ours; every other packet is dropped and counted by
-// reason (Stats, and the Observer's PacketsDropped). The check is one map probe per
-// datagram (keyed by the outer source, in the same atomically swapped table) and two
-// masked compares per packet, without locks or allocation.
+// The data path (no cgo) moves batches with TUN offloads (TSO split, GRO coalesce),
+// sendmmsg with UDP GSO and recvmmsg with UDP GRO. Lookup is O(1) in the number of peers
+// on an atomically swapped table; packets no lease covers get an ICMP net unreachable. A
+// received packet reaches the TUN only when it came from a peer's PublicIP, its source is
+// in that peer's subnet and its destination in ours; others are dropped and counted.
 package udp
 
 import (
@@ -168,10 +149,9 @@ func (b *Backend) Claims() claim.Set {
 	return claim.Set{Ports: []claim.Port{{Family: claim.IPv4, Port: b.cfg.Port, Addr: b.ext.IfaceAddr, SetBy: "Backend.Port"}}}
 }
 
-// Prepare checks that this node can run the backend before any lease is written: it
-// opens /dev/net/tun once and binds the UDP socket to the interface address and port
-// (kept for Start; closed when ctx ends). Upstream acquires the lease first and fails
-// afterwards, leaving a lease behind. The attributes are PublicIP only: no BackendType.
+// Prepare opens /dev/net/tun once and binds the UDP socket (kept for Start, closed when ctx
+// ends), so a node that cannot run the backend fails before any lease is written (upstream
+// fails after). The attributes are PublicIP only: no BackendType.
 func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -292,10 +272,9 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	return b, nil
 }
 
-// heal makes flannel0 carry what it must: MTU, up, the lease's network address /32 (other
-// addresses inside the network removed), the route for the whole network and no other
-// route (a device removed by hand is recreated once the data path runs). It returns the
-// number of repairs.
+// heal makes flannel0 carry its MTU, up state, the lease's network address /32 (other
+// addresses in the network removed) and the network route only, recreating a device
+// removed by hand once the data path runs. It returns the number of repairs.
 func (b *Backend) heal() (int, error) {
 	n := 0
 	link, err := b.h.LinkByName(b.dev)
@@ -367,7 +346,6 @@ func (b *Backend) heal() (int, error) {
 		if r.Protocol == unix.RTPROT_KERNEL || r.LinkIndex != idx {
 			continue
 		}
-		// a route on our device that is not the network route: no lease explains it
 		n++
 		klog.InfoS("udp: removing a route on the TUN device that no lease explains", "device", b.dev, "dst", r.Dst, "gateway", r.Gw)
 		if err := b.h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
@@ -384,9 +362,7 @@ func (b *Backend) heal() (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// recreate replaces a TUN device that was removed: a new device from the template, made
-// current for the data path, with its own reader goroutine (the old one ended when its
-// device went away).
+// recreate replaces a removed TUN device and starts a reader for it (the old one ended).
 func (b *Backend) recreate() (netlink.Link, error) {
 	dev, name, _, err := tunx.Open(deviceTemplate)
 	if err != nil {
@@ -402,11 +378,9 @@ func (b *Backend) recreate() (netlink.Link, error) {
 	return b.h.LinkByName(name)
 }
 
-// acceptLocal lets the kernel accept packets arriving on the TUN whose source is one of
-// the node's addresses: our ICMP net-unreachable answers come from the TUN's own
-// address (as upstream's), and since Linux 6.0 the kernel drops such packets as martians
-// unless accept_local is set on the receiving device. Best effort: the data path works
-// without it, only those ICMP answers are lost.
+// acceptLocal sets accept_local on the TUN: our ICMP unreachable answers come from the
+// TUN's own address (as upstream's), which Linux ≥ 6.0 drops as martian otherwise. Best
+// effort: only those answers are lost without it.
 func (b *Backend) acceptLocal() {
 	p := "/proc/sys/net/ipv4/conf/" + b.dev + "/accept_local"
 	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
@@ -449,10 +423,8 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 // Stats reports the data path counters.
 func (b *Backend) Stats() Stats { return b.counts.snapshot() }
 
-// Reconcile repairs flannel0 and installs the peer table computed from the leases with
-// one atomic swap; the data path picks it up with its next batch. It logs and reports
-// the peers whose datagrams the kernel refused since the previous round (refused.go);
-// they are not errors.
+// Reconcile repairs flannel0 and swaps in the peer table built from the leases. Peers whose
+// datagrams the kernel refused since the previous round are logged and reported, not errors.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
