@@ -8,11 +8,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Peer leases through the admission rule as main wires it for wireguard, then the
-// desired devices: a lease with a malformed public key is rejected and counted as
-// bad_backend_data; of two leases with one public key the older node's is the peer
-// (seniority, as for overlapping subnets), not the first in subnet order, and the
-// other's subnet is routed to no one; once the older is gone the other is programmed.
+// Through the admission rule as main wires it: a malformed public key is rejected as
+// bad_backend_data; of two leases with one key the older node's is the peer (seniority),
+// the other's subnet routed to no one until the older is gone.
 func TestAdmittedPeers(t *testing.T) {
 	cfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.5.0.0/16"), BackendType: BackendType}
 	rule := subnet.RuleOptions{Kube: true,

@@ -17,9 +17,8 @@ import (
 const (
 	DefaultListenPort   = 51820
 	DefaultListenPortV6 = 51821
-	// overhead is what the encapsulation costs, as upstream counts it: outer IPv6
-	// header 40 (IPv4: 20) + UDP 8 + WireGuard message type 4, receiver index 4,
-	// counter 8 and authentication tag 16.
+	// overhead is the encapsulation's cost as upstream counts it: outer IPv6 header 40 +
+	// UDP 8 + WireGuard header 16 and tag 16.
 	overhead = 80
 	// minMTU is the smallest device MTU for IPv4 pod traffic, minV6MTU for IPv6.
 	minMTU   = 68
@@ -33,13 +32,11 @@ type Mode string
 
 // The modes.
 const (
-	// Separate: flannel-wg carries IPv4 pod traffic between the nodes' IPv4 addresses
-	// (ListenPort), flannel-wg-v6 IPv6 pod traffic between their IPv6 addresses
-	// (ListenPortV6). The default.
+	// Separate (the default): flannel-wg carries IPv4 pod traffic over IPv4 (ListenPort),
+	// flannel-wg-v6 IPv6 pod traffic over IPv6 (ListenPortV6).
 	Separate Mode = "separate"
-	// Auto: one device, flannel-wg, carries both families to each peer over the
-	// underlay family upstream's rule picks for that peer (IPv4 unless only IPv6 is
-	// public on both ends).
+	// Auto: one device, flannel-wg, for both families, each peer over the underlay family
+	// upstream's rule picks (autoPicksIPv6).
 	Auto Mode = "auto"
 	// IPv4: one device, every peer reached over IPv4.
 	IPv4 Mode = "ipv4"
@@ -82,20 +79,17 @@ func (c Config) DeviceMTU() int { return c.MTU - overhead }
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the wireguard backend's own keys (the Backend object) without a
-// node: it returns the keys that have no effect (unknown ones with the key they probably
-// misspell) and every problem of the keys it knows, joined. What depends on the node
-// and the network's families (the MTU's default and IPv6 minimum, ListenPortV6) is left
-// to New. A PSK never appears in a message.
+// CheckConfig checks the wireguard backend's own keys without a node (see
+// backend.ConfigChecker); what depends on the node and the network's families is left to
+// New. A PSK never appears in a message.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// decodeConfig decodes the Backend object (keys matched case-insensitively, as
-// upstream), fills in the defaults that do not depend on the node and checks what it
-// can without one. MTU stays 0 when not given. A bad Mode or PSK is said in upstream's
-// words. With problems, the Config holds the defaults and the values that passed.
+// decodeConfig decodes the Backend object (keys case-insensitive, as upstream), fills in
+// the node-independent defaults and checks what it can; MTU stays 0 when not given. With
+// problems, the Config holds the defaults and the values that passed.
 func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
 		Type                        string
@@ -180,10 +174,8 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	return c, warns, errors.Join(errs...)
 }
 
-// parseConfig is decodeConfig completed for this node: ifaceMTU is the external
-// interface's MTU, the default for MTU; v4 and v6 say which families the network
-// enables (ListenPortV6 is used, and the IPv6 minimum MTU applies, only with IPv6).
-// Every problem is reported, decodeConfig's and the node's.
+// parseConfig is decodeConfig completed for this node: ifaceMTU is the default MTU; v4 and
+// v6 say which families the network enables. Every problem is reported.
 func parseConfig(raw []byte, ifaceMTU int, v4, v6 bool) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	var errs []error

@@ -32,8 +32,7 @@ func marshalBackendData(pub wgtypes.Key, port int) json.RawMessage {
 }
 
 // parseBackendData reads a peer's BackendData or BackendV6Data (keys in any case, as
-// upstream's decoder): PublicKey must be a standard base64 WireGuard key (32 bytes, not
-// all zeros) and Port, when present, 0..65535.
+// upstream): a valid PublicKey (parsePublicKey) and, when present, a Port in 0..65535.
 func parseBackendData(raw []byte) (backendData, error) {
 	if len(raw) == 0 {
 		return backendData{}, errors.New("no backend data")
@@ -87,11 +86,9 @@ func describeDataError(err error) string {
 	return err.Error()
 }
 
-// CheckBackendData is the wireguard backend's part of the admission rule of peer leases
-// (subnet.RuleOptions.BackendData): a peer's BackendData or BackendV6Data must carry a
-// well-formed public key (44 characters of standard base64 for 32 bytes, not all zeros)
-// and a Port in 0..65535 when it carries one (leases of upstream versions before the
-// port carry none).
+// CheckBackendData is the wireguard backend's admission rule for peer lease data
+// (subnet.RuleOptions.BackendData): parseBackendData must accept it. Leases of upstream
+// versions before the port carry none.
 func CheckBackendData(data json.RawMessage) error {
 	_, err := parseBackendData(data)
 	return err

@@ -96,11 +96,9 @@ func (n *nodeInfo) attrs() *subnet.LeaseAttrs {
 	return a
 }
 
-// desired computes every device's peers from the peer leases. Leases it cannot use
-// (another backend type, bad data, no address of the underlay family, this node's own
-// key, a key another lease already advertised) are skipped and returned as problems.
-// Of two leases with one key, the first in the peers' order wins; the admission rule
-// (BackendKey: PublicKey) leaves only one of them to the daemon's peers.
+// desired computes every device's peers from the peer leases. Unusable leases (another
+// backend, bad data, no address of the underlay family, our own key, a key already
+// advertised by an earlier lease) are skipped and returned as problems.
 func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 	devs := n.devices()
 	var probs []backend.Problem

@@ -43,10 +43,8 @@ func testNode(mode Mode, v4, v6 bool) *nodeInfo {
 		extAddr: netip.MustParseAddr("198.51.100.1"), extV6Addr: netip.MustParseAddr("2001:db8::1")}
 }
 
-// A peer is programmed from a lease in upstream's exact format: the key and value as
-// upstream flanneld writes them to etcd become a WireGuard peer with the lease's
-// subnet as AllowedIPs and PublicIP:Port as endpoint, the PSK and the keepalive; in the
-// userspace device's configuration text that is exactly what wg(8) would send.
+// A lease as upstream writes it to etcd becomes a WireGuard peer with its subnet as
+// AllowedIPs, PublicIP:Port as endpoint, the PSK and keepalive, exactly as wg(8) would set.
 func TestPeerFromUpstreamLease(t *testing.T) {
 	l := upstreamLease(t, "10.5.2.0-24",
 		`{"PublicIP":"198.51.100.2","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"`+peerPub.String()+`","Port":51820}}`)

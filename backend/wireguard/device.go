@@ -39,9 +39,8 @@ type wgDev interface {
 // implementation creates or adopts the devices of one kind.
 type implementation interface {
 	name() string // "kernel" or "userspace"
-	// open adopts the device name if it exists in this kind, or creates it (removing a
-	// link of another kind with that name first); created says it was made anew. port
-	// is the listen port a new device starts with.
+	// open adopts the device name if it exists in this kind, or creates it with listen
+	// port port (removing a link of another kind with that name); created says which.
 	open(name string, mtu, port int) (dev wgDev, created bool, err error)
 }
 
@@ -84,9 +83,8 @@ type wgClient interface {
 
 // ---- kernel ----
 
-// kernelImpl runs the devices in the kernel (link type wireguard, configured over
-// generic netlink). The devices outlive the daemon: a restart adopts them with their
-// peers and sessions, so no packet between established peers is lost.
+// kernelImpl runs the devices in the kernel, configured over generic netlink. They outlive
+// the daemon: a restart adopts them with their peers and sessions.
 type kernelImpl struct {
 	h  nlHandle
 	wg wgClient
@@ -109,9 +107,8 @@ func (k *kernelImpl) open(name string, mtu, _ int) (wgDev, bool, error) {
 	return d, true, nil
 }
 
-// create adds the kernel device name; a link of another kind with that name (a
-// userspace device's TUN left by a switch of implementation) is replaced, but only once
-// the kernel has shown it supports the link type (under a temporary name).
+// create adds the kernel device name, replacing a link of another kind with that name only
+// once the kernel has shown (under a temporary name) that it supports the link type.
 func (k *kernelImpl) create(name string, mtu int) error {
 	add := func(n string) error {
 		la := netlink.NewLinkAttrs()
@@ -179,9 +176,8 @@ func (d *kernelDev) drifted(want *devWant, s wgSettings) bool {
 
 // ---- userspace ----
 
-// userspaceImpl runs the devices inside flanneld (golang.zx2c4.com/wireguard/device on a
-// TUN device). Each device serves the standard UAPI socket, /var/run/wireguard/<name>.sock,
-// for wg(8); the daemon itself configures it in process. The devices end with ctx.
+// userspaceImpl runs the devices inside flanneld on TUN devices, each serving the UAPI
+// socket /var/run/wireguard/<name>.sock for wg(8). The devices end with ctx.
 type userspaceImpl struct {
 	h   nlHandle
 	ctx context.Context
@@ -386,9 +382,8 @@ func (d *userDev) health() error {
 	return nil
 }
 
-// deviceLogger sends the userspace device's messages to klog: its verbose ones at -v=4,
-// its errors (a peer unreachable, a bad packet) at -v=1, since they repeat for as long
-// as the condition lasts; the reconciler reports what matters (a stopped device).
+// deviceLogger sends the userspace device's messages to klog: verbose ones at -v=4, errors
+// at -v=1, since they repeat while their condition lasts.
 func deviceLogger(name string) *device.Logger {
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) {

@@ -24,14 +24,12 @@ type peerCounts struct {
 
 func (c peerCounts) total() int { return c.added + c.removed + c.updated + c.device }
 
-// diffDevice returns the smallest configuration that turns the device have into want:
-// the private key and the listen port only when they differ, each wanted peer that is
-// missing (created with everything), each present peer with only the settings that
-// differ, and a removal for every peer no lease explains. It never replaces the whole
-// peer list. An endpoint is written for a new peer, for a peer without one, and when
-// the lease's endpoint differs from the one written last (sent, per public key): a
-// peer's endpoint that WireGuard moved because the peer roamed is left alone. The
-// result has no peers and nil key and port when nothing differs.
+// diffDevice returns the smallest configuration that turns have into want: key and port
+// only when they differ, missing peers in full, present peers with only what differs, a
+// removal for every peer no lease explains; never a replaced peer list. An endpoint is
+// written only for a new peer, a peer without one, or when the lease's differs from the
+// one last written (sent), so WireGuard's roaming is left alone. Nothing differs: no peers,
+// nil key and port.
 func diffDevice(want *devWant, s wgSettings, have *wgtypes.Device, sent map[wgtypes.Key]netip.AddrPort) (wgtypes.Config, peerCounts) {
 	var cfg wgtypes.Config
 	var n peerCounts
@@ -107,8 +105,7 @@ func diffDevice(want *devWant, s wgSettings, have *wgtypes.Device, sent map[wgty
 }
 
 // drifted reports whether the device differs from want in anything a diff would write
-// (endpoints excepted: WireGuard itself moves those when a peer roams). It is the cheap
-// test of the poll between Reconcile rounds, and allocates nothing.
+// (endpoints excepted). It is the poll's cheap test and allocates nothing.
 func drifted(want *devWant, s wgSettings, have *wgtypes.Device) bool {
 	if have.PrivateKey != s.key || have.ListenPort != want.port || len(have.Peers) != len(want.peers) {
 		return true

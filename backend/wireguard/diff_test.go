@@ -151,9 +151,8 @@ func TestDriftedSettings(t *testing.T) {
 	}
 }
 
-// newTestDevice is a userspace WireGuard device on a TUN stand-in that never reports
-// the interface up, so the device stays down and opens no socket: enough to set and
-// read its configuration.
+// newTestDevice is a userspace WireGuard device on a TUN that never comes up, so it opens
+// no socket: enough to set and read its configuration.
 func newTestDevice(t testing.TB) *device.Device {
 	t.Helper()
 	d := device.NewDevice(newDownTUN(), conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))

@@ -28,11 +28,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// The kernel of this test machine may lack WireGuard, so the kernel implementation is
-// driven against a fake at its two edges: fakeLinks makes "wireguard" links ifb links
-// (the kernel may lack the dummy module too) in a throwaway namespace (addresses, routes and blackholes are real), and fakeWG holds
-// their WireGuard state as the kernel would (lost when the link goes). Everything between
-// (decision, adoption, diff, repair, polling, key rotation) is the backend's own code.
+// The test kernel may lack WireGuard, so the kernel implementation runs against fakes at
+// its two edges: fakeLinks makes "wireguard" links ifb links in a throwaway namespace, and
+// fakeWG holds their WireGuard state. Everything between is the backend's own code.
 
 // fakeLinks turns wireguard links into ifb links; unsupported makes the kernel refuse
 // the link type.
@@ -356,9 +354,8 @@ func (r *rig) ifindex(dev string) int {
 	return l.Attrs().Index
 }
 
-// A restart adopts the kernel devices with their peers: no device is created, no key,
-// port or peer is written, no address or route changes; the peers and the ifindexes are
-// those of the first run. (Upstream deletes and recreates the devices at every start.)
+// A restart adopts the kernel devices with their peers: nothing is created or written and
+// the ifindexes are the first run's. (Upstream recreates the devices at every start.)
 func TestKernelRestartIsHitless(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard","PSK":"`+testPSK+`","PersistentKeepaliveInterval":25}`)
 	ctx1, stop1 := context.WithCancel(context.Background())
@@ -412,9 +409,8 @@ func peerEqual(a, b wgtypes.Peer) bool {
 		a.PersistentKeepaliveInterval == b.PersistentKeepaliveInterval && fmt.Sprint(a.AllowedIPs) == fmt.Sprint(b.AllowedIPs)
 }
 
-// Peers converge one by one: a lease added adds its peer (and starts a handshake with
-// it), a lease gone removes its peer, the others are not touched, and the peer list is
-// never replaced.
+// Peers converge one by one: a lease added adds its peer and starts a handshake, a lease
+// gone removes its peer, the others are untouched.
 func TestReconcileChangesPeersOneByOne(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard"}`)
 	ctx, stop := context.WithCancel(context.Background())
@@ -451,9 +447,8 @@ func TestReconcileChangesPeersOneByOne(t *testing.T) {
 	}
 }
 
-// The link side: MTU - 80, up, the own addresses, the networks' routes through the
-// devices and the blackhole routes beneath; a stale address and route go, a deleted
-// route and blackhole come back.
+// The link side: MTU - 80, up, own addresses, network and blackhole routes; a stale
+// address and route go, a deleted route and blackhole come back.
 func TestLinkState(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard","MTU":1400}`)
 	ctx, stop := context.WithCancel(context.Background())
@@ -527,9 +522,8 @@ func TestLinkState(t *testing.T) {
 	}
 }
 
-// A peer removed behind the backend's back (wg(8) raises no notification) is seen by
-// Watch's poll, which kicks a round that restores it; a device deleted by hand is
-// recreated with every peer.
+// A peer removed by wg(8) is seen by Watch's poll and restored; a device deleted by hand
+// is recreated with every peer.
 func TestDriftIsRepaired(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard"}`)
 	ctx, stop := context.WithCancel(context.Background())
@@ -585,9 +579,8 @@ func TestDriftIsRepaired(t *testing.T) {
 	}
 }
 
-// A new key file is picked up by Watch: the new attributes are advertised (the new
-// public key, same ports), a round is asked for, and the round puts the key on every
-// device without touching a peer.
+// A new key file is advertised by Watch with a round asked for, which puts the key on
+// every device without touching a peer.
 func TestKeyRotation(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard"}`)
 	ctx, stop := context.WithCancel(context.Background())
@@ -646,9 +639,8 @@ func TestKeyRotation(t *testing.T) {
 	}
 }
 
-// The implementation: the kernel's where it has WireGuard, else (auto) the userspace
-// one, logged and reported; forced kernel without it is a clear error; forced
-// userspace never tries the kernel.
+// The implementation: the kernel's where it exists, else (auto) userspace, logged and
+// reported; forced kernel without it is a clear error; forced userspace never tries it.
 func TestImplementationChoice(t *testing.T) {
 	for _, tt := range []struct {
 		name, impl  string
@@ -773,10 +765,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 }
 
-// A peer the device refuses is skipped: the round succeeds, the other peers are
-// programmed, the refusal is reported once per attempt and not tried again until the
-// resync (Invalidate); the poll does not see the held-back peer as drift. A failure
-// that is not the peer's fails the round.
+// A refused peer is skipped: the round succeeds, the others are programmed, the refusal is
+// reported per attempt and not retried until Invalidate, and the poll sees no drift. A
+// failure that is not the peer's fails the round.
 func TestRefusedPeerIsSkipped(t *testing.T) {
 	r := newRig(t, `{"Type":"wireguard"}`)
 	ctx, stop := context.WithCancel(context.Background())

@@ -87,11 +87,9 @@ func readKey(path string) (wgtypes.Key, fileStamp, error) {
 	return k, stampOf(fi), nil
 }
 
-// loadOrCreateKey reads the private key file, or, when it does not exist, generates a
-// key and writes it there with mode 0400 (the directory made 0755 when missing). The
-// file is complete when it appears: it is written under another name and linked into
-// place, so a concurrent reader never sees half a key and an existing file is never
-// replaced.
+// loadOrCreateKey reads the private key file or, when missing, generates a key and writes
+// it with mode 0400 (the directory made 0755). The file is written under another name and
+// linked into place: a reader never sees half a key and an existing file is never replaced.
 func loadOrCreateKey(path string) (key wgtypes.Key, st fileStamp, created bool, err error) {
 	key, st, err = readKey(path)
 	if !errors.Is(err, errKeyFileMissing) {

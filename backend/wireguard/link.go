@@ -13,10 +13,9 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// blackholeMetric is the metric of the blackhole route the backend keeps for each
-// flannel network beneath the network's route through the device: while the device is
-// absent (a userspace device during a restart, any device deleted by hand) pod traffic
-// to other nodes is dropped instead of leaving unencrypted by the default route.
+// blackholeMetric is the metric of each flannel network's blackhole route beneath the
+// device's route: while the device is absent, pod traffic is dropped instead of leaving
+// unencrypted by the default route.
 const blackholeMetric = 1000000
 
 // v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
@@ -31,10 +30,9 @@ type linkCounts struct {
 	routesRemoved int
 }
 
-// healLink makes the device's link carry what it must: the MTU, the up flag, exactly
-// the own addresses inside the flannel networks, the route of each network through the
-// device and no other route (routes the kernel made excepted), and the network's
-// blackhole route beneath. The device must exist.
+// healLink makes the existing device's link carry the MTU, the up flag, exactly the own
+// addresses in the flannel networks, each network's route and no other (kernel routes
+// excepted), and the blackhole routes beneath.
 func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
 	var n linkCounts
 	link, err := h.LinkByName(d.name)

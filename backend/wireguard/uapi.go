@@ -15,11 +15,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// The userspace device is configured with WireGuard's cross-platform configuration
-// protocol (the text wg(8) sends over the UAPI socket), called in process: uapiSet
-// writes a wgtypes.Config as a "set" operation, parseUAPI reads a "get" operation's
-// answer into a wgtypes.Device. The kernel path takes and gives the same types through
-// wgctrl, so one reconciler drives both.
+// The userspace device is configured in process with the text protocol wg(8) speaks over
+// the UAPI socket, in wgctrl's types, so one reconciler drives both implementations.
 
 // uapiSet renders cfg as the body of a set operation (keys in hex, one key=value per
 // line). The text holds the private and pre-shared keys: it must never be logged.
@@ -158,10 +155,8 @@ func parseUAPI(text string) (*wgtypes.Device, error) {
 	return d, nil
 }
 
-// uapiDrifted is drifted (diff.go) read straight from a get operation's answer,
-// without building a wgtypes.Device: the poll's test of a userspace device, which runs
-// every second and should cost little at rest (no allocation but the text itself). A
-// text it cannot read counts as drift, so that Reconcile reads the device properly.
+// uapiDrifted is drifted (diff.go) read straight from a get answer, allocating nothing but
+// the text: the per-second poll of a userspace device. Unreadable text counts as drift.
 func uapiDrifted(text string, want *devWant, s wgSettings) bool {
 	var pskHex [64]byte
 	psk := wgtypes.Key{}

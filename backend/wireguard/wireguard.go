@@ -1,29 +1,16 @@
-// Package wireguard is flannel's wireguard backend: pod traffic between nodes is
-// encrypted by WireGuard devices, flannel-wg (IPv4) and flannel-wg-v6 (IPv6) in upstream's
-// default Mode separate, or one flannel-wg for both in Modes auto, ipv4 and ipv6. Leases
-// carry BackendType "wireguard" and, per family, {"PublicKey":"<base64>","Port":<port>},
-// byte for byte as upstream's, so our nodes and upstream's are peers of each other.
+// Package wireguard is flannel's wireguard backend: pod traffic between nodes is encrypted
+// by WireGuard devices, flannel-wg (IPv4) and flannel-wg-v6 (IPv6) in upstream's default
+// Mode separate, or one flannel-wg in Modes auto, ipv4 and ipv6. Leases carry BackendType
+// "wireguard" and per family {"PublicKey":"<base64>","Port":<port>}, as upstream's.
 //
-// Each device gets MTU - 80, the lease's network address (/32, /128) and the route of
-// the flannel network; a blackhole route for the network beneath it (metric 1000000)
-// keeps pod traffic from leaving unencrypted by the default route while the device is
-// absent. Every peer lease becomes a WireGuard peer whose AllowedIPs are its subnets and
-// whose endpoint is its public address and advertised port.
+// Each device gets MTU - 80, the lease's network address and the network route; a
+// blackhole route beneath it (metric 1000000) keeps pod traffic from leaving unencrypted
+// while the device is absent. Each peer lease is a WireGuard peer (AllowedIPs its subnets).
 //
-// Two implementations, decided at Prepare and logged: the kernel's WireGuard (link type
-// wireguard, configured over generic netlink with wgctrl) where the kernel has it, else
-// (or with Implementation userspace) golang.zx2c4.com/wireguard's device inside flanneld
-// on a TUN device with the offloads of pkg/tunx, configured in process with the
-// configuration protocol's text and serving the standard UAPI socket for wg(8). One
-// reconciler drives both through wgctrl's types: desired state from the leases
-// (desired.go), actual state read from the device, the smallest change applied (diff.go);
-// peers are added, updated and removed one by one, never replaced wholesale. A kernel
-// device survives a restart and is adopted with its peers and sessions; a userspace
-// device ends with the daemon.
-//
-// WireGuard raises no netlink notification when a peer changes, so Watch polls each
-// device (pollInterval) and asks for a round when it drifted; it also watches the key
-// file, and a new key is put on the devices and advertised in the lease.
+// The kernel's WireGuard is used where present, else golang.zx2c4.com/wireguard in process
+// on a TUN, serving the UAPI socket for wg(8); one reconciler drives both, changing peers
+// one by one. A kernel device is adopted across restarts; a userspace one ends with the
+// daemon. WireGuard raises no netlink notification for peers, so Watch polls them.
 package wireguard
 
 import (
@@ -76,9 +63,8 @@ type Backend struct {
 	newUserspace func(ctx context.Context) implementation
 	poll         time.Duration // Watch's period
 
-	// described is what Describe says, set once the implementation is decided; devList
-	// the devices, fixed by Prepare: readiness reads both without the mutex, which a
-	// round holds while it waits on the kernel.
+	// described is what Describe says, set once the implementation is decided;
+	// devList the devices, fixed by Prepare. Readiness reads both without the mutex.
 	described atomic.Pointer[string]
 	devList   atomic.Pointer[[]wgDev]
 
@@ -184,10 +170,8 @@ func newBackend(h nlHandle, o Options, ext *backend.ExternalInterface, cfg *subn
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.node.cfg }
 
-// Claims names the devices (flannel-wg, flannel-wg-v6: fixed names, so no key chooses
-// them) and the listen port of each on every address of both families: a WireGuard
-// device, kernel or userspace, binds its port on the IPv4 and the IPv6 wildcard
-// whichever family it carries.
+// Claims names the devices and each one's listen port on every address of both families:
+// a WireGuard device binds its port on both wildcards whichever family it carries.
 func (b *Backend) Claims() claim.Set {
 	var s claim.Set
 	for _, d := range b.node.devices() {
@@ -247,9 +231,8 @@ func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAt
 	return b.node.attrs(), nil
 }
 
-// openDevices decides the implementation (kernel first unless told userspace; with auto
-// the userspace one where the kernel refuses the link type) and opens every device with
-// it, setting the key and listen port.
+// openDevices decides the implementation (kernel first unless told userspace; with auto the
+// userspace one where the kernel refuses the link type) and opens every device with it.
 func (b *Backend) openDevices(ctx context.Context) error {
 	devs := b.node.devices()
 	mtu := b.node.cfg.DeviceMTU()
@@ -415,11 +398,9 @@ func (b *Backend) settings() wgSettings {
 	return wgSettings{key: b.key, psk: b.node.cfg.PSK, keepalive: b.node.cfg.PersistentKeepaliveInterval}
 }
 
-// Reconcile converges every device to the peer leases: the device restarted or
-// recreated when it vanished, its link healed, then its WireGuard state read and the
-// difference applied. A peer the device refuses (backend.RefusalReason) is skipped: it
-// is removed from the device, logged once, reported, and held back until its lease
-// changes or Invalidate; the others are programmed and the round succeeds.
+// Reconcile converges every device to the peer leases: restarted or recreated if gone, its
+// link healed, its WireGuard state diffed and applied. A peer the device refuses is
+// removed, logged once, reported and held back until its lease changes or Invalidate.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -460,9 +441,8 @@ func (b *Backend) Invalidate() {
 	b.retry = true
 }
 
-// holdBack takes the refused peers out of w while the leases still want exactly them;
-// the others (changed, gone, or all of them when retry is set) are forgotten, to be
-// tried again. A held-back peer still on the device is then removed by the diff.
+// holdBack takes the refused peers out of w while the leases still want exactly them; the
+// others (or all, on retry) are forgotten, to be tried again.
 func (b *Backend) holdBack(w *devWant, retry bool) {
 	refused := b.refused[w.name]
 	for k, r := range refused {
@@ -550,9 +530,9 @@ func (b *Backend) refuse(d wgDev, w *devWant, k wgtypes.Key, err error, reported
 	return nil
 }
 
-// apply writes cfg in one call; when the device refuses it, the device settings and
-// then each peer are written alone, so one peer the device refuses does not hold up the
-// others. It returns the failures by peer key (the zero key: the device settings).
+// apply writes cfg in one call, or when refused the device settings and each peer alone,
+// so one refused peer does not hold up the others. It returns failures by peer key (the
+// zero key: the device settings).
 func (b *Backend) apply(d wgDev, cfg wgtypes.Config) map[wgtypes.Key]error {
 	err := d.configure(cfg)
 	if err == nil || len(cfg.Peers) == 0 {
@@ -575,14 +555,11 @@ func (b *Backend) apply(d wgDev, cfg wgtypes.Config) map[wgtypes.Key]error {
 	return failed
 }
 
-// startHandshakes makes the device start a handshake with every peer the round added,
-// instead of waiting for a packet to that peer. This matters after a device was made
-// anew (a userspace device after a restart, any device deleted by hand): a peer that
-// still holds a session with the device's previous instance keeps sending with it,
-// unanswered, until its own rekey timers give up on it (about 15 s), unless this side
-// offers a new session first. WireGuard sends a keepalive, and so starts a handshake,
-// when a peer's persistent keepalive is turned on; with the config's keepalive off it is
-// turned on (1 s) and at once off again.
+// startHandshakes makes the device start a handshake with every peer the round added.
+// After a device was made anew, a peer holding a session with its previous instance keeps
+// sending unanswered until its rekey timers give up (about 15 s) unless we offer a new
+// session first. A keepalive starts one: with the config's keepalive off it is turned on
+// (1 s) and at once off again.
 func (b *Backend) startHandshakes(d wgDev, cfg wgtypes.Config, failed map[wgtypes.Key]error) error {
 	if b.node.cfg.PersistentKeepaliveInterval != 0 {
 		return nil // turned on at the peer's creation already
@@ -602,10 +579,8 @@ func (b *Backend) startHandshakes(d wgDev, cfg wgtypes.Config, failed map[wgtype
 	return errors.Join(d.configure(wgtypes.Config{Peers: set}), d.configure(wgtypes.Config{Peers: reset}))
 }
 
-// endpointsSent is the record of endpoints written after a round: for each wanted peer,
-// the endpoint the round wrote, or the one the device already had when it equals the
-// lease's; otherwise (the peer roamed) the earlier record. Peers no longer wanted drop
-// out.
+// endpointsSent records, per wanted peer, the endpoint the round wrote, or the device's
+// when it equals the lease's; otherwise (the peer roamed) the earlier record.
 func endpointsSent(w *devWant, have *wgtypes.Device, cfg wgtypes.Config, failed map[wgtypes.Key]error, prev map[wgtypes.Key]netip.AddrPort) map[wgtypes.Key]netip.AddrPort {
 	out := make(map[wgtypes.Key]netip.AddrPort, len(w.peers))
 	wrote := make(map[wgtypes.Key]bool, len(cfg.Peers))
@@ -635,10 +610,9 @@ func endpointsSent(w *devWant, have *wgtypes.Device, cfg wgtypes.Config, failed 
 	return out
 }
 
-// Watch polls, every pollInterval (a second) until ctx ends, what no notification reports: the
-// key file (a new key is taken, put on the devices by the round kick asks for, and
-// advertised), and each device's WireGuard state against the last round's desired
-// state (a peer removed or changed with wg(8), a userspace device that stopped).
+// Watch polls, every pollInterval until ctx ends, what no notification reports: the key
+// file (a new key is put on the devices and advertised) and each device's WireGuard state
+// against the last round's desired state.
 func (b *Backend) Watch(ctx context.Context, kick func(), advertise func(subnet.LeaseAttrs)) {
 	t := time.NewTicker(b.poll)
 	defer t.Stop()
@@ -659,9 +633,8 @@ func (b *Backend) Watch(ctx context.Context, kick func(), advertise func(subnet.
 	}
 }
 
-// checkKeyFile reads the key file when it changed; ok says the key did, with the
-// attributes to advertise now. A file that cannot be used is logged (once per problem)
-// and the current key is kept.
+// checkKeyFile reads the key file when it changed; ok says the key did. A file that cannot
+// be used is logged once per problem and the current key kept.
 func (b *Backend) checkKeyFile() (subnet.LeaseAttrs, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
