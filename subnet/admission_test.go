@@ -44,10 +44,8 @@ func rejectedReasons(a *Admitter) map[string]Reason {
 	return out
 }
 
-// Kubernetes mode: pod CIDRs of any length; of overlapping peers the older node wins
-// (then the name), on every order of arrival; the loser is admitted when the winner goes;
-// a peer overlapping the node's own CIDR is always rejected; each rejection is reported
-// once per name and version.
+// Kubernetes mode: of overlapping peers the older node wins whatever the arrival order, the
+// loser admitted when the winner goes; an overlap with our own CIDR is always rejected.
 func TestAdmitterOverlapsKube(t *testing.T) {
 	own := vx("10.244.1.0/24", "192.0.2.1", "aa:aa:aa:aa:aa:01")
 	n2 := named(vx("10.244.2.0/24", "192.0.2.2", "aa:aa:aa:aa:aa:02"), "node-2", 100)
@@ -106,9 +104,8 @@ func TestAdmitterOverlapsKube(t *testing.T) {
 	}
 }
 
-// etcd mode, dual stack: keys are canonical and of one length, so peers overlap only
-// through the other family; an alias of an admitted key is rejected and its removal
-// removes nothing.
+// etcd mode, dual stack: peers overlap only through the other family; an alias of an
+// admitted key is rejected and its removal removes nothing.
 func TestAdmitterOverlapsEtcd(t *testing.T) {
 	own := dualLease("10.5.1.0/24", "fd00:5:1::/64", "192.0.2.1", "2001:db8::1", "aa:aa:aa:aa:aa:01")
 	a1 := named(dualLease("10.5.2.0/24", "fd00:5:2::/64", "192.0.2.2", "2001:db8::2", "aa:aa:aa:aa:aa:02"), "", 10)
@@ -184,10 +181,8 @@ func TestAdmitterValueChangesAndRefresh(t *testing.T) {
 
 // ---- property tests over random lease sets
 
-// genCandidates makes n random leases of a network (Kubernetes mode: prefixes of random
-// lengths that overlap one another; etcd mode, dual stack: subnets of the configured
-// lengths drawn from few values, so that peers collide on one family), some of them
-// bad, with distinct names and random seniorities (with ties).
+// genCandidates makes n random leases of a network, some bad, that collide often, with
+// distinct names and random seniorities (with ties).
 func genCandidates(rnd *rand.Rand, n int, kube bool) []Candidate {
 	var out []Candidate
 	for i := range n {
@@ -292,9 +287,8 @@ func checkInvariants(t *testing.T, a *Admitter, own *Lease) {
 	}
 }
 
-// Random lease sets with overlaps, delivered as one snapshot or as random batches of
-// events in random orders (with leases withdrawn and delivered again on the way): the
-// admitted set is always the reference's, for the leases present at that point.
+// Random lease sets with overlaps, as one snapshot or random event batches: the admitted
+// set is always the reference's.
 func TestAdmissionOrderIndependent(t *testing.T) {
 	for _, kube := range []bool{true, false} {
 		for seed := range 150 {
@@ -329,9 +323,8 @@ func TestAdmissionOrderIndependent(t *testing.T) {
 	}
 }
 
-// randomEvents applies an empty snapshot to a, then random batches of events about cs
-// (added, and now and then removed and added again), 4 per lease in all; after each
-// batch, check hears the step and the leases present at that point.
+// randomEvents applies an empty snapshot to a, then random batches of events about cs, 4
+// per lease; check hears each step and the leases present then.
 func randomEvents(rnd *rand.Rand, cs []Candidate, a *Admitter, check func(step int, now []Candidate)) {
 	a.Apply(WatchResult{Snapshot: []Candidate{}})
 	present := map[int]bool{}
@@ -359,9 +352,7 @@ func randomEvents(rnd *rand.Rand, cs []Candidate, a *Admitter, check func(step i
 	}
 }
 
-// FuzzAdmitter drives an Admitter with a fuzzed sequence of deliveries over a random
-// set of leases (seeded by the input): each byte adds or removes one lease, or delivers
-// everything present as a snapshot, one event batch at a time. After every delivery the
+// FuzzAdmitter drives an Admitter with a fuzzed sequence of deliveries: after each the
 // admitted set is the reference's and the invariants hold.
 func FuzzAdmitter(f *testing.F) {
 	f.Add(uint64(1), true, []byte{0x00, 0x01, 0x12, 0x03, 0x20, 0x04})

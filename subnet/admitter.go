@@ -10,27 +10,19 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Admitter is the admission stage between a subnet manager and a backend, and the
-// daemon's lease set. It applies the admission rule to the leases a manager delivers
-// (Apply), keeps the admitted ones in compact form ordered by key, as the peers a
-// backend reconciles to (Peers), and keeps the rejected ones with their reasons
-// (Rejected).
+// Admitter applies the admission rule to the leases a manager delivers (Apply) and keeps
+// the admitted ones, ordered by key, as the peers a backend reconciles to (Peers), and the
+// rejected ones with their reasons (Rejected).
 //
-// A lease is admitted when it passes the Rule's per-lease checks, overlaps none of the
-// node's own subnets and overlaps no other admitted lease. Of peers that overlap, the
-// admitted ones are those a greedy pass in seniority order (Origin.Seniority, then the
-// name) admits: the same on every node whatever the order in which the leases arrive; a
-// loser is admitted as soon as its winner goes away. A batch in which nothing overlaps
-// costs no more than folding it into the set. Then, where the network's backend names a
-// key per lease (RuleOptions.BackendKey), of the admitted peers that share one the same
-// order picks the one that stays admitted (one pass over the set per change).
+// A lease is admitted when it passes the Rule's per-lease checks and overlaps neither the
+// node's own subnets nor another admitted lease. Of overlapping peers the senior one wins
+// (Origin.Seniority, then the name), the same on every node whatever the arrival order; a
+// loser is admitted as soon as its winner goes. Of admitted peers sharing a backend key
+// (RuleOptions.BackendKey) the same order picks the one that stays.
 //
-// A rejected lease is dropped, never fatal: logged once per name and version, with the
-// reason and the name, and reported to onReject at the same time. The node's own lease
-// is not delivered by the managers.
-//
-// Apply, Refresh, Peers and Synced are for one goroutine (the daemon's reconcile loop);
-// Rejected and Admitted may be called from any goroutine.
+// A rejected lease is dropped, never fatal: logged once per name and version and reported
+// to onReject. Apply, Refresh, Peers and Synced are for one goroutine; Rejected and
+// Admitted may be called from any.
 type Admitter struct {
 	rule       *Rule
 	own4, own6 netip.Prefix
@@ -66,10 +58,9 @@ func (id ident) String() string {
 	return id.key.String()
 }
 
-// held is a rejected lease. The lease itself is kept only when it may be admitted
-// later without a new delivery: when it lost to an overlapping peer (admitted when that
-// one goes away) or names a local address (admitted when the address goes away); a
-// lease that lost a backend-key contest stays in the list as well (settleKeys).
+// held is a rejected lease. The lease itself is kept only when it may be admitted later
+// without a new delivery: it lost to an overlapping peer or a backend-key contest, or
+// names a local address.
 type held struct {
 	rej     *Rejection
 	version int64
@@ -125,9 +116,8 @@ type RejectedLease struct {
 	Name   string // the key (etcd) or node name (Kubernetes)
 	Reason Reason
 	Detail string
-	// Lease is the lease when it is kept (it lost to an overlapping peer or a backend-key
-	// contest, or names one of this node's addresses: it may be admitted later), else
-	// nil. It is a copy.
+	// Lease is a copy of the lease when it may be admitted later (it lost a contest or
+	// names one of this node's addresses), else nil.
 	Lease *Lease
 }
 
@@ -165,9 +155,8 @@ func (a *Admitter) Admitted() []string {
 	return out
 }
 
-// Apply folds one watch result in and reports whether the admitted peer set changed.
-// It keeps nothing of r but compact copies and, for rejected leases that may be
-// admitted later, the leases themselves.
+// Apply folds one watch result in and reports whether the admitted peer set changed. It
+// keeps only compact copies of r and the rejected leases that may be admitted later.
 func (a *Admitter) Apply(r WatchResult) (changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -251,10 +251,8 @@ func TestAdmitterMixedFamilies(t *testing.T) {
 	}
 }
 
-// The admitted set agrees with a plain map from key to lease over random snapshots and
-// event batches of leases that all pass the rule and overlap nothing (IPv4-only,
-// IPv6-only and dual-stack, nil and empty backend data, duplicates in snapshots), and
-// Apply reports a change exactly when the peers changed.
+// The admitted set agrees with a plain map over random snapshots and event batches of
+// passing, non-overlapping leases of every family; Apply reports exactly the changes.
 func TestAdmitterAgainstMap(t *testing.T) {
 	mk := func(i, v int) Lease {
 		l := Lease{EnableIPv4: true, Attrs: LeaseAttrs{BackendType: "other",

@@ -9,11 +9,9 @@ import (
 
 // The backend-key stage: admitted peers that share a backend key (RuleOptions.BackendKey).
 
-// settleKeys decides the admitted peers that share a backend key, after the admitted set
-// changed: in each group the winner is the one resolve would pick (seniority, then name,
-// then key); the others stay in the list, so that their subnets keep their place in the
-// overlap rule, but are left out of Peers and Admitted and held as DuplicateKey until
-// they win. It costs one pass over the admitted set, and is skipped when the network's
+// settleKeys decides the admitted peers that share a backend key: the winner is the one
+// resolve would pick; the others keep their place in the overlap rule but are left out of
+// Peers and Admitted, held as DuplicateKey until they win. One pass; skipped when the
 // backend has no key.
 func (a *Admitter) settleKeys() {
 	if a.rule.backendKey == nil {

@@ -29,10 +29,8 @@ func keyedRule(cfg *Config, kube bool) *Rule {
 		LocalAddrs:  func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("192.0.2.1")}, nil }})
 }
 
-// Two peers with one backend key: the older wins (then the name), whatever the order of
-// arrival; the loser is rejected and counted as duplicate_key once, keeps its subnet
-// against younger overlapping leases, and is admitted when the winner goes away or its
-// key changes.
+// Two peers with one backend key: the older wins whatever the arrival order; the loser is
+// counted once as duplicate_key, keeps its subnet and is admitted when the winner goes.
 func TestAdmitterBackendKey(t *testing.T) {
 	own := vx("10.244.1.0/24", "192.0.2.1", "aa:aa:aa:aa:aa:01")
 	young := named(vx("10.244.2.0/24", "192.0.2.2", "aa:aa:aa:aa:aa:02"), "node-2", 100)

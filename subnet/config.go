@@ -32,12 +32,10 @@ type Config struct {
 	BackendType string
 	// Backend is the raw Backend object, handed to the backend to parse its own keys.
 	Backend json.RawMessage
-	// Warnings are the top-level keys that have no effect: unknown (with the known key
-	// they probably misspell), or written twice. The Backend object's keys are its
-	// backend's to check.
+	// Warnings are the top-level keys that have no effect: unknown (with their likely
+	// intended spelling) or written twice.
 	Warnings []configkeys.Warning
-	// Raw is the config's text as read, for comparing it with a later version
-	// (ChangedKeys).
+	// Raw is the config's text as read, for ChangedKeys.
 	Raw string
 }
 
@@ -47,8 +45,7 @@ const DefaultBackendType = "udp"
 // ConfigError is a network config that cannot be used: every problem found, and what
 // could be read of it so that the caller can check the backend's own keys as well.
 type ConfigError struct {
-	// Problems are the problems found, each in its own words (upstream's where upstream
-	// has one).
+	// Problems are the problems found, in upstream's words where upstream has them.
 	Problems []error
 	// Warnings are the top-level keys that have no effect, as Config.Warnings.
 	Warnings []configkeys.Warning
@@ -103,10 +100,8 @@ func (r *rawConfig) object() configkeys.Object {
 	}}
 }
 
-// ParseConfig decodes the network configuration and validates it, filling in defaults.
-// A config that cannot be used is a *ConfigError with every problem found: a family
-// whose keys could not be decoded is not validated further, so that one mistake gives
-// one message.
+// ParseConfig decodes and validates the network configuration, filling in defaults. A
+// config that cannot be used is a *ConfigError with every problem found, one per mistake.
 func ParseConfig(s string) (*Config, error) {
 	cfg, errs, bad := decode(s)
 	if cfg == nil {
@@ -121,9 +116,8 @@ func ParseConfig(s string) (*Config, error) {
 	return cfg, nil
 }
 
-// DecodeConfig parses the JSON only: no range checks or defaults for subnets
-// (upstream's kube mode works this way). Syntax and type errors of every field are
-// reported, as a *ConfigError.
+// DecodeConfig parses the JSON only, without range checks or defaults (as upstream's kube
+// mode); syntax and type errors are reported as a *ConfigError.
 func DecodeConfig(s string) (*Config, error) {
 	cfg, errs, _ := decode(s)
 	if cfg == nil {

@@ -17,8 +17,7 @@ type ConfigChange struct {
 	Old, New string
 }
 
-// String renders the change for a log line: `Backend.Type: vxlan -> host-gw`, with
-// string values unquoted unless quotes are needed to tell the two apart, and
+// String renders the change for a log line, e.g. `Backend.Type: vxlan -> host-gw`;
 // "(absent)" for a missing key.
 func (c ConfigChange) String() string {
 	o, n := show(c.Old, false), show(c.New, false)
@@ -50,11 +49,9 @@ func show(v string, quoted bool) string {
 	return v
 }
 
-// ChangedKeys compares two texts of the network config key by key: the top-level keys,
-// and the Backend object's keys one level down. Keys match in any letter case (as the
-// config is decoded) and are named by their known spelling, else as written; values
-// compare as compact JSON, so a change of spacing or of key order is no change. The
-// result is sorted by key. A text that is not a JSON object is compared as a whole.
+// ChangedKeys compares two texts of the network config by top-level key and Backend key,
+// sorted by key. Keys match in any case and are named by their known spelling; values
+// compare as compact JSON. A text that is not a JSON object is compared as a whole.
 func ChangedKeys(old, new string) []ConfigChange {
 	om, okO := keyValues(old)
 	nm, okN := keyValues(new)
@@ -106,9 +103,8 @@ func canonicalKey(k string) string {
 	return k
 }
 
-// keyValues reads a JSON object's keys by lower-cased name (the last of keys that differ
-// only in letter case wins, as in decoding); ok is false for anything but an object.
-// The absent Backend ("") counts as an empty object, so that adding one compares by key.
+// keyValues reads a JSON object's keys by lower-cased name (the last wins, as in decoding);
+// ok is false for anything but an object. An absent Backend ("") is an empty object.
 func keyValues(text string) (map[string]keyValue, bool) {
 	if strings.TrimSpace(text) == "" {
 		return map[string]keyValue{}, true

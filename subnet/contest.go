@@ -85,10 +85,9 @@ func (a *Admitter) resolve(ms []member) {
 	}
 }
 
-// admit admits pending leases (ordered by key, none admitted under its name): at once
-// those that overlap nothing, admitted or held; the others together with every admitted
-// lease and held loser they overlap, directly or through one another, by resolve's
-// greedy pass. It reports whether the admitted set changed.
+// admit admits pending leases (ordered by key): at once those that overlap nothing, the
+// others with every admitted lease and held loser they reach through overlaps, by
+// resolve. It reports whether the admitted set changed.
 func (a *Admitter) admit(pending []Candidate, prev map[ident]*held) (changed bool) {
 	type loser struct {
 		id ident

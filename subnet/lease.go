@@ -146,10 +146,8 @@ func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
 }
 
 // parsePlainSubnetKey parses, without allocating, the keys daemons write
-// ("10.5.85.0-24", "10.5.85.0-24&fd00:5:85::-64"): a whole key of digits, dots, lower-case
-// hex digits and colons in this shape, which upstream's pattern matches from its first
-// byte with the same parts. ok is false for anything else, which parseSubnetKeyRE
-// decides.
+// ("10.5.85.0-24&fd00:5:85::-64") exactly as upstream's pattern would; ok is false for
+// anything else, which parseSubnetKeyRE decides.
 func parsePlainSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
 	v4, rest, ok := strings.Cut(key, "-")
 	if !ok || strings.Count(v4, ".") != 3 || strings.Trim(v4, ".0123456789") != "" {
@@ -232,10 +230,8 @@ func (t EventType) String() string {
 	return "added"
 }
 
-// Event is one change to the lease set. Removed events carry at least the subnets (and
-// the Origin's Name when the manager sets it for added ones). A lease whose subnets change
-// under the same name (a Node given another pod CIDR) is delivered as a Removed event with
-// the old subnets followed by an Added event with the new ones.
+// Event is one change to the lease set. Removed events carry at least the subnets. A
+// lease whose subnets change under one name is a Removed event then an Added one.
 type Event struct {
 	Type   EventType
 	Lease  Lease
@@ -248,11 +244,9 @@ type Candidate struct {
 	Origin Origin
 }
 
-// WatchResult is one delivery of a lease watch: either a complete Snapshot of the lease
-// set (Snapshot != nil, possibly empty), which replaces everything known before, or a
-// batch of Events to apply on top of what is known. Every lease the datastore holds is
-// delivered, good or bad (see Origin.Defect), except the node's own: the Admitter
-// decides which become peers.
+// WatchResult is one delivery of a lease watch: a complete Snapshot (non-nil, possibly
+// empty) replacing everything known, or a batch of Events. Every lease the datastore holds
+// is delivered, good or bad (Origin.Defect), except the node's own.
 type WatchResult struct {
 	Snapshot []Candidate
 	Events   []Event
@@ -300,12 +294,9 @@ func (r WatchResult) EventCounts() (added, removed int) {
 // or expired in the datastore. The daemon exits non-zero so that a supervisor restarts it.
 var ErrLeaseRevoked = errors.New("lease has been revoked")
 
-// Manager is a subnet manager: the datastore side of flannel.
-//
-// Contract: every method may block on the datastore and returns when ctx is cancelled
-// (with ctx.Err() or nil as documented). Transient datastore errors inside WatchLeases and
-// KeepLease are retried internally with backoff; methods return only for cancellation or
-// for conditions the caller must act on.
+// Manager is a subnet manager: the datastore side of flannel. Every method may block on
+// the datastore and returns when ctx is cancelled; transient errors in WatchLeases and
+// KeepLease are retried internally with backoff.
 type Manager interface {
 	// Name describes the manager for logs.
 	Name() string
@@ -316,16 +307,15 @@ type Manager interface {
 	// KeepLease keeps the acquired lease alive (renewing before expiry) and watches it.
 	// It returns nil when ctx is cancelled and ErrLeaseRevoked (wrapped) when the lease is gone.
 	KeepLease(ctx context.Context, lease *Lease) error
-	// WatchLeases sends the lease set to out, starting with a snapshot, then event batches,
-	// and another snapshot whenever events may have been missed (e.g. after compaction).
-	// It blocks until ctx is cancelled and then returns nil. out is never closed by it.
+	// WatchLeases sends the lease set to out: a snapshot, then event batches, and another
+	// snapshot whenever events may have been missed. It returns nil when ctx is cancelled
+	// and never closes out.
 	WatchLeases(ctx context.Context, out chan<- WatchResult) error
 }
 
-// PermanentError marks a problem that retrying with the same configuration cannot fix
-// (for example a Kubernetes node whose pod CIDR lies outside the configured Network):
-// the daemon stops with a non-zero exit status instead of retrying, so that a supervisor
-// (the DaemonSet) restarts it and the configuration is read afresh.
+// PermanentError marks a problem that retrying with the same configuration cannot fix (a
+// Kubernetes pod CIDR outside the Network): the daemon exits non-zero so that its
+// supervisor restarts it and the configuration is read afresh.
 type PermanentError struct{ Err error }
 
 func (e *PermanentError) Error() string { return e.Err.Error() }

@@ -7,9 +7,8 @@ import (
 	"slices"
 )
 
-// leaseKey identifies a lease by its subnets, as its subnet key string does, without
-// allocating that string. It is pointer-free and 36 bytes (two netip.Prefix values hold
-// pointers and take 64), which matters for the index of a 20,000-lease set.
+// leaseKey identifies a lease by its subnets, as its subnet key does, without allocating:
+// pointer-free and 36 bytes (two netip.Prefix take 64), for the index of 20,000 leases.
 type leaseKey struct{ sn, sn6 pfxKey }
 
 // pfxKey is a prefix in fixed-size form: kind 0 for the zero Prefix, else 4 or 6.
@@ -74,9 +73,8 @@ func (k leaseKey) compare(o leaseKey) int {
 // String is the subnet key (MakeSubnetKey).
 func (k leaseKey) String() string { return MakeSubnetKey(k.sn.prefix(), k.sn6.prefix()) }
 
-// sortCandidates orders cs by key; of candidates with the same key, the earlier stays
-// first. It sorts positions, then moves each candidate once: a 20,000-lease snapshot is
-// not shuffled around by the sort itself.
+// sortCandidates orders cs by key, stably. It sorts positions, then moves each candidate
+// once.
 func sortCandidates(cs []Candidate) {
 	sorted := true
 	for i := 1; i < len(cs) && sorted; i++ {
@@ -140,9 +138,8 @@ func v4Order(l *Lease) uint64 {
 	return 2 << 40
 }
 
-// compareKeyAt compares the key of the i-th lease with k, as keyOf(&lease).compare(k)
-// would, reading the compact form: a binary search over 20,000 leases does not
-// materialise a lease per step.
+// compareKeyAt compares the key of the i-th lease with k, reading the compact form without
+// materialising a lease.
 func (pl *PeerList) compareKeyAt(i int, k leaseKey) int {
 	p := &pl.list[i]
 	if p.flags&flagSubnet == 0 || p.bits == 0 {

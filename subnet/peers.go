@@ -6,16 +6,12 @@ import (
 	"unsafe"
 )
 
-// Peers is an ordered, read-only collection of peer leases in a compact form: the lease
-// set the daemon hands to a backend. An IPv4-only lease takes 56 bytes (a Lease takes
-// 208) plus its backend data; see peer.
+// Peers is an ordered, read-only collection of peer leases in compact form (an IPv4-only
+// lease takes 56 bytes, a Lease 208): the lease set the daemon hands to a backend.
 //
-// A Peers value is a view of its owner's storage (a PeerList): it stays valid, and
-// unchanged, until the owner changes the list; the daemon changes it only between
-// reconcile rounds. Consumers must not keep a Peers value, or the backend data of a
-// Lease it returned, across rounds.
-//
-// The zero Peers is empty.
+// A Peers value is a view of its owner's PeerList, valid and unchanged until the owner
+// changes the list (only between reconcile rounds). Consumers must not keep it, or the
+// backend data of a Lease it returned, across rounds. The zero Peers is empty.
 type Peers struct{ list []peer }
 
 // PeersOf returns the leases, in the given order, as a Peers collection (for tests and
@@ -29,11 +25,9 @@ func PeersOf(ls ...Lease) Peers {
 // Len is the number of peers.
 func (p Peers) Len() int { return len(p.list) }
 
-// At materialises the i-th lease. It does not allocate. The lease is exact in everything
-// SamePeer compares; its Expiration is zero (peers' leases carry none: only the node's
-// own lease expires in the daemon's view). Its BackendData and BackendV6Data share the
-// collection's memory: they are read-only (copy them to change them), and not to be kept
-// once the collection changes.
+// At materialises the i-th lease without allocating. Its Expiration is zero; its
+// BackendData and BackendV6Data share the collection's memory: read-only, and not to be
+// kept once the collection changes.
 func (p Peers) At(i int) Lease { return p.list[i].lease() }
 
 // All yields the leases in order, as At materialises them.
@@ -66,10 +60,9 @@ func cloneRaw(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// PeerList is the mutable storage behind a Peers collection, for its one owner (the
-// daemon's lease set). It keeps the leases in the order its owner gives them. Changes
-// reuse the storage: a Peers view taken earlier sees them, so the owner changes the list
-// only while no consumer reads a view.
+// PeerList is the mutable storage behind a Peers collection, for its one owner. Changes
+// reuse the storage and are seen by earlier views, so the owner changes the list only
+// while no consumer reads a view.
 type PeerList struct{ list []peer }
 
 // Peers returns a read-only view of the list (no copy).
@@ -84,9 +77,8 @@ func (pl *PeerList) At(i int) Lease { return pl.list[i].lease() }
 // Set replaces the i-th lease.
 func (pl *PeerList) Set(i int, l Lease) { pl.list[i] = compactPeer(&l) }
 
-// Reset replaces the whole list by ls, in order, reusing the storage when it is large
-// enough and not more than twice as large as needed (a network that shrank from 20,000
-// peers does not keep their storage).
+// Reset replaces the whole list by ls, reusing the storage unless it is more than twice as
+// large as needed.
 func (pl *PeerList) Reset(ls []Lease) {
 	pl.resetWith(len(ls), func(i int) *Lease { return &ls[i] })
 }
@@ -125,9 +117,8 @@ func (pl *PeerList) Delete(at []int) {
 	pl.list = pl.list[:w]
 }
 
-// Insert inserts ls[j] before the lease now at position at[j] (len for the end), for
-// every j; at must be ascending (ls[j] before ls[j+1] where they are equal). It costs one
-// pass over the list from the first position on, merging from the back in place.
+// Insert inserts ls[j] before the lease now at position at[j] (len for the end), for every
+// j; at must be ascending. It costs one pass from the first position on.
 func (pl *PeerList) Insert(at []int, ls []Lease) {
 	if len(at) != len(ls) {
 		panic("subnet: PeerList.Insert: positions and leases differ in number")
@@ -180,13 +171,9 @@ func (pl *PeerList) subnet6(i int) netip.Prefix {
 	return netip.Prefix{}
 }
 
-// peer is a lease in compact form. The IPv4 parts are stored inline (an IPv4 subnet as
-// address bytes and length, the public IPv4 address as bytes); the backend type is
-// interned; the backend data is a string (16 bytes instead of a slice's 24). Everything
-// IPv6 (and any IPv4 field holding something other than a plain IPv4 value) is out of
-// line behind ext, nil for IPv4-only leases. The expiration is not kept.
-//
-// Size: 16 (typ) + 16 (data) + 8 (ext) + 4 + 4 + 1 + 1 = 50, 56 with alignment.
+// peer is a lease in compact form: IPv4 parts inline, the backend type interned, the
+// backend data a string; everything IPv6 (or unusual) behind ext, nil for IPv4-only
+// leases. No expiration. 56 bytes with alignment.
 type peer struct {
 	typ   string   // Attrs.BackendType, interned when well known
 	data  string   // Attrs.BackendData
@@ -279,8 +266,7 @@ func rawOf(s string) []byte {
 }
 
 // InternBackendType returns the shared constant for the backend types flannel knows, so
-// that 20,000 leases (decoded by a subnet manager, or kept in a lease set) do not hold
-// one copy of "vxlan" each; other names are returned as they are.
+// 20,000 leases hold no copy of "vxlan" each; other names are returned as they are.
 func InternBackendType(s string) string {
 	for _, k := range [...]string{"vxlan", "host-gw", "udp", "ipip", "wireguard", "ipsec", "extension", "alloc", "tencent-vpc"} {
 		if s == k {

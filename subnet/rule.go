@@ -35,10 +35,8 @@ func Reasons() []Reason {
 		BadPublicIP, LocalPublicIP, TooLarge, BadBackendData, BadJSON, DuplicateKey}
 }
 
-// MaxValueSize bounds a lease's value: the etcd value, or in Kubernetes mode the values
-// of a Node's flannel lease annotations together. Every backend's data is tens of bytes.
-// A subnet manager checks the size before it decodes anything and keeps nothing of a
-// larger value.
+// MaxValueSize bounds a lease's value (the etcd value, or a Node's flannel annotations
+// together); every backend's data is tens of bytes. Managers check it before decoding.
 const MaxValueSize = 4096
 
 // Rejection says why a lease is not admitted.
@@ -63,18 +61,15 @@ func Reject(reason Reason, format string, args ...any) *Rejection {
 // Origin is what a subnet manager knows of a lease besides its content: what the
 // admission rule needs to judge it.
 type Origin struct {
-	// Name is the lease's key as the datastore spells it: in etcd mode the key below
-	// <prefix>/subnets/, in Kubernetes mode the node name. The etcd manager leaves it
-	// empty when it is the canonical key of the lease's subnets (MakeSubnetKey), so that
-	// a snapshot of 20,000 leases holds no copy of their keys.
+	// Name is the lease's key as the datastore spells it (etcd: the key below
+	// <prefix>/subnets/; Kubernetes: the node name). The etcd manager leaves it empty when
+	// it is the canonical key of the lease's subnets, to keep snapshots small.
 	Name string
-	// Seniority orders leases that overlap: the smaller (older) wins, ties broken by
-	// name. etcd: the key's create revision; Kubernetes: the Node's creation time in
-	// Unix seconds.
+	// Seniority orders overlapping leases: the smaller (older) wins, ties broken by name.
+	// etcd: the key's create revision; Kubernetes: the Node's creation time (Unix s).
 	Seniority int64
-	// Version is the revision of the value (etcd: the key's mod revision; Kubernetes:
-	// the Node's resource version when the lease last changed): a rejection is logged
-	// and counted once per name and version.
+	// Version is the value's revision (etcd: mod revision; Kubernetes: the Node's resource
+	// version at the lease's last change); a rejection is logged once per name and version.
 	Version int64
 	// Defect, when set, says why the manager could not build the lease from the value
 	// (TooLarge, BadJSON, BadPublicIP, ...): the Lease then holds its subnets at most.
@@ -83,19 +78,16 @@ type Origin struct {
 
 // RuleOptions are the parts of the admission rule that main wires in.
 type RuleOptions struct {
-	// Kube selects Kubernetes mode: lease names are node names (no key check), and a
-	// pod CIDR may have any length inside the network (the controller manager's
-	// --node-cidr-mask-size decides it, not SubnetLen).
+	// Kube selects Kubernetes mode: lease names are node names (no key check), and a pod
+	// CIDR may have any length inside the network.
 	Kube bool
-	// BackendData checks one family's backend data (BackendData or BackendV6Data), by
-	// the lease's BackendType. A type without a check passes: leases of another
-	// backend are skipped by the backend, not rejected here.
+	// BackendData checks one family's backend data by the lease's BackendType. A type
+	// without a check passes: the backend skips leases of another backend.
 	BackendData map[string]func(data json.RawMessage) error
-	// BackendKey names, by BackendType, the key a peer of that backend must not share
-	// with another admitted peer (wireguard: its public key; ok false: none). Of admitted
-	// peers that share one, the winner is the one the overlap rule would pick (seniority,
-	// then name); the others are rejected as DuplicateKey, keep their subnets, and are
-	// admitted when the winner goes away. Only the network's own backend's is used.
+	// BackendKey names, by BackendType, the key a peer must not share with another
+	// admitted peer (wireguard: its public key; ok false: none). The senior one wins; the
+	// others are rejected as DuplicateKey, keep their subnets, and are admitted when the
+	// winner goes. Only the network's own backend's is used.
 	BackendKey map[string]func(l *Lease) (key string, ok bool)
 	// LocalAddrs lists the node's own addresses (InterfaceAddrs); nil: none known.
 	LocalAddrs func() ([]netip.Addr, error)
@@ -153,19 +145,17 @@ func (r *Rule) isLocal(a netip.Addr) bool {
 	return ok
 }
 
-// families reports which of the lease's subnets the rule judges: those of the
-// enabled families. A subnet of a disabled family is ignored (a dual-stack lease in an
-// IPv4 network is an IPv4 peer).
+// families reports which of the lease's subnets the rule judges: those of the enabled
+// families (a dual-stack lease in an IPv4 network is an IPv4 peer).
 func (r *Rule) families(l *Lease) (has4, has6 bool) {
 	has4 = r.v4 && l.Subnet.IsValid() && l.Subnet.Bits() > 0
 	has6 = r.v6 && l.IPv6Subnet.IsValid()
 	return has4, has6
 }
 
-// Check judges one candidate by the per-lease checks, in this order: a defect the
-// manager found, the canonical key (etcd), the subnets (inside the networks, etcd: of
-// the configured lengths), the public addresses (usable unicast, not the node's own),
-// the backend data. It returns nil when the lease passes.
+// Check judges one candidate by the per-lease checks: the manager's defect, the canonical
+// key (etcd), the subnets, the public addresses (usable unicast, not ours), the backend
+// data. It returns nil when the lease passes.
 func (r *Rule) Check(c *Candidate) *Rejection {
 	if c.Origin.Defect != nil {
 		return c.Origin.Defect
@@ -214,10 +204,8 @@ func (r *Rule) Check(c *Candidate) *Rejection {
 	return nil
 }
 
-// occupies reports whether a lease the rule rejects still sits on a key the node could
-// want for itself: its name is canonical and its subnets have the configured lengths.
-// Such a key cannot be created again (etcd mode); any other rejected lease takes no
-// subnet.
+// occupies reports whether a rejected lease still sits on a key the node could want for
+// itself (canonical name, configured lengths): such a key cannot be created again (etcd).
 func (r *Rule) occupies(c *Candidate) bool {
 	l := &c.Lease
 	if !r.keys || (c.Origin.Name != "" && !IsSubnetKey(c.Origin.Name, l.Subnet, l.IPv6Subnet)) {
@@ -231,12 +219,10 @@ func (r *Rule) occupies(c *Candidate) bool {
 	return ok4 && ok6
 }
 
-// Taken reports which subnets of a listed lease count as taken when this node picks a
-// subnet (etcd mode): those of a lease that passes Check, or fails it on this node only
-// (it names one of this node's addresses: the other nodes admit it), and those of a
-// rejected lease that occupies its own canonical key (that key cannot be created
-// again). Any other rejected lease takes nothing: a bad lease never blocks the node's
-// allocation.
+// Taken reports which subnets of a listed lease count as taken when this node picks one
+// (etcd mode): those of a lease that passes Check or fails only on this node (it names our
+// address), and of a rejected lease that occupies its canonical key. A bad lease never
+// blocks the node's allocation.
 func (r *Rule) Taken(c *Candidate) (sn, sn6 netip.Prefix, ok bool) {
 	if rej := r.Check(c); rej != nil && rej.Reason != LocalPublicIP && !r.occupies(c) {
 		return netip.Prefix{}, netip.Prefix{}, false
