@@ -1,10 +1,7 @@
-// Package connerr names why a connection to a server failed, in words an operator acts
-// on: refused, unreachable, timeout, a TLS problem (and which one), or a server that
-// speaks TLS where plain text was expected and the reverse. It reads the Go error chain
-// of a dial or a TLS handshake (net, syscall, crypto/tls, crypto/x509, context). Refusals
-// a server sends after the connection is up (bad credentials, missing permissions) are
-// its client's to name: they are protocol-specific, and Auth and Permission are here so
-// that those clients can report them in the same vocabulary.
+// Package connerr names why a dial or TLS handshake failed, in words an operator acts on:
+// refused, unreachable, timeout, which TLS problem, or TLS where plain text was expected
+// and the reverse. Auth and Permission let protocol clients name refusals after the
+// connection is up in the same vocabulary.
 package connerr
 
 import (
@@ -160,12 +157,10 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Probe connects to address on network ("tcp", "unix") as a client of the server would,
-// within ctx: a TLS handshake with tc follows when tc is set (ServerName defaults to the
-// address's host). It returns nil when the server took the connection (and the
-// handshake), else an *Error (Endpoint left empty) naming the cause. Without tc, a
-// server that completes a TLS handshake is reported as PlainToTLS: it will not
-// understand plain text.
+// Probe connects to address on network ("tcp", "unix") within ctx, with a TLS handshake
+// when tc is set (ServerName defaults to the host). It returns nil when the server took the
+// connection, else an *Error (Endpoint empty) naming the cause. Without tc, a server that
+// completes a TLS handshake is PlainToTLS.
 func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
@@ -202,8 +197,8 @@ func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 		}
 		return nil
 	}
-	// A plain-text probe: does the server answer a TLS hello? It gets a short while; a
-	// plain server closes the connection or says nothing.
+	// A plain-text probe: does the server answer a TLS hello? A plain server closes
+	// the connection or says nothing.
 	hctx, cancel := context.WithTimeout(ctx, plainProbe)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(plainProbe))

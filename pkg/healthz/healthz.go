@@ -16,9 +16,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Readiness is a set of named checks. A check has a recorded state (failing until
-// Set(name, nil) is called) and optionally a probe evaluated at each query; it passes
-// when both pass. It is safe for concurrent use.
+// Readiness is a set of named checks, safe for concurrent use. A check passes when its
+// recorded state (failing until Set(name, nil)) and its optional probe both pass.
 type Readiness struct {
 	mu     sync.Mutex
 	checks map[string]error
@@ -44,9 +43,9 @@ func (r *Readiness) Set(name string, err error) {
 	r.mu.Unlock()
 }
 
-// SetProbe attaches a probe to a check: it is called (without locks held) at every
-// query once the recorded state passes, and must be cheap and must not block. A check
-// with a probe and no recorded state passes when the probe does.
+// SetProbe attaches a probe to a check, called without locks at every query once the
+// recorded state passes; it must be cheap and not block. A probe alone decides a check
+// with no recorded state.
 func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Lock()
 	r.probes[name] = probe
@@ -56,9 +55,8 @@ func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Unlock()
 }
 
-// SetNote attaches a note to a check, shown beside it in the verbose output (for example
-// which implementation a backend chose). note is called at every query, without locks
-// held; it must be cheap and must not block.
+// SetNote attaches a note shown beside a check in the verbose output, called without locks
+// at every query; it must be cheap and not block.
 func (r *Readiness) SetNote(name string, note func() string) {
 	r.mu.Lock()
 	r.notes[name] = note
@@ -98,12 +96,10 @@ func (r *Readiness) Checks() []Check {
 	return out
 }
 
-// Handler returns the mux with /healthz and /readyz, and /metrics when metrics is not
-// nil. The bodies start with upstream's texts ("flanneld is running", "flanneld is
-// ready", "flanneld is not ready yet"); a failing /readyz adds one line per failing
-// check ("name: reason"); /readyz?verbose lists every check ("[+]name ok" or
-// "[-]name: reason", followed by " (note)" for a check with a note) after the first
-// line.
+// Handler returns the mux with /healthz, /readyz, and /metrics when metrics is not nil.
+// The bodies start with upstream's texts ("flanneld is running", "flanneld is ready",
+// "flanneld is not ready yet"); a failing /readyz adds "name: reason" per failing check;
+// /readyz?verbose lists "[+]name ok" or "[-]name: reason" (with " (note)") for every check.
 func Handler(r *Readiness, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {

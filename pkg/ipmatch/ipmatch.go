@@ -1,9 +1,6 @@
 // Package ipmatch picks the node's external (underlay) interface and addresses from
-// --iface, --iface-regex, --iface-can-reach, --public-ip(v6) and the default routes.
-//
-// The kernel is read through netlink in the network namespace of the calling thread.
-// The selection itself is a pure function over that reading, so it is unit-tested with
-// a fake kernel as well as against real links in a private namespace.
+// --iface, --iface-regex, --iface-can-reach, --public-ip(v6) and the default routes. It
+// reads the kernel through netlink in the calling thread's network namespace.
 package ipmatch
 
 import (
@@ -320,9 +317,8 @@ func byAddr(links []linkInfo, a netip.Addr) (candidate, bool) {
 	return candidate{}, false
 }
 
-// byRegex lists the interfaces a regex selects, best first: interfaces with a matching
-// usable address (with both families enabled, a v4 and a v6 address must match), then
-// interfaces whose name matches.
+// byRegex lists the interfaces a regex selects, best first: those with a matching usable
+// address (both families' when both are enabled), then those whose name matches.
 func byRegex(links []linkInfo, re *regexp.Regexp, opts Options) []candidate {
 	var out []candidate
 	match := func(l *linkInfo, v6 bool) netip.Addr {

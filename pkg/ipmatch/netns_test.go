@@ -17,9 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// testNetns is a throwaway named network namespace and a netlink handle bound to it.
-// All configuration goes through the handle, so the test thread never leaves its own
-// namespace except inside lookupIn.
+// testNetns is a throwaway named network namespace and a netlink handle bound to it; the
+// test thread enters it only inside lookupIn.
 type testNetns struct {
 	ns netns.NsHandle
 	h  *netlink.Handle
@@ -67,9 +66,8 @@ func newTestNetns(t *testing.T) *testNetns {
 	return &testNetns{ns: ns, h: h}
 }
 
-// dummy creates an up link with the given addresses (CIDR strings): a dummy link, or
-// where the kernel has no dummy driver, one end of a veth pair whose peer (name+"p",
-// no addresses) is also up so that the link has carrier.
+// dummy creates an up link with the given addresses: a dummy link, or where the kernel
+// has no dummy driver one end of an up veth pair (peer name+"p").
 func (n *testNetns) dummy(t *testing.T, name string, addrs ...string) netlink.Link {
 	t.Helper()
 	err := n.h.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}})

@@ -1,10 +1,7 @@
-// Package metrics holds flanneld's Prometheus metrics. main creates one Metrics (with
-// its own registry: the client library's default registry is never used) and hands it
-// down; the daemon, the subnet manager (observe.Observer) and the backends
-// (observe.Observer) report to it, and the healthz listener serves it at /metrics.
-//
-// Every method is safe for concurrent use and is a no-op on a nil *Metrics, so parts
-// built without metrics need no checks.
+// Package metrics holds flanneld's Prometheus metrics in a registry of their own (never
+// the client library's default). main creates one Metrics; the daemon, subnet manager and
+// backends report to it and the healthz listener serves it at /metrics. Every method is
+// safe for concurrent use and a no-op on a nil *Metrics.
 package metrics
 
 import (
@@ -129,8 +126,7 @@ func New() *Metrics {
 		m.datastoreErrors, m.watchRestarts, m.leaseExpiry, m.txChecksum, m.udpDropped, m.peerFailures,
 		m.peersSkipped, m.leasesRejected, m.wgImpl,
 	)
-	// Declare the label values known in advance, so that series exist (at 0) from the
-	// start and rate() sees their first increment.
+	// Declared label values exist at 0 from the start, so rate() sees the first increment.
 	for _, t := range []string{EventAdded, EventRemoved, EventSnapshot} {
 		m.leaseEvents.WithLabelValues(t)
 	}
@@ -183,8 +179,7 @@ func (m *Metrics) PeerLeases(n int) {
 	m.peerLeases.Set(float64(n))
 }
 
-// LeaseResult counts one lease watch delivery: a snapshot, or its added (or changed)
-// and removed events.
+// LeaseResult counts one lease watch delivery: a snapshot, or its added and removed events.
 func (m *Metrics) LeaseResult(snapshot bool, added, removed int) {
 	if m == nil {
 		return
@@ -214,8 +209,7 @@ func (m *Metrics) Reconciled(d time.Duration, err error) {
 	m.reconcileDuration.Observe(d.Seconds())
 }
 
-// KernelObjects implements observe.Observer: op is observe.Add, Remove or Repair.
-// Unknown ops are counted under their own name.
+// KernelObjects implements observe.Observer; unknown ops are counted under their own name.
 func (m *Metrics) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	if m == nil || n <= 0 {
 		return
@@ -244,8 +238,7 @@ func (m *Metrics) TxChecksumOffload(device string, on bool) {
 	m.txChecksum.WithLabelValues(device).Set(v)
 }
 
-// PacketsDropped implements observe.Observer (the udp backend's receive drops; n == 0
-// declares the reason's series at zero).
+// PacketsDropped implements observe.Observer; n == 0 declares the reason's series.
 func (m *Metrics) PacketsDropped(reason string, n int) {
 	if m == nil || n < 0 {
 		return
@@ -290,8 +283,7 @@ func (m *Metrics) WatchRestarted(watch observe.Kind, _ error) {
 // WatchLive implements observe.Observer (readiness uses it; no metric).
 func (m *Metrics) WatchLive(observe.Kind) {}
 
-// LeasesRejected counts n rejected peer leases of one reason; n = 0 declares the reason,
-// so that its series exists (at 0) before the first rejection.
+// LeasesRejected counts n rejected peer leases of one reason; n = 0 declares the reason.
 func (m *Metrics) LeasesRejected(reason string, n int) {
 	if m == nil || n < 0 {
 		return

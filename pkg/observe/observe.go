@@ -1,11 +1,9 @@
-// Package observe is the one vocabulary in which flanneld's parts report what happened:
-// the subnet managers (datastore errors, watch state, the own lease's expiration), the
-// backends and the traffic rules (kernel objects changed, peers the kernel refused), and
-// the udp backend's data path (received packets dropped). The daemon hands one Observer
-// to every part that implements Setter; metrics and readiness listen to it.
+// Package observe is the vocabulary in which flanneld's parts (subnet managers, backends,
+// traffic rules, the udp data path) report what happened; the daemon hands one Observer to
+// every part that implements Setter, and metrics and readiness listen to it.
 //
-// Contract for every Observer: methods may be called from any goroutine of the part
-// that reports, must be cheap, and must not block or call back into that part.
+// Every Observer's methods may be called from any goroutine of the reporting part, must be
+// cheap, and must not block or call back into that part.
 package observe
 
 import "time"
@@ -25,40 +23,35 @@ const (
 	Peer    Kind = "peer"    // WireGuard peers of a device (the wireguard backend)
 )
 
-// KernelKinds are the kinds of kernel objects every backend may report, for consumers
-// that declare them in advance (metrics).
+// KernelKinds are the kinds of kernel objects every backend may report.
 func KernelKinds() []Kind { return []Kind{Route, FDB, Neigh, Device, Address, Rule, Peer} }
 
-// Reasons the kernel refused to program a peer (Observer.PeerProgrammingFailures): the
-// label values of flannel_peer_programming_failures_total{reason}.
+// Reasons the kernel refused to program a peer, the label values of
+// flannel_peer_programming_failures_total{reason}.
 const (
-	// RefusedUnreachable: the peer's address or gateway cannot be reached (not on-link,
-	// no route): ENETUNREACH, EHOSTUNREACH.
+	// RefusedUnreachable: the peer's address or gateway cannot be reached (ENETUNREACH,
+	// EHOSTUNREACH).
 	RefusedUnreachable = "unreachable"
 	// RefusedExists: an object that is not ours is in the way (EEXIST).
 	RefusedExists = "exists"
 	// RefusedInvalid: the kernel rejects the values the peer's lease leads to (EINVAL,
-	// EOPNOTSUPP, EAFNOSUPPORT, ERANGE, EADDRNOTAVAIL, EACCES).
+	// EOPNOTSUPP, ...).
 	RefusedInvalid = "invalid"
 )
 
-// RefusalReasons are every reason a peer refusal is reported with, for consumers that
-// declare them in advance (metrics).
+// RefusalReasons are every reason a peer refusal is reported with.
 func RefusalReasons() []string { return []string{RefusedUnreachable, RefusedExists, RefusedInvalid} }
 
-// Reasons a backend skips a sound peer lease (Observer.PeersSkipped): the peer and this
-// node cannot carry each other's pod traffic. The label values of
-// flannel_peer_leases_skipped{reason}.
+// Reasons a backend skips a sound peer lease it cannot carry pod traffic with, the label
+// values of flannel_peer_leases_skipped{reason}.
 const (
-	// SkippedOtherBackend: the peer runs another backend (its lease's BackendType is not
-	// ours), as during a switch of backend on a live cluster.
+	// SkippedOtherBackend: the peer's lease has another BackendType than ours.
 	SkippedOtherBackend = "other_backend"
 	// SkippedOtherVNI: the peer's vxlan lease names another VNI than ours.
 	SkippedOtherVNI = "other_vni"
 )
 
-// SkipReasons are every reason a skipped peer is reported with, for consumers that
-// declare them in advance (metrics).
+// SkipReasons are every reason a skipped peer is reported with.
 func SkipReasons() []string { return []string{SkippedOtherBackend, SkippedOtherVNI} }
 
 // Datastore watches a subnet manager keeps.
@@ -76,8 +69,7 @@ const (
 	Add Op = "add"
 	// Remove: an object no lease explains was deleted.
 	Remove Op = "remove"
-	// Repair: an existing object was corrected in place or re-created (a device
-	// recreated, an MTU, MAC, address or up flag restored, a rule restored).
+	// Repair: an existing object was corrected in place or re-created.
 	Repair Op = "repair"
 )
 
@@ -92,52 +84,41 @@ const (
 	Watch     Op = "watch"
 )
 
-// Observer hears the observations. Outcomes are the methods: what changed in the kernel,
-// what failed in the datastore, whether a watch is live, when the own lease expires.
+// Observer hears the observations.
 type Observer interface {
-	// KernelObjects reports n > 0 kernel objects of a kind changed by op (Add, Remove,
-	// Repair), after the changes were applied.
+	// KernelObjects reports n > 0 kernel objects of kind k changed by op, once applied.
 	KernelObjects(k Kind, op Op, n int)
-	// TxChecksumOffload reports the transmit checksum offload state a backend set on
-	// one of its devices (vxlan's ChecksumOffload option).
+	// TxChecksumOffload reports the transmit checksum offload a backend set on a device.
 	TxChecksumOffload(device string, on bool)
-	// WireguardImplementation reports which WireGuard the wireguard backend runs its
-	// devices in ("kernel" or "userspace"), once it has decided at start.
+	// WireguardImplementation reports "kernel" or "userspace", once decided at start.
 	WireguardImplementation(impl string)
 	// DatastoreError reports a failed datastore operation; the reporter retries it.
 	DatastoreError(op Op, err error)
-	// WatchRestarted reports that a watch (LeasesWatch, OwnLeaseWatch) broke and is
-	// being opened again.
+	// WatchRestarted reports that a watch broke and is being opened again.
 	WatchRestarted(w Kind, err error)
-	// WatchLive reports that a watch delivered a response (a snapshot, events or a
-	// progress notification): it is live again after a WatchRestarted.
+	// WatchLive reports that a watch delivered a response: live again after a restart.
 	WatchLive(w Kind)
-	// LeaseExpiration reports the own lease's current expiration (zero: it never
-	// expires, e.g. a reservation or a kube lease), after acquisition and each renewal.
+	// LeaseExpiration reports the own lease's expiration (zero: never) after acquisition
+	// and each renewal.
 	LeaseExpiration(t time.Time)
-	// PacketsDropped reports n received packets a backend's own data path (udp) did not
-	// deliver, for a reason from that backend's small fixed set; n == 0 declares the
-	// reason. The data path calls it at most once per batch and reason.
+	// PacketsDropped reports n received packets the udp data path did not deliver, for
+	// reason; n == 0 declares the reason. At most once per batch and reason.
 	PacketsDropped(reason string, n int)
-	// PeerProgrammingFailures reports that the kernel refused to program n > 0 peers
-	// (one count per peer and attempt) for reason, one of the Refused* constants. The
-	// backend skipped those peers and programmed the others.
+	// PeerProgrammingFailures reports n > 0 peers (per attempt) the kernel refused to
+	// program, for reason (Refused*); the others were programmed.
 	PeerProgrammingFailures(reason string, n int)
-	// PeersSkipped reports how many sound peer leases the last reconcile round skipped
-	// for reason, one of the Skipped* constants (0 when none): a state, reported every
-	// round.
+	// PeersSkipped reports how many sound peer leases the last round skipped for reason
+	// (Skipped*), every round.
 	PeersSkipped(reason string, n int)
 }
 
 // Setter is implemented by the parts that report to an Observer. The daemon calls
-// SetObserver once, before any other method of the part; a part without it reports
-// nothing.
+// SetObserver once, before any other method of the part.
 type Setter interface {
 	SetObserver(o Observer)
 }
 
-// Nop ignores everything. Embedded in a type, it supplies the methods that type does
-// not listen to.
+// Nop ignores everything; embedded, it supplies the methods a type does not listen to.
 type Nop struct{}
 
 // KernelObjects does nothing.

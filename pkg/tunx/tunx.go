@@ -1,10 +1,7 @@
-// Package tunx opens the Linux TUN devices of the data paths that run inside flanneld
-// (the udp backend's flannel0, the userspace WireGuard devices) as
-// golang.zx2c4.com/wireguard/tun devices: with IFF_VNET_HDR and TCP segmentation
-// offload when the kernel grants them (the kernel then hands over TCP segments of up to
-// 64 KiB, which the library splits, and takes coalesced writes), else as a plain
-// IFF_TUN|IFF_NO_PI device moving one packet per read. The devices are not persistent:
-// each vanishes when its file is closed (with the process).
+// Package tunx opens the TUN devices of the data paths inside flanneld (udp's flannel0,
+// userspace WireGuard) as golang.zx2c4.com/wireguard/tun devices: with IFF_VNET_HDR and
+// TCP offloads when the kernel grants them, else a plain IFF_TUN|IFF_NO_PI device. The
+// devices are not persistent: each vanishes when its file is closed.
 package tunx
 
 import (
@@ -19,9 +16,8 @@ import (
 // CloneDevice is the TUN clone device.
 const CloneDevice = "/dev/net/tun"
 
-// Open creates the TUN device name, or the first free one when name is a template such
-// as "flannel%d". It returns the device, its name and whether the offloads are on. The
-// device is not monitored: the caller owns its link state and MTU.
+// Open creates the TUN device name, or the first free one for a template ("flannel%d"),
+// and returns it, its name and whether the offloads are on. The caller owns its link state.
 func Open(name string) (dev tun.Device, actual string, offloads bool, err error) {
 	for _, vnet := range []bool{true, false} {
 		fd, err := unix.Open(CloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
