@@ -13,9 +13,7 @@ import (
 )
 
 // benchCandidates makes n IPv4 vxlan leases of 10.0.0.0/8 as the etcd manager delivers
-// them (canonical keys: no names; each with its own backend data), and, when overlaps
-// is set, one lease in a hundred more that overlaps one of them (a /25 inside its /24:
-// a younger peer in Kubernetes mode, a lease of the wrong length in etcd mode).
+// them and, with overlaps, one lease in a hundred more overlapping one of them (a /25).
 func benchCandidates(n int, overlaps bool) []subnet.Candidate {
 	out := make([]subnet.Candidate, 0, n+n/100)
 	for i := range n {
@@ -47,9 +45,8 @@ func benchAdmitter(kube bool) *subnet.Admitter {
 	return subnet.NewAdmitter(rule, &own, nil)
 }
 
-// BenchmarkAdmissionSnapshot20k applies a snapshot of 20,000 leases to a new Admitter:
-// the rule's checks, the overlap sweep, and the compact copy the lease set made before
-// the rule existed. With overlaps, 200 more leases each overlap one of them.
+// BenchmarkAdmissionSnapshot20k applies a snapshot of 20,000 leases (plus 200 overlapping
+// ones with overlaps) to a new Admitter.
 func BenchmarkAdmissionSnapshot20k(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
@@ -110,9 +107,8 @@ func BenchmarkAdmissionChurn20k(b *testing.B) {
 	}
 }
 
-// BenchmarkAdmissionHeap20k reports the live heap of an Admitter holding 20,000 IPv4
-// vxlan peers once the snapshot it was built from is gone ("live-B"), and the
-// allocations of one iteration over it as a backend does per round ("iter-allocs").
+// BenchmarkAdmissionHeap20k reports the live heap of an Admitter of 20,000 peers without
+// its snapshot ("live-B") and the allocations of one iteration over it ("iter-allocs").
 func BenchmarkAdmissionHeap20k(b *testing.B) {
 	for b.Loop() {
 		runtime.GC()

@@ -11,9 +11,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// attrsBox holds the latest lease attributes a backend handed up (backend.Watcher's
-// advertise) until the lease keeper takes them: put never blocks, and a value not yet
-// taken is replaced by a newer one.
+// attrsBox holds the latest lease attributes a backend handed up until the lease keeper
+// takes them: put never blocks and replaces a value not yet taken.
 type attrsBox struct{ c chan subnet.LeaseAttrs }
 
 func newAttrsBox() *attrsBox { return &attrsBox{c: make(chan subnet.LeaseAttrs, 1)} }
@@ -32,11 +31,9 @@ func (b *attrsBox) put(a subnet.LeaseAttrs) {
 	}
 }
 
-// keepLease runs the manager's KeepLease for the lease until it returns or ctx ends,
-// and rewrites the lease whenever new attributes arrive on adv: KeepLease is stopped,
-// the manager's UpdateLeaseAttrs writes them (retried with backoff while the datastore
-// fails), updated is told the new lease (the state file), and KeepLease resumes with
-// it. It returns KeepLease's error (ErrLeaseRevoked), an update's, or nil when ctx ends.
+// keepLease runs KeepLease for the lease until it returns or ctx ends; when new attributes
+// arrive on adv it stops KeepLease, writes them (updateLease), tells updated the new lease
+// and resumes. It returns KeepLease's or an update's error, or nil when ctx ends.
 func keepLease(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, lease *subnet.Lease, adv <-chan subnet.LeaseAttrs,
 	updated func(*subnet.Lease), obs observe.Observer, tm timings) error {
 	up, canUpdate := sm.(subnet.AttrsUpdater)

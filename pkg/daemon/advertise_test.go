@@ -78,10 +78,9 @@ func (m *updatingManager) snapshot() ([]subnet.LeaseAttrs, []subnet.Lease) {
 	return append([]subnet.LeaseAttrs(nil), m.updates...), append([]subnet.Lease(nil), m.kept...)
 }
 
-// A network that advertises new attributes gets its lease rewritten through the
-// manager (retried while the manager fails), the state file records them, and the lease
-// is kept with them from then on; its kicks run Reconcile; its description and health
-// show in readiness.
+// Advertised attributes are written to the lease (retried while the manager fails) and
+// the state file, and the lease is kept with them; kicks run Reconcile; description and
+// health show in readiness.
 func TestWatcherAdvertisesAndKicks(t *testing.T) {
 	dir := t.TempDir()
 	subnetFile := filepath.Join(dir, "subnet.env")

@@ -4,9 +4,8 @@ package daemon
 
 import "time"
 
-// Config is what the daemon itself reads of flanneld's settings; cmd/flanneld builds it
-// from the flags. The datastore, interface and traffic-rule settings reach the daemon
-// only as the parts in Deps.
+// Config is what the daemon itself reads of flanneld's settings; the datastore, interface
+// and traffic-rule settings reach it only as the parts in Deps.
 type Config struct {
 	// SubnetFile is where the subnet file is written; the state file sits beside it.
 	SubnetFile string

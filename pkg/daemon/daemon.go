@@ -26,9 +26,8 @@ type Deps struct {
 	Manager subnet.Manager
 	// Backends maps a lower-cased backend type to its constructor.
 	Backends map[string]backend.Constructor
-	// CheckBackendConfig maps a backend type to the check of its own config keys, so
-	// that their problems and unknown keys are reported with the rest of the config's
-	// (optional per type: without one, the constructor's refusal is reported alone).
+	// CheckBackendConfig maps a backend type to the check of its own config keys, so their
+	// problems are reported with the rest of the config's (optional per type).
 	CheckBackendConfig map[string]backend.ConfigChecker
 	// LookupExtIface selects the external interface for a network config.
 	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
@@ -37,40 +36,34 @@ type Deps struct {
 	Notify func(state string) error
 	// TrafficRules installs and keeps the masquerade/forward rules (nil: none).
 	TrafficRules TrafficRules
-	// Metrics receives the daemon's, the manager's and the backend's metrics and is
-	// served at /metrics on the healthz listener (nil: no metrics).
+	// Metrics receives every part's metrics, served at /metrics (nil: no metrics).
 	Metrics *metrics.Metrics
 	// ReadSysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward"); the
 	// daemon warns at start when packet forwarding is off. nil: not checked.
 	ReadSysctl func(name string) (string, error)
-	// KernelWatch reports changes to the kernel objects the network owns (the
-	// backend's WatchFilter) by calling kick, which never blocks, until ctx ends
-	// (pkg/kernelwatch.Run). nil: no watch; repairs wait for the periodic resync.
+	// KernelWatch calls kick, which never blocks, on changes to the objects the backend's
+	// WatchFilter selects, until ctx ends (nil: repairs wait for the periodic resync).
 	KernelWatch func(ctx context.Context, f kernelwatch.Filter, kick func()) error
-	// Status receives what the daemon is doing and answers the control socket's status
-	// queries (nil: none).
+	// Status receives what the daemon does and answers status queries (nil: none).
 	Status *Status
 	// Instances asks the other flanneld instances in this network namespace for their
-	// statuses (control.Instances without this daemon's own sockets); the daemon
-	// refuses to start when one of them claims a device, port or network range its
-	// config asks for (nil: no other instance is looked for).
+	// statuses; the daemon refuses to start when one claims a device, port or network
+	// range its config asks for (nil: none looked for).
 	Instances func(ctx context.Context) ([]control.Found, error)
-	// Admission is what main wires into the admission rule of peer leases (the
-	// backends' checks of backend data, the node's addresses, the datastore mode).
+	// Admission is what main wires into the admission rule of peer leases.
 	Admission subnet.RuleOptions
 }
 
-// PreviousLeaser is implemented by subnet managers that can tell what this node
-// advertised before (the Kubernetes manager reads it from the node's annotations). The
-// daemon asks after GetNetworkConfig succeeded and only when its own state file has no
-// record, so that a backend keeps advertised values such as the VTEP MAC.
+// PreviousLeaser is implemented by subnet managers that can tell what this node advertised
+// before (Kubernetes: the node's annotations). The daemon asks only when its state file
+// has no record, so a backend keeps advertised values such as the VTEP MAC.
 type PreviousLeaser interface {
 	PreviousLease() *subnet.Lease
 }
 
-// TrafficRules is the seam to the traffic rules (pkg/trafficrules): Setup runs once after
-// the lease is acquired and before the subnet file is written (an error stops the daemon);
-// Run keeps the rules true until ctx ends.
+// TrafficRules is the seam to pkg/trafficrules: Setup runs once after the lease is acquired
+// and before the subnet file is written (an error stops the daemon); Run keeps the rules
+// true until ctx ends.
 type TrafficRules interface {
 	Setup(ctx context.Context, n trafficrules.Networks) error
 	Run(ctx context.Context) error
@@ -105,10 +98,9 @@ var defaultTimings = timings{
 }
 
 // Run runs the daemon until ctx ends (nil) or the lease is lost (an error wrapping
-// subnet.ErrLeaseRevoked). Problems of the network config (including the backend's
-// options and the backend's refusal of this node) and of the datastore are retried, not
-// fatal (setupBackend); an external interface that cannot be found, a backend that
-// cannot set up its devices and a permanent lease problem are errors.
+// subnet.ErrLeaseRevoked). Config and datastore problems are retried; a missing external
+// interface, a backend that cannot set up its devices and a permanent lease problem are
+// errors.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return run(ctx, cfg, deps, defaultTimings)
 }
@@ -329,8 +321,8 @@ func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Network
 }
 
 // acquire gets the lease, retrying datastore errors with backoff until ctx ends; a
-// subnet.PermanentError is returned at once. Every failed attempt, timeouts included,
-// and the acquired lease's expiration are reported to obs.
+// subnet.PermanentError is returned at once. Failures and the lease's expiration are
+// reported to obs.
 func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
@@ -377,19 +369,15 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 	return d
 }
 
-// bigSnapshot is the number of leases from which the heap is collected right after a
-// snapshot is applied, before the round (see reconcileLoop): start-up and resyncs only.
+// bigSnapshot is the snapshot size from which the heap is collected before the round.
 const bigSnapshot = 5000
 
-// reconcileLoop folds lease watch results into the admitted peer set (set: the
-// admission stage, whose rejections never stop the loop) and converges the backend to
-// it. Bursts are coalesced: all pending results are applied before one Reconcile, and
-// kernel change kicks arriving meanwhile fold into one more. Nothing is reconciled before
-// the first snapshot, so a restart never removes peers it has not heard of yet. Each
-// periodic resync also reads the node's addresses again (set.Refresh). Rounds are timed
-// for m; during a round that follows no change of the peer set since the last converged
-// one, obs reports the backend's additions and removals as repairs. Between rounds it
-// answers the control socket's queries for the peers.
+// reconcileLoop folds lease watch results into the admitted peer set and converges the
+// backend to it, one Reconcile per burst of results and kernel kicks. Nothing is
+// reconciled before the first snapshot, so a restart never removes peers it has not heard
+// of. Each periodic resync also reads the node's addresses again. Additions and removals
+// in a round without a peer-set change are reported as repairs. Between rounds it answers
+// status queries for the peers.
 func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, queries <-chan peerQuery) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
@@ -428,10 +416,8 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 				}
 			}
 			if snapped >= bigSnapshot {
-				// The snapshot is garbage now (the set keeps a compact copy), but the
-				// heap goal was likely set by a collection while it was live (5 MB at
-				// 20,000 leases), which lets the round's allocations grow the heap by
-				// that much more; one collection now sets the goal from what is live.
+				// The snapshot is garbage now, but the heap goal was set while it was
+				// live (5 MB at 20,000 leases); collecting now resets it.
 				runtime.GC()
 			}
 			if set.Synced() {

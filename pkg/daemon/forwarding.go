@@ -39,8 +39,7 @@ func forwardingOff(cfg *subnet.Config, read func(name string) (string, error)) [
 }
 
 // warnForwardingOff warns once about each forwarding setting the network needs that is
-// off. The daemon never changes them (as upstream): they belong to the node's sysctl
-// configuration, so the warning says what to run and where to keep it.
+// off. The daemon never changes them (as upstream); the warning says what to set.
 func warnForwardingOff(cfg *subnet.Config, read func(name string) (string, error)) {
 	if read == nil {
 		return

@@ -7,11 +7,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 )
 
-// noteMTUChange warns when the pods' MTU (FLANNEL_MTU) differs from the one in the
-// subnet file a previous run wrote at path (after a change of backend, of the vxlan MTU
-// or of the underlay): the MTU of existing pods and of the bridge (cni0, docker0) is set
-// when they are created, so they keep the old one until then. Nothing is said without a
-// previous file or value.
+// noteMTUChange warns when the pods' MTU differs from the one a previous run wrote to the
+// subnet file at path: existing pods and the bridge keep their MTU until re-created.
 func noteMTUChange(path string, mtu int) {
 	prev, err := subnetenv.Read(path)
 	if err != nil {

@@ -36,9 +36,9 @@ type configReport struct {
 	warnings []configkeys.Warning
 }
 
-// judgeConfig completes what the subnet manager made of the config (cfg, or err, which
-// holds a *subnet.ConfigError) with the backend type's existence and the backend's own
-// verdict on its keys, so that every problem is known at once.
+// judgeConfig completes the manager's verdict on the config (cfg, or err holding a
+// *subnet.ConfigError) with the backend type's and the backend's own, so every problem is
+// known at once.
 func judgeConfig(cfg *subnet.Config, err error, backends map[string]backend.Constructor, checkers map[string]backend.ConfigChecker) configReport {
 	var r configReport
 	var bt string
@@ -118,15 +118,12 @@ func warningsText(warns []configkeys.Warning) string {
 	return strings.Join(s, "\n")
 }
 
-// setupBackend waits for a network config the daemon can use and builds its backend.
-// Every problem of the config — its JSON, its values, the backend type, the backend's
-// own keys, and what the backend's constructor refuses on this node — is logged
-// together and retried every period, without exiting and without touching the kernel:
-// a data path already in place stays as it is. A problem is logged again when it
-// changes, and once every configRepeat while it lasts; the keys that have no effect
-// are logged as warnings whenever they change. Readiness's network-config check carries
-// the problems until the config is usable. Only an external interface that cannot be
-// found (a matter of flags) is returned as an error; ctx ending returns ctx.Err().
+// setupBackend waits for a usable network config and builds its backend. Every problem of
+// the config, the backend type, its keys and what its constructor refuses on this node is
+// logged together and retried every period without touching the kernel; a problem is
+// logged again when it changes and every configRepeat. Readiness carries the problems
+// meanwhile. Only a missing external interface (a matter of flags) is an error; ctx ending
+// returns ctx.Err().
 func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *healthz.Readiness, period time.Duration) (*subnet.Config, backend.Backend, error) {
 	var logged, warned string // the problems and the warnings last logged
 	var loggedAt time.Time
@@ -179,12 +176,9 @@ func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *h
 	}
 }
 
-// followConfig reports, until ctx ends, each change of the network config in the
-// datastore against the running one in one warning line: which keys changed (old ->
-// new) and that a restart applies them, or that the new config has problems (which it
-// lists) or was deleted, so that a restart would wait. Nothing else changes: the
-// running config stays until the daemon restarts. A return to the running config is
-// logged too.
+// followConfig warns, until ctx ends, of each change of the datastore's network config
+// against the running one: which keys changed and that a restart applies them, or that
+// the new config has problems or was deleted. The running config stays until a restart.
 func followConfig(ctx context.Context, w subnet.ConfigWatcher, running *subnet.Config, deps Deps) {
 	last, reported := running.Raw, false
 	err := w.WatchConfig(ctx, func(text string) {

@@ -96,9 +96,8 @@ func fakeCheck(raw json.RawMessage) ([]configkeys.Warning, error) {
 	return warns, nil
 }
 
-// Every problem of the config is logged at once and retried, without exiting: the top
-// level's, the backend type's, the backend's own keys' and the constructor's; the
-// keys without effect are warned about once per version of the config.
+// Every problem of the config is logged at once and retried without exiting; keys without
+// effect are warned about once per version of the config.
 func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 	log := captureLog(t)
 	m := &fakeManager{configs: []string{

@@ -95,9 +95,8 @@ func (h *datastoreHealth) watchLive() error {
 	return errors.New(strings.Join(errs, "; "))
 }
 
-// leaseValid is the readiness probe of the own lease: not expired, and renewed in time
-// (renewal is due margin before expiry; a renewal still failing renewGrace later is
-// reported).
+// leaseValid is the readiness probe of the own lease: not expired, and renewed at most
+// renewGrace after it was due (margin before expiry).
 func (h *datastoreHealth) leaseValid() error {
 	h.mu.Lock()
 	exp, renewErr := h.exp, h.renewErr
@@ -120,9 +119,8 @@ func (h *datastoreHealth) leaseValid() error {
 	return nil
 }
 
-// driftObserver passes observations on, reporting kernel objects added and removed
-// while the lease set had not changed since the last converged round as repairs (drift
-// undone). The reconcile loop sets drift around each round.
+// driftObserver passes observations on, reporting kernel objects added and removed while
+// the lease set was unchanged since the last converged round as repairs.
 type driftObserver struct {
 	observe.Observer
 	drift atomic.Bool
@@ -135,10 +133,8 @@ func (d *driftObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	d.Observer.KernelObjects(kind, op, n)
 }
 
-// observer builds the one Observer the daemon hands to the subnet manager, the backend
-// and the traffic rules: the metrics, readiness and the outage log listen to it. It
-// attaches the probes of the lease watch and the lease's validity to ready, and returns
-// the outage log for the daemon to arm.
+// observer builds the one Observer the daemon hands to every part (metrics, readiness and
+// the outage log listen), attaches the lease probes to ready and returns the outage log.
 func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) (*driftObserver, *outageLog) {
 	if margin <= 0 {
 		margin = defaultRenewMargin

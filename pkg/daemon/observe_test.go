@@ -272,9 +272,8 @@ func httpGet(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestRunReadinessAndMetrics runs the daemon against fakes and follows /readyz and
-// /metrics through the life of a node: waiting for the lease snapshot, ready, the
-// lease watch breaking, the datastore connection failing, the lease expiring.
+// TestRunReadinessAndMetrics follows /readyz and /metrics through a node's life: waiting
+// for the snapshot, ready, watch broken, datastore failing, lease expiring.
 func TestRunReadinessAndMetrics(t *testing.T) {
 	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.85.0/24"), Expiration: time.Now().Add(24 * time.Hour)}
 	fm := &fakeManager{
@@ -403,9 +402,8 @@ func (n *refusingNetwork) Reconcile(ctx context.Context, peers subnet.Peers) err
 	return n.reportingNetwork.Reconcile(ctx, peers)
 }
 
-// TestPeerRefusalsKeepTheNodeReady: a round in which the backend skipped refused peers
-// succeeds: kernel-converged passes, the refusals are counted, and the loop does not
-// retry on its own. A round that fails (the backend's own objects) fails the check.
+// TestPeerRefusalsKeepTheNodeReady: a round that skipped refused peers succeeds and counts
+// them without a retry; a round failing on the backend's own objects fails the check.
 func TestPeerRefusalsKeepTheNodeReady(t *testing.T) {
 	m := metrics.New()
 	obs := &driftObserver{Observer: m}

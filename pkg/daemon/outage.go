@@ -16,13 +16,11 @@ const (
 	msgDatastoreBack = "Datastore available again"
 )
 
-// outageLog states a datastore outage once and its end once, while the daemon runs
-// (arm): the first failure the subnet manager reports is a warning with its error, which
-// names the endpoints and the cause; the first success after it (a watch live, a lease
-// renewed) is a line with the outage's length. The failures in between are only counted
-// (metrics). An outage that includes a failed renewal ends only with a renewal. A failed
-// connection attempt (Connect) is no outage by itself: with several endpoints the client
-// uses the others; the manager reports the watch broken when none is left.
+// outageLog states a datastore outage once and its end once, after arm: the first
+// reported failure is a warning with its error, the first success after it (a watch live,
+// a lease renewed) a line with the outage's length; failures between are only counted. An
+// outage with a failed renewal ends only with a renewal. A failed Connect is no outage by
+// itself: the client tries the other endpoints.
 type outageLog struct {
 	observe.Nop
 	now func() time.Time

@@ -67,9 +67,8 @@ func captureKlog(t *testing.T) *klogLines {
 	return k
 }
 
-// One warning when the datastore is lost while running, one line with the outage's
-// length when it is back; nothing for the failures in between, nor before the daemon
-// runs. An outage with a failed renewal ends with a renewal, not with a live watch.
+// One warning when the datastore is lost while running, one line with the outage's length
+// when it is back, nothing between or before; a failed renewal ends only with a renewal.
 func TestOutageLog(t *testing.T) {
 	logs := captureKlog(t)
 	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)

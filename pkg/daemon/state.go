@@ -12,10 +12,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// state is what this daemon instance records beside its subnet file, so that the next
-// run knows what it owned: the devices it created (a config change such as a new VNI
-// removes only our own old device) and the attributes it advertised (so the VTEP MAC
-// survives the re-creation of a device).
+// state is what this daemon instance records beside its subnet file for the next run: the
+// devices it created (so a config change removes only our own old device) and the
+// attributes it advertised (so the VTEP MAC survives a device's re-creation).
 type state struct {
 	Key     string            `json:"key"`
 	Attrs   subnet.LeaseAttrs `json:"attrs"`
@@ -23,8 +22,7 @@ type state struct {
 }
 
 // statePath derives the state file from the subnet file: /run/flannel/subnet.env ->
-// /run/flannel/subnet.state.json. One file per daemon instance (instances differ in
-// their subnet file, as upstream's multi-daemon set-ups do).
+// /run/flannel/subnet.state.json, one per daemon instance.
 func statePath(subnetFile string) string {
 	dir, base := filepath.Split(subnetFile)
 	base = strings.TrimSuffix(base, filepath.Ext(base))

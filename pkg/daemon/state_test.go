@@ -69,9 +69,8 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-// The state file is read at every start: whatever it holds, parsing neither panics nor
-// accepts a device that is no link name, the hint for the backend can be made, and what
-// was accepted is written and read back the same.
+// FuzzParseState: the state file is read at every start; parsing never panics nor accepts
+// a device that is no link name, and what it accepts round-trips.
 func FuzzParseState(f *testing.F) {
 	for _, s := range []string{
 		`{"key":"10.5.85.0-24","attrs":{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:00:0b"}},"devices":["flannel.1"]}`,

@@ -15,10 +15,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Status is what the control socket reports of the daemon. cmd/flanneld makes it with
-// what only it knows (the instance's identity, the redacted options), hands it to Run
-// in Deps and serves Get on the control socket; Run fills in the rest as it goes.
-// Its methods are safe for concurrent use and do nothing on a nil *Status.
+// Status is what the control socket reports of the daemon. cmd/flanneld makes it with the
+// instance's identity and redacted options and serves Get; Run fills in the rest. Its
+// methods are safe for concurrent use and do nothing on a nil *Status.
 type Status struct {
 	base control.Status
 
