@@ -83,10 +83,9 @@ func (l *Lab) flanneldCommand(i int, bin string, extraArgs ...string) []string {
 	return append(cmd, extraArgs...)
 }
 
-// withWireguardDir is the prefix of a command, run by "ip netns exec" (which gives it a
-// mount namespace of its own whose mounts do not propagate back), that bind-mounts dir
-// on /run/wireguard and then executes the rest of the command line in the same process.
-// /run/wireguard is created when missing (an empty directory, the mount point).
+// withWireguardDir is the prefix of a command run by "ip netns exec" (in a mount namespace
+// of its own) that bind-mounts dir on /run/wireguard, creating it, and then executes the
+// rest of the command line.
 func withWireguardDir(dir string) []string {
 	const script = `mkdir -p /run/wireguard "$0" && mount --bind "$0" /run/wireguard && exec "$@"`
 	return []string{"sh", "-c", script, dir}
@@ -112,9 +111,9 @@ func (l *Lab) SubnetEnvPath(i int) string { return filepath.Join(l.NodeDir(i), "
 // LogPath is node i's flanneld log (all runs appended, each after a header line).
 func (l *Lab) LogPath(i int) string { return filepath.Join(l.NodeDir(i), "flanneld.log") }
 
-// StartFlanneld starts flanneld in node i's namespace with the lab's arguments followed by
-// extraArgs (later flags win). It fails if flanneld already runs on that node. The process
-// is killed if this process dies (Pdeathsig) and by Close.
+// StartFlanneld starts flanneld in node i's namespace with the lab's arguments then
+// extraArgs (later flags win); it fails if flanneld already runs there. The process dies
+// with this one (Pdeathsig) and with Close.
 func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
 	return l.startFlanneld(i, l.opts.FlanneldBin, nil, extraArgs...)
 }
@@ -321,9 +320,8 @@ func ParseEnv(text string) map[string]string {
 }
 
 // WaitSubnetEnv waits up to timeout until node i's flanneld has written its subnet file
-// (a file written since the last StartFlanneld, with FLANNEL_SUBNET or
-// FLANNEL_IPV6_SUBNET, and FLANNEL_MTU) and returns its content. It fails early when
-// flanneld exits.
+// since the last StartFlanneld, with a subnet and FLANNEL_MTU, and returns its content. It
+// fails early when flanneld exits.
 func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, error) {
 	p, err := l.proc(i)
 	if err != nil {
@@ -332,8 +330,7 @@ func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, er
 	return waitSubnetEnv(p, fmt.Sprintf("node %d", i), l.SubnetEnvPath(i), l.LogPath(i), timeout)
 }
 
-// waitSubnetEnv is WaitSubnetEnv for process p (what names it in errors), which
-// writes path and logs to logPath.
+// waitSubnetEnv is WaitSubnetEnv for process p, which writes path and logs to logPath.
 func waitSubnetEnv(p *flannelProc, what, path, logPath string, timeout time.Duration) (map[string]string, error) {
 	read := func() (map[string]string, error) {
 		data, err := os.ReadFile(path)

@@ -25,11 +25,10 @@ func (l *Lab) KubeAPIServerURL() string {
 	return fmt.Sprintf("https://%s:%d", KubeAPIServerIP, KubeAPIServerPort)
 }
 
-// StartKubeAPIServer starts a real kube-apiserver (e2e/kubeproc, --authorization-mode=
-// Node,RBAC) against the lab's etcd, inside its own namespace KubeNS whose eth0 is a veth
-// plugged into the switch's br0 with KubeAPIServerIP/24: the nodes reach it on the lab
-// underlay, nothing leaves the lab. The returned Proc's RESTConfig dials through that
-// namespace. Close stops it (before etcd) and removes the namespace.
+// StartKubeAPIServer starts a real kube-apiserver (Node,RBAC authorization) against the
+// lab's etcd in its own namespace KubeNS, plugged into br0 with KubeAPIServerIP/24, so
+// nothing leaves the lab. The returned Proc's RESTConfig dials through that namespace.
+// Close stops it (before etcd) and removes the namespace.
 func (l *Lab) StartKubeAPIServer(ctx context.Context) (*kubeproc.Proc, error) {
 	l.mu.Lock()
 	closed, running, etcd := l.closed, l.kube != nil, l.etcd

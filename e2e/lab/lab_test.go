@@ -380,9 +380,8 @@ func TestProcessControlWithFakeDaemon(t *testing.T) {
 	}
 }
 
-// TestPodsOverHandMadeVXLAN programs what flanneld would (subnet file, flannel.1, one
-// ARP/FDB/route triplet per peer) by hand, then proves the pod helpers, Ping and the
-// inspection helpers on it.
+// TestPodsOverHandMadeVXLAN proves the pod, Ping and inspection helpers on a vxlan
+// overlay programmed by hand as flanneld would.
 func TestPodsOverHandMadeVXLAN(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
@@ -540,9 +539,8 @@ func TestAddrPlus(t *testing.T) {
 	}
 }
 
-// TestIPv6Underlay builds a dual-stack lab with a node on the second segment and checks
-// the IPv6 side: addresses usable at once, routes, forwarding, reachability within and
-// across segments, and nothing beyond the lab.
+// TestIPv6Underlay: in a dual-stack lab IPv6 addresses are usable at once, routed and
+// forwarded within and across segments, and nothing beyond the lab is reachable.
 func TestIPv6Underlay(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
@@ -604,10 +602,8 @@ func TestIPv6Underlay(t *testing.T) {
 	}
 }
 
-// TestDualStackPodsOverHandMadeVXLAN programs what a dual-stack flanneld would (subnet
-// file, flannel.1 over the IPv4 underlay and flannel-v6.1 over the IPv6 one, one
-// neighbour/FDB/route triplet per peer and family) by hand, then proves the pod helpers
-// for both families and for an IPv6-only subnet file.
+// TestDualStackPodsOverHandMadeVXLAN proves the pod helpers for both families, and for an
+// IPv6-only subnet file, on a dual-stack overlay programmed by hand.
 func TestDualStackPodsOverHandMadeVXLAN(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
@@ -748,9 +744,7 @@ type handVXLAN struct {
 }
 
 // program makes the device in ns, up, with the subnet's network address as its only
-// address (/32 or /128), and for each peer the permanent neighbour entry for the peer
-// subnet's network address, the FDB entry to the peer's underlay address and the onlink
-// route to the peer subnet.
+// address, and per peer the neighbour, FDB and onlink route entries.
 func (v handVXLAN) program(t *testing.T, ns string, peers ...handVXLAN) {
 	t.Helper()
 	ctx := context.Background()

@@ -14,16 +14,13 @@ var (
 	OutsideIPv6 = netip.MustParseAddr("2001:db8::200")
 )
 
-// OutsideNS is the namespace of the outside host: "<name>-n0". Node index 0 is never a
-// node, and the name matches the lab's node pattern, so Close and Sweep remove it with
-// the nodes.
+// OutsideNS is the namespace of the outside host: "<name>-n0", which matches the lab's
+// node pattern (0 is never a node), so Close and Sweep remove it.
 func (l *Lab) OutsideNS() string { return l.opts.Name + "-n0" }
 
-// AddOutsideHost creates a host outside the cluster: a namespace plugged into br0 with
-// OutsideIP/24 (and OutsideIPv6/64 with Options.IPv6) and no default route, so it can
-// only answer addresses of the lab's underlay (a pod's packet reaches it with its pod
-// source only if it is not masqueraded, and then the reply has no way back). It returns
-// the namespace name.
+// AddOutsideHost creates a host outside the cluster: a namespace on br0 with OutsideIP/24
+// (and OutsideIPv6/64 with Options.IPv6) and no default route, so a pod's packet that is
+// not masqueraded reaches it but gets no reply. It returns the namespace name.
 func (l *Lab) AddOutsideHost() (string, error) {
 	ctx := context.Background()
 	ns := l.OutsideNS()

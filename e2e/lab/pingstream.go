@@ -32,9 +32,8 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.p.out.Write(b)
 }
 
-// StartPingStream runs `ping -i <interval>` from ns to dst for at most 10 minutes or
-// until Stop. Intervals below 200 ms need root (the lab runs as root). The process dies
-// with the caller (Pdeathsig); Stop must be called to reap it.
+// StartPingStream runs `ping -i <interval>` from ns to dst for at most 10 minutes or until
+// Stop, which must be called to reap it. The process dies with the caller (Pdeathsig).
 func StartPingStream(ns string, dst netip.Addr, interval time.Duration) (*PingStream, error) {
 	if !dst.IsValid() {
 		return nil, errors.New("lab: ping stream: no address")
@@ -53,9 +52,8 @@ func StartPingStream(ns string, dst netip.Addr, interval time.Duration) (*PingSt
 
 var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
-// Stop ends the ping with SIGINT (as Ctrl-C, so it prints its statistics) and returns how
-// many echo requests were sent and how many of them got no reply. It is safe to call
-// more than once (later calls report the same figures).
+// Stop ends the ping with SIGINT and returns how many echo requests were sent and how many
+// got no reply. Later calls report the same figures.
 func (p *PingStream) Stop() (sent, lost int, err error) {
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	select {

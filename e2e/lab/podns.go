@@ -5,9 +5,9 @@ import (
 	"fmt"
 )
 
-// NewPodNS creates an empty namespace for pod j on node i (named PodNS(i, j)) for a
-// container runtime, such as a CNI plugin, to plumb, with the lab's IPv6 settings; a
-// leftover of the same name is removed first. It returns the namespace's path (CNI_NETNS). Close removes it.
+// NewPodNS creates an empty namespace PodNS(i, j) for a container runtime (a CNI plugin)
+// to plumb, with the lab's IPv6 settings, replacing a leftover. It returns the path
+// (CNI_NETNS). Close removes it.
 func (l *Lab) NewPodNS(i, j int) (string, error) {
 	if _, err := l.node(i); err != nil {
 		return "", err

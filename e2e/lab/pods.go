@@ -15,9 +15,8 @@ import (
 	"time"
 )
 
-// Pod is a pod namespace behind node Node's cni0 bridge. It has the address families its
-// node's subnet file names: IPv4 from FLANNEL_SUBNET, IPv6 from FLANNEL_IPV6_SUBNET; the
-// fields of a family the file lacks are zero.
+// Pod is a pod namespace behind node Node's cni0 bridge, with the address families its
+// node's subnet file names; the fields of a missing family are zero.
 type Pod struct {
 	Node, Index int
 	NS          string
@@ -45,11 +44,9 @@ func (p Pod) Addrs() []netip.Addr {
 func (l *Lab) PodNS(i, j int) string { return fmt.Sprintf("%s-n%d-p%d", l.opts.Name, i, j) }
 
 // AddPod creates (or re-creates) pod j (0-based) on node i from node i's subnet file:
-// bridge cni0 in the node namespace with FLANNEL_SUBNET's address (e.g. 10.5.85.1/24),
-// FLANNEL_IPV6_SUBNET's (e.g. 2001:db8:1000:5::1/64) and FLANNEL_MTU, and a pod
-// namespace whose eth0 has <subnet>.<j+2> and <IPv6 subnet>::<j+2>, with a default route
-// of each family via cni0. A file with only one of the two subnets makes a single-stack
-// pod. Calling it again converges: cni0 gets the current subnets and the pod is rebuilt.
+// bridge cni0 with the subnets' first addresses and FLANNEL_MTU, and a pod namespace whose
+// eth0 has each subnet's address j+2 and a default route via cni0. Calling it again
+// converges.
 func (l *Lab) AddPod(i, j int) (Pod, error) {
 	return l.AddPodOn(i, j, l.SubnetEnvPath(i), "cni0")
 }
@@ -196,9 +193,8 @@ func addrPlus(a netip.Addr, n uint32) netip.Addr {
 	return r
 }
 
-// ensureBridge makes sure bridge name exists in ns, is up, has MTU mtu and carries
-// exactly addrs as its IPv4 and global IPv6 addresses (link-local ones are left to the
-// kernel). IPv6 addresses skip duplicate address detection.
+// ensureBridge makes sure bridge name exists in ns, is up, has MTU mtu and carries exactly
+// addrs as its IPv4 and global IPv6 addresses (without duplicate address detection).
 func ensureBridge(ctx context.Context, ns, name string, addrs []netip.Prefix, mtu int) error {
 	link, err := GetLink(ctx, ns, name)
 	if errors.Is(err, ErrNoLink) {
@@ -498,9 +494,8 @@ func ipJSON(ctx context.Context, v any, name string, args ...string) error {
 	return nil
 }
 
-// Describe returns a human-readable dump of ns's devices, routes, neighbours (IPv6 ones
-// without the link-local lines every device has) and vxlan FDB entries, for failure
-// messages. Errors are included in the text.
+// Describe returns a human-readable dump of ns's devices, routes, neighbours and vxlan FDB
+// entries, for failure messages; errors are included in the text.
 func Describe(ctx context.Context, ns string) string {
 	var b strings.Builder
 	for _, c := range [][]string{

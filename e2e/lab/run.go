@@ -116,9 +116,8 @@ func isNotFound(err error) bool {
 func netnsPath(ns string) string { return "/run/netns/" + ns }
 
 // DialContext returns a dial function whose sockets are created inside the named network
-// namespace, so that a client in this process (etcd, HTTP) can reach lab addresses without
-// any route in the root namespace. The socket is made on a locked OS thread that enters
-// the namespace and leaves it again; sockets keep the namespace they were created in.
+// namespace, so a client in this process reaches lab addresses without any route in the
+// root namespace.
 func DialContext(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		type result struct {
@@ -154,10 +153,9 @@ func dialInNetns(ctx context.Context, ns, network, addr string) (net.Conn, error
 	return c, nil
 }
 
-// inNetns runs open with the calling thread inside the named network namespace and
-// returns what it made (a socket keeps the namespace it was created in). It must run on
-// its own goroutine: if the thread cannot be switched back to its original namespace, the
-// goroutine exits still locked and the runtime discards the thread.
+// inNetns runs open with the calling thread inside the named network namespace. It must
+// run on its own goroutine: if the thread cannot switch back, the goroutine exits locked
+// and the runtime discards the thread.
 func inNetns[C io.Closer](ns string, open func() (C, error)) (C, error) {
 	var none C
 	runtime.LockOSThread()

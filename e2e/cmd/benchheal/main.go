@@ -1,18 +1,11 @@
-// Command benchheal measures how fast flanneld restores the kernel state it owns (issue
-// target: within 1 s) after someone deletes or changes it, per backend and fault kind.
-// Each backend gets a two-node lab; the faults are injected on node 1 through a netlink
-// handle inside its namespace, and the state is read back through the same handle every
-// 2 ms until it is whole again. wireguard's devices are userspace ones (the lab's kernel
-// may lack the module); a peer is removed and read back as wg(8) does, over the device's
-// UAPI socket (the lab gives each node its own /run/wireguard). A figure runs from the start of the fault (a device
-// deletion returns only after the kernel's clean-up, by when flanneld may have
-// recreated the device) and includes at most ~2 ms of observation delay.
-// Each fault is injected -runs times (median reported); a pause separates the fault kinds
-// so that flanneld's back-off for objects that keep changing (more than 8 changes with
-// gaps under 10 s) never applies to the benchmark itself. With -upstream, upstream
-// flanneld is measured the same way after ours; a fault not healed within -limit is
-// reported as such, undone by a restart and not injected again. -json writes the results
-// for e2e/cmd/benchplot.
+// Command benchheal measures how fast flanneld restores the kernel state it owns (target:
+// within 1 s) after it is deleted or changed, per backend and fault kind, in two-node labs.
+// Faults are injected on node 1 through a netlink handle (userspace wireguard peers over
+// the UAPI socket, as wg(8)) and the state read back every 2 ms until whole; a figure runs
+// from the start of the fault. Each fault runs -runs times (median reported), with pauses
+// so flanneld's back-off for objects that keep changing never applies. -upstream measures
+// upstream flanneld the same way; a fault not healed within -limit is reported, undone by
+// a restart and not injected again. -json writes results for e2e/cmd/benchplot.
 //
 //	sudo make bench-heal    # or: sudo go run ./e2e/cmd/benchheal -runs 5 -upstream build
 package main
@@ -237,9 +230,8 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 	return nil
 }
 
-// restore undoes a fault the daemon did not repair: it stops node 1's daemon, removes
-// its device, the stale route and the route to the peer (which a fault may have changed),
-// and starts the daemon again, which builds them anew.
+// restore undoes a fault the daemon did not repair: it stops node 1's daemon, removes its
+// device and routes, and starts it again.
 func restore(ctx context.Context, l *lab.Lab, s *scene) error {
 	if l.FlanneldRunning(1) {
 		if err := l.StopFlanneld(1); err != nil {

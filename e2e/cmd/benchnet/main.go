@@ -1,22 +1,15 @@
-// Command benchnet measures flanneld's data plane in the netns lab: TCP throughput
-// (iperf3) and ping round-trip time pod to pod across two nodes for the vxlan, host-gw,
-// udp and wireguard (userspace devices) backends, and node to node over the underlay
-// itself, reported as ratios from one run, with flanneld's CPU per Gbit/s and its peak
-// RSS during the transfers. Each path gets its own two-node lab, all labs live side by side, and the
-// measurements are interleaved round by round (underlay, vxlan, host-gw, udp, then
-// again) so that drift of the machine affects all alike. Ratios are taken within a
-// round; the median over the rounds is reported, with every round's figures. With
-// -upstream, each backend also gets a lab running upstream flanneld, measured in the same
-// rounds; -json writes the results for e2e/cmd/benchplot.
+// Command benchnet measures flanneld's data plane in the netns lab: TCP throughput (iperf3)
+// and ping RTT pod to pod across two nodes for each backend (wireguard with userspace
+// devices) and over the underlay, with flanneld's CPU per Gbit/s and peak RSS. Each path
+// has its own two-node lab; measurements are interleaved round by round so drift affects
+// all alike, and the median of the per-round ratios is reported. -upstream adds a lab of
+// upstream flanneld per backend; -json writes results for e2e/cmd/benchplot.
 //
-// With -compare, every backend path is measured with two builds of ours, A (-flanneld)
-// and B (-compare), each in a lab of its own; within a round the two run back to back, A
-// first in odd rounds and B first in even ones, and B's figures are printed relative to
-// A's (median over the rounds of the per-round ratio): an A/B comparison of a change that
-// drift of the machine affects alike. It writes no -json results.
+// -compare measures two builds of ours, A (-flanneld) and B (-compare), back to back in
+// alternating order, and prints B relative to A (no -json results).
 //
-// Everything it starts (labs, flanneld, etcd, iperf3, perf) is stopped by PID and every
-// namespace it created is deleted on every way out: success, error, Ctrl-C, SIGTERM.
+// Everything it starts is stopped by PID and every namespace it created deleted on every
+// way out (success, error, Ctrl-C, SIGTERM).
 //
 //	sudo make bench-net    # or: sudo go run ./e2e/cmd/benchnet -runs 3 -time 5
 //	sudo go run ./e2e/cmd/benchnet -paths vxlan,udp -runs 6 -flanneld /tmp/A -compare /tmp/B
@@ -59,9 +52,8 @@ const udpTarget = 0.30
 // -compare run (median of the per-round ratios). Reported, never enforced.
 const udpCPUGrowth = 0.05
 
-// idleCPU is the flanneld CPU share (per second of transfer, both nodes) below which a
-// backend's CPU per Gbit/s is not compared: vxlan's and host-gw's flanneld sleep while
-// the kernel moves the packets, so the ratio would be one of a few clock ticks.
+// idleCPU is the flanneld CPU share (per second of transfer) below which CPU per Gbit/s is
+// not compared: vxlan's and host-gw's flanneld sleep while the kernel moves packets.
 const idleCPU = 0.05
 
 // wireguardTarget is the goal for the wireguard backend's userspace devices: at least
@@ -93,9 +85,8 @@ type target struct {
 // pathNames are the paths benchnet knows, in measuring order.
 var pathNames = []string{"underlay", "vxlan", "host-gw", "udp", "wireguard"}
 
-// newTargets returns the targets named in only, in measuring order: each backend once
-// per daemon and, when b (a -compare build of ours) is set, our daemon's target as A
-// followed by one running b.
+// newTargets returns the targets named in only, in measuring order; with b (a -compare
+// build) each backend as A followed by B.
 func newTargets(only []string, daemons []benchkit.Daemon, b *benchkit.Daemon) ([]*target, error) {
 	for _, n := range only {
 		if !slices.Contains(pathNames, n) {
@@ -185,8 +176,8 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	// The first SIGINT/SIGTERM cancels ctx; run then cleans up and returns. Later ones
-	// are swallowed until the clean-up is done (it is bounded: every wait has a timeout).
+	// The first SIGINT/SIGTERM cancels ctx and run cleans up; later ones are swallowed
+	// until the (bounded) clean-up is done.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, o)
@@ -239,8 +230,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 
 	defer func() {
-		// Every exit path: servers by PID, then each lab (flanneld and etcd by PID, its
-		// namespaces by name).
+		// Every exit path: servers by PID, then each lab.
 		for _, t := range targets {
 			t.server.stop()
 			if t.lab == nil {
@@ -309,10 +299,8 @@ func run(ctx context.Context, o options) (err error) {
 	return err
 }
 
-// compareReport prints a -compare run: for each backend B's throughput and flanneld CPU
-// per Gbit/s relative to A's (median over the rounds of the per-round ratio), and the udp
-// targets for B: at least udpTarget of vxlan's throughput, CPU per Gbit/s at most
-// udpCPUGrowth above A's.
+// compareReport prints a -compare run: per backend B's throughput and flanneld CPU per
+// Gbit/s relative to A's, and the udp targets for B.
 func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
 	byName := map[string]*target{}
 	for _, t := range targets {
@@ -607,9 +595,8 @@ func cpuTime(pids []int) (float64, error) {
 	return float64(sum) / benchkit.TicksPerSecond, nil
 }
 
-// report turns the rounds into results: per path the throughput, ping RTT and flanneld's
-// CPU, and each path's throughput as a share of vxlan's and of the underlay's (ratios
-// taken within a round, so that drift of the machine cancels out).
+// report turns the rounds into results: per path throughput, ping RTT, flanneld CPU, and
+// throughput as a share of vxlan's and the underlay's, taken within a round.
 func report(targets []*target, o options) *benchkit.Report {
 	rep := benchkit.NewReport("net", "data plane: TCP throughput and ping pod to pod across two nodes", "go run ./e2e/cmd/benchnet")
 	for _, t := range targets {

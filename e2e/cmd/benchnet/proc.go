@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// Children run in their own process group, so a Ctrl-C on the terminal reaches only
-// benchnet, which then stops them itself, by PID; Pdeathsig ends them should benchnet be
-// killed outright. "ip netns exec" execs its command, so the PID is the tool's own.
+// Children run in their own process group, so Ctrl-C reaches only benchnet, which stops
+// them by PID; Pdeathsig ends them if benchnet is killed. "ip netns exec" execs its
+// command, so the PID is the tool's own.
 func childAttrs() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
