@@ -162,7 +162,6 @@ func deleteSorted[T any](s, rm []T, compare func(T, T) int) []T {
 	return out
 }
 
-// mergeSorted merges the ordered add into the ordered s.
 func mergeSorted[T any](s, add []T, compare func(T, T) int) []T {
 	n := len(s)
 	s = slices.Grow(s, len(add))[:n+len(add)]

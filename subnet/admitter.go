@@ -218,7 +218,6 @@ func (a *Admitter) judge(c *Candidate) *Rejection {
 	return nil
 }
 
-// identOf names a candidate.
 func (a *Admitter) identOf(c *Candidate) ident {
 	l := &c.Lease
 	if n := c.Origin.Name; n != "" && (!a.rule.keys || !IsSubnetKey(n, l.Subnet, l.IPv6Subnet)) {

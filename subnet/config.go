@@ -209,7 +209,6 @@ func decode(s string) (cfg *Config, errs []error, bad map[string]bool) {
 	return cfg, errs, bad
 }
 
-// unjoin returns the errors an errors.Join holds, or err alone.
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()

@@ -29,7 +29,6 @@ func pfxKeyOf(p netip.Prefix) pfxKey {
 	return k
 }
 
-// prefix converts the key back.
 func (k pfxKey) prefix() netip.Prefix {
 	switch k.kind {
 	case 4:

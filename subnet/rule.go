@@ -139,7 +139,6 @@ func (r *Rule) RefreshLocal() (changed bool) {
 	return true
 }
 
-// isLocal reports whether a is one of the node's addresses.
 func (r *Rule) isLocal(a netip.Addr) bool {
 	_, ok := slices.BinarySearchFunc(r.local, a.Unmap().WithZone(""), netip.Addr.Compare)
 	return ok
@@ -286,7 +285,6 @@ func IsSubnetKey(name string, sn, sn6 netip.Prefix) bool {
 	return bytes.Equal(appendSubnetKey(buf[:0], sn, sn6), []byte(name))
 }
 
-// appendSubnetKey appends MakeSubnetKey(sn, sn6) to b.
 func appendSubnetKey(b []byte, sn, sn6 netip.Prefix) []byte {
 	if sn.IsValid() {
 		b = sn.Addr().AppendTo(b)

@@ -135,7 +135,6 @@ type dataPath struct {
 
 type tunHolder struct{ dev tunDevice }
 
-// device is the current TUN.
 func (d *dataPath) device() tunDevice {
 	if h := d.newTUN.Load(); h != nil {
 		return h.dev
@@ -343,7 +342,6 @@ func (d *dataPath) sendSplit(m *ipv4.Message, p *peer, lim *logLimiter) {
 	}
 }
 
-// setGSO puts a UDP_SEGMENT control message with the segment size into m.OOB.
 func setGSO(m *ipv4.Message, size int) {
 	space := unix.CmsgSpace(2)
 	if cap(m.OOB) < space {
@@ -427,7 +425,6 @@ func (d *dataPath) newReceiver() *receiver {
 	return r
 }
 
-// reset readies the messages for the next receive.
 func (r *receiver) reset() {
 	for i := range r.msgs {
 		r.msgs[i].OOB = r.msgs[i].OOB[:cap(r.msgs[i].OOB)]
@@ -482,7 +479,6 @@ func (r *receiver) deliver(n int) {
 	}
 }
 
-// flush writes the pending packets to the TUN.
 func (r *receiver) flush() {
 	if len(r.out) == 0 {
 		return

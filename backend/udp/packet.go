@@ -27,10 +27,8 @@ func parseIPv4(p []byte) (ihl, total int, ok bool) {
 	return ihl, total, true
 }
 
-// srcKey is the source address of an IPv4 packet as a number.
 func srcKey(p []byte) uint32 { return binary.BigEndian.Uint32(p[12:16]) }
 
-// dstKey is the destination address of an IPv4 packet as a number.
 func dstKey(p []byte) uint32 { return binary.BigEndian.Uint32(p[16:20]) }
 
 // decTTL decrements the TTL of the IPv4 packet p in place and patches the header

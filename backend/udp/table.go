@@ -43,7 +43,6 @@ func prefixMask(bits int) uint32 {
 	return ^uint32(0) << (32 - bits)
 }
 
-// net4Of converts an IPv4 prefix.
 func net4Of(p netip.Prefix) net4 {
 	m := prefixMask(p.Bits())
 	return net4{addr4(p.Addr()) & m, m}
@@ -51,7 +50,6 @@ func net4Of(p netip.Prefix) net4 {
 
 func (n net4) contains(a uint32) bool { return a&n.mask == n.addr }
 
-// addr4 is an IPv4 address as a number.
 func addr4(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
@@ -84,7 +82,6 @@ func (t *table) senders(src uint32) ([]net4, bool) {
 	return n, ok
 }
 
-// len is the number of peers.
 func (t *table) len() int {
 	if t == nil {
 		return 0

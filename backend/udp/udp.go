@@ -45,7 +45,6 @@ const BackendType = "udp"
 // deviceTemplate is the TUN name template; the kernel picks the first free flannel<N>.
 const deviceTemplate = "flannel%d"
 
-// nlHandle is the part of *netlink.Handle the backend uses.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkDel(link netlink.Link) error

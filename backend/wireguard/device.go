@@ -53,10 +53,8 @@ const (
 // errNoKernelWireGuard means the kernel refused the wireguard link type.
 var errNoKernelWireGuard = errors.New("the kernel has no WireGuard (wireguard link type not supported)")
 
-// linkType is the kernel's link type of its WireGuard devices.
 const linkType = "wireguard"
 
-// nlHandle is the part of *netlink.Handle the backend uses.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkAdd(link netlink.Link) error

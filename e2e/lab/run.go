@@ -69,7 +69,6 @@ type ipStep struct {
 	args []string
 }
 
-// runIPSteps runs steps in order and stops at the first failure.
 func runIPSteps(ctx context.Context, steps []ipStep) error {
 	for _, s := range steps {
 		if _, err := ipn(ctx, s.ns, s.args...); err != nil {

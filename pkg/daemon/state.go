@@ -29,7 +29,6 @@ func statePath(subnetFile string) string {
 	return filepath.Join(dir, base+stateSuffix)
 }
 
-// stateSuffix ends every state file's name.
 const stateSuffix = ".state.json"
 
 func readState(path string) (*state, error) {

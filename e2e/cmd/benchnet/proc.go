@@ -26,7 +26,6 @@ type proc struct {
 	stderr bytes.Buffer
 }
 
-// start starts a long-running child.
 func start(name string, args ...string) (*proc, error) {
 	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
 	p.cmd.SysProcAttr = childAttrs()
