@@ -1,11 +1,8 @@
-// Package cniplugin is the flannel CNI meta-plugin: it reads the node's subnet file,
-// renders the config of a delegate plugin (bridge with host-local IPAM by default), keeps
-// that config per container in a data directory and runs the delegate. The data directory
-// layout and the saved config (the delegate's own JSON, nothing around it) are the ones
-// upstream's plugin uses, so either plugin deletes pods the other added.
-//
-// Beyond upstream, CHECK runs the delegate's CHECK, STATUS reports whether the subnet
-// file is usable and GC drops what attachments the runtime no longer has left behind.
+// Package cniplugin is the flannel CNI meta-plugin: it renders a delegate config (bridge
+// with host-local by default) from the node's subnet file, saves it per container and runs
+// the delegate. Data directory and saved config are upstream's, so either plugin deletes
+// the other's pods. CHECK, STATUS and GC go beyond upstream
+// (Documentation/differences-from-upstream.md).
 package cniplugin
 
 import (
@@ -30,28 +27,24 @@ type NetConf struct {
 	Name       string `json:"name"`
 	Type       string `json:"type"`
 
-	// SubnetFile is the file flanneld writes (DefaultSubnetFile when absent or empty).
+	// SubnetFile defaults to DefaultSubnetFile.
 	SubnetFile string `json:"subnetFile"`
-	// DataDir keeps the rendered delegate config per container (DefaultDataDir when
-	// absent or empty).
+	// DataDir keeps delegate configs per container (default DefaultDataDir).
 	DataDir string `json:"dataDir"`
-	// Delegate is a partial config of the delegate plugin; nil when absent.
+	// Delegate is a partial delegate config.
 	Delegate map[string]any `json:"delegate"`
-	// IPAM is a partial IPAM config merged into the delegate's; nil when absent.
+	// IPAM is merged into the delegate's.
 	IPAM map[string]any `json:"ipam"`
-	// RuntimeConfig is copied into the delegate's config (portMappings and the like).
+	// RuntimeConfig is copied into the delegate's config.
 	RuntimeConfig map[string]any `json:"runtimeConfig"`
 
-	// PrevResult is the runtime's previous result (CHECK), raw; nil when absent.
 	PrevResult json.RawMessage `json:"prevResult"`
-	// ValidAttachments is the runtime's list for GC; nil when absent. The CNI 1.1 spec
-	// text first named the key cni.dev/attachments, which LegacyAttachments reads.
+	// ValidAttachments is GC's list; LegacyAttachments reads the early name of the key.
 	ValidAttachments  *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
 	LegacyAttachments *[]types.GCAttachment `json:"cni.dev/attachments"`
 }
 
-// ParseNetConf decodes the plugin's network config and applies the defaults. A value of
-// the wrong JSON type is an error naming its key.
+// ParseNetConf decodes and defaults the config; a wrong JSON type names its key.
 func ParseNetConf(data []byte) (*NetConf, error) {
 	var nc NetConf
 	if err := json.Unmarshal(data, &nc); err != nil {
@@ -69,8 +62,7 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 	return &nc, nil
 }
 
-// Attachments returns the runtime's valid attachments for GC, and false when the config
-// carries no list at all (which is not the same as an empty list).
+// Attachments returns GC's valid attachments; false when there is no list (not empty).
 func (nc *NetConf) Attachments() ([]types.GCAttachment, bool) {
 	switch {
 	case nc.ValidAttachments != nil:
@@ -81,8 +73,7 @@ func (nc *NetConf) Attachments() ([]types.GCAttachment, bool) {
 	return nil, false
 }
 
-// DelegateType is the delegate plugin's type: delegate.type, default "bridge". It is
-// meaningful once CheckDelegate passed.
+// DelegateType is delegate.type, default "bridge", once CheckDelegate passed.
 func (nc *NetConf) DelegateType() string {
 	if s, ok := nc.Delegate["type"].(string); ok {
 		return s
@@ -90,8 +81,8 @@ func (nc *NetConf) DelegateType() string {
 	return "bridge"
 }
 
-// CheckDelegate refuses a delegate config that flannel cannot complete: a type that is
-// not a non-empty string, one that sets the keys flannel owns (name, ipam), or flannel itself.
+// CheckDelegate refuses a delegate with a bad type, flannel's own keys (name, ipam), or
+// flannel itself.
 func (nc *NetConf) CheckDelegate() error {
 	if v, ok := nc.Delegate["type"]; ok {
 		s, isString := v.(string)
@@ -111,8 +102,7 @@ func (nc *NetConf) CheckDelegate() error {
 	return nil
 }
 
-// describeJSONError turns a JSON type error into one that names the key and the expected
-// JSON type; other errors pass through.
+// describeJSONError names the key and expected type of a JSON type error.
 func describeJSONError(err error) error {
 	var te *json.UnmarshalTypeError
 	if !errors.As(err, &te) || te.Field == "" {

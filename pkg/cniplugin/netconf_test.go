@@ -83,9 +83,7 @@ func TestParseNetConf(t *testing.T) {
 	}
 }
 
-// FuzzParseNetConf: any input either fails with an error or gives a NetConf whose
-// rendered delegate config (if it renders) is a JSON object carrying the network's name,
-// a string type and the node's subnet, which reads back as a saved config.
+// FuzzParseNetConf: any input fails or renders a delegate config that reads back as saved.
 func FuzzParseNetConf(f *testing.F) {
 	f.Add([]byte(confK8s))
 	f.Add([]byte(`{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","delegate":{"type":"ptp","mtu":1e3},"ipam":{"routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1"}],"ranges":5},"runtimeConfig":{"a":[1]}}`))

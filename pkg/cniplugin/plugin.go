@@ -20,26 +20,23 @@ import (
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 )
 
-// GCIfName is the interface name GC gives the delegate's DEL for an attachment saved
-// without one (by upstream's plugin): the name Kubernetes runtimes give a pod's network.
+// GCIfName is the ifname for GC's DEL of an attachment upstream's plugin saved without one.
 const GCIfName = "eth0"
 
-// About is the plugin's version line (printed for --version and without CNI_COMMAND).
+// About is the plugin's version line.
 func About(version, commit string) string {
 	return fmt.Sprintf("CNI Plugin flannel version %s (%s/%s) commit %s", version, runtime.GOOS, runtime.GOARCH, commit)
 }
 
 // Plugin runs the CNI verbs. The zero value runs real delegates and prints to os.Stdout.
 type Plugin struct {
-	// Exec runs the delegate plugins; nil means the CNI library's default (fork/exec,
-	// the delegate's stderr passed on to ours).
+	// Exec runs the delegates; nil: the CNI library's default.
 	Exec invoke.Exec
-	// Stdout receives ADD's result; nil means os.Stdout.
+	// Stdout receives ADD's result; nil: os.Stdout.
 	Stdout io.Writer
 }
 
-// Funcs are the verbs for skel.PluginMainFuncs. Each call runs to completion: a CNI
-// plugin process serves one verb.
+// Funcs are the verbs for skel.PluginMainFuncs.
 func (p *Plugin) Funcs() skel.CNIFuncs {
 	ctx := context.Background()
 	return skel.CNIFuncs{
@@ -51,9 +48,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	}
 }
 
-// Add renders the delegate config, saves it and runs the delegate's ADD; its result, in
-// the config's version, is ours. The config is saved before the delegate runs, so the
-// runtime's DEL after a failed ADD still reaches the delegate.
+// Add saves the rendered delegate config, then runs the delegate's ADD and returns its
+// result. Saving first lets the runtime's DEL after a failed ADD reach the delegate.
 func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -89,9 +85,8 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	return result.PrintTo(out)
 }
 
-// Del runs the delegate's DEL with the config saved at ADD, then forgets it. Nothing
-// saved is success (the attachment is gone); a saved config that is not one is logged,
-// removed and success too.
+// Del runs the delegate's DEL with the saved config, then forgets it. Nothing saved, or
+// an unreadable saved config (logged, removed), is success.
 func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -117,8 +112,7 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	return st.Remove(args.ContainerID)
 }
 
-// Check runs the delegate's CHECK with the config saved at ADD, the runtime's cniVersion
-// and its previous result.
+// Check runs the delegate's CHECK with the saved config and the runtime's prevResult.
 func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -143,8 +137,7 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	return err
 }
 
-// Status reports the plugin not available (code 50) while the subnet file cannot be
-// used, then asks the delegate.
+// Status reports code 50 while the subnet file is unusable, then asks the delegate.
 func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -165,11 +158,8 @@ func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	return err
 }
 
-// GC forgets every saved attachment the runtime's valid-attachments list lacks: the
-// delegate's DEL runs with its saved config (no network namespace: it is gone), which
-// releases its addresses, then the saved config goes. Then the delegate's GC runs with
-// the current config and the list. Without a list nothing is dropped: an absent list is
-// not an empty one.
+// GC runs the delegate's DEL (no netns) for each saved attachment missing from the
+// runtime's list, forgets it, then runs the delegate's GC. No list drops nothing.
 func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -202,9 +192,8 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	return joinErrors(errs)
 }
 
-// dropStale runs the delegate's DEL for each saved attachment not in valid and forgets
-// it on success. An attachment saved by upstream's plugin has no interface name: it
-// counts as valid when its container is in the list at all.
+// dropStale forgets each stale attachment whose DEL succeeds. One upstream saved has no
+// ifname: it is valid when its container is listed at all.
 func (p *Plugin) dropStale(ctx context.Context, nc *NetConf, valid []types.GCAttachment, args *skel.CmdArgs) []error {
 	st := Store{Dir: nc.DataDir}
 	saved, orphans, err := st.List()
@@ -262,8 +251,7 @@ func isValid(valid []types.GCAttachment, id, ifName string, ifNameKnown bool) bo
 	return false
 }
 
-// run executes the verb a.Command of the delegate plugin typ, found in a.Path (CNI_PATH);
-// only ADD has a result.
+// run runs verb a.Command of delegate typ from CNI_PATH; only ADD has a result.
 func (p *Plugin) run(ctx context.Context, typ string, conf []byte, a *invoke.Args) (types.Result, error) {
 	exec := p.Exec
 	if exec == nil {
@@ -279,7 +267,6 @@ func (p *Plugin) run(ctx context.Context, typ string, conf []byte, a *invoke.Arg
 	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, a, exec)
 }
 
-// cniArgs passes the runtime's arguments on to the delegate.
 func cniArgs(verb string, a *skel.CmdArgs) *invoke.Args {
 	return &invoke.Args{
 		Command:       verb,
@@ -291,7 +278,7 @@ func cniArgs(verb string, a *skel.CmdArgs) *invoke.Args {
 	}
 }
 
-// withPrevResult sets cniVersion and prevResult of the saved config to the runtime's.
+// withPrevResult sets the saved config's cniVersion and prevResult to the runtime's.
 func withPrevResult(conf []byte, nc *NetConf) ([]byte, error) {
 	var m map[string]any
 	if err := json.Unmarshal(conf, &m); err != nil {
@@ -338,8 +325,8 @@ func configError(err error) *types.Error {
 	return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 }
 
-// subnetEnvError keeps upstream's text and says what to do about it. A missing file gets
-// code (flanneld may just be starting); other problems are not transient (999).
+// subnetEnvError keeps upstream's text and adds advice. A missing file gets code
+// (flanneld may be starting); other problems are not transient (999).
 func subnetEnvError(path string, err error, code uint) *types.Error {
 	msg := fmt.Sprintf("failed to load flannel 'subnet.env' file: %v. Check the flannel pod log for this node.", err)
 	var pathErr *fs.PathError
@@ -355,8 +342,7 @@ func subnetEnvError(path string, err error, code uint) *types.Error {
 	return types.NewError(code, msg, "")
 }
 
-// joinErrors makes one CNI error of several (the library would pass on only the first
-// *types.Error of a joined error); nil when errs is empty.
+// joinErrors makes one CNI error of several (the library passes on only the first).
 func joinErrors(errs []error) error {
 	switch len(errs) {
 	case 0:

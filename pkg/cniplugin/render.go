@@ -12,16 +12,11 @@ import (
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 )
 
-// DelegateConfig renders the delegate's network config for nc on a node whose subnet file
-// holds env, byte for byte as upstream's plugin does (encoding/json of a map: keys sorted,
-// numbers of the user's delegate keys as float64):
-//   - name: the network's; type: the delegate's, default "bridge";
-//   - ipMasq: default !FLANNEL_IPMASQ (flanneld masquerades, or the bridge must);
-//   - mtu: default FLANNEL_MTU; isGateway: default true for bridge;
-//   - cniVersion and runtimeConfig: the plugin config's, when set;
-//   - ipam: the plugin config's ipam, type default "host-local", ranges replaced by the
-//     node's subnets (IPv4 first), routes: the configured ones followed by one per
-//     cluster network (IPv4 first).
+// DelegateConfig renders the delegate config byte for byte as upstream's plugin does
+// (sorted keys, user numbers as float64): name, type (default bridge), ipMasq (default
+// !FLANNEL_IPMASQ), mtu (FLANNEL_MTU), isGateway (true for bridge), cniVersion and
+// runtimeConfig when set, and ipam (default host-local) with the node's subnets and a
+// route per cluster network after the configured ones, IPv4 first.
 func DelegateConfig(nc *NetConf, env subnetenv.Contents) ([]byte, error) {
 	if err := nc.CheckDelegate(); err != nil {
 		return nil, err

@@ -27,10 +27,8 @@ const (
 // The DaemonSet's conflist entry.
 const confK8s = `{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`
 
-// TestDelegateConfigGolden renders the delegate config for every family and every key the
-// plugin sets or lets the user override, and compares it byte for byte with
-// testdata/delegate/<name>.json (go test -run Golden -update rewrites them). Refusals are
-// errors whose text must contain wantErr.
+// TestDelegateConfigGolden compares the rendered config with testdata/delegate/<name>.json
+// (go test -run Golden -update rewrites them); refusals must contain wantErr.
 func TestDelegateConfigGolden(t *testing.T) {
 	cases := []struct {
 		name, conf, env string
@@ -135,8 +133,7 @@ func TestDelegateConfigGolden(t *testing.T) {
 	}
 }
 
-// The rendered config must not depend on the caller's maps: rendering twice from one
-// NetConf gives the same bytes, and NetConf keeps what the user wrote.
+// Rendering leaves the NetConf's maps alone: twice gives the same bytes.
 func TestDelegateConfigLeavesNetConfAlone(t *testing.T) {
 	nc, err := ParseNetConf([]byte(`{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true},"ipam":{"routes":[{"dst":"0.0.0.0/0"}]}}`))
 	if err != nil {

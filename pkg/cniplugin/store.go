@@ -14,17 +14,13 @@ import (
 	"github.com/flannel-go/flannel/pkg/atomicfile"
 )
 
-// Store is the plugin's data directory. Its layout is upstream's: one file per container,
-// named by the container ID, mode 0600 in a 0700 directory, holding exactly the delegate
-// config that ADD rendered. Beside it, in the subdirectory ifNameDir (a name no container
-// ID can have), a file per container records the interface name, which GC needs to have
-// the delegate release the container's addresses; upstream's plugin neither writes nor
-// reads it. Container IDs must already be valid (the CNI library checks them).
+// Store is the plugin's data directory, in upstream's layout: a 0600 file per container
+// ID in a 0700 directory, holding exactly the rendered delegate config. Our addition,
+// ifNameDir, records each interface name for GC; upstream ignores it.
 type Store struct {
 	Dir string
 }
 
-// ifNameDir holds the interface name of each saved attachment.
 const ifNameDir = ".ifnames"
 
 func (s Store) path(containerID string) string { return filepath.Join(s.Dir, containerID) }
@@ -33,8 +29,7 @@ func (s Store) ifNamePath(containerID string) string {
 	return filepath.Join(s.Dir, ifNameDir, containerID)
 }
 
-// Save writes the delegate config of containerID durably (temporary file, fsync, rename)
-// before the delegate runs, and records ifName.
+// Save writes the config durably (fsync, rename) and records ifName.
 func (s Store) Save(containerID, ifName string, conf []byte) error {
 	if err := os.MkdirAll(filepath.Join(s.Dir, ifNameDir), 0o700); err != nil {
 		return fmt.Errorf("failed to create the data directory: %w", err)
@@ -48,14 +43,12 @@ func (s Store) Save(containerID, ifName string, conf []byte) error {
 	return nil
 }
 
-// Load returns the saved delegate config of containerID; an error satisfying
-// errors.Is(err, fs.ErrNotExist) when there is none.
+// Load returns the saved config; errors.Is(err, fs.ErrNotExist) when there is none.
 func (s Store) Load(containerID string) ([]byte, error) {
 	return os.ReadFile(s.path(containerID))
 }
 
-// IfName returns the interface name recorded for containerID; false when none is
-// (attachments saved by upstream's plugin) or it is not a valid name.
+// IfName returns the recorded interface name; false when none (upstream) or invalid.
 func (s Store) IfName(containerID string) (string, bool) {
 	data, err := os.ReadFile(s.ifNamePath(containerID))
 	if err != nil {
@@ -79,8 +72,8 @@ func (s Store) Remove(containerID string) error {
 	return errors.Join(errs...)
 }
 
-// List returns the container IDs with a saved config, and those with only an interface
-// name left (whose config upstream's plugin deleted). A missing directory is empty.
+// List returns the saved container IDs, and those with only an ifname left (upstream's
+// plugin deleted the config). A missing directory is empty.
 func (s Store) List() (saved, orphans []string, err error) {
 	ents, err := os.ReadDir(s.Dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -105,8 +98,7 @@ func (s Store) List() (saved, orphans []string, err error) {
 	return saved, orphans, nil
 }
 
-// ParseSaved reads a saved delegate config: a JSON object whose "type" names the
-// delegate plugin. It returns the type.
+// ParseSaved returns the "type" of a saved delegate config.
 func ParseSaved(data []byte) (string, error) {
 	var conf struct {
 		Type string `json:"type"`

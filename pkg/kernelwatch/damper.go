@@ -2,25 +2,21 @@ package kernelwatch
 
 import "time"
 
-// Backoff says when repairs of one object are slowed down. An object is hot when it
-// appeared in more than Threshold batches of changes, each less than Window after the
-// previous one; a batch made only of hot objects waits Base, doubled for every further
-// appearance, up to Max. An object quiet for Window cools down.
-//
-// Every repair of ours is itself seen as a change (the echo of our write), so one
-// removal by hand and its repair count as two appearances.
+// Backoff slows the repair of objects fought over. An object is hot after more than
+// Threshold appearances, each less than Window after the previous; a batch of only hot
+// objects waits Base, doubled per further appearance, up to Max. Quiet for Window, it
+// cools. Our repair's echo counts too: one removal by hand and its repair are two.
 type Backoff struct {
 	Window    time.Duration
 	Threshold int
 	Base, Max time.Duration
-	// LargeBatch: batches with more objects than this are mass changes (a device
-	// recreated, the echo of a lease-driven round, ...), not one object being fought
-	// over; they are repaired at once and not counted.
+	// LargeBatch: bigger batches are mass changes (a device recreated, the echo of a
+	// round), repaired at once and not counted.
 	LargeBatch int
 }
 
-// DefaultBackoff: more than 8 appearances (about four removals and repairs) with gaps
-// under 10 s make an object hot; its repairs then wait 0.5 s, 1 s, 2 s, ... up to 30 s.
+// DefaultBackoff makes an object hot after more than 8 appearances (about four removals
+// and repairs) under 10 s apart; repairs then wait 0.5 s, 1 s, 2 s, ... up to 30 s.
 func DefaultBackoff() Backoff {
 	return Backoff{Window: 10 * time.Second, Threshold: 8, Base: 500 * time.Millisecond,
 		Max: 30 * time.Second, LargeBatch: 64}
@@ -32,7 +28,7 @@ type heat struct {
 	warned bool
 }
 
-// damper tracks how often each object changes. It is used by one goroutine.
+// damper tracks how often each object changes; one goroutine uses it.
 type damper struct {
 	cfg       Backoff
 	heat      map[Object]*heat
@@ -43,17 +39,14 @@ func newDamper(cfg Backoff) *damper {
 	return &damper{cfg: cfg, heat: make(map[Object]*heat)}
 }
 
-// hotObject is an object that just became hot, for logging.
 type hotObject struct {
 	Obj     Object
 	Changes int
 	Wait    time.Duration
 }
 
-// batch records one batch of changed objects seen at now. It returns how long the
-// repair should wait (zero unless every object of the batch is hot: the longest wait
-// of them) and the objects that became hot with this batch (each reported once until
-// it cools down).
+// batch records a batch of changed objects. wait is zero unless every object is hot (then
+// the longest wait of them); newlyHot reports each object once until it cools.
 func (d *damper) batch(now time.Time, objs map[Object]struct{}) (wait time.Duration, newlyHot []hotObject) {
 	d.prune(now)
 	if len(objs) == 0 || len(objs) > d.cfg.LargeBatch {
@@ -93,7 +86,7 @@ func (d *damper) batch(now time.Time, objs map[Object]struct{}) (wait time.Durat
 	return wait, newlyHot
 }
 
-// prune forgets objects quiet for longer than the window, at most once per window.
+// prune forgets quiet objects, at most once per window.
 func (d *damper) prune(now time.Time) {
 	if now.Sub(d.lastPrune) < d.cfg.Window {
 		return

@@ -12,30 +12,24 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// Filter names the kernel objects a backend owns or depends on. A notification about
-// anything else is ignored.
+// Filter names the kernel objects a backend owns or depends on; others are ignored.
 type Filter struct {
-	// Devices are the links the backend owns (e.g. "flannel.1"): the link itself
-	// (created, deleted, renamed, attributes changed) and every address, main-table
-	// route, nexthop, neighbour and FDB entry on it.
+	// Devices are links the backend owns: the link and every address, main-table route,
+	// nexthop, neighbour and FDB entry on it.
 	Devices []string
-	// Links are further links whose own state the backend depends on (e.g. the external
-	// interface: taking it down flushes the routes through it without a notification).
-	// Only changes of the link itself matter, not what is on it.
+	// Links are further links whose own state matters (taking the external interface down
+	// flushes routes without a notification); what is on them does not.
 	Links []string
-	// Networks select main-table routes by destination: a route whose destination lies
-	// inside one of them matters whatever its device (host-gw's peer routes, a route
-	// moved off our device by a replace).
+	// Networks select main-table routes by destination, whatever their device.
 	Networks []netip.Prefix
-	// Feed, when set, is the change subscription the backend reads for itself (vxlan's
-	// kernel cache: netlinkx.Conn.Feed); Run reads it too instead of opening another.
+	// Feed, when set, is the backend's own subscription, which Run shares.
 	Feed *netlinkx.Feed
 }
 
 // Kind is the type of a kernel object.
 type Kind uint8
 
-// The kinds of kernel objects a notification can be about.
+// Kinds of kernel objects.
 const (
 	KindLink Kind = iota + 1
 	KindAddr
@@ -45,8 +39,7 @@ const (
 	KindNexthop
 )
 
-// Object identifies one kernel object a notification was about, as far as the
-// notification says. It is comparable (a map key) and prints for logs.
+// Object identifies a kernel object as far as a notification says; comparable, printable.
 type Object struct {
 	Kind   Kind
 	Device string       // link name (links; objects on a device)
@@ -81,10 +74,8 @@ func (o Object) String() string {
 	return b.String()
 }
 
-// matcher decides which notifications concern a Filter. It tracks the interface
-// indexes of the watched links from link notifications (and an initial listing), since
-// notifications about addresses, routes and neighbours name their device by index.
-// It is used by one goroutine.
+// matcher decides which notifications concern a Filter, tracking the ifindexes of the
+// watched links (notifications name devices by index). One goroutine uses it.
 type matcher struct {
 	devices  map[string]bool // name -> true for owned devices, false for Links
 	networks []netip.Prefix
@@ -107,8 +98,7 @@ func newMatcher(f Filter) *matcher {
 	return m
 }
 
-// setLinks replaces the index map from a listing of the namespace's links (ifindex ->
-// name).
+// setLinks replaces the index map from a listing of links (ifindex -> name).
 func (m *matcher) setLinks(links map[int]string) {
 	clear(m.index)
 	for i, n := range links {
@@ -136,8 +126,7 @@ func (m *matcher) inNetworks(p netip.Prefix) bool {
 	return false
 }
 
-// match parses one rtnetlink notification and reports the watched object it concerns.
-// Malformed or unrelated messages yield ok false.
+// match reports the watched object a notification concerns; malformed or unrelated: !ok.
 func (m *matcher) match(typ uint16, data []byte) (Object, bool) {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
@@ -176,7 +165,6 @@ func (m *matcher) link(del bool, data []byte) (Object, bool) {
 		delete(m.index, idx) // renamed away from a watched name
 	}
 	if known && old != name && name != "" {
-		// a watched link renamed: that is a change of the link we watch
 		return Object{Kind: KindLink, Device: old}, true
 	}
 	if watched {
@@ -270,8 +258,7 @@ func (m *matcher) route(data []byte) (Object, bool) {
 	return o, m.inNetworks(p)
 }
 
-// prefixOf builds a route destination from the RTA_DST bytes (absent: the default
-// route) and the prefix length; the zero Prefix when malformed.
+// prefixOf builds a destination from RTA_DST (absent: default route); zero if malformed.
 func prefixOf(b []byte, size, bits int) netip.Prefix {
 	var a netip.Addr
 	switch {
@@ -309,8 +296,7 @@ func (m *matcher) neigh(data []byte) (Object, bool) {
 		o.MAC = n.MAC
 	}
 	if o.Kind == KindNeigh && o.IP.IsMulticast() {
-		// the kernel's own (NOARP) entries for multicast groups, e.g. IPv6 neighbour
-		// discovery on the device: never a backend's
+		// the kernel's NOARP multicast entries (IPv6 ND): never a backend's
 		return Object{}, false
 	}
 	return o, true

@@ -172,8 +172,7 @@ func TestMatch(t *testing.T) {
 	}
 }
 
-// The matcher follows the owned device through deletion, re-creation under another
-// index and renaming.
+// The matcher follows the device through deletion, re-creation and renaming.
 func TestMatchFollowsIndexes(t *testing.T) {
 	m := testMatcher()
 	outside := func(idx int) (string, bool) {
@@ -208,8 +207,7 @@ func TestMatchFollowsIndexes(t *testing.T) {
 	}
 }
 
-// FuzzMatch feeds arbitrary notifications to the matcher: it must never panic, and
-// whatever it matches must be an object of the filter.
+// FuzzMatch: the matcher never panics and matches only objects of the filter.
 func FuzzMatch(f *testing.F) {
 	f.Add(uint16(unix.RTM_NEWLINK), linkMsg(idxFlannel, "flannel.1"))
 	f.Add(uint16(unix.RTM_NEWROUTE), routeMsg(rt{dst: netip.MustParsePrefix("10.5.3.0/24"), table: unix.RT_TABLE_MAIN, oif: idxFlannel}))

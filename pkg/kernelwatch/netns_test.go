@@ -24,7 +24,6 @@ func (k kickRecorder) kick() {
 	}
 }
 
-// expect waits (generously) for a kick.
 func (k kickRecorder) expect(t *testing.T, what string) {
 	t.Helper()
 	select {
@@ -34,7 +33,6 @@ func (k kickRecorder) expect(t *testing.T, what string) {
 	}
 }
 
-// none checks that no kick arrives for a while.
 func (k kickRecorder) none(t *testing.T, what string) {
 	t.Helper()
 	select {
@@ -55,9 +53,7 @@ func (k kickRecorder) drain() {
 	}
 }
 
-// In a throwaway namespace: changes to the owned device and what is on it, to the
-// watched link and to routes inside the network kick; changes elsewhere do not; Run
-// ends with its context.
+// Changes to owned and watched objects kick, others do not; Run ends with its context.
 func TestRunInNamespace(t *testing.T) {
 	ns := nstest.New(t, "fgkw")
 	h := ns.Handle
@@ -114,7 +110,6 @@ func TestRunInNamespace(t *testing.T) {
 	}
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 9}
 
-	// Unrelated changes.
 	do("route outside the network on eth9", func() error { return h.RouteAdd(route("198.51.100.0/24", eth9)) })
 	do("neighbour on eth9", func() error {
 		return h.NeighAdd(&netlink.Neigh{LinkIndex: eth9.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
@@ -125,7 +120,6 @@ func TestRunInNamespace(t *testing.T) {
 	})
 	k.none(t, "unrelated changes")
 
-	// Related ones, each on its own.
 	for _, c := range []struct {
 		what string
 		f    func() error
@@ -179,8 +173,7 @@ func fl0Lab(t *testing.T, tag string) (*nstest.NS, netlink.Link) {
 	return ns, fl0
 }
 
-// A receive buffer overflow (ENOBUFS) is survived: the kick comes, and later changes are
-// still seen on the same socket.
+// A receive buffer overflow kicks, and later changes are still seen.
 func TestOverflowKeepsWatching(t *testing.T) {
 	ns, fl0 := fl0Lab(t, "fgkwo")
 	h := ns.Handle
@@ -226,8 +219,7 @@ func TestOverflowKeepsWatching(t *testing.T) {
 	<-dispatchDone
 }
 
-// A burst of changes within the settle time is one kick, not one per change (nor one
-// more for the wake-ups the burst left behind).
+// A burst within the settle time is one kick.
 func TestBurstIsOneKick(t *testing.T) {
 	ns, fl0 := fl0Lab(t, "fgkwb")
 	h := ns.Handle

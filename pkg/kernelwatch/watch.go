@@ -1,17 +1,8 @@
 // Package kernelwatch tells a reconciler when the kernel state it owns may have been
-// changed by someone else. It reads rtnetlink notifications (links, addresses,
-// IPv4/IPv6 routes, nexthops, neighbours and FDB entries) from a netlinkx.Feed, the one
-// the backend already reads for itself when it has one (Filter.Feed: one notification
-// path for both), else one of its own; it keeps those about the objects a Filter
-// selects, gathers bursts and calls a kick function: "look at the kernel again soon". It
-// never says what changed; the reconciler compares the kernel with its desired state, so
-// a lost or reordered notification costs nothing but a full comparison.
-//
-// The reconciler's own writes come back as notifications too. They cost one more
-// comparison that finds nothing to do (and writes nothing, so it raises no further
-// notifications): there is no loop. Someone who keeps undoing our state would cause one,
-// so objects that keep changing are tracked (Backoff): their repairs are delayed
-// exponentially and each such object is logged once, by name.
+// changed by someone else: it filters rtnetlink notifications to the objects of a Filter,
+// gathers bursts and calls a kick function. It never says what changed; a lost
+// notification costs only a full comparison. Our own writes come back as one idle
+// round, no loop; objects someone keeps undoing are backed off and logged once.
 package kernelwatch
 
 import (
@@ -31,31 +22,24 @@ import (
 
 // Config configures Run.
 type Config struct {
-	// Filter selects the objects whose changes matter.
 	Filter Filter
-	// Namespace is the network namespace to watch; nil means the caller's own.
+	// Namespace to watch; nil: the caller's own.
 	Namespace *netns.NsHandle
-	// Settle is how long a burst of notifications is gathered into one kick
-	// (0: 10 ms).
+	// Settle gathers a burst into one kick (0: 10 ms).
 	Settle time.Duration
-	// Backoff slows down the repair of objects that keep changing (zero value:
-	// DefaultBackoff()).
+	// Backoff for objects that keep changing (zero: DefaultBackoff()).
 	Backoff Backoff
-	// RetryDelay is the wait before subscribing again after the socket failed (0: 1 s).
+	// RetryDelay before subscribing again after a socket failure (0: 1 s).
 	RetryDelay time.Duration
 }
 
-// receiveBuffer is the socket receive buffer we ask for: large enough that the echo of
-// a big reconcile round rarely overflows it (an overflow only costs a full round).
+// receiveBuffer: the echo of a big round rarely overflows it (overflow costs a round).
 const receiveBuffer = 8 << 20
 
-// Run watches until ctx ends, calling kick whenever objects the filter selects may have
-// changed. kick is called from Run's goroutine and must not block (a non-blocking send
-// on a channel of capacity one is the intended use); several changes may be folded into
-// one call. kick is also called after every (re)subscription and after the kernel
-// reported lost notifications (ENOBUFS), since anything may have changed unseen.
-// Run returns nil when ctx ends and an error only when the first subscription fails;
-// later socket failures are logged and the subscription is renewed.
+// Run calls kick until ctx ends whenever selected objects may have changed, also after
+// each (re)subscription and each loss. kick runs on Run's goroutine and must not block;
+// changes may be folded. Run fails only if the first subscription fails; later failures
+// are logged and the subscription renewed.
 func Run(ctx context.Context, cfg Config, kick func()) error {
 	if cfg.Settle <= 0 {
 		cfg.Settle = 10 * time.Millisecond
@@ -97,7 +81,6 @@ type watcher struct {
 	overflows atomic.Int64 // losses reported
 }
 
-// source is the Feed a watcher is subscribed to.
 type source struct {
 	feed  *netlinkx.Feed
 	own   bool // opened by the watcher: closed, and opened again when it fails
@@ -111,9 +94,7 @@ func (s *source) close() {
 	}
 }
 
-// subscribe subscribes to the filter's Feed, or opens one, and refreshes the link index
-// map from a listing made after the subscription, the matcher locked meanwhile, so that
-// no change falls in between.
+// subscribe subscribes, then lists links with the matcher locked, so no change is missed.
 func (w *watcher) subscribe() (*source, error) {
 	s := &source{feed: w.cfg.Filter.Feed}
 	var h *netlink.Handle
@@ -163,8 +144,7 @@ func (w *watcher) subscribe() (*source, error) {
 	return s, nil
 }
 
-// Change implements netlinkx.Subscriber: a notification about a watched object is
-// gathered for the next kick.
+// Change implements netlinkx.Subscriber.
 func (w *watcher) Change(ch *netlinkx.Change) {
 	w.mmu.Lock()
 	o, ok := w.m.match(ch.Type, ch.Body)
@@ -174,16 +154,15 @@ func (w *watcher) Change(ch *netlinkx.Change) {
 	}
 }
 
-// Lost implements netlinkx.Subscriber: what was dropped is unknown, so the next kick is
-// unconditional.
+// Lost implements netlinkx.Subscriber: the next kick is unconditional.
 func (w *watcher) Lost() {
 	w.overflows.Add(1)
 	klog.V(1).InfoS("Kernel change notifications overflowed; comparing everything")
 	w.markLost()
 }
 
-// read reads the Feed until ctx ends. A Feed of its own that fails is opened again; a
-// shared one is read again after RetryDelay. Either way the next kick is unconditional.
+// read reads until ctx ends, reopening its own Feed or rereading a shared one after a
+// failure; the next kick is then unconditional.
 func (w *watcher) read(ctx context.Context, s *source) {
 	for {
 		err := w.receive(ctx, s.feed)
@@ -209,7 +188,7 @@ func (w *watcher) read(ctx context.Context, s *source) {
 	}
 }
 
-// resubscribe opens a Feed again, every RetryDelay, until it works (nil: ctx ended).
+// resubscribe retries every RetryDelay until it works (nil: ctx ended).
 func (w *watcher) resubscribe(ctx context.Context, err error) *source {
 	for {
 		klog.ErrorS(err, "Kernel change notifications failed; subscribing again", "retryIn", w.cfg.RetryDelay)
@@ -226,8 +205,7 @@ func (w *watcher) resubscribe(ctx context.Context, err error) *source {
 	}
 }
 
-// receive reads notifications until the Feed fails or ctx ends. An overflow is not a
-// failure: the Feed reports it to Lost and goes on.
+// receive reads until the Feed fails or ctx ends (an overflow is not a failure).
 func (w *watcher) receive(ctx context.Context, f *netlinkx.Feed) error {
 	for {
 		if err := f.Wait(ctx); err != nil {
@@ -239,9 +217,8 @@ func (w *watcher) receive(ctx context.Context, f *netlinkx.Feed) error {
 	}
 }
 
-// add records a changed object. Past LargeBatch objects a batch is a mass change, which
-// the damper neither counts nor delays: the objects are no longer kept (the echo of a
-// round that programmed 20,000 peers would otherwise fill a map of them).
+// add records a changed object. A batch past LargeBatch keeps no objects (a
+// 20,000-peer round's echo would fill the map) and is neither counted nor delayed.
 func (w *watcher) add(o Object) {
 	w.mu.Lock()
 	if !w.mass {
@@ -269,8 +246,7 @@ func (w *watcher) signal() {
 	}
 }
 
-// take returns and resets what was gathered. unconditional reports lost notifications
-// or a mass change: the kick is due at once, whatever the objects.
+// take returns and resets the batch; unconditional: a loss or mass change, kick at once.
 func (w *watcher) take() (batch map[Object]struct{}, unconditional bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -285,9 +261,7 @@ func (w *watcher) take() (batch map[Object]struct{}, unconditional bool) {
 	return batch, unconditional
 }
 
-// dispatch turns gathered changes into kicks: after Settle, at once unless every
-// changed object is hot, else after the back-off delay (a later batch with a cold
-// object kicks at once).
+// dispatch kicks after Settle, or after the back-off when every changed object is hot.
 func (w *watcher) dispatch(ctx context.Context, kick func()) {
 	d := newDamper(w.cfg.Backoff)
 	var delayed *time.Timer

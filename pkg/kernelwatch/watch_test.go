@@ -5,8 +5,7 @@ import (
 	"testing"
 )
 
-// Past LargeBatch objects a batch is a mass change: its objects are not kept and the
-// kick is due at once; the next batch starts afresh.
+// A batch past LargeBatch keeps no objects and kicks at once; the next starts afresh.
 func TestMassChangeKeepsNoObjects(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -36,9 +35,7 @@ func TestMassChangeKeepsNoObjects(t *testing.T) {
 	}
 }
 
-// take hands out each batch whole until the next take (dispatch reads it in between)
-// while later changes gather in another map, and a batch reused by a later take starts
-// empty.
+// take hands out each batch whole until the next take; a reused batch starts empty.
 func TestTakeKeepsBatchUntilNextTake(t *testing.T) {
 	w := &watcher{cfg: Config{Backoff: DefaultBackoff()}, pending: map[Object]struct{}{}, wake: make(chan struct{}, 1)}
 	obj := func(i int) Object {

@@ -8,11 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestRunAttributesErrors: in a batch of several chunks, the kernel's refusals of single
-// requests (a multicast FDB MAC, a nexthop whose gateway is a local address, a route to
-// a missing nexthop object) are reported for exactly those requests, wherever they sit
-// in a chunk (first, middle, last), and every other request, echoed nexthops included,
-// gets its own outcome and id.
+// TestRunAttributesErrors: the kernel's refusal of single requests in a multi-chunk batch
+// is reported for exactly those requests, wherever they sit in a chunk.
 func TestRunAttributesErrors(t *testing.T) {
 	_, c, idx := connLab(t)
 	const n = 600
@@ -96,9 +93,8 @@ func TestRunAttributesErrors(t *testing.T) {
 	}
 }
 
-// TestRunSocketFailure: when the socket itself fails, every request gets a *SocketError,
-// which does not unwrap to the socket's errno (it is not the kernel's answer to the
-// request), and Run returns the failure.
+// TestRunSocketFailure: a failing socket gives every request a *SocketError that does not
+// unwrap to the errno, and Run returns the failure.
 func TestRunSocketFailure(t *testing.T) {
 	c := &Conn{fd: -1, rbuf: make([]byte, 4096)}
 	var b Batch
@@ -119,8 +115,7 @@ func TestRunSocketFailure(t *testing.T) {
 	}
 }
 
-// TestBatchEach: Each hands out every request with its tag, type and a body the parsers
-// read back.
+// TestBatchEach: Each hands out every request with a tag, type and parsable body.
 func TestBatchEach(t *testing.T) {
 	var b Batch
 	sn, gw, mac, pub := peerN(7)

@@ -12,28 +12,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// changeGroups are the rtnetlink notification groups a change subscription joins: every
-// kind of object a backend reads (links and addresses, because a device or address
-// going away removes routes without a route notification).
+// changeGroups covers links and addresses too: their removal takes routes with it
+// without a route notification.
 var changeGroups = []int{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR,
 	unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_NEXTHOP}
 
-// changeRcvBuf is the receive buffer of the change socket: room for the echoes of a few
-// thousand writes between two reads (an overflow only reports lost notifications).
+// changeRcvBuf holds the echoes of a few thousand writes; overflow only reports a loss.
 const changeRcvBuf = 32 << 20
 
-// Change is one rtnetlink notification: its message type (unix.RTM_NEWROUTE, ...), the
-// port id of the socket whose request caused it (0: the kernel itself, or a kind of
-// object whose notifications do not say, such as vxlan FDB entries) and its body, valid
-// only during the callback.
+// Change is one rtnetlink notification. Pid is the port id of the socket whose request
+// caused it (0: the kernel, or an object kind that does not say, such as vxlan FDB
+// entries). Body is valid only during the callback.
 type Change struct {
 	Type uint16
 	Pid  uint32
 	Body []byte
 }
 
-// PortID is the netlink port id of the Conn's request socket: notifications of the
-// changes its requests made carry it (Change.Pid).
+// PortID is the port id that notifications caused by this Conn's requests carry.
 func (c *Conn) PortID() (uint32, error) {
 	sa, err := unix.Getsockname(c.fd)
 	if err != nil {
@@ -46,14 +42,11 @@ func (c *Conn) PortID() (uint32, error) {
 	return nl.Pid, nil
 }
 
-// Feed is the Conn's subscription to change notifications, which others (the daemon's
-// kernel watch) may share: Changes then reads one socket with them.
+// Feed is the Conn's change subscription, which others may share.
 func (c *Conn) Feed() *Feed { return c.feed }
 
-// Subscribe starts collecting notifications of changes to links, addresses, routes,
-// neighbours, FDB entries and nexthop objects in the Conn's network namespace, for
-// Changes to read, except the echo of the Conn's own requests (they carry its port id).
-// Calling it again does nothing.
+// Subscribe starts collecting change notifications of the Conn's namespace for Changes,
+// except the echo of the Conn's own requests. Calling it again does nothing.
 func (c *Conn) Subscribe() error {
 	if c.q != nil {
 		return nil
@@ -72,8 +65,7 @@ func (c *Conn) Subscribe() error {
 	return nil
 }
 
-// Unsubscribe stops collecting notifications and discards those collected; Subscribe
-// starts again. Changes reports lost until then.
+// Unsubscribe stops collecting and discards what was collected; Changes reports lost.
 func (c *Conn) Unsubscribe() error {
 	if c.q == nil {
 		return nil
@@ -82,10 +74,9 @@ func (c *Conn) Unsubscribe() error {
 	return c.unsub()
 }
 
-// Changes reads the notifications collected since the last call, without waiting, and
-// calls f for each, in the kernel's order (whoever read them from the Feed). lost
-// reports that some were dropped, or that the Conn is not subscribed: anything may then
-// have changed unseen.
+// Changes calls f for each notification collected since the last call, in the kernel's
+// order, without waiting. lost means some were dropped or the Conn is not subscribed:
+// anything may have changed unseen.
 func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 	q := c.q
 	if q == nil {
@@ -105,11 +96,9 @@ func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 	return lost || err != nil, err
 }
 
-// Monitor is a socket subscribed to the rtnetlink notifications of changes to links,
-// addresses, routes, neighbours, FDB entries and nexthop objects of one network
-// namespace. It reads many notifications per system call into buffers it reuses, so
-// that the thousands of notifications a big reconcile round raises cost no
-// allocations. Not safe for concurrent use, except Close.
+// Monitor is a socket subscribed to the change notifications of one network namespace,
+// reading many per system call into reused buffers. Not safe for concurrent use, except
+// Close.
 type Monitor struct {
 	file  *os.File // owns the socket; its runtime poller makes Wait end on Close
 	raw   syscall.RawConn
@@ -117,12 +106,10 @@ type Monitor struct {
 	iov   []unix.Iovec
 	names []unix.RawSockaddrNetlink
 	buf   []byte
-	// overflowed: Wait saw the overflow report (reading it clears it in the kernel);
-	// the next Read reports lost
+	// set by Wait on an overflow report (reading it clears it); the next Read reports lost
 	overflowed atomic.Bool
 
-	// The callbacks of RawConn.Read and Control, made once (a closure per call would
-	// be an allocation per wake-up), and what they pass between the call and its caller.
+	// RawConn callbacks made once: a closure per call would allocate per wake-up.
 	ready    func(fd uintptr) bool
 	drain    func(fd uintptr)
 	readF    func(ch *Change)
@@ -131,9 +118,8 @@ type Monitor struct {
 	ch       Change // what read hands to readF (a local would escape to the heap per call)
 }
 
-// NewMonitor opens a Monitor in the calling process's network namespace, joined to the
-// notification groups (with a receive buffer of rcvBuf bytes when larger than the
-// default).
+// NewMonitor opens a Monitor in the calling process's namespace, with a receive buffer
+// of rcvBuf bytes when larger than the default.
 func NewMonitor(rcvBuf int) (*Monitor, error) {
 	m, err := openMonitor()
 	if err != nil {
@@ -152,7 +138,6 @@ func NewMonitorAt(ns netns.NsHandle, rcvBuf int) (*Monitor, error) {
 	return inNetns(ns, func() (*Monitor, error) { return NewMonitor(rcvBuf) })
 }
 
-// openMonitor makes a Monitor that has not joined any group yet.
 func openMonitor() (*Monitor, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err != nil {
@@ -175,9 +160,8 @@ func openMonitor() (*Monitor, error) {
 // Close closes the socket; a Wait in progress returns an error.
 func (m *Monitor) Close() error { return m.file.Close() }
 
-// SetReceiveBuffer asks for a receive buffer of n bytes (beyond the system limit when
-// the process may), so that the notifications of big rounds fit between two reads.
-// Failing is not an error: an overflow only reports lost notifications.
+// SetReceiveBuffer asks for n bytes, beyond the system limit when privileged. Failure is
+// ignored: an overflow only reports lost notifications.
 func (m *Monitor) SetReceiveBuffer(n int) {
 	_ = m.raw.Control(func(fd uintptr) {
 		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); err != nil {
@@ -203,7 +187,6 @@ func (m *Monitor) join() error {
 	return nil
 }
 
-// leave leaves the groups and discards what was collected.
 func (m *Monitor) leave() error {
 	var errs []error
 	for _, g := range changeGroups {
@@ -215,8 +198,7 @@ func (m *Monitor) leave() error {
 	return errors.Join(errs...)
 }
 
-// Wait blocks until a notification (or an overflow report) is ready for Read, or the
-// Monitor is closed (an error).
+// Wait blocks until something is ready for Read, or the Monitor is closed (an error).
 func (m *Monitor) Wait() error {
 	if err := m.raw.Read(m.ready); err != nil {
 		return fmt.Errorf("netlink change socket: %w", err)
@@ -224,8 +206,7 @@ func (m *Monitor) Wait() error {
 	return nil
 }
 
-// peek reports whether something is ready to read, without taking it (RawConn.Read
-// waits for the socket to become readable while it returns false).
+// peek reports whether something is ready, without taking it.
 func (m *Monitor) peek(fd uintptr) bool {
 	var b [1]byte
 	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
@@ -236,10 +217,9 @@ func (m *Monitor) peek(fd uintptr) bool {
 	return errno != unix.EAGAIN && errno != unix.EINTR
 }
 
-// Read reads the notifications collected so far, without waiting, and calls f for each
-// that came from the kernel, in the kernel's order. lost reports that the kernel dropped
-// some (the receive buffer overflowed) or that one could not be read whole: anything
-// may then have changed unseen.
+// Read calls f for each kernel notification collected so far, in order, without
+// waiting. lost means the receive buffer overflowed or one was too long: anything may
+// have changed unseen.
 func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 	if m.mm == nil {
 		m.buf = make([]byte, changeSlots*changeSlotSize)
@@ -269,7 +249,6 @@ func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
 		for i := range m.mm {
 			m.mm[i].Hdr.Namelen = unix.SizeofSockaddrNetlink
 		}
-		// One notification per datagram: recvmmsg takes many per system call.
 		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.mm[0])),
 			uintptr(len(m.mm)), unix.MSG_DONTWAIT, 0, 0)
 		switch {
@@ -304,10 +283,9 @@ func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
 	}
 }
 
-// Change notifications are read changeSlots at a time into slots of changeSlotSize
-// bytes (a route, neighbour or nexthop notification takes about 100, a link's 1 to 2
-// thousand; a longer one is reported as lost). 16 slots already make the system calls a
-// small part of reading a burst, and keep the buffers of a Monitor at 128 KiB.
+// Notifications are read changeSlots at a time into slots of changeSlotSize bytes (a
+// link's takes up to 2 thousand; a longer one is reported as lost). 16 slots already make
+// system calls a small part of reading a burst.
 const (
 	changeSlots    = 16
 	changeSlotSize = 8 << 10
@@ -319,8 +297,7 @@ type mmsghdr struct {
 	Len uint32
 }
 
-// ChangeIfindex returns the interface index a link (ifinfomsg) or address (ifaddrmsg)
-// notification body is about, or 0.
+// ChangeIfindex returns the ifindex a link or address notification is about, or 0.
 func ChangeIfindex(typ uint16, body []byte) int {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK, unix.RTM_NEWADDR, unix.RTM_DELADDR:

@@ -10,9 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestChanges: a subscribed Conn does not see the echo of its own writes (Changes skips
-// it) and sees other processes' writes, each once, in order; before Subscribe it
-// reports everything as lost.
+// TestChanges: a subscribed Conn skips the echo of its own writes and sees other
+// processes' writes once each, in order; before Subscribe it reports a loss.
 func TestChanges(t *testing.T) {
 	ns, c, idx := connLab(t)
 	if lost, err := c.Changes(func(*Change) {}); !lost || err != nil {
@@ -64,11 +63,10 @@ func TestChanges(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The echo of our own requests is skipped.
 	if got := collect(); len(got) != 0 {
 		t.Fatalf("own writes: %d notifications delivered (first %+v), want none", len(got), got[0])
 	}
-	// Someone else's writes all arrive, more than one recvmmsg call's worth.
+	// More than one recvmmsg call's worth.
 	var script strings.Builder
 	for i := range n {
 		_, gw, _, _ := peerN(i)
@@ -102,9 +100,8 @@ func TestChanges(t *testing.T) {
 	}
 }
 
-// TestMonitorWait: Wait blocks until a notification is ready and returns when the
-// Monitor is closed; Read then delivers other processes' changes (a Monitor filters no
-// echo).
+// TestMonitorWait: Wait returns when a notification is ready and when the Monitor is
+// closed; Read delivers other processes' changes.
 func TestMonitorWait(t *testing.T) {
 	ns, _, _ := connLab(t)
 	m, err := NewMonitorAt(ns.NsH, 1<<20)
@@ -141,7 +138,6 @@ func TestMonitorWait(t *testing.T) {
 	if lost || err != nil || len(got) != 1 || got[0] != "10.200.0.9" {
 		t.Fatalf("Read = %v (lost %v, err %v), want the one neighbour", got, lost, err)
 	}
-	// Closing the Monitor ends a Wait.
 	go func() { done <- m.Wait() }()
 	time.Sleep(20 * time.Millisecond)
 	m.Close()

@@ -11,8 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits of one round trip of Conn.Run: the requests sent with one sendmsg, whose
-// replies (errors, echoes) must fit in the socket's receive buffer.
+// Limits of one Conn.Run round trip: the replies must fit in the receive buffer.
 const (
 	chunkMsgs  = 256
 	chunkBytes = 64 << 10
@@ -20,10 +19,8 @@ const (
 	rcvTimeout = 30 * time.Second
 )
 
-// Conn is a raw NETLINK_ROUTE socket for what the netlink library does one request at a
-// time: pipelined writes (Run sends many requests per round trip) and lean dumps filtered
-// by the kernel (Routes, Neighs, Nexthops), parsed without per-object allocations. It is
-// not safe for concurrent use.
+// Conn is a raw NETLINK_ROUTE socket for pipelined writes (Run) and kernel-filtered
+// dumps parsed without per-object allocations. Not safe for concurrent use.
 type Conn struct {
 	fd    int
 	feed  *Feed        // change notifications (changes.go)
@@ -68,8 +65,8 @@ func Open() (*Conn, error) {
 // OpenAt opens a Conn in the network namespace ns.
 func OpenAt(ns netns.NsHandle) (*Conn, error) { return inNetns(ns, Open) }
 
-// inNetns calls open on a locked OS thread that enters ns and returns: sockets belong to
-// the namespace they are made in. If the thread cannot return, it is discarded.
+// inNetns runs open on a locked thread inside ns (sockets belong to the namespace they
+// are made in); a thread that cannot switch back is discarded.
 func inNetns[T any](ns netns.NsHandle, open func() (T, error)) (T, error) {
 	type res struct {
 		v   T
@@ -103,8 +100,8 @@ func (c *Conn) setup() error {
 	if err := unix.Bind(c.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("bind netlink socket: %w", err)
 	}
-	// Error replies without the request copied in; kernel-side dump filters. Both are
-	// optimisations the parsers do not depend on, so older kernels without them work.
+	// Optional optimisations (no request copy in errors, kernel-side dump filters); the
+	// parsers do not depend on them.
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
@@ -118,7 +115,7 @@ func (c *Conn) setup() error {
 	return nil
 }
 
-// recv reads one datagram (unix.Recvfrom would allocate the sender's address each time).
+// recv avoids unix.Recvfrom, which allocates the sender's address on every call.
 func recv(fd int, buf []byte, flags int) (int, error) {
 	if flags == 0 {
 		return unix.Read(fd, buf)
@@ -133,25 +130,19 @@ func (c *Conn) Close() error {
 	return unix.Close(c.fd)
 }
 
-// errLost is reported for requests whose reply the kernel dropped (receive buffer full):
-// their outcome is unknown; a reconciler reads the state back next round.
+// errLost marks requests whose reply the kernel dropped: outcome unknown.
 var errLost = errors.New("netlink reply lost (receive buffer overrun); outcome unknown")
 
-// SocketError is the outcome Run reports for a request whose fate is unknown because the
-// socket itself failed (a send or a receive): not the kernel's answer to that request.
-// It does not unwrap to the socket's errno, so that the error classes of requests
-// (IsNotFound, a backend's refusal reasons) never match it.
+// SocketError is Run's outcome for a request whose fate is unknown because the socket
+// failed. It does not unwrap to the errno, so request error classes never match it.
 type SocketError struct{ Err error }
 
 func (e *SocketError) Error() string { return e.Err.Error() }
 
-// Run sends the batch's requests in order, many per round trip, and calls done once per
-// request, in order, with its outcome: nil or the kernel's error for that request, and
-// for NexthopAdd the id the kernel gave the new nexthop. The kernel handles the requests
-// of one socket in order, and answers each on its own, so a request may depend on
-// earlier ones of the same batch and an error belongs to the request it is reported
-// for. Run returns an error only when the socket itself fails; done has then been
-// called for every request with its known outcome or a *SocketError.
+// Run sends the batch in order, many requests per round trip, and calls done once per
+// request, in order, with the kernel's answer to it (and NexthopAdd's new id). A request
+// may depend on earlier ones of the same batch. Run returns an error only when the
+// socket fails; done has then seen every request, unknown ones with a *SocketError.
 func (c *Conn) Run(b *Batch, done func(tag int, err error, nhID uint32)) error {
 	var sockErr error
 	for i := 0; i < len(b.msgs); {
@@ -181,7 +172,6 @@ func (c *Conn) Run(b *Batch, done func(tag int, err error, nhID uint32)) error {
 	return sockErr
 }
 
-// runChunk sends requests [i, j) of b in one sendmsg and collects their outcomes in c.st.
 func (c *Conn) runChunk(b *Batch, i, j int) error {
 	n := j - i
 	c.st = c.st[:0]
@@ -282,7 +272,6 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 		}
 	}
 	if lost {
-		// Requests without echo whose error reply may have been dropped: unknown.
 		for k := range c.st {
 			if r := &c.st[k]; r.err == nil && !r.seen && !b.msgs[i+k].echo {
 				r.err = errLost
@@ -292,8 +281,7 @@ func (c *Conn) runChunk(b *Batch, i, j int) error {
 	return nil
 }
 
-// extAckMsg returns the extended-ack message (NLMSGERR_ATTR_MSG) of an error reply
-// whose header flags are fl.
+// extAckMsg returns the NLMSGERR_ATTR_MSG of an error reply whose header flags are fl.
 func extAckMsg(fl uint16, body []byte) string {
 	if fl&unix.NLM_F_ACK_TLVS == 0 || len(body) < 4+unix.SizeofNlMsghdr {
 		return ""
@@ -318,9 +306,8 @@ func extAckMsg(fl uint16, body []byte) string {
 	return msg
 }
 
-// dump sends the request built in c.req as a dump and calls f with the body of each
-// message of type typ. An interrupted dump (NLM_F_DUMP_INTR) returns
-// netlink.ErrDumpInterrupted after draining.
+// dump sends c.req as a dump and calls f with the body of each message of type typ. An
+// interrupted dump returns netlink.ErrDumpInterrupted after draining.
 func (c *Conn) dump(typ uint16, f func(body []byte) error) error {
 	m := c.req.buf[c.req.msgs[0].off:c.req.msgs[0].end]
 	c.seq++
@@ -393,8 +380,7 @@ type RouteFilter struct {
 	Oif    int    // output interface
 }
 
-// Routes dumps the routes the filter selects (filtered by the kernel when it supports
-// strict dump checks, and here again) and calls f for each; f must not keep r.
+// Routes calls f for each route the filter selects; f must not keep r.
 func (c *Conn) Routes(fl RouteFilter, f func(r *Route)) error {
 	c.req.Reset()
 	c.req.begin(unix.RTM_GETROUTE, 0, 0, false)
@@ -418,8 +404,8 @@ func (c *Conn) Routes(fl RouteFilter, f func(r *Route)) error {
 		if r.Family != fl.Family || (fl.Table != 0 && r.Table != fl.Table) {
 			return nil
 		}
-		// A nexthop-object route shows no output interface when the kernel's
-		// nexthop_compat_mode is off; the kernel filter matched its nexthop's device.
+		// With nexthop_compat_mode off a nexthop-object route shows no oif; the kernel filter
+		// already matched its nexthop's device.
 		if fl.Oif != 0 && r.Oif != fl.Oif && !(r.NhID != 0 && r.Oif == 0) {
 			return nil
 		}
@@ -428,9 +414,8 @@ func (c *Conn) Routes(fl RouteFilter, f func(r *Route)) error {
 	})
 }
 
-// Neighs dumps the neighbour entries of family (unix.AF_INET, unix.AF_INET6, or
-// unix.AF_BRIDGE for the FDB) on ifindex (0: all devices) and calls f for each; f must
-// not keep n.
+// Neighs calls f for each neighbour of family (AF_BRIDGE: the FDB) on ifindex (0: all);
+// f must not keep n.
 func (c *Conn) Neighs(fam uint8, ifindex int, f func(n *Neigh)) error {
 	c.req.Reset()
 	c.req.begin(unix.RTM_GETNEIGH, 0, 0, false)
@@ -456,9 +441,8 @@ func (c *Conn) Neighs(fam uint8, ifindex int, f func(n *Neigh)) error {
 	})
 }
 
-// Nexthops dumps the nexthop objects on oif (0: all) and calls f for each; f must not
-// keep nh. A kernel without nexthop objects (before Linux 5.3) answers EOPNOTSUPP (or
-// EINVAL); IsNoNexthops recognises both.
+// Nexthops calls f for each nexthop object on oif (0: all); f must not keep nh. Kernels
+// before 5.3 fail with an error IsNoNexthops recognises.
 func (c *Conn) Nexthops(oif int, f func(nh *Nexthop)) error {
 	c.req.Reset()
 	c.req.begin(unix.RTM_GETNEXTHOP, 0, 0, false)

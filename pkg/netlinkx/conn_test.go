@@ -50,9 +50,8 @@ func peerN(i int) (netip.Prefix, netip.Addr, [6]byte, netip.Addr) {
 	return sn, sn.Addr(), mac, pub
 }
 
-// TestConnBatchAndDumps writes n peers' neighbour, FDB, nexthop and route entries in
-// pipelined batches, reads them back through the filtered dumps and through iproute2,
-// then deletes them again.
+// TestConnBatchAndDumps writes n peers' entries in pipelined batches, reads them back
+// through the dumps and iproute2, and deletes them.
 func TestConnBatchAndDumps(t *testing.T) {
 	ns, c, idx := connLab(t)
 	const n = 700 // several chunks
@@ -119,7 +118,6 @@ func TestConnBatchAndDumps(t *testing.T) {
 		t.Logf("expected failure: %v", badErr)
 	}
 
-	// Dumps.
 	neigh, fdb := 0, 0
 	if err := c.Neighs(unix.AF_INET, idx, func(x *Neigh) {
 		if x.State&unix.NUD_PERMANENT != 0 && x.HasMAC {
@@ -157,7 +155,6 @@ func TestConnBatchAndDumps(t *testing.T) {
 	if r := routes[netip.MustParsePrefix("10.201.0.0/24")]; r.NhID != 0 || r.Gw != sn0.Addr() || !r.Onlink() || r.Extra {
 		t.Errorf("plain route read back as %+v", r)
 	}
-	// What operators see.
 	out, err := exec.Command("ip", "-n", ns.Name, "route", "show", "10.10.1.0/24").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip route: %v %s", err, out)
@@ -166,8 +163,7 @@ func TestConnBatchAndDumps(t *testing.T) {
 	if strings.TrimSpace(string(out)) != want {
 		t.Errorf("ip route show: %q, want %q", out, want)
 	}
-	// A main-table dump without device filter sees the same routes (and the local
-	// table's stay out).
+	// A main-table dump without device filter sees the same routes, not the local table's.
 	all := 0
 	if err := c.Routes(RouteFilter{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN}, func(r *Route) {
 		all++
@@ -181,7 +177,6 @@ func TestConnBatchAndDumps(t *testing.T) {
 		t.Errorf("main table dump: %d routes, want %d", all, n+1)
 	}
 
-	// Deletes: routes by nexthop id, nexthops, FDB and neighbours.
 	b.Reset()
 	for i := range n {
 		sn, gw, mac, pub := peerN(i)

@@ -10,12 +10,10 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Feed is one subscription to the change notifications of a network namespace (a
-// Monitor) shared by several readers: each notification, whichever reader's Read took
-// it from the socket, is handed once to every Subscriber, in the kernel's order.
-// pkg/kernelwatch and a Conn's Changes (vxlan's kernel cache) read one Feed: one socket
-// and one parser serve both. The socket joins the notification groups while the Feed
-// has subscribers. Safe for concurrent use.
+// Feed is one change-notification subscription of a network namespace shared by several
+// readers: each notification goes once to every Subscriber, in the kernel's order,
+// whichever reader took it from the socket. The socket joins the groups while there are
+// subscribers. Safe for concurrent use.
 type Feed struct {
 	mu      sync.Mutex
 	mon     *Monitor
@@ -23,18 +21,15 @@ type Feed struct {
 	deliver func(ch *Change) // made once: hands ch to every subscriber
 }
 
-// Subscriber receives a Feed's notifications. The Feed calls it with its lock held, from
-// the goroutine whose Read took the notifications: Change and Lost must be quick, must
-// not block and must not call the Feed. ch and its Body are valid only during the call.
+// Subscriber is called with the Feed's lock held: Change and Lost must be quick, must not
+// block and must not call the Feed. ch and its Body are valid only during the call.
 type Subscriber interface {
 	Change(ch *Change)
-	// Lost reports that notifications were dropped (the receive buffer overflowed, or
-	// one could not be read whole): anything may have changed unseen.
+	// Lost reports dropped notifications: anything may have changed unseen.
 	Lost()
 }
 
-// NewFeed opens a Feed in the calling process's network namespace, with a receive
-// buffer of rcvBuf bytes when larger than the default.
+// NewFeed opens a Feed in the calling process's namespace (see NewMonitor).
 func NewFeed(rcvBuf int) (*Feed, error) {
 	m, err := openMonitor()
 	if err != nil {
@@ -59,9 +54,8 @@ func newFeed(m *Monitor) *Feed {
 	return f
 }
 
-// Subscribe adds s, joining the notification groups when s is the first subscriber. The
-// function it returns removes s, leaving the groups (and discarding what was collected)
-// when s was the last.
+// Subscribe adds s; the returned function removes it. The groups are joined while there
+// is a subscriber.
 func (f *Feed) Subscribe(s Subscriber) (unsubscribe func() error, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -87,8 +81,8 @@ func (f *Feed) Subscribe(s Subscriber) (unsubscribe func() error, err error) {
 	}, nil
 }
 
-// Read takes the notifications collected so far, without waiting, and hands them to the
-// subscribers; a loss is reported to every subscriber's Lost. The error is the socket's.
+// Read hands what was collected to the subscribers, without waiting, and reports a loss
+// to every Lost. The error is the socket's.
 func (f *Feed) Read() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -101,8 +95,8 @@ func (f *Feed) Read() error {
 	return err
 }
 
-// Wait blocks until a notification (or an overflow report) is ready for Read, ctx ends
-// (ctx.Err()), or the Feed is closed (another error). One goroutine at a time may Wait.
+// Wait blocks until something is ready for Read, ctx ends, or the Feed is closed. One
+// goroutine at a time may Wait.
 func (f *Feed) Wait(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = f.mon.file.SetReadDeadline(time.Unix(1, 0)) })
 	err := f.mon.Wait()
@@ -115,15 +109,14 @@ func (f *Feed) Wait(ctx context.Context) error {
 	return err
 }
 
-// SetReceiveBuffer asks for a receive buffer of n bytes (see Monitor.SetReceiveBuffer).
+// SetReceiveBuffer is Monitor.SetReceiveBuffer.
 func (f *Feed) SetReceiveBuffer(n int) { f.mon.SetReceiveBuffer(n) }
 
 // Close closes the socket; a Wait in progress returns an error.
 func (f *Feed) Close() error { return f.mon.Close() }
 
-// changeQueue is a Conn's subscription to its Feed: it keeps, until Changes reads them,
-// the notifications that are not the echo of the Conn's own requests (those carry its
-// port id), in buffers reused from call to call.
+// changeQueue keeps a Conn's notifications, minus its own echoes, until Changes reads
+// them.
 type changeQueue struct {
 	pid  uint32
 	mu   sync.Mutex
@@ -138,9 +131,8 @@ type queued struct {
 	off, end int
 }
 
-// maxQueued bounds the bytes a changeQueue keeps between two Changes calls (the
-// notifications of a 20,000-peer round's FDB writes take about 2 MB); past it the
-// queue reports a loss.
+// maxQueued bounds a changeQueue (a 20,000-peer round's FDB writes take about 2 MB);
+// past it the queue reports a loss.
 const maxQueued = 8 << 20
 
 func (q *changeQueue) Change(ch *Change) {

@@ -17,8 +17,7 @@ const (
 // native is the byte order of netlink headers and host-order attributes.
 var native = binary.NativeEndian
 
-// Route is one route as this package reads and writes it: enough to recognise, compare
-// and delete the routes a backend owns, without per-route allocations.
+// Route is a route as far as backends recognise, compare and delete their own.
 type Route struct {
 	Family   uint8
 	Dst      netip.Prefix // zero prefix of the family for a default route
@@ -32,13 +31,11 @@ type Route struct {
 	Tos      uint8
 	Flags    uint32 // rtm_flags (RTNH_F_ONLINK, ...)
 	NhID     uint32 // nexthop object id (RTA_NH_ID), 0 for a plain route
-	// Multipath is set for a route with several next hops (RTA_MULTIPATH).
+	// Multipath: several next hops (RTA_MULTIPATH).
 	Multipath bool
-	// Via is set for a gateway of another family (RTA_VIA); it also sets Extra.
+	// Via (RTA_VIA, a gateway of another family) also sets Extra.
 	Via bool
-	// Extra is set when the route carries attributes the writers here never set: a
-	// preferred source, encapsulation, a via of another family, a realm, metrics or a
-	// new destination (MPLS).
+	// Extra: attributes the writers here never set (prefsrc, encap, realm, metrics, ...).
 	Extra bool
 }
 
@@ -63,8 +60,7 @@ type Nexthop struct {
 	Flags  uint32 // RTNH_F_ONLINK, ...
 	Oif    int
 	Gw     netip.Addr
-	// Other is set for kinds this package does not write: groups, blackholes, FDB
-	// nexthops, encapsulation.
+	// Other: kinds this package does not write (groups, blackholes, FDB, encap).
 	Other bool
 }
 
@@ -73,8 +69,8 @@ func (n *Nexthop) Onlink() bool { return n.Flags&unix.RTNH_F_ONLINK != 0 }
 
 var errShort = errors.New("netlink message too short")
 
-// Attrs calls f for each attribute in b (type without the nested/byte-order bits), in
-// order, and reports a malformed one (f has then seen those before it).
+// Attrs calls f for each attribute in b (type without the nested/byte-order bits) and
+// reports a malformed one, having called f for those before it.
 func Attrs(b []byte, f func(typ uint16, val []byte)) error {
 	for len(b) >= unix.SizeofRtAttr {
 		l := int(native.Uint16(b[0:2]))
@@ -92,7 +88,6 @@ func Attrs(b []byte, f func(typ uint16, val []byte)) error {
 	return nil
 }
 
-// addrOf converts an address attribute of the given family.
 func addrOf(family uint8, v []byte) (netip.Addr, bool) {
 	switch {
 	case family == unix.AF_INET && len(v) == 4:
@@ -214,11 +209,8 @@ func ParseNexthop(b []byte, nh *Nexthop) error {
 	})
 }
 
-// ---- request building ----
-
-// Batch is a list of netlink requests written back to back into one buffer, sent by
-// Conn.Run several at a time. Each request carries a caller's tag that Run reports back
-// with the request's outcome. The zero Batch is empty and ready; Reset keeps storage.
+// Batch is a list of netlink requests in one buffer, each with a caller's tag that
+// Conn.Run reports back with its outcome. The zero Batch is ready.
 type Batch struct {
 	buf  []byte
 	msgs []batchMsg
@@ -240,10 +232,8 @@ func (b *Batch) Reset() {
 // Len is the number of requests in the batch.
 func (b *Batch) Len() int { return len(b.msgs) }
 
-// Each calls f with each request of the batch, in order: its tag, its netlink message
-// type and its body (the payload after the header, in the form ParseRoute, ParseNeigh
-// and ParseNexthop read; valid only during the call). It lets a test stand in for the
-// kernel's side of Conn.Run.
+// Each calls f with each request's tag, type and body (as the Parse functions read it;
+// valid only during the call), so a test can play the kernel's side of Conn.Run.
 func (b *Batch) Each(f func(tag int, typ uint16, body []byte)) {
 	for _, m := range b.msgs {
 		f(m.tag, native.Uint16(b.buf[m.off+4:]), b.buf[m.off+unix.SizeofNlMsghdr:m.end])
@@ -360,9 +350,8 @@ func (b *Batch) rtmsg(r *Route, protocol, scope, typ uint8) {
 	}
 }
 
-// RouteReplace adds "ip route replace": r.Dst, r.Priority, r.Tos, r.Table (0: main) and
-// either r.NhID or r.Gw/r.Oif/r.Flags (RTNH_F_ONLINK); protocol boot, scope universe,
-// type unicast, as iproute2 and the netlink library write them.
+// RouteReplace adds "ip route replace" for r.Dst, Priority, Tos, Table (0: main) and
+// either NhID or Gw/Oif/Flags, with protocol boot as iproute2 writes it.
 func (b *Batch) RouteReplace(tag int, r Route) {
 	if r.NhID != 0 {
 		r.Flags = 0 // flags belong to the nexthop object
@@ -372,8 +361,7 @@ func (b *Batch) RouteReplace(tag int, r Route) {
 	b.end()
 }
 
-// RouteDel adds "ip route del" matching r.Dst, r.Priority, r.Tos, r.Table and, when
-// set, r.NhID or r.Gw and r.Oif.
+// RouteDel adds "ip route del" matching r.Dst, Priority, Tos, Table and any NhID, Gw, Oif.
 func (b *Batch) RouteDel(tag int, r Route) {
 	r.Flags = 0
 	b.begin(unix.RTM_DELROUTE, 0, tag, false)
@@ -381,8 +369,7 @@ func (b *Batch) RouteDel(tag int, r Route) {
 	b.end()
 }
 
-// NexthopAdd adds "ip nexthop add via <gw> dev <oif> [onlink]" with an id the kernel
-// chooses; Run reports the id.
+// NexthopAdd adds "ip nexthop add via <gw> dev <oif> [onlink]"; Run reports the new id.
 func (b *Batch) NexthopAdd(tag, oif int, gw netip.Addr, onlink bool) {
 	b.begin(unix.RTM_NEWNEXTHOP, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ECHO, tag, true)
 	var flags uint32
@@ -404,16 +391,13 @@ func (b *Batch) NexthopDel(tag int, id uint32) {
 	b.end()
 }
 
-// msgHdr is the header of one netlink message (struct nlmsghdr, without the length).
 type msgHdr struct {
 	Type, Flags uint16
 	Seq, Pid    uint32
 }
 
-// eachMsg calls f with the header and body of each message in buf, a received
-// datagram, in order, until f returns false. It reports false when it met a malformed
-// message (a length shorter than a header or past the end of buf); what follows that
-// one is not walked.
+// eachMsg calls f with each message of a datagram until f returns false. It reports false
+// on a malformed length and walks no further.
 func eachMsg(buf []byte, f func(h msgHdr, body []byte) bool) (wellFormed bool) {
 	for len(buf) >= unix.SizeofNlMsghdr {
 		l := int(native.Uint32(buf[0:4]))

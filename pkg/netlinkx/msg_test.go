@@ -21,8 +21,8 @@ func body(t testing.TB, b *Batch) []byte {
 	return m[unix.SizeofNlMsghdr:]
 }
 
-// TestRequestsParseBack: the requests the Batch writes decode, with the parsers used on
-// the kernel's dumps, to what was asked (requests and dump replies share the layout).
+// TestRequestsParseBack: the parsers of kernel dumps decode the Batch's requests to what
+// was asked.
 func TestRequestsParseBack(t *testing.T) {
 	var b Batch
 	want := Route{Dst: netip.MustParsePrefix("10.5.2.0/24"), Gw: netip.MustParseAddr("10.5.2.0"), Oif: 7,
@@ -66,8 +66,7 @@ func TestRequestsParseBack(t *testing.T) {
 	}
 }
 
-// FuzzParse feeds arbitrary message bodies to the parsers of kernel replies: they must
-// return an error or a value, never panic or read out of bounds.
+// FuzzParse: the reply parsers return an error or a value, never panic.
 func FuzzParse(f *testing.F) {
 	var b Batch
 	b.RouteReplace(1, Route{Dst: netip.MustParsePrefix("10.5.2.0/24"), Gw: netip.MustParseAddr("10.5.2.0"), Oif: 7})
@@ -97,8 +96,7 @@ func countAttrs(data []byte) int {
 	return n
 }
 
-// Attrs stops at a malformed attribute (after calling f for those before it) and masks
-// the nested and byte-order flags off the type.
+// Attrs stops at a malformed attribute and masks the flag bits off the type.
 func TestAttrsStopsAtMalformed(t *testing.T) {
 	attr := func(typ uint16, val []byte) []byte {
 		b := make([]byte, 4, 4+len(val)+3)
@@ -123,8 +121,7 @@ func TestAttrsStopsAtMalformed(t *testing.T) {
 	}
 }
 
-// eachMsg walks the messages of a datagram: headers and bodies in order, stops when f
-// says so, and reports a length that is too short or runs past the end.
+// eachMsg walks headers and bodies in order, stops when told, and reports bad lengths.
 func TestEachMsg(t *testing.T) {
 	msg := func(typ uint16, seq uint32, body ...byte) []byte {
 		m := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(body)+3)

@@ -1,12 +1,9 @@
-// Package netlinkx holds small helpers shared by the backends that talk netlink:
-// conversions between net/netip values and the net types the netlink library uses,
-// classification of the errors the kernel returns, a retry for interrupted dumps, and
-// Conn, a raw NETLINK_ROUTE socket for what the netlink library does one request at a
-// time or lacks: pipelined write batches, kernel-filtered dumps parsed without
-// per-object allocations, and nexthop objects (RTM_NEWNEXTHOP, Linux ≥ 5.3); and
-// Monitor, a change-notification socket read many notifications per system call.
+// Package netlinkx holds the netlink helpers the backends share: netip conversions,
+// kernel error classes, a retry for interrupted dumps, and Conn, Monitor and Feed, raw
+// NETLINK_ROUTE sockets for pipelined batches, allocation-free filtered dumps, nexthop
+// objects and batched change notifications.
 // The framing is ours, not mdlayher/netlink's: a dump of 20,000 routes allocates 120 B
-// (2 allocations) through Conn.Routes, 5.6 MB (7,861) through mdlayher's Execute alone.
+// through Conn.Routes, 5.6 MB through mdlayher's Execute alone.
 package netlinkx
 
 import (
@@ -19,8 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// IPNet converts a prefix to the *net.IPNet the netlink library expects. The zero
-// Prefix yields nil (which netlink reads as "no destination").
+// IPNet converts p for the netlink library; the zero Prefix yields nil (no destination).
 func IPNet(p netip.Prefix) *net.IPNet {
 	if !p.IsValid() {
 		return nil
@@ -29,8 +25,7 @@ func IPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
 }
 
-// Addr converts a net.IP from the kernel to a netip.Addr; IPv4-mapped IPv6 forms are
-// unmapped. ok is false for nil or malformed slices.
+// Addr converts a kernel net.IP, unmapping IPv4-mapped forms; ok is false if malformed.
 func Addr(ip net.IP) (netip.Addr, bool) {
 	a, ok := netip.AddrFromSlice(ip)
 	if !ok {
@@ -39,10 +34,8 @@ func Addr(ip net.IP) (netip.Addr, bool) {
 	return a.Unmap(), true
 }
 
-// Prefix converts a *net.IPNet from the kernel to a netip.Prefix, keeping the address
-// as given (an interface address such as 10.5.1.7/16 stays unmasked; route destinations
-// come masked from the kernel). ok is false for nil or malformed values (non-canonical
-// masks included).
+// Prefix converts a kernel *net.IPNet, keeping the address unmasked (10.5.1.7/16 stays).
+// ok is false for nil or malformed values, non-canonical masks included.
 func Prefix(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
@@ -67,8 +60,7 @@ func Prefix(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones), true
 }
 
-// IsNotFound reports whether err says the object does not exist: a missing link, or
-// ENOENT/ESRCH/ENODEV from the kernel (a delete of something already gone).
+// IsNotFound reports a missing link or ENOENT/ESRCH/ENODEV (deleting something gone).
 func IsNotFound(err error) bool {
 	if err == nil {
 		return false
@@ -89,8 +81,8 @@ type LinkDeleter interface {
 	LinkDel(link netlink.Link) error
 }
 
-// DeleteLinks deletes the named links through h, in h's network namespace. A link that
-// does not exist is skipped; the other failures are returned joined.
+// DeleteLinks deletes the named links through h, skipping missing ones; other failures
+// are returned joined.
 func DeleteLinks(h LinkDeleter, names []string) error {
 	var errs []error
 	for _, name := range names {
@@ -105,10 +97,9 @@ func DeleteLinks(h LinkDeleter, names []string) error {
 	return errors.Join(errs...)
 }
 
-// Dump runs f, a netlink dump, again when the kernel reports that the dump was
-// interrupted by a concurrent change (netlink.ErrDumpInterrupted), up to attempts times
-// in all. The last interrupted attempt is returned as an error: its result may be
-// inconsistent and must not be used to decide deletions.
+// Dump runs f again, up to attempts times in all, while the kernel reports it interrupted
+// (netlink.ErrDumpInterrupted). The last interruption is returned: an inconsistent dump
+// must not decide deletions.
 func Dump(attempts int, what string, f func() error) error {
 	if attempts < 1 {
 		attempts = 1

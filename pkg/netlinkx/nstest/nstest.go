@@ -1,7 +1,5 @@
-// Package nstest creates throwaway network namespaces for tests that need a kernel:
-// each namespace gets a unique name with a caller-chosen prefix, a netlink handle bound
-// to it, and is deleted in t.Cleanup even when the test fails. Nothing here touches the
-// caller's own namespace.
+// Package nstest creates uniquely named network namespaces for tests, each with a netlink
+// handle, deleted in t.Cleanup even when the test fails.
 package nstest
 
 import (
@@ -32,8 +30,8 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// New creates the namespace <prefix><random hex> and registers its deletion with
-// t.Cleanup. It skips the test when not root, fails it when the namespace cannot be made.
+// New creates the namespace <prefix><random hex>, deleted at t.Cleanup. It skips the test
+// when not root.
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	RequireRoot(t)
@@ -46,9 +44,8 @@ func New(t testing.TB, prefix string) *NS {
 		err error
 	}
 	ch := make(chan result, 1)
-	// The namespace is created by a goroutine that locks its thread and never unlocks
-	// it: when the goroutine ends, the Go runtime discards that thread, so the
-	// namespace switch cannot leak into other goroutines.
+	// The thread stays locked so the runtime discards it with the goroutine: the namespace
+	// switch cannot leak.
 	go func() {
 		runtime.LockOSThread()
 		h, err := netns.NewNamed(name)
@@ -76,8 +73,7 @@ func New(t testing.TB, prefix string) *NS {
 	return ns
 }
 
-// Do runs f on an OS thread that has entered the namespace (for example to read or write
-// /proc/sys/net, which is per namespace). The thread is discarded afterwards.
+// Do runs f on a discarded OS thread inside the namespace (for per-namespace /proc/sys).
 func (ns *NS) Do(f func() error) error {
 	ch := make(chan error, 1)
 	go func() {
@@ -91,15 +87,14 @@ func (ns *NS) Do(f func() error) error {
 	return <-ch
 }
 
-// Sysctl returns a function that writes a /proc/sys file inside the namespace, in the
-// shape the backends take for their sysctl writer.
+// Sysctl returns a /proc/sys writer inside the namespace, as the backends take it.
 func (ns *NS) Sysctl() func(path, value string) error {
 	return func(path, value string) error {
 		return ns.Do(func() error { return os.WriteFile(path, []byte(value), 0o644) })
 	}
 }
 
-// ReadFile reads a file (typically under /proc/sys/net) from inside the namespace.
+// ReadFile reads a file (such as /proc/sys/net/...) from inside the namespace.
 func (ns *NS) ReadFile(path string) (string, error) {
 	var out []byte
 	err := ns.Do(func() error {
