@@ -10,11 +10,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Random lease sets, hostile ones among them (subnets of random lengths overlapping one
-// another and the node's own, repeated and unusable public addresses, backend data
-// where host-gw writes none), through the admission rule as the daemon wires it and then
-// host-gw's desired routes: no route overlaps the own subnet or another route, and each
-// goes via the public address of the one lease it is for.
+// Random, partly hostile lease sets through the daemon's admission rule and the desired
+// routes: no route overlaps the own subnet or another, each goes via its lease's address.
 func TestAdmittedDesiredRoutesProperties(t *testing.T) {
 	cfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
 	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.244.1.0/24")}

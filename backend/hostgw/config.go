@@ -10,9 +10,8 @@ import (
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the host-gw backend's own keys (the Backend object): host-gw has
-// none besides Type, so every other key comes back as a warning (with the key it
-// probably misspells); the error is for a Backend that is not an object.
+// CheckConfig checks the Backend object: every key besides Type is a warning (naming the
+// key it probably misspells); a Backend that is not an object is an error.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, nil

@@ -13,8 +13,7 @@ import (
 
 var _ backend.DriftReader = (*Backend)(nil)
 
-// Drift implements backend.DriftReader: the routes a Reconcile round would replace and
-// delete, computed in scratch state of its own.
+// Drift implements backend.DriftReader in scratch state of its own.
 func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (backend.Drift, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -1,22 +1,13 @@
-// Package hostgw is flannel's host-gw backend: no encapsulation and no device, only one
-// route per peer on the external interface:
+// Package hostgw is flannel's host-gw backend, as upstream: no device, one route per peer
 //
 //	<peer subnet> via <peer PublicIP> dev <external interface>
 //
-// (and the same with the IPv6 subnet via PublicIPv6). It needs every node on one L2
-// segment: the kernel refuses a route whose gateway is not on-link ("network is
-// unreachable"). A peer whose route the kernel refuses, for that or another reason of
-// its own (a gateway that is a broadcast or local address), is skipped: logged as an
-// error naming it, once while the refusal lasts, reported to the Observer, and not
-// tried again until its lease changes or the daemon's periodic resync (Invalidate). A
-// route of ours to its subnet is removed; the other peers are programmed as usual.
-//
-// Like the vxlan backend it is a reconciler. Each Reconcile round computes the desired
-// routes (a pure function of the leases), reads the actual ones from the kernel (unicast
-// routes on the external interface whose destination lies inside the flannel network,
-// kernel-made routes excepted), computes the difference (a pure function) and applies
-// it: routes no lease explains are deleted, missing or different ones replaced. That
-// also covers upstream's 10 s route checker: a deleted route is back after the next round.
+// (IPv6 likewise via PublicIPv6), so all nodes must share an L2 segment. Each Reconcile
+// diffs the desired routes against our routes in the kernel (unicast, main table, on the
+// external interface, inside the network) and applies the difference, which also covers
+// upstream's route checker. A peer whose route the kernel refuses is skipped, logged
+// once, reported and retried at lease change or Invalidate, unlike upstream
+// (Documentation/differences-from-upstream.md).
 package hostgw
 
 import (
@@ -41,9 +32,8 @@ import (
 // BackendType is the lease BackendType and config Backend.Type of this backend.
 const BackendType = "host-gw"
 
-// CheckBackendData is the host-gw backend's part of the admission rule of peer leases
-// (subnet.RuleOptions.BackendData): host-gw leases carry no backend data (absent, or
-// null as a Kubernetes annotation).
+// CheckBackendData is host-gw's admission rule for peer leases (subnet.RuleOptions): no
+// backend data, or null.
 func CheckBackendData(data json.RawMessage) error {
 	if len(data) == 0 || string(data) == "null" {
 		return nil
@@ -54,10 +44,8 @@ func CheckBackendData(data json.RawMessage) error {
 // natError is upstream's refusal when the public address is not the interface's.
 const natError = "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend"
 
-// dumpAttempts bounds the retries of a route dump the kernel reports as interrupted.
 const dumpAttempts = 3
 
-// nlHandle is the part of *netlink.Handle the backend uses.
 type nlHandle interface {
 	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) bool) error
 	RouteReplace(route *netlink.Route) error
@@ -68,8 +56,7 @@ type nlHandle interface {
 
 var _ nlHandle = (*netlink.Handle)(nil)
 
-// family is the per address family state of the backend and the scratch space of its
-// rounds.
+// family is the per-family state and the scratch space of rounds.
 type family struct {
 	v6      bool
 	nlFam   int
@@ -78,12 +65,11 @@ type family struct {
 	want    map[netip.Prefix]route
 	act     []route
 	ops     ops
-	// refused holds the peer routes the kernel refused, by destination: held back from
-	// want while the leases want exactly that route, until the next Invalidate.
+	// refused: kernel-refused peer routes by destination, held back from want while the
+	// leases want exactly them, until Invalidate.
 	refused map[netip.Prefix]refusal
 }
 
-// refusal is a peer route the kernel refused and why.
 type refusal struct {
 	rt     route  // the desired route, with its Peer
 	reason string // observe.Refused*
@@ -111,8 +97,7 @@ type Backend struct {
 	last    Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	retry   bool   // Invalidate was called: try the refused peers again
 	plog    backend.ProblemLog
-	// the peer problems of the round being made: leases skipped, peers refused; and
-	// the peers reported as refused in it (one report per peer, whatever its families)
+	// this round's skipped leases and refused peers (one report per peer)
 	skipped, refusedProbs []backend.Problem
 	fresh                 map[string]struct{}
 
@@ -125,8 +110,8 @@ var (
 	_ backend.Constructor = New
 )
 
-// New is the backend.Constructor. It fails, as upstream, when the public address
-// differs from the interface address (a NAT). It changes nothing in the kernel.
+// New is the backend.Constructor. Like upstream it fails when the public address is not
+// the interface's (NAT). It changes nothing in the kernel.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -140,8 +125,7 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 	return b, nil
 }
 
-// NewWithHandle is New with an explicit netlink handle (e.g. netlink.NewHandleAt for a
-// namespace), which stays owned by the caller.
+// NewWithHandle is New with a netlink handle that stays the caller's.
 func NewWithHandle(h *netlink.Handle, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil {
 		return nil, errors.New("host-gw: nil netlink handle")
@@ -192,8 +176,7 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 	return b, nil
 }
 
-// Prepare returns the lease attributes: BackendType "host-gw" and the public addresses
-// of the enabled families. host-gw has no device to create.
+// Prepare returns BackendType and the public addresses of the enabled families.
 func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -209,7 +192,7 @@ func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAt
 	return attrs, nil
 }
 
-// Start records the lease's subnets (never routed as peers) and returns the network.
+// Start records the own subnets (never routed as peers) and returns the network.
 func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -233,11 +216,11 @@ func (b *Backend) MTU() int { return b.ext.Iface.MTU }
 // Devices is empty: host-gw owns no link.
 func (b *Backend) Devices() []string { return nil }
 
-// RemoveDevices implements backend.Network through the backend's netlink handle.
+// RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
 
-// WatchFilter selects the external interface (taking it down flushes our routes without
-// a notification) and the main-table routes inside the flannel networks.
+// WatchFilter selects the external interface (down flushes our routes silently) and the
+// main-table routes inside the networks.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}}
 	for _, fam := range b.fams {
@@ -246,9 +229,8 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 	return f
 }
 
-// Reconcile converges the routes on the external interface to the peer leases (see the
-// package comment). A peer whose route the kernel refuses is skipped and reported, not
-// returned as an error (backend.Network).
+// Reconcile converges our routes to the peer leases. Refused peers are skipped and
+// reported, not returned as errors.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -287,18 +269,15 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	return errors.Join(errs...)
 }
 
-// Invalidate makes the next Reconcile try the routes the kernel refused again
-// (backend.Invalidator); the daemon calls it before its periodic resync.
+// Invalidate makes the next Reconcile retry refused routes (before the periodic resync).
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.retry = true
 }
 
-// holdBack takes the refused routes out of the desired ones while the leases still want
-// exactly them; the others (changed, gone, or all of them when retry is set) are
-// forgotten, to be tried again. A route of ours to a held-back destination is then no
-// longer explained, and diff deletes it.
+// holdBack keeps refused routes out of want while the leases still want exactly them and
+// forgets the others (all with retry); our route to a held-back destination is deleted.
 func (f *family) holdBack(retry bool) {
 	for dst, r := range f.refused {
 		if w, ok := f.want[dst]; retry || !ok || w != r.rt {
@@ -309,8 +288,8 @@ func (f *family) holdBack(retry bool) {
 	}
 }
 
-// readActual reads the routes we own: unicast routes in the main table on the external
-// interface whose destination lies inside the family's network, except kernel-made ones.
+// readActual reads our routes: main-table unicast on the external interface inside the
+// family's network, kernel-made ones excepted.
 func (b *Backend) readActual(f *family) error {
 	ext := b.ext.Iface.Index
 	filter := &netlink.Route{LinkIndex: ext, Table: unix.RT_TABLE_MAIN}
@@ -359,9 +338,8 @@ func toKernel(r route) *netlink.Route {
 	return kr
 }
 
-// apply deletes, then replaces, one request per route, continuing past failures. A
-// replace the kernel refuses (backend.RefusalReason) makes its peer refused: held back
-// (f.refused), its old route of ours deleted, reported; other failures are returned.
+// apply deletes, then replaces, continuing past failures. A replace the kernel refuses
+// holds its peer back and deletes our old route to it; other failures are returned.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 	var errs []error
 	for i, r := range f.ops.del {
@@ -395,7 +373,6 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 				b.obs.PeerProgrammingFailures(reason, 1)
 			}
 		}
-		// A route of ours to the destination (the peer's earlier form) must not stay.
 		for _, old := range f.act {
 			if old.Dst != r.Dst {
 				continue
@@ -411,7 +388,6 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 	return errs
 }
 
-// refusalText says in words why the kernel refused the route r.
 func (b *Backend) refusalText(r route, reason string, err error) string {
 	if reason == observe.RefusedUnreachable {
 		return fmt.Sprintf("public address %v is not on-link on %s (the peer is on another L2 segment?): the kernel refuses the route %s via %v (%v); host-gw needs all nodes on one L2 network",

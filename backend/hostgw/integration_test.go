@@ -17,9 +17,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// nsLab is a throwaway namespace with an underlay veth u0 (192.0.2.1/24,
-// 2001:db8::1/64) and a gateway route to 198.51.100.0/24, so that peers there are not
-// on-link.
+// nsLab: a namespace with underlay veth u0 (192.0.2.1/24, 2001:db8::1/64) and a gateway
+// route to 198.51.100.0/24, whose peers are not on-link.
 type nsLab struct {
 	ns  *nstest.NS
 	h   *netlink.Handle
@@ -108,7 +107,6 @@ func TestReconcileInNamespace(t *testing.T) {
 	}
 	b := nw.(*Backend)
 
-	// A stray route inside the network and one outside it.
 	for _, r := range []struct{ dst, gw string }{{"10.5.9.0/24", "192.0.2.9"}, {"10.99.0.0/16", "192.0.2.9"}} {
 		if err := l.h.RouteAdd(&netlink.Route{LinkIndex: l.u0.Attrs().Index, Dst: netlinkx.IPNet(netip.MustParsePrefix(r.dst)),
 			Gw: net.ParseIP(r.gw)}); err != nil {
@@ -142,7 +140,7 @@ func TestReconcileInNamespace(t *testing.T) {
 		t.Errorf("refused peers %+v, want one naming %s and 198.51.100.7", unreach, far.Key())
 	}
 
-	// Idempotent: a second round changes nothing (the far peer is held back).
+	// Idempotent: a second round changes nothing.
 	if err := nw.Reconcile(ctx, subnet.PeersOf(peers...)); err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ func (b *Backend) SetObserver(o observe.Observer) {
 	b.mu.Unlock()
 }
 
-// report passes a Reconcile round's route changes to the observer.
 func (b *Backend) report(c Counts) {
 	observe.Count(b.obs, observe.Route, observe.Add, c.Added)
 	observe.Count(b.obs, observe.Route, observe.Remove, c.Removed)

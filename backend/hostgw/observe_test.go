@@ -36,8 +36,8 @@ func (c countObserver) PeersSkipped(reason string, n int) {
 	c["skipped/"+reason] = n
 }
 
-// TestReconcileReportsChanges: routes added, re-added after a manual delete, and removed
-// with their lease are reported to the observer; an idle round reports nothing.
+// TestReconcileReportsChanges: added, re-added and removed routes are reported; an idle
+// round reports nothing.
 func TestReconcileReportsChanges(t *testing.T) {
 	l := newNSLab(t)
 	ctx := context.Background()

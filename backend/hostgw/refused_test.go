@@ -16,8 +16,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// fakeKernel is the host-gw backend's kernel edge in memory: the main-table routes on
-// the external interface, with route replaces refused by gateway.
+// fakeKernel: main-table routes on the external interface, replaces refused by gateway.
 type fakeKernel struct {
 	routes   []netlink.Route
 	refuse   map[string]error // gateway -> what RouteReplace answers
@@ -65,7 +64,6 @@ func (k *fakeKernel) RouteDel(r *netlink.Route) error {
 func (k *fakeKernel) LinkByName(string) (netlink.Link, error) { return nil, unix.ENODEV }
 func (k *fakeKernel) LinkDel(netlink.Link) error              { return nil }
 
-// table renders the routes as "dst via gw", sorted.
 func (k *fakeKernel) table() []string {
 	var out []string
 	for _, r := range k.routes {
@@ -75,10 +73,9 @@ func (k *fakeKernel) table() []string {
 	return out
 }
 
-// TestRefusedPeers: a route the kernel refuses skips its peer only (the others are
-// programmed, the round succeeds), removes the peer's earlier route, is reported once
-// per attempt, and is tried again only when the peer's lease changes or after
-// Invalidate. An error that is not the peer's fails the round.
+// TestRefusedPeers: a refused route skips only its peer, removes its earlier route, is
+// reported once per attempt and retried on lease change or Invalidate. Another error
+// fails the round.
 func TestRefusedPeers(t *testing.T) {
 	k := newFakeKernel()
 	ext := &backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
@@ -198,10 +195,8 @@ func (c *replaceCounter) RouteReplace(r *netlink.Route) error {
 	return c.nlHandle.RouteReplace(r)
 }
 
-// TestRefusedPeersInNamespace: the real kernel refuses a gateway that is not on-link
-// (unreachable), a broadcast gateway and one of the node's own IPv6 addresses (invalid).
-// The round succeeds, the other routes of every peer are in place, each refused peer is
-// reported once, the next round sends nothing, the resync tries again.
+// TestRefusedPeersInNamespace: the real kernel refuses off-link, broadcast and own
+// gateways; the round succeeds, each is reported once, the resync retries.
 func TestRefusedPeersInNamespace(t *testing.T) {
 	l := newNSLab(t)
 	ctx := context.Background()

@@ -9,25 +9,21 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// route is one route we want or own: <Dst> via <Gw> dev <Link>, reduced to what we
-// compare and what a delete needs.
+// route is a route we want or own, reduced to what we compare and what a delete needs.
 type route struct {
 	Dst  netip.Prefix
 	Gw   netip.Addr
 	Link int // output interface index
 	Prio int // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
-	// Peer is the subnet key of the lease a desired route serves (empty in actual
-	// routes), so that a failure can name the peer.
+	// Peer names the lease a desired route serves (empty in actual routes).
 	Peer string
-	// The fields below only describe routes read from the kernel: a kernel route that
-	// differs in them from the desired one is replaced.
+	// Read from the kernel only: a difference here makes a replace.
 	Onlink bool
 	Scope  uint8
 	Tos    int
 	Extra  bool // other attributes we never set (source, metrics, encap, ...)
 }
 
-// same reports whether an actual route r is exactly the desired route d.
 func (r route) same(d route) bool {
 	return r.Dst == d.Dst && r.Gw == d.Gw && r.Link == d.Link && r.Prio == d.Prio &&
 		!r.Onlink && r.Scope == 0 && r.Tos == 0 && !r.Extra
@@ -36,7 +32,6 @@ func (r route) same(d route) bool {
 // v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
 const v6DefaultMetric = 1024
 
-// params is what the desired routes of one family depend on besides the leases.
 type params struct {
 	V6      bool
 	Ext     int          // external interface index
@@ -44,10 +39,9 @@ type params struct {
 	Own     netip.Prefix // our own lease's subnet of this family (never a peer)
 }
 
-// desired computes the routes one family needs for the peer leases, keyed by
-// destination, into out (which it clears). It is a pure function of its inputs. Leases of
-// other backends, without this family, outside the network or leased twice are skipped
-// and reported in the returned problems (appended to probs).
+// desired fills out (cleared) with one family's routes for the peers, keyed by
+// destination. Leases of other backends, without the family, outside the network or
+// leased twice are skipped and appended to probs.
 func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []backend.Problem) []backend.Problem {
 	clear(out)
 	fam, prio := "IPv4", 0
@@ -89,17 +83,14 @@ func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []b
 	return probs
 }
 
-// ops is the list of changes that turns the actual routes into the desired ones:
-// deletes first, then replaces.
+// ops turns the actual routes into the desired ones: deletes first, then replaces.
 type ops struct {
 	del []route
 	set []route
 }
 
-// diff computes the operations that turn act (routes we own, several per destination
-// possible) into want, into out (which it resets). It is a pure function. A wanted
-// route is set with a replace; a kernel route to the same destination that a replace
-// would not overwrite (another metric or TOS) is deleted, as are routes no lease explains.
+// diff fills out (reset) with the ops turning act into want. A kernel route the replace
+// would not overwrite (another metric or TOS) is deleted, as are unexplained routes.
 func diff(want map[netip.Prefix]route, act []route, out *ops) {
 	out.del = out.del[:0]
 	out.set = out.set[:0]
@@ -112,8 +103,7 @@ func diff(want map[netip.Prefix]route, act []route, out *ops) {
 		case !ok[r.Dst] && r.same(w):
 			ok[r.Dst] = true
 		case r.Prio == w.Prio && r.Tos == 0 && !ok[r.Dst]:
-			// overwritten in place by the replace below, unless an exact copy is also
-			// present (then it is deleted once that copy is seen; see below)
+			// overwritten by the replace, unless an exact copy is also present
 		default:
 			out.del = append(out.del, r)
 		}

@@ -11,8 +11,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// host-gw owns no device: it watches the external link and the routes inside its
-// networks.
+// host-gw watches the external link and the routes inside its networks.
 func TestWatchFilter(t *testing.T) {
 	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"host-gw"}}`)
 	if err != nil {

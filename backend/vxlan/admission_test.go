@@ -10,10 +10,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// randomLeases makes n leases as a datastore with broken and hostile writers might hold
-// them, around own: subnets of random lengths that overlap one another and own, MACs and
-// public addresses drawn from small sets (so that they repeat), now and then an unusable
-// address or backend data; with names and seniorities as Kubernetes delivers them.
+// randomLeases makes n leases as broken or hostile writers might leave them: overlapping
+// subnets of random lengths, repeated MACs and addresses, some unusable data.
 func randomLeases(rnd *rand.Rand, n int) []subnet.Candidate {
 	macs := []string{"0e:00:00:00:00:01", "0e:00:00:00:00:02", "0e:00:00:00:00:03", "01:00:5e:00:00:01"}
 	pubs := []string{"192.0.2.2", "192.0.2.3", "192.0.2.1", "127.0.0.1", "198.51.100.7"}
@@ -35,11 +33,9 @@ func randomLeases(rnd *rand.Rand, n int) []subnet.Candidate {
 	return out
 }
 
-// Random lease sets, hostile ones among them, through the admission rule as the daemon
-// wires it and then vxlan's desired state: nothing of the node's own subnet is routed
-// away (no route overlaps it, no neighbour entry lies in it), no route overlaps another,
-// and no lease's entry is replaced by another lease's: every route, its neighbour and its
-// FDB entry carry the values of the one lease that route is for.
+// Random, partly hostile lease sets through the daemon's admission rule and the desired
+// state: nothing of the own subnet is routed away, no route overlaps another, and every
+// route, neighbour and FDB entry carries the values of the one lease it is for.
 func TestAdmittedDesiredStateProperties(t *testing.T) {
 	cfg := &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}
 	own := subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.244.1.0/24")}

@@ -7,30 +7,21 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// kernelCache lets a round skip the kernel dumps when the kernel is known to hold what
-// the previous round left: after a round whose every request succeeded, each family's
-// actual state is its desired state, and a change subscription (netlinkx.Conn.Subscribe,
-// on the Feed the daemon's kernel watch shares through WatchFilter)
-// tells whether anything touched our objects since. Notifications of our own requests
-// (they carry our socket's port id; Changes skips them, and noteChange ignores any that
-// gets through) and those whose content is what we wrote (vxlan FDB entries and some
-// neighbour notifications carry no port id) are our own echo; any
-// other notification about our devices, their neighbour and FDB entries, routes of the
-// main table on them or on the external interface, nexthop objects on them, or the
-// addresses and state of these links, and any lost notification, makes the next round
-// read the kernel in full. So does a failed request, a device repair and Invalidate (the
-// daemon's periodic safety-net resync). DirectRouting rounds always read the kernel
-// (they depend on the whole main table). Drift keeps state of its own and always reads.
+// kernelCache lets a round skip the dumps when the kernel holds what the last round left.
+// After a round whose every request succeeded, actual is desired, and the change
+// subscription (shared with the kernel watch) tells whether anything touched our objects
+// since. Our own echo is ignored: notifications carrying our port id, and those without
+// one whose content is what we wrote (vxlan FDB, some neighbours). Any other notification
+// about our objects, a loss, a failed request, a device repair or Invalidate makes the
+// next round read the kernel. DirectRouting rounds and Drift always read.
 type kernelCache struct {
 	on    bool   // the subscription works and the configuration allows caching
 	pid   uint32 // port id of our request socket
 	valid bool   // every family's act is the kernel's state as the last round left it
 	dirty bool   // a notification not of our own making arrived
-	// applying: notifications are checked against the desired state (being applied)
-	// rather than the cached actual state
+	// applying: check notifications against the desired state being applied
 	applying bool
-	// fdbEchoes: FDB requests of this round that succeeded and whose notification
-	// has not been read yet
+	// fdbEchoes: this round's successful FDB requests whose echo is unread
 	fdbEchoes int
 	reads     int // rounds that read the kernel in full (tests)
 }
@@ -53,8 +44,8 @@ func (b *Backend) subscribe() {
 	b.kc.dirty = true
 }
 
-// Invalidate makes the next Reconcile read the kernel in full and try the peers the
-// kernel refused again (the daemon calls it before its periodic safety-net round).
+// Invalidate makes the next Reconcile read the kernel and retry refused peers (the
+// daemon's periodic resync).
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -62,8 +53,7 @@ func (b *Backend) Invalidate() {
 	b.retry = true
 }
 
-// drainChanges reads the pending change notifications, marking the cache dirty for
-// any that is not our own echo.
+// drainChanges reads pending notifications; any but our echo dirties the cache.
 func (b *Backend) drainChanges() {
 	if !b.kc.on {
 		return
@@ -84,7 +74,6 @@ func (b *Backend) famByIndex(idx int) *family {
 	return nil
 }
 
-// noteChange classifies one notification (see kernelCache).
 func (b *Backend) noteChange(ch *netlinkx.Change) {
 	if b.kc.dirty || ch.Pid == b.kc.pid {
 		return // already dirty, or the echo of one of our requests
@@ -135,10 +124,9 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 		}
 		static := n.State&staticNUD != 0
 		if n.Family == unix.AF_BRIDGE {
-			// vxlan FDB notifications carry no port id. Between rounds (we write
-			// nothing then) any about a static entry or a MAC we program is
-			// someone else's; during a round each of our successful FDB requests
-			// raises one, with exactly the content we wrote (NUD_PERMANENT alone).
+			// vxlan FDB notifications carry no port id. Between rounds any about a static entry or
+			// our MAC is someone else's; during a round each successful FDB request raises one,
+			// with exactly what we wrote (NUD_PERMANENT alone).
 			dst, owned := f.act.getFDB(n.MAC)
 			if b.kc.applying {
 				dst, owned = f.want.getFDB(n.MAC)
@@ -160,10 +148,8 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 			return
 		}
 		if ch.Pid == 0 && (!static || n.IP.IsMulticast()) {
-			// the kernel's own neighbour state machine (ARP/NDP), its multicast
-			// entries, or the removal of an entry after a delete request: static ones
-			// (ours are permanent) are only changed by requests, which carry the
-			// requester's port id
+			// ARP/NDP, multicast, or a delete's removal: static entries change only by requests,
+			// which carry the requester's port id
 			return
 		}
 		b.kc.dirty = true
@@ -172,10 +158,8 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 	}
 }
 
-// promote makes f's actual state the desired one it has just been brought to (every
-// request of the round succeeded): the two states swap roles, the nexthop maps stay
-// with the actual state, losing the objects the round deleted, and the routes learn the
-// ids of their nexthop objects.
+// promote makes f's actual state the desired one the round achieved: the states swap,
+// the nexthop maps stay with actual minus deletions, routes learn their nexthop ids.
 func (f *family) promote() {
 	f.want, f.act = f.act, f.want
 	switch act := f.act.(type) {
@@ -186,11 +170,9 @@ func (f *family) promote() {
 	}
 }
 
-// promoteKeyed does promote's work on the maps; want and act have already swapped, and
-// o holds the round's diff.
+// promoteKeyed: want and act have already swapped; o is the round's diff.
 func promoteKeyed[K addrKey](want, act *keyedState[K], o *ops) {
-	// the maps of the former actual state grew to hold what they hold: desiredFamily
-	// need not make them again for as many entries
+	// the former actual maps are already this big
 	want.sized = max(want.sized, len(want.routes), len(want.neigh), len(want.fdb))
 	want.nh, act.nh = act.nh, want.nh
 	want.nhByID, act.nhByID = act.nhByID, want.nhByID

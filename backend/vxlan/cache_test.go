@@ -12,16 +12,12 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// TestIntegrationCacheNeverHidesDrift: rounds after a fully successful one skip the
-// kernel dumps while nothing but our own writes touched the kernel (a lease delta is
-// applied from the cached state), and any change made by someone else, the resync's
-// Invalidate, or a device change makes the next round read the kernel and repair.
+// TestIntegrationCacheNeverHidesDrift: rounds skip the dumps while only our writes touched
+// the kernel; a change by someone else, Invalidate or a device change forces a read.
 func TestIntegrationCacheNeverHidesDrift(t *testing.T) { cacheNeverHidesDrift(t, false) }
 
-// TestIntegrationCacheSharesFeedWithWatch: the same while the kernel watch reads the
-// backend's change feed (WatchFilter) at its own pace, as in the daemon: one
-// notification path feeds both, every change by someone else kicks the watch, and the
-// cache decides exactly as when it reads alone.
+// TestIntegrationCacheSharesFeedWithWatch: the same while the kernel watch shares the
+// feed: every foreign change kicks it, and the cache decides as when alone.
 func TestIntegrationCacheSharesFeedWithWatch(t *testing.T) { cacheNeverHidesDrift(t, true) }
 
 func cacheNeverHidesDrift(t *testing.T, watch bool) {
@@ -155,8 +151,7 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 		round(d.name+", then unchanged", false, p2, p3)
 	}
 
-	// Unrelated kernel changes (another device, the neighbour cache of the underlay)
-	// leave the cache valid.
+	// Unrelated changes leave the cache valid.
 	ip("ip", "link", "add", "fgv7", "type", "veth", "peer", "fgv8")
 	ip("ip", "neigh", "replace", "192.0.2.99", "lladdr", "0e:00:00:00:00:98", "dev", "u0")
 	round("unrelated changes", false, p2, p3)

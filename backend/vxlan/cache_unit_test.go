@@ -52,9 +52,8 @@ func linkBody(idx int) []byte {
 	return append(b, make([]byte, 8)...)
 }
 
-// TestNoteChange: which notifications invalidate the cached kernel state. Device
-// index 10, external interface 2, our port id 77; the cached (and desired) state holds
-// the neighbour 10.5.2.0 and the FDB entry mac2 -> 192.0.2.2.
+// TestNoteChange: which notifications invalidate the cache. Device 10, external 2, port
+// id 77; cached: neighbour 10.5.2.0, FDB mac2 -> 192.0.2.2.
 func TestNoteChange(t *testing.T) {
 	const dev, ext, other, pid = 10, 2, 33, 77
 	mac2 := [6]byte{0x0e, 0, 0, 0, 0, 2}

@@ -17,12 +17,9 @@ import (
 
 var _ backend.DriftReader = (*Backend)(nil)
 
-// Drift implements backend.DriftReader. It reads the devices, their addresses and the
-// per-peer objects as a Reconcile round does, into scratch state of its own (the
-// running backend's state and kernel cache are left alone), and reports what the round
-// would write and delete. The devices must carry the VTEP MAC that own advertises (when
-// it is a vxlan lease) and the MTU the config and the external interface give. Objects
-// on a device that is absent or would be recreated are all missing.
+// Drift implements backend.DriftReader in scratch state of its own, the running state and
+// cache untouched. The devices must have own's VTEP MAC and the configured MTU; objects
+// on an absent or to-be-recreated device are all missing.
 func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (backend.Drift, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -63,9 +60,8 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 	return d, nil
 }
 
-// driftDevice compares f's device and its addresses with what they must be, adding the
-// differences to d, and reports whether the device is usable as it is (its objects can
-// be read). It sets f.index and f.mac (the device's, when own advertised none).
+// driftDevice adds f's device and address differences to d and reports whether its
+// objects can be read. It sets f.index and f.mac (the device's when own has none).
 func (b *Backend) driftDevice(f *family, d *backend.Drift) (usable bool, err error) {
 	dev := backend.Object{Kind: observe.Device, Device: f.name}
 	addr := backend.Object{Kind: observe.Address, Device: f.name, Dst: f.wantAddr()}
@@ -136,7 +132,6 @@ func (b *Backend) driftDevice(f *family, d *backend.Drift) (usable bool, err err
 	return true, nil
 }
 
-// driftObjects adds f.ops, the diff of a round, to d as objects.
 func (f *family) driftObjects(d *backend.Drift, ext *net.Interface) {
 	o := &f.ops
 	route := func(r route) backend.Object {

@@ -13,9 +13,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// TestIntegrationDriftDevices: Drift from a backend that was never prepared reports a
-// missing device with everything on it, nothing once a running backend converged, and
-// a device whose MAC, MTU, up flag and addresses someone changed; none of it writes.
+// TestIntegrationDriftDevices: Drift reports a missing device, nothing once converged, and
+// a changed MAC, MTU, up flag and addresses, without writing.
 func TestIntegrationDriftDevices(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
@@ -73,8 +72,7 @@ func TestIntegrationDriftDevices(t *testing.T) {
 	}
 	before := ch.writes.Load()
 	d, err = ro.Drift(ctx, own, peers)
-	// Taking the device down flushed the neighbours, routes and nexthops on it; its FDB
-	// entries stay.
+	// Down flushed neighbours, routes and nexthops; FDB entries stay.
 	sameDrift(t, "a changed device", d, err, backend.Drift{
 		Missing: []backend.Object{
 			{Kind: observe.Device, Device: "flannel.1", Detail: "mac 0e:00:00:00:00:77, want 0e:00:00:00:00:01, mtu 1400, want 1450, down"},

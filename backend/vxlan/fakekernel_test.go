@@ -12,8 +12,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// fakeLinks is the device side of the backend's kernel edge (nlHandle) in memory: the
-// external interface (index 2) and the links the backend creates.
+// fakeLinks is nlHandle in memory: the external interface (index 2) and our links.
 type fakeLinks struct {
 	ext   *netlink.Device
 	links map[string]*netlink.Vxlan
@@ -84,10 +83,8 @@ func (k *fakeLinks) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
-// fakeRT is the per-peer side of the kernel edge (rtConn) in memory: neighbour and FDB
-// entries, nexthop objects and main-table routes, written by batches it decodes as the
-// kernel would, refusing what refuse says. Its change subscription never reports
-// anything: only the backend changes this kernel.
+// fakeRT is rtConn in memory, decoding batches as the kernel would and refusing what
+// refuse says. Its subscription reports nothing: only the backend changes it.
 type fakeRT struct {
 	neigh  map[netip.Addr]hwAddr // on the vxlan device
 	fdb    map[hwAddr]netip.Addr
@@ -96,8 +93,7 @@ type fakeRT struct {
 	nextID uint32
 	dev    int // the vxlan device's index
 
-	// refuse is asked about every request (a parsed neighbour, FDB entry, nexthop or
-	// route; the others nil) and answers the kernel's error, or nil.
+	// refuse answers each parsed request with the kernel's error, or nil.
 	refuse func(typ uint16, n *netlinkx.Neigh, nh *netlinkx.Nexthop, r *netlinkx.Route) error
 	// sockErr, when set, fails the socket: every request's outcome is unknown.
 	sockErr error
@@ -269,9 +265,7 @@ func (k *fakeRT) PortID() (uint32, error)                         { return 77, n
 func (k *fakeRT) Changes(func(ch *netlinkx.Change)) (bool, error) { return false, nil }
 func (k *fakeRT) Feed() *netlinkx.Feed                            { return nil }
 
-// peerState says which of a peer's objects the fake kernel holds: "n" neighbour with
-// mac, "f" FDB entry for mac to pub, "h" nexthop object via gw, "r" route to dst; "-"
-// for each that is missing.
+// peerState: "n" neighbour, "f" FDB entry, "h" nexthop, "r" route held, "-" each missing.
 func (k *fakeRT) peerState(dst netip.Prefix, mac hwAddr, pub netip.Addr) string {
 	gw := dst.Addr()
 	s := []byte("----")

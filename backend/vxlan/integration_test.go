@@ -24,8 +24,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// countingHandle passes everything to the real handle and counts the calls that
-// change kernel state.
+// countingHandle counts the calls that change kernel state.
 type countingHandle struct {
 	nlHandle
 	writes atomic.Int64
@@ -54,8 +53,7 @@ func (c *countingHandle) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return c.nlHandle.AddrDel(l, a)
 }
 
-// countingConn passes everything to the real connection and counts the requests of the
-// batches it runs (all of them change kernel state).
+// countingConn counts the requests of the batches it runs.
 type countingConn struct {
 	rtConn
 	writes *atomic.Int64
@@ -66,10 +64,9 @@ func (c *countingConn) Run(b *netlinkx.Batch, done func(int, error, uint32)) err
 	return c.rtConn.Run(b, done)
 }
 
-// lab is a throwaway namespace with an underlay veth u0 (192.0.2.1/24, 2001:db8::1/64),
-// a gateway route to 198.51.100.0/24 and 2001:db8:100::/48, so that peers there are
-// not directly reachable. Links get no IPv6 link-local address, and once newLab
-// returns the kernel announces nothing more on its own about the lab.
+// lab: a namespace with underlay veth u0 (192.0.2.1/24, 2001:db8::1/64) and a gateway
+// route to 198.51.100.0/24 and 2001:db8:100::/48, whose peers are not on-link. Links get
+// no IPv6 link-local address; once newLab returns the kernel announces nothing on its own.
 type lab struct {
 	t   testing.TB
 	ns  *nstest.NS
@@ -205,9 +202,7 @@ func testConfigNet(t testing.TB, backendJSON, network string, v6 bool) *subnet.C
 	return cfg
 }
 
-// backend builds a backend on the lab namespace with a write-counting handle.
-// reconcileUnchanged runs a Reconcile that must find the kernel as it should be, and
-// checks that it wrote nothing.
+// reconcileUnchanged runs a Reconcile that must write nothing.
 func reconcileUnchanged(t *testing.T, ctx context.Context, nw backend.Network, ch *countingHandle, peers []subnet.Lease, what string) {
 	t.Helper()
 	before := ch.writes.Load()
@@ -452,7 +447,6 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 		}
 	}
 
-	// Nothing changed: no writes at all.
 	reconcileUnchanged(t, ctx, nw, ch, []subnet.Lease{p2, p3}, "unchanged")
 
 	// Drift: a stray triplet, a missing neighbour and route, a dynamic neighbour.
@@ -466,8 +460,7 @@ func TestIntegrationDeviceAndPeers(t *testing.T) {
 			Gw: net.ParseIP("10.5.9.0").To4(), Flags: int(netlink.FLAG_ONLINK)}),
 		l.h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_REACHABLE,
 			IP: net.ParseIP("10.5.8.8").To4(), HardwareAddr: mustMAC("0e:00:00:00:00:08")}),
-		// as "ip route del 10.5.3.0/24" does (a route using a nexthop object matches no
-		// gateway given in a delete request)
+		// a route using a nexthop object matches no gateway in a delete request
 		l.h.RouteDel(&netlink.Route{Dst: netlinkx.IPNet(netip.MustParsePrefix("10.5.3.0/24"))}),
 		l.h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: net.ParseIP("10.5.2.0").To4()}),
 		// a changed FDB destination for p2
@@ -802,9 +795,8 @@ func TestIntegrationDualStack(t *testing.T) {
 	}
 }
 
-// kernelRoutes reads the main-table IPv4 routes on dev and the nexthop objects on it.
-// TestIntegrationIPv6DeviceMTU: the MTU option is the underlay's, so the IPv6 device gets
-// 70 less (its outer header is IPv6), not 50 as upstream; the pods' MTU fits both devices.
+// TestIntegrationIPv6DeviceMTU: the IPv6 device gets 70 less than the underlay, not 50 as
+// upstream; the pods' MTU fits both devices.
 func TestIntegrationIPv6DeviceMTU(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
@@ -843,10 +835,9 @@ func (l *lab) kernelRoutes(dev int) (map[netip.Prefix]netlinkx.Route, map[uint32
 	return rs, nhs
 }
 
-// TestIntegrationNexthopObjects: IPv4 peer routes use one nexthop object per peer
-// gateway ("nhid N via <gw> dev flannel.1 onlink"); plain routes left by upstream
-// flanneld are replaced, stray and duplicate nexthop objects removed, a nexthop deleted
-// by hand (which takes its route along) restored; without nexthops routes are plain.
+// TestIntegrationNexthopObjects: IPv4 peer routes use one nexthop object per gateway;
+// upstream's plain routes are replaced, stray and duplicate objects removed, one deleted
+// by hand restored; without nexthops routes are plain.
 func TestIntegrationNexthopObjects(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
@@ -923,7 +914,6 @@ func TestIntegrationNexthopObjects(t *testing.T) {
 		t.Errorf("restoring made %d writes, want 2 (nexthop, route)", n)
 	}
 
-	// Peer removed: route and nexthop go.
 	if err := nw.Reconcile(ctx, subnet.PeersOf(peers[:1]...)); err != nil {
 		t.Fatal(err)
 	}

@@ -17,10 +17,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// nlHandle is the part of *netlink.Handle the backend uses for devices and addresses.
-// Each method is a netlink request on the handle's namespace (a dump for the *List
-// methods; LinkAdd may add a lookup); calls block until the kernel answers and cannot
-// be cancelled. Tests wrap it to count writes.
+// nlHandle is the part of *netlink.Handle used for devices and addresses. Calls block
+// until the kernel answers and cannot be cancelled.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkByIndex(index int) (netlink.Link, error)
@@ -36,9 +34,8 @@ type nlHandle interface {
 
 var _ nlHandle = (*netlink.Handle)(nil)
 
-// rtConn is the part of *netlinkx.Conn the backend uses for the per-peer objects (one
-// dump per kind and device, writes pipelined in batches). It lives in the same network
-// namespace as the nlHandle. Tests wrap it to count writes.
+// rtConn is the part of *netlinkx.Conn used for the per-peer objects, in the nlHandle's
+// namespace.
 type rtConn interface {
 	Run(b *netlinkx.Batch, done func(tag int, err error, nhID uint32)) error
 	Routes(fl netlinkx.RouteFilter, f func(r *netlinkx.Route)) error
@@ -53,15 +50,12 @@ type rtConn interface {
 
 var _ rtConn = (*netlinkx.Conn)(nil)
 
-// dumpAttempts bounds the retries of a dump the kernel reports as interrupted.
 const dumpAttempts = 3
 
-// maxReportedErrors caps how many individual failures one reconcile returns; the rest
-// are summarised, so that a broken kernel object set cannot produce a megabyte error.
+// maxReportedErrors caps the failures one reconcile returns in full; the rest are counted.
 const maxReportedErrors = 16
 
-// family is the per address family part of the backend: one vxlan device and the
-// scratch space of its reconcile rounds (reused so that a round allocates little).
+// family is one address family's device and the scratch space its rounds reuse.
 type family struct {
 	v6      bool
 	name    string       // device name
@@ -76,13 +70,11 @@ type family struct {
 	want, act famState
 	ops       ops
 	under     lpm // underlay routes, for DirectRouting
-	// refused holds the peers the kernel refused, by subnet (refused.go); fails is the
-	// scratch list of an apply phase's refused requests.
+	// refused: refused peers by subnet (refused.go); fails: an apply phase's refusals
 	refused map[netip.Prefix]*refusal
 	fails   []failure
 
-	// nh: onlink peer routes use nexthop objects (IPv4; turned off for good when the
-	// kernel turns out not to have them).
+	// nh: IPv4 onlink routes use nexthop objects (off for good if the kernel lacks them)
 	nh bool
 }
 
@@ -103,7 +95,7 @@ func randomMAC() (hwAddr, error) {
 	return m, nil
 }
 
-// mismatch describes why an existing vxlan device cannot be adopted as is, or returns "".
+// mismatch says why an existing device cannot be adopted as is, or "".
 func (b *Backend) mismatch(f *family, vx *netlink.Vxlan) string {
 	wantPort := b.vc.Port
 	if wantPort == 0 {
@@ -133,9 +125,8 @@ func (b *Backend) mismatch(f *family, vx *netlink.Vxlan) string {
 	return ""
 }
 
-// targetMTU is the device MTU: configured underlay MTU minus the family's overhead (50
-// for IPv4, 70 for IPv6), clamped to what the kernel allows over the underlay device
-// (its MTU minus the same overhead).
+// targetMTU is the configured MTU minus the family's overhead (50, IPv6 70), clamped to
+// the underlay device's MTU minus the same.
 func (b *Backend) targetMTU(f *family) (int, error) {
 	lower, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
@@ -150,7 +141,6 @@ func (b *Backend) targetMTU(f *family) (int, error) {
 	return want, nil
 }
 
-// devResult says what ensureDevice had to do.
 type devResult int
 
 const (
@@ -159,10 +149,9 @@ const (
 	devCreated                   // created (possibly after deleting an incompatible one)
 )
 
-// ensureDevice makes f's vxlan device exist with our attributes, up, with MTU f.mtu and
-// MAC f.mac. When f.mac is zero (Prepare), an existing device's MAC is adopted, else
-// fallback is used for a new device. An incompatible device is deleted and recreated
-// with its MAC. It returns what it did and the device link.
+// ensureDevice makes f's device exist with our attributes, up, MTU f.mtu and MAC f.mac.
+// With f.mac zero (Prepare) an existing device's MAC is adopted, else fallback is used.
+// An incompatible device is recreated with its MAC.
 func (b *Backend) ensureDevice(f *family, fallback hwAddr) (devResult, netlink.Link, error) {
 	l, err := b.h.LinkByName(f.name)
 	if err != nil && !netlinkx.IsNotFound(err) {
@@ -220,8 +209,7 @@ func (b *Backend) ensureDevice(f *family, fallback hwAddr) (devResult, netlink.L
 	return devCreated, l, err
 }
 
-// createDevice creates f's device (with f.mac, or fallback when f.mac is zero) and sets
-// it up.
+// createDevice creates f's device with f.mac (zero: fallback) and sets it up.
 func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error) {
 	if f.mac == (hwAddr{}) {
 		f.mac = fallback
@@ -268,7 +256,7 @@ func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error)
 	return l, nil
 }
 
-// disableRA writes accept_ra=0 for the device, best effort (IPv6 may be disabled).
+// disableRA writes accept_ra=0, best effort (IPv6 may be disabled).
 func (b *Backend) disableRA(f *family) {
 	p := "/proc/sys/net/ipv6/conf/" + f.name + "/accept_ra"
 	if err := b.sysctl(p, "0"); err != nil {
@@ -276,8 +264,7 @@ func (b *Backend) disableRA(f *family) {
 	}
 }
 
-// wantAddr is the one address of the network on f's device: the lease subnet's network
-// address (/32, /128).
+// wantAddr is the device's one address in the network: the subnet's network address.
 func (f *family) wantAddr() netip.Prefix {
 	bits := 32
 	if f.v6 {
@@ -286,14 +273,12 @@ func (f *family) wantAddr() netip.Prefix {
 	return netip.PrefixFrom(f.own.Addr(), bits)
 }
 
-// staleAddr reports whether p, an address on f's device that is not wantAddr, is to be
-// removed: it lies inside the network (IPv6 link-local addresses excepted).
+// staleAddr: another address inside the network (IPv6 link-local excepted) goes.
 func (f *family) staleAddr(p netip.Prefix) bool {
 	return f.network.Contains(p.Addr()) && !(f.v6 && p.Addr().IsLinkLocalUnicast())
 }
 
-// ensureAddr makes the network's one address on the device wantAddr, removing the stale
-// ones. It returns the number of changes.
+// ensureAddr makes wantAddr the device's one network address; it returns the changes.
 func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error) {
 	want := f.wantAddr()
 	addrs, err := b.h.AddrList(l, f.nlFam)
@@ -334,11 +319,9 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error)
 	return changes, errors.Join(errs...)
 }
 
-// readActual fills f.act from kernel dumps, filtered by the kernel to what we may own:
-// nexthop objects on the device (when f.nh), permanent neighbour and FDB entries on the
-// device, routes of the main table on the device and on the external interface (those
-// with a destination inside the network are owned: direct routes). For DirectRouting
-// the whole main table is read, the other routes going into f.under.
+// readActual fills f.act with what we may own, filtered by the kernel: nexthop objects,
+// permanent neighbour and FDB entries on the device, main-table routes on it and direct
+// routes on the external interface. DirectRouting reads the whole main table (f.under).
 func (b *Backend) readActual(f *family) error {
 	act := f.act
 	if f.nh {
@@ -417,13 +400,11 @@ func (b *Backend) readActual(f *family) error {
 	err = netlinkx.Dump(dumpAttempts, f.label()+" neighbours", func() error {
 		act.resetNeighs()
 		return b.c.Neighs(uint8(f.nlFam), f.index, func(n *netlinkx.Neigh) {
-			// Multicast entries are the kernel's own (NUD_NOARP, made for the groups the
-			// device joins, such as ff02::16 for MLD): never ours.
+			// Multicast entries are the kernel's own (NUD_NOARP, e.g. ff02::16 for MLD).
 			if n.Ifindex != f.index || n.State&staticNUD == 0 || !n.IP.IsValid() || n.IP.IsMulticast() {
 				return
 			}
-			// A foreign lladdr, or a static entry other than permanent ("nud noarp"),
-			// reads as zero: replaced or removed.
+			// A foreign lladdr or a static non-permanent entry reads as zero: replaced or removed.
 			var mac hwAddr
 			if n.HasMAC && n.State&unix.NUD_PERMANENT != 0 {
 				mac = n.MAC
@@ -445,15 +426,12 @@ func (b *Backend) readActual(f *family) error {
 	})
 }
 
-// staticNUD are the neighbour states of entries that no protocol state machine manages:
-// ours (NUD_PERMANENT) and those a person adds with "ip neigh add ... nud noarp" or
-// "bridge fdb add ... static" (NUD_NOARP). On our device they are ours to keep or remove;
-// the rest (being resolved, learned, failed) belong to the kernel.
+// staticNUD: states no protocol machine manages, ours (PERMANENT) and hand-made ones
+// ("nud noarp", "bridge fdb add ... static"): on our device ours to keep or remove.
 const staticNUD = unix.NUD_PERMANENT | unix.NUD_NOARP
 
-// fromKernelRoute converts a route read from the kernel whose output device is link. A
-// route using the nexthop object kept for its gateway reads as ViaNH; one using another
-// nexthop object (a duplicate, a foreign one) is marked Extra, so that it is replaced.
+// fromKernelRoute converts a kernel route on link. Using the nexthop object kept for its
+// gateway reads as ViaNH; any other nexthop object marks it Extra, to be replaced.
 func (f *family) fromKernelRoute(r *netlinkx.Route, dst netip.Prefix, link int) route {
 	rt := route{
 		Dst:    dst,
@@ -476,8 +454,7 @@ func (f *family) fromKernelRoute(r *netlinkx.Route, dst netip.Prefix, link int) 
 	return rt
 }
 
-// toKernelRoute is the request form of a route: by nexthop object id when nhID is set,
-// else by gateway and device.
+// toKernelRoute addresses the route by nexthop id when nhID is set, else gateway+device.
 func toKernelRoute(r route, nhID uint32) netlinkx.Route {
 	kr := netlinkx.Route{Dst: r.Dst, Priority: uint32(r.Prio), Tos: uint8(r.Tos), Table: unix.RT_TABLE_MAIN}
 	if nhID != 0 {
@@ -528,13 +505,10 @@ const (
 )
 
 // apply carries out f.ops in three pipelined batches, continuing past failures: (1)
-// route deletes, FDB deletes, neighbour deletes, neighbour sets, FDB sets and nexthop
-// object creations; (2) route sets, skipping a route whose gateway's neighbour, FDB
-// entry or nexthop object failed; (3) the deletes of our routes to the peers refused in
-// (1) and (2) and of the nexthop objects only those routes used, then the other nexthop
-// object deletes. The kernel handles each batch's requests in
-// order. A request the kernel refuses (backend.RefusalReason) makes its peers refused
-// (refused.go) rather than adding to el; apply reports whether that happened.
+// deletes, neighbour and FDB sets and nexthop creations; (2) route sets whose gateway's
+// objects succeeded; (3) deletes of routes to peers refused in (1)-(2), of the nexthops
+// only they used, and the other nexthop deletes. A kernel refusal refuses its peers
+// (refused.go) instead of adding to el; apply reports whether one happened.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) (refused bool) {
 	o := &f.ops
 	o.delRefused = o.delRefused[:0]
@@ -677,9 +651,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		return true
 	}
 
-	// The echo of a very large round (the first one of a big network) costs more to
-	// read than the dumps it would save: the subscription pauses, and the next round
-	// reads the kernel.
+	// Reading the echo of a very large round costs more than the dumps it saves.
 	if b.kc.on && o.len() > bigRound {
 		if err := b.c.Unsubscribe(); err != nil {
 			klog.V(2).InfoS("Leaving the kernel change groups failed", "err", err)
@@ -693,8 +665,7 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		}()
 	}
 
-	// Requests go out in slices of applyChunk as they are built, so the request buffer
-	// stays small whatever the number of changes.
+	// Sent in applyChunk slices so the request buffer stays small.
 	ok := true
 	full := func(phase string) bool {
 		if bt.Len() >= applyChunk {
@@ -799,7 +770,6 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 	return
 }
 
-// linkName names the device with index idx: f's, or the external interface.
 func (b *Backend) linkName(f *family, idx int) string {
 	if idx == b.ext.Iface.Index {
 		return b.ext.Iface.Name
@@ -807,21 +777,18 @@ func (b *Backend) linkName(f *family, idx int) string {
 	return f.name
 }
 
-// wantNeigh is the MAC of the desired neighbour entry of ip (zero when none).
 func (f *family) wantNeigh(ip netip.Addr) hwAddr {
 	m, _ := f.want.getNeigh(ip)
 	return m
 }
 
-// bigRound is the number of changes above which a round does not follow the echo of its
-// own writes (see apply).
+// bigRound: above this many changes a round does not follow its own echo.
 const bigRound = 40000
 
-// applyChunk is how many requests apply builds before sending them.
 const applyChunk = 1024
 
-// lpm answers longest-prefix-match questions over a main-table dump: is an address
-// reached without a gateway over the external interface?
+// lpm tells from a main-table dump whether an address is reached without a gateway over
+// the external interface.
 type lpm struct {
 	byLen [129]map[netip.Prefix]lpmEntry
 	lens  []int // prefix lengths present, longest first (built lazily)
@@ -859,8 +826,6 @@ func (t *lpm) add(p netip.Prefix, direct bool, prio int) {
 	t.dirty = true
 }
 
-// isDirect reports whether the best main-table route for a is a gateway-less unicast
-// route on the external interface.
 func (t *lpm) isDirect(a netip.Addr) bool {
 	if t.dirty {
 		t.lens = t.lens[:0]

@@ -2,8 +2,7 @@ package vxlan
 
 import "github.com/flannel-go/flannel/pkg/observe"
 
-// observing is what the backend needs to report to an observe.Observer and to apply
-// the ChecksumOffload option; embedded in Backend.
+// observing is what reporting and ChecksumOffload need; embedded in Backend.
 type observing struct {
 	obs           observe.Observer       // nil until SetObserver
 	ethtool       *ethtool               // nil: ChecksumOffload is not applied (NewWithHandle)
@@ -22,7 +21,6 @@ func (b *Backend) SetObserver(o observe.Observer) {
 
 func (b *Backend) observer() observe.Observer { return observe.Or(b.obs) }
 
-// report passes a Reconcile round's changes to the observer.
 func (b *Backend) report(c Counts) {
 	o := b.obs
 	observe.Count(o, observe.Route, observe.Add, c.RoutesAdded)

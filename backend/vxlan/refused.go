@@ -9,24 +9,13 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// A peer's objects depend on each other: its route goes through a gateway (the peer
-// subnet's address) whose neighbour entry gives the VTEP MAC, whose FDB entry gives the
-// peer's public address, and (IPv4) a nexthop object for the gateway. When the kernel
-// refuses one of them (backend.RefusalReason), the peer is refused as a whole:
-//
-//   - its route is not written, and a route of ours to its subnet is deleted, so that no
-//     route stays without what it depends on;
-//   - the parts the kernel accepted stay (no traffic reaches them without the route);
-//   - from the next round on, the refused part and the route are held back from the
-//     desired state as long as the leases want exactly the values that were refused:
-//     they are not tried again, and the round does not fail. A change of the peer's
-//     lease, or Invalidate (the daemon's periodic resync), tries them again.
-//
-// Each refusal is reported to the Observer once per peer and attempt, and logged once
-// while it lasts (backend.ProblemLog).
+// A peer's route needs its gateway's neighbour entry, FDB entry and (IPv4) nexthop
+// object. When the kernel refuses one (backend.RefusalReason) the peer is refused as a
+// whole: its route is not written and ours is deleted, accepted parts stay, and the
+// refused part and route are held back while the leases want exactly the refused values,
+// until its lease changes or Invalidate. Reported once per attempt, logged once.
 
-// refusal is a peer the kernel refused: what the leases wanted for it then, which part
-// the kernel refused and why.
+// refusal: what the leases wanted for a refused peer, the refused part, and why.
 type refusal struct {
 	rt     route        // the peer's desired route
 	mac    hwAddr       // its neighbour's lladdr and FDB MAC (zero for a direct route)
@@ -38,8 +27,7 @@ type refusal struct {
 	fresh  bool         // refused in the round being made (reported at its end)
 }
 
-// failure is a request of this round's apply that the kernel refused, before it is
-// attributed to the peers it belongs to.
+// failure is a refused request of this apply, not yet attributed to peers.
 type failure struct {
 	part   observe.Kind
 	ip     netip.Addr   // Neigh: the neighbour; Nexthop: the gateway
@@ -49,10 +37,9 @@ type failure struct {
 	text   string
 }
 
-// holdBack takes the objects of refused peers out of f.want: the route and the refused
-// part, while the leases want exactly what was refused. Refusals whose peer changed or
-// went, and every refusal when retry is set, are forgotten: their objects are tried
-// again. A route of ours to a held-back subnet is no longer explained: diff deletes it.
+// holdBack keeps refused peers' route and refused part out of f.want while the leases
+// want exactly them, forgetting the others (all with retry); diff then deletes our
+// route to a held-back subnet.
 func (f *family) holdBack(retry bool) {
 	for dst, r := range f.refused {
 		if retry || !f.wantsSame(r) {
@@ -85,14 +72,12 @@ func (f *family) wantsSame(r *refusal) bool {
 	return ok && pub == r.pub
 }
 
-// attribute turns the failures of an apply phase into refused peers (f.refused): each
-// failed object belongs to the peers whose desired route depends on it. It returns the
-// subnets newly refused.
+// attribute refuses the peers whose desired route depends on a failed object and returns
+// the newly refused subnets.
 func (f *family) attribute(fails []failure) []netip.Prefix {
 	if len(fails) == 0 {
 		return nil
 	}
-	// Reverse indexes of the desired state, made only when something failed.
 	byGw := make(map[netip.Addr][]netip.Prefix)
 	for r := range f.want.allRoutes() {
 		if r.Onlink {
@@ -139,8 +124,7 @@ func (f *family) attribute(fails []failure) []netip.Prefix {
 	return out
 }
 
-// unusedNexthops appends to ids the nexthop objects (in f.act) of the refused peers'
-// routes dsts that no other desired route uses: they go with the routes.
+// unusedNexthops appends the nexthop objects of routes dsts no other desired route uses.
 func (f *family) unusedNexthops(dsts []netip.Prefix, ids []uint32) []uint32 {
 	if len(dsts) == 0 {
 		return ids
@@ -167,14 +151,12 @@ func (f *family) unusedNexthops(dsts []netip.Prefix, ids []uint32) []uint32 {
 	return ids
 }
 
-// refusalText says in words which object of a peer the kernel refused.
 func (f *family) refusalText(part observe.Kind, what string, err error) string {
 	return fmt.Sprintf("the kernel refuses its %s %s: %v", part, what, err)
 }
 
-// settleRefusals ends a round's refusal bookkeeping: it names the peers newly refused
-// (one pass over the leases, only when there are any), reports each of them once to the
-// observer, and lists every refused peer for the log.
+// settleRefusals names the newly refused peers, reports each once and lists all for the
+// log.
 func (b *Backend) settleRefusals(peers subnet.Peers) {
 	unnamed := false
 	for _, f := range b.fams {

@@ -13,12 +13,10 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// TestIntegrationRefusedPeers: the real kernel refuses two peers, for reasons of this
-// node's own making: an IPv4 subnet that is a local range here (its gateway is no valid
-// next hop: "Nexthop has invalid gateway") and an IPv6 subnet already covered by a
-// foreign multipath route (the replace is refused). The round succeeds, every other peer
-// and family is programmed, each refused peer is reported once, nothing is sent again
-// until the resync, and once the obstacles are gone the resync programs them.
+// TestIntegrationRefusedPeers: the real kernel refuses an IPv4 peer whose gateway is local
+// here and an IPv6 peer under a foreign multipath route. The round succeeds, the rest is
+// programmed, each is reported once, nothing is resent until the resync, which programs
+// them once the obstacles are gone.
 func TestIntegrationRefusedPeers(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()

@@ -24,7 +24,6 @@ type refusalCounter struct {
 
 func (r *refusalCounter) PeerProgrammingFailures(reason string, n int) { r.n[reason] += n }
 
-// fakePeer is a peer lease and the objects it needs.
 type fakePeer struct {
 	lease subnet.Lease
 	dst   netip.Prefix
@@ -84,7 +83,6 @@ func newRefusalLab(t *testing.T, peers ...int) *refusalLab {
 
 func (l *refusalLab) peer(i int) *fakePeer { return l.peers[newFakePeer(i).dst.String()] }
 
-// round reconciles all peers and checks that the round succeeded.
 func (l *refusalLab) round(what string) {
 	l.t.Helper()
 	l.k.log = nil
@@ -139,12 +137,9 @@ func (l *refusalLab) sent(s string) []string {
 	return out
 }
 
-// TestRefusedPartsOfAPeer: the kernel refuses one object of each of four peers (an FDB
-// entry, a neighbour entry, a nexthop object, a route). Each of those peers is refused
-// as a whole: no route, the accepted parts kept; the other peers are programmed, the
-// round succeeds, one report per peer. The refused objects are held back: the next
-// rounds do not send them again, and with nothing else to do the kernel is not read
-// back either.
+// TestRefusedPartsOfAPeer: a refused FDB, neighbour, nexthop or route refuses its peer
+// whole (no route, accepted parts kept, one report) while the round succeeds; refused
+// objects are not resent, nor the kernel reread.
 func TestRefusedPartsOfAPeer(t *testing.T) {
 	l := newRefusalLab(t, 2, 3, 4, 5, 6)
 	p3, p4, p5, p6 := l.peer(3), l.peer(4), l.peer(5), l.peer(6)
@@ -201,8 +196,7 @@ func TestRefusedPartsOfAPeer(t *testing.T) {
 		t.Errorf("unchanged refused peers were tried again: %q", l.k.log)
 	}
 
-	// The periodic resync tries every refused peer again; the one whose obstacle went
-	// is programmed, the others are reported again.
+	// The resync retries every refused peer.
 	l.k.refuse = func(typ uint16, n *netlinkx.Neigh, nh *netlinkx.Nexthop, r *netlinkx.Route) error {
 		switch {
 		case n != nil && n.Family == unix.AF_INET && n.IP == p4.dst.Addr():
@@ -226,9 +220,8 @@ func TestRefusedPartsOfAPeer(t *testing.T) {
 	}
 }
 
-// TestRefusedPeerLosesItsRoute: a programmed peer whose new neighbour entry the kernel
-// refuses keeps no route to the old one, in the same round; its stale neighbour entry
-// goes in the next.
+// TestRefusedPeerLosesItsRoute: a refused new neighbour entry removes the peer's route in
+// the same round; the stale entry goes in the next.
 func TestRefusedPeerLosesItsRoute(t *testing.T) {
 	l := newRefusalLab(t, 2, 7)
 	l.round("first")
@@ -256,9 +249,8 @@ func TestRefusedPeerLosesItsRoute(t *testing.T) {
 	l.state("next", 2, "nfhr")
 }
 
-// TestFailuresNotThePeers: an error that is not a refusal of the peer's values (the
-// kernel out of memory, a failed socket) fails the round, is not held back and is not
-// reported as a refused peer.
+// TestFailuresNotThePeers: an error not about the peer's values fails the round and is
+// neither held back nor reported as a refusal.
 func TestFailuresNotThePeers(t *testing.T) {
 	l := newRefusalLab(t, 2, 3)
 	p3 := l.peer(3)

@@ -11,49 +11,42 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// route is one route we want or own, reduced to what we compare and what a delete needs.
-// (Fields are ordered to keep the struct small: 20,000 of them sit in each of two maps.)
+// route is a route we want or own, reduced to what we compare and delete by. Field order
+// keeps it small: 20,000 sit in each of two maps.
 type route struct {
 	Dst  netip.Prefix
 	Gw   netip.Addr
 	Link int // output interface index
 	Prio int // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
-	// The fields marked "kernel" only describe routes read from the kernel: they are
-	// zero in desired routes, and a kernel route differing in them is replaced.
+	// "kernel" fields are zero in desired routes; a kernel route differing in them is
+	// replaced.
 	Tos    int    // kernel
 	NhID   uint32 // kernel: the nexthop object id the route uses (0: none); needed to delete it
 	Scope  uint8  // kernel
 	Onlink bool   // RTNH_F_ONLINK
-	// ViaNH: the route's next hop is a kernel nexthop object on Link with gateway Gw and
-	// the onlink flag (desired: to be written so; actual: it uses the one nexthop object
-	// of the family kept for Gw).
+	// ViaNH: the next hop is the family's nexthop object for Gw (on Link, onlink).
 	ViaNH bool
 	Extra bool // kernel: other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
 }
 
-// same reports whether an actual route r is exactly the desired route d.
 func (r route) same(d route) bool {
 	return r.Dst == d.Dst && r.Gw == d.Gw && r.Link == d.Link && r.Onlink == d.Onlink &&
 		r.Prio == d.Prio && r.ViaNH == d.ViaNH && r.Scope == 0 && r.Tos == 0 && !r.Extra
 }
 
-// replaceable reports whether replacing with the desired route w overwrites r (the
-// kernel matches metric and TOS besides the destination).
+// replaceable: a replace with w overwrites r (the kernel matches metric and TOS too).
 func (r route) replaceable(w route) bool { return r.Prio == w.Prio && r.Tos == 0 }
 
 // v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
 const v6DefaultMetric = 1024
 
-// fdbKey is one FDB remote: a MAC and the underlay address it is sent to.
 type fdbKey struct {
 	MAC hwAddr
 	Dst netip.Addr
 }
 
-// ipKey is an address in a fixed-size, pointer-free form (a netip.Addr holds a pointer
-// the collector scans, and takes 24 bytes). kind is 0 for the zero Addr, 4 or 6; the
-// conversion is exact both ways (zones are never used). It keys the IPv6 states, and
-// the destinations of ops.setRoutes.
+// ipKey is a pointer-free fixed-size address the collector need not scan (kind 0: zero
+// Addr, 4 or 6; exact both ways, no zones). It keys IPv6 states and ops.setRoutes.
 type ipKey struct {
 	a    [16]byte
 	kind uint8
@@ -79,15 +72,11 @@ func (k ipKey) addr() netip.Addr {
 	return netip.Addr{}
 }
 
-// v6KeyOf is keyOf in the form keyedState wants: every address has an ipKey.
 func v6KeyOf(a netip.Addr) (ipKey, bool) { return keyOf(a), true }
 
-// v4Key is an IPv4 address, the key of the IPv4 states (the common case): a quarter of
-// an ipKey. Neighbour and FDB map slots go from 23 to 10 bytes, route slots from 52 to
-// 28, nexthop slots from 21 to 8, which halves an IPv4 family's live state: 9.2 MB with
-// 17-byte keys, 4.5 MB with these, at 20,000 peers in sync (BenchmarkStateHeap20k).
-// It has no room for "no address" nor for an IPv6 address: rtVal has a flag for the
-// former, and keyedState says where the latter go.
+// v4Key keys the IPv4 states: it halves an IPv4 family's live state at 20,000 peers
+// (9.2 MB with 17-byte keys, 4.5 MB with these; BenchmarkStateHeap20k). It cannot hold
+// "no address" (rtVal has a flag) nor IPv6 (keyedState says where those go).
 type v4Key [4]byte
 
 func v4KeyOf(a netip.Addr) (v4Key, bool) {
@@ -99,13 +88,11 @@ func v4KeyOf(a netip.Addr) (v4Key, bool) {
 
 func (k v4Key) addr() netip.Addr { return netip.AddrFrom4(k) }
 
-// addrKey is the constraint of the state key types: v4Key and ipKey.
 type addrKey interface {
 	comparable
 	addr() netip.Addr
 }
 
-// pfxKey is a prefix in the same form as its address key.
 type pfxKey[K addrKey] struct {
 	a    K
 	bits uint8
@@ -113,10 +100,8 @@ type pfxKey[K addrKey] struct {
 
 func (k pfxKey[K]) prefix() netip.Prefix { return netip.PrefixFrom(k.a.addr(), int(k.bits)) }
 
-// rtVal is a route as the state maps store it: pointer-free, without its destination
-// (the map key): 20 bytes (IPv4) or 32 (IPv6) instead of 96. The gateway is gw when
-// the rtGw flag is set, else the zero Addr (a route read from the kernel without one),
-// which keeps it apart from a gateway 0.0.0.0.
+// rtVal is a stored route without its destination: pointer-free, 20 bytes (IPv4) or 32
+// instead of 96. Without rtGw the gateway is the zero Addr, not 0.0.0.0.
 type rtVal[K addrKey] struct {
 	link  int32
 	prio  uint32
@@ -144,9 +129,8 @@ func (v rtVal[K]) route(dst pfxKey[K]) route {
 	return r
 }
 
-// famState is one family's set of objects, desired or actual, read and written by
-// address. It is a keyedState of the family's key type (newFamState); desiredFamily,
-// readActual and apply only use these methods, diff and promote work on the maps.
+// famState is one family's desired or actual objects, accessed by address; a keyedState
+// underneath, whose maps diff and promote use directly.
 type famState interface {
 	size(n int)
 	reset()
@@ -177,7 +161,6 @@ type famState interface {
 	addFDB(mac hwAddr, dst netip.Addr)
 }
 
-// newFamState returns an empty state for IPv4 (keyed by v4Key) or IPv6 (by ipKey).
 func newFamState(v6 bool) famState {
 	if v6 {
 		return newKeyedState(v6KeyOf)
@@ -185,23 +168,14 @@ func newFamState(v6 bool) famState {
 	return newKeyedState(v4KeyOf)
 }
 
-// keyedState is a famState whose maps are keyed the way the kernel keys the objects:
-// neighbours by IP, FDB entries by MAC, routes by destination; keys and values are
-// pointer-free fixed-size forms (K, pfxKey, rtVal). The kernel can hold several FDB
-// remotes for one MAC and several routes for one destination (other metric or device);
-// those beyond the first seen are kept in the extra slices, which are empty in desired
-// states and almost always in actual ones. The extra slices also take the rare kernel
-// objects whose address has no K (a v4Key has neither "no address" nor IPv6): an FDB
-// remote of the other family, a route whose destination or gateway is of the other
-// family; diff replaces or deletes them as it does duplicates. Neighbours and nexthop
-// gateways always have one (the kernel's dumps are per family; unusable nexthops go to
-// extraNH), and desired states only hold addresses of their family (desiredFamily).
+// keyedState keys objects as the kernel does: neighbours by IP, FDB by MAC, routes by
+// destination. Further FDB remotes of a MAC, further routes to a destination and objects
+// with an address K cannot hold (other family) go to the extra slices, almost always
+// empty; diff replaces or deletes them.
 //
-// Nexthop objects only appear in actual states: nh maps a gateway to the one usable
-// nexthop object (on the device, onlink, nothing else) kept for it, nhByID maps it back
-// while routes are read, extraNH lists the other nexthop objects on the device
-// (duplicates, unusable ones), all to be deleted. Desired nexthops are the gateways of
-// the desired ViaNH routes.
+// Nexthop objects appear only in actual states: nh maps a gateway to the one usable
+// object kept for it, nhByID back, extraNH lists the others, to be deleted. Desired
+// nexthops are the gateways of desired ViaNH routes.
 type keyedState[K addrKey] struct {
 	key         func(netip.Addr) (K, bool) // K of an address, false when it has none
 	sized       int                        // the maps were made for this many entries (grown in one step)
@@ -231,7 +205,7 @@ func (s *keyedState[K]) pfxKey(p netip.Prefix) (pfxKey[K], bool) {
 	return pfxKey[K]{k, uint8(p.Bits())}, ok
 }
 
-// rtVal converts r (ok false when its gateway has no K).
+// rtVal converts r (!ok when its gateway has no K).
 func (s *keyedState[K]) rtVal(r route) (rtVal[K], bool) {
 	v := rtVal[K]{link: int32(r.Link), prio: uint32(r.Prio), nhID: r.NhID, tos: uint8(r.Tos), scope: r.Scope}
 	if r.Gw.IsValid() {
@@ -254,8 +228,7 @@ func (s *keyedState[K]) rtVal(r route) (rtVal[K], bool) {
 	return v, true
 }
 
-// size makes the maps hold n entries without growing step by step (each step leaves the
-// old storage as garbage), when they were made smaller; it empties them.
+// size empties the maps, remaking them for n entries when smaller (growth leaves garbage).
 func (s *keyedState[K]) size(n int) {
 	if n <= s.sized {
 		return
@@ -268,7 +241,7 @@ func (s *keyedState[K]) size(n int) {
 	s.sized = n
 }
 
-// reset empties the state, keeping the maps' storage for the next round.
+// reset empties the state, keeping the maps' storage.
 func (s *keyedState[K]) reset() {
 	s.resetNeighs()
 	s.resetFDB()
@@ -285,15 +258,12 @@ func (s *keyedState[K]) getNeigh(ip netip.Addr) (hwAddr, bool) {
 	return m, ok
 }
 
-// setNeigh sets the neighbour entry of ip (an address of the state's family; see
-// keyedState).
 func (s *keyedState[K]) setNeigh(ip netip.Addr, m hwAddr) {
 	if k, ok := s.key(ip); ok {
 		s.neigh[k] = m
 	}
 }
 
-// delNeigh deletes the neighbour entry of ip.
 func (s *keyedState[K]) delNeigh(ip netip.Addr) {
 	if k, ok := s.key(ip); ok {
 		delete(s.neigh, k)
@@ -302,7 +272,6 @@ func (s *keyedState[K]) delNeigh(ip netip.Addr) {
 
 func (s *keyedState[K]) resetNeighs() { clear(s.neigh) }
 
-// neighs iterates over the neighbour entries.
 func (s *keyedState[K]) neighs() iter.Seq2[netip.Addr, hwAddr] {
 	return func(yield func(netip.Addr, hwAddr) bool) {
 		for k, m := range s.neigh {
@@ -321,14 +290,13 @@ func (s *keyedState[K]) getFDB(m hwAddr) (netip.Addr, bool) {
 	return d.addr(), true
 }
 
-// setFDB sets the (first) FDB remote of m, an address of the state's family.
+// setFDB sets the first FDB remote of m.
 func (s *keyedState[K]) setFDB(m hwAddr, dst netip.Addr) {
 	if k, ok := s.key(dst); ok {
 		s.fdb[m] = k
 	}
 }
 
-// delFDB deletes the (first) FDB remote of m.
 func (s *keyedState[K]) delFDB(m hwAddr) { delete(s.fdb, m) }
 
 func (s *keyedState[K]) resetFDB() {
@@ -336,7 +304,7 @@ func (s *keyedState[K]) resetFDB() {
 	s.extraFDB = s.extraFDB[:0]
 }
 
-// fdbs iterates over the first FDB remote of each MAC.
+// fdbs yields the first FDB remote of each MAC.
 func (s *keyedState[K]) fdbs() iter.Seq2[hwAddr, netip.Addr] {
 	return func(yield func(hwAddr, netip.Addr) bool) {
 		for m, d := range s.fdb {
@@ -368,8 +336,7 @@ func (s *keyedState[K]) hasRoute(dst netip.Prefix) bool {
 	return ok
 }
 
-// setRoute stores r as the (first) route to r.Dst; its addresses are of the state's
-// family.
+// setRoute stores r as the first route to r.Dst.
 func (s *keyedState[K]) setRoute(r route) {
 	k, ok := s.pfxKey(r.Dst)
 	v, vok := s.rtVal(r)
@@ -389,7 +356,7 @@ func (s *keyedState[K]) resetRoutes() {
 	s.extraRoutes = s.extraRoutes[:0]
 }
 
-// allRoutes iterates over the first route of each destination.
+// allRoutes yields the first route of each destination.
 func (s *keyedState[K]) allRoutes() iter.Seq[route] {
 	return func(yield func(route) bool) {
 		for k, v := range s.routes {
@@ -427,8 +394,7 @@ func (s *keyedState[K]) resetNexthops() {
 	s.extraNH = s.extraNH[:0]
 }
 
-// addNexthop records an actual nexthop object: kept for gw when it is usable and the
-// first for a valid gw, else to be deleted.
+// addNexthop keeps the first usable nexthop object for gw; others are to be deleted.
 func (s *keyedState[K]) addNexthop(gw netip.Addr, id uint32, usable bool) {
 	if k, ok := s.key(gw); ok && usable && gw.IsValid() {
 		if _, dup := s.nh[k]; !dup {
@@ -440,7 +406,6 @@ func (s *keyedState[K]) addNexthop(gw netip.Addr, id uint32, usable bool) {
 	s.extraNH = append(s.extraNH, id)
 }
 
-// nexthopGw returns the gateway of the nexthop object id kept by the last kernel read.
 func (s *keyedState[K]) nexthopGw(id uint32) (netip.Addr, bool) {
 	k, ok := s.nhByID[id]
 	if !ok {
@@ -449,7 +414,6 @@ func (s *keyedState[K]) nexthopGw(id uint32) (netip.Addr, bool) {
 	return k.addr(), true
 }
 
-// addFDB records an actual FDB remote.
 func (s *keyedState[K]) addFDB(mac hwAddr, dst netip.Addr) {
 	k, ok := s.key(dst)
 	if _, dup := s.fdb[mac]; dup || !ok || !dst.IsValid() {
@@ -459,7 +423,6 @@ func (s *keyedState[K]) addFDB(mac hwAddr, dst netip.Addr) {
 	s.fdb[mac] = k
 }
 
-// addRoute records an actual route.
 func (s *keyedState[K]) addRoute(r route) {
 	k, ok := s.pfxKey(r.Dst)
 	v, vok := s.rtVal(r)
@@ -470,7 +433,6 @@ func (s *keyedState[K]) addRoute(r route) {
 	s.routes[k] = v
 }
 
-// famParams is what the desired state of one family depends on besides the leases.
 type famParams struct {
 	V6      bool
 	VNI     int          // ours: peers advertising another are skipped
@@ -479,21 +441,17 @@ type famParams struct {
 	Network netip.Prefix // the family's flannel network
 	Own     netip.Prefix // our own lease's subnet of this family (skipped among peers)
 	Direct  bool         // DirectRouting
-	// Nexthops: onlink peer routes use kernel nexthop objects (IPv4 on kernels that
-	// have them; see routeViaNexthop in kernel.go).
+	// Nexthops: onlink routes use nexthop objects.
 	Nexthops bool
-	// IsDirect says whether a peer's public address is reachable on the external
-	// interface without a gateway. Only consulted when Direct is set.
+	// IsDirect: the address is on-link on the external interface (used with Direct).
 	IsDirect func(netip.Addr) bool
 }
 
-// problem is a peer lease that cannot be programmed, for logging.
 type problem = backend.Problem
 
-// desiredFamily computes the neighbour, FDB and route sets one family needs for the
-// peer leases, into out (which it resets). It is a pure function of its inputs.
-// Leases of other backends or VNIs, without this family, or with unusable data are
-// skipped and reported in the returned problems (appended to probs).
+// desiredFamily fills out (reset) with one family's neighbour, FDB and route sets for
+// the peers. Leases of other backends or VNIs, without the family or with unusable data
+// are skipped and appended to probs.
 func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []problem) []problem {
 	out.size(peers.Len())
 	out.reset()
@@ -503,7 +461,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 	}
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "vxlan" {
-			// reported by both families; the caller logs each distinct problem once
+			// both families report it; the caller logs each distinct problem once
 			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType),
 				Skip: observe.SkippedOtherBackend})
 			continue
@@ -534,9 +492,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 			continue
 		}
 		if bd.VNI != 0 && bd.VNI != p.VNI {
-			// Its packets would carry a VNI no device of ours has, and ours one of
-			// none of its: nothing would arrive either way. (0: a lease that names no
-			// VNI, as v0.10's; taken as ours.)
+			// Another VNI: nothing would arrive either way. (0, as in v0.10 leases, is ours.)
 			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VNI %d, ours is %d", bd.VNI, p.VNI),
 				Skip: observe.SkippedOtherVNI})
 			continue
@@ -561,17 +517,14 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 	return probs
 }
 
-// neighOp is a neighbour (ARP/NDP) entry to set or delete.
 type neighOp struct {
 	IP  netip.Addr
 	MAC hwAddr
 }
 
-// ops is the minimal list of changes that turns an actual family state into the desired
-// one. Apply order: route deletes, FDB deletes, neighbour deletes, then neighbour sets,
-// FDB sets, nexthop object creations, route sets, and nexthop object deletes last, so
-// that a route never points at a gateway the kernel would have to resolve by ARP, and
-// no nexthop object goes while a route we keep still uses it.
+// ops turns an actual family state into the desired one. Apply order: route, FDB,
+// neighbour deletes, then neighbour, FDB, nexthop, route sets, nexthop deletes last: a
+// route never needs an ARP for its gateway nor loses its nexthop object.
 type ops struct {
 	delRoutes []route
 	delFDB    []fdbKey
@@ -581,13 +534,11 @@ type ops struct {
 	addNH     []netip.Addr    // gateways needing a nexthop object
 	setRoutes []pfxKey[ipKey] // destinations whose desired route (in src) is to be written
 	delNH     []uint32
-	// delRefused, delRefusedNH: our routes to peers the kernel refused during apply, and
-	// the nexthop objects only those routes use (filled by apply)
+	// our routes to refused peers and the nexthops only they use (filled by apply)
 	delRefused   []route
 	delRefusedNH []uint32
 
-	// nhGw is diff's scratch map[K]struct{} (K the family's key type): the gateways of
-	// desired ViaNH routes; promote reads it too.
+	// nhGw: diff's scratch map[K]struct{} of ViaNH gateways; promote reads it too.
 	nhGw any
 	src  famState // the desired state diff was computed for
 }
@@ -611,8 +562,7 @@ func (o *ops) reset() {
 	o.delRefusedNH = o.delRefusedNH[:0]
 }
 
-// shrink drops the storage of lists that grew large (a first round of a big network),
-// so that it is not kept for the small rounds that follow.
+// shrink drops lists a big first round grew, so small rounds do not keep them.
 func (o *ops) shrink() {
 	dropIfLarge(&o.delRoutes)
 	dropIfLarge(&o.delFDB)
@@ -624,7 +574,6 @@ func (o *ops) shrink() {
 	dropIfLarge(&o.delNH)
 }
 
-// dropIfLarge forgets the storage of a list whose capacity grew beyond 1024 entries.
 func dropIfLarge[T any](s *[]T) {
 	if cap(*s) > 1024 {
 		*s = nil
@@ -638,11 +587,9 @@ func (o *ops) len() int {
 
 func (o *ops) empty() bool { return o.len() == 0 }
 
-// diff computes the operations that turn act into want, into out (which it resets). It
-// is a pure function. Sets are replace operations (create or overwrite), so an entry
-// whose value changed costs one request; a kernel object that shares a key with a
-// wanted one but cannot be overwritten in place (a second FDB remote for a MAC, a second
-// route to a destination) is deleted. want and act are states of the same family.
+// diff fills out (reset) with the ops turning act into want, of the same family. Sets
+// are replaces, so a changed value costs one request; an object sharing a wanted key
+// that a replace cannot overwrite (second FDB remote, second route) is deleted.
 func diff(want, act famState, out *ops) {
 	switch w := want.(type) {
 	case *keyedState[v4Key]:
@@ -657,8 +604,7 @@ func diff(want, act famState, out *ops) {
 func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 	out.reset()
 	out.src = want
-	// Room for the usual case (additions when want is larger, removals when smaller) in
-	// one allocation, rather than by doubling.
+	// One allocation for the usual case rather than doubling.
 	if add := len(want.routes) - len(act.routes); add > 0 {
 		out.setNeigh = slices.Grow(out.setNeigh, add)
 		out.setFDB = slices.Grow(out.setFDB, add)
@@ -671,7 +617,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		out.delNH = slices.Grow(out.delNH, del)
 	}
 
-	// Neighbours: keyed by IP, one per IP per device.
 	for ip, mac := range want.neigh {
 		if have, ok := act.neigh[ip]; !ok || have != mac {
 			out.setNeigh = append(out.setNeigh, neighOp{ip.addr(), mac})
@@ -683,7 +628,7 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 	}
 
-	// FDB: keyed by MAC; extra remotes are rare, so they are handled by a linear pass.
+	// Extra FDB remotes are rare: a linear pass.
 	var extraFor map[hwAddr]int // MAC -> number of extra remotes, built only when needed
 	var extraHit map[hwAddr]bool
 	if len(act.extraFDB) > 0 {
@@ -725,7 +670,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 	}
 
-	// Routes: keyed by destination.
 	var extraByDst map[netip.Prefix][]int // dst -> indexes into act.extraRoutes
 	if len(act.extraRoutes) > 0 {
 		extraByDst = make(map[netip.Prefix][]int)
@@ -753,8 +697,8 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 			}
 			continue
 		}
-		// Several routes to dst: keep one that is exactly right, or the one a replace
-		// overwrites (metric 0); delete the rest.
+		// Several routes to dst: keep an exact one, or the one a replace overwrites; delete
+		// the rest.
 		keep := -2 // -1: the first route; i >= 0: extra i; -2: none
 		if ok && have.same(w) {
 			keep = -1
@@ -801,8 +745,7 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 	}
 
-	// Nexthop objects: one per gateway of a ViaNH route; the rest goes (after the
-	// route replacements that move routes off them).
+	// Nexthop objects no ViaNH route needs go, after the route replacements.
 	nhGw, _ := out.nhGw.(map[K]struct{})
 	if nhGw == nil {
 		nhGw = make(map[K]struct{})
@@ -829,7 +772,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 	out.delNH = append(out.delNH, act.extraNH...)
 }
 
-// wideKey converts a destination to the key form of ops.setRoutes.
 func wideKey[K addrKey](k pfxKey[K]) pfxKey[ipKey] {
 	return pfxKey[ipKey]{keyOf(k.a.addr()), k.bits}
 }

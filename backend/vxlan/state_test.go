@@ -548,9 +548,8 @@ func TestLPM(t *testing.T) {
 	}
 }
 
-// TestStateKeys checks that both key widths give back exactly what was stored: the
-// zero address (a route without gateway) stays apart from 0.0.0.0 and ::, and
-// addresses an IPv4 state has no key for are kept in the extra lists.
+// TestStateKeys: both key widths give back what was stored; the zero address stays apart
+// from 0.0.0.0 and ::, other-family addresses go to the extra lists.
 func TestStateKeys(t *testing.T) {
 	routes := []struct {
 		v6 bool
@@ -677,8 +676,7 @@ func TestStateKeys(t *testing.T) {
 		})
 	}
 
-	// The nexthop objects kept for gateways, 0.0.0.0 included, are found by id; the
-	// others are not.
+	// Kept nexthop objects, 0.0.0.0 included, are found by id; others are not.
 	s := newFamState(false)
 	s.addNexthop(netip.Addr{}, 5, true)
 	s.addNexthop(ip("0.0.0.0"), 6, true)

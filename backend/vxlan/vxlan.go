@@ -1,61 +1,25 @@
-// Package vxlan is flannel's central backend: pods of every node reach each other
-// through a Linux VXLAN device per address family, flannel.<VNI> (IPv4) and
-// flannel-v6.<VNI> (IPv6), whose VTEP MAC each node advertises in its lease.
+// Package vxlan is flannel's vxlan backend, with upstream's devices, lease data and kernel
+// entries: a VXLAN device per family, flannel.<VNI> and flannel-v6.<VNI>, whose MAC each
+// node advertises in its lease. Per peer it keeps on the device
 //
-// For every peer lease the node needs three kernel objects on the device:
-//
-//	neighbour  <peer subnet address> lladdr <peer VtepMAC> PERMANENT   (no ARP needed)
-//	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent     (where to tunnel)
+//	neighbour  <peer subnet address> lladdr <peer VtepMAC> PERMANENT
+//	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent
 //	route      <peer subnet> via <peer subnet address> dev flannel.<VNI> onlink
 //
-// or, with DirectRouting and a peer reachable without a gateway, only the route
-// <peer subnet> via <peer PublicIP> on the external interface.
+// or, with DirectRouting and a peer on-link, only a route via its PublicIP on the
+// external interface. IPv4 onlink routes use a nexthop object per gateway where the
+// kernel has them: it hashes plain routes' next hops without the gateway, so n plain
+// onlink routes cost n² to insert.
 //
-// IPv4 onlink routes go through a kernel nexthop object per peer gateway ("nhid N via
-// <gw> dev flannel.1 onlink"): the kernel hashes plain routes' next hops without the
-// gateway, so n plain onlink routes on one device cost n² to insert, nexthop objects n.
-// Kernels without nexthop objects get plain routes (the first nexthop dump tells).
+// Reconcile diffs the desired entries (a pure function of the leases) against those we
+// own in the kernel (learned entries are left alone) and applies the difference in
+// pipelined batches, neighbour and FDB entries before the routes that need them, so the
+// kernel never ARPs for a gateway. The kernel is read only when it may differ from the
+// last round's result (cache.go). A peer the kernel refuses is skipped (refused.go).
+// Incompatible devices are recreated with the same MAC, so peers need no update.
 //
-// The backend is a reconciler, not an event replayer. Each Reconcile round works on
-// three sets per family:
-//
-//   - desired: desiredFamily, a pure function of the config, our own lease and the peer
-//     leases, yields the neighbour, FDB and route sets above. Unusable leases (another
-//     backend, bad BackendData, no subnet of the family) are skipped and logged once per
-//     distinct problem.
-//   - actual: read from the kernel (per family one dump each of the nexthop objects,
-//     routes, neighbours and FDB entries), unless the previous round applied every
-//     change it needed and the backend's own subscription to kernel change notifications
-//     has seen nothing since but the echo of its own writes: the actual state is then the
-//     previous round's desired state (cache.go; a change by anyone else, a lost
-//     notification, a failed request, a device repair and the daemon's periodic resync
-//     all force the dumps). The dumps are filtered by the
-//     kernel to our device (routes also on the external interface), keeping what we own:
-//     nexthop objects, permanent neighbour and FDB entries on our devices, routes on our
-//     devices (kernel-made routes excepted), and routes on the external interface whose
-//     destination lies inside the flannel network (direct routes).
-//   - diff: a pure function giving the minimal replace/delete operations. Whatever we own
-//     that no lease explains is deleted; entries the kernel created (learned FDB entries,
-//     dynamic ARP) are left alone.
-//
-// The operations are applied in pipelined netlink batches (pkg/netlinkx.Conn), in an
-// order that keeps the data plane sound: route deletes first, then FDB and neighbour
-// deletes; then neighbour sets, FDB sets, nexthop objects, and route sets last, so the
-// kernel never needs to ARP for an onlink gateway; nexthop objects no route needs go
-// after that. Each request's outcome is checked; failures are collected and the rest
-// goes on. A request the kernel refuses for the values of one peer's lease refuses that
-// peer as a whole, without failing the round (refused.go). A round with nothing to
-// change writes nothing. The same loop covers start-up (adopting what an earlier run or
-// upstream flanneld left), restart without loss, self-healing after manual changes and
-// scale.
-//
-// Devices are adopted when compatible, keeping ifindex and MAC; when an attribute the
-// library cannot change in place differs (VNI, port, local address, underlay link, GBP,
-// learning) the device is recreated with the same MAC, so peers need no update.
-//
-// The ethtool ioctl is ours (ethtool.go): safchain/ethtool allocates 2.1 MB (149
-// allocations) per read-and-set of the checksum feature, ours nothing; mdlayher/ethtool
-// cannot set features.
+// The ethtool ioctl is ours (ethtool.go): safchain/ethtool allocates 2.1 MB per
+// read-and-set of the checksum feature, ours nothing; mdlayher/ethtool cannot set features.
 package vxlan
 
 import (
@@ -82,7 +46,6 @@ import (
 // BackendType is the lease BackendType and config Backend.Type of this backend.
 const BackendType = "vxlan"
 
-// maxIfNameLen is the kernel's limit on interface names (IFNAMSIZ - 1).
 const maxIfNameLen = 15
 
 // Counts says how many objects a Reconcile round added (or replaced) and removed.
@@ -102,9 +65,8 @@ func (c Counts) Total() int {
 		c.NexthopsAdded + c.NexthopsRemoved + c.Other
 }
 
-// Backend is the vxlan backend; after Start it is also the running backend.Network.
-// Its methods may be called from several goroutines; they serialise on one mutex and
-// block on netlink requests, checking ctx between them.
+// Backend is the vxlan backend; after Start it is also the running backend.Network. Its
+// methods serialise on one mutex and block on netlink, checking ctx between requests.
 type Backend struct {
 	h      nlHandle
 	c      rtConn
@@ -120,8 +82,7 @@ type Backend struct {
 	last     Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	retry    bool   // Invalidate was called: try the refused peers again (refused.go)
 	plog     backend.ProblemLog
-	// the peer problems of the round being made: leases skipped, peers refused; and the
-	// peers reported as refused in it
+	// this round's skipped leases and refused peers, and the refused ones reported
 	probs, refusedProbs []problem
 	reported            map[string]struct{}
 	kc                  kernelCache // cache.go
@@ -136,8 +97,8 @@ var (
 	_ backend.Constructor = New
 )
 
-// New is the backend.Constructor: it parses the config and opens a netlink handle on
-// the current network namespace. It changes nothing in the kernel.
+// New is the backend.Constructor for the current network namespace. It changes nothing
+// in the kernel.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -158,12 +119,9 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 	return b, nil
 }
 
-// NewWithHandle is New with an explicit netlink handle and raw netlink connection, both
-// in the namespace to configure (netlink.NewHandleAt and netlinkx.OpenAt), and sysctl
-// writer (nil: write the file under /proc/sys directly; write errors are logged and
-// otherwise ignored). Handle and connection stay owned by the caller; Start subscribes the
-// connection to change notifications (netlinkx.Conn.Subscribe, see cache.go). As the handle's
-// namespace is not known, the ChecksumOffload option is not applied.
+// NewWithHandle is New with a netlink handle and connection in the namespace to
+// configure, which stay the caller's, and a sysctl writer (nil: /proc/sys; errors are
+// logged). Start subscribes c to change notifications. ChecksumOffload is not applied.
 func NewWithHandle(h *netlink.Handle, c *netlinkx.Conn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil || c == nil {
 		return nil, errors.New("vxlan: nil netlink handle or connection")
@@ -218,8 +176,7 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	// Logged once the backend is accepted: the daemon calls New again every second
-	// while it refuses this node.
+	// Logged only once accepted: the daemon calls New every second while it refuses us.
 	klog.InfoS("VXLAN config", "VNI", vc.VNI, "Port", vc.Port, "GBP", vc.GBP, "Learning", vc.Learning,
 		"DirectRouting", vc.DirectRouting, "ChecksumOffload", vc.ChecksumOffload)
 	return b, nil
@@ -237,9 +194,8 @@ func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *fa
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.vc }
 
-// Claims names the devices (flannel.<VNI>, flannel-v6.<VNI>) and, per family, the VNI on
-// the UDP port (kernelDefaultPort when Port is 0) its devices listen on, on every
-// address: the kernel binds its VXLAN sockets to the wildcard.
+// Claims names the devices and, per family, the VNI on the UDP port (kernelDefaultPort
+// when 0) on every address: the kernel binds VXLAN sockets to the wildcard.
 func (b *Backend) Claims() claim.Set {
 	port := b.vc.Port
 	if port == 0 {
@@ -257,9 +213,8 @@ func (b *Backend) Claims() claim.Set {
 	return s
 }
 
-// Prepare creates or adopts the devices and returns the lease attributes: PublicIP(v6),
-// BackendType "vxlan" and {"VNI":n,"VtepMAC":"…"} per family. The MAC is the existing
-// device's, else the previous lease's, else a new random one.
+// Prepare creates or adopts the devices and returns the lease attributes, VtepMAC being
+// the existing device's, else the previous lease's, else a new random one.
 func (b *Backend) Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -313,7 +268,7 @@ func prevMAC(prev *subnet.Lease, v6 bool) hwAddr {
 	return bd.MAC
 }
 
-// Start puts the lease's subnet address on the devices and returns the running network.
+// Start puts the lease's subnet address on the devices and returns the network.
 func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -338,8 +293,8 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	return b, nil
 }
 
-// heal checks each device (exists, compatible, MAC, MTU, up) and its address, repairing
-// what drifted. It returns the number of repairs.
+// heal repairs each device (exists, compatible, MAC, MTU, up) and its address; it returns
+// the number of repairs.
 func (b *Backend) heal(ctx context.Context) (int, error) {
 	n := 0
 	for _, f := range b.fams {
@@ -368,9 +323,8 @@ func (b *Backend) heal(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// MTU is the MTU pods get: the configured underlay MTU minus the overhead of the
-// costliest enabled family, so that a packet of that size fits every device: MTU - 50
-// for IPv4 only (as upstream), MTU - 70 as soon as IPv6 is enabled (upstream: - 50).
+// MTU is the pods' MTU so that one packet fits every device: MTU - 50 with IPv4 only (as
+// upstream), MTU - 70 once IPv6 is enabled (upstream: - 50).
 func (b *Backend) MTU() int {
 	worst := overhead
 	for _, f := range b.fams {
@@ -388,13 +342,11 @@ func (b *Backend) Devices() []string {
 	return out
 }
 
-// RemoveDevices implements backend.Network through the backend's netlink handle.
+// RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
 
-// WatchFilter selects the vxlan devices (with their addresses, routes, neighbour and
-// FDB entries), the external interface (the underlay) and the main-table routes inside
-// the flannel networks (direct routes, and a route moved off our device). The watch
-// reads the change subscription the kernel cache reads (cache.go).
+// WatchFilter selects the devices, the external interface and the main-table routes
+// inside the networks, on the Feed the kernel cache reads.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}, Feed: b.c.Feed()}
 	for _, fam := range b.fams {
@@ -404,10 +356,8 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 	return f
 }
 
-// Reconcile converges the devices and the peers' neighbour, FDB and route entries to
-// what the leases require (see the package comment). A peer the kernel refuses is
-// skipped and reported (refused.go); the other failures are returned joined, and the
-// daemon retries later.
+// Reconcile converges the devices and the peers' entries to the leases. Refused peers are
+// skipped and reported; other failures are returned joined, for the daemon to retry.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -427,8 +377,6 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	if err != nil {
 		return c, err
 	}
-	// The kernel is read in full unless the last round left it as desired and no
-	// change notification since says otherwise (cache.go).
 	b.drainChanges()
 	full := !b.kc.on || !b.kc.valid || b.kc.dirty || other > 0
 	if klog.V(3).Enabled() {
@@ -438,9 +386,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	if full {
 		b.kc.reads++
 		for _, f := range b.fams {
-			// The kernel holds about as many objects as the peers want: maps made for
-			// them at once leave no garbage behind while they fill (after a round too
-			// large to follow its own echo, the actual state is still the small one).
+			// Sized for the peers at once: growing step by step leaves garbage.
 			f.act.size(peers.Len())
 			if err := b.readActual(f); err != nil {
 				return c, fmt.Errorf("vxlan: %w", err)
@@ -474,8 +420,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.kc.applying = false
 	b.settleRefusals(peers)
 	backend.ReportSkipped(b.obs, b.plog.Round(b.probs, b.refusedProbs))
-	// After a refusal the kernel holds less than the desired state: the next round
-	// reads it back, with the refused objects held back.
+	// After a refusal the kernel holds less than desired: read it next round.
 	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 && !refused {
 		for _, f := range b.fams {
 			f.promote()

@@ -11,8 +11,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// The watch filter names what the backend owns: both devices, the underlay link and
-// both networks (direct routes live on the external interface inside them).
+// The watch filter names both devices, the underlay link and both networks.
 func TestWatchFilter(t *testing.T) {
 	cfg, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan","VNI":4}}`)
 	if err != nil {
