@@ -1,8 +1,6 @@
-// Package atomicfile replaces files so that a reader sees the old content or the new one,
-// never a part: the data goes to a temporary file ".<name>.tmp*" in the target's
-// directory, is synced and given its mode, and is then renamed over the target. A file
-// being executed is replaced the same way (the running program keeps the old inode), so
-// this also installs binaries that may be running.
+// Package atomicfile replaces files so that readers see the old content or the new, never
+// a part: a synced temporary ".<name>.tmp*" beside the target is renamed over it. A
+// running binary keeps its old inode, so this also installs binaries in use.
 package atomicfile
 
 import (
@@ -12,8 +10,7 @@ import (
 	"path/filepath"
 )
 
-// WriteFile replaces path with data. The file gets exactly mode, whatever the umask; a
-// missing directory is created (0755).
+// WriteFile replaces path with data, mode exactly mode; a missing directory is made 0755.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
 	return replace(path, mode, func(f *os.File) error {
 		_, err := f.Write(data)
@@ -21,8 +18,7 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	})
 }
 
-// Copy replaces dst with the content of the regular file src, and gives it src's
-// permission bits.
+// Copy replaces dst with the regular file src, with src's permission bits.
 func Copy(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {

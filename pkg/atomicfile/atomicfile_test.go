@@ -82,8 +82,8 @@ func TestCopy(t *testing.T) {
 	})
 }
 
-// A reader that opened the old file keeps reading the old content: the file is replaced,
-// not rewritten in place (what lets the installer replace a plugin binary in use).
+// A reader of the old file keeps reading the old content: the file is replaced, not
+// rewritten (so a plugin binary in use can be replaced).
 func TestCopyReplacesNotRewrites(t *testing.T) {
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "flannel")

@@ -1,11 +1,6 @@
-// Package claim names what a daemon instance takes on its node for itself (network
-// devices, UDP ports, address ranges) and says when two instances' claims collide, so
-// that a second instance refuses to start instead of sharing, and fighting over, what
-// the first one owns.
-//
-// A backend declares its devices and ports (backend.Claimer); the daemon adds its
-// networks, publishes the set on its control socket and compares it with every other
-// instance's in the network namespace.
+// Package claim names what a daemon instance takes on its node (devices, UDP ports,
+// address ranges) and detects collisions between instances, so that a second one
+// refuses to start instead of fighting the first over what it owns.
 package claim
 
 import (
@@ -22,37 +17,32 @@ const (
 
 // Set is everything one instance claims.
 type Set struct {
-	// Devices are the links the instance creates or adopts by name.
+	// Devices are links the instance creates or adopts by name.
 	Devices []Device `json:"devices,omitempty"`
-	// Ports are the UDP ports it listens on, or its kernel devices listen on.
+	// Ports are UDP ports it or its kernel devices listen on.
 	Ports []Port `json:"ports,omitempty"`
-	// Networks are its network config's Network and IPv6Network: the routes, rules and
-	// addresses inside them are the instance's.
+	// Networks are Network and IPv6Network: routes, rules and addresses inside are ours.
 	Networks []netip.Prefix `json:"networks,omitempty"`
 }
 
 // Device is a link claimed by name.
 type Device struct {
 	Name string `json:"name"`
-	// SetBy is the network config key that chooses the name (e.g. "Backend.VNI" for
-	// flannel.<VNI>); empty when no key does.
+	// SetBy is the config key choosing the name (e.g. "Backend.VNI"), or empty.
 	SetBy string `json:"setBy,omitempty"`
 }
 
 // Port is a UDP port. Two claims of one port and family collide when their addresses
-// overlap (one is the wildcard, or both are the same address), unless both are VXLAN
-// ports of different VNIs: the kernel's VXLAN devices share one socket per port and
-// family, and tell their traffic apart by VNI. It refuses a second VXLAN device with the
-// same VNI, port and family whatever its local address or underlay link, and a socket
-// that binds a port one of them listens on (and the other way round).
+// overlap, unless both are VXLAN ports of different VNIs: the kernel shares one socket
+// per port and family among VXLAN devices and refuses a second device with the same VNI.
 type Port struct {
 	Family string `json:"family"` // IPv4 or IPv6
 	Port   int    `json:"port"`
-	// Addr is the local address the socket binds; absent: every address of the family.
+	// Addr is the bound local address; absent: every address of the family.
 	Addr netip.Addr `json:"addr,omitzero"`
-	// VNI is set for a VXLAN device's port (after defaults).
+	// VNI is set for a VXLAN device's port.
 	VNI int `json:"vni,omitempty"`
-	// SetBy is the network config key that chooses the port (e.g. "Backend.Port").
+	// SetBy is the config key choosing the port (e.g. "Backend.Port").
 	SetBy string `json:"setBy,omitempty"`
 }
 
@@ -72,7 +62,6 @@ func (p Port) String() string {
 	return fmt.Sprintf("UDP port %d (%s)", p.Port, fam)
 }
 
-// collides applies the rule of Port's comment.
 func (p Port) collides(q Port) bool {
 	if p.Family != q.Family || p.Port != q.Port {
 		return false
@@ -93,18 +82,15 @@ const (
 // Conflict is one claim of ours that another instance's set collides with.
 type Conflict struct {
 	Kind string
-	// Ours is what we claim: a device name, a port (Port.String) or a network.
+	// Ours is our claim: a device name, a port (Port.String) or a network.
 	Ours string
-	// Theirs is what the other instance claims, when it differs from Ours in words (the
-	// other network of an overlap, the other port of a collision), else empty.
+	// Theirs is the other claim when it reads differently from Ours, else empty.
 	Theirs string
-	// SetBy is the config key of ours that chooses it ("Network" or "IPv6Network" for a
-	// network); empty when none does.
+	// SetBy is our config key choosing it, or empty.
 	SetBy string
 }
 
-// String says what collides and what to change, e.g. "device flannel.1 (change
-// Backend.VNI)".
+// String says what collides and what to change: "device flannel.1 (change Backend.VNI)".
 func (c Conflict) String() string {
 	s := c.Kind + " " + c.Ours
 	if c.Kind == KindPort {
@@ -116,8 +102,7 @@ func (c Conflict) String() string {
 	return s
 }
 
-// Remedy says what to change in this instance's network config, e.g. "set another
-// Backend.VNI in this network's config".
+// Remedy says what to change in this instance's network config.
 func (c Conflict) Remedy() string {
 	switch {
 	case c.Kind == KindNetwork:
@@ -128,8 +113,7 @@ func (c Conflict) Remedy() string {
 	return "run only one of the two on this node"
 }
 
-// Conflicts lists the claims of ours that theirs collides with: devices first, then
-// ports, then networks, each in the order of ours.
+// Conflicts lists our claims theirs collides with: devices, ports, networks, in our order.
 func Conflicts(ours, theirs Set) []Conflict {
 	var out []Conflict
 	for _, d := range ours.Devices {
@@ -167,7 +151,7 @@ func Conflicts(ours, theirs Set) []Conflict {
 	return out
 }
 
-// Devices is the set of device names the caller lists, as device claims with no key.
+// Devices makes device claims, with no key, of names.
 func Devices(names []string) []Device {
 	out := make([]Device, 0, len(names))
 	for _, n := range names {

@@ -1,9 +1,7 @@
-// Package configkeys decodes the JSON objects of the network config (its top level and
-// each backend's Backend object) key by key. Keys match as encoding/json matches them,
-// in any letter case, and null counts as absent; unlike encoding/json, every problem is
-// reported at once, in the config's words (the key and the kind of value it takes, never
-// a Go type), and the keys an object does not know come back as warnings, each with the
-// known key it is probably a misspelling of.
+// Package configkeys decodes the network config's JSON objects key by key, matching keys
+// as encoding/json does (any case, null is absent). Unlike encoding/json it reports every
+// problem at once in the config's words, never Go types, and returns unknown keys as
+// warnings with the known key each probably misspells.
 package configkeys
 
 import (
@@ -18,45 +16,37 @@ import (
 
 // Field is one key an object knows.
 type Field struct {
-	// Name is the key's canonical spelling ("SubnetLen"); the config may write it in any
-	// letter case.
+	// Name is the canonical spelling ("SubnetLen").
 	Name string
-	// Into receives the value when the key is present and not null: a *string, *int,
-	// **int, *bool, **bool (the pointer forms are set to a new value, and to nil by
-	// null) or *json.RawMessage (any JSON value, as written).
+	// Into receives a present non-null value: *string, *int, **int, *bool, **bool (null
+	// sets those to nil) or *json.RawMessage (as written).
 	Into any
-	// Ignored, when not empty, accepts the key without decoding it and says why (e.g.
-	// "used by flanneld on Windows only"); the key comes back as a warning.
+	// Ignored, if set, accepts the key undecoded, with this reason in its warning.
 	Ignored string
 }
 
 // Object describes one JSON object of the config.
 type Object struct {
-	// Path is where the object sits in the config ("" for the top level, "Backend"); it
-	// prefixes the keys of warnings.
+	// Path places the object ("" top level, "Backend") and prefixes warning keys.
 	Path string
-	// Prefix starts the message of every problem (e.g. "vxlan: "); it may be empty.
+	// Prefix starts every problem's message (e.g. "vxlan: ").
 	Prefix string
-	// Fields are the keys the object knows.
 	Fields []Field
 }
 
 // Warning is a key that has no effect: unknown, ignored, or repeated.
 type Warning struct {
-	// Key is the key's path as written in the config ("Backend.VIN").
+	// Key is the key's path as written ("Backend.VIN").
 	Key string
-	// Suggest is the known key an unknown one is probably a misspelling of ("" if none
-	// is close, or for an ignored or repeated key).
+	// Suggest is the known key an unknown one probably misspells, or "".
 	Suggest string
-	// Ignored is why a known key has no effect (Field.Ignored); empty for unknown keys.
+	// Ignored is Field.Ignored of an ignored key.
 	Ignored string
-	// Repeats is the earlier spelling of a key written twice ("Network" for a later
-	// "network"): the last one counts, as with encoding/json.
+	// Repeats is the earlier spelling of a repeated key; the last counts, as in encoding/json.
 	Repeats string
 }
 
-// String says what is wrong with the key, e.g. `unknown key "Backend.VIN" (did you mean
-// "VNI"?)`.
+// String says what is wrong with the key.
 func (w Warning) String() string {
 	switch {
 	case w.Repeats != "":
@@ -69,18 +59,16 @@ func (w Warning) String() string {
 	return fmt.Sprintf("unknown key %q", w.Key)
 }
 
-// Decode reads data, which must be one JSON object, into the fields. It returns the
-// warnings (in the order of the keys) and every problem found, joined. A field whose
-// value has the wrong type keeps its previous value. A syntax error is reported alone,
-// as "invalid <Path or network config> JSON: ..." with its line and column.
+// Decode reads one JSON object into the fields and returns the warnings, in key order,
+// and every problem, joined. A wrongly typed value leaves its field as it was. A syntax
+// error comes alone: "invalid <Path or network config> JSON: ..." with line and column.
 func (o Object) Decode(data []byte) ([]Warning, error) {
 	name := o.Path
 	if name == "" {
 		name = "network config"
 	}
 	notJSON := func(err error) error {
-		// The whole-document parser places a syntax error reliably; the stream decoder
-		// does not after the first value. (Into a RawMessage it checks syntax only.)
+		// The stream decoder misplaces syntax errors after the first value.
 		var v json.RawMessage
 		if uerr := json.Unmarshal(data, &v); uerr != nil {
 			err = uerr
@@ -148,27 +136,23 @@ func (o Object) Decode(data []byte) ([]Warning, error) {
 
 // KeyError is a value of the wrong type for a known key.
 type KeyError struct {
-	// Key is the key's canonical name (Field.Name).
 	Key string
 	msg string
 }
 
 func (e *KeyError) Error() string { return e.msg }
 
-// unreadable is the error of an object that could not be read at all: invalid JSON, or
-// not an object.
 type unreadable struct{ error }
 
 func (u *unreadable) Unwrap() error { return u.error }
 
-// Unreadable reports whether err says that Decode could not read the object at all
-// (invalid JSON, or not an object), as opposed to problems with some of its values.
+// Unreadable reports whether Decode could not read the object at all (invalid JSON, not
+// an object), as opposed to problems with some values.
 func Unreadable(err error) bool {
 	var u *unreadable
 	return errors.As(err, &u)
 }
 
-// field returns the index of the field key names, in any letter case (-1: unknown).
 func (o Object) field(key string) int {
 	for i, f := range o.Fields {
 		if f.Name == key {
@@ -198,8 +182,8 @@ func (o Object) path(key string) string {
 	return o.Path + "." + key
 }
 
-// assign decodes raw into dst; the error is the kind of value dst takes ("a string").
-// null leaves dst as it is (a **bool or **int becomes nil), as encoding/json does.
+// assign decodes raw into dst; the error names the kind of value dst takes. null leaves
+// dst alone (pointer forms become nil), as encoding/json does.
 func assign(dst any, raw json.RawMessage) error {
 	if string(raw) == "null" {
 		switch p := dst.(type) {
@@ -264,11 +248,9 @@ const (
 	minInt = -maxInt - 1
 )
 
-// maxShown bounds the length of a value quoted in a message.
 const maxShown = 40
 
-// describe says what a JSON value is, in words: `the string "24"`, `the number 1.5`,
-// `true`, `an object`, `an array`.
+// describe names a JSON value in words: `the string "24"`, `the number 1.5`, `an object`.
 func describe(raw []byte) string {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -299,7 +281,6 @@ func describe(raw []byte) string {
 	return "the number " + s
 }
 
-// syntaxText is a JSON syntax error in words, with the position it was found at.
 func syntaxText(err error, data []byte) string {
 	var se *json.SyntaxError
 	if errors.As(err, &se) && se.Error() == "unexpected end of JSON input" {
@@ -315,8 +296,7 @@ func syntaxText(err error, data []byte) string {
 	return err.Error()
 }
 
-// position turns the offset of a syntax error (the bytes read up to and including the
-// offending one) into the 1-based line and column of the offending byte.
+// position gives the 1-based line and column of the byte at offset off-1.
 func position(data []byte, off int64) (line, col int) {
 	off = min(max(off, 1), int64(len(data)))
 	before := data[:off]
@@ -325,9 +305,8 @@ func position(data []byte, off int64) (line, col int) {
 	return line, col
 }
 
-// Suggest returns the candidate that s is probably a misspelling of: the closest in
-// letter-case-insensitive edit distance (a transposition counts as one edit, so "VIN"
-// is one edit from "VNI"), if close enough for the shorter word's length; "" otherwise.
+// Suggest returns the candidate s probably misspells: the closest in case-insensitive edit
+// distance (a transposition is one edit), if close for its length; else "".
 func Suggest(s string, candidates []string) string {
 	best, bestD := "", -1
 	ls := strings.ToLower(s)
@@ -347,7 +326,6 @@ func Suggest(s string, candidates []string) string {
 	return best
 }
 
-// allowed is how many edits a word of n letters may be off and still be suggested.
 func allowed(n int) int {
 	switch {
 	case n <= 4:
@@ -358,8 +336,7 @@ func allowed(n int) int {
 	return 3
 }
 
-// distance is the optimal string alignment distance between a and b: insertions,
-// deletions, substitutions and transpositions of neighbours, each one edit.
+// distance is the optimal string alignment distance between a and b.
 func distance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	prev2 := make([]int, len(rb)+1)

@@ -1,14 +1,8 @@
-// Package instancelock keeps two flanneld instances from running for the same network on
-// the same node. A lock is an abstract unix socket ("@flannel-go/<key>") bound by the
-// holder: abstract socket names live in the network namespace, so the lock is scoped to
-// exactly the namespace whose kernel state the daemon owns, needs no file system, and is
-// released by the kernel the moment the holder exits, even after kill -9 (a restarted
-// daemon never finds a stale lock).
-//
-// The listening socket is also a door: Serve hands the connections it accepts to a
-// handler (the daemon's control socket). Anyone may bind an abstract name first, so the
-// kernel's record of who listens (SO_PEERCRED) tells a flanneld (root) from a squatter.
-// Listening lists the locks held in a namespace: how one instance finds the others.
+// Package instancelock keeps two flanneld instances from running for the same network in
+// one network namespace. A lock is an abstract unix socket ("@flannel-go/<key>"): it is
+// scoped to the namespace whose kernel state the daemon owns and released by the kernel
+// when the holder exits, even after kill -9, so it is never stale. Its listener also
+// serves the daemon's control socket; SO_PEERCRED tells a flanneld (root) from a squatter.
 package instancelock
 
 import (
@@ -29,24 +23,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// namePrefix starts every lock's socket name (after the leading NUL of abstract names).
 const namePrefix = "flannel-go/"
 
-// maxNameLen is the longest abstract name: sun_path (108 bytes) minus the leading NUL.
+// maxNameLen is sun_path (108 bytes) minus the leading NUL.
 const maxNameLen = 107
 
 // maxHandlers bounds the connections handled at once; more are closed at once.
 const maxHandlers = 16
 
-// ErrHeld means another flanneld instance (a root process) holds the lock; the error
-// wrapping it names the holder.
+// ErrHeld means another flanneld instance (a root process) holds the lock.
 var ErrHeld = errors.New("another flanneld instance holds the lock")
 
-// ErrSquatted means a process that is not root holds the lock's name: not a flanneld, but
-// it keeps this daemon from starting. The error wrapping it names the process.
+// ErrSquatted means a process that is not root holds the lock's name.
 var ErrSquatted = errors.New("a process that is not root holds the lock's socket name")
 
-// Lock is a held instance lock. It is released by Release or when the process exits.
+// Lock is a held instance lock, released by Release or when the process exits.
 type Lock struct {
 	ln      *net.UnixListener
 	name    string
@@ -55,10 +46,8 @@ type Lock struct {
 	conns   sync.WaitGroup // running handlers
 }
 
-// Name is the socket name of a key, as shown by `ss -xl` ("@flannel-go/...").
-//
-// The key is kept readable: letters, digits and "/._-" stay, anything else becomes '_'.
-// Keys that are too long, or that sanitising made ambiguous, end with a hash of the key.
+// Name is the socket name of a key, as `ss -xl` shows it. Letters, digits and "/._-"
+// stay, the rest becomes '_'; a too long or ambiguous result ends with a hash of key.
 func Name(key string) string {
 	var b strings.Builder
 	changed := false
@@ -83,10 +72,9 @@ func Name(key string) string {
 	return "@" + namePrefix + s
 }
 
-// Acquire takes the lock for key in the caller's network namespace. When a root process
-// holds it, the error wraps ErrHeld; when a process that is not root holds its name, the
-// error wraps ErrSquatted. Both name the holder's PID (and the squatter's UID) when the
-// kernel tells them. Until Serve is called, connections are closed as they come.
+// Acquire takes the lock for key in the caller's network namespace. The error wraps
+// ErrHeld or ErrSquatted and names the holder's PID (and a squatter's UID) when known.
+// Until Serve, connections are closed as they come.
 func Acquire(key string) (*Lock, error) {
 	name := Name(key)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
@@ -101,7 +89,6 @@ func Acquire(key string) (*Lock, error) {
 	return l, nil
 }
 
-// heldError describes who holds name.
 func heldError(key, name string) error {
 	cred, err := holder(name)
 	switch {
@@ -127,8 +114,7 @@ func command(pid int) string {
 	return " (" + strings.TrimSpace(string(b)) + ")"
 }
 
-// accept hands each connection to the handler, or closes it when there is none or too
-// many are being handled. It ends with the listener.
+// accept hands each connection to the handler, or closes it (none, or too many busy).
 func (l *Lock) accept() {
 	defer close(l.done)
 	busy := make(chan struct{}, maxHandlers)
@@ -158,9 +144,9 @@ func (l *Lock) accept() {
 	}
 }
 
-// Serve hands every connection accepted from now on to h, in a goroutine of its own (at
-// most a few at a time; others are closed at once). h must return in bounded time (set
-// deadlines); the connection is closed after it returns. nil: close connections.
+// Serve hands each connection accepted from now on to h in its own goroutine (a few at
+// a time; others are closed). h must return in bounded time; the connection is closed
+// after it. nil: close connections.
 func (l *Lock) Serve(h func(*net.UnixConn)) {
 	if h == nil {
 		l.handler.Store(nil)
@@ -172,8 +158,7 @@ func (l *Lock) Serve(h func(*net.UnixConn)) {
 // SocketName is the lock's socket name ("@flannel-go/...").
 func (l *Lock) SocketName() string { return l.name }
 
-// Release gives the lock up and waits for running handlers. It is safe to call more
-// than once.
+// Release gives the lock up and waits for running handlers; repeated calls are safe.
 func (l *Lock) Release() error {
 	err := l.ln.Close()
 	<-l.done
@@ -184,13 +169,13 @@ func (l *Lock) Release() error {
 	return err
 }
 
-// Dial connects to the socket of key in the caller's network namespace and returns the
-// connection with the credentials the kernel recorded for its listener.
+// Dial connects to key's socket in the caller's namespace and returns the listener's
+// credentials as the kernel recorded them.
 func Dial(key string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
 	return DialName(Name(key), timeout)
 }
 
-// DialName is Dial by socket name ("@flannel-go/...", as Name and Listening give it).
+// DialName is Dial by socket name, as Name and Listening give it.
 func DialName(name string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
 	c, err := net.DialTimeout("unix", name, timeout)
 	if err != nil {
@@ -205,7 +190,6 @@ func DialName(name string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, e
 	return uc, cred, nil
 }
 
-// holder asks the kernel who listens on the abstract socket name.
 func holder(name string) (*unix.Ucred, error) {
 	c, err := net.DialTimeout("unix", name, time.Second)
 	if err != nil {
@@ -215,10 +199,9 @@ func holder(name string) (*unix.Ucred, error) {
 	return PeerCred(c.(*net.UnixConn))
 }
 
-// PeerCred is the other end's process as the kernel recorded it (SO_PEERCRED): for a
-// connection made by Dial, the listener's at the time it listened; for one accepted, the
-// connecting process's at the time it connected. The PID is 0 when that process is
-// in a PID namespace the caller cannot see.
+// PeerCred is the other end's process as SO_PEERCRED recorded it: a dialled listener's
+// when it listened, an accepted client's when it connected. PID 0: in a PID namespace
+// the caller cannot see.
 func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -237,13 +220,11 @@ func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	return cred, nil
 }
 
-// unixTable is the kernel's list of the unix sockets of the calling thread's network
-// namespace.
+// unixTable lists the unix sockets of the calling thread's network namespace.
 const unixTable = "/proc/thread-self/net/unix"
 
-// Listening lists the lock socket names ("@flannel-go/...") listened on in the caller's
-// network namespace, sorted: the locks of every instance running there, and any name a
-// squatter holds.
+// Listening lists, sorted, the lock names listened on in the caller's namespace: every
+// instance running there, and any squatter.
 func Listening() ([]string, error) {
 	data, err := os.ReadFile(unixTable)
 	if err != nil {
@@ -252,10 +233,9 @@ func Listening() ([]string, error) {
 	return parseUnixTable(data), nil
 }
 
-// parseUnixTable picks the listening stream sockets with an abstract name of ours out of
-// the kernel's unix socket table, sorted and without repeats. Each line is "Num RefCount
-// Protocol Flags Type St Inode [Path]", numbers in hex; the kernel writes an abstract
-// name's leading NUL as '@'. Names with blanks are not ours (Name makes none).
+// parseUnixTable picks our abstract listening stream sockets out of the table, sorted and
+// unique. Lines are "Num RefCount Protocol Flags Type St Inode [Path]" in hex; the
+// kernel writes the NUL as '@'. Names with blanks are not ours.
 func parseUnixTable(data []byte) []string {
 	const (
 		acceptCon  = 0x10000 // __SO_ACCEPTCON: listening

@@ -90,7 +90,6 @@ func TestAcquireRefusesSecondHolder(t *testing.T) {
 	if want := fmt.Sprintf("pid %d", os.Getpid()); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), key) {
 		t.Errorf("error %q should name the holder (%s) and the key", err, want)
 	}
-	// Another key coexists.
 	other, err := Acquire(testKey(t, "b"))
 	if err != nil {
 		t.Fatalf("a different key is refused: %v", err)
@@ -111,7 +110,7 @@ func TestAcquireRefusesSecondHolder(t *testing.T) {
 	again.Release()
 }
 
-// The lock is scoped to the network namespace: the same key is free in another one.
+// The lock is per network namespace: the same key is free in another one.
 func TestLockIsPerNetworkNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
@@ -125,7 +124,7 @@ func TestLockIsPerNetworkNamespace(t *testing.T) {
 
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is left in the new namespace and thrown away (no UnlockOSThread).
+		// The thread stays in the new namespace and is thrown away.
 		runtime.LockOSThread()
 		ns, err := netns.New() // unnamed: gone when its last reference closes
 		if err != nil {
@@ -242,8 +241,8 @@ func TestListening(t *testing.T) {
 	}
 }
 
-// holdInChild runs this test binary as a helper that holds key (as nobody when squat)
-// until killed, and returns it once it holds the lock.
+// holdInChild runs this binary as a helper holding key (as nobody when squat) until
+// killed, and returns once it holds the lock.
 func holdInChild(t *testing.T, key string, squat bool) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -285,8 +284,8 @@ func TestKilledHolderReleases(t *testing.T) {
 	l.Release()
 }
 
-// The name bound first by a process that is not root is reported as squatted, naming
-// the process and its user, not as a second instance; the lock is free once it is gone.
+// A non-root holder is reported as a squatter, naming process and user; the lock is free
+// once it is gone.
 func TestSquatterNamed(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a helper as nobody")
@@ -320,8 +319,8 @@ func TestSquatterNamed(t *testing.T) {
 	l.Release()
 }
 
-// Serve hands connections to the handler, which sees the client through PeerCred; a
-// client sees the holder through Dial. Release waits for running handlers.
+// Serve hands connections to the handler; each side sees the other's credentials;
+// Release waits for running handlers.
 func TestServe(t *testing.T) {
 	key := testKey(t, "serve")
 	l, err := Acquire(key)

@@ -1,5 +1,5 @@
-// Package ip holds the small address arithmetic flannel needs on top of net/netip:
-// stepping through subnets of a network, offsets and comparisons for both families.
+// Package ip holds subnet stepping, offsets and comparisons on top of net/netip, for both
+// families.
 package ip
 
 import (
@@ -55,7 +55,6 @@ func (v uint128) less(w uint128) bool {
 	return v.hi < w.hi || (v.hi == w.hi && v.lo < w.lo)
 }
 
-// blockSize is 2^(bits-prefixLen) as a uint128.
 func blockSize(bits, prefixLen int) uint128 {
 	shift := bits - prefixLen
 	switch {
@@ -68,8 +67,7 @@ func blockSize(bits, prefixLen int) uint128 {
 	}
 }
 
-// AddSubnets returns a + n*2^(bits-prefixLen), the address n subnets of length prefixLen
-// after a. ok is false if the result leaves the address family's range.
+// AddSubnets returns a + n*2^(bits-prefixLen); ok is false outside the family's range.
 func AddSubnets(a netip.Addr, prefixLen int, n int64) (netip.Addr, bool) {
 	bits := a.BitLen()
 	step := blockSize(bits, prefixLen)
@@ -104,12 +102,12 @@ func NextSubnet(p netip.Prefix) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, p.Bits()), true
 }
 
-// LastSubnet returns the last subnet of length subnetLen inside network
-// (subnetLen must not be shorter than network's length).
+// LastSubnet returns the last subnet of length subnetLen (not shorter than network's) in
+// network.
 func LastSubnet(network netip.Prefix, subnetLen int) netip.Prefix {
 	base := network.Masked().Addr()
 	bits := base.BitLen()
-	// size(network) - size(subnet), computed modulo 2^128 so that a /0 IPv6 network works too.
+	// modulo 2^128, so that an IPv6 /0 works too
 	span := blockSize(bits, network.Bits()).sub(blockSize(bits, subnetLen))
 	v, _ := toU128(base).add(span)
 	return netip.PrefixFrom(fromU128(v, base.Is4()), subnetLen)
@@ -121,8 +119,8 @@ func OnBoundary(a netip.Addr, prefixLen int) bool {
 	return err == nil && p.Addr() == a
 }
 
-// FirstHost returns the subnet's network address plus one with the subnet's length,
-// the form subnet.env uses for FLANNEL_SUBNET (10.5.85.0/24 -> 10.5.85.1/24).
+// FirstHost returns the network address plus one, with p's length: subnet.env's
+// FLANNEL_SUBNET form (10.5.85.0/24 -> 10.5.85.1/24).
 func FirstHost(p netip.Prefix) netip.Prefix {
 	a := p.Masked().Addr().Next()
 	return netip.PrefixFrom(a, p.Bits())

@@ -1,6 +1,5 @@
-// Package logwarn writes structured warnings through klog. klog's structured calls
-// have no warning level (only InfoS and ErrorS); S writes a W line shaped like theirs,
-// `"message" key="value" n=2`, so that warnings read and grep like the other lines.
+// Package logwarn writes structured warnings through klog, which has no WarningS: a W line
+// shaped like InfoS's, `"message" key="value" n=2`.
 package logwarn
 
 import (
@@ -17,9 +16,8 @@ func S(msg string, keysAndValues ...any) {
 	klog.WarningDepth(1, Format(msg, keysAndValues...))
 }
 
-// Format renders msg and the pairs as S writes them: strings, errors and Stringers
-// quoted, string slices as JSON arrays, other values as fmt prints them. A key without
-// a value gets "(MISSING)", as klog does.
+// Format renders what S writes: strings, errors and Stringers quoted, string slices as
+// JSON, the rest as fmt prints it; a key without value gets "(MISSING)", as in klog.
 func Format(msg string, keysAndValues ...any) string {
 	var b strings.Builder
 	b.WriteString(strconv.Quote(msg))

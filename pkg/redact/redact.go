@@ -1,6 +1,5 @@
-// Package redact keeps credentials out of what flanneld logs and shows: the user
-// information of URLs ("user:password@"), in the forms operators write them
-// ("https://user:password@host:2379", "user:password@host:2379").
+// Package redact keeps the user information of URLs ("user:password@") out of what
+// flanneld logs and shows.
 package redact
 
 import "strings"
@@ -8,10 +7,8 @@ import "strings"
 // Mask replaces a credential.
 const Mask = "xxxxx"
 
-// userinfo returns the byte range [start, end) of s's user information (without the
-// '@' that ends it), or ok false when s has none. The authority starts after "://"
-// (or at the start when there is no scheme) and ends at the first '/', '?' or '#';
-// the user information is everything in it before its last '@'.
+// userinfo returns s's user information as [start, end), without its '@': what precedes
+// the last '@' of the authority (after "://", up to the first '/', '?' or '#').
 func userinfo(s string) (start, end int, ok bool) {
 	if i := strings.Index(s, "://"); i >= 0 {
 		start = i + len("://")
@@ -27,9 +24,7 @@ func userinfo(s string) (start, end int, ok bool) {
 	return start, start + at, true
 }
 
-// URL returns u with its whole user information replaced by Mask
-// ("https://xxxxx@host:2379"): a user name alone may be a token, so none of it is
-// kept. A URL without user information is returned as it is.
+// URL replaces u's whole user information with Mask: a user name alone may be a token.
 func URL(u string) string {
 	start, end, ok := userinfo(u)
 	if !ok {
@@ -50,8 +45,7 @@ func URLs(us []string) []string {
 	return out
 }
 
-// StripUserinfo returns u without its user information and the '@' after it
-// ("https://host:2379"), and whether it had any.
+// StripUserinfo returns u without its user information and '@', and whether it had any.
 func StripUserinfo(u string) (string, bool) {
 	start, end, ok := userinfo(u)
 	if !ok {

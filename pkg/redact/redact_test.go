@@ -37,8 +37,7 @@ func TestURL(t *testing.T) {
 	}
 }
 
-// Whatever the input, neither form depends on what the user information holds, so
-// neither can show it.
+// No output depends on what the user information holds.
 func FuzzURL(f *testing.F) {
 	for _, s := range []string{"https://u:p@h:1", "u:p@h", "http://h:1/x@y", "a://b://c@d", "@@", "?@"} {
 		f.Add(s, "s3cretpw")
@@ -51,7 +50,6 @@ func FuzzURL(f *testing.F) {
 		if ok && (start > end || end >= len(u) || u[end] != '@') {
 			t.Fatalf("userinfo(%q) = %d, %d", u, start, end)
 		}
-		// Put a password where it goes, once the secret and once another.
 		with := func(pw string) string {
 			if ok {
 				return u[:start] + "user:" + pw + u[end:]

@@ -8,10 +8,9 @@ import (
 	"strings"
 )
 
-// Contents is the subnet file as its consumers (the CNI plugin) use it: every value
-// parsed, networks as lists. It is read with LoadContents or ParseContents, which accept
-// what upstream's consumers accept: the lines Parse understands, comma-separated network
-// lists (multi-network clusters), and at least one network and one subnet of either family.
+// Contents is the parsed subnet file as its consumers (the CNI plugin) use it. Like
+// upstream's consumers it takes comma-separated network lists and needs at least one
+// network and one subnet of either family.
 type Contents struct {
 	Networks     []netip.Prefix // FLANNEL_NETWORK: IPv4, masked, in file order, duplicates dropped
 	Subnet       netip.Prefix   // FLANNEL_SUBNET masked (the file holds the gateway form 10.5.85.1/24)
@@ -21,9 +20,8 @@ type Contents struct {
 	IPMasq       bool           // FLANNEL_IPMASQ: exactly "true" is true, anything else false
 }
 
-// IncompleteError is a subnet file without a value its consumers need. Missing lists the
-// keys in upstream's order; a pair such as "FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK" means
-// neither of the two is present.
+// IncompleteError lists the missing keys in upstream's order; "A, B" means neither is
+// present.
 type IncompleteError struct {
 	Path    string // "" when parsed from memory
 	Missing []string
@@ -37,9 +35,8 @@ func (e *IncompleteError) Error() string {
 	return name + " is missing " + strings.Join(e.Missing, ", ")
 }
 
-// LoadContents reads and parses the subnet file at path. A file that cannot be read
-// returns the os error unchanged (errors.Is(err, fs.ErrNotExist) for a missing one); an
-// incomplete one an *IncompleteError naming path.
+// LoadContents reads and parses the file at path. A read failure is the os error
+// unchanged (fs.ErrNotExist for a missing file); a gap an *IncompleteError naming path.
 func LoadContents(path string) (Contents, error) {
 	vals, err := Read(path)
 	if err != nil {
@@ -52,8 +49,8 @@ func LoadContents(path string) (Contents, error) {
 	return c, err
 }
 
-// ParseContents parses subnet file content (see Contents). A value that does not parse is
-// an error naming its key; missing values are an *IncompleteError.
+// ParseContents parses subnet file content. A bad value is an error naming its key;
+// missing values an *IncompleteError.
 func ParseContents(data []byte) (Contents, error) {
 	return contentsOf(Parse(data))
 }
@@ -103,7 +100,6 @@ func contentsOf(vals map[string]string) (Contents, error) {
 	return c, nil
 }
 
-// prefixList parses a comma-separated CIDR list; an absent key is an empty list.
 func prefixList(vals map[string]string, key string, want4 bool) ([]netip.Prefix, error) {
 	v, ok := vals[key]
 	if !ok {
@@ -122,7 +118,6 @@ func prefixList(vals map[string]string, key string, want4 bool) ([]netip.Prefix,
 	return out, nil
 }
 
-// onePrefix parses a single CIDR; an absent key is the zero Prefix.
 func onePrefix(vals map[string]string, key string, want4 bool) (netip.Prefix, error) {
 	v, ok := vals[key]
 	if !ok {

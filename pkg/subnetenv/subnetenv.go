@@ -45,15 +45,13 @@ func (e Env) Text() string {
 	return b.String()
 }
 
-// Write writes the file atomically: a temporary file in the same directory, fsync,
-// mode 0644 regardless of umask, then rename over path.
+// Write replaces the file atomically, mode 0644 whatever the umask.
 func Write(path string, e Env) error {
 	return atomicfile.WriteFile(path, []byte(e.Text()), 0o644)
 }
 
-// Read parses the KEY=value lines of a subnet file. Blank lines and # comments are
-// skipped; surrounding quotes on values are removed. A missing file is not an error
-// (it returns an empty map and os.ErrNotExist-wrapping error the caller may ignore).
+// Read parses the KEY=value lines of a subnet file, skipping blanks and # comments and
+// unquoting values. A missing file gives an empty map and an fs.ErrNotExist error.
 func Read(path string) (map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -87,9 +85,8 @@ func Parse(data []byte) map[string]string {
 	return out
 }
 
-// PrefixValue returns the network form of a CIDR value in the file (10.5.85.1/24 ->
-// 10.5.85.0/24). Upstream wrote comma-joined lists in some versions: more than one
-// entry, or an unparsable one, yields false.
+// PrefixValue returns the network form of a CIDR value (10.5.85.1/24 -> 10.5.85.0/24).
+// A list (some upstream versions wrote them) or a bad value yields false.
 func PrefixValue(vals map[string]string, key string) (netip.Prefix, bool) {
 	v, ok := vals[key]
 	if !ok || v == "" || strings.Contains(v, ",") {

@@ -10,17 +10,14 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// ruleSet is one mode's rules for one IP family: the seam between the Manager and the
-// iptables and nftables implementations.
+// ruleSet is one mode's rules for one family.
 type ruleSet interface {
-	// String names the mode and family for logs ("iptables", "ip6tables", "nftables ip").
+	// String names mode and family ("iptables", "ip6tables", "nftables ip").
 	String() string
-	// ensure makes this instance's rules true, touching only what differs, and returns
-	// the number of changes it made.
+	// ensure makes our rules true, touching only what differs, and returns the changes.
 	ensure(ctx context.Context) (int, error)
-	// cleanup removes every rule of this instance (current and previous configuration),
-	// and the chains or tables that are left empty; used on the mode not selected. It
-	// returns the number of rules, chains and tables it deleted.
+	// cleanup removes all our rules (current and previous config) and what it leaves empty,
+	// and returns how many rules, chains and tables it deleted.
 	cleanup(ctx context.Context) (int, error)
 }
 
@@ -36,7 +33,6 @@ type iptablesAPI interface {
 
 var _ iptablesAPI = (*iptables.IPTables)(nil)
 
-// iptSet is the iptables (or ip6tables) rule set of one family.
 type iptSet struct {
 	ipt         iptablesAPI
 	v6          bool
@@ -82,14 +78,13 @@ func (s *iptSet) chains() []userChain {
 	return out
 }
 
-// allChains lists both chains whatever the flags, for cleanup.
 func (s *iptSet) allChains() []userChain {
 	c := *s
 	c.masq, c.fwd = true, true
 	return c.chains()
 }
 
-// listRules returns the "-A" lines of a chain; exists is false when the chain is missing.
+// listRules returns a chain's "-A" lines; !exists: no such chain.
 func (s *iptSet) listRules(table, chain string) (lines []string, exists bool, err error) {
 	out, err := s.ipt.List(table, chain)
 	if err != nil {
@@ -142,9 +137,8 @@ func (s *iptSet) ensure(ctx context.Context) (int, error) {
 	return changes, nil
 }
 
-// applyPlan makes the chain hold want in order; rules of ours that are not wanted go.
-// Deletions are by rule text (never by number), so a concurrent change of somebody
-// else's rules cannot make us delete the wrong rule.
+// applyPlan makes the chain hold want in order, deleting our unwanted rules by text,
+// never by number, so concurrent changes by others cannot shift a delete.
 func (s *iptSet) applyPlan(table, chain string, have []string, want, ours []ipRule) (int, error) {
 	byLine := make(map[string]ipRule, len(want)+len(ours))
 	wantKeys := make([]string, len(want))
@@ -185,8 +179,8 @@ func (s *iptSet) applyPlan(table, chain string, have []string, want, ours []ipRu
 	return n, nil
 }
 
-// cleanup removes this instance's rules; a chain left holding only rules every instance
-// shares (the kube-proxy mark rule) is removed with its jump.
+// cleanup removes our rules; a chain left with only shared rules (the kube-proxy mark)
+// goes with its jump.
 func (s *iptSet) cleanup(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0
@@ -257,7 +251,7 @@ func (s *iptSet) cleanup(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// familyOf builds the family of a network and subnet (either may be invalid: no family).
+// familyOf builds a family; either prefix invalid: none.
 func familyOf(v6 bool, network, subnet netip.Prefix) (family, bool) {
 	if !network.IsValid() || !subnet.IsValid() {
 		return family{}, false

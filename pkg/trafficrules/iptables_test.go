@@ -8,8 +8,7 @@ import (
 	"testing"
 )
 
-// fakeIPT is an in-memory iptables: chains of "-A" lines, built-in chains pre-created.
-// It counts writes so tests can tell that nothing was rewritten.
+// fakeIPT is an in-memory iptables counting writes.
 type fakeIPT struct {
 	chains map[string][]string // "table/chain" -> lines
 	writes []string
@@ -123,7 +122,7 @@ func TestIPTSetStaleAndForeign(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// This instance restarts with subnet 10.5.85.0/24 (old one known from subnet.env).
+	// Restart with subnet 10.5.85.0/24, the old one known from subnet.env.
 	s := &iptSet{ipt: ipt, cur: fam4, prev: []family{old}, masq: true, fwd: true, randomFully: true}
 	if _, err := s.ensure(ctx); err != nil {
 		t.Fatal(err)

@@ -25,19 +25,17 @@ type Options struct {
 	Blackhole          bool          // --ip-blackhole-route
 	Resync             time.Duration // --iptables-resync: period of the full safety-net check
 
-	// The previous run's FLANNEL_NETWORK, FLANNEL_SUBNET and IPv6 equivalents (zero when
-	// unknown): rules built from them are this instance's stale rules.
+	// The previous run's networks and subnets (zero: unknown): rules of them are stale.
 	PrevNetwork, PrevSubnet         netip.Prefix
 	PrevIPv6Network, PrevIPv6Subnet netip.Prefix
 }
 
-// Manager installs and keeps one flanneld instance's traffic rules.
-// Setup and Run must be called from the same goroutine context the rules are meant for
-// (they run iptables/nft and open netlink sockets in the caller's network namespace).
+// Manager installs and keeps one instance's traffic rules, in the network namespace of
+// the goroutine calling Setup and Run.
 type Manager struct {
 	opts Options
 
-	// Constructors; tests replace them (e.g. to inject a host without nf_tables).
+	// tests replace these (e.g. a host without nf_tables)
 	newIPT func(v6 bool) (iptablesAPI, bool, error) // API, whether nf_tables-backed (change events)
 	newNFT func(family knftables.Family, table string) (knftables.Interface, error)
 
@@ -54,7 +52,7 @@ type Manager struct {
 	obs observe.Observer // rule repairs are reported to it (observe.go); nil: none
 }
 
-// New returns a manager for the given flags.
+// New returns a Manager for the flags.
 func New(opts Options) *Manager {
 	if opts.Resync <= 0 {
 		opts.Resync = 5 * time.Second
@@ -79,8 +77,8 @@ func newIPTables(v6 bool) (iptablesAPI, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("%s is not usable: %w", bin, err)
 	}
-	// go-iptables does not expose its backend; iptables-nft changes are announced on
-	// netlink, iptables-legacy changes are not (they are then polled).
+	// go-iptables hides its backend; iptables-nft changes are announced on netlink,
+	// iptables-legacy ones are not (then polled).
 	out, _ := exec.Command(bin, "--version").Output()
 	return ipt, strings.Contains(string(out), "nf_tables"), nil
 }
@@ -93,18 +91,17 @@ func (m *Manager) Mode() string {
 	return "iptables"
 }
 
-// Networks are what the rules are for: the network config's flannel networks and the
-// node's lease subnets per family (zero prefixes: the family is not enabled), and the
-// config's EnableNFTables.
+// Networks are the flannel networks, the lease subnets per family (zero: family off) and
+// EnableNFTables.
 type Networks struct {
 	NFTables                bool
 	Network, Subnet         netip.Prefix
 	IPv6Network, IPv6Subnet netip.Prefix
 }
 
-// Setup selects the mode from NFTables, removes this instance's rules of the other mode,
-// removes stale rules of an earlier network or subnet and installs the rules. An
-// unusable selected mode is an error; problems cleaning the other mode are logged.
+// Setup selects the mode, removes our rules of the other mode and stale ones of an earlier
+// network or subnet, and installs the rules. An unusable mode is an error; problems
+// cleaning the other mode are logged.
 func (m *Manager) Setup(ctx context.Context, n Networks) error {
 	m.nftables = n.NFTables
 	m.sets, m.blackholes = nil, nil
@@ -203,8 +200,7 @@ func (m *Manager) Setup(ctx context.Context, n Networks) error {
 	return nil
 }
 
-// cleanUp removes this instance's rules of the mode not selected, and says so only when
-// there were some.
+// cleanUp removes our rules of the mode not selected, logging only when there were some.
 func cleanUp(ctx context.Context, s ruleSet, selected string) {
 	n, err := s.cleanup(ctx)
 	if n > 0 {
@@ -215,7 +211,7 @@ func cleanUp(ctx context.Context, s ruleSet, selected string) {
 	}
 }
 
-// Check makes every rule set true once and returns the number of changes made.
+// Check makes every rule set true once and returns the changes made.
 func (m *Manager) Check(ctx context.Context) (int, error) {
 	total := 0
 	var errs []error
@@ -233,11 +229,9 @@ func (m *Manager) Check(ctx context.Context) (int, error) {
 	return total, errors.Join(errs...)
 }
 
-// Run keeps the rules true until ctx ends. Changes to nf_tables (which includes
-// iptables-nft) are announced on netlink: each burst of announcements triggers one check,
-// which rewrites nothing when our rules are intact. Without announcements (iptables-legacy)
-// the rules are checked every poll period. A full check also runs once the watches are
-// in place and then every Resync period.
+// Run keeps the rules true until ctx ends: one check per burst of nf_tables announcements
+// (iptables-nft included), a poll without them (iptables-legacy), and a full check once
+// the watches are in place and every Resync. An intact check rewrites nothing.
 func (m *Manager) Run(ctx context.Context) error {
 	if len(m.sets) == 0 && len(m.blackholes) == 0 {
 		return nil

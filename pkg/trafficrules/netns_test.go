@@ -23,9 +23,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// These tests run real iptables and nft inside throwaway network namespaces: every
-// command and socket of the code under test runs on a thread that entered the namespace
-// (nstest.Do), and the test inspects the namespace with `ip netns exec`.
+// Real iptables and nft in throwaway namespaces: the code runs on a thread inside
+// (nstest.Do), the test looks with `ip netns exec`.
 
 func newNS(t *testing.T) *nstest.NS {
 	t.Helper()
@@ -49,7 +48,6 @@ func nsRun(t *testing.T, ns *nstest.NS, args ...string) string {
 	return string(out)
 }
 
-// nsTry runs a command in the namespace and returns its output and error.
 func nsTry(ns *nstest.NS, args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...).CombinedOutput()
 	return string(out), err
@@ -129,10 +127,8 @@ func expectedIPT(f family) (nat, filter []string) {
 	return nat, filter
 }
 
-// trafficThroughRules makes packets traverse the nat and filter chains inside the
-// namespace: a veth device carries the pod subnet's first address and a route to the
-// cluster network, and UDP datagrams to several cluster addresses create new conntrack
-// entries (nat rules see the first packet of each).
+// trafficThroughRules sends UDP from src to dsts through a veth route, so new conntrack
+// entries traverse the nat and filter chains.
 func trafficThroughRules(t *testing.T, ns *nstest.NS, src netip.Addr, dsts ...string) {
 	t.Helper()
 	err := ns.Do(func() error {
@@ -153,7 +149,6 @@ func trafficThroughRules(t *testing.T, ns *nstest.NS, src netip.Addr, dsts ...st
 
 func addPodSubnetDevice(t *testing.T, ns *nstest.NS) {
 	t.Helper()
-	// A veth pair with both ends in the namespace (no dummy module needed).
 	nsRun(t, ns, "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
 	nsRun(t, ns, "ip", "addr", "add", "10.5.85.1/24", "dev", "v0")
 	nsRun(t, ns, "ip", "link", "set", "v1", "up")
@@ -161,8 +156,7 @@ func addPodSubnetDevice(t *testing.T, ns *nstest.NS) {
 	nsRun(t, ns, "ip", "route", "add", "10.5.0.0/16", "dev", "v0")
 }
 
-// waitFor polls cond until it holds or the (generous) timeout passes; it returns how long
-// it took, for the log only: tests never assert on speed beyond the contract's bound.
+// waitFor polls cond up to timeout and returns the time taken, for the log only.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -343,7 +337,7 @@ func TestStaleRulesReplaced(t *testing.T) {
 			ns := newNS(t)
 			cfg, l := cfgLease(nft, "10.5.0.0/16", "10.5.85.0/24")
 			setup(t, ns, New(Options{Masquerade: true, Forward: true}), cfg, l)
-			// Restart with another subnet and network; the previous values come from subnet.env.
+			// Restart with another subnet and network, the previous ones from subnet.env.
 			cfg2, l2 := cfgLease(nft, "10.6.0.0/16", "10.6.9.0/24")
 			setup(t, ns, New(Options{Masquerade: true, Forward: true, PrevNetwork: pfx("10.5.0.0/16"), PrevSubnet: pfx("10.5.85.1/24")}), cfg2, l2)
 			var text string
@@ -362,8 +356,8 @@ func TestStaleRulesReplaced(t *testing.T) {
 	}
 }
 
-// Two instances (different networks) share the chains: each keeps only its own rules,
-// and one instance's clean-up leaves the other's in place.
+// Two instances share the chains: each keeps only its own rules, and one's clean-up
+// leaves the other's.
 func TestInstancesDoNotTouchEachOther(t *testing.T) {
 	for _, nft := range []bool{false, true} {
 		t.Run(map[bool]string{false: "iptables", true: "nftables"}[nft], func(t *testing.T) {

@@ -9,10 +9,9 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// nftSet is the nftables rule set of one family: table flannel-ipv4 (ip) or flannel-ipv6
-// (ip6). Rules carry comments naming this instance's network, which is how they are told
-// apart from another instance's; rules without a comment in our chains are leftovers of
-// upstream flanneld (which flushes these chains itself) and are removed.
+// nftSet is one family's table, flannel-ipv4 (ip) or flannel-ipv6 (ip6). Comments naming
+// the instance's network tell its rules from others'; comment-less rules in our chains
+// are upstream flanneld's leftovers and are removed.
 type nftSet struct {
 	nft         knftables.Interface
 	v6          bool
@@ -76,8 +75,7 @@ func (s *nftSet) chains() []nftChainSpec {
 	return out
 }
 
-// ours reports whether a rule comment is this instance's (any configuration) or a
-// comment-less upstream leftover.
+// ours reports whether a comment is this instance's (any config) or upstream's (none).
 func (s *nftSet) ours(c string) bool {
 	if c == "" {
 		return true
@@ -148,9 +146,8 @@ func (s *nftSet) ensure(ctx context.Context) (int, error) {
 	return changes, nil
 }
 
-// addPlanned adds the missing rules of a plan. New rules go right after the existing rule
-// before them (added in reverse, so each lands right after that anchor and before the
-// ones added already), or right before the existing rule after them, or at the end.
+// addPlanned adds the missing rules after the existing rule before them (in reverse, so
+// each lands right after its anchor), else before the one after them, else at the end.
 func addPlanned(tx *knftables.Transaction, chain string, final []planEntry, have []*knftables.Rule, want []nftRule) {
 	for i := 0; i < len(final); {
 		if final[i].have >= 0 {
@@ -190,8 +187,7 @@ func addPlanned(tx *knftables.Transaction, chain string, final []planEntry, have
 	}
 }
 
-// cleanup deletes this instance's rules, then the chains left empty, then the table when
-// it has no chain left.
+// cleanup deletes our rules, then empty chains, then an empty table.
 func (s *nftSet) cleanup(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0
@@ -243,8 +239,7 @@ func (s *nftSet) cleanup(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// nftHasFullyRandom checks (without changing anything) whether "masquerade fully-random"
-// is accepted here.
+// nftHasFullyRandom checks, changing nothing, whether "masquerade fully-random" works.
 func nftHasFullyRandom(ctx context.Context, nft knftables.Interface) bool {
 	tx := nft.NewTransaction()
 	tx.Add(&knftables.Table{})

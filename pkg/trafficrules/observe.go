@@ -4,6 +4,6 @@ import "github.com/flannel-go/flannel/pkg/observe"
 
 var _ observe.Setter = (*Manager)(nil)
 
-// SetObserver implements observe.Setter: rules restored after someone else
-// changed them are reported as repairs of kind "rule". Call it before Setup.
+// SetObserver implements observe.Setter: restored rules are repairs of kind "rule". Call
+// it before Setup.
 func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }

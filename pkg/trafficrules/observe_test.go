@@ -21,8 +21,7 @@ func (o *ruleObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	}
 }
 
-// TestCheckReportsRepairs: Check reports the rules it restored as repairs of kind "rule",
-// and nothing when the rules are intact.
+// TestCheckReportsRepairs: restored rules are reported as repairs, intact ones not.
 func TestCheckReportsRepairs(t *testing.T) {
 	ctx := context.Background()
 	ipt := newFakeIPT()

@@ -1,20 +1,14 @@
 package trafficrules
 
-// A chain plan turns the rules a chain holds into the rules it must hold, touching only
-// what differs: rules that are in place keep their position, counters and handles.
-//
-// have lists the keys of the chain's rules in order (iptables: the rule text; nftables:
-// the comment). want lists the keys this instance needs there, in order. A rule of have is
-//   - kept when it is wanted and in order (greedy: the first occurrence that comes after
-//     the previously kept wanted rule);
-//   - deleted when it is wanted but a duplicate or out of order, or when stale(key) says
-//     it is this instance's but no longer wanted (an old network or subnet);
-//   - left alone otherwise (another instance's or program's rule).
-// Missing wanted rules are placed right after the previous wanted rule, or before the next
-// one when none precedes it, or at the end when the chain holds none of them.
+// A chain plan turns a chain's rules into the wanted ones, touching only what differs:
+// rules in place keep position, counters and handles. have and want list rule keys in
+// order (iptables: rule text; nftables: comment). A rule of have is kept when wanted and
+// in order (first occurrence after the last kept), deleted when a duplicate, out of order
+// or stale(key) (ours, no longer wanted), and else left alone (not ours). Missing rules
+// go after the previous wanted rule, else before the next, else at the end.
 
-// planEntry is one rule of the chain after the plan: have >= 0 is an existing rule (index
-// into have), have == -1 a rule to add; want is its index in want (-1 for foreign rules).
+// planEntry is a rule after the plan: have is its index in have (-1: to add), want its
+// index in want (-1: foreign).
 type planEntry struct {
 	have int
 	want int
@@ -25,7 +19,6 @@ type chainPlan struct {
 	final []planEntry // the chain after the plan, in order
 }
 
-// empty reports whether the plan changes nothing.
 func (p chainPlan) empty() bool {
 	if len(p.del) > 0 {
 		return false

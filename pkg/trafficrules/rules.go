@@ -1,18 +1,14 @@
-// Package trafficrules installs the node's traffic rules (masquerade for traffic leaving
-// the flannel network, acceptance of forwarded flannel traffic) in iptables or nftables,
-// and keeps them true: rules someone deletes are put back within a second, without
-// rewriting the rules that are still in place.
-//
-// Both modes install the same meaning (see Documentation/traffic-rules.md):
+// Package trafficrules installs the node's masquerade and forward-accept rules in iptables
+// or nftables and keeps them true: deleted rules are back within a second, intact ones
+// untouched. Both modes mean (Documentation/traffic-rules.md), per family, with C the
+// cluster network and P this node's subnet:
 //
 //	mark & 0x4000 set        -> return (kube-proxy handles it)
 //	P -> C, C -> P, !C -> P  -> return (no NAT inside the cluster or towards our pods)
 //	C -> !multicast          -> masquerade
 //	!C -> C                  -> masquerade
 //
-// with C the cluster network and P this node's subnet, per IP family. Rules are owned per
-// daemon instance: a chain or table may hold the rules of several flanneld instances
-// (different networks) and only this instance's rules are ever deleted.
+// Chains may hold several instances' rules; only this instance's are ever deleted.
 package trafficrules
 
 import (
@@ -22,8 +18,7 @@ import (
 	"strings"
 )
 
-// Names shared with upstream flanneld, so that operators' tools and upstream's clean-up
-// meet the same chains and tables.
+// Upstream's names, so operators' tools and upstream's clean-up meet the same objects.
 const (
 	MasqChain     = "FLANNEL-POSTRTG" // iptables, table nat
 	ForwardChain  = "FLANNEL-FWD"     // iptables, table filter
@@ -38,7 +33,7 @@ const (
 	nftCommentHead = "flanneld "
 )
 
-// family is one IP family's part of the rules: the cluster network and the node's subnet.
+// family is one IP family's cluster network and node subnet.
 type family struct {
 	v6      bool
 	network netip.Prefix // C
@@ -52,15 +47,15 @@ func (f family) multicast() string {
 	return "224.0.0.0/4"
 }
 
-// ipRule is one iptables rule: table, chain and the arguments after "-A <chain>".
+// ipRule is an iptables rule: table, chain and the arguments after "-A <chain>".
 type ipRule struct {
 	table string
 	chain string
 	spec  []string
 }
 
-// line renders the rule as `iptables -S` prints it: "-A <chain> <spec>" with the comment
-// in double quotes. Rules read back from the kernel are compared against this text.
+// line renders the rule as `iptables -S` prints it, the text rules read back are
+// compared with.
 func (r ipRule) line() string {
 	var b strings.Builder
 	b.WriteString("-A ")
@@ -76,8 +71,7 @@ func (r ipRule) line() string {
 	return b.String()
 }
 
-// generic reports whether the rule mentions no address (the kube-proxy mark RETURN and the
-// jumps), i.e. is identical for every flanneld instance.
+// generic: the rule names no address (mark RETURN, jumps), so every instance shares it.
 func (r ipRule) generic() bool {
 	for _, a := range r.spec {
 		if a == "-s" || a == "-d" {
@@ -97,12 +91,10 @@ func concat(parts ...[]string) []string {
 	return out
 }
 
-// iptMasqJump is the POSTROUTING rule that sends traffic through FLANNEL-POSTRTG.
 func iptMasqJump() ipRule {
 	return ipRule{"nat", "POSTROUTING", concat(comment(MasqComment), []string{"-j", MasqChain})}
 }
 
-// iptFwdJump is the FORWARD rule that sends traffic through FLANNEL-FWD.
 func iptFwdJump() ipRule {
 	return ipRule{"filter", "FORWARD", concat(comment(FwdComment), []string{"-j", ForwardChain})}
 }
@@ -137,9 +129,8 @@ func iptFwdRules(f family) []ipRule {
 	}
 }
 
-// nftRule is one nftables rule: its text and the comment that identifies it. The comment
-// carries the kind, the cluster network (the instance) and a digest of the text, so a
-// rule is recognised as this instance's without parsing nft's output.
+// nftRule is a rule and its comment: kind, cluster network (the instance) and a digest of
+// the text, so ours are recognised without parsing nft's output.
 type nftRule struct {
 	chain   string
 	text    string
@@ -151,8 +142,7 @@ func nftComment(kind string, network netip.Prefix, text string) string {
 	return nftCommentHead + kind + " " + network.String() + " " + hex.EncodeToString(sum[:4])
 }
 
-// nftCommentNetwork returns the network a flanneld rule comment names ("" when the
-// comment is not one of ours).
+// nftCommentNetwork returns the network a comment of ours names, or "".
 func nftCommentNetwork(c string) string {
 	if !strings.HasPrefix(c, nftCommentHead) {
 		return ""
@@ -164,10 +154,9 @@ func nftCommentNetwork(c string) string {
 	return f[2]
 }
 
-// nftMasqRules are the postrtg rules of one family. Unlike upstream's nftables rules, they
-// mean exactly what the iptables rules mean: the mark match is masked like iptables'
-// --mark 0x4000/0x4000, and rule 4 is "source outside C to P" (upstream nft mode has
-// "source outside P to C", which also exempts host-to-cluster traffic from masquerade).
+// nftMasqRules mean exactly what the iptables rules mean, unlike upstream's nftables mode
+// (Documentation/differences-from-upstream.md): the mark match is masked, and rule 4 is
+// "!C -> P" (upstream's "!P -> C" also spares host-to-cluster traffic).
 func nftMasqRules(f family, randomFully bool) []nftRule {
 	ipk := "ip"
 	if f.v6 {
@@ -193,7 +182,6 @@ func nftMasqRules(f family, randomFully bool) []nftRule {
 	return out
 }
 
-// nftFwdRules are the forward rules of one family.
 func nftFwdRules(f family) []nftRule {
 	ipk := "ip"
 	if f.v6 {

@@ -21,8 +21,7 @@ var (
 	fam6 = family{v6: true, network: pfx("2001:cafe:42::/56"), subnet: pfx("2001:cafe:42:7::/64")}
 )
 
-// renderIPT renders a family's iptables rules the way `iptables -S` prints them, chain
-// by chain, so the golden file reads like upstream's documented output.
+// renderIPT renders a family's rules as `iptables -S` prints them, chain by chain.
 func renderIPT(f family, randomFully bool) string {
 	var b strings.Builder
 	b.WriteString("*nat\n" + iptMasqJump().line() + "\n-N " + MasqChain + "\n")
@@ -81,8 +80,7 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// TestCompatText pins upstream's FLANNEL-POSTRTG and FLANNEL-FWD rule text literally
-// (not via a golden file written by this code).
+// TestCompatText pins upstream's rule text literally, not via a golden file.
 func TestCompatText(t *testing.T) {
 	want := []string{
 		`-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`,
@@ -221,9 +219,8 @@ func TestPlanChain(t *testing.T) {
 	}
 }
 
-// FuzzPlanChain checks the plan's promises on arbitrary chains: the wanted rules end up
-// present once each and in order, foreign rules are never deleted and keep their order,
-// and an already correct chain is left alone.
+// FuzzPlanChain: wanted rules end up once each and in order, foreign rules are never
+// deleted nor reordered, and a correct chain is left alone.
 func FuzzPlanChain(f *testing.F) {
 	f.Add("abxcd", "abcd")
 	f.Add("dcba", "abcd")
@@ -275,9 +272,7 @@ func FuzzPlanChain(f *testing.F) {
 	})
 }
 
-// A non-boolean EnableNFTables is refused when the network config is decoded, with a
-// message naming the field and the expected type (the daemon logs it and keeps retrying
-// the config, as upstream does).
+// A non-boolean EnableNFTables is refused at decoding, naming the field and type.
 func TestNonBooleanEnableNFTables(t *testing.T) {
 	for _, v := range []string{`"yes"`, `1`, `"true"`, `null`} {
 		_, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","EnableNFTables":` + v + `}`)

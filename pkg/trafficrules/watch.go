@@ -14,10 +14,9 @@ import (
 
 const unixRTMDelRoute = unix.RTM_DELROUTE
 
-// watchNFTables subscribes to nf_tables change announcements (NFNLGRP_NFTABLES) in the
-// caller's network namespace. The channel receives a value (coalesced) whenever any
-// table, chain or rule changed, or announcements were lost; it is closed when the watch
-// ends. The socket is closed when ctx ends.
+// watchNFTables subscribes to nf_tables announcements in the caller's namespace. The
+// channel gets a coalesced value per change or loss and is closed when the watch ends
+// (at the latest with ctx).
 func watchNFTables(ctx context.Context) (<-chan struct{}, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 	if err != nil {
