@@ -12,8 +12,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/cniplugin"
 )
 
-// version and commit are set at build time:
-// -ldflags "-X main.version=v0.1.0 -X main.commit=<sha>".
+// set by -ldflags "-X main.version=v0.1.0 -X main.commit=<sha>"
 var (
 	version = "dev"
 	commit  = "unknown"

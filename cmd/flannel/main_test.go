@@ -14,8 +14,8 @@ import (
 	"testing"
 )
 
-// The binary as a runtime sees it: the version line, VERSION's JSON, and errors as CNI
-// error results on stdout with exit status 1.
+// The binary as a runtime sees it: version line, VERSION's JSON, errors as CNI results
+// on stdout with exit status 1.
 func TestBinary(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "flannel")

@@ -1,12 +1,7 @@
-// Command install-conf installs one file atomically: install-conf SOURCE DESTINATION copies
-// SOURCE to a temporary file ".<name>.tmp*" beside DESTINATION, gives it SOURCE's
-// permission bits and renames it over DESTINATION, so that kubelet never reads a half
-// written CNI config and never runs a half written plugin. The DaemonSet's init containers
-// run it to install the flannel plugin (/flannel) and the conflist.
-//
-// It is a program of its own, at upstream's path /opt/bin/install-conf, rather than a mode
-// of the plugin: manifests written for upstream's image call it by that name, and the
-// plugin's entry point stays what the container runtime drives through CNI_COMMAND.
+// Command install-conf SOURCE DESTINATION installs one file atomically, with SOURCE's
+// permission bits, so kubelet never reads a half-written CNI config or plugin. The
+// DaemonSet's init containers run it. It lives at upstream's path /opt/bin/install-conf,
+// which manifests written for upstream's image call.
 package main
 
 import (

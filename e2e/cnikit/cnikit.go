@@ -1,7 +1,6 @@
-// Package cnikit runs CNI plugins for the end-to-end tests: the reference plugins that
-// tools/cni-plugins builds (bridge, host-local, portmap, loopback, ..., cached by
-// version) and an invoke.Exec that runs every plugin inside a named network namespace,
-// so that libcni drives them from a test without touching the root namespace.
+// Package cnikit runs CNI plugins for the e2e tests: the reference plugins
+// tools/cni-plugins builds, and an invoke.Exec running every plugin in a named network
+// namespace, so libcni drives them without touching the root namespace.
 package cnikit
 
 import (
@@ -22,14 +21,13 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// PluginsVersion is the release of the reference plugins tools/cni-plugins builds (its
-// VERSION file). bridge passes CHECK of flannel's cluster route, which has no gateway,
-// from v1.3.0 on, and accepts cniVersion 1.1.0 (STATUS, GC) from v1.6.0 on.
+// PluginsVersion is the reference plugins' release tools/cni-plugins builds. bridge passes
+// CHECK of flannel's gateway-less cluster route from v1.3.0 and takes cniVersion 1.1.0
+// from v1.6.0.
 const PluginsVersion = "v1.9.1"
 
-// PluginsDir returns the directory of the reference plugins: $FLANNEL_TEST_CNI_PLUGINS if
-// set, else the one tools/cni-plugins/build.sh caches ($FLANNEL_GO_CACHE or
-// ~/.cache/flannel-go).
+// PluginsDir returns $FLANNEL_TEST_CNI_PLUGINS, else the directory tools/cni-plugins
+// caches ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
 func PluginsDir() (string, error) {
 	dir := os.Getenv("FLANNEL_TEST_CNI_PLUGINS")
 	if dir == "" {
@@ -51,9 +49,8 @@ func PluginsDir() (string, error) {
 	return dir, nil
 }
 
-// Need returns PluginsDir. Without the plugins the test is skipped with what to do,
-// except in CI ($CI=true), where the CI script builds them first and their absence must
-// fail the run rather than hide tests.
+// Need returns PluginsDir, skipping the test without the plugins; in CI ($CI=true) it
+// fails instead of hiding tests.
 func Need(tb testing.TB) string {
 	tb.Helper()
 	dir, err := PluginsDir()
@@ -67,8 +64,7 @@ func Need(tb testing.TB) string {
 	return ""
 }
 
-// BinDir makes dir a CNI_PATH directory holding links to the named plugins of
-// pluginsDir and to each extra binary (by its base name).
+// BinDir makes dir a CNI_PATH of links to the named plugins and the extra binaries.
 func BinDir(dir, pluginsDir string, plugins []string, extra ...string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -89,21 +85,18 @@ func BinDir(dir, pluginsDir string, plugins []string, extra ...string) error {
 	return nil
 }
 
-// NetnsExec runs plugins inside the named network namespace (ip netns exec), with the
-// environment and stdin the CNI library gives them; the plugins a meta-plugin delegates
-// to inherit the namespace. It implements invoke.Exec.
+// NetnsExec implements invoke.Exec inside the named network namespace (ip netns exec);
+// delegated plugins inherit it.
 type NetnsExec struct {
 	NS string
-	// Stderr receives what plugins print on stderr when they succeed (nil: dropped); a
-	// failing plugin's stderr is in its error.
+	// Stderr receives succeeding plugins' stderr (nil: dropped); a failure's is in its error.
 	Stderr io.Writer
 	version.PluginDecoder
 }
 
 var _ invoke.Exec = (*NetnsExec)(nil)
 
-// ExecPlugin runs pluginPath in e.NS. A plugin's CNI error result comes back as a
-// *types.Error.
+// ExecPlugin runs pluginPath in e.NS; a CNI error result comes back as a *types.Error.
 func (e *NetnsExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	if e.NS == "" {
 		return nil, errors.New("cnikit: refusing to run a plugin in the root network namespace")

@@ -1,6 +1,5 @@
-// Package etcdproc runs a real etcd server as a separate process for tests and the lab:
-// optionally inside a network namespace, with its own data directory, and with Kill,
-// Stop and Restart so fault tests can take it away and bring it back.
+// Package etcdproc runs a real etcd process for tests and the lab, optionally in a
+// network namespace, with Kill, Stop and Restart for fault tests.
 package etcdproc
 
 import (
@@ -17,8 +16,7 @@ import (
 	"time"
 )
 
-// Binary returns the etcd server binary to use: $FLANNEL_TEST_ETCD if set, else etcd
-// from PATH (Debian's etcd-server package installs /usr/bin/etcd).
+// Binary returns $FLANNEL_TEST_ETCD, else etcd from PATH.
 func Binary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_ETCD"); b != "" {
 		return b, nil
@@ -38,10 +36,9 @@ type Options struct {
 	PeerURL   string // required, e.g. http://127.0.0.1:23800
 	Netns     string // run inside this named network namespace (ip netns exec) when set
 	LogFile   string // etcd's output goes here (default DataDir + ".log")
-	// InitialCluster is etcd's --initial-cluster for a member of a cluster
-	// ("a=http://127.0.0.1:23800,b=..."); default: this member alone.
+	// InitialCluster is etcd's --initial-cluster; default: this member alone.
 	InitialCluster string
-	// TLS, when set, makes etcd serve its client URL (which must be https://) with TLS.
+	// TLS makes etcd serve its (https://) client URL with TLS.
 	TLS *ServerTLS
 	// ExtraArgs are appended to etcd's command line.
 	ExtraArgs []string
@@ -49,14 +46,13 @@ type Options struct {
 	ReadyTimeout time.Duration
 }
 
-// ServerTLS is the certificate etcd serves its client URL with and, when ClientCAFile is
-// set, the CA whose certificates it demands of clients (--client-cert-auth).
+// ServerTLS is etcd's client-URL certificate and, with ClientCAFile, the CA it demands
+// of clients.
 type ServerTLS struct {
 	CertFile, KeyFile string
 	ClientCAFile      string
 }
 
-// args are etcd's flags for t.
 func (t *ServerTLS) args() []string {
 	if t == nil {
 		return nil
@@ -150,7 +146,7 @@ func (p *Proc) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Die with the test process; never leave an etcd behind.
+	// Never leave an etcd behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -220,7 +216,7 @@ func (p *Proc) signal(sig syscall.Signal) {
 	}
 }
 
-// Restart starts the process again with the same data directory (after Kill or Stop).
+// Restart starts the process again on the same data directory.
 func (p *Proc) Restart(ctx context.Context) error {
 	p.Stop()
 	return p.start(ctx)

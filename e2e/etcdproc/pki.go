@@ -17,9 +17,8 @@ import (
 	"time"
 )
 
-// PKI is a throw-away certificate authority for TLS tests, written as PEM files: a CA,
-// an etcd server certificate for the given addresses, a client certificate it signed,
-// and a second CA that signed nothing here (a wrong --etcd-cafile). Everything is
+// PKI is a throw-away CA for TLS tests, as PEM files: the CA, an etcd server certificate,
+// a client certificate, and a second CA that signed nothing (a wrong --etcd-cafile),
 // valid from an hour ago for a day.
 type PKI struct {
 	Dir                   string
@@ -36,8 +35,8 @@ type PKI struct {
 	notBefore, notAfter time.Time
 }
 
-// NewPKI writes the certificates and keys into dir (keys with mode 0600). The server
-// certificate names each of serverIPs (and 127.0.0.1 when none is given).
+// NewPKI writes them into dir (keys 0600); the server certificate names serverIPs, else
+// 127.0.0.1.
 func NewPKI(dir string, serverIPs ...netip.Addr) (*PKI, error) {
 	now := time.Now()
 	p := &PKI{Dir: dir, notBefore: now.Add(-time.Hour), notAfter: now.Add(24 * time.Hour), serial: now.UnixNano()}
@@ -77,8 +76,7 @@ func NewPKI(dir string, serverIPs ...netip.Addr) (*PKI, error) {
 	return p, nil
 }
 
-// ClientTLS is a client configuration that trusts the CA and presents the client
-// certificate.
+// ClientTLS trusts the CA and presents the client certificate.
 func (p *PKI) ClientTLS() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.caPool, Certificates: []tls.Certificate{p.clientPair}}
 }
@@ -112,7 +110,6 @@ func (p *PKI) newCA(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, er
 	return cert, k, der, nil
 }
 
-// leaf writes <name>.pem and <name>-key.pem, signed by the CA.
 func (p *PKI) leaf(name, cn string, usage x509.ExtKeyUsage, ips []net.IP) (certFile, keyFile string, err error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -1,7 +1,6 @@
-// Package imagekit builds the flannel image of the top-level Dockerfile for tests, as
-// `make image` does without a registry, and reads its OCI archive without a container
-// engine: every blob checked against its digest, the layers unpacked into a directory in
-// which the image's programs can run (in a chroot, or directly: they are static).
+// Package imagekit builds the Dockerfile's flannel image for tests as `make image` does,
+// and reads its OCI archive without a container engine: blobs checked against their
+// digests, layers unpacked into a directory where the static programs can run.
 package imagekit
 
 import (
@@ -22,9 +21,8 @@ import (
 	"testing"
 )
 
-// Need skips the test unless the machine can build the image (root, buildah, apt-get,
-// make, ...), or fails it when CI=true, where .ci/run installs them
-// (tools/install-deps.sh --image).
+// Need skips the test unless the machine can build the image, or fails it with CI=true
+// (.ci/run installs the tools).
 func Need(tb testing.TB) {
 	tb.Helper()
 	var why string
@@ -57,8 +55,7 @@ func CacheDir() (string, error) {
 	return filepath.Join(home, ".cache", "flannel-go"), nil
 }
 
-// Storage is the buildah storage the tests build in, kept between runs for the base
-// images (which are made again only when their inputs change).
+// Storage is the buildah storage of the tests, kept between runs for the base images.
 func Storage() (string, error) {
 	c, err := CacheDir()
 	if err != nil {
@@ -81,9 +78,8 @@ func Make(ctx context.Context, repo, target string, vars ...string) error {
 	return nil
 }
 
-// Build runs `make image` for image (a name with a tag) with flanneld's VERSION, writes
-// its OCI archive to archive and returns a function that removes the image from the
-// storage.
+// Build runs `make image` for image with VERSION, writes its OCI archive and returns a
+// function removing the image from the storage.
 func Build(ctx context.Context, repo, image, version, archive string) (remove func() error, err error) {
 	if err := Make(ctx, repo, "image", "IMAGE="+image, "IMAGE_ARCHIVE="+archive, "VERSION="+version); err != nil {
 		return nil, err
@@ -128,8 +124,7 @@ type descriptor struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
-// ReadArchive reads an oci-archive (a tar of an OCI image layout) holding one image,
-// checking every blob against its digest and size.
+// ReadArchive reads a one-image oci-archive, checking each blob's digest and size.
 func ReadArchive(path string) (*Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -223,9 +218,8 @@ func (img *Image) Unpack(root string) error {
 	return nil
 }
 
-// extractLayer unpacks a layer tarball below root, over the layers unpacked before it.
-// Names must stay below root, and no path is written through a symbolic link (the layer's
-// links point into the image, not the host).
+// extractLayer unpacks a layer below root over the earlier ones. Names stay below root
+// and nothing is written through a symbolic link (layer links point into the image).
 func extractLayer(l layer, root string) error {
 	var r io.Reader = bytes.NewReader(l.data)
 	switch {
@@ -260,8 +254,7 @@ func extractEntry(tr *tar.Reader, h *tar.Header, root, name string) error {
 	if err := noSymlinkBelow(root, filepath.Dir(dst)); err != nil {
 		return err
 	}
-	// Whiteouts delete what lower layers put there: one entry, or a whole directory's
-	// content (opaque).
+	// Whiteouts delete an entry, or a directory's content (opaque), of lower layers.
 	if base := filepath.Base(name); strings.HasPrefix(base, ".wh.") {
 		dir := filepath.Dir(dst)
 		if base != ".wh..wh..opq" {
@@ -274,7 +267,7 @@ func extractEntry(tr *tar.Reader, h *tar.Header, root, name string) error {
 		}
 		return err
 	}
-	// An entry replaces what a lower layer put at its name (a directory stays a directory).
+	// An entry replaces a lower layer's (a directory stays a directory).
 	if fi, err := os.Lstat(dst); err == nil && !(fi.IsDir() && h.Typeflag == tar.TypeDir) {
 		if err := os.RemoveAll(dst); err != nil {
 			return err
@@ -318,7 +311,6 @@ func extractEntry(tr *tar.Reader, h *tar.Header, root, name string) error {
 	return nil
 }
 
-// modeBits keeps the setuid, setgid and sticky bits of a tar mode as os.FileMode bits.
 func modeBits(m int64) os.FileMode {
 	var fm os.FileMode
 	if m&0o4000 != 0 {

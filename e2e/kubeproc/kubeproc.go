@@ -1,10 +1,7 @@
-// Package kubeproc runs a real kube-apiserver as a separate process for tests and the lab:
-// against a real etcd, optionally inside a network namespace on a lab address, with a
-// generated service-account key, a generated serving certificate (signed by a throw-away
-// CA that kubeconfigs can trust), a static admin token for the test harness, and a client
-// CA whose certificates (ClientCert) it accepts.
-//
-// The binary comes from tools/kube-apiserver (make kube-apiserver), cached by version.
+// Package kubeproc runs a real kube-apiserver process for tests and the lab, against a
+// real etcd, optionally in a network namespace, with generated keys and serving
+// certificate, a static admin token and a client CA (ClientCert). The binary comes from
+// tools/kube-apiserver (make kube-apiserver).
 package kubeproc
 
 import (
@@ -41,8 +38,8 @@ import (
 // Version is the kube-apiserver release tools/kube-apiserver builds.
 const Version = "v1.37.2"
 
-// Binary returns the kube-apiserver binary: $FLANNEL_TEST_KUBE_APISERVER if set, else the
-// one tools/kube-apiserver/build.sh caches ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
+// Binary returns $FLANNEL_TEST_KUBE_APISERVER, else the binary tools/kube-apiserver caches
+// ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
 func Binary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_KUBE_APISERVER"); b != "" {
 		if _, err := os.Stat(b); err != nil {
@@ -67,17 +64,17 @@ func Binary() (string, error) {
 
 // Options describe one kube-apiserver.
 type Options struct {
-	// Dir holds the generated keys, certificates, token file and log. Required.
+	// Dir holds keys, certificates, token file and log. Required.
 	Dir string
-	// EtcdServers is the etcd client URL list (comma-separated). Required.
+	// EtcdServers is the comma-separated etcd URL list. Required.
 	EtcdServers string
 	// Address to bind and advertise (default 127.0.0.1).
 	Address netip.Addr
 	// Port is the secure port. Required.
 	Port int
-	// Netns runs the server inside this named network namespace (ip netns exec).
+	// Netns is a named network namespace to run in.
 	Netns string
-	// Dial reaches the server (readiness checks and RESTConfig); required with Netns.
+	// Dial reaches the server; required with Netns.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// AuthorizationMode is --authorization-mode (default "Node,RBAC").
 	AuthorizationMode string
@@ -103,7 +100,7 @@ type Proc struct {
 	httpClient *http.Client
 }
 
-// Start generates the credentials, launches the server and waits until /readyz answers ok.
+// Start generates the credentials, launches the server and waits for /readyz.
 func Start(ctx context.Context, opts Options) (*Proc, error) {
 	if opts.Dir == "" || opts.EtcdServers == "" || opts.Port == 0 {
 		return nil, errors.New("kubeproc: Dir, EtcdServers and Port are required")
@@ -189,7 +186,6 @@ func (p *Proc) Restart(ctx context.Context) error {
 	return p.launch(ctx)
 }
 
-// prepare writes the key material and returns the server's arguments.
 func (p *Proc) prepare() ([]string, error) {
 	dir := p.opts.Dir
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -264,8 +260,7 @@ func writePEM(path, typ string, der []byte) error {
 	return nil
 }
 
-// servingCert makes a CA and a serving certificate for addr (plus localhost and the
-// in-cluster service names), all PEM encoded.
+// servingCert makes a CA and a certificate for addr, localhost and the service names.
 func servingCert(addr netip.Addr) (caPEM, certPEM, keyPEM []byte, err error) {
 	caCert, caKey, err := newCA("kubeproc test CA")
 	if err != nil {
@@ -299,7 +294,6 @@ func servingCert(addr netip.Addr) (caPEM, certPEM, keyPEM []byte, err error) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// newCA makes a self-signed CA valid for a week.
 func newCA(name string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -326,8 +320,7 @@ func newCA(name string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	return cert, key, nil
 }
 
-// ClientCert issues a client certificate the server accepts for user (the common name)
-// in groups (the organisations), valid for a day, and its key; both PEM encoded.
+// ClientCert issues a day's PEM client certificate and key for user in groups.
 func (p *Proc) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -394,7 +387,7 @@ func (p *Proc) URL() string {
 	return "https://" + net.JoinHostPort(p.opts.Address.String(), strconv.Itoa(p.opts.Port))
 }
 
-// AdminToken is the static bearer token of a system:masters user (for the test harness only).
+// AdminToken is the static bearer token of a system:masters user (test harness only).
 func (p *Proc) AdminToken() string { return p.token }
 
 // CAFile is the PEM file of the CA that signed the serving certificate.
@@ -416,8 +409,8 @@ func (p *Proc) PID() int {
 	return p.cmd.Process.Pid
 }
 
-// RESTConfig is a client configuration with the given bearer token ("" = the admin token),
-// dialling through Options.Dial when set.
+// RESTConfig is a client config with token ("": the admin token), dialling via
+// Options.Dial when set.
 func (p *Proc) RESTConfig(token string) *rest.Config {
 	if token == "" {
 		token = p.token
@@ -435,8 +428,7 @@ func (p *Proc) RESTConfig(token string) *rest.Config {
 	return cfg
 }
 
-// WriteKubeconfig writes a kubeconfig for the server that trusts its CA and authenticates
-// with token ("" = the admin token).
+// WriteKubeconfig writes a kubeconfig trusting the server's CA, with token ("": admin).
 func (p *Proc) WriteKubeconfig(path, token string) error {
 	if token == "" {
 		token = p.token
@@ -456,8 +448,8 @@ func (p *Proc) WriteKubeconfig(path, token string) error {
 	return nil
 }
 
-// Stop sends SIGTERM and waits (SIGKILL after 20 s). Stop the apiserver before its etcd:
-// without etcd it hangs in shutdown.
+// Stop sends SIGTERM, SIGKILL after 20 s. Stop it before its etcd: without etcd it hangs
+// in shutdown.
 func (p *Proc) Stop() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done

@@ -35,7 +35,7 @@ func TestVersionMatchesToolsModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As build.sh reads it: the line "require k8s.io/kubernetes <version> [// indirect]".
+	// As build.sh reads it.
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) >= 3 && f[0] == "require" && f[1] == "k8s.io/kubernetes" {
 			if f[2] != Version {

@@ -11,9 +11,8 @@ import (
 	"github.com/flannel-go/flannel/e2e/etcdproc"
 )
 
-// Need checks that the etcd and kube-apiserver binaries exist. Without them a test is
-// skipped with what to do, except in CI ($CI=true), where the CI script builds the
-// kube-apiserver first and a missing binary must fail the run rather than hide tests.
+// Need skips the test when etcd or kube-apiserver is missing, saying what to do; in CI
+// ($CI=true), which builds them first, it fails instead of hiding tests.
 func Need(tb testing.TB) {
 	tb.Helper()
 	var missing []error
@@ -32,7 +31,7 @@ func Need(tb testing.TB) {
 	tb.Skipf("skipping: needs a real etcd and kube-apiserver: %v", missing)
 }
 
-// Local is an etcd and a kube-apiserver on 127.0.0.1 (free ports), for integration tests.
+// Local is an etcd and a kube-apiserver on 127.0.0.1 (free ports).
 type Local struct {
 	Etcd *etcdproc.Proc
 	API  *Proc

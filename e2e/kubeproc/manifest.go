@@ -25,8 +25,8 @@ import (
 	"k8s.io/client-go/restmapper"
 )
 
-// Image is the image every container of dist/kube-flannel.yml and of the chart's default
-// values runs: the one `make image` builds (flanneld, the flannel CNI plugin, install-conf).
+// Image is the image `make image` builds, which every container of dist/kube-flannel.yml
+// and of the chart's defaults runs.
 const Image = "localhost/flannel-go/flannel:latest"
 
 // ContainerImage is a container of a manifest object and the image it runs.
@@ -36,8 +36,7 @@ type ContainerImage struct {
 	Image     string
 }
 
-// PodImages lists every container, init container and ephemeral container of the pods
-// and pod templates among objs, in order.
+// PodImages lists, in order, the containers of all kinds of the pods and pod templates.
 func PodImages(objs []*unstructured.Unstructured) []ContainerImage {
 	var out []ContainerImage
 	for _, o := range objs {
@@ -85,8 +84,8 @@ func ReadManifest(path string) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// ApplyManifest server-side applies every object of the file in order, each first as a
-// dry run (dryRunOnly: only the dry run), like `kubectl apply --server-side [--dry-run=server]`.
+// ApplyManifest server-side applies each object in order after a dry run (dryRunOnly:
+// only the dry run), as `kubectl apply --server-side` does.
 func ApplyManifest(ctx context.Context, rc *rest.Config, path string, dryRunOnly bool) error {
 	objs, err := ReadManifest(path)
 	if err != nil {
@@ -131,8 +130,8 @@ func ApplyManifest(ctx context.Context, rc *rest.Config, path string, dryRunOnly
 	return nil
 }
 
-// ServiceAccountToken creates the service account if needed and mints a token for it with
-// the TokenRequest API (there is no controller manager to fill token Secrets).
+// ServiceAccountToken creates the service account if needed and mints a TokenRequest
+// token (no controller manager fills Secrets).
 func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace, name string) (string, error) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
 	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -147,9 +146,8 @@ func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace
 	return tr.Status.Token, nil
 }
 
-// GrantServiceAccount creates (or replaces the rules of) the ClusterRole role with rules
-// and binds it to the service account namespace/serviceAccount with a ClusterRoleBinding
-// of the same name.
+// GrantServiceAccount creates or updates ClusterRole role with rules and binds it, by a
+// ClusterRoleBinding of the same name, to the service account namespace/serviceAccount.
 func GrantServiceAccount(ctx context.Context, cs kubernetes.Interface, role string, rules []rbacv1.PolicyRule, namespace, serviceAccount string) error {
 	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules}
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
@@ -176,9 +174,8 @@ func GrantServiceAccount(ctx context.Context, cs kubernetes.Interface, role stri
 	return nil
 }
 
-// CreatePodOnNode creates a pod bound to node (spec.nodeName set directly: there is no
-// scheduler), running as serviceAccount, so that flanneld can find its node through
-// POD_NAME/POD_NAMESPACE. Nothing runs it (no kubelet).
+// CreatePodOnNode creates a pod bound to node (no scheduler) as serviceAccount, so that
+// flanneld finds its node from POD_NAME/POD_NAMESPACE. No kubelet runs it.
 func CreatePodOnNode(ctx context.Context, cs kubernetes.Interface, namespace, name, node, serviceAccount string) error {
 	no := false
 	pod := &corev1.Pod{

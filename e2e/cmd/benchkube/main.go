@@ -1,13 +1,9 @@
 // Command benchkube measures flanneld's Kubernetes mode at scale in the netns lab: a real
-// kube-apiserver (e2e/kubeproc) holds N annotated Node objects (vxlan peers, each with a
-// pod CIDR, labels and a kubelet-like status so that objects have a realistic size); one
-// lab node runs flanneld --kube-subnet-mgr with the flannel service account's token. It
-// reports the time from exec of the daemon until a netlink dump taken outside it shows all
-// N routes, N neighbour entries and N FDB entries on flannel.1, and the daemon's peak RSS
-// (VmHWM). Between runs the daemon is stopped and flannel.1 and the local state removed, so
-// every run programs everything from scratch. The median of the runs is reported. With
-// -upstream, upstream flanneld runs in the same lab against the same apiserver, its runs
-// alternating with ours; -json writes the results for e2e/cmd/benchplot.
+// kube-apiserver holds N annotated, realistically sized Node objects and one lab node runs
+// flanneld --kube-subnet-mgr. It reports the median time from exec until flannel.1 holds
+// all N routes, neighbour and FDB entries, and the peak RSS, each run from scratch.
+// -upstream alternates upstream flanneld's runs with ours; -json writes results for
+// e2e/cmd/benchplot.
 //
 //	sudo make bench-kube   # or: sudo go run ./e2e/cmd/benchkube -nodes 1000,5000 -runs 3 -upstream build
 package main
@@ -77,8 +73,7 @@ type result struct {
 	converge time.Duration
 	hwmKB    int
 	over     bool // not programmed within the limit
-	// anonKB and fileKB are the largest anonymous and file-backed resident sizes sampled
-	// while the daemon converged (every 10 ms, so a short spike may be missed).
+	// largest anonymous and file-backed RSS sampled every 10 ms while converging
 	anonKB, fileKB int
 }
 
@@ -212,7 +207,7 @@ func addResults(rep *benchkit.Report, daemon string, n int, rs []result, limit t
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
 
-// once runs daemon d from a clean node (no flannel.1, no state) until everything is programmed.
+// once runs d on a clean node (no flannel.1, no state) until everything is programmed.
 func once(ctx context.Context, l *lab.Lab, d benchkit.Daemon, n int, kubeconfig, confPath string, o options) (result, error) {
 	_, _ = l.Exec(l.NodeNS(1), "ip", "link", "del", "flannel.1")
 	for _, f := range []string{"subnet.env", "subnet.state.json"} {
@@ -270,7 +265,6 @@ func once(ctx context.Context, l *lab.Lab, d benchkit.Daemon, n int, kubeconfig,
 	return res, l.StopFlanneld(1)
 }
 
-// createPeers creates peer nodes [from, to) with 16 concurrent clients.
 func createPeers(ctx context.Context, cs kubernetes.Interface, from, to int) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
@@ -280,10 +274,9 @@ func createPeers(ctx context.Context, cs kubernetes.Interface, from, to int) err
 	return g.Wait()
 }
 
-// createNode creates a node shaped like a kubelet-registered one. Peer i gets pod CIDR
-// 10.<1+i/256>.<i%256>.0/24 and flannel annotations; its public address cycles through
-// 198.51.100.1-250 (only FDB entries point at it: no packet is sent). The own node gets
-// 10.0.0.0/24 and no annotations.
+// createNode creates a kubelet-like node. Peer i gets pod CIDR 10.<1+i/256>.<i%256>.0/24,
+// flannel annotations and a public address in 198.51.100.1-250 (never sent to); the
+// own node 10.0.0.0/24 and no annotations.
 func createNode(ctx context.Context, cs kubernetes.Interface, name string, i int, peer bool) error {
 	cidr := "10.0.0.0/24"
 	ann := map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
@@ -332,7 +325,7 @@ func createNode(ctx context.Context, cs kubernetes.Interface, name string, i int
 	return nil
 }
 
-// handleIn opens a netlink handle in the named namespace (the dumps run from outside the daemon).
+// handleIn opens a netlink handle in the named namespace.
 func handleIn(ns string) (*netlink.Handle, func(), error) {
 	nsh, err := netns.GetFromName(ns)
 	if err != nil {

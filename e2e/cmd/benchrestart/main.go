@@ -1,19 +1,13 @@
-// Command benchrestart measures what a daemon restart and an etcd outage cost the data
-// path, in the netns lab:
+// Command benchrestart measures what a restart and an etcd outage cost the data path in
+// the netns lab, as the median of -runs runs:
 //
-//   - restart: pod 1 pings pod 2 every 10 ms while node 2's flanneld is killed with -9
-//     and started again at once; reported are the pings lost and the time from the kill
-//     until the new daemon is ready (/readyz 200: lease, watch and first reconcile), for
-//     vxlan and host-gw;
-//   - etcd return: etcd is killed for -outage, restarted, and a new peer lease written
-//     at once with a fresh client; reported are the times from etcd's return (its client
-//     port accepting again) and from the write until node 1's kernel has the peer's
-//     route, neighbour and FDB entry.
+//   - restart: pings every 10 ms between two pods while node 2's flanneld is killed -9
+//     and restarted; pings lost and time from kill to /readyz 200 (vxlan, host-gw);
+//   - etcd return: etcd killed for -outage, restarted and a peer lease written at once;
+//     time from etcd's return and from the write until node 1 has the peer's entries.
 //
-// Each figure is the median of -runs runs. With -upstream, upstream flanneld is measured
-// the same way after ours, in labs of its own; having no /readyz, its restart counts as
-// done when it has rewritten its subnet file. -json writes the results for
-// e2e/cmd/benchplot.
+// -upstream measures upstream flanneld after ours (its restart is done when it rewrote
+// its subnet file: it has no /readyz); -json writes results for e2e/cmd/benchplot.
 //
 //	sudo make bench-restart   # or: sudo go run ./e2e/cmd/benchrestart -runs 3 -upstream build
 package main
@@ -60,12 +54,12 @@ type options struct {
 	keep          bool
 }
 
-// targetOutage is the goal for a lease changed during an etcd outage: applied within this
-// long of etcd's return.
+// targetOutage: a lease changed during an etcd outage is applied this soon after its
+// return.
 const targetOutage = 2 * time.Second
 
-// upstreamSettle is how long the ping goes on after upstream's restart wrote its subnet
-// file (upstream has no readiness endpoint; it programs its peers after that write).
+// upstreamSettle: pings go on this long after upstream's restart wrote its subnet file
+// (it programs peers after that write).
 const upstreamSettle = 2 * time.Second
 
 func run(ctx context.Context, o options) error {
@@ -137,8 +131,8 @@ func newLab(ctx context.Context, d benchkit.Daemon, dir, tag, backend string) (*
 	return l, nil
 }
 
-// waitStarted waits until node i's daemon is ready: ours until /readyz answers 200,
-// upstream's until it has written its subnet file.
+// waitStarted waits for node i's daemon: ours until /readyz is 200, upstream's until it
+// wrote its subnet file.
 func waitStarted(ctx context.Context, l *lab.Lab, d benchkit.Daemon, i int) error {
 	if d.IsUpstream() {
 		_, err := l.WaitSubnetEnv(i, time.Minute)
@@ -147,7 +141,6 @@ func waitStarted(ctx context.Context, l *lab.Lab, d benchkit.Daemon, i int) erro
 	return waitReady(ctx, l, i, time.Minute)
 }
 
-// waitReady polls node i's /readyz until it answers 200.
 func waitReady(ctx context.Context, l *lab.Lab, i int, timeout time.Duration) error {
 	start := time.Now()
 	deadline := start.Add(timeout)
@@ -296,8 +289,8 @@ func benchOutage(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, d
 	return nil
 }
 
-// putLease writes a peer lease (public address 192.0.2.99: nothing is sent to it) with a
-// fresh client and returns when the write was acknowledged.
+// putLease writes a peer lease (public address 192.0.2.99, never sent to) with a fresh
+// client and returns at the acknowledgement.
 func putLease(ctx context.Context, l *lab.Lab, sn netip.Prefix, mac string) (time.Time, error) {
 	cli, err := l.NewEtcdClient()
 	if err != nil {

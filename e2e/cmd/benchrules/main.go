@@ -1,13 +1,10 @@
-// Command benchrules measures how fast flanneld restores its traffic rules (masquerade and
-// forward, issue target: back within 1 s) after someone deletes or flushes them, in both
-// iptables and nftables mode, and what keeping them costs at rest. Each mode gets a
-// one-node lab running flanneld with --ip-masq; each fault is injected several times and the
-// median time from the fault until the rule set reads back identical (handles aside) is
-// reported. The restoration is observed by polling iptables/nft from outside the daemon,
-// so a figure includes up to one poll interval (~10–20 ms of exec) of observation delay.
-// With -upstream, upstream flanneld is measured the same way after ours; rules not back
-// within -limit are reported as such, restored by a restart, and that fault is not
-// injected again. -json writes the results for e2e/cmd/benchplot.
+// Command benchrules measures, in iptables and nftables mode, how fast flanneld
+// (--ip-masq, one-node lab) restores its traffic rules after someone deletes or flushes
+// them (target: within 1 s), and what keeping them costs at rest. Each fault is repeated
+// and the median time until the rules read back identical (handles aside) is reported;
+// polling from outside adds up to ~20 ms. -upstream measures upstream flanneld after ours
+// (rules not back within -limit are restored by a restart and that fault dropped);
+// -json writes results for e2e/cmd/benchplot.
 //
 //	sudo make bench-rules    # or: sudo go run ./e2e/cmd/benchrules -runs 5 -upstream build
 package main
@@ -29,8 +26,8 @@ import (
 
 const family = "fgbrules"
 
-// fault is one way of breaking the rules; args builds the command from the current dump
-// (nft rules are deleted by handle).
+// fault breaks the rules; args builds its command from the current dump (nft deletes by
+// handle).
 type fault struct {
 	name string
 	args func(dump string) ([]string, error)
@@ -92,7 +89,7 @@ type options struct {
 	idle, limit time.Duration
 }
 
-// target is the issue's goal: rules back within 1 s.
+// target: rules back within 1 s.
 const target = time.Second
 
 func run(ctx context.Context, o options) error {
@@ -159,9 +156,8 @@ func benchMode(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, nft
 	}
 	ns := l.NodeNS(1)
 	dump := func() (string, error) { return ruleDump(l, ns, nft) }
-	// The rules are set up around the time subnet.env is written (upstream's nftables
-	// rules after it): the baseline is the first dump with masquerade rules that a
-	// second one, a second later, confirms.
+	// Rules appear around the subnet.env write (upstream's nftables ones after it): the
+	// baseline is the first dump with masquerade rules that one a second later confirms.
 	var baseline string
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		d, err := dump()
@@ -177,7 +173,7 @@ func benchMode(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, nft
 		baseline = d
 	}
 	want := normalise(baseline)
-	// restore brings back rules the daemon left broken: a restart sets them up anew.
+	// restore: a restart sets up rules the daemon left broken.
 	restore := func() error {
 		if err := l.StopFlanneld(1); err != nil {
 			_ = l.KillFlanneld(1)

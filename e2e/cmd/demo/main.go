@@ -1,11 +1,8 @@
-// Command demo shows flannel-go working: it builds flanneld, starts a lab of network
-// namespaces (a switch with etcd, N nodes, one pod per node), runs flanneld with the vxlan
-// backend on every node, pings every pod from every other pod, prints what it found and
-// keeps the lab up until Ctrl-C, then removes everything.
+// Command demo builds flanneld, starts a netns lab (etcd, N nodes, a pod each) with the
+// vxlan backend, pings every pod from every other, prints the result and keeps the lab
+// until Ctrl-C. Nothing is configured in the root network namespace.
 //
 //	sudo make demo            # or: sudo go run ./e2e/cmd/demo [-nodes 3] [-keep]
-//
-// Nothing is configured in the root network namespace; see package e2e/lab.
 package main
 
 import (
@@ -100,8 +97,7 @@ func run(ctx context.Context, o options, w io.Writer) int {
 		}
 	}()
 
-	// The scenario runs on its own goroutine so that Ctrl-C tears down at once; closing
-	// the lab makes any wait in it fail fast.
+	// The scenario has its own goroutine so Ctrl-C tears down at once.
 	type outcome struct {
 		failed int
 		err    error
@@ -162,8 +158,7 @@ type nodeRow struct {
 	pod           lab.Pod
 }
 
-// scenario starts flanneld everywhere, adds pods, prints the node table and the ping
-// matrix, and returns the number of failed pings.
+// scenario prints the node table and ping matrix and returns the failed pings.
 func scenario(ctx context.Context, l *lab.Lab, o options, w io.Writer) (int, error) {
 	if err := l.PutConfig(ctx, config); err != nil {
 		return 0, err
