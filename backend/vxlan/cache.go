@@ -172,7 +172,6 @@ func (f *family) promote() {
 
 // promoteKeyed: want and act have already swapped; o is the round's diff.
 func promoteKeyed[K addrKey](want, act *keyedState[K], o *ops) {
-	// the former actual maps are already this big
 	want.sized = max(want.sized, len(want.routes), len(want.neigh), len(want.fdb))
 	want.nh, act.nh = act.nh, want.nh
 	want.nhByID, act.nhByID = act.nhByID, want.nhByID

@@ -34,8 +34,7 @@ type nlHandle interface {
 
 var _ nlHandle = (*netlink.Handle)(nil)
 
-// rtConn is the part of *netlinkx.Conn used for the per-peer objects, in the nlHandle's
-// namespace.
+// rtConn is the part of *netlinkx.Conn used for per-peer objects, in nlHandle's namespace.
 type rtConn interface {
 	Run(b *netlinkx.Batch, done func(tag int, err error, nhID uint32)) error
 	Routes(fl netlinkx.RouteFilter, f func(r *netlinkx.Route)) error
@@ -85,7 +84,6 @@ func (f *family) label() string {
 	return "IPv4"
 }
 
-// randomMAC returns a random locally administered unicast MAC.
 func randomMAC() (hwAddr, error) {
 	var m hwAddr
 	if _, err := rand.Read(m[:]); err != nil {
@@ -278,7 +276,6 @@ func (f *family) staleAddr(p netip.Prefix) bool {
 	return f.network.Contains(p.Addr()) && !(f.v6 && p.Addr().IsLinkLocalUnicast())
 }
 
-// ensureAddr makes wantAddr the device's one network address; it returns the changes.
 func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error) {
 	want := f.wantAddr()
 	addrs, err := b.h.AddrList(l, f.nlFam)
@@ -319,9 +316,8 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error)
 	return changes, errors.Join(errs...)
 }
 
-// readActual fills f.act with what we may own, filtered by the kernel: nexthop objects,
-// permanent neighbour and FDB entries on the device, main-table routes on it and direct
-// routes on the external interface. DirectRouting reads the whole main table (f.under).
+// readActual fills f.act with what we may own, as the kernel filters it (DirectRouting:
+// the whole main table, the rest into f.under).
 func (b *Backend) readActual(f *family) error {
 	act := f.act
 	if f.nh {
@@ -468,7 +464,6 @@ func toKernelRoute(r route, nhID uint32) netlinkx.Route {
 	return kr
 }
 
-// errList collects failures, keeping the first few in full.
 type errList struct {
 	errs []error
 	more int

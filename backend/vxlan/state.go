@@ -169,9 +169,9 @@ func newFamState(v6 bool) famState {
 }
 
 // keyedState keys objects as the kernel does: neighbours by IP, FDB by MAC, routes by
-// destination. Further FDB remotes of a MAC, further routes to a destination and objects
-// with an address K cannot hold (other family) go to the extra slices, almost always
-// empty; diff replaces or deletes them.
+// destination; its methods see the first FDB remote of a MAC and the first route to a
+// destination. Further ones, and objects with an address K cannot hold (other family),
+// go to the extra slices, almost always empty; diff replaces or deletes them.
 //
 // Nexthop objects appear only in actual states: nh maps a gateway to the one usable
 // object kept for it, nhByID back, extraNH lists the others, to be deleted. Desired
@@ -205,7 +205,6 @@ func (s *keyedState[K]) pfxKey(p netip.Prefix) (pfxKey[K], bool) {
 	return pfxKey[K]{k, uint8(p.Bits())}, ok
 }
 
-// rtVal converts r (!ok when its gateway has no K).
 func (s *keyedState[K]) rtVal(r route) (rtVal[K], bool) {
 	v := rtVal[K]{link: int32(r.Link), prio: uint32(r.Prio), nhID: r.NhID, tos: uint8(r.Tos), scope: r.Scope}
 	if r.Gw.IsValid() {
@@ -241,7 +240,6 @@ func (s *keyedState[K]) size(n int) {
 	s.sized = n
 }
 
-// reset empties the state, keeping the maps' storage.
 func (s *keyedState[K]) reset() {
 	s.resetNeighs()
 	s.resetFDB()
@@ -290,7 +288,6 @@ func (s *keyedState[K]) getFDB(m hwAddr) (netip.Addr, bool) {
 	return d.addr(), true
 }
 
-// setFDB sets the first FDB remote of m.
 func (s *keyedState[K]) setFDB(m hwAddr, dst netip.Addr) {
 	if k, ok := s.key(dst); ok {
 		s.fdb[m] = k
@@ -304,7 +301,6 @@ func (s *keyedState[K]) resetFDB() {
 	s.extraFDB = s.extraFDB[:0]
 }
 
-// fdbs yields the first FDB remote of each MAC.
 func (s *keyedState[K]) fdbs() iter.Seq2[hwAddr, netip.Addr] {
 	return func(yield func(hwAddr, netip.Addr) bool) {
 		for m, d := range s.fdb {
@@ -336,7 +332,6 @@ func (s *keyedState[K]) hasRoute(dst netip.Prefix) bool {
 	return ok
 }
 
-// setRoute stores r as the first route to r.Dst.
 func (s *keyedState[K]) setRoute(r route) {
 	k, ok := s.pfxKey(r.Dst)
 	v, vok := s.rtVal(r)
@@ -356,7 +351,6 @@ func (s *keyedState[K]) resetRoutes() {
 	s.extraRoutes = s.extraRoutes[:0]
 }
 
-// allRoutes yields the first route of each destination.
 func (s *keyedState[K]) allRoutes() iter.Seq[route] {
 	return func(yield func(route) bool) {
 		for k, v := range s.routes {
@@ -543,7 +537,6 @@ type ops struct {
 	src  famState // the desired state diff was computed for
 }
 
-// setRoute returns the route setRoutes[i] is to write.
 func (o *ops) setRoute(i int) route {
 	r, _ := o.src.getRoute(o.setRoutes[i].prefix())
 	return r
@@ -651,7 +644,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 		switch {
 		case ok && haveK == dstK:
-			// present
 		case extraHit[mac]:
 			// present as a further remote: drop the first one
 			out.delFDB = append(out.delFDB, fdbKey{mac, have})

@@ -293,8 +293,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	return b, nil
 }
 
-// heal repairs each device (exists, compatible, MAC, MTU, up) and its address; it returns
-// the number of repairs.
+// heal repairs the devices and their addresses and returns the number of repairs.
 func (b *Backend) heal(ctx context.Context) (int, error) {
 	n := 0
 	for _, f := range b.fams {
