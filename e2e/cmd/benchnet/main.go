@@ -300,14 +300,14 @@ func run(ctx context.Context, o options) (err error) {
 }
 
 // compareReport prints a -compare run: per backend B's throughput and flanneld CPU per
-// Gbit/s relative to A's, and the udp targets for B.
+// Gbit/s relative to A's, both builds' median peak RSS, and the udp targets for B.
 func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
 	byName := map[string]*target{}
 	for _, t := range targets {
 		byName[t.name] = t
 	}
 	fmt.Fprintf(w, "\nA/B: A = %s (%s), B = %s (%s); back to back in each round, B first in even rounds\n", a.Bin, a.Version, b.Bin, b.Version)
-	fmt.Fprintf(w, "%-9s %12s %12s %16s  %s\n", "backend", "Gbit/s A", "Gbit/s B/A", "CPU s/Gbit B/A", "rounds (Gbit/s B/A)")
+	fmt.Fprintf(w, "%-9s %12s %12s %16s %14s  %s\n", "backend", "Gbit/s A", "Gbit/s B/A", "CPU s/Gbit B/A", "peak MB A / B", "rounds (Gbit/s B/A)")
 	for _, t := range targets {
 		if t.variant != "B" {
 			continue
@@ -321,8 +321,9 @@ func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
 		if benchkit.Median(ta.cpu) >= idleCPU && benchkit.Median(t.cpu) >= idleCPU {
 			cpu = fmt.Sprintf("%+.1f%%", 100*(medianRatio(cpuPerGbit(t), cpuPerGbit(ta))-1))
 		}
-		fmt.Fprintf(w, "%-9s %12.2f %+11.1f%% %16s  %s\n", t.backend, benchkit.Median(ta.gbps),
-			100*(medianRatio(t.gbps, ta.gbps)-1), cpu, strings.Join(rs, " "))
+		rss := fmt.Sprintf("%.0f / %.0f", benchkit.Median(ta.rss), benchkit.Median(t.rss))
+		fmt.Fprintf(w, "%-9s %12.2f %+11.1f%% %16s %14s  %s\n", t.backend, benchkit.Median(ta.gbps),
+			100*(medianRatio(t.gbps, ta.gbps)-1), cpu, rss, strings.Join(rs, " "))
 	}
 	ua, ub, vb := byName["udp/A"], byName["udp/B"], byName["vxlan/B"]
 	if ua != nil && ub != nil {
