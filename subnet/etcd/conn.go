@@ -114,7 +114,7 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 					// The connection failed before any new attempt did (a transport that
 					// broke): say why the endpoints cannot be used.
 					pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-					err = fmt.Errorf("connecting to etcd: %s", m.diagnose(pctx))
+					err = fmt.Errorf("connecting to etcd: %s", m.diagnose(pctx, m.cfg.Endpoints))
 					cancel()
 					if ctx.Err() != nil {
 						return

@@ -39,7 +39,12 @@ func (e *callError) Unwrap() error { return e.err }
 // credentials or a permission, or, when the call got no answer, why: the client's last
 // TLS handshake failure when there is one, else why each endpoint cannot be used
 // (diagnose). Other errors, and cancellations, are returned as they are.
-func (m *Manager) explain(err error) error {
+func (m *Manager) explain(err error) error { return m.explainCall(err, nil) }
+
+// explainCall is explain for a call to the endpoints only (nil: any endpoint the client
+// picks). A call to chosen endpoints that got no answer probes those alone, and the
+// client's last handshake failure, perhaps another endpoint's, is not taken for the cause.
+func (m *Manager) explainCall(err error, only []string) error {
 	var ce *callError
 	switch {
 	case err == nil || errors.As(err, &ce) || errors.Is(err, context.Canceled):
@@ -53,13 +58,16 @@ func (m *Manager) explain(err error) error {
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
 		return &callError{err, err.Error() + " (permission denied: the etcd user's roles must grant readwrite on the prefix " + m.cfg.Prefix + "/)"}
 	case noAnswer(err):
-		if herr := m.handshake.get(); herr != nil {
+		if herr := m.handshake.get(); herr != nil && only == nil {
 			// The client's own last handshake failed: that is why.
 			return &callError{err, fmt.Sprintf("no answer (%v): %v (%s)", err, herr, connerr.Classify(herr))}
 		}
+		if only == nil {
+			only = m.cfg.Endpoints
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		defer cancel()
-		return &callError{err, "no answer (" + err.Error() + "): " + m.diagnose(ctx)}
+		return &callError{err, "no answer (" + err.Error() + "): " + m.diagnose(ctx, only)}
 	}
 	return err
 }
@@ -76,12 +84,11 @@ func noAnswer(err error) bool {
 	return false
 }
 
-// diagnose probes every endpoint at once and says why each cannot be used, endpoints
+// diagnose probes the endpoints eps at once and says why each cannot be used, endpoints
 // with the same cause together ("http://192.0.2.1:2379, http://192.0.2.2:2379:
 // connection refused (...)"). Endpoints that take connections are said to have accepted
 // but not answered: etcd there is not serving (no leader, overloaded).
-func (m *Manager) diagnose(ctx context.Context) string {
-	eps := m.cfg.Endpoints
+func (m *Manager) diagnose(ctx context.Context, eps []string) string {
 	results := make([]error, len(eps))
 	var wg sync.WaitGroup
 	for i, ep := range eps {

@@ -227,18 +227,30 @@ func (m *Manager) Name() string {
 
 // GetNetworkConfig reads <prefix>/config and validates it.
 func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
-	cli, err := m.client()
+	text, found, err := m.ConfigText(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := cli.Get(ctx, m.configKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from etcd: %w", m.configKey, m.explain(err))
-	}
-	if len(resp.Kvs) == 0 {
+	if !found {
 		return nil, errors.New("flannel config not found in etcd store. Did you create your config using etcdv3 API?")
 	}
-	return subnet.ParseConfig(string(resp.Kvs[0].Value))
+	return subnet.ParseConfig(text)
+}
+
+// ConfigText reads <prefix>/config as stored; found is false when the key is absent.
+func (m *Manager) ConfigText(ctx context.Context) (text string, found bool, err error) {
+	cli, err := m.client()
+	if err != nil {
+		return "", false, err
+	}
+	resp, err := cli.Get(ctx, m.configKey)
+	if err != nil {
+		return "", false, fmt.Errorf("reading %s from etcd: %w", m.configKey, m.explain(err))
+	}
+	if len(resp.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(resp.Kvs[0].Value), true, nil
 }
 
 // ttlSeconds is the etcd lease TTL to grant.
