@@ -66,3 +66,6 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	}
 	return c, warns, nil
 }
+
+// UDPPort is the port every node's datagrams go to.
+func (b *Backend) UDPPort() int { return b.cfg.Port }

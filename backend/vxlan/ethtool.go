@@ -241,3 +241,53 @@ func (b *Backend) reportChecksum(f *family, on bool, why string, changed bool) {
 	}
 	b.observer().TxChecksumOffload(f.name, on)
 }
+
+// TxChecksumState is one device's transmit checksum offload as the kernel has it, and
+// what the ChecksumOffload option wants of it on this kernel.
+type TxChecksumState struct {
+	Device string
+	On     bool
+	// Want is the state the option sets; Decided is false when it leaves the kernel's
+	// default (auto on a fixed kernel), so either state is right.
+	Want, Decided bool
+	Why           string
+}
+
+// TxChecksum reads, changing nothing, the transmit checksum offload of the devices
+// that exist (a missing one is left out) and says what it must be. It needs no Prepare.
+func (b *Backend) TxChecksum() ([]TxChecksumState, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ethtool == nil {
+		return nil, errors.New("vxlan: the backend's network namespace is not the caller's")
+	}
+	uname := b.kernelRelease
+	if uname == nil {
+		uname = kernelRelease
+	}
+	release, err := uname()
+	if err != nil {
+		return nil, err
+	}
+	want, set, why := wantTxChecksum(b.vc.ChecksumOffload, release)
+	var out []TxChecksumState
+	for _, f := range b.fams {
+		on, err := b.ethtool.txChecksum(f.name)
+		if errors.Is(err, unix.ENODEV) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, TxChecksumState{Device: f.name, On: on, Want: want, Decided: set, Why: why})
+	}
+	return out, nil
+}
+
+// UDPPort is the VXLAN UDP port the devices use (the kernel's 8472 when Port is 0).
+func (b *Backend) UDPPort() int {
+	if b.vc.Port == 0 {
+		return kernelDefaultPort
+	}
+	return b.vc.Port
+}

@@ -297,3 +297,34 @@ func FuzzKernelBefore(f *testing.F) {
 		}
 	})
 }
+
+// TxChecksum reads the state and what the option wants of it, changing nothing, on a
+// backend that was never prepared.
+func TestIntegrationTxChecksumReadOnly(t *testing.T) {
+	l := newLab(t)
+	b, _ := l.backend(testConfig(t, `{"Type":"vxlan"}`, false))
+	b.ethtool = l.nsEthtool()
+	b.kernelRelease = func() (string, error) { return "5.4.0", nil }
+	if got, err := b.TxChecksum(); err != nil || len(got) != 0 {
+		t.Fatalf("no device yet: %+v %v", got, err)
+	}
+	if _, err := b.Prepare(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.nsEthtool().setTxChecksum("flannel.1", true); err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := l.backend(testConfig(t, `{"Type":"vxlan"}`, false))
+	fresh.ethtool = l.nsEthtool()
+	fresh.kernelRelease = func() (string, error) { return "5.4.0", nil }
+	got, err := fresh.TxChecksum()
+	if err != nil || len(got) != 1 || got[0].Device != "flannel.1" || !got[0].On || got[0].Want || !got[0].Decided {
+		t.Fatalf("TxChecksum: %+v %v", got, err)
+	}
+	if on, _ := l.nsEthtool().txChecksum("flannel.1"); !on {
+		t.Error("TxChecksum changed the device")
+	}
+	if fresh.UDPPort() != 8472 {
+		t.Errorf("UDPPort %d", fresh.UDPPort())
+	}
+}
