@@ -15,6 +15,9 @@ const DefaultPort = 8285
 // overhead is what the encapsulation costs: outer IPv4 header 20 + UDP header 8.
 const overhead = 28
 
+// Overhead is what the encapsulation adds to a pod packet.
+const Overhead = overhead
+
 // minMTU is the smallest flannel0 MTU we accept (the IPv4 minimum).
 const minMTU = 68
 

@@ -30,6 +30,13 @@ const (
 	kernelDefaultPort = 8472
 )
 
+// Overhead and Overhead6 are what the VXLAN encapsulation adds to a pod packet on an
+// IPv4 and an IPv6 underlay.
+const (
+	Overhead  = overhead
+	Overhead6 = v6Overhead
+)
+
 // Config is the vxlan backend's own part of the network config ("Backend": {...}).
 type Config struct {
 	VNI           int

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"slices"
 	"strings"
@@ -60,11 +61,11 @@ func checkDaemon(ctx context.Context, s *State) Result {
 func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 	e := s.Deps.Etcd
 	if e == nil {
-		return skip("no etcd client (see the error above)")
+		return storeMissing(s.Deps.StoreErr, "the etcd client", "fix the --etcd-* flags (the TLS files must be readable: run as root)")
 	}
 	eps := e.Endpoints()
 	type answer struct {
-		ev  string
+		h   EndpointHealth
 		err error
 	}
 	answers := make([]answer, len(eps))
@@ -74,7 +75,15 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 			defer func() { done <- struct{}{} }()
 			cctx, cancel := withTimeout(ctx, s.Opts.DatastoreTimeout)
 			defer cancel()
-			answers[i].ev, answers[i].err = e.Health(cctx, ep)
+			h, err := e.Health(cctx, ep)
+			switch {
+			case err != nil:
+			case h.Leader == 0:
+				err = fmt.Errorf("etcd %s answers but knows no leader (quorum lost?)", h.Version)
+			case len(h.Errors) > 0:
+				err = fmt.Errorf("etcd %s reports: %s", h.Version, strings.Join(h.Errors, "; "))
+			}
+			answers[i].h, answers[i].err = h, err
 		}()
 	}
 	for range eps {
@@ -85,7 +94,7 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 	for i, a := range answers {
 		switch {
 		case a.err == nil:
-			healthy = append(healthy, eps[i]+": "+a.ev)
+			healthy = append(healthy, fmt.Sprintf("%s: etcd %s, leader %x", eps[i], a.h.Version, a.h.Leader))
 		case s.Opts.EtcdDefaultEndpoints && len(eps) > 1:
 			// Upstream's default lists the legacy port 4001 beside 2379: one of them
 			// not answering is expected.
@@ -110,10 +119,21 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 	return pass("%s", strings.Join(healthy, "; "))
 }
 
+// storeMissing is the outcome when the datastore client could not be made.
+func storeMissing(err error, what, fix string) Result {
+	if err == nil {
+		return skip("no datastore client")
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return skip("making %s: %s (run diagnose as root)", what, oneLine(err))
+	}
+	return fail("making "+what+": "+oneLine(err), fix)
+}
+
 func checkKubeAPI(ctx context.Context, s *State) Result {
 	k := s.Deps.Kube
 	if k == nil {
-		return skip("no Kubernetes client (see the error above)")
+		return storeMissing(s.Deps.StoreErr, "the Kubernetes client", "fix --kube-api-url, --kubeconfig-file and NODE_NAME (or POD_NAME and POD_NAMESPACE)")
 	}
 	cctx, cancel := withTimeout(ctx, s.Opts.DatastoreTimeout)
 	defer cancel()
@@ -163,8 +183,8 @@ func checkNetworkConfig(ctx context.Context, s *State) Result {
 	}
 	s.cfgText, s.cfg = text, cfg
 	ev := describeConfig(cfg)
-	if s.daemon != nil && len(s.daemon.Config.Network) > 0 && !sameJSON(s.daemon.Config.Network, []byte(text)) {
-		return fail(ev+"; flanneld runs with an older config: "+compactJSON(s.daemon.Config.Network),
+	if dc, err := s.daemonConfig(); err == nil && !sameConfig(dc, cfg) {
+		return fail(ev+"; flanneld runs with another config: "+describeConfig(dc)+", backend "+compactJSON(dc.Backend),
 			"restart flanneld to apply the new config (pods and the bridge keep the old MTU until they are recreated)", where)
 	}
 	return pass("%s: %s", where, ev)
@@ -174,15 +194,35 @@ func checkNetworkConfig(ctx context.Context, s *State) Result {
 // datastore has none that works: the node still runs on it. It returns what to add to
 // the evidence.
 func (s *State) useDaemonConfig() string {
-	if s.daemon == nil || len(s.daemon.Config.Network) == 0 {
-		return ""
-	}
-	cfg, err := parseNetConfig(s.Opts.Kube, string(s.daemon.Config.Network))
+	cfg, err := s.daemonConfig()
 	if err != nil {
 		return ""
 	}
 	s.cfg = cfg
 	return " (the checks below use the config flanneld runs with)"
+}
+
+// daemonConfig is the network config the running daemon reports: the parsed config's
+// document, or the config text itself.
+func (s *State) daemonConfig() (*subnet.Config, error) {
+	if s.daemon == nil || len(s.daemon.Config.Network) == 0 {
+		return nil, errors.New("no daemon config")
+	}
+	raw := s.daemon.Config.Network
+	var cfg subnet.Config
+	if err := json.Unmarshal(raw, &cfg); err == nil && cfg.BackendType != "" {
+		return &cfg, nil
+	}
+	return parseNetConfig(s.Opts.Kube, string(raw))
+}
+
+// sameConfig reports whether two configs set up the same network.
+func sameConfig(a, b *subnet.Config) bool {
+	return a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 && a.EnableNFTables == b.EnableNFTables &&
+		a.Network == b.Network && a.SubnetLen == b.SubnetLen && a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
+		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
+		a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
+		a.BackendType == b.BackendType && sameJSON(a.Backend, b.Backend)
 }
 
 // parseNetConfig parses the network config as the daemon does in each mode.
@@ -258,7 +298,7 @@ func checkKubeNode(ctx context.Context, s *State) Result {
 			"set NODE_NAME (or POD_NAME and POD_NAMESPACE) from the downward API, as dist/kube-flannel.yml does")
 	}
 	s.nodeName = name
-	n, found, err := k.Node(cctx, name)
+	n, found, err := k.Node(cctx, name, s.cfg)
 	switch {
 	case err != nil:
 		return fail("reading node "+name+": "+oneLine(err), "check the permissions below and the API server", "node/"+name)
@@ -383,6 +423,9 @@ func compactJSON(b []byte) string {
 
 // sameJSON reports whether two JSON documents are equal as values.
 func sameJSON(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
 	var va, vb any
 	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
 		return strings.TrimSpace(string(a)) == strings.TrimSpace(string(b))

@@ -48,9 +48,11 @@ type Deps struct {
 	Daemon func(ctx context.Context) (*control.Status, error)
 	// Instances lists the other daemon instances in this network namespace.
 	Instances func(ctx context.Context) ([]Instance, error)
-	// Etcd is the datastore in etcd mode, Kube in Kubernetes mode.
-	Etcd Etcd
-	Kube Kube
+	// Etcd is the datastore in etcd mode, Kube in Kubernetes mode; StoreErr says why
+	// the one of the mode could not be made.
+	Etcd     Etcd
+	Kube     Kube
+	StoreErr error
 	// Admit judges the leases by the daemon's admission rule for cfg and own.
 	Admit func(cfg *subnet.Config, own *subnet.Lease, leases []Lease) []Lease
 	// Iface selects the external interface as the daemon would, given the public
@@ -103,9 +105,9 @@ type Lease struct {
 type Etcd interface {
 	// Endpoints are the configured endpoints, credentials removed.
 	Endpoints() []string
-	// Health asks one endpoint for its status; the evidence names version and leader.
-	// Errors name the cause (refused, timeout, TLS, authentication).
-	Health(ctx context.Context, endpoint string) (evidence string, err error)
+	// Health asks one endpoint for its status. Errors name the cause (refused,
+	// timeout, TLS, authentication).
+	Health(ctx context.Context, endpoint string) (EndpointHealth, error)
 	// Config reads <prefix>/config; found is false when the key does not exist.
 	Config(ctx context.Context) (text string, found bool, err error)
 	// V2Config reads <prefix>/config through the v2 API; found is false when absent.
@@ -115,6 +117,13 @@ type Etcd interface {
 	Leases(ctx context.Context) ([]Lease, error)
 	// Expiration is when the lease named name expires.
 	Expiration(ctx context.Context, name string) (time.Time, error)
+}
+
+// EndpointHealth is what an etcd endpoint says of itself.
+type EndpointHealth struct {
+	Version string
+	Leader  uint64   // 0: the member knows no leader
+	Errors  []string // alarms and raft errors
 }
 
 // ErrNoV2 means an etcd server does not serve the v2 API.
@@ -128,10 +137,11 @@ type Kube interface {
 	Version(ctx context.Context) (string, error)
 	// NodeName is the node this daemon runs on ($NODE_NAME, or its pod's node).
 	NodeName(ctx context.Context) (string, error)
-	// Node reads a node; found is false when it does not exist.
-	Node(ctx context.Context, name string) (node *Node, found bool, err error)
-	// Leases lists the leases the nodes make.
-	Leases(ctx context.Context) ([]Lease, error)
+	// Node reads a node, its lease made for cfg's families (nil: IPv4); found is
+	// false when it does not exist.
+	Node(ctx context.Context, name string, cfg *subnet.Config) (node *Node, found bool, err error)
+	// Leases lists the leases the nodes make for cfg's families.
+	Leases(ctx context.Context, cfg *subnet.Config) ([]Lease, error)
 	// Allowed asks the server whether this client may do verb on resource
 	// (SelfSubjectAccessReview); reason is the server's when it says no.
 	Allowed(ctx context.Context, a Access) (allowed bool, reason string, err error)

@@ -56,7 +56,7 @@ func TestFaults(t *testing.T) {
 			[]string{CheckEtcdV2Config, CheckNetworkConfig}, "exists only in the etcd v2 API", "/coreos.com/network/config"},
 		{"bad config", func(w *world) { w.etcd.config = `{"Network":"10.5.0.0/33"}` }, []string{CheckNetworkConfig}, "invalid IPv4 CIDR", "/coreos.com/network/config"},
 		{"config changed", func(w *world) { w.etcd.config = `{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}` },
-			[]string{CheckNetworkConfig}, "older config", "/coreos.com/network/config"},
+			[]string{CheckNetworkConfig}, "flanneld runs with another config", "/coreos.com/network/config"},
 		{"no lease", func(w *world) { w.etcd.leases = w.etcd.leases[1:]; w.daemon = nil },
 			[]string{CheckDaemon, CheckLease}, "not running", "flanneld"},
 		{"lease expiring", func(w *world) { w.etcd.expiry = now.Add(10 * time.Minute) }, []string{CheckLease}, "has not renewed", "10.5.1.0-24"},
@@ -104,7 +104,7 @@ func TestFaults(t *testing.T) {
 		{"vxlan port dropped", func(w *world) { w.prober.drop = map[netip.Addr]bool{netip.MustParseAddr("10.5.2.0"): true} },
 			[]string{CheckPeerOverlay}, "UDP port 8472 to or from 192.0.2.12 (10.5.2.0/24) is dropped", "192.0.2.12 udp/8472"},
 		{"mtu on the path", func(w *world) { w.prober.bigDrop = map[netip.Addr]bool{netip.MustParseAddr("192.0.2.12"): true} },
-			[]string{CheckPeerMTU}, "not 1500-byte ones with DF set (FLANNEL_MTU 1450 + 50", "192.0.2.12"},
+			[]string{CheckPeerMTU}, "1500-byte packets with DF set (FLANNEL_MTU 1450 + 50 of encapsulation) get no answer from 192.0.2.12", "192.0.2.12"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -42,11 +42,11 @@ type fakeEtcd struct {
 }
 
 func (f *fakeEtcd) Endpoints() []string { return f.endpoints }
-func (f *fakeEtcd) Health(_ context.Context, ep string) (string, error) {
+func (f *fakeEtcd) Health(_ context.Context, ep string) (EndpointHealth, error) {
 	if err := f.down[ep]; err != nil {
-		return "", err
+		return EndpointHealth{}, err
 	}
-	return "etcd 3.4.23, leader 8e9e05c52164694d", nil
+	return EndpointHealth{Version: "3.4.23", Leader: 0x8e9e05c52164694d}, nil
 }
 func (f *fakeEtcd) Config(context.Context) (string, bool, error) {
 	if f.noConfig {
@@ -117,6 +117,20 @@ func (p *fakeProber) Ping(_ context.Context, dst netip.Addr, size int, _ bool, _
 	return true, nil
 }
 
+// daemonConfigDoc is the network config as the daemon's status shows it: the parsed
+// config's document.
+func daemonConfigDoc() json.RawMessage {
+	cfg, err := subnet.ParseConfig(netConf)
+	if err != nil {
+		panic(err)
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 // world is one fake node and its datastore.
 type world struct {
 	opts    Options
@@ -168,7 +182,7 @@ func healthy() *world {
 		daemon: &control.Status{
 			Instance: control.Instance{PID: 1234, Version: "v0.1.0", Started: now.Add(-time.Hour), Phase: control.PhaseRunning,
 				Socket: "@flannel-go/etcd-prefix:/coreos.com/network", Devices: []string{"flannel.1"}},
-			Config:    control.Config{Network: json.RawMessage(netConf)},
+			Config:    control.Config{Network: daemonConfigDoc()},
 			Lease:     &control.Lease{Key: own.Key(), Subnet: own.Subnet, PublicIP: own.Attrs.PublicIP},
 			Readiness: control.Readiness{Ready: true, Checks: []control.Check{{Name: "kernel-converged", OK: true}}},
 		},

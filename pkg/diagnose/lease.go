@@ -22,7 +22,7 @@ func (s *State) readLeases(ctx context.Context) error {
 	var ls []Lease
 	var err error
 	if s.Opts.Kube {
-		ls, err = s.Deps.Kube.Leases(cctx)
+		ls, err = s.Deps.Kube.Leases(cctx, s.cfg)
 	} else {
 		ls, err = s.Deps.Etcd.Leases(cctx)
 	}

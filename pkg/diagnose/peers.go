@@ -266,7 +266,7 @@ func checkPeerMTU(ctx context.Context, s *State) Result {
 			"raise the external interface's MTU, or lower the backend's (vxlan: \"MTU\" in the Backend config) and recreate the pods", objs...)
 	}
 	if len(bad) > 0 {
-		return fail(fmt.Sprintf("%s answer small packets but not %d-byte ones with DF set (%s): a link on the way has a smaller MTU", first(bad, 5), size, overhead),
+		return fail(fmt.Sprintf("%d-byte packets with DF set (%s) get no answer from %s, small ones do: a link on the way has a smaller MTU", size, overhead, first(bad, 5)),
 			fmt.Sprintf("raise the MTU of every link and switch port between the nodes to at least %d, or lower the backend's MTU (vxlan: \"MTU\" in the Backend config) and recreate the pods", size), objs...)
 	}
 	return pass("%s carry %d-byte packets with DF set (%s)", r.sample(), size, overhead)

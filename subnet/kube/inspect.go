@@ -76,6 +76,7 @@ func (m *Manager) nodeInfo(n *apiNode, cfg *subnet.Config) NodeInfo {
 		}
 	}
 	a := n.Annotations
+	info.Managed = a[m.ann.SubnetKubeManaged] == "true"
 	parse := func(key string, v6 bool) netip.Addr {
 		ip, err := netip.ParseAddr(a[key])
 		if err != nil || ip.Is6() != v6 || ip.Is4In6() {
