@@ -71,6 +71,9 @@ func setGCPercent(lookup func(string) (string, bool)) int {
 }
 
 func run() int {
+	if len(os.Args) > 1 && (os.Args[1] == cmdDiagnose || os.Args[1] == cmdLeases) {
+		return runTool(os.Args[1], os.Args[2:])
+	}
 	opts, err := parseOptions(os.Args[1:], os.LookupEnv, os.Stderr)
 	switch {
 	case errors.Is(err, errHelp):

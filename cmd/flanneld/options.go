@@ -158,10 +158,22 @@ func newFlagSet(r *rawOptions) *pflag.FlagSet {
 }
 
 // usage writes the usage line and the flag defaults.
-func usage(w io.Writer) {
+func usage(w io.Writer) { usageOf(w, "") }
+
+// usageOf writes the usage of the daemon (cmd "") or a subcommand.
+func usageOf(w io.Writer, cmd string) {
 	var r rawOptions
 	fs := newFlagSet(&r)
-	fmt.Fprintln(w, "Usage: flanneld [OPTION]...")
+	if cmd != "" {
+		var tr rawToolOptions
+		defineToolFlags(fs, cmd, &tr)
+		fmt.Fprintf(w, "Usage: flanneld %s [OPTION]...\n", cmd)
+		fmt.Fprintln(w, toolSummary[cmd])
+	} else {
+		fmt.Fprintln(w, "Usage: flanneld [OPTION]...")
+		fmt.Fprintln(w, "       flanneld diagnose [OPTION]...  (flanneld diagnose --help)")
+		fmt.Fprintln(w, "       flanneld leases [OPTION]...    (flanneld leases --help)")
+	}
 	fmt.Fprint(w, fs.FlagUsages())
 	fmt.Fprintln(w, "Flags may be written with one or two dashes. A flag not given is read from the")
 	fmt.Fprintln(w, "environment variable FLANNELD_<NAME> (upper case, '-' as '_'), e.g. FLANNELD_ETCD_ENDPOINTS.")
@@ -243,16 +255,28 @@ func normalizeArgs(fs *pflag.FlagSet, args []string) ([]string, []positional) {
 // -log_backtrace_at handed to klog, which is also set to log to stderr.
 // stderr receives anything pflag itself wants to print (nothing for flanneld's flags).
 func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Options, error) {
+	o, _, err := parseCommand("", args, lookupEnv, stderr)
+	return o, err
+}
+
+// parseCommand is parseOptions for the daemon (cmd "") or one of its subcommands
+// ("diagnose", "leases"), which take the daemon's flags and FLANNELD_* variables and
+// flags of their own (never read from the environment).
+func parseCommand(cmd string, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Options, toolOptions, error) {
 	var r rawOptions
 	fs := newFlagSet(&r)
 	fs.SetOutput(stderr)
+	var tr rawToolOptions
+	if cmd != "" {
+		defineToolFlags(fs, cmd, &tr)
+	}
 
 	norm, pos := normalizeArgs(fs, args)
 	if err := fs.Parse(norm); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return Options{}, errHelp
+			return Options{}, toolOptions{}, errHelp
 		}
-		return Options{}, err
+		return Options{}, toolOptions{}, err
 	}
 	if len(pos) > 0 || len(fs.Args()) > 0 {
 		p := positional{}
@@ -262,17 +286,17 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 			p.arg = fs.Args()[0]
 		}
 		if p.boolFlag != "" {
-			return Options{}, fmt.Errorf("unexpected argument %q: boolean flags take --%s=%s", p.arg, p.boolFlag, p.arg)
+			return Options{}, toolOptions{}, fmt.Errorf("unexpected argument %q: boolean flags take --%s=%s", p.arg, p.boolFlag, p.arg)
 		}
-		return Options{}, fmt.Errorf("unexpected argument %q: flanneld takes no positional arguments", p.arg)
+		return Options{}, toolOptions{}, fmt.Errorf("unexpected argument %q: flanneld%s takes no positional arguments", p.arg, prefixed(" ", cmd))
 	}
 	if r.version {
-		return Options{}, errVersion
+		return Options{}, toolOptions{}, errVersion
 	}
 
 	fromEnv, err := applyEnv(fs, lookupEnv)
 	if err != nil {
-		return Options{}, err
+		return Options{}, toolOptions{}, err
 	}
 	src := func(name string) string {
 		if fromEnv[name] {
@@ -283,12 +307,26 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 
 	o := r.opts
 	if err := finish(&o, &r, src); err != nil {
-		return Options{}, err
+		return Options{}, toolOptions{}, err
+	}
+	var t toolOptions
+	if cmd != "" {
+		if t, err = finishTool(cmd, &tr); err != nil {
+			return Options{}, toolOptions{}, err
+		}
+		t.EtcdEndpointsGiven = fs.Changed("etcd-endpoints") || fromEnv["etcd-endpoints"]
 	}
 	if err := applyKlog(&r, fromEnv); err != nil {
-		return Options{}, err
+		return Options{}, toolOptions{}, err
 	}
-	return o, nil
+	return o, t, nil
+}
+
+func prefixed(sep, s string) string {
+	if s == "" {
+		return ""
+	}
+	return sep + s
 }
 
 // applyEnv sets every flag not given on the command line from its FLANNELD_* variable
@@ -300,7 +338,7 @@ func applyEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (map[str
 	}
 	var firstErr error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if firstErr != nil || f.Changed || f.Name == "version" {
+		if firstErr != nil || f.Changed || f.Name == "version" || f.Annotations[toolFlag] != nil {
 			return
 		}
 		name := envName(f.Name)
