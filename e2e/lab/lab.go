@@ -101,6 +101,8 @@ type Options struct {
 	OwnWireguardDir bool
 	// NoEtcd skips starting etcd (for tests of the topology alone).
 	NoEtcd bool
+	// EtcdArgs are added to etcd's command line (e.g. --enable-v2=true).
+	EtcdArgs []string
 	// Logf, when set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -350,6 +352,7 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 		PeerURL:   fmt.Sprintf("http://%s:2380", EtcdIP),
 		Netns:     l.SwitchNS(),
 		LogFile:   filepath.Join(l.opts.WorkDir, "etcd", "etcd.log"),
+		ExtraArgs: l.opts.EtcdArgs,
 	})
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
