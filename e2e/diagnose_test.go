@@ -493,3 +493,102 @@ func etcdctl2(t *testing.T, sw string, l *lab.Lab, args ...string) {
 		t.Fatalf("ETCDCTL_API=2 etcdctl %v: %v\n%s", args, err, out)
 	}
 }
+
+// worldReadable makes a directory others can read and search, removed when the test
+// ends, and opens the lab's own directories to them: a node's files are readable by
+// every user on a real host (/run/flannel/subnet.env is 0644).
+func worldReadable(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fgdiag-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for _, d := range []string{dir, filepath.Dir(l.WorkDir()), l.WorkDir(), l.NodeDir(1), l.NodeDir(2)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Run as a user other than root, diagnose skips what needs root (the control socket,
+// the rules, ICMP without ping sockets) with the reason, and passes the rest. Where
+// etcd serves no v2 API, the v2 check is skipped with the reason. flanneld leases lists
+// the leases decoded, this node's marked, with their expiry.
+func TestDiagnoseNobodyNoV2AndLeases(t *testing.T) {
+	l := newLab(t, "diagnb", 2)
+	startAll(t, l, vxlanConfig)
+	waitFullMesh(t, l, "flannel.1", infos(t, l, "flannel.1"))
+	for i := 1; i <= 2; i++ {
+		if _, err := l.AddPod(i, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shared := worldReadable(t, l)
+	cni := filepath.Join(shared, "net.d")
+	if err := os.CopyFS(cni, os.DirFS(cniConfDir(t))); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(shared, "flanneld")
+	data, err := os.ReadFile(flanneld.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wantHealthy(t, l, 1, cni)
+
+	argv := toolCommand(l, 1, "diagnose", "--peers=all", "--cni-conf-dir="+cni)
+	argv = append(append([]string{}, argv[:4]...), append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin}, argv[5:]...)...)
+	d := runDiagnoseArgv(t, argv)
+	if d.code != 0 {
+		t.Errorf("as nobody: exit %d:\n%s", d.code, d.text())
+	}
+	for check, why := range map[string]string{
+		diagnose.CheckDaemon:       "answers root only",
+		diagnose.CheckTrafficRules: "needs root",
+		diagnose.CheckPeerUnderlay: "no permission to send ICMP",
+	} {
+		if c := d.check(check); c.Outcome != diagnose.Skipped || !strings.Contains(c.Evidence, why) {
+			t.Errorf("as nobody, %s: %s %q, want skipped saying %q", check, c.Outcome, c.Evidence, why)
+		}
+	}
+	for _, check := range []string{diagnose.CheckLease, diagnose.CheckSubnetFile, diagnose.CheckDevice, diagnose.CheckPeerObjects, diagnose.CheckBridgeAddress} {
+		if c := d.check(check); c.Outcome != diagnose.Passed {
+			t.Errorf("as nobody, %s: %s %q, want passed", check, c.Outcome, c.Evidence)
+		}
+	}
+	t.Logf("as nobody:\n%s", d.text())
+
+	// No config, and no v2 API to look in.
+	etcdDelete(t, l, l.EtcdPrefix()+"/config")
+	d = diagnoseNode(t, l, 1, cni)
+	wantFault(t, d, diagnose.CheckNetworkConfig, "no network config", l.EtcdPrefix()+"/config")
+	if c := d.check(diagnose.CheckEtcdV2Config); c.Outcome != diagnose.Skipped || !strings.Contains(c.Evidence, "does not serve the v2 API") {
+		t.Errorf("v2 check without a v2 API: %s %q", c.Outcome, c.Evidence)
+	}
+	if err := l.PutConfig(context.Background(), vxlanConfig); err != nil {
+		t.Fatal(err)
+	}
+	wantHealthy(t, l, 1, cni)
+
+	// The leases.
+	code, out, all := runCommand(t, toolCommand(l, 1, "leases"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "KEY") || !strings.Contains(out, "192.0.2.11") ||
+		!strings.Contains(out, "192.0.2.12") || !regexp.MustCompile(`192\.0\.2\.11 .* in 2[34]h\d+m0s +own`).MatchString(out) {
+		t.Errorf("flanneld leases: exit %d\n%s", code, all)
+	}
+	t.Logf("flanneld leases:\n%s", out)
+	code, out, all = runCommand(t, toolCommand(l, 1, "leases", "--output=json"))
+	var r diagnose.LeaseReport
+	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.SchemaVersion != diagnose.SchemaVersion || len(r.Leases) != 2 {
+		t.Errorf("flanneld leases --output=json: exit %d, %v\n%s", code, err, all)
+	}
+	// Bad usage is exit status 2.
+	if code, _, all := runCommand(t, toolCommand(l, 1, "diagnose", "--output=yaml")); code != 2 || !strings.Contains(all, "invalid --output") {
+		t.Errorf("--output=yaml: exit %d\n%s", code, all)
+	}
+}

@@ -225,19 +225,10 @@ func sameConfig(a, b *subnet.Config) bool {
 		a.BackendType == b.BackendType && sameJSON(a.Backend, b.Backend)
 }
 
-// parseNetConfig parses the network config as the daemon does in each mode.
-func parseNetConfig(kube bool, text string) (*subnet.Config, error) {
-	if !kube {
-		return subnet.ParseConfig(text)
-	}
-	cfg, err := subnet.DecodeConfig(text)
-	if err != nil {
-		return nil, err
-	}
-	if !cfg.EnableIPv4 && !cfg.EnableIPv6 {
-		return nil, errors.New("none defined stack: EnableIPv4 and EnableIPv6 are both false")
-	}
-	return cfg, nil
+// parseNetConfig parses the network config as the daemon does (both subnet managers
+// validate it and fill in the defaults).
+func parseNetConfig(_ bool, text string) (*subnet.Config, error) {
+	return subnet.ParseConfig(text)
 }
 
 // describeConfig is one line naming the config's networks and backend.

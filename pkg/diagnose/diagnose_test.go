@@ -150,8 +150,8 @@ func TestNotRoot(t *testing.T) {
 	for name, want := range map[string]string{
 		CheckDaemon:       "answers root only",
 		CheckTrafficRules: "needs root",
-		CheckPeerUnderlay: "cannot send ICMP",
-		CheckPeerMTU:      "cannot send ICMP",
+		CheckPeerUnderlay: "no permission to send ICMP",
+		CheckPeerMTU:      "no permission to send ICMP",
 	} {
 		if c := result(r, name); c.Outcome != Skipped || !strings.Contains(c.Evidence, want) {
 			t.Errorf("%s: %s %q, want skipped saying %q", name, c.Outcome, c.Evidence, want)

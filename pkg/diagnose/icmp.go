@@ -156,7 +156,7 @@ func openICMP(v6, df bool) (net.PacketConn, bool, error) {
 		fd, err = unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: opening an ICMP socket: %v", ErrPermission, err)
+		return nil, false, fmt.Errorf("%w (an ICMP socket: %v)", ErrPermission, err)
 	}
 	// PROBE sets DF without consulting the path MTU the kernel cached, so that a stale
 	// cache entry does not fail the probe on this side.
@@ -183,7 +183,7 @@ func openICMP(v6, df bool) (net.PacketConn, bool, error) {
 		}
 		if err := unix.Bind(fd, sa); err != nil {
 			unix.Close(fd)
-			return nil, false, fmt.Errorf("%w: binding a ping socket: %v", ErrPermission, err)
+			return nil, false, fmt.Errorf("%w (a ping socket: %v)", ErrPermission, err)
 		}
 	}
 	f := os.NewFile(uintptr(fd), "icmp")

@@ -186,7 +186,15 @@ func checkPeerObjects(ctx context.Context, s *State) Result {
 		}
 		return fail(strings.Join(parts, "; "), fix, append(mp, sp...)...)
 	}
-	return pass("routes, neighbour and FDB entries match the %d admitted peers", n)
+	return pass("routes, neighbour and FDB entries match the %s", count(n, "admitted peer"))
+}
+
+// count is "1 peer", "2 peers".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // first joins the first n strings, saying how many more there are.

@@ -163,7 +163,7 @@ func checkLease(ctx context.Context, s *State) Result {
 	if l.Defect != "" {
 		return fail(ev+": its value is unreadable: "+l.Defect, "stop flanneld, delete the key, and start it again to write a fresh lease", l.Name)
 	}
-	if s.daemon != nil && s.daemon.Lease != nil && s.daemon.Lease.Key != l.Name {
+	if s.daemon != nil && s.daemon.Lease != nil && s.daemon.Lease.Key != l.Lease.Key() {
 		return fail(fmt.Sprintf("%s, but the running daemon holds %s", ev, s.daemon.Lease.Key),
 			"restart flanneld: the datastore and the daemon disagree about this node's lease", l.Name, s.daemon.Lease.Key)
 	}

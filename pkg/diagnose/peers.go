@@ -138,7 +138,7 @@ func (r *probeResults) probeSkip() (Result, bool) {
 	// A probe that could not be sent at all (no raw socket) stops every check.
 	for _, p := range r.peers {
 		if isPermission(p.under.err) {
-			return skip("cannot send ICMP: %s (run diagnose as root, or allow ping sockets: net.ipv4.ping_group_range)", oneLine(p.under.err)), true
+			return skip("%s: run diagnose as root, or allow ping sockets (net.ipv4.ping_group_range)", oneLine(p.under.err)), true
 		}
 	}
 	return Result{}, false
@@ -149,10 +149,13 @@ func isPermission(err error) bool {
 }
 
 // ErrPermission is what a Prober wraps when it may not send ICMP at all.
-var ErrPermission = errors.New("not permitted to send ICMP")
+var ErrPermission = errors.New("no permission to send ICMP")
 
 func (r *probeResults) sample() string {
 	if r.sampled == r.total {
+		if r.total == 1 {
+			return "the one peer"
+		}
 		return fmt.Sprintf("all %d peers", r.total)
 	}
 	return fmt.Sprintf("%d of %d peers, chosen at random (--peers=all checks every one)", r.sampled, r.total)
