@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -148,6 +149,29 @@ type Instance struct {
 	ClaimedAt time.Time  `json:"claimedAt,omitzero"`
 	// SubnetFile is the subnet file the daemon writes.
 	SubnetFile string `json:"subnetFile"`
+}
+
+// ClaimSet is what the instance takes, as its status tells: its claims and the devices
+// it owns (a udp TUN is named once started). A status without claims (an older daemon,
+// or one that has not read its config) still names its devices and networks.
+func (in Instance) ClaimSet() claim.Set {
+	var s claim.Set
+	if in.Claims != nil {
+		s = *in.Claims
+		s.Devices = slices.Clone(s.Devices)
+	} else {
+		for _, n := range []netip.Prefix{in.Network, in.IPv6Network} {
+			if n.IsValid() {
+				s.Networks = append(s.Networks, n)
+			}
+		}
+	}
+	for _, d := range in.Devices {
+		if !slices.ContainsFunc(s.Devices, func(c claim.Device) bool { return c.Name == d }) {
+			s.Devices = append(s.Devices, claim.Device{Name: d})
+		}
+	}
+	return s
 }
 
 // Config is the configuration in effect, without credentials.

@@ -404,3 +404,22 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// An instance's claims are its published ones plus the devices it owns; a status
+// without claims still names its devices and networks.
+func TestClaimSet(t *testing.T) {
+	withClaims := Instance{Devices: []string{"flannel.1", "flannel0"},
+		Claims: &claim.Set{Devices: []claim.Device{{Name: "flannel.1", SetBy: "Backend.VNI"}}, Networks: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16")}}}
+	got := withClaims.ClaimSet()
+	if len(got.Devices) != 2 || got.Devices[0].SetBy != "Backend.VNI" || got.Devices[1].Name != "flannel0" || len(got.Networks) != 1 {
+		t.Errorf("with claims: %+v", got)
+	}
+	if len(withClaims.Claims.Devices) != 1 {
+		t.Errorf("ClaimSet changed the status's claims: %+v", withClaims.Claims)
+	}
+	older := Instance{Devices: []string{"flannel.2"}, Network: netip.MustParsePrefix("10.6.0.0/16")}
+	got = older.ClaimSet()
+	if len(got.Devices) != 1 || got.Devices[0].Name != "flannel.2" || len(got.Networks) != 1 || got.Networks[0].String() != "10.6.0.0/16" {
+		t.Errorf("without claims: %+v", got)
+	}
+}

@@ -54,29 +54,6 @@ func ownClaims(cfg *subnet.Config, be backend.Backend) claim.Set {
 	return s
 }
 
-// theirClaims is what another instance takes, as its status tells: its claims and the
-// devices it owns (a udp TUN is named once started). A status without claims (an older
-// daemon, or one that has not read its config) still names its devices and networks.
-func theirClaims(in control.Instance) claim.Set {
-	var s claim.Set
-	if in.Claims != nil {
-		s = *in.Claims
-		s.Devices = slices.Clone(s.Devices)
-	} else {
-		for _, n := range []netip.Prefix{in.Network, in.IPv6Network} {
-			if n.IsValid() {
-				s.Networks = append(s.Networks, n)
-			}
-		}
-	}
-	for _, d := range in.Devices {
-		if !slices.ContainsFunc(s.Devices, func(c claim.Device) bool { return c.Name == d }) {
-			s.Devices = append(s.Devices, claim.Device{Name: d})
-		}
-	}
-	return s
-}
-
 // describe names another instance for a message: its first lock (the network), PID,
 // backend, networks and subnet file.
 func describe(in control.Instance) string {
@@ -128,7 +105,7 @@ func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Foun
 	found := listInstances(ctx, deps)
 	own := deps.Status.socket()
 	for _, f := range found {
-		cs := claim.Conflicts(mine, theirClaims(f.Status.Instance))
+		cs := claim.Conflicts(mine, f.Status.Instance.ClaimSet())
 		if len(cs) == 0 {
 			continue
 		}
@@ -209,7 +186,7 @@ func warnRecordedDevices(ownState string, mine claim.Set, found []control.Found)
 func withoutClaimed(stale []string, found []control.Found) []string {
 	return slices.DeleteFunc(stale, func(name string) bool {
 		for _, f := range found {
-			theirs := theirClaims(f.Status.Instance)
+			theirs := f.Status.Instance.ClaimSet()
 			if slices.ContainsFunc(theirs.Devices, func(d claim.Device) bool { return d.Name == name }) {
 				klog.InfoS("Leaving a device of a previous configuration to the instance that uses it now",
 					"device", name, "other", describe(f.Status.Instance))
