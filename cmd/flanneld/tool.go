@@ -20,8 +20,10 @@ import (
 	"github.com/flannel-go/flannel/backend/hostgw"
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/diagnose"
+	"github.com/flannel-go/flannel/pkg/instancelock"
 	"github.com/flannel-go/flannel/pkg/ip"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
 	"github.com/flannel-go/flannel/pkg/trafficrules"
@@ -109,6 +111,13 @@ func toolDeps(ctx context.Context, opts Options) (diagnose.Deps, func()) {
 	d := diagnose.Deps{
 		Daemon: func(ctx context.Context) (*control.Status, error) {
 			return control.Query(ctx, instanceLockKeys(opts)[0])
+		},
+		Instances: func(ctx context.Context) ([]control.Found, error) {
+			var own []string
+			for _, k := range instanceLockKeys(opts) {
+				own = append(own, instancelock.Name(k))
+			}
+			return control.Instances(ctx, own)
 		},
 		Iface: func(cfg *subnet.Config, pub, pub6 string) (*diagnose.Iface, error) {
 			ext, err := ipmatch.LookupExtIface(ipmatch.Options{Ifaces: opts.Iface, IfaceRegexes: opts.IfaceRegex,
@@ -294,6 +303,13 @@ func (v backendView) Drift(ctx context.Context, own *subnet.Lease, peers []subne
 		return out
 	}
 	return objs(d.Missing), objs(d.Stale), err
+}
+
+func (v backendView) Claims() claim.Set {
+	if c, ok := v.b.(backend.Claimer); ok {
+		return c.Claims()
+	}
+	return claim.Set{}
 }
 
 func (v backendView) TxChecksum() ([]diagnose.Offload, error) {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
@@ -46,8 +47,9 @@ type Deps struct {
 	// Daemon asks this network's daemon for its status (control.Query): an error
 	// wrapping control.ErrNotRunning when none runs.
 	Daemon func(ctx context.Context) (*control.Status, error)
-	// Instances lists the other daemon instances in this network namespace.
-	Instances func(ctx context.Context) ([]Instance, error)
+	// Instances asks the other daemon instances in this network namespace for their
+	// status (control.Instances, skipping this network's sockets).
+	Instances func(ctx context.Context) ([]control.Found, error)
 	// Etcd is the datastore in etcd mode, Kube in Kubernetes mode; StoreErr says why
 	// the one of the mode could not be made.
 	Etcd     Etcd
@@ -74,13 +76,6 @@ type Deps struct {
 	// Shuffle puts the first n of the peers' indices in random order (sampling); nil: no
 	// shuffle.
 	Shuffle func(n int, swap func(i, j int))
-}
-
-// Instance is another daemon instance found on the node, or the error asking it.
-type Instance struct {
-	Socket string
-	Status *control.Status
-	Err    error
 }
 
 // Lease is a lease as the datastore holds it, judged by the admission rule.
@@ -199,6 +194,9 @@ type Backend interface {
 	TxChecksum() ([]Offload, error)
 	// Encap is how the backend carries pod traffic between nodes.
 	Encap() Encap
+	// Claims are the devices and ports the backend takes for itself (backend.Claimer;
+	// empty for host-gw).
+	Claims() claim.Set
 }
 
 // ErrUnsupported means a backend cannot answer a question.

@@ -13,6 +13,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
@@ -86,7 +87,15 @@ func TestFaults(t *testing.T) {
 		}, []string{CheckChecksumOffload}, "flannel.1 has transmit checksum offload on, want off", "flannel.1"},
 		{"foreign vxlan device", func(w *world) {
 			w.kernel.links = append(w.kernel.links, Link{Name: "vxlan0", Type: "vxlan", VNI: 1, Port: 8472, Local: netip.MustParseAddr("192.0.2.11"), MTU: 1450})
-		}, []string{CheckInstances}, "vxlan0 uses VNI 1 and port 8472 like flannel.1", "vxlan0"},
+		}, []string{CheckInstances}, "device vxlan0 uses VNI 1 and port 8472 like flannel.1", "vxlan0"},
+		{"another instance on our VNI", func(w *world) {
+			w.others = []control.Found{{Socket: "@flannel-go/etcd-prefix:/other", Status: &control.Status{Instance: control.Instance{
+				PID: 77, Locks: []string{"etcd-prefix:/other"}, Devices: []string{"flannel.1"}}}}}
+		}, []string{CheckInstances}, "device flannel.1 is also claimed by flanneld pid 77 (etcd-prefix:/other)", "flannel.1"},
+		{"another instance in our network", func(w *world) {
+			w.others = []control.Found{{Socket: "@flannel-go/etcd-prefix:/other", Status: &control.Status{Instance: control.Instance{
+				PID: 77, Locks: []string{"etcd-prefix:/other"}, Network: netip.MustParsePrefix("10.5.128.0/17")}}}}
+		}, []string{CheckInstances}, "network 10.5.0.0/16 (theirs: 10.5.128.0/17) is also claimed", "10.5.0.0/16"},
 		{"docker0 outside", func(w *world) {
 			w.kernel.links[3] = Link{Name: "docker0", Type: "bridge", MTU: 1500, Addrs: []netip.Prefix{netip.MustParsePrefix("172.17.0.1/16")}}
 		}, []string{CheckBridgeAddress, CheckBridgeMTU}, "docker0 holds 172.17.0.1/16, outside this node's subnet 10.5.1.0/24 (Docker was not restarted", "docker0"},

@@ -11,6 +11,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
@@ -76,6 +77,10 @@ func (b *fakeBackend) Drift(context.Context, *subnet.Lease, []subnet.Lease) ([]O
 	return b.missing, b.stale, nil
 }
 func (b *fakeBackend) TxChecksum() ([]Offload, error) { return b.offload, nil }
+func (b *fakeBackend) Claims() claim.Set {
+	return claim.Set{Devices: []claim.Device{{Name: "flannel.1", SetBy: "Backend.VNI"}},
+		Ports: []claim.Port{{Family: claim.IPv4, Port: 8472, VNI: 1, SetBy: "Backend.Port"}}}
+}
 func (b *fakeBackend) Encap() Encap {
 	return Encap{Overhead: 50, Overhead6: 70, UDPPort: 8472, OverlayTarget: func(l subnet.Lease, v6 bool) netip.Addr {
 		if v6 {
@@ -143,6 +148,8 @@ type world struct {
 	dErr    error
 	// rulesMissing are the traffic rules the fake says are missing.
 	rulesMissing []string
+	// others are the other instances on the node.
+	others []control.Found
 }
 
 func readiness(ready bool, name, reason string) control.Readiness {
@@ -201,7 +208,7 @@ func (w *world) deps() Deps {
 			}
 			return w.daemon, w.dErr
 		},
-		Instances: func(context.Context) ([]Instance, error) { return nil, nil },
+		Instances: func(context.Context) ([]control.Found, error) { return w.others, nil },
 		Iface: func(cfg *subnet.Config, pub, pub6 string) (*Iface, error) {
 			i := &Iface{Name: "eth0", Index: 2, MTU: 1500, Addr: netip.MustParseAddr("192.0.2.11")}
 			i.Public = i.Addr

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
@@ -321,25 +323,30 @@ func checkInstances(ctx context.Context, s *State) Result {
 	if err != nil {
 		return skipAfter(CheckDevice)
 	}
-	ours := b.Devices()
-	var conflicts, objs, others []string
-	if links, err := s.links(); err == nil {
-		if b.Type() == "vxlan" {
-			for _, d := range ours {
-				own, ok := findLink(links, d)
-				if !ok {
-					continue
-				}
-				for _, l := range links {
-					if l.Type == "vxlan" && l.Name != d && l.VNI == own.VNI && l.Port == own.Port && l.Local.Is4() == own.Local.Is4() {
-						conflicts = append(conflicts, fmt.Sprintf("%s uses VNI %d and port %d like %s", l.Name, l.VNI, l.Port, d))
-						objs = append(objs, l.Name)
-					}
+	ours := b.Claims()
+	for _, n := range []netip.Prefix{s.cfg.Network, s.cfg.IPv6Network} {
+		if n.IsValid() && (n.Addr().Is4() && s.cfg.EnableIPv4 || n.Addr().Is6() && s.cfg.EnableIPv6) {
+			ours.Networks = append(ours.Networks, n.Masked())
+		}
+	}
+	var conflicts, objs, remedies []string
+	// A vxlan device no flanneld owns that takes our VNI and port keeps ours from
+	// being created (the kernel refuses a second one).
+	if links, err := s.links(); err == nil && b.Type() == "vxlan" {
+		for _, d := range b.Devices() {
+			own, ok := findLink(links, d)
+			if !ok {
+				continue
+			}
+			for _, l := range links {
+				if l.Type == "vxlan" && l.Name != d && l.VNI == own.VNI && l.Port == own.Port && l.Local.Is4() == own.Local.Is4() {
+					conflicts = append(conflicts, fmt.Sprintf("device %s uses VNI %d and port %d like %s", l.Name, l.VNI, l.Port, d))
+					objs = append(objs, l.Name)
 				}
 			}
 		}
 	}
-	note := ""
+	others, note := 0, ""
 	switch {
 	case !s.Opts.Root:
 		note = "; other instances not asked (their control sockets answer root only)"
@@ -350,25 +357,28 @@ func checkInstances(ctx context.Context, s *State) Result {
 		if err != nil {
 			note = "; other instances not found: " + oneLine(err)
 		}
-		for _, in := range found {
-			if in.Status == nil {
+		for _, f := range found {
+			if f.Status == nil {
 				continue
 			}
-			others = append(others, fmt.Sprintf("pid %d (%s)", in.Status.Instance.PID, strings.Join(in.Status.Instance.Locks, ", ")))
-			for _, d := range in.Status.Instance.Devices {
-				if slices.Contains(ours, d) {
-					conflicts = append(conflicts, fmt.Sprintf("flanneld pid %d (%s) owns %s too", in.Status.Instance.PID, in.Socket, d))
-					objs = append(objs, d)
-				}
+			others++
+			in := f.Status.Instance
+			for _, c := range claim.Conflicts(ours, in.ClaimSet()) {
+				conflicts = append(conflicts, fmt.Sprintf("%s is also claimed by flanneld pid %d (%s)", c, in.PID, strings.Join(in.Locks, ", ")))
+				objs = append(objs, c.Ours)
+				remedies = append(remedies, c.Remedy())
 			}
 		}
 	}
 	if len(conflicts) > 0 {
-		return fail(strings.Join(conflicts, "; "),
-			"give each instance its own VNI (and Port) in its network config, and remove devices nothing owns (ip link del <name>); Documentation/running.md, several daemons", objs...)
+		fix := "remove the device nothing owns (ip link del <name>), or give this network another VNI"
+		if len(remedies) > 0 {
+			fix = remedies[0] + " (Documentation/running.md, several daemons on one host)"
+		}
+		return fail(strings.Join(conflicts, "; "), fix, objs...)
 	}
-	if len(others) == 0 {
-		return pass("no other flanneld instance and no foreign device shares ours%s", note)
+	if others == 0 {
+		return pass("no other flanneld instance and no foreign device takes what this one does%s", note)
 	}
-	return pass("other instances (%s) own other devices%s", strings.Join(others, "; "), note)
+	return pass("%s claim nothing this one does%s", count(others, "other instance"), note)
 }
