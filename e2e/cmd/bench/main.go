@@ -21,11 +21,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,13 +32,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
-	"github.com/flannel-go/flannel/subnet"
 )
 
 const config = `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`
@@ -252,10 +248,10 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 		return res, fmt.Errorf("grant: %w", err)
 	}
 	// leases [0, nChurn) go in the churn, [nChurn, n) stay, [n, n+nChurn) come
-	if err := writeLeases(ctx, cli, prefix, 0, nChurn, victims.ID); err != nil {
+	if err := benchkit.WriteLeases(ctx, cli, prefix, 0, nChurn, victims.ID); err != nil {
 		return res, err
 	}
-	if err := writeLeases(ctx, cli, prefix, nChurn, n, rest.ID); err != nil {
+	if err := benchkit.WriteLeases(ctx, cli, prefix, nChurn, n, rest.ID); err != nil {
 		return res, err
 	}
 	nsh, err := netns.GetFromName(l.NodeNS(1))
@@ -320,7 +316,7 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 		if _, err := cli.Revoke(ctx, victims.ID); err != nil {
 			return res, fmt.Errorf("revoke: %w", err)
 		}
-		if err := writeLeases(ctx, cli, prefix, n, n+nChurn, rest.ID); err != nil {
+		if err := benchkit.WriteLeases(ctx, cli, prefix, n, n+nChurn, rest.ID); err != nil {
 			return res, err
 		}
 		res.churnW = time.Since(t0)
@@ -360,50 +356,6 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 	return res, l.StopFlanneld(1)
 }
 
-// peerSubnet is synthetic peer i's subnet: 10.<1+i/256>.<i%256>.0/24, never 10.0.x
-// (SubnetMin is 10.0.1.0; the node picks there or above).
-func peerSubnet(i int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
-}
-
-// writeLeases puts peer leases [from, to) on the etcd lease id, in transactions of 100
-// puts. Peers' public addresses cycle through 198.51.100.1-250: only FDB entries point
-// at them, no packet is sent.
-func writeLeases(ctx context.Context, cli *clientv3.Client, prefix string, from, to int, id clientv3.LeaseID) error {
-	var ops []clientv3.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		_, err := cli.Txn(ctx).Then(ops...).Commit()
-		ops = ops[:0]
-		return err
-	}
-	for i := from; i < to; i++ {
-		sn := peerSubnet(i)
-		mac := fmt.Sprintf("0a:%02x:%02x:%02x:00:01", (i>>16)&0xff, (i>>8)&0xff, i&0xff)
-		attrs := subnet.LeaseAttrs{
-			PublicIP:    netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i%250)}),
-			BackendType: "vxlan",
-			BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`),
-		}
-		val, err := json.Marshal(attrs)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, clientv3.OpPut(prefix+"/subnets/"+subnet.MakeSubnetKey(sn, netip.Prefix{}), string(val), clientv3.WithLease(id)))
-		if len(ops) == 100 {
-			if err := flush(); err != nil {
-				return fmt.Errorf("put leases: %w", err)
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return fmt.Errorf("put leases: %w", err)
-	}
-	return nil
-}
-
 // converged reports whether flannel.1 carries exactly the routes to peers [lo, hi) and
 // as many permanent neighbour and FDB entries (read with lean, kernel-filtered dumps, so
 // that polling takes little CPU from the daemon).
@@ -421,7 +373,7 @@ func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 		n++
 		a := r.Dst.Addr().As4()
 		i := (int(a[1])-1)*256 + int(a[2])
-		if a[0] != 10 || r.Dst.Bits() != 24 || i < lo || i >= hi || peerSubnet(i) != r.Dst {
+		if a[0] != 10 || r.Dst.Bits() != 24 || i < lo || i >= hi || benchkit.PeerSubnet(i) != r.Dst {
 			ok = false
 		}
 	})
