@@ -8,13 +8,31 @@ import (
 	"testing"
 )
 
-// standinFlanneld records its arguments, NUL-terminated, and its FLANNELD_* environment.
+// standinFlanneld records its arguments and its FLANNEL* variables (FLANNELD_* ones
+// included), each NUL-terminated; recorded reads them back.
 const standinFlanneld = `#!/bin/sh
-# stand-in for flanneld: records its arguments and FLANNELD_* variables, and exits
-printf '%s\0' "$@" >/run/flanneld.args
-env | grep '^FLANNELD_' | sort >/run/flanneld.env
-exit 0
+# stand-in for flanneld: records its arguments and environment and exits
+: >/run/flanneld.args
+[ $# -eq 0 ] || printf '%s\0' "$@" >/run/flanneld.args
+env | grep '^FLANNEL' | sort | tr '\n' '\0' >/run/flanneld.env
 `
+
+// recorded is what the stand-in flanneld under root recorded of its last run: its
+// arguments and its FLANNEL* variables ("NAME=value"), nil for none.
+func recorded(t *testing.T, root string) (args, env []string) {
+	t.Helper()
+	split := func(f string) []string {
+		data, err := os.ReadFile(filepath.Join(root, "run", f))
+		if err != nil {
+			t.Fatalf("flanneld did not run: %v", err)
+		}
+		if len(data) == 0 {
+			return nil
+		}
+		return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+	}
+	return split("flanneld.args"), split("flanneld.env")
+}
 
 // TestFlanneldServiceStart starts dist/flanneld.service as systemd would, against a
 // stand-in flanneld, with the environment files of the packages that came before: the
@@ -73,20 +91,18 @@ func TestFlanneldServiceStart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("start: %v; log:\n%s", err, log)
 			}
-			recorded, err := os.ReadFile(filepath.Join(root, "run/flanneld.args"))
-			if err != nil {
-				t.Fatalf("flanneld did not run: %v; log:\n%s", err, log)
-			}
-			got := []string{}
-			if s := strings.TrimSuffix(string(recorded), "\x00"); s != "" {
-				got = strings.Split(s, "\x00")
-			}
+			got, vars := recorded(t, root)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("flanneld ran with\n%q\nwant\n%q\nlog:\n%s", got, tc.want, log)
 			}
-			env, err := os.ReadFile(filepath.Join(root, "run/flanneld.env"))
-			if err != nil || string(env) != tc.wantEnv {
-				t.Errorf("flanneld's FLANNELD_* environment %q (%v), want %q", env, err, tc.wantEnv)
+			var env strings.Builder
+			for _, v := range vars {
+				if strings.HasPrefix(v, "FLANNELD_") {
+					env.WriteString(v + "\n")
+				}
+			}
+			if env.String() != tc.wantEnv {
+				t.Errorf("flanneld's FLANNELD_* environment %q, want %q", env.String(), tc.wantEnv)
 			}
 		})
 	}

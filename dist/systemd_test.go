@@ -231,10 +231,6 @@ func readEnvFile(t *testing.T, path string, env map[string]string) error {
 // of the host's routing; environment files must lie under binds.
 func startService(t *testing.T, s service, path, root string, binds []string) (string, error) {
 	t.Helper()
-	var mounts strings.Builder
-	for _, b := range binds {
-		fmt.Fprintf(&mounts, "mount --bind %s %s || exit 125; ", shQuote(filepath.Join(root, b)), shQuote(b))
-	}
 	var log bytes.Buffer
 	for _, line := range append(append([]string{}, s.startPre...), s.start...) {
 		c := parseCommand(t, line)
@@ -252,18 +248,29 @@ func startService(t *testing.T, s service, path, root string, binds []string) (s
 			}
 		}
 		argv := c.expand(t, env)
-		fmt.Fprintf(&log, "$ %q\n", argv)
-		cmd := exec.Command("/bin/sh", append([]string{"-c", mounts.String() + `exec "$@"`, "sh"}, argv...)...)
-		for k, v := range env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		cmd.Stdout, cmd.Stderr = &log, &log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET}
-		if err := cmd.Run(); err != nil && !c.ignoreFailure {
+		if err := runMounted(argv, env, root, binds, &log); err != nil && !c.ignoreFailure {
 			return log.String(), fmt.Errorf("%s: %w", line, err)
 		}
 	}
 	return log.String(), nil
+}
+
+// runMounted runs argv with exactly the environment env, in a mount and network
+// namespace of its own in which root+dir is mounted over each of binds, its command
+// line and output going to log.
+func runMounted(argv []string, env map[string]string, root string, binds []string, log *bytes.Buffer) error {
+	var mounts strings.Builder
+	for _, b := range binds {
+		fmt.Fprintf(&mounts, "mount --bind %s %s || exit 125; ", shQuote(filepath.Join(root, b)), shQuote(b))
+	}
+	fmt.Fprintf(log, "$ %q\n", argv)
+	cmd := exec.Command("/bin/sh", append([]string{"-c", mounts.String() + `exec "$@"`, "sh"}, argv...)...)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET}
+	return cmd.Run()
 }
 
 func underAny(path string, dirs []string) bool {
