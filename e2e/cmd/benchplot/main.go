@@ -24,7 +24,7 @@ import (
 )
 
 // benches are the benchmarks in the order of the page.
-var benches = []string{"control", "kube", "net", "heal", "rules", "restart"}
+var benches = []string{"control", "kube", "net", "heal", "rules", "restart", "diagnose"}
 
 func main() {
 	data := flag.String("data", "Documentation/benchdata", "directory of the benchmark results (<bench>.json)")

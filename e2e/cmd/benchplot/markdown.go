@@ -11,7 +11,7 @@ import (
 // makeTargets names the make target that runs each benchmark.
 var makeTargets = map[string]string{
 	"control": "bench-control", "kube": "bench-kube", "net": "bench-net",
-	"heal": "bench-heal", "rules": "bench-rules", "restart": "bench-restart",
+	"heal": "bench-heal", "rules": "bench-rules", "restart": "bench-restart", "diagnose": "bench-diagnose",
 }
 
 // markers are the lines around a benchmark's generated block in the page.
