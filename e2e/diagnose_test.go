@@ -574,19 +574,40 @@ func TestDiagnoseNobodyNoV2AndLeases(t *testing.T) {
 	}
 	wantHealthy(t, l, 1, cni)
 
-	// The leases.
+	// The leases, with one the daemons' admission rule rejects: under a key that is not
+	// its subnet's, claiming node 2's address. diagnose takes the running daemon's
+	// judgement, leases applies the same rule itself.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hostile := l.EtcdPrefix() + "/subnets/10.5.200.7-24"
+	if _, err := l.Etcd().Put(ctx, hostile, `{"PublicIP":"192.0.2.12","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:00:c8"}}`); err != nil {
+		t.Fatal(err)
+	}
 	code, out, all := runCommand(t, toolCommand(l, 1, "leases"))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "KEY") || !strings.Contains(out, "192.0.2.11") ||
-		!strings.Contains(out, "192.0.2.12") || !regexp.MustCompile(`192\.0\.2\.11 .* in 2[34]h\d+m0s +own`).MatchString(out) {
+	if code != 0 || len(lines) != 4 || !strings.HasPrefix(lines[0], "KEY") ||
+		!regexp.MustCompile(`192\.0\.2\.11 .* in 2[34]h\d+m0s +own`).MatchString(out) ||
+		!regexp.MustCompile(`192\.0\.2\.12 .* admitted`).MatchString(out) ||
+		!regexp.MustCompile(`10\.5\.200\.7-24 .* never \(reservation\) +rejected: non_canonical_key: key "10\.5\.200\.7-24" is not "10\.5\.200\.0-24"`).MatchString(out) {
 		t.Errorf("flanneld leases: exit %d\n%s", code, all)
 	}
 	t.Logf("flanneld leases:\n%s", out)
 	code, out, all = runCommand(t, toolCommand(l, 1, "leases", "--output=json"))
 	var r diagnose.LeaseReport
-	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.SchemaVersion != diagnose.SchemaVersion || len(r.Leases) != 2 {
+	err = json.Unmarshal([]byte(out), &r)
+	status := map[string]string{}
+	for _, row := range r.Leases {
+		status[row.Name] = row.Status + " " + row.Reason
+	}
+	if code != 0 || err != nil || r.SchemaVersion != diagnose.SchemaVersion || len(r.Leases) != 3 ||
+		status["10.5.200.7-24"] != diagnose.LeaseRejected+" non_canonical_key" {
 		t.Errorf("flanneld leases --output=json: exit %d, %v\n%s", code, err, all)
 	}
+	d = diagnoseNode(t, l, 1, cni)
+	if d.code != 0 || !strings.Contains(d.check(diagnose.CheckPeerObjects).Evidence, "match the 1 admitted peer") {
+		t.Errorf("diagnose beside a rejected lease: exit %d\n%s", d.code, d.text())
+	}
+	etcdDelete(t, l, hostile)
 	// Bad usage is exit status 2.
 	if code, _, all := runCommand(t, toolCommand(l, 1, "diagnose", "--output=yaml")); code != 2 || !strings.Contains(all, "invalid --output") {
 		t.Errorf("--output=yaml: exit %d\n%s", code, all)

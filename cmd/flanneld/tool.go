@@ -108,6 +108,7 @@ func quietKlog() {
 // parts the checks use, and the function that releases them.
 func toolDeps(ctx context.Context, opts Options) (diagnose.Deps, func()) {
 	backends := map[string]backend.Constructor{"vxlan": vxlan.New, "host-gw": hostgw.New, "udp": udp.New}
+	admission := admissionOptions(opts)
 	d := diagnose.Deps{
 		Daemon: func(ctx context.Context) (*control.Status, error) {
 			return control.Query(ctx, instanceLockKeys(opts)[0])
@@ -150,12 +151,13 @@ func toolDeps(ctx context.Context, opts Options) (diagnose.Deps, func()) {
 			return m.Missing(ctx, trafficrules.Networks{NFTables: r.NFTables, Network: r.Network, Subnet: r.Subnet,
 				IPv6Network: r.IPv6Network, IPv6Subnet: r.IPv6Subnet})
 		},
-		Kernel:   diagnose.NetlinkKernel{},
-		Prober:   diagnose.NewICMPProber(ctx),
-		ReadFile: os.ReadFile,
-		ReadDir:  os.ReadDir,
-		Now:      time.Now,
-		Shuffle:  rand.Shuffle,
+		Admission: &admission,
+		Kernel:    diagnose.NetlinkKernel{},
+		Prober:    diagnose.NewICMPProber(ctx),
+		ReadFile:  os.ReadFile,
+		ReadDir:   os.ReadDir,
+		Now:       time.Now,
+		Shuffle:   rand.Shuffle,
 	}
 	if opts.KubeSubnetMgr {
 		m, err := kube.New(kube.Config{APIURL: opts.KubeAPIURL, KubeconfigFile: opts.KubeConfigFile,
@@ -203,11 +205,7 @@ func (e etcdStore) Leases(ctx context.Context) ([]diagnose.Lease, error) {
 	ls, err := e.m.List(ctx)
 	out := make([]diagnose.Lease, 0, len(ls))
 	for _, l := range ls {
-		d := diagnose.Lease{Name: l.Name, Lease: l.Lease, Reservation: l.Reservation, Seniority: l.Origin.Seniority, Version: l.Origin.Version}
-		if l.Origin.Defect != nil {
-			d.Defect = l.Origin.Defect.String()
-		}
-		out = append(out, d)
+		out = append(out, diagnose.Lease{Name: l.Name, Lease: l.Lease, Reservation: l.Reservation, Origin: l.Origin})
 	}
 	return out, err
 }
@@ -244,11 +242,7 @@ func (k kubeStore) Leases(ctx context.Context, cfg *subnet.Config) ([]diagnose.L
 		if !n.Managed {
 			continue // not a flannel node (yet)
 		}
-		d := diagnose.Lease{Name: n.Name, Lease: n.Lease, Seniority: n.Origin.Seniority, Version: n.Origin.Version}
-		if n.Origin.Defect != nil {
-			d.Defect = n.Origin.Defect.String()
-		}
-		out = append(out, d)
+		out = append(out, diagnose.Lease{Name: n.Name, Lease: n.Lease, Origin: n.Origin})
 	}
 	return out, err
 }

@@ -55,8 +55,9 @@ type Deps struct {
 	Etcd     Etcd
 	Kube     Kube
 	StoreErr error
-	// Admit judges the leases by the daemon's admission rule for cfg and own.
-	Admit func(cfg *subnet.Config, own *subnet.Lease, leases []Lease) []Lease
+	// Admission is the daemon's admission rule of peer leases, wired as the daemon
+	// wires it; nil: the leases are not judged.
+	Admission *subnet.RuleOptions
 	// Iface selects the external interface as the daemon would, given the public
 	// addresses in effect.
 	Iface func(cfg *subnet.Config, publicIP, publicIPv6 string) (*Iface, error)
@@ -85,15 +86,30 @@ type Lease struct {
 	Lease subnet.Lease // Expiration: etcd leases only
 	// Reservation is an etcd subnet key without an etcd lease.
 	Reservation bool
-	// Defect says why the value could not be read as a lease ("" when it could).
-	Defect string
-	// Seniority and Version order and version the lease for the admission rule (etcd:
-	// create and mod revision; kube: creation time and resource version).
-	Seniority, Version int64
-	// Rejected is the admission rule's reason for keeping the lease out ("" when
-	// admitted); Own marks this node's lease.
-	Rejected string
+	// Origin is what the admission rule needs besides the lease: Seniority and Version
+	// (etcd: create and mod revision; kube: creation time and resource version), and
+	// Defect, why the value could not be read as a lease (nil when it could).
+	Origin subnet.Origin
+	// Rejected is why the admission rule keeps the lease out of the kernel, nil when it
+	// admits it (Err: the detail, when known); Own marks this node's lease.
+	Rejected *subnet.Rejection
 	Own      bool
+}
+
+// defect is why the value is no lease ("" when it is one).
+func (l *Lease) defect() string {
+	if l.Origin.Defect == nil {
+		return ""
+	}
+	return l.Origin.Defect.String()
+}
+
+// reasonDetail splits a rejection into its reason and its detail ("" when unknown).
+func reasonDetail(r *subnet.Rejection) (reason, detail string) {
+	if r.Err != nil {
+		detail = r.Err.Error()
+	}
+	return string(r.Reason), detail
 }
 
 // Etcd is the etcd datastore, read only.
@@ -336,7 +352,7 @@ func (s *State) Leases() []Lease { return s.leases }
 func (s *State) peers() []subnet.Lease {
 	var out []subnet.Lease
 	for _, l := range s.leases {
-		if !l.Own && l.Rejected == "" && l.Defect == "" {
+		if !l.Own && l.Rejected == nil && l.Origin.Defect == nil {
 			out = append(out, l.Lease)
 		}
 	}

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/observe"
+	"github.com/flannel-go/flannel/subnet"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -272,5 +274,100 @@ func golden(t *testing.T, path string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s changed (go test -update to accept):\n%s", path, got)
+	}
+}
+
+// TestLeasesGolden lists a network with this node's lease, three good peers (one a
+// reservation) and leases the daemon's rule rejects: one naming this node's address, one
+// under a key that is not its subnet's, one of the wrong length, one outside the
+// network, and one that does not decode.
+func TestLeasesGolden(t *testing.T) {
+	w := healthy()
+	lease := func(name string, l subnet.Lease, rev int64) Lease {
+		return Lease{Name: name, Lease: l, Origin: subnet.Origin{Name: name, Seniority: rev, Version: rev}}
+	}
+	with := func(sn, pub string) subnet.Lease {
+		l := vxLease(9)
+		l.Subnet, l.Attrs.PublicIP = netip.MustParsePrefix(sn), netip.MustParseAddr(pub)
+		return l
+	}
+	undecodable := lease("10.5.6.0-24", subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix("10.5.6.0/24")}, 6)
+	undecodable.Origin.Defect = subnet.Reject(subnet.BadJSON, "invalid character 'x' looking for beginning of value")
+	reservation := lease("10.5.7.0-24", vxLease(7), 7)
+	reservation.Reservation = true
+	w.etcd.leases = append(w.etcd.leases,
+		lease("10.5.4.0-24", with("10.5.4.0/24", "192.0.2.11"), 4),
+		lease("10.5.5.7-24", with("10.5.5.0/24", "192.0.2.15"), 5), // the subnet as parsed from the key
+		undecodable, reservation,
+		lease("10.5.8.0-25", with("10.5.8.0/25", "192.0.2.18"), 8),
+		lease("10.6.0.0-24", with("10.6.0.0/24", "192.0.2.19"), 9),
+	)
+	r, err := ListLeases(context.Background(), NewState(w.opts, w.deps()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, l := range r.Leases {
+		status[l.Name] = l.Status + " " + l.Reason + " " + l.Detail
+	}
+	for name, want := range map[string]string{
+		"10.5.1.0-24": "own", "10.5.2.0-24": "admitted", "10.5.3.0-24": "admitted", "10.5.7.0-24": "admitted",
+		"10.5.4.0-24": "rejected " + string(subnet.LocalPublicIP), "10.5.5.7-24": "rejected " + string(subnet.NonCanonicalKey),
+		"10.5.6.0-24": "rejected " + string(subnet.BadJSON), "10.5.8.0-25": "rejected " + string(subnet.WrongLength),
+		"10.6.0.0-24": "rejected " + string(subnet.OutsideNetwork),
+	} {
+		if !strings.HasPrefix(status[name], want) {
+			t.Errorf("%s: %q, want %q...", name, status[name], want)
+		}
+	}
+	var js, text bytes.Buffer
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteText(&text, now); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "testdata/leases.golden.json", js.Bytes())
+	golden(t, "testdata/leases.golden.txt", text.Bytes())
+	var back LeaseReport
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.SchemaVersion != SchemaVersion || len(back.Leases) != len(r.Leases) {
+		t.Errorf("JSON does not read back: %v %+v", err, back)
+	}
+}
+
+// TestPeersJudged: without a daemon the rule is applied here, and a rejected lease is no
+// peer the kernel must hold; with a daemon that has its peers, its judgement counts.
+func TestPeersJudged(t *testing.T) {
+	bad := vxLease(9)
+	bad.Attrs.PublicIP = netip.MustParseAddr("192.0.2.11") // this node's address
+	for _, tc := range []struct {
+		name   string
+		daemon bool
+		rej    []control.Rejected
+		want   string
+	}{
+		{"no daemon: the rule", false, nil, "match the 2 admitted peers"},
+		{"the daemon's view", true, []control.Rejected{{Key: bad.Key(), Reason: string(subnet.LocalPublicIP)}, {Key: "10.5.3.0-24", Reason: string(subnet.OverlapsPeer)}},
+			"match the 1 admitted peer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := healthy()
+			w.etcd.leases = append(w.etcd.leases, Lease{Name: bad.Key(), Lease: bad, Origin: subnet.Origin{Seniority: 9, Version: 9}})
+			if tc.daemon {
+				w.daemon.Peers = control.Peers{Synced: true, Rejected: tc.rej}
+			} else {
+				w.daemon = nil
+			}
+			s := NewState(w.opts, w.deps())
+			r := Run(context.Background(), s, Checks(false))
+			if c := result(r, CheckPeerObjects); !strings.Contains(c.Evidence, tc.want) {
+				t.Errorf("peer-objects: %s %q, want %q", c.Outcome, c.Evidence, tc.want)
+			}
+			for _, l := range s.Leases() {
+				if l.Name == bad.Key() && (l.Rejected == nil || l.Rejected.Reason != subnet.LocalPublicIP) {
+					t.Errorf("%s: rejected %q, want %s", l.Name, l.Rejected, subnet.LocalPublicIP)
+				}
+			}
+		})
 	}
 }

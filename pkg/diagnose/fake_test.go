@@ -162,7 +162,7 @@ func healthy() *world {
 	var leases []Lease
 	for i := 1; i <= 3; i++ {
 		l := vxLease(i)
-		leases = append(leases, Lease{Name: l.Key(), Lease: l, Seniority: int64(i), Version: int64(i)})
+		leases = append(leases, Lease{Name: l.Key(), Lease: l, Origin: subnet.Origin{Seniority: int64(i), Version: int64(i)}})
 	}
 	own := vxLease(1)
 	return &world{
@@ -223,9 +223,10 @@ func (w *world) deps() Deps {
 		},
 		ReadFile: func(name string) ([]byte, error) { return w.files.ReadFile(name) },
 		ReadDir:  func(name string) ([]fs.DirEntry, error) { return w.files.ReadDir(name) },
-		Admit: func(cfg *subnet.Config, own *subnet.Lease, ls []Lease) []Lease {
-			return ls
-		},
+		// The daemon's rule with the node's addresses: the fake's eth0.
+		Admission: &subnet.RuleOptions{LocalAddrs: func() ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("192.0.2.11")}, nil
+		}},
 	}
 	return d
 }

@@ -44,9 +44,7 @@ func (s *State) readLeases(ctx context.Context) error {
 		ls[own].Own = true
 		ownLease = &ls[own].Lease
 	}
-	if s.Deps.Admit != nil {
-		ls = s.Deps.Admit(s.cfg, ownLease, ls)
-	}
+	s.judge(ownLease, ls)
 	s.leases, s.leasesOK = ls, true
 	for i := range ls {
 		if ls[i].Own {
@@ -62,7 +60,7 @@ func (s *State) readLeases(ctx context.Context) error {
 func (s *State) findOwnEtcd(ls []Lease) int {
 	if s.ext != nil {
 		for i, l := range ls {
-			if l.Defect != "" {
+			if l.Origin.Defect != nil {
 				continue
 			}
 			if s.cfg.EnableIPv4 && s.ext.Public.IsValid() && l.Lease.Attrs.PublicIP == s.ext.Public ||
@@ -160,8 +158,8 @@ func checkLease(ctx context.Context, s *State) Result {
 	}
 	l := s.own
 	ev := fmt.Sprintf("%s %s, advertising %s", s.leaseWord(), l.Name, describeAttrs(l.Lease))
-	if l.Defect != "" {
-		return fail(ev+": its value is unreadable: "+l.Defect, "stop flanneld, delete the key, and start it again to write a fresh lease", l.Name)
+	if l.Origin.Defect != nil {
+		return fail(ev+": its value is unreadable: "+l.defect(), "stop flanneld, delete the key, and start it again to write a fresh lease", l.Name)
 	}
 	if s.daemon != nil && s.daemon.Lease != nil && s.daemon.Lease.Key != l.Lease.Key() {
 		return fail(fmt.Sprintf("%s, but the running daemon holds %s", ev, s.daemon.Lease.Key),

@@ -35,10 +35,14 @@ type LeaseRow struct {
 	// Expires is when the etcd lease ends (etcd mode; absent for reservations).
 	Expires     time.Time `json:"expires,omitzero"`
 	Reservation bool      `json:"reservation,omitempty"`
-	// Status is "own" (this node's), "admitted", "rejected" (with Reason), "unreadable"
-	// (with Reason) or "" when no admission rule was applied.
+	// Status is "own" (this node's), "admitted" or "rejected" by the daemon's admission
+	// rule, "unreadable" (this node's lease, or any lease when no rule was applied) or ""
+	// when no rule was applied.
 	Status string `json:"status,omitempty"`
+	// Reason says why a lease is rejected or unreadable, as the admission rule names it
+	// ("local_public_ip"; the label of flannel_leases_rejected_total), Detail in words.
 	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // The lease statuses.
@@ -53,7 +57,8 @@ const (
 const expiryWorkers = 16
 
 // ListLeases reads the network config and the leases, finds this node's, judges the
-// others by the admission rule (Deps.Admit) and, in etcd mode, reads each expiry.
+// others by the daemon's admission rule (Deps.Admission) and, in etcd mode, reads each
+// expiry.
 func ListLeases(ctx context.Context, s *State) (*LeaseReport, error) {
 	r := &LeaseReport{SchemaVersion: SchemaVersion, Datastore: s.datastore(), Network: s.network(), Leases: []LeaseRow{}}
 	if err := s.loadConfig(ctx); err != nil {
@@ -86,13 +91,18 @@ func ListLeases(ctx context.Context, s *State) (*LeaseReport, error) {
 			PublicIPv6: l.Lease.Attrs.PublicIPv6, Backend: l.Lease.Attrs.BackendType, VtepMAC: vtepMAC(l.Lease.Attrs.BackendData),
 			Expires: exp[i], Reservation: l.Reservation}
 		switch {
-		case l.Defect != "":
-			row.Status, row.Reason = LeaseUnreadable, l.Defect
+		case l.Own && l.Origin.Defect != nil:
+			row.Status = LeaseUnreadable
+			row.Reason, row.Detail = reasonDetail(l.Origin.Defect)
 		case l.Own:
 			row.Status = LeaseOwn
-		case l.Rejected != "":
-			row.Status, row.Reason = LeaseRejected, l.Rejected
-		case s.Deps.Admit != nil:
+		case l.Rejected != nil:
+			row.Status = LeaseRejected
+			row.Reason, row.Detail = reasonDetail(l.Rejected)
+		case l.Origin.Defect != nil:
+			row.Status = LeaseUnreadable
+			row.Reason, row.Detail = reasonDetail(l.Origin.Defect)
+		case s.Deps.Admission != nil:
 			row.Status = LeaseAdmitted
 		}
 		r.Leases = append(r.Leases, row)
@@ -204,8 +214,10 @@ func (r *LeaseReport) WriteText(w io.Writer, now time.Time) error {
 			}
 		}
 		st := dash(l.Status)
-		if l.Reason != "" {
-			st += ": " + l.Reason
+		for _, s := range []string{l.Reason, l.Detail} {
+			if s != "" {
+				st += ": " + s
+			}
 		}
 		row = append(row, st)
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
