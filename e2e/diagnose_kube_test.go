@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -134,9 +135,10 @@ func TestDiagnoseKube(t *testing.T) {
 		k.wantHealthy(t, 1, cni)
 	})
 
-	// The leases, decoded from the nodes, this node's marked.
+	// The leases, decoded from the nodes, this node's marked, the peers judged.
 	code, out, all := runCommand(t, toolCommand(k.Lab, 1, "leases", k.kubeArgs()...), "NODE_NAME="+kubeNodeName(1))
-	if code != 0 || !strings.Contains(out, "lab-n1") || !strings.Contains(out, "own") || !strings.Contains(out, "10.244.2.0/24") {
+	if code != 0 || !regexp.MustCompile(`(?m)^lab-n1 .* own$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^lab-n2 +10\.244\.2\.0/24 .* admitted$`).MatchString(out) {
 		t.Errorf("flanneld leases: exit %d\n%s", code, all)
 	}
 	t.Logf("flanneld leases in Kubernetes mode:\n%s", out)
