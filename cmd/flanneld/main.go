@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/flannel-go/flannel/backend/wireguard"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/daemon"
+	"github.com/flannel-go/flannel/pkg/forwarding"
 	"github.com/flannel-go/flannel/pkg/instancelock"
 	"github.com/flannel-go/flannel/pkg/ipmatch"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
@@ -198,10 +198,7 @@ func run() int {
 		},
 		TrafficRules: rules,
 		Metrics:      metrics.New(),
-		ReadSysctl: func(name string) (string, error) {
-			b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
-			return string(b), err
-		},
+		ReadSysctl:   forwarding.Sysctl,
 		KernelWatch: func(ctx context.Context, f kernelwatch.Filter, kick func()) error {
 			return kernelwatch.Run(ctx, kernelwatch.Config{Filter: f}, kick)
 		},

@@ -1,38 +1,23 @@
 package daemon
 
 import (
-	"strings"
-
 	"k8s.io/klog/v2"
 
+	"github.com/flannel-go/flannel/pkg/forwarding"
 	"github.com/flannel-go/flannel/pkg/logwarn"
 	"github.com/flannel-go/flannel/subnet"
-)
-
-// The kernel settings that let this node forward pod traffic, by family.
-const (
-	sysctlIPv4Forward = "net.ipv4.ip_forward"
-	sysctlIPv6Forward = "net.ipv6.conf.all.forwarding"
 )
 
 // forwardingOff returns the forwarding settings the network config's families need that
 // read "0". A setting that cannot be read is logged at -v=2 and not reported.
 func forwardingOff(cfg *subnet.Config, read func(name string) (string, error)) []string {
-	var names, off []string
-	if cfg.EnableIPv4 {
-		names = append(names, sysctlIPv4Forward)
-	}
-	if cfg.EnableIPv6 {
-		names = append(names, sysctlIPv6Forward)
-	}
-	for _, name := range names {
-		v, err := read(name)
-		if err != nil {
-			klog.V(2).InfoS("Cannot read a forwarding setting", "sysctl", name, "err", err)
-			continue
-		}
-		if strings.TrimSpace(v) == "0" {
-			off = append(off, name)
+	var off []string
+	for _, s := range forwarding.Read(cfg.EnableIPv4, cfg.EnableIPv6, read) {
+		switch {
+		case s.Err != nil:
+			klog.V(2).InfoS("Cannot read a forwarding setting", "sysctl", s.Name, "err", s.Err)
+		case s.Off():
+			off = append(off, s.Name)
 		}
 	}
 	return off

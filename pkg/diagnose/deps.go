@@ -258,7 +258,7 @@ type RuleSpec struct {
 type Kernel interface {
 	// Links lists the network devices.
 	Links() ([]Link, error)
-	// Sysctl reads a file below /proc/sys ("net/ipv4/ip_forward").
+	// Sysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward").
 	Sysctl(name string) (string, error)
 }
 

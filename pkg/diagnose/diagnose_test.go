@@ -80,7 +80,7 @@ func TestFaults(t *testing.T) {
 		{"missing fdb", func(w *world) {
 			w.backend.missing = []Object{drift(observe.FDB, "fdb 0e:00:00:00:00:02 dst 192.0.2.12 dev flannel.1")}
 		}, []string{CheckPeerObjects}, "1 missing", "fdb 0e:00:00:00:00:02 dst 192.0.2.12 dev flannel.1"},
-		{"ip_forward off", func(w *world) { w.kernel.sysctls["net/ipv4/ip_forward"] = "0" }, []string{CheckIPForward}, "net.ipv4.ip_forward = 0", "net.ipv4.ip_forward"},
+		{"ip_forward off", func(w *world) { w.kernel.sysctls["net.ipv4.ip_forward"] = "0" }, []string{CheckIPForward}, "net.ipv4.ip_forward = 0", "net.ipv4.ip_forward"},
 		{"rules missing", func(w *world) {
 			w.rulesMissing = []string{"-t nat -A POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG"}
 		}, []string{CheckTrafficRules}, "1 iptables rules missing", "-t nat -A POSTROUTING -m comment --comment flanneld masq -j FLANNEL-POSTRTG"},

@@ -179,7 +179,7 @@ func healthy() *world {
 					Addrs: []netip.Prefix{netip.MustParsePrefix("10.5.1.0/32")}},
 				{Name: "cni0", Index: 4, Type: "bridge", MTU: 1450, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.5.1.1/24")}},
 			},
-			sysctls: map[string]string{"net/ipv4/ip_forward": "1"},
+			sysctls: map[string]string{"net.ipv4.ip_forward": "1"},
 		},
 		prober: &fakeProber{},
 		files: fstest.MapFS{

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/flannel-go/flannel/pkg/claim"
+	"github.com/flannel-go/flannel/pkg/forwarding"
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
@@ -251,29 +252,18 @@ func checkIPForward(_ context.Context, s *State) Result {
 	if s.Deps.Kernel == nil {
 		return skip("no kernel access")
 	}
-	type knob struct {
-		on           bool
-		name, sysctl string
+	var evs, objs []string
+	for _, st := range forwarding.Read(s.cfg.EnableIPv4, s.cfg.EnableIPv6, s.Deps.Kernel.Sysctl) {
+		switch {
+		case st.Err != nil:
+			return skip("reading %s: %s", st.Name, oneLine(st.Err))
+		case st.Off():
+			objs = append(objs, st.Name)
+		}
+		evs = append(evs, st.Name+" = "+st.Value)
 	}
-	var evs, bad, objs []string
-	for _, k := range []knob{{s.cfg.EnableIPv4, "net/ipv4/ip_forward", "net.ipv4.ip_forward"},
-		{s.cfg.EnableIPv6, "net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"}} {
-		if !k.on {
-			continue
-		}
-		v, err := s.Deps.Kernel.Sysctl(k.name)
-		if err != nil {
-			return skip("reading %s: %s", k.sysctl, oneLine(err))
-		}
-		if strings.TrimSpace(v) != "1" {
-			bad = append(bad, k.sysctl+" = "+strings.TrimSpace(v))
-			objs = append(objs, k.sysctl)
-		} else {
-			evs = append(evs, k.sysctl+" = 1")
-		}
-	}
-	if len(bad) > 0 {
-		return fail(strings.Join(bad, "; ")+": the node does not forward pod traffic",
+	if len(objs) > 0 {
+		return fail(strings.Join(evs, ", ")+": the node does not forward pod traffic",
 			"sysctl -w "+strings.Join(objs, "=1 ")+"=1, and keep it in /etc/sysctl.d/ (the daemon does not change it)", objs...)
 	}
 	return pass("%s", strings.Join(evs, ", "))

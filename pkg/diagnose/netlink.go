@@ -1,16 +1,13 @@
 package diagnose
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannel-go/flannel/pkg/forwarding"
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
@@ -58,15 +55,5 @@ func (NetlinkKernel) Links() ([]Link, error) {
 	return out, nil
 }
 
-// Sysctl reads /proc/sys/<name>.
-func (NetlinkKernel) Sysctl(name string) (string, error) {
-	clean := filepath.Clean("/" + name)
-	if strings.Contains(clean, "..") {
-		return "", fmt.Errorf("bad sysctl name %q", name)
-	}
-	b, err := os.ReadFile(filepath.Join("/proc/sys", clean))
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
-}
+// Sysctl reads a kernel setting by its sysctl name (forwarding.Sysctl).
+func (NetlinkKernel) Sysctl(name string) (string, error) { return forwarding.Sysctl(name) }
