@@ -376,7 +376,7 @@ func TestDiagnoseFaults(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			node: 1, check: diagnose.CheckEtcdEndpoints, says: "http://192.0.2.254:2379", on: "http://192.0.2.254:2379",
+			node: 1, check: diagnose.CheckEtcdEndpoints, says: "http://192.0.2.254:2379: connection refused", on: "http://192.0.2.254:2379",
 		},
 		{
 			name:   "no network config",

@@ -100,13 +100,13 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 			// not answering is expected.
 			ignored = append(ignored, eps[i])
 		default:
-			bad = append(bad, eps[i]+": "+a.err.Error())
+			bad = append(bad, naming(eps[i], a.err))
 			objs = append(objs, eps[i])
 		}
 	}
 	if len(healthy) == 0 && len(ignored) > 0 {
 		for i, a := range answers {
-			bad = append(bad, eps[i]+": "+a.err.Error())
+			bad = append(bad, naming(eps[i], a.err))
 			objs = append(objs, eps[i])
 		}
 	}
@@ -139,7 +139,7 @@ func checkKubeAPI(ctx context.Context, s *State) Result {
 	defer cancel()
 	v, err := k.Version(cctx)
 	if err != nil {
-		return fail(k.Server()+": "+err.Error(),
+		return fail(naming(k.Server(), err),
 			"check --kube-api-url or --kubeconfig-file (in a pod: the service account token and KUBERNETES_SERVICE_HOST) and that the API server is reachable from this node",
 			k.Server())
 	}
@@ -345,7 +345,6 @@ func daemonAccess(node string) []Access {
 		{Verb: "list", Resource: "nodes", Why: "to learn the peers"},
 		{Verb: "watch", Resource: "nodes", Why: "to follow the peers"},
 		{Verb: "patch", Resource: "nodes", Subresource: "status", Name: node, Why: "to publish its lease annotations and the NetworkUnavailable condition"},
-		{Verb: "get", Resource: "nodes", Name: node, Optional: true, Why: "to read its own node directly"},
 		{Verb: "get", Resource: "pods", Optional: true, Why: "to find its node from POD_NAME when NODE_NAME is not set"},
 	}
 }
@@ -381,7 +380,7 @@ func checkKubePermissions(ctx context.Context, s *State) Result {
 	}
 	if len(missing) > 0 {
 		return fail("the daemon's credentials may not "+strings.Join(missing, "; "),
-			"grant them in the ClusterRole bound to flannel's service account (dist/kube-flannel.yml: nodes get, list, watch; nodes/status patch; pods get)", objs...)
+			"grant them in the ClusterRole bound to flannel's service account (dist/kube-flannel.yml: nodes list, watch; nodes/status patch; pods get)", objs...)
 	}
 	ev := "nodes list and watch, nodes/status patch granted"
 	if len(optional) > 0 {
@@ -395,6 +394,15 @@ func subresourceSuffix(a Access) string {
 		return ""
 	}
 	return "/" + a.Subresource
+}
+
+// naming is err on one line, led by the object it is about unless it names it already
+// (the datastore clients' errors name the endpoint or server and the cause).
+func naming(obj string, err error) string {
+	if text := oneLine(err); strings.Contains(text, obj) {
+		return text
+	}
+	return obj + ": " + oneLine(err)
 }
 
 // oneLine renders an error on one line (joined errors on separate lines become "; ").

@@ -202,6 +202,23 @@ func TestSkipsAfterFailure(t *testing.T) {
 	}
 }
 
+// An error that names its endpoint (as the etcd inspection's do) is not led by it again;
+// one that does not is.
+func TestEndpointNamedOnce(t *testing.T) {
+	const ep = "http://192.0.2.254:2379"
+	for _, c := range []struct{ err, want string }{
+		{"no answer (context deadline exceeded): " + ep + ": connection refused (nothing listens on that address and port)",
+			"no answer (context deadline exceeded): " + ep + ": connection refused (nothing listens on that address and port)"},
+		{"connection refused", ep + ": connection refused"},
+	} {
+		w := healthy()
+		w.etcd.down = map[string]error{ep: errors.New(c.err)}
+		if got := result(w.run(), CheckEtcdEndpoints); got.Outcome != Failed || got.Evidence != c.want {
+			t.Errorf("evidence %q (%s), want %q", got.Evidence, got.Outcome, c.want)
+		}
+	}
+}
+
 // Upstream's default endpoints list 4001 beside 2379: one of them down is no failure.
 func TestDefaultEndpoints(t *testing.T) {
 	w := healthy()
