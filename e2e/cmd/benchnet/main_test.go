@@ -82,6 +82,10 @@ func TestCompareReport(t *testing.T) {
 	}
 	for _, x := range ts {
 		x.gbps, x.cpu, x.rtt = set[x.name][0], set[x.name][1], []float64{1, 1, 1}
+		x.rss = []float64{40, 42, 41}
+		if x.variant == "B" {
+			x.rss = []float64{30, 31, 32}
+		}
 	}
 	var w strings.Builder
 	compareReport(&w, ts, a, b)
@@ -91,6 +95,7 @@ func TestCompareReport(t *testing.T) {
 		"idle",
 		"+10.0%",
 		"1.000 0.500 1.000",
+		"41 / 31",
 		"target udp CPU per Gbit/s at most 5% above A's (median of rounds): MISSED (+10.0%)",
 		"target udp >= 30% of vxlan (B) (median of rounds): met (40%)",
 	} {
