@@ -22,10 +22,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
-	"github.com/flannel-go/flannel/backend/hostgw"
-	"github.com/flannel-go/flannel/backend/udp"
-	"github.com/flannel-go/flannel/backend/vxlan"
-	"github.com/flannel-go/flannel/backend/wireguard"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/forwarding"
@@ -156,21 +152,11 @@ func run() int {
 		PrevIPv6Subnet:     prevV6Subnet,
 	})
 
+	reg := backends(opts)
 	err = daemon.Run(ctx, daemonConfig(opts), daemon.Deps{
-		Manager: sm,
-		Backends: map[string]backend.Constructor{
-			"vxlan":   vxlan.New,
-			"host-gw": hostgw.New,
-			"udp":     udp.New,
-			// the private key file: $WIREGUARD_KEY_FILE, else wgkey beside the subnet file
-			"wireguard": wireguard.Constructor(wireguard.Options{KeyFile: wireguard.KeyFile(opts.SubnetFile, os.LookupEnv)}),
-		},
-		CheckBackendConfig: map[string]backend.ConfigChecker{
-			"vxlan":     vxlan.CheckConfig,
-			"host-gw":   hostgw.CheckConfig,
-			"udp":       udp.CheckConfig,
-			"wireguard": wireguard.CheckConfig,
-		},
+		Manager:            sm,
+		Backends:           reg.Constructors,
+		CheckBackendConfig: reg.CheckConfig,
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
 			if ps, ok := sm.(subnet.PublicIPSource); ok {
@@ -255,17 +241,12 @@ func daemonConfig(opts Options) daemon.Config {
 // the backend data its leases carry (udp leases carry none), the key no two peers may
 // share (wireguard's public key), the node's addresses, the datastore's mode.
 func admissionOptions(opts Options) subnet.RuleOptions {
+	reg := backends(opts)
 	return subnet.RuleOptions{
-		Kube: opts.KubeSubnetMgr,
-		BackendData: map[string]func(json.RawMessage) error{
-			"vxlan":               vxlan.CheckBackendData,
-			hostgw.BackendType:    hostgw.CheckBackendData,
-			wireguard.BackendType: wireguard.CheckBackendData,
-		},
-		BackendKey: map[string]func(*subnet.Lease) (string, bool){
-			wireguard.BackendType: wireguard.PublicKey,
-		},
-		LocalAddrs: subnet.InterfaceAddrs,
+		Kube:        opts.KubeSubnetMgr,
+		BackendData: reg.BackendData,
+		BackendKey:  reg.BackendKey,
+		LocalAddrs:  subnet.InterfaceAddrs,
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
-	"github.com/flannel-go/flannel/backend/hostgw"
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/claim"
@@ -107,7 +106,7 @@ func quietKlog() {
 // toolDeps wires the node and the datastore the options select into the read-only
 // parts the checks use, and the function that releases them.
 func toolDeps(ctx context.Context, opts Options) (diagnose.Deps, func()) {
-	backends := map[string]backend.Constructor{"vxlan": vxlan.New, "host-gw": hostgw.New, "udp": udp.New}
+	backends := backends(opts).Constructors
 	admission := admissionOptions(opts)
 	d := diagnose.Deps{
 		Daemon: func(ctx context.Context) (*control.Status, error) {

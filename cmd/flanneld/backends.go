@@ -1,0 +1,53 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+
+	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/backend/hostgw"
+	"github.com/flannel-go/flannel/backend/udp"
+	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/backend/wireguard"
+	"github.com/flannel-go/flannel/subnet"
+)
+
+// backendRegistry is every backend flanneld knows, by type. The daemon starts them, the
+// admission rule judges their leases, and diagnose reads them, all through this one
+// registry, so all know the same types.
+type backendRegistry struct {
+	Constructors map[string]backend.Constructor
+	CheckConfig  map[string]backend.ConfigChecker
+	// BackendData checks the backend data a type's leases carry (udp's carry none);
+	// BackendKey is the key no two peers of a type may share (wireguard's public key).
+	BackendData map[string]func(json.RawMessage) error
+	BackendKey  map[string]func(*subnet.Lease) (string, bool)
+}
+
+// backends wires the backends for opts. Constructing a backend changes nothing on the
+// node; wireguard's private key file is $WIREGUARD_KEY_FILE, else wgkey beside the subnet
+// file.
+func backends(opts Options) backendRegistry {
+	return backendRegistry{
+		Constructors: map[string]backend.Constructor{
+			vxlan.BackendType:     vxlan.New,
+			hostgw.BackendType:    hostgw.New,
+			udp.BackendType:       udp.New,
+			wireguard.BackendType: wireguard.Constructor(wireguard.Options{KeyFile: wireguard.KeyFile(opts.SubnetFile, os.LookupEnv)}),
+		},
+		CheckConfig: map[string]backend.ConfigChecker{
+			vxlan.BackendType:     vxlan.CheckConfig,
+			hostgw.BackendType:    hostgw.CheckConfig,
+			udp.BackendType:       udp.CheckConfig,
+			wireguard.BackendType: wireguard.CheckConfig,
+		},
+		BackendData: map[string]func(json.RawMessage) error{
+			vxlan.BackendType:     vxlan.CheckBackendData,
+			hostgw.BackendType:    hostgw.CheckBackendData,
+			wireguard.BackendType: wireguard.CheckBackendData,
+		},
+		BackendKey: map[string]func(*subnet.Lease) (string, bool){
+			wireguard.BackendType: wireguard.PublicKey,
+		},
+	}
+}
