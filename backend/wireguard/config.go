@@ -13,13 +13,16 @@ import (
 	"github.com/flannel-go/flannel/pkg/configkeys"
 )
 
+// Overhead is what WireGuard adds to a pod packet as upstream counts it: outer IPv6
+// header 40 + UDP 8 + WireGuard header 16 and tag 16. The device MTU is the underlay's
+// minus it.
+const Overhead = 80
+
 // Defaults and limits of the config values.
 const (
 	DefaultListenPort   = 51820
 	DefaultListenPortV6 = 51821
-	// overhead is the encapsulation's cost as upstream counts it: outer IPv6 header 40 +
-	// UDP 8 + WireGuard header 16 and tag 16.
-	overhead = 80
+	overhead            = Overhead
 	// minMTU is the smallest device MTU for IPv4 pod traffic, minV6MTU for IPv6.
 	minMTU   = 68
 	minV6MTU = 1280

@@ -19,6 +19,7 @@ import (
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/backend/udp"
 	"github.com/flannel-go/flannel/backend/vxlan"
+	"github.com/flannel-go/flannel/backend/wireguard"
 	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
 	"github.com/flannel-go/flannel/pkg/diagnose"
@@ -298,6 +299,29 @@ func (v backendView) Drift(ctx context.Context, own *subnet.Lease, peers []subne
 	return objs(d.Missing), objs(d.Stale), err
 }
 
+func (v backendView) WireGuard(ctx context.Context, own *subnet.Lease, peers []subnet.Lease) (*diagnose.WireGuard, error) {
+	b, ok := v.b.(*wireguard.Backend)
+	if !ok {
+		return nil, diagnose.ErrUnsupported
+	}
+	devs, want, err := b.Inspect(ctx, own, subnet.PeersOf(peers...))
+	if err != nil {
+		return nil, err
+	}
+	out := &diagnose.WireGuard{}
+	for _, d := range devs {
+		od := diagnose.WGDevice{Name: d.Name, Implementation: d.Implementation, Err: d.Err, ListenPort: d.ListenPort, PublicKey: d.PublicKey}
+		for _, p := range d.Peers {
+			od.Peers = append(od.Peers, diagnose.WGPeer{PublicKey: p.PublicKey, Endpoint: p.Endpoint, LastHandshake: p.LastHandshake})
+		}
+		out.Devices = append(out.Devices, od)
+	}
+	for _, w := range want {
+		out.Want = append(out.Want, diagnose.WGPeerWant{Lease: w.Lease, Device: w.Device, PublicKey: w.PublicKey, AllowedIPs: w.AllowedIPs})
+	}
+	return out, nil
+}
+
 func (v backendView) Claims() claim.Set {
 	if c, ok := v.b.(backend.Claimer); ok {
 		return c.Claims()
@@ -330,6 +354,10 @@ func (v backendView) Encap() diagnose.Encap {
 		return diagnose.Encap{Overhead: vxlan.Overhead, Overhead6: vxlan.Overhead6, UDPPort: b.UDPPort(), OverlayTarget: network}
 	case *udp.Backend:
 		return diagnose.Encap{Overhead: udp.Overhead, UDPPort: b.UDPPort(), OverlayTarget: network}
+	case *wireguard.Backend:
+		// the peer's device holds its subnet's network address
+		return diagnose.Encap{Overhead: wireguard.Overhead, Overhead6: wireguard.Overhead, UDPPort: b.Config().ListenPort,
+			WireGuard: true, OverlayTarget: network}
 	}
 	// host-gw: the peer's bridge holds the first address of its subnet.
 	return diagnose.Encap{OverlayTarget: func(l subnet.Lease, v6 bool) netip.Addr {

@@ -224,4 +224,6 @@ type Check struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason,omitempty"`
+	// Note is what the check's owner says beside it ("userspace WireGuard: flannel-wg").
+	Note string `json:"note,omitempty"`
 }

@@ -145,7 +145,7 @@ func readinessOf(r *healthz.Readiness) control.Readiness {
 	}
 	out.Ready = true
 	for _, c := range r.Checks() {
-		cc := control.Check{Name: c.Name, OK: c.Err == nil}
+		cc := control.Check{Name: c.Name, OK: c.Err == nil, Note: c.Note}
 		if c.Err != nil {
 			cc.Reason = c.Err.Error()
 			out.Ready = false

@@ -25,43 +25,50 @@ const (
 	CheckPeerUnderlay    = "peer-underlay"
 	CheckPeerOverlay     = "peer-overlay"
 	CheckPeerMTU         = "peer-mtu"
+	CheckWGImpl          = "wireguard-implementation"
+	CheckWGHandshakes    = "wireguard-handshakes"
 )
+
+// wireguardType is the wireguard backend's type, whose checks only its networks get.
+const wireguardType = "wireguard"
 
 // Checks are the checks of a datastore mode in the order they run: the daemon, then
 // the datastore, the lease, the kernel, the local plumbing and the peers. A backend with
 // checks of its own adds them to this list where they belong.
 func Checks(kube bool) []Check {
-	cs := []Check{{GroupDaemon, CheckDaemon, checkDaemon}}
+	cs := []Check{{Group: GroupDaemon, Name: CheckDaemon, Run: checkDaemon}}
 	if kube {
 		cs = append(cs,
-			Check{GroupDatastore, CheckKubeAPI, checkKubeAPI},
-			Check{GroupDatastore, CheckNetworkConfig, checkNetworkConfig},
-			Check{GroupDatastore, CheckKubeNode, checkKubeNode},
-			Check{GroupDatastore, CheckKubePodCIDR, checkKubePodCIDR},
-			Check{GroupDatastore, CheckKubePermissions, checkKubePermissions},
+			Check{Group: GroupDatastore, Name: CheckKubeAPI, Run: checkKubeAPI},
+			Check{Group: GroupDatastore, Name: CheckNetworkConfig, Run: checkNetworkConfig},
+			Check{Group: GroupDatastore, Name: CheckKubeNode, Run: checkKubeNode},
+			Check{Group: GroupDatastore, Name: CheckKubePodCIDR, Run: checkKubePodCIDR},
+			Check{Group: GroupDatastore, Name: CheckKubePermissions, Run: checkKubePermissions},
 		)
 	} else {
 		cs = append(cs,
-			Check{GroupDatastore, CheckEtcdEndpoints, checkEtcdEndpoints},
-			Check{GroupDatastore, CheckNetworkConfig, checkNetworkConfig},
-			Check{GroupDatastore, CheckEtcdV2Config, checkEtcdV2Config},
+			Check{Group: GroupDatastore, Name: CheckEtcdEndpoints, Run: checkEtcdEndpoints},
+			Check{Group: GroupDatastore, Name: CheckNetworkConfig, Run: checkNetworkConfig},
+			Check{Group: GroupDatastore, Name: CheckEtcdV2Config, Run: checkEtcdV2Config},
 		)
 	}
 	return append(cs,
-		Check{GroupLease, CheckLease, checkLease},
-		Check{GroupLease, CheckSubnetFile, checkSubnetFile},
-		Check{GroupLease, CheckPublicIP, checkPublicIP},
-		Check{GroupKernel, CheckDevice, checkDevice},
-		Check{GroupKernel, CheckPeerObjects, checkPeerObjects},
-		Check{GroupKernel, CheckTrafficRules, checkTrafficRules},
-		Check{GroupKernel, CheckIPForward, checkIPForward},
-		Check{GroupKernel, CheckChecksumOffload, checkChecksumOffload},
-		Check{GroupKernel, CheckInstances, checkInstances},
-		Check{GroupPlumbing, CheckBridgeAddress, checkBridgeAddress},
-		Check{GroupPlumbing, CheckBridgeMTU, checkBridgeMTU},
-		Check{GroupPlumbing, CheckCNIConfig, checkCNIConfig},
-		Check{GroupPeers, CheckPeerUnderlay, checkPeerUnderlay},
-		Check{GroupPeers, CheckPeerOverlay, checkPeerOverlay},
-		Check{GroupPeers, CheckPeerMTU, checkPeerMTU},
+		Check{Group: GroupLease, Name: CheckLease, Run: checkLease},
+		Check{Group: GroupLease, Name: CheckSubnetFile, Run: checkSubnetFile},
+		Check{Group: GroupLease, Name: CheckPublicIP, Run: checkPublicIP},
+		Check{Group: GroupKernel, Name: CheckDevice, Run: checkDevice},
+		Check{Group: GroupKernel, Name: CheckWGImpl, Run: checkWGImplementation, Backend: wireguardType},
+		Check{Group: GroupKernel, Name: CheckPeerObjects, Run: checkPeerObjects},
+		Check{Group: GroupKernel, Name: CheckTrafficRules, Run: checkTrafficRules},
+		Check{Group: GroupKernel, Name: CheckIPForward, Run: checkIPForward},
+		Check{Group: GroupKernel, Name: CheckChecksumOffload, Run: checkChecksumOffload},
+		Check{Group: GroupKernel, Name: CheckInstances, Run: checkInstances},
+		Check{Group: GroupPlumbing, Name: CheckBridgeAddress, Run: checkBridgeAddress},
+		Check{Group: GroupPlumbing, Name: CheckBridgeMTU, Run: checkBridgeMTU},
+		Check{Group: GroupPlumbing, Name: CheckCNIConfig, Run: checkCNIConfig},
+		Check{Group: GroupPeers, Name: CheckPeerUnderlay, Run: checkPeerUnderlay},
+		Check{Group: GroupPeers, Name: CheckPeerOverlay, Run: checkPeerOverlay},
+		Check{Group: GroupPeers, Name: CheckWGHandshakes, Run: checkWGHandshakes, Backend: wireguardType},
+		Check{Group: GroupPeers, Name: CheckPeerMTU, Run: checkPeerMTU},
 	)
 }

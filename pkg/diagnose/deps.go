@@ -213,6 +213,40 @@ type Backend interface {
 	// Claims are the devices and ports the backend takes for itself (backend.Claimer;
 	// empty for host-gw).
 	Claims() claim.Set
+	// WireGuard reads the WireGuard devices as they are now and the peers the admitted
+	// leases ask for; ErrUnsupported for a backend without WireGuard.
+	WireGuard(ctx context.Context, own *subnet.Lease, peers []subnet.Lease) (*WireGuard, error)
+}
+
+// WireGuard is the wireguard backend's devices and the peers its leases ask for.
+type WireGuard struct {
+	Devices []WGDevice
+	Want    []WGPeerWant
+}
+
+// WGDevice is one WireGuard device as the kernel or its UAPI socket reports it.
+type WGDevice struct {
+	Name string
+	// Implementation is "kernel" or "userspace", "" when the device is absent.
+	Implementation string
+	// Err says why its WireGuard state could not be read.
+	Err        error
+	ListenPort int
+	PublicKey  string
+	Peers      []WGPeer
+}
+
+// WGPeer is one peer a device holds.
+type WGPeer struct {
+	PublicKey     string
+	Endpoint      netip.AddrPort
+	LastHandshake time.Time // zero: none
+}
+
+// WGPeerWant is the peer an admitted lease asks for on a device.
+type WGPeerWant struct {
+	Lease, Device, PublicKey string
+	AllowedIPs               []netip.Prefix
 }
 
 // ErrUnsupported means a backend cannot answer a question.
@@ -240,6 +274,9 @@ type Encap struct {
 	Overhead, Overhead6 int
 	// UDPPort is the UDP port of the encapsulation (0: none, host-gw).
 	UDPPort int
+	// WireGuard says the encapsulation is WireGuard's: a peer that does not answer
+	// through it may have a wrong key as well as a blocked port.
+	WireGuard bool
 	// OverlayTarget is the address of a peer that answers through the overlay (vxlan,
 	// udp: its subnet's network address; host-gw: its bridge address); invalid when the
 	// peer's lease has none of that family.

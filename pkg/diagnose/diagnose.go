@@ -97,6 +97,9 @@ func (r *Report) ExitStatus() int {
 type Check struct {
 	Group, Name string
 	Run         func(ctx context.Context, s *State) Result
+	// Backend, when set, is the only backend type the check is for: it is left out of
+	// the report unless the network config names that backend.
+	Backend string
 }
 
 // Run runs the checks in order and returns the report. A check that panics is not
@@ -104,6 +107,9 @@ type Check struct {
 func Run(ctx context.Context, s *State, checks []Check) *Report {
 	r := &Report{SchemaVersion: SchemaVersion, Datastore: s.datastore(), Network: s.network()}
 	for _, c := range checks {
+		if c.Backend != "" && (s.cfg == nil || s.cfg.BackendType != c.Backend) {
+			continue
+		}
 		res := c.Run(ctx, s)
 		res.Group, res.Name = c.Group, c.Name
 		s.results[c.Name] = res.Outcome

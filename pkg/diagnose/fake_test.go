@@ -76,6 +76,9 @@ func (b *fakeBackend) MTU() int          { return 1450 }
 func (b *fakeBackend) Drift(context.Context, *subnet.Lease, []subnet.Lease) ([]Object, []Object, error) {
 	return b.missing, b.stale, nil
 }
+func (b *fakeBackend) WireGuard(context.Context, *subnet.Lease, []subnet.Lease) (*WireGuard, error) {
+	return nil, ErrUnsupported
+}
 func (b *fakeBackend) TxChecksum() ([]Offload, error) { return b.offload, nil }
 func (b *fakeBackend) Claims() claim.Set {
 	return claim.Set{Devices: []claim.Device{{Name: "flannel.1", SetBy: "Backend.VNI"}},

@@ -87,9 +87,10 @@ func checkDevice(ctx context.Context, s *State) Result {
 		return fail(strings.Join(parts, "; "), s.repairFix(), append(mdev, sdev...)...)
 	}
 	var evs []string
+	wg, _ := b.WireGuard(ctx, &s.own.Lease, s.peers()) // nil for other backends
 	for _, d := range devs {
 		if l, ok := findLink(links, d); ok {
-			evs = append(evs, describeLink(l))
+			evs = append(evs, describeLink(l)+wgDeviceEvidence(wg, d))
 		} else {
 			evs = append(evs, d)
 		}
@@ -188,6 +189,9 @@ func checkPeerObjects(ctx context.Context, s *State) Result {
 			fix = "start flanneld, which removes stale objects it owns, or delete them by hand (e.g. ip route del <destination>)"
 		}
 		return fail(strings.Join(parts, "; "), fix, append(mp, sp...)...)
+	}
+	if s.backend.Encap().WireGuard {
+		return pass("WireGuard peers (keys, AllowedIPs, endpoints), addresses and routes match the %s", count(n, "admitted peer"))
 	}
 	return pass("routes, neighbour and FDB entries match the %s", count(n, "admitted peer"))
 }

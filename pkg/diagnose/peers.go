@@ -219,6 +219,9 @@ func checkPeerOverlay(ctx context.Context, s *State) Result {
 
 // overlayBlame says what drops a peer's overlay traffic when its underlay works.
 func (r *probeResults) overlayBlame(p *peerProbe) string {
+	if r.encap.WireGuard {
+		return fmt.Sprintf("%s answers on the underlay, but %s does not answer through %s (see %s)", p.name(), p.overlay, strings.Join(r.devices, ", "), CheckWGHandshakes)
+	}
 	if r.encap.UDPPort == 0 {
 		return fmt.Sprintf("traffic routed to %s via %s is dropped: %s answers on the underlay, %s does not", p.overlay, p.public, p.public, p.overlay)
 	}
@@ -233,6 +236,9 @@ func (r *probeResults) overlayObject(p *peerProbe) string {
 }
 
 func (r *probeResults) overlayFix() string {
+	if r.encap.WireGuard {
+		return fmt.Sprintf("check the peers' WireGuard keys (and PSK) against their leases, and allow UDP port %d between the nodes' public addresses in every firewall on the way", r.encap.UDPPort)
+	}
 	if r.encap.UDPPort == 0 {
 		return "check forwarding and firewalls on both nodes (FORWARD chain, ip_forward), and that the peer's pod bridge exists"
 	}
