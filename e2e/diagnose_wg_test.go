@@ -98,7 +98,7 @@ func ownLeaseKey(t *testing.T, l *lab.Lab, i int) (key, value string, lease clie
 func TestDiagnoseWireguard(t *testing.T) {
 	needWG(t)
 	l := newLab(t, "diagwg", 3, withWireguard)
-	startAll(t, l, lab.NetConfig(lab.DualStack, `{"Type":"wireguard"}`))
+	startAll(t, l, wgDualConfig)
 	waitWGMesh(t, l, wgNodes(t, l))
 	addPods(t, l)
 	cni := cniConfDir(t)
