@@ -52,10 +52,11 @@ func wgWantHealthy(t *testing.T, l *lab.Lab, i int, cniDir string) diagnosis {
 }
 
 // wgState is node i's WireGuard configuration as wg(8) dumps it, without the columns
-// that change with traffic (latest handshake, transfer counters).
+// that change with traffic (latest handshake, transfer counters), the lines sorted (the
+// userspace device lists its peers in no fixed order).
 func wgState(t *testing.T, l *lab.Lab, i int) string {
 	t.Helper()
-	var b strings.Builder
+	var lines []string
 	for _, dev := range []string{"flannel-wg", "flannel-wg-v6"} {
 		out, err := l.WG(i, "show", dev, "dump")
 		if err != nil {
@@ -66,10 +67,11 @@ func wgState(t *testing.T, l *lab.Lab, i int) string {
 			if n > 0 && len(f) >= 8 {
 				f = append(f[:4], f[7:]...) // peer: drop latest-handshake, rx, tx
 			}
-			fmt.Fprintf(&b, "%s %s\n", dev, strings.Join(f, " "))
+			lines = append(lines, dev+" "+strings.Join(f, " "))
 		}
 	}
-	return b.String()
+	slices.Sort(lines)
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // ownLeaseKey is node i's key below <prefix>/subnets/.

@@ -84,7 +84,11 @@ func checkDevice(ctx context.Context, s *State) Result {
 		if len(sdev) > 0 {
 			parts = append(parts, "stale: "+strings.Join(sdev, "; "))
 		}
-		return fail(strings.Join(parts, "; "), s.repairFix(), append(mdev, sdev...)...)
+		fix := s.repairFix()
+		if s.wgKeyDiffers(ctx, b) {
+			fix = "the devices hold another key than this node's lease advertises, so no peer can reach this node: restart flanneld, which advertises its key file's key; if the lease was edited, put its PublicKey back"
+		}
+		return fail(strings.Join(parts, "; "), fix, append(mdev, sdev...)...)
 	}
 	var evs []string
 	wg, _ := b.WireGuard(ctx, &s.own.Lease, s.peers()) // nil for other backends

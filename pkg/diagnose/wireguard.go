@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -189,4 +190,25 @@ func (wg *WireGuard) peerOf(p *peerProbe) (*WGPeerWant, *WGDevice, *WGPeer) {
 		return want, d, nil
 	}
 	return want, nil, nil
+}
+
+// wgKeyDiffers reports whether a WireGuard device holds another public key than the own
+// lease advertises.
+func (s *State) wgKeyDiffers(ctx context.Context, b Backend) bool {
+	wg, err := b.WireGuard(ctx, &s.own.Lease, s.peers())
+	if err != nil {
+		return false
+	}
+	var data struct{ PublicKey string }
+	if json.Unmarshal(s.own.Lease.Attrs.BackendData, &data) != nil || data.PublicKey == "" {
+		if json.Unmarshal(s.own.Lease.Attrs.BackendV6Data, &data) != nil {
+			return false
+		}
+	}
+	for _, d := range wg.Devices {
+		if d.Err == nil && d.Implementation != "" && d.PublicKey != data.PublicKey {
+			return true
+		}
+	}
+	return false
 }

@@ -110,7 +110,11 @@ func TestWireguardChecks(t *testing.T) {
 			b.wg.Devices[0].Peers[0].LastHandshake = time.Time{}
 		}, map[string]Outcome{CheckPeerOverlay: Failed, CheckWGHandshakes: Failed}, "does not answer through flannel-wg (see wireguard-handshakes)", "192.0.2.12 udp/51820"},
 		{"device drift", func(_ *world, b *fakeWG) {
+			b.missing = []Object{drift(observe.Device, "device flannel-wg (mtu 1400, want 1420)")}
+		}, map[string]Outcome{CheckDevice: Failed}, "mtu 1400, want 1420", ""},
+		{"device key is not the lease's", func(_ *world, b *fakeWG) {
 			b.missing = []Object{drift(observe.Device, "device flannel-wg (public key x, want the lease's y)")}
+			b.wg.Devices[0].PublicKey = wgKey(9)
 		}, map[string]Outcome{CheckDevice: Failed}, "public key x, want the lease's y", ""},
 	}
 	for _, tc := range tests {
@@ -144,6 +148,9 @@ func TestWireguardChecks(t *testing.T) {
 			}
 			if first == nil || !strings.Contains(first.Evidence, tc.says) {
 				t.Fatalf("first failure %+v does not say %q", first, tc.says)
+			}
+			if strings.Contains(tc.name, "key is not") && !strings.Contains(first.Fix, "restart flanneld, which advertises its key file") {
+				t.Errorf("fix %q", first.Fix)
 			}
 			if first.Fix == "" {
 				t.Errorf("%s has no fix", first.Name)
