@@ -12,21 +12,17 @@ import (
 	"github.com/flannel-go/flannel/pkg/instancelock"
 )
 
-// ErrNotRunning means nothing listens on the control socket: no daemon for that
-// instance-lock key runs in this network namespace.
+// ErrNotRunning means nothing listens on the control socket in this network namespace.
 var ErrNotRunning = errors.New("no flanneld runs for it in this network namespace")
 
-// ErrNotRoot means the control socket's name is held by a process that is not root: not
-// a flanneld, so its answer is not asked for.
+// ErrNotRoot means the control socket's name is held by a non-root process, which is not asked.
 var ErrNotRoot = errors.New("the control socket is held by a process that is not root")
 
-// dialTimeout bounds the connection (a listener whose backlog is full does not accept).
 const dialTimeout = 5 * time.Second
 
 // Query asks the daemon holding the instance-lock key (its first, e.g.
-// "etcd-prefix:/coreos.com/network") in the caller's network namespace for its status.
-// It checks that the socket's holder is root before it sends anything; the daemon
-// checks that the caller is. It returns when ctx ends at the latest.
+// "etcd-prefix:/coreos.com/network") in this network namespace for its status. Both ends
+// check that the other is root before talking. It returns when ctx ends at the latest.
 func Query(ctx context.Context, key string) (*Status, error) {
 	return QueryName(ctx, instancelock.Name(key))
 }
@@ -49,8 +45,8 @@ func QueryName(ctx context.Context, name string) (*Status, error) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
 	}
-	// A daemon refusing the caller answers without reading the request: a failed
-	// write, or a reset after the answer, still leaves the answer to read.
+	// A daemon refusing the caller answers without reading: a failed write still leaves the
+	// answer to read.
 	_, werr := io.WriteString(c, Request{Verb: VerbStatus}.String()+"\n")
 	data, err := io.ReadAll(io.LimitReader(c, MaxResponse+1))
 	if len(data) == 0 {
@@ -71,19 +67,16 @@ func QueryName(ctx context.Context, name string) (*Status, error) {
 	return st, nil
 }
 
-// Found is a flanneld instance found in the network namespace: its control socket and
-// its status, or why it gave none.
+// Found is an instance's control socket and its status, or why it gave none.
 type Found struct {
 	Socket string
 	Status *Status
 	Err    error
 }
 
-// Instances asks every instance lock socket in the caller's network namespace
-// (instancelock.Listening), except those named in skip (the caller's own), for a status.
-// A socket another found instance lists among its locks (its second lock, e.g. its
-// subnet file's) is a lock only and left out; every other socket is in the result, with
-// the status it gave or its error. Each query ends with ctx at the latest.
+// Instances asks every instance lock socket in the namespace (instancelock.Listening),
+// except those in skip, for a status. Sockets another found instance lists among its
+// locks are left out; every other socket is in the result. Each query ends with ctx.
 func Instances(ctx context.Context, skip []string) ([]Found, error) {
 	names, err := instancelock.Listening()
 	if err != nil {

@@ -1,11 +1,7 @@
-// Package control is the daemon's control socket: a root-only question-and-answer
-// protocol on the daemon's instance lock (pkg/instancelock), which `flanneld diagnose`
-// and a second daemon use to learn what a running daemon is and sees.
-//
-// The protocol: the client connects, sends one request line ("status\n") and reads one
-// JSON Response, after which the server closes the connection. The server answers only
-// peers whose user ID is 0 (SO_PEERCRED), and the client trusts only a server whose
-// user ID is 0, as anyone may bind an abstract socket name first.
+// Package control is the daemon's root-only control socket on its instance lock
+// (pkg/instancelock): a client sends one request line ("status\n") and reads one JSON
+// Response. Each end requires the other's user ID to be 0 (SO_PEERCRED), as anyone may
+// bind an abstract socket name first.
 package control
 
 import (
@@ -125,35 +121,30 @@ type Instance struct {
 	PID     int       `json:"pid"`
 	Version string    `json:"version"`
 	Started time.Time `json:"started"`
-	// Socket is the control socket's name ("@flannel-go/..."); Locks are the instance-lock
-	// keys the daemon holds, the control socket's first.
+	// Locks are the instance-lock keys held, the control socket's ("@flannel-go/...") first.
 	Socket string   `json:"socket"`
 	Locks  []string `json:"locks"`
 	// Datastore is "etcd" or "kube".
 	Datastore string `json:"datastore"`
 	Phase     string `json:"phase"`
-	// Network and IPv6Network are the network config's; BackendType its backend's.
+	// Network, IPv6Network and BackendType are the network config's.
 	Network     netip.Prefix `json:"network,omitzero"`
 	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`
 	BackendType string       `json:"backendType,omitempty"`
-	// Backend is the network config's Backend object as written (Type, VNI, Port, ...);
-	// absent keys take the backend's defaults.
+	// Backend is the config's Backend object as written; absent keys take defaults.
 	Backend json.RawMessage `json:"backend,omitempty"`
 	// Devices are the links the backend owns (e.g. "flannel.1").
 	Devices []string `json:"devices,omitempty"`
-	// Claims are what the instance takes on the node for itself (its backend's devices
-	// and UDP ports after defaults, its networks), known once the network config is
-	// read; ClaimedAt is when they were published. Of two instances whose claims
-	// collide, the one that published later refuses to start.
+	// Claims are what the instance takes on the node, once the config is read; of two
+	// instances whose claims collide, the later to publish (ClaimedAt) refuses to start.
 	Claims    *claim.Set `json:"claims,omitempty"`
 	ClaimedAt time.Time  `json:"claimedAt,omitzero"`
 	// SubnetFile is the subnet file the daemon writes.
 	SubnetFile string `json:"subnetFile"`
 }
 
-// ClaimSet is what the instance takes, as its status tells: its claims and the devices
-// it owns (a udp TUN is named once started). A status without claims (an older daemon,
-// or one that has not read its config) still names its devices and networks.
+// ClaimSet is the instance's claims plus the devices it owns (a udp TUN is named once
+// started); without claims (older daemon, config not read) it still names devices, networks.
 func (in Instance) ClaimSet() claim.Set {
 	var s claim.Set
 	if in.Claims != nil {
@@ -176,8 +167,7 @@ func (in Instance) ClaimSet() claim.Set {
 
 // Config is the configuration in effect, without credentials.
 type Config struct {
-	// Options are the daemon's options after flags and FLANNELD_* variables, with every
-	// password and every URL's user information masked.
+	// Options are the daemon's options after flags and FLANNELD_* variables, secrets masked.
 	Options json.RawMessage `json:"options"`
 	// Network is the network config as read from the datastore, once read.
 	Network json.RawMessage `json:"network,omitempty"`
@@ -199,8 +189,7 @@ type Lease struct {
 
 // Peers are the other nodes' leases as the daemon sees them.
 type Peers struct {
-	// Synced reports that the daemon has received the peer leases (a snapshot); before
-	// that both lists are empty.
+	// Synced reports that the peer snapshot arrived; before that both lists are empty.
 	Synced   bool       `json:"synced"`
 	Admitted []Lease    `json:"admitted"`
 	Rejected []Rejected `json:"rejected"`

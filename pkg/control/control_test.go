@@ -71,7 +71,6 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
-// sampleStatus has every field set.
 func sampleStatus() *Status {
 	started := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	lease := func(key, sn, pub string) Lease {
@@ -113,8 +112,8 @@ func sameStatus(a, b *Status) bool {
 	return err == nil && bytes.Equal(ja, jb)
 }
 
-// The document's shape is a contract with the diagnose command: it changes only with the
-// schema version, or by additions.
+// The document's shape is a contract with diagnose: it changes only by additions or
+// with the schema version.
 func TestResponseGolden(t *testing.T) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -174,7 +173,7 @@ func TestParseResponseRefusals(t *testing.T) {
 	}
 }
 
-// Whatever the bytes, a parsed status survives being written and parsed again unchanged.
+// A parsed status survives being written and parsed again unchanged.
 func FuzzParseResponse(f *testing.F) {
 	golden, err := os.ReadFile("testdata/status.golden.json")
 	if err != nil {
@@ -204,7 +203,6 @@ func FuzzParseResponse(f *testing.F) {
 	})
 }
 
-// testKey is unique per test process, so concurrent runs never share a socket.
 func testKey(t *testing.T) string {
 	return fmt.Sprintf("control-test/%d/%s", os.Getpid(), t.Name())
 }
@@ -271,8 +269,8 @@ func TestQuery(t *testing.T) {
 	}
 }
 
-// Instances finds every instance in the namespace by its control socket, leaves out
-// the sockets that are locks only, and names the ones that did not answer.
+// Instances finds every instance by its control socket, leaves out lock-only sockets,
+// and names the ones that did not answer.
 func TestInstances(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the server answers root only")
@@ -321,8 +319,7 @@ func TestInstances(t *testing.T) {
 	}
 }
 
-// runAsNobody makes a command running this test binary in a helper mode (env), which
-// becomes nobody before anything else, and the buffer its output goes to.
+// runAsNobody runs this test binary in a helper mode (env) that becomes nobody first.
 func runAsNobody(t *testing.T, env ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -336,8 +333,7 @@ func runAsNobody(t *testing.T, env ...string) (*exec.Cmd, *bytes.Buffer) {
 	return cmd, &out
 }
 
-// The real thing with real credentials: a client that is not root is refused, and a
-// root client does not talk to a socket a process that is not root holds.
+// A non-root client is refused, and a root client does not talk to a non-root socket holder.
 func TestPeerCredentials(t *testing.T) {
 	key := testKey(t)
 	srv := &Server{Status: func(context.Context) (*Status, error) { return sampleStatus(), nil }}
@@ -368,8 +364,8 @@ func TestPeerCredentials(t *testing.T) {
 	}
 }
 
-// becomeNobody drops this process's root privileges (Go applies them to every thread;
-// the test binary itself is not readable by nobody, so it cannot be started as nobody).
+// becomeNobody drops root (the test binary is not readable by nobody, so it cannot be
+// started as nobody).
 func becomeNobody() {
 	for _, err := range []error{syscall.Setgroups(nil), syscall.Setgid(65534), syscall.Setuid(65534)} {
 		if err != nil {
@@ -405,8 +401,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// An instance's claims are its published ones plus the devices it owns; a status
-// without claims still names its devices and networks.
 func TestClaimSet(t *testing.T) {
 	withClaims := Instance{Devices: []string{"flannel.1", "flannel0"},
 		Claims: &claim.Set{Devices: []claim.Device{{Name: "flannel.1", SetBy: "Backend.VNI"}}, Networks: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/16")}}}

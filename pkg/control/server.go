@@ -15,7 +15,6 @@ import (
 	"github.com/flannel-go/flannel/pkg/instancelock"
 )
 
-// Timeouts of one connection on the server.
 const (
 	requestTimeout = 5 * time.Second  // to send the request line
 	statusTimeout  = 30 * time.Second // to gather the status (the reconcile loop may be busy)
@@ -30,9 +29,8 @@ type Server struct {
 	uid func(*net.UnixConn) (uint32, error)
 }
 
-// Handle serves one connection (instancelock.Lock.Serve): a peer whose user ID is not 0
-// gets an error response and nothing else; a root peer gets the answer to its request.
-// It returns within the timeouts above whatever the peer does.
+// Handle serves one connection (instancelock.Lock.Serve): a non-root peer gets an error
+// response only. It returns within the timeouts above whatever the peer does.
 func (s *Server) Handle(c *net.UnixConn) {
 	uid := s.uid
 	if uid == nil {
@@ -76,7 +74,6 @@ func (s *Server) Handle(c *net.UnixConn) {
 	}
 }
 
-// reply writes r with the schema version.
 func (s *Server) reply(c *net.UnixConn, r Response) {
 	r.SchemaVersion = SchemaVersion
 	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -1,6 +1,5 @@
-// Package forwarding reads the kernel's IP forwarding settings that a network's families
-// need on a node: with one off, the node does not forward pod traffic to other nodes.
-// Nothing here changes them; they belong to the node's sysctl configuration.
+// Package forwarding reads the kernel IP forwarding settings a network's families need
+// (with one off, the node forwards no pod traffic); it never changes them.
 package forwarding
 
 import (
@@ -9,7 +8,6 @@ import (
 	"strings"
 )
 
-// The settings, by their sysctl names.
 const (
 	IPv4 = "net.ipv4.ip_forward"
 	IPv6 = "net.ipv6.conf.all.forwarding"
@@ -41,8 +39,7 @@ func Read(ipv4, ipv6 bool, read func(name string) (string, error)) []Setting {
 	return out
 }
 
-// Sysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward") from
-// /proc/sys.
+// Sysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward") from /proc/sys.
 func Sysctl(name string) (string, error) {
 	if name == "" || strings.ContainsAny(name, "/\x00") {
 		return "", fmt.Errorf("bad sysctl name %q", name)
