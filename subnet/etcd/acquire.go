@@ -16,20 +16,17 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// maxCandidates is how many free subnets are collected before one is picked at random.
 const maxCandidates = 100
 
-// errRace means another writer changed the subnet keys between our list and our
-// transaction; the whole attempt is repeated. The text is upstream's.
+// errRace means another writer changed the subnet keys between list and transaction; the
+// attempt is repeated. The text is upstream's.
 var errRace = errors.New("subnet already exists")
 
-// errOutOfSubnets is upstream's error when no free subnet is left.
 var errOutOfSubnets = errors.New("out of subnets")
 
-// AcquireLease reuses this node's lease (matched by PublicIP, or by PublicIPv6 when IPv4 is
-// disabled), else takes the previous subnet if it is free and compatible, else a random free
-// subnet. New keys are created with a compare-and-swap transaction; a lost race is retried
-// (with a short random pause) until it succeeds, the subnets run out, or ctx ends.
+// AcquireLease reuses this node's lease (matched by PublicIP, or PublicIPv6 when IPv4 is
+// disabled), else the previous subnet if free and compatible, else a random free subnet,
+// created by compare-and-swap; a lost race is retried until it wins, subnets run out, or ctx ends.
 func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if cfg == nil || attrs == nil {
 		return nil, errors.New("AcquireLease: nil config or attributes")
@@ -55,12 +52,9 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 }
 
 func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (lease *subnet.Lease, err error) {
-	// One pass over the listing: this node's own entries are kept whole; of the others
-	// the subnets they take and the candidates the lease watch starts from. Only leases
-	// that pass the per-lease admission rule take a subnet (a rejected one only the key
-	// it sits on): a bad lease never blocks this node's allocation. This node's entries
-	// (rewritten or deleted just now) are left out of the candidates: the watch delivers
-	// what became of them.
+	// Only leases passing the admission rule take a subnet (a rejected one only its key): a bad
+	// lease never blocks this node's allocation. This node's own entries stay out of the
+	// candidates; the watch delivers what became of them.
 	rule := subnet.NewRule(cfg, m.cfg.Admission)
 	var mine []entry
 	var taken4, taken6 []netip.Prefix
@@ -98,12 +92,10 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		}
 	}()
 
-	// 1. Our own lease, found by public address; the others' subnets are taken.
 	for i, e := range mine {
 		key := e.name()
 		l := &e.c.Lease
-		// A hand-written key in a non-canonical form ("10.5.1.7-24") cannot be kept:
-		// KeepLease and the peers address the lease by its canonical key.
+		// A non-canonical key ("10.5.1.7-24") cannot be kept: KeepLease and peers use the canonical one.
 		if compatible(cfg, *l) && key == m.subnetKey(l.Subnet, l.IPv6Subnet) {
 			klog.InfoS(fmt.Sprintf("Found lease (ip: %s ipv6: %s) for current IP (%s), reusing",
 				fmtV4(l.Subnet), fmtV6(l.IPv6Subnet), nodeAddr(cfg, attrs)))
@@ -125,7 +117,6 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		}
 	}
 
-	// 2. The previous subnet, 3. a random free one; per family.
 	var sn, sn6 netip.Prefix
 	if cfg.EnableIPv4 {
 		if sn = choose(m.cfg.PrevSubnet, cfg.SubnetFits, taken4, cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen); !sn.IsValid() {
@@ -138,12 +129,11 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 		}
 	}
 
-	// 4. Create the key, only if nobody took it meanwhile.
 	key := m.subnetKey(sn, sn6)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)}
 	if sn6.IsValid() {
-		// Keys carry both subnets, so two nodes could pick the same IPv6 subnet under
-		// different keys: additionally require that no subnet key changed since the list.
+		// Keys carry both subnets, so two nodes could pick the same IPv6 subnet under different
+		// keys: also require that no subnet key changed since the list.
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(m.subnetsDir), "<", rev+1).WithPrefix())
 	}
 	start := time.Now()
@@ -168,8 +158,8 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 	return &l, nil
 }
 
-// rewrite stores our attributes in an existing key of ours: with a fresh etcd lease, or
-// without one when the key is a reservation (it stays a reservation).
+// rewrite stores our attributes in an existing key of ours, with a fresh etcd lease, or
+// without one when the key is a reservation.
 func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
 	key := e.name()
 	l := leaseFor(e.c.Lease.Subnet, e.c.Lease.IPv6Subnet)
@@ -203,8 +193,7 @@ func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, at
 	return &l, nil
 }
 
-// sameNode reports whether a listed lease belongs to this node: same PublicIP, or, with
-// IPv4 disabled (every node advertises 0.0.0.0 then), same PublicIPv6.
+// sameNode: same PublicIP, or with IPv4 disabled (all advertise 0.0.0.0), same PublicIPv6.
 func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e *entry) bool {
 	if e.c.Origin.Defect != nil {
 		return false
@@ -215,8 +204,7 @@ func sameNode(cfg *subnet.Config, attrs *subnet.LeaseAttrs, e *entry) bool {
 	return attrs.PublicIPv6.IsValid() && e.c.Lease.Attrs.PublicIPv6 == attrs.PublicIPv6
 }
 
-// compatible reports whether a lease's subnets fit the configuration: each enabled family
-// present and in range, each disabled family absent.
+// compatible: each enabled family present and in range, each disabled family absent.
 func compatible(cfg *subnet.Config, l subnet.Lease) bool {
 	v4 := cfg.SubnetFits(l.Subnet)
 	if !cfg.EnableIPv4 {
@@ -229,9 +217,8 @@ func compatible(cfg *subnet.Config, l subnet.Lease) bool {
 	return v4 && v6
 }
 
-// previous returns prev when it is set, compatible and free; otherwise the zero Prefix.
-// choose returns the previous subnet when it is still free and fits, else a random free
-// subnet between first and last (zero when none is free).
+// choose returns prev when still free and fitting, else a random free subnet between first
+// and last (zero when none is free).
 func choose(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Prefix, first, last netip.Addr, bits int) netip.Prefix {
 	if sn := previous(prev, fits, taken); sn.IsValid() {
 		return sn
@@ -259,9 +246,8 @@ func previous(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Pre
 	return prev
 }
 
-// freeSubnets walks the subnets of length bits from first to last (inclusive) and returns
-// up to limit of them that overlap none of taken. The taken subnets of that length are
-// sorted and passed by in step with the walk (no set of 20,000 prefixes built per call).
+// freeSubnets returns up to limit subnets of length bits in [first, last] overlapping none
+// of taken (walked in step with the sorted taken list, no set built per call).
 func freeSubnets(first, last netip.Addr, bits int, taken []netip.Prefix, limit int) []netip.Prefix {
 	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() {
 		return nil
@@ -335,8 +321,6 @@ func nodeAddr(cfg *subnet.Config, attrs *subnet.LeaseAttrs) string {
 	return attrs.PublicIP.String()
 }
 
-// encodeFor encodes lease attributes as the etcd value and returns the client to write
-// it with.
 func (m *Manager) encodeFor(attrs *subnet.LeaseAttrs) ([]byte, *clientv3.Client, error) {
 	value, err := attrs.MarshalJSON()
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 // TestGolden checks the bytes upstream flanneld reads: key layout, lease JSON and TTL.
 func TestGolden(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
-	// A trailing slash in the prefix is harmless.
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, Prefix: "/coreos.com/network/",
 		PrevSubnet: netip.MustParsePrefix("10.5.85.0/24")})
 	before := time.Now()
@@ -138,8 +137,7 @@ func inRange(p netip.Prefix, lo, hi string) bool {
 	return p.Addr().Compare(netip.MustParseAddr(lo)) >= 0 && p.Addr().Compare(netip.MustParseAddr(hi)) <= 0
 }
 
-// TestAcquireRangeAndOutOfSubnets: a /22 with /24 subnets has three usable subnets (the
-// first is skipped by the default SubnetMin); a fourth node gets "out of subnets".
+// A /22 of /24s has three usable subnets (SubnetMin skips the first); a fourth node fails.
 func TestAcquireRangeAndOutOfSubnets(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.6.0.0/22","SubnetLen":24}`)
 	ep := []string{p.Endpoint()}
@@ -166,8 +164,7 @@ func TestAcquireRangeAndOutOfSubnets(t *testing.T) {
 	}
 }
 
-// TestAcquireRandomInRange: allocations stay within SubnetMin..SubnetMax, never take the
-// first subnet, and are spread (random choice, not the lowest free one every time).
+// Allocations stay in SubnetMin..SubnetMax, skip the first subnet, and are spread.
 func TestAcquireRandomInRange(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.7.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
@@ -207,8 +204,7 @@ func TestAcquireIncompatibleDeleted(t *testing.T) {
 	}
 }
 
-// TestAcquireConcurrent: 20 nodes race for exactly 20 free subnets; all must win distinct
-// subnets (lost CAS races are retried).
+// 20 nodes race for exactly 20 free subnets; all win distinct ones.
 func TestAcquireConcurrent(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.8.0.0/16","SubnetMin":"10.8.1.0","SubnetMax":"10.8.20.0"}`)
 	const n = 20
@@ -246,7 +242,6 @@ func TestAcquireConcurrent(t *testing.T) {
 	if k := len(subnetKeys(t, cli)); k != n {
 		t.Fatalf("%d keys, want %d", k, n)
 	}
-	// Every key holds the node that was told it owns it.
 	for i := range n {
 		kv := getKV(t, cli, DefaultPrefix+"/subnets/"+leases[i].Key()).Kvs[0]
 		if !strings.Contains(string(kv.Value), fmt.Sprintf(`"198.51.100.%d"`, i+1)) {
@@ -255,8 +250,8 @@ func TestAcquireConcurrent(t *testing.T) {
 	}
 }
 
-// TestAcquireConcurrentDualStack: keys carry both subnets, so the CAS on the key alone
-// would let two nodes share an IPv6 subnet; 8 nodes race for exactly 8 IPv6 subnets.
+// Keys carry both subnets, so the CAS on the key alone would let two nodes share an IPv6
+// subnet; 8 nodes race for exactly 8 IPv6 subnets.
 func TestAcquireConcurrentDualStack(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.8.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/60","IPv6SubnetLen":64,
 		"IPv6SubnetMin":"fc00:0:0:1::","IPv6SubnetMax":"fc00:0:0:8::"}`)
@@ -300,8 +295,8 @@ func TestAcquireConcurrentDualStack(t *testing.T) {
 	}
 }
 
-// TestAcquireIPv6Only: nodes are told apart by PublicIPv6 (upstream compared the IPv4
-// PublicIP, 0.0.0.0 for everyone, so the second node took over the first one's lease).
+// IPv6 only: nodes are told apart by PublicIPv6 (upstream compares the IPv4 PublicIP,
+// 0.0.0.0 for everyone).
 func TestAcquireIPv6Only(t *testing.T) {
 	cli, p := setup(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`)
 	ep := []string{p.Endpoint()}
@@ -347,8 +342,7 @@ func TestAcquireDualStackPrevious(t *testing.T) {
 	}
 }
 
-// TestReservation: a key without an etcd lease is reused by the node it names and stays
-// without a lease.
+// A key without an etcd lease is reused by the node it names and stays without one.
 func TestReservation(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	const key = DefaultPrefix + "/subnets/10.5.200.0-24"
@@ -386,8 +380,7 @@ func TestReservation(t *testing.T) {
 	}
 }
 
-// TestAcquireNonCanonicalKey: our lease under a key that is not in canonical form is
-// replaced by a canonical one (KeepLease watches the canonical key).
+// A lease under a non-canonical key is replaced by a canonical one.
 func TestAcquireNonCanonicalKey(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, DefaultPrefix+"/subnets/10.5.200.7-24", `{"PublicIP":"198.51.100.1","PublicIPv6":null}`)
@@ -404,10 +397,9 @@ func TestAcquireNonCanonicalKey(t *testing.T) {
 	}
 }
 
-// Rejected leases never block this node's allocation: a lease of the wrong length over
-// the whole network, an alias key or a lease with a bad public address takes no subnet;
-// a bad value on a canonical key takes only that key (it cannot be created again). The
-// previous subnet, held by such a key, is given up for a free one.
+// Rejected leases never block allocation: wrong length, alias keys and bad public
+// addresses take no subnet; a bad value on a canonical key takes only that key. A
+// previous subnet held by such a key is given up for a free one.
 func TestAcquireRejectedLeasesTakeNothing(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.6.0.0/22","SubnetLen":24}`)
 	mustPut(t, cli, subnets+"10.6.0.0-22", leaseValue("198.51.100.9"))                   // wrong length, covers all
@@ -419,8 +411,7 @@ func TestAcquireRejectedLeasesTakeNothing(t *testing.T) {
 	if l.Subnet.String() != "10.6.1.0/24" {
 		t.Fatalf("got %s, want 10.6.1.0/24, the only free key (10.6.2.0-24 and 10.6.3.0-24 exist)", l.Subnet)
 	}
-	// The first snapshot is the acquisition's listing: every bad lease is in it, for the
-	// admission rule to judge and count.
+	// The first snapshot is the acquisition's listing, with every bad lease in it.
 	r := next(t, startWatch(t, m), 30*time.Second)
 	if len(r.Snapshot) != 4 {
 		t.Fatalf("first snapshot of %d leases, want the 4 bad ones", len(r.Snapshot))

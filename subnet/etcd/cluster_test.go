@@ -60,7 +60,6 @@ func startCluster(t *testing.T) []*etcdproc.Proc {
 	return procs
 }
 
-// waitLease reads watch results until the lease key shows up (in a snapshot or an event).
 func waitLease(t *testing.T, out <-chan subnet.WatchResult, key string, d time.Duration) {
 	t.Helper()
 	deadline := time.After(d)
@@ -81,8 +80,7 @@ func waitLease(t *testing.T, out <-chan subnet.WatchResult, key string, d time.D
 	}
 }
 
-// TestWatchSurvivesMemberDeath: with three members, each member in turn dies (the one the
-// client talks to among them); leases written through the others keep arriving, the
+// Each of three members dies in turn; leases written through the others keep arriving,
 // watch health recovers, and nothing is lost.
 func TestWatchSurvivesMemberDeath(t *testing.T) {
 	procs := startCluster(t)
@@ -129,8 +127,7 @@ func TestWatchSurvivesMemberDeath(t *testing.T) {
 		if err := p.Restart(tctx(t, 60*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		// Back in the cluster (a linearizable read through it succeeds) before the
-		// next member goes, so the cluster keeps its quorum.
+		// Back in the cluster before the next member goes, so the cluster keeps its quorum.
 		cli := rawClient(t, p.Endpoint(), nil)
 		deadline = time.Now().Add(60 * time.Second)
 		for {

@@ -13,13 +13,10 @@ import (
 
 var _ subnet.ConfigWatcher = (*Manager)(nil)
 
-// WatchConfig implements subnet.ConfigWatcher: it reads <prefix>/config, calls changed
-// with its value ("" when the key is absent), then watches the key from the revision
-// after that read and calls changed for every put ("" for a delete). A broken watch
-// (etcd away, compaction) is opened again after a fresh read, with a backoff of 100 ms
-// doubling to 10 s, so a change made meanwhile is not missed. Errors are logged at
-// verbosity 2 only: the lease watch reports the datastore's state. It returns nil when
-// ctx ends, and an error only when the manager was closed.
+// WatchConfig implements subnet.ConfigWatcher: it calls changed with <prefix>/config's value
+// ("" when absent), then with every put or delete. A broken watch (etcd away, compaction) is
+// reopened after a fresh read (backoff 100 ms to 10 s), so no change is missed; errors log
+// at verbosity 2 only. It returns nil when ctx ends, an error only if the manager was closed.
 func (m *Manager) WatchConfig(ctx context.Context, changed func(text string)) error {
 	delay := retryDelay{min: 100 * time.Millisecond, max: 10 * time.Second}
 	for ctx.Err() == nil {
@@ -37,7 +34,6 @@ func (m *Manager) WatchConfig(ctx context.Context, changed func(text string)) er
 	return nil
 }
 
-// watchConfigOnce reads the config, then follows it until the watch breaks.
 func (m *Manager) watchConfigOnce(ctx context.Context, changed func(string), delay *retryDelay) error {
 	cli, err := m.client()
 	if err != nil {

@@ -5,8 +5,7 @@ import (
 	"time"
 )
 
-// WatchConfig delivers the config at the start, each put and each delete, and keeps
-// following it across a restart of etcd.
+// WatchConfig delivers the config at start, each put and delete, across an etcd restart.
 func TestWatchConfig(t *testing.T) {
 	const v1, v2, v3 = `{"Network":"10.5.0.0/16"}`, `{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}`, `{"Network":"10.6.0.0/16"}`
 	cli, p := setup(t, v1)
@@ -36,8 +35,7 @@ func TestWatchConfig(t *testing.T) {
 	mustPut(t, cli, DefaultPrefix+"/config", v1)
 	next(v1)
 
-	// etcd restarted under the watch: a change written after it is delivered (perhaps
-	// after the current value again, from a fresh read).
+	// etcd restarted: a later change is delivered (perhaps after the current value again).
 	p.Kill()
 	time.Sleep(time.Second)
 	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {

@@ -14,16 +14,11 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// The etcd client connects, reconnects and resumes its watches by itself, without a word:
-// a call that found no connection ends with its deadline, and a watch on a lost
-// connection just stays silent. So the manager dials for the client (dial), which
-// reports every failed attempt with its endpoint and cause, and follows the state of the
-// client's connection (watchConnection), which tells when etcd is lost and when it is
-// back.
+// The etcd client reconnects and resumes watches silently: a call without a connection
+// just hits its deadline and a watch on a lost connection stays quiet. So the manager
+// dials for the client, reporting each failure, and follows the connection state.
 
-// dial is the etcd client's dialer: a plain dial of the address the client resolved an
-// endpoint to ("host:port", "unix:path", "unix:///path"), each failure reported
-// (connectFailed).
+// dial is the etcd client's dialer; each failure is reported (connectFailed).
 func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	network, address := "tcp", addr
 	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
@@ -40,9 +35,8 @@ func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, err
 }
 
-// connectFailed reports a failed attempt to connect to endpoint (a dial, or a TLS
-// handshake, see handshakeRecorder) as a DatastoreError(Connect) naming the endpoint and
-// the cause, and keeps it for watchConnection.
+// connectFailed reports a failed dial or TLS handshake as a DatastoreError(Connect)
+// naming the endpoint and cause, and keeps it for watchConnection.
 func (m *Manager) connectFailed(endpoint string, cause error) {
 	err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: endpoint, Cause: connerr.Classify(cause), Err: cause})
 	m.connMu.Lock()
@@ -51,8 +45,6 @@ func (m *Manager) connectFailed(endpoint string, cause error) {
 	m.observer().DatastoreError(observe.Connect, err)
 }
 
-// endpointOf is the configured endpoint the client resolved to addr (addr itself when
-// none matches).
 func (m *Manager) endpointOf(addr string) string {
 	for _, ep := range m.cfg.Endpoints {
 		if dialAddr(ep) == addr {
@@ -62,9 +54,8 @@ func (m *Manager) endpointOf(addr string) string {
 	return addr
 }
 
-// dialAddr is the address the etcd client dials for an endpoint, as the client
-// translates it: "unix:///abs" for unix(s):///abs, "unix:rel" for unix(s)://rel and
-// unix(s):rel, the host and port of an http(s) URL, anything else as it is.
+// dialAddr is the address the etcd client dials for an endpoint: "unix:///abs" for
+// unix(s):///abs, "unix:rel" for unix(s)://rel and unix(s):rel, host:port of an http(s) URL.
 func dialAddr(ep string) string {
 	for _, scheme := range []string{"unixs:", "unix:"} {
 		if rest, ok := strings.CutPrefix(ep, scheme); ok {
@@ -80,11 +71,9 @@ func dialAddr(ep string) string {
 	return ep
 }
 
-// watchConnection follows the client's connection until ctx ends: when it has left the
-// ready state and failed to come back (TRANSIENT_FAILURE: no endpoint is usable) the
-// lease watch is reported broken (a DatastoreError(Watch) with the last connection
-// error) and restarted, once per outage; when it is ready again the watch is reported
-// live (the client resumes it from where it was).
+// watchConnection follows the client's connection until ctx ends: once per outage
+// (TRANSIENT_FAILURE) the lease watch is reported broken with the last connection error
+// and restarted; when ready again it is reported live (the client resumes it).
 func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 	conn := cli.ActiveConnection()
 	if conn == nil {
@@ -111,8 +100,7 @@ func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 				err := m.connErr
 				m.connMu.Unlock()
 				if err == nil {
-					// The connection failed before any new attempt did (a transport that
-					// broke): say why the endpoints cannot be used.
+					// The connection failed before any new attempt did: say why the endpoints cannot be used.
 					pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 					err = fmt.Errorf("connecting to etcd: %s", m.diagnose(pctx, m.cfg.Endpoints))
 					cancel()

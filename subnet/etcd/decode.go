@@ -8,12 +8,10 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// decodeAttrs parses a lease value. The canonical form flanneld (ours and upstream's)
-// writes, {"PublicIP":"…","PublicIPv6":null|"…"[,"BackendType":"…"][,"BackendData":…]
-// [,"BackendV6Data":…]} without spaces, is read by a fast path that allocates only the
-// backend data; anything else goes through encoding/json (LeaseAttrs.UnmarshalJSON),
-// whose result the fast path reproduces exactly (FuzzDecodeAttrs checks it). Known
-// backend type names are interned, so 20,000 leases share one "vxlan" string.
+// decodeAttrs parses a lease value. The canonical compact form flanneld writes is read by
+// a fast path allocating only the backend data; anything else goes through encoding/json,
+// whose result the fast path reproduces exactly (FuzzDecodeAttrs). Backend type names are
+// interned so 20,000 leases share one "vxlan" string.
 func decodeAttrs(v []byte, a *subnet.LeaseAttrs) error {
 	if fastAttrs(v, a) {
 		return nil
@@ -25,8 +23,7 @@ func decodeAttrs(v []byte, a *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// fastAttrs parses the canonical form into a, reporting false (a unspecified) for
-// anything else, valid or not.
+// fastAttrs parses the canonical form into a, reporting false (a unspecified) otherwise.
 func fastAttrs(v []byte, a *subnet.LeaseAttrs) bool {
 	*a = subnet.LeaseAttrs{}
 	rest, ok := bytes.CutPrefix(v, []byte(`{"PublicIP":`))
@@ -89,7 +86,6 @@ func fastAttrs(v []byte, a *subnet.LeaseAttrs) bool {
 	return string(rest) == "}"
 }
 
-// plainString reads a JSON string of printable ASCII without escapes at the start of b.
 func plainString(b []byte) (s, rest []byte, ok bool) {
 	if len(b) == 0 || b[0] != '"' {
 		return nil, nil, false
@@ -105,8 +101,7 @@ func plainString(b []byte) (s, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
-// valueEnd returns the length of the JSON object, array, string or literal at the start
-// of b (without validating it), or 0.
+// valueEnd returns the length of the JSON value at the start of b (unvalidated), or 0.
 func valueEnd(b []byte) int {
 	if len(b) == 0 {
 		return 0
@@ -143,7 +138,6 @@ func valueEnd(b []byte) int {
 	return 0
 }
 
-// stringEnd returns the length of the JSON string at the start of b, or 0.
 func stringEnd(b []byte) int {
 	for i := 1; i < len(b); i++ {
 		switch b[i] {

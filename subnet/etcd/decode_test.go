@@ -28,8 +28,7 @@ var attrsSamples = []string{
 	`null`,
 }
 
-// TestDecodeAttrs: the fast path takes the canonical forms, and every sample decodes
-// exactly as encoding/json decodes it.
+// The fast path takes the canonical forms; every sample decodes as encoding/json does.
 func TestDecodeAttrs(t *testing.T) {
 	var a subnet.LeaseAttrs
 	for i, s := range attrsSamples[:8] {

@@ -18,15 +18,11 @@ import (
 	"github.com/flannel-go/flannel/pkg/connerr"
 )
 
-// Why a call failed. The etcd client retries connections by itself and ends a call that
-// found no usable connection with its deadline, which says nothing about the endpoints;
-// so when a call got no answer, each endpoint is probed (connerr.Probe) to name why it
-// cannot be used.
+// The etcd client ends a call without a usable connection at its deadline, naming no
+// endpoint; so a call that got no answer probes each endpoint (connerr.Probe) for why.
 
-// probeTimeout bounds the probe of the endpoints.
 const probeTimeout = 2 * time.Second
 
-// callError is a failed etcd call with what the operator needs to know about it.
 type callError struct {
 	err  error // as the etcd client returned it
 	text string
@@ -35,15 +31,13 @@ type callError struct {
 func (e *callError) Error() string { return e.text }
 func (e *callError) Unwrap() error { return e.err }
 
-// explain returns err, a failed etcd call, with its cause named: how etcd refused the
-// credentials or a permission, or, when the call got no answer, why: the client's last
-// TLS handshake failure when there is one, else why each endpoint cannot be used
-// (diagnose). Other errors, and cancellations, are returned as they are.
+// explain returns err, a failed etcd call, with its cause named: refused credentials or
+// permission, or for no answer the last TLS handshake failure, else each endpoint's
+// problem. Other errors and cancellations are returned as they are.
 func (m *Manager) explain(err error) error { return m.explainCall(err, nil) }
 
-// explainCall is explain for a call to the endpoints only (nil: any endpoint the client
-// picks). A call to chosen endpoints that got no answer probes those alone, and the
-// client's last handshake failure, perhaps another endpoint's, is not taken for the cause.
+// explainCall is explain for a call to only those endpoints (nil: any); it probes those
+// alone and ignores the client's last handshake failure, perhaps another endpoint's.
 func (m *Manager) explainCall(err error, only []string) error {
 	var ce *callError
 	switch {
@@ -59,7 +53,6 @@ func (m *Manager) explainCall(err error, only []string) error {
 		return &callError{err, err.Error() + " (permission denied: the etcd user's roles must grant readwrite on the prefix " + m.cfg.Prefix + "/)"}
 	case noAnswer(err):
 		if herr := m.handshake.get(); herr != nil && only == nil {
-			// The client's own last handshake failed: that is why.
 			return &callError{err, fmt.Sprintf("no answer (%v): %v (%s)", err, herr, connerr.Classify(herr))}
 		}
 		if only == nil {
@@ -72,8 +65,6 @@ func (m *Manager) explainCall(err error, only []string) error {
 	return err
 }
 
-// noAnswer reports whether err means a call found no usable connection or got no reply
-// in time.
 func noAnswer(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, clientv3.ErrNoAvailableEndpoints) {
 		return true
@@ -84,10 +75,8 @@ func noAnswer(err error) bool {
 	return false
 }
 
-// diagnose probes the endpoints eps at once and says why each cannot be used, endpoints
-// with the same cause together ("http://192.0.2.1:2379, http://192.0.2.2:2379:
-// connection refused (...)"). Endpoints that take connections are said to have accepted
-// but not answered: etcd there is not serving (no leader, overloaded).
+// diagnose probes eps at once and says why each cannot be used, grouped by cause.
+// Endpoints that accept but do not answer are not serving (no leader, overloaded).
 func (m *Manager) diagnose(ctx context.Context, eps []string) string {
 	results := make([]error, len(eps))
 	var wg sync.WaitGroup
@@ -119,9 +108,7 @@ func (m *Manager) diagnose(ctx context.Context, eps []string) string {
 	return strings.Join(parts, "; ")
 }
 
-// dialTarget is how the etcd client reaches ep: the network and address to dial, and
-// the TLS configuration to shake hands with (nil: plain text, as secure decided for all
-// endpoints).
+// dialTarget is how the etcd client reaches ep: network, address and TLS config (nil: plain).
 func (m *Manager) dialTarget(ep string) (network, addr string, tc *tls.Config) {
 	addr = dialAddr(ep)
 	network = "tcp"

@@ -37,13 +37,11 @@ func TestDialAddr(t *testing.T) {
 	}
 }
 
-// closedPort is a 127.0.0.1 address nothing listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()
 	return fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 }
 
-// silentServer accepts connections on 127.0.0.1 and never says anything.
 func silentServer(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,8 +61,7 @@ func silentServer(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-// A call that got no answer names every endpoint and why it cannot be used, endpoints
-// with the same cause together.
+// A call without answer names every endpoint and why, grouped by cause.
 func TestExplainNoAnswer(t *testing.T) {
 	a, b, silent := closedPort(t), closedPort(t), silentServer(t)
 	cases := []struct {

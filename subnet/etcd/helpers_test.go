@@ -38,7 +38,6 @@ func startEtcdTLS(t *testing.T, tc *etcdproc.ServerTLS) *etcdproc.Proc {
 	return startEtcdIn(t, filepath.Join(t.TempDir(), "data"), tc)
 }
 
-// startEtcdIn starts etcd with a given data directory, over https when tc is set.
 func startEtcdIn(t *testing.T, dataDir string, tc *etcdproc.ServerTLS, extra ...string) *etcdproc.Proc {
 	t.Helper()
 	if _, err := etcdproc.Binary(); err != nil {
@@ -100,8 +99,7 @@ func mustPut(t *testing.T, cli *clientv3.Client, key, value string, opts ...clie
 	return resp
 }
 
-// setup starts etcd, stores the network config under the default prefix and returns
-// the raw client and the endpoint.
+// setup starts etcd and stores the network config under the default prefix.
 func setup(t *testing.T, netConfig string) (*clientv3.Client, *etcdproc.Proc) {
 	t.Helper()
 	p := startEtcd(t)
@@ -118,7 +116,6 @@ func attrsFor(pub string) *subnet.LeaseAttrs {
 	}
 }
 
-// getKV reads one key; nil when absent.
 func getKV(t *testing.T, cli *clientv3.Client, key string) *clientv3.GetResponse {
 	t.Helper()
 	resp, err := cli.Get(tctx(t, 10*time.Second), key)

@@ -17,9 +17,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Read-only inspection, for the diagnose and leases commands: every method here reads
-// and none writes, and each returns when its ctx ends. They may be called on a manager
-// that never acquired a lease.
+// Read-only inspection for the diagnose and leases commands: nothing here writes, each
+// call returns when ctx ends, and none needs an acquired lease.
 
 // Endpoints are the configured endpoints, without user information.
 func (m *Manager) Endpoints() []string { return append([]string(nil), m.cfg.Endpoints...) }
@@ -36,9 +35,8 @@ type EndpointStatus struct {
 	Errors   []string // alarms and raft errors the member reports
 }
 
-// Status asks one endpoint (one of Endpoints) for its status: healthy when it answers,
-// knows a leader and reports no errors. A call that got no answer names why that
-// endpoint cannot be used (explainCall).
+// Status asks one of Endpoints for its status: healthy when it answers, knows a leader and
+// reports no errors. No answer is explained per endpoint (explainCall).
 func (m *Manager) Status(ctx context.Context, endpoint string) (EndpointStatus, error) {
 	cli, err := m.client()
 	if err != nil {
@@ -53,17 +51,14 @@ func (m *Manager) Status(ctx context.Context, endpoint string) (EndpointStatus, 
 	return st, nil
 }
 
-// ErrNoV2 means the etcd server does not serve the v2 API (etcd 3.4 serves it only with
-// --enable-v2=true; 3.6 has none).
+// ErrNoV2 means the etcd server does not serve the v2 API (3.4 needs --enable-v2; 3.6 has none).
 var ErrNoV2 = errors.New("etcd does not serve the v2 API")
 
-// maxV2Response bounds what a v2 answer may hold.
 const maxV2Response = 1 << 20
 
-// V2ConfigText reads <prefix>/config through the etcd v2 API (GET /v2/keys/...), where
-// configs written with ETCDCTL_API=2 end up, invisible to the v3 API flanneld reads. It
-// asks the endpoints in order until one answers; found is false when the key is absent.
-// The v2 API has its own users: the credentials are sent as HTTP basic authentication.
+// V2ConfigText reads <prefix>/config through the v2 API, where ETCDCTL_API=2 writes end up,
+// invisible to v3. Endpoints are asked in order; found is false when the key is absent.
+// Credentials go as HTTP basic auth (v2 has its own users).
 func (m *Manager) V2ConfigText(ctx context.Context) (text string, found bool, err error) {
 	var errs []error
 	for _, ep := range m.cfg.Endpoints {
@@ -132,10 +127,8 @@ func (m *Manager) v2Get(ctx context.Context, endpoint, key string) (string, bool
 type Listed struct {
 	Name        string // the key below <prefix>/subnets/
 	Reservation bool   // no etcd lease: never expires
-	// Candidate is the lease (subnets from the key, attributes from the value) and its
-	// origin, as the admission rule takes it: Origin.Name is Name, Origin.Seniority and
-	// Version the key's create and mod revisions, Origin.Defect why the value is no
-	// lease (nil when it is).
+	// Candidate is the lease as the admission rule takes it: Origin.Seniority and Version
+	// are the key's create and mod revisions, Origin.Defect why the value is no lease.
 	subnet.Candidate
 }
 

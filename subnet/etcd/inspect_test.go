@@ -15,7 +15,7 @@ func revision(t *testing.T, cli *clientv3.Client) int64 {
 	return getKV(t, cli, "/any").Header.Revision
 }
 
-// The inspection reads what the daemon wrote and writes nothing: the revision stays.
+// Inspection writes nothing: the revision stays.
 func TestInspectReadsOnly(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
 	owner := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
@@ -59,7 +59,6 @@ func TestInspectReadsOnly(t *testing.T) {
 	if exp, err := m.Expiration(ctx, "10.5.99.0-24"); err != nil || !exp.IsZero() {
 		t.Errorf("a reservation's expiration: %v %v", exp, err)
 	}
-	// This etcd serves no v2 API.
 	if _, _, err := m.V2ConfigText(ctx); !errors.Is(err, ErrNoV2) {
 		t.Errorf("V2ConfigText without v2: %v", err)
 	}
@@ -95,8 +94,7 @@ func TestInspectV2Config(t *testing.T) {
 	}
 }
 
-// An endpoint that does not answer is an error within the caller's deadline, naming
-// that endpoint and why, and no other.
+// An unanswering endpoint is an error within the caller's deadline naming it and why.
 func TestInspectStatusDown(t *testing.T) {
 	ep, other := closedPort(t), silentServer(t)
 	m := newManager(t, Config{Endpoints: []string{ep, other}})
@@ -111,7 +109,6 @@ func TestInspectStatusDown(t *testing.T) {
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("Status took %v", d)
 	}
-	// The v2 API is asked over HTTP, its failures named the same way.
 	if _, _, err := m.V2ConfigText(tctx(t, 2*time.Second)); err == nil || !strings.Contains(err.Error(), ep+": connection refused") {
 		t.Errorf("V2ConfigText with nothing listening: %v", err)
 	}

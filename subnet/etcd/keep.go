@@ -14,15 +14,12 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// errKeyGone means the own subnet key no longer exists.
 var errKeyGone = errors.New("subnet key is gone")
 
-// KeepLease renews the lease at Expiration − RenewMargin by rewriting the key with a newly
-// granted etcd lease (failures are retried with backoff from 1 s doubling to 1 min) and
-// watches the key: when another writer attaches a different etcd lease, its expiration is
-// adopted; when the key is stored without a lease (a reservation) nothing is renewed. It
-// returns an error wrapping subnet.ErrLeaseRevoked when the key is deleted or expires, and
-// nil when ctx ends. etcd being unreachable is waited out.
+// KeepLease renews the lease at Expiration − RenewMargin with a fresh etcd lease (retried
+// with backoff 1 s to 1 min) and adopts another writer's lease on the key; a reservation
+// is never renewed. It returns an error wrapping subnet.ErrLeaseRevoked when the key is
+// deleted or expires, nil when ctx ends; an unreachable etcd is waited out.
 func (m *Manager) KeepLease(ctx context.Context, l *subnet.Lease) error {
 	if l == nil {
 		return errors.New("KeepLease: nil lease")
@@ -170,7 +167,6 @@ func (k *keeper) revoked() error {
 	return fmt.Errorf("subnet lease %s: %w", k.key, subnet.ErrLeaseRevoked)
 }
 
-// sync reads the key, adopts its lease and returns the revision of the read.
 func (k *keeper) sync(ctx context.Context) (int64, error) {
 	cli, err := k.m.client()
 	if err != nil {
@@ -191,8 +187,7 @@ func (k *keeper) sync(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// adopt takes over the expiration of the etcd lease the key is attached to. It reports
-// whether the expiration changed.
+// adopt takes over the expiration of the key's etcd lease, reporting whether it changed.
 func (k *keeper) adopt(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	if kv.Lease == 0 {
 		changed := !k.exp.IsZero()
@@ -219,8 +214,7 @@ func (k *keeper) adopt(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	}
 	k.leaseID = kv.Lease
 	exp := start.Add(time.Duration(ttl.TTL) * time.Second)
-	// TimeToLive reports whole seconds: within that precision this is the expiration we
-	// already know (e.g. the lease AcquireLease created), so keep the precise value.
+	// TimeToLive has whole seconds: within that, keep the precise expiration already known.
 	if !k.exp.IsZero() && exp.Before(k.exp.Add(time.Second)) && k.exp.Before(exp.Add(2*time.Second)) {
 		return false, nil
 	}
@@ -228,7 +222,6 @@ func (k *keeper) adopt(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	return true, nil
 }
 
-// renew attaches the key to a newly granted etcd lease, if the key still exists.
 func (k *keeper) renew(ctx context.Context) error {
 	cli, err := k.m.client()
 	if err != nil {

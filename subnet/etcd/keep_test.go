@@ -11,8 +11,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// TestKeepLeaseRenewsAndRevoked: with a 3 s TTL and a 1 s margin the key must outlive its
-// TTL several times; deleting it ends KeepLease with ErrLeaseRevoked.
+// With a 3 s TTL and 1 s margin the key outlives its TTL; deletion ends KeepLease with
+// ErrLeaseRevoked.
 func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 6 * time.Second, RenewMargin: 3 * time.Second})
@@ -25,8 +25,7 @@ func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.KeepLease(ctx, l) }()
 
-	// 12 s: twice the TTL, so the key only survives if it was renewed. Renewal is due
-	// 3 s before expiry, which leaves a loaded machine 3 s of slack.
+	// 12 s: twice the TTL, so the key survives only if renewed.
 	for i := 0; i < 4; i++ {
 		time.Sleep(3 * time.Second)
 		resp := getKV(t, cli, key)
@@ -66,8 +65,7 @@ func TestKeepLeaseRenewsAndRevoked(t *testing.T) {
 	}
 }
 
-// TestKeepLeaseExpiryIsRevocation: the key expiring (here: its etcd lease revoked) counts
-// as revocation too.
+// The key expiring (its etcd lease revoked) is revocation too.
 func TestKeepLeaseExpiryIsRevocation(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
@@ -89,8 +87,7 @@ func TestKeepLeaseExpiryIsRevocation(t *testing.T) {
 	}
 }
 
-// TestKeepLeaseAdoptsRewrite: someone rewrites the key with a long etcd lease; KeepLease
-// adopts that expiration instead of renewing on its old schedule.
+// A rewrite with a long etcd lease is adopted instead of renewing on the old schedule.
 func TestKeepLeaseAdoptsRewrite(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 4 * time.Second, RenewMargin: time.Second})
@@ -106,7 +103,6 @@ func TestKeepLeaseAdoptsRewrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPut(t, cli, key, `{"PublicIP":"198.51.100.1","PublicIPv6":null}`, clientv3.WithLease(g.ID))
-	// Without adoption a renewal would happen about 3 s after the acquisition.
 	time.Sleep(6 * time.Second)
 	kv := getKV(t, cli, key).Kvs[0]
 	if clientv3.LeaseID(kv.Lease) != g.ID {
@@ -118,8 +114,7 @@ func TestKeepLeaseAdoptsRewrite(t *testing.T) {
 	}
 }
 
-// TestKeepLeaseSurvivesOutage: etcd is away for longer than a renewal period; KeepLease
-// keeps trying and the key is renewed after etcd returns.
+// etcd is away longer than a renewal period; the key is renewed after it returns.
 func TestKeepLeaseSurvivesOutage(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 4 * time.Second, RenewMargin: 2 * time.Second})
@@ -133,7 +128,6 @@ func TestKeepLeaseSurvivesOutage(t *testing.T) {
 	if err := p.Restart(tctx(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	// etcd refreshes leases on restart; the renewal must follow within its retry backoff.
 	deadline := time.Now().Add(15 * time.Second)
 	renewed := false
 	for time.Now().Before(deadline) && !renewed {

@@ -17,8 +17,7 @@ import (
 
 var errBadKey = errors.New("bad subnet key")
 
-// keySubnets extracts the name (the key below dir, "<prefix>/subnets/") and its subnets
-// from a full etcd key.
+// keySubnets extracts the name (the key below dir) and its subnets from a full etcd key.
 func keySubnets(dir string, key []byte) (name string, sn, sn6 netip.Prefix, err error) {
 	k := string(key)
 	name, ok := strings.CutPrefix(k, dir)
@@ -35,12 +34,10 @@ func keySubnets(dir string, key []byte) (name string, sn, sn6 netip.Prefix, err 
 	return name, sn, sn6, nil
 }
 
-// kvCandidate turns a subnet key and its value into a candidate lease for the admission
-// rule. A key that names no subnet is an error (it is no lease). A value larger than
-// subnet.MaxValueSize is not decoded and nothing of it is kept (Defect TooLarge); one
-// that does not decode is BadJSON. The Origin names the key only when it is not the
-// canonical key of its subnets (an etcd snapshot then holds no key strings). Expiration
-// stays zero: peers' lease TTLs are not looked up.
+// kvCandidate turns a subnet key and value into a candidate for the admission rule; a key
+// naming no subnet is an error. A value over subnet.MaxValueSize is not decoded (Defect
+// TooLarge); one that does not decode is BadJSON. Origin names the key only when it is not
+// canonical; Expiration stays zero.
 func kvCandidate(dir string, key, value []byte, createRev, modRev int64) (subnet.Candidate, error) {
 	name, sn, sn6, err := keySubnets(dir, key)
 	if err != nil {
@@ -71,7 +68,6 @@ func leaseFor(sn, sn6 netip.Prefix) subnet.Lease {
 	}
 }
 
-// entry is one subnet key as listed from etcd.
 type entry struct {
 	rawKey    []byte           // the key as listed (name() is its string)
 	c         subnet.Candidate // the lease (Attrs valid only without a Defect) and its origin
@@ -79,28 +75,20 @@ type entry struct {
 	modRev    int64
 }
 
-// name is the entry's etcd key.
 func (e *entry) name() string { return string(e.rawKey) }
 
-// listPage is how many keys one range request of scan reads at most: the responses of
-// a 20,000-lease network stay small (about 0.3 MB each) instead of one 6 MB response
-// held while it is decoded.
+// listPage keys per range request keep a 20,000-lease listing's responses at ~0.3 MB each
+// instead of one 6 MB response.
 const listPage = 1000
 
-// maxResponseBytes is the etcd client's receive limit: a response (a page of a listing,
-// a watch response) larger than this is refused by the client before it is read, so the
-// daemon never holds more than this of values at a time, whatever their sizes, and a
-// value this large never enters it at all. A page of listPage ordinary leases is about
-// 0.2 MB; a lease's value is at most subnet.MaxValueSize.
+// maxResponseBytes is the client's receive limit: a larger response is refused unread, so
+// the daemon never holds more values than this at once (a listPage page is about 0.2 MB).
 const maxResponseBytes = 512 << 10
 
-// scan reads all subnet keys, at the revision of the first page, which it returns, in
-// pages of at most m.page (listPage when 0) keys: a page whose response passes
-// maxResponseBytes is read again in smaller pages, and the page size grows back after
-// each page read; a single value passing it is reported without its value (Defect
-// TooLarge, learnt from a keys-only read). scan calls size once with the number of keys,
-// then f for each: keys that name no subnet are skipped; values that do not decode are
-// passed with a Defect (their subnets may still be taken).
+// scan reads all subnet keys in pages at the first page's revision, which it returns; a
+// page over maxResponseBytes is read again smaller, a single oversized value keys-only
+// (Defect TooLarge). It calls size once with the key count, then f per key; keys naming
+// no subnet are skipped, undecodable values passed with a Defect.
 func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int), f func(e *entry)) (int64, error) {
 	limit := m.page
 	if limit <= 0 {

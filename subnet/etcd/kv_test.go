@@ -109,9 +109,8 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-// FuzzKVCandidate: any key and value give a candidate or a bad-key error, never a panic;
-// a value over the size limit is never decoded; a decoded lease's canonical key parses
-// back to it, and its attributes survive our own encoding.
+// Any key and value give a candidate or a bad-key error; an oversized value is never
+// decoded; a decoded lease's canonical key and attributes round-trip.
 func FuzzKVCandidate(f *testing.F) {
 	for _, s := range [][2]string{
 		{dir + "10.5.85.0-24", `{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}}`},
@@ -144,7 +143,6 @@ func FuzzKVCandidate(f *testing.F) {
 		if c.Origin.Defect != nil {
 			return
 		}
-		// The canonical key of the lease parses back to the same lease.
 		canon := dir + l.Key()
 		c2, err := kvCandidate(dir, []byte(canon), []byte(value), 1, 1)
 		if err != nil || c2.Origin.Name != "" {
@@ -153,7 +151,6 @@ func FuzzKVCandidate(f *testing.F) {
 		if c2.Lease.Subnet != l.Subnet || c2.Lease.IPv6Subnet != l.IPv6Subnet {
 			t.Fatalf("key round trip %q -> %q changed subnets", key, canon)
 		}
-		// The attributes survive our own encoding.
 		enc, err := l.Attrs.MarshalJSON()
 		if err != nil {
 			return

@@ -28,31 +28,27 @@ const (
 	DefaultRenewMargin = 60 * time.Minute
 )
 
-// opTimeout bounds single etcd calls made by the background loops (KeepLease, WatchLeases),
-// so that a call blocked on an unreachable etcd does not stall the loop.
+// opTimeout bounds single etcd calls of the background loops, so an unreachable etcd
+// does not stall them.
 const opTimeout = 10 * time.Second
 
 // Config configures the etcd subnet manager.
 type Config struct {
-	// Endpoints are the etcd client URLs (default: upstream's http://127.0.0.1:4001, http://127.0.0.1:2379).
+	// Endpoints are the etcd client URLs (default, upstream's: http://127.0.0.1:4001,
+	// http://127.0.0.1:2379).
 	Endpoints []string
 	// Prefix is the key prefix (default DefaultPrefix).
 	Prefix string
-	// KeyFile, CertFile and CAFile configure TLS, used when the first endpoint is https://
-	// (or unixs://, or has no scheme and one of the files is set), as the etcd client
-	// decides. CertFile and KeyFile are the client certificate, both or neither; CAFile,
-	// alone or with them, verifies the server (the system roots do without it).
-	// Endpoints' user information is dropped: the etcd client never uses it.
+	// KeyFile, CertFile and CAFile configure TLS, used as the etcd client decides (see
+	// usesTLS). CertFile and KeyFile go together; CAFile verifies the server (default: the
+	// system roots). Endpoints' user information is dropped: the client never uses it.
 	KeyFile, CertFile, CAFile string
-	// Username and Password enable etcd authentication when both are set. Neither is
-	// ever logged or put in an error.
+	// Username and Password enable etcd authentication when both are set; never logged.
 	Username, Password string
-	// Admission is what main wires into the admission rule of peer leases: only the
-	// leases that pass its per-lease checks take a subnet when this node picks one
-	// (subnet.Rule.Taken), so that a bad lease never blocks the node's allocation.
+	// Admission is the admission rule's options: only passing leases take a subnet when
+	// this node picks one, so a bad lease never blocks allocation.
 	Admission subnet.RuleOptions
-	// PrevSubnet and PrevIPv6Subnet come from the previous subnet.env; they are preferred
-	// for a new allocation when free and compatible with the configuration.
+	// PrevSubnet and PrevIPv6Subnet (from the previous subnet.env) are preferred when free.
 	PrevSubnet, PrevIPv6Subnet netip.Prefix
 	// LeaseTTL is the TTL of the etcd lease attached to the subnet key (default 24 h).
 	LeaseTTL time.Duration
@@ -75,33 +71,28 @@ type Manager struct {
 	cli    *clientv3.Client
 	closed bool
 
-	// connErr is the last failed connection attempt (connectFailed). It has its own lock:
-	// the client dials while client() holds mu (fetching a token when authenticating).
+	// connErr is the last failed connection attempt; its own lock, as the client dials while
+	// client() holds mu.
 	connMu  sync.Mutex
 	connErr error
 
-	// beforeWatch, when set (tests only), is called by WatchLeases right before it opens
-	// a watch starting at rev.
+	// beforeWatch, tests only, is called right before a watch opens at rev.
 	beforeWatch func(rev int64)
 	// page is the number of keys per range request when listing (0: listPage).
 	page int
 	// handshake is the last TLS handshake failure, for errors and Health.
 	handshake lastHandshake
-	// primed is the listing of the last successful AcquireLease, for the first snapshot
-	// of WatchLeases (guarded by mu; taken once).
+	// primed is the last AcquireLease listing, for WatchLeases' first snapshot (mu; taken once).
 	primed *listing
-	// own is this node's full etcd key once AcquireLease succeeded (guarded by mu): the
-	// lease watch leaves it out (KeepLease watches it).
+	// own is this node's etcd key after AcquireLease (mu); the lease watch leaves it out.
 	own string
 }
 
-// listing is the peer leases as read at one revision.
 type listing struct {
 	leases []subnet.Candidate // without this node's
 	rev    int64
 }
 
-// ownKey is this node's etcd key ("" before AcquireLease succeeded).
 func (m *Manager) ownKey() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -112,9 +103,8 @@ var _ subnet.Manager = (*Manager)(nil)
 
 var errClosed = errors.New("etcd subnet manager is closed")
 
-// New creates the manager and its etcd client. It does not check connectivity: without
-// authentication the client connects lazily; with a username and password the client
-// (which fetches a token on creation) is created on first use and re-tried on failure.
+// New creates the manager and its etcd client without checking connectivity; with
+// authentication the client (which fetches a token) is created on first use.
 func New(cfg Config) (*Manager, error) {
 	if len(cfg.Endpoints) == 0 {
 		cfg.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}
@@ -145,8 +135,7 @@ func New(cfg Config) (*Manager, error) {
 		subnetsDir: path.Join(cfg.Prefix, "subnets") + "/",
 	}
 	m.ccfg = clientv3.Config{
-		// The client's own zap logger would print JSON retry warnings on stderr next to
-		// klog's lines; the manager logs what matters (with context) through klog.
+		// The client's zap logger would print JSON next to klog's lines; we log through klog.
 		Logger:               zap.NewNop(),
 		MaxCallRecvMsgSize:   cfg.maxResponse,
 		Endpoints:            cfg.Endpoints,
@@ -166,7 +155,6 @@ func New(cfg Config) (*Manager, error) {
 				},
 				MinConnectTimeout: 5 * time.Second,
 			}),
-			// Every failed connection attempt is reported with its cause (conn.go).
 			grpc.WithContextDialer(m.dial),
 		},
 	}
@@ -181,7 +169,6 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// client returns the etcd client, creating it on first use.
 func (m *Manager) client() (*clientv3.Client, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -199,8 +186,7 @@ func (m *Manager) client() (*clientv3.Client, error) {
 	return c, nil
 }
 
-// Close closes the etcd client. Running KeepLease and WatchLeases calls should be
-// cancelled first.
+// Close closes the etcd client; cancel KeepLease and WatchLeases first.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -253,12 +239,10 @@ func (m *Manager) ConfigText(ctx context.Context) (text string, found bool, err 
 	return string(resp.Kvs[0].Value), true, nil
 }
 
-// ttlSeconds is the etcd lease TTL to grant.
 func (m *Manager) ttlSeconds() int64 {
 	return max(1, int64(math.Ceil(m.cfg.LeaseTTL.Seconds())))
 }
 
-// subnetKey is the full etcd key of a lease.
 func (m *Manager) subnetKey(sn, sn6 netip.Prefix) string {
 	return m.subnetsDir + subnet.MakeSubnetKey(sn, sn6)
 }
@@ -272,7 +256,7 @@ func revoke(cli *clientv3.Client, id clientv3.LeaseID) {
 	}
 }
 
-// sleepCtx waits for d or until ctx ends; it reports whether the full wait elapsed.
+// sleepCtx reports whether the full wait d elapsed before ctx ended.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

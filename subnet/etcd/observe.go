@@ -14,16 +14,13 @@ var (
 	_ subnet.HealthChecker = (*Manager)(nil)
 )
 
-// SetObserver implements observe.Setter. It must be called before the manager is
-// used (it is not synchronised with running watches).
+// SetObserver implements observe.Setter; call it before the manager is used.
 func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }
 
-// observer returns the observer, or one that ignores everything.
 func (m *Manager) observer() observe.Observer { return observe.Or(m.obs) }
 
-// Health implements subnet.HealthChecker: the etcd client's gRPC connection must be
-// ready. A watch on a lost connection stays open and silent while the client reconnects,
-// so this is what tells a live watch from a stalled one.
+// Health implements subnet.HealthChecker: the client's gRPC connection must be ready. A
+// watch on a lost connection stays silent, so this tells a live watch from a stalled one.
 func (m *Manager) Health() error {
 	m.mu.Lock()
 	cli, closed := m.cli, m.closed

@@ -68,8 +68,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// TestObserverWatchLiveAndHealth: the lease watch reports itself live, and Health follows
-// the etcd connection through an outage.
+// The lease watch reports itself live, and Health follows etcd through an outage.
 func TestObserverWatchLiveAndHealth(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
@@ -106,9 +105,8 @@ func TestObserverWatchLiveAndHealth(t *testing.T) {
 	}
 }
 
-// Losing etcd under a running lease watch is reported although the etcd client bridges
-// it silently: each failed connection attempt is a connect error that names the endpoint
-// and the cause, the lease watch is restarted once, and live again when etcd is back.
+// Losing etcd under a lease watch is reported though the client bridges it silently: each
+// failed attempt is a connect error naming endpoint and cause; one restart, then live.
 func TestObserverConnectionLoss(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
@@ -149,8 +147,7 @@ func TestObserverConnectionLoss(t *testing.T) {
 	}
 }
 
-// With one endpoint of two down, the client uses the other: the failed attempts to the
-// dead one are counted, and the watch is neither broken nor restarted.
+// With one of two endpoints down, failed attempts are counted; the watch stays unbroken.
 func TestObserverOneEndpointDown(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	dead := closedPort(t)
@@ -174,8 +171,7 @@ func TestObserverOneEndpointDown(t *testing.T) {
 	}
 }
 
-// TestObserverWatchRestartOnCompaction: a compaction past the watch revision restarts
-// the watch (counted) with a new snapshot, after which the watch is live again.
+// A compaction past the watch revision restarts the watch (counted) with a new snapshot.
 func TestObserverWatchRestartOnCompaction(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
@@ -212,8 +208,7 @@ func TestObserverWatchRestartOnCompaction(t *testing.T) {
 	eventually(t, 10*time.Second, "the watch live again", func() bool { return rec.count(rec.live, observe.LeasesWatch) > liveBefore })
 }
 
-// TestObserverLeaseExpiration: KeepLease reports the expiration it starts from and every
-// renewal's; the own-lease watch reports itself live.
+// KeepLease reports its starting and each renewed expiration; its watch reports live.
 func TestObserverLeaseExpiration(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 3 * time.Second, RenewMargin: time.Second})

@@ -19,18 +19,14 @@ import (
 	"github.com/flannel-go/flannel/pkg/redact"
 )
 
-// Connection security: which endpoints the manager talks to, whether over TLS, and what
-// it tells the operator about it. The etcd client decides TLS by the scheme of the first
-// endpoint (https:// and unixs:// yes, http:// and unix:// no, no scheme: when TLS is
-// configured) for every endpoint; the manager decides the same way and hands the client
-// its own transport credentials, which remember why the last TLS handshake failed.
+// The etcd client decides TLS for all endpoints by the first one's scheme (https://,
+// unixs://, or none with TLS configured); the manager decides the same way and hands the
+// client credentials that remember why the last TLS handshake failed.
 
-// errHalfPair is returned by New for a client certificate without its key or a key
-// without its certificate.
+// errHalfPair: a client certificate without its key, or a key without its certificate.
 var errHalfPair = errors.New("a client certificate and its key go together: CertFile and KeyFile must both be set or both be empty")
 
-// cleanEndpoints returns the endpoints without user information (the etcd client never
-// uses it; credentials are Username and Password) and whether any had some.
+// cleanEndpoints returns the endpoints without user information and whether any had some.
 func cleanEndpoints(eps []string) ([]string, bool) {
 	out := make([]string, len(eps))
 	stripped := false
@@ -42,7 +38,6 @@ func cleanEndpoints(eps []string) ([]string, bool) {
 	return out, stripped
 }
 
-// scheme is an endpoint's scheme ("" when it has none).
 func scheme(ep string) string {
 	if s, _, ok := strings.Cut(ep, "://"); ok {
 		return strings.ToLower(s)
@@ -56,8 +51,7 @@ func scheme(ep string) string {
 	return ""
 }
 
-// usesTLS reports whether the etcd client talks TLS to eps, given whether TLS files
-// were configured: the first endpoint's scheme decides for all of them.
+// usesTLS reports whether the client talks TLS to eps: the first endpoint's scheme decides.
 func usesTLS(eps []string, tlsConfigured bool) bool {
 	if len(eps) == 0 {
 		return false
@@ -71,9 +65,8 @@ func usesTLS(eps []string, tlsConfigured bool) bool {
 	return tlsConfigured
 }
 
-// tlsConfig is the client's TLS configuration: the client certificate when certFile and
-// keyFile are set; the server is verified against caFile's certificates when it is set,
-// else against the system roots.
+// tlsConfig has the client certificate when both files are set, and verifies the server
+// against caFile, else the system roots.
 func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if (certFile == "") != (keyFile == "") {
 		return nil, errHalfPair
@@ -82,7 +75,6 @@ func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			// The error names PEM block types, never the files' contents.
 			return nil, fmt.Errorf("loading etcd client certificate %s and key %s: %w", certFile, keyFile, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
@@ -101,8 +93,8 @@ func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// secure sets up the connection security of m.ccfg from cfg (whose endpoints are
-// clean) and logs, once, what the operator should know about it.
+// secure sets up m.ccfg's security from cfg (clean endpoints) and logs once what the
+// operator should know about it.
 func (m *Manager) secure(cfg Config, hadUserinfo bool) error {
 	if hadUserinfo {
 		klog.InfoS("User information in an etcd endpoint URL is ignored, as the etcd client does; give credentials as --etcd-username and --etcd-password",
@@ -172,9 +164,8 @@ func (l *lastHandshake) get() error {
 	return l.err
 }
 
-// handshakeRecorder is the client's TLS transport credentials, remembering why the last
-// handshake failed: the client itself retries quietly and its calls end with their
-// deadline, which says nothing about a certificate the server does not accept.
+// handshakeRecorder is the client's TLS credentials, remembering why the last handshake
+// failed: the client's calls just hit their deadline, which names no certificate problem.
 type handshakeRecorder struct {
 	credentials.TransportCredentials
 	last      *lastHandshake
@@ -200,7 +191,6 @@ func (h *handshakeRecorder) Clone() credentials.TransportCredentials {
 	return &handshakeRecorder{TransportCredentials: h.TransportCredentials.Clone(), last: h.last, endpoints: h.endpoints, failed: h.failed}
 }
 
-// endpoint is the configured endpoint whose host is authority, or authority itself.
 func (h *handshakeRecorder) endpoint(authority string) string {
 	for _, ep := range h.endpoints {
 		host := ep
@@ -215,7 +205,6 @@ func (h *handshakeRecorder) endpoint(authority string) string {
 	return authority
 }
 
-// withConnError adds the last TLS handshake failure to err, a failed etcd call.
 func (m *Manager) withConnError(err error) error {
 	if err == nil {
 		return nil

@@ -65,9 +65,8 @@ func captureKlog(t *testing.T) *syncBuffer {
 	return buf
 }
 
-// The server is verified with --etcd-cafile alone (no client certificate), or with the
-// client certificate against a server demanding one; a CA that did not sign the server's
-// certificate fails, and the error names the TLS problem and the endpoint.
+// The server is verified with --etcd-cafile alone or with a client certificate; a wrong
+// CA fails with an error naming the TLS problem and the endpoint.
 func TestTLS(t *testing.T) {
 	pki := newPKI(t)
 	const config = `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`
@@ -133,7 +132,6 @@ func TestTLSConfigRefusals(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want errHalfPair", cfg, err)
 		}
 	}
-	// Swapped files, a key given as the CA: the errors name PEM types, never contents.
 	key, err := os.ReadFile(pki.ClientKey)
 	if err != nil {
 		t.Fatal(err)
@@ -154,9 +152,8 @@ func TestTLSConfigRefusals(t *testing.T) {
 	}
 }
 
-// What the operator is told about the connection, once, and never a credential: user
-// information in an endpoint is dropped (the client never used it), a password over
-// http:// is warned about, TLS files with http:// endpoints are said to be unused.
+// The operator is told once, without credentials: endpoint user information is dropped,
+// a password over http:// is warned about, TLS files with http:// are said to be unused.
 func TestConnectionWarnings(t *testing.T) {
 	pki := newPKI(t)
 	const pw, urlPW = "pw-0123456789", "urlpw-0123456789"
@@ -258,8 +255,7 @@ func TestAuth(t *testing.T) {
 	}
 }
 
-// TestAuthUnreachable: with credentials the client fetches a token when it is created;
-// New must not block on that, and calls fail (bounded) while etcd is unreachable.
+// With credentials New does not block on fetching a token; calls fail in bounded time.
 func TestAuthUnreachable(t *testing.T) {
 	start := time.Now()
 	m := newManager(t, Config{Endpoints: []string{fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}, Username: "u", Password: "p"})

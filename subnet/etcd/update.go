@@ -13,9 +13,8 @@ import (
 
 var _ subnet.AttrsUpdater = (*Manager)(nil)
 
-// UpdateLeaseAttrs rewrites the value of the node's subnet key with attrs, keeping the
-// etcd lease it is attached to (or none, for a reservation), only if the key still
-// exists.
+// UpdateLeaseAttrs rewrites the node's subnet key with attrs, if it still exists, keeping
+// its etcd lease (or none, for a reservation).
 func (m *Manager) UpdateLeaseAttrs(ctx context.Context, _ *subnet.Config, l *subnet.Lease, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if l == nil || attrs == nil {
 		return nil, errors.New("UpdateLeaseAttrs: nil lease or attributes")

@@ -9,9 +9,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// UpdateLeaseAttrs rewrites the value and keeps the etcd lease (and so the expiration);
-// a reservation stays one; a deleted key is ErrLeaseRevoked, not recreated; KeepLease
-// started with the returned lease renews with the new value.
+// UpdateLeaseAttrs keeps the etcd lease; a reservation stays one; a deleted key is
+// ErrLeaseRevoked, not recreated; KeepLease renews with the new value.
 func TestUpdateLeaseAttrs(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, LeaseTTL: 4 * time.Second, RenewMargin: 2 * time.Second})
@@ -34,7 +33,6 @@ func TestUpdateLeaseAttrs(t *testing.T) {
 	if nl.Key() != l.Key() || !nl.Expiration.Equal(l.Expiration) || nl.Attrs.BackendType != "wireguard" {
 		t.Fatalf("returned lease %+v", nl)
 	}
-	// renewals carry the new value
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.KeepLease(ctx, nl) }()
@@ -58,7 +56,6 @@ func TestUpdateLeaseAttrs(t *testing.T) {
 		t.Fatal("the update recreated the deleted key")
 	}
 
-	// a reservation stays without TTL
 	const rkey = DefaultPrefix + "/subnets/10.5.200.0-24"
 	mustPut(t, cli, rkey, `{"PublicIP":"198.51.100.2","PublicIPv6":null}`)
 	m2 := newManager(t, Config{Endpoints: []string{p.Endpoint()}})

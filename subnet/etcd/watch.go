@@ -16,11 +16,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases sends a snapshot of all leases, then one batch of events per etcd watch
-// response. A broken watch is re-opened (backoff 100 ms doubling to 1 s) from the revision
-// after the last event delivered; after a compaction the leases are listed again and sent
-// as a new snapshot. Meanwhile it follows the client's connection (watchConnection). It
-// returns nil when ctx ends (and an error only if the manager was closed).
+// WatchLeases sends a snapshot of all leases, then one batch per etcd watch response. A
+// broken watch reopens (backoff 100 ms to 1 s) after the last event delivered; after a
+// compaction a new snapshot is sent. It returns nil when ctx ends (an error if closed).
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	delay := retryDelay{min: 100 * time.Millisecond, max: time.Second}
 	resync := true
@@ -95,14 +93,12 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	return nil
 }
 
-// prime keeps a listing for the next snapshot.
 func (m *Manager) prime(leases []subnet.Candidate, rev int64) {
 	m.mu.Lock()
 	m.primed = &listing{leases: leases, rev: rev}
 	m.mu.Unlock()
 }
 
-// takePrimed returns and forgets the kept listing (nil if none).
 func (m *Manager) takePrimed() *listing {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -111,14 +107,11 @@ func (m *Manager) takePrimed() *listing {
 	return p
 }
 
-// snapshot lists the leases for a WatchResult (never nil, possibly empty), all but
-// this node's own.
+// snapshot lists the leases for a WatchResult (never nil), all but this node's own.
 func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Candidate, int64, error) {
 	if p := m.takePrimed(); p != nil {
-		// The listing AcquireLease just read: watching from its revision + 1 delivers
-		// every later change (our own new lease included), so listing 20,000 leases a
-		// second time at start-up is not needed. A compacted revision makes the watch
-		// list again.
+		// The listing AcquireLease just read: watching from its revision + 1 misses nothing, and
+		// spares listing 20,000 leases twice at start-up.
 		return p.leases, p.rev, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -136,15 +129,13 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	return leases, rev, nil // not nil: scan calls size before it succeeds
 }
 
-// watchFrom watches the subnet keys from *next, sending event batches and advancing *next
-// past every delivered event. It returns when the watch ends: resync is true when events
-// may have been lost (history compacted, or etcd's revision went backwards), progressed
-// when at least one response arrived.
+// watchFrom watches the subnet keys from *next, advancing it past each delivered event.
+// resync is true when events may be lost (compaction, revision went backwards),
+// progressed when at least one response arrived.
 func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	// A watcher of its own (its own gRPC stream): a response refused for its size ends
-	// this stream only, not KeepLease's watch of the own lease.
+	// Its own gRPC stream: a response refused for size ends only this one, not KeepLease's.
 	w := clientv3.NewWatcher(cli)
 	defer w.Close()
 	wch := w.Watch(wctx, m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithProgressNotify(),
@@ -156,9 +147,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 		}
 		if err := resp.Err(); err != nil {
 			if status.Code(err) == codes.ResourceExhausted {
-				// A response passed the receive limit (a value far larger than any
-				// lease's, or many changes at once) and was not read: a listing reads
-				// the leases in bounded pages, those values by their keys only.
+				// A response passed the receive limit and was not read: a paged listing reads it.
 				klog.InfoS("A subnet lease watch response passed the receive limit and was not read; listing subnet leases again",
 					"limit", m.cfg.maxResponse, "revision", *next)
 				return true, progressed, errTooLarge
@@ -168,8 +157,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 		progressed = true
 		m.observer().WatchLive(observe.LeasesWatch)
 		if resp.IsProgressNotify() {
-			// The store revision is never below what we have seen unless etcd's data went
-			// back in time (restored from a backup, or wiped): events were lost.
+			// A revision below what we saw means etcd's data went back (restore, wipe): events lost.
 			if resp.Header.Revision+1 < *next {
 				klog.InfoS("etcd revision went backwards; listing subnet leases again", "revision", resp.Header.Revision, "seen", *next-1)
 				return true, progressed, nil
@@ -197,8 +185,8 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 	return false, progressed, errors.New("watch channel closed")
 }
 
-// toEvent converts an etcd event; keys that name no subnet are logged and skipped, bad
-// values are delivered with their Defect for the admission rule.
+// toEvent converts an etcd event; keys naming no subnet are skipped, bad values are
+// delivered with their Defect.
 func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
 	if ev.Type == clientv3.EventTypeDelete {
 		name, sn, sn6, err := keySubnets(m.subnetsDir, ev.Kv.Key)
@@ -220,10 +208,8 @@ func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
 	return subnet.Event{Type: subnet.EventAdded, Lease: c.Lease, Origin: c.Origin}, true
 }
 
-// errTooLarge: a watch response passed the client's receive limit.
 var errTooLarge = errors.New("watch response larger than the receive limit")
 
-// send delivers r unless ctx ends first.
 func send(ctx context.Context, out chan<- subnet.WatchResult, r subnet.WatchResult) bool {
 	select {
 	case out <- r:
@@ -233,7 +219,6 @@ func send(ctx context.Context, out chan<- subnet.WatchResult, r subnet.WatchResu
 	}
 }
 
-// describe is used in log lines about the own lease.
 func describe(l *subnet.Lease) string {
 	return fmt.Sprintf("%s %s", fmtV4(l.Subnet), fmtV6(l.IPv6Subnet))
 }

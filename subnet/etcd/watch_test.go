@@ -23,7 +23,6 @@ func leaseValue(pub string) string {
 	return fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}}`, pub)
 }
 
-// startWatch runs WatchLeases until the test ends and checks that it returns nil.
 func startWatch(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -55,7 +54,6 @@ func next(t *testing.T, ch <-chan subnet.WatchResult, d time.Duration) subnet.Wa
 	}
 }
 
-// byKey indexes leases by subnet key, as a consumer would.
 func byKey(cs []subnet.Candidate) map[string]subnet.Lease {
 	m := map[string]subnet.Lease{}
 	for _, c := range cs {
@@ -130,7 +128,6 @@ func TestWatchLeasesSnapshotAndEvents(t *testing.T) {
 	if e := r.Events[1]; e.Type != subnet.EventRemoved || e.Lease.Subnet != netip.MustParsePrefix("10.5.1.0/24") || !e.Lease.EnableIPv4 {
 		t.Fatalf("event 1 %+v", e)
 	}
-	// Expiry is a removal too.
 	g, err := cli.Grant(tctx(t, 5*time.Second), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -155,9 +152,8 @@ func TestWatchLeasesEmptySnapshot(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesCompaction: the watcher is held before opening its watch while leases
-// change and the history is compacted; it must send a fresh snapshot whose difference to
-// the first one is exactly the changes.
+// Leases change and history is compacted before the watch opens: the fresh snapshot
+// differs from the first by exactly the changes.
 func TestWatchLeasesCompaction(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
@@ -216,7 +212,6 @@ func TestWatchLeasesCompaction(t *testing.T) {
 	if got := byKey(second.Snapshot)["10.5.2.0-24"].Attrs.PublicIP.String(); got != "198.51.100.22" {
 		t.Errorf("changed lease has PublicIP %s", got)
 	}
-	// And the watch continues after the new snapshot.
 	mustPut(t, cli, subnets+"10.5.6.0-24", leaseValue("198.51.100.6"))
 	r := next(t, out, 30*time.Second)
 	if len(r.Events) != 1 || r.Events[0].Lease.Key() != "10.5.6.0-24" {
@@ -224,8 +219,7 @@ func TestWatchLeasesCompaction(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesSurvivesRestart: etcd is killed and restarted; a lease written afterwards
-// is delivered.
+// A lease written after etcd restarts is delivered.
 func TestWatchLeasesSurvivesRestart(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.1.0-24", leaseValue("198.51.100.1"))
@@ -260,7 +254,7 @@ func TestWatchLeasesSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesHonoursCancelWhileSending: nobody reads; cancel must still end it.
+// Nobody reads; cancel must still end it.
 func TestWatchLeasesHonoursCancelWhileSending(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
@@ -279,9 +273,8 @@ func TestWatchLeasesHonoursCancelWhileSending(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesDataWiped: etcd comes back with its data gone (as after a restore from an
-// older backup). The resumed watch would silently wait for the old revision; the progress
-// notification reveals the rewind and a new snapshot is sent.
+// etcd returns with its data wiped (an older backup): the progress notification reveals
+// the rewind and a new snapshot is sent.
 func TestWatchLeasesDataWiped(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	p := startEtcdIn(t, dataDir, nil, "--experimental-watch-progress-notify-interval=500ms")
@@ -302,8 +295,7 @@ func TestWatchLeasesDataWiped(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPut(t, cli, subnets+"10.5.2.0-24", leaseValue("198.51.100.2"))
-	// The consumer's view: a snapshot without the lost lease, and the new lease (in that
-	// snapshot or in events after it, depending on timing).
+	// A snapshot without the lost lease, and the new lease (in it or in events after it).
 	var known map[string]subnet.Lease
 	deadline := time.After(20 * time.Second)
 	for {
@@ -335,9 +327,8 @@ func TestWatchLeasesDataWiped(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesSnapshotPaged: a snapshot listed in pages (3 keys per range request
-// here) holds every lease once, bad keys and values skipped, and later writes arrive as
-// events (the pages were read at one revision).
+// A paged snapshot (3 keys per request) holds every lease once, bad ones skipped; later
+// writes arrive as events.
 func TestWatchLeasesSnapshotPaged(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	var want []string
@@ -367,16 +358,13 @@ func TestWatchLeasesSnapshotPaged(t *testing.T) {
 	}
 }
 
-// TestWatchLeasesStartsFromAcquireListing: the first snapshot after AcquireLease is the
-// listing the acquisition read (no second listing at start-up); what changed since, a
-// peer written in between, arrives as events; our own new lease does not (KeepLease
-// watches it; it is no peer).
+// The first snapshot after AcquireLease is its listing; a peer written since arrives as an
+// event; our own new lease never does (KeepLease watches it).
 func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	mustPut(t, cli, subnets+"10.5.10.0-24", leaseValue("198.51.100.10"))
 	mustPut(t, cli, subnets+"10.5.11.0-24", leaseValue("198.51.100.11"))
-	// Our lease is pinned apart from the peer written below: a random pick lands on
-	// 10.5.12.0/24 once in a hundred, and the peer's write would then replace it.
+	// Pinned apart from the peer below, which a random pick would hit once in a hundred.
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}, PrevSubnet: netip.MustParsePrefix("10.5.20.0/24")})
 	cfg, err := m.GetNetworkConfig(tctx(t, 10*time.Second))
 	if err != nil {
@@ -406,8 +394,7 @@ func TestWatchLeasesStartsFromAcquireListing(t *testing.T) {
 			seen[e.Lease.Key()] = true
 		}
 	}
-	// Our own lease, rewritten now, still arrives in no event, and a listing leaves it
-	// out too.
+	// Our own lease, rewritten now, still arrives in no event nor listing.
 	if _, err := m.AcquireLease(tctx(t, 10*time.Second), cfg, attrsFor("198.51.100.1")); err != nil {
 		t.Fatal(err)
 	}
@@ -440,10 +427,9 @@ func mustClient(t *testing.T, m *Manager) *clientv3.Client {
 	return cli
 }
 
-// A listing holds at most the client's receive limit of values at a time: pages whose
-// response passes it are read again in smaller pages, and a value that passes it alone
-// is listed by its key only. Values larger than subnet.MaxValueSize are delivered as
-// TooLarge, without their content; the others whole, each once.
+// A listing holds at most the receive limit of values at once: oversized pages are read
+// again smaller, a lone oversized value by key only; values over subnet.MaxValueSize
+// arrive as TooLarge, the others whole, each once.
 func TestListingBoundedByReceiveLimit(t *testing.T) {
 	cli, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	const limit = 64 << 10
@@ -485,8 +471,7 @@ func TestListingBoundedByReceiveLimit(t *testing.T) {
 		}
 		delete(want, k)
 	}
-	// A watch response passing the limit (two large values in one transaction): the
-	// leases are listed again, in bounded pages.
+	// A watch response over the limit: the leases are listed again, in bounded pages.
 	if _, err := cli.Txn(tctx(t, 10*time.Second)).Then(
 		clientv3.OpPut(subnets+"10.5.200.0-24", big(40<<10)),
 		clientv3.OpPut(subnets+"10.5.201.0-24", big(40<<10)),
@@ -512,9 +497,8 @@ func TestListingBoundedByReceiveLimit(t *testing.T) {
 	}
 }
 
-// TestWatchHealthFollowsOutage: Health is nil while the watch is live, an error while etcd
-// is down, nil again once it is back, and a lease written after the return arrives at once
-// (the client's reconnect backoff is capped at 1 s).
+// Health is nil while the watch is live, an error while etcd is down, nil again after; a
+// lease written then arrives at once (reconnect backoff capped at 1 s).
 func TestWatchHealthFollowsOutage(t *testing.T) {
 	_, p := setup(t, `{"Network":"10.5.0.0/16"}`)
 	m := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
