@@ -13,12 +13,10 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// podCIDRHint is what an operator must do when a node has no (usable) pod CIDR.
 const podCIDRHint = "the controller manager assigns spec.podCIDR when it runs with --allocate-node-cidrs=true and --cluster-cidr set to the flannel Network"
 
-// AcquireLease makes the node's pod CIDR(s) this node's lease and advertises attrs in the
-// node's annotations (a strategic-merge patch on nodes/<name>/status, as upstream), only
-// when they differ from what the node already carries.
+// AcquireLease makes the node's pod CIDR(s) its lease and advertises attrs in the node's
+// annotations (strategic-merge patch on nodes/<name>/status, as upstream) where they differ.
 func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	name, err := m.NodeName(ctx)
 	if err != nil {
@@ -32,8 +30,8 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		// Retried: the controller manager may not have got to this node yet.
 		return nil, fmt.Errorf("node %q pod cidr not assigned: %s", name, podCIDRHint)
 	}
-	// A node's pod CIDRs cannot change once assigned, so a mismatch with the network
-	// config is permanent for this config: the daemon exits and the restart re-reads it.
+	// Pod CIDRs never change once assigned: a mismatch with the config is permanent, so the
+	// daemon exits and its restart re-reads the config.
 	v4, v6, err := podCIDRs(n)
 	if err != nil {
 		return nil, &subnet.PermanentError{Err: err}
@@ -63,7 +61,6 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 	return l, nil
 }
 
-// checkPodCIDRs verifies that the node's pod CIDRs fit the network config.
 func checkPodCIDRs(name string, cfg *subnet.Config, v4, v6 netip.Prefix) error {
 	if cfg.EnableIPv4 {
 		if !v4.IsValid() {
@@ -86,7 +83,6 @@ func checkPodCIDRs(name string, cfg *subnet.Config, v4, v6 netip.Prefix) error {
 	return nil
 }
 
-// desiredAnnotations are the annotation values this node must carry for attrs.
 func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subnet.LeaseAttrs) map[string]string {
 	have := n.Annotations
 	want := map[string]string{
@@ -110,10 +106,9 @@ func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subn
 	return want
 }
 
-// overwrite is the public address to advertise: the overwrite annotation's value when
-// it is set and a usable address of the family (what the peers' admission rule accepts,
-// subnet.CheckPublicIP), else the detected one: advertising an unusable address would
-// make every peer reject this node's lease.
+// overwrite is the public address to advertise: the overwrite annotation when it is a
+// usable address of the family (subnet.CheckPublicIP), else the detected one, since peers
+// reject a lease with an unusable address.
 func (m *Manager) overwrite(have map[string]string, key string, detected netip.Addr, v6 bool) string {
 	ow := have[key]
 	if ow == "" {
@@ -131,8 +126,7 @@ func (m *Manager) overwrite(have map[string]string, key string, detected netip.A
 	return ow
 }
 
-// annotationDiff returns the annotations of want that have lacks or holds with another
-// value.
+// annotationDiff returns the annotations of want that have lacks or holds differently.
 func annotationDiff(have, want map[string]string) map[string]string {
 	diff := map[string]string{}
 	for k, v := range want {
@@ -143,10 +137,8 @@ func annotationDiff(have, want map[string]string) map[string]string {
 	return diff
 }
 
-// patchAnnotations sends annotations as a strategic merge patch of the node's metadata
-// (with the changed annotations only, it is the patch a two-way diff between the node
-// as read and the node with them applied comes to, which is what upstream sends), to
-// the status subresource (what the flannel ClusterRole allows: nodes/status patch).
+// patchAnnotations sends the changed annotations as a strategic merge patch (what upstream's
+// two-way diff comes to) to the status subresource, which the flannel ClusterRole allows.
 func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations map[string]string) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
 	if err != nil {
@@ -158,12 +150,10 @@ func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations
 	return nil
 }
 
-// KeepLease reports this node's network as up (NetworkUnavailable=False, reason
-// FlannelIsUp) when configured to, retrying until it succeeds, then waits for ctx. While
-// the lease watch runs, a NetworkUnavailable condition that someone else turns to True
-// (or removes) is set back to False; repeated changes are answered more and more slowly
-// (1 s doubling to 5 min) rather than fought. Kube leases do not expire, so it never
-// returns ErrLeaseRevoked.
+// KeepLease reports the network as up (NetworkUnavailable=False, reason FlannelIsUp) when
+// configured to, retrying until it succeeds, then waits for ctx. While the lease watch runs
+// it sets the condition back when changed by others, backing off 1 s to 5 min rather than
+// fighting. Kube leases do not expire: it never returns ErrLeaseRevoked.
 func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
 	if !m.cfg.SetNodeNetworkUnavailable {
 		<-ctx.Done()
@@ -218,8 +208,7 @@ func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
 	}
 }
 
-// keepSettingAvailable sets the condition, retrying with back-off until it succeeds
-// (true) or ctx ends (false).
+// keepSettingAvailable retries setting the condition until it succeeds (true) or ctx ends.
 func (m *Manager) keepSettingAvailable(ctx context.Context) bool {
 	wait := time.Second
 	for {

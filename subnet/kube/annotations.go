@@ -9,7 +9,6 @@ import (
 // DefaultAnnotationPrefix is --kube-annotation-prefix's default.
 const DefaultAnnotationPrefix = "flannel.alpha.coreos.com"
 
-// annotationPrefixRE is the shape a normalised prefix must have: "fqdn/" or "fqdn/name-".
 var annotationPrefixRE = regexp.MustCompile(`^(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?$`)
 
 // Annotations are the node annotation keys for one --kube-annotation-prefix.
@@ -27,9 +26,8 @@ type Annotations struct {
 	prefix              string
 }
 
-// NewAnnotations normalises the prefix as upstream does: at most one "/"; without one a
-// "/" is appended; a prefix ending in neither "/" nor "-" gets a "-". The result must look
-// like "fqdn/" or "fqdn/name-".
+// NewAnnotations normalises the prefix as upstream does: at most one "/", appended when
+// missing; "-" appended unless it ends in "/" or "-". It must look like "fqdn/" or "fqdn/name-".
 func NewAnnotations(prefix string) (Annotations, error) {
 	switch strings.Count(prefix, "/") {
 	case 0:
@@ -81,8 +79,7 @@ func (a Annotations) leaseKeys() [numLeaseKeys]string {
 	return k
 }
 
-// leaseKeyFilter keeps the lease annotations (leaseKeys) of a node, returning the key as
-// a shared string.
+// leaseKeyFilter keeps a node's lease annotations, returning the key as a shared string.
 func (a Annotations) leaseKeyFilter() annotationFilter {
 	keys := map[string]string{}
 	for _, k := range a.leaseKeys() {

@@ -22,21 +22,17 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// restConfig is the API client configuration for flanneld's flags, by client-go's
-// BuildConfigFromFlags rules (as upstream): neither flag is the in-cluster configuration;
-// a kubeconfig file is read with its current context, apiURL (when set) replacing its
-// server; apiURL alone is that server without credentials. Refused: a user with an
-// auth-provider (no provider is linked in), and a server URL holding a user and password
-// (client-go would log them). allowlist, when not empty, is the only exec credential
-// plugins that may run.
+// restConfig builds the API client configuration by client-go's BuildConfigFromFlags rules
+// (as upstream): no flags means in-cluster; apiURL overrides the kubeconfig's server.
+// Refused: an auth-provider user (none linked in) and a server URL with a password
+// (client-go would log it). A non-empty allowlist names the only exec plugins that may run.
 func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, error) {
 	rc, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
 	if err != nil {
 		return nil, redactURLs(err)
 	}
 	if u, err := url.Parse(rc.Host); err == nil && u.User != nil {
-		// client-go would send them as basic authentication and print them in its
-		// request logs (-v=6 and up).
+		// client-go would send them as basic auth and print them in its -v=6 request logs.
 		return nil, fmt.Errorf("the server URL %s holds credentials: give them as the kubeconfig user's username and password, or a token", u.Redacted())
 	}
 	if rc.AuthProvider != nil {
@@ -52,9 +48,8 @@ func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, er
 	return rc, nil
 }
 
-// redactURLs replaces the user information ("user:password@") of the URLs an error from
-// loading the configuration quotes: client-go quotes a server URL it cannot parse as it
-// was written.
+// redactURLs redacts user information in the URLs an error quotes: client-go quotes an
+// unparsable server URL as written.
 func redactURLs(err error) error {
 	msg := err.Error()
 	out := msg
@@ -77,10 +72,8 @@ func redactURLs(err error) error {
 	return errors.New(out)
 }
 
-// client is the little of the core/v1 API flanneld uses (pods get; nodes list, watch;
-// nodes/status patch), on client-go's REST client, which owns the connection,
-// authentication, rate limiting and retries. It reads one node by listing it, so that
-// older ClusterRoles without "nodes get" suffice.
+// client is the little of core/v1 flanneld uses, on client-go's REST client (connection,
+// auth, rate limiting, retries).
 type client struct {
 	rest   rest.Interface
 	params runtime.ParameterCodec
@@ -88,14 +81,13 @@ type client struct {
 	keep   annotationFilter // the annotations a listed node keeps
 }
 
-// requestTimeout bounds a get or a patch; listTimeout a node list (thousands of nodes,
-// streamed). A watch runs until the server ends it.
+// requestTimeout bounds a get or patch, listTimeout a (streamed) node list; watches run
+// until the server ends them.
 const (
 	requestTimeout = 30 * time.Second
 	listTimeout    = 5 * time.Minute
 )
 
-// newClient builds the client for rc (not contacting the server).
 func newClient(rc *rest.Config, userAgent string, keep annotationFilter) (*client, error) {
 	codecs, params := newCodecs()
 	c := rest.CopyConfig(rc)
@@ -123,10 +115,8 @@ func (c *client) getPod(ctx context.Context, namespace, name string) (*apiPod, e
 	return p, err
 }
 
-// getNode reads the node name, with all its annotations, by listing the nodes with a
-// field selector on the name: that needs "nodes list", which every flannel ClusterRole
-// grants for the lease watch, where a GET needs "nodes get", which older ones lack. A
-// node that does not exist is a NotFound error, as from a GET.
+// getNode reads one node by listing with a field selector: "nodes list" is in every
+// flannel ClusterRole, "nodes get" not in older ones. A missing node is NotFound.
 func (c *client) getNode(ctx context.Context, name string) (*apiNode, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -143,15 +133,13 @@ func (c *client) getNode(ctx context.Context, name string) (*apiNode, error) {
 	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, name)
 }
 
-// patchNodeStatus sends a strategic-merge patch to nodes/<name>/status.
 func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	return c.rest.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").Body(patch).Do(ctx).Error()
 }
 
-// listNodes lists the nodes (tools/cache's ListFunc), reading the response as it streams
-// in (decodeNodeList).
+// listNodes is tools/cache's ListFunc, decoding the response as it streams (decodeNodeList).
 func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
@@ -162,7 +150,6 @@ func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions) (runtim
 	return l, nil
 }
 
-// list lists the nodes, keeping of each the annotations keep selects (nil: all).
 func (c *client) list(ctx context.Context, opts metav1.ListOptions, keep annotationFilter) (*apiNodeList, error) {
 	body, err := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params).Stream(ctx)
 	if err != nil {
@@ -172,7 +159,6 @@ func (c *client) list(ctx context.Context, opts metav1.ListOptions, keep annotat
 	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, keep)
 }
 
-// watchNodes watches the nodes (tools/cache's WatchFunc).
 func (c *client) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	opts.Watch = true
 	req := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params)

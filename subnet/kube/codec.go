@@ -13,9 +13,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// apiNode is what flanneld decodes of a core/v1 Node: the name, resource version,
-// creation time and annotations, the pod CIDRs and the NetworkUnavailable condition
-// (the only condition read); the rest of the object is skipped by the decoder.
+// apiNode is what flanneld decodes of a core/v1 Node; the decoder skips the rest.
 type apiNode struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
@@ -26,13 +24,11 @@ type apiNode struct {
 	Status struct {
 		Conditions []nodeCondition `json:"conditions,omitempty"`
 	} `json:"status"`
-	// leaseTooLarge: a decoder dropped an annotation it keeps because its value alone
-	// was larger than subnet.MaxValueSize (see keepAnnotations).
+	// leaseTooLarge: a kept annotation alone exceeded subnet.MaxValueSize and was dropped.
 	leaseTooLarge bool
 }
 
-// nodeCondition is a core/v1 NodeCondition; the timestamps are written (KeepLease), not
-// read.
+// nodeCondition is a core/v1 NodeCondition; timestamps are written (KeepLease), not read.
 type nodeCondition struct {
 	Type               string `json:"type"`
 	Status             string `json:"status"`
@@ -48,14 +44,12 @@ const (
 	condFalse              = "False"
 )
 
-// apiNodeList is a core/v1 NodeList of apiNodes.
 type apiNodeList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata"`
 	Items           []*apiNode `json:"items"`
 }
 
-// apiPod is what flanneld reads of a core/v1 Pod: the node it runs on.
 type apiPod struct {
 	metav1.TypeMeta `json:",inline"`
 	Spec            struct {
@@ -82,13 +76,10 @@ func (l *apiNodeList) DeepCopyObject() runtime.Object {
 
 func (p *apiPod) DeepCopyObject() runtime.Object { c := *p; return &c }
 
-// coreV1 is the core API group's version, the only one flanneld talks to.
 var coreV1 = schema.GroupVersion{Version: "v1"}
 
-// newCodecs returns the serializers of the API client: apimachinery's JSON and protobuf
-// serializers, over a scheme holding only the meta/v1 types (Status, WatchEvent, list
-// options) and flanneld's three slim types, so that no type registry of k8s.io/api is
-// built. Objects are decoded as they arrive, without conversion.
+// newCodecs returns apimachinery's JSON and protobuf serializers over a scheme of only the
+// meta/v1 types and our three slim types, so no k8s.io/api type registry is built.
 func newCodecs() (serializer.CodecFactory, runtime.ParameterCodec) {
 	s := runtime.NewScheme()
 	metav1.AddToGroupVersion(s, coreV1)
@@ -98,8 +89,7 @@ func newCodecs() (serializer.CodecFactory, runtime.ParameterCodec) {
 	return serializer.NewCodecFactory(s), runtime.NewParameterCodec(s)
 }
 
-// Protobuf field numbers of the API objects (k8s.io/api/core/v1 and
-// k8s.io/apimachinery/pkg/apis/meta/v1 generated.proto), as far as they are read.
+// Protobuf field numbers of the API objects, as far as they are read.
 const (
 	fieldObjMeta, fieldObjSpec, fieldObjStatus = 1, 2, 3 // Node, Pod, and metadata/items of a list
 	fieldMetaName                              = 1
@@ -122,9 +112,8 @@ const (
 
 var errMalformed = errors.New("malformed protobuf message")
 
-// protoFields calls f with each field of the protobuf message b: its number, wire type,
-// and the bytes (length-delimited) or number (varint) it holds. It stops at f's first
-// error, which it returns, or at a malformed field (errMalformed).
+// protoFields calls f with each field of the protobuf message b: number, wire type, and
+// bytes or varint. It stops at f's first error or a malformed field (errMalformed).
 func protoFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -155,7 +144,6 @@ func protoFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []
 	return nil
 }
 
-// bytesFields is protoFields for the length-delimited fields only.
 func bytesFields(b []byte, f func(num protowire.Number, v []byte) error) error {
 	return protoFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
@@ -171,8 +159,8 @@ func (n *apiNode) Reset() { *n = apiNode{} }
 // Unmarshal decodes a protobuf Node (without the envelope), keeping every annotation.
 func (n *apiNode) Unmarshal(b []byte) error { return n.unmarshal(b, nil) }
 
-// annotationFilter says which annotations to keep and returns the key to store (a
-// shared string): nil keeps all.
+// annotationFilter says which annotations to keep and returns the key to store (a shared
+// string); nil keeps all.
 type annotationFilter func(key []byte) (string, bool)
 
 func (n *apiNode) unmarshal(b []byte, keep annotationFilter) error {
@@ -258,7 +246,6 @@ func (n *apiNode) unmarshalMeta(b []byte, keep annotationFilter) error {
 	})
 }
 
-// unmarshalCondition keeps a NodeCondition when it is NetworkUnavailable.
 func (n *apiNode) unmarshalCondition(b []byte) error {
 	var typ, status, reason []byte
 	if err := bytesFields(b, func(num protowire.Number, v []byte) error {
@@ -280,8 +267,7 @@ func (n *apiNode) unmarshalCondition(b []byte) error {
 	return nil
 }
 
-// Reset and Unmarshal make apiNodeList decodable by apimachinery's protobuf serializer
-// (a list read whole; decodeNodeList reads one from a stream).
+// Reset and Unmarshal make apiNodeList decodable by apimachinery's protobuf serializer.
 func (l *apiNodeList) Reset() { *l = apiNodeList{} }
 
 func (l *apiNodeList) Unmarshal(b []byte) error {

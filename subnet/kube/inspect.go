@@ -13,16 +13,13 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Read-only inspection, for the diagnose and leases commands: every method here reads
-// (a SelfSubjectAccessReview is a question, not a write) and returns when its ctx ends
-// or its request times out.
+// Read-only inspection for the diagnose and leases commands: nothing here writes (a
+// SelfSubjectAccessReview is a question) and each call returns when ctx ends.
 
-// Server is the API server's URL, without credentials (restConfig refuses one with
-// them).
+// Server is the API server's URL, without credentials.
 func (m *Manager) Server() string { return m.server }
 
-// ServerVersion asks the API server for its version ("v1.37.2"): it answers when it is
-// reachable and takes the credentials.
+// ServerVersion asks the API server for its version ("v1.37.2").
 func (m *Manager) ServerVersion(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -45,17 +42,16 @@ type NodeInfo struct {
 	PodCIDRs []netip.Prefix
 	// Managed says the node carries a kube subnet manager's annotations.
 	Managed bool
-	// Candidate is the lease the node makes, with its origin (name, creation time,
-	// resource version), as the admission rule takes it; Origin.Defect says why it
-	// makes none (no pod CIDR, bad annotations).
+	// Candidate is the node's lease as the admission rule takes it; Origin.Defect says why it
+	// makes none.
 	subnet.Candidate
-	// The user-set public address annotations (invalid when absent or unparsable).
+	// The public address annotations (invalid when absent or unparsable).
 	PublicIPOverwrite, PublicIPv6Overwrite netip.Addr
 	NodePublicIP, NodePublicIPv6           netip.Addr
 }
 
-// InspectNode reads one node with every annotation, for cfg's families, as the daemon
-// reads its own (getNode: "nodes list" suffices); found is false when it does not exist.
+// InspectNode reads one node with every annotation as the daemon reads its own; found is
+// false when it does not exist.
 func (m *Manager) InspectNode(ctx context.Context, name string, cfg *subnet.Config) (info NodeInfo, found bool, err error) {
 	n, err := m.cs.getNode(ctx, name)
 	switch {
@@ -109,9 +105,7 @@ type Access struct {
 	Verb, Resource, Subresource, Namespace, Name string
 }
 
-// selfSubjectAccessReview is the little of authorization.k8s.io/v1's type the question
-// and the answer need (the API types of k8s.io/api are not linked, see the package
-// comment).
+// selfSubjectAccessReview is the little of authorization.k8s.io/v1 we need.
 type selfSubjectAccessReview struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -131,9 +125,8 @@ type selfSubjectAccessReview struct {
 	} `json:"status"`
 }
 
-// Allowed asks the API server whether these credentials may do a (a
-// SelfSubjectAccessReview, which every authenticated user may create); reason is the
-// authorizer's when it says no.
+// Allowed asks whether these credentials may do a (SelfSubjectAccessReview); reason is
+// the authorizer's when it says no.
 func (m *Manager) Allowed(ctx context.Context, a Access) (allowed bool, reason string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()

@@ -18,7 +18,6 @@ func podCIDRs(n *apiNode) (v4, v6 netip.Prefix, err error) {
 	return parsePodCIDRs(n.Name, list)
 }
 
-// parsePodCIDRs is podCIDRs for node name with the pod CIDR list.
 func parsePodCIDRs(name string, list []string) (v4, v6 netip.Prefix, err error) {
 	if len(list) > 2 {
 		return v4, v6, fmt.Errorf("node %q pod cidrs should be IPv4/IPv6 only or dualstack", name)
@@ -40,17 +39,13 @@ func parsePodCIDRs(name string, list []string) (v4, v6 netip.Prefix, err error) 
 	return v4, v6, nil
 }
 
-// nodeCandidate is peerCandidate for a Node as read.
 func nodeCandidate(n *apiNode, ann Annotations, cfg *subnet.Config) subnet.Candidate {
 	return peerCandidate(slimWith(ann, n), cfg)
 }
 
-// peerCandidate builds the candidate lease of a flannel-managed peer node for the
-// admission rule: the lease, or as much of it as can be read, and the Node's origin
-// (name, creation time as seniority, resource version). What cannot be read is the
-// candidate's Defect: annotations larger than subnet.MaxValueSize together (TooLarge),
-// pod CIDRs that are not one per family (OutsideNetwork), a public-ip annotation that
-// is no address of its family (BadPublicIP), backend data that is not JSON (BadJSON).
+// peerCandidate builds a peer node's candidate lease and origin (name, creation time as
+// seniority, resource version). What cannot be read is its Defect: TooLarge annotations,
+// not one pod CIDR per family (OutsideNetwork), BadPublicIP, BadJSON backend data.
 func peerCandidate(p *peerNode, cfg *subnet.Config) subnet.Candidate {
 	c := subnet.Candidate{Origin: subnet.Origin{Name: p.Name, Seniority: p.Created, Version: p.Version}}
 	l := &c.Lease

@@ -13,20 +13,15 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// protobufMagic starts every object in the API server's protobuf encoding; a
-// runtime.Unknown envelope follows, whose field 2 holds the object.
+// protobufMagic starts every protobuf object; a runtime.Unknown envelope follows.
 const protobufMagic = "k8s\x00"
 
-// maxNodeBytes bounds one encoded Node in a list (the API server's own limit on an object
-// is about 1.5 MiB); a larger length means a corrupt stream.
+// maxNodeBytes bounds one encoded Node (the API server's limit is ~1.5 MiB).
 const maxNodeBytes = 16 << 20
 
-// decodeNodeList reads a NodeList response as it streams in, one Node at a time, keeping
-// of each only the annotations keep selects: a list from the API server's cache is one
-// response however many nodes there are (it ignores limit), and client-go's decoders read
-// a whole response into memory before decoding it. From protobuf, only the fields an
-// apiNode holds are decoded at all; JSON (which servers do not send for core types when
-// protobuf is accepted) is decoded whole by json, a fallback.
+// decodeNodeList reads a NodeList as it streams, one Node at a time, keeping only the
+// annotations keep selects: a cached list is one response however many nodes (limit is
+// ignored), and client-go's decoders would hold it whole. JSON is decoded whole (fallback).
 func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter) (*apiNodeList, error) {
 	head, err := r.Peek(len(protobufMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -75,13 +70,11 @@ func (n *apiNode) keepAnnotations(keep annotationFilter) {
 	n.Annotations = kept
 }
 
-// decodeProtoNodeList reads a NodeList in the protobuf envelope into out.
 func decodeProtoNodeList(r *bufio.Reader, out *apiNodeList, keep annotationFilter) error {
 	if _, err := r.Discard(len(protobufMagic)); err != nil {
 		return err
 	}
-	// The envelope is a runtime.Unknown: field 2 (raw) holds the NodeList, whose field 1 is
-	// the list metadata and field 2 each item.
+	// runtime.Unknown's field 2 holds the NodeList: field 1 list metadata, field 2 each item.
 	found := false
 	for {
 		num, typ, err := readTag(r)

@@ -34,11 +34,9 @@ type Config struct {
 	AnnotationPrefix string
 	// NetConfigPath is --net-config-path, the network configuration file.
 	NetConfigPath string
-	// SetNodeNetworkUnavailable is --set-node-network-unavailable: KeepLease sets the
-	// node's NetworkUnavailable condition to False (reason FlannelIsUp).
+	// SetNodeNetworkUnavailable: KeepLease sets NetworkUnavailable to False (FlannelIsUp).
 	SetNodeNetworkUnavailable bool
-	// NodeName is $NODE_NAME; when empty the node is spec.nodeName of the pod
-	// PodNamespace/PodName ($POD_NAMESPACE, $POD_NAME).
+	// NodeName is $NODE_NAME; else spec.nodeName of pod PodNamespace/PodName.
 	NodeName, PodName, PodNamespace string
 }
 
@@ -56,8 +54,7 @@ type Manager struct {
 	netCfg   *subnet.Config
 	own      *apiNode // own node as last read (GetNetworkConfig, AcquireLease)
 
-	// condChanged is signalled when the lease watch sees this node's NetworkUnavailable
-	// condition other than False (KeepLease sets it back).
+	// condChanged: the watch saw this node's NetworkUnavailable other than False.
 	condChanged chan struct{}
 }
 
@@ -73,7 +70,6 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("error creating network manager: %w", err)
 	}
 	if cfg.NodeName == "" && (cfg.PodName == "" || cfg.PodNamespace == "") {
-		// Only the pod spec can fix this: restarting with the same environment cannot.
 		return nil, errors.New("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME): " +
 			"set them from the downward API (fieldRef metadata.name, metadata.namespace or spec.nodeName) as dist/kube-flannel.yml does")
 	}
@@ -135,9 +131,8 @@ func (m *Manager) NodeName(ctx context.Context) (string, error) {
 	return pod.Spec.NodeName, nil
 }
 
-// GetNetworkConfig reads and validates --net-config-path, resolves the node name and reads
-// the own node (for the node-public-ip annotations). Every failure is returned, so the
-// daemon's config loop logs it and retries.
+// GetNetworkConfig reads and validates --net-config-path and reads the own node (for its
+// public-ip annotations); every failure is returned for the daemon to retry.
 func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 	data, err := os.ReadFile(m.cfg.NetConfigPath)
 	if err != nil {
@@ -171,9 +166,8 @@ func (m *Manager) getNode(ctx context.Context, name string) (*apiNode, error) {
 	return n, nil
 }
 
-// NodePublicIPs returns the own node's node-public-ip and node-public-ipv6 annotations as
-// last read ("" when absent); they replace --public-ip/--public-ipv6 before the external
-// interface is chosen.
+// NodePublicIPs returns the own node's node-public-ip(v6) annotations as last read ("" when
+// absent); they replace --public-ip/--public-ipv6 before the interface is chosen.
 func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -184,11 +178,9 @@ func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	return a[m.ann.NodePublicIP], a[m.ann.NodePublicIPv6]
 }
 
-// PublicIPs returns the public addresses to use: the own node's node-public-ip and
-// node-public-ipv6 annotations (as last read by GetNetworkConfig) where set, else flagV4
-// and flagV6 (--public-ip, --public-ipv6). Like upstream, an annotation drives the
-// interface lookup as --public-ip would. An annotation that is not an address of the
-// right family is logged and ignored.
+// PublicIPs returns the own node's node-public-ip(v6) annotations where set, else flagV4
+// and flagV6; as upstream, an annotation drives the interface lookup as --public-ip does.
+// An annotation that is no address of its family is logged and ignored.
 func (m *Manager) PublicIPs(flagV4, flagV6 string) (v4, v6 string) {
 	a4, a6 := m.NodePublicIPs()
 	v4, v6 = flagV4, flagV6
@@ -211,9 +203,8 @@ func (m *Manager) PublicIPs(flagV4, flagV6 string) (v4, v6 string) {
 	return v4, v6
 }
 
-// PreviousLease is what the own node advertised before (from its annotations as last read),
-// so that a backend keeps advertised values such as the VTEP MAC across restarts; nil
-// when the node carries no flannel annotations.
+// PreviousLease is what the own node advertised before (e.g. the VTEP MAC, kept across
+// restarts); nil when it carries no flannel annotations.
 func (m *Manager) PreviousLease() *subnet.Lease {
 	m.mu.Lock()
 	n, cfg := m.own, m.netCfg
@@ -230,9 +221,8 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 	return l
 }
 
-// withHint adds what to fix to API errors whose cause is known (from the HTTP status and
-// the Status object of a refusal, or a failure to connect, whose cause connerr names),
-// and the API server that answered when the error does not name it.
+// withHint adds what to fix to API errors of known cause, and the API server's name when
+// the error lacks it.
 func (m *Manager) withHint(err error) error {
 	switch {
 	case apierrors.IsForbidden(err):

@@ -11,12 +11,11 @@ var _ observe.Setter = (*Manager)(nil)
 // SetObserver implements observe.Setter. It must be called before the manager is used.
 func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }
 
-// observer returns the observer, or one that ignores everything.
 func (m *Manager) observer() observe.Observer { return observe.Or(m.obs) }
 
-// nodeWatchState turns the node list and watch's attempts into observations: every
-// failure is a DatastoreError; the first after a success restarts the lease watch (once
-// per outage) and every success reports it live. Only the Reflector's goroutine calls it.
+// nodeWatchState turns list and watch attempts into observations: every failure is a
+// DatastoreError, the first after a success restarts the watch, every success reports it
+// live. Only the Reflector's goroutine calls it.
 type nodeWatchState struct {
 	m    *Manager
 	down bool
@@ -36,10 +35,8 @@ func (s *nodeWatchState) ok() {
 	s.m.observer().WatchLive(observe.LeasesWatch)
 }
 
-// quietSink is the Reflector's logger: client-go's lines about failed lists and watches
-// (an error line per retry) are reported by nodeWatchState and stated once by the daemon,
-// so the Reflector's own lines are logged two verbosity levels further down, its errors
-// as information.
+// quietSink logs the Reflector's lines two levels down, errors as information:
+// nodeWatchState already reports its failures.
 type quietSink struct{ klog.LogSink }
 
 func (q quietSink) Enabled(level int) bool { return q.LogSink.Enabled(level + 2) }
@@ -59,7 +56,6 @@ func (q quietSink) Error(err error, msg string, kv ...any) {
 func (q quietSink) WithValues(kv ...any) klog.LogSink { return quietSink{q.LogSink.WithValues(kv...)} }
 func (q quietSink) WithName(name string) klog.LogSink { return quietSink{q.LogSink.WithName(name)} }
 
-// quietLogger is klog's logger with the Reflector's lines turned down (quietSink).
 func quietLogger() klog.Logger {
 	l := klog.Background()
 	return l.WithSink(quietSink{l.GetSink()})

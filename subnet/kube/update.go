@@ -10,9 +10,8 @@ import (
 
 var _ subnet.AttrsUpdater = (*Manager)(nil)
 
-// UpdateLeaseAttrs annotates the node with attrs, as AcquireLease does (only the
-// annotations that differ are patched). A node whose pod CIDRs no longer match the lease
-// is an error.
+// UpdateLeaseAttrs patches the annotations of attrs that differ; pod CIDRs no longer
+// matching the lease are an error.
 func (m *Manager) UpdateLeaseAttrs(ctx context.Context, cfg *subnet.Config, l *subnet.Lease, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if l == nil || attrs == nil || cfg == nil {
 		return nil, errors.New("UpdateLeaseAttrs: nil config, lease or attributes")

@@ -18,13 +18,10 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases lists and watches the nodes (nodeReflector) and sends the peer leases to out: one
-// snapshot once the first list is in, then a batch of events per burst of node changes.
-// Only nodes annotated by a kube subnet manager are leases; a node update that leaves its
-// lease as it was sends nothing; a deleted node (or one that stops being a peer) sends a
-// removal. When the watch has to start over from a new list (its resource version
-// expired), the difference between the new list and what was known is sent as events. It
-// returns nil when ctx ends; API errors are logged and retried with back-off.
+// WatchLeases sends the peer leases to out: a snapshot after the first list, then a batch
+// per burst of node changes. Only nodes annotated by a kube subnet manager are leases; an
+// update leaving the lease as it was sends nothing. A relist is sent as the difference
+// from what was known. API errors are retried; it returns nil when ctx ends.
 // GetNetworkConfig must have succeeded before.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	m.mu.Lock()
@@ -57,7 +54,6 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		}
 		b := q.drain()
 		if b.replace {
-			// A new list: the peers it lacks are gone.
 			for name := range w.nodes {
 				if _, ok := b.nodes[name]; !ok {
 					b.nodes[name] = nil
@@ -85,14 +81,10 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}
 }
 
-// nodeReflector runs client-go's Reflector over the nodes until ctx ends, keeping q up
-// to date: it lists them (first from the API server's cache), then watches from the
-// list's resource version with bookmarks, each watch the server ends resuming from the
-// last version seen. A watch that fails lists again (from the cache at that version;
-// from etcd when it has expired), and the whole list replaces q's node set. Failures are
-// reported to the observer (nodeWatchState, the errors with withHint's advice) and
-// retried with the Reflector's back-off (0.8 s doubling to 30 s); the Reflector's own
-// lines are logged at -v=2 and up (quietLogger). Nothing is resynchronised periodically.
+// nodeReflector runs client-go's Reflector over the nodes until ctx ends: list (from the
+// API server's cache), then watch with bookmarks; a failed watch relists and the list
+// replaces q's node set. Failures go to the observer and are retried (0.8 s to 30 s).
+// Nothing is resynchronised periodically.
 func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
 	st := &nodeWatchState{m: m}
 	lw := &cache.ListWatch{
@@ -131,9 +123,8 @@ func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
 	r.RunWithContext(klog.NewContext(ctx, logger))
 }
 
-// watchFailure reports whether a refused watch is a failure of the API server, not the
-// Reflector's negotiation: a streaming list (sendInitialEvents) the server does not
-// offer makes it list instead, and an expired resource version makes it list again.
+// serverFailure reports whether a refused watch is the API server's failure, not the
+// Reflector's negotiation (no streaming list, expired resource version).
 func serverFailure(opts metav1.ListOptions, err error) bool {
 	switch {
 	case apierrors.IsResourceExpired(err), apierrors.IsGone(err):
@@ -144,8 +135,7 @@ func serverFailure(opts metav1.ListOptions, err error) bool {
 	return true
 }
 
-// nodeSink is the Reflector's store: it reduces each node to a peerNode at once and
-// hands it to the queue; it keeps nothing itself.
+// nodeSink is the Reflector's store: it slims each node and hands it to the queue.
 type nodeSink struct {
 	m *Manager
 	q *nodeQueue
@@ -189,8 +179,7 @@ func (s *nodeSink) Replace(items []any, _ string) error {
 
 func (s *nodeSink) Resync() error { return nil }
 
-// Transformer drops the annotations a peer does not need from the nodes the Reflector
-// gathers when it receives a list as a stream of watch events.
+// Transformer drops unneeded annotations from nodes of a list received as watch events.
 func (s *nodeSink) Transformer() cache.TransformFunc {
 	return func(obj any) (any, error) {
 		if n, ok := obj.(*apiNode); ok {
@@ -200,9 +189,8 @@ func (s *nodeSink) Transformer() cache.TransformFunc {
 	}
 }
 
-// nodeQueue hands the node changes from listWatch to WatchLeases without ever blocking
-// listWatch: the latest state per node name (nil = deleted), coalesced, or a whole new
-// list.
+// nodeQueue hands node changes to WatchLeases without blocking the Reflector: the latest
+// state per node (nil = deleted), coalesced, or a whole new list.
 type nodeQueue struct {
 	mu       sync.Mutex
 	pending  map[string]*peerNode
@@ -229,7 +217,7 @@ func (q *nodeQueue) put(name string, n *peerNode) {
 	q.notify()
 }
 
-// replace makes nodes (by name) the whole node set: it supersedes every change pending.
+// replace makes nodes the whole node set, superseding every pending change.
 func (q *nodeQueue) replace(nodes map[string]*peerNode) {
 	q.mu.Lock()
 	q.pending, q.replaced, q.listed = nodes, true, true
@@ -237,7 +225,6 @@ func (q *nodeQueue) replace(nodes map[string]*peerNode) {
 	q.notify()
 }
 
-// queued is what drain hands over.
 type queued struct {
 	nodes   map[string]*peerNode // latest state by name, nil = deleted
 	replace bool                 // nodes is the whole set (plus later changes)
@@ -252,29 +239,19 @@ func (q *nodeQueue) drain() queued {
 	return b
 }
 
-// leaseWatch knows the flannel-managed peer nodes, good or bad (the admission rule
-// judges them), and turns node changes into lease events. It keeps the peer nodes
-// (never modified) rather than a lease per node, and builds leases when it needs them:
-// at 5,000 nodes a second copy of every lease was a third of the Kubernetes side's
-// memory. Nodes that are not managed by a flannel kube subnet manager, and the node
-// itself, are not kept at all.
+// leaseWatch keeps the managed peer nodes, good or bad, and builds leases on demand: at
+// 5,000 nodes a second copy of every lease was a third of the kube side's memory.
 type leaseWatch struct {
 	cfg   *subnet.Config
 	self  string               // this node's name: its lease is not a peer's
 	nodes map[string]*peerNode // managed peer nodes by name
-	// quiet: apply folds the changes in without building events (before the first
-	// snapshot, when every node would be an event nobody reads: at 5,000 nodes a
-	// megabyte more at the daemon's peak).
+	// quiet: apply builds no events (before the first snapshot; 1 MB at 5,000 nodes).
 	quiet bool
 }
 
-// apply folds the latest node states (nil = deleted) in and returns the lease events
-// (none when quiet): every removal before every addition, since the consumer applies the
-// last event about a subnet. A batch can hold both for one subnet (node x deleted and
-// its pod CIDR given to a new node y, seen together after a relist or while the queue
-// coalesced), and y's lease must stay. A node whose lease changes subnets is a removal
-// of the old ones and an addition of the new ones. An update that leaves a node's lease
-// as it was (a heartbeat, another annotation) sends nothing.
+// apply folds in the latest node states (nil = deleted) and returns the events (none when
+// quiet), removals before additions: a batch can remove x's subnet and give it to a new
+// node y, and y's lease must stay. An unchanged lease sends nothing.
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var removed, added []subnet.Event
 	emit := func(t subnet.EventType, c subnet.Candidate) {
@@ -310,7 +287,6 @@ func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	return append(removed, added...)
 }
 
-// snapshot is every managed peer node's candidate lease.
 func (w *leaseWatch) snapshot() []subnet.Candidate {
 	s := make([]subnet.Candidate, 0, len(w.nodes))
 	for _, n := range w.nodes {
