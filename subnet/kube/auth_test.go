@@ -1,7 +1,6 @@
 package kube
 
-// Integration tests of the connection to the real kube-apiserver: the credentials,
-// proxies and impersonation a kubeconfig may ask for, handled by client-go.
+// Integration tests of kubeconfig credentials, proxies and impersonation (client-go's).
 
 import (
 	"bufio"
@@ -28,8 +27,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// grantFlannel gives a user or group ("User"/"Group", name) what flanneld needs, the
-// flannel ClusterRole's rules, and returns a function that takes it back.
+// grantFlannel gives a user or group the flannel ClusterRole's rules; the returned func
+// takes them back.
 func grantFlannel(t *testing.T, cs kubernetes.Interface, kind, name string) func() {
 	t.Helper()
 	ctx := context.Background()
@@ -57,7 +56,6 @@ func grantFlannel(t *testing.T, cs kubernetes.Interface, kind, name string) func
 	return revoke
 }
 
-// writeFile writes content to dir/rel (directories made) and returns the path.
 func writeFile(t *testing.T, dir, rel, content string, mode os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(dir, rel)
@@ -70,16 +68,14 @@ func writeFile(t *testing.T, dir, rel, content string, mode os.FileMode) string 
 	return p
 }
 
-// execPlugin writes a credential plugin printing token and returns its path.
 func execPlugin(t *testing.T, dir, token string) string {
 	t.Helper()
 	return writeFile(t, dir, "bin/cred.sh", "#!/bin/sh\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\""+token+"\"}}'\n", 0o755)
 }
 
-// The kubeconfig features against the real apiserver: a relative CA file with a relative
-// token file, the CA inline with an exec credential plugin (and the allowlist that lets
-// it run or not), --kube-api-url overriding a wrong server, client certificates, and
-// impersonation (user and groups).
+// Against the real apiserver: relative CA and token files, inline CA with an exec plugin
+// (allowlisted or not), --kube-api-url overriding the server, client certificates, and
+// impersonation.
 func TestIntegrationKubeconfigAuth(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -143,8 +139,7 @@ func TestIntegrationKubeconfigAuth(t *testing.T) {
 			}
 			if tt.grant != nil {
 				tt.grant()
-				// The authorizer learns of a new binding through its informer: a
-				// moment may pass before the grant takes effect.
+				// The authorizer learns of a new binding through its informer, with some delay.
 				deadline := time.Now().Add(30 * time.Second)
 				for err := try(); err != nil; err = try() {
 					if time.Now().After(deadline) {
@@ -157,8 +152,7 @@ func TestIntegrationKubeconfigAuth(t *testing.T) {
 	}
 }
 
-// connProxy is an HTTP CONNECT proxy or a SOCKS5 proxy (no authentication) on loopback,
-// in the test process; it records the addresses it connected to.
+// connProxy is a loopback HTTP CONNECT or SOCKS5 proxy recording where it connected.
 type connProxy struct {
 	ln      net.Listener
 	mu      sync.Mutex
@@ -220,8 +214,7 @@ func connectHandshake(br *bufio.Reader, _ net.Conn) (string, error) {
 	return req.Host, nil
 }
 
-// socks5Handshake reads a SOCKS5 greeting (accepting no authentication) and a CONNECT
-// request for an IPv4 address or a name, and returns the target.
+// socks5Handshake reads a no-auth SOCKS5 greeting and CONNECT request; returns the target.
 func socks5Handshake(br *bufio.Reader, c net.Conn) (string, error) {
 	head := make([]byte, 2)
 	if _, err := io.ReadFull(br, head); err != nil || head[0] != 5 {
@@ -265,8 +258,7 @@ func socks5Handshake(br *bufio.Reader, c net.Conn) (string, error) {
 	return net.JoinHostPort(host, fmt.Sprint(binary.BigEndian.Uint16(port))), nil
 }
 
-// A kubeconfig's proxy-url, HTTP or SOCKS5, carries every request, the watch included; the
-// proxies run in the test process on loopback, like the apiserver.
+// A kubeconfig's proxy-url, HTTP or SOCKS5, carries every request, the watch included.
 func TestIntegrationProxy(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -300,7 +292,6 @@ func TestIntegrationProxy(t *testing.T) {
 	}
 }
 
-// connTracker records the connections a client dials, to see which get closed.
 type connTracker struct {
 	mu   sync.Mutex
 	open map[*trackedConn]bool
@@ -352,11 +343,9 @@ func (t *connTracker) anyOpen(set map[*trackedConn]bool) bool {
 	return false
 }
 
-// A client certificate rewritten on disk (kubeadm's rotation of kubelet-client-current.pem)
-// is picked up without a restart: client-go's check closes every connection that
-// presents the old one, the one the watch keeps busy included, and the watch goes on
-// with the new certificate. The old identity loses its permissions before the rotation,
-// so an event that arrives afterwards came through a watch started with the new one.
+// A client certificate rewritten on disk (kubeadm rotation) is picked up without restart:
+// client-go closes connections presenting the old one, and the watch goes on with the new.
+// The old identity loses its permissions first, so later events prove the new one.
 func TestIntegrationClientCertRotation(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -421,9 +410,8 @@ func TestIntegrationClientCertRotation(t *testing.T) {
 	}
 }
 
-// kubeproc's client certificates carry the user the server sees: a certificate for an
-// unbound user is refused by RBAC with its name, so the tests above prove which
-// certificate was presented.
+// kubeproc's client certificates carry the user the server sees: an unbound user's is
+// refused by RBAC with its name, proving which certificate was presented.
 func TestIntegrationClientCertIdentity(t *testing.T) {
 	k := apiserver(t)
 	user := uniq(t, "nobody")

@@ -19,13 +19,10 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// BenchmarkWatchLeasesMemory measures the Kubernetes side of a daemon's start at scale, in
-// process, against the real kube-apiserver: WatchLeases from start to the first snapshot
-// of 5,000 annotated, kubelet-sized nodes. Reported: the time to the snapshot, the heap
-// in use at its largest on the way (sampled every millisecond, so a short spike may be
-// missed) and the live heap per node once it is sent (after a GC, the snapshot still
-// held). The whole daemon is measured by make bench-kube; this isolates what subnet/kube
-// holds, e.g.
+// BenchmarkWatchLeasesMemory isolates what subnet/kube holds while WatchLeases reaches its
+// first snapshot of 5,000 kubelet-sized nodes on a real kube-apiserver: time, peak heap
+// (sampled every ms) and live heap per node after a GC. make bench-kube measures the
+// whole daemon. E.g.
 //
 //	go test ./subnet/kube -run '^$' -bench WatchLeasesMemory -benchtime 3x
 func BenchmarkWatchLeasesMemory(b *testing.B) {
@@ -57,8 +54,7 @@ func BenchmarkWatchLeasesMemory(b *testing.B) {
 	b.ReportMetric(float64(liveMax)/nodes, "live-B/node")
 }
 
-// watchOnce runs a fresh manager's WatchLeases to the first snapshot and returns the time
-// it took, the largest heap in use seen meanwhile and the live heap growth once it is sent.
+// watchOnce runs a fresh manager to the first snapshot: time, peak heap, live heap growth.
 func watchOnce(b *testing.B, rc *rest.Config, own, conf string) (time.Duration, uint64, uint64) {
 	runtime.GC()
 	base := heapBytes("/gc/heap/live:bytes")
@@ -120,9 +116,7 @@ func heapBytes(name string) uint64 {
 	return s[0].Value.Uint64()
 }
 
-// createBenchNodes creates n peer nodes <prefix>-00000... shaped like kubelet-registered
-// ones (labels, conditions, images, system info), with 16 concurrent clients; nodes that
-// exist already are kept.
+// createBenchNodes creates n kubelet-shaped peer nodes <prefix>-00000...; existing ones stay.
 func createBenchNodes(ctx context.Context, cs kubernetes.Interface, prefix string, n int) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)

@@ -9,9 +9,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// kubeconfig writes a kubeconfig with one context (cluster "lab", user "flanneld") to a
-// new file and returns its path; cluster and user are the YAML lines of each (indented
-// by four spaces).
+// kubeconfig writes a one-context kubeconfig (cluster "lab", user "flanneld"); cluster and
+// user are their YAML lines, indented four spaces.
 func kubeconfig(t testing.TB, dir, server, cluster, user string) string {
 	t.Helper()
 	text := "apiVersion: v1\nkind: Config\ncurrent-context: lab\ncontexts:\n- name: lab\n  context: {cluster: lab, user: flanneld}\n" +
@@ -31,8 +30,8 @@ func kubeconfig(t testing.TB, dir, server, cluster, user string) string {
 	return f.Name()
 }
 
-// The configuration comes from client-go's BuildConfigFromFlags; flanneld only refuses
-// auth-provider users (naming the replacement) and applies the exec plugin allowlist.
+// flanneld only refuses auth-provider users (naming the replacement) and applies the exec
+// plugin allowlist to client-go's BuildConfigFromFlags.
 func TestRestConfig(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")

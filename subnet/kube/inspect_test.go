@@ -11,7 +11,7 @@ import (
 )
 
 // The inspection reads nodes with the flannel service account's permissions and asks
-// the API server what those permissions are.
+// the API server what those are.
 func TestIntegrationInspect(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)

@@ -1,8 +1,7 @@
 package kube
 
-// Integration tests against a real kube-apiserver (e2e/kubeproc) backed by a real etcd,
-// with --authorization-mode=Node,RBAC. They are skipped in -short mode and without the
-// binaries (make kube-apiserver), and fail instead when CI=true.
+// Integration tests against a real kube-apiserver and etcd (Node,RBAC authorization);
+// skipped in -short mode or without the binaries (make kube-apiserver), failing if CI=true.
 
 import (
 	"context"
@@ -79,7 +78,6 @@ func adminClient(t *testing.T, k *kubeproc.Local) kubernetes.Interface {
 	return cs
 }
 
-// uniq makes object names unique per test (the apiserver is shared by the package's tests).
 func uniq(t testing.TB, s string) string {
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(name) > 40 {
@@ -188,7 +186,6 @@ func TestIntegrationAcquireWritesAnnotationsThroughStatus(t *testing.T) {
 		t.Errorf("annotations not written through nodes/status: managedFields %+v", n.ManagedFields)
 	}
 
-	// Acquiring again with the same attributes does not write.
 	if _, err := m.AcquireLease(ctx, cfg, attrs); err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +358,6 @@ func TestIntegrationKeepLeaseSetsNetworkAvailable(t *testing.T) {
 	}
 }
 
-// watchNext returns the next watch result, failing after a generous timeout.
 func watchNext(t *testing.T, out <-chan subnet.WatchResult) subnet.WatchResult {
 	t.Helper()
 	select {
@@ -385,7 +381,6 @@ func TestIntegrationWatchLeases(t *testing.T) {
 
 	out := watchReady(t, newManager(t, k, "", Config{NodeName: own, NetConfigPath: writeNetConf(t, itNetConf)}))
 
-	// Other tests' nodes share this apiserver: look only at this test's subnets.
 	mine := func(key string) bool {
 		return strings.HasPrefix(key, "10.244.1") && len(key) == len("10.244.10.0-24")
 	}
@@ -403,8 +398,7 @@ func TestIntegrationWatchLeases(t *testing.T) {
 		t.Fatalf("snapshot leases %v", keys)
 	}
 
-	// An update that leaves the lease alone (label, unrelated annotation, status) sends
-	// nothing: the next event must be the real change made after it.
+	// An update leaving the lease alone sends nothing: the next event is the real change.
 	patch := func(name, p string, sub ...string) {
 		t.Helper()
 		if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(p), metav1.PatchOptions{}, sub...); err != nil {
@@ -435,7 +429,6 @@ func TestIntegrationWatchLeases(t *testing.T) {
 	}
 }
 
-// watchReady reads m's network config and runs m.WatchLeases until the test ends.
 func watchReady(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 	t.Helper()
 	if _, err := m.GetNetworkConfig(context.Background()); err != nil {
@@ -444,7 +437,6 @@ func watchReady(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 	return runWatch(t, m)
 }
 
-// nextEvents returns the next non-empty batch of events selected by keep.
 func nextEvents(t *testing.T, out <-chan subnet.WatchResult, keep func(string) bool) []subnet.Event {
 	t.Helper()
 	for {
@@ -484,8 +476,7 @@ func sorted(s []string) []string {
 	return out
 }
 
-// While the lease watch runs, a NetworkUnavailable condition someone else turns to True
-// is set back to False (FlannelIsUp).
+// A NetworkUnavailable condition someone turns to True is set back to False.
 func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -552,8 +543,8 @@ func TestIntegrationKeepLeaseRestoresNetworkAvailable(t *testing.T) {
 	waitUp("after someone set it to True")
 }
 
-// The real API server pages a list from etcd (limit and continue) and client-go's pager,
-// on the streaming list decoder, joins the pages to what one response lists.
+// The API server pages a list from etcd and client-go's pager on our streaming decoder
+// joins the pages.
 func TestIntegrationListPages(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)

@@ -68,7 +68,6 @@ func protoEncode(t testing.TB, obj runtime.Object) []byte {
 	return b.Bytes()
 }
 
-// wantNode is what an apiNode holds of n, with the annotations keep selects (nil: all).
 func wantNode(n *corev1.Node, keep annotationFilter) *apiNode {
 	w := &apiNode{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion, CreationTimestamp: metav1.NewTime(n.CreationTimestamp.Local())}}
 	w.Annotations = n.Annotations
@@ -87,9 +86,8 @@ func decodeBytes(data []byte) (*apiNodeList, error) {
 	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), codecs.UniversalDeserializer(), testAnn.leaseKeyFilter())
 }
 
-// A node list is decoded as it streams in, keeping of each node only its name, resource
-// version, creation time, the lease annotations, the pod CIDRs and the NetworkUnavailable
-// condition; from JSON as well (the fallback) the slim nodes make the same peers.
+// A streamed node list keeps only what an apiNode holds; the JSON fallback makes the
+// same peers.
 func TestDecodeNodeList(t *testing.T) {
 	m := &Manager{ann: testAnn}
 	for _, n := range []int{0, 1, 3, 200} {
@@ -126,8 +124,7 @@ func TestDecodeNodeList(t *testing.T) {
 	}
 }
 
-// The objects the REST client decodes whole (a node, a watched node, a pod) go through
-// apimachinery's serializers into the slim types; a node keeps all its annotations there.
+// Whole objects (node, watched node, pod) decode into the slim types, all annotations kept.
 func TestCodecsDecodeSlimTypes(t *testing.T) {
 	codecs, _ := newCodecs()
 	dec := codecs.UniversalDeserializer()
@@ -209,8 +206,8 @@ func FuzzDecodeNodeList(f *testing.F) {
 	})
 }
 
-// A lease annotation larger than subnet.MaxValueSize is dropped while a node list is
-// decoded (never copied), from protobuf and from JSON, and the node's lease is too large.
+// An oversized lease annotation is dropped while decoding (protobuf and JSON) and the
+// node's lease is too large.
 func TestDecodeNodeListDropsLargeAnnotations(t *testing.T) {
 	list := testNodeList(3)
 	list.Items[1].Annotations[testAnn.BackendData] = `{"VNI":1,"VtepMAC":"0e:00:00:00:00:01","pad":"` + strings.Repeat("x", 100<<10) + `"}`
@@ -238,8 +235,7 @@ func TestDecodeNodeListDropsLargeAnnotations(t *testing.T) {
 	}
 }
 
-// Every protobuf object the REST client may hand the slim types decodes without a
-// panic, whatever the bytes.
+// Any bytes handed to the slim types decode without a panic.
 func FuzzUnmarshalNode(f *testing.F) {
 	f.Add(protoEncode(f, testNode(1))[len(protobufMagic):])
 	f.Fuzz(func(t *testing.T, data []byte) {

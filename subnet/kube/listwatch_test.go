@@ -21,11 +21,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// scriptAPI is a scripted API server for the node list and watch. The n-th list answers
-// lists[n] (past the end: the last one again); the n-th watch runs watches[n] (past the
-// end: held open). A streaming list (a watch with sendInitialEvents) is refused as by an
-// API server without the WatchList feature, so that the Reflector lists. It records
-// every list and watch as "list <resourceVersion>" or "watch <resourceVersion>".
+// scriptAPI is a scripted API server: the n-th list answers lists[n], the n-th watch runs
+// watches[n] (past the end: the last list, an open watch). Streaming lists are refused so
+// the Reflector lists. It records "list <rv>" and "watch <rv>".
 type scriptAPI struct {
 	t       *testing.T
 	lists   []http.HandlerFunc
@@ -137,7 +135,6 @@ func fakeManager(t *testing.T, handler http.Handler) *Manager {
 	return m
 }
 
-// leaseKeys is the sorted "<+|-><subnet>" of a result's events, or of its snapshot.
 func leaseKeys(r subnet.WatchResult) string {
 	var k []string
 	for _, c := range r.Snapshot {
@@ -154,7 +151,6 @@ func leaseKeys(r subnet.WatchResult) string {
 	return strings.Join(k, " ")
 }
 
-// runWatch runs m.WatchLeases until the test ends.
 func runWatch(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -170,11 +166,9 @@ func runWatch(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 	return out
 }
 
-// The first list comes from the API server's cache (resourceVersion 0); each watch resumes
-// from the last resource version seen (an event's or a bookmark's) without listing again;
-// an expired version (an ERROR event, or 410 as the HTTP status) makes it list again,
-// and the difference from the new list is sent as events; a relist that changes nothing
-// sends nothing.
+// The first list comes from the cache (rv 0); watches resume from the last rv seen
+// without listing; an expired rv (ERROR event or 410) relists, sending the difference as
+// events; a relist changing nothing sends nothing.
 func TestWatchLeasesResumeAndRelist(t *testing.T) {
 	a1 := peerAnn("192.0.2.11", "0e:00:00:00:00:01")
 	b1, b2 := peerAnn("192.0.2.12", "0e:00:00:00:00:02"), peerAnn("192.0.2.12", "0e:00:00:00:00:22")
@@ -237,7 +231,6 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
-// watchRecorder keeps what the manager reports about the node watch.
 type watchRecorder struct {
 	observe.Nop
 	mu              sync.Mutex
@@ -253,9 +246,9 @@ func (r *watchRecorder) DatastoreError(op observe.Op, err error) {
 func (r *watchRecorder) WatchRestarted(observe.Kind, error) { r.mu.Lock(); r.restarts++; r.mu.Unlock() }
 func (r *watchRecorder) WatchLive(observe.Kind)             { r.mu.Lock(); r.lives++; r.mu.Unlock() }
 
-// A failing list is retried (with the Reflector's back-off); nothing is sent before a
-// list succeeds. Each failure is reported with the hint, the watch restarted once and
-// live again; the Reflector's own error lines are not logged at the default verbosity.
+// A failing list is retried and nothing is sent before one succeeds; each failure is
+// reported with the hint, the watch restarted once and then live; the Reflector's own
+// error lines stay below the default verbosity.
 func TestWatchLeasesRetriesList(t *testing.T) {
 	logs := captureKlog(t, "0")
 	f := &scriptAPI{t: t, lists: []http.HandlerFunc{
@@ -288,8 +281,7 @@ func TestWatchLeasesRetriesList(t *testing.T) {
 	}
 }
 
-// A list is read in pages when the server pages it (client-go's pager: limit, continue),
-// the pages joined; an expired continue token makes it list again in one response.
+// A paged list is joined; an expired continue token makes it list again in one response.
 func TestWatchLeasesPagedList(t *testing.T) {
 	var items []string
 	for i := range 5 {
@@ -344,7 +336,6 @@ func TestWatchLeasesPagedList(t *testing.T) {
 // withHint recognises refusals from the Status object, and unreachable servers.
 func TestWithHintFromServer(t *testing.T) {
 	m := fakeManager(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// One node is read by listing the nodes with a field selector on its name.
 		switch r.URL.Path + "?" + r.URL.Query().Get("fieldSelector") {
 		case "/api/v1/nodes?metadata.name=forbidden":
 			writeStatus(w, http.StatusForbidden, "Forbidden", `nodes is forbidden: User "x" cannot list resource "nodes"`)
@@ -380,7 +371,6 @@ func TestWithHintFromServer(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tt.node, err, tt.want)
 		}
 	}
-	// The node name from the pod (POD_NAMESPACE/POD_NAME).
 	m.nodeName, m.cfg.PodNamespace, m.cfg.PodName = "", "kube-flannel", "p"
 	if name, err := m.NodeName(ctx); err != nil || name != "node-7" {
 		t.Fatalf("node name from the pod: %q %v", name, err)
@@ -393,7 +383,6 @@ func TestWithHintFromServer(t *testing.T) {
 	if _, err := m.NodeName(ctx); err == nil || !strings.HasPrefix(err.Error(), "error retrieving pod spec for 'kube-flannel/gone': not found") {
 		t.Fatalf("missing pod: %v", err)
 	}
-	// Unreachable.
 	u, err := New(Config{REST: &rest.Config{Host: "https://127.0.0.1:1"}, NodeName: "n"})
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +390,7 @@ func TestWithHintFromServer(t *testing.T) {
 	if _, err := u.getNode(ctx, "n"); err == nil || !strings.Contains(err.Error(), "(cannot reach the API server, connection refused (nothing listens on that address and port): check --kube-api-url") {
 		t.Fatalf("unreachable: %v", err)
 	}
-	// A server whose certificate no CA the client trusts signed (no CA given: the system's).
+	// A server certificate no trusted CA signed (no CA given: the system's).
 	other := httptest.NewTLSServer(http.NotFoundHandler())
 	t.Cleanup(other.Close)
 	v, err := New(Config{REST: &rest.Config{Host: other.URL}, NodeName: "n"})

@@ -34,8 +34,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// captureKlog sends every klog line, at verbosity v, to the returned buffer until the
-// test ends.
+// captureKlog sends every klog line, at verbosity v, to the returned buffer until the test ends.
 func captureKlog(t *testing.T, v string) *syncBuffer {
 	t.Helper()
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
@@ -56,10 +55,8 @@ func captureKlog(t *testing.T, v string) *syncBuffer {
 	return buf
 }
 
-// No credential appears in any log line, at -v=10 (client-go logs every request and
-// response there): neither a token from the kubeconfig, a token file or an exec plugin,
-// nor a refused one, nor the password of a server URL. The manager does all it does:
-// reads its node, annotates it, lists and watches the nodes, sets the condition.
+// No credential appears in any log line at -v=10, where client-go logs every request: no
+// kubeconfig, token file or exec plugin token, refused or not, no server URL password.
 func TestIntegrationNoCredentialInLogs(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
@@ -95,7 +92,6 @@ func TestIntegrationNoCredentialInLogs(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), "Unauthorized") {
 					t.Fatalf("GetNetworkConfig with a refused token: %v", err)
 				}
-				// The node watch is refused too (and logged by the Reflector).
 				m.netCfg = &subnet.Config{EnableIPv4: true}
 				wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
 				defer wcancel()
@@ -129,8 +125,7 @@ func TestIntegrationNoCredentialInLogs(t *testing.T) {
 			}
 		})
 	}
-	// A server URL with a password is refused (client-go would print it in its request
-	// logs), without quoting the password.
+	// A server URL with a password is refused without quoting it.
 	for _, kc := range []string{kubeconfig(t, dir, withPassword, caData, "    token: "+token+"\n"), ""} {
 		_, err := New(Config{KubeconfigFile: kc, APIURL: map[bool]string{true: withPassword}[kc == ""], NodeName: "n"})
 		if err == nil || !strings.Contains(err.Error(), "holds credentials") || strings.Contains(err.Error(), urlPassword) {

@@ -54,10 +54,8 @@ func TestManifestClusterRoleIsLeastPrivilege(t *testing.T) {
 	}
 }
 
-// The manifest names no image but ours, passes a server-side dry-run apply, and a service
-// account bound by its ClusterRole (token from the TokenRequest API, authorization
-// Node,RBAC) can do all the kube subnet manager does; one without the binding gets an
-// error naming the fix.
+// The manifest names only our image and passes a dry-run apply; a service account bound
+// by its ClusterRole can do all the manager does; one unbound gets an error naming the fix.
 func TestIntegrationManifestAndRBAC(t *testing.T) {
 	objs, err := kubeproc.ReadManifest(manifestPath)
 	if err != nil {
@@ -149,8 +147,7 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 	if _, err = m3.GetNetworkConfig(ctx); err == nil || !strings.Contains(err.Error(), "refused the credentials") {
 		t.Fatalf("bad token: %v", err)
 	}
-	// The node list asks for protobuf, and the API server's refusals come back as a
-	// protobuf Status: its message is kept.
+	// The list asks for protobuf, and refusals come back as a protobuf Status: its message is kept.
 	if _, err := m2.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsForbidden(err) || !strings.Contains(m2.withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
 		t.Fatalf("node list by the unbound service account: %v", m2.withHint(err))
 	}
@@ -159,7 +156,6 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 	}
 }
 
-// waitCondition waits for NetworkUnavailable=False (FlannelIsUp) on the node.
 func waitCondition(t *testing.T, cs kubernetes.Interface, name string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -180,19 +176,15 @@ func waitCondition(t *testing.T, cs kubernetes.Interface, name string) {
 	}
 }
 
-// olderRoleRules are the flannel ClusterRole of older manifests, still in use: no "nodes
-// get".
+// olderRoleRules are the ClusterRole of older manifests, still in use: no "nodes get".
 var olderRoleRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
 }
 
-// With an older manifest's ClusterRole, which lacks "nodes get", as a service account's
-// TokenRequest token, the manager still does all it does: the node name from the pod;
-// the own node's node-public-ip annotation and what it advertised before
-// (PreviousLease); the lease; the peers; the NetworkUnavailable condition, set and set
-// back after someone changed it.
+// With an older ClusterRole lacking "nodes get", the manager still does everything: node
+// name from the pod, public-ip annotation, PreviousLease, lease, peers, condition.
 func TestIntegrationOlderClusterRole(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)

@@ -179,9 +179,8 @@ func TestNodeCandidate(t *testing.T) {
 	}
 }
 
-// A pod CIDR handed from a deleted node to a new one within one batch ends as the new
-// node's lease, whatever order the batch's map yields the nodes in (many tries: the
-// order of a map is random).
+// A pod CIDR handed from a deleted node to a new one in one batch ends as the new node's
+// lease, whatever the map order (many tries).
 func TestLeaseWatchApplyHandOver(t *testing.T) {
 	x := node("x", []string{"10.244.1.0/24"}, peerAnn("192.0.2.1", "0e:00:00:00:00:01"))
 	y := node("y", []string{"10.244.1.0/24"}, peerAnn("192.0.2.2", "0e:00:00:00:00:02"))
@@ -217,8 +216,7 @@ func TestLeaseWatchApply(t *testing.T) {
 		{"annotation dropped", map[string]*apiNode{"a": node("a", []string{"10.244.1.0/24"}, nil)}, []ev{{subnet.EventRemoved, "10.244.1.0-24"}}},
 		{"deleted", map[string]*apiNode{"b": nil, "c": nil}, []ev{{subnet.EventRemoved, "10.244.7.0-24"}}},
 		{"deleted twice", map[string]*apiNode{"b": nil}, nil},
-		// node a gone and its pod CIDR given to a new node d, in one batch (a relist, or
-		// changes coalesced): d's lease must be the last word about the subnet
+		// a gone and its pod CIDR given to a new node d in one batch: d's lease must win
 		{"re-added", map[string]*apiNode{"a": node("a", []string{"10.244.1.0/24"}, peerAnn("192.0.2.11", "aa:bb:cc:dd:ee:09"))}, []ev{{subnet.EventAdded, "10.244.1.0-24"}}},
 		{"cidr handed over", map[string]*apiNode{"a": nil, "d": node("d", []string{"10.244.1.0/24"}, peerAnn("192.0.2.14", "aa:bb:cc:dd:ee:04"))},
 			[]ev{{subnet.EventRemoved, "10.244.1.0-24"}, {subnet.EventAdded, "10.244.1.0-24"}}},
@@ -270,7 +268,6 @@ func TestLeaseWatchApply(t *testing.T) {
 	}
 }
 
-// slimAll is what the informer hands on: peer nodes (nil: deleted).
 func slimAll(nodes map[string]*apiNode) map[string]*peerNode {
 	m := &Manager{ann: testAnn}
 	out := map[string]*peerNode{}

@@ -9,8 +9,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// UpdateLeaseAttrs patches the node's backend annotations (a rotated key) and keeps the
-// lease's subnet.
+// UpdateLeaseAttrs patches the backend annotations (a rotated key), keeping the subnet.
 func TestIntegrationUpdateLeaseAttrs(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
