@@ -1,8 +1,6 @@
-// Package benchkit holds what the lab's benchmark commands (e2e/cmd/bench*) share: their
-// start-up (root check, a context ended by Ctrl-C, exit status), the daemons they run
-// (ours, and upstream flanneld beside it), the machine line they print, medians, a
-// process's CPU time and memory figures, and the report of results each writes as JSON
-// for e2e/cmd/benchplot.
+// Package benchkit is what the lab's benchmark commands (e2e/cmd/bench*) share: start-up,
+// the daemons they run (ours and upstream's), machine line, medians, process CPU and
+// memory figures, and the JSON report e2e/cmd/benchplot reads.
 package benchkit
 
 import (
@@ -20,9 +18,8 @@ import (
 	"syscall"
 )
 
-// Main runs a benchmark command: it refuses to run without root (the lab needs network
-// namespaces; target is the make target to suggest), runs run with a context that
-// SIGINT/SIGTERM end, and exits 1 with the error printed under the command's name.
+// Main runs a benchmark command: it refuses to run without root (target is the make target
+// to suggest), runs run with a context SIGINT/SIGTERM end, and exits 1 on error.
 func Main(name, target string, run func(ctx context.Context) error) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(os.Stderr, "%s: needs root (network namespaces); run: sudo make %s\n", name, target)
@@ -37,8 +34,8 @@ func Main(name, target string, run func(ctx context.Context) error) {
 	}
 }
 
-// Flanneld returns the absolute path of bin, or, when bin is empty, builds ./cmd/flanneld
-// (statically, its version from git describe as make build does) into dir and returns that.
+// Flanneld returns bin's absolute path, or when bin is empty builds ./cmd/flanneld into dir
+// as make build does and returns that.
 func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return filepath.Abs(bin)
@@ -57,8 +54,7 @@ func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	return bin, nil
 }
 
-// Machine describes the machine for a benchmark's header:
-// "2 CPUs (AMD EPYC 7B13), 24 GiB, Linux 6.1.0, go1.26.8".
+// Machine describes the machine: "2 CPUs (AMD EPYC 7B13), 24 GiB, Linux 6.1.0, go1.26.8".
 func Machine() string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
@@ -84,8 +80,8 @@ func machine(cpus int, cpuinfo, meminfo, kernel, goVersion string) string {
 	return s + ", Linux " + kernel + ", " + goVersion
 }
 
-// Median is the middle value of xs (the upper one of the two middles for an even count).
-// xs must not be empty; it is not changed.
+// Median is the middle value of xs (the upper middle for an even count); xs is non-empty
+// and not changed.
 func Median[T cmp.Ordered](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
@@ -95,8 +91,8 @@ func Median[T cmp.Ordered](xs []T) T {
 // TicksPerSecond is the kernel's USER_HZ, the unit of CPUTicks.
 const TicksPerSecond = 100
 
-// CPUTicks is a process's CPU time in clock ticks: user and system time, its own and that
-// of the children it waited for (the iptables, nft or ip commands it runs).
+// CPUTicks is a process's user and system CPU time in clock ticks, including the children
+// it waited for (iptables, nft, ip).
 func CPUTicks(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -105,9 +101,8 @@ func CPUTicks(pid int) (int64, error) {
 	return parseCPUTicks(string(b))
 }
 
-// parseCPUTicks sums fields 14-17 (utime stime cutime cstime) of a /proc/<pid>/stat line.
-// The command name (field 2) may contain spaces and parentheses: fields are counted from
-// the last ')'.
+// parseCPUTicks sums fields 14-17 of a /proc/<pid>/stat line, counted from the last ')'
+// as the command name may hold spaces and parentheses.
 func parseCPUTicks(stat string) (int64, error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {

@@ -45,7 +45,6 @@ func TestMedian(t *testing.T) {
 	}
 }
 
-// The version UpstreamBinary looks for is the one tools/flanneld-upstream/build.sh builds.
 func TestUpstreamVersionMatchesBuildScript(t *testing.T) {
 	data, err := os.ReadFile("../../tools/flanneld-upstream/VERSION")
 	if err != nil {

@@ -19,19 +19,17 @@ type Daemon struct {
 	Version string // its --version
 }
 
-// IsUpstream reports whether d is upstream's flanneld.
 func (d Daemon) IsUpstream() bool { return d.Name == Upstream }
 
 // UpstreamBuildScript builds upstream flanneld once per version and prints its path.
 const UpstreamBuildScript = "tools/flanneld-upstream/build.sh"
 
-// UpstreamVersion is the upstream release UpstreamBuildScript builds unless
-// $FLANNEL_UPSTREAM_VERSION names another (tools/flanneld-upstream/VERSION).
+// UpstreamVersion is what UpstreamBuildScript builds unless $FLANNEL_UPSTREAM_VERSION says
+// otherwise.
 const UpstreamVersion = "v0.28.10"
 
-// UpstreamBinary returns upstream's flanneld without building it: $FLANNEL_TEST_UPSTREAM_FLANNELD
-// if set, else the binary UpstreamBuildScript (`make flanneld-upstream`) caches in
-// $FLANNEL_GO_CACHE or ~/.cache/flannel-go for $FLANNEL_UPSTREAM_VERSION or UpstreamVersion.
+// UpstreamBinary returns $FLANNEL_TEST_UPSTREAM_FLANNELD if set, else the binary `make
+// flanneld-upstream` caches for the version, without building it.
 func UpstreamBinary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_UPSTREAM_FLANNELD"); b != "" {
 		if _, err := os.Stat(b); err != nil {
@@ -58,11 +56,9 @@ func UpstreamBinary() (string, error) {
 	return b, nil
 }
 
-// Daemons resolves a benchmark's -flanneld and -upstream flags into the daemons to run,
-// ours first. ours is a binary, or "" to build ./cmd/flanneld into dir. upstream is ""
-// (ours alone), "build" (UpstreamBuildScript, run from the repository root: cached, so
-// instant after the first time) or a binary. Upstream's flanneld refuses to start unless
-// the br_netfilter sysctls exist, so for it the module is loaded when they do not.
+// Daemons resolves the -flanneld and -upstream flags into the daemons to run, ours first.
+// ours "" builds ./cmd/flanneld into dir; upstream is "" (ours alone), "build"
+// (UpstreamBuildScript, cached) or a binary. For upstream br_netfilter is loaded if needed.
 func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) {
 	bin, err := Flanneld(ctx, ours, dir)
 	if err != nil {
@@ -99,12 +95,10 @@ func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) 
 	return ds, nil
 }
 
-// brNetfilterSysctl is the file upstream's flanneld checks before starting (unless its
-// network config enables nftables).
+// brNetfilterSysctl is checked by upstream's flanneld before it starts (unless nftables).
 const brNetfilterSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
-// BrNetfilter makes sure that file exists, loading br_netfilter if needed: upstream's
-// flanneld does not start without it.
+// BrNetfilter loads br_netfilter unless brNetfilterSysctl exists: upstream needs it.
 func BrNetfilter() error {
 	if _, err := os.Stat(brNetfilterSysctl); err == nil {
 		return nil
@@ -125,8 +119,8 @@ func (r *Report) SetDaemons(ds []Daemon) {
 	}
 }
 
-// Version runs bin --version and returns the first line it prints (both daemons print
-// their version, ours on standard error as upstream does, and exit 0).
+// Version runs bin --version and returns the first line it prints (ours on stderr, as
+// upstream).
 func Version(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -138,14 +132,12 @@ func Version(ctx context.Context, bin string) (string, error) {
 	return line, nil
 }
 
-// Flags are the flags every benchmark command takes: the daemons to measure and where the
-// results go.
+// Flags are the flags every benchmark command takes.
 type Flags struct {
 	Flanneld, Upstream, JSON string
 }
 
-// Define defines -flanneld, -upstream and -json on the command line; how says how
-// upstream runs beside ours in this benchmark.
+// Define defines -flanneld, -upstream and -json; how says how upstream runs beside ours.
 func (f *Flags) Define(how string) {
 	flag.StringVar(&f.Flanneld, "flanneld", "", "flanneld binary (default: go build ./cmd/flanneld)")
 	flag.StringVar(&f.Upstream, "upstream", "", "upstream flanneld to measure too, "+how+`: a binary, or "build" (`+UpstreamBuildScript+`); "" measures ours alone`)

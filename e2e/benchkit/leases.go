@@ -11,16 +11,14 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// PeerSubnet is synthetic peer i's subnet: 10.<1+i/256>.<i%256>.0/24, never 10.0.x
-// (SubnetMin is 10.0.1.0; the node picks there or above).
+// PeerSubnet is synthetic peer i's subnet: 10.<1+i/256>.<i%256>.0/24, never 10.0.x.
 func PeerSubnet(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
 }
 
-// WriteLeases puts synthetic vxlan peer leases [from, to) on the etcd lease id, in
-// transactions of 100 puts. Peers' public addresses cycle through 198.51.100.1-250,
-// which the lab routes nowhere: FDB entries point at them, and packets sent to them are
-// dropped without an answer.
+// WriteLeases puts synthetic vxlan peer leases [from, to) on etcd lease id, 100 per
+// transaction. Their public addresses (198.51.100.1-250) go nowhere in the lab: packets
+// to them are dropped without an answer.
 func WriteLeases(ctx context.Context, cli *clientv3.Client, prefix string, from, to int, id clientv3.LeaseID) error {
 	var ops []clientv3.Op
 	flush := func() error {

@@ -19,7 +19,7 @@ const (
 	Upstream = "upstream"
 )
 
-// Result is one figure of one daemon in one case: the value of every run.
+// Result is one figure of one daemon in one case, every run's value.
 type Result struct {
 	// Case is what was measured, e.g. "20000 peers", "vxlan", "vxlan: FDB entry deleted".
 	Case string `json:"case"`
@@ -32,20 +32,17 @@ type Result struct {
 	Daemon string `json:"daemon"`
 	// Runs are the values of the runs that finished, in Unit.
 	Runs []float64 `json:"runs"`
-	// Over counts the runs that did not finish within Limit (in Unit): the daemon did not
-	// get there in the time the benchmark gave it.
+	// Over counts runs that did not finish within Limit (in Unit).
 	Over  int     `json:"over,omitempty"`
 	Limit float64 `json:"limit,omitempty"`
 	// Higher is set when a higher value is better (throughput); lower is better otherwise.
 	Higher bool `json:"higher,omitempty"`
-	// Target, when not 0, is the project's goal for this figure (an upper bound, or a lower
-	// one when Higher).
+	// Target, when not 0, is the project's goal: an upper bound, or lower when Higher.
 	Target float64 `json:"target,omitempty"`
 }
 
-// Median is the middle run (the upper middle for an even count), counting the runs over
-// Limit as longer than any other. over reports that the median is one of those: the
-// figure is then "not within Limit" and v is Limit. ok is false when there is no run.
+// Median is the middle run (upper middle for an even count), runs over Limit counting as
+// longest; over means the median is one of those and v is Limit. ok is false without runs.
 func (r Result) Median() (v float64, over, ok bool) {
 	n := len(r.Runs) + r.Over
 	if n == 0 {
@@ -84,8 +81,7 @@ func (r Result) AllRuns() string {
 	return strings.Join(parts, " ")
 }
 
-// Met reports whether the median meets Target; ok is false when there is no target or
-// no median.
+// Met reports whether the median meets Target; ok is false without target or median.
 func (r Result) Met() (met, ok bool) {
 	v, over, has := r.Median()
 	if r.Target == 0 || !has {
@@ -97,8 +93,8 @@ func (r Result) Met() (met, ok bool) {
 	return !over && v <= r.Target, true
 }
 
-// Format writes v with three significant digits (no exponent) and its unit: "0.613 s",
-// "37.2 MB", "0.5 %"; milliseconds from 1000 on as seconds ("15 s").
+// Format writes v with three significant digits and its unit: "0.613 s", "37.2 MB",
+// "0.5 %"; ms from 1000 on as seconds ("15 s").
 func Format(v float64, unit string) string {
 	if unit == "ms" && v >= 1000 {
 		v, unit = v/1000, "s"
@@ -113,7 +109,6 @@ func Format(v float64, unit string) string {
 	return s + " " + unit
 }
 
-// number formats v with three significant digits, all digits left of the point kept.
 func number(v float64) string {
 	d := 0
 	if v != 0 {
@@ -126,9 +121,8 @@ func number(v float64) string {
 	return s
 }
 
-// Ratio is ours ÷ upstream, of the medians. When one side's median is over its limit the
-// ratio is a bound: bound is "<" (ours finished, upstream did not) or ">" (the reverse).
-// ok is false when a side has no median, both are over, or upstream's median is 0.
+// Ratio is ours ÷ upstream of the medians. When one side is over its limit it is a bound:
+// "<" (upstream did not finish) or ">". ok is false without both medians or upstream's is 0.
 func Ratio(ours, upstream Result) (ratio float64, bound string, ok bool) {
 	o, oOver, ok1 := ours.Median()
 	u, uOver, ok2 := upstream.Median()
@@ -144,8 +138,7 @@ func Ratio(ours, upstream Result) (ratio float64, bound string, ok bool) {
 	return o / u, bound, true
 }
 
-// FormatRatio formats a Ratio with three significant digits: "0.0253", "< 0.00113",
-// "1.4", "-".
+// FormatRatio formats a Ratio: "0.0253", "< 0.00113", "1.4", "-".
 func FormatRatio(ratio float64, bound string, ok bool) string {
 	if !ok {
 		return "-"
@@ -156,8 +149,7 @@ func FormatRatio(ratio float64, bound string, ok bool) string {
 	return number(ratio)
 }
 
-// Report is what a benchmark command measured in one run of it, written as JSON (-json)
-// for the charts and the results page (e2e/cmd/benchplot).
+// Report is one benchmark command run's results, written as JSON for e2e/cmd/benchplot.
 type Report struct {
 	Bench   string    `json:"bench"`   // control, kube, net, heal, rules, restart
 	Title   string    `json:"title"`   // what the benchmark measures, in a few words
@@ -165,15 +157,14 @@ type Report struct {
 	Machine string    `json:"machine"`
 	Start   time.Time `json:"start"`
 	End     time.Time `json:"end"`
-	// Load is the load average (1, 5 and 15 minutes) at the end: other work on the machine.
+	// Load is the load average (1, 5, 15 min) at the end: other work on the machine.
 	Load string `json:"load"`
 	// Daemons maps each daemon measured to its version (its --version).
 	Daemons map[string]string `json:"daemons"`
 	// Notes say what a reader needs to read the figures (fewer runs, limits).
 	Notes   []string `json:"notes,omitempty"`
 	Results []Result `json:"results"`
-	// Previous holds our results from the report this one replaced (Write), for figures
-	// that upstream lacks.
+	// Previous holds our results from the report this one replaced, for figures upstream lacks.
 	Previous *Previous `json:"previous,omitempty"`
 }
 
@@ -185,8 +176,7 @@ type Previous struct {
 	Results []Result  `json:"results"`
 }
 
-// NewReport starts a report for bench, whose command is cmd (e.g. "go run ./e2e/cmd/bench")
-// run with this process's arguments.
+// NewReport starts a report for bench, whose command is cmd, with this process's arguments.
 func NewReport(bench, title, cmd string) *Report {
 	return &Report{
 		Bench:   bench,
@@ -205,12 +195,10 @@ func (r *Report) Add(res Result) {
 	}
 }
 
-// Note appends a note for the reader of the figures.
 func (r *Report) Note(format string, args ...any) {
 	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
 }
 
-// Find returns the result of daemon for case c and metric m.
 func (r *Report) Find(daemon, c, m string) (Result, bool) {
 	for _, res := range r.Results {
 		if res.Daemon == daemon && res.Case == c && res.Metric == m {
@@ -227,8 +215,7 @@ type Row struct {
 	HasUpstream    bool
 }
 
-// Rows lists the report's cases and metrics in the order our results were added (cases
-// only upstream has follow), each with both daemons' results.
+// Rows lists cases and metrics in the order ours were added (upstream-only cases follow).
 func (r *Report) Rows() []Row {
 	var rows []Row
 	seen := map[[2]string]bool{}
@@ -248,8 +235,7 @@ func (r *Report) Rows() []Row {
 	return rows
 }
 
-// PrintTable writes the report as a text table: each case and metric with our median,
-// upstream's and their ratio, and every run.
+// PrintTable writes a text table: each case and metric with both medians, ratio and runs.
 func (r *Report) PrintTable(w io.Writer) {
 	rows := r.Rows()
 	cw, mw := len("case"), len("metric")
@@ -271,9 +257,8 @@ func (r *Report) PrintTable(w io.Writer) {
 	}
 }
 
-// Write finishes the report (end time, load average) and writes it as indented JSON to
-// path, keeping our results of the report it replaces as Previous (see previous). An
-// unreadable old file is replaced without.
+// Write sets end time and load, and writes the report as indented JSON to path, keeping
+// our results of the replaced report as Previous (see previous).
 func (r *Report) Write(path string) error {
 	r.End = time.Now().UTC().Truncate(time.Second)
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -298,10 +283,9 @@ func (r *Report) Write(path string) error {
 	return os.Rename(tmp, path)
 }
 
-// previous is what Write keeps of old as the Previous of a report made by cmd: old's own
-// Previous when it was made by cmd and old was not, otherwise our part of old (kept even
-// when made by another command, so that a trial run does not lose the figures of the
-// command it interrupts; PreviousResult shows only figures of the same command).
+// previous is what Write keeps of old: old's Previous when old was another command's and
+// the previous one cmd's, else our part of old (a trial run must not lose the figures of
+// the command it interrupts).
 func previous(old *Report, cmd string) *Previous {
 	if old.Command != cmd && old.Previous != nil && old.Previous.Command == cmd {
 		return old.Previous
@@ -342,9 +326,8 @@ func ReadReport(path string) (*Report, error) {
 	return &r, nil
 }
 
-// PreviousResult is our previous figure for case c and metric m, if Previous has it and
-// was made by the same command (figures of other flags, e.g. a smaller trial run, are
-// not comparable).
+// PreviousResult is our previous figure for c and m, if made by the same command (other
+// flags' figures are not comparable).
 func (r *Report) PreviousResult(c, m string) (Result, bool) {
 	if r.Previous == nil || r.Previous.Command != r.Command {
 		return Result{}, false

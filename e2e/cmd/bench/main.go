@@ -1,20 +1,15 @@
-// Command bench measures flanneld's control plane in the netns lab, for N synthetic
-// vxlan peer leases written into etcd before start:
+// Command bench measures flanneld's control plane in the netns lab with N synthetic vxlan
+// peer leases in etcd:
 //
-//   - convergence: the time from exec of the daemon until a netlink dump taken outside it
-//     shows all N routes, N neighbour entries and N FDB entries on flannel.1, and the
-//     daemon's VmHWM at that moment;
-//   - churn: N/5 leases deleted at once (their etcd lease revoked, as when nodes' TTLs
-//     run out together) and N/5 new ones written right after (transactions of 100); the
-//     time from the revocation until the kernel shows exactly the new set;
-//   - idle CPU: the daemon's user+system CPU time over a quiet window (default 30 s, so
-//     that one 30 s resync falls inside), as a percentage of one core;
-//   - peak RSS: VmHWM at the end of the run.
+//   - convergence: from exec until the kernel shows all N routes, neighbour and FDB
+//     entries on flannel.1, with VmHWM then;
+//   - churn: N/5 leases revoked at once and N/5 new ones written; time until the kernel
+//     shows exactly the new set;
+//   - idle CPU over a quiet window (default 30 s, one resync), % of one core;
+//   - peak RSS: VmHWM at the end.
 //
-// Each size runs several times; medians are reported. With -upstream, upstream flanneld
-// runs the same measurements, alternating with ours run by run (fewer runs at 10,000
-// peers and more: it takes about 25 s to converge 20,000), and the table gives the ratios;
-// -json writes the results for e2e/cmd/benchplot.
+// Medians over several runs; with -upstream, upstream flanneld alternates with ours and
+// the table gives ratios; -json writes results for e2e/cmd/benchplot.
 //
 //	sudo make bench-control   # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3 -upstream build
 package main
@@ -76,8 +71,8 @@ const (
 	targetPeakRSS  = 42.0 // MB
 )
 
-// result is one run. A phase that did not finish within the limit leaves its figure 0 and
-// sets its over flag; the phases after it are then not measured.
+// result is one run. A phase over the limit leaves its figure 0 and sets its over flag;
+// later phases are not measured.
 type result struct {
 	converge time.Duration
 	convKB   int           // VmHWM at convergence
@@ -150,7 +145,6 @@ func run(ctx context.Context, o options) error {
 	return o.Finish(os.Stdout, rep)
 }
 
-// upstreamRuns is how often upstream runs at n peers.
 func upstreamRuns(o options, n int) int {
 	switch {
 	case o.upRuns > 0:
@@ -178,7 +172,6 @@ func (r result) String() string {
 	return s + fmt.Sprintf(", peak RSS %.1f MB", mb(r.hwmKB))
 }
 
-// addResults records daemon's runs at n peers.
 func addResults(rep *benchkit.Report, daemon string, n int, rs []result, o options) {
 	c := fmt.Sprintf("%d peers", n)
 	res := func(metric, unit string, target float64) benchkit.Result {
@@ -221,7 +214,6 @@ func addResults(rep *benchkit.Report, daemon string, n int, rs []result, o optio
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
 
-// errOver is returned by a phase that did not finish within the limit.
 var errOver = errors.New("not within the limit")
 
 // once runs one measurement of bin in a fresh one-node lab.
@@ -292,8 +284,7 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// over ends a run whose phase did not finish: the daemon is stopped (killed if it
-	// does not stop) and the run reported as it is.
+	// over stops the daemon (killing it if need be) and reports the run as it is.
 	over := func() (result, error) {
 		if err := l.StopFlanneld(1); err != nil {
 			_ = l.KillFlanneld(1)
@@ -356,9 +347,8 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 	return res, l.StopFlanneld(1)
 }
 
-// converged reports whether flannel.1 carries exactly the routes to peers [lo, hi) and
-// as many permanent neighbour and FDB entries (read with lean, kernel-filtered dumps, so
-// that polling takes little CPU from the daemon).
+// converged reports whether flannel.1 has exactly the routes to peers [lo, hi) and as many
+// permanent neighbour and FDB entries (lean kernel-filtered dumps, little CPU taken).
 func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 	link, err := h.LinkByName("flannel.1")
 	if err != nil {
@@ -396,7 +386,7 @@ func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 
 func vmHWM(pid int) (int, error) { return benchkit.StatusKB(pid, "VmHWM") }
 
-// copyLog keeps a run's daemon log (best effort: a failed copy only loses the log).
+// copyLog keeps a run's daemon log (best effort).
 func copyLog(from, to string) {
 	data, err := os.ReadFile(from)
 	if err == nil {

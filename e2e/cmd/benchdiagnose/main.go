@@ -1,11 +1,7 @@
-// Command benchdiagnose measures how long `flanneld diagnose --peers=all` takes on a node
-// with N synthetic peers (default 1,000) whose every probe times out: the peers' public
-// addresses (198.51.100.0/24) are routed nowhere in the lab, so the underlay, overlay and
-// MTU probes of every peer wait out the default probe timeout (1 s). The probes run
-// concurrently, each with its own timeout; the target is the whole command within 3 s.
-// A one-node lab runs flanneld (vxlan) with the N leases in etcd; the figure is the
-// median wall time of -runs diagnose runs, from exec to exit, after the daemon has
-// programmed every peer.
+// Command benchdiagnose times `flanneld diagnose --peers=all` on a one-node lab with N
+// synthetic vxlan peers (default 1,000) whose addresses go nowhere, so every probe waits
+// out its 1 s timeout; probes run concurrently and the target is 3 s for the whole command.
+// The figure is the median wall time, exec to exit, once the daemon programmed every peer.
 //
 //	sudo make bench-diagnose   # or: sudo go run ./e2e/cmd/benchdiagnose -peers 1000 -runs 5
 package main
@@ -120,7 +116,6 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// waitRoutes waits until flannel.1 carries a route to every peer.
 func waitRoutes(ctx context.Context, l *lab.Lab, n int) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -139,8 +134,7 @@ func waitRoutes(ctx context.Context, l *lab.Lab, n int) error {
 	}
 }
 
-// probesTimedOut checks that the run probed every peer and none answered: the case the
-// figure is for.
+// probesTimedOut checks that every peer was probed and none answered: the measured case.
 func probesTimedOut(out []byte, peers int) error {
 	var r diagnose.Report
 	if err := json.Unmarshal(out, &r); err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/flannel-go/flannel/e2e/benchkit"
 )
 
-// sample writes a control and a net report into a fresh data directory.
 func sample(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()

@@ -34,7 +34,6 @@ var (
 	grey = color.RGBA{R: 0x88, G: 0x88, B: 0x88, A: 0xff}
 )
 
-// curve is one chart of a metric against the cases' scale (X).
 type curve struct {
 	file, title, xLabel, yLabel string
 	bench, metric               string
@@ -48,13 +47,11 @@ var curves = []curve{
 	{"bench-kube-rss.svg", "Kubernetes mode: peak RSS", "annotated nodes", "MB", "kube", "peak RSS", false},
 }
 
-// netChart is the file of the data-plane chart.
 const netChart = "bench-net-throughput.svg"
 
-// writeCharts draws every chart whose results exist into dir and returns the files
-// written. A curve needs at least two scales: with one, its figures are only in the table.
-// A chart of an earlier run that the results no longer make is removed, so that no chart
-// shows figures the tables do not.
+// writeCharts draws every chart whose results exist into dir and returns the files. A
+// curve needs two scales or more. Charts the results no longer make are removed, so no
+// chart shows figures the tables lack.
 func writeCharts(reports []*benchkit.Report, dir string) ([]string, error) {
 	files, err := drawCharts(reports, dir)
 	if err != nil {
@@ -107,7 +104,6 @@ func drawCharts(reports []*benchkit.Report, dir string) ([]string, error) {
 	return files, nil
 }
 
-// scales lists the distinct X of metric's results, ascending.
 func scales(r *benchkit.Report, metric string) []float64 {
 	var xs []float64
 	for _, res := range r.Results {
@@ -119,9 +115,8 @@ func scales(r *benchkit.Report, metric string) []float64 {
 	return xs
 }
 
-// curveChart draws each daemon's median of c.metric against X. A median that is "not
-// within" the benchmark's limit is drawn at the limit as a triangle of its own series;
-// our targets are drawn as crosses.
+// curveChart draws each daemon's median of c.metric against X; a "not within" median is
+// a triangle at the limit; our targets are crosses.
 func curveChart(r *benchkit.Report, c curve) (*plot.Plot, error) {
 	p := newPlot()
 	p.Title.Text = c.title
@@ -196,7 +191,6 @@ func curveChart(r *benchkit.Report, c curve) (*plot.Plot, error) {
 	}
 	xs := scales(r, c.metric)
 	p.X.Min, p.X.Max = xs[0]/1.3, xs[len(xs)-1]*1.3
-	// room above the curves for the legend
 	if c.logY {
 		p.Y.Min, p.Y.Max = yMin/2, yMax*5
 	} else {
@@ -205,7 +199,6 @@ func curveChart(r *benchkit.Report, c curve) (*plot.Plot, error) {
 	return p, nil
 }
 
-// xTicks labels exactly the scales measured.
 func xTicks(xs []float64) plot.ConstantTicks {
 	var ts plot.ConstantTicks
 	for _, x := range xs {
@@ -214,12 +207,10 @@ func xTicks(xs []float64) plot.ConstantTicks {
 	return ts
 }
 
-// netPaths are the data-plane paths in the chart's order; "underlay (no overlay)" is the
-// case the underlay's results carry.
+// netPaths are the data-plane paths in chart order.
 var netPaths = []string{"underlay (no overlay)", "vxlan", "host-gw", "udp", "wireguard"}
 
-// throughputChart draws the median throughput of each path as bars, ours beside
-// upstream's, the underlay alone.
+// throughputChart draws each path's median throughput, ours beside upstream's.
 func throughputChart(r *benchkit.Report) (*plot.Plot, error) {
 	p := newPlot()
 	p.Title.Text = "Data plane: TCP throughput pod to pod (median of the rounds)"
@@ -269,7 +260,6 @@ func throughputChart(r *benchkit.Report) (*plot.Plot, error) {
 		p.Add(bc)
 		p.Legend.Add(b.legend, bc)
 		drawn++
-		// each bar's value above it
 		var xys []plotter.XY
 		var texts []string
 		for i, v := range vs {
@@ -299,7 +289,6 @@ func throughputChart(r *benchkit.Report) (*plot.Plot, error) {
 	return p, nil
 }
 
-// newPlot is a plot whose texts are set in a sans-serif face.
 func newPlot() *plot.Plot {
 	p := plot.New()
 	for _, f := range []*font.Font{&p.Title.TextStyle.Font, &p.Legend.TextStyle.Font,
@@ -309,7 +298,7 @@ func newPlot() *plot.Plot {
 	return p
 }
 
-// save writes p as SVG with the fonts named, not embedded (small files that diff well).
+// save writes p as SVG with fonts named, not embedded (small files that diff well).
 func save(p *plot.Plot, file string) error {
 	c := vgsvg.New(chartW, chartH)
 	p.Draw(draw.New(c))

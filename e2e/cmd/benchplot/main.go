@@ -1,12 +1,7 @@
-// Command benchplot turns the JSON results of the benchmark commands (their -json files)
-// into the results page's charts and tables: SVG charts of the control plane's scale
-// curves (convergence and peak RSS against peers, ours beside upstream) and of the data
-// plane's throughputs, and one Markdown table per benchmark written between the
-// <!-- bench:NAME --> and <!-- /bench:NAME --> markers of the page. It prints each
-// figure that both daemons have as ours ÷ upstream's.
-//
-// It is a command of its own so that the plotting library stays out of everything else;
-// flanneld never links it.
+// Command benchplot turns the benchmark commands' -json results into the results page's
+// SVG charts and the Markdown tables between its <!-- bench:NAME --> and
+// <!-- /bench:NAME --> markers, and prints every ours ÷ upstream ratio. It is a command of
+// its own so flanneld never links the plotting library.
 //
 //	go run ./e2e/cmd/benchplot -data Documentation/benchdata -img Documentation/img -doc Documentation/benchmarks.md
 package main
@@ -62,7 +57,6 @@ func run(w io.Writer, data, img, doc string) error {
 	return nil
 }
 
-// readReports reads <bench>.json of each known benchmark that has one, in page order.
 func readReports(dir string) ([]*benchkit.Report, error) {
 	var rs []*benchkit.Report
 	for _, b := range benches {
@@ -81,7 +75,6 @@ func readReports(dir string) ([]*benchkit.Report, error) {
 	return rs, nil
 }
 
-// printRatios writes every figure both daemons have, as ours ÷ upstream's.
 func printRatios(w io.Writer, reports []*benchkit.Report) {
 	fmt.Fprintf(w, "\n%s ÷ %s (medians):\n", benchkit.Ours, benchkit.Upstream)
 	for _, r := range reports {
@@ -95,7 +88,6 @@ func printRatios(w io.Writer, reports []*benchkit.Report) {
 	}
 }
 
-// has reports whether reports holds bench.
 func has(reports []*benchkit.Report, bench string) (*benchkit.Report, bool) {
 	i := slices.IndexFunc(reports, func(r *benchkit.Report) bool { return r.Bench == bench })
 	if i < 0 {

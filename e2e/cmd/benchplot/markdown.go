@@ -8,19 +8,16 @@ import (
 	"github.com/flannel-go/flannel/e2e/benchkit"
 )
 
-// makeTargets names the make target that runs each benchmark.
 var makeTargets = map[string]string{
 	"control": "bench-control", "kube": "bench-kube", "net": "bench-net",
 	"heal": "bench-heal", "rules": "bench-rules", "restart": "bench-restart", "diagnose": "bench-diagnose",
 }
 
-// markers are the lines around a benchmark's generated block in the page.
 func markers(bench string) (begin, end string) {
 	return "<!-- bench:" + bench + " -->", "<!-- /bench:" + bench + " -->"
 }
 
-// rewriteDoc replaces the generated block of every report in the page at path. A report
-// whose markers the page lacks is an error: the page and the benchmarks must agree.
+// rewriteDoc replaces each report's block in the page at path; missing markers are an error.
 func rewriteDoc(path string, reports []*benchkit.Report) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -35,7 +32,6 @@ func rewriteDoc(path string, reports []*benchkit.Report) error {
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
-// replaceBlock puts body between bench's markers in text.
 func replaceBlock(text, bench, body string) (string, error) {
 	begin, end := markers(bench)
 	i := strings.Index(text, begin)
@@ -46,8 +42,7 @@ func replaceBlock(text, bench, body string) (string, error) {
 	return text[:i+len(begin)] + "\n" + body + text[j:], nil
 }
 
-// reportMarkdown is a report's block: how to reproduce it, where and when it ran, the
-// daemons, one table and the notes.
+// reportMarkdown is a report's block: how to reproduce, where and when, daemons, table, notes.
 func reportMarkdown(r *benchkit.Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Command: `sudo make %s` (`%s`).  \n", makeTargets[r.Bench], r.Command)
@@ -67,8 +62,8 @@ func reportMarkdown(r *benchkit.Report) string {
 	return b.String()
 }
 
-// table is a report's Markdown table: a row per case and metric with our median,
-// upstream's and the ratio; our previous figure where upstream has none; our target.
+// table has a row per case and metric: both medians, ratio, our previous figure where
+// upstream has none, our target.
 func table(r *benchkit.Report) string {
 	rows := r.Rows()
 	withUp, withPrev, withTarget := false, false, false
@@ -122,7 +117,6 @@ func table(r *benchkit.Report) string {
 	return b.String()
 }
 
-// cell is a result's median, or "—" when the daemon has no such figure.
 func cell(res benchkit.Result) string {
 	if len(res.Runs)+res.Over == 0 {
 		return "—"
