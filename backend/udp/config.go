@@ -12,13 +12,12 @@ import (
 // DefaultPort is upstream's udp port.
 const DefaultPort = 8285
 
-// overhead is what the encapsulation costs: outer IPv4 header 20 + UDP header 8.
+// overhead: outer IPv4 header 20 + UDP header 8.
 const overhead = 28
 
 // Overhead is what the encapsulation adds to a pod packet.
 const Overhead = overhead
 
-// minMTU is the smallest flannel0 MTU we accept (the IPv4 minimum).
 const minMTU = 68
 
 // Config is the udp backend's part of the network config ("Backend": {...}).
@@ -28,17 +27,15 @@ type Config struct {
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the udp backend's own keys (the Backend object): it returns the
-// keys that have no effect (unknown ones with the key they probably misspell) and every
-// problem of the keys it knows, joined.
+// CheckConfig checks the udp Backend object: it returns the keys without effect (unknown
+// ones with their likely intent) and every problem of the known ones, joined.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// parseConfig decodes the Backend object (keys matched case-insensitively) and fills in
-// the default port. An absent Backend is valid: it is how a config selects udp
-// implicitly.
+// parseConfig decodes the Backend object (keys case-insensitive), defaulting the port. An
+// absent Backend is valid: it selects udp implicitly.
 func parseConfig(raw []byte) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	return c, err

@@ -16,22 +16,20 @@ import (
 const (
 	defaultVNI = 1
 	maxVNI     = 1<<24 - 1
-	// overhead is what the VXLAN encapsulation costs on an IPv4 underlay (outer IP 20 +
-	// UDP 8 + VXLAN 8 + inner Ethernet 14).
+	// overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 	overhead = 50
-	// v6Overhead is the cost on an IPv6 underlay (outer IP 40); the kernel allows a vxlan
-	// device over IPv6 at most its lower device's MTU - 70. Upstream subtracts 50 there too.
+	// v6Overhead: outer IPv6 40; the kernel caps a vxlan device over IPv6 at lower MTU - 70
+	// (upstream subtracts 50 there too).
 	v6Overhead = 70
 	// minDeviceMTU is the smallest MTU the kernel accepts for a vxlan device (IPv4 minimum).
 	minDeviceMTU = 68
 	// minV6DeviceMTU is the IPv6 minimum link MTU.
 	minV6DeviceMTU = 1280
-	// kernelDefaultPort is the port the Linux vxlan driver uses when none is given.
+	// kernelDefaultPort is the Linux vxlan driver's port when none is given.
 	kernelDefaultPort = 8472
 )
 
-// Overhead and Overhead6 are what the VXLAN encapsulation adds to a pod packet on an
-// IPv4 and an IPv6 underlay.
+// Overhead and Overhead6 are what VXLAN adds to a pod packet on an IPv4 and IPv6 underlay.
 const (
 	Overhead  = overhead
 	Overhead6 = v6Overhead
@@ -49,24 +47,20 @@ type Config struct {
 	ChecksumOffload ChecksumOffload
 }
 
-// windowsOnly is why the Windows backend's keys have no effect here.
 const windowsOnly = "used by flanneld on Windows only"
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the vxlan backend's own keys (the Backend object) without a node:
-// it returns the keys that have no effect (unknown ones with the key they probably
-// misspell, the Windows-only MacPrefix and Name) and every problem of the keys it
-// knows, joined. What depends on the node (the MTU's default and minimum) is left to
-// New.
+// CheckConfig checks the vxlan Backend object without a node: it returns the keys without
+// effect (unknown ones with their likely intent, the Windows-only MacPrefix and Name) and
+// every problem of the known ones, joined. The node-dependent MTU checks are New's.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// decodeConfig decodes the Backend object (keys matched case-insensitively), fills in
-// the defaults that do not depend on the node and checks ranges. MTU stays 0 when not
-// given.
+// decodeConfig decodes the Backend object (keys case-insensitive), fills in node-free
+// defaults and checks ranges; MTU stays 0 when not given.
 func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
 		Type          string
@@ -76,7 +70,7 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 		GBP           bool
 		Learning      bool
 		DirectRouting bool
-		// ChecksumOffload is checked by parseChecksumOffload for a clear message.
+		// parseChecksumOffload checks it, for a clear message.
 		ChecksumOffload json.RawMessage
 	}
 	var warns []configkeys.Warning
@@ -140,9 +134,8 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	return c, warns, nil
 }
 
-// parseConfig is decodeConfig completed for this node: ifaceMTU is the external
-// interface's MTU, the default for MTU; v6 says whether the IPv6 device will exist (it
-// needs a device MTU, MTU - 70, of at least 1280).
+// parseConfig completes decodeConfig for this node: ifaceMTU is MTU's default; with v6 the
+// IPv6 device's MTU (MTU - 70) must be at least 1280.
 func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	if err != nil {
@@ -167,7 +160,6 @@ func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	return c, nil
 }
 
-// backendData is what a vxlan lease advertises per family.
 type backendData struct {
 	VNI int
 	MAC hwAddr
@@ -184,10 +176,9 @@ func marshalBackendData(vni int, mac hwAddr) []byte {
 	return b
 }
 
-// CheckBackendData is the vxlan backend's part of the admission rule of peer leases
-// (subnet.RuleOptions.BackendData): a peer's BackendData or BackendV6Data must carry a
-// unicast, non-zero VtepMAC, and a VNI in range when it carries one (v0.10 leases carry
-// none).
+// CheckBackendData is the vxlan part of the peer lease admission rule
+// (subnet.RuleOptions.BackendData): a unicast, non-zero VtepMAC and, if present, a VNI in
+// range (v0.10 leases carry none).
 func CheckBackendData(data json.RawMessage) error {
 	bd, err := parseBackendData(data)
 	if err != nil {
@@ -199,10 +190,9 @@ func CheckBackendData(data json.RawMessage) error {
 	return nil
 }
 
-// parseBackendData reads a peer's BackendData (or BackendV6Data). VNI is optional
-// (v0.10 leases carry only VtepMAC) and not checked against ours, as upstream. The MAC
-// must be a 6-byte unicast address that is not all zeros: an all-zero FDB entry would
-// be the device's default destination and flood every unknown MAC to that peer.
+// parseBackendData reads a peer's BackendData (or BackendV6Data). VNI is optional and, as
+// upstream, not checked against ours. An all-zero MAC is refused: that FDB entry would be
+// the device's default destination and flood every unknown MAC to the peer.
 func parseBackendData(raw []byte) (backendData, error) {
 	if bd, ok := parseBackendDataFast(raw); ok {
 		return bd, nil
@@ -210,9 +200,8 @@ func parseBackendData(raw []byte) (backendData, error) {
 	return parseBackendDataJSON(raw)
 }
 
-// parseBackendDataFast reads the canonical shapes {"VNI":<n>,"VtepMAC":"<mac>"} and
-// {"VtepMAC":"<mac>"} without allocating (a round parses every peer's data). Anything
-// else, including invalid values, is left to parseBackendDataJSON (ok false).
+// parseBackendDataFast reads the canonical shapes without allocating (every round parses
+// every peer's data); anything else is left to parseBackendDataJSON (ok false).
 func parseBackendDataFast(raw []byte) (bd backendData, ok bool) {
 	const vniKey, macKey = `{"VNI":`, `"VtepMAC":"`
 	s := raw
@@ -266,7 +255,6 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// parseBackendDataJSON is the general parser (any key case, spacing, MAC notation).
 func parseBackendDataJSON(raw []byte) (backendData, error) {
 	if len(raw) == 0 {
 		return backendData{}, errors.New("no backend data")
@@ -293,12 +281,10 @@ func parseBackendDataJSON(raw []byte) (backendData, error) {
 	return backendData{VNI: in.VNI, MAC: mac}, nil
 }
 
-// hwAddr is a 6-byte Ethernet address, comparable and usable as a map key.
 type hwAddr [6]byte
 
 func (m hwAddr) String() string { return net.HardwareAddr(m[:]).String() }
 
-// hwFrom converts a kernel MAC; ok is false unless it is 6 bytes long.
 func hwFrom(b net.HardwareAddr) (hwAddr, bool) {
 	var m hwAddr
 	if len(b) != 6 {
@@ -308,8 +294,6 @@ func hwFrom(b net.HardwareAddr) (hwAddr, bool) {
 	return m, true
 }
 
-// familyOverhead is the encapsulation cost of a family's device: its outer header is of
-// that family.
 func familyOverhead(v6 bool) int {
 	if v6 {
 		return v6Overhead

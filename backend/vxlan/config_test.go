@@ -69,8 +69,8 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-// The problems of the vxlan keys word for word, all of them at once (golden texts; the
-// daemon logs them and retries, Documentation/backends.md quotes some).
+// The problems of the vxlan keys word for word, all at once (Documentation/backends.md
+// quotes some).
 func TestCheckConfigTexts(t *testing.T) {
 	cases := []struct{ in, want string }{
 		{`{"Type":"vxlan"}`, ""},
@@ -148,7 +148,7 @@ func TestMarshalBackendData(t *testing.T) {
 	if got := string(marshalBackendData(16777215, hwAddr{0x02})); got != `{"VNI":16777215,"VtepMAC":"02:00:00:00:00:00"}` {
 		t.Errorf("got %s", got)
 	}
-	// The lease JSON embeds it unchanged, as in the lab observation.
+	// The lease JSON embeds it unchanged.
 	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.51.100.1"), BackendType: "vxlan", BackendData: marshalBackendData(1, mac)}
 	b, err := attrs.MarshalJSON()
 	if err != nil {
@@ -195,8 +195,8 @@ func TestParseBackendData(t *testing.T) {
 	}
 }
 
-// The admission rule's vxlan check: what parseBackendData accepts (the lease shapes
-// upstream writes, v0.10's without a VNI included), with a VNI in range.
+// CheckBackendData accepts what parseBackendData does (v0.10's VNI-less shape included),
+// with a VNI in range.
 func TestCheckBackendData(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"VNI":1,"VtepMAC":"4e:7c:fc:75:67:c4"}`:        "",
@@ -240,8 +240,7 @@ func TestNewValidation(t *testing.T) {
 		wantErr string
 	}{
 		{name: "v4", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`), devs: "flannel.1", mtu: 1450},
-		// With IPv6 the pods' MTU is the IPv6 device's (underlay - 70), which also fits
-		// flannel.<VNI> (underlay - 50).
+		// With IPv6 the pods' MTU is the IPv6 device's (underlay - 70), fitting flannel.<VNI> too.
 		{name: "dual", ext: ext(), cfg: cfg(`{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan","VNI":9,"MTU":1400}}`),
 			devs: "flannel.9,flannel-v6.9", mtu: 1330},
 		{name: "v6 only", ext: ext(), cfg: cfg(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan"}}`),
@@ -320,7 +319,6 @@ func FuzzParseBackendData(f *testing.F) {
 				t.Fatalf("fast path %+v, json path %+v, %v for %q", fast, slow, err, raw)
 			}
 		}
-		// What we accept round-trips through our own encoding.
 		again, err := parseBackendData(marshalBackendData(bd.VNI, bd.MAC))
 		if err != nil || again != bd {
 			t.Fatalf("round trip of %+v: %+v, %v", bd, again, err)

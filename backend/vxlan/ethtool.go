@@ -12,18 +12,14 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// ChecksumOffload is the vxlan option that controls the transmit checksum offload of
-// the vxlan devices. Some kernels (before 5.7) mis-compute the checksum of VXLAN
-// packets that were SNATed (kube-proxy's NodePort/ClusterIP masquerade), and the
-// receiver drops them: connections through a service stall for 63 s (flannel issue
-// 1279, kubernetes issue 88986). The known workaround is
-// `ethtool -K flannel.1 tx-checksum-ip-generic off`; this option does the same through
-// the ethtool ioctl, every time the device is created or adopted.
+// ChecksumOffload controls the vxlan devices' transmit checksum offload. Kernels before
+// 5.7 mis-compute the checksum of SNATed VXLAN packets (kube-proxy masquerade) and the
+// receiver drops them, stalling service connections for 63 s; this does what `ethtool -K
+// flannel.1 tx-checksum-ip-generic off` does, whenever the device is created or adopted.
 type ChecksumOffload uint8
 
 const (
-	// ChecksumAuto (the default) turns transmit checksum offload off on kernels older
-	// than 5.7 and leaves the device as the kernel made it (on) otherwise.
+	// ChecksumAuto (default) turns offload off on kernels before 5.7, else leaves it on.
 	ChecksumAuto ChecksumOffload = iota
 	// ChecksumOn forces transmit checksum offload on.
 	ChecksumOn
@@ -41,8 +37,7 @@ func (c ChecksumOffload) String() string {
 	return "auto"
 }
 
-// parseChecksumOffload reads the ChecksumOffload config value ("auto", "on" or "off",
-// any letter case; absent or null is auto).
+// parseChecksumOffload reads "auto", "on" or "off" (any case; absent or null is auto).
 func parseChecksumOffload(raw []byte) (ChecksumOffload, error) {
 	s := strings.TrimSpace(string(raw))
 	if s == "" || s == "null" {
@@ -61,12 +56,11 @@ func parseChecksumOffload(raw []byte) (ChecksumOffload, error) {
 	return ChecksumAuto, fmt.Errorf(`vxlan: ChecksumOffload must be "auto", "on" or "off", not %s`, s)
 }
 
-// checksumFixKernel is the first kernel release whose VXLAN transmit checksum offload
-// is right for SNATed packets (the rule Calico applies).
+// checksumFixKernel is the first kernel release whose offload is right for SNATed packets.
 var checksumFixKernel = [2]int{5, 7}
 
-// kernelBefore reports whether a kernel release string ("5.4.0-150-generic",
-// "6.18.44-fc") is older than major.minor. ok is false when it cannot be parsed.
+// kernelBefore reports whether a release ("5.4.0-150-generic") is older than want; ok is
+// false when it cannot be parsed.
 func kernelBefore(release string, want [2]int) (before, ok bool) {
 	var v [2]int
 	rest := release
@@ -93,8 +87,7 @@ func kernelBefore(release string, want [2]int) (before, ok bool) {
 	return v[1] < want[1], true
 }
 
-// wantTxChecksum decides the offload state for a mode and kernel release: set says
-// whether to change the device at all, on what to set it to.
+// wantTxChecksum decides whether to change the device at all (set) and to what (on).
 func wantTxChecksum(mode ChecksumOffload, release string) (on, set bool, why string) {
 	switch mode {
 	case ChecksumOn:
@@ -112,7 +105,6 @@ func wantTxChecksum(mode ChecksumOffload, release string) (on, set bool, why str
 	return true, false, fmt.Sprintf("ChecksumOffload is auto and kernel %s is %d.%d or newer: leaving the device's default", release, checksumFixKernel[0], checksumFixKernel[1])
 }
 
-// kernelRelease is uname -r.
 func kernelRelease() (string, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
@@ -121,23 +113,19 @@ func kernelRelease() (string, error) {
 	return unix.ByteSliceToString(u.Release[:]), nil
 }
 
-// ethtool reads and sets a device's transmit checksum offload with the SIOCETHTOOL
-// ioctl (the legacy ETHTOOL_GTXCSUM/ETHTOOL_STXCSUM commands, which switch every
-// checksum feature the device has: for vxlan, tx-checksum-ip-generic). The ioctl acts on
-// the network namespace of the socket it is issued on.
+// ethtool uses the legacy SIOCETHTOOL ETHTOOL_GTXCSUM/STXCSUM commands, which switch
+// every checksum feature (for vxlan, tx-checksum-ip-generic), in the socket's namespace.
 type ethtool struct {
-	// socket opens a socket in the device's namespace (nil: the caller's namespace).
+	// socket opens a socket in the device's namespace (nil: the caller's).
 	socket func() (int, error)
 }
 
-// ethtoolValue is struct ethtool_value.
 type ethtoolValue struct {
 	cmd  uint32
 	data uint32
 }
 
-// ifreqData is struct ifreq with ifr_data: the name and a pointer, padded to the size
-// of the union.
+// ifreqData is struct ifreq with ifr_data, padded to the union's size.
 type ifreqData struct {
 	name [unix.IFNAMSIZ]byte
 	data unsafe.Pointer
@@ -168,7 +156,6 @@ func (e ethtool) ioctl(dev string, v *ethtoolValue) error {
 	return nil
 }
 
-// txChecksum reports whether transmit checksum offload is on.
 func (e ethtool) txChecksum(dev string) (bool, error) {
 	v := ethtoolValue{cmd: unix.ETHTOOL_GTXCSUM}
 	if err := e.ioctl(dev, &v); err != nil {
@@ -177,7 +164,6 @@ func (e ethtool) txChecksum(dev string) (bool, error) {
 	return v.data != 0, nil
 }
 
-// setTxChecksum switches transmit checksum offload.
 func (e ethtool) setTxChecksum(dev string, on bool) error {
 	v := ethtoolValue{cmd: unix.ETHTOOL_STXCSUM}
 	if on {
@@ -189,10 +175,9 @@ func (e ethtool) setTxChecksum(dev string, on bool) error {
 	return nil
 }
 
-// applyChecksumOffload brings f's device to the ChecksumOffload setting, logs the
-// choice when it changes anything (or first decides) and reports the resulting state
-// to the observer. Failures are logged: the data path works either way, only the
-// SNAT checksum problem would stay.
+// applyChecksumOffload brings f's device to the setting, logs when it changes anything
+// and reports the state to the observer. Failures are only logged: the data path works
+// either way.
 func (b *Backend) applyChecksumOffload(f *family) {
 	if b.ethtool == nil {
 		return
@@ -242,19 +227,17 @@ func (b *Backend) reportChecksum(f *family, on bool, why string, changed bool) {
 	b.observer().TxChecksumOffload(f.name, on)
 }
 
-// TxChecksumState is one device's transmit checksum offload as the kernel has it, and
-// what the ChecksumOffload option wants of it on this kernel.
+// TxChecksumState is one device's transmit checksum offload and what the option wants.
 type TxChecksumState struct {
 	Device string
 	On     bool
-	// Want is the state the option sets; Decided is false when it leaves the kernel's
-	// default (auto on a fixed kernel), so either state is right.
+	// Want is what the option sets; Decided is false when either state is right.
 	Want, Decided bool
 	Why           string
 }
 
-// TxChecksum reads, changing nothing, the transmit checksum offload of the devices
-// that exist (a missing one is left out) and says what it must be. It needs no Prepare.
+// TxChecksum reads, changing nothing, the offload of the existing devices and what it
+// must be. It needs no Prepare.
 func (b *Backend) TxChecksum() ([]TxChecksumState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -96,7 +96,6 @@ func TestWantTxChecksum(t *testing.T) {
 	}
 }
 
-// recordingObserver keeps what a backend reports.
 type recordingObserver struct {
 	observe.Nop
 	mu      sync.Mutex
@@ -126,7 +125,6 @@ func (r *recordingObserver) get(key string) int {
 	return r.objects[key]
 }
 
-// nsEthtool returns an ethtool whose sockets live in the lab's namespace.
 func (l *lab) nsEthtool() *ethtool {
 	return &ethtool{socket: func() (int, error) {
 		var fd int
@@ -139,8 +137,7 @@ func (l *lab) nsEthtool() *ethtool {
 	}}
 }
 
-// ethtoolK cross-checks with `ethtool -k` when the tool is installed: it returns
-// "on", "off" or "" (not installed).
+// ethtoolK cross-checks with `ethtool -k`: "on", "off" or "" (tool not installed).
 func (l *lab) ethtoolK(t *testing.T, dev string) string {
 	t.Helper()
 	if _, err := exec.LookPath("ethtool"); err != nil {
@@ -213,8 +210,7 @@ func TestIntegrationChecksumOffload(t *testing.T) {
 			if _, err := b.Start(ctx, ownLease(false)); err != nil {
 				t.Fatal(err)
 			}
-			// The device is deleted by hand: the next round recreates it and applies the
-			// option to the new device.
+			// The device is deleted by hand: the next round recreates it with the option applied.
 			obs.mu.Lock()
 			clear(obs.csum)
 			obs.mu.Unlock()
@@ -253,8 +249,7 @@ func TestIntegrationEthtoolErrors(t *testing.T) {
 	}
 }
 
-// TestIntegrationChecksumOffloadOnAdoption: a restarted daemon with another setting
-// changes the adopted device both ways.
+// A restarted daemon with another setting changes the adopted device both ways.
 func TestIntegrationChecksumOffloadOnAdoption(t *testing.T) {
 	l := newLab(t)
 	for _, step := range []struct {
@@ -277,8 +272,7 @@ func TestIntegrationChecksumOffloadOnAdoption(t *testing.T) {
 	}
 }
 
-// FuzzKernelBefore: any uname release string is handled without panic, and a parsed
-// release is ordered consistently against 5.7.
+// Any release string is handled without panic and ordered consistently against 5.7.
 func FuzzKernelBefore(f *testing.F) {
 	for _, s := range []string{"5.4.0-150-generic", "6.18.44-fc", "5.7", "", "5.", ".7", "10.0.0"} {
 		f.Add(s)
@@ -298,8 +292,7 @@ func FuzzKernelBefore(f *testing.F) {
 	})
 }
 
-// TxChecksum reads the state and what the option wants of it, changing nothing, on a
-// backend that was never prepared.
+// TxChecksum reads without changing anything, on a backend never prepared.
 func TestIntegrationTxChecksumReadOnly(t *testing.T) {
 	l := newLab(t)
 	b, _ := l.backend(testConfig(t, `{"Type":"vxlan"}`, false))

@@ -18,8 +18,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// ConflictError means another instance in the network namespace claims a device, a port
-// or a network range this instance's config asks for: the daemon refuses to start.
+// ConflictError means another instance in the network namespace claims a device, port or
+// network range this config asks for: the daemon refuses to start.
 type ConflictError struct {
 	Conflicts []claim.Conflict // ours that collide, the first one reported
 	Other     string           // the other instance, in words
@@ -39,7 +39,6 @@ func (e *ConflictError) Error() string {
 	return s
 }
 
-// ownClaims is what this instance takes: its backend's claims and its networks.
 func ownClaims(cfg *subnet.Config, be backend.Backend) claim.Set {
 	var s claim.Set
 	if c, ok := be.(backend.Claimer); ok {
@@ -54,8 +53,7 @@ func ownClaims(cfg *subnet.Config, be backend.Backend) claim.Set {
 	return s
 }
 
-// describe names another instance for a message: its first lock (the network), PID,
-// backend, networks and subnet file.
+// describe names another instance: first lock, PID, backend, networks, subnet file.
 func describe(in control.Instance) string {
 	name := "the flanneld"
 	if len(in.Locks) > 0 {
@@ -76,11 +74,10 @@ func describe(in control.Instance) string {
 	return name + " (" + strings.Join(details, ", ") + ")"
 }
 
-// yields reports whether an instance whose claims collide with ours, published at
-// mine by the instance at socket own, goes first: it published earlier (or published
-// no time: an older daemon, or one already running), or at the same time from a lower
-// socket name. The rule is the same on both sides, and each instance publishes before it
-// looks, so of two that start together exactly one refuses.
+// yields reports whether other, colliding with ours (published at mine by socket own),
+// goes first: it published earlier or no time at all (older or running daemon), or at
+// the same time from a lower socket name. Both sides publish before looking, so of two
+// that start together exactly one refuses.
 func yields(other control.Instance, mine time.Time, own string) bool {
 	switch {
 	case other.ClaimedAt.IsZero() || other.ClaimedAt.Before(mine):
@@ -91,14 +88,11 @@ func yields(other control.Instance, mine time.Time, own string) bool {
 	return false
 }
 
-// instancesTimeout bounds the questions to the other instances.
 const instancesTimeout = 30 * time.Second
 
-// checkClaims publishes mine in the status and compares it with the claims of every
-// other instance in the network namespace, which it returns. It returns a
-// *ConflictError naming the first instance that goes first (yields) and collides with
-// mine. Instances that cannot be asked are logged and not checked: the kernel still
-// refuses a second device with the same VNI and port, or a second socket on a port.
+// checkClaims publishes mine and returns the other instances, or a *ConflictError naming
+// the first that goes first (yields) and collides. Instances that cannot be asked are
+// only logged: the kernel still refuses a duplicate VNI and port, or port.
 func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Found, error) {
 	at := time.Now()
 	deps.Status.setClaims(mine, at)
@@ -119,8 +113,8 @@ func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Foun
 	return found, nil
 }
 
-// listInstances asks the other instances (Deps.Instances) for their statuses; those
-// that gave none are logged and left out. Without Deps.Instances there are none.
+// listInstances asks the other instances (Deps.Instances) for statuses; those that give
+// none are logged and left out.
 func listInstances(ctx context.Context, deps Deps) []control.Found {
 	if deps.Instances == nil {
 		return nil
@@ -140,11 +134,9 @@ func listInstances(ctx context.Context, deps Deps) []control.Found {
 	})
 }
 
-// warnRecordedDevices warns about each device of mine that exists and that the state
-// file of an instance not running records (a state file beside ours, other than ours
-// and those of the running instances, found): a stopped instance of another network
-// may come back for it. The daemon adopts it all the same, as the config names exactly
-// that device.
+// warnRecordedDevices warns about each existing device of mine that a stopped instance's
+// state file records: it may come back for it. The daemon adopts it anyway, as the config
+// names exactly that device.
 func warnRecordedDevices(ownState string, mine claim.Set, found []control.Found) {
 	files, err := filepath.Glob(filepath.Join(filepath.Dir(ownState), "*"+stateSuffix))
 	if err != nil || len(files) == 0 {
@@ -181,8 +173,8 @@ func warnRecordedDevices(ownState string, mine claim.Set, found []control.Found)
 	}
 }
 
-// withoutClaimed drops from stale (devices of a previous configuration of this
-// instance) those another running instance claims or owns now, and logs each.
+// withoutClaimed drops from stale (devices of this instance's previous config) those
+// another running instance claims or owns now, logging each.
 func withoutClaimed(stale []string, found []control.Found) []string {
 	return slices.DeleteFunc(stale, func(name string) bool {
 		for _, f := range found {
