@@ -1,7 +1,6 @@
-// Package lab builds a throw-away network of Linux network namespaces for end-to-end tests
-// and the demo: a switch namespace with a bridge, node namespaces plugged into it, a real
-// etcd inside the switch namespace, flanneld processes in the nodes and pod namespaces
-// behind a cni0 bridge in each node.
+// Package lab builds a throw-away network of Linux network namespaces for e2e tests and
+// the demo: a switch namespace with a bridge and etcd, node namespaces running flanneld,
+// and pod namespaces behind each node's cni0 bridge.
 //
 // Layout for Options.Name "fgx":
 //
@@ -11,15 +10,12 @@
 //	              ip_forward=1, default route via 192.0.2.1 dev eth0
 //	fgx-n<i>-p<j> pod j on node i: eth0 (veth into the node's cni0) <subnet>.<j+2>
 //
-// With Options.IPv6 the underlay is dual-stack: br0 also has 2001:db8::1/64, node i's
-// eth0 2001:db8::<10+i>/64 (the same digits as its IPv4 address) with a default route
-// via 2001:db8::1, and IPv6 forwarding is on in the nodes; pods get an IPv6 address from
-// FLANNEL_IPV6_SUBNET too. Lab addresses skip duplicate address detection, so they are
-// usable at once, and no namespace accepts router advertisements.
+// With Options.IPv6 the underlay is dual-stack: br0 also has 2001:db8::1/64, node i's eth0
+// 2001:db8::<10+i>/64 with a default route via 2001:db8::1, and pods get an IPv6 address
+// too. No DAD (addresses are usable at once) and no router advertisements.
 //
-// Nothing is ever configured in the root network namespace: the bridge lives in the switch
-// namespace, and the switch namespace has no route out, so no packet leaves the lab.
-// Close removes everything the lab made (processes by PID, namespaces by name).
+// Nothing is configured in the root namespace, and the switch has no route out, so no
+// packet leaves the lab. Close removes everything (processes by PID, namespaces by name).
 package lab
 
 import (
@@ -49,8 +45,7 @@ import (
 // Fixed lab addresses.
 var (
 	GatewayIP = netip.MustParseAddr("192.0.2.1") // on br0 in the switch namespace
-	// Gateway2IP is on br1 in the switch namespace, the gateway of the second segment
-	// (Options.SecondSegment).
+	// Gateway2IP is on br1, the second segment's gateway (Options.SecondSegment).
 	Gateway2IP = netip.MustParseAddr("198.51.100.1")
 	EtcdIP     = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
 
@@ -60,8 +55,7 @@ var (
 	Gateway2IPv6 = netip.MustParseAddr("2001:db8:0:1::1")
 )
 
-// IPv6 underlay prefixes (Options.IPv6): the nodes' IPv6 eth0 addresses lie in these,
-// the second one for nodes in Options.SecondSegment.
+// IPv6 underlay prefixes (Options.IPv6), the second for Options.SecondSegment nodes.
 var (
 	UnderlayIPv6  = netip.MustParsePrefix("2001:db8::/64")
 	Underlay2IPv6 = netip.MustParsePrefix("2001:db8:0:1::/64")
@@ -72,8 +66,8 @@ const DefaultEtcdPrefix = "/coreos.com/network"
 
 // Options configure a lab.
 type Options struct {
-	// Name prefixes every namespace the lab creates; it must be unique among concurrent
-	// labs (see UniqueName). Letters, digits and '_' only, at most 40 characters.
+	// Name prefixes every namespace; unique among concurrent labs (UniqueName); [A-Za-z0-9_],
+	// at most 40 characters.
 	Name string
 	// Nodes is the number of node namespaces (1..200).
 	Nodes int
@@ -85,19 +79,14 @@ type Options struct {
 	EtcdPrefix string
 	// UnderlayMTU is the MTU of the nodes' eth0 (default 1500).
 	UnderlayMTU int
-	// SecondSegment lists nodes put on a second L2 segment: their eth0 is plugged into
-	// bridge br1 of the switch namespace with 198.51.100.<10+i>/24, default route via
-	// 198.51.100.1; the switch routes between the segments. Such a node reaches the
-	// others only through a router (e.g. to test host-gw's on-link requirement).
+	// SecondSegment nodes plug into br1 with 198.51.100.<10+i>/24, routed by the switch: they
+	// reach the others only through a router (e.g. host-gw's on-link requirement).
 	SecondSegment []int
-	// IPv6 adds an IPv6 underlay beside the IPv4 one (see the package comment): on br0
-	// (2001:db8::/64) and, for SecondSegment nodes, on br1 (2001:db8:0:1::/64).
+	// IPv6 adds an IPv6 underlay (see the package comment).
 	IPv6 bool
-	// OwnWireguardDir runs each node's flanneld with a /run/wireguard of its own (a bind
-	// mount of WireguardDir(i), made in the mount namespace "ip netns exec" gives the
-	// process, so nothing changes outside it), where a userspace WireGuard device puts
-	// its UAPI socket: nodes never see each other's sockets, and WG runs wg(8) against
-	// a node's devices.
+	// OwnWireguardDir gives each node's flanneld its own /run/wireguard (a bind mount of
+	// WireguardDir(i) in its "ip netns exec" mount namespace), so userspace WireGuard UAPI
+	// sockets stay per node; WG runs wg(8) against them.
 	OwnWireguardDir bool
 	// NoEtcd skips starting etcd (for tests of the topology alone).
 	NoEtcd bool
@@ -139,8 +128,8 @@ func UniqueName(family, tag string) string {
 	return fmt.Sprintf("%s%dx%s", family, os.Getpid(), tag)
 }
 
-// New creates the lab: switch, nodes and (unless NoEtcd) etcd. Leftovers of a lab with the
-// same name are removed first. On error everything created so far is removed again.
+// New creates the switch, nodes and (unless NoEtcd) etcd, removing leftovers of a lab of
+// the same name first, and everything it made on error.
 func New(ctx context.Context, opts Options) (*Lab, error) {
 	if !nameRE.MatchString(opts.Name) {
 		return nil, fmt.Errorf("lab: invalid name %q (letters, digits, '_', at most 40)", opts.Name)
@@ -275,7 +264,7 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	}
 	steps := []ipStep{
 		{n.ns, []string{"link", "set", "lo", "up"}},
-		// Both ends are created directly in their namespaces: nothing touches the root one.
+		// Both ends are created in their namespaces: nothing touches the root one.
 		{n.ns, []string{"link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "mtu", mtu, "netns", l.SwitchNS()}},
 		{l.SwitchNS(), []string{"link", "set", port, "master", bridge}},
 		{l.SwitchNS(), []string{"link", "set", port, "up"}},
@@ -302,8 +291,7 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	return nil
 }
 
-// nodeIPv6 is node i's IPv6 underlay address: the digits of its IPv4 host part in the
-// last group (2001:db8::11 for 192.0.2.11), in the second segment's prefix if second.
+// nodeIPv6 is node i's IPv6 underlay address: 2001:db8::11 for 192.0.2.11.
 func nodeIPv6(i int, second bool) netip.Addr {
 	p := UnderlayIPv6
 	if second {
@@ -315,16 +303,13 @@ func nodeIPv6(i int, second bool) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// addr6 is the "ip addr add" for an IPv6 lab address: no duplicate address detection,
-// so the address is usable at once (the lab hands out every address once).
+// addr6 is the "ip addr add" for an IPv6 lab address, without DAD (usable at once).
 func addr6(a netip.Addr, p netip.Prefix, dev string) []string {
 	return []string{"addr", "add", netip.PrefixFrom(a, p.Bits()).String(), "dev", dev, "nodad"}
 }
 
-// prepareIPv6 sets, in a new namespace of an IPv6 lab, what every device created there
-// afterwards inherits: no duplicate address detection (link-local addresses are not
-// tentative either) and no router advertisements accepted. Without Options.IPv6 it does
-// nothing, so IPv4 labs keep the kernel's defaults.
+// prepareIPv6 sets in a new namespace of an IPv6 lab what later devices inherit: no DAD,
+// no router advertisements. IPv4 labs keep the kernel's defaults.
 func (l *Lab) prepareIPv6(ctx context.Context, ns string) error {
 	if !l.opts.IPv6 {
 		return nil
@@ -367,7 +352,6 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 	l.mu.Lock()
 	l.cli = cli
 	l.mu.Unlock()
-	// One round trip proves the client path (netns dialer) works.
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if _, err := cli.Get(cctx, "/lab-ping"); err != nil {
@@ -413,9 +397,8 @@ func (l *Lab) IPv6() bool { return l.opts.IPv6 }
 // NodeDir is node i's directory (subnet.env, flanneld.log).
 func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }
 
-// NewEtcdClient makes a new client to the lab's etcd, dialling through the switch
-// namespace (the caller closes it). Lab.Etcd is the lab's own; a new one does not wait
-// out the reconnect backoff the lab's client may be in after an outage.
+// NewEtcdClient makes a new client to the lab's etcd (the caller closes it); unlike
+// Lab.Etcd's it is not in a reconnect backoff after an outage.
 func (l *Lab) NewEtcdClient() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   []string{l.EtcdEndpoint()},
@@ -435,8 +418,7 @@ func (l *Lab) EtcdPrefix() string { return l.opts.EtcdPrefix }
 // EtcdLog is the path of etcd's log file.
 func (l *Lab) EtcdLog() string { return filepath.Join(l.opts.WorkDir, "etcd", "etcd.log") }
 
-// Etcd is a client connected to the lab's etcd (through the switch namespace). It is
-// owned by the lab and closed by Close; nil when the lab runs without etcd.
+// Etcd is the lab's etcd client, closed by Close; nil without etcd.
 func (l *Lab) Etcd() *clientv3.Client {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -471,10 +453,8 @@ func (l *Lab) node(i int) (*node, error) {
 	return l.nodes[i-1], nil
 }
 
-// Close stops every process the lab started (by PID) and deletes every namespace it
-// created (by name), which also removes all links, addresses and routes in them. It is
-// idempotent and safe after a partial New. It returns the first problem met, after
-// trying everything.
+// Close stops every process the lab started (by PID) and deletes its namespaces (by name).
+// It is idempotent, safe after a partial New, and returns the first problem after trying all.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
@@ -510,7 +490,6 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
-// ownNamespaces lists existing namespaces that belong to this lab's name.
 func (l *Lab) ownNamespaces(ctx context.Context) ([]string, error) {
 	all, err := listNamespaces(ctx)
 	if err != nil {
@@ -525,7 +504,6 @@ func (l *Lab) ownNamespaces(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// belongsToNodes matches "<name>-n<digits>" and "<name>-n<digits>-p<digits>".
 func belongsToNodes(ns, name string) bool {
 	rest, ok := strings.CutPrefix(ns, name+"-n")
 	if !ok {
@@ -558,11 +536,10 @@ func (l *Lab) removeNamespaces(ctx context.Context) error {
 	return deleteNamespaces(ctx, nss)
 }
 
-// deleteNamespaces kills the processes still inside the namespaces (leftovers of a crashed
-// run; the lab's own processes are already gone), then deletes pods first, switch last.
+// deleteNamespaces kills processes left inside the namespaces, then deletes pods first,
+// switch last.
 func deleteNamespaces(ctx context.Context, nss []string) error {
 	sort.Slice(nss, func(a, b int) bool {
-		// Longer names (pods) before nodes before the switch.
 		if len(nss[a]) != len(nss[b]) {
 			return len(nss[a]) > len(nss[b])
 		}
@@ -582,8 +559,7 @@ func deleteNamespaces(ctx context.Context, nss []string) error {
 	return errors.Join(errs...)
 }
 
-// killNamespacePIDs SIGKILLs every process whose network namespace is ns and waits up to
-// 10 s for them to go.
+// killNamespacePIDs SIGKILLs every process in ns and waits up to 10 s for them to go.
 func killNamespacePIDs(ctx context.Context, ns string) error {
 	pids, err := namespacePIDs(ctx, ns)
 	if err != nil || len(pids) == 0 {
@@ -625,7 +601,6 @@ func namespacePIDs(ctx context.Context, ns string) ([]int, error) {
 	return pids, nil
 }
 
-// listNamespaces returns the names of all named network namespaces.
 func listNamespaces(ctx context.Context) ([]string, error) {
 	out, err := run(ctx, "ip", "netns", "list")
 	if err != nil {
@@ -647,10 +622,8 @@ func addNamespace(ctx context.Context, ns string) error {
 	return nil
 }
 
-// Sweep removes the namespaces (and any process left in them) of earlier labs whose name
-// starts with family. Names made by UniqueName(family, …) whose PID is still running are
-// kept, so concurrent runs do not remove each other's labs. It matches by namespace name
-// only.
+// Sweep removes the namespaces (and processes in them) of earlier labs whose name starts
+// with family, by name only; UniqueName names whose PID still runs are kept.
 func Sweep(family string) error {
 	if family == "" {
 		return errors.New("lab: Sweep needs a non-empty prefix")
@@ -674,7 +647,6 @@ func Sweep(family string) error {
 	return deleteNamespaces(ctx, doomed)
 }
 
-// ownerPID parses the "<pid>x" that UniqueName puts after the family.
 func ownerPID(rest string) (int, bool) {
 	digits, _, ok := strings.Cut(rest, "x")
 	if !ok || !allDigits(digits) {
