@@ -121,7 +121,8 @@ type Instance struct {
 	PID     int       `json:"pid"`
 	Version string    `json:"version"`
 	Started time.Time `json:"started"`
-	// Locks are the instance-lock keys held, the control socket's ("@flannel-go/...") first.
+	// Socket is the control socket's name ("@flannel-go/..."); Locks the instance-lock keys
+	// held, the control socket's first.
 	Socket string   `json:"socket"`
 	Locks  []string `json:"locks"`
 	// Datastore is "etcd" or "kube".

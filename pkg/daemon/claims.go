@@ -92,7 +92,8 @@ const instancesTimeout = 30 * time.Second
 
 // checkClaims publishes mine and returns the other instances, or a *ConflictError naming
 // the first that goes first (yields) and collides. Instances that cannot be asked are
-// only logged: the kernel still refuses a duplicate VNI and port, or port.
+// only logged: the kernel still refuses a second device with the same VNI and port, or a
+// second socket on a port.
 func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Found, error) {
 	at := time.Now()
 	deps.Status.setClaims(mine, at)
