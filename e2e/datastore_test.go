@@ -12,7 +12,7 @@ import (
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
-// Log lines of a datastore outage while the daemon runs (pkg/daemon/outage.go).
+// Log lines of a datastore outage while the daemon runs (daemon/outage.go).
 const (
 	logDatastoreLost = `"Datastore unavailable: the data path stays as it is, and lease changes wait until it is back"`
 	logDatastoreBack = `"Datastore available again" outage="`

@@ -12,7 +12,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/flannel-go/flannel/pkg/diagnose"
+	"github.com/flannel-go/flannel/diagnose"
 )
 
 // diagnoseKube runs flanneld diagnose in Kubernetes mode on node i, with the daemon's

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannel-go/flannel/diagnose"
 	"github.com/flannel-go/flannel/e2e/lab"
-	"github.com/flannel-go/flannel/pkg/diagnose"
 )
 
 // diagnosis is one run of flanneld diagnose.

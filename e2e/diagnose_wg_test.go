@@ -13,8 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/flannel-go/flannel/diagnose"
 	"github.com/flannel-go/flannel/e2e/lab"
-	"github.com/flannel-go/flannel/pkg/diagnose"
 )
 
 // wgDiagnoseNode runs flanneld diagnose on node i as its daemon runs: in its network

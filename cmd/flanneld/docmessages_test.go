@@ -14,15 +14,16 @@ import (
 
 // The log messages the documentation quotes are the ones flanneld prints: every quoted
 // structured log line in README.md and Documentation/*.md must name a message that is a
-// string literal of the daemon's code (cmd/, pkg/, subnet/, backend/; tests, e2e/ and
-// tools/ excluded), so that renaming a message without updating the docs fails here.
+// string literal of the daemon's code (cmd/, daemon/, diagnose/, pkg/, subnet/, backend/;
+// tests, e2e/ and tools/ excluded), so that renaming a message without updating the docs
+// fails here.
 // A quoted log line is a code span or a line of a code block shaped as klog writes it:
 // `"Message" key=value …` (also with klog's "E0102 15:04:05.000000 1 file.go:12] " or
 // an elided "E… " header), or an excerpt that starts inside the message,
 // `…message" key=value`. The values are not checked (they vary); the golden tests of
 // each package check the texts of problems.
 func TestDocumentedLogMessagesExist(t *testing.T) {
-	literals := codeStrings(t, "../../cmd", "../../pkg", "../../subnet", "../../backend")
+	literals := codeStrings(t, "../../cmd", "../../daemon", "../../diagnose", "../../pkg", "../../subnet", "../../backend")
 	docs, _ := filepath.Glob("../../Documentation/*.md")
 	docs = append(docs, "../../README.md")
 	checked := 0

@@ -22,8 +22,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/daemon"
 	"github.com/flannel-go/flannel/pkg/control"
-	"github.com/flannel-go/flannel/pkg/daemon"
 	"github.com/flannel-go/flannel/pkg/forwarding"
 	"github.com/flannel-go/flannel/pkg/instancelock"
 	"github.com/flannel-go/flannel/pkg/ipmatch"

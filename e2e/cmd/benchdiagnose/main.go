@@ -18,9 +18,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flannel-go/flannel/diagnose"
 	"github.com/flannel-go/flannel/e2e/benchkit"
 	"github.com/flannel-go/flannel/e2e/lab"
-	"github.com/flannel-go/flannel/pkg/diagnose"
 )
 
 const (

@@ -313,7 +313,7 @@ func TestNoteMTUChange(t *testing.T) {
 // The log lines configuration.md shows for a bad or changed config (the "E… " and
 // "W… " lines of its code blocks) are the ones the daemon prints, word for word.
 func TestDocumentedConfigLines(t *testing.T) {
-	doc, err := os.ReadFile("../../Documentation/configuration.md")
+	doc, err := os.ReadFile("../Documentation/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
