@@ -1,11 +1,8 @@
 package backend
 
 import (
-	"bytes"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
@@ -13,6 +10,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/observe"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 func TestRefusalReason(t *testing.T) {
@@ -44,20 +43,11 @@ func TestRefusalReason(t *testing.T) {
 }
 
 func TestProblemLogOncePerDistinctProblem(t *testing.T) {
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	klog.SetOutputBySeverity("INFO", &buf) // each line once (errors go to every severity's output)
-	t.Cleanup(func() {
-		klog.SetOutput(nil)
-		_ = fs.Set("logtostderr", "true")
-	})
+	buf := klogtest.Capture(t, 0)
 
 	var l ProblemLog
 	round := func(skipped, refused []Problem) (skips, refusals int) {
-		buf.Reset()
+		buf.Take()
 		l.Round(skipped, refused)
 		klog.Flush()
 		return strings.Count(buf.String(), "Skipping peer lease"), strings.Count(buf.String(), "Kernel refused peer")
@@ -89,20 +79,10 @@ func TestProblemLogOncePerDistinctProblem(t *testing.T) {
 // Peers on another backend or VNI are warnings, once per peer and cause while it lasts,
 // and counted per reason every round (distinct peers, whatever the families).
 func TestProblemLogSkippedPeers(t *testing.T) {
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	klog.SetOutput(io.Discard)
-	klog.SetOutputBySeverity("INFO", &buf)
-	t.Cleanup(func() {
-		klog.SetOutput(nil)
-		_ = fs.Set("logtostderr", "true")
-	})
+	buf := klogtest.Capture(t, 0)
 	var l ProblemLog
 	round := func(skipped ...Problem) (warnings int, counts map[string]int) {
-		buf.Reset()
+		buf.Take()
 		counts = l.Round(skipped, nil)
 		klog.Flush()
 		for _, line := range strings.Split(buf.String(), "\n") {

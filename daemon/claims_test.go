@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -18,6 +16,7 @@ import (
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/pkg/claim"
 	"github.com/flannel-go/flannel/pkg/control"
+	"github.com/flannel-go/flannel/pkg/klogtest"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -199,16 +198,7 @@ func TestRunClaims(t *testing.T) {
 // A device of ours that a stopped instance's state file records is adopted with a
 // warning; our own state file and a running instance's are not warned about.
 func TestWarnRecordedDevices(t *testing.T) {
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	klog.SetOutputBySeverity("INFO", &buf) // every line once
-	t.Cleanup(func() {
-		klog.SetOutput(nil)
-		_ = fs.Set("logtostderr", "true")
-	})
+	buf := klogtest.Capture(t, 0)
 
 	dir := t.TempDir()
 	ownState := statePath(filepath.Join(dir, "b.env"))

@@ -1,81 +1,25 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/backend"
 	"github.com/flannel-go/flannel/backend/vxlan"
 	"github.com/flannel-go/flannel/pkg/configkeys"
 	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/klogtest"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
-
-// logBuffer collects klog's output for one test (klog is process-wide: tests that use
-// it do not run in parallel).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	klog.Flush()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func captureLog(t *testing.T) *logBuffer {
-	t.Helper()
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	_ = fs.Set("stderrthreshold", "FATAL")
-	l := &logBuffer{}
-	klog.SetOutput(io.Discard)
-	klog.SetOutputBySeverity("INFO", l) // the INFO output gets every line once
-
-	t.Cleanup(func() {
-		klog.Flush()
-		klog.SetOutput(os.Stderr)
-		_ = fs.Set("logtostderr", "true")
-		_ = fs.Set("stderrthreshold", "ERROR")
-	})
-	return l
-}
-
-// lines returns the log lines that contain s.
-func (l *logBuffer) lines(s string) []string {
-	var out []string
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // fakeCheck is a backend.ConfigChecker for the "fake" backend: it knows Type and
 // ChecksumOffload, which must be "auto", and Port.
@@ -99,7 +43,7 @@ func fakeCheck(raw json.RawMessage) ([]configkeys.Warning, error) {
 // Every problem of the config is logged at once and retried without exiting; keys without
 // effect are warned about once per version of the config.
 func TestSetupBackendRetriesEveryProblem(t *testing.T) {
-	log := captureLog(t)
+	log := klogtest.Capture(t, 0)
 	m := &fakeManager{configs: []string{
 		`{"Network":"10.5.0.0/29","Backend":{"Type":"vxaln","VIN":1}}`,
 		`{"Network":"10.5.0.0/16","Backend":{"Type":"fake","ChecksumOffload":"yes","Prot":1}}`,
@@ -148,7 +92,7 @@ func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 		// fourth: the constructor's refusal
 		`"Cannot use the network config; retrying until it is fixed" err="fake: the node has no fake device"`,
 	} {
-		if n := len(log.lines(want)); n != 1 {
+		if n := len(log.Lines(want)); n != 1 {
 			t.Errorf("%d lines with %s, want 1; log:\n%s", n, want, text)
 		}
 	}
@@ -156,7 +100,7 @@ func TestSetupBackendRetriesEveryProblem(t *testing.T) {
 	if strings.Contains(text, "VIN") {
 		t.Errorf("keys of an unknown backend type judged:\n%s", text)
 	}
-	for _, line := range log.lines("Unknown key") {
+	for _, line := range log.Lines("Unknown key") {
 		if !strings.HasPrefix(line, "W") {
 			t.Errorf("not a warning: %s", line)
 		}
@@ -191,7 +135,7 @@ func (r *readinessAtFetch) GetNetworkConfig(ctx context.Context) (*subnet.Config
 
 // An unchanged problem is logged once, not at every retry.
 func TestSetupBackendLogsAnUnchangedProblemOnce(t *testing.T) {
-	log := captureLog(t)
+	log := klogtest.Capture(t, 0)
 	m := &fakeManager{configs: []string{`{"Network":"10.5.0.0/16","Backend":{"Type":"nope"}}`}}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -201,7 +145,7 @@ func TestSetupBackendLogsAnUnchangedProblemOnce(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
 	}
-	if n := len(log.lines("unknown backend type: nope (this build has: fake)")); n != 1 {
+	if n := len(log.Lines("unknown backend type: nope (this build has: fake)")); n != 1 {
 		t.Errorf("logged %d times:\n%s", n, log.String())
 	}
 	if c := ready.Checks()[0]; c.Err == nil || c.Err.Error() != "unknown backend type: nope (this build has: fake)" {
@@ -249,7 +193,7 @@ func (w *fakeWatcher) WatchConfig(ctx context.Context, changed func(string)) err
 }
 
 func TestFollowConfig(t *testing.T) {
-	log := captureLog(t)
+	log := klogtest.Capture(t, 0)
 	running, err := subnet.ParseConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +239,7 @@ func TestFollowConfig(t *testing.T) {
 }
 
 func TestNoteMTUChange(t *testing.T) {
-	log := captureLog(t)
+	log := klogtest.Capture(t, 0)
 	path := filepath.Join(t.TempDir(), "subnet.env")
 	noteMTUChange(path, 1450) // no previous file: nothing to say
 	if err := os.WriteFile(path, []byte("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"), 0o644); err != nil {
@@ -303,7 +247,7 @@ func TestNoteMTUChange(t *testing.T) {
 	}
 	noteMTUChange(path, 1450)
 	noteMTUChange(path, 1500)
-	lines := log.lines("FLANNEL_MTU")
+	lines := log.Lines("FLANNEL_MTU")
 	want := `"FLANNEL_MTU changed: pods and the bridge keep the old MTU until they are recreated" old=1450 new=1500 file="` + path + `"`
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "W") || !strings.HasSuffix(lines[0], want) {
 		t.Errorf("lines %q, want one ending with %s", lines, want)
@@ -329,7 +273,7 @@ func TestDocumentedConfigLines(t *testing.T) {
 		t.Fatalf("found %d log lines in configuration.md: %q", len(want), want)
 	}
 
-	log := captureLog(t)
+	log := klogtest.Capture(t, 0)
 	fake := func(*backend.ExternalInterface, *subnet.Config) (backend.Backend, error) { return &fakeBackend{}, nil }
 	deps := Deps{
 		Manager: &fakeManager{configs: []string{

@@ -1,89 +1,36 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"flag"
-	"io"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2"
-
 	"github.com/flannel-go/flannel/pkg/healthz"
+	"github.com/flannel-go/flannel/pkg/klogtest"
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// klogLines collects klog's output for a test.
-type klogLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (k *klogLines) Write(p []byte) (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.buf.Write(p)
-}
-
-// take returns the lines logged since the last take.
-func (k *klogLines) take() []string {
-	klog.Flush()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	s := strings.TrimSuffix(k.buf.String(), "\n")
-	k.buf.Reset()
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
-func captureKlog(t *testing.T) *klogLines {
-	t.Helper()
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	for name, val := range map[string]string{"logtostderr": "false", "alsologtostderr": "false", "stderrthreshold": "FATAL"} {
-		if err := fs.Set(name, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Each line goes to the writer of its severity and of every lower one: the INFO
-	// writer sees every line once.
-	k := &klogLines{}
-	klog.SetOutput(io.Discard)
-	klog.SetOutputBySeverity("INFO", k)
-	t.Cleanup(func() {
-		klog.Flush()
-		klog.SetOutput(os.Stderr)
-		_ = fs.Set("logtostderr", "true")
-	})
-	return k
-}
-
 // One warning when the datastore is lost while running, one line with the outage's length
 // when it is back, nothing between or before; a failed renewal ends only with a renewal.
 func TestOutageLog(t *testing.T) {
-	logs := captureKlog(t)
+	logs := klogtest.Capture(t, 0)
 	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 	o := newOutageLog(func() time.Time { return now })
 	refused := errors.New("connecting to etcd: http://192.0.2.254:2379: connection refused (nothing listens on that address and port)")
 
 	o.DatastoreError(observe.GetConfig, refused) // start-up: the loops log it
 	o.WatchLive(observe.LeasesWatch)
-	if got := logs.take(); len(got) != 0 {
+	if got := logs.TakeLines(); len(got) != 0 {
 		t.Fatalf("logged before the daemon runs: %q", got)
 	}
 	o.arm()
 	o.WatchLive(observe.LeasesWatch)           // no outage: nothing to end
 	o.DatastoreError(observe.Connect, refused) // one endpoint of several: no outage
-	if got := logs.take(); len(got) != 0 {
+	if got := logs.TakeLines(); len(got) != 0 {
 		t.Fatalf("a failed connection attempt alone is logged: %q", got)
 	}
 	o.DatastoreError(observe.Watch, refused)
@@ -92,7 +39,7 @@ func TestOutageLog(t *testing.T) {
 	now = now.Add(12*time.Second + 340*time.Millisecond)
 	o.WatchLive(observe.LeasesWatch)
 	o.WatchLive(observe.OwnLeaseWatch)
-	got := logs.take()
+	got := logs.TakeLines()
 	if len(got) != 2 {
 		t.Fatalf("lines %q, want a warning and a recovery", got)
 	}
@@ -105,12 +52,12 @@ func TestOutageLog(t *testing.T) {
 
 	o.DatastoreError(observe.Renew, errors.New("renewing: permission denied"))
 	o.WatchLive(observe.LeasesWatch) // the watch works; the lease is still not renewed
-	if got := logs.take(); len(got) != 1 || !strings.Contains(got[0], `op="renew"`) {
+	if got := logs.TakeLines(); len(got) != 1 || !strings.Contains(got[0], `op="renew"`) {
 		t.Fatalf("lines %q, want only the warning", got)
 	}
 	now = now.Add(time.Minute)
 	o.LeaseExpiration(now.Add(24 * time.Hour))
-	if got := logs.take(); len(got) != 1 || !strings.HasSuffix(got[0], `outage="1m0s"`) {
+	if got := logs.TakeLines(); len(got) != 1 || !strings.HasSuffix(got[0], `outage="1m0s"`) {
 		t.Fatalf("lines %q, want the recovery", got)
 	}
 }

@@ -1,10 +1,8 @@
 package wireguard
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -26,6 +24,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx/nstest"
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 // The test kernel may lack WireGuard, so the kernel implementation runs against fakes at
@@ -708,18 +708,7 @@ func TestKernelReplacesOtherKind(t *testing.T) {
 // Neither the private key nor the PSK reaches the log, at the highest verbosity,
 // through a whole life: start, peers, a refused key file, rotation.
 func TestSecretsNeverLogged(t *testing.T) {
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	_ = fs.Set("v", "10")
-	klog.SetOutput(&buf)
-	t.Cleanup(func() {
-		klog.SetOutput(nil)
-		_ = fs.Set("logtostderr", "true")
-		_ = fs.Set("v", "0")
-	})
+	buf := klogtest.Capture(t, 10)
 	r := newRig(t, `{"Type":"wireguard","PSK":"`+testPSK+`"}`)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

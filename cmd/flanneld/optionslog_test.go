@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"flag"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"testing"
 
 	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of TestStartLineGolden")
@@ -18,19 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files of TestStartLi
 // startLine returns the text of the line logStart writes for opts, after klog's header.
 func startLine(t *testing.T, opts Options) string {
 	t.Helper()
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	for name, val := range map[string]string{"logtostderr": "false", "alsologtostderr": "false", "stderrthreshold": "FATAL"} {
-		if err := fs.Set(name, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	klog.SetOutput(&buf)
-	defer func() {
-		klog.SetOutput(os.Stderr)
-		_ = fs.Set("logtostderr", "true")
-	}()
+	buf := klogtest.Capture(t, 0)
 	logStart("v0.0.0-test", opts, 50)
 	klog.Flush()
 	line := strings.TrimSuffix(buf.String(), "\n")

@@ -1,14 +1,14 @@
 package logwarn
 
 import (
-	"bytes"
 	"errors"
-	"flag"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 func TestFormat(t *testing.T) {
@@ -32,16 +32,7 @@ func TestFormat(t *testing.T) {
 }
 
 func TestSWritesAWarningLine(t *testing.T) {
-	var buf bytes.Buffer
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	_ = fs.Set("logtostderr", "false")
-	_ = fs.Set("alsologtostderr", "false")
-	klog.SetOutput(&buf)
-	t.Cleanup(func() {
-		klog.SetOutput(nil)
-		_ = fs.Set("logtostderr", "true")
-	})
+	buf := klogtest.Capture(t, 0)
 	S("Something to know", "key", "v")
 	klog.Flush()
 	line := buf.String()

@@ -1,26 +1,23 @@
 package trafficrules
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
 	"github.com/flannel-go/flannel/pkg/netlinkx/nstest"
 	"github.com/flannel-go/flannel/subnet"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 // Real iptables and nft in throwaway namespaces: the code runs on a thread inside
@@ -292,7 +289,7 @@ func TestNFTablesInstallKeepAndHeal(t *testing.T) {
 // logged only when it removed something.
 func TestModeSwitchLeavesNothingOfTheOtherMode(t *testing.T) {
 	ns := newNS(t)
-	logs := captureKlog(t)
+	logs := klogtest.Capture(t, 0)
 	const cleaned = "Removed this instance's traffic rules of the mode not selected"
 	cfgI, l := cfgLease(false, "10.5.0.0/16", "10.5.85.0/24")
 	cfgN, _ := cfgLease(true, "10.5.0.0/16", "10.5.85.0/24")
@@ -301,7 +298,7 @@ func TestModeSwitchLeavesNothingOfTheOtherMode(t *testing.T) {
 	if len(iptLines(t, ns, "nat")) == 0 {
 		t.Fatal("no iptables rules installed")
 	}
-	if got := logs.take(); strings.Contains(got, cleaned) {
+	if got := logs.Take(); strings.Contains(got, cleaned) {
 		t.Errorf("a clean-up was logged on a fresh node, with no nftables rules to remove:\n%s", got)
 	}
 	setup(t, ns, New(opts), cfgN, l)
@@ -311,18 +308,18 @@ func TestModeSwitchLeavesNothingOfTheOtherMode(t *testing.T) {
 	if _, err := nsTry(ns, "nft", "list", "table", "ip", NFTTableIPv4); err != nil {
 		t.Fatalf("nft table missing: %v", err)
 	}
-	if got := logs.take(); !strings.Contains(got, cleaned) || !strings.Contains(got, `rules="iptables" selected="nftables"`) {
+	if got := logs.Take(); !strings.Contains(got, cleaned) || !strings.Contains(got, `rules="iptables" selected="nftables"`) {
 		t.Errorf("the removal of the iptables rules was not logged:\n%s", got)
 	}
 	setup(t, ns, New(opts), cfgI, l)
 	if out := nsRun(t, ns, "nft", "list", "tables"); strings.Contains(out, "flannel") {
 		t.Fatalf("nft tables left after switching to iptables:\n%s", out)
 	}
-	if got := logs.take(); !strings.Contains(got, cleaned) || !strings.Contains(got, `selected="iptables"`) {
+	if got := logs.Take(); !strings.Contains(got, cleaned) || !strings.Contains(got, `selected="iptables"`) {
 		t.Errorf("the removal of the nftables rules was not logged:\n%s", got)
 	}
 	setup(t, ns, New(opts), cfgI, l)
-	if got := logs.take(); strings.Contains(got, cleaned) {
+	if got := logs.Take(); strings.Contains(got, cleaned) {
 		t.Errorf("a clean-up was logged with nothing left to remove:\n%s", got)
 	}
 	wantNat, _ := expectedIPT(fam4)
@@ -471,46 +468,4 @@ func TestIPv6RulesBothModes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// klogBuffer collects klog's lines for a test.
-type klogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *klogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// take returns what was logged since the last take.
-func (b *klogBuffer) take() string {
-	klog.Flush()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	b.buf.Reset()
-	return s
-}
-
-// captureKlog sends klog's lines to the returned buffer until the test ends.
-func captureKlog(t *testing.T) *klogBuffer {
-	t.Helper()
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	for name, val := range map[string]string{"logtostderr": "false", "alsologtostderr": "false", "stderrthreshold": "FATAL"} {
-		if err := fs.Set(name, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b := &klogBuffer{}
-	klog.SetOutput(b)
-	t.Cleanup(func() {
-		klog.Flush()
-		klog.SetOutput(os.Stderr)
-		_ = fs.Set("logtostderr", "true")
-	})
-	return b
 }

@@ -1,13 +1,10 @@
 package etcd
 
 import (
-	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +12,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/e2e/etcdproc"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 func newPKI(t *testing.T) *etcdproc.PKI {
@@ -24,45 +23,6 @@ func newPKI(t *testing.T) *etcdproc.PKI {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// syncBuffer is a bytes.Buffer klog may write to from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// captureKlog sends every klog line, at -v=10, to the returned buffer until the test ends.
-func captureKlog(t *testing.T) *syncBuffer {
-	t.Helper()
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	buf := &syncBuffer{}
-	for name, val := range map[string]string{"v": "10", "logtostderr": "false", "alsologtostderr": "false"} {
-		if err := fs.Set(name, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	klog.SetOutput(buf)
-	t.Cleanup(func() {
-		klog.Flush()
-		_ = fs.Set("v", "0")
-		_ = fs.Set("logtostderr", "true")
-		klog.SetOutput(os.Stderr)
-	})
-	return buf
 }
 
 // The server is verified with --etcd-cafile alone or with a client certificate; a wrong
@@ -174,7 +134,7 @@ func TestConnectionWarnings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			buf := captureKlog(t)
+			buf := klogtest.Capture(t, 10)
 			m := newManager(t, tt.cfg)
 			if h := m.Health(); h != nil && (strings.Contains(h.Error(), urlPW) || strings.Contains(h.Error(), "flannel:")) {
 				t.Errorf("Health holds the endpoint's user information: %v", h)

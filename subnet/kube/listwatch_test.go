@@ -19,6 +19,8 @@ import (
 
 	"github.com/flannel-go/flannel/pkg/observe"
 	"github.com/flannel-go/flannel/subnet"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
 
 // scriptAPI is a scripted API server: the n-th list answers lists[n], the n-th watch runs
@@ -250,7 +252,7 @@ func (r *watchRecorder) WatchLive(observe.Kind)             { r.mu.Lock(); r.liv
 // reported with the hint, the watch restarted once and then live; the Reflector's own
 // error lines stay below the default verbosity.
 func TestWatchLeasesRetriesList(t *testing.T) {
-	logs := captureKlog(t, "0")
+	logs := klogtest.Capture(t, 0)
 	f := &scriptAPI{t: t, lists: []http.HandlerFunc{
 		status(http.StatusForbidden, "Forbidden"), status(http.StatusServiceUnavailable, "ServiceUnavailable"),
 		listOf("3", jsonNode("a", "1", "10.244.1.0/24", peerAnn("192.0.2.11", "0e:00:00:00:00:01"))),

@@ -1,66 +1,25 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"flag"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/subnet"
+
+	"github.com/flannel-go/flannel/pkg/klogtest"
 )
-
-// syncBuffer is a bytes.Buffer klog may write to from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// captureKlog sends every klog line, at verbosity v, to the returned buffer until the test ends.
-func captureKlog(t *testing.T, v string) *syncBuffer {
-	t.Helper()
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	buf := &syncBuffer{}
-	for name, val := range map[string]string{"v": v, "logtostderr": "false", "alsologtostderr": "false"} {
-		if err := fs.Set(name, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	klog.SetOutput(buf)
-	t.Cleanup(func() {
-		klog.Flush()
-		_ = fs.Set("v", "0")
-		_ = fs.Set("logtostderr", "true")
-		klog.SetOutput(os.Stderr)
-	})
-	return buf
-}
 
 // No credential appears in any log line at -v=10, where client-go logs every request: no
 // kubeconfig, token file or exec plugin token, refused or not, no server URL password.
 func TestIntegrationNoCredentialInLogs(t *testing.T) {
 	k := apiserver(t)
 	cs := adminClient(t, k)
-	buf := captureKlog(t, "10")
+	buf := klogtest.Capture(t, 10)
 	dir := t.TempDir()
 	token := k.API.AdminToken()
 	writeFile(t, dir, "token", token+"\n", 0o600)
