@@ -232,17 +232,7 @@ func TestHostileDatastoreEtcd(t *testing.T) {
 	common := map[string]int{"wrong_length": 1, "non_canonical_key": 2, "bad_public_ip": 2, "too_large": 30,
 		"bad_json": 1, "bad_backend_data": 2, "outside_network": 1}
 	for i := 1; i <= 3; i++ {
-		want := map[string]int{"overlaps_peer": 2}
-		for r, n := range common {
-			want[r] = n
-		}
-		switch i {
-		case 1:
-			want["overlaps_own"], want["overlaps_peer"] = 1, 1
-		case 2:
-			want["local_public_ip"] = 1
-		}
-		waitRejected(t, l, i, base[i], want)
+		waitRejected(t, l, i, base[i], rejectionsAt(common, i))
 	}
 	pingMesh(t, l, pods)
 	time.Sleep(2 * time.Second) // pings and probes for a while with every bad lease in place
@@ -378,17 +368,7 @@ func TestHostileDatastoreKube(t *testing.T) {
 	}
 	common := map[string]int{"outside_network": 2, "bad_public_ip": 2, "bad_json": 1, "bad_backend_data": 1, "too_large": 30}
 	for i := 1; i <= 3; i++ {
-		want := map[string]int{"overlaps_peer": 2}
-		for r, n := range common {
-			want[r] = n
-		}
-		switch i {
-		case 1:
-			want["overlaps_own"], want["overlaps_peer"] = 1, 1
-		case 2:
-			want["local_public_ip"] = 1
-		}
-		waitRejected(t, k.Lab, i, base[i], want)
+		waitRejected(t, k.Lab, i, base[i], rejectionsAt(common, i))
 	}
 	pingMesh(t, k.Lab, pods)
 	time.Sleep(2 * time.Second)
@@ -444,4 +424,21 @@ func TestHostileDatastoreKube(t *testing.T) {
 	}
 	waitFullMesh(t, k.Lab, "flannel.1", ns)
 	pingMesh(t, k.Lab, pods)
+}
+
+// rejectionsAt is what node i rejects of a hostile series: the common leases, two leases
+// that overlap a peer (on node 1 one of them overlaps its own subnet instead) and, on
+// node 2, the lease that advertises node 2's address.
+func rejectionsAt(common map[string]int, i int) map[string]int {
+	want := map[string]int{"overlaps_peer": 2}
+	for r, n := range common {
+		want[r] = n
+	}
+	switch i {
+	case 1:
+		want["overlaps_own"], want["overlaps_peer"] = 1, 1
+	case 2:
+		want["local_public_ip"] = 1
+	}
+	return want
 }
