@@ -1,11 +1,6 @@
-// Package backend is the seam between the daemon and the data-plane backends (vxlan,
-// host-gw, udp, wireguard). Each backend lives in its own folder; cmd/flanneld wires them in
-// through a literal map of constructors.
-//
-// The daemon drives a backend so: the Constructor parses and checks the config without
-// touching the kernel; Prepare creates or adopts devices and returns the lease attributes;
-// Start configures the node for the acquired lease; Reconcile converges the kernel to the
-// peer leases on lease events, on resync and on kernel changes WatchFilter selects.
+// Package backend is the seam between the daemon and the data-plane backends: construct
+// (no kernel access), Prepare devices, Start for the lease, then Reconcile on lease events,
+// resyncs and the kernel changes WatchFilter selects.
 package backend
 
 import (
@@ -33,30 +28,24 @@ type ExternalInterface struct {
 	ExtV6Addr   netip.Addr // IPv6 address peers use to reach us
 }
 
-// Constructor builds a backend for a network config. It must not touch the kernel, so
-// the daemon may call it again (with a corrected config) after it failed.
+// Constructor builds a backend for a config without touching the kernel, so it may be retried.
 type Constructor func(ext *ExternalInterface, cfg *subnet.Config) (Backend, error)
 
-// ConfigChecker checks a backend's own keys (the config's Backend object, nil when absent)
-// alone, so their problems are reported with the rest of the config's. It returns the keys
-// that have no effect (unknown ones with the key they probably misspell) and every problem
-// found, joined. The Constructor checks them again, with what depends on the node.
+// ConfigChecker checks the config's Backend object (nil when absent) without the node; it
+// returns the keys that have no effect and every problem found, joined.
 type ConfigChecker func(raw json.RawMessage) ([]configkeys.Warning, error)
 
 // Backend sets up a node for one network.
 type Backend interface {
-	// Prepare creates or adopts the backend's devices and returns the lease attributes to
-	// advertise. prev is this node's previous lease, or nil; it lets a backend keep
-	// advertised values (a VTEP MAC) stable. It honours ctx between kernel calls.
+	// Prepare creates or adopts the devices and returns the lease attributes to advertise;
+	// prev (this node's previous lease, or nil) keeps advertised values such as a VTEP MAC.
 	Prepare(ctx context.Context, prev *subnet.Lease) (*subnet.LeaseAttrs, error)
 	// Start configures the node for the acquired lease and returns the running network.
 	Start(ctx context.Context, lease *subnet.Lease) (Network, error)
 }
 
-// Claimer is implemented by a backend that creates or adopts devices by name or listens on
-// UDP ports. Claims lists them as configured, after defaults; the daemon refuses to start
-// when another instance in the network namespace claims any of them. It does not touch
-// the kernel or block.
+// Claimer is implemented by a backend owning named devices or UDP ports; Claims lists them
+// as configured, without touching the kernel, so the daemon can refuse a clashing instance.
 type Claimer interface {
 	Claims() claim.Set
 }
@@ -65,74 +54,52 @@ type Claimer interface {
 type Network interface {
 	// MTU is the MTU pods should use (written to subnet.env as FLANNEL_MTU).
 	MTU() int
-	// Devices names the links this network owns (e.g. "flannel.1"). The daemon records
-	// them so that a later run with another config removes only its own old devices.
+	// Devices names the links this network owns; the daemon records them for RemoveDevices.
 	Devices() []string
-	// RemoveDevices deletes the named links in the backend's network namespace: those an
-	// earlier run recorded that Devices no longer names (flannel.1 after a VNI change). A
+	// RemoveDevices deletes links an earlier run recorded that Devices no longer names; a
 	// link already gone is not an error. It is called once, after Start.
 	RemoveDevices(names []string) error
-	// Reconcile converges the kernel state the backend owns to what the peer leases (the
-	// node's own excluded) require, reading the kernel and applying the difference. It is
-	// called from one goroutine at a time and is a no-op when nothing drifted.
-	//
-	// A peer whose objects the kernel refuses (RefusalReason) is not an error: the backend
-	// skips it, logs it once while the refusal lasts, reports it to its Observer and tries
-	// it again only when its lease changes or on Invalidate; a peer's route never stays
-	// without the objects it depends on. An error means something beyond one peer failed;
-	// the daemon retries with back-off and reports the node as not converged.
-	//
-	// peers is the daemon's own lease set, ordered by subnet key and valid only during the
-	// call: Reconcile must not keep it or anything pointing into it (a lease's
-	// BackendData). The leases' Expiration is zero.
+	// Reconcile converges the kernel state it owns to the peer leases (own lease excluded);
+	// calls never overlap. A peer the kernel refuses (RefusalReason) is skipped, logged once,
+	// observed and retried on lease change or Invalidate, never left with a route but not
+	// its dependencies; an error is a failure beyond one peer. peers is ordered by subnet
+	// key, has zero Expiration and is valid only during the call: keep nothing of it.
 	Reconcile(ctx context.Context, peers subnet.Peers) error
-	// WatchFilter names the kernel objects Reconcile owns or depends on: its devices and
-	// all on them, links whose state matters, networks whose main-table routes it owns.
-	// The daemon reconciles soon after any change to them, so a backend must own everything
-	// the filter selects on its devices. It is called once, after Start, and does not block.
+	// WatchFilter selects the kernel objects Reconcile owns or depends on (everything on its
+	// devices is its own); changes trigger a round. It is called once, after Start.
 	WatchFilter() kernelwatch.Filter
 }
 
-// Watcher is implemented by a Network that polls for changes the kernel does not notify
-// (WireGuard peers changed by wg(8), a replaced key file). The daemon runs Watch once after
-// Start in its own goroutine; it returns when ctx ends. kick asks for a Reconcile round
-// soon; advertise hands up new lease attributes, which the daemon writes to the lease and
-// its state file. Neither blocks; kicks fold into one and only the latest attributes count.
+// Watcher is implemented by a Network polling for changes the kernel does not notify. Watch
+// runs in its own goroutine until ctx ends; kick asks for a round and advertise publishes
+// new lease attributes; neither blocks, and only the latest attributes count.
 type Watcher interface {
 	Watch(ctx context.Context, kick func(), advertise func(subnet.LeaseAttrs))
 }
 
-// Describer is implemented by a Network with something to say about how it runs (kernel or
-// userspace WireGuard). The daemon adds a readiness check named after the backend type
-// that fails while Health returns an error, with Describe beside it. Neither blocks.
+// Describer is implemented by a Network with a readiness check: not ready while Health
+// fails, Describe shown beside it. Neither blocks.
 type Describer interface {
 	Describe() string
 	Health() error
 }
 
-// Invalidator is implemented by a Network whose Reconcile trusts what earlier rounds learnt
-// (kernel state it wrote, peers the kernel refused). Invalidate makes the next round read
-// everything and retry every refused peer; the daemon calls it before each periodic resync.
+// Invalidator is implemented by a Network caching what earlier rounds learnt; Invalidate
+// makes the next round re-read the kernel and retry refused peers (before each resync).
 type Invalidator interface {
 	Invalidate()
 }
 
-// DriftReader is implemented by backends that can tell, changing nothing, how the kernel
-// differs from what a lease set requires. Drift needs no Prepare or Start and does not
-// disturb a running network's rounds. own is the node's lease (the node's devices must
-// carry its attributes); peers may include it. Drift honours ctx between netlink dumps.
+// DriftReader is implemented by backends that can tell how the kernel differs from own's
+// attributes and peers (may hold own), changing nothing, without Prepare, beside running rounds.
 type DriftReader interface {
 	Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (Drift, error)
 }
 
 // Drift is what a Reconcile round would write and delete; both empty when converged.
 type Drift struct {
-	// Missing are objects the leases require that the kernel lacks or holds in another
-	// form: to be written.
-	Missing []Object
-	// Stale are objects the backend owns that no lease explains or that stand in the way
-	// of a required one: to be deleted.
-	Stale []Object
+	Missing []Object // required but absent or in another form: to be written
+	Stale   []Object // owned but unexplained or in the way: to be deleted
 }
 
 // Strings renders Missing and Stale (Object.String), each sorted.
@@ -151,8 +118,7 @@ func (d Drift) Strings() (missing, stale []string) {
 // Converged reports whether nothing is missing and nothing is stale.
 func (d Drift) Converged() bool { return len(d.Missing) == 0 && len(d.Stale) == 0 }
 
-// Object is one kernel object as Drift reports it; fields that do not apply to its Kind
-// are zero.
+// Object is one kernel object as Drift reports it; fields foreign to its Kind are zero.
 type Object struct {
 	Kind    observe.Kind
 	Device  string       // the link it is on; for a device, its name
@@ -161,13 +127,10 @@ type Object struct {
 	IP      netip.Addr   // neighbour address; FDB remote (the peer's public address)
 	MAC     net.HardwareAddr
 	ID      uint32 // nexthop object id (stale nexthops)
-	// Detail says what differs when the object exists in another form, e.g.
-	// "mtu 1400, want 1450".
-	Detail string
+	Detail  string // what differs when it exists in another form: "mtu 1400, want 1450"
 }
 
-// String renders the object in the words of ip(8) and bridge(8), e.g.
-// "route 10.5.2.0/24 via 10.5.2.0 dev flannel.1".
+// String renders the object in the words of ip(8) and bridge(8).
 func (o Object) String() string {
 	var b strings.Builder
 	b.WriteString(string(o.Kind))

@@ -10,10 +10,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// RefusalReason tells whether err, the kernel's answer to programming one peer's object (a
-// route, neighbour, FDB entry, nexthop, or a datagram sent to it), refuses that peer. It
-// returns the reason (observe.RefusedUnreachable, RefusedExists, RefusedInvalid), or "" for
-// an error that is not the peer's (a lost reply, a failed socket, our own device gone).
+// RefusalReason returns the observe.Refused* reason when err, the kernel's answer to one
+// peer's object or datagram, refuses that peer, or "" when the failure is not the peer's.
 func RefusalReason(err error) string {
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {
@@ -30,25 +28,21 @@ func RefusalReason(err error) string {
 	return ""
 }
 
-// Problem is a peer lease a backend does not program, for logging; Peer is its subnet key.
+// Problem is a peer lease (Peer: its subnet key) a backend does not program; Skip holds an
+// observe.Skipped* reason for a sound lease this node cannot reach, a counted warning.
 type Problem struct {
 	Peer   string
 	Reason string
-	// Skip is set (observe.SkippedOtherBackend, SkippedOtherVNI) for a sound lease this
-	// node cannot carry traffic with: a counted warning.
-	Skip string
+	Skip   string
 }
 
-// ProblemLog logs each distinct problem (peer and reason) once while it persists; one that
-// goes away and recurs is logged again. The zero ProblemLog is ready; it is not safe for
-// concurrent use.
+// ProblemLog logs each distinct problem once while it persists, again if it recurs. The
+// zero value is ready; it is not safe for concurrent use.
 type ProblemLog struct {
 	logged, seen map[string]struct{}
 }
 
-// Round logs the round's new problems: skipped leases at info level (warnings for another
-// backend or VNI), refused peers as errors. It returns the number of peers skipped per skip
-// reason, for ReportSkipped.
+// Round logs the round's new problems and returns the peers skipped per Skip reason.
 func (l *ProblemLog) Round(skipped, refused []Problem) map[string]int {
 	if l.logged == nil {
 		l.logged, l.seen = make(map[string]struct{}), make(map[string]struct{})

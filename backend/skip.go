@@ -5,8 +5,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// WarnSkipped logs as a warning a sound peer lease skipped for a reason that cuts the two
-// nodes' pods off from each other; detail says how the peer differs.
+// WarnSkipped warns of a sound peer lease skipped for reason; detail says how the peer differs.
 func WarnSkipped(peer, reason, detail string) {
 	switch reason {
 	case observe.SkippedOtherVNI:
@@ -18,8 +17,7 @@ func WarnSkipped(peer, reason, detail string) {
 	}
 }
 
-// ReportSkipped passes a round's counts of skipped peers to o (nil: none), 0 for reasons
-// not in counts.
+// ReportSkipped passes a round's skipped counts to o (may be nil), 0 for reasons not in counts.
 func ReportSkipped(o observe.Observer, counts map[string]int) {
 	if o == nil {
 		return
