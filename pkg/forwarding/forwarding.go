@@ -1,5 +1,4 @@
-// Package forwarding reads the kernel IP forwarding settings a network's families need
-// (with one off, the node forwards no pod traffic); it never changes them.
+// Package forwarding reads, never changes, the kernel IP forwarding settings a network needs.
 package forwarding
 
 import (

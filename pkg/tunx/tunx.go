@@ -1,7 +1,5 @@
-// Package tunx opens the TUN devices of the data paths inside flanneld (udp's flannel0,
-// userspace WireGuard) as golang.zx2c4.com/wireguard/tun devices: with IFF_VNET_HDR and
-// TCP offloads when the kernel grants them, else a plain IFF_TUN|IFF_NO_PI device. The
-// devices are not persistent: each vanishes when its file is closed.
+// Package tunx opens non-persistent TUN devices for flanneld's userspace data paths, with
+// IFF_VNET_HDR and TCP offloads when the kernel grants them, else plain IFF_TUN|IFF_NO_PI.
 package tunx
 
 import (
@@ -42,8 +40,7 @@ func Open(name string) (dev tun.Device, actual string, offloads bool, err error)
 			return nil, "", false, fmt.Errorf("create TUN %s: %w", name, err)
 		}
 		if vnet {
-			// The library requires TCP offloads with IFF_VNET_HDR; probe them here so
-			// that a refusal falls back to the plain device.
+			// the library requires TCP offloads with IFF_VNET_HDR: a refusal falls back
 			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
 				_ = unix.Close(fd)
 				klog.InfoS("TUN offloads unavailable; moving one packet per read", "device", name, "err", err)
