@@ -12,8 +12,7 @@ import (
 // DefaultPort is upstream's udp port.
 const DefaultPort = 8285
 
-// overhead: outer IPv4 header 20 + UDP header 8.
-const overhead = 28
+const overhead = 28 // outer IPv4 header 20 + UDP header 8
 
 // Overhead is what the encapsulation adds to a pod packet.
 const Overhead = overhead
@@ -27,15 +26,13 @@ type Config struct {
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the udp Backend object: it returns the keys without effect (unknown
-// ones with their likely intent) and every problem of the known ones, joined.
+// CheckConfig is the udp backend.ConfigChecker.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// parseConfig decodes the Backend object (keys case-insensitive), defaulting the port. An
-// absent Backend is valid: it selects udp implicitly.
+// parseConfig decodes the Backend object, defaulting the port; an absent one selects udp.
 func parseConfig(raw []byte) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	return c, err

@@ -20,8 +20,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// tunDevice is the part of golang.zx2c4.com/wireguard/tun.Device the data path uses. With
-// IFF_VNET_HDR, Read splits large TCP segments and Write coalesces them (GRO).
+// tunDevice is the part of the wireguard tun.Device the data path uses.
 type tunDevice interface {
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	Write(bufs [][]byte, offset int) (int, error)
@@ -29,42 +28,30 @@ type tunDevice interface {
 	Close() error
 }
 
-// batchConn is the part of *ipv4.PacketConn the data path uses: recvmmsg/sendmmsg.
+// batchConn moves batches of datagrams; ReadBatch sets from[i] to message i's IPv4 source.
 type batchConn interface {
-	// ReadBatch receives into ms and sets from[i] to the IPv4 source address (as a
-	// number; 0 if not IPv4) of message i.
 	ReadBatch(ms []ipv4.Message, from []uint32) (int, error)
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 const (
-	// tunHeadroom is the space left before each packet written to the TUN: the virtio
-	// net header (10 bytes) goes there when the device has IFF_VNET_HDR.
-	tunHeadroom = 16
-	// maxPacket is the largest IPv4 packet (and UDP datagram we may receive).
-	maxPacket = 65535
-	// maxBatch bounds the packets moved per system call in each direction.
-	maxBatch = 128
-	// gsoMaxSegments is the kernel's limit of segments per UDP GSO send (UDP_MAX_SEGMENTS).
-	gsoMaxSegments = 64
-	// gsoMaxBytes bounds the payload of one GSO send (65535 - IPv4 20 - UDP 8).
-	gsoMaxBytes = 65507
-	// groReadMsgs is how many (up to 64 KiB) messages one recvmmsg reads with GRO.
-	groReadMsgs = 8
-	// socketBuffer is the socket buffer size we ask for.
-	socketBuffer = 4 << 20
+	tunHeadroom    = 16    // room for the virtio net header before packets written to the TUN
+	maxPacket      = 65535 // the largest IPv4 packet
+	maxBatch       = 128   // packets per system call in each direction
+	gsoMaxSegments = 64    // the kernel's UDP_MAX_SEGMENTS
+	gsoMaxBytes    = 65507 // payload of one GSO send: 65535 - IPv4 20 - UDP 8
+	groReadMsgs    = 8     // messages (up to 64 KiB each) per recvmmsg with GRO
+	socketBuffer   = 4 << 20
 )
 
 // Stats counts what the data path did.
 type Stats struct {
-	TxPackets, RxPackets uint64 // inner packets sent to / received from peers (and written to the TUN)
-	NoRoute              uint64 // packets for an address no lease covers
-	Unreachable          uint64 // ICMP net-unreachable answers written to the TUN
-	Dropped              uint64 // malformed packets from the TUN, TTL expired, send/write errors
-	GSOSends             uint64 // sends that carried more than one datagram
-	// RxDropped counts received packets not written to the TUN, by reason (the label
-	// values of dropReason).
-	RxDropped map[string]uint64
+	TxPackets, RxPackets uint64            // inner packets sent to / received from peers (and written to the TUN)
+	NoRoute              uint64            // packets for an address no lease covers
+	Unreachable          uint64            // ICMP net-unreachable answers written to the TUN
+	Dropped              uint64            // malformed packets from the TUN, TTL expired, send/write errors
+	GSOSends             uint64            // sends that carried more than one datagram
+	RxDropped            map[string]uint64 // received packets not written to the TUN, by dropReason
 }
 
 type counters struct {
@@ -86,16 +73,11 @@ func (c *counters) snapshot() Stats {
 type dropReason int
 
 const (
-	// dropUnknownPeer: the datagram's outer source address is no peer's PublicIP.
-	dropUnknownPeer dropReason = iota
-	// dropForeignSource: the inner source lies outside the sending peer's subnet.
-	dropForeignSource
-	// dropForeignDestination: the inner destination lies outside our subnet.
-	dropForeignDestination
-	// dropMalformed: not a whole IPv4 packet.
-	dropMalformed
-	// dropTTLExpired: the inner TTL would reach 0.
-	dropTTLExpired
+	dropUnknownPeer        dropReason = iota // outer source is no peer's PublicIP
+	dropForeignSource                        // inner source outside the sender's subnet
+	dropForeignDestination                   // inner destination outside our subnet
+	dropMalformed                            // not a whole IPv4 packet
+	dropTTLExpired                           // inner TTL would reach 0
 	numDropReasons
 )
 
@@ -116,9 +98,8 @@ func (r dropReason) String() string {
 	return "unknown"
 }
 
-// dataPath moves packets between the TUN and the UDP socket. Each direction runs in one
-// goroutine with its own buffers; they share only the atomically swapped peer table,
-// the counters and the offload flags.
+// dataPath moves packets between the TUN and the UDP socket, one goroutine per direction;
+// they share only the atomic peer table, the counters and the offload flags.
 type dataPath struct {
 	tun    tunDevice                 // the TUN at start
 	newTUN atomic.Pointer[tunHolder] // its replacement after the device was recreated
@@ -142,8 +123,7 @@ func (d *dataPath) device() tunDevice {
 	return d.tun
 }
 
-// replaceTUN makes dev the TUN that received packets are written to; the caller starts a
-// tunToUDP for it (the old one ends when its device is gone).
+// replaceTUN makes dev the TUN received packets go to; the caller starts its tunToUDP.
 func (d *dataPath) replaceTUN(dev tunDevice) { d.newTUN.Store(&tunHolder{dev}) }
 
 // logLimiter lets one message through per interval; each goroutine owns its own.
@@ -167,8 +147,7 @@ func closedErr(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADFD)
 }
 
-// tunToUDP reads packets from the current TUN and sends each to the peer whose subnet
-// holds its destination, until that TUN is closed or removed, or ctx ends.
+// tunToUDP sends the current TUN's packets to their peers until that TUN is gone or ctx ends.
 func (d *dataPath) tunToUDP(ctx context.Context) {
 	dev := d.device()
 	n := min(max(dev.BatchSize(), 1), maxBatch)
@@ -233,8 +212,7 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 				d.counts.dropped.Add(1)
 				continue
 			}
-			// Consecutive equal-size packets to one peer (the last may be shorter)
-			// go in one GSO send: the kernel cuts it back into one packet per datagram.
+			// consecutive equal-size packets to one peer go in one GSO send
 			if k := len(msgs) - 1; k >= 0 && d.gso.Load() && p == lastPeer && canAppend(&msgs[k], len(pkt)) {
 				msgs[k].Buffers = append(msgs[k].Buffers, pkt)
 				continue
@@ -259,8 +237,7 @@ func (d *dataPath) tunToUDP(ctx context.Context) {
 	}
 }
 
-// canAppend reports whether a packet of size n may join the GSO send m: all segments
-// but the last have the first one's size.
+// canAppend reports whether a packet of size n may join GSO send m (only the last may be shorter).
 func canAppend(m *ipv4.Message, n int) bool {
 	segs := len(m.Buffers)
 	first := len(m.Buffers[0])
@@ -270,10 +247,8 @@ func canAppend(m *ipv4.Message, n int) bool {
 	return (segs+1)*first <= gsoMaxBytes
 }
 
-// send writes the messages with sendmmsg (UDP_SEGMENT on multi-packet ones); dests[i] is
-// msgs[i]'s peer. A refused message is dropped and the rest still go; a refusal of the
-// peer's address is marked on the peer for Reconcile to report. If the kernel refuses GSO
-// itself (EIO: no checksum offload on the route's device), GSO is turned off for good.
+// send writes msgs (dests[i] is msgs[i]'s peer); a refused message is dropped, the rest still
+// go. EIO on a GSO send (no checksum offload on the route's device) turns GSO off for good.
 func (d *dataPath) send(msgs []ipv4.Message, dests []*peer, lim *logLimiter) {
 	pkts := 0
 	for i := range msgs {
@@ -375,8 +350,7 @@ func groSize(oob []byte) int {
 	return 0
 }
 
-// udpToTUN writes the inner packets of received datagrams to the TUN, until the socket is
-// closed or ctx ends.
+// udpToTUN writes received inner packets to the TUN until the socket is closed or ctx ends.
 func (d *dataPath) udpToTUN(ctx context.Context) {
 	r := d.newReceiver()
 	for {
@@ -395,8 +369,7 @@ func (d *dataPath) udpToTUN(ctx context.Context) {
 	}
 }
 
-// receiver is the receive side's state: the buffers of one batch and its counts, owned
-// by the goroutine running udpToTUN.
+// receiver is the receive side's batch state, owned by the goroutine running udpToTUN.
 type receiver struct {
 	d            *dataPath
 	msgs         []ipv4.Message
@@ -431,9 +404,8 @@ func (r *receiver) reset() {
 	}
 }
 
-// deliver writes the admitted packets of the first n messages to the TUN and counts the
-// rest (checkInner). GRO merges datagrams by outer addresses and ports only, so every
-// packet of a merged message is checked, not just the first.
+// deliver writes the admitted packets of the first n messages to the TUN and counts the rest;
+// GRO merges by outer addresses only, so every packet of a merged message is checked.
 func (r *receiver) deliver(n int) {
 	d := r.d
 	tbl := d.table.Load()
@@ -495,9 +467,8 @@ func (r *receiver) flush() {
 // admitted is checkInner's verdict for a packet to write to the TUN.
 const admitted = numDropReasons
 
-// checkInner checks one inner packet p sent by the peer leasing nets, for our subnet own.
-// It returns the packet's total length (p may have trailing bytes) and admitted, with the
-// TTL decremented, or the reason to drop it, with p unchanged.
+// checkInner returns p's total length and admitted, with the TTL decremented, or the reason
+// to drop it, with p unchanged; nets are the sender's subnets, own ours.
 func checkInner(p []byte, nets []net4, own net4) (int, dropReason) {
 	_, total, ok := parseIPv4(p)
 	if !ok {
@@ -523,8 +494,7 @@ func checkInner(p []byte, nets []net4, own net4) (int, dropReason) {
 	return total, admitted
 }
 
-// segments is how many datagrams a received message of n bytes cut every seg bytes
-// (seg 0: one) stands for.
+// segments is how many datagrams n bytes cut every seg bytes (0: one) stand for.
 func segments(n, seg int) int {
 	if n == 0 || seg <= 0 {
 		return 1

@@ -6,15 +6,11 @@ import "encoding/binary"
 const (
 	ipv4MinHeader = 20
 	ipProtoICMP   = 1
-	// icmpQuote is how much of the offending packet's payload an ICMP error quotes
-	// after its IP header (RFC 792: the first 64 bits).
-	icmpQuote = 8
-	// icmpTTL is the TTL of the ICMP errors we generate, as upstream's proxy.
-	icmpTTL = 8
+	icmpQuote     = 8 // payload bytes an ICMP error quotes after the IP header (RFC 792)
+	icmpTTL       = 8 // as upstream's proxy
 )
 
-// parseIPv4 checks that p starts with a plausible IPv4 header and returns the header
-// length and the packet's total length (which may be less than len(p)).
+// parseIPv4 checks p's IPv4 header and returns its length and the total (≤ len(p)).
 func parseIPv4(p []byte) (ihl, total int, ok bool) {
 	if len(p) < ipv4MinHeader || p[0]>>4 != 4 {
 		return 0, 0, false
@@ -31,9 +27,8 @@ func srcKey(p []byte) uint32 { return binary.BigEndian.Uint32(p[12:16]) }
 
 func dstKey(p []byte) uint32 { return binary.BigEndian.Uint32(p[16:20]) }
 
-// decTTL decrements the TTL of the IPv4 packet p in place and patches the header
-// checksum incrementally (RFC 1624, eqn. 3). It reports false, changing nothing, when
-// the packet must be dropped because its TTL would reach 0.
+// decTTL decrements p's TTL and patches the checksum (RFC 1624); false, changing nothing,
+// when the TTL would reach 0.
 func decTTL(p []byte) bool {
 	if p[8] <= 1 {
 		return false
@@ -65,10 +60,8 @@ func checksum(b []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// wantsUnreachable reports whether an undeliverable packet (IPv4, header length ihl)
-// deserves an ICMP net-unreachable: not for non-first fragments, not for ICMP errors
-// (RFC 1122 3.2.2), not when its source cannot receive one (unspecified, multicast,
-// limited broadcast).
+// wantsUnreachable reports whether an undeliverable packet deserves an ICMP error: not a
+// non-first fragment, an ICMP error (RFC 1122 3.2.2) or from a source that cannot receive it.
 func wantsUnreachable(p []byte, ihl int) bool {
 	if binary.BigEndian.Uint16(p[6:8])&0x1fff != 0 {
 		return false
@@ -88,9 +81,8 @@ func wantsUnreachable(p []byte, ihl int) bool {
 	return true
 }
 
-// netUnreachable writes into out an ICMP destination unreachable / net unreachable
-// (type 3 code 0) answering p (IPv4, header length ihl, total length total), sent from
-// src, and returns its length. out must hold 20 + 8 + 60 + 8 bytes.
+// netUnreachable writes into out (96 bytes or more) an ICMP net unreachable from src
+// answering p and returns its length.
 func netUnreachable(out []byte, p []byte, ihl, total int, src [4]byte) int {
 	quote := min(total, ihl+icmpQuote)
 	n := ipv4MinHeader + 8 + quote

@@ -8,22 +8,16 @@ import (
 	"github.com/flannel-go/flannel/backend"
 )
 
-// The udp backend writes no per-peer kernel objects: the kernel refuses a peer per
-// datagram, when sendmmsg refuses its address. The send path drops that datagram, marks
-// the peer and keeps trying it; Reconcile reports each round with a refusal to the
-// Observer and logs a refusal once while it lasts (until the lease changes or goes, or a
-// resync period passes without one).
-
-// refusal is a peer whose datagrams the kernel refused.
+// refusal is a peer whose datagrams sendmmsg refused; the send path marks it and keeps
+// trying, and the log shows it until its lease changes or a resync period passes without one.
 type refusal struct {
 	dst    netip.AddrPort
 	text   string // the problem in words, for the log
 	marked bool   // refused again since the last resync
 }
 
-// collectRefusals reads and clears the refusal marks of the table used until now (old),
-// reports each refused peer, keeps refusals of peers cur still has at the same address,
-// and lists them for the log. On a resync round (retry) stale refusals are forgotten.
+// collectRefusals clears and reports old's refusal marks and returns the refusals of peers
+// cur still has at the same address, forgetting stale ones on a resync round (retry).
 func (b *Backend) collectRefusals(old, cur *table, retry bool) []backend.Problem {
 	if old != nil {
 		for _, p := range old.peers {
@@ -64,8 +58,7 @@ func (b *Backend) collectRefusals(old, cur *table, retry bool) []backend.Problem
 	return probs
 }
 
-// Invalidate starts a new resync period for the refusal log (backend.Invalidator); the
-// daemon calls it before its periodic resync.
+// Invalidate starts a new resync period for the refusal log (backend.Invalidator).
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()

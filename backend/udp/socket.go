@@ -13,15 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawBatchConn moves batches of datagrams with sendmmsg/recvmmsg issued as raw system
-// calls with MSG_DONTWAIT, waiting in the runtime's poller only on EAGAIN.
-//
-// Raw because these calls run long (a whole GSO batch down the transmit path, up to 512 KiB
-// copied): through the regular syscall path the scheduler hands the P off after 20 µs in a
-// system call, two context switches and a futex round trip per batch.
-//
+// rawBatchConn issues sendmmsg/recvmmsg as raw non-blocking system calls, waiting in the
+// poller only on EAGAIN: a long batch through the regular syscall path would hand off the P.
 // WriteBatch and ReadBatch may run concurrently, each from one goroutine at a time.
-// ReadBatch reports senders as numbers, not in Message.Addr (which allocates).
 type rawBatchConn struct {
 	rc   syscall.RawConn
 	w, r mmsgBuffers
@@ -44,8 +38,7 @@ func newRawBatchConn(c *net.UDPConn) (*rawBatchConn, error) {
 	return &rawBatchConn{rc: rc}, nil
 }
 
-// prepare fills the headers for ms: one iovec per buffer, the control data, and the
-// address: for sends the IPv4 destination, for receives room for the source.
+// prepare fills the headers for ms: iovecs, control data, and the IPv4 address or room for it.
 func (b *mmsgBuffers) prepare(ms []ipv4.Message, send bool) error {
 	niov := 0
 	for i := range ms {
@@ -107,8 +100,7 @@ func (b *mmsgBuffers) prepare(ms []ipv4.Message, send bool) error {
 	return nil
 }
 
-// WriteBatch sends the messages with sendmmsg and returns how many went; an error
-// refers to message n (as sendmmsg reports it).
+// WriteBatch sends with sendmmsg and returns how many went; an error refers to message n.
 func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -122,9 +114,8 @@ func (c *rawBatchConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	return n, err
 }
 
-// ReadBatch receives up to len(ms) datagrams with recvmmsg, waiting for the first. It sets
-// N, NN and Flags of each, and from[i] to message i's IPv4 source (0 if none); from must be
-// as long as ms.
+// ReadBatch receives up to len(ms) datagrams, waiting for the first; it sets N, NN, Flags and
+// from[i] (message i's IPv4 source or 0, not Addr, which allocates).
 func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, from []uint32) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -152,8 +143,7 @@ func (c *rawBatchConn) ReadBatch(ms []ipv4.Message, from []uint32) (int, error) 
 	return n, nil
 }
 
-// mmsg makes one non-blocking sendmmsg or recvmmsg (trap) over hdrs, waiting in Go's
-// poller through wait (the socket's RawConn Write or Read) while the socket is not ready.
+// mmsg makes one sendmmsg or recvmmsg (trap), waiting through the RawConn's wait while not ready.
 func mmsg(wait func(func(fd uintptr) bool) error, trap uintptr, name string, hdrs []unix.Mmsghdr) (int, error) {
 	var n int
 	var errno syscall.Errno

@@ -13,24 +13,19 @@ import (
 
 // peer is where packets for one peer subnet go.
 type peer struct {
-	Subnet netip.Prefix
-	Dst    netip.AddrPort // the peer's PublicIP and our port (upstream assumes equal ports)
-	Key    string         // the lease's subnet key
-	addr   *net.UDPAddr   // Dst, prebuilt for the send path
-	// refused is the errno of a send to the peer the kernel refused since the backend
-	// last looked (0: none); set by the send path, read by Reconcile (refused.go).
-	refused atomic.Int32
+	Subnet  netip.Prefix
+	Dst     netip.AddrPort // the peer's PublicIP and our port (upstream assumes equal ports)
+	Key     string         // the lease's subnet key
+	addr    *net.UDPAddr   // Dst, prebuilt for the send path
+	refused atomic.Int32   // errno of a refused send since Reconcile last looked (0: none)
 }
 
-// table maps destination addresses to peers, and the outer source addresses of received
-// datagrams to the subnets their senders lease; both lookups are O(1) in the number of
-// peers. A table is immutable once built; the backend swaps whole tables atomically.
+// table maps destinations to peers and senders' PublicIPs to their leased subnets, both in
+// O(1) of the peer count; it is immutable once built and swapped whole.
 type table struct {
 	lens  []int // distinct prefix lengths, longest first
 	peers map[uint64]*peer
-	// from maps a peer's PublicIP to the subnets of the leases advertising it (one,
-	// unless several leases share an address): exactly the peers packets are sent to.
-	from map[uint32][]net4
+	from  map[uint32][]net4
 }
 
 // net4 is an IPv4 subnet as numbers: an address a lies inside when a&mask == addr.
@@ -72,8 +67,7 @@ func (t *table) lookup(dst uint32) *peer {
 	return nil
 }
 
-// senders returns the subnets leased by the peer whose PublicIP is src, and whether
-// src is a peer's at all.
+// senders returns the subnets leased with PublicIP src, and whether src is a peer's.
 func (t *table) senders(src uint32) ([]net4, bool) {
 	if t == nil {
 		return nil, false
@@ -96,10 +90,8 @@ type problem struct {
 	Skip   string // observe.SkippedOtherBackend for a sound lease of another backend
 }
 
-// buildTable computes the peer table for the leases. Peers are leases without BackendType
-// (udp leases, as upstream writes them) with a public address and an IPv4 subnet inside
-// network other than own; packets go to PublicIP:port and are accepted from PublicIP when
-// they come from the peer's subnet. Unusable leases are returned as problems.
+// buildTable computes the peer table from the leases without BackendType that have a
+// public address and an IPv4 subnet inside network other than own; others are problems.
 func buildTable(peers subnet.Peers, network, own netip.Prefix, port int) (*table, []problem) {
 	t := &table{peers: make(map[uint64]*peer, peers.Len()), from: make(map[uint32][]net4, peers.Len())}
 	var probs []problem

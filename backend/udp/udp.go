@@ -1,17 +1,7 @@
-// Package udp is flannel's udp backend: pods reach each other through a TUN device,
-// flannel0, whose packets flanneld carries in UDP datagrams between the nodes' public
-// addresses (port 8285 by default).
-//
-// As upstream: one inner IPv4 packet per datagram, no header of our own, inner TTL
-// decremented on both ends; leases carry no BackendType, and every lease without one is a
-// udp peer, so our nodes and upstream's exchange traffic. flannel0 (non-persistent) gets
-// the lease's network address /32, MTU = external MTU − 28, and a route for the network.
-//
-// The data path (no cgo) moves batches with TUN offloads (TSO split, GRO coalesce),
-// sendmmsg with UDP GSO and recvmmsg with UDP GRO. Lookup is O(1) in the number of peers
-// on an atomically swapped table; packets no lease covers get an ICMP net unreachable. A
-// received packet reaches the TUN only when it came from a peer's PublicIP, its source is
-// in that peer's subnet and its destination in ours; others are dropped and counted.
+// Package udp is the udp backend: flanneld carries the packets of the TUN device flannel0
+// in UDP datagrams between the nodes' public addresses, as upstream (one inner IPv4 packet
+// per datagram, leases without BackendType). A received packet reaches the TUN only when it
+// came from a peer's PublicIP, from that peer's subnet, to ours; others are counted.
 package udp
 
 import (
@@ -38,8 +28,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// BackendType is the config Backend.Type of this backend. Its leases carry no
-// BackendType, as upstream's.
+// BackendType is the config Backend.Type; leases carry none, as upstream's.
 const BackendType = "udp"
 
 // deviceTemplate is the TUN name template; the kernel picks the first free flannel<N>.
@@ -96,7 +85,7 @@ var (
 	_ backend.Constructor = New
 )
 
-// New is the backend.Constructor. It parses the config; it changes nothing in the kernel.
+// New is the backend.Constructor.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -141,16 +130,13 @@ func newBackend(h nlHandle, ext *backend.ExternalInterface, cfg *subnet.Config) 
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.cfg }
 
-// Claims names the UDP port on the external interface's IPv4 address, which Prepare
-// binds. No device: the kernel names the TUN (the first free flannel<N>), which is
-// never adopted.
+// Claims names the UDP port Prepare binds; the TUN is never adopted, so it is not claimed.
 func (b *Backend) Claims() claim.Set {
 	return claim.Set{Ports: []claim.Port{{Family: claim.IPv4, Port: b.cfg.Port, Addr: b.ext.IfaceAddr, SetBy: "Backend.Port"}}}
 }
 
-// Prepare opens /dev/net/tun once and binds the UDP socket (kept for Start, closed when ctx
-// ends), so a node that cannot run the backend fails before any lease is written (upstream
-// fails after). The attributes are PublicIP only: no BackendType.
+// Prepare probes /dev/net/tun and binds the UDP socket (closed when ctx ends), so a node
+// that cannot run the backend fails before writing a lease, unlike upstream.
 func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -176,8 +162,7 @@ func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAt
 	return &subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr}, nil
 }
 
-// listen binds the UDP socket with large buffers and, when the kernel has them, UDP
-// GRO enabled; it reports whether UDP GSO sends and GRO receives are available.
+// listen binds the UDP socket with large buffers and reports whether UDP GSO and GRO work.
 func listen(ctx context.Context, at netip.AddrPort) (conn *net.UDPConn, gso, gro bool, err error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
@@ -203,9 +188,7 @@ func listen(ctx context.Context, at netip.AddrPort) (conn *net.UDPConn, gso, gro
 	return pc.(*net.UDPConn), gso, gro, nil
 }
 
-// Start creates flannel0 for the lease (address, MTU, route for the network), starts
-// the data path and returns the running network. The data path and the device end
-// with ctx.
+// Start creates flannel0 for the lease and starts the data path; both end with ctx.
 func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -271,9 +254,8 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	return b, nil
 }
 
-// heal makes flannel0 carry its MTU, up state, the lease's network address /32 (other
-// addresses in the network removed) and the network route only, recreating a device
-// removed by hand once the data path runs. It returns the number of repairs.
+// heal converges flannel0's MTU, up state, /32 address and network route, recreating a
+// device removed by hand once the data path runs; it returns the number of repairs.
 func (b *Backend) heal() (int, error) {
 	n := 0
 	link, err := b.h.LinkByName(b.dev)
@@ -377,9 +359,8 @@ func (b *Backend) recreate() (netlink.Link, error) {
 	return b.h.LinkByName(name)
 }
 
-// acceptLocal sets accept_local on the TUN: our ICMP unreachable answers come from the
-// TUN's own address (as upstream's), which Linux ≥ 6.0 drops as martian otherwise. Best
-// effort: only those answers are lost without it.
+// acceptLocal lets Linux ≥ 6.0 accept our ICMP unreachables, sent from the TUN's own
+// address; best effort, as only those answers are lost without it.
 func (b *Backend) acceptLocal() {
 	p := "/proc/sys/net/ipv4/conf/" + b.dev + "/accept_local"
 	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
@@ -400,15 +381,14 @@ func (b *Backend) Devices() []string {
 	return []string{b.dev}
 }
 
-// RemoveDevices implements backend.Network through the backend's netlink handle.
+// RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return netlinkx.DeleteLinks(b.h, names)
 }
 
-// WatchFilter selects the TUN device (with its address and routes), the external
-// interface and the main-table routes inside the flannel network.
+// WatchFilter selects the TUN, the external interface and routes inside the network.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -422,8 +402,7 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 // Stats reports the data path counters.
 func (b *Backend) Stats() Stats { return b.counts.snapshot() }
 
-// Reconcile repairs flannel0 and swaps in the peer table built from the leases. Peers whose
-// datagrams the kernel refused since the previous round are logged and reported, not errors.
+// Reconcile repairs flannel0 and swaps in the peer table built from the leases.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
