@@ -10,8 +10,7 @@ import (
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the Backend object: every key besides Type is a warning (naming the
-// key it probably misspells); a Backend that is not an object is an error.
+// CheckConfig is the host-gw backend.ConfigChecker: every key besides Type has no effect.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, nil

@@ -1,13 +1,6 @@
-// Package hostgw is flannel's host-gw backend, as upstream: no device, one route per peer
-//
-//	<peer subnet> via <peer PublicIP> dev <external interface>
-//
-// (IPv6 likewise via PublicIPv6), so all nodes must share an L2 segment. Each Reconcile
-// diffs the desired routes against our routes in the kernel (unicast, main table, on the
-// external interface, inside the network) and applies the difference, which also covers
-// upstream's route checker. A peer whose route the kernel refuses is skipped, logged
-// once, reported and retried at lease change or Invalidate, unlike upstream
-// (Documentation/differences-from-upstream.md).
+// Package hostgw is the host-gw backend, as upstream: no device, a route per peer subnet via
+// its public address on the external interface, so all nodes must share an L2 segment. A
+// route the kernel refuses skips its peer (Documentation/differences-from-upstream.md).
 package hostgw
 
 import (
@@ -32,8 +25,7 @@ import (
 // BackendType is the lease BackendType and config Backend.Type of this backend.
 const BackendType = "host-gw"
 
-// CheckBackendData is host-gw's admission rule for peer leases (subnet.RuleOptions): no
-// backend data, or null.
+// CheckBackendData admits peer leases without backend data (subnet.RuleOptions).
 func CheckBackendData(data json.RawMessage) error {
 	if len(data) == 0 || string(data) == "null" {
 		return nil
@@ -65,9 +57,7 @@ type family struct {
 	want    map[netip.Prefix]route
 	act     []route
 	ops     ops
-	// refused: kernel-refused peer routes by destination, held back from want while the
-	// leases want exactly them, until Invalidate.
-	refused map[netip.Prefix]refusal
+	refused map[netip.Prefix]refusal // by destination, held back from want (holdBack)
 }
 
 type refusal struct {
@@ -97,7 +87,7 @@ type Backend struct {
 	last    Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	retry   bool   // Invalidate was called: try the refused peers again
 	plog    backend.ProblemLog
-	// this round's skipped leases and refused peers (one report per peer)
+	// this round's problems; fresh: peers whose refusal was already reported this round
 	skipped, refusedProbs []backend.Problem
 	fresh                 map[string]struct{}
 
@@ -110,8 +100,7 @@ var (
 	_ backend.Constructor = New
 )
 
-// New is the backend.Constructor. Like upstream it fails when the public address is not
-// the interface's (NAT). It changes nothing in the kernel.
+// New is the backend.Constructor; as upstream it refuses a public address behind NAT.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -219,8 +208,7 @@ func (b *Backend) Devices() []string { return nil }
 // RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
 
-// WatchFilter selects the external interface (down flushes our routes silently) and the
-// main-table routes inside the networks.
+// WatchFilter selects the external interface (down flushes our routes) and routes in the networks.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}}
 	for _, fam := range b.fams {
@@ -229,8 +217,7 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 	return f
 }
 
-// Reconcile converges our routes to the peer leases. Refused peers are skipped and
-// reported, not returned as errors.
+// Reconcile converges our routes to the peer leases.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -288,8 +275,7 @@ func (f *family) holdBack(retry bool) {
 	}
 }
 
-// readActual reads our routes: main-table unicast on the external interface inside the
-// family's network, kernel-made ones excepted.
+// readActual reads our routes: main-table unicast, not kernel-made, on the external interface.
 func (b *Backend) readActual(f *family) error {
 	ext := b.ext.Iface.Index
 	filter := &netlink.Route{LinkIndex: ext, Table: unix.RT_TABLE_MAIN}
@@ -338,8 +324,8 @@ func toKernel(r route) *netlink.Route {
 	return kr
 }
 
-// apply deletes, then replaces, continuing past failures. A replace the kernel refuses
-// holds its peer back and deletes our old route to it; other failures are returned.
+// apply deletes, then replaces, past failures; a refused replace holds its peer back and
+// deletes our old route to it.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts) []error {
 	var errs []error
 	for i, r := range f.ops.del {

@@ -13,11 +13,10 @@ import (
 type route struct {
 	Dst  netip.Prefix
 	Gw   netip.Addr
-	Link int // output interface index
-	Prio int // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
-	// Peer names the lease a desired route serves (empty in actual routes).
-	Peer string
-	// Read from the kernel only: a difference here makes a replace.
+	Link int    // output interface index
+	Prio int    // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
+	Peer string // the lease a desired route serves (empty in actual routes)
+	// read from the kernel only: a difference here makes a replace
 	Onlink bool
 	Scope  uint8
 	Tos    int
@@ -39,9 +38,7 @@ type params struct {
 	Own     netip.Prefix // our own lease's subnet of this family (never a peer)
 }
 
-// desired fills out (cleared) with one family's routes for the peers, keyed by
-// destination. Leases of other backends, without the family, outside the network or
-// leased twice are skipped and appended to probs.
+// desired fills out (cleared) with one family's peer routes, appending unusable leases to probs.
 func desired(p params, peers subnet.Peers, out map[netip.Prefix]route, probs []backend.Problem) []backend.Problem {
 	clear(out)
 	fam, prio := "IPv4", 0
@@ -89,8 +86,7 @@ type ops struct {
 	set []route
 }
 
-// diff fills out (reset) with the ops turning act into want. A kernel route the replace
-// would not overwrite (another metric or TOS) is deleted, as are unexplained routes.
+// diff fills out with the ops turning act into want, deleting routes a replace would not overwrite.
 func diff(want map[netip.Prefix]route, act []route, out *ops) {
 	out.del = out.del[:0]
 	out.set = out.set[:0]
