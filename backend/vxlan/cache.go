@@ -7,23 +7,17 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// kernelCache lets a round skip the dumps when the kernel holds what the last round left.
-// After a round whose every request succeeded, actual is desired, and the change
-// subscription (shared with the kernel watch) tells whether anything touched our objects
-// since. Our own echo is ignored: notifications carrying our port id, and those without
-// one whose content is what we wrote (vxlan FDB, some neighbours). Any other notification
-// about our objects, a loss, a failed request, a device repair or Invalidate makes the
-// next round read the kernel. DirectRouting rounds and Drift always read.
+// kernelCache lets a round skip the dumps after a round whose every request succeeded,
+// until a change notification other than our own echo, a loss, a repair or Invalidate.
+// DirectRouting rounds and Drift always read the kernel.
 type kernelCache struct {
-	on    bool   // the subscription works and the configuration allows caching
-	pid   uint32 // port id of our request socket
-	valid bool   // every family's act is the kernel's state as the last round left it
-	dirty bool   // a notification not of our own making arrived
-	// applying: check notifications against the desired state being applied
-	applying bool
-	// fdbEchoes: this round's successful FDB requests whose echo is unread
-	fdbEchoes int
-	reads     int // rounds that read the kernel in full (tests)
+	on        bool   // the subscription works and the configuration allows caching
+	pid       uint32 // port id of our request socket
+	valid     bool   // every family's act is the kernel's state as the last round left it
+	dirty     bool   // a notification not of our own making arrived
+	applying  bool   // check notifications against the desired state being applied
+	fdbEchoes int    // this round's successful FDB requests whose echo is unread
+	reads     int    // rounds that read the kernel in full (tests)
 }
 
 // subscribe starts the change subscription; without it every round reads the kernel.
@@ -44,8 +38,7 @@ func (b *Backend) subscribe() {
 	b.kc.dirty = true
 }
 
-// Invalidate makes the next Reconcile read the kernel and retry refused peers (the
-// daemon's periodic resync).
+// Invalidate makes the next Reconcile read the kernel and retry refused peers.
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,9 +117,8 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 		}
 		static := n.State&staticNUD != 0
 		if n.Family == unix.AF_BRIDGE {
-			// vxlan FDB notifications carry no port id. Between rounds any about a static entry or
-			// our MAC is someone else's; during a round each successful FDB request raises one,
-			// with exactly what we wrote (NUD_PERMANENT alone).
+			// vxlan FDB notifications carry no port id: during a round each successful
+			// request raises one with exactly what we wrote; between rounds none is ours
 			dst, owned := f.act.getFDB(n.MAC)
 			if b.kc.applying {
 				dst, owned = f.want.getFDB(n.MAC)
@@ -148,8 +140,7 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 			return
 		}
 		if ch.Pid == 0 && (!static || n.IP.IsMulticast()) {
-			// ARP/NDP, multicast, or a delete's removal: static entries change only by requests,
-			// which carry the requester's port id
+			// static entries change only by requests, which carry the requester's port id
 			return
 		}
 		b.kc.dirty = true
@@ -158,8 +149,7 @@ func (b *Backend) noteChange(ch *netlinkx.Change) {
 	}
 }
 
-// promote makes f's actual state the desired one the round achieved: the states swap,
-// the nexthop maps stay with actual minus deletions, routes learn their nexthop ids.
+// promote makes f's actual state the desired one the round achieved, keeping the nexthops.
 func (f *family) promote() {
 	f.want, f.act = f.act, f.want
 	switch act := f.act.(type) {

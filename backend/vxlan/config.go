@@ -16,17 +16,12 @@ import (
 const (
 	defaultVNI = 1
 	maxVNI     = 1<<24 - 1
-	// overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
-	overhead = 50
-	// v6Overhead: outer IPv6 40; the kernel caps a vxlan device over IPv6 at lower MTU - 70
-	// (upstream subtracts 50 there too).
-	v6Overhead = 70
-	// minDeviceMTU is the smallest MTU the kernel accepts for a vxlan device (IPv4 minimum).
-	minDeviceMTU = 68
-	// minV6DeviceMTU is the IPv6 minimum link MTU.
-	minV6DeviceMTU = 1280
-	// kernelDefaultPort is the Linux vxlan driver's port when none is given.
-	kernelDefaultPort = 8472
+	overhead   = 50 // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+	v6Overhead = 70 // outer IPv6 40: the kernel caps the device at lower MTU - 70
+
+	minDeviceMTU      = 68   // the kernel's minimum for a vxlan device
+	minV6DeviceMTU    = 1280 // the IPv6 minimum link MTU
+	kernelDefaultPort = 8472 // the vxlan driver's port when none is given
 )
 
 // Overhead and Overhead6 are what VXLAN adds to a pod packet on an IPv4 and IPv6 underlay.
@@ -37,41 +32,36 @@ const (
 
 // Config is the vxlan backend's own part of the network config ("Backend": {...}).
 type Config struct {
-	VNI           int
-	Port          int  // 0: not sent to the kernel, which then uses 8472
-	MTU           int  // underlay MTU; flannel.<VNI> gets MTU - 50, flannel-v6.<VNI> MTU - 70
-	GBP           bool // VXLAN Group Based Policy extension
-	Learning      bool // kernel MAC learning (off: "nolearning")
-	DirectRouting bool // plain routes to peers reachable without a gateway
-	// ChecksumOffload sets the devices' transmit checksum offload (auto, on, off).
-	ChecksumOffload ChecksumOffload
+	VNI             int
+	Port            int             // 0: not sent to the kernel, which then uses 8472
+	MTU             int             // underlay MTU; flannel.<VNI> gets MTU - 50, flannel-v6.<VNI> MTU - 70
+	GBP             bool            // VXLAN Group Based Policy extension
+	Learning        bool            // kernel MAC learning (off: "nolearning")
+	DirectRouting   bool            // plain routes to peers reachable without a gateway
+	ChecksumOffload ChecksumOffload // the devices' transmit checksum offload
 }
 
 const windowsOnly = "used by flanneld on Windows only"
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the vxlan Backend object without a node: it returns the keys without
-// effect (unknown ones with their likely intent, the Windows-only MacPrefix and Name) and
-// every problem of the known ones, joined. The node-dependent MTU checks are New's.
+// CheckConfig is the vxlan backend.ConfigChecker; the node-dependent MTU checks are New's.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// decodeConfig decodes the Backend object (keys case-insensitive), fills in node-free
-// defaults and checks ranges; MTU stays 0 when not given.
+// decodeConfig decodes the Backend object with node-free defaults; MTU stays 0 when not given.
 func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
-		Type          string
-		VNI           *int
-		Port          int
-		MTU           int
-		GBP           bool
-		Learning      bool
-		DirectRouting bool
-		// parseChecksumOffload checks it, for a clear message.
-		ChecksumOffload json.RawMessage
+		Type            string
+		VNI             *int
+		Port            int
+		MTU             int
+		GBP             bool
+		Learning        bool
+		DirectRouting   bool
+		ChecksumOffload json.RawMessage // parseChecksumOffload checks it, for a clear message
 	}
 	var warns []configkeys.Warning
 	var errs []error
@@ -134,8 +124,7 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	return c, warns, nil
 }
 
-// parseConfig completes decodeConfig for this node: ifaceMTU is MTU's default; with v6 the
-// IPv6 device's MTU (MTU - 70) must be at least 1280.
+// parseConfig completes decodeConfig for this node; ifaceMTU is MTU's default.
 func parseConfig(raw []byte, ifaceMTU int, v6 bool) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	if err != nil {
@@ -176,9 +165,7 @@ func marshalBackendData(vni int, mac hwAddr) []byte {
 	return b
 }
 
-// CheckBackendData is the vxlan part of the peer lease admission rule
-// (subnet.RuleOptions.BackendData): a unicast, non-zero VtepMAC and, if present, a VNI in
-// range (v0.10 leases carry none).
+// CheckBackendData admits lease data with a unicast VtepMAC and a VNI in range (subnet.RuleOptions).
 func CheckBackendData(data json.RawMessage) error {
 	bd, err := parseBackendData(data)
 	if err != nil {
@@ -190,9 +177,8 @@ func CheckBackendData(data json.RawMessage) error {
 	return nil
 }
 
-// parseBackendData reads a peer's BackendData (or BackendV6Data). VNI is optional and, as
-// upstream, not checked against ours. An all-zero MAC is refused: that FDB entry would be
-// the device's default destination and flood every unknown MAC to the peer.
+// parseBackendData reads a peer's BackendData. It refuses an all-zero MAC: that FDB entry
+// would flood every unknown MAC to the peer.
 func parseBackendData(raw []byte) (backendData, error) {
 	if bd, ok := parseBackendDataFast(raw); ok {
 		return bd, nil
@@ -200,8 +186,7 @@ func parseBackendData(raw []byte) (backendData, error) {
 	return parseBackendDataJSON(raw)
 }
 
-// parseBackendDataFast reads the canonical shapes without allocating (every round parses
-// every peer's data); anything else is left to parseBackendDataJSON (ok false).
+// parseBackendDataFast reads the canonical shapes without allocating; !ok leaves others to JSON.
 func parseBackendDataFast(raw []byte) (bd backendData, ok bool) {
 	const vniKey, macKey = `{"VNI":`, `"VtepMAC":"`
 	s := raw

@@ -17,9 +17,8 @@ import (
 
 var _ backend.DriftReader = (*Backend)(nil)
 
-// Drift implements backend.DriftReader in scratch state of its own, the running state and
-// cache untouched. The devices must have own's VTEP MAC and the configured MTU; objects
-// on an absent or to-be-recreated device are all missing.
+// Drift implements backend.DriftReader in scratch state; the devices must have own's VTEP
+// MAC and the configured MTU.
 func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (backend.Drift, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -60,8 +59,8 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 	return d, nil
 }
 
-// driftDevice adds f's device and address differences to d and reports whether its
-// objects can be read. It sets f.index and f.mac (the device's when own has none).
+// driftDevice adds f's device differences to d, sets f.index and f.mac (the device's when
+// own has none) and reports whether its objects can be read.
 func (b *Backend) driftDevice(f *family, d *backend.Drift) (usable bool, err error) {
 	dev := backend.Object{Kind: observe.Device, Device: f.name}
 	addr := backend.Object{Kind: observe.Address, Device: f.name, Dst: f.wantAddr()}

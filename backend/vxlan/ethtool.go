@@ -12,18 +12,13 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// ChecksumOffload controls the vxlan devices' transmit checksum offload. Kernels before
-// 5.7 mis-compute the checksum of SNATed VXLAN packets (kube-proxy masquerade) and the
-// receiver drops them, stalling service connections for 63 s; this does what `ethtool -K
-// flannel.1 tx-checksum-ip-generic off` does, whenever the device is created or adopted.
+// ChecksumOffload controls the devices' transmit checksum offload: kernels before 5.7
+// mis-compute it for SNATed VXLAN packets, which receivers then drop.
 type ChecksumOffload uint8
 
 const (
-	// ChecksumAuto (default) turns offload off on kernels before 5.7, else leaves it on.
-	ChecksumAuto ChecksumOffload = iota
-	// ChecksumOn forces transmit checksum offload on.
+	ChecksumAuto ChecksumOffload = iota // default: off on kernels before 5.7, else left on
 	ChecksumOn
-	// ChecksumOff forces transmit checksum offload off.
 	ChecksumOff
 )
 
@@ -59,8 +54,7 @@ func parseChecksumOffload(raw []byte) (ChecksumOffload, error) {
 // checksumFixKernel is the first kernel release whose offload is right for SNATed packets.
 var checksumFixKernel = [2]int{5, 7}
 
-// kernelBefore reports whether a release ("5.4.0-150-generic") is older than want; ok is
-// false when it cannot be parsed.
+// kernelBefore reports whether a release ("5.4.0-150-generic") is older than want, if ok.
 func kernelBefore(release string, want [2]int) (before, ok bool) {
 	var v [2]int
 	rest := release
@@ -113,11 +107,10 @@ func kernelRelease() (string, error) {
 	return unix.ByteSliceToString(u.Release[:]), nil
 }
 
-// ethtool uses the legacy SIOCETHTOOL ETHTOOL_GTXCSUM/STXCSUM commands, which switch
-// every checksum feature (for vxlan, tx-checksum-ip-generic), in the socket's namespace.
+// ethtool switches every tx checksum feature with the legacy SIOCETHTOOL commands; ours, as
+// safchain/ethtool allocates 2.1 MB per call and mdlayher/ethtool cannot set features.
 type ethtool struct {
-	// socket opens a socket in the device's namespace (nil: the caller's).
-	socket func() (int, error)
+	socket func() (int, error) // opens a socket in the device's namespace (nil: the caller's)
 }
 
 type ethtoolValue struct {
@@ -175,9 +168,8 @@ func (e ethtool) setTxChecksum(dev string, on bool) error {
 	return nil
 }
 
-// applyChecksumOffload brings f's device to the setting, logs when it changes anything
-// and reports the state to the observer. Failures are only logged: the data path works
-// either way.
+// applyChecksumOffload brings f's device to the setting and reports it; failures are only
+// logged, as the data path works either way.
 func (b *Backend) applyChecksumOffload(f *family) {
 	if b.ethtool == nil {
 		return
@@ -229,15 +221,13 @@ func (b *Backend) reportChecksum(f *family, on bool, why string, changed bool) {
 
 // TxChecksumState is one device's transmit checksum offload and what the option wants.
 type TxChecksumState struct {
-	Device string
-	On     bool
-	// Want is what the option sets; Decided is false when either state is right.
-	Want, Decided bool
+	Device        string
+	On            bool
+	Want, Decided bool // Decided is false when either state is right
 	Why           string
 }
 
-// TxChecksum reads, changing nothing, the offload of the existing devices and what it
-// must be. It needs no Prepare.
+// TxChecksum reads, changing nothing and needing no Prepare, the existing devices' offload.
 func (b *Backend) TxChecksum() ([]TxChecksumState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -17,8 +17,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// nlHandle is the part of *netlink.Handle used for devices and addresses. Calls block
-// until the kernel answers and cannot be cancelled.
+// nlHandle is the part of *netlink.Handle for devices and addresses; calls cannot be cancelled.
 type nlHandle interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkByIndex(index int) (netlink.Link, error)
@@ -68,13 +67,10 @@ type family struct {
 
 	want, act famState
 	ops       ops
-	under     lpm // underlay routes, for DirectRouting
-	// refused: refused peers by subnet (refused.go); fails: an apply phase's refusals
-	refused map[netip.Prefix]*refusal
-	fails   []failure
-
-	// nh: IPv4 onlink routes use nexthop objects (off for good if the kernel lacks them)
-	nh bool
+	under     lpm                       // underlay routes, for DirectRouting
+	refused   map[netip.Prefix]*refusal // refused peers by subnet (refused.go)
+	fails     []failure                 // an apply phase's refusals
+	nh        bool                      // onlink routes use nexthop objects (off for good without kernel support)
 }
 
 func (f *family) label() string {
@@ -123,8 +119,7 @@ func (b *Backend) mismatch(f *family, vx *netlink.Vxlan) string {
 	return ""
 }
 
-// targetMTU is the configured MTU minus the family's overhead (50, IPv6 70), clamped to
-// the underlay device's MTU minus the same.
+// targetMTU is the configured MTU minus the family's overhead, clamped to the underlay's.
 func (b *Backend) targetMTU(f *family) (int, error) {
 	lower, err := b.h.LinkByIndex(b.ext.Iface.Index)
 	if err != nil {
@@ -147,9 +142,8 @@ const (
 	devCreated                   // created (possibly after deleting an incompatible one)
 )
 
-// ensureDevice makes f's device exist with our attributes, up, MTU f.mtu and MAC f.mac.
-// With f.mac zero (Prepare) an existing device's MAC is adopted, else fallback is used.
-// An incompatible device is recreated with its MAC.
+// ensureDevice makes f's device exist, up, with our attributes, f.mtu and f.mac (zero: the
+// existing device's, else fallback); an incompatible device is recreated with its MAC.
 func (b *Backend) ensureDevice(f *family, fallback hwAddr) (devResult, netlink.Link, error) {
 	l, err := b.h.LinkByName(f.name)
 	if err != nil && !netlinkx.IsNotFound(err) {
@@ -240,7 +234,7 @@ func (b *Backend) createDevice(f *family, fallback hwAddr) (netlink.Link, error)
 		return nil, fmt.Errorf("read back %s: %w", f.name, err)
 	}
 	if got, _ := hwFrom(l.Attrs().HardwareAddr); got != f.mac {
-		// Something (e.g. a udev MAC policy) changed it; the advertised MAC must win.
+		// a udev MAC policy may have changed it; the advertised MAC must win
 		if err := b.h.LinkSetHardwareAddr(l, f.mac[:]); err != nil {
 			return nil, fmt.Errorf("%s's mac address wanted: %s, but got: %v (%w)", f.name, f.mac, l.Attrs().HardwareAddr, err)
 		}
@@ -422,8 +416,7 @@ func (b *Backend) readActual(f *family) error {
 	})
 }
 
-// staticNUD: states no protocol machine manages, ours (PERMANENT) and hand-made ones
-// ("nud noarp", "bridge fdb add ... static"): on our device ours to keep or remove.
+// staticNUD: states no protocol machine manages; on our device ours to keep or remove.
 const staticNUD = unix.NUD_PERMANENT | unix.NUD_NOARP
 
 // fromKernelRoute converts a kernel route on link. Using the nexthop object kept for its
@@ -499,11 +492,9 @@ const (
 	tagKindMask     = 0xff << 24
 )
 
-// apply carries out f.ops in three pipelined batches, continuing past failures: (1)
-// deletes, neighbour and FDB sets and nexthop creations; (2) route sets whose gateway's
-// objects succeeded; (3) deletes of routes to peers refused in (1)-(2), of the nexthops
-// only they used, and the other nexthop deletes. A kernel refusal refuses its peers
-// (refused.go) instead of adding to el; apply reports whether one happened.
+// apply carries out f.ops in three pipelined batches past failures: deletes and the
+// objects routes need; routes whose objects succeeded; routes and nexthops of peers refused
+// meanwhile, and nexthop deletes. It reports whether the kernel refused a peer.
 func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) (refused bool) {
 	o := &f.ops
 	o.delRefused = o.delRefused[:0]
@@ -517,7 +508,6 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		(*m)[a] = true
 	}
 	f.fails = f.fails[:0]
-	// refuse records a refused request, or tells that err is not a refusal.
 	refuse := func(err error, fl failure) bool {
 		fl.reason = backend.RefusalReason(err)
 		if fl.reason == "" {
@@ -660,7 +650,6 @@ func (b *Backend) apply(ctx context.Context, f *family, c *Counts, el *errList) 
 		}()
 	}
 
-	// Sent in applyChunk slices so the request buffer stays small.
 	ok := true
 	full := func(phase string) bool {
 		if bt.Len() >= applyChunk {
@@ -782,8 +771,7 @@ const bigRound = 40000
 
 const applyChunk = 1024
 
-// lpm tells from a main-table dump whether an address is reached without a gateway over
-// the external interface.
+// lpm tells from a main-table dump whether an address is on-link on the external interface.
 type lpm struct {
 	byLen [129]map[netip.Prefix]lpmEntry
 	lens  []int // prefix lengths present, longest first (built lazily)

@@ -9,13 +9,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// A peer's route needs its gateway's neighbour entry, FDB entry and (IPv4) nexthop
-// object. When the kernel refuses one (backend.RefusalReason) the peer is refused as a
-// whole: its route is not written and ours is deleted, accepted parts stay, and the
-// refused part and route are held back while the leases want exactly the refused values,
-// until its lease changes or Invalidate. Reported once per attempt, logged once.
-
-// refusal: what the leases wanted for a refused peer, the refused part, and why.
+// refusal is a peer refused as a whole because the kernel refused its route or an object
+// the route needs: what the leases wanted, the refused part, and why.
 type refusal struct {
 	rt     route        // the peer's desired route
 	mac    hwAddr       // its neighbour's lladdr and FDB MAC (zero for a direct route)
@@ -37,9 +32,8 @@ type failure struct {
 	text   string
 }
 
-// holdBack keeps refused peers' route and refused part out of f.want while the leases
-// want exactly them, forgetting the others (all with retry); diff then deletes our
-// route to a held-back subnet.
+// holdBack keeps refused peers' route and refused part out of f.want while the leases want
+// exactly them, forgetting the others (all with retry).
 func (f *family) holdBack(retry bool) {
 	for dst, r := range f.refused {
 		if retry || !f.wantsSame(r) {
@@ -72,8 +66,7 @@ func (f *family) wantsSame(r *refusal) bool {
 	return ok && pub == r.pub
 }
 
-// attribute refuses the peers whose desired route depends on a failed object and returns
-// the newly refused subnets.
+// attribute refuses the peers whose route depends on a failed object; it returns their subnets.
 func (f *family) attribute(fails []failure) []netip.Prefix {
 	if len(fails) == 0 {
 		return nil
@@ -155,8 +148,7 @@ func (f *family) refusalText(part observe.Kind, what string, err error) string {
 	return fmt.Sprintf("the kernel refuses its %s %s: %v", part, what, err)
 }
 
-// settleRefusals names the newly refused peers, reports each once and lists all for the
-// log.
+// settleRefusals names the newly refused peers, reports each once and lists all for the log.
 func (b *Backend) settleRefusals(peers subnet.Peers) {
 	unnamed := false
 	for _, f := range b.fams {

@@ -11,22 +11,19 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// route is a route we want or own, reduced to what we compare and delete by. Field order
-// keeps it small: 20,000 sit in each of two maps.
+// route is a route we want or own, reduced to what we compare and delete by; "kernel"
+// fields are zero in desired routes, so a kernel route differing in them is replaced.
 type route struct {
-	Dst  netip.Prefix
-	Gw   netip.Addr
-	Link int // output interface index
-	Prio int // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
-	// "kernel" fields are zero in desired routes; a kernel route differing in them is
-	// replaced.
+	Dst    netip.Prefix
+	Gw     netip.Addr
+	Link   int    // output interface index
+	Prio   int    // metric: 0 for IPv4 and 1024 (the kernel default) for IPv6 in desired routes
 	Tos    int    // kernel
 	NhID   uint32 // kernel: the nexthop object id the route uses (0: none); needed to delete it
 	Scope  uint8  // kernel
 	Onlink bool   // RTNH_F_ONLINK
-	// ViaNH: the next hop is the family's nexthop object for Gw (on Link, onlink).
-	ViaNH bool
-	Extra bool // kernel: other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
+	ViaNH  bool   // the next hop is the family's nexthop object for Gw (on Link, onlink)
+	Extra  bool   // kernel: other attributes we never set (source, metrics, encap, a foreign nexthop, ...)
 }
 
 func (r route) same(d route) bool {
@@ -45,8 +42,7 @@ type fdbKey struct {
 	Dst netip.Addr
 }
 
-// ipKey is a pointer-free fixed-size address the collector need not scan (kind 0: zero
-// Addr, 4 or 6; exact both ways, no zones). It keys IPv6 states and ops.setRoutes.
+// ipKey is a pointer-free address the collector need not scan (kind 0: zero Addr, 4 or 6).
 type ipKey struct {
 	a    [16]byte
 	kind uint8
@@ -74,9 +70,8 @@ func (k ipKey) addr() netip.Addr {
 
 func v6KeyOf(a netip.Addr) (ipKey, bool) { return keyOf(a), true }
 
-// v4Key keys the IPv4 states: it halves an IPv4 family's live state at 20,000 peers
-// (9.2 MB with 17-byte keys, 4.5 MB with these; BenchmarkStateHeap20k). It cannot hold
-// "no address" (rtVal has a flag) nor IPv6 (keyedState says where those go).
+// v4Key keys the IPv4 states, halving their heap against ipKey (BenchmarkStateHeap20k); it
+// holds neither "no address" (rtVal has a flag) nor IPv6.
 type v4Key [4]byte
 
 func v4KeyOf(a netip.Addr) (v4Key, bool) {
@@ -100,8 +95,8 @@ type pfxKey[K addrKey] struct {
 
 func (k pfxKey[K]) prefix() netip.Prefix { return netip.PrefixFrom(k.a.addr(), int(k.bits)) }
 
-// rtVal is a stored route without its destination: pointer-free, 20 bytes (IPv4) or 32
-// instead of 96. Without rtGw the gateway is the zero Addr, not 0.0.0.0.
+// rtVal is a stored route without its destination, pointer-free; without rtGw the gateway
+// is the zero Addr, not 0.0.0.0.
 type rtVal[K addrKey] struct {
 	link  int32
 	prio  uint32
@@ -129,8 +124,7 @@ func (v rtVal[K]) route(dst pfxKey[K]) route {
 	return r
 }
 
-// famState is one family's desired or actual objects, accessed by address; a keyedState
-// underneath, whose maps diff and promote use directly.
+// famState is one family's desired or actual objects (a keyedState diff and promote use directly).
 type famState interface {
 	size(n int)
 	reset()
@@ -168,14 +162,9 @@ func newFamState(v6 bool) famState {
 	return newKeyedState(v4KeyOf)
 }
 
-// keyedState keys objects as the kernel does: neighbours by IP, FDB by MAC, routes by
-// destination; its methods see the first FDB remote of a MAC and the first route to a
-// destination. Further ones, and objects with an address K cannot hold (other family),
-// go to the extra slices, almost always empty; diff replaces or deletes them.
-//
-// Nexthop objects appear only in actual states: nh maps a gateway to the one usable
-// object kept for it, nhByID back, extraNH lists the others, to be deleted. Desired
-// nexthops are the gateways of desired ViaNH routes.
+// keyedState keys objects as the kernel does (neighbours by IP, FDB by MAC, routes by
+// destination), the first of each; further ones and foreign-family ones go to the extra
+// slices for diff to delete. Nexthop objects appear only in actual states.
 type keyedState[K addrKey] struct {
 	key         func(netip.Addr) (K, bool) // K of an address, false when it has none
 	sized       int                        // the maps were made for this many entries (grown in one step)
@@ -435,17 +424,16 @@ type famParams struct {
 	Network netip.Prefix // the family's flannel network
 	Own     netip.Prefix // our own lease's subnet of this family (skipped among peers)
 	Direct  bool         // DirectRouting
-	// Nexthops: onlink routes use nexthop objects.
+	// onlink routes use nexthop objects: n plain ones cost n² to insert, as the kernel
+	// hashes their next hops without the gateway
 	Nexthops bool
-	// IsDirect: the address is on-link on the external interface (used with Direct).
-	IsDirect func(netip.Addr) bool
+	IsDirect func(netip.Addr) bool // the address is on-link on the external interface
 }
 
 type problem = backend.Problem
 
-// desiredFamily fills out (reset) with one family's neighbour, FDB and route sets for
-// the peers. Leases of other backends or VNIs, without the family or with unusable data
-// are skipped and appended to probs.
+// desiredFamily fills out (reset) with one family's objects for the peers, appending
+// unusable leases to probs.
 func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []problem) []problem {
 	out.size(peers.Len())
 	out.reset()
@@ -455,7 +443,6 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 	}
 	for l := range peers.All() {
 		if l.Attrs.BackendType != "vxlan" {
-			// both families report it; the caller logs each distinct problem once
 			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType),
 				Skip: observe.SkippedOtherBackend})
 			continue
@@ -486,7 +473,7 @@ func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []proble
 			continue
 		}
 		if bd.VNI != 0 && bd.VNI != p.VNI {
-			// Another VNI: nothing would arrive either way. (0, as in v0.10 leases, is ours.)
+			// VNI 0, as in v0.10 leases, is ours
 			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VNI %d, ours is %d", bd.VNI, p.VNI),
 				Skip: observe.SkippedOtherVNI})
 			continue
@@ -516,9 +503,8 @@ type neighOp struct {
 	MAC hwAddr
 }
 
-// ops turns an actual family state into the desired one. Apply order: route, FDB,
-// neighbour deletes, then neighbour, FDB, nexthop, route sets, nexthop deletes last: a
-// route never needs an ARP for its gateway nor loses its nexthop object.
+// ops turns an actual family state into the desired one, applied in field order (delNH
+// last), so a route never needs an ARP for its gateway nor loses its nexthop object.
 type ops struct {
 	delRoutes []route
 	delFDB    []fdbKey
@@ -532,8 +518,7 @@ type ops struct {
 	delRefused   []route
 	delRefusedNH []uint32
 
-	// nhGw: diff's scratch map[K]struct{} of ViaNH gateways; promote reads it too.
-	nhGw any
+	nhGw any      // diff's scratch map[K]struct{} of ViaNH gateways; promote reads it too
 	src  famState // the desired state diff was computed for
 }
 
@@ -580,9 +565,8 @@ func (o *ops) len() int {
 
 func (o *ops) empty() bool { return o.len() == 0 }
 
-// diff fills out (reset) with the ops turning act into want, of the same family. Sets
-// are replaces, so a changed value costs one request; an object sharing a wanted key
-// that a replace cannot overwrite (second FDB remote, second route) is deleted.
+// diff fills out (reset) with the ops turning act into want, of the same family; an object
+// a replace cannot overwrite (second FDB remote, another metric) is deleted.
 func diff(want, act famState, out *ops) {
 	switch w := want.(type) {
 	case *keyedState[v4Key]:
@@ -597,7 +581,6 @@ func diff(want, act famState, out *ops) {
 func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 	out.reset()
 	out.src = want
-	// One allocation for the usual case rather than doubling.
 	if add := len(want.routes) - len(act.routes); add > 0 {
 		out.setNeigh = slices.Grow(out.setNeigh, add)
 		out.setFDB = slices.Grow(out.setFDB, add)
@@ -621,7 +604,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 	}
 
-	// Extra FDB remotes are rare: a linear pass.
 	var extraFor map[hwAddr]int // MAC -> number of extra remotes, built only when needed
 	var extraHit map[hwAddr]bool
 	if len(act.extraFDB) > 0 {
@@ -689,8 +671,7 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 			}
 			continue
 		}
-		// Several routes to dst: keep an exact one, or the one a replace overwrites; delete
-		// the rest.
+		// several routes to dst: keep an exact one, else the one a replace overwrites
 		keep := -2 // -1: the first route; i >= 0: extra i; -2: none
 		if ok && have.same(w) {
 			keep = -1
@@ -737,7 +718,6 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 		}
 	}
 
-	// Nexthop objects no ViaNH route needs go, after the route replacements.
 	nhGw, _ := out.nhGw.(map[K]struct{})
 	if nhGw == nil {
 		nhGw = make(map[K]struct{})

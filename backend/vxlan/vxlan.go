@@ -1,25 +1,8 @@
-// Package vxlan is flannel's vxlan backend, with upstream's devices, lease data and kernel
-// entries: a VXLAN device per family, flannel.<VNI> and flannel-v6.<VNI>, whose MAC each
-// node advertises in its lease. Per peer it keeps on the device
-//
-//	neighbour  <peer subnet address> lladdr <peer VtepMAC> PERMANENT
-//	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent
-//	route      <peer subnet> via <peer subnet address> dev flannel.<VNI> onlink
-//
-// or, with DirectRouting and a peer on-link, only a route via its PublicIP on the
-// external interface. IPv4 onlink routes use a nexthop object per gateway where the
-// kernel has them: it hashes plain routes' next hops without the gateway, so n plain
-// onlink routes cost n² to insert.
-//
-// Reconcile diffs the desired entries (a pure function of the leases) against those we
-// own in the kernel (learned entries are left alone) and applies the difference in
-// pipelined batches, neighbour and FDB entries before the routes that need them, so the
-// kernel never ARPs for a gateway. The kernel is read only when it may differ from the
-// last round's result (cache.go). A peer the kernel refuses is skipped (refused.go).
-// Incompatible devices are recreated with the same MAC, so peers need no update.
-//
-// The ethtool ioctl is ours (ethtool.go): safchain/ethtool allocates 2.1 MB per
-// read-and-set of the checksum feature, ours nothing; mdlayher/ethtool cannot set features.
+// Package vxlan is the vxlan backend with upstream's devices (flannel.<VNI>,
+// flannel-v6.<VNI>), lease data and per-peer neighbour, FDB and onlink route entries (with
+// DirectRouting, a plain route to an on-link peer). Neighbour and FDB entries go in before
+// the routes needing them, so the kernel never ARPs for a gateway; learned entries are left
+// alone, and incompatible devices are recreated with the same MAC.
 package vxlan
 
 import (
@@ -50,13 +33,11 @@ const maxIfNameLen = 15
 
 // Counts says how many objects a Reconcile round added (or replaced) and removed.
 type Counts struct {
-	NeighAdded, NeighRemoved   int
-	FDBAdded, FDBRemoved       int
-	RoutesAdded, RoutesRemoved int
-	// Kernel nexthop objects the IPv4 peer routes use.
+	NeighAdded, NeighRemoved       int
+	FDBAdded, FDBRemoved           int
+	RoutesAdded, RoutesRemoved     int
 	NexthopsAdded, NexthopsRemoved int
-	// Other counts device, MTU, MAC and address repairs.
-	Other int
+	Other                          int // device, MTU, MAC and address repairs
 }
 
 // Total is the number of changes.
@@ -65,8 +46,8 @@ func (c Counts) Total() int {
 		c.NexthopsAdded + c.NexthopsRemoved + c.Other
 }
 
-// Backend is the vxlan backend; after Start it is also the running backend.Network. Its
-// methods serialise on one mutex and block on netlink, checking ctx between requests.
+// Backend is the vxlan backend; after Start also the running backend.Network. Its methods
+// serialise on one mutex and block on netlink, checking ctx between requests.
 type Backend struct {
 	h      nlHandle
 	c      rtConn
@@ -82,7 +63,7 @@ type Backend struct {
 	last     Counts // what the last Reconcile changed (LastCounts in export_test.go)
 	retry    bool   // Invalidate was called: try the refused peers again (refused.go)
 	plog     backend.ProblemLog
-	// this round's skipped leases and refused peers, and the refused ones reported
+	// this round's skipped leases and refused peers; reported: refusals already counted
 	probs, refusedProbs []problem
 	reported            map[string]struct{}
 	kc                  kernelCache // cache.go
@@ -97,8 +78,7 @@ var (
 	_ backend.Constructor = New
 )
 
-// New is the backend.Constructor for the current network namespace. It changes nothing
-// in the kernel.
+// New is the backend.Constructor for the current network namespace.
 func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -119,9 +99,8 @@ func New(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, e
 	return b, nil
 }
 
-// NewWithHandle is New with a netlink handle and connection in the namespace to
-// configure, which stay the caller's, and a sysctl writer (nil: /proc/sys; errors are
-// logged). Start subscribes c to change notifications. ChecksumOffload is not applied.
+// NewWithHandle is New with the caller's netlink handle and connection in the namespace to
+// configure (Start subscribes c) and a sysctl writer (nil: /proc/sys); no ChecksumOffload.
 func NewWithHandle(h *netlink.Handle, c *netlinkx.Conn, sysctl func(path, value string) error, ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 	if h == nil || c == nil {
 		return nil, errors.New("vxlan: nil netlink handle or connection")
@@ -194,8 +173,8 @@ func newFamily(v6 bool, name string, local netip.Addr, network netip.Prefix) *fa
 // Config returns the parsed backend config.
 func (b *Backend) Config() Config { return b.vc }
 
-// Claims names the devices and, per family, the VNI on the UDP port (kernelDefaultPort
-// when 0) on every address: the kernel binds VXLAN sockets to the wildcard.
+// Claims names the devices and, per family, the VNI on the UDP port on every address: the
+// kernel binds VXLAN sockets to the wildcard.
 func (b *Backend) Claims() claim.Set {
 	port := b.vc.Port
 	if port == 0 {
@@ -322,8 +301,8 @@ func (b *Backend) heal(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// MTU is the pods' MTU so that one packet fits every device: MTU - 50 with IPv4 only (as
-// upstream), MTU - 70 once IPv6 is enabled (upstream: - 50).
+// MTU is the pods' MTU fitting every device: MTU - 50 with IPv4 only, as upstream, MTU - 70
+// with IPv6 (Documentation/differences-from-upstream.md).
 func (b *Backend) MTU() int {
 	worst := overhead
 	for _, f := range b.fams {
@@ -344,8 +323,8 @@ func (b *Backend) Devices() []string {
 // RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error { return netlinkx.DeleteLinks(b.h, names) }
 
-// WatchFilter selects the devices, the external interface and the main-table routes
-// inside the networks, on the Feed the kernel cache reads.
+// WatchFilter selects the devices, the external interface and the routes in the networks,
+// on the Feed the kernel cache reads.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	f := kernelwatch.Filter{Links: []string{b.ext.Iface.Name}, Feed: b.c.Feed()}
 	for _, fam := range b.fams {
@@ -355,8 +334,7 @@ func (b *Backend) WatchFilter() kernelwatch.Filter {
 	return f
 }
 
-// Reconcile converges the devices and the peers' entries to the leases. Refused peers are
-// skipped and reported; other failures are returned joined, for the daemon to retry.
+// Reconcile converges the devices and the peers' entries to the leases.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
