@@ -13,9 +13,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/configkeys"
 )
 
-// Overhead is what WireGuard adds to a pod packet as upstream counts it: outer IPv6
-// header 40 + UDP 8 + WireGuard header 16 and tag 16. The device MTU is the underlay's
-// minus it.
+// Overhead is what WireGuard adds to a pod packet as upstream counts it (outer IPv6 40 +
+// UDP 8 + WireGuard header 16 and tag 16).
 const Overhead = 80
 
 // Defaults and limits of the config values.
@@ -23,28 +22,21 @@ const (
 	DefaultListenPort   = 51820
 	DefaultListenPortV6 = 51821
 	overhead            = Overhead
-	// minMTU is the smallest device MTU for IPv4 pod traffic, minV6MTU for IPv6.
-	minMTU   = 68
-	minV6MTU = 1280
-	// maxKeepalive is the largest persistent keepalive interval WireGuard accepts (s).
-	maxKeepalive = 65535
+	minMTU              = 68    // smallest device MTU for IPv4 pod traffic
+	minV6MTU            = 1280  // and for IPv6
+	maxKeepalive        = 65535 // seconds
 )
 
 // Mode says how pod traffic of the two address families is carried (upstream's Mode).
 type Mode string
 
-// The modes.
+// The modes: Separate (default) has a device per family, the others one flannel-wg reaching
+// each peer over the underlay family upstream's rule picks (Auto) or the one named.
 const (
-	// Separate (the default): flannel-wg carries IPv4 pod traffic over IPv4 (ListenPort),
-	// flannel-wg-v6 IPv6 pod traffic over IPv6 (ListenPortV6).
 	Separate Mode = "separate"
-	// Auto: one device, flannel-wg, for both families, each peer over the underlay family
-	// upstream's rule picks (autoPicksIPv6).
-	Auto Mode = "auto"
-	// IPv4: one device, every peer reached over IPv4.
-	IPv4 Mode = "ipv4"
-	// IPv6: one device, every peer reached over IPv6.
-	IPv6 Mode = "ipv6"
+	Auto     Mode = "auto"
+	IPv4     Mode = "ipv4"
+	IPv6     Mode = "ipv6"
 )
 
 // Implementation says which WireGuard runs the devices.
@@ -52,27 +44,18 @@ type Implementation string
 
 // The implementations.
 const (
-	// ImplAuto uses the kernel's WireGuard where the kernel has it, else the userspace
-	// one. The default.
-	ImplAuto Implementation = "auto"
-	// ImplKernel requires the kernel's WireGuard (the wireguard module); without it the
-	// daemon does not start.
-	ImplKernel Implementation = "kernel"
-	// ImplUserspace runs the devices inside flanneld on TUN devices.
-	ImplUserspace Implementation = "userspace"
+	ImplAuto      Implementation = "auto"      // default: the kernel's where present, else userspace
+	ImplKernel    Implementation = "kernel"    // the kernel's, else the daemon does not start
+	ImplUserspace Implementation = "userspace" // in flanneld, on TUN devices
 )
 
 // Config is the wireguard backend's part of the network config ("Backend": {...}).
 type Config struct {
-	ListenPort   int // UDP port of flannel-wg
-	ListenPortV6 int // UDP port of flannel-wg-v6 (Mode separate)
-	// MTU is the underlay MTU; the devices get MTU - 80 (default: the external
-	// interface's MTU).
-	MTU int
-	// PSK is the pre-shared key every peer gets (nil: none). Never logged.
-	PSK *wgtypes.Key
-	// PersistentKeepaliveInterval is how often an idle peer is sent a keepalive (0: never).
-	PersistentKeepaliveInterval time.Duration
+	ListenPort                  int           // UDP port of flannel-wg
+	ListenPortV6                int           // UDP port of flannel-wg-v6 (Mode separate)
+	MTU                         int           // underlay MTU (default: the external interface's)
+	PSK                         *wgtypes.Key  // pre-shared key of every peer (nil: none); never logged
+	PersistentKeepaliveInterval time.Duration // 0: never
 	Mode                        Mode
 	Implementation              Implementation
 }
@@ -82,16 +65,13 @@ func (c Config) DeviceMTU() int { return c.MTU - overhead }
 
 var _ backend.ConfigChecker = CheckConfig
 
-// CheckConfig checks the wireguard backend's own keys without a node (see
-// backend.ConfigChecker); what depends on the node and the network's families is left to
-// New. A PSK never appears in a message.
+// CheckConfig is the wireguard backend.ConfigChecker; a PSK never appears in a message.
 func CheckConfig(raw json.RawMessage) ([]configkeys.Warning, error) {
 	_, warns, err := decodeConfig(raw)
 	return warns, err
 }
 
-// decodeConfig decodes the Backend object (keys case-insensitive, as upstream), fills in
-// the node-independent defaults and checks what it can; MTU stays 0 when not given. With
+// decodeConfig decodes the Backend object with node-free defaults (MTU stays 0); with
 // problems, the Config holds the defaults and the values that passed.
 func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	var in struct {
@@ -177,8 +157,7 @@ func decodeConfig(raw []byte) (Config, []configkeys.Warning, error) {
 	return c, warns, errors.Join(errs...)
 }
 
-// parseConfig is decodeConfig completed for this node: ifaceMTU is the default MTU; v4 and
-// v6 say which families the network enables. Every problem is reported.
+// parseConfig completes decodeConfig for this node and the network's families.
 func parseConfig(raw []byte, ifaceMTU int, v4, v6 bool) (Config, error) {
 	c, _, err := decodeConfig(raw)
 	var errs []error
@@ -222,8 +201,6 @@ func checkPort(name string, p int) error {
 	return nil
 }
 
-// checkMTU checks a positive underlay MTU: at most 65535, and leaving the device at
-// least the IPv4 minimum, or with v6 the IPv6 one.
 func checkMTU(mtu int, v6 bool) error {
 	switch {
 	case mtu > 65535:

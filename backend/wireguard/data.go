@@ -12,9 +12,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// backendData is what a wireguard lease advertises per family: the node's public key
-// and the UDP port of the device that carries that family (0 in leases of upstream
-// versions before the port was added: the peer's own listen port is meant).
+// backendData is what a lease advertises per family; Port 0 (older upstream) means ours.
 type backendData struct {
 	PublicKey wgtypes.Key
 	Port      int
@@ -31,8 +29,7 @@ func marshalBackendData(pub wgtypes.Key, port int) json.RawMessage {
 	return b
 }
 
-// parseBackendData reads a peer's BackendData or BackendV6Data (keys in any case, as
-// upstream): a valid PublicKey (parsePublicKey) and, when present, a Port in 0..65535.
+// parseBackendData reads a peer's BackendData or BackendV6Data, keys in any case as upstream.
 func parseBackendData(raw []byte) (backendData, error) {
 	if len(raw) == 0 {
 		return backendData{}, errors.New("no backend data")
@@ -61,8 +58,7 @@ func parseBackendData(raw []byte) (backendData, error) {
 	return bd, nil
 }
 
-// parsePublicKey checks a public key's text: exactly 44 characters of standard base64
-// decoding to 32 bytes that are not all zeros.
+// parsePublicKey accepts the strict base64 of 32 bytes, not all zeros.
 func parsePublicKey(s string) (wgtypes.Key, error) {
 	if len(s) != base64.StdEncoding.EncodedLen(wgtypes.KeyLen) {
 		return wgtypes.Key{}, fmt.Errorf("malformed PublicKey: %d characters, want %d (base64 of 32 bytes)", len(s), base64.StdEncoding.EncodedLen(wgtypes.KeyLen))
@@ -86,17 +82,13 @@ func describeDataError(err error) string {
 	return err.Error()
 }
 
-// CheckBackendData is the wireguard backend's admission rule for peer lease data
-// (subnet.RuleOptions.BackendData): parseBackendData must accept it. Leases of upstream
-// versions before the port carry none.
+// CheckBackendData admits peer lease data parseBackendData accepts (subnet.RuleOptions).
 func CheckBackendData(data json.RawMessage) error {
 	_, err := parseBackendData(data)
 	return err
 }
 
-// PublicKey returns the public key a wireguard lease advertises (its IPv4 data's, else
-// its IPv6 data's; upstream nodes put the same key in both), for the admission rule on
-// two leases advertising one key. ok is false when the lease advertises none.
+// PublicKey returns the public key a lease advertises, IPv4 data's first, if ok.
 func PublicKey(l *subnet.Lease) (key string, ok bool) {
 	for _, raw := range [][]byte{l.Attrs.BackendData, l.Attrs.BackendV6Data} {
 		if bd, err := parseBackendData(raw); err == nil {

@@ -19,8 +19,7 @@ const (
 	deviceNameV6 = "flannel-wg-v6"
 )
 
-// devWant is what one device must carry: a pure function of the config, the node's own
-// lease and the peer leases.
+// devWant is what one device must carry, a pure function of the config and the leases.
 type devWant struct {
 	name     string
 	port     int            // listen port
@@ -47,8 +46,7 @@ type nodeInfo struct {
 	extAddr, extV6Addr netip.Addr    // own public addresses (Mode auto's choice)
 }
 
-// devices lists the devices the config needs, without peers (names, ports, own
-// addresses, networks).
+// devices lists the devices the config needs, without peers.
 func (n *nodeInfo) devices() []devWant {
 	var v4Net, v6Net []netip.Prefix
 	var v4Addr, v6Addr []netip.Prefix
@@ -77,8 +75,7 @@ func (n *nodeInfo) devices() []devWant {
 	return devs
 }
 
-// attrs are the lease attributes this node advertises: BackendType wireguard and, per
-// enabled family, the public key with the port of the device that carries the family.
+// attrs are this node's lease attributes: per family, the key and the carrying device's port.
 func (n *nodeInfo) attrs() *subnet.LeaseAttrs {
 	a := &subnet.LeaseAttrs{BackendType: BackendType}
 	v6Port := n.cfg.ListenPortV6
@@ -96,9 +93,7 @@ func (n *nodeInfo) attrs() *subnet.LeaseAttrs {
 	return a
 }
 
-// desired computes every device's peers from the peer leases. Unusable leases (another
-// backend, bad data, no address of the underlay family, our own key, a key already
-// advertised by an earlier lease) are skipped and returned as problems.
+// desired computes every device's peers, returning unusable leases as problems.
 func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 	devs := n.devices()
 	var probs []backend.Problem
@@ -112,7 +107,6 @@ func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 			continue // the own lease
 		}
 		if l.Attrs.BackendType != BackendType {
-			// a sound lease of another backend: warned about and counted, as by the others
 			probs = append(probs, backend.Problem{Peer: key, Reason: fmt.Sprintf("backend type %q is not %s", l.Attrs.BackendType, BackendType),
 				Skip: observe.SkippedOtherBackend})
 			continue
@@ -154,8 +148,7 @@ func (n *nodeInfo) desired(peers subnet.Peers) ([]devWant, []backend.Problem) {
 	return devs, probs
 }
 
-// separatePeer is the lease's peer on the device of one family (Mode separate); ok is
-// false when the lease has no subnet of that family or cannot be used (why says why).
+// separatePeer is the lease's peer on one family's device, if ok; why explains an unusable lease.
 func (n *nodeInfo) separatePeer(l *subnet.Lease, v6 bool) (p peerWant, ok bool, why string) {
 	sn, has := l.FamilySubnet(v6)
 	if !has {
@@ -216,7 +209,6 @@ func (n *nodeInfo) singlePeer(l *subnet.Lease) (p peerWant, ok bool, why string)
 	if data.PublicKey == n.pub {
 		return p, false, "advertises this node's own public key"
 	}
-	// the underlay family of the endpoint
 	v6 := false
 	switch n.cfg.Mode {
 	case IPv6:
@@ -244,10 +236,7 @@ func (n *nodeInfo) singlePeer(l *subnet.Lease) (p peerWant, ok bool, why string)
 	return peerWant{key: data.PublicKey, endpoint: netip.AddrPortFrom(pub, uint16(port)), allowed: allowed, lease: l.Key()}, true, ""
 }
 
-// autoPicksIPv6 is upstream's choice of the underlay family in Mode auto: IPv4 when the
-// peer has no IPv6 address, or a public (not private) IPv4 address while this node has
-// an IPv4 address; IPv6 when both the peer's and this node's IPv6 addresses are public;
-// IPv4 otherwise.
+// autoPicksIPv6 is upstream's choice of the underlay family in Mode auto.
 func (n *nodeInfo) autoPicksIPv6(peer4, peer6 netip.Addr) bool {
 	if !peer6.IsValid() {
 		return false

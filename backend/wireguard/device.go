@@ -20,27 +20,21 @@ import (
 	"github.com/flannel-go/flannel/pkg/tunx"
 )
 
-// wgDev is one WireGuard device of either implementation. The reconciler reads and
-// writes its WireGuard state through get and configure (wgctrl's types for both), and
-// its link (MTU, addresses, routes) through netlink by name.
+// wgDev is one WireGuard device of either implementation; its link is handled by name.
 type wgDev interface {
-	// ensure makes the device exist again if it vanished (deleted by hand, or, for the
-	// userspace device, stopped); recreated says so: every WireGuard setting is gone.
+	// ensure recreates a vanished or stopped device; recreated: every setting is gone.
 	ensure() (recreated bool, err error)
 	get() (*wgtypes.Device, error)
 	configure(cfg wgtypes.Config) error
-	// drifted is Watch's poll: whether the device differs from want (see drifted in
-	// diff.go), cheaply; a device it cannot read counts as drifted.
+	// drifted is Watch's cheap poll; a device it cannot read counts as drifted.
 	drifted(want *devWant, s wgSettings) bool
-	// health is nil while the device runs.
-	health() error
+	health() error // nil while the device runs
 }
 
 // implementation creates or adopts the devices of one kind.
 type implementation interface {
 	name() string // "kernel" or "userspace"
-	// open adopts the device name if it exists in this kind, or creates it with listen
-	// port port (removing a link of another kind with that name); created says which.
+	// open adopts the device of this kind or creates it, replacing a link of another kind.
 	open(name string, mtu, port int) (dev wgDev, created bool, err error)
 }
 
@@ -79,10 +73,7 @@ type wgClient interface {
 	Close() error
 }
 
-// ---- kernel ----
-
-// kernelImpl runs the devices in the kernel, configured over generic netlink. They outlive
-// the daemon: a restart adopts them with their peers and sessions.
+// kernelImpl runs the devices in the kernel; a restart adopts them with peers and sessions.
 type kernelImpl struct {
 	h  nlHandle
 	wg wgClient
@@ -105,8 +96,8 @@ func (k *kernelImpl) open(name string, mtu, _ int) (wgDev, bool, error) {
 	return d, true, nil
 }
 
-// create adds the kernel device name, replacing a link of another kind with that name only
-// once the kernel has shown (under a temporary name) that it supports the link type.
+// create adds the kernel device, replacing a link of another kind only once a probe device
+// showed that the kernel supports the link type.
 func (k *kernelImpl) create(name string, mtu int) error {
 	add := func(n string) error {
 		la := netlink.NewLinkAttrs()
@@ -172,10 +163,7 @@ func (d *kernelDev) drifted(want *devWant, s wgSettings) bool {
 	return err != nil || drifted(want, s, have)
 }
 
-// ---- userspace ----
-
-// userspaceImpl runs the devices inside flanneld on TUN devices, each serving the UAPI
-// socket /var/run/wireguard/<name>.sock for wg(8). The devices end with ctx.
+// userspaceImpl runs the devices in flanneld on TUN devices until ctx ends.
 type userspaceImpl struct {
 	h   nlHandle
 	ctx context.Context
@@ -209,8 +197,7 @@ type userDev struct {
 	port int            // listen port a (re)started device binds at once
 }
 
-// start creates the TUN device (any link with its name removed first), sets its MTU,
-// starts a WireGuard device on it and serves the UAPI socket. Called with mu held or
+// start replaces any link of the name with a running device; called with mu held or
 // before the device is shared.
 func (d *userDev) start() error {
 	if d.ctx.Err() != nil {
@@ -250,8 +237,7 @@ func (d *userDev) start() error {
 	return nil
 }
 
-// serveUAPI opens /var/run/wireguard/<name>.sock and answers wg(8) on it until the
-// device stops. Without it the device still works; only wg(8) cannot see it.
+// serveUAPI answers wg(8) on /var/run/wireguard/<name>.sock until the device stops, best effort.
 func (d *userDev) serveUAPI() {
 	f, err := ipc.UAPIOpen(d.name)
 	if err != nil {
@@ -380,8 +366,7 @@ func (d *userDev) health() error {
 	return nil
 }
 
-// deviceLogger sends the userspace device's messages to klog: verbose ones at -v=4, errors
-// at -v=1, since they repeat while their condition lasts.
+// deviceLogger logs the device's errors at -v=1 only, as they repeat while they last.
 func deviceLogger(name string) *device.Logger {
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) {

@@ -24,12 +24,9 @@ type peerCounts struct {
 
 func (c peerCounts) total() int { return c.added + c.removed + c.updated + c.device }
 
-// diffDevice returns the smallest configuration that turns have into want: key and port
-// only when they differ, missing peers in full, present peers with only what differs, a
-// removal for every peer no lease explains; never a replaced peer list. An endpoint is
-// written only for a new peer, a peer without one, or when the lease's differs from the
-// one last written (sent), so WireGuard's roaming is left alone. Nothing differs: no peers,
-// nil key and port.
+// diffDevice returns the smallest configuration turning have into want, never replacing the
+// peer list; an endpoint is written only when new or changed in the lease since sent, so
+// WireGuard's roaming is left alone.
 func diffDevice(want *devWant, s wgSettings, have *wgtypes.Device, sent map[wgtypes.Key]netip.AddrPort) (wgtypes.Config, peerCounts) {
 	var cfg wgtypes.Config
 	var n peerCounts
@@ -104,8 +101,7 @@ func diffDevice(want *devWant, s wgSettings, have *wgtypes.Device, sent map[wgty
 	return cfg, n
 }
 
-// drifted reports whether the device differs from want in anything a diff would write
-// (endpoints excepted). It is the poll's cheap test and allocates nothing.
+// drifted reports without allocating whether a diff would write anything but endpoints.
 func drifted(want *devWant, s wgSettings, have *wgtypes.Device) bool {
 	if have.PrivateKey != s.key || have.ListenPort != want.port || len(have.Peers) != len(want.peers) {
 		return true

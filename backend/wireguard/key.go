@@ -15,15 +15,12 @@ import (
 // KeyFileEnv names the environment variable that sets the private key file, as upstream.
 const KeyFileEnv = "WIREGUARD_KEY_FILE"
 
-// DefaultKeyFile is where the private key lives when KeyFileEnv is not set: wgkey in the
-// subnet file's directory (/run/flannel/wgkey with the default subnet file, upstream's
-// fixed path).
+// DefaultKeyFile is wgkey beside the subnet file: upstream's fixed path by default.
 func DefaultKeyFile(subnetFile string) string {
 	return filepath.Join(filepath.Dir(subnetFile), "wgkey")
 }
 
-// KeyFile is the private key file for a daemon: $WIREGUARD_KEY_FILE when set and not
-// empty, else DefaultKeyFile.
+// KeyFile is $WIREGUARD_KEY_FILE when not empty, else DefaultKeyFile.
 func KeyFile(subnetFile string, lookupEnv func(string) (string, bool)) string {
 	if v, ok := lookupEnv(KeyFileEnv); ok && v != "" {
 		return v
@@ -31,11 +28,9 @@ func KeyFile(subnetFile string, lookupEnv func(string) (string, bool)) string {
 	return DefaultKeyFile(subnetFile)
 }
 
-// keyFileMode is the mode a generated key file gets, as upstream's.
-const keyFileMode = 0o400
+const keyFileMode = 0o400 // as upstream's
 
-// fileStamp identifies a version of a file: a new file put in its place (rename) or a
-// rewrite changes it. The zero stamp means the file did not exist.
+// fileStamp identifies a version of a file, changed by a rewrite or rename; zero: absent.
 type fileStamp struct {
 	ino, dev uint64
 	size     int64
@@ -51,12 +46,9 @@ func stampOf(fi os.FileInfo) fileStamp {
 	return st
 }
 
-// errKeyFileMissing means the key file does not exist.
 var errKeyFileMissing = errors.New("key file does not exist")
 
-// readKey reads and checks the private key file: a regular file that neither its group
-// nor others may access, holding one base64 key (surrounding white space ignored). The
-// messages never contain the key or a part of it.
+// readKey reads a regular key file only its owner may access; messages never contain the key.
 func readKey(path string) (wgtypes.Key, fileStamp, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -87,9 +79,7 @@ func readKey(path string) (wgtypes.Key, fileStamp, error) {
 	return k, stampOf(fi), nil
 }
 
-// loadOrCreateKey reads the private key file or, when missing, generates a key and writes
-// it with mode 0400 (the directory made 0755). The file is written under another name and
-// linked into place: a reader never sees half a key and an existing file is never replaced.
+// loadOrCreateKey reads the key file or, when missing, writes a new key.
 func loadOrCreateKey(path string) (key wgtypes.Key, st fileStamp, created bool, err error) {
 	key, st, err = readKey(path)
 	if !errors.Is(err, errKeyFileMissing) {
@@ -111,8 +101,8 @@ func loadOrCreateKey(path string) (key wgtypes.Key, st fileStamp, created bool, 
 	return key, st, err == nil, err
 }
 
-// writeNewKeyFile writes the key (base64, no newline, as upstream) to path, which must
-// not exist (os.ErrExist otherwise).
+// writeNewKeyFile writes the key (base64, no newline, as upstream) and links it to path, so a
+// reader never sees half a key and an existing file is kept (os.ErrExist).
 func writeNewKeyFile(path string, key wgtypes.Key) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {

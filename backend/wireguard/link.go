@@ -13,9 +13,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// blackholeMetric is the metric of each flannel network's blackhole route beneath the
-// device's route: while the device is absent, pod traffic is dropped instead of leaving
-// unencrypted by the default route.
+// blackholeMetric puts a blackhole beneath each network route, so pod traffic never leaves
+// unencrypted while the device is absent.
 const blackholeMetric = 1000000
 
 // v6DefaultMetric is the metric the kernel gives an IPv6 route added without one.
@@ -30,9 +29,8 @@ type linkCounts struct {
 	routesRemoved int
 }
 
-// healLink makes the existing device's link carry the MTU, the up flag, exactly the own
-// addresses in the flannel networks, each network's route and no other (kernel routes
-// excepted), and the blackhole routes beneath.
+// healLink converges the device's MTU, up flag, own addresses, network routes (no other)
+// and the blackholes beneath.
 func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
 	var n linkCounts
 	link, err := h.LinkByName(d.name)
@@ -134,8 +132,7 @@ func healAddrs(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip.
 	return errors.Join(errs...)
 }
 
-// isNetworkRoute reports whether r is the route of a network through the device as
-// healRoutes writes it.
+// isNetworkRoute reports whether r is a network's route as healRoutes writes it.
 func isNetworkRoute(r *netlink.Route, dst netip.Prefix, v6 bool) bool {
 	if r.Gw != nil || r.Type != unix.RTN_UNICAST || len(r.MultiPath) != 0 {
 		return false

@@ -15,11 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// The userspace device is configured in process with the text protocol wg(8) speaks over
-// the UAPI socket, in wgctrl's types, so one reconciler drives both implementations.
-
-// uapiSet renders cfg as the body of a set operation (keys in hex, one key=value per
-// line). The text holds the private and pre-shared keys: it must never be logged.
+// uapiSet renders cfg as the body of a UAPI set operation; it holds keys: never log it.
 func uapiSet(cfg wgtypes.Config) string {
 	var b strings.Builder
 	line := func(k, v string) {
@@ -70,9 +66,7 @@ func uapiSet(cfg wgtypes.Config) string {
 	return b.String()
 }
 
-// parseUAPI reads the answer to a get operation (as the userspace device's IpcGet
-// returns it, or as read from a UAPI socket up to the blank line). Unknown keys are
-// ignored, as wg(8) does; malformed values are errors that never quote a key's text.
+// parseUAPI reads a get answer, ignoring unknown keys as wg(8); errors never quote a key.
 func parseUAPI(text string) (*wgtypes.Device, error) {
 	d := &wgtypes.Device{Type: wgtypes.Userspace}
 	var peer *wgtypes.Peer
@@ -155,8 +149,7 @@ func parseUAPI(text string) (*wgtypes.Device, error) {
 	return d, nil
 }
 
-// uapiDrifted is drifted (diff.go) read straight from a get answer, allocating nothing but
-// the text: the per-second poll of a userspace device. Unreadable text counts as drift.
+// uapiDrifted is drifted on a get answer, allocating nothing; unreadable text counts as drift.
 func uapiDrifted(text string, want *devWant, s wgSettings) bool {
 	var pskHex [64]byte
 	psk := wgtypes.Key{}

@@ -1,16 +1,7 @@
-// Package wireguard is flannel's wireguard backend: pod traffic between nodes is encrypted
-// by WireGuard devices, flannel-wg (IPv4) and flannel-wg-v6 (IPv6) in upstream's default
-// Mode separate, or one flannel-wg in Modes auto, ipv4 and ipv6. Leases carry BackendType
-// "wireguard" and per family {"PublicKey":"<base64>","Port":<port>}, as upstream's.
-//
-// Each device gets MTU - 80, the lease's network address and the network route; a
-// blackhole route beneath it (metric 1000000) keeps pod traffic from leaving unencrypted
-// while the device is absent. Each peer lease is a WireGuard peer (AllowedIPs its subnets).
-//
-// The kernel's WireGuard is used where present, else golang.zx2c4.com/wireguard in process
-// on a TUN, serving the UAPI socket for wg(8); one reconciler drives both, changing peers
-// one by one. A kernel device is adopted across restarts; a userspace one ends with the
-// daemon. WireGuard raises no netlink notification for peers, so Watch polls them.
+// Package wireguard is the wireguard backend with upstream's devices, modes and lease data:
+// each peer lease is a WireGuard peer, and a blackhole route beneath each network route keeps
+// pod traffic from leaving unencrypted while a device is absent. It runs the kernel's
+// WireGuard where present, else wireguard-go in process, serving the UAPI socket for wg(8).
 package wireguard
 
 import (
@@ -47,24 +38,20 @@ const pollInterval = time.Second
 
 // Options are what the backend needs beside the network config.
 type Options struct {
-	// KeyFile is the private key file (KeyFile(subnetFile, os.LookupEnv)).
-	KeyFile string
+	KeyFile string // the private key file (KeyFile(subnetFile, os.LookupEnv))
 }
 
-// Backend is the wireguard backend; after Start it is also the running backend.Network.
-// Its methods may be called from several goroutines; they serialise on one mutex.
+// Backend is the wireguard backend; after Start also the running backend.Network. Its
+// methods may be called from several goroutines; they serialise on one mutex.
 type Backend struct {
-	h       nlHandle
-	ext     *backend.ExternalInterface
-	keyFile string
-	// newKernel opens the kernel's WireGuard configuration interface (wgctrl.New);
-	// newUserspace gives the userspace implementation whose devices end with ctx.
-	newKernel    func() (wgClient, error)
-	newUserspace func(ctx context.Context) implementation
-	poll         time.Duration // Watch's period
+	h            nlHandle
+	ext          *backend.ExternalInterface
+	keyFile      string
+	newKernel    func() (wgClient, error)                 // wgctrl.New
+	newUserspace func(ctx context.Context) implementation // devices end with ctx
+	poll         time.Duration                            // Watch's period
 
-	// described is what Describe says, set once the implementation is decided;
-	// devList the devices, fixed by Prepare. Readiness reads both without the mutex.
+	// set by Prepare; readiness reads them without the mutex
 	described atomic.Pointer[string]
 	devList   atomic.Pointer[[]wgDev]
 
@@ -80,12 +67,10 @@ type Backend struct {
 	started  bool
 	last     []devWant                                 // the last round's desired state (the poll compares against it)
 	sent     map[string]map[wgtypes.Key]netip.AddrPort // endpoints written, per device and peer
-	// refused holds, per device, the peers the device refused: held back from the
-	// desired state while the leases want exactly that peer, until Invalidate (retry).
-	refused map[string]map[wgtypes.Key]refusal
-	retry   bool
-	plog    backend.ProblemLog
-	obs     observe.Observer
+	refused  map[string]map[wgtypes.Key]refusal        // per device (holdBack)
+	retry    bool
+	plog     backend.ProblemLog
+	obs      observe.Observer
 }
 
 // refusal is a peer a device refused, and why.
@@ -105,8 +90,7 @@ var (
 	_ observe.Setter      = (*Backend)(nil)
 )
 
-// Constructor returns the backend.Constructor: it parses the config and opens a
-// netlink handle on the current network namespace; it changes nothing in the kernel.
+// Constructor returns the backend.Constructor for the current network namespace.
 func Constructor(o Options) backend.Constructor {
 	return func(ext *backend.ExternalInterface, cfg *subnet.Config) (backend.Backend, error) {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -187,17 +171,15 @@ func (b *Backend) Claims() claim.Set {
 	return s
 }
 
-// SetObserver implements observe.Setter. Peers added, removed and updated are reported
-// as kind peer; device, address and route changes as their kinds.
+// SetObserver implements observe.Setter.
 func (b *Backend) SetObserver(o observe.Observer) {
 	b.mu.Lock()
 	b.obs = o
 	b.mu.Unlock()
 }
 
-// Prepare reads the private key (generating it on first use), decides the
-// implementation, creates or adopts the devices with the key and listen ports, and
-// returns the attributes to advertise. The userspace devices live until ctx ends.
+// Prepare reads or generates the private key, decides the implementation and creates or
+// adopts the devices; userspace devices live until ctx ends.
 func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAttrs, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -231,8 +213,7 @@ func (b *Backend) Prepare(ctx context.Context, _ *subnet.Lease) (*subnet.LeaseAt
 	return b.node.attrs(), nil
 }
 
-// openDevices decides the implementation (kernel first unless told userspace; with auto the
-// userspace one where the kernel refuses the link type) and opens every device with it.
+// openDevices opens every device with the kernel's WireGuard, else, as allowed, userspace.
 func (b *Backend) openDevices(ctx context.Context) error {
 	devs := b.node.devices()
 	mtu := b.node.cfg.DeviceMTU()
@@ -314,8 +295,7 @@ func (b *Backend) setDevice(d wgDev, w *devWant) error {
 	return nil
 }
 
-// Start configures the devices' links for the lease (addresses, network routes,
-// blackhole routes) and returns the running network. Peers come with Reconcile.
+// Start configures the devices' links for the lease; peers come with Reconcile.
 func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Network, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -354,15 +334,14 @@ func (b *Backend) MTU() int { return b.node.cfg.DeviceMTU() }
 // Devices names the WireGuard devices.
 func (b *Backend) Devices() []string { return append([]string(nil), b.names...) }
 
-// RemoveDevices implements backend.Network through the backend's netlink handle.
+// RemoveDevices implements backend.Network.
 func (b *Backend) RemoveDevices(names []string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return netlinkx.DeleteLinks(b.h, names)
 }
 
-// WatchFilter selects the devices (with their addresses and routes), the external
-// interface and the main-table routes inside the flannel networks (the blackholes).
+// WatchFilter selects the devices, the external interface and the routes in the networks.
 func (b *Backend) WatchFilter() kernelwatch.Filter {
 	f := kernelwatch.Filter{Devices: b.Devices(), Links: []string{b.ext.Iface.Name}}
 	for _, d := range b.node.devices() {
@@ -379,8 +358,7 @@ func (b *Backend) Describe() string {
 	return "no devices yet"
 }
 
-// Health fails while a device has stopped (a userspace device whose TUN went away),
-// until Reconcile restarts it.
+// Health fails while a device has stopped, until Reconcile restarts it.
 func (b *Backend) Health() error {
 	list := b.devList.Load()
 	if list == nil {
@@ -398,9 +376,7 @@ func (b *Backend) settings() wgSettings {
 	return wgSettings{key: b.key, psk: b.node.cfg.PSK, keepalive: b.node.cfg.PersistentKeepaliveInterval}
 }
 
-// Reconcile converges every device to the peer leases: restarted or recreated if gone, its
-// link healed, its WireGuard state diffed and applied. A peer the device refuses is
-// removed, logged once, reported and held back until its lease changes or Invalidate.
+// Reconcile converges every device, recreated if gone, and its link to the peer leases.
 func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -433,16 +409,14 @@ func (b *Backend) Reconcile(ctx context.Context, peers subnet.Peers) error {
 	return errors.Join(errs...)
 }
 
-// Invalidate makes the next Reconcile try the peers the devices refused again
-// (backend.Invalidator); the daemon calls it before its periodic resync.
+// Invalidate makes the next Reconcile retry the peers the devices refused.
 func (b *Backend) Invalidate() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.retry = true
 }
 
-// holdBack takes the refused peers out of w while the leases still want exactly them; the
-// others (or all, on retry) are forgotten, to be tried again.
+// holdBack keeps refused peers out of w while the leases want exactly them (none on retry).
 func (b *Backend) holdBack(w *devWant, retry bool) {
 	refused := b.refused[w.name]
 	for k, r := range refused {
@@ -503,9 +477,7 @@ func (b *Backend) reconcileDevice(w *devWant, reported map[wgtypes.Key]bool) err
 	return errors.Join(errs...)
 }
 
-// refuse handles a peer the device did not take: a refusal (backend.RefusalReason) holds
-// the peer back, removes what the device may hold of it and reports it; any other error
-// is returned.
+// refuse holds back and removes a peer the device refused, or returns err if not a refusal.
 func (b *Backend) refuse(d wgDev, w *devWant, k wgtypes.Key, err error, reported map[wgtypes.Key]bool) error {
 	i := slices.IndexFunc(w.peers, func(p peerWant) bool { return p.key == k })
 	reason := backend.RefusalReason(err)
@@ -530,9 +502,8 @@ func (b *Backend) refuse(d wgDev, w *devWant, k wgtypes.Key, err error, reported
 	return nil
 }
 
-// apply writes cfg in one call, or when refused the device settings and each peer alone,
-// so one refused peer does not hold up the others. It returns failures by peer key (the
-// zero key: the device settings).
+// apply writes cfg, retrying each part alone when refused, so one refused peer does not
+// hold up the others; it returns failures by peer key (zero: the device settings).
 func (b *Backend) apply(d wgDev, cfg wgtypes.Config) map[wgtypes.Key]error {
 	err := d.configure(cfg)
 	if err == nil || len(cfg.Peers) == 0 {
@@ -555,11 +526,8 @@ func (b *Backend) apply(d wgDev, cfg wgtypes.Config) map[wgtypes.Key]error {
 	return failed
 }
 
-// startHandshakes makes the device start a handshake with every peer the round added.
-// After a device was made anew, a peer holding a session with its previous instance keeps
-// sending unanswered until its rekey timers give up (about 15 s) unless we offer a new
-// session first. A keepalive starts one: with the config's keepalive off it is turned on
-// (1 s) and at once off again.
+// startHandshakes offers a session to every peer the round added, by turning a keepalive on
+// and off: a peer holding a session with a recreated device would otherwise wait ~15 s.
 func (b *Backend) startHandshakes(d wgDev, cfg wgtypes.Config, failed map[wgtypes.Key]error) error {
 	if b.node.cfg.PersistentKeepaliveInterval != 0 {
 		return nil // turned on at the peer's creation already
@@ -579,8 +547,7 @@ func (b *Backend) startHandshakes(d wgDev, cfg wgtypes.Config, failed map[wgtype
 	return errors.Join(d.configure(wgtypes.Config{Peers: set}), d.configure(wgtypes.Config{Peers: reset}))
 }
 
-// endpointsSent records, per wanted peer, the endpoint the round wrote, or the device's
-// when it equals the lease's; otherwise (the peer roamed) the earlier record.
+// endpointsSent records per peer the endpoint written or found; a roamed peer keeps its record.
 func endpointsSent(w *devWant, have *wgtypes.Device, cfg wgtypes.Config, failed map[wgtypes.Key]error, prev map[wgtypes.Key]netip.AddrPort) map[wgtypes.Key]netip.AddrPort {
 	out := make(map[wgtypes.Key]netip.AddrPort, len(w.peers))
 	wrote := make(map[wgtypes.Key]bool, len(cfg.Peers))
@@ -610,9 +577,8 @@ func endpointsSent(w *devWant, have *wgtypes.Device, cfg wgtypes.Config, failed 
 	return out
 }
 
-// Watch polls, every pollInterval until ctx ends, what no notification reports: the key
-// file (a new key is put on the devices and advertised) and each device's WireGuard state
-// against the last round's desired state.
+// Watch polls what no notification reports: the key file, advertising a new key, and the
+// devices' peers against the last round.
 func (b *Backend) Watch(ctx context.Context, kick func(), advertise func(subnet.LeaseAttrs)) {
 	t := time.NewTicker(b.poll)
 	defer t.Stop()
@@ -633,8 +599,7 @@ func (b *Backend) Watch(ctx context.Context, kick func(), advertise func(subnet.
 	}
 }
 
-// checkKeyFile reads the key file when it changed; ok says the key did. A file that cannot
-// be used is logged once per problem and the current key kept.
+// checkKeyFile rereads a changed key file (keeping the key if unusable); ok: the key changed.
 func (b *Backend) checkKeyFile() (subnet.LeaseAttrs, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -668,8 +633,7 @@ func (b *Backend) checkKeyFile() (subnet.LeaseAttrs, bool) {
 	return *b.node.attrs(), true
 }
 
-// drifted reports whether a device's WireGuard state differs from the last round's
-// desired state, or a device has stopped.
+// drifted reports whether a device stopped or differs from the last round's desired state.
 func (b *Backend) drifted() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
