@@ -6,11 +6,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// judge marks the peer leases the admission rule keeps out of the kernel (Rejected).
-// Where the daemon runs and has its peers, its judgement is taken: it is what the kernel
-// was programmed from. Otherwise the daemon's rule (Deps.Admission) is applied by the
-// daemon's own code, subnet.Admitter, as a daemon starting now with own as its lease
-// would apply it. Without a rule nothing is marked.
+// judge sets Rejected on the peer leases admission keeps out: the running daemon's
+// judgement when it has one (the kernel was programmed from it), else Deps.Admission
+// applied as a daemon starting now would; without a rule nothing is marked.
 func (s *State) judge(own *subnet.Lease, ls []Lease) {
 	why := map[string]*subnet.Rejection{}
 	switch {

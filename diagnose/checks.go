@@ -29,12 +29,9 @@ const (
 	CheckWGHandshakes    = "wireguard-handshakes"
 )
 
-// wireguardType is the wireguard backend's type, whose checks only its networks get.
 const wireguardType = "wireguard"
 
-// Checks are the checks of a datastore mode in the order they run: the daemon, then
-// the datastore, the lease, the kernel, the local plumbing and the peers. A backend with
-// checks of its own adds them to this list where they belong.
+// Checks are the checks of a datastore mode in the order they run.
 func Checks(kube bool) []Check {
 	cs := []Check{{Group: GroupDaemon, Name: CheckDaemon, Run: checkDaemon}}
 	if kube {

@@ -16,7 +16,6 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// daemonHelp is where to look when the daemon is down or unwell.
 const daemonHelp = "systemd: journalctl -u flanneld; DaemonSet: kubectl -n kube-flannel logs <flannel pod on this node>"
 
 func checkDaemon(ctx context.Context, s *State) Result {
@@ -96,8 +95,7 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 		case a.err == nil:
 			healthy = append(healthy, fmt.Sprintf("%s: etcd %s, leader %x", eps[i], a.h.Version, a.h.Leader))
 		case s.Opts.EtcdDefaultEndpoints && len(eps) > 1:
-			// Upstream's default lists the legacy port 4001 beside 2379: one of them
-			// not answering is expected.
+			// Upstream's default lists legacy port 4001 beside 2379; one is expected dead.
 			ignored = append(ignored, eps[i])
 		default:
 			bad = append(bad, naming(eps[i], a.err))
@@ -119,7 +117,6 @@ func checkEtcdEndpoints(ctx context.Context, s *State) Result {
 	return pass("%s", strings.Join(healthy, "; "))
 }
 
-// storeMissing is the outcome when the datastore client could not be made.
 func storeMissing(err error, what, fix string) Result {
 	if err == nil {
 		return skip("no datastore client")
@@ -190,9 +187,8 @@ func checkNetworkConfig(ctx context.Context, s *State) Result {
 	return pass("%s: %s", where, ev)
 }
 
-// useDaemonConfig takes the running daemon's config for the later checks when the
-// datastore has none that works: the node still runs on it. It returns what to add to
-// the evidence.
+// useDaemonConfig falls back to the running daemon's config when the datastore has no
+// working one; it returns what to add to the evidence.
 func (s *State) useDaemonConfig() string {
 	cfg, err := s.daemonConfig()
 	if err != nil {
@@ -202,8 +198,6 @@ func (s *State) useDaemonConfig() string {
 	return " (the checks below use the config flanneld runs with)"
 }
 
-// daemonConfig is the network config the running daemon reports: the parsed config's
-// document, or the config text itself.
 func (s *State) daemonConfig() (*subnet.Config, error) {
 	if s.daemon == nil || len(s.daemon.Config.Network) == 0 {
 		return nil, errors.New("no daemon config")
@@ -225,13 +219,11 @@ func sameConfig(a, b *subnet.Config) bool {
 		a.BackendType == b.BackendType && sameJSON(a.Backend, b.Backend)
 }
 
-// parseNetConfig parses the network config as the daemon does (both subnet managers
-// validate it and fill in the defaults).
+// parseNetConfig parses, validates and defaults the config as both subnet managers do.
 func parseNetConfig(_ bool, text string) (*subnet.Config, error) {
 	return subnet.ParseConfig(text)
 }
 
-// describeConfig is one line naming the config's networks and backend.
 func describeConfig(cfg *subnet.Config) string {
 	var parts []string
 	if cfg.EnableIPv4 {
@@ -275,7 +267,6 @@ func checkEtcdV2Config(ctx context.Context, s *State) Result {
 		"write it with the v3 API: ETCDCTL_API=3 etcdctl put "+key+" '"+compactJSON([]byte(text))+"'", key)
 }
 
-// checkKubeNode finds this node's object.
 func checkKubeNode(ctx context.Context, s *State) Result {
 	if !s.storeOK {
 		return skipAfter(CheckKubeAPI)
@@ -301,7 +292,6 @@ func checkKubeNode(ctx context.Context, s *State) Result {
 	return pass("node %s exists", name)
 }
 
-// checkKubePodCIDR checks that the node has pod CIDRs, inside the network.
 func checkKubePodCIDR(_ context.Context, s *State) Result {
 	if s.node == nil {
 		return skipAfter(CheckKubeNode)
@@ -339,7 +329,6 @@ func checkKubePodCIDR(_ context.Context, s *State) Result {
 	return pass("node %s has pod CIDRs %s", n.Name, strings.Join(strs, ", "))
 }
 
-// daemonAccess are the permissions the daemon asks the API server for.
 func daemonAccess(node string) []Access {
 	return []Access{
 		{Verb: "list", Resource: "nodes", Why: "to learn the peers"},
@@ -396,8 +385,7 @@ func subresourceSuffix(a Access) string {
 	return "/" + a.Subresource
 }
 
-// naming is err on one line, led by the object it is about unless it names it already
-// (the datastore clients' errors name the endpoint or server and the cause).
+// naming is err on one line, led by obj unless err names it already.
 func naming(obj string, err error) string {
 	if text := oneLine(err); strings.Contains(text, obj) {
 		return text
@@ -405,13 +393,11 @@ func naming(obj string, err error) string {
 	return obj + ": " + oneLine(err)
 }
 
-// oneLine renders an error on one line (joined errors on separate lines become "; ").
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
-// compactJSON is a JSON document on one line, keys in their order (the text as it is
-// when it is no JSON).
+// compactJSON is b on one line, keys in their order; b itself when it is no JSON.
 func compactJSON(b []byte) string {
 	var out bytes.Buffer
 	if err := json.Compact(&out, b); err != nil {
@@ -420,7 +406,6 @@ func compactJSON(b []byte) string {
 	return out.String()
 }
 
-// sameJSON reports whether two JSON documents are equal as values.
 func sameJSON(a, b []byte) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return len(a) == len(b)

@@ -13,90 +13,62 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Options are the daemon's options that select what to diagnose, and the command's own.
+// Options are the daemon's flags that select what to diagnose, and the command's own.
 type Options struct {
-	// Kube is --kube-subnet-mgr.
-	Kube bool
-	// EtcdPrefix is --etcd-prefix (etcd mode).
-	EtcdPrefix string
-	// EtcdDefaultEndpoints says --etcd-endpoints was not given: upstream's default lists
-	// two endpoints of which one usually does not answer.
+	Kube       bool   // --kube-subnet-mgr
+	EtcdPrefix string // --etcd-prefix
+	// EtcdDefaultEndpoints: --etcd-endpoints not given (upstream's default has a dead one).
 	EtcdDefaultEndpoints bool
-	// SubnetFile is --subnet-file.
-	SubnetFile string
-	// PublicIP and PublicIPv6 are --public-ip and --public-ipv6 as given ("" when not).
-	PublicIP, PublicIPv6 string
-	// IPMasq is --ip-masq; Forward is --iptables-forward-rules.
-	IPMasq, Forward bool
-	// RenewMargin is --subnet-lease-renew-margin: a lease with less left has not been
-	// renewed when it should have been.
+	SubnetFile           string // --subnet-file
+	PublicIP, PublicIPv6 string // --public-ip, --public-ipv6 ("" when not given)
+	IPMasq, Forward      bool   // --ip-masq, --iptables-forward-rules
+	// RenewMargin is --subnet-lease-renew-margin: a lease with less left was not renewed in time.
 	RenewMargin time.Duration
-	// CNIConfDir is where the container runtime reads CNI network configs.
-	CNIConfDir string
-	// Peers is how many peers the probes sample at random; 0 means every peer.
-	Peers int
+	CNIConfDir  string
+	Peers       int // peers the probes sample at random; 0: every peer
 	// ProbeTimeout bounds each ICMP probe; DatastoreTimeout each datastore call.
 	ProbeTimeout, DatastoreTimeout time.Duration
-	// Root says whether the command runs as root; some checks need it.
-	Root bool
+	Root                           bool // some checks need root
 }
 
-// Deps are the parts of the node and the datastore the checks read. cmd/flanneld wires
-// the real ones; tests hand in fakes. A nil part makes the checks that need it skip.
+// Deps are the node and datastore the checks read; a nil part skips the checks that need it.
 type Deps struct {
-	// Daemon asks this network's daemon for its status (control.Query): an error
-	// wrapping control.ErrNotRunning when none runs.
+	// Daemon queries this network's daemon; the error wraps control.ErrNotRunning when none runs.
 	Daemon func(ctx context.Context) (*control.Status, error)
-	// Instances asks the other daemon instances in this network namespace for their
-	// status (control.Instances, skipping this network's sockets).
+	// Instances queries the other daemons in this netns, skipping this network's sockets.
 	Instances func(ctx context.Context) ([]control.Found, error)
-	// Etcd is the datastore in etcd mode, Kube in Kubernetes mode; StoreErr says why
-	// the one of the mode could not be made.
-	Etcd     Etcd
-	Kube     Kube
-	StoreErr error
-	// Admission is the daemon's admission rule of peer leases, wired as the daemon
-	// wires it; nil: the leases are not judged.
-	Admission *subnet.RuleOptions
-	// Iface selects the external interface as the daemon would, given the public
-	// addresses in effect.
+	// Etcd or Kube is the mode's datastore; StoreErr says why it could not be made.
+	Etcd      Etcd
+	Kube      Kube
+	StoreErr  error
+	Admission *subnet.RuleOptions // nil: leases are not judged
+	// Iface selects the external interface as the daemon would, given the public addresses.
 	Iface func(cfg *subnet.Config, publicIP, publicIPv6 string) (*Iface, error)
 	// Backend builds the configured backend for reading only (never Prepare or Start).
 	Backend func(cfg *subnet.Config, ext *Iface) (Backend, error)
 	// Rules lists the traffic rules this instance needs that are not in place.
-	Rules func(ctx context.Context, r RuleSpec) (missing []string, mode string, err error)
-	// Kernel reads links, addresses and sysctls.
-	Kernel Kernel
-	// Prober sends ICMP echo requests.
-	Prober Prober
-	// ReadFile and ReadDir read the node's files (os.ReadFile, os.ReadDir).
+	Rules    func(ctx context.Context, r RuleSpec) (missing []string, mode string, err error)
+	Kernel   Kernel
+	Prober   Prober
 	ReadFile func(name string) ([]byte, error)
 	ReadDir  func(name string) ([]fs.DirEntry, error)
-	// Now is the clock (time.Now).
-	Now func() time.Time
-	// Shuffle puts the first n of the peers' indices in random order (sampling); nil: no
-	// shuffle.
-	Shuffle func(n int, swap func(i, j int))
+	Now      func() time.Time
+	Shuffle  func(n int, swap func(i, j int)) // randomises the peer sample; nil: none
 }
 
 // Lease is a lease as the datastore holds it, judged by the admission rule.
 type Lease struct {
-	// Name is the lease's key below <prefix>/subnets/ (etcd) or its node's name (kube).
-	Name  string
-	Lease subnet.Lease // Expiration: etcd leases only
-	// Reservation is an etcd subnet key without an etcd lease.
-	Reservation bool
-	// Origin is what the admission rule needs besides the lease: Seniority and Version
-	// (etcd: create and mod revision; kube: creation time and resource version), and
-	// Defect, why the value could not be read as a lease (nil when it could).
+	// Name is the key below <prefix>/subnets/ (etcd) or the node's name (kube).
+	Name        string
+	Lease       subnet.Lease // Expiration: etcd leases only
+	Reservation bool         // an etcd subnet key without an etcd lease
+	// Origin carries Seniority, Version and Defect (why the value is no lease) for admission.
 	Origin subnet.Origin
-	// Rejected is why the admission rule keeps the lease out of the kernel, nil when it
-	// admits it (Err: the detail, when known); Own marks this node's lease.
+	// Rejected is why admission keeps the lease out of the kernel, nil when admitted.
 	Rejected *subnet.Rejection
 	Own      bool
 }
 
-// defect is why the value is no lease ("" when it is one).
 func (l *Lease) defect() string {
 	if l.Origin.Defect == nil {
 		return ""
@@ -114,19 +86,13 @@ func reasonDetail(r *subnet.Rejection) (reason, detail string) {
 
 // Etcd is the etcd datastore, read only.
 type Etcd interface {
-	// Endpoints are the configured endpoints, credentials removed.
-	Endpoints() []string
-	// Health asks one endpoint for its status. Errors name the cause (refused,
-	// timeout, TLS, authentication).
+	Endpoints() []string // credentials removed
+	// Health asks one endpoint for its status; errors name the cause (refused, timeout, TLS, auth).
 	Health(ctx context.Context, endpoint string) (EndpointHealth, error)
-	// Config reads <prefix>/config; found is false when the key does not exist.
 	Config(ctx context.Context) (text string, found bool, err error)
-	// V2Config reads <prefix>/config through the v2 API; found is false when absent.
-	// An error wrapping ErrNoV2 means the server does not serve the v2 API.
+	// V2Config reads the config through the v2 API; the error wraps ErrNoV2 when it is not served.
 	V2Config(ctx context.Context) (text string, found bool, err error)
-	// Leases lists <prefix>/subnets/ (Expiration left zero).
-	Leases(ctx context.Context) ([]Lease, error)
-	// Expiration is when the lease named name expires.
+	Leases(ctx context.Context) ([]Lease, error) // Expiration left zero
 	Expiration(ctx context.Context, name string) (time.Time, error)
 }
 
@@ -142,34 +108,27 @@ var ErrNoV2 = errors.New("the server does not serve the etcd v2 API")
 
 // Kube is the Kubernetes API, read only.
 type Kube interface {
-	// Server is the API server's URL, credentials removed.
-	Server() string
+	Server() string // credentials removed
 	// Version asks the server for its version: reachability and authentication.
 	Version(ctx context.Context) (string, error)
-	// NodeName is the node this daemon runs on ($NODE_NAME, or its pod's node).
+	// NodeName is $NODE_NAME, or the node of this pod.
 	NodeName(ctx context.Context) (string, error)
-	// Node reads a node, its lease made for cfg's families (nil: IPv4); found is
-	// false when it does not exist.
+	// Node reads a node with its lease for cfg's families (nil: IPv4).
 	Node(ctx context.Context, name string, cfg *subnet.Config) (node *Node, found bool, err error)
-	// Leases lists the leases the nodes make for cfg's families.
 	Leases(ctx context.Context, cfg *subnet.Config) ([]Lease, error)
-	// Allowed asks the server whether this client may do verb on resource
-	// (SelfSubjectAccessReview); reason is the server's when it says no.
+	// Allowed asks a SelfSubjectAccessReview; reason is the server's when it says no.
 	Allowed(ctx context.Context, a Access) (allowed bool, reason string, err error)
-	// NetConfig reads --net-config-path.
-	NetConfig() (path, text string, err error)
+	NetConfig() (path, text string, err error) // --net-config-path
 }
 
 // Node is what the checks read of a Kubernetes node.
 type Node struct {
 	Name     string
 	PodCIDRs []netip.Prefix
-	// Lease is the lease the node makes (pod CIDRs and flannel annotations); HasLease
-	// is false when it has no pod CIDR or no flannel annotations yet.
+	// HasLease is false until the node has a pod CIDR and flannel annotations.
 	Lease    subnet.Lease
 	HasLease bool
-	// PublicIPOverwrite is the public-ip-overwrite annotation, NodePublicIP the
-	// node-public-ip one, and so on (invalid when absent).
+	// The public-ip-overwrite and node-public-ip annotations; invalid when absent.
 	PublicIPOverwrite, PublicIPv6Overwrite netip.Addr
 	NodePublicIP, NodePublicIPv6           netip.Addr
 }
@@ -177,10 +136,8 @@ type Node struct {
 // Access is one permission the daemon needs, as a SelfSubjectAccessReview asks it.
 type Access struct {
 	Verb, Resource, Subresource, Namespace, Name string
-	// Optional permissions only degrade the daemon when missing.
-	Optional bool
-	// Why says what the daemon needs it for.
-	Why string
+	Optional                                     bool // missing only degrades the daemon
+	Why                                          string
 }
 
 // Iface is the external interface the daemon would use.
@@ -188,33 +145,23 @@ type Iface struct {
 	Name  string
 	Index int
 	MTU   int
-	// Addr and Addr6 are the interface's addresses the daemon picked; Public and Public6
-	// what the lease advertises (--public-ip, else the interface's).
+	// Addr and Addr6 are the interface's; Public and Public6 what the lease advertises.
 	Addr, Addr6     netip.Addr
 	Public, Public6 netip.Addr
 }
 
 // Backend is the configured backend, read only.
 type Backend interface {
-	// Type is the backend type ("vxlan").
 	Type() string
-	// Devices names the links the backend owns (none for host-gw).
-	Devices() []string
-	// MTU is the FLANNEL_MTU the backend gives pods.
-	MTU() int
-	// Drift is how the kernel differs from what the own lease and the admitted peers
-	// require; ErrUnsupported when the backend cannot tell.
+	Devices() []string // none for host-gw
+	MTU() int          // the FLANNEL_MTU given to pods
+	// Drift is how the kernel differs from what the leases require; ErrUnsupported if unknown.
 	Drift(ctx context.Context, own *subnet.Lease, peers []subnet.Lease) (missing, stale []Object, err error)
-	// TxChecksum reads the transmit checksum offload of the devices and says what it
-	// must be on this kernel; ErrUnsupported when the backend has none to set.
+	// TxChecksum reads the devices' tx checksum offload and what it must be (ErrUnsupported).
 	TxChecksum() ([]Offload, error)
-	// Encap is how the backend carries pod traffic between nodes.
 	Encap() Encap
-	// Claims are the devices and ports the backend takes for itself (backend.Claimer;
-	// empty for host-gw).
-	Claims() claim.Set
-	// WireGuard reads the WireGuard devices as they are now and the peers the admitted
-	// leases ask for; ErrUnsupported for a backend without WireGuard.
+	Claims() claim.Set // devices and ports the backend takes (backend.Claimer)
+	// WireGuard reads the devices and the peers the leases ask for (ErrUnsupported).
 	WireGuard(ctx context.Context, own *subnet.Lease, peers []subnet.Lease) (*WireGuard, error)
 }
 
@@ -226,14 +173,12 @@ type WireGuard struct {
 
 // WGDevice is one WireGuard device as the kernel or its UAPI socket reports it.
 type WGDevice struct {
-	Name string
-	// Implementation is "kernel" or "userspace", "" when the device is absent.
-	Implementation string
-	// Err says why its WireGuard state could not be read.
-	Err        error
-	ListenPort int
-	PublicKey  string
-	Peers      []WGPeer
+	Name           string
+	Implementation string // "kernel" or "userspace"; "" when absent
+	Err            error  // why its state could not be read
+	ListenPort     int
+	PublicKey      string
+	Peers          []WGPeer
 }
 
 // WGPeer is one peer a device holds.
@@ -269,17 +214,13 @@ type Offload struct {
 
 // Encap is how a backend carries pod traffic between nodes.
 type Encap struct {
-	// Overhead is what encapsulation adds to a pod packet on an IPv4 underlay (vxlan 50,
-	// udp 28, host-gw 0), and Overhead6 on an IPv6 one.
+	// Overhead is the bytes added per packet on an IPv4 underlay, Overhead6 on IPv6.
 	Overhead, Overhead6 int
-	// UDPPort is the UDP port of the encapsulation (0: none, host-gw).
-	UDPPort int
-	// WireGuard says the encapsulation is WireGuard's: a peer that does not answer
-	// through it may have a wrong key as well as a blocked port.
+	UDPPort             int // 0: none (host-gw)
+	// WireGuard says a silent peer may have a wrong key as well as a blocked port.
 	WireGuard bool
-	// OverlayTarget is the address of a peer that answers through the overlay (vxlan,
-	// udp: its subnet's network address; host-gw: its bridge address); invalid when the
-	// peer's lease has none of that family.
+	// OverlayTarget is the peer's address reached through the overlay (its subnet's network
+	// address, or its bridge's for host-gw); invalid when its lease lacks the family.
 	OverlayTarget func(peer subnet.Lease, v6 bool) netip.Addr
 }
 
@@ -293,10 +234,8 @@ type RuleSpec struct {
 
 // Kernel reads the node's kernel state.
 type Kernel interface {
-	// Links lists the network devices.
 	Links() ([]Link, error)
-	// Sysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward").
-	Sysctl(name string) (string, error)
+	Sysctl(name string) (string, error) // name as sysctl(8) spells it
 }
 
 // Link is one network device.
@@ -307,18 +246,15 @@ type Link struct {
 	MTU   int
 	Up    bool
 	Addrs []netip.Prefix // global addresses
-	// VNI, Port and Local are a vxlan device's.
-	VNI   int
+	VNI   int            // VNI, Port and Local: vxlan only
 	Port  int
 	Local netip.Addr
 }
 
 // Prober sends ICMP echo requests from this network namespace.
 type Prober interface {
-	// Ping sends an echo request of size bytes (the whole IP packet), with the
-	// don't-fragment bit set when df, and reports whether a reply came within timeout.
-	// An error means the probe could not be sent (no permission, message too long for
-	// the local link).
+	// Ping reports whether a reply to a size-byte packet (DF when df) came within timeout;
+	// an error means the probe could not be sent (no permission, too long for the link).
 	Ping(ctx context.Context, dst netip.Addr, size int, df bool, timeout time.Duration) (bool, error)
 }
 

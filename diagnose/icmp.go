@@ -19,8 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// PathError is an ICMP error a probe drew from the path (destination unreachable,
-// fragmentation needed, ...): the probe was sent, and something on the way refused it.
+// PathError is an ICMP error the path returned for a sent probe (unreachable, frag needed).
 type PathError struct {
 	From netip.Addr
 	Msg  string
@@ -28,10 +27,8 @@ type PathError struct {
 
 func (e *PathError) Error() string { return e.Msg + " (from " + e.From.String() + ")" }
 
-// ICMPProber is the Prober of the network namespace it was made in: ICMP echo requests
-// through a raw socket per family when the process may open one (root, CAP_NET_RAW),
-// else through an unprivileged ping socket (net.ipv4.ping_group_range). Many probes may
-// run at once; each waits for its own reply. It sends nothing but the probes asked for.
+// ICMPProber is the Prober of the netns it was made in, on a raw socket when permitted,
+// else an unprivileged ping socket. Safe for concurrent probes.
 type ICMPProber struct {
 	ctx context.Context
 
@@ -48,7 +45,6 @@ func NewICMPProber(ctx context.Context) *ICMPProber {
 
 var _ Prober = (*ICMPProber)(nil)
 
-// pinger is one socket and the probes waiting for its replies.
 type pinger struct {
 	conn  net.PacketConn
 	raw   bool
@@ -62,8 +58,7 @@ type pinger struct {
 	waiting map[uint16]chan error // nil error: echo reply; else the path's ICMP error
 }
 
-// Ping implements Prober. size is the IP packet's length; it must leave room for the IP
-// and ICMP headers and the probe's 8-byte tag.
+// Ping implements Prober; size must leave room for the IP and ICMP headers and an 8-byte tag.
 func (p *ICMPProber) Ping(ctx context.Context, dst netip.Addr, size int, df bool, timeout time.Duration) (bool, error) {
 	dst = dst.Unmap()
 	v6 := dst.Is6()
@@ -121,7 +116,6 @@ func (p *ICMPProber) Ping(ctx context.Context, dst netip.Addr, size int, df bool
 	}
 }
 
-// pinger returns the socket for k, opening it on first use.
 func (p *ICMPProber) pinger(k sockKey) *pinger {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -142,8 +136,7 @@ func (p *ICMPProber) pinger(k sockKey) *pinger {
 	return pg
 }
 
-// openICMP opens a raw ICMP socket of the family, or an unprivileged ping socket when
-// a raw one is not permitted, with don't-fragment set as asked.
+// openICMP opens a raw ICMP socket, else a ping socket; the bool reports a raw one.
 func openICMP(v6, df bool) (net.PacketConn, bool, error) {
 	fam, proto := unix.AF_INET, unix.IPPROTO_ICMP
 	if v6 {
@@ -158,8 +151,7 @@ func openICMP(v6, df bool) (net.PacketConn, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("%w (an ICMP socket: %v)", ErrPermission, err)
 	}
-	// PROBE sets DF without consulting the path MTU the kernel cached, so that a stale
-	// cache entry does not fail the probe on this side.
+	// PROBE sets DF ignoring the cached path MTU, so a stale entry cannot fail the probe here.
 	mode := unix.IP_PMTUDISC_DONT
 	if df {
 		mode = unix.IP_PMTUDISC_PROBE
@@ -215,8 +207,6 @@ func (pg *pinger) unregister(seq uint16) {
 	pg.mu.Unlock()
 }
 
-// message is an echo request with the pinger's id, seq and a payload of n bytes that
-// starts with the pinger's nonce.
 func (pg *pinger) message(seq uint16, n int) ([]byte, error) {
 	data := make([]byte, n)
 	copy(data, pg.nonce[:])
@@ -228,7 +218,6 @@ func (pg *pinger) message(seq uint16, n int) ([]byte, error) {
 	return m.Marshal(nil)
 }
 
-// receive hands each reply to the probe waiting for it until the socket closes.
 func (pg *pinger) receive() {
 	proto := 1
 	if pg.v6 {
@@ -262,8 +251,7 @@ func (pg *pinger) receive() {
 	}
 }
 
-// ours reports whether an echo reply answers this pinger (ping sockets: the kernel
-// matched it to the socket already).
+// ours reports whether an echo reply answers this pinger (ping sockets: the kernel matched the id).
 func (pg *pinger) ours(id int, data []byte) bool {
 	return (!pg.raw || uint16(id) == pg.id) && len(data) >= len(pg.nonce) && [8]byte(data[:8]) == pg.nonce
 }
@@ -280,8 +268,7 @@ func (pg *pinger) deliver(seq uint16, err error) {
 	}
 }
 
-// pathError delivers an ICMP error quoting one of our requests: data holds the
-// request's IP header and the first 8 bytes of its ICMP header.
+// pathError delivers an ICMP error to the probe whose request it quotes in data.
 func (pg *pinger) pathError(data []byte, from net.Addr, msg string) {
 	hl := 40
 	if !pg.v6 {
@@ -308,7 +295,6 @@ func (pg *pinger) pathError(data []byte, from net.Addr, msg string) {
 	pg.deliver(seq, &PathError{From: src.Unmap(), Msg: msg})
 }
 
-// describeICMP names a destination-unreachable message by its code.
 func describeICMP(m *icmp.Message) string {
 	if m.Type == ipv6.ICMPTypeDestinationUnreachable {
 		switch m.Code {

@@ -13,8 +13,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// drift computes, once, how the kernel differs from what the own lease and the admitted
-// peers require.
+// drift computes, once, how the kernel differs from what the leases require.
 func (s *State) drift(ctx context.Context) (missing, stale []Object, err error) {
 	if s.driftDone {
 		return s.missing, s.stale, s.driftErr
@@ -29,10 +28,8 @@ func (s *State) drift(ctx context.Context) (missing, stale []Object, err error) 
 	return s.missing, s.stale, s.driftErr
 }
 
-// isDeviceObject reports whether o is a device or one of its addresses.
 func isDeviceObject(o Object) bool { return o.Kind == observe.Device || o.Kind == observe.Address }
 
-// split divides objects into the device's and the peers'.
 func split(objs []Object) (dev, peers []string) {
 	for _, o := range objs {
 		if isDeviceObject(o) {
@@ -46,7 +43,6 @@ func split(objs []Object) (dev, peers []string) {
 	return dev, peers
 }
 
-// repairFix is what to do about kernel objects that differ from what the leases require.
 func (s *State) repairFix() string {
 	if s.daemon == nil {
 		return "start flanneld: it converges the kernel at start (adopting what is right, replacing what differs, removing stale objects it owns)"
@@ -102,8 +98,7 @@ func checkDevice(ctx context.Context, s *State) Result {
 	return pass("%s", strings.Join(evs, "; "))
 }
 
-// deviceByLinks checks the devices of a backend that has no Drift: they exist, are up
-// and have the backend's MTU.
+// deviceByLinks checks a Drift-less backend's devices exist, are up and have its MTU.
 func (s *State) deviceByLinks(b Backend, devs []string, links []Link, lerr error) Result {
 	if lerr != nil {
 		return fail("listing the links: "+oneLine(lerr), "run diagnose as root")
@@ -200,7 +195,6 @@ func checkPeerObjects(ctx context.Context, s *State) Result {
 	return pass("routes, neighbour and FDB entries match the %s", count(n, "admitted peer"))
 }
 
-// count is "1 peer", "2 peers".
 func count(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
@@ -328,8 +322,7 @@ func checkInstances(ctx context.Context, s *State) Result {
 		}
 	}
 	var conflicts, objs, remedies []string
-	// A vxlan device no flanneld owns that takes our VNI and port keeps ours from
-	// being created (the kernel refuses a second one).
+	// The kernel refuses a second vxlan device on the same VNI and port.
 	if links, err := s.links(); err == nil && b.Type() == "vxlan" {
 		for _, d := range b.Devices() {
 			own, ok := findLink(links, d)

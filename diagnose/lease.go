@@ -14,8 +14,6 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// readLeases lists the datastore's leases, finds this node's, and judges the others by
-// the admission rule.
 func (s *State) readLeases(ctx context.Context) error {
 	cctx, cancel := withTimeout(ctx, s.Opts.DatastoreTimeout)
 	defer cancel()
@@ -54,9 +52,8 @@ func (s *State) readLeases(ctx context.Context) error {
 	return nil
 }
 
-// findOwnEtcd finds this node's lease among the etcd leases as the daemon does: by the
-// public address it advertises; failing that, by the lease the daemon holds or the
-// subnet file names. It returns -1 when none matches.
+// findOwnEtcd finds this node's lease by its public address, else by the daemon's lease
+// or the subnet file's; -1 when none matches.
 func (s *State) findOwnEtcd(ls []Lease) int {
 	if s.ext != nil {
 		for i, l := range ls {
@@ -83,7 +80,6 @@ func (s *State) findOwnEtcd(ls []Lease) int {
 	return -1
 }
 
-// subnetFile reads the subnet file.
 func (s *State) subnetFile() (subnetenv.Contents, error) {
 	if s.Deps.ReadFile == nil {
 		return subnetenv.Contents{}, errors.New("no file access")
@@ -100,7 +96,6 @@ func (s *State) subnetFile() (subnetenv.Contents, error) {
 	return c, err
 }
 
-// lookupIface selects the external interface as the daemon would (once).
 func (s *State) lookupIface() (*Iface, error) {
 	if s.ext != nil || s.extErr != nil {
 		return s.ext, s.extErr
@@ -123,7 +118,6 @@ func (s *State) lookupIface() (*Iface, error) {
 	return s.ext, s.extErr
 }
 
-// loadBackend builds the configured backend (once), read only.
 func (s *State) loadBackend() (Backend, error) {
 	if s.backend != nil || s.backendErr != nil {
 		return s.backend, s.backendErr
@@ -196,7 +190,6 @@ func checkLease(ctx context.Context, s *State) Result {
 	return pass("%s", ev)
 }
 
-// noOwnLease explains a missing lease.
 func (s *State) noOwnLease() Result {
 	if s.Opts.Kube {
 		n := s.node
@@ -305,7 +298,6 @@ func checkSubnetFile(_ context.Context, s *State) Result {
 	return pass("%s agrees with the lease: %s, FLANNEL_MTU=%d, FLANNEL_IPMASQ=%t", path, first, c.MTU, c.IPMasq)
 }
 
-// prefixes renders a list of prefixes as the subnet file writes it.
 func prefixes(ps []netip.Prefix) string {
 	var out []string
 	for _, p := range ps {

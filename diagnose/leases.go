@@ -18,29 +18,24 @@ type LeaseReport struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	Datastore     string `json:"datastore"`
 	Network       string `json:"network"`
-	// Note says what could not be read (the config: then no lease is judged).
+	// Note says what could not be read (if the config, no lease is judged).
 	Note   string     `json:"note,omitempty"`
 	Leases []LeaseRow `json:"leases"`
 }
 
 // LeaseRow is one lease.
 type LeaseRow struct {
-	Name       string       `json:"name"`
-	Subnet     netip.Prefix `json:"subnet,omitzero"`
-	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
-	PublicIP   netip.Addr   `json:"publicIP,omitzero"`
-	PublicIPv6 netip.Addr   `json:"publicIPv6,omitzero"`
-	Backend    string       `json:"backend,omitempty"`
-	VtepMAC    string       `json:"vtepMAC,omitempty"`
-	// Expires is when the etcd lease ends (etcd mode; absent for reservations).
-	Expires     time.Time `json:"expires,omitzero"`
-	Reservation bool      `json:"reservation,omitempty"`
-	// Status is "own" (this node's), "admitted" or "rejected" by the daemon's admission
-	// rule, "unreadable" (this node's lease, or any lease when no rule was applied) or ""
-	// when no rule was applied.
-	Status string `json:"status,omitempty"`
-	// Reason says why a lease is rejected or unreadable, as the admission rule names it
-	// ("local_public_ip"; the label of flannel_leases_rejected_total), Detail in words.
+	Name        string       `json:"name"`
+	Subnet      netip.Prefix `json:"subnet,omitzero"`
+	IPv6Subnet  netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIP    netip.Addr   `json:"publicIP,omitzero"`
+	PublicIPv6  netip.Addr   `json:"publicIPv6,omitzero"`
+	Backend     string       `json:"backend,omitempty"`
+	VtepMAC     string       `json:"vtepMAC,omitempty"`
+	Expires     time.Time    `json:"expires,omitzero"` // etcd leases only
+	Reservation bool         `json:"reservation,omitempty"`
+	Status      string       `json:"status,omitempty"` // a Lease* constant; "" when not judged
+	// Reason is the label of flannel_leases_rejected_total; Detail says it in words.
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
 }
@@ -53,12 +48,10 @@ const (
 	LeaseUnreadable = "unreadable"
 )
 
-// expiryWorkers bounds the etcd expiry reads running at once.
-const expiryWorkers = 16
+const expiryWorkers = 16 // concurrent etcd expiry reads
 
-// ListLeases reads the network config and the leases, finds this node's, judges the
-// others by the daemon's admission rule (Deps.Admission) and, in etcd mode, reads each
-// expiry.
+// ListLeases reads the config and leases, marks this node's, judges the others by
+// Deps.Admission and, in etcd mode, reads each expiry.
 func ListLeases(ctx context.Context, s *State) (*LeaseReport, error) {
 	r := &LeaseReport{SchemaVersion: SchemaVersion, Datastore: s.datastore(), Network: s.network(), Leases: []LeaseRow{}}
 	if err := s.loadConfig(ctx); err != nil {
@@ -110,7 +103,6 @@ func ListLeases(ctx context.Context, s *State) (*LeaseReport, error) {
 	return r, nil
 }
 
-// loadConfig reads the network config for ListLeases.
 func (s *State) loadConfig(ctx context.Context) error {
 	var text string
 	if s.Opts.Kube {
@@ -145,8 +137,7 @@ func (s *State) loadConfig(ctx context.Context) error {
 	return nil
 }
 
-// expirations reads the etcd leases' expiries into exp, a few at a time; one that
-// cannot be read stays zero.
+// expirations fills exp with the etcd leases' expiries; an unreadable one stays zero.
 func (s *State) expirations(ctx context.Context, exp []time.Time) {
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -170,7 +161,6 @@ func (s *State) expirations(ctx context.Context, exp []time.Time) {
 	wg.Wait()
 }
 
-// vtepMAC is the VtepMAC of a backend's data, if it has one.
 func vtepMAC(data json.RawMessage) string {
 	var d struct{ VtepMAC string }
 	if json.Unmarshal(data, &d) != nil {
@@ -187,8 +177,7 @@ func (r *LeaseReport) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// WriteText writes the leases as a table, one line each, the way `etcdctl ls
-// <prefix>/subnets` listed them but decoded.
+// WriteText writes the leases as a table, one line each.
 func (r *LeaseReport) WriteText(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	name := "KEY"

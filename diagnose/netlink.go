@@ -11,17 +11,14 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// dumpAttempts is how often a dump interrupted by a concurrent change is tried.
-const dumpAttempts = 5
+const dumpAttempts = 5 // tries of a dump interrupted by a concurrent change
 
-// NetlinkKernel is the Kernel of the calling thread's network namespace: links through
-// netlink dumps, sysctls from /proc/sys. It only reads.
+// NetlinkKernel is the read-only Kernel of the calling thread's network namespace.
 type NetlinkKernel struct{}
 
 var _ Kernel = NetlinkKernel{}
 
-// Links lists the links with their global addresses and, for vxlan devices, the VNI,
-// port and local address.
+// Links lists the links with their global addresses.
 func (NetlinkKernel) Links() ([]Link, error) {
 	var links []netlink.Link
 	var addrs []netlink.Addr
@@ -55,5 +52,5 @@ func (NetlinkKernel) Links() ([]Link, error) {
 	return out, nil
 }
 
-// Sysctl reads a kernel setting by its sysctl name (forwarding.Sysctl).
+// Sysctl reads a kernel setting by its sysctl name.
 func (NetlinkKernel) Sysctl(name string) (string, error) { return forwarding.Sysctl(name) }

@@ -15,7 +15,6 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// groupTitles are the group headings of the text report.
 var groupTitles = map[string]string{
 	GroupDaemon:    "Daemon",
 	GroupDatastore: "Datastore",
@@ -25,11 +24,9 @@ var groupTitles = map[string]string{
 	GroupPeers:     "Peers",
 }
 
-// marks are the outcome's column in the text report.
 var marks = map[Outcome]string{Passed: "ok  ", Failed: "FAIL", Skipped: "skip"}
 
-// WriteText writes the readable report: the checks grouped, one line each, and a
-// "fix:" line under each failure.
+// WriteText writes the checks grouped, one line each, with a "fix:" line under failures.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "flanneld diagnose: %s mode, %s\n", r.Datastore, r.Network)

@@ -11,9 +11,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// smallProbe is the size of the reachability probes (an IP packet of 84 bytes, as
-// ping(8) sends by default).
-const smallProbe = 84
+const smallProbe = 84 // IP packet bytes, as ping(8) sends by default
 
 // probeResults are the three probes of each sampled peer and family.
 type probeResults struct {
@@ -26,7 +24,6 @@ type probeResults struct {
 	peers   []peerProbe
 }
 
-// peerProbe is one peer family's probes.
 type peerProbe struct {
 	lease   subnet.Lease
 	v6      bool
@@ -43,7 +40,6 @@ type probe struct {
 	err error
 }
 
-// name is how the report names the peer: its public address and subnet.
 func (p *peerProbe) name() string {
 	sn := p.lease.Subnet
 	if p.v6 {
@@ -52,8 +48,7 @@ func (p *peerProbe) name() string {
 	return fmt.Sprintf("%s (%s)", p.public, sn)
 }
 
-// runProbes sends every probe of the sampled peers at once and waits for all of them:
-// the whole takes about one probe timeout, however many peers there are.
+// runProbes sends every probe at once, so the run takes about one probe timeout.
 func (s *State) runProbes(ctx context.Context) *probeResults {
 	if s.probes != nil {
 		return s.probes
@@ -124,7 +119,6 @@ func (s *State) runProbes(ctx context.Context) *probeResults {
 	return r
 }
 
-// probeSkip is the outcome when the probes could not run, or none could be sent.
 func (r *probeResults) probeSkip() (Result, bool) {
 	if r.skip != "" {
 		return skip("%s", r.skip), true

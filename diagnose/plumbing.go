@@ -18,7 +18,6 @@ const (
 	dockerBridge = "docker0"
 )
 
-// bridge finds the pod bridge: cni0, else docker0 (a Docker host).
 func (s *State) bridge() (Link, bool, error) {
 	links, err := s.links()
 	if err != nil {
@@ -32,7 +31,6 @@ func (s *State) bridge() (Link, bool, error) {
 	return Link{}, false, nil
 }
 
-// bridgeFix says how the bridge gets the node's subnet.
 func bridgeFix(name string) string {
 	if name == dockerBridge {
 		return "restart Docker after flanneld, so that it reads the subnet file (dist/docker.service.d/flannel.conf passes --bip and --mtu; Documentation/running.md, Docker hosts)"
@@ -92,7 +90,6 @@ func describeSubnets(v4, v6 netip.Prefix) string {
 	return strings.Join(out, " and ")
 }
 
-// flannelMTU is FLANNEL_MTU: the subnet file's, else the backend's.
 func (s *State) flannelMTU() (int, bool) {
 	if s.mtu > 0 {
 		return s.mtu, true
@@ -169,8 +166,7 @@ func checkCNIConfig(_ context.Context, s *State) Result {
 	return pass("%s uses the flannel plugin and is the first config in %s", flannel[0], dir)
 }
 
-// hasFlannelPlugin reports whether a CNI config (a .conflist or a single .conf) runs
-// the flannel plugin.
+// hasFlannelPlugin reports whether a .conflist or .conf runs the flannel plugin.
 func hasFlannelPlugin(data []byte) bool {
 	var c struct {
 		Type    string `json:"type"`
