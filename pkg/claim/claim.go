@@ -1,6 +1,5 @@
 // Package claim names what a daemon instance takes on its node (devices, UDP ports,
-// address ranges) and detects collisions between instances, so that a second one
-// refuses to start instead of fighting the first over what it owns.
+// networks) and finds collisions, so a second instance refuses to start instead of fighting.
 package claim
 
 import (
@@ -17,37 +16,29 @@ const (
 
 // Set is everything one instance claims.
 type Set struct {
-	// Devices are links the instance creates or adopts by name.
-	Devices []Device `json:"devices,omitempty"`
-	// Ports are UDP ports it or its kernel devices listen on.
-	Ports []Port `json:"ports,omitempty"`
-	// Networks are Network and IPv6Network: routes, rules and addresses inside are ours.
-	Networks []netip.Prefix `json:"networks,omitempty"`
+	Devices  []Device       `json:"devices,omitempty"`  // links created or adopted by name
+	Ports    []Port         `json:"ports,omitempty"`    // UDP ports it or its devices listen on
+	Networks []netip.Prefix `json:"networks,omitempty"` // routes, rules, addresses inside are ours
 }
 
 // Device is a link claimed by name.
 type Device struct {
-	Name string `json:"name"`
-	// SetBy is the config key choosing the name (e.g. "Backend.VNI"), or empty.
-	SetBy string `json:"setBy,omitempty"`
+	Name  string `json:"name"`
+	SetBy string `json:"setBy,omitempty"` // the config key choosing the name ("Backend.VNI")
 }
 
 // Port is a UDP port. Two claims of one port and family collide when their addresses
 // overlap, unless both are VXLAN ports of different VNIs: the kernel shares one socket
 // per port and family among VXLAN devices and refuses a second device with the same VNI.
 type Port struct {
-	Family string `json:"family"` // IPv4 or IPv6
-	Port   int    `json:"port"`
-	// Addr is the bound local address; absent: every address of the family.
-	Addr netip.Addr `json:"addr,omitzero"`
-	// VNI is set for a VXLAN device's port.
-	VNI int `json:"vni,omitempty"`
-	// SetBy is the config key choosing the port (e.g. "Backend.Port").
-	SetBy string `json:"setBy,omitempty"`
+	Family string     `json:"family"` // IPv4 or IPv6
+	Port   int        `json:"port"`
+	Addr   netip.Addr `json:"addr,omitzero"`   // absent: every address of the family
+	VNI    int        `json:"vni,omitempty"`   // a VXLAN device's port
+	SetBy  string     `json:"setBy,omitempty"` // the config key choosing the port
 }
 
-// String renders the port, e.g. "UDP port 8285 (IPv4, 192.0.2.11)" or "VXLAN VNI 1 on
-// UDP port 8472 (IPv4)".
+// String renders the port for messages.
 func (p Port) String() string {
 	fam := "IPv4"
 	if p.Family == IPv6 {
@@ -81,16 +72,13 @@ const (
 
 // Conflict is one claim of ours that another instance's set collides with.
 type Conflict struct {
-	Kind string
-	// Ours is our claim: a device name, a port (Port.String) or a network.
-	Ours string
-	// Theirs is the other claim when it reads differently from Ours, else empty.
-	Theirs string
-	// SetBy is our config key choosing it, or empty.
-	SetBy string
+	Kind   string
+	Ours   string // a device name, Port.String or a network
+	Theirs string // the other claim when it reads differently from Ours
+	SetBy  string // our config key choosing it, if any
 }
 
-// String says what collides and what to change: "device flannel.1 (change Backend.VNI)".
+// String says what collides.
 func (c Conflict) String() string {
 	s := c.Kind + " " + c.Ours
 	if c.Kind == KindPort {

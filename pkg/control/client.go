@@ -15,14 +15,13 @@ import (
 // ErrNotRunning means nothing listens on the control socket in this network namespace.
 var ErrNotRunning = errors.New("no flanneld runs for it in this network namespace")
 
-// ErrNotRoot means the control socket's name is held by a non-root process, which is not asked.
+// ErrNotRoot means a non-root process holds the socket's name; it is not asked.
 var ErrNotRoot = errors.New("the control socket is held by a process that is not root")
 
 const dialTimeout = 5 * time.Second
 
-// Query asks the daemon holding the instance-lock key (its first, e.g.
-// "etcd-prefix:/coreos.com/network") in this network namespace for its status. Both ends
-// check that the other is root before talking. It returns when ctx ends at the latest.
+// Query asks the daemon in this netns whose first instance-lock key is key for its status;
+// it returns when ctx ends at the latest.
 func Query(ctx context.Context, key string) (*Status, error) {
 	return QueryName(ctx, instancelock.Name(key))
 }
@@ -45,8 +44,7 @@ func QueryName(ctx context.Context, name string) (*Status, error) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
 	}
-	// A daemon refusing the caller answers without reading: a failed write still leaves the
-	// answer to read.
+	// A daemon refusing the caller answers without reading, so read even after a failed write.
 	_, werr := io.WriteString(c, Request{Verb: VerbStatus}.String()+"\n")
 	data, err := io.ReadAll(io.LimitReader(c, MaxResponse+1))
 	if len(data) == 0 {
@@ -74,9 +72,8 @@ type Found struct {
 	Err    error
 }
 
-// Instances asks every instance lock socket in the namespace (instancelock.Listening),
-// except those in skip, for a status. Sockets another found instance lists among its
-// locks are left out; every other socket is in the result. Each query ends with ctx.
+// Instances queries every instance-lock socket in the netns but skip, leaving out sockets
+// that another found instance lists among its locks.
 func Instances(ctx context.Context, skip []string) ([]Found, error) {
 	names, err := instancelock.Listening()
 	if err != nil {

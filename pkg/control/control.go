@@ -1,7 +1,6 @@
-// Package control is the daemon's root-only control socket on its instance lock
-// (pkg/instancelock): a client sends one request line ("status\n") and reads one JSON
-// Response. Each end requires the other's user ID to be 0 (SO_PEERCRED), as anyone may
-// bind an abstract socket name first.
+// Package control is the daemon's control socket on its instance lock: one request line
+// in, one JSON Response out. Each end requires the peer to be root (SO_PEERCRED), as anyone
+// may bind an abstract socket name first.
 package control
 
 import (
@@ -17,8 +16,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/claim"
 )
 
-// SchemaVersion is the version of the Response document. It changes when a field
-// changes meaning or goes away; fields may be added without a change.
+// SchemaVersion of the Response changes only when a field changes meaning or goes away.
 const SchemaVersion = 1
 
 // Limits of the protocol.
@@ -65,8 +63,7 @@ type Response struct {
 	Status        *Status `json:"status,omitempty"`
 }
 
-// ParseResponse decodes and checks a response: the schema version is SchemaVersion,
-// and it holds either an error, returned as an error, or a status.
+// ParseResponse decodes a response of SchemaVersion; a daemon's error is a *ServerError.
 func ParseResponse(data []byte) (*Status, error) {
 	if len(data) > MaxResponse {
 		return nil, fmt.Errorf("response longer than %d bytes", MaxResponse)
@@ -115,37 +112,30 @@ const (
 	PhaseStopping  = "stopping"        // shutting down
 )
 
-// Instance identifies the daemon and what it owns on the node: two instances in one
-// network namespace must differ in Locks and must not share Devices.
+// Instance identifies the daemon and what it owns: two instances in one netns must differ
+// in Locks and not share Devices.
 type Instance struct {
-	PID     int       `json:"pid"`
-	Version string    `json:"version"`
-	Started time.Time `json:"started"`
-	// Socket is the control socket's name ("@flannel-go/..."); Locks the instance-lock keys
-	// held, the control socket's first.
-	Socket string   `json:"socket"`
-	Locks  []string `json:"locks"`
-	// Datastore is "etcd" or "kube".
-	Datastore string `json:"datastore"`
-	Phase     string `json:"phase"`
-	// Network, IPv6Network and BackendType are the network config's.
-	Network     netip.Prefix `json:"network,omitzero"`
-	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`
-	BackendType string       `json:"backendType,omitempty"`
-	// Backend is the config's Backend object as written; absent keys take defaults.
-	Backend json.RawMessage `json:"backend,omitempty"`
-	// Devices are the links the backend owns (e.g. "flannel.1").
-	Devices []string `json:"devices,omitempty"`
-	// Claims are what the instance takes on the node, once the config is read; of two
-	// instances whose claims collide, the later to publish (ClaimedAt) refuses to start.
-	Claims    *claim.Set `json:"claims,omitempty"`
-	ClaimedAt time.Time  `json:"claimedAt,omitzero"`
-	// SubnetFile is the subnet file the daemon writes.
-	SubnetFile string `json:"subnetFile"`
+	PID         int             `json:"pid"`
+	Version     string          `json:"version"`
+	Started     time.Time       `json:"started"`
+	Socket      string          `json:"socket"`    // the control socket's name
+	Locks       []string        `json:"locks"`     // instance-lock keys held, the socket's first
+	Datastore   string          `json:"datastore"` // "etcd" or "kube"
+	Phase       string          `json:"phase"`
+	Network     netip.Prefix    `json:"network,omitzero"`
+	IPv6Network netip.Prefix    `json:"ipv6Network,omitzero"`
+	BackendType string          `json:"backendType,omitempty"`
+	Backend     json.RawMessage `json:"backend,omitempty"` // as written; absent keys default
+	Devices     []string        `json:"devices,omitempty"` // links the backend owns
+	// Claims are set once the config is read; of two colliding instances the later to
+	// publish (ClaimedAt) refuses to start.
+	Claims     *claim.Set `json:"claims,omitempty"`
+	ClaimedAt  time.Time  `json:"claimedAt,omitzero"`
+	SubnetFile string     `json:"subnetFile"`
 }
 
-// ClaimSet is the instance's claims plus the devices it owns (a udp TUN is named once
-// started); without claims (older daemon, config not read) it still names devices, networks.
+// ClaimSet is Claims plus Devices (a udp TUN is named once started); without Claims,
+// the devices and networks.
 func (in Instance) ClaimSet() claim.Set {
 	var s claim.Set
 	if in.Claims != nil {
@@ -168,10 +158,8 @@ func (in Instance) ClaimSet() claim.Set {
 
 // Config is the configuration in effect, without credentials.
 type Config struct {
-	// Options are the daemon's options after flags and FLANNELD_* variables, secrets masked.
-	Options json.RawMessage `json:"options"`
-	// Network is the network config as read from the datastore, once read.
-	Network json.RawMessage `json:"network,omitempty"`
+	Options json.RawMessage `json:"options"`           // after flags and FLANNELD_*, secrets masked
+	Network json.RawMessage `json:"network,omitempty"` // as read from the datastore
 }
 
 // Lease is a subnet lease, the daemon's own or a peer's.
@@ -184,14 +172,12 @@ type Lease struct {
 	BackendType   string          `json:"backendType,omitempty"`
 	BackendData   json.RawMessage `json:"backendData,omitempty"`
 	BackendV6Data json.RawMessage `json:"backendV6Data,omitempty"`
-	// Expiration is the end of the datastore lease; absent for reservations and kube.
-	Expiration time.Time `json:"expiration,omitzero"`
+	Expiration    time.Time       `json:"expiration,omitzero"` // absent for reservations and kube
 }
 
 // Peers are the other nodes' leases as the daemon sees them.
 type Peers struct {
-	// Synced reports that the peer snapshot arrived; before that both lists are empty.
-	Synced   bool       `json:"synced"`
+	Synced   bool       `json:"synced"` // false: no snapshot yet, both lists empty
 	Admitted []Lease    `json:"admitted"`
 	Rejected []Rejected `json:"rejected"`
 }
@@ -214,6 +200,5 @@ type Check struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason,omitempty"`
-	// Note is what the check's owner says beside it ("userspace WireGuard: flannel-wg").
-	Note string `json:"note,omitempty"`
+	Note   string `json:"note,omitempty"` // the owner's remark beside it
 }

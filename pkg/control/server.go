@@ -23,14 +23,12 @@ const (
 
 // Server answers requests on the control socket.
 type Server struct {
-	// Status gathers the daemon's status; it returns when ctx ends at the latest.
-	Status func(ctx context.Context) (*Status, error)
-	// uid reads the peer's user ID (instancelock.PeerCred; replaced in tests).
-	uid func(*net.UnixConn) (uint32, error)
+	Status func(ctx context.Context) (*Status, error) // returns when ctx ends at the latest
+	uid    func(*net.UnixConn) (uint32, error)        // the peer's user ID; nil: peerUID
 }
 
-// Handle serves one connection (instancelock.Lock.Serve): a non-root peer gets an error
-// response only. It returns within the timeouts above whatever the peer does.
+// Handle serves one connection; a non-root peer gets an error only. It returns within the
+// timeouts above whatever the peer does.
 func (s *Server) Handle(c *net.UnixConn) {
 	uid := s.uid
 	if uid == nil {

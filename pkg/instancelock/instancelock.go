@@ -1,8 +1,6 @@
-// Package instancelock keeps two flanneld instances from running for the same network in
-// one network namespace. A lock is an abstract unix socket ("@flannel-go/<key>"): it is
-// scoped to the namespace whose kernel state the daemon owns and released by the kernel
-// when the holder exits, even after kill -9, so it is never stale. Its listener also
-// serves the daemon's control socket; SO_PEERCRED tells a flanneld (root) from a squatter.
+// Package instancelock keeps two flanneld instances for one network out of one netns. A
+// lock is an abstract unix socket, scoped to the netns and released by the kernel when the
+// holder dies, so never stale; its listener also serves the control socket.
 package instancelock
 
 import (
@@ -25,11 +23,9 @@ import (
 
 const namePrefix = "flannel-go/"
 
-// maxNameLen is sun_path (108 bytes) minus the leading NUL.
-const maxNameLen = 107
+const maxNameLen = 107 // sun_path minus the leading NUL
 
-// maxHandlers bounds the connections handled at once; more are closed at once.
-const maxHandlers = 16
+const maxHandlers = 16 // connections handled at once; more are closed
 
 // ErrHeld means another flanneld instance (a root process) holds the lock.
 var ErrHeld = errors.New("another flanneld instance holds the lock")
@@ -46,8 +42,8 @@ type Lock struct {
 	conns   sync.WaitGroup // running handlers
 }
 
-// Name is the socket name of a key, as `ss -xl` shows it. Letters, digits and "/._-"
-// stay, the rest becomes '_'; a too long or ambiguous result ends with a hash of key.
+// Name is key's socket name: characters outside [A-Za-z0-9/._-] become '_', and a too
+// long or ambiguous result ends with a hash of key.
 func Name(key string) string {
 	var b strings.Builder
 	changed := false
@@ -72,9 +68,8 @@ func Name(key string) string {
 	return "@" + namePrefix + s
 }
 
-// Acquire takes the lock for key in the caller's network namespace. The error wraps
-// ErrHeld or ErrSquatted and names the holder's PID (and a squatter's UID) when known.
-// Until Serve, connections are closed as they come.
+// Acquire takes key's lock in the caller's netns; the error wraps ErrHeld or ErrSquatted
+// and names the holder when known. Until Serve, connections are closed.
 func Acquire(key string) (*Lock, error) {
 	name := Name(key)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
@@ -102,7 +97,6 @@ func heldError(key, name string) error {
 	}
 }
 
-// command is " (<comm>)" for pid, or "" when it cannot be read.
 func command(pid int) string {
 	if pid <= 0 {
 		return ""
@@ -114,7 +108,6 @@ func command(pid int) string {
 	return " (" + strings.TrimSpace(string(b)) + ")"
 }
 
-// accept hands each connection to the handler, or closes it (none, or too many busy).
 func (l *Lock) accept() {
 	defer close(l.done)
 	busy := make(chan struct{}, maxHandlers)
@@ -144,9 +137,8 @@ func (l *Lock) accept() {
 	}
 }
 
-// Serve hands each connection accepted from now on to h in its own goroutine (a few at
-// a time; others are closed). h must return in bounded time; the connection is closed
-// after it. nil: close connections.
+// Serve runs h on each later connection in its own goroutine, then closes it; h must
+// return in bounded time. nil: close connections.
 func (l *Lock) Serve(h func(*net.UnixConn)) {
 	if h == nil {
 		l.handler.Store(nil)
@@ -155,7 +147,7 @@ func (l *Lock) Serve(h func(*net.UnixConn)) {
 	l.handler.Store(&h)
 }
 
-// SocketName is the lock's socket name ("@flannel-go/...").
+// SocketName is the lock's socket name.
 func (l *Lock) SocketName() string { return l.name }
 
 // Release gives the lock up and waits for running handlers; repeated calls are safe.
@@ -169,8 +161,7 @@ func (l *Lock) Release() error {
 	return err
 }
 
-// Dial connects to key's socket in the caller's namespace and returns the listener's
-// credentials as the kernel recorded them.
+// Dial connects to key's socket in the caller's netns and returns the listener's credentials.
 func Dial(key string, timeout time.Duration) (*net.UnixConn, *unix.Ucred, error) {
 	return DialName(Name(key), timeout)
 }
@@ -199,9 +190,7 @@ func holder(name string) (*unix.Ucred, error) {
 	return PeerCred(c.(*net.UnixConn))
 }
 
-// PeerCred is the other end's process as SO_PEERCRED recorded it: a dialled listener's
-// when it listened, an accepted client's when it connected. PID 0: in a PID namespace
-// the caller cannot see.
+// PeerCred is the other end's SO_PEERCRED; PID 0 is in a PID namespace we cannot see.
 func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -220,11 +209,9 @@ func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	return cred, nil
 }
 
-// unixTable lists the unix sockets of the calling thread's network namespace.
-const unixTable = "/proc/thread-self/net/unix"
+const unixTable = "/proc/thread-self/net/unix" // the calling thread's netns
 
-// Listening lists, sorted, the lock names listened on in the caller's namespace: every
-// instance running there, and any squatter.
+// Listening lists, sorted, the lock names listened on in the caller's netns.
 func Listening() ([]string, error) {
 	data, err := os.ReadFile(unixTable)
 	if err != nil {
@@ -233,9 +220,8 @@ func Listening() ([]string, error) {
 	return parseUnixTable(data), nil
 }
 
-// parseUnixTable picks our abstract listening stream sockets out of the table, sorted and
-// unique. Lines are "Num RefCount Protocol Flags Type St Inode [Path]" in hex; the
-// kernel writes the NUL as '@'. Names with blanks are not ours.
+// parseUnixTable picks our abstract listening stream sockets, sorted and unique, out of
+// the table (the kernel writes the NUL as '@'; names with blanks are not ours).
 func parseUnixTable(data []byte) []string {
 	const (
 		acceptCon  = 0x10000 // __SO_ACCEPTCON: listening
