@@ -1,7 +1,5 @@
-// Package connerr names why a dial or TLS handshake failed, in words an operator acts on:
-// refused, unreachable, timeout, which TLS problem, or TLS where plain text was expected
-// and the reverse. Auth and Permission let protocol clients name refusals after the
-// connection is up in the same vocabulary.
+// Package connerr names why a dial or TLS handshake failed, in words an operator acts on;
+// Auth and Permission name later refusals in the same vocabulary.
 package connerr
 
 import (
@@ -70,8 +68,7 @@ func (c Cause) String() string {
 // IsTLS reports whether the cause is a failed TLS handshake.
 func (c Cause) IsTLS() bool { return c >= TLSUnknownAuthority && c <= TLSOther }
 
-// Classify returns the cause of a failed dial or TLS handshake (Unknown when err says
-// nothing this package knows).
+// Classify returns the cause of a failed dial or TLS handshake, Unknown if not recognised.
 func Classify(err error) Cause {
 	if err == nil {
 		return Unknown
@@ -137,8 +134,7 @@ type Error struct {
 	Err      error // the error the cause was read from; nil when the cause says it all
 }
 
-// Error reads "<endpoint>: <cause>", followed by the underlying error for TLS problems
-// (which certificate, which name); for an unknown cause, "<endpoint>: <error>".
+// Error is "<endpoint>: <cause>", plus the underlying error for TLS causes.
 func (e *Error) Error() string {
 	var s string
 	switch {
@@ -157,10 +153,8 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Probe connects to address on network ("tcp", "unix") within ctx, with a TLS handshake
-// when tc is set (ServerName defaults to the host). It returns nil when the server took the
-// connection, else an *Error (Endpoint empty) naming the cause. Without tc, a server that
-// completes a TLS handshake is PlainToTLS.
+// Probe connects to address, with a TLS handshake when tc is set, and returns nil or an
+// *Error (Endpoint empty); without tc, a server that speaks TLS is PlainToTLS.
 func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
@@ -187,8 +181,7 @@ func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 			}
 			return &Error{Cause: cause, Err: err}
 		}
-		// With TLS 1.3 a server checks the client's certificate after the client's side
-		// of the handshake is done: its refusal is the first thing to read.
+		// TLS 1.3 servers refuse a client certificate after the handshake: read for it.
 		_ = conn.SetReadDeadline(time.Now().Add(alertWait))
 		if _, err := tconn.Read(make([]byte, 1)); err != nil {
 			if cause := Classify(err); cause.IsTLS() {
@@ -197,8 +190,7 @@ func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 		}
 		return nil
 	}
-	// A plain-text probe: does the server answer a TLS hello? A plain server closes
-	// the connection or says nothing.
+	// Does the server answer a TLS hello? A plain one closes or says nothing.
 	hctx, cancel := context.WithTimeout(ctx, plainProbe)
 	defer cancel()
 	_ = conn.SetDeadline(time.Now().Add(plainProbe))
@@ -208,8 +200,7 @@ func Probe(ctx context.Context, network, address string, tc *tls.Config) error {
 	return nil
 }
 
-// plainProbe bounds the TLS hello a plain-text probe sends; alertWait is how long a TLS
-// probe waits for the server's refusal of the client certificate.
+// plainProbe bounds a plain probe's TLS hello; alertWait, the wait for a certificate refusal.
 const (
 	plainProbe = time.Second
 	alertWait  = 300 * time.Millisecond

@@ -1,5 +1,4 @@
-// Package healthz serves flanneld's /healthz (the process is alive) and /readyz (the
-// node is ready: every readiness check passes) endpoints.
+// Package healthz serves flanneld's /healthz (alive) and /readyz (every check passes).
 package healthz
 
 import (
@@ -16,8 +15,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Readiness is a set of named checks, safe for concurrent use. A check passes when its
-// recorded state (failing until Set(name, nil)) and its optional probe both pass.
+// Readiness is a concurrency-safe set of named checks; a check passes when its recorded
+// state (failing until Set(name, nil)) and its optional probe pass.
 type Readiness struct {
 	mu     sync.Mutex
 	checks map[string]error
@@ -27,7 +26,7 @@ type Readiness struct {
 
 var errPending = errors.New("not done yet")
 
-// NewReadiness creates a Readiness whose named checks all start as failing.
+// NewReadiness creates a Readiness whose checks start failing.
 func NewReadiness(names ...string) *Readiness {
 	r := &Readiness{checks: map[string]error{}, probes: map[string]func() error{}, notes: map[string]func() string{}}
 	for _, n := range names {
@@ -43,9 +42,8 @@ func (r *Readiness) Set(name string, err error) {
 	r.mu.Unlock()
 }
 
-// SetProbe attaches a probe to a check, called without locks at every query once the
-// recorded state passes; it must be cheap and not block. A probe alone decides a check
-// with no recorded state.
+// SetProbe attaches a probe, run unlocked on every query once the recorded state passes
+// (alone deciding a check with none); it must be cheap and not block.
 func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Lock()
 	r.probes[name] = probe
@@ -55,8 +53,7 @@ func (r *Readiness) SetProbe(name string, probe func() error) {
 	r.mu.Unlock()
 }
 
-// SetNote attaches a note shown beside a check in the verbose output, called without locks
-// at every query; it must be cheap and not block.
+// SetNote attaches a note for the verbose output, run unlocked; it must not block.
 func (r *Readiness) SetNote(name string, note func() string) {
 	r.mu.Lock()
 	r.notes[name] = note
@@ -96,10 +93,8 @@ func (r *Readiness) Checks() []Check {
 	return out
 }
 
-// Handler returns the mux with /healthz, /readyz, and /metrics when metrics is not nil.
-// The bodies start with upstream's texts ("flanneld is running", "flanneld is ready",
-// "flanneld is not ready yet"); a failing /readyz adds "name: reason" per failing check;
-// /readyz?verbose lists "[+]name ok" or "[-]name: reason" (with " (note)") for every check.
+// Handler returns the mux with /healthz, /readyz and, if metrics is set, /metrics. Bodies
+// start with upstream's texts; /readyz?verbose lists every check.
 func Handler(r *Readiness, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	if metrics != nil {
@@ -142,8 +137,7 @@ func Handler(r *Readiness, metrics http.Handler) http.Handler {
 	return mux
 }
 
-// Serve listens on addr and serves h until ctx ends, then shuts down within 3 s.
-// A listen error is returned at once.
+// Serve serves h on addr until ctx ends, then shuts down within 3 s.
 func Serve(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

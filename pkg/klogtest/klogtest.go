@@ -1,5 +1,5 @@
-// Package klogtest captures klog's output in tests. klog is process-wide: tests that
-// capture it must not run in parallel with each other.
+// Package klogtest captures klog's output in tests; klog is process-wide, so capturing
+// tests must not run in parallel.
 package klogtest
 
 import (
@@ -21,8 +21,7 @@ type Buffer struct {
 	buf bytes.Buffer
 }
 
-// Capture sends klog's lines at verbosity v and below to a new Buffer until the test
-// ends, and nothing to standard error.
+// Capture sends klog's lines up to verbosity v to a new Buffer, not stderr, until t ends.
 func Capture(t testing.TB, v int) *Buffer {
 	t.Helper()
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
@@ -37,8 +36,7 @@ func Capture(t testing.TB, v int) *Buffer {
 	}
 	b := &Buffer{}
 	klog.SetOutput(io.Discard)
-	// A line goes to the writer of its severity and of every lower one: the INFO
-	// writer sees each line once.
+	// Every line reaches the INFO writer exactly once, whatever its severity.
 	klog.SetOutputBySeverity("INFO", b)
 	t.Cleanup(func() {
 		klog.Flush()
@@ -85,7 +83,7 @@ func (b *Buffer) Lines(s string) []string {
 	return out
 }
 
-// TakeLines is Take as lines, nil when nothing was captured.
+// TakeLines is Take as lines, nil when empty.
 func (b *Buffer) TakeLines() []string {
 	s := strings.TrimSuffix(b.Take(), "\n")
 	if s == "" {

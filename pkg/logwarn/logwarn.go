@@ -16,8 +16,7 @@ func S(msg string, keysAndValues ...any) {
 	klog.WarningDepth(1, Format(msg, keysAndValues...))
 }
 
-// Format renders what S writes: strings, errors and Stringers quoted, string slices as
-// JSON, the rest as fmt prints it; a key without value gets "(MISSING)", as in klog.
+// Format renders what S writes, quoting values as klog's InfoS does.
 func Format(msg string, keysAndValues ...any) string {
 	var b strings.Builder
 	b.WriteString(strconv.Quote(msg))

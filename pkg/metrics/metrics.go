@@ -1,7 +1,5 @@
-// Package metrics holds flanneld's Prometheus metrics in a registry of their own (never
-// the client library's default). main creates one Metrics; the daemon, subnet manager and
-// backends report to it and the healthz listener serves it at /metrics. Every method is
-// safe for concurrent use and a no-op on a nil *Metrics.
+// Package metrics holds flanneld's Prometheus metrics in a registry of their own. Every
+// method is safe for concurrent use and a no-op on a nil *Metrics.
 package metrics
 
 import (
@@ -52,8 +50,7 @@ type Metrics struct {
 
 var _ observe.Observer = (*Metrics)(nil)
 
-// New creates the metrics in a new registry, with the process and Go runtime
-// collectors.
+// New creates the metrics in a new registry, with process and Go runtime collectors.
 func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
@@ -150,7 +147,7 @@ func New() *Metrics {
 	return m
 }
 
-// Registry is the registry holding the metrics (e.g. for a test to gather).
+// Registry is the registry holding the metrics.
 func (m *Metrics) Registry() *prometheus.Registry {
 	if m == nil {
 		return nil
@@ -166,7 +163,6 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorLog: errorLog{}})
 }
 
-// errorLog sends the handler's gathering errors to klog.
 type errorLog struct{}
 
 func (errorLog) Println(v ...any) { klog.ErrorS(nil, "Serving metrics", "err", v) }
@@ -246,11 +242,9 @@ func (m *Metrics) PacketsDropped(reason string, n int) {
 	m.udpDropped.WithLabelValues(reason).Add(float64(n))
 }
 
-// Values of flannel_wireguard_implementation{impl}.
-var wireguardImpls = []string{"kernel", "userspace"}
+var wireguardImpls = []string{"kernel", "userspace"} // flannel_wireguard_implementation{impl}
 
-// WireguardImplementation implements observe.Observer: impl gets 1, the other 0. The
-// series exist only once a wireguard backend reported.
+// WireguardImplementation implements observe.Observer: impl gets 1, the other 0.
 func (m *Metrics) WireguardImplementation(impl string) {
 	if m == nil {
 		return

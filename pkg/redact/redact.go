@@ -7,8 +7,7 @@ import "strings"
 // Mask replaces a credential.
 const Mask = "xxxxx"
 
-// userinfo returns s's user information as [start, end), without its '@': what precedes
-// the last '@' of the authority (after "://", up to the first '/', '?' or '#').
+// userinfo locates s's user information, without its '@', as [start, end).
 func userinfo(s string) (start, end int, ok bool) {
 	if i := strings.Index(s, "://"); i >= 0 {
 		start = i + len("://")
