@@ -1,6 +1,5 @@
-// Package atomicfile replaces files so that readers see the old content or the new, never
-// a part: a synced temporary ".<name>.tmp*" beside the target is renamed over it. A
-// running binary keeps its old inode, so this also installs binaries in use.
+// Package atomicfile replaces files so readers see the old content or the new, never a
+// part, by renaming a synced temporary over the target (so binaries in use are safe too).
 package atomicfile
 
 import (

@@ -1,8 +1,6 @@
-// Package cniplugin is the flannel CNI meta-plugin: it renders a delegate config (bridge
-// with host-local by default) from the node's subnet file, saves it per container and runs
-// the delegate. Data directory and saved config are upstream's, so either plugin deletes
-// the other's pods. CHECK, STATUS and GC go beyond upstream
-// (Documentation/differences-from-upstream.md).
+// Package cniplugin is the flannel CNI meta-plugin: it renders a delegate config from the
+// subnet file, saves it per container in upstream's layout and runs the delegate. CHECK,
+// STATUS and GC go beyond upstream (Documentation/differences-from-upstream.md).
 package cniplugin
 
 import (
@@ -27,16 +25,11 @@ type NetConf struct {
 	Name       string `json:"name"`
 	Type       string `json:"type"`
 
-	// SubnetFile defaults to DefaultSubnetFile.
-	SubnetFile string `json:"subnetFile"`
-	// DataDir keeps delegate configs per container (default DefaultDataDir).
-	DataDir string `json:"dataDir"`
-	// Delegate is a partial delegate config.
-	Delegate map[string]any `json:"delegate"`
-	// IPAM is merged into the delegate's.
-	IPAM map[string]any `json:"ipam"`
-	// RuntimeConfig is copied into the delegate's config.
-	RuntimeConfig map[string]any `json:"runtimeConfig"`
+	SubnetFile    string         `json:"subnetFile"`    // default DefaultSubnetFile
+	DataDir       string         `json:"dataDir"`       // default DefaultDataDir
+	Delegate      map[string]any `json:"delegate"`      // a partial delegate config
+	IPAM          map[string]any `json:"ipam"`          // merged into the delegate's
+	RuntimeConfig map[string]any `json:"runtimeConfig"` // copied into the delegate's
 
 	PrevResult json.RawMessage `json:"prevResult"`
 	// ValidAttachments is GC's list; LegacyAttachments reads the early name of the key.
@@ -102,7 +95,6 @@ func (nc *NetConf) CheckDelegate() error {
 	return nil
 }
 
-// describeJSONError names the key and expected type of a JSON type error.
 func describeJSONError(err error) error {
 	var te *json.UnmarshalTypeError
 	if !errors.As(err, &te) || te.Field == "" {

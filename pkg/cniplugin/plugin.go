@@ -30,10 +30,8 @@ func About(version, commit string) string {
 
 // Plugin runs the CNI verbs. The zero value runs real delegates and prints to os.Stdout.
 type Plugin struct {
-	// Exec runs the delegates; nil: the CNI library's default.
-	Exec invoke.Exec
-	// Stdout receives ADD's result; nil: os.Stdout.
-	Stdout io.Writer
+	Exec   invoke.Exec // runs the delegates; nil: the CNI library's default
+	Stdout io.Writer   // receives ADD's result; nil: os.Stdout
 }
 
 // Funcs are the verbs for skel.PluginMainFuncs.
@@ -48,8 +46,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	}
 }
 
-// Add saves the rendered delegate config, then runs the delegate's ADD and returns its
-// result. Saving first lets the runtime's DEL after a failed ADD reach the delegate.
+// Add saves the delegate config, then runs the delegate's ADD; saving first lets the DEL
+// after a failed ADD reach the delegate.
 func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -85,8 +83,8 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	return result.PrintTo(out)
 }
 
-// Del runs the delegate's DEL with the saved config, then forgets it. Nothing saved, or
-// an unreadable saved config (logged, removed), is success.
+// Del runs the delegate's DEL with the saved config, then forgets it; nothing saved, or
+// an unreadable config, is success.
 func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -158,8 +156,8 @@ func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	return err
 }
 
-// GC runs the delegate's DEL (no netns) for each saved attachment missing from the
-// runtime's list, forgets it, then runs the delegate's GC. No list drops nothing.
+// GC deletes each saved attachment missing from the runtime's list (none without a list),
+// then runs the delegate's GC.
 func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	nc, err := parseNetConf(args.StdinData)
 	if err != nil {
@@ -192,8 +190,8 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	return joinErrors(errs)
 }
 
-// dropStale forgets each stale attachment whose DEL succeeds. One upstream saved has no
-// ifname: it is valid when its container is listed at all.
+// dropStale forgets each stale attachment whose DEL succeeds; one without a recorded
+// ifname (upstream's) is valid while its container is listed.
 func (p *Plugin) dropStale(ctx context.Context, nc *NetConf, valid []types.GCAttachment, args *skel.CmdArgs) []error {
 	st := Store{Dir: nc.DataDir}
 	saved, orphans, err := st.List()
@@ -325,8 +323,8 @@ func configError(err error) *types.Error {
 	return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 }
 
-// subnetEnvError keeps upstream's text and adds advice. A missing file gets code
-// (flanneld may be starting); other problems are not transient (999).
+// subnetEnvError keeps upstream's text and adds advice; only a missing file gets code
+// (flanneld may be starting), the rest 999.
 func subnetEnvError(path string, err error, code uint) *types.Error {
 	msg := fmt.Sprintf("failed to load flannel 'subnet.env' file: %v. Check the flannel pod log for this node.", err)
 	var pathErr *fs.PathError

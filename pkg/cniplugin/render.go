@@ -13,10 +13,7 @@ import (
 )
 
 // DelegateConfig renders the delegate config byte for byte as upstream's plugin does
-// (sorted keys, user numbers as float64): name, type (default bridge), ipMasq (default
-// !FLANNEL_IPMASQ), mtu (FLANNEL_MTU), isGateway (true for bridge), cniVersion and
-// runtimeConfig when set, and ipam (default host-local) with the node's subnets and a
-// route per cluster network after the configured ones, IPv4 first.
+// (bridge with host-local by default, the node's subnets and cluster routes).
 func DelegateConfig(nc *NetConf, env subnetenv.Contents) ([]byte, error) {
 	if err := nc.CheckDelegate(); err != nil {
 		return nil, err

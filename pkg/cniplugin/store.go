@@ -14,9 +14,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/atomicfile"
 )
 
-// Store is the plugin's data directory, in upstream's layout: a 0600 file per container
-// ID in a 0700 directory, holding exactly the rendered delegate config. Our addition,
-// ifNameDir, records each interface name for GC; upstream ignores it.
+// Store is the plugin's data directory in upstream's layout (a file per container holding
+// the delegate config), plus ifNameDir recording interface names for GC.
 type Store struct {
 	Dir string
 }
@@ -72,8 +71,7 @@ func (s Store) Remove(containerID string) error {
 	return errors.Join(errs...)
 }
 
-// List returns the saved container IDs, and those with only an ifname left (upstream's
-// plugin deleted the config). A missing directory is empty.
+// List returns the saved container IDs and those with only an ifname left.
 func (s Store) List() (saved, orphans []string, err error) {
 	ents, err := os.ReadDir(s.Dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

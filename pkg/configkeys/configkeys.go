@@ -1,7 +1,6 @@
-// Package configkeys decodes the network config's JSON objects key by key, matching keys
-// as encoding/json does (any case, null is absent). Unlike encoding/json it reports every
-// problem at once in the config's words, never Go types, and returns unknown keys as
-// warnings with the known key each probably misspells.
+// Package configkeys decodes the network config's JSON objects key by key, matching keys as
+// encoding/json does, but reports every problem at once in the config's words and warns of
+// unknown keys with the known key each probably misspells.
 package configkeys
 
 import (
@@ -16,34 +15,25 @@ import (
 
 // Field is one key an object knows.
 type Field struct {
-	// Name is the canonical spelling ("SubnetLen").
-	Name string
-	// Into receives a present non-null value: *string, *int, **int, *bool, **bool (null
-	// sets those to nil) or *json.RawMessage (as written).
-	Into any
-	// Ignored, if set, accepts the key undecoded, with this reason in its warning.
-	Ignored string
+	Name string // the canonical spelling
+	// Into is *string, *int, **int, *bool, **bool (null sets those to nil) or *json.RawMessage.
+	Into    any
+	Ignored string // if set, the key is accepted undecoded with this reason in its warning
 }
 
 // Object describes one JSON object of the config.
 type Object struct {
-	// Path places the object ("" top level, "Backend") and prefixes warning keys.
-	Path string
-	// Prefix starts every problem's message (e.g. "vxlan: ").
-	Prefix string
+	Path   string // "" top level, "Backend"; prefixes warning keys
+	Prefix string // starts every problem's message
 	Fields []Field
 }
 
 // Warning is a key that has no effect: unknown, ignored, or repeated.
 type Warning struct {
-	// Key is the key's path as written ("Backend.VIN").
-	Key string
-	// Suggest is the known key an unknown one probably misspells, or "".
-	Suggest string
-	// Ignored is Field.Ignored of an ignored key.
-	Ignored string
-	// Repeats is the earlier spelling of a repeated key; the last counts, as in encoding/json.
-	Repeats string
+	Key     string // the key's path as written
+	Suggest string // what an unknown key probably misspells, or ""
+	Ignored string // Field.Ignored of an ignored key
+	Repeats string // the earlier spelling of a repeated key; the last counts
 }
 
 // String says what is wrong with the key.
@@ -59,9 +49,8 @@ func (w Warning) String() string {
 	return fmt.Sprintf("unknown key %q", w.Key)
 }
 
-// Decode reads one JSON object into the fields and returns the warnings, in key order,
-// and every problem, joined. A wrongly typed value leaves its field as it was. A syntax
-// error comes alone: "invalid <Path or network config> JSON: ..." with line and column.
+// Decode reads one JSON object into the fields and returns the warnings in key order and
+// every problem joined; a wrongly typed value leaves its field as it was.
 func (o Object) Decode(data []byte) ([]Warning, error) {
 	name := o.Path
 	if name == "" {
@@ -146,8 +135,7 @@ type unreadable struct{ error }
 
 func (u *unreadable) Unwrap() error { return u.error }
 
-// Unreadable reports whether Decode could not read the object at all (invalid JSON, not
-// an object), as opposed to problems with some values.
+// Unreadable reports whether Decode could not read the object at all.
 func Unreadable(err error) bool {
 	var u *unreadable
 	return errors.As(err, &u)
@@ -182,8 +170,7 @@ func (o Object) path(key string) string {
 	return o.Path + "." + key
 }
 
-// assign decodes raw into dst; the error names the kind of value dst takes. null leaves
-// dst alone (pointer forms become nil), as encoding/json does.
+// assign decodes raw into dst; null leaves dst alone but nils pointer forms.
 func assign(dst any, raw json.RawMessage) error {
 	if string(raw) == "null" {
 		switch p := dst.(type) {
@@ -250,7 +237,6 @@ const (
 
 const maxShown = 40
 
-// describe names a JSON value in words: `the string "24"`, `the number 1.5`, `an object`.
 func describe(raw []byte) string {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -305,8 +291,8 @@ func position(data []byte, off int64) (line, col int) {
 	return line, col
 }
 
-// Suggest returns the candidate s probably misspells: the closest in case-insensitive edit
-// distance (a transposition is one edit), if close for its length; else "".
+// Suggest returns the candidate closest to s in case-insensitive edit distance, if close
+// for its length; else "".
 func Suggest(s string, candidates []string) string {
 	best, bestD := "", -1
 	ls := strings.ToLower(s)

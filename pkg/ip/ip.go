@@ -1,5 +1,4 @@
-// Package ip holds subnet stepping, offsets and comparisons on top of net/netip, for both
-// families.
+// Package ip steps, offsets and compares subnets of both families on top of net/netip.
 package ip
 
 import (
@@ -102,8 +101,7 @@ func NextSubnet(p netip.Prefix) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, p.Bits()), true
 }
 
-// LastSubnet returns the last subnet of length subnetLen (not shorter than network's) in
-// network.
+// LastSubnet returns the last subnet of length subnetLen (>= network's) in network.
 func LastSubnet(network netip.Prefix, subnetLen int) netip.Prefix {
 	base := network.Masked().Addr()
 	bits := base.BitLen()
@@ -119,8 +117,7 @@ func OnBoundary(a netip.Addr, prefixLen int) bool {
 	return err == nil && p.Addr() == a
 }
 
-// FirstHost returns the network address plus one, with p's length: subnet.env's
-// FLANNEL_SUBNET form (10.5.85.0/24 -> 10.5.85.1/24).
+// FirstHost returns the network address plus one with p's length (FLANNEL_SUBNET's form).
 func FirstHost(p netip.Prefix) netip.Prefix {
 	a := p.Masked().Addr().Next()
 	return netip.PrefixFrom(a, p.Bits())

@@ -8,9 +8,8 @@ import (
 	"strings"
 )
 
-// Contents is the parsed subnet file as its consumers (the CNI plugin) use it. Like
-// upstream's consumers it takes comma-separated network lists and needs at least one
-// network and one subnet of either family.
+// Contents is the parsed subnet file as the CNI plugin uses it, needing a network and a
+// subnet of either family, as upstream's consumers do.
 type Contents struct {
 	Networks     []netip.Prefix // FLANNEL_NETWORK: IPv4, masked, in file order, duplicates dropped
 	Subnet       netip.Prefix   // FLANNEL_SUBNET masked (the file holds the gateway form 10.5.85.1/24)
@@ -20,8 +19,7 @@ type Contents struct {
 	IPMasq       bool           // FLANNEL_IPMASQ: exactly "true" is true, anything else false
 }
 
-// IncompleteError lists the missing keys in upstream's order; "A, B" means neither is
-// present.
+// IncompleteError lists the missing keys in upstream's order ("A, B": neither is present).
 type IncompleteError struct {
 	Path    string // "" when parsed from memory
 	Missing []string
@@ -35,8 +33,7 @@ func (e *IncompleteError) Error() string {
 	return name + " is missing " + strings.Join(e.Missing, ", ")
 }
 
-// LoadContents reads and parses the file at path. A read failure is the os error
-// unchanged (fs.ErrNotExist for a missing file); a gap an *IncompleteError naming path.
+// LoadContents reads and parses path; a read error is returned unchanged.
 func LoadContents(path string) (Contents, error) {
 	vals, err := Read(path)
 	if err != nil {
@@ -49,8 +46,7 @@ func LoadContents(path string) (Contents, error) {
 	return c, err
 }
 
-// ParseContents parses subnet file content. A bad value is an error naming its key;
-// missing values an *IncompleteError.
+// ParseContents parses subnet file content; missing values give an *IncompleteError.
 func ParseContents(data []byte) (Contents, error) {
 	return contentsOf(Parse(data))
 }

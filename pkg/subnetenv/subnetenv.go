@@ -50,8 +50,7 @@ func Write(path string, e Env) error {
 	return atomicfile.WriteFile(path, []byte(e.Text()), 0o644)
 }
 
-// Read parses the KEY=value lines of a subnet file, skipping blanks and # comments and
-// unquoting values. A missing file gives an empty map and an fs.ErrNotExist error.
+// Read parses a subnet file's KEY=value lines; a missing file gives fs.ErrNotExist.
 func Read(path string) (map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -85,8 +84,7 @@ func Parse(data []byte) map[string]string {
 	return out
 }
 
-// PrefixValue returns the network form of a CIDR value (10.5.85.1/24 -> 10.5.85.0/24).
-// A list (some upstream versions wrote them) or a bad value yields false.
+// PrefixValue returns the masked form of a CIDR value; a list or bad value yields false.
 func PrefixValue(vals map[string]string, key string) (netip.Prefix, bool) {
 	v, ok := vals[key]
 	if !ok || v == "" || strings.Contains(v, ",") {
