@@ -1,6 +1,5 @@
-// Package benchkit is what the lab's benchmark commands (e2e/cmd/bench*) share: start-up,
-// the daemons they run (ours and upstream's), machine line, medians, process CPU and
-// memory figures, and the JSON report e2e/cmd/benchplot reads.
+// Package benchkit is what the benchmark commands (e2e/cmd/bench*) share: start-up, the
+// daemons, process figures and the JSON report e2e/cmd/benchplot reads.
 package benchkit
 
 import (
@@ -18,8 +17,8 @@ import (
 	"syscall"
 )
 
-// Main runs a benchmark command: it refuses to run without root (target is the make target
-// to suggest), runs run with a context SIGINT/SIGTERM end, and exits 1 on error.
+// Main runs run with a context SIGINT/SIGTERM cancel, refusing non-root (suggesting make
+// target), and exits 1 on error.
 func Main(name, target string, run func(ctx context.Context) error) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(os.Stderr, "%s: needs root (network namespaces); run: sudo make %s\n", name, target)
@@ -34,8 +33,7 @@ func Main(name, target string, run func(ctx context.Context) error) {
 	}
 }
 
-// Flanneld returns bin's absolute path, or when bin is empty builds ./cmd/flanneld into dir
-// as make build does and returns that.
+// Flanneld returns bin's absolute path or, when bin is empty, builds one into dir.
 func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return filepath.Abs(bin)
@@ -54,7 +52,7 @@ func Flanneld(ctx context.Context, bin, dir string) (string, error) {
 	return bin, nil
 }
 
-// Machine describes the machine: "2 CPUs (AMD EPYC 7B13), 24 GiB, Linux 6.1.0, go1.26.8".
+// Machine describes CPUs, memory, kernel and Go version in one line.
 func Machine() string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
@@ -80,8 +78,7 @@ func machine(cpus int, cpuinfo, meminfo, kernel, goVersion string) string {
 	return s + ", Linux " + kernel + ", " + goVersion
 }
 
-// Median is the middle value of xs (the upper middle for an even count); xs is non-empty
-// and not changed.
+// Median is the upper-middle value of non-empty xs, left unchanged.
 func Median[T cmp.Ordered](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
@@ -91,8 +88,7 @@ func Median[T cmp.Ordered](xs []T) T {
 // TicksPerSecond is the kernel's USER_HZ, the unit of CPUTicks.
 const TicksPerSecond = 100
 
-// CPUTicks is a process's user and system CPU time in clock ticks, including the children
-// it waited for (iptables, nft, ip).
+// CPUTicks is a process's CPU time in ticks, with the children it waited for.
 func CPUTicks(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -101,8 +97,7 @@ func CPUTicks(pid int) (int64, error) {
 	return parseCPUTicks(string(b))
 }
 
-// parseCPUTicks sums fields 14-17 of a /proc/<pid>/stat line, counted from the last ')'
-// as the command name may hold spaces and parentheses.
+// parseCPUTicks sums fields 14-17 of a stat line, counted after the last ')' (comm may hold any).
 func parseCPUTicks(stat string) (int64, error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
@@ -123,7 +118,7 @@ func parseCPUTicks(stat string) (int64, error) {
 	return sum, nil
 }
 
-// StatusKB reads one "Name:  N kB" field of /proc/<pid>/status (VmHWM, RssAnon, ...).
+// StatusKB reads one kB field of /proc/<pid>/status.
 func StatusKB(pid int, field string) (int, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -24,12 +24,10 @@ func (d Daemon) IsUpstream() bool { return d.Name == Upstream }
 // UpstreamBuildScript builds upstream flanneld once per version and prints its path.
 const UpstreamBuildScript = "tools/flanneld-upstream/build.sh"
 
-// UpstreamVersion is what UpstreamBuildScript builds unless $FLANNEL_UPSTREAM_VERSION says
-// otherwise.
+// UpstreamVersion is built unless $FLANNEL_UPSTREAM_VERSION says otherwise.
 const UpstreamVersion = "v0.28.10"
 
-// UpstreamBinary returns $FLANNEL_TEST_UPSTREAM_FLANNELD if set, else the binary `make
-// flanneld-upstream` caches for the version, without building it.
+// UpstreamBinary returns $FLANNEL_TEST_UPSTREAM_FLANNELD, else the cached build's path.
 func UpstreamBinary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_UPSTREAM_FLANNELD"); b != "" {
 		if _, err := os.Stat(b); err != nil {
@@ -56,9 +54,8 @@ func UpstreamBinary() (string, error) {
 	return b, nil
 }
 
-// Daemons resolves the -flanneld and -upstream flags into the daemons to run, ours first.
-// ours "" builds ./cmd/flanneld into dir; upstream is "" (ours alone), "build"
-// (UpstreamBuildScript, cached) or a binary. For upstream br_netfilter is loaded if needed.
+// Daemons resolves -flanneld and -upstream into the daemons, ours first; upstream is "",
+// "build" or a binary.
 func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) {
 	bin, err := Flanneld(ctx, ours, dir)
 	if err != nil {
@@ -95,10 +92,9 @@ func Daemons(ctx context.Context, ours, upstream, dir string) ([]Daemon, error) 
 	return ds, nil
 }
 
-// brNetfilterSysctl is checked by upstream's flanneld before it starts (unless nftables).
 const brNetfilterSysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
-// BrNetfilter loads br_netfilter unless brNetfilterSysctl exists: upstream needs it.
+// BrNetfilter loads br_netfilter, which upstream's flanneld requires, unless loaded.
 func BrNetfilter() error {
 	if _, err := os.Stat(brNetfilterSysctl); err == nil {
 		return nil
@@ -119,8 +115,7 @@ func (r *Report) SetDaemons(ds []Daemon) {
 	}
 }
 
-// Version runs bin --version and returns the first line it prints (ours on stderr, as
-// upstream).
+// Version returns the first line bin --version prints.
 func Version(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -16,9 +16,8 @@ func PeerSubnet(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i % 256), 0}), 24)
 }
 
-// WriteLeases puts synthetic vxlan peer leases [from, to) on etcd lease id, 100 per
-// transaction. Their public addresses (198.51.100.1-250) go nowhere in the lab: packets
-// to them are dropped without an answer.
+// WriteLeases puts synthetic vxlan peer leases [from, to) on etcd lease id; their public
+// addresses go nowhere in the lab.
 func WriteLeases(ctx context.Context, cli *clientv3.Client, prefix string, from, to int, id clientv3.LeaseID) error {
 	var ops []clientv3.Op
 	flush := func() error {

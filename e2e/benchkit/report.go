@@ -21,28 +21,21 @@ const (
 
 // Result is one figure of one daemon in one case, every run's value.
 type Result struct {
-	// Case is what was measured, e.g. "20000 peers", "vxlan", "vxlan: FDB entry deleted".
-	Case string `json:"case"`
-	// X is the case's scale (peers, nodes) where results form a curve; 0 otherwise.
-	X float64 `json:"x,omitempty"`
-	// Metric names the figure ("converge", "peak RSS", "throughput", ...) and Unit its unit.
-	Metric string `json:"metric"`
-	Unit   string `json:"unit"`
-	// Daemon is Ours or Upstream.
-	Daemon string `json:"daemon"`
-	// Runs are the values of the runs that finished, in Unit.
-	Runs []float64 `json:"runs"`
-	// Over counts runs that did not finish within Limit (in Unit).
-	Over  int     `json:"over,omitempty"`
-	Limit float64 `json:"limit,omitempty"`
-	// Higher is set when a higher value is better (throughput); lower is better otherwise.
-	Higher bool `json:"higher,omitempty"`
-	// Target, when not 0, is the project's goal: an upper bound, or lower when Higher.
+	Case   string    `json:"case"`        // what was measured: "20000 peers", "vxlan"
+	X      float64   `json:"x,omitempty"` // the case's scale where results form a curve
+	Metric string    `json:"metric"`
+	Unit   string    `json:"unit"`
+	Daemon string    `json:"daemon"`         // Ours or Upstream
+	Runs   []float64 `json:"runs"`           // finished runs, in Unit
+	Over   int       `json:"over,omitempty"` // runs that did not finish within Limit
+	Limit  float64   `json:"limit,omitempty"`
+	Higher bool      `json:"higher,omitempty"` // higher is better (throughput)
+	// Target, when not 0, is the goal: an upper bound, or lower when Higher.
 	Target float64 `json:"target,omitempty"`
 }
 
-// Median is the middle run (upper middle for an even count), runs over Limit counting as
-// longest; over means the median is one of those and v is Limit. ok is false without runs.
+// Median is the upper-middle run, runs over Limit counting as longest (then over is set and
+// v is Limit); ok is false without runs.
 func (r Result) Median() (v float64, over, ok bool) {
 	n := len(r.Runs) + r.Over
 	if n == 0 {
@@ -57,7 +50,7 @@ func (r Result) Median() (v float64, over, ok bool) {
 	return s[i], false, true
 }
 
-// Cell formats the median with its unit: "0.61 s", "37.2 MB", "not within 15 s", "-".
+// Cell formats the median with its unit.
 func (r Result) Cell() string {
 	v, over, ok := r.Median()
 	switch {
@@ -69,7 +62,7 @@ func (r Result) Cell() string {
 	return Format(v, r.Unit)
 }
 
-// AllRuns formats every run: "0.61 0.58 0.66", with ">15" for each run over Limit.
+// AllRuns formats every run, ">Limit" for each run over it.
 func (r Result) AllRuns() string {
 	var parts []string
 	for _, x := range r.Runs {
@@ -93,8 +86,7 @@ func (r Result) Met() (met, ok bool) {
 	return !over && v <= r.Target, true
 }
 
-// Format writes v with three significant digits and its unit: "0.613 s", "37.2 MB",
-// "0.5 %"; ms from 1000 on as seconds ("15 s").
+// Format writes v with three significant digits and its unit (ms from 1000 on as s).
 func Format(v float64, unit string) string {
 	if unit == "ms" && v >= 1000 {
 		v, unit = v/1000, "s"
@@ -121,8 +113,7 @@ func number(v float64) string {
 	return s
 }
 
-// Ratio is ours ÷ upstream of the medians. When one side is over its limit it is a bound:
-// "<" (upstream did not finish) or ">". ok is false without both medians or upstream's is 0.
+// Ratio is ours ÷ upstream of the medians, a "<" or ">" bound when one side went over.
 func Ratio(ours, upstream Result) (ratio float64, bound string, ok bool) {
 	o, oOver, ok1 := ours.Median()
 	u, uOver, ok2 := upstream.Median()
@@ -138,7 +129,7 @@ func Ratio(ours, upstream Result) (ratio float64, bound string, ok bool) {
 	return o / u, bound, true
 }
 
-// FormatRatio formats a Ratio: "0.0253", "< 0.00113", "1.4", "-".
+// FormatRatio formats a Ratio.
 func FormatRatio(ratio float64, bound string, ok bool) string {
 	if !ok {
 		return "-"
@@ -151,21 +142,17 @@ func FormatRatio(ratio float64, bound string, ok bool) string {
 
 // Report is one benchmark command run's results, written as JSON for e2e/cmd/benchplot.
 type Report struct {
-	Bench   string    `json:"bench"`   // control, kube, net, heal, rules, restart
-	Title   string    `json:"title"`   // what the benchmark measures, in a few words
-	Command string    `json:"command"` // the command line that reproduces it
-	Machine string    `json:"machine"`
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	// Load is the load average (1, 5, 15 min) at the end: other work on the machine.
-	Load string `json:"load"`
-	// Daemons maps each daemon measured to its version (its --version).
-	Daemons map[string]string `json:"daemons"`
-	// Notes say what a reader needs to read the figures (fewer runs, limits).
-	Notes   []string `json:"notes,omitempty"`
-	Results []Result `json:"results"`
-	// Previous holds our results from the report this one replaced, for figures upstream lacks.
-	Previous *Previous `json:"previous,omitempty"`
+	Bench    string            `json:"bench"`   // control, kube, net, heal, rules, restart
+	Title    string            `json:"title"`   // what the benchmark measures, in a few words
+	Command  string            `json:"command"` // the command line that reproduces it
+	Machine  string            `json:"machine"`
+	Start    time.Time         `json:"start"`
+	End      time.Time         `json:"end"`
+	Load     string            `json:"load"`    // load average at the end
+	Daemons  map[string]string `json:"daemons"` // each daemon's --version
+	Notes    []string          `json:"notes,omitempty"`
+	Results  []Result          `json:"results"`
+	Previous *Previous         `json:"previous,omitempty"` // ours from the replaced report
 }
 
 // Previous is our part of an earlier report.
@@ -257,8 +244,7 @@ func (r *Report) PrintTable(w io.Writer) {
 	}
 }
 
-// Write sets end time and load, and writes the report as indented JSON to path, keeping
-// our results of the replaced report as Previous (see previous).
+// Write sets End and Load and writes the report to path, keeping Previous (see previous).
 func (r *Report) Write(path string) error {
 	r.End = time.Now().UTC().Truncate(time.Second)
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -283,9 +269,8 @@ func (r *Report) Write(path string) error {
 	return os.Rename(tmp, path)
 }
 
-// previous is what Write keeps of old: old's Previous when old was another command's and
-// the previous one cmd's, else our part of old (a trial run must not lose the figures of
-// the command it interrupts).
+// previous is what Write keeps of old: old's Previous if that was cmd's and old another
+// command's (a trial run keeps the real figures), else our part of old.
 func previous(old *Report, cmd string) *Previous {
 	if old.Command != cmd && old.Previous != nil && old.Previous.Command == cmd {
 		return old.Previous
@@ -326,8 +311,7 @@ func ReadReport(path string) (*Report, error) {
 	return &r, nil
 }
 
-// PreviousResult is our previous figure for c and m, if made by the same command (other
-// flags' figures are not comparable).
+// PreviousResult is our previous figure for c and m, if made by the same command line.
 func (r *Report) PreviousResult(c, m string) (Result, bool) {
 	if r.Previous == nil || r.Previous.Command != r.Command {
 		return Result{}, false

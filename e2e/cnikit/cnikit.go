@@ -1,6 +1,5 @@
-// Package cnikit runs CNI plugins for the e2e tests: the reference plugins
-// tools/cni-plugins builds, and an invoke.Exec running every plugin in a named network
-// namespace, so libcni drives them without touching the root namespace.
+// Package cnikit runs the reference CNI plugins for e2e tests, each in a named netns,
+// so libcni drives them without touching the root namespace.
 package cnikit
 
 import (
@@ -21,13 +20,10 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// PluginsVersion is the reference plugins' release tools/cni-plugins builds. bridge passes
-// CHECK of flannel's gateway-less cluster route from v1.3.0 and takes cniVersion 1.1.0
-// from v1.6.0.
+// PluginsVersion is the reference plugins' release (bridge needs v1.6.0 for cniVersion 1.1.0).
 const PluginsVersion = "v1.9.1"
 
-// PluginsDir returns $FLANNEL_TEST_CNI_PLUGINS, else the directory tools/cni-plugins
-// caches ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
+// PluginsDir returns $FLANNEL_TEST_CNI_PLUGINS, else the directory tools/cni-plugins caches.
 func PluginsDir() (string, error) {
 	dir := os.Getenv("FLANNEL_TEST_CNI_PLUGINS")
 	if dir == "" {
@@ -49,8 +45,7 @@ func PluginsDir() (string, error) {
 	return dir, nil
 }
 
-// Need returns PluginsDir, skipping the test without the plugins; in CI ($CI=true) it
-// fails instead of hiding tests.
+// Need returns PluginsDir, skipping the test without the plugins; with $CI=true it fails.
 func Need(tb testing.TB) string {
 	tb.Helper()
 	dir, err := PluginsDir()
@@ -85,12 +80,10 @@ func BinDir(dir, pluginsDir string, plugins []string, extra ...string) error {
 	return nil
 }
 
-// NetnsExec implements invoke.Exec inside the named network namespace (ip netns exec);
-// delegated plugins inherit it.
+// NetnsExec implements invoke.Exec in a named netns, which delegated plugins inherit.
 type NetnsExec struct {
-	NS string
-	// Stderr receives succeeding plugins' stderr (nil: dropped); a failure's is in its error.
-	Stderr io.Writer
+	NS     string
+	Stderr io.Writer // succeeding plugins' stderr (nil: dropped)
 	version.PluginDecoder
 }
 

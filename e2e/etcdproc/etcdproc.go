@@ -30,24 +30,19 @@ func Binary() (string, error) {
 
 // Options describe one etcd member (alone by default, or of InitialCluster).
 type Options struct {
-	Name      string // member name (default "default")
-	DataDir   string // required: data directory (kept across Restart)
-	ClientURL string // required, e.g. http://127.0.0.1:23790 or http://192.0.2.254:2379
-	PeerURL   string // required, e.g. http://127.0.0.1:23800
-	Netns     string // run inside this named network namespace (ip netns exec) when set
-	LogFile   string // etcd's output goes here (default DataDir + ".log")
-	// InitialCluster is etcd's --initial-cluster; default: this member alone.
-	InitialCluster string
-	// TLS makes etcd serve its (https://) client URL with TLS.
-	TLS *ServerTLS
-	// ExtraArgs are appended to etcd's command line.
-	ExtraArgs []string
-	// ReadyTimeout bounds the wait for the client port (default 20s).
-	ReadyTimeout time.Duration
+	Name           string     // member name (default "default")
+	DataDir        string     // required: data directory (kept across Restart)
+	ClientURL      string     // required, e.g. http://127.0.0.1:23790 or http://192.0.2.254:2379
+	PeerURL        string     // required, e.g. http://127.0.0.1:23800
+	Netns          string     // run inside this named network namespace (ip netns exec) when set
+	LogFile        string     // etcd's output goes here (default DataDir + ".log")
+	InitialCluster string     // default: this member alone
+	TLS            *ServerTLS // serve the client URL with TLS
+	ExtraArgs      []string
+	ReadyTimeout   time.Duration // for the client port (default 20s)
 }
 
-// ServerTLS is etcd's client-URL certificate and, with ClientCAFile, the CA it demands
-// of clients.
+// ServerTLS is etcd's client-URL certificate and the CA it demands of clients, if any.
 type ServerTLS struct {
 	CertFile, KeyFile string
 	ClientCAFile      string
@@ -146,7 +141,6 @@ func (p *Proc) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Never leave an etcd behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -17,9 +17,8 @@ import (
 	"time"
 )
 
-// PKI is a throw-away CA for TLS tests, as PEM files: the CA, an etcd server certificate,
-// a client certificate, and a second CA that signed nothing (a wrong --etcd-cafile),
-// valid from an hour ago for a day.
+// PKI is a throw-away CA for TLS tests as PEM files, with server and client certificates
+// and a second CA that signed nothing.
 type PKI struct {
 	Dir                   string
 	CA                    string // the CA certificate
@@ -35,8 +34,7 @@ type PKI struct {
 	notBefore, notAfter time.Time
 }
 
-// NewPKI writes them into dir (keys 0600); the server certificate names serverIPs, else
-// 127.0.0.1.
+// NewPKI writes the PKI into dir; the server certificate names serverIPs, else 127.0.0.1.
 func NewPKI(dir string, serverIPs ...netip.Addr) (*PKI, error) {
 	now := time.Now()
 	p := &PKI{Dir: dir, notBefore: now.Add(-time.Hour), notAfter: now.Add(24 * time.Hour), serial: now.UnixNano()}

@@ -1,6 +1,5 @@
-// Package imagekit builds the Dockerfile's flannel image for tests as `make image` does,
-// and reads its OCI archive without a container engine: blobs checked against their
-// digests, layers unpacked into a directory where the static programs can run.
+// Package imagekit builds the flannel image for tests as `make image` does and reads its
+// OCI archive without a container engine, unpacking layers where the programs can run.
 package imagekit
 
 import (
@@ -21,8 +20,7 @@ import (
 	"testing"
 )
 
-// Need skips the test unless the machine can build the image, or fails it with CI=true
-// (.ci/run installs the tools).
+// Need skips the test unless the machine can build the image; with CI=true it fails.
 func Need(tb testing.TB) {
 	tb.Helper()
 	var why string
@@ -78,8 +76,7 @@ func Make(ctx context.Context, repo, target string, vars ...string) error {
 	return nil
 }
 
-// Build runs `make image` for image with VERSION, writes its OCI archive and returns a
-// function removing the image from the storage.
+// Build runs `make image`, writes the OCI archive and returns a func removing the image.
 func Build(ctx context.Context, repo, image, version, archive string) (remove func() error, err error) {
 	if err := Make(ctx, repo, "image", "IMAGE="+image, "IMAGE_ARCHIVE="+archive, "VERSION="+version); err != nil {
 		return nil, err
@@ -99,8 +96,7 @@ func Build(ctx context.Context, repo, image, version, archive string) (remove fu
 
 // Image is an image read from an OCI archive.
 type Image struct {
-	// RefName is the name the archive gives the image.
-	RefName string
+	RefName string // the name the archive gives the image
 	Config  struct {
 		OS           string `json:"os"`
 		Architecture string `json:"architecture"`
@@ -218,8 +214,7 @@ func (img *Image) Unpack(root string) error {
 	return nil
 }
 
-// extractLayer unpacks a layer below root over the earlier ones. Names stay below root
-// and nothing is written through a symbolic link (layer links point into the image).
+// extractLayer unpacks a layer over the earlier ones, never outside root or through a symlink.
 func extractLayer(l layer, root string) error {
 	var r io.Reader = bytes.NewReader(l.data)
 	switch {

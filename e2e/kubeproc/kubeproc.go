@@ -1,7 +1,5 @@
-// Package kubeproc runs a real kube-apiserver process for tests and the lab, against a
-// real etcd, optionally in a network namespace, with generated keys and serving
-// certificate, a static admin token and a client CA (ClientCert). The binary comes from
-// tools/kube-apiserver (make kube-apiserver).
+// Package kubeproc runs a real kube-apiserver for tests and the lab, on a real etcd,
+// optionally in a netns, with generated certificates, an admin token and a client CA.
 package kubeproc
 
 import (
@@ -38,8 +36,7 @@ import (
 // Version is the kube-apiserver release tools/kube-apiserver builds.
 const Version = "v1.37.2"
 
-// Binary returns $FLANNEL_TEST_KUBE_APISERVER, else the binary tools/kube-apiserver caches
-// ($FLANNEL_GO_CACHE or ~/.cache/flannel-go).
+// Binary returns $FLANNEL_TEST_KUBE_APISERVER, else the binary tools/kube-apiserver caches.
 func Binary() (string, error) {
 	if b := os.Getenv("FLANNEL_TEST_KUBE_APISERVER"); b != "" {
 		if _, err := os.Stat(b); err != nil {
@@ -64,24 +61,16 @@ func Binary() (string, error) {
 
 // Options describe one kube-apiserver.
 type Options struct {
-	// Dir holds keys, certificates, token file and log. Required.
-	Dir string
-	// EtcdServers is the comma-separated etcd URL list. Required.
-	EtcdServers string
-	// Address to bind and advertise (default 127.0.0.1).
-	Address netip.Addr
-	// Port is the secure port. Required.
-	Port int
-	// Netns is a named network namespace to run in.
-	Netns string
+	Dir         string     // required: keys, certificates, token file, log
+	EtcdServers string     // required: comma-separated etcd URLs
+	Address     netip.Addr // to bind and advertise (default 127.0.0.1)
+	Port        int        // required: the secure port
+	Netns       string
 	// Dial reaches the server; required with Netns.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// AuthorizationMode is --authorization-mode (default "Node,RBAC").
-	AuthorizationMode string
-	// ExtraArgs are appended to the command line.
-	ExtraArgs []string
-	// ReadyTimeout bounds the wait for /readyz (default 90s).
-	ReadyTimeout time.Duration
+	Dial              func(ctx context.Context, network, addr string) (net.Conn, error)
+	AuthorizationMode string // default "Node,RBAC"
+	ExtraArgs         []string
+	ReadyTimeout      time.Duration // default 90s
 }
 
 // Proc is a running (or stopped) kube-apiserver.
@@ -149,7 +138,6 @@ func Start(ctx context.Context, opts Options) (*Proc, error) {
 	return p, nil
 }
 
-// launch runs the server with p.argv and waits until it is ready.
 func (p *Proc) launch(ctx context.Context) error {
 	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -178,9 +166,8 @@ func (p *Proc) launch(ctx context.Context) error {
 	return nil
 }
 
-// Restart starts a stopped server again with the same credentials, address and etcd
-// (stopping it first if it runs), and waits until it is ready: tokens and
-// certificates issued before keep working.
+// Restart (re)starts the server with the same credentials, address and etcd and waits
+// until ready; issued tokens and certificates keep working.
 func (p *Proc) Restart(ctx context.Context) error {
 	p.Stop()
 	return p.launch(ctx)
@@ -409,8 +396,7 @@ func (p *Proc) PID() int {
 	return p.cmd.Process.Pid
 }
 
-// RESTConfig is a client config with token ("": the admin token), dialling via
-// Options.Dial when set.
+// RESTConfig is a client config with token ("": the admin token), dialling via Options.Dial.
 func (p *Proc) RESTConfig(token string) *rest.Config {
 	if token == "" {
 		token = p.token
@@ -448,8 +434,7 @@ func (p *Proc) WriteKubeconfig(path, token string) error {
 	return nil
 }
 
-// Stop sends SIGTERM, SIGKILL after 20 s. Stop it before its etcd: without etcd it hangs
-// in shutdown.
+// Stop sends SIGTERM, SIGKILL after 20 s; stop it before its etcd, without which it hangs.
 func (p *Proc) Stop() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done

@@ -11,8 +11,7 @@ import (
 	"github.com/flannel-go/flannel/e2e/etcdproc"
 )
 
-// Need skips the test when etcd or kube-apiserver is missing, saying what to do; in CI
-// ($CI=true), which builds them first, it fails instead of hiding tests.
+// Need skips the test when etcd or kube-apiserver is missing; with $CI=true it fails.
 func Need(tb testing.TB) {
 	tb.Helper()
 	var missing []error

@@ -25,8 +25,7 @@ import (
 	"k8s.io/client-go/restmapper"
 )
 
-// Image is the image `make image` builds, which every container of dist/kube-flannel.yml
-// and of the chart's defaults runs.
+// Image is what `make image` builds and the manifests' containers run.
 const Image = "localhost/flannel-go/flannel:latest"
 
 // ContainerImage is a container of a manifest object and the image it runs.
@@ -84,8 +83,7 @@ func ReadManifest(path string) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// ApplyManifest server-side applies each object in order after a dry run (dryRunOnly:
-// only the dry run), as `kubectl apply --server-side` does.
+// ApplyManifest server-side applies each object in order after a dry run (only that if dryRunOnly).
 func ApplyManifest(ctx context.Context, rc *rest.Config, path string, dryRunOnly bool) error {
 	objs, err := ReadManifest(path)
 	if err != nil {
@@ -130,8 +128,7 @@ func ApplyManifest(ctx context.Context, rc *rest.Config, path string, dryRunOnly
 	return nil
 }
 
-// ServiceAccountToken creates the service account if needed and mints a TokenRequest
-// token (no controller manager fills Secrets).
+// ServiceAccountToken creates the service account if needed and mints a token for it.
 func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace, name string) (string, error) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
 	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -146,8 +143,7 @@ func ServiceAccountToken(ctx context.Context, cs kubernetes.Interface, namespace
 	return tr.Status.Token, nil
 }
 
-// GrantServiceAccount creates or updates ClusterRole role with rules and binds it, by a
-// ClusterRoleBinding of the same name, to the service account namespace/serviceAccount.
+// GrantServiceAccount sets ClusterRole role to rules and binds it, by name, to the account.
 func GrantServiceAccount(ctx context.Context, cs kubernetes.Interface, role string, rules []rbacv1.PolicyRule, namespace, serviceAccount string) error {
 	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules}
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
@@ -174,8 +170,7 @@ func GrantServiceAccount(ctx context.Context, cs kubernetes.Interface, role stri
 	return nil
 }
 
-// CreatePodOnNode creates a pod bound to node (no scheduler) as serviceAccount, so that
-// flanneld finds its node from POD_NAME/POD_NAMESPACE. No kubelet runs it.
+// CreatePodOnNode creates a pod bound to node, which no kubelet runs, for POD_NAME lookups.
 func CreatePodOnNode(ctx context.Context, cs kubernetes.Interface, namespace, name, node, serviceAccount string) error {
 	no := false
 	pod := &corev1.Pod{

@@ -14,7 +14,6 @@ import (
 	"time"
 )
 
-// flannelProc is one flanneld process started by the lab.
 type flannelProc struct {
 	cmd     *exec.Cmd
 	started time.Time
@@ -56,7 +55,7 @@ func (p *flannelProc) signalAndWait(sig syscall.Signal, timeout time.Duration) e
 
 func (p *flannelProc) kill() error { return p.signalAndWait(syscall.SIGKILL, 10*time.Second) }
 
-// FlanneldArgs are the arguments the lab gives flanneld on node i (before extra ones).
+// FlanneldArgs are the lab's arguments for flanneld on node i.
 func (l *Lab) FlanneldArgs(i int) []string {
 	return []string{
 		"--etcd-endpoints=" + l.EtcdEndpoint(),
@@ -83,20 +82,16 @@ func (l *Lab) flanneldCommand(i int, bin string, extraArgs ...string) []string {
 	return append(cmd, extraArgs...)
 }
 
-// withWireguardDir is the prefix of a command run by "ip netns exec" (in a mount namespace
-// of its own) that bind-mounts dir on /run/wireguard, creating it, and then executes the
-// rest of the command line.
+// withWireguardDir prefixes an "ip netns exec" command to bind-mount dir on /run/wireguard.
 func withWireguardDir(dir string) []string {
 	const script = `mkdir -p /run/wireguard "$0" && mount --bind "$0" /run/wireguard && exec "$@"`
 	return []string{"sh", "-c", script, dir}
 }
 
-// WireguardDir is node i's /run/wireguard with Options.OwnWireguardDir: the UAPI sockets
-// of its userspace WireGuard devices (<device>.sock) are there.
+// WireguardDir is node i's /run/wireguard with Options.OwnWireguardDir.
 func (l *Lab) WireguardDir(i int) string { return filepath.Join(l.NodeDir(i), "wireguard") }
 
-// WG runs wg(8) with args in node i's network namespace and with its /run/wireguard
-// (Options.OwnWireguardDir), and returns its output.
+// WG runs wg(8) in node i's namespace, with its WireguardDir, and returns the output.
 func (l *Lab) WG(i int, args ...string) (string, error) {
 	if !l.opts.OwnWireguardDir {
 		return "", errors.New("lab: WG needs Options.OwnWireguardDir")
@@ -108,18 +103,16 @@ func (l *Lab) WG(i int, args ...string) (string, error) {
 // SubnetEnvPath is node i's subnet file.
 func (l *Lab) SubnetEnvPath(i int) string { return filepath.Join(l.NodeDir(i), "subnet.env") }
 
-// LogPath is node i's flanneld log (all runs appended, each after a header line).
+// LogPath is node i's flanneld log, all runs appended.
 func (l *Lab) LogPath(i int) string { return filepath.Join(l.NodeDir(i), "flanneld.log") }
 
-// StartFlanneld starts flanneld in node i's namespace with the lab's arguments then
-// extraArgs (later flags win); it fails if flanneld already runs there. The process dies
-// with this one (Pdeathsig) and with Close.
+// StartFlanneld starts flanneld on node i with FlanneldArgs then extraArgs; it fails if
+// one runs there. The process dies with this one and with Close.
 func (l *Lab) StartFlanneld(i int, extraArgs ...string) error {
 	return l.startFlanneld(i, l.opts.FlanneldBin, nil, extraArgs...)
 }
 
-// StartFlanneldBin is StartFlanneldEnv with another binary than Options.FlanneldBin, e.g.
-// upstream's flanneld beside ours in one lab.
+// StartFlanneldBin is StartFlanneldEnv with another binary than Options.FlanneldBin.
 func (l *Lab) StartFlanneldBin(i int, bin string, env []string, extraArgs ...string) error {
 	return l.startFlanneld(i, bin, env, extraArgs...)
 }
@@ -152,8 +145,7 @@ func (l *Lab) startFlanneld(i int, bin string, extraEnv []string, extraArgs ...s
 	return nil
 }
 
-// spawn starts a flanneld command line in dir, its output appended to logPath after a
-// header line, and reaps it when it ends.
+// spawn starts argv in dir, appending its output to logPath, and reaps it.
 func spawn(dir, logPath string, argv, extraEnv []string) (*flannelProc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -189,8 +181,7 @@ func spawn(dir, logPath string, argv, extraEnv []string) (*flannelProc, error) {
 	return p, nil
 }
 
-// flanneldEnv is this process's environment without variables that would change
-// flanneld's behaviour behind the test's back.
+// flanneldEnv is this process's environment without variables that change flanneld.
 func flanneldEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -231,8 +222,7 @@ func (l *Lab) FlanneldPID(i int) int {
 	return p.cmd.Process.Pid
 }
 
-// StopFlanneld sends SIGTERM to node i's flanneld and waits up to 30 s. It returns an
-// error if the process had to be killed or did not exit with status 0.
+// StopFlanneld SIGTERMs node i's flanneld and waits 30 s; a kill or non-zero exit is an error.
 func (l *Lab) StopFlanneld(i int) error {
 	p, err := l.proc(i)
 	if err != nil {
@@ -257,8 +247,7 @@ func (l *Lab) KillFlanneld(i int) error {
 	return p.kill()
 }
 
-// WaitExit waits up to timeout for node i's flanneld to end and returns its exit status
-// (-1 when it was ended by a signal).
+// WaitExit waits up to timeout for node i's flanneld to end; -1 means a signal ended it.
 func (l *Lab) WaitExit(i int, timeout time.Duration) (int, error) {
 	p, err := l.proc(i)
 	if err != nil {
@@ -303,7 +292,6 @@ func (l *Lab) SubnetEnv(i int) (map[string]string, error) {
 	return ParseEnv(string(data)), nil
 }
 
-// hasSubnet reports whether a subnet file names a subnet of either family.
 func hasSubnet(env map[string]string) bool {
 	return env["FLANNEL_SUBNET"] != "" || env["FLANNEL_IPV6_SUBNET"] != ""
 }
@@ -319,9 +307,8 @@ func ParseEnv(text string) map[string]string {
 	return m
 }
 
-// WaitSubnetEnv waits up to timeout until node i's flanneld has written its subnet file
-// since the last StartFlanneld, with a subnet and FLANNEL_MTU, and returns its content. It
-// fails early when flanneld exits.
+// WaitSubnetEnv waits until node i's flanneld, since its last start, wrote a subnet file
+// with a subnet and FLANNEL_MTU; it fails early when flanneld exits.
 func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, error) {
 	p, err := l.proc(i)
 	if err != nil {
@@ -330,7 +317,6 @@ func (l *Lab) WaitSubnetEnv(i int, timeout time.Duration) (map[string]string, er
 	return waitSubnetEnv(p, fmt.Sprintf("node %d", i), l.SubnetEnvPath(i), l.LogPath(i), timeout)
 }
 
-// waitSubnetEnv is WaitSubnetEnv for process p, which writes path and logs to logPath.
 func waitSubnetEnv(p *flannelProc, what, path, logPath string, timeout time.Duration) (map[string]string, error) {
 	read := func() (map[string]string, error) {
 		data, err := os.ReadFile(path)
@@ -339,7 +325,7 @@ func waitSubnetEnv(p *flannelProc, what, path, logPath string, timeout time.Dura
 		}
 		return ParseEnv(string(data)), nil
 	}
-	// File times come from the kernel's coarse clock, which may lag time.Now by a tick.
+	// File times come from the kernel's coarse clock, which may lag time.Now.
 	since := p.started.Add(-20 * time.Millisecond)
 	deadline := time.Now().Add(timeout)
 	for {

@@ -10,9 +10,8 @@ import (
 	"time"
 )
 
-// Instance is a further flanneld on a node, for another network: its own etcd prefix,
-// subnet file (<node dir>/<name>.env) and log (<node dir>/<name>.log). The lab's
-// flanneld of the node (StartFlanneld) is not one; Close stops every Instance.
+// Instance is a further flanneld on a node for another etcd prefix, with its own subnet
+// file and log; Close stops every Instance.
 type Instance struct {
 	l      *Lab
 	node   int
@@ -23,8 +22,7 @@ type Instance struct {
 
 var instanceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
 
-// Instance makes (without starting it) the flanneld instance name on node i for the
-// network at etcd prefix.
+// Instance makes, without starting, instance name on node i for etcd prefix.
 func (l *Lab) Instance(i int, name, prefix string) (*Instance, error) {
 	if _, err := l.node(i); err != nil {
 		return nil, err
@@ -52,8 +50,7 @@ func (in *Instance) SubnetEnvPath() string {
 // LogPath is its log (all runs appended).
 func (in *Instance) LogPath() string { return filepath.Join(in.l.NodeDir(in.node), in.name+".log") }
 
-// Command is its flanneld command line: the lab's (FlanneldCommand) with its own etcd
-// prefix and subnet file, then extraArgs.
+// Command is FlanneldCommand with its own prefix and subnet file, then extraArgs.
 func (in *Instance) Command(extraArgs ...string) []string {
 	args := append([]string{"--etcd-prefix=" + in.prefix, "--subnet-file=" + in.SubnetEnvPath()}, extraArgs...)
 	return in.l.FlanneldCommand(in.node, args...)
@@ -130,8 +127,7 @@ func (in *Instance) WaitSubnetEnv(timeout time.Duration) (map[string]string, err
 	return waitSubnetEnv(p, in.String(), in.SubnetEnvPath(), in.LogPath(), timeout)
 }
 
-// WaitExit waits up to timeout for it to end and returns its exit status (-1 when a
-// signal ended it).
+// WaitExit waits up to timeout for it to end; -1 means a signal ended it.
 func (in *Instance) WaitExit(timeout time.Duration) (int, error) {
 	p, err := in.current()
 	if err != nil {

@@ -17,7 +17,7 @@ var KubeAPIServerIP = netip.MustParseAddr("192.0.2.253")
 // KubeAPIServerPort is its secure port.
 const KubeAPIServerPort = 6443
 
-// KubeNS is the namespace of the lab's kube-apiserver: "<name>-k8s".
+// KubeNS is the namespace of the lab's kube-apiserver.
 func (l *Lab) KubeNS() string { return l.opts.Name + "-k8s" }
 
 // KubeAPIServerURL is the apiserver URL as the nodes see it.
@@ -25,10 +25,8 @@ func (l *Lab) KubeAPIServerURL() string {
 	return fmt.Sprintf("https://%s:%d", KubeAPIServerIP, KubeAPIServerPort)
 }
 
-// StartKubeAPIServer starts a real kube-apiserver (Node,RBAC authorization) against the
-// lab's etcd in its own namespace KubeNS, plugged into br0 with KubeAPIServerIP/24, so
-// nothing leaves the lab. The returned Proc's RESTConfig dials through that namespace.
-// Close stops it (before etcd) and removes the namespace.
+// StartKubeAPIServer starts a real kube-apiserver (Node,RBAC) on the lab's etcd in KubeNS;
+// the Proc's RESTConfig dials through that namespace. Close stops it before etcd.
 func (l *Lab) StartKubeAPIServer(ctx context.Context) (*kubeproc.Proc, error) {
 	l.mu.Lock()
 	closed, running, etcd := l.closed, l.kube != nil, l.etcd
@@ -90,8 +88,7 @@ func (l *Lab) KubeAPIServer() *kubeproc.Proc {
 	return l.kube
 }
 
-// StartFlanneldEnv is StartFlanneld with extra environment variables ("NAME=value"),
-// e.g. NODE_NAME or POD_NAME/POD_NAMESPACE for Kubernetes mode.
+// StartFlanneldEnv is StartFlanneld with extra "NAME=value" environment variables.
 func (l *Lab) StartFlanneldEnv(i int, env []string, extraArgs ...string) error {
 	return l.startFlanneld(i, l.opts.FlanneldBin, env, extraArgs...)
 }

@@ -1,21 +1,7 @@
-// Package lab builds a throw-away network of Linux network namespaces for e2e tests and
-// the demo: a switch namespace with a bridge and etcd, node namespaces running flanneld,
-// and pod namespaces behind each node's cni0 bridge.
-//
-// Layout for Options.Name "fgx":
-//
-//	fgx-sw        switch: bridge br0 with 192.0.2.1/24 (the nodes' default gateway) and
-//	              192.0.2.254/24 (etcd, client port 2379, peer port 2380)
-//	fgx-n<i>      node i (1-based): eth0 (veth into br0) 192.0.2.<10+i>/24, lo up,
-//	              ip_forward=1, default route via 192.0.2.1 dev eth0
-//	fgx-n<i>-p<j> pod j on node i: eth0 (veth into the node's cni0) <subnet>.<j+2>
-//
-// With Options.IPv6 the underlay is dual-stack: br0 also has 2001:db8::1/64, node i's eth0
-// 2001:db8::<10+i>/64 with a default route via 2001:db8::1, and pods get an IPv6 address
-// too. No DAD (addresses are usable at once) and no router advertisements.
-//
-// Nothing is configured in the root namespace, and the switch has no route out, so no
-// packet leaves the lab. Close removes everything (processes by PID, namespaces by name).
+// Package lab builds a throw-away network of namespaces for e2e tests and the demo: a
+// switch <name>-sw (bridge br0 192.0.2.1/24, etcd on .254), nodes <name>-n<i> on
+// 192.0.2.<10+i> running flanneld, and pods <name>-n<i>-p<j> behind each node's cni0.
+// Nothing touches the root namespace and no packet leaves the lab.
 package lab
 
 import (
@@ -44,15 +30,12 @@ import (
 
 // Fixed lab addresses.
 var (
-	GatewayIP = netip.MustParseAddr("192.0.2.1") // on br0 in the switch namespace
-	// Gateway2IP is on br1, the second segment's gateway (Options.SecondSegment).
-	Gateway2IP = netip.MustParseAddr("198.51.100.1")
-	EtcdIP     = netip.MustParseAddr("192.0.2.254") // on br0 in the switch namespace
+	GatewayIP  = netip.MustParseAddr("192.0.2.1")    // on br0 in the switch namespace
+	Gateway2IP = netip.MustParseAddr("198.51.100.1") // on br1 (Options.SecondSegment)
+	EtcdIP     = netip.MustParseAddr("192.0.2.254")  // on br0 in the switch namespace
 
-	// GatewayIPv6 is on br0 with Options.IPv6, the nodes' IPv6 default gateway.
-	GatewayIPv6 = netip.MustParseAddr("2001:db8::1")
-	// Gateway2IPv6 is on br1 with Options.IPv6 and Options.SecondSegment.
-	Gateway2IPv6 = netip.MustParseAddr("2001:db8:0:1::1")
+	GatewayIPv6  = netip.MustParseAddr("2001:db8::1")     // on br0 (Options.IPv6)
+	Gateway2IPv6 = netip.MustParseAddr("2001:db8:0:1::1") // on br1
 )
 
 // IPv6 underlay prefixes (Options.IPv6), the second for Options.SecondSegment nodes.
@@ -66,34 +49,21 @@ const DefaultEtcdPrefix = "/coreos.com/network"
 
 // Options configure a lab.
 type Options struct {
-	// Name prefixes every namespace; unique among concurrent labs (UniqueName); [A-Za-z0-9_],
-	// at most 40 characters.
-	Name string
-	// Nodes is the number of node namespaces (1..200).
-	Nodes int
-	// WorkDir holds the etcd data, logs and per-node directories (WorkDir/n<i>/). Required.
-	WorkDir string
-	// FlanneldBin is the flanneld binary started by StartFlanneld.
+	Name        string // unique per lab (UniqueName), [A-Za-z0-9_]{1,40}
+	Nodes       int    // 1..200
+	WorkDir     string // required: etcd data, logs, WorkDir/n<i>/
 	FlanneldBin string
-	// EtcdPrefix is passed as --etcd-prefix (default DefaultEtcdPrefix).
-	EtcdPrefix string
-	// UnderlayMTU is the MTU of the nodes' eth0 (default 1500).
-	UnderlayMTU int
-	// SecondSegment nodes plug into br1 with 198.51.100.<10+i>/24, routed by the switch: they
-	// reach the others only through a router (e.g. host-gw's on-link requirement).
+	EtcdPrefix  string // default DefaultEtcdPrefix
+	UnderlayMTU int    // default 1500
+	// SecondSegment nodes sit on br1, 198.51.100.<10+i>/24, reachable only through a router.
 	SecondSegment []int
-	// IPv6 adds an IPv6 underlay (see the package comment).
-	IPv6 bool
-	// OwnWireguardDir gives each node's flanneld its own /run/wireguard (a bind mount of
-	// WireguardDir(i) in its "ip netns exec" mount namespace), so userspace WireGuard UAPI
-	// sockets stay per node; WG runs wg(8) against them.
+	IPv6          bool // dual-stack underlay on 2001:db8::/64, without DAD or RAs
+	// OwnWireguardDir bind-mounts WireguardDir(i) on each node's /run/wireguard, so
+	// userspace UAPI sockets stay per node.
 	OwnWireguardDir bool
-	// NoEtcd skips starting etcd (for tests of the topology alone).
-	NoEtcd bool
-	// EtcdArgs are added to etcd's command line (e.g. --enable-v2=true).
-	EtcdArgs []string
-	// Logf, when set, receives progress messages.
-	Logf func(format string, args ...any)
+	NoEtcd          bool
+	EtcdArgs        []string
+	Logf            func(format string, args ...any) // progress messages, if set
 }
 
 // Lab is a running lab. Its methods are safe for concurrent use.
@@ -122,14 +92,13 @@ type node struct {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,40}$`)
 
-// UniqueName returns a lab name for one test or tool run: family, this process's PID, 'x'
-// and tag, e.g. "fge1234xping". Sweep(family) skips names whose PID is still alive.
+// UniqueName returns family+PID+"x"+tag; Sweep(family) spares names whose PID lives.
 func UniqueName(family, tag string) string {
 	return fmt.Sprintf("%s%dx%s", family, os.Getpid(), tag)
 }
 
-// New creates the switch, nodes and (unless NoEtcd) etcd, removing leftovers of a lab of
-// the same name first, and everything it made on error.
+// New removes leftovers of a same-named lab, then creates the switch, nodes and etcd;
+// on error it removes what it made.
 func New(ctx context.Context, opts Options) (*Lab, error) {
 	if !nameRE.MatchString(opts.Name) {
 		return nil, fmt.Errorf("lab: invalid name %q (letters, digits, '_', at most 40)", opts.Name)
@@ -264,7 +233,6 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	}
 	steps := []ipStep{
 		{n.ns, []string{"link", "set", "lo", "up"}},
-		// Both ends are created in their namespaces: nothing touches the root one.
 		{n.ns, []string{"link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", port, "mtu", mtu, "netns", l.SwitchNS()}},
 		{l.SwitchNS(), []string{"link", "set", port, "master", bridge}},
 		{l.SwitchNS(), []string{"link", "set", port, "up"}},
@@ -291,7 +259,6 @@ func (l *Lab) buildNode(ctx context.Context, n *node) error {
 	return nil
 }
 
-// nodeIPv6 is node i's IPv6 underlay address: 2001:db8::11 for 192.0.2.11.
 func nodeIPv6(i int, second bool) netip.Addr {
 	p := UnderlayIPv6
 	if second {
@@ -303,13 +270,11 @@ func nodeIPv6(i int, second bool) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// addr6 is the "ip addr add" for an IPv6 lab address, without DAD (usable at once).
 func addr6(a netip.Addr, p netip.Prefix, dev string) []string {
 	return []string{"addr", "add", netip.PrefixFrom(a, p.Bits()).String(), "dev", dev, "nodad"}
 }
 
-// prepareIPv6 sets in a new namespace of an IPv6 lab what later devices inherit: no DAD,
-// no router advertisements. IPv4 labs keep the kernel's defaults.
+// prepareIPv6 turns off DAD and router advertisements for devices made later in ns.
 func (l *Lab) prepareIPv6(ctx context.Context, ns string) error {
 	if !l.opts.IPv6 {
 		return nil
@@ -397,8 +362,7 @@ func (l *Lab) IPv6() bool { return l.opts.IPv6 }
 // NodeDir is node i's directory (subnet.env, flanneld.log).
 func (l *Lab) NodeDir(i int) string { return filepath.Join(l.opts.WorkDir, fmt.Sprintf("n%d", i)) }
 
-// NewEtcdClient makes a new client to the lab's etcd (the caller closes it); unlike
-// Lab.Etcd's it is not in a reconnect backoff after an outage.
+// NewEtcdClient makes a fresh etcd client (no reconnect backoff); the caller closes it.
 func (l *Lab) NewEtcdClient() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   []string{l.EtcdEndpoint()},
@@ -453,8 +417,8 @@ func (l *Lab) node(i int) (*node, error) {
 	return l.nodes[i-1], nil
 }
 
-// Close stops every process the lab started (by PID) and deletes its namespaces (by name).
-// It is idempotent, safe after a partial New, and returns the first problem after trying all.
+// Close kills the lab's processes by PID and deletes its namespaces by name; idempotent,
+// it tries everything and returns the first problem.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
@@ -536,8 +500,7 @@ func (l *Lab) removeNamespaces(ctx context.Context) error {
 	return deleteNamespaces(ctx, nss)
 }
 
-// deleteNamespaces kills processes left inside the namespaces, then deletes pods first,
-// switch last.
+// deleteNamespaces kills what runs inside, then deletes pods first, switch last.
 func deleteNamespaces(ctx context.Context, nss []string) error {
 	sort.Slice(nss, func(a, b int) bool {
 		if len(nss[a]) != len(nss[b]) {
@@ -622,8 +585,7 @@ func addNamespace(ctx context.Context, ns string) error {
 	return nil
 }
 
-// Sweep removes the namespaces (and processes in them) of earlier labs whose name starts
-// with family, by name only; UniqueName names whose PID still runs are kept.
+// Sweep removes earlier labs of family (namespaces and what runs there), sparing live PIDs.
 func Sweep(family string) error {
 	if family == "" {
 		return errors.New("lab: Sweep needs a non-empty prefix")

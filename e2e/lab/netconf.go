@@ -5,8 +5,7 @@ import (
 	"net/netip"
 )
 
-// Pod networks of the configurations NetConfig writes. The IPv6 one is a documentation
-// range apart from the underlay's (2001:db8::/64); its default subnets are /64s.
+// Pod networks of the configurations NetConfig writes.
 var (
 	PodNetwork     = netip.MustParsePrefix("10.5.0.0/16")
 	PodNetworkIPv6 = netip.MustParsePrefix("2001:db8:1000::/56")
@@ -33,13 +32,8 @@ func (s Stack) String() string {
 	return fmt.Sprintf("Stack(%d)", int(s))
 }
 
-// NetConfig returns a network configuration (the JSON of <prefix>/config, or
-// net-conf.json in Kubernetes mode) over PodNetwork and/or PodNetworkIPv6 as stack says,
-// with backend (a JSON object) as its Backend. NetConfig(DualStack, `{"Type":"vxlan"}`) is
-//
-//	{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:1000::/56","Backend":{"Type":"vxlan"}}
-//
-// An IPv6 stack needs a lab with Options.IPv6.
+// NetConfig returns a network config over the pod networks stack enables, with backend (a
+// JSON object) as its Backend; IPv6 needs Options.IPv6.
 func NetConfig(stack Stack, backend string) string {
 	v4 := fmt.Sprintf(`"Network":%q`, PodNetwork)
 	v6 := fmt.Sprintf(`"EnableIPv6":true,"IPv6Network":%q`, PodNetworkIPv6)

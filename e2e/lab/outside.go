@@ -7,20 +7,17 @@ import (
 	"net/netip"
 )
 
-// OutsideIP is the address of the outside host (AddOutsideHost) on the lab bridge br0;
-// OutsideIPv6 its IPv6 address in a lab with Options.IPv6.
+// OutsideIP and OutsideIPv6 are the outside host's addresses on br0 (AddOutsideHost).
 var (
 	OutsideIP   = netip.MustParseAddr("192.0.2.200")
 	OutsideIPv6 = netip.MustParseAddr("2001:db8::200")
 )
 
-// OutsideNS is the namespace of the outside host: "<name>-n0", which matches the lab's
-// node pattern (0 is never a node), so Close and Sweep remove it.
+// OutsideNS is the outside host's namespace, named like node 0 so Close and Sweep remove it.
 func (l *Lab) OutsideNS() string { return l.opts.Name + "-n0" }
 
-// AddOutsideHost creates a host outside the cluster: a namespace on br0 with OutsideIP/24
-// (and OutsideIPv6/64 with Options.IPv6) and no default route, so a pod's packet that is
-// not masqueraded reaches it but gets no reply. It returns the namespace name.
+// AddOutsideHost creates a host on br0 with no default route (so a pod's unmasqueraded
+// packet gets no reply) and returns its namespace.
 func (l *Lab) AddOutsideHost() (string, error) {
 	ctx := context.Background()
 	ns := l.OutsideNS()
@@ -50,8 +47,7 @@ func (l *Lab) AddOutsideHost() (string, error) {
 	return ns, nil
 }
 
-// ListenPacket opens a packet socket (e.g. "udp4", "192.0.2.200:5000") inside the named
-// namespace; the socket keeps that namespace and can be used from any goroutine.
+// ListenPacket opens a packet socket in ns, usable from any goroutine.
 func ListenPacket(ns, network, addr string) (net.PacketConn, error) {
 	type result struct {
 		c   net.PacketConn

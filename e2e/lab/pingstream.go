@@ -14,8 +14,7 @@ import (
 	"time"
 )
 
-// PingStream is a continuous ping from a lab namespace (e.g. every 10 ms across a daemon
-// restart), counting the echoes it loses.
+// PingStream is a continuous ping from a lab namespace, counting the echoes it loses.
 type PingStream struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
@@ -23,7 +22,6 @@ type PingStream struct {
 	done chan struct{}
 }
 
-// lockedWriter serialises ping's stdout and stderr into one builder.
 type lockedWriter struct{ p *PingStream }
 
 func (w lockedWriter) Write(b []byte) (int, error) {
@@ -32,8 +30,7 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.p.out.Write(b)
 }
 
-// StartPingStream runs `ping -i <interval>` from ns to dst for at most 10 minutes or until
-// Stop, which must be called to reap it. The process dies with the caller (Pdeathsig).
+// StartPingStream pings dst from ns every interval for up to 10 minutes; call Stop to reap it.
 func StartPingStream(ns string, dst netip.Addr, interval time.Duration) (*PingStream, error) {
 	if !dst.IsValid() {
 		return nil, errors.New("lab: ping stream: no address")
@@ -52,8 +49,7 @@ func StartPingStream(ns string, dst netip.Addr, interval time.Duration) (*PingSt
 
 var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
-// Stop ends the ping with SIGINT and returns how many echo requests were sent and how many
-// got no reply. Later calls report the same figures.
+// Stop ends the ping and returns the requests sent and lost; later calls repeat them.
 func (p *PingStream) Stop() (sent, lost int, err error) {
 	_ = p.cmd.Process.Signal(os.Interrupt)
 	select {

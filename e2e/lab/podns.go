@@ -5,9 +5,8 @@ import (
 	"fmt"
 )
 
-// NewPodNS creates an empty namespace PodNS(i, j) for a container runtime (a CNI plugin)
-// to plumb, with the lab's IPv6 settings, replacing a leftover. It returns the path
-// (CNI_NETNS). Close removes it.
+// NewPodNS creates an empty namespace PodNS(i, j) for a CNI plugin to plumb and returns
+// its path; Close removes it.
 func (l *Lab) NewPodNS(i, j int) (string, error) {
 	if _, err := l.node(i); err != nil {
 		return "", err

@@ -15,8 +15,7 @@ import (
 	"time"
 )
 
-// Pod is a pod namespace behind node Node's cni0 bridge, with the address families its
-// node's subnet file names; the fields of a missing family are zero.
+// Pod is a pod namespace behind its node's cni0; a family the subnet file lacks is zero.
 type Pod struct {
 	Node, Index int
 	NS          string
@@ -43,16 +42,12 @@ func (p Pod) Addrs() []netip.Addr {
 // PodNS is the namespace name of pod j on node i.
 func (l *Lab) PodNS(i, j int) string { return fmt.Sprintf("%s-n%d-p%d", l.opts.Name, i, j) }
 
-// AddPod creates (or re-creates) pod j (0-based) on node i from node i's subnet file:
-// bridge cni0 with the subnets' first addresses and FLANNEL_MTU, and a pod namespace whose
-// eth0 has each subnet's address j+2 and a default route via cni0. Calling it again
-// converges.
+// AddPod creates or converges pod j (0-based) on node i and cni0 from node i's subnet file.
 func (l *Lab) AddPod(i, j int) (Pod, error) {
 	return l.AddPodOn(i, j, l.SubnetEnvPath(i), "cni0")
 }
 
-// AddPodOn is AddPod for the network whose subnet file is subnetFile (another flanneld
-// Instance's), behind bridge (e.g. "cni1"). Pod indexes are per node, not per bridge.
+// AddPodOn is AddPod behind bridge from subnetFile; pod indexes are per node, not bridge.
 func (l *Lab) AddPodOn(i, j int, subnetFile, bridge string) (Pod, error) {
 	ctx := context.Background()
 	if _, err := l.node(i); err != nil {
@@ -85,7 +80,7 @@ func (l *Lab) AddPodOn(i, j int, subnetFile, bridge string) (Pod, error) {
 	var bridgeAddrs []netip.Prefix
 	if first.IsValid() {
 		podIP := addrPlus(first.Masked().Addr(), uint32(j+2))
-		// The next address must fit too: the last one of the subnet is its broadcast.
+		// The last address of the subnet is its broadcast.
 		if !first.Masked().Contains(podIP) || !first.Masked().Contains(addrPlus(podIP, 1)) {
 			return Pod{}, fmt.Errorf("lab: pod %d does not fit in %s", j, first.Masked())
 		}
@@ -106,7 +101,7 @@ func (l *Lab) AddPodOn(i, j int, subnetFile, bridge string) (Pod, error) {
 		return Pod{}, fmt.Errorf("lab: node %d: %w", i, err)
 	}
 	hostVeth := fmt.Sprintf("vethp%d", j)
-	// Deleting our end removes the pair at once (namespace deletion is asynchronous).
+	// Namespace deletion is asynchronous; deleting our end frees the pair at once.
 	if _, err := ipn(ctx, nodeNS, "link", "del", hostVeth); err != nil && !isNotFound(err) {
 		return Pod{}, fmt.Errorf("lab: %w", err)
 	}
@@ -150,8 +145,7 @@ func (l *Lab) AddPodOn(i, j int, subnetFile, bridge string) (Pod, error) {
 	return pod, nil
 }
 
-// envSubnet reads a subnet value of the subnet file ("10.5.85.1/24"); a missing key is
-// the zero Prefix, a value that is no prefix of the family an error.
+// envSubnet reads a subnet value; a missing key is the zero Prefix.
 func envSubnet(env map[string]string, key string, v6 bool) (netip.Prefix, error) {
 	v, ok := env[key]
 	if !ok {
@@ -181,7 +175,6 @@ func (l *Lab) Pods() []Pod {
 	return out
 }
 
-// addrPlus adds n to an IPv4 or IPv6 address (wrapping around at the top).
 func addrPlus(a netip.Addr, n uint32) netip.Addr {
 	b := a.AsSlice()
 	carry := uint64(n)
@@ -193,8 +186,7 @@ func addrPlus(a netip.Addr, n uint32) netip.Addr {
 	return r
 }
 
-// ensureBridge makes sure bridge name exists in ns, is up, has MTU mtu and carries exactly
-// addrs as its IPv4 and global IPv6 addresses (without duplicate address detection).
+// ensureBridge converges bridge name in ns: up, MTU mtu, exactly addrs as its addresses.
 func ensureBridge(ctx context.Context, ns, name string, addrs []netip.Prefix, mtu int) error {
 	link, err := GetLink(ctx, ns, name)
 	if errors.Is(err, ErrNoLink) {
@@ -242,8 +234,7 @@ func ensureBridge(ctx context.Context, ns, name string, addrs []netip.Prefix, mt
 	return err
 }
 
-// Exec runs a command inside a lab namespace and returns its standard output; a failure
-// carries the standard error. It is bounded by a 60 s timeout.
+// Exec runs a command in ns within 60 s and returns its stdout; errors carry its stderr.
 func (l *Lab) Exec(ns string, cmd ...string) (string, error) {
 	return nsExec(context.Background(), ns, cmd...)
 }
@@ -251,8 +242,7 @@ func (l *Lab) Exec(ns string, cmd ...string) (string, error) {
 // DefaultPingTimeout is how long Ping keeps retrying.
 const DefaultPingTimeout = 30 * time.Second
 
-// Ping pings to from namespace fromNS ("ping -c 3 -W 1"), retrying until a round
-// succeeds or DefaultPingTimeout passes.
+// Ping pings to from fromNS, retrying until a round succeeds or DefaultPingTimeout passes.
 func (l *Lab) Ping(fromNS string, to netip.Addr) error {
 	_, err := l.PingRTT(fromNS, to, DefaultPingTimeout)
 	return err
@@ -260,8 +250,7 @@ func (l *Lab) Ping(fromNS string, to netip.Addr) error {
 
 var rttRE = regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
 
-// PingRTT is Ping with an explicit deadline; it returns the average round trip time of
-// the first successful round.
+// PingRTT is Ping with a deadline, returning the first good round's average RTT.
 func (l *Lab) PingRTT(fromNS string, to netip.Addr, timeout time.Duration) (time.Duration, error) {
 	if !to.IsValid() {
 		return 0, errors.New("lab: ping: no address")
@@ -291,8 +280,6 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
-
-// ---- read-only views of a namespace's kernel state (ip -j / bridge -j) ----
 
 // Route is one route of the main table (Routes: IPv4, Routes6: IPv6).
 type Route struct {
@@ -494,8 +481,7 @@ func ipJSON(ctx context.Context, v any, name string, args ...string) error {
 	return nil
 }
 
-// Describe returns a human-readable dump of ns's devices, routes, neighbours and vxlan FDB
-// entries, for failure messages; errors are included in the text.
+// Describe dumps ns's devices, routes, neighbours and FDB for failure messages.
 func Describe(ctx context.Context, ns string) string {
 	var b strings.Builder
 	for _, c := range [][]string{
@@ -519,7 +505,6 @@ func Describe(ctx context.Context, ns string) string {
 	return b.String()
 }
 
-// withoutLinkLocal drops the lines of ip -6 output that are about link-local addresses.
 func withoutLinkLocal(out string) string {
 	var b strings.Builder
 	for _, line := range strings.SplitAfter(out, "\n") {

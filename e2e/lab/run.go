@@ -17,11 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cmdTimeout bounds every helper command (ip, bridge, sh); none of them should take long.
-const cmdTimeout = 60 * time.Second
+const cmdTimeout = 60 * time.Second // per helper command (ip, bridge, sh)
 
-// run executes a command and returns its standard output. A failure carries the command
-// line and its standard error (or output) in the error.
+// run executes a command and returns its stdout; a failure is a *CmdError.
 func run(ctx context.Context, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
@@ -55,7 +53,6 @@ func (e *CmdError) Error() string {
 
 func (e *CmdError) Unwrap() error { return e.Err }
 
-// ipn runs "ip -n <ns> args..." (ns "" means the caller's namespace; the lab never uses it).
 func ipn(ctx context.Context, ns string, args ...string) (string, error) {
 	if ns == "" {
 		return "", errors.New("lab: refusing to run ip in the root network namespace")
@@ -63,7 +60,6 @@ func ipn(ctx context.Context, ns string, args ...string) (string, error) {
 	return run(ctx, "ip", append([]string{"-n", ns}, args...)...)
 }
 
-// ipStep is one "ip -n <ns> args..." of a build sequence.
 type ipStep struct {
 	ns   string
 	args []string
@@ -78,7 +74,6 @@ func runIPSteps(ctx context.Context, steps []ipStep) error {
 	return nil
 }
 
-// nsExec runs a command inside a named network namespace (ip netns exec).
 func nsExec(ctx context.Context, ns string, cmd ...string) (string, error) {
 	if ns == "" {
 		return "", errors.New("lab: no namespace given")
@@ -89,8 +84,7 @@ func nsExec(ctx context.Context, ns string, cmd ...string) (string, error) {
 	return run(ctx, "ip", append([]string{"netns", "exec", ns}, cmd...)...)
 }
 
-// setSysctl writes a sysctl inside a namespace. key uses slashes or dots
-// ("net.ipv4.ip_forward"); the value must be a plain token.
+// setSysctl writes a sysctl in ns; value must be a plain token.
 func setSysctl(ctx context.Context, ns, key, value string) error {
 	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
 	if strings.ContainsAny(value+path, " '\"$`;&|<>\\") {
@@ -111,12 +105,9 @@ func isNotFound(err error) bool {
 		strings.Contains(s, "No such file or directory") || strings.Contains(s, "No such process")
 }
 
-// netnsPath is where iproute2 keeps named namespaces.
 func netnsPath(ns string) string { return "/run/netns/" + ns }
 
-// DialContext returns a dial function whose sockets are created inside the named network
-// namespace, so a client in this process reaches lab addresses without any route in the
-// root namespace.
+// DialContext returns a dialer whose sockets are made in ns (no root-namespace route needed).
 func DialContext(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		type result struct {
@@ -152,9 +143,8 @@ func dialInNetns(ctx context.Context, ns, network, addr string) (net.Conn, error
 	return c, nil
 }
 
-// inNetns runs open with the calling thread inside the named network namespace. It must
-// run on its own goroutine: if the thread cannot switch back, the goroutine exits locked
-// and the runtime discards the thread.
+// inNetns runs open on a thread in ns. Call it on its own goroutine: a thread that cannot
+// switch back exits locked and the runtime discards it.
 func inNetns[C io.Closer](ns string, open func() (C, error)) (C, error) {
 	var none C
 	runtime.LockOSThread()
@@ -189,7 +179,7 @@ func inNetns[C io.Closer](ns string, open func() (C, error)) (C, error) {
 	return c, nil
 }
 
-// HTTPGet fetches url from inside the named namespace and returns the status code and body.
+// HTTPGet fetches url from inside ns and returns the status code and body.
 func HTTPGet(ctx context.Context, ns, url string) (int, string, error) {
 	tr := &http.Transport{DialContext: DialContext(ns), DisableKeepAlives: true, Proxy: nil}
 	defer tr.CloseIdleConnections()
