@@ -1,15 +1,5 @@
-// Command bench measures flanneld's control plane in the netns lab with N synthetic vxlan
-// peer leases in etcd:
-//
-//   - convergence: from exec until the kernel shows all N routes, neighbour and FDB
-//     entries on flannel.1, with VmHWM then;
-//   - churn: N/5 leases revoked at once and N/5 new ones written; time until the kernel
-//     shows exactly the new set;
-//   - idle CPU over a quiet window (default 30 s, one resync), % of one core;
-//   - peak RSS: VmHWM at the end.
-//
-// Medians over several runs; with -upstream, upstream flanneld alternates with ours and
-// the table gives ratios; -json writes results for e2e/cmd/benchplot.
+// Command bench measures flanneld's control plane with N synthetic vxlan peer leases:
+// convergence, churn of N/5 leases, idle CPU and peak RSS, as medians over runs.
 //
 //	sudo make bench-control   # or: sudo go run ./e2e/cmd/bench -sizes 1000,5000,20000 -runs 3 -upstream build
 package main
@@ -71,8 +61,7 @@ const (
 	targetPeakRSS  = 42.0 // MB
 )
 
-// result is one run. A phase over the limit leaves its figure 0 and sets its over flag;
-// later phases are not measured.
+// result is one run; a phase over the limit sets its over flag and ends the run.
 type result struct {
 	converge time.Duration
 	convKB   int           // VmHWM at convergence
@@ -182,7 +171,7 @@ func addResults(rep *benchkit.Report, daemon string, n int, rs []result, o optio
 		return r
 	}
 	conv, convKB, churn := res("converge", "s", targetConverge), res("RSS at convergence", "MB", 0), res("churn", "s", targetChurn)
-	// the harness's part of the churn, not the daemon's: ours only, nothing to compare
+	// The harness's part of the churn, not the daemon's: nothing to compare.
 	churnW := res("churn: writing to etcd", "s", 0)
 	idle, peak := res("idle CPU", "%", targetIdle), res("peak RSS", "MB", targetPeakRSS)
 	conv.Limit, churn.Limit = o.limit.Seconds(), o.limit.Seconds()
@@ -216,7 +205,6 @@ func mb(kb int) float64 { return float64(kb) / 1024 }
 
 var errOver = errors.New("not within the limit")
 
-// once runs one measurement of bin in a fresh one-node lab.
 func once(ctx context.Context, bin, dir string, n int, o options) (result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -284,7 +272,6 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// over stops the daemon (killing it if need be) and reports the run as it is.
 	over := func() (result, error) {
 		if err := l.StopFlanneld(1); err != nil {
 			_ = l.KillFlanneld(1)
@@ -347,8 +334,8 @@ func once(ctx context.Context, bin, dir string, n int, o options) (result, error
 	return res, l.StopFlanneld(1)
 }
 
-// converged reports whether flannel.1 has exactly the routes to peers [lo, hi) and as many
-// permanent neighbour and FDB entries (lean kernel-filtered dumps, little CPU taken).
+// converged reports whether flannel.1 has exactly peers [lo, hi) in routes, neighbours and
+// FDB, using kernel-filtered dumps to take little CPU.
 func converged(h *netlink.Handle, c *netlinkx.Conn, lo, hi int) bool {
 	link, err := h.LinkByName("flannel.1")
 	if err != nil {

@@ -1,7 +1,5 @@
-// Command benchdiagnose times `flanneld diagnose --peers=all` on a one-node lab with N
-// synthetic vxlan peers (default 1,000) whose addresses go nowhere, so every probe waits
-// out its 1 s timeout; probes run concurrently and the target is 3 s for the whole command.
-// The figure is the median wall time, exec to exit, once the daemon programmed every peer.
+// Command benchdiagnose times `flanneld diagnose --peers=all` with N synthetic peers whose
+// addresses go nowhere, so every probe waits out its timeout.
 //
 //	sudo make bench-diagnose   # or: sudo go run ./e2e/cmd/benchdiagnose -peers 1000 -runs 5
 package main

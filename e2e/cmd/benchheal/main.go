@@ -1,11 +1,6 @@
-// Command benchheal measures how fast flanneld restores the kernel state it owns (target:
-// within 1 s) after it is deleted or changed, per backend and fault kind, in two-node labs.
-// Faults are injected on node 1 through a netlink handle (userspace wireguard peers over
-// the UAPI socket, as wg(8)) and the state read back every 2 ms until whole; a figure runs
-// from the start of the fault. Each fault runs -runs times (median reported), with pauses
-// so flanneld's back-off for objects that keep changing never applies. -upstream measures
-// upstream flanneld the same way; a fault not healed within -limit is reported, undone by
-// a restart and not injected again. -json writes results for e2e/cmd/benchplot.
+// Command benchheal measures how fast flanneld restores the kernel state it owns after a
+// fault on node 1, per backend and fault kind, polling every 2 ms from the fault's start;
+// pauses keep flanneld's back-off out of it. A fault not healed within -limit is undone.
 //
 //	sudo make bench-heal    # or: sudo go run ./e2e/cmd/benchheal -runs 5 -upstream build
 package main
@@ -36,7 +31,6 @@ import (
 
 const family = "fgbheal"
 
-// target is the heal latency target.
 const target = time.Second
 
 // scene is what the faults of one backend work on, read from node 1 after start-up.
@@ -172,7 +166,6 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 		return err
 	}
 	defer closeScene()
-	// Converged: every fault kind starts from whole state.
 	if err := waitHealed(ctx, s, kinds, time.Minute); err != nil {
 		return fmt.Errorf("%w (log tail:\n%s)", err, l.LogTail(1, 20))
 	}
@@ -189,8 +182,8 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 			res.Target = ms(target)
 		}
 		for r := 0; r < o.runs && res.Over == 0; r++ {
-			// from the start of the fault: deleting a device returns only after the
-			// kernel's clean-up, by when flanneld may have recreated it already
+			// Time from the fault's start: a device delete returns after flanneld may have
+			// recreated it.
 			start := time.Now()
 			if err := k.inject(s); err != nil {
 				return fmt.Errorf("%s: inject: %w", k.name, err)
@@ -230,8 +223,7 @@ func benchBackend(ctx context.Context, rep *benchkit.Report, be string, d benchk
 	return nil
 }
 
-// restore undoes a fault the daemon did not repair: it stops node 1's daemon, removes its
-// device and routes, and starts it again.
+// restore undoes an unrepaired fault by restarting node 1's daemon on a clean kernel.
 func restore(ctx context.Context, l *lab.Lab, s *scene) error {
 	if l.FlanneldRunning(1) {
 		if err := l.StopFlanneld(1); err != nil {
@@ -258,7 +250,6 @@ func restore(ctx context.Context, l *lab.Lab, s *scene) error {
 	return ctx.Err()
 }
 
-// waitHealed waits until every fault kind's state reads whole.
 func waitHealed(ctx context.Context, s *scene, kinds []faultKind, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -360,11 +351,8 @@ func newScene(l *lab.Lab, be string, envs []map[string]string) (*scene, func(), 
 	return s, done, nil
 }
 
-// ---- reading state through the handle ----
-
 func (s *scene) link() (netlink.Link, error) { return s.h.LinkByName(s.dev) }
 
-// routesTo lists main-table routes to dst.
 func (s *scene) routesTo(dst netip.Prefix) ([]netlink.Route, error) {
 	return s.h.RouteListFiltered(unix.AF_INET, &netlink.Route{Dst: netlinkx.IPNet(dst), Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
@@ -460,8 +448,7 @@ func (s *scene) deleteDevice() error {
 	return s.h.LinkDel(l)
 }
 
-// recreated reports whether our device exists again (another index than the deleted
-// one), whole.
+// recreated reports whether our device exists again, whole, under another index.
 func (s *scene) recreated(mtu int) (bool, error) {
 	l, err := s.link()
 	if err != nil {
@@ -472,8 +459,6 @@ func (s *scene) recreated(mtu int) (bool, error) {
 	}
 	return s.device(mtu)
 }
-
-// ---- faults ----
 
 func vxlanFaults() []faultKind {
 	del := func(s *scene, f func(idx int) error) error {
@@ -585,8 +570,7 @@ func udpFaults() []faultKind {
 	}
 }
 
-// uapi runs one operation of WireGuard's configuration protocol on node 1's device's
-// socket, as wg(8) does, and returns the answer's lines (without the errno line).
+// uapiOp runs one UAPI operation on node 1's device and returns the answer's lines.
 func (s *scene) uapiOp(op string) ([]string, error) {
 	c, err := net.DialTimeout("unix", s.uapi, time.Second)
 	if err != nil {
@@ -613,8 +597,7 @@ func (s *scene) uapiOp(op string) ([]string, error) {
 	return lines[:len(lines)-1], nil
 }
 
-// wgPeer reports whether node 2 is a peer of node 1's device with node 2's subnet as
-// its only allowed IP.
+// wgPeer reports whether node 2 is node 1's peer with only its subnet allowed.
 func (s *scene) wgPeer() (bool, error) {
 	lines, err := s.uapiOp("get=1\n")
 	if err != nil {
@@ -698,8 +681,7 @@ func wireguardFaults() []faultKind {
 	}
 }
 
-// networkRoutes reports whether the network has its route through the device idx and
-// its blackhole route beneath, and nothing else.
+// networkRoutes reports whether the network has exactly its route via idx and its blackhole.
 func (s *scene) networkRoutes(idx int) (bool, error) {
 	rs, err := s.routesTo(s.network)
 	if err != nil {

@@ -1,9 +1,6 @@
-// Command benchkube measures flanneld's Kubernetes mode at scale in the netns lab: a real
-// kube-apiserver holds N annotated, realistically sized Node objects and one lab node runs
-// flanneld --kube-subnet-mgr. It reports the median time from exec until flannel.1 holds
-// all N routes, neighbour and FDB entries, and the peak RSS, each run from scratch.
-// -upstream alternates upstream flanneld's runs with ours; -json writes results for
-// e2e/cmd/benchplot.
+// Command benchkube measures flanneld --kube-subnet-mgr against a real kube-apiserver with
+// N realistic Node objects: median time from exec until flannel.1 holds all N peers, and
+// peak RSS.
 //
 //	sudo make bench-kube   # or: sudo go run ./e2e/cmd/benchkube -nodes 1000,5000 -runs 3 -upstream build
 package main
@@ -274,9 +271,8 @@ func createPeers(ctx context.Context, cs kubernetes.Interface, from, to int) err
 	return g.Wait()
 }
 
-// createNode creates a kubelet-like node. Peer i gets pod CIDR 10.<1+i/256>.<i%256>.0/24,
-// flannel annotations and a public address in 198.51.100.1-250 (never sent to); the
-// own node 10.0.0.0/24 and no annotations.
+// createNode creates a kubelet-like node; a peer gets flannel annotations and a public
+// address never sent to, the own node 10.0.0.0/24 and none.
 func createNode(ctx context.Context, cs kubernetes.Interface, name string, i int, peer bool) error {
 	cidr := "10.0.0.0/24"
 	ann := map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
@@ -325,7 +321,6 @@ func createNode(ctx context.Context, cs kubernetes.Interface, name string, i int
 	return nil
 }
 
-// handleIn opens a netlink handle in the named namespace.
 func handleIn(ns string) (*netlink.Handle, func(), error) {
 	nsh, err := netns.GetFromName(ns)
 	if err != nil {
@@ -339,8 +334,7 @@ func handleIn(ns string) (*netlink.Handle, func(), error) {
 	return h, func() { h.Close(); nsh.Close() }, nil
 }
 
-// converged reports whether flannel.1 carries n routes, n permanent neighbours and n
-// permanent FDB entries.
+// converged reports whether flannel.1 carries n routes, neighbours and FDB entries.
 func converged(h *netlink.Handle, n int) bool {
 	link, err := h.LinkByName("flannel.1")
 	if err != nil {

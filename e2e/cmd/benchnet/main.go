@@ -1,17 +1,7 @@
-// Command benchnet measures flanneld's data plane in the netns lab: TCP throughput (iperf3)
-// and ping RTT pod to pod across two nodes for each backend (wireguard with userspace
-// devices) and over the underlay, with flanneld's CPU per Gbit/s and peak RSS. Each path
-// has its own two-node lab; measurements are interleaved round by round so drift affects
-// all alike, and the median of the per-round ratios is reported. -upstream adds a lab of
-// upstream flanneld per backend; -json writes results for e2e/cmd/benchplot.
+// Command benchnet measures pod-to-pod TCP throughput, ping RTT, flanneld CPU per Gbit/s
+// and peak RSS per backend and over the underlay, in two-node netns labs, interleaving
+// rounds and reporting median per-round ratios; -compare reports build B relative to A.
 //
-// -compare measures two builds of ours, A (-flanneld) and B (-compare), back to back in
-// alternating order, and prints B relative to A (no -json results).
-//
-// Everything it starts is stopped by PID and every namespace it created deleted on every
-// way out (success, error, Ctrl-C, SIGTERM).
-//
-//	sudo make bench-net    # or: sudo go run ./e2e/cmd/benchnet -runs 3 -time 5
 //	sudo go run ./e2e/cmd/benchnet -paths vxlan,udp -runs 6 -flanneld /tmp/A -compare /tmp/B
 package main
 
@@ -38,27 +28,19 @@ import (
 	"github.com/flannel-go/flannel/e2e/lab"
 )
 
-// labFamily prefixes every namespace benchnet creates (lab.UniqueName adds our PID).
 const labFamily = "fgbnet"
 
-// iperfPort is iperf3's default port.
 const iperfPort = 5201
 
-// udpTarget is the issue's goal for the udp backend: at least this share of vxlan's
-// throughput in the same run (median of the rounds). Reported, never enforced.
+// udpTarget is udp's goal share of vxlan's throughput; goals are reported, never enforced.
 const udpTarget = 0.30
 
-// udpCPUGrowth is the most udp's flanneld CPU per Gbit/s may grow from A to B in a
-// -compare run (median of the per-round ratios). Reported, never enforced.
-const udpCPUGrowth = 0.05
+const udpCPUGrowth = 0.05 // the most udp's CPU per Gbit/s may grow from A to B
 
-// idleCPU is the flanneld CPU share (per second of transfer) below which CPU per Gbit/s is
-// not compared: vxlan's and host-gw's flanneld sleep while the kernel moves packets.
+// idleCPU is the CPU share below which CPU per Gbit/s is not compared (kernel-only paths).
 const idleCPU = 0.05
 
-// wireguardTarget is the goal for the wireguard backend's userspace devices: at least
-// this share of vxlan's throughput, likewise.
-const wireguardTarget = 0.25
+const wireguardTarget = 0.25 // userspace devices' share of vxlan's throughput
 
 // target is one path measured: a daemon's backend pod to pod, or the underlay.
 type target struct {
@@ -82,11 +64,9 @@ type target struct {
 	idle []float64 // MB, the larger flanneld's RSS before the transfer, per round
 }
 
-// pathNames are the paths benchnet knows, in measuring order.
 var pathNames = []string{"underlay", "vxlan", "host-gw", "udp", "wireguard"}
 
-// newTargets returns the targets named in only, in measuring order; with b (a -compare
-// build) each backend as A followed by B.
+// newTargets returns the targets in only, in measuring order; with b each backend A then B.
 func newTargets(only []string, daemons []benchkit.Daemon, b *benchkit.Daemon) ([]*target, error) {
 	for _, n := range only {
 		if !slices.Contains(pathNames, n) {
@@ -126,8 +106,7 @@ func newTargets(only []string, daemons []benchkit.Daemon, b *benchkit.Daemon) ([
 	return ts, nil
 }
 
-// roundOrder is the order targets are measured in round r (1-based): as listed, except
-// that in even rounds each A/B pair runs B first, so that neither always goes first.
+// roundOrder is the order of round r (1-based): even rounds run each A/B pair B first.
 func roundOrder(ts []*target, r int) []*target {
 	out := slices.Clone(ts)
 	if r%2 == 1 {
@@ -176,8 +155,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	// The first SIGINT/SIGTERM cancels ctx and run cleans up; later ones are swallowed
-	// until the (bounded) clean-up is done.
+	// Later signals are swallowed until the bounded clean-up is done.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, o)
@@ -224,13 +202,11 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	// Leftovers of earlier runs that died (their owner PID is gone); live runs are kept.
 	if err := lab.Sweep(labFamily); err != nil {
 		fmt.Fprintf(os.Stderr, "benchnet: sweeping leftovers: %v\n", err)
 	}
 
 	defer func() {
-		// Every exit path: servers by PID, then each lab.
 		for _, t := range targets {
 			t.server.stop()
 			if t.lab == nil {
@@ -252,7 +228,7 @@ func run(ctx context.Context, o options) (err error) {
 			return fmt.Errorf("%s: set-up: %w", t.name, err)
 		}
 	}
-	// One short transfer each, not counted: ARP, routes and TCP metrics warm up.
+	// One uncounted short transfer each warms up ARP, routes and TCP metrics.
 	for _, t := range targets {
 		if _, err := iperf(ctx, t, 1, 1); err != nil {
 			return fmt.Errorf("%s, warm-up: %w", t.name, err)
@@ -299,8 +275,7 @@ func run(ctx context.Context, o options) (err error) {
 	return err
 }
 
-// compareReport prints a -compare run: per backend B's throughput and flanneld CPU per
-// Gbit/s relative to A's, both builds' median peak RSS, and the udp targets for B.
+// compareReport prints per backend B's throughput and CPU per Gbit/s relative to A's.
 func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
 	byName := map[string]*target{}
 	for _, t := range targets {
@@ -344,7 +319,6 @@ func compareReport(w io.Writer, targets []*target, a, b benchkit.Daemon) {
 	}
 }
 
-// medianRatio is the median over rounds of xs[i]/ys[i].
 func medianRatio(xs, ys []float64) float64 {
 	var rs []float64
 	for i := range min(len(xs), len(ys)) {
@@ -356,7 +330,6 @@ func medianRatio(xs, ys []float64) float64 {
 	return benchkit.Median(rs)
 }
 
-// cpuPerGbit is t's flanneld CPU seconds per Gbit transferred, per round.
 func cpuPerGbit(t *target) []float64 {
 	out := make([]float64, len(t.gbps))
 	for i := range t.gbps {
@@ -365,8 +338,7 @@ func cpuPerGbit(t *target) []float64 {
 	return out
 }
 
-// measure runs one round for t: an iperf3 transfer (with flanneld's CPU use over it,
-// and in round 1 optionally a perf profile), then a ping series.
+// measure runs one round for t: an iperf3 transfer with flanneld's CPU, then a ping series.
 func measure(ctx context.Context, t *target, round int, o options) error {
 	var rec *proc
 	if o.perf != "" && round == 1 && len(t.pids) > 0 {
@@ -411,8 +383,7 @@ func measure(ctx context.Context, t *target, round int, o options) error {
 	return nil
 }
 
-// sampleRSS samples the processes' resident memory every 50 ms until the returned
-// function is called, which returns the largest VmRSS seen of any of them, in kB.
+// sampleRSS samples VmRSS every 50 ms until the returned func reports the peak in kB.
 func sampleRSS(pids []int) func() int {
 	done := make(chan struct{})
 	result := make(chan int, 1)
@@ -437,8 +408,7 @@ func sampleRSS(pids []int) func() int {
 	return func() int { close(done); return <-result }
 }
 
-// setUp builds a two-node lab for t: for a backend, flanneld on both nodes and a pod on
-// each; the iperf3 server runs in the second pod (or node, for the underlay).
+// setUp builds t's two-node lab with the iperf3 server in the second pod (or node).
 func setUp(ctx context.Context, t *target, i int, dir string) error {
 	l, err := lab.New(ctx, lab.Options{Name: lab.UniqueName(labFamily, strconv.Itoa(i)), Nodes: 2, WorkDir: dir,
 		FlanneldBin: t.daemon.Bin, NoEtcd: t.config == "", OwnWireguardDir: t.backend == "wireguard"})
@@ -472,7 +442,6 @@ func setUp(ctx context.Context, t *target, i int, dir string) error {
 			}
 			pods = append(pods, p)
 		}
-		// The peers learn of each other through etcd watches: wait for the path.
 		var perr error
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			if perr = l.Ping(pods[0].NS, pods[1].IP); perr == nil || ctx.Err() != nil {
@@ -495,7 +464,6 @@ func setUp(ctx context.Context, t *target, i int, dir string) error {
 	return waitListening(ctx, t.toNS, t.server)
 }
 
-// waitListening waits until something in ns listens on the iperf3 port.
 func waitListening(ctx context.Context, ns string, server *proc) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", iperfPort)).Output()
@@ -513,7 +481,6 @@ func waitListening(ctx context.Context, ns string, server *proc) error {
 	return errors.New("iperf3 server not listening after 10 s")
 }
 
-// iperfResult is the part of iperf3's JSON output used here.
 type iperfResult struct {
 	Error string `json:"error"`
 	End   struct {
@@ -523,8 +490,7 @@ type iperfResult struct {
 	} `json:"end"`
 }
 
-// iperf runs one TCP transfer from t.from to t's server (1 s of warm-up omitted from the
-// figures) and returns the throughput the receiver saw, in Gbit/s.
+// iperf runs one TCP transfer to t's server and returns the receiver's Gbit/s.
 func iperf(ctx context.Context, t *target, secs, streams int) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+60)*time.Second)
 	defer cancel()
@@ -549,7 +515,7 @@ func iperf(ctx context.Context, t *target, secs, streams int) (float64, error) {
 
 var rttRE = regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
 
-// ping returns the average round trip of 50 pings at 10 ms intervals, in milliseconds.
+// ping returns the average RTT of 50 pings, in milliseconds.
 func ping(ctx context.Context, t *target) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -564,7 +530,6 @@ func ping(ctx context.Context, t *target) (float64, error) {
 	return strconv.ParseFloat(string(m[2]), 64)
 }
 
-// startPerf records a call-graph CPU profile of t's flanneld processes until interrupted.
 func startPerf(dir string, t *target) (*proc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -583,7 +548,6 @@ func startPerf(dir string, t *target) (*proc, error) {
 	return p, nil
 }
 
-// cpuTime is the CPU time of the processes, in seconds.
 func cpuTime(pids []int) (float64, error) {
 	var sum int64
 	for _, pid := range pids {
@@ -596,8 +560,7 @@ func cpuTime(pids []int) (float64, error) {
 	return float64(sum) / benchkit.TicksPerSecond, nil
 }
 
-// report turns the rounds into results: per path throughput, ping RTT, flanneld CPU, and
-// throughput as a share of vxlan's and the underlay's, taken within a round.
+// report turns the rounds into results, shares of vxlan and underlay taken within a round.
 func report(targets []*target, o options) *benchkit.Report {
 	rep := benchkit.NewReport("net", "data plane: TCP throughput and ping pod to pod across two nodes", "go run ./e2e/cmd/benchnet")
 	for _, t := range targets {
@@ -673,15 +636,12 @@ func report(targets []*target, o options) *benchkit.Report {
 	return rep
 }
 
-// offloadRE picks the offload report from the udp backend's start line, wgOffloadRE
-// from the userspace WireGuard device's.
+// offloadRE and wgOffloadRE pick the offload report from the udp and wireguard start lines.
 var (
 	offloadRE   = regexp.MustCompile(`"udp backend started".*?(mtu=\d+).*?(tunOffloads=\w+) (udpGSO=\w+) (udpGRO=\w+)`)
 	wgOffloadRE = regexp.MustCompile(`"Userspace WireGuard device running" device="flannel-wg" (tunOffloads=\w+ batch=\d+)`)
 )
 
-// offloads returns what the udp backend or the userspace WireGuard device logged about
-// MTU and offloads, or "".
 func offloads(logPath string) string {
 	b, err := os.ReadFile(logPath)
 	if err != nil {

@@ -12,14 +12,12 @@ import (
 	"time"
 )
 
-// Children run in their own process group, so Ctrl-C reaches only benchnet, which stops
-// them by PID; Pdeathsig ends them if benchnet is killed. "ip netns exec" execs its
-// command, so the PID is the tool's own.
+// childAttrs puts children in their own process group (Ctrl-C reaches only benchnet,
+// which stops them by PID) and ends them with benchnet.
 func childAttrs() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
-// proc is a long-running child (iperf3 server, perf record).
 type proc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
@@ -49,8 +47,7 @@ func (p *proc) exited() bool {
 	}
 }
 
-// interrupt sends SIGINT (perf then writes its file) and waits up to timeout before
-// killing.
+// interrupt sends SIGINT (perf then writes its file), killing after timeout.
 func (p *proc) interrupt(timeout time.Duration) {
 	if p == nil || p.exited() {
 		return
@@ -63,7 +60,7 @@ func (p *proc) interrupt(timeout time.Duration) {
 	}
 }
 
-// stop kills the child by PID and waits for it. Safe on nil and repeated calls.
+// stop kills the child by PID and waits; safe on nil and repeated calls.
 func (p *proc) stop() {
 	if p == nil {
 		return
@@ -78,8 +75,7 @@ func (p *proc) stop() {
 	}
 }
 
-// output runs a short-lived child to completion and returns its standard output; on
-// failure the error carries its standard error. When ctx ends the child is killed by PID.
+// output runs a child to completion and returns its stdout; errors carry its stderr.
 func output(ctx context.Context, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = childAttrs()

@@ -49,9 +49,7 @@ var curves = []curve{
 
 const netChart = "bench-net-throughput.svg"
 
-// writeCharts draws every chart whose results exist into dir and returns the files. A
-// curve needs two scales or more. Charts the results no longer make are removed, so no
-// chart shows figures the tables lack.
+// writeCharts draws every chart the results make into dir, removing those they no longer make.
 func writeCharts(reports []*benchkit.Report, dir string) ([]string, error) {
 	files, err := drawCharts(reports, dir)
 	if err != nil {
@@ -115,8 +113,7 @@ func scales(r *benchkit.Report, metric string) []float64 {
 	return xs
 }
 
-// curveChart draws each daemon's median of c.metric against X; a "not within" median is
-// a triangle at the limit; our targets are crosses.
+// curveChart draws each daemon's median of c.metric against X.
 func curveChart(r *benchkit.Report, c curve) (*plot.Plot, error) {
 	p := newPlot()
 	p.Title.Text = c.title
@@ -207,7 +204,6 @@ func xTicks(xs []float64) plot.ConstantTicks {
 	return ts
 }
 
-// netPaths are the data-plane paths in chart order.
 var netPaths = []string{"underlay (no overlay)", "vxlan", "host-gw", "udp", "wireguard"}
 
 // throughputChart draws each path's median throughput, ours beside upstream's.

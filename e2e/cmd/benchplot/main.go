@@ -1,7 +1,6 @@
-// Command benchplot turns the benchmark commands' -json results into the results page's
-// SVG charts and the Markdown tables between its <!-- bench:NAME --> and
-// <!-- /bench:NAME --> markers, and prints every ours ÷ upstream ratio. It is a command of
-// its own so flanneld never links the plotting library.
+// Command benchplot turns the benchmarks' -json results into SVG charts and the Markdown
+// tables between <!-- bench:NAME --> markers (a command of its own so flanneld never links
+// the plotting library).
 //
 //	go run ./e2e/cmd/benchplot -data Documentation/benchdata -img Documentation/img -doc Documentation/benchmarks.md
 package main

@@ -62,8 +62,7 @@ func reportMarkdown(r *benchkit.Report) string {
 	return b.String()
 }
 
-// table has a row per case and metric: both medians, ratio, our previous figure where
-// upstream has none, our target.
+// table has a row per case and metric.
 func table(r *benchkit.Report) string {
 	rows := r.Rows()
 	withUp, withPrev, withTarget := false, false, false

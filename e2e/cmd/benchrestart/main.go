@@ -1,13 +1,5 @@
-// Command benchrestart measures what a restart and an etcd outage cost the data path in
-// the netns lab, as the median of -runs runs:
-//
-//   - restart: pings every 10 ms between two pods while node 2's flanneld is killed -9
-//     and restarted; pings lost and time from kill to /readyz 200 (vxlan, host-gw);
-//   - etcd return: etcd killed for -outage, restarted and a peer lease written at once;
-//     time from etcd's return and from the write until node 1 has the peer's entries.
-//
-// -upstream measures upstream flanneld after ours (its restart is done when it rewrote
-// its subnet file: it has no /readyz); -json writes results for e2e/cmd/benchplot.
+// Command benchrestart measures the pings lost across a kill -9 and restart of flanneld,
+// and how soon a lease written as etcd returns from an outage is applied.
 //
 //	sudo make bench-restart   # or: sudo go run ./e2e/cmd/benchrestart -runs 3 -upstream build
 package main
@@ -54,12 +46,10 @@ type options struct {
 	keep          bool
 }
 
-// targetOutage: a lease changed during an etcd outage is applied this soon after its
-// return.
+// targetOutage bounds applying a lease changed during an etcd outage, after its return.
 const targetOutage = 2 * time.Second
 
-// upstreamSettle: pings go on this long after upstream's restart wrote its subnet file
-// (it programs peers after that write).
+// upstreamSettle is how long pings go on after upstream's restart wrote its subnet file.
 const upstreamSettle = 2 * time.Second
 
 func run(ctx context.Context, o options) error {
@@ -131,8 +121,7 @@ func newLab(ctx context.Context, d benchkit.Daemon, dir, tag, backend string) (*
 	return l, nil
 }
 
-// waitStarted waits for node i's daemon: ours until /readyz is 200, upstream's until it
-// wrote its subnet file.
+// waitStarted waits for /readyz 200, or upstream's subnet file (it has no /readyz).
 func waitStarted(ctx context.Context, l *lab.Lab, d benchkit.Daemon, i int) error {
 	if d.IsUpstream() {
 		_, err := l.WaitSubnetEnv(i, time.Minute)
@@ -289,8 +278,7 @@ func benchOutage(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, d
 	return nil
 }
 
-// putLease writes a peer lease (public address 192.0.2.99, never sent to) with a fresh
-// client and returns at the acknowledgement.
+// putLease writes a peer lease with a fresh client and returns the acknowledgement time.
 func putLease(ctx context.Context, l *lab.Lab, sn netip.Prefix, mac string) (time.Time, error) {
 	cli, err := l.NewEtcdClient()
 	if err != nil {

@@ -1,10 +1,6 @@
-// Command benchrules measures, in iptables and nftables mode, how fast flanneld
-// (--ip-masq, one-node lab) restores its traffic rules after someone deletes or flushes
-// them (target: within 1 s), and what keeping them costs at rest. Each fault is repeated
-// and the median time until the rules read back identical (handles aside) is reported;
-// polling from outside adds up to ~20 ms. -upstream measures upstream flanneld after ours
-// (rules not back within -limit are restored by a restart and that fault dropped);
-// -json writes results for e2e/cmd/benchplot.
+// Command benchrules measures how fast flanneld --ip-masq restores its iptables or
+// nftables rules after they are deleted or flushed (polling adds up to ~20 ms), and what
+// keeping them costs at rest.
 //
 //	sudo make bench-rules    # or: sudo go run ./e2e/cmd/benchrules -runs 5 -upstream build
 package main
@@ -89,7 +85,6 @@ type options struct {
 	idle, limit time.Duration
 }
 
-// target: rules back within 1 s.
 const target = time.Second
 
 func run(ctx context.Context, o options) error {
@@ -156,8 +151,7 @@ func benchMode(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, nft
 	}
 	ns := l.NodeNS(1)
 	dump := func() (string, error) { return ruleDump(l, ns, nft) }
-	// Rules appear around the subnet.env write (upstream's nftables ones after it): the
-	// baseline is the first dump with masquerade rules that one a second later confirms.
+	// Rules may appear after the subnet.env write: the baseline is a dump confirmed a second later.
 	var baseline string
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		d, err := dump()
@@ -173,7 +167,6 @@ func benchMode(ctx context.Context, rep *benchkit.Report, d benchkit.Daemon, nft
 		baseline = d
 	}
 	want := normalise(baseline)
-	// restore: a restart sets up rules the daemon left broken.
 	restore := func() error {
 		if err := l.StopFlanneld(1); err != nil {
 			_ = l.KillFlanneld(1)

@@ -1,6 +1,5 @@
-// Command demo builds flanneld, starts a netns lab (etcd, N nodes, a pod each) with the
-// vxlan backend, pings every pod from every other, prints the result and keeps the lab
-// until Ctrl-C. Nothing is configured in the root network namespace.
+// Command demo starts a vxlan netns lab of N nodes with a pod each, pings every pod from
+// every other and keeps the lab until Ctrl-C.
 //
 //	sudo make demo            # or: sudo go run ./e2e/cmd/demo [-nodes 3] [-keep]
 package main
