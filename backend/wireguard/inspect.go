@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/flannel-go/flannel/backend"
@@ -72,7 +70,7 @@ func (b *Backend) Inspect(ctx context.Context, own *subnet.Lease, peers subnet.P
 			want = append(want, PeerWant{Lease: p.lease, Device: d.name, PublicKey: p.key.String(), Endpoint: p.endpoint, AllowedIPs: p.allowed})
 		}
 	}
-	states, err := b.readStates(ctx, devs)
+	states, _, err := b.readStates(ctx, devs)
 	return states, want, err
 }
 
@@ -96,26 +94,28 @@ func (b *Backend) wanted(own *subnet.Lease, peers subnet.Peers) ([]devWant, erro
 	return devs, nil
 }
 
-// readStates reads every device's link and WireGuard state.
-func (b *Backend) readStates(ctx context.Context, devs []devWant) ([]DeviceState, error) {
+// readStates reads every device's link and WireGuard state; raw holds each device as
+// wgctrl read it (nil when absent or unreadable), for Drift alone: it has the keys.
+func (b *Backend) readStates(ctx context.Context, devs []devWant) (states []DeviceState, raw []*wgtypes.Device, err error) {
 	wg, err := b.newKernel() // wgctrl: generic netlink and the UAPI sockets
 	if err != nil {
-		return nil, fmt.Errorf("wireguard: open the WireGuard configuration interface: %w", err)
+		return nil, nil, fmt.Errorf("wireguard: open the WireGuard configuration interface: %w", err)
 	}
 	defer wg.Close()
-	out := make([]DeviceState, 0, len(devs))
+	states = make([]DeviceState, 0, len(devs))
+	raw = make([]*wgtypes.Device, 0, len(devs))
 	for _, d := range devs {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return states, raw, err
 		}
 		st := DeviceState{Name: d.name}
 		l, err := b.h.LinkByName(d.name)
 		switch {
 		case netlinkx.IsNotFound(err):
-			out = append(out, st)
+			states, raw = append(states, st), append(raw, nil)
 			continue
 		case err != nil:
-			return out, fmt.Errorf("wireguard: look up %s: %w", d.name, err)
+			return states, raw, fmt.Errorf("wireguard: look up %s: %w", d.name, err)
 		}
 		st.MTU, st.Up = l.Attrs().MTU, l.Attrs().Flags&net.FlagUp != 0
 		st.Implementation = implUserspace
@@ -128,32 +128,36 @@ func (b *Backend) readStates(ctx context.Context, devs []devWant) ([]DeviceState
 				err = errors.New("no WireGuard device answers for it (no kernel device, no UAPI socket)")
 			}
 			st.Err = err
-			out = append(out, st)
+			states, raw = append(states, st), append(raw, nil)
 			continue
 		}
 		st.ListenPort, st.PublicKey = have.ListenPort, have.PublicKey.String()
-		for _, p := range have.Peers {
-			ps := PeerState{PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime}
-			if ap, ok := addrPort(p.Endpoint); ok {
-				ps.Endpoint = ap
-			}
-			for _, n := range p.AllowedIPs {
-				if pf, ok := netlinkx.Prefix(&n); ok {
-					ps.AllowedIPs = append(ps.AllowedIPs, pf.Masked())
-				}
-			}
-			slices.SortFunc(ps.AllowedIPs, netip.Prefix.Compare)
-			st.Peers = append(st.Peers, ps)
+		for i := range have.Peers {
+			st.Peers = append(st.Peers, peerStateOf(&have.Peers[i]))
 		}
-		out = append(out, st)
+		states, raw = append(states, st), append(raw, have)
 	}
-	return out, nil
+	return states, raw, nil
 }
 
-// Drift implements backend.DriftReader: the devices must exist, be up, have the MTU, the
-// listen port and own's public key, carry own's addresses and the network routes, and
-// hold exactly the admitted peers' keys with their AllowedIPs and an endpoint. An endpoint
-// other than the lease's is not drift: WireGuard follows a roaming peer.
+// peerStateOf is p without its secrets, its AllowedIPs masked and ordered.
+func peerStateOf(p *wgtypes.Peer) PeerState {
+	ps := PeerState{PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime}
+	if ap, ok := addrPort(p.Endpoint); ok {
+		ps.Endpoint = ap
+	}
+	for _, n := range p.AllowedIPs {
+		if pf, ok := netlinkx.Prefix(&n); ok {
+			ps.AllowedIPs = append(ps.AllowedIPs, pf.Masked())
+		}
+	}
+	slices.SortFunc(ps.AllowedIPs, netip.Prefix.Compare)
+	return ps
+}
+
+// Drift implements backend.DriftReader: exactly what a Reconcile round would write and
+// delete. Devices are judged by their link and WireGuard settings, their addresses, routes
+// and blackholes by healLink on a dryRun, their peers by diffDevice; roaming is not drift.
 func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Peers) (backend.Drift, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -162,11 +166,12 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 	if err != nil {
 		return d, err
 	}
-	states, err := b.readStates(ctx, devs)
+	states, raw, err := b.readStates(ctx, devs)
 	if err != nil {
 		return d, err
 	}
 	mtu := b.node.cfg.DeviceMTU()
+	dry := &dryRun{h: b.h, ctx: ctx}
 	for i, w := range devs {
 		st := states[i]
 		dev := backend.Object{Kind: observe.Device, Device: w.name}
@@ -174,6 +179,7 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 		switch {
 		case st.Implementation == "":
 			why = append(why, "absent")
+			dry.absent = append(dry.absent, w.name)
 		case st.Err != nil:
 			why = append(why, st.Err.Error())
 		default:
@@ -194,17 +200,19 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 			dev.Detail = strings.Join(why, ", ")
 			d.Missing = append(d.Missing, dev)
 		}
-		if st.Implementation == "" || st.Err != nil {
+		if _, err := healLink(dry, &w, mtu); err != nil {
+			return d, fmt.Errorf("wireguard: %w", err)
+		}
+		if raw[i] == nil {
 			for _, p := range w.peers {
 				d.Missing = append(d.Missing, peerObject(w.name, p.key.String(), p.endpoint, p.allowed, ""))
 			}
 			continue
 		}
-		if err := b.driftLink(&w, &d); err != nil {
-			return d, fmt.Errorf("wireguard: %w", err)
-		}
-		driftPeers(&w, st.Peers, &d)
+		b.driftPeers(&w, raw[i], &d)
 	}
+	d.Missing = append(d.Missing, dry.drift.Missing...)
+	d.Stale = append(d.Stale, dry.drift.Stale...)
 	return d, nil
 }
 
@@ -213,69 +221,59 @@ func (b *Backend) publicKeyOf(own *subnet.Lease) string {
 	return k
 }
 
-// driftLink adds the device's missing addresses and network routes.
-func (b *Backend) driftLink(w *devWant, d *backend.Drift) error {
-	link, err := b.h.LinkByName(w.name)
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", w.name, err)
+// driftPeers adds the peers diffDevice would write (missing, with what differs) and remove
+// (stale); an endpoint counts as written, so only a peer without one needs one.
+func (b *Backend) driftPeers(w *devWant, have *wgtypes.Device, d *backend.Drift) {
+	s := wgSettings{key: have.PrivateKey, psk: b.node.cfg.PSK, keepalive: b.node.cfg.PersistentKeepaliveInterval}
+	sent := make(map[wgtypes.Key]netip.AddrPort, len(w.peers))
+	for _, p := range w.peers {
+		sent[p.key] = p.endpoint
 	}
-	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		v6 := fam == unix.AF_INET6
-		nets := familyPrefixes(w.networks, v6)
-		if len(nets) == 0 {
+	cfg, _ := diffDevice(w, s, have, sent)
+	for _, pc := range cfg.Peers {
+		k := pc.PublicKey
+		i := slices.IndexFunc(have.Peers, func(p wgtypes.Peer) bool { return p.PublicKey == k })
+		j := slices.IndexFunc(w.peers, func(p peerWant) bool { return p.key == k })
+		switch {
+		case pc.Remove || j < 0:
+			h := peerStateOf(&have.Peers[i])
+			d.Stale = append(d.Stale, peerObject(w.name, k.String(), h.Endpoint, h.AllowedIPs, ""))
+			continue
+		case i < 0:
+			d.Missing = append(d.Missing, peerObject(w.name, k.String(), w.peers[j].endpoint, w.peers[j].allowed, "absent"))
 			continue
 		}
-		addrs, err := b.h.AddrList(link, fam)
-		if err != nil {
-			return fmt.Errorf("list addresses of %s: %w", w.name, err)
+		want, h := &w.peers[j], &have.Peers[i]
+		var why []string
+		if pc.ReplaceAllowedIPs {
+			why = append(why, "allowed-ips "+prefixList(peerStateOf(h).AllowedIPs))
 		}
-		for _, want := range familyPrefixes(w.addrs, v6) {
-			if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { p, ok := netlinkx.Prefix(a.IPNet); return ok && p == want }) {
-				d.Missing = append(d.Missing, backend.Object{Kind: observe.Address, Device: w.name, Dst: want})
+		if pc.Endpoint != nil {
+			why = append(why, "no endpoint")
+		}
+		if pc.PresharedKey != nil {
+			switch {
+			case h.PresharedKey == (wgtypes.Key{}):
+				why = append(why, "no preshared key")
+			case *pc.PresharedKey == (wgtypes.Key{}):
+				why = append(why, "a preshared key, want none")
+			default:
+				why = append(why, "another preshared key")
 			}
 		}
-		routes, err := b.h.RouteListFiltered(fam, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN},
-			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return fmt.Errorf("list routes of %s: %w", w.name, err)
+		if pc.PersistentKeepaliveInterval != nil {
+			why = append(why, fmt.Sprintf("keepalive %s, want %s", keepalive(h.PersistentKeepaliveInterval), keepalive(s.keepalive)))
 		}
-		for _, p := range nets {
-			if !slices.ContainsFunc(routes, func(r netlink.Route) bool {
-				dst, ok := netlinkx.Prefix(r.Dst)
-				return ok && dst.Masked() == p && isNetworkRoute(&r, p, v6)
-			}) {
-				d.Missing = append(d.Missing, backend.Object{Kind: observe.Route, Device: w.name, Dst: p})
-			}
-		}
+		d.Missing = append(d.Missing, peerObject(w.name, k.String(), want.endpoint, want.allowed, strings.Join(why, ", ")))
 	}
-	return nil
 }
 
-// driftPeers adds the admitted peers the device lacks or holds otherwise (missing) and the
-// peers no admitted lease explains (stale).
-func driftPeers(w *devWant, have []PeerState, d *backend.Drift) {
-	byKey := make(map[string]PeerState, len(have))
-	for _, p := range have {
-		byKey[p.PublicKey] = p
+// keepalive is a persistent keepalive interval in the words of wg(8): "25s" or "off".
+func keepalive(t time.Duration) string {
+	if t == 0 {
+		return "off"
 	}
-	for _, p := range w.peers {
-		k := p.key.String()
-		h, ok := byKey[k]
-		delete(byKey, k)
-		switch {
-		case !ok:
-			d.Missing = append(d.Missing, peerObject(w.name, k, p.endpoint, p.allowed, "absent"))
-		case !slices.Equal(h.AllowedIPs, p.allowed):
-			d.Missing = append(d.Missing, peerObject(w.name, k, p.endpoint, p.allowed, "allowed-ips "+prefixList(h.AllowedIPs)))
-		case !h.Endpoint.IsValid():
-			d.Missing = append(d.Missing, peerObject(w.name, k, p.endpoint, p.allowed, "no endpoint"))
-		}
-	}
-	for _, h := range have {
-		if _, ok := byKey[h.PublicKey]; ok {
-			d.Stale = append(d.Stale, peerObject(w.name, h.PublicKey, h.Endpoint, h.AllowedIPs, ""))
-		}
-	}
+	return t.String()
 }
 
 // peerObject renders a peer in the words of wg(8): "peer dev flannel-wg (<key> endpoint
