@@ -10,9 +10,8 @@ import (
 	"time"
 )
 
-// handshakeAge is how old a peer's latest handshake may be. WireGuard renews a session
-// every two minutes while traffic flows, and the overlay probes just sent some, so a
-// working peer always has a younger one.
+// handshakeAge is how old a working peer's latest handshake may be: WireGuard renews a
+// session every two minutes under traffic, and the overlay probes just sent some.
 const handshakeAge = 3 * time.Minute
 
 // wgReadFix is what to do when the WireGuard devices cannot be read.
@@ -87,8 +86,8 @@ func checkWGImplementation(ctx context.Context, s *State) Result {
 	return pass("%s (the daemon's status; the devices agree)", note)
 }
 
-// wgDeviceEvidence is ", listen port 51820, public key <key>" for a device, "" when
-// none was read.
+// wgDeviceEvidence is ", userspace WireGuard, listen port 51820, public key <key>" for a
+// device, "" when none was read.
 func wgDeviceEvidence(wg *WireGuard, name string) string {
 	if wg == nil {
 		return ""

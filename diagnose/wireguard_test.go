@@ -176,3 +176,50 @@ func TestWireguardChecksOnlyForWireguard(t *testing.T) {
 		t.Errorf("device evidence %q", ev)
 	}
 }
+
+// The link objects of a wireguard backend's Drift (a stale address, a stale route, the
+// missing blackhole) fail the check they belong to, named as objects, with the fix for a
+// running daemon and for a stopped one.
+func TestWireguardLinkDrift(t *testing.T) {
+	tests := []struct {
+		name           string
+		missing, stale []Object
+		check, says    string
+	}{
+		{"a stale address", nil, []Object{drift(observe.Address, "address 10.5.77.0/32 dev flannel-wg")},
+			CheckDevice, "stale: address 10.5.77.0/32 dev flannel-wg"},
+		{"a stale route", nil, []Object{drift(observe.Route, "route 10.5.99.0/24 dev flannel-wg")},
+			CheckPeerObjects, "1 stale (no admitted lease explains them): route 10.5.99.0/24 dev flannel-wg"},
+		{"the blackhole missing", []Object{drift(observe.Route, "route 10.5.0.0/16 (blackhole metric 1000000)")}, nil,
+			CheckPeerObjects, "1 missing or different: route 10.5.0.0/16 (blackhole metric 1000000)"},
+	}
+	for _, tc := range tests {
+		for _, running := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, daemon running %v", tc.name, running), func(t *testing.T) {
+				w, b := wgWorld()
+				if !running {
+					w.daemon = nil
+				}
+				b.missing, b.stale = tc.missing, tc.stale
+				r := w.runWith(b)
+				c := result(r, tc.check)
+				obj := append(tc.missing, tc.stale...)[0].Text
+				if c.Outcome != Failed || !strings.Contains(c.Evidence, tc.says) || !slices.Contains(c.Objects, obj) {
+					t.Fatalf("%s is %s %q %q, want failed saying %q naming %q", tc.check, c.Outcome, c.Evidence, c.Objects, tc.says, obj)
+				}
+				want := "the running daemon repairs these"
+				if !running {
+					want = "start flanneld"
+				}
+				if !strings.Contains(c.Fix, want) {
+					t.Errorf("fix %q does not say %q", c.Fix, want)
+				}
+				for _, n := range failedNames(r) {
+					if n != tc.check && n != CheckDaemon {
+						t.Errorf("%s failed too: %s", n, result(r, n).Evidence)
+					}
+				}
+			})
+		}
+	}
+}
