@@ -8,7 +8,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
@@ -27,12 +26,14 @@ type linkCounts struct {
 	addrRemoved   int
 	routesAdded   int
 	routesRemoved int
+	dev           string
+	strayRoutes   []netlink.Route // removed as no lease explains them; logged by the caller
 }
 
 // healLink converges the device's MTU, up flag, own addresses, network routes (no other)
 // and the blackholes beneath.
 func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
-	var n linkCounts
+	n := linkCounts{dev: d.name}
 	link, err := h.LinkByName(d.name)
 	if err != nil {
 		return n, fmt.Errorf("look up %s: %w", d.name, err)
@@ -173,7 +174,7 @@ func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip
 			continue
 		}
 		n.routesRemoved++
-		klog.InfoS("Removing a route on the WireGuard device that no lease explains", "device", d.name, "dst", r.Dst, "gateway", r.Gw)
+		n.strayRoutes = append(n.strayRoutes, *r)
 		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete route %v dev %s: %w", r.Dst, d.name, err))
 		}

@@ -651,6 +651,9 @@ func (b *Backend) drifted() bool {
 }
 
 func (b *Backend) reportLink(n linkCounts) {
+	for _, r := range n.strayRoutes {
+		klog.InfoS("Removed a route on the WireGuard device that no lease explains", "device", n.dev, "dst", r.Dst, "gateway", r.Gw)
+	}
 	observe.Count(b.obs, observe.Device, observe.Repair, n.device)
 	observe.Count(b.obs, observe.Address, observe.Add, n.addrAdded)
 	observe.Count(b.obs, observe.Address, observe.Remove, n.addrRemoved)
