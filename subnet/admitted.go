@@ -6,8 +6,6 @@ import (
 	"sort"
 )
 
-// The Admitter's storage of the admitted leases and the overlap queries on it.
-
 // resetTo makes cs (ordered by key, one lease per key) the admitted set.
 func (a *Admitter) resetTo(cs []Candidate) {
 	a.list.resetWith(len(cs), func(i int) *Lease { return &cs[i].Lease })
@@ -29,8 +27,7 @@ func (a *Admitter) resetTo(cs []Candidate) {
 	slices.SortFunc(a.idx6, sub6.compare)
 }
 
-// resize returns s with length n, reusing its storage unless it is more than twice as
-// large as needed.
+// resize returns s with length n, reusing its storage unless over twice the size needed.
 func resize[T any](s []T, n int) []T {
 	if c := cap(s); c < n || (c > 2*n && c > 1024) {
 		return make([]T, n)
@@ -39,8 +36,7 @@ func resize[T any](s []T, n int) []T {
 	return s[:n]
 }
 
-// count adds d to the length counts of the lease's judged subnets, and appends an
-// added IPv6 subnet to idx6 (unordered: the caller orders it).
+// count adds d to the length counts of l's judged subnets, appending added IPv6 ones to idx6.
 func (a *Admitter) count(l *Lease, d int32) {
 	has4, has6 := a.rule.families(l)
 	if has4 {
@@ -178,8 +174,7 @@ func mergeSorted[T any](s, add []T, compare func(T, T) int) []T {
 	return s
 }
 
-// admittedOverlapping calls f with the position of every admitted lease whose subnet of
-// p's family overlaps p.
+// admittedOverlapping calls f with the position of each admitted lease overlapping p.
 func (a *Admitter) admittedOverlapping(p netip.Prefix, f func(pos int)) {
 	if !p.IsValid() {
 		return
@@ -261,7 +256,6 @@ func (a *Admitter) subnetsOf(l *Lease) (out [2]netip.Prefix) {
 	return out
 }
 
-// overlaps reports whether two leases' judged subnets overlap.
 func (a *Admitter) overlaps(x, y *Lease) bool {
 	sx, sy := a.subnetsOf(x), a.subnetsOf(y)
 	for f := range sx {
@@ -272,9 +266,8 @@ func (a *Admitter) overlaps(x, y *Lease) bool {
 	return false
 }
 
-// sweep calls pair(i, j) for every two of n prefixes, ordered by key (the zero prefix
-// first), that overlap: each is compared with the chain of earlier prefixes containing
-// its address.
+// sweep calls pair(i, j) for every two overlapping prefixes, ordered by key (zero first),
+// comparing each with the chain of earlier prefixes that contain its address.
 func sweep(n int, at func(i int) netip.Prefix, pair func(i, j int)) {
 	type link struct {
 		i int

@@ -10,19 +10,13 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Admitter applies the admission rule to the leases a manager delivers (Apply) and keeps
-// the admitted ones, ordered by key, as the peers a backend reconciles to (Peers), and the
-// rejected ones with their reasons (Rejected).
-//
-// A lease is admitted when it passes the Rule's per-lease checks and overlaps neither the
-// node's own subnets nor another admitted lease. Of overlapping peers the senior one wins
-// (Origin.Seniority, then the name), the same on every node whatever the arrival order; a
-// loser is admitted as soon as its winner goes. Of admitted peers sharing a backend key
-// (RuleOptions.BackendKey) the same order picks the one that stays.
-//
-// A rejected lease is dropped, never fatal: logged once per name and version and reported
-// to onReject. Apply, Refresh, Peers and Synced are for one goroutine; Rejected and
-// Admitted may be called from any.
+// Admitter applies the admission rule to the leases a manager delivers and keeps the
+// admitted ones, ordered by key, as a backend's peers, and the rejected ones with reasons.
+// A lease is admitted when it passes the Rule and overlaps neither the node's subnets nor
+// another admitted lease. Of overlapping peers, or peers sharing a backend key, the senior
+// one wins whatever the arrival order, and a loser is admitted once its winner goes.
+// Rejections are logged once per name and version, never fatal. Apply, Refresh, Peers and
+// Synced are for one goroutine; Rejected and Admitted may be called from any.
 type Admitter struct {
 	rule       *Rule
 	own4, own6 netip.Prefix
@@ -37,20 +31,17 @@ type Admitter struct {
 	idx6   []sub6     // admitted IPv6 subnets, ordered (IPv6 enabled only)
 	held   map[ident]*held
 	synced bool
-	// keyLost are the positions of admitted leases that lost a backend-key contest
-	// (settleKeys), ascending; view is the list without them, used while there are any.
+	// keyLost are the ascending positions of backend-key losers; view is the list without them.
 	keyLost []int
 	view    PeerList
 }
 
-// ident names a lease: by its key when that is its name (etcd, canonical keys: a
-// snapshot then carries no name strings), else by its name.
+// ident names a lease by its key when that is its name (no name strings kept), else by name.
 type ident struct {
 	name string
 	key  leaseKey
 }
 
-// String is the name.
 func (id ident) String() string {
 	if id.name != "" {
 		return id.name
@@ -58,9 +49,7 @@ func (id ident) String() string {
 	return id.key.String()
 }
 
-// held is a rejected lease. The lease itself is kept only when it may be admitted later
-// without a new delivery: it lost to an overlapping peer or a backend-key contest, or
-// names a local address.
+// held is a rejected lease, kept whole only if it may be admitted without a new delivery.
 type held struct {
 	rej     *Rejection
 	version int64
@@ -69,8 +58,7 @@ type held struct {
 
 func keepsLease(r Reason) bool { return r == OverlapsPeer || r == LocalPublicIP || r == DuplicateKey }
 
-// sub6 is an admitted IPv6 subnet with the IPv4 subnet of its lease (which locates the
-// lease in the list).
+// sub6 is an admitted IPv6 subnet with its lease's IPv4 subnet, which locates the lease.
 type sub6 struct{ six, four pfxKey }
 
 func (s sub6) compare(o sub6) int {
@@ -80,8 +68,7 @@ func (s sub6) compare(o sub6) int {
 	return s.four.compare(o.four)
 }
 
-// NewAdmitter makes the admission stage for a rule and the node's own lease. onReject
-// (may be nil) hears each rejection when it is logged.
+// NewAdmitter makes the admission stage; onReject (may be nil) hears each logged rejection.
 func NewAdmitter(rule *Rule, own *Lease, onReject func(Reason)) *Admitter {
 	a := &Admitter{rule: rule, onReject: onReject, held: map[ident]*held{}}
 	if own != nil {
@@ -102,8 +89,7 @@ func NewAdmitter(rule *Rule, own *Lease, onReject func(Reason)) *Admitter {
 // Synced reports whether a snapshot has been applied.
 func (a *Admitter) Synced() bool { return a.synced }
 
-// Peers is the admitted peer set, ordered by key: a view of the Admitter's storage,
-// valid until the next Apply or Refresh.
+// Peers is the admitted set ordered by key, a view valid until the next Apply or Refresh.
 func (a *Admitter) Peers() Peers {
 	if len(a.keyLost) > 0 {
 		return a.view.Peers()
@@ -116,8 +102,7 @@ type RejectedLease struct {
 	Name   string // the key (etcd) or node name (Kubernetes)
 	Reason Reason
 	Detail string
-	// Lease is a copy of the lease when it may be admitted later (it lost a contest or
-	// names one of this node's addresses), else nil.
+	// Lease is a copy when the lease may be admitted later, else nil.
 	Lease *Lease
 }
 
@@ -155,8 +140,7 @@ func (a *Admitter) Admitted() []string {
 	return out
 }
 
-// Apply folds one watch result in and reports whether the admitted peer set changed. It
-// keeps only compact copies of r and the rejected leases that may be admitted later.
+// Apply folds one watch result in, keeping no reference to r; changed: the admitted set did.
 func (a *Admitter) Apply(r WatchResult) (changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -171,8 +155,7 @@ func (a *Admitter) Apply(r WatchResult) (changed bool) {
 	return changed
 }
 
-// Refresh reads the node's addresses again; when they changed, every lease is judged
-// again. It reports whether the admitted peer set changed.
+// Refresh re-reads the node's addresses, re-judging every lease if they changed, as Apply.
 func (a *Admitter) Refresh() (changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -237,7 +220,6 @@ func (a *Admitter) identAt(i int) ident {
 	return ident{key: a.keyAt(i)}
 }
 
-// candidateAt materialises the i-th admitted lease with what is known of its origin.
 func (a *Admitter) candidateAt(i int) Candidate {
 	c := Candidate{Lease: a.list.At(i), Origin: Origin{Seniority: a.sen[i]}}
 	if a.names != nil {
@@ -253,9 +235,8 @@ func (a *Admitter) find(k leaseKey) (int, bool) {
 	return i, i < n && a.list.compareKeyAt(i, k) == 0
 }
 
-// reject records a rejected candidate under id, logging and reporting it unless the
-// same rejection of the same version was recorded before (prev holds the entries this
-// round took out of the record).
+// reject records c's rejection under id, logging and reporting it unless prev (the entries
+// this round took out) holds the same rejection of the same version.
 func (a *Admitter) reject(id ident, c *Candidate, rej *Rejection, prev map[ident]*held) {
 	h := &held{rej: rej, version: c.Origin.Version}
 	if keepsLease(rej.Reason) {
@@ -275,8 +256,6 @@ func (a *Admitter) reject(id ident, c *Candidate, rej *Rejection, prev map[ident
 		a.onReject(rej.Reason)
 	}
 }
-
-// ---- snapshots
 
 // applySnapshot replaces everything known by the snapshot (ordered in place).
 func (a *Admitter) applySnapshot(snap []Candidate) bool {
@@ -323,8 +302,7 @@ func (a *Admitter) applySnapshot(snap []Candidate) bool {
 	return true
 }
 
-// dedupe drops from sorted candidates every one with the same key and name as an
-// earlier one (a snapshot holds a name once; the first wins).
+// dedupe drops from sorted cs every candidate with the key and name of an earlier one.
 func (a *Admitter) dedupe(cs []Candidate) []Candidate {
 	out := cs[:0]
 	run := 0 // start of the current run of equal keys in out
@@ -382,7 +360,6 @@ type batch struct {
 
 func (a *Admitter) newBatch() *batch { return &batch{prev: map[ident]*held{}} }
 
-// remove deletes the i-th admitted lease this round.
 func (b *batch) remove(i int, a *Admitter) {
 	l := a.list.At(i)
 	for _, p := range a.subnetsOf(&l) {
@@ -485,8 +462,7 @@ func (a *Admitter) applyEvents(evs []Event) bool {
 	return a.finish(b)
 }
 
-// releaseLosers takes the held losers that overlap a subnet freed this round out of
-// the record, to be judged again: one sweep over both, ordered by subnet.
+// releaseLosers releases the held losers overlapping a subnet freed this round, in one sweep.
 func (a *Admitter) releaseLosers(b *batch) {
 	type loser struct {
 		id ident
@@ -501,7 +477,6 @@ func (a *Admitter) releaseLosers(b *batch) {
 	if len(losers) == 0 {
 		return
 	}
-	// Items: the freed subnets, then each loser's subnets.
 	var items []netip.Prefix
 	var owner []int // loser of each item; -1 for a freed subnet
 	for _, p := range b.freed {
@@ -537,7 +512,6 @@ func (a *Admitter) releaseLosers(b *batch) {
 	}
 }
 
-// hasLosers reports whether a held lease lost to an overlapping peer.
 func (a *Admitter) hasLosers() bool {
 	for _, h := range a.held {
 		if h.rej.Reason == OverlapsPeer {
@@ -547,8 +521,7 @@ func (a *Admitter) hasLosers() bool {
 	return false
 }
 
-// finish applies the round: the deletions, the losers they free, and the pending
-// leases, contested or not.
+// finish applies the round: the deletions, the losers they free, then the pending leases.
 func (a *Admitter) finish(b *batch) bool {
 	if len(b.del) > 0 {
 		slices.Sort(b.del)

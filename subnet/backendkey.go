@@ -7,12 +7,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// The backend-key stage: admitted peers that share a backend key (RuleOptions.BackendKey).
-
-// settleKeys decides the admitted peers that share a backend key: the winner is the one
-// resolve would pick; the others keep their place in the overlap rule but are left out of
-// Peers and Admitted, held as DuplicateKey until they win. One pass; skipped when the
-// backend has no key.
+// settleKeys holds all but the winner (by resolve's order) of admitted peers sharing a
+// backend key as DuplicateKey: out of Peers and Admitted, in place for the overlap rule.
 func (a *Admitter) settleKeys() {
 	if a.rule.backendKey == nil {
 		return
@@ -64,8 +60,7 @@ func (a *Admitter) settleKeys() {
 	})
 }
 
-// keyBefore reports whether the admitted lease at i wins a backend-key contest against
-// the one at j, by resolve's order.
+// keyBefore reports whether the admitted lease at i wins a backend-key contest against j's.
 func (a *Admitter) keyBefore(i, j int) bool {
 	if c := cmp.Compare(a.sen[i], a.sen[j]); c != 0 {
 		return c < 0
@@ -76,7 +71,6 @@ func (a *Admitter) keyBefore(i, j int) bool {
 	return i < j // the list is ordered by key
 }
 
-// keyLoser reports whether the admitted lease at i lost a backend-key contest.
 func (a *Admitter) keyLoser(i int) bool {
 	_, ok := slices.BinarySearch(a.keyLost, i)
 	return ok

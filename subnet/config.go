@@ -1,6 +1,5 @@
-// Package subnet holds flannel's lease model: the network configuration, the lease
-// and its JSON, subnet keys, lease events, and the Manager interface that the etcd and
-// Kubernetes subnet managers implement.
+// Package subnet holds flannel's lease model (network config, leases and their JSON, subnet
+// keys, events) and the Manager interface the etcd and Kubernetes managers implement.
 package subnet
 
 import (
@@ -14,8 +13,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/ip"
 )
 
-// Config is the network configuration (the JSON at <prefix>/config or net-conf.json),
-// with defaults filled in by Validate.
+// Config is the network config (<prefix>/config or net-conf.json), defaults filled in.
 type Config struct {
 	EnableIPv4     bool
 	EnableIPv6     bool
@@ -32,8 +30,7 @@ type Config struct {
 	BackendType string
 	// Backend is the raw Backend object, handed to the backend to parse its own keys.
 	Backend json.RawMessage
-	// Warnings are the top-level keys that have no effect: unknown (with their likely
-	// intended spelling) or written twice.
+	// Warnings are the top-level keys without effect: unknown (with a likely spelling) or repeated.
 	Warnings []configkeys.Warning
 	// Raw is the config's text as read, for ChangedKeys.
 	Raw string
@@ -42,15 +39,13 @@ type Config struct {
 // DefaultBackendType is what upstream uses when the config has no Backend object.
 const DefaultBackendType = "udp"
 
-// ConfigError is a network config that cannot be used: every problem found, and what
-// could be read of it so that the caller can check the backend's own keys as well.
+// ConfigError lists every problem of an unusable config, with what could be read of it.
 type ConfigError struct {
 	// Problems are the problems found, in upstream's words where upstream has them.
 	Problems []error
 	// Warnings are the top-level keys that have no effect, as Config.Warnings.
 	Warnings []configkeys.Warning
-	// BackendType and Backend are the lower-cased Backend.Type and the Backend object
-	// when they could be read ("" and nil otherwise).
+	// BackendType and Backend are as in Config when they could be read ("" and nil otherwise).
 	BackendType string
 	Backend     json.RawMessage
 }
@@ -100,8 +95,7 @@ func (r *rawConfig) object() configkeys.Object {
 	}}
 }
 
-// ParseConfig decodes and validates the network configuration, filling in defaults. A
-// config that cannot be used is a *ConfigError with every problem found, one per mistake.
+// ParseConfig decodes, validates and completes the config; an unusable one is a *ConfigError.
 func ParseConfig(s string) (*Config, error) {
 	cfg, errs, bad := decode(s)
 	if cfg == nil {
@@ -129,7 +123,6 @@ func DecodeConfig(s string) (*Config, error) {
 	return cfg, nil
 }
 
-// error is the ConfigError of a decoded config with problems.
 func (c *Config) error(errs []error) *ConfigError {
 	ce := &ConfigError{Problems: errs, Warnings: c.Warnings, BackendType: c.BackendType}
 	if c.BackendType != "" {
@@ -234,8 +227,7 @@ func backendType(raw json.RawMessage) (string, error) {
 	return strings.ToLower(b.Type), nil
 }
 
-// Validate checks each enabled family with upstream's rules and messages
-// (CheckNetworkConfig) and fills in SubnetLen/SubnetMin/SubnetMax defaults.
+// Validate checks the enabled families by upstream's rules and messages and fills in defaults.
 func (c *Config) Validate() error {
 	return errors.Join(c.validate(false, false)...)
 }
@@ -328,8 +320,7 @@ func validateFamily(f family) []error {
 	return errs
 }
 
-// SubnetFits reports whether a v4 lease subnet is compatible with the config:
-// the right length and between SubnetMin and SubnetMax.
+// SubnetFits reports whether an IPv4 subnet is SubnetLen long and in [SubnetMin, SubnetMax].
 func (c *Config) SubnetFits(sn netip.Prefix) bool {
 	return sn.IsValid() && sn.Addr().Is4() && sn.Bits() == c.SubnetLen &&
 		c.SubnetMin.Compare(sn.Addr()) <= 0 && sn.Addr().Compare(c.SubnetMax) <= 0

@@ -10,15 +10,13 @@ import (
 
 // ConfigChange is a key whose value differs between two versions of the network config.
 type ConfigChange struct {
-	// Key is the key's path: "SubnetLen", "Backend.Type"; "" for the config as a whole
-	// when either version is not a JSON object.
+	// Key is the path ("SubnetLen", "Backend.Type"); "" when either version is no JSON object.
 	Key string
 	// Old and New are the values as compact JSON; "" when the key is absent.
 	Old, New string
 }
 
-// String renders the change for a log line, e.g. `Backend.Type: vxlan -> host-gw`;
-// "(absent)" for a missing key.
+// String renders `Backend.Type: vxlan -> host-gw`, "(absent)" standing for a missing key.
 func (c ConfigChange) String() string {
 	o, n := show(c.Old, false), show(c.New, false)
 	if o == n {
@@ -31,7 +29,6 @@ func (c ConfigChange) String() string {
 	return key + ": " + o + " -> " + n
 }
 
-// maxShownValue bounds a value's length in ConfigChange.String.
 const maxShownValue = 60
 
 func show(v string, quoted bool) string {
@@ -49,9 +46,8 @@ func show(v string, quoted bool) string {
 	return v
 }
 
-// ChangedKeys compares two texts of the network config by top-level key and Backend key,
-// sorted by key. Keys match in any case and are named by their known spelling; values
-// compare as compact JSON. A text that is not a JSON object is compared as a whole.
+// ChangedKeys compares two config texts by top-level and Backend key, sorted. Keys match in
+// any case and take their known spelling; a text that is no JSON object compares whole.
 func ChangedKeys(old, new string) []ConfigChange {
 	om, okO := keyValues(old)
 	nm, okN := keyValues(new)
@@ -79,7 +75,6 @@ func ChangedKeys(old, new string) []ConfigChange {
 	obm, okOB := keyValues(ob.value)
 	nbm, okNB := keyValues(nb.value)
 	if okOB && okNB {
-		// Compare the Backend objects key by key, and the rest without them.
 		delete(om, "backend")
 		delete(nm, "backend")
 		diff("Backend.", obm, nbm)
@@ -89,11 +84,9 @@ func ChangedKeys(old, new string) []ConfigChange {
 	return out
 }
 
-// keyValue is one key of an object: its name (as known, else as written) and its value
-// as compact JSON.
+// keyValue is one key of an object: its name (known spelling, else as written) and value.
 type keyValue struct{ name, value string }
 
-// canonicalKey is the known spelling of a top-level key, or k itself.
 func canonicalKey(k string) string {
 	for _, f := range new(rawConfig).object().Fields {
 		if strings.EqualFold(f.Name, k) {

@@ -8,8 +8,6 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Contested sets: leases that overlap one another, decided by seniority.
-
 // member is a lease of a contested set: leases that overlap one another.
 type member struct {
 	c   Candidate
@@ -21,8 +19,7 @@ type member struct {
 	rej *Rejection // why it lost
 }
 
-// contested returns the candidates (ordered by key) that overlap another one, with
-// their overlaps; nil when none does.
+// contested returns the candidates that overlap another, with their overlaps; nil if none.
 func (a *Admitter) contested(cs []Candidate) []member {
 	var ms []member
 	idx := map[int]int{} // candidate -> member
@@ -85,9 +82,8 @@ func (a *Admitter) resolve(ms []member) {
 	}
 }
 
-// admit admits pending leases (ordered by key): at once those that overlap nothing, the
-// others with every admitted lease and held loser they reach through overlaps, by
-// resolve. It reports whether the admitted set changed.
+// admit admits pending leases (ordered by key): those overlapping nothing at once, the others by
+// resolve with every admitted lease and held loser they reach. changed: the admitted set did.
 func (a *Admitter) admit(pending []Candidate, prev map[ident]*held) (changed bool) {
 	type loser struct {
 		id ident
@@ -107,8 +103,6 @@ func (a *Admitter) admit(pending []Candidate, prev map[ident]*held) (changed boo
 	for i, l := range losers {
 		subs[np+i] = a.subnetsOf(&l.h.cand.Lease)
 	}
-	// Overlaps among the pending leases and with the losers: one sweep per family over
-	// both, ordered by subnet.
 	type pair struct{ i, j int }
 	var pairs []pair
 	conflict := make([]bool, np)
@@ -144,7 +138,6 @@ func (a *Admitter) admit(pending []Candidate, prev map[ident]*held) (changed boo
 		return true
 	}
 
-	// The contested set: the conflicting pending leases, then what they reach.
 	var ms []member
 	byPending := map[int]int{}
 	byPos := map[int]int{}

@@ -13,8 +13,7 @@ import (
 	"time"
 )
 
-// LeaseAttrs is what a node advertises with its lease. Its JSON is byte-for-byte
-// upstream's: {"PublicIP":"…","PublicIPv6":null|"…"[,"BackendType":…][,"BackendData":…][,"BackendV6Data":…]}.
+// LeaseAttrs is what a node advertises with its lease; its JSON is upstream's, byte for byte.
 type LeaseAttrs struct {
 	PublicIP      netip.Addr // IPv4; the zero Addr is written as "0.0.0.0"
 	PublicIPv6    netip.Addr // the zero Addr is written as null
@@ -112,8 +111,7 @@ type Lease struct {
 	Expiration time.Time
 }
 
-// SamePeer reports whether two leases program the same kernel state on a peer: they
-// are equal in everything but the expiration.
+// SamePeer reports whether a and b differ at most in Expiration.
 func SamePeer(a, b Lease) bool {
 	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
 		a.EnableIPv4 == b.EnableIPv4 && a.EnableIPv6 == b.EnableIPv6 &&
@@ -126,8 +124,7 @@ func SamePeer(a, b Lease) bool {
 // Key returns the lease's subnet key (the last element of its etcd key).
 func (l *Lease) Key() string { return MakeSubnetKey(l.Subnet, l.IPv6Subnet) }
 
-// MakeSubnetKey formats a subnet key: "10.5.85.0-24" or "10.12.13.0-24&fd00:12:13::-56".
-// A missing IPv4 subnet is written as upstream does in IPv6-only mode: "0.0.0.0-0".
+// MakeSubnetKey formats "10.5.85.0-24" or "10.5.85.0-24&fd00::-64"; no IPv4 subnet is "0.0.0.0-0".
 func MakeSubnetKey(sn, sn6 netip.Prefix) string {
 	var buf [80]byte
 	return string(appendSubnetKey(buf[:0], sn, sn6))
@@ -136,8 +133,7 @@ func MakeSubnetKey(sn, sn6 netip.Prefix) string {
 // subnetKeyRE is upstream's key pattern, unanchored at the start as upstream's is.
 var subnetKeyRE = regexp.MustCompile(`(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$`)
 
-// ParseSubnetKey parses a subnet key. The IPv4 part of "0.0.0.0-0" yields an invalid
-// (zero) v4 prefix; sn6 is zero when the key has no IPv6 part.
+// ParseSubnetKey parses a subnet key; "0.0.0.0-0" and a missing IPv6 part yield zero prefixes.
 func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
 	if sn, sn6, ok := parsePlainSubnetKey(key); ok {
 		return sn, sn6, nil
@@ -145,9 +141,7 @@ func ParseSubnetKey(key string) (sn, sn6 netip.Prefix, err error) {
 	return parseSubnetKeyRE(key)
 }
 
-// parsePlainSubnetKey parses, without allocating, the keys daemons write
-// ("10.5.85.0-24&fd00:5:85::-64") exactly as upstream's pattern would; ok is false for
-// anything else, which parseSubnetKeyRE decides.
+// parsePlainSubnetKey parses daemon-written keys without allocating; ok false: use the pattern.
 func parsePlainSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
 	v4, rest, ok := strings.Cut(key, "-")
 	if !ok || strings.Count(v4, ".") != 3 || strings.Trim(v4, ".0123456789") != "" {
@@ -183,7 +177,6 @@ func parsePlainSubnetKey(key string) (sn, sn6 netip.Prefix, ok bool) {
 	return sn, netip.PrefixFrom(a6, int(n6)).Masked(), true
 }
 
-// parseSubnetKeyRE parses a key with upstream's pattern.
 func parseSubnetKeyRE(key string) (sn, sn6 netip.Prefix, err error) {
 	m := subnetKeyRE.FindStringSubmatch(key)
 	if m == nil {
@@ -197,7 +190,6 @@ func parseSubnetKeyRE(key string) (sn, sn6 netip.Prefix, err error) {
 	if err != nil {
 		return sn, sn6, fmt.Errorf("bad subnet key %q: bad prefix length", key)
 	}
-	// "0.0.0.0-0" is how upstream writes "no IPv4 subnet" (IPv6-only leases).
 	if p := netip.PrefixFrom(a, int(n)).Masked(); p.Bits() > 0 {
 		sn = p
 	}
@@ -244,16 +236,14 @@ type Candidate struct {
 	Origin Origin
 }
 
-// WatchResult is one delivery of a lease watch: a complete Snapshot (non-nil, possibly
-// empty) replacing everything known, or a batch of Events. Every lease the datastore holds
-// is delivered, good or bad (Origin.Defect), except the node's own.
+// WatchResult is either a complete Snapshot (non-nil, maybe empty) replacing all that is
+// known, or a batch of Events. Bad leases come too (Origin.Defect); the node's own never.
 type WatchResult struct {
 	Snapshot []Candidate
 	Events   []Event
 }
 
-// CandidatesOf returns the leases as snapshot candidates of unknown origin (the key as
-// name, no seniority): for tests and callers that hold plain leases.
+// CandidatesOf returns the leases as candidates of unknown origin (key as name, no seniority).
 func CandidatesOf(ls ...Lease) []Candidate {
 	out := make([]Candidate, len(ls))
 	for i := range ls {
@@ -265,8 +255,7 @@ func CandidatesOf(ls ...Lease) []Candidate {
 // IsSnapshot reports whether the result replaces the whole lease set.
 func (r WatchResult) IsSnapshot() bool { return r.Snapshot != nil }
 
-// FamilySubnet is the lease's subnet of one family (IPv6 when v6), masked; ok is false
-// when the lease has none of that family.
+// FamilySubnet returns the lease's masked subnet of one family (IPv6 when v6), if it has one.
 func (l *Lease) FamilySubnet(v6 bool) (sn netip.Prefix, ok bool) {
 	sn = l.Subnet
 	if v6 {
@@ -290,13 +279,11 @@ func (r WatchResult) EventCounts() (added, removed int) {
 	return added, removed
 }
 
-// ErrLeaseRevoked is returned by Manager.KeepLease when the node's own lease was deleted
-// or expired in the datastore. The daemon exits non-zero so that a supervisor restarts it.
+// ErrLeaseRevoked is returned by KeepLease when the node's own lease was deleted or expired.
 var ErrLeaseRevoked = errors.New("lease has been revoked")
 
-// Manager is a subnet manager: the datastore side of flannel. Every method may block on
-// the datastore and returns when ctx is cancelled; transient errors in WatchLeases and
-// KeepLease are retried internally with backoff.
+// Manager is the datastore side of flannel. Methods may block and return when ctx ends;
+// WatchLeases and KeepLease retry transient errors with backoff.
 type Manager interface {
 	// Name describes the manager for logs.
 	Name() string
@@ -304,18 +291,14 @@ type Manager interface {
 	GetNetworkConfig(ctx context.Context) (*Config, error)
 	// AcquireLease obtains (or reuses) this node's lease, advertising attrs.
 	AcquireLease(ctx context.Context, cfg *Config, attrs *LeaseAttrs) (*Lease, error)
-	// KeepLease keeps the acquired lease alive (renewing before expiry) and watches it.
-	// It returns nil when ctx is cancelled and ErrLeaseRevoked (wrapped) when the lease is gone.
+	// KeepLease renews the lease until ctx ends (nil) or the lease is gone (ErrLeaseRevoked).
 	KeepLease(ctx context.Context, lease *Lease) error
-	// WatchLeases sends the lease set to out: a snapshot, then event batches, and another
-	// snapshot whenever events may have been missed. It returns nil when ctx is cancelled
-	// and never closes out.
+	// WatchLeases sends a snapshot, then event batches, and a new snapshot whenever events may
+	// have been missed. It returns nil when ctx ends and never closes out.
 	WatchLeases(ctx context.Context, out chan<- WatchResult) error
 }
 
-// PermanentError marks a problem that retrying with the same configuration cannot fix (a
-// Kubernetes pod CIDR outside the Network): the daemon exits non-zero so that its
-// supervisor restarts it and the configuration is read afresh.
+// PermanentError marks a problem retrying cannot fix (a pod CIDR outside the Network).
 type PermanentError struct{ Err error }
 
 func (e *PermanentError) Error() string { return e.Err.Error() }

@@ -7,8 +7,7 @@ import (
 	"slices"
 )
 
-// leaseKey identifies a lease by its subnets, as its subnet key does, without allocating:
-// pointer-free and 36 bytes (two netip.Prefix take 64), for the index of 20,000 leases.
+// leaseKey identifies a lease by its subnets without allocating: pointer-free, 36 bytes.
 type leaseKey struct{ sn, sn6 pfxKey }
 
 // pfxKey is a prefix in fixed-size form: kind 0 for the zero Prefix, else 4 or 6.
@@ -39,8 +38,7 @@ func (k pfxKey) prefix() netip.Prefix {
 	return netip.Prefix{}
 }
 
-// compare orders as netip.Addr.Compare then Bits would: the zero prefix first, then
-// IPv4, then IPv6, by address, then by length.
+// compare orders as netip.Addr.Compare then Bits would, the zero prefix first.
 func (k pfxKey) compare(o pfxKey) int {
 	if c := cmp.Compare(k.kind, o.kind); c != 0 {
 		return c
@@ -51,8 +49,7 @@ func (k pfxKey) compare(o pfxKey) int {
 	return cmp.Compare(k.bits, o.bits)
 }
 
-// keyOfSubnets is the key of a lease with these subnets: an IPv4 subnet of length 0 is
-// written "0.0.0.0-0" in a key, as a missing one is.
+// keyOfSubnets is the key of a lease with these subnets; an IPv4 /0 counts as none.
 func keyOfSubnets(sn, sn6 netip.Prefix) leaseKey {
 	if sn.IsValid() && sn.Bits() == 0 {
 		sn = netip.Prefix{}
@@ -72,8 +69,7 @@ func (k leaseKey) compare(o leaseKey) int {
 // String is the subnet key (MakeSubnetKey).
 func (k leaseKey) String() string { return MakeSubnetKey(k.sn.prefix(), k.sn6.prefix()) }
 
-// sortCandidates orders cs by key, stably. It sorts positions, then moves each candidate
-// once.
+// sortCandidates orders cs by key, stably, moving each candidate once.
 func sortCandidates(cs []Candidate) {
 	sorted := true
 	for i := 1; i < len(cs) && sorted; i++ {
@@ -137,8 +133,7 @@ func v4Order(l *Lease) uint64 {
 	return 2 << 40
 }
 
-// compareKeyAt compares the key of the i-th lease with k, reading the compact form without
-// materialising a lease.
+// compareKeyAt compares the i-th lease's key with k without materialising the lease.
 func (pl *PeerList) compareKeyAt(i int, k leaseKey) int {
 	p := &pl.list[i]
 	if p.flags&flagSubnet == 0 || p.bits == 0 {
@@ -161,8 +156,7 @@ func (pl *PeerList) compareKeyAt(i int, k leaseKey) int {
 	return six.compare(k.sn6)
 }
 
-// compareV4At compares the IPv4 part of the i-th lease's key with k (kind 4 or 0), as
-// compareKeyAt does for whole keys.
+// compareV4At compares the IPv4 part of the i-th lease's key with k (kind 4 or 0).
 func (pl *PeerList) compareV4At(i int, k pfxKey) int {
 	p := &pl.list[i]
 	if p.flags&flagSubnet == 0 || p.bits == 0 {

@@ -6,16 +6,12 @@ import (
 	"unsafe"
 )
 
-// Peers is an ordered, read-only collection of peer leases in compact form (an IPv4-only
-// lease takes 56 bytes, a Lease 208): the lease set the daemon hands to a backend.
-//
-// A Peers value is a view of its owner's PeerList, valid and unchanged until the owner
-// changes the list (only between reconcile rounds). Consumers must not keep it, or the
-// backend data of a Lease it returned, across rounds. The zero Peers is empty.
+// Peers is an ordered, read-only view of peer leases in compact form (56 bytes for an IPv4
+// lease): the set the daemon hands a backend. It is valid until its owner's PeerList changes,
+// between reconcile rounds; do not keep it, or a Lease's backend data, across rounds.
 type Peers struct{ list []peer }
 
-// PeersOf returns the leases, in the given order, as a Peers collection (for tests and
-// callers that hold leases). It copies what it keeps: ls may be changed afterwards.
+// PeersOf copies the leases, in order, into a Peers collection.
 func PeersOf(ls ...Lease) Peers {
 	var pl PeerList
 	pl.Reset(ls)
@@ -25,9 +21,7 @@ func PeersOf(ls ...Lease) Peers {
 // Len is the number of peers.
 func (p Peers) Len() int { return len(p.list) }
 
-// At materialises the i-th lease without allocating. Its Expiration is zero; its
-// BackendData and BackendV6Data share the collection's memory: read-only, and not to be
-// kept once the collection changes.
+// At materialises the i-th lease without allocating: no Expiration, backend data shared read-only.
 func (p Peers) At(i int) Lease { return p.list[i].lease() }
 
 // All yields the leases in order, as At materialises them.
@@ -41,8 +35,7 @@ func (p Peers) All() iter.Seq[Lease] {
 	}
 }
 
-// Leases returns a copy of the collection as leases (for tests and diagnostics; it
-// allocates).
+// Leases returns a copy of the leases (it allocates).
 func (p Peers) Leases() []Lease {
 	out := make([]Lease, len(p.list))
 	for i := range p.list {
@@ -60,9 +53,8 @@ func cloneRaw(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// PeerList is the mutable storage behind a Peers collection, for its one owner. Changes
-// reuse the storage and are seen by earlier views, so the owner changes the list only
-// while no consumer reads a view.
+// PeerList is the mutable storage behind Peers views, for its one owner. Earlier views see
+// its changes, so the owner changes it only while no view is being read.
 type PeerList struct{ list []peer }
 
 // Peers returns a read-only view of the list (no copy).
@@ -77,8 +69,7 @@ func (pl *PeerList) At(i int) Lease { return pl.list[i].lease() }
 // Set replaces the i-th lease.
 func (pl *PeerList) Set(i int, l Lease) { pl.list[i] = compactPeer(&l) }
 
-// Reset replaces the whole list by ls, reusing the storage unless it is more than twice as
-// large as needed.
+// Reset replaces the list by ls, reusing the storage unless it is over twice the size needed.
 func (pl *PeerList) Reset(ls []Lease) {
 	pl.resetWith(len(ls), func(i int) *Lease { return &ls[i] })
 }
@@ -98,8 +89,7 @@ func (pl *PeerList) resetWith(n int, at func(i int) *Lease) {
 	}
 }
 
-// Delete removes the leases at the given positions, which must be ascending and distinct.
-// It costs one pass over the list from the first position on.
+// Delete removes the leases at the ascending, distinct positions at, in one pass.
 func (pl *PeerList) Delete(at []int) {
 	if len(at) == 0 {
 		return
@@ -117,8 +107,7 @@ func (pl *PeerList) Delete(at []int) {
 	pl.list = pl.list[:w]
 }
 
-// Insert inserts ls[j] before the lease now at position at[j] (len for the end), for every
-// j; at must be ascending. It costs one pass from the first position on.
+// Insert inserts ls[j] before the lease now at at[j] (len: the end); at must be ascending.
 func (pl *PeerList) Insert(at []int, ls []Lease) {
 	if len(at) != len(ls) {
 		panic("subnet: PeerList.Insert: positions and leases differ in number")
@@ -150,8 +139,7 @@ func (pl *PeerList) insertWith(at []int, lease func(j int) *Lease) {
 	}
 }
 
-// subnet4 is the i-th lease's Subnet when it is an IPv4 prefix (else the zero Prefix),
-// read without materialising the lease.
+// subnet4 is the i-th lease's Subnet if it is IPv4 (else zero), read without materialising it.
 func (pl *PeerList) subnet4(i int) netip.Prefix {
 	p := &pl.list[i]
 	if p.flags&flagSubnet == 0 {
@@ -163,7 +151,6 @@ func (pl *PeerList) subnet4(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4(p.sn), int(p.bits))
 }
 
-// subnet6 is the i-th lease's IPv6Subnet, read without materialising the lease.
 func (pl *PeerList) subnet6(i int) netip.Prefix {
 	if x := pl.list[i].ext; x != nil {
 		return x.sn6
@@ -171,9 +158,7 @@ func (pl *PeerList) subnet6(i int) netip.Prefix {
 	return netip.Prefix{}
 }
 
-// peer is a lease in compact form: IPv4 parts inline, the backend type interned, the
-// backend data a string; everything IPv6 (or unusual) behind ext, nil for IPv4-only
-// leases. No expiration. 56 bytes with alignment.
+// peer is a lease in compact form: IPv4 parts inline, IPv6 or unusual ones in ext (nil if none).
 type peer struct {
 	typ   string   // Attrs.BackendType, interned when well known
 	data  string   // Attrs.BackendData
@@ -196,8 +181,7 @@ type peerExt struct {
 	sn6   netip.Prefix // IPv6Subnet
 	pub6  netip.Addr   // Attrs.PublicIPv6
 	data6 string       // Attrs.BackendV6Data
-	// sn and pub hold Subnet and Attrs.PublicIP when they are neither zero nor plain
-	// IPv4 values (never, from a datastore; kept so that the round trip is exact).
+	// sn and pub hold a Subnet and PublicIP that are not plain IPv4, so round trips are exact.
 	sn  netip.Prefix
 	pub netip.Addr
 }
@@ -256,8 +240,7 @@ func (p *peer) lease() Lease {
 	return l
 }
 
-// rawOf returns the bytes of s without copying them (nil for ""). The result must not
-// be modified.
+// rawOf returns s's bytes without copying (nil for ""); they must not be modified.
 func rawOf(s string) []byte {
 	if s == "" {
 		return nil
@@ -265,8 +248,7 @@ func rawOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// InternBackendType returns the shared constant for the backend types flannel knows, so
-// 20,000 leases hold no copy of "vxlan" each; other names are returned as they are.
+// InternBackendType returns a shared constant for known backend types, so leases share one string.
 func InternBackendType(s string) string {
 	for _, k := range [...]string{"vxlan", "host-gw", "udp", "ipip", "wireguard", "ipsec", "extension", "alloc", "tencent-vpc"} {
 		if s == k {

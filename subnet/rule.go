@@ -10,11 +10,9 @@ import (
 	"strconv"
 )
 
-// Reason names why a peer lease is not admitted; it is the label value of
-// flannel_leases_rejected_total{reason}.
+// Reason names why a peer lease is not admitted (flannel_leases_rejected_total's label).
 type Reason string
 
-// The reasons of the admission rule.
 const (
 	NonCanonicalKey Reason = "non_canonical_key" // etcd: the key is not the one made from its subnets
 	OutsideNetwork  Reason = "outside_network"   // no subnet inside the configured networks
@@ -35,8 +33,7 @@ func Reasons() []Reason {
 		BadPublicIP, LocalPublicIP, TooLarge, BadBackendData, BadJSON, DuplicateKey}
 }
 
-// MaxValueSize bounds a lease's value (the etcd value, or a Node's flannel annotations
-// together); every backend's data is tens of bytes. Managers check it before decoding.
+// MaxValueSize bounds a lease's encoded value; managers check it before decoding.
 const MaxValueSize = 4096
 
 // Rejection says why a lease is not admitted.
@@ -58,43 +55,33 @@ func Reject(reason Reason, format string, args ...any) *Rejection {
 	return &Rejection{Reason: reason, Err: fmt.Errorf(format, args...)}
 }
 
-// Origin is what a subnet manager knows of a lease besides its content: what the
-// admission rule needs to judge it.
+// Origin is what the admission rule needs to know of a lease besides its content.
 type Origin struct {
-	// Name is the lease's key as the datastore spells it (etcd: the key below
-	// <prefix>/subnets/; Kubernetes: the node name). The etcd manager leaves it empty when
-	// it is the canonical key of the lease's subnets, to keep snapshots small.
+	// Name is the lease's datastore name: the etcd key below <prefix>/subnets/ (empty when
+	// canonical, to keep snapshots small) or the node name.
 	Name string
-	// Seniority orders overlapping leases: the smaller (older) wins, ties broken by name.
-	// etcd: the key's create revision; Kubernetes: the Node's creation time (Unix s).
+	// Seniority orders overlapping leases, older (smaller) first, then by name.
 	Seniority int64
-	// Version is the value's revision (etcd: mod revision; Kubernetes: the Node's resource
-	// version at the lease's last change); a rejection is logged once per name and version.
+	// Version is the value's revision; a rejection is logged once per name and version.
 	Version int64
-	// Defect, when set, says why the manager could not build the lease from the value
-	// (TooLarge, BadJSON, BadPublicIP, ...): the Lease then holds its subnets at most.
+	// Defect is why the manager could not build the lease, which then holds its subnets at most.
 	Defect *Rejection
 }
 
 // RuleOptions are the parts of the admission rule that main wires in.
 type RuleOptions struct {
-	// Kube selects Kubernetes mode: lease names are node names (no key check), and a pod
-	// CIDR may have any length inside the network.
+	// Kube selects Kubernetes mode: names are node names and pod CIDRs may have any length.
 	Kube bool
-	// BackendData checks one family's backend data by the lease's BackendType. A type
-	// without a check passes: the backend skips leases of another backend.
+	// BackendData checks a family's backend data by BackendType; types without a check pass.
 	BackendData map[string]func(data json.RawMessage) error
-	// BackendKey names, by BackendType, the key a peer must not share with another
-	// admitted peer (wireguard: its public key; ok false: none). The senior one wins; the
-	// others are rejected as DuplicateKey, keep their subnets, and are admitted when the
-	// winner goes. Only the network's own backend's is used.
+	// BackendKey names, by BackendType, the key admitted peers must not share (wireguard: the
+	// public key); only the network's backend's is used.
 	BackendKey map[string]func(l *Lease) (key string, ok bool)
 	// LocalAddrs lists the node's own addresses (InterfaceAddrs); nil: none known.
 	LocalAddrs func() ([]netip.Addr, error)
 }
 
-// Rule is the per-lease part of the admission rule for one network config: the
-// checks that need no other lease. It is not safe for concurrent use.
+// Rule is the per-lease part of the admission rule for one config; not safe for concurrent use.
 type Rule struct {
 	v4, v6     bool
 	net4, net6 netip.Prefix
@@ -117,8 +104,7 @@ func NewRule(cfg *Config, o RuleOptions) *Rule {
 	return r
 }
 
-// RefreshLocal reads the node's addresses again and reports whether they changed. A
-// failure to read them keeps the ones known.
+// RefreshLocal re-reads the node's addresses and reports whether they changed (kept on error).
 func (r *Rule) RefreshLocal() (changed bool) {
 	if r.localFn == nil {
 		return false
@@ -144,17 +130,15 @@ func (r *Rule) isLocal(a netip.Addr) bool {
 	return ok
 }
 
-// families reports which of the lease's subnets the rule judges: those of the enabled
-// families (a dual-stack lease in an IPv4 network is an IPv4 peer).
+// families reports which of the lease's subnets the rule judges: those of enabled families.
 func (r *Rule) families(l *Lease) (has4, has6 bool) {
 	has4 = r.v4 && l.Subnet.IsValid() && l.Subnet.Bits() > 0
 	has6 = r.v6 && l.IPv6Subnet.IsValid()
 	return has4, has6
 }
 
-// Check judges one candidate by the per-lease checks: the manager's defect, the canonical
-// key (etcd), the subnets, the public addresses (usable unicast, not ours), the backend
-// data. It returns nil when the lease passes.
+// Check judges a candidate by the per-lease checks (defect, canonical key, subnets, public
+// addresses, backend data); nil means it passes.
 func (r *Rule) Check(c *Candidate) *Rejection {
 	if c.Origin.Defect != nil {
 		return c.Origin.Defect
@@ -218,10 +202,8 @@ func (r *Rule) occupies(c *Candidate) bool {
 	return ok4 && ok6
 }
 
-// Taken reports which subnets of a listed lease count as taken when this node picks one
-// (etcd mode): those of a lease that passes Check or fails only on this node (it names our
-// address), and of a rejected lease that occupies its canonical key. A bad lease never
-// blocks the node's allocation.
+// Taken reports the subnets of a listed lease that block the node's own pick (etcd): those of
+// a lease that passes, fails only here (LocalPublicIP), or occupies its canonical key.
 func (r *Rule) Taken(c *Candidate) (sn, sn6 netip.Prefix, ok bool) {
 	if rej := r.Check(c); rej != nil && rej.Reason != LocalPublicIP && !r.occupies(c) {
 		return netip.Prefix{}, netip.Prefix{}, false
@@ -231,9 +213,7 @@ func (r *Rule) Taken(c *Candidate) (sn, sn6 netip.Prefix, ok bool) {
 
 var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
-// CheckPublicIP reports whether a is usable as a peer's public address of its family
-// (IPv6 when v6): a unicast address, not unspecified, loopback, multicast, link-local,
-// zoned or the broadcast address.
+// CheckPublicIP reports why a is not a usable unicast public address of its family (v6: IPv6).
 func CheckPublicIP(a netip.Addr, v6 bool) error {
 	fam := "IPv4"
 	if v6 {
@@ -260,8 +240,7 @@ func CheckPublicIP(a netip.Addr, v6 bool) error {
 	return nil
 }
 
-// InterfaceAddrs lists the addresses of every interface of the network namespace the
-// daemon runs in (RuleOptions.LocalAddrs).
+// InterfaceAddrs lists the addresses of every interface in the daemon's network namespace.
 func InterfaceAddrs() ([]netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -278,8 +257,7 @@ func InterfaceAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// IsSubnetKey reports whether name is exactly MakeSubnetKey(sn, sn6), without
-// allocating.
+// IsSubnetKey reports whether name is MakeSubnetKey(sn, sn6), without allocating.
 func IsSubnetKey(name string, sn, sn6 netip.Prefix) bool {
 	var buf [80]byte
 	return bytes.Equal(appendSubnetKey(buf[:0], sn, sn6), []byte(name))
