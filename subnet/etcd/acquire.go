@@ -18,15 +18,13 @@ import (
 
 const maxCandidates = 100
 
-// errRace means another writer changed the subnet keys between list and transaction; the
-// attempt is repeated. The text is upstream's.
+// errRace means another writer changed the subnet keys meanwhile (retried); upstream's text.
 var errRace = errors.New("subnet already exists")
 
 var errOutOfSubnets = errors.New("out of subnets")
 
-// AcquireLease reuses this node's lease (matched by PublicIP, or PublicIPv6 when IPv4 is
-// disabled), else the previous subnet if free and compatible, else a random free subnet,
-// created by compare-and-swap; a lost race is retried until it wins, subnets run out, or ctx ends.
+// AcquireLease reuses this node's lease (by PublicIP, or PublicIPv6 without IPv4), else takes
+// the previous subnet if free and fitting, else a random free one; lost races are retried.
 func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if cfg == nil || attrs == nil {
 		return nil, errors.New("AcquireLease: nil config or attributes")
@@ -52,9 +50,7 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 }
 
 func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *subnet.Config, attrs *subnet.LeaseAttrs, value []byte) (lease *subnet.Lease, err error) {
-	// Only leases passing the admission rule take a subnet (a rejected one only its key): a bad
-	// lease never blocks this node's allocation. This node's own entries stay out of the
-	// candidates; the watch delivers what became of them.
+	// Only admitted leases take a subnet (a rejected one its key): a bad lease never blocks ours.
 	rule := subnet.NewRule(cfg, m.cfg.Admission)
 	var mine []entry
 	var taken4, taken6 []netip.Prefix
@@ -158,8 +154,7 @@ func (m *Manager) tryAcquire(ctx context.Context, cli *clientv3.Client, cfg *sub
 	return &l, nil
 }
 
-// rewrite stores our attributes in an existing key of ours, with a fresh etcd lease, or
-// without one when the key is a reservation.
+// rewrite stores attrs in an existing key of ours with a fresh etcd lease (none if reserved).
 func (m *Manager) rewrite(ctx context.Context, cli *clientv3.Client, e entry, attrs *subnet.LeaseAttrs, value []byte) (*subnet.Lease, error) {
 	key := e.name()
 	l := leaseFor(e.c.Lease.Subnet, e.c.Lease.IPv6Subnet)
@@ -217,8 +212,7 @@ func compatible(cfg *subnet.Config, l subnet.Lease) bool {
 	return v4 && v6
 }
 
-// choose returns prev when still free and fitting, else a random free subnet between first
-// and last (zero when none is free).
+// choose returns prev if still free and fitting, else a random free subnet in [first, last].
 func choose(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Prefix, first, last netip.Addr, bits int) netip.Prefix {
 	if sn := previous(prev, fits, taken); sn.IsValid() {
 		return sn
@@ -246,8 +240,7 @@ func previous(prev netip.Prefix, fits func(netip.Prefix) bool, taken []netip.Pre
 	return prev
 }
 
-// freeSubnets returns up to limit subnets of length bits in [first, last] overlapping none
-// of taken (walked in step with the sorted taken list, no set built per call).
+// freeSubnets returns up to limit free subnets of length bits in [first, last]; taken is sorted.
 func freeSubnets(first, last netip.Addr, bits int, taken []netip.Prefix, limit int) []netip.Prefix {
 	if !first.IsValid() || !last.IsValid() || first.Is4() != last.Is4() {
 		return nil

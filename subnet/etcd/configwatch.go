@@ -13,10 +13,8 @@ import (
 
 var _ subnet.ConfigWatcher = (*Manager)(nil)
 
-// WatchConfig implements subnet.ConfigWatcher: it calls changed with <prefix>/config's value
-// ("" when absent), then with every put or delete. A broken watch (etcd away, compaction) is
-// reopened after a fresh read (backoff 100 ms to 10 s), so no change is missed; errors log
-// at verbosity 2 only. It returns nil when ctx ends, an error only if the manager was closed.
+// WatchConfig implements subnet.ConfigWatcher for <prefix>/config: a broken watch reopens after
+// a fresh read (backoff 100 ms to 10 s), missing nothing; it fails only if the manager is closed.
 func (m *Manager) WatchConfig(ctx context.Context, changed func(text string)) error {
 	delay := retryDelay{min: 100 * time.Millisecond, max: 10 * time.Second}
 	for ctx.Err() == nil {

@@ -14,11 +14,8 @@ import (
 	"github.com/flannel-go/flannel/pkg/observe"
 )
 
-// The etcd client reconnects and resumes watches silently: a call without a connection
-// just hits its deadline and a watch on a lost connection stays quiet. So the manager
-// dials for the client, reporting each failure, and follows the connection state.
-
-// dial is the etcd client's dialer; each failure is reported (connectFailed).
+// dial is the etcd client's dialer, reporting each failure (connectFailed): the client
+// reconnects silently, so a call without a connection would just hit its deadline.
 func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	network, address := "tcp", addr
 	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
@@ -35,8 +32,7 @@ func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, err
 }
 
-// connectFailed reports a failed dial or TLS handshake as a DatastoreError(Connect)
-// naming the endpoint and cause, and keeps it for watchConnection.
+// connectFailed reports a failed dial or handshake (DatastoreError Connect) and keeps it.
 func (m *Manager) connectFailed(endpoint string, cause error) {
 	err := fmt.Errorf("connecting to etcd: %w", &connerr.Error{Endpoint: endpoint, Cause: connerr.Classify(cause), Err: cause})
 	m.connMu.Lock()
@@ -71,9 +67,7 @@ func dialAddr(ep string) string {
 	return ep
 }
 
-// watchConnection follows the client's connection until ctx ends: once per outage
-// (TRANSIENT_FAILURE) the lease watch is reported broken with the last connection error
-// and restarted; when ready again it is reported live (the client resumes it).
+// watchConnection reports the lease watch broken once per connection outage, live when ready again.
 func (m *Manager) watchConnection(ctx context.Context, cli *clientv3.Client) {
 	conn := cli.ActiveConnection()
 	if conn == nil {

@@ -18,9 +18,6 @@ import (
 	"github.com/flannel-go/flannel/pkg/connerr"
 )
 
-// The etcd client ends a call without a usable connection at its deadline, naming no
-// endpoint; so a call that got no answer probes each endpoint (connerr.Probe) for why.
-
 const probeTimeout = 2 * time.Second
 
 type callError struct {
@@ -31,13 +28,12 @@ type callError struct {
 func (e *callError) Error() string { return e.text }
 func (e *callError) Unwrap() error { return e.err }
 
-// explain returns err, a failed etcd call, with its cause named: refused credentials or
-// permission, or for no answer the last TLS handshake failure, else each endpoint's
-// problem. Other errors and cancellations are returned as they are.
+// explain names the cause of err, a failed etcd call: refused credentials or permission, the
+// last TLS handshake failure, or each endpoint's problem by probing; others pass unchanged.
 func (m *Manager) explain(err error) error { return m.explainCall(err, nil) }
 
-// explainCall is explain for a call to only those endpoints (nil: any); it probes those
-// alone and ignores the client's last handshake failure, perhaps another endpoint's.
+// explainCall is explain for a call to only those endpoints (nil: any): it probes just them and
+// ignores the client's last handshake failure, perhaps another endpoint's.
 func (m *Manager) explainCall(err error, only []string) error {
 	var ce *callError
 	switch {
@@ -76,7 +72,6 @@ func noAnswer(err error) bool {
 }
 
 // diagnose probes eps at once and says why each cannot be used, grouped by cause.
-// Endpoints that accept but do not answer are not serving (no leader, overloaded).
 func (m *Manager) diagnose(ctx context.Context, eps []string) string {
 	results := make([]error, len(eps))
 	var wg sync.WaitGroup

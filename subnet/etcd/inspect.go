@@ -17,8 +17,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Read-only inspection for the diagnose and leases commands: nothing here writes, each
-// call returns when ctx ends, and none needs an acquired lease.
+// Read-only inspection for diagnose and leases: nothing here writes or needs an acquired lease.
 
 // Endpoints are the configured endpoints, without user information.
 func (m *Manager) Endpoints() []string { return append([]string(nil), m.cfg.Endpoints...) }
@@ -35,8 +34,7 @@ type EndpointStatus struct {
 	Errors   []string // alarms and raft errors the member reports
 }
 
-// Status asks one of Endpoints for its status: healthy when it answers, knows a leader and
-// reports no errors. No answer is explained per endpoint (explainCall).
+// Status asks one of Endpoints for its status: healthy when it answers, has a leader, no errors.
 func (m *Manager) Status(ctx context.Context, endpoint string) (EndpointStatus, error) {
 	cli, err := m.client()
 	if err != nil {
@@ -56,9 +54,7 @@ var ErrNoV2 = errors.New("etcd does not serve the v2 API")
 
 const maxV2Response = 1 << 20
 
-// V2ConfigText reads <prefix>/config through the v2 API, where ETCDCTL_API=2 writes end up,
-// invisible to v3. Endpoints are asked in order; found is false when the key is absent.
-// Credentials go as HTTP basic auth (v2 has its own users).
+// V2ConfigText reads <prefix>/config through the v2 API, where ETCDCTL_API=2 writes land.
 func (m *Manager) V2ConfigText(ctx context.Context) (text string, found bool, err error) {
 	var errs []error
 	for _, ep := range m.cfg.Endpoints {
@@ -127,8 +123,7 @@ func (m *Manager) v2Get(ctx context.Context, endpoint, key string) (string, bool
 type Listed struct {
 	Name        string // the key below <prefix>/subnets/
 	Reservation bool   // no etcd lease: never expires
-	// Candidate is the lease as the admission rule takes it: Origin.Seniority and Version
-	// are the key's create and mod revisions, Origin.Defect why the value is no lease.
+	// Candidate has the key's create and mod revisions as Origin.Seniority and Version.
 	subnet.Candidate
 }
 

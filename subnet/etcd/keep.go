@@ -16,10 +16,9 @@ import (
 
 var errKeyGone = errors.New("subnet key is gone")
 
-// KeepLease renews the lease at Expiration − RenewMargin with a fresh etcd lease (retried
-// with backoff 1 s to 1 min) and adopts another writer's lease on the key; a reservation
-// is never renewed. It returns an error wrapping subnet.ErrLeaseRevoked when the key is
-// deleted or expires, nil when ctx ends; an unreachable etcd is waited out.
+// KeepLease renews the lease at Expiration − RenewMargin with a fresh etcd lease (backoff 1 s
+// to 1 min), adopting another writer's lease on the key; a reservation is never renewed. It
+// returns nil when ctx ends and subnet.ErrLeaseRevoked once the key is deleted or expires.
 func (m *Manager) KeepLease(ctx context.Context, l *subnet.Lease) error {
 	if l == nil {
 		return errors.New("KeepLease: nil lease")

@@ -34,10 +34,8 @@ func keySubnets(dir string, key []byte) (name string, sn, sn6 netip.Prefix, err 
 	return name, sn, sn6, nil
 }
 
-// kvCandidate turns a subnet key and value into a candidate for the admission rule; a key
-// naming no subnet is an error. A value over subnet.MaxValueSize is not decoded (Defect
-// TooLarge); one that does not decode is BadJSON. Origin names the key only when it is not
-// canonical; Expiration stays zero.
+// kvCandidate makes an admission candidate of a subnet key and value (an error if the key
+// names no subnet); a value over MaxValueSize is TooLarge, one that does not decode BadJSON.
 func kvCandidate(dir string, key, value []byte, createRev, modRev int64) (subnet.Candidate, error) {
 	name, sn, sn6, err := keySubnets(dir, key)
 	if err != nil {
@@ -77,18 +75,14 @@ type entry struct {
 
 func (e *entry) name() string { return string(e.rawKey) }
 
-// listPage keys per range request keep a 20,000-lease listing's responses at ~0.3 MB each
-// instead of one 6 MB response.
+// listPage keys per range request keep a 20,000-lease listing's responses near 0.3 MB each.
 const listPage = 1000
 
-// maxResponseBytes is the client's receive limit: a larger response is refused unread, so
-// the daemon never holds more values than this at once (a listPage page is about 0.2 MB).
+// maxResponseBytes is the client's receive limit, bounding the values held at once.
 const maxResponseBytes = 512 << 10
 
-// scan reads all subnet keys in pages at the first page's revision, which it returns; a
-// page over maxResponseBytes is read again smaller, a single oversized value keys-only
-// (Defect TooLarge). It calls size once with the key count, then f per key; keys naming
-// no subnet are skipped, undecodable values passed with a Defect.
+// scan reads all subnet keys in pages at the first page's revision (returned), calling size with
+// the count, then f per key; oversized pages are read again smaller, oversized values keys-only.
 func (m *Manager) scan(ctx context.Context, cli *clientv3.Client, size func(int), f func(e *entry)) (int64, error) {
 	limit := m.page
 	if limit <= 0 {

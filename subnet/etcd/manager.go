@@ -28,26 +28,20 @@ const (
 	DefaultRenewMargin = 60 * time.Minute
 )
 
-// opTimeout bounds single etcd calls of the background loops, so an unreachable etcd
-// does not stall them.
+// opTimeout bounds a background loop's etcd call, so an unreachable etcd does not stall it.
 const opTimeout = 10 * time.Second
 
 // Config configures the etcd subnet manager.
 type Config struct {
-	// Endpoints are the etcd client URLs (default, upstream's: http://127.0.0.1:4001,
-	// http://127.0.0.1:2379).
+	// Endpoints are the etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379).
 	Endpoints []string
 	// Prefix is the key prefix (default DefaultPrefix).
 	Prefix string
-	// KeyFile, CertFile and CAFile configure TLS, used as the etcd client decides (see
-	// usesTLS). CertFile and KeyFile go together; CAFile verifies the server (default: the
-	// system roots). Endpoints' user information is dropped: the client never uses it.
+	// KeyFile, CertFile and CAFile configure TLS (see usesTLS); CAFile defaults to system roots.
 	KeyFile, CertFile, CAFile string
 	// Username and Password enable etcd authentication when both are set; never logged.
 	Username, Password string
-	// Admission is the admission rule's options: only passing leases take a subnet when
-	// this node picks one, so a bad lease never blocks allocation.
-	Admission subnet.RuleOptions
+	Admission          subnet.RuleOptions
 	// PrevSubnet and PrevIPv6Subnet (from the previous subnet.env) are preferred when free.
 	PrevSubnet, PrevIPv6Subnet netip.Prefix
 	// LeaseTTL is the TTL of the etcd lease attached to the subnet key (default 24 h).
@@ -71,8 +65,7 @@ type Manager struct {
 	cli    *clientv3.Client
 	closed bool
 
-	// connErr is the last failed connection attempt; its own lock, as the client dials while
-	// client() holds mu.
+	// connMu guards connErr, the last failed connection: the client dials while client() holds mu.
 	connMu  sync.Mutex
 	connErr error
 
@@ -103,8 +96,7 @@ var _ subnet.Manager = (*Manager)(nil)
 
 var errClosed = errors.New("etcd subnet manager is closed")
 
-// New creates the manager and its etcd client without checking connectivity; with
-// authentication the client (which fetches a token) is created on first use.
+// New creates the manager and its client (on first use with authentication), not dialing etcd.
 func New(cfg Config) (*Manager, error) {
 	if len(cfg.Endpoints) == 0 {
 		cfg.Endpoints = []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}

@@ -19,11 +19,6 @@ import (
 	"github.com/flannel-go/flannel/pkg/redact"
 )
 
-// The etcd client decides TLS for all endpoints by the first one's scheme (https://,
-// unixs://, or none with TLS configured); the manager decides the same way and hands the
-// client credentials that remember why the last TLS handshake failed.
-
-// errHalfPair: a client certificate without its key, or a key without its certificate.
 var errHalfPair = errors.New("a client certificate and its key go together: CertFile and KeyFile must both be set or both be empty")
 
 // cleanEndpoints returns the endpoints without user information and whether any had some.
@@ -51,7 +46,7 @@ func scheme(ep string) string {
 	return ""
 }
 
-// usesTLS reports whether the client talks TLS to eps: the first endpoint's scheme decides.
+// usesTLS reports whether the client uses TLS for eps: by the first's scheme, else tlsConfigured.
 func usesTLS(eps []string, tlsConfigured bool) bool {
 	if len(eps) == 0 {
 		return false
@@ -65,8 +60,7 @@ func usesTLS(eps []string, tlsConfigured bool) bool {
 	return tlsConfigured
 }
 
-// tlsConfig has the client certificate when both files are set, and verifies the server
-// against caFile, else the system roots.
+// tlsConfig has the client certificate if both files are set and trusts caFile, else system roots.
 func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if (certFile == "") != (keyFile == "") {
 		return nil, errHalfPair
@@ -93,8 +87,7 @@ func tlsConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// secure sets up m.ccfg's security from cfg (clean endpoints) and logs once what the
-// operator should know about it.
+// secure sets up m.ccfg's security from cfg and logs once what the operator should know.
 func (m *Manager) secure(cfg Config, hadUserinfo bool) error {
 	if hadUserinfo {
 		klog.InfoS("User information in an etcd endpoint URL is ignored, as the etcd client does; give credentials as --etcd-username and --etcd-password",

@@ -13,8 +13,7 @@ import (
 
 var _ subnet.AttrsUpdater = (*Manager)(nil)
 
-// UpdateLeaseAttrs rewrites the node's subnet key with attrs, if it still exists, keeping
-// its etcd lease (or none, for a reservation).
+// UpdateLeaseAttrs rewrites the node's existing subnet key with attrs, keeping its etcd lease.
 func (m *Manager) UpdateLeaseAttrs(ctx context.Context, _ *subnet.Config, l *subnet.Lease, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if l == nil || attrs == nil {
 		return nil, errors.New("UpdateLeaseAttrs: nil lease or attributes")

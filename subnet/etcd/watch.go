@@ -16,9 +16,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases sends a snapshot of all leases, then one batch per etcd watch response. A
-// broken watch reopens (backoff 100 ms to 1 s) after the last event delivered; after a
-// compaction a new snapshot is sent. It returns nil when ctx ends (an error if closed).
+// WatchLeases sends a snapshot, then a batch per watch response; a broken watch reopens after
+// the last event delivered (backoff 100 ms to 1 s), a compaction brings a new snapshot.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	delay := retryDelay{min: 100 * time.Millisecond, max: time.Second}
 	resync := true
@@ -110,8 +109,7 @@ func (m *Manager) takePrimed() *listing {
 // snapshot lists the leases for a WatchResult (never nil), all but this node's own.
 func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.Candidate, int64, error) {
 	if p := m.takePrimed(); p != nil {
-		// The listing AcquireLease just read: watching from its revision + 1 misses nothing, and
-		// spares listing 20,000 leases twice at start-up.
+		// AcquireLease's listing: watching from its revision + 1 misses nothing, saving a listing.
 		return p.leases, p.rev, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -129,9 +127,8 @@ func (m *Manager) snapshot(ctx context.Context, cli *clientv3.Client) ([]subnet.
 	return leases, rev, nil // not nil: scan calls size before it succeeds
 }
 
-// watchFrom watches the subnet keys from *next, advancing it past each delivered event.
-// resync is true when events may be lost (compaction, revision went backwards),
-// progressed when at least one response arrived.
+// watchFrom watches the subnet keys from *next, advancing it past each delivered event; resync
+// means events may be lost (compaction, revision went back), progressed that a response came.
 func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int64, out chan<- subnet.WatchResult) (resync, progressed bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -147,7 +144,6 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 		}
 		if err := resp.Err(); err != nil {
 			if status.Code(err) == codes.ResourceExhausted {
-				// A response passed the receive limit and was not read: a paged listing reads it.
 				klog.InfoS("A subnet lease watch response passed the receive limit and was not read; listing subnet leases again",
 					"limit", m.cfg.maxResponse, "revision", *next)
 				return true, progressed, errTooLarge
@@ -185,8 +181,7 @@ func (m *Manager) watchFrom(ctx context.Context, cli *clientv3.Client, next *int
 	return false, progressed, errors.New("watch channel closed")
 }
 
-// toEvent converts an etcd event; keys naming no subnet are skipped, bad values are
-// delivered with their Defect.
+// toEvent converts an etcd event, skipping keys that name no subnet; bad values carry a Defect.
 func (m *Manager) toEvent(ev *clientv3.Event) (subnet.Event, bool) {
 	if ev.Type == clientv3.EventTypeDelete {
 		name, sn, sn6, err := keySubnets(m.subnetsDir, ev.Kv.Key)
