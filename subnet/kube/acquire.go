@@ -15,8 +15,7 @@ import (
 
 const podCIDRHint = "the controller manager assigns spec.podCIDR when it runs with --allocate-node-cidrs=true and --cluster-cidr set to the flannel Network"
 
-// AcquireLease makes the node's pod CIDR(s) its lease and advertises attrs in the node's
-// annotations (strategic-merge patch on nodes/<name>/status, as upstream) where they differ.
+// AcquireLease makes the node's pod CIDR(s) its lease and writes attrs into its annotations.
 func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	name, err := m.NodeName(ctx)
 	if err != nil {
@@ -30,8 +29,7 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 		// Retried: the controller manager may not have got to this node yet.
 		return nil, fmt.Errorf("node %q pod cidr not assigned: %s", name, podCIDRHint)
 	}
-	// Pod CIDRs never change once assigned: a mismatch with the config is permanent, so the
-	// daemon exits and its restart re-reads the config.
+	// Pod CIDRs never change once assigned: a mismatch with the config is permanent.
 	v4, v6, err := podCIDRs(n)
 	if err != nil {
 		return nil, &subnet.PermanentError{Err: err}
@@ -106,9 +104,8 @@ func (m *Manager) desiredAnnotations(n *apiNode, cfg *subnet.Config, attrs *subn
 	return want
 }
 
-// overwrite is the public address to advertise: the overwrite annotation when it is a
-// usable address of the family (subnet.CheckPublicIP), else the detected one, since peers
-// reject a lease with an unusable address.
+// overwrite is the public address to advertise: the overwrite annotation if usable for the
+// family (peers reject a lease with an unusable one), else the detected address.
 func (m *Manager) overwrite(have map[string]string, key string, detected netip.Addr, v6 bool) string {
 	ow := have[key]
 	if ow == "" {
@@ -137,8 +134,7 @@ func annotationDiff(have, want map[string]string) map[string]string {
 	return diff
 }
 
-// patchAnnotations sends the changed annotations as a strategic merge patch (what upstream's
-// two-way diff comes to) to the status subresource, which the flannel ClusterRole allows.
+// patchAnnotations sends a strategic merge patch to nodes/<name>/status, as upstream.
 func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations map[string]string) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
 	if err != nil {
@@ -150,10 +146,9 @@ func (m *Manager) patchAnnotations(ctx context.Context, name string, annotations
 	return nil
 }
 
-// KeepLease reports the network as up (NetworkUnavailable=False, reason FlannelIsUp) when
-// configured to, retrying until it succeeds, then waits for ctx. While the lease watch runs
-// it sets the condition back when changed by others, backing off 1 s to 5 min rather than
-// fighting. Kube leases do not expire: it never returns ErrLeaseRevoked.
+// KeepLease sets NetworkUnavailable=False (FlannelIsUp) when configured, retrying until it
+// succeeds, and again when others change it (backoff 1 s to 5 min) while the lease watch
+// runs, until ctx ends. Kube leases do not expire: it never returns ErrLeaseRevoked.
 func (m *Manager) KeepLease(ctx context.Context, lease *subnet.Lease) error {
 	if !m.cfg.SetNodeNetworkUnavailable {
 		<-ctx.Done()

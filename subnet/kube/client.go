@@ -22,10 +22,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// restConfig builds the API client configuration by client-go's BuildConfigFromFlags rules
-// (as upstream): no flags means in-cluster; apiURL overrides the kubeconfig's server.
-// Refused: an auth-provider user (none linked in) and a server URL with a password
-// (client-go would log it). A non-empty allowlist names the only exec plugins that may run.
+// restConfig builds the client configuration by client-go's BuildConfigFromFlags rules, as
+// upstream, refusing an auth-provider user (none linked in) and a server URL holding a
+// password. A non-empty allowlist names the only exec plugins that may run.
 func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, error) {
 	rc, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
 	if err != nil {
@@ -48,8 +47,7 @@ func restConfig(apiURL, kubeconfig string, allowlist []string) (*rest.Config, er
 	return rc, nil
 }
 
-// redactURLs redacts user information in the URLs an error quotes: client-go quotes an
-// unparsable server URL as written.
+// redactURLs redacts user information in the URLs err quotes (client-go quotes them as given).
 func redactURLs(err error) error {
 	msg := err.Error()
 	out := msg
@@ -72,8 +70,7 @@ func redactURLs(err error) error {
 	return errors.New(out)
 }
 
-// client is the little of core/v1 flanneld uses, on client-go's REST client (connection,
-// auth, rate limiting, retries).
+// client is the little of core/v1 flanneld uses, on client-go's REST client.
 type client struct {
 	rest   rest.Interface
 	params runtime.ParameterCodec
@@ -81,8 +78,7 @@ type client struct {
 	keep   annotationFilter // the annotations a listed node keeps
 }
 
-// requestTimeout bounds a get or patch, listTimeout a (streamed) node list; watches run
-// until the server ends them.
+// requestTimeout bounds a get or patch, listTimeout a streamed node list; watches are unbounded.
 const (
 	requestTimeout = 30 * time.Second
 	listTimeout    = 5 * time.Minute

@@ -78,8 +78,7 @@ func (p *apiPod) DeepCopyObject() runtime.Object { c := *p; return &c }
 
 var coreV1 = schema.GroupVersion{Version: "v1"}
 
-// newCodecs returns apimachinery's JSON and protobuf serializers over a scheme of only the
-// meta/v1 types and our three slim types, so no k8s.io/api type registry is built.
+// newCodecs returns JSON and protobuf serializers over only meta/v1 and our slim types.
 func newCodecs() (serializer.CodecFactory, runtime.ParameterCodec) {
 	s := runtime.NewScheme()
 	metav1.AddToGroupVersion(s, coreV1)
@@ -112,8 +111,7 @@ const (
 
 var errMalformed = errors.New("malformed protobuf message")
 
-// protoFields calls f with each field of the protobuf message b: number, wire type, and
-// bytes or varint. It stops at f's first error or a malformed field (errMalformed).
+// protoFields calls f per field of protobuf message b until f's first error or errMalformed.
 func protoFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -159,8 +157,7 @@ func (n *apiNode) Reset() { *n = apiNode{} }
 // Unmarshal decodes a protobuf Node (without the envelope), keeping every annotation.
 func (n *apiNode) Unmarshal(b []byte) error { return n.unmarshal(b, nil) }
 
-// annotationFilter says which annotations to keep and returns the key to store (a shared
-// string); nil keeps all.
+// annotationFilter says which annotations to keep, giving the key as a shared string; nil: all.
 type annotationFilter func(key []byte) (string, bool)
 
 func (n *apiNode) unmarshal(b []byte, keep annotationFilter) error {

@@ -17,9 +17,7 @@ var _ subnet.ConfigWatcher = (*Manager)(nil)
 // netConfigPoll: kubelet itself takes up to a minute to update a mounted ConfigMap.
 const netConfigPoll = 10 * time.Second
 
-// WatchConfig implements subnet.ConfigWatcher for --net-config-path, polled every 10 s;
-// changed gets the text ("" when gone; other read errors are logged at -v=2). As upstream,
-// the daemon keeps its start-up config; this only lets it say the file changed.
+// WatchConfig implements subnet.ConfigWatcher by polling --net-config-path every 10 s.
 func (m *Manager) WatchConfig(ctx context.Context, changed func(text string)) error {
 	watchFile(ctx, m.cfg.NetConfigPath, netConfigPoll, changed)
 	return nil

@@ -13,8 +13,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Read-only inspection for the diagnose and leases commands: nothing here writes (a
-// SelfSubjectAccessReview is a question) and each call returns when ctx ends.
+// Read-only inspection for diagnose and leases: nothing here writes (an access review asks).
 
 // Server is the API server's URL, without credentials.
 func (m *Manager) Server() string { return m.server }
@@ -42,16 +41,14 @@ type NodeInfo struct {
 	PodCIDRs []netip.Prefix
 	// Managed says the node carries a kube subnet manager's annotations.
 	Managed bool
-	// Candidate is the node's lease as the admission rule takes it; Origin.Defect says why it
-	// makes none.
+	// Candidate is the node's lease as the admission rule takes it (Origin.Defect: why none).
 	subnet.Candidate
 	// The public address annotations (invalid when absent or unparsable).
 	PublicIPOverwrite, PublicIPv6Overwrite netip.Addr
 	NodePublicIP, NodePublicIPv6           netip.Addr
 }
 
-// InspectNode reads one node with every annotation as the daemon reads its own; found is
-// false when it does not exist.
+// InspectNode reads one node with every annotation, as the daemon reads its own; found: it exists.
 func (m *Manager) InspectNode(ctx context.Context, name string, cfg *subnet.Config) (info NodeInfo, found bool, err error) {
 	n, err := m.cs.getNode(ctx, name)
 	switch {
@@ -125,8 +122,7 @@ type selfSubjectAccessReview struct {
 	} `json:"status"`
 }
 
-// Allowed asks whether these credentials may do a (SelfSubjectAccessReview); reason is
-// the authorizer's when it says no.
+// Allowed asks whether these credentials may do a; reason is the authorizer's when not.
 func (m *Manager) Allowed(ctx context.Context, a Access) (allowed bool, reason string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()

@@ -8,8 +8,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// podCIDRs returns the node's IPv4 and IPv6 pod CIDRs (zero when absent) from
-// spec.podCIDRs, or spec.podCIDR when the list is empty.
+// podCIDRs returns the node's IPv4 and IPv6 pod CIDRs from spec.podCIDRs, else spec.podCIDR.
 func podCIDRs(n *apiNode) (v4, v6 netip.Prefix, err error) {
 	list := n.Spec.PodCIDRs
 	if len(list) == 0 && n.Spec.PodCIDR != "" {
@@ -43,9 +42,8 @@ func nodeCandidate(n *apiNode, ann Annotations, cfg *subnet.Config) subnet.Candi
 	return peerCandidate(slimWith(ann, n), cfg)
 }
 
-// peerCandidate builds a peer node's candidate lease and origin (name, creation time as
-// seniority, resource version). What cannot be read is its Defect: TooLarge annotations,
-// not one pod CIDR per family (OutsideNetwork), BadPublicIP, BadJSON backend data.
+// peerCandidate builds a peer node's candidate (creation time as seniority); what cannot be
+// read is its Defect: TooLarge, not one pod CIDR per family, BadPublicIP, BadJSON.
 func peerCandidate(p *peerNode, cfg *subnet.Config) subnet.Candidate {
 	c := subnet.Candidate{Origin: subnet.Origin{Name: p.Name, Seniority: p.Created, Version: p.Version}}
 	l := &c.Lease

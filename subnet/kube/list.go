@@ -19,9 +19,8 @@ const protobufMagic = "k8s\x00"
 // maxNodeBytes bounds one encoded Node (the API server's limit is ~1.5 MiB).
 const maxNodeBytes = 16 << 20
 
-// decodeNodeList reads a NodeList as it streams, one Node at a time, keeping only the
-// annotations keep selects: a cached list is one response however many nodes (limit is
-// ignored), and client-go's decoders would hold it whole. JSON is decoded whole (fallback).
+// decodeNodeList reads a protobuf NodeList as it streams, one Node at a time, keeping what keep
+// selects: a cached list is one response of any size. JSON is decoded whole.
 func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter) (*apiNodeList, error) {
 	head, err := r.Peek(len(protobufMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -48,8 +47,7 @@ func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter
 	return l, nil
 }
 
-// keepAnnotations drops the annotations keep does not select, and those whose value
-// alone is larger than subnet.MaxValueSize (marking the node's lease too large).
+// keepAnnotations keeps what keep selects, dropping any value over MaxValueSize (leaseTooLarge).
 func (n *apiNode) keepAnnotations(keep annotationFilter) {
 	if keep == nil || n.Annotations == nil {
 		return

@@ -20,11 +20,9 @@ import (
 
 // Config configures the Kubernetes subnet manager.
 type Config struct {
-	// APIURL (--kube-api-url) and KubeconfigFile (--kubeconfig-file) locate the API server;
-	// both empty means the in-cluster configuration.
+	// APIURL and KubeconfigFile locate the API server; both empty: the in-cluster configuration.
 	APIURL, KubeconfigFile string
-	// ExecPluginAllowlist, when not empty, names the only exec credential plugins a
-	// kubeconfig may run (--kube-exec-plugin-allowlist; client-go's plugin policy).
+	// ExecPluginAllowlist, if not empty, names the only exec credential plugins allowed.
 	ExecPluginAllowlist []string
 	// REST, when set (tests), is used instead of APIURL/KubeconfigFile.
 	REST *rest.Config
@@ -131,8 +129,7 @@ func (m *Manager) NodeName(ctx context.Context) (string, error) {
 	return pod.Spec.NodeName, nil
 }
 
-// GetNetworkConfig reads and validates --net-config-path and reads the own node (for its
-// public-ip annotations); every failure is returned for the daemon to retry.
+// GetNetworkConfig reads --net-config-path and the own node (its public-ip annotations).
 func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 	data, err := os.ReadFile(m.cfg.NetConfigPath)
 	if err != nil {
@@ -166,8 +163,7 @@ func (m *Manager) getNode(ctx context.Context, name string) (*apiNode, error) {
 	return n, nil
 }
 
-// NodePublicIPs returns the own node's node-public-ip(v6) annotations as last read ("" when
-// absent); they replace --public-ip/--public-ipv6 before the interface is chosen.
+// NodePublicIPs returns the own node's node-public-ip(v6) annotations as last read.
 func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -178,9 +174,7 @@ func (m *Manager) NodePublicIPs() (v4, v6 string) {
 	return a[m.ann.NodePublicIP], a[m.ann.NodePublicIPv6]
 }
 
-// PublicIPs returns the own node's node-public-ip(v6) annotations where set, else flagV4
-// and flagV6; as upstream, an annotation drives the interface lookup as --public-ip does.
-// An annotation that is no address of its family is logged and ignored.
+// PublicIPs returns the own node's valid node-public-ip(v6) annotations, else the flags (upstream).
 func (m *Manager) PublicIPs(flagV4, flagV6 string) (v4, v6 string) {
 	a4, a6 := m.NodePublicIPs()
 	v4, v6 = flagV4, flagV6
@@ -203,8 +197,7 @@ func (m *Manager) PublicIPs(flagV4, flagV6 string) (v4, v6 string) {
 	return v4, v6
 }
 
-// PreviousLease is what the own node advertised before (e.g. the VTEP MAC, kept across
-// restarts); nil when it carries no flannel annotations.
+// PreviousLease is what the own node's flannel annotations advertise; nil when it has none.
 func (m *Manager) PreviousLease() *subnet.Lease {
 	m.mu.Lock()
 	n, cfg := m.own, m.netCfg
@@ -221,8 +214,7 @@ func (m *Manager) PreviousLease() *subnet.Lease {
 	return l
 }
 
-// withHint adds what to fix to API errors of known cause, and the API server's name when
-// the error lacks it.
+// withHint adds what to fix to API errors of known cause, and the server's name if missing.
 func (m *Manager) withHint(err error) error {
 	switch {
 	case apierrors.IsForbidden(err):

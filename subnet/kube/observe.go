@@ -13,9 +13,8 @@ func (m *Manager) SetObserver(o observe.Observer) { m.obs = o }
 
 func (m *Manager) observer() observe.Observer { return observe.Or(m.obs) }
 
-// nodeWatchState turns list and watch attempts into observations: every failure is a
-// DatastoreError, the first after a success restarts the watch, every success reports it
-// live. Only the Reflector's goroutine calls it.
+// nodeWatchState turns the Reflector's list and watch attempts into observations: failures are
+// DatastoreErrors (the first after a success restarts the watch), successes report it live.
 type nodeWatchState struct {
 	m    *Manager
 	down bool
@@ -35,8 +34,7 @@ func (s *nodeWatchState) ok() {
 	s.m.observer().WatchLive(observe.LeasesWatch)
 }
 
-// quietSink logs the Reflector's lines two levels down, errors as information:
-// nodeWatchState already reports its failures.
+// quietSink logs the Reflector's lines two levels down, errors as info: nodeWatchState reports.
 type quietSink struct{ klog.LogSink }
 
 func (q quietSink) Enabled(level int) bool { return q.LogSink.Enabled(level + 2) }

@@ -7,13 +7,11 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// peerNode is what the lease watch keeps of a Node: ~150 bytes plus strings, against tens
-// of KB for the Node. At 5,000 nodes, annotations as a map per node were half the cache's
-// memory, so they are a fixed array.
+// peerNode is what the lease watch keeps of a Node, ~150 bytes plus strings; annotations are an
+// array because a map per node was half the cache at 5,000 nodes.
 type peerNode struct {
 	Name string
-	// LeaseAnn holds the lease annotations in Annotations.leaseKeys order ("" when absent);
-	// when TooLarge, only the kube-subnet-manager one.
+	// LeaseAnn holds the lease annotations by leaseKeys (TooLarge: only kube-subnet-manager).
 	LeaseAnn [numLeaseKeys]string
 	// PodCIDRs is spec.podCIDRs, or spec.podCIDR when the list is empty.
 	PodCIDRs []string
@@ -58,8 +56,7 @@ func slimWith(ann Annotations, n *apiNode) *peerNode {
 	return p
 }
 
-// slimNode is slim for the watch; it also tells KeepLease when this node's
-// NetworkUnavailable is other than False.
+// slimNode slims n, telling KeepLease when this node's NetworkUnavailable is not False.
 func (m *Manager) slimNode(n *apiNode) *peerNode {
 	if m.cfg.SetNodeNetworkUnavailable && !networkAvailable(n) && n.Name == m.cachedNodeName() {
 		select {

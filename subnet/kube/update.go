@@ -10,8 +10,7 @@ import (
 
 var _ subnet.AttrsUpdater = (*Manager)(nil)
 
-// UpdateLeaseAttrs patches the annotations of attrs that differ; pod CIDRs no longer
-// matching the lease are an error.
+// UpdateLeaseAttrs patches the differing annotations; pod CIDRs that no longer match are an error.
 func (m *Manager) UpdateLeaseAttrs(ctx context.Context, cfg *subnet.Config, l *subnet.Lease, attrs *subnet.LeaseAttrs) (*subnet.Lease, error) {
 	if l == nil || attrs == nil || cfg == nil {
 		return nil, errors.New("UpdateLeaseAttrs: nil config, lease or attributes")

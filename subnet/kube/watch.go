@@ -18,11 +18,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// WatchLeases sends the peer leases to out: a snapshot after the first list, then a batch
-// per burst of node changes. Only nodes annotated by a kube subnet manager are leases; an
-// update leaving the lease as it was sends nothing. A relist is sent as the difference
-// from what was known. API errors are retried; it returns nil when ctx ends.
-// GetNetworkConfig must have succeeded before.
+// WatchLeases sends the annotated nodes' leases: a snapshot after the first list, then a batch per
+// burst of changes (unchanged leases send nothing). GetNetworkConfig must have succeeded.
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult) error {
 	m.mu.Lock()
 	cfg := m.netCfg
@@ -81,10 +78,8 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 	}
 }
 
-// nodeReflector runs client-go's Reflector over the nodes until ctx ends: list (from the
-// API server's cache), then watch with bookmarks; a failed watch relists and the list
-// replaces q's node set. Failures go to the observer and are retried (0.8 s to 30 s).
-// Nothing is resynchronised periodically.
+// nodeReflector runs client-go's Reflector over the nodes until ctx ends: a cached list, then a
+// watch with bookmarks, relisting on failure (backoff 0.8 s to 30 s); no periodic resync.
 func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
 	st := &nodeWatchState{m: m}
 	lw := &cache.ListWatch{
@@ -249,9 +244,8 @@ type leaseWatch struct {
 	quiet bool
 }
 
-// apply folds in the latest node states (nil = deleted) and returns the events (none when
-// quiet), removals before additions: a batch can remove x's subnet and give it to a new
-// node y, and y's lease must stay. An unchanged lease sends nothing.
+// apply folds in the latest node states (nil = deleted) and returns the events, none when
+// quiet; removals come first, as a batch may move x's subnet to a new node y.
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var removed, added []subnet.Event
 	emit := func(t subnet.EventType, c subnet.Candidate) {
