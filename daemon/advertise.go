@@ -11,8 +11,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// attrsBox holds the latest lease attributes a backend handed up until the lease keeper
-// takes them: put never blocks and replaces a value not yet taken.
+// attrsBox holds the latest attributes a backend advertised for the lease keeper; put never blocks.
 type attrsBox struct{ c chan subnet.LeaseAttrs }
 
 func newAttrsBox() *attrsBox { return &attrsBox{c: make(chan subnet.LeaseAttrs, 1)} }
@@ -31,9 +30,8 @@ func (b *attrsBox) put(a subnet.LeaseAttrs) {
 	}
 }
 
-// keepLease runs KeepLease for the lease until it returns or ctx ends; when new attributes
-// arrive on adv it stops KeepLease, writes them (updateLease), tells updated the new lease
-// and resumes. It returns KeepLease's or an update's error, or nil when ctx ends.
+// keepLease runs KeepLease until ctx ends (nil) or it fails, pausing it to write each new
+// attributes from adv (updateLease) and telling updated the new lease.
 func keepLease(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, lease *subnet.Lease, adv <-chan subnet.LeaseAttrs,
 	updated func(*subnet.Lease), obs observe.Observer, tm timings) error {
 	up, canUpdate := sm.(subnet.AttrsUpdater)
@@ -69,8 +67,7 @@ func keepLease(ctx context.Context, sm subnet.Manager, cfg *subnet.Config, lease
 	}
 }
 
-// updateLease writes attrs to the lease, retrying datastore errors with backoff until
-// it succeeds, the lease is gone (ErrLeaseRevoked) or the problem is permanent.
+// updateLease writes attrs, retrying with backoff until done, ErrLeaseRevoked or a permanent error.
 func updateLease(ctx context.Context, up subnet.AttrsUpdater, cfg *subnet.Config, lease *subnet.Lease, attrs *subnet.LeaseAttrs,
 	obs observe.Observer, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry

@@ -18,8 +18,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// ConflictError means another instance in the network namespace claims a device, port or
-// network range this config asks for: the daemon refuses to start.
+// ConflictError means another instance in this namespace claims a device, port or range we need.
 type ConflictError struct {
 	Conflicts []claim.Conflict // ours that collide, the first one reported
 	Other     string           // the other instance, in words
@@ -74,10 +73,8 @@ func describe(in control.Instance) string {
 	return name + " (" + strings.Join(details, ", ") + ")"
 }
 
-// yields reports whether other, colliding with ours (published at mine by socket own),
-// goes first: it published earlier or no time at all (older or running daemon), or at
-// the same time from a lower socket name. Both sides publish before looking, so of two
-// that start together exactly one refuses.
+// yields reports whether other, colliding with ours (published at mine by socket own), goes
+// first: it published earlier, never, or at the same time from a lower socket name.
 func yields(other control.Instance, mine time.Time, own string) bool {
 	switch {
 	case other.ClaimedAt.IsZero() || other.ClaimedAt.Before(mine):
@@ -90,10 +87,8 @@ func yields(other control.Instance, mine time.Time, own string) bool {
 
 const instancesTimeout = 30 * time.Second
 
-// checkClaims publishes mine and returns the other instances, or a *ConflictError naming
-// the first that goes first (yields) and collides. Instances that cannot be asked are
-// only logged: the kernel still refuses a second device with the same VNI and port, or a
-// second socket on a port.
+// checkClaims publishes mine and returns the other instances, or a *ConflictError for the first one
+// that collides and goes first; unreachable ones are only logged (the kernel refuses duplicates).
 func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Found, error) {
 	at := time.Now()
 	deps.Status.setClaims(mine, at)
@@ -114,8 +109,7 @@ func checkClaims(ctx context.Context, deps Deps, mine claim.Set) ([]control.Foun
 	return found, nil
 }
 
-// listInstances asks the other instances (Deps.Instances) for statuses; those that give
-// none are logged and left out.
+// listInstances asks the other instances for statuses, logging and skipping those without.
 func listInstances(ctx context.Context, deps Deps) []control.Found {
 	if deps.Instances == nil {
 		return nil
@@ -135,9 +129,7 @@ func listInstances(ctx context.Context, deps Deps) []control.Found {
 	})
 }
 
-// warnRecordedDevices warns about each existing device of mine that a stopped instance's
-// state file records: it may come back for it. The daemon adopts it anyway, as the config
-// names exactly that device.
+// warnRecordedDevices warns about each device of mine that a stopped instance's state file records.
 func warnRecordedDevices(ownState string, mine claim.Set, found []control.Found) {
 	files, err := filepath.Glob(filepath.Join(filepath.Dir(ownState), "*"+stateSuffix))
 	if err != nil || len(files) == 0 {
@@ -174,8 +166,7 @@ func warnRecordedDevices(ownState string, mine claim.Set, found []control.Found)
 	}
 }
 
-// withoutClaimed drops from stale (devices of this instance's previous config) those
-// another running instance claims or owns now, logging each.
+// withoutClaimed drops, logging each, the stale devices another running instance claims or owns.
 func withoutClaimed(stale []string, found []control.Found) []string {
 	return slices.DeleteFunc(stale, func(name string) bool {
 		for _, f := range found {

@@ -4,8 +4,7 @@ package daemon
 
 import "time"
 
-// Config is what the daemon itself reads of flanneld's settings; the datastore, interface
-// and traffic-rule settings reach it only as the parts in Deps.
+// Config is what the daemon itself reads of flanneld's settings; the rest arrives in Deps.
 type Config struct {
 	// SubnetFile is where the subnet file is written; the state file sits beside it.
 	SubnetFile string
@@ -13,7 +12,6 @@ type Config struct {
 	IPMasq bool
 	// HealthzAddr is the host:port /healthz, /readyz and /metrics listen on ("": none).
 	HealthzAddr string
-	// RenewMargin is how long before expiry the subnet manager renews the own lease;
-	// readiness reports a lease not renewed in time (0: 60 minutes).
+	// RenewMargin is how long before expiry the lease is renewed (0: 60 minutes).
 	RenewMargin time.Duration
 }

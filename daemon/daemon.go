@@ -22,48 +22,37 @@ import (
 
 // Deps are the parts cmd/flanneld builds and hands to the daemon.
 type Deps struct {
-	// Manager is the subnet manager (etcd or kube).
 	Manager subnet.Manager
 	// Backends maps a lower-cased backend type to its constructor.
 	Backends map[string]backend.Constructor
-	// CheckBackendConfig maps a backend type to the check of its own config keys, so their
-	// problems are reported with the rest of the config's (optional per type).
+	// CheckBackendConfig checks a backend type's own config keys (optional per type).
 	CheckBackendConfig map[string]backend.ConfigChecker
 	// LookupExtIface selects the external interface for a network config.
 	LookupExtIface func(cfg *subnet.Config) (*backend.ExternalInterface, error)
-	// Notify sends a service state to the service manager ("READY=1" once the subnet
-	// file is written and the lease is kept); nil: no service manager.
+	// Notify sends a service state ("READY=1") to the service manager; nil: none.
 	Notify func(state string) error
 	// TrafficRules installs and keeps the masquerade/forward rules (nil: none).
 	TrafficRules TrafficRules
 	// Metrics receives every part's metrics, served at /metrics (nil: no metrics).
 	Metrics *metrics.Metrics
-	// ReadSysctl reads a kernel setting by its sysctl name ("net.ipv4.ip_forward"); the
-	// daemon warns at start when packet forwarding is off. nil: not checked.
+	// ReadSysctl reads a sysctl ("net.ipv4.ip_forward") to warn about forwarding; nil: no check.
 	ReadSysctl func(name string) (string, error)
-	// KernelWatch calls kick, which never blocks, on changes to the objects the backend's
-	// WatchFilter selects, until ctx ends (nil: repairs wait for the periodic resync).
+	// KernelWatch calls kick (never blocking) on changes WatchFilter selects; nil: resyncs only.
 	KernelWatch func(ctx context.Context, f kernelwatch.Filter, kick func()) error
 	// Status receives what the daemon does and answers status queries (nil: none).
 	Status *Status
-	// Instances asks the other flanneld instances in this network namespace for their
-	// statuses; the daemon refuses to start when one claims a device, port or network
-	// range its config asks for (nil: none looked for).
+	// Instances asks the other flanneld instances in this network namespace for their statuses.
 	Instances func(ctx context.Context) ([]control.Found, error)
-	// Admission is what main wires into the admission rule of peer leases.
 	Admission subnet.RuleOptions
 }
 
-// PreviousLeaser is implemented by subnet managers that can tell what this node advertised
-// before (Kubernetes: the node's annotations). The daemon asks only when its state file
-// has no record, so a backend keeps advertised values such as the VTEP MAC.
+// PreviousLeaser is a Manager that knows what this node advertised before (kube: its annotations).
 type PreviousLeaser interface {
 	PreviousLease() *subnet.Lease
 }
 
-// TrafficRules is the seam to pkg/trafficrules: Setup runs once after the lease is acquired
-// and before the subnet file is written (an error stops the daemon); Run keeps the rules
-// true until ctx ends.
+// TrafficRules installs the masquerade/forward rules: Setup once after the lease is acquired
+// and before the subnet file is written; Run keeps them true until ctx ends.
 type TrafficRules interface {
 	Setup(ctx context.Context, n trafficrules.Networks) error
 	Run(ctx context.Context) error
@@ -76,8 +65,7 @@ const (
 	checkConverged  = "kernel-converged"
 )
 
-// attemptTimeout bounds one datastore call at start-up, so that an unreachable
-// datastore is logged and retried instead of blocking silently.
+// attemptTimeout bounds a start-up datastore call, so that an unreachable one is logged.
 const attemptTimeout = 5 * time.Second
 
 // Timings of the loops; variables of a daemon, not of the package, so tests can shorten them.
@@ -97,10 +85,8 @@ var defaultTimings = timings{
 	reconcileBack: 200 * time.Millisecond,
 }
 
-// Run runs the daemon until ctx ends (nil) or the lease is lost (an error wrapping
-// subnet.ErrLeaseRevoked). Config and datastore problems are retried; a missing external
-// interface, a backend that cannot set up its devices and a permanent lease problem are
-// errors.
+// Run runs the daemon until ctx ends (nil) or the lease is lost (ErrLeaseRevoked). It retries
+// config and datastore problems, not a missing interface, device setup or permanent error.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return run(ctx, cfg, deps, defaultTimings)
 }
@@ -148,8 +134,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	}
 	prevLease := prev.previousLease()
 	if pl, ok := deps.Manager.(PreviousLeaser); ok && prevLease == nil {
-		// No state file (e.g. /run was emptied by a reboot): the datastore may still
-		// hold what this node advertised (kube: the node's annotations).
+		// No state file (/run emptied by a reboot): the datastore may hold what we advertised.
 		prevLease = pl.PreviousLease()
 	}
 	attrs, err := be.Prepare(ctx, prevLease)
@@ -284,8 +269,6 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	}
 }
 
-// newAdmitter makes the admission stage of the peer leases, counting its rejections in
-// the metrics.
 func newAdmitter(cfg *subnet.Config, own *subnet.Lease, deps Deps) *subnet.Admitter {
 	m := deps.Metrics
 	for _, r := range subnet.Reasons() {
@@ -294,8 +277,7 @@ func newAdmitter(cfg *subnet.Config, own *subnet.Lease, deps Deps) *subnet.Admit
 	return subnet.NewAdmitter(subnet.NewRule(cfg, deps.Admission), own, func(r subnet.Reason) { m.LeasesRejected(string(r), 1) })
 }
 
-// leaseValues are the log values of the backend type and the lease's subnets, the
-// families the lease does not have left out.
+// leaseValues are the log values of the backend type and the subnets the lease has.
 func leaseValues(backendType string, l *subnet.Lease) []any {
 	kv := []any{"type", backendType}
 	if l.Subnet.IsValid() {
@@ -307,8 +289,6 @@ func leaseValues(backendType string, l *subnet.Lease) []any {
 	return kv
 }
 
-// rulesNetworks is what the traffic rules are for: the enabled families' networks and
-// lease subnets.
 func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Networks {
 	n := trafficrules.Networks{NFTables: cfg.EnableNFTables}
 	if cfg.EnableIPv4 {
@@ -320,9 +300,7 @@ func rulesNetworks(cfg *subnet.Config, lease *subnet.Lease) trafficrules.Network
 	return n
 }
 
-// acquire gets the lease, retrying datastore errors with backoff until ctx ends; a
-// subnet.PermanentError is returned at once. Failures and the lease's expiration are
-// reported to obs.
+// acquire gets the lease, retrying all but a PermanentError with backoff and reporting to obs.
 func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *subnet.Config, attrs *subnet.LeaseAttrs, tm timings) (*subnet.Lease, error) {
 	wait := tm.acquireRetry
 	for {
@@ -352,8 +330,7 @@ func acquire(ctx context.Context, sm subnet.Manager, obs observe.Observer, cfg *
 	}
 }
 
-// watchKernel starts the kernel watch (when there is one) in a goroutine owned by ctx,
-// calling kick for every change, and returns a channel closed when the watch has ended.
+// watchKernel runs the kernel watch, if any, in a goroutine owned by ctx; done closes after.
 func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Filter, func()) error, f kernelwatch.Filter, kick func(), tm timings) (done <-chan struct{}) {
 	d := make(chan struct{})
 	if watch == nil {
@@ -372,12 +349,9 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 // bigSnapshot is the snapshot size from which the heap is collected before the round.
 const bigSnapshot = 5000
 
-// reconcileLoop folds lease watch results into the admitted peer set and converges the
-// backend to it, one Reconcile per burst of results and kernel kicks. Nothing is
-// reconciled before the first snapshot, so a restart never removes peers it has not heard
-// of. Each periodic resync also reads the node's addresses again. Additions and removals
-// in a round without a peer-set change are reported as repairs. Between rounds it answers
-// status queries for the peers.
+// reconcileLoop folds watch results into the admitted set and converges the backend to it,
+// one Reconcile per burst of results and kicks and none before the first snapshot, so a
+// restart never removes unheard-of peers. It answers peer queries between rounds.
 func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, queries <-chan peerQuery) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
@@ -416,8 +390,7 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 				}
 			}
 			if snapped >= bigSnapshot {
-				// The snapshot is garbage now, but the heap goal was set while it was
-				// live (5 MB at 20,000 leases); collecting now resets it.
+				// The heap goal was set while the snapshot was live; collecting now resets it.
 				runtime.GC()
 			}
 			if set.Synced() {
@@ -465,8 +438,7 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 	}
 }
 
-// staleDevices are the links a previous run of this instance recorded that the current
-// network no longer uses (e.g. flannel.1 after the VNI changed to 2).
+// staleDevices are the devices a previous run recorded that the current network does not use.
 func staleDevices(prev *state, current []string) []string {
 	if prev == nil {
 		return nil

@@ -8,8 +8,7 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// forwardingOff returns the forwarding settings the network config's families need that
-// read "0". A setting that cannot be read is logged at -v=2 and not reported.
+// forwardingOff returns the needed forwarding settings that read "0" (unreadable: logged only).
 func forwardingOff(cfg *subnet.Config, read func(name string) (string, error)) []string {
 	var off []string
 	for _, s := range forwarding.Read(cfg.EnableIPv4, cfg.EnableIPv6, read) {
@@ -23,8 +22,7 @@ func forwardingOff(cfg *subnet.Config, read func(name string) (string, error)) [
 	return off
 }
 
-// warnForwardingOff warns once about each forwarding setting the network needs that is
-// off. The daemon never changes them (as upstream); the warning says what to set.
+// warnForwardingOff warns once per needed forwarding setting that is off; as upstream, sets none.
 func warnForwardingOff(cfg *subnet.Config, read func(name string) (string, error)) {
 	if read == nil {
 		return

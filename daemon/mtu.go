@@ -7,8 +7,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/subnetenv"
 )
 
-// noteMTUChange warns when the pods' MTU differs from the one a previous run wrote to the
-// subnet file at path: existing pods and the bridge keep their MTU until re-created.
+// noteMTUChange warns when mtu differs from the subnet file's: pods keep theirs until re-created.
 func noteMTUChange(path string, mtu int) {
 	prev, err := subnetenv.Read(path)
 	if err != nil {

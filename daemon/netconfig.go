@@ -20,25 +20,20 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// checkNetworkConfig is the readiness check of the network config: failing, with the
-// config's problems, while the daemon waits for a config it can use.
+// checkNetworkConfig is the readiness check failing with the config's problems meanwhile.
 const checkNetworkConfig = "network-config"
 
-// configRepeat is how often a config problem that has not changed is logged again while
-// the config is retried (every configRetry).
+// configRepeat is how often an unchanged config problem is logged again.
 const configRepeat = time.Minute
 
-// configReport is what a look at the network config found: the config's own problems,
-// those of the backend's keys, and the keys that have no effect.
+// configReport is what a look at the config found: problems, backend problems, ineffective keys.
 type configReport struct {
 	cfg      *subnet.Config // the config when it has no problem, else nil
 	problems []string
 	warnings []configkeys.Warning
 }
 
-// judgeConfig completes the manager's verdict on the config (cfg, or err holding a
-// *subnet.ConfigError) with the backend type's and the backend's own, so every problem is
-// known at once.
+// judgeConfig adds the backend type's and backend's own problems to the manager's verdict.
 func judgeConfig(cfg *subnet.Config, err error, backends map[string]backend.Constructor, checkers map[string]backend.ConfigChecker) configReport {
 	var r configReport
 	var bt string
@@ -67,8 +62,7 @@ func judgeConfig(cfg *subnet.Config, err error, backends map[string]backend.Cons
 	return r
 }
 
-// unknownBackend is upstream's message for a backend type this build lacks, with the
-// likely intended one and the list of those it has.
+// unknownBackend is upstream's message for a backend type this build lacks, with hints.
 func unknownBackend(bt string, backends map[string]backend.Constructor) string {
 	have := slices.Sorted(maps.Keys(backends))
 	msg := "unknown backend type: " + bt + " ("
@@ -78,7 +72,6 @@ func unknownBackend(bt string, backends map[string]backend.Constructor) string {
 	return msg + "this build has: " + strings.Join(have, ", ") + ")"
 }
 
-// messages are the texts of err's joined errors (none for nil).
 func messages(err error) []string {
 	if err == nil {
 		return nil
@@ -94,7 +87,6 @@ func messages(err error) []string {
 	return out
 }
 
-// logWarnings logs one warning per key of the config that has no effect.
 func logWarnings(warns []configkeys.Warning) {
 	for _, w := range warns {
 		switch {
@@ -119,11 +111,8 @@ func warningsText(warns []configkeys.Warning) string {
 }
 
 // setupBackend waits for a usable network config and builds its backend. Every problem of
-// the config, the backend type, its keys and what its constructor refuses on this node is
-// logged together and retried every period without touching the kernel; a problem is
-// logged again when it changes and every configRepeat. Readiness carries the problems
-// meanwhile. Only a missing external interface (a matter of flags) is an error; ctx ending
-// returns ctx.Err().
+// config, backend and constructor is logged together (again when changed, and every
+// configRepeat) and retried without touching the kernel; only a missing interface is an error.
 func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *healthz.Readiness, period time.Duration) (*subnet.Config, backend.Backend, error) {
 	var logged, warned string // the problems and the warnings last logged
 	var loggedAt time.Time
@@ -176,9 +165,7 @@ func setupBackend(ctx context.Context, deps Deps, obs observe.Observer, ready *h
 	}
 }
 
-// followConfig warns, until ctx ends, of each change of the datastore's network config
-// against the running one: which keys changed and that a restart applies them, or that
-// the new config has problems or was deleted. The running config stays until a restart.
+// followConfig warns of each change of the datastore's config until ctx ends; a restart applies it.
 func followConfig(ctx context.Context, w subnet.ConfigWatcher, running *subnet.Config, deps Deps) {
 	last, reported := running.Raw, false
 	err := w.WatchConfig(ctx, func(text string) {

@@ -14,16 +14,13 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// checkLeaseValid is the readiness check of the own lease (held, not expired, renewed
-// when due).
+// checkLeaseValid is the readiness check of the own lease: held, not expired, renewed when due.
 const checkLeaseValid = "lease-valid"
 
-// renewGrace is how long past its renewal time the own lease may stay unrenewed (while
-// renewal retries) before readiness reports it.
+// renewGrace is how long past its renewal time the lease may go unrenewed before readiness fails.
 const renewGrace = time.Minute
 
-// datastoreHealth keeps what readiness needs of the subnet manager's observations: the
-// liveness of the watches and the own lease's expiration.
+// datastoreHealth keeps the watches' liveness and the own lease's expiration, for readiness.
 type datastoreHealth struct {
 	observe.Nop               // the kernel observations are not its concern
 	margin      time.Duration // lease renew margin
@@ -72,8 +69,7 @@ func (h *datastoreHealth) LeaseExpiration(t time.Time) {
 	h.mu.Unlock()
 }
 
-// watchLive is the readiness probe of the lease watches: every watch that reported is
-// live, and the datastore connection is usable.
+// watchLive fails unless every watch that reported is live and the datastore is usable.
 func (h *datastoreHealth) watchLive() error {
 	h.mu.Lock()
 	var errs []string
@@ -95,8 +91,7 @@ func (h *datastoreHealth) watchLive() error {
 	return errors.New(strings.Join(errs, "; "))
 }
 
-// leaseValid is the readiness probe of the own lease: not expired, and renewed at most
-// renewGrace after it was due (margin before expiry).
+// leaseValid fails when the own lease expired or went unrenewed renewGrace past its due time.
 func (h *datastoreHealth) leaseValid() error {
 	h.mu.Lock()
 	exp, renewErr := h.exp, h.renewErr
@@ -119,8 +114,7 @@ func (h *datastoreHealth) leaseValid() error {
 	return nil
 }
 
-// driftObserver passes observations on, reporting kernel objects added and removed while
-// the lease set was unchanged since the last converged round as repairs.
+// driftObserver passes observations on, reporting kernel changes without lease changes as repairs.
 type driftObserver struct {
 	observe.Observer
 	drift atomic.Bool
@@ -133,8 +127,7 @@ func (d *driftObserver) KernelObjects(kind observe.Kind, op observe.Op, n int) {
 	d.Observer.KernelObjects(kind, op, n)
 }
 
-// observer builds the one Observer the daemon hands to every part (metrics, readiness and
-// the outage log listen), attaches the lease probes to ready and returns the outage log.
+// observer builds the Observer every part reports to and attaches the lease probes to ready.
 func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) (*driftObserver, *outageLog) {
 	if margin <= 0 {
 		margin = defaultRenewMargin
@@ -150,7 +143,6 @@ func observer(deps Deps, margin time.Duration, ready *healthz.Readiness) (*drift
 	return &driftObserver{Observer: observe.Tee{deps.Metrics, ds, outage}}, outage
 }
 
-// setObserver hands o to each part that reports to an Observer.
 func setObserver(o observe.Observer, parts ...any) {
 	for _, p := range parts {
 		if s, ok := p.(observe.Setter); ok {

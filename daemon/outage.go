@@ -16,11 +16,8 @@ const (
 	msgDatastoreBack = "Datastore available again"
 )
 
-// outageLog states a datastore outage once and its end once, after arm: the first
-// reported failure is a warning with its error, the first success after it (a watch live,
-// a lease renewed) a line with the outage's length; failures between are only counted. An
-// outage with a failed renewal ends only with a renewal. A failed Connect is no outage by
-// itself: the client tries the other endpoints.
+// outageLog states a datastore outage and its end once each, after arm (a failed renewal ends only
+// with a renewal); a failed Connect alone is no outage, as the client tries other endpoints.
 type outageLog struct {
 	observe.Nop
 	now func() time.Time

@@ -12,17 +12,15 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// state is what this daemon instance records beside its subnet file for the next run: the
-// devices it created (so a config change removes only our own old device) and the
-// attributes it advertised (so the VTEP MAC survives a device's re-creation).
+// state is what this instance records beside its subnet file for the next run: the devices
+// it created (removed when unused) and its attributes (so the VTEP MAC survives).
 type state struct {
 	Key     string            `json:"key"`
 	Attrs   subnet.LeaseAttrs `json:"attrs"`
 	Devices []string          `json:"devices"`
 }
 
-// statePath derives the state file from the subnet file: /run/flannel/subnet.env ->
-// /run/flannel/subnet.state.json, one per daemon instance.
+// statePath is the subnet file's state file: subnet.env -> subnet.state.json.
 func statePath(subnetFile string) string {
 	dir, base := filepath.Split(subnetFile)
 	base = strings.TrimSuffix(base, filepath.Ext(base))
@@ -46,8 +44,7 @@ func readState(path string) (*state, error) {
 	return st, nil
 }
 
-// parseState decodes a state file. The devices must be names the kernel could have
-// given links (the next run removes those it no longer uses).
+// parseState decodes a state file, refusing devices that are no valid link names.
 func parseState(data []byte) (*state, error) {
 	var st state
 	if err := json.Unmarshal(data, &st); err != nil {
@@ -61,8 +58,6 @@ func parseState(data []byte) (*state, error) {
 	return &st, nil
 }
 
-// validLinkName applies the kernel's rules for interface names: 1 to 15 bytes, not "."
-// or "..", no '/', ':' or white space.
 func validLinkName(name string) bool {
 	if name == "" || len(name) > 15 || name == "." || name == ".." {
 		return false

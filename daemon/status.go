@@ -15,9 +15,8 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// Status is what the control socket reports of the daemon. cmd/flanneld makes it with the
-// instance's identity and redacted options and serves Get; Run fills in the rest. Its
-// methods are safe for concurrent use and do nothing on a nil *Status.
+// Status is what the control socket reports of the daemon: cmd/flanneld sets identity and
+// options, Run the rest. Safe for concurrent use; a nil *Status does nothing.
 type Status struct {
 	base control.Status
 
@@ -38,8 +37,7 @@ type peerQuery struct {
 	reply chan control.Peers
 }
 
-// NewStatus makes a Status from base, whose Instance and Config.Options the caller
-// fills (the rest is Run's).
+// NewStatus makes a Status from base, whose Instance and Config.Options the caller fills.
 func NewStatus(base control.Status) *Status {
 	return &Status{base: base, phase: control.PhaseStarting}
 }
@@ -76,17 +74,14 @@ func (s *Status) setLease(l *subnet.Lease, devices []string) {
 	})
 }
 
-// serveQueries makes the reconcile loop's query channel the one Get uses; the loop
-// answers until done is closed.
+// serveQueries routes Get's peer queries to q, answered by the reconcile loop until done closes.
 func (s *Status) serveQueries(q chan peerQuery, done <-chan struct{}) {
 	s.update(func(s *Status) { s.queries, s.done = q, done })
 }
 
-// errNoAnswer is returned by Get when the reconcile loop did not answer in time.
 var errNoAnswer = errors.New("the reconcile loop did not answer in time (a long round?)")
 
-// Get gathers the status. The peers come from the reconcile loop, which answers between
-// rounds; Get returns when ctx ends at the latest.
+// Get gathers the status, with the peers from the reconcile loop, returning when ctx ends.
 func (s *Status) Get(ctx context.Context) (*control.Status, error) {
 	s.mu.Lock()
 	st := s.base
@@ -155,8 +150,7 @@ func readinessOf(r *healthz.Readiness) control.Readiness {
 	return out
 }
 
-// peersOf lists the admitted peers and the rejected leases with their reasons; the
-// reconcile loop calls it between rounds.
+// peersOf lists the admitted peers and rejected leases; called between reconcile rounds.
 func peersOf(set *subnet.Admitter) control.Peers {
 	p := control.Peers{Synced: set.Synced(), Admitted: []control.Lease{}, Rejected: []control.Rejected{}}
 	peers := set.Peers()
@@ -194,8 +188,7 @@ func controlLease(l *subnet.Lease) control.Lease {
 	return out
 }
 
-// validJSON is raw when it is a JSON document, else its text as a JSON string (a status
-// must encode whatever a peer wrote).
+// validJSON is raw if it is JSON, else its text as a JSON string, so a status always encodes.
 func validJSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 || json.Valid(raw) {
 		return raw
