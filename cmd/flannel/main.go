@@ -1,5 +1,4 @@
-// Command flannel is the flannel CNI plugin (see pkg/cniplugin). A runtime runs it with
-// CNI_COMMAND and the network config on stdin; `flannel --version` prints its version.
+// Command flannel is the flannel CNI plugin (pkg/cniplugin), run by a container runtime.
 package main
 
 import (

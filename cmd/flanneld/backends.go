@@ -12,21 +12,17 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// backendRegistry is every backend flanneld knows, by type. The daemon starts them, the
-// admission rule judges their leases, and diagnose reads them, all through this one
-// registry, so all know the same types.
+// backendRegistry is every backend flanneld knows, by type, for daemon, admission and diagnose.
 type backendRegistry struct {
 	Constructors map[string]backend.Constructor
 	CheckConfig  map[string]backend.ConfigChecker
-	// BackendData checks the backend data a type's leases carry (udp's carry none);
-	// BackendKey is the key no two peers of a type may share (wireguard's public key).
+	// BackendData checks a type's lease data; BackendKey is what no two peers may share.
 	BackendData map[string]func(json.RawMessage) error
 	BackendKey  map[string]func(*subnet.Lease) (string, bool)
 }
 
-// backends wires the backends for opts. Constructing a backend changes nothing on the
-// node; wireguard's private key file is $WIREGUARD_KEY_FILE, else wgkey beside the subnet
-// file.
+// backends wires the backends for opts without touching the node; wireguard's private key
+// file is $WIREGUARD_KEY_FILE, else wgkey beside the subnet file.
 func backends(opts Options) backendRegistry {
 	return backendRegistry{
 		Constructors: map[string]backend.Constructor{

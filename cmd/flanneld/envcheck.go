@@ -10,15 +10,12 @@ import (
 	"github.com/flannel-go/flannel/pkg/logwarn"
 )
 
-// unknownVariable is a FLANNELD_* environment variable that names no flag, with the
-// variable it is probably a misspelling of ("" when none is close).
+// unknownVariable is a FLANNELD_* variable that names no flag, with its likely intended name.
 type unknownVariable struct {
 	Name, Suggest string
 }
 
-// unknownVariables returns the FLANNELD_* variables of environ ("NAME=value") that fill
-// no flag, sorted by name. FLANNELD_VERSION is known: it names a flag, which it does
-// not set (as upstream).
+// unknownVariables returns environ's FLANNELD_* variables that fill no flag (VERSION is known).
 func unknownVariables(environ []string) []unknownVariable {
 	var r rawOptions
 	var known []string
@@ -35,7 +32,6 @@ func unknownVariables(environ []string) []unknownVariable {
 	return out
 }
 
-// warnUnknownVariables warns once about each FLANNELD_* variable that fills no flag.
 func warnUnknownVariables(environ []string) {
 	for _, u := range unknownVariables(environ) {
 		kv := []any{"variable", u.Name}
@@ -46,8 +42,7 @@ func warnUnknownVariables(environ []string) {
 	}
 }
 
-// closest is the variable name probably misspells, by configkeys.Suggest on the flag
-// part of the names; "" when none is close, or name has no flag part.
+// closest is the known name that name probably misspells, by flag part; "" if none is close.
 func closest(name string, known []string) string {
 	part := strings.TrimPrefix(name, envPrefix+"_")
 	if part == "" {

@@ -1,5 +1,4 @@
-// Command flanneld is the flannel overlay network daemon. This file only wires the
-// parts together: flags -> options -> subnet manager, backends, interface lookup -> daemon.
+// Command flanneld is the flannel daemon; main only wires options, managers, backends and daemon.
 package main
 
 import (
@@ -46,16 +45,11 @@ func main() {
 	os.Exit(run())
 }
 
-// defaultGCPercent is the collector's headroom when GOGC is not set: half of Go's
-// default. The daemon's heap is small and mostly long-lived (the peer leases, the
-// backend's view of the kernel), so the heap Go lets grow before a collection is mostly
-// garbage of the last reconcile round; halving it lowers the peak memory at 20,000 peers
-// by about 3 MB for a few more collections during bursts (configuration.md#memory).
+// defaultGCPercent is the GC headroom without GOGC: half Go's default, which lowers the peak
+// heap at 20,000 peers by about 3 MB for a few more collections (configuration.md#memory).
 const defaultGCPercent = 50
 
-// setGCPercent applies defaultGCPercent unless the operator set GOGC to something (the
-// runtime has applied it already; an empty GOGC counts as unset), and returns the
-// percentage in effect (-1: off).
+// setGCPercent applies defaultGCPercent unless GOGC is non-empty; returns the percentage (-1: off).
 func setGCPercent(lookup func(string) (string, bool)) int {
 	if v, _ := lookup("GOGC"); v != "" {
 		p := debug.SetGCPercent(100) // reads the setting; put back at once
@@ -87,9 +81,7 @@ func run() int {
 	logStart(version, opts, gcPercent)
 	warnUnknownVariables(os.Environ())
 
-	// One instance per network and node: a second daemon for the same prefix or subnet
-	// file in this network namespace would fight the first over the same kernel state.
-	// The first lock's socket is the control socket.
+	// One instance per network and node: two would fight over the same kernel state.
 	keys := instanceLockKeys(opts)
 	var control0 *instancelock.Lock
 	var ownSockets []string // not another instance's
@@ -131,13 +123,11 @@ func run() int {
 	defer closeSM()
 	klog.InfoS("Created subnet manager", "name", sm.Name())
 
-	// The first SIGINT/SIGTERM cancels the context; stop() then restores the default
-	// action, so a second signal ends the process at once.
+	// A second SIGINT/SIGTERM, once stop() restored the default action, ends the process at once.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	go func() { <-ctx.Done(); stop() }()
 
-	// Traffic rules built from the previous run's subnet file are stale when the network
-	// or the subnet changed.
+	// Traffic rules from the previous subnet file are stale if the network or subnet changed.
 	prevNetwork, _ := subnetenv.PrefixValue(prev, "FLANNEL_NETWORK")
 	prevV6Network, _ := subnetenv.PrefixValue(prev, "FLANNEL_IPV6_NETWORK")
 	rules := trafficrules.New(trafficrules.Options{
@@ -228,7 +218,6 @@ func newStatus(opts Options, keys []string, socket string) (*daemon.Status, erro
 	}), nil
 }
 
-// daemonConfig is the part of the options the daemon itself reads.
 func daemonConfig(opts Options) daemon.Config {
 	dc := daemon.Config{SubnetFile: opts.SubnetFile, IPMasq: opts.IPMasq, RenewMargin: opts.SubnetLeaseRenewMargin}
 	if opts.HealthzPort > 0 {
@@ -237,9 +226,7 @@ func daemonConfig(opts Options) daemon.Config {
 	return dc
 }
 
-// admissionOptions wires the admission rule of peer leases: each backend's check of
-// the backend data its leases carry (udp leases carry none), the key no two peers may
-// share (wireguard's public key), the node's addresses, the datastore's mode.
+// admissionOptions wires the admission rule: backends' data checks and keys, addresses, mode.
 func admissionOptions(opts Options) subnet.RuleOptions {
 	reg := backends(opts)
 	return subnet.RuleOptions{
@@ -250,8 +237,7 @@ func admissionOptions(opts Options) subnet.RuleOptions {
 	}
 }
 
-// newSubnetManager builds the etcd or (--kube-subnet-mgr) Kubernetes subnet manager and
-// the function that releases it.
+// newSubnetManager builds the etcd or (--kube-subnet-mgr) Kubernetes manager and its release.
 func newSubnetManager(opts Options, admission subnet.RuleOptions, prevSubnet, prevV6Subnet netip.Prefix) (subnet.Manager, func(), error) {
 	if opts.KubeSubnetMgr {
 		sm, err := kube.New(kube.Config{
@@ -290,10 +276,8 @@ func newSubnetManager(opts Options, admission subnet.RuleOptions, prevSubnet, pr
 	return sm, func() { sm.Close() }, nil
 }
 
-// instanceLockKeys names what a daemon instance owns on the node: its datastore network
-// (the etcd prefix, or the node object with the Kubernetes subnet manager) and its subnet
-// file. Each is locked for the daemon's lifetime; the first lock's socket is the control
-// socket, which `flanneld diagnose` finds from the same flags.
+// instanceLockKeys names what an instance locks for its lifetime: its datastore network and its
+// subnet file. The first lock's socket is the control socket, which `flanneld diagnose` finds.
 func instanceLockKeys(opts Options) []string {
 	network := "etcd-prefix:" + path.Clean("/"+opts.EtcdPrefix)
 	if opts.KubeSubnetMgr {

@@ -23,8 +23,7 @@ var errHelp = errors.New("help requested")
 // errVersion is returned by parseOptions for --version: print the version to stderr and exit 0.
 var errVersion = errors.New("version requested")
 
-// envPrefix is the prefix of the environment variables that fill flags not given on
-// the command line (FLANNELD_ETCD_ENDPOINTS for --etcd-endpoints).
+// envPrefix names the variables that fill flags not given (FLANNELD_ETCD_ENDPOINTS).
 const envPrefix = "FLANNELD"
 
 // Defaults that validation compares against.
@@ -35,8 +34,7 @@ const (
 	maxRenewMarginMin      = 1439 // a lease lives 24 h; the margin must leave time to renew
 )
 
-// klogFlagDefaults are the values applied when a klog flag is given neither on the
-// command line nor in the environment, so that every parse fully determines klog's state.
+// klogFlagDefault is a klog flag's value when not given, so every parse fully determines klog.
 func klogFlagDefault(name string) string {
 	if name == "v" {
 		return "0"
@@ -44,8 +42,7 @@ func klogFlagDefault(name string) string {
 	return ""
 }
 
-// deferredValue holds a klog flag's text until parsing and validation succeeded;
-// only then is it handed to klog, so that a failed parse leaves klog untouched.
+// deferredValue holds a klog flag's text until the parse succeeded: a failed one leaves klog be.
 type deferredValue struct {
 	text     string
 	typeName string
@@ -55,8 +52,7 @@ func (d *deferredValue) String() string     { return d.text }
 func (d *deferredValue) Set(s string) error { d.text = s; return nil }
 func (d *deferredValue) Type() string       { return d.typeName }
 
-// Options are flanneld's settings after flag and FLANNELD_* environment parsing.
-// Field names follow the upstream flags (see Documentation/configuration.md).
+// Options are flanneld's settings from flags and FLANNELD_* variables, named after the flags.
 type Options struct {
 	EtcdEndpoints             []string // --etcd-endpoints, split on ","
 	EtcdPrefix                string   // --etcd-prefix
@@ -88,8 +84,7 @@ type Options struct {
 	SetNodeNetworkUnavailable bool
 }
 
-// LogSafe returns a copy fit for logging and showing: the etcd password is masked, and
-// so is the user information of the etcd endpoints and the API server URL.
+// LogSafe returns a copy for logs: the etcd password and any URL's user information masked.
 func (o Options) LogSafe() Options {
 	if o.EtcdPassword != "" {
 		o.EtcdPassword = "<redacted>"
@@ -157,7 +152,6 @@ func newFlagSet(r *rawOptions) *pflag.FlagSet {
 	return fs
 }
 
-// usage writes the usage line and the flag defaults.
 func usage(w io.Writer) { usageOf(w, "") }
 
 // usageOf writes the usage of the daemon (cmd "") or a subcommand.
@@ -179,7 +173,6 @@ func usageOf(w io.Writer, cmd string) {
 	fmt.Fprintln(w, "environment variable FLANNELD_<NAME> (upper case, '-' as '_'), e.g. FLANNELD_ETCD_ENDPOINTS.")
 }
 
-// envName is the environment variable that fills the flag name.
 func envName(flagName string) string {
 	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
@@ -190,9 +183,8 @@ type positional struct {
 	boolFlag string // the boolean flag written just before it without "=", if any
 }
 
-// normalizeArgs rewrites single-dash long flags ("-etcd-endpoints", "-v=10") to the
-// double-dash form pflag expects, maps -h/--h to --help, leaves flag values alone and
-// stops at "--". It also reports the positional words, which flanneld does not take.
+// normalizeArgs rewrites single-dash long flags ("-v=10") to pflag's "--" form and -h/--h to
+// --help, up to "--", leaving values alone; it also returns the positional words.
 func normalizeArgs(fs *pflag.FlagSet, args []string) ([]string, []positional) {
 	out := make([]string, 0, len(args))
 	var pos []positional
@@ -215,7 +207,6 @@ func normalizeArgs(fs *pflag.FlagSet, args []string) ([]string, []positional) {
 		prevBool = ""
 		body := strings.TrimPrefix(a, "-")
 		if strings.HasPrefix(body, "-") {
-			// Already "--x" (or malformed "---x", which pflag reports).
 			body = body[1:]
 			if body == "" || body[0] == '-' {
 				out = append(out, a)
@@ -248,20 +239,14 @@ func normalizeArgs(fs *pflag.FlagSet, args []string) ([]string, []positional) {
 	return out, pos
 }
 
-// parseOptions parses argv (without argv[0]) and the FLANNELD_* environment into
-// Options. It returns errHelp for -h/--help, errVersion for --version (checked
-// before the environment is applied, so FLANNELD_VERSION=true does not count), or a
-// one-line usage error. Only after everything validated are -v, -vmodule and
-// -log_backtrace_at handed to klog, which is also set to log to stderr.
-// stderr receives anything pflag itself wants to print (nothing for flanneld's flags).
+// parseOptions parses args and the FLANNELD_* environment into Options, or returns errHelp,
+// errVersion (before the environment applies) or a one-line usage error; klog is set on success.
 func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Options, error) {
 	o, _, err := parseCommand("", args, lookupEnv, stderr)
 	return o, err
 }
 
-// parseCommand is parseOptions for the daemon (cmd "") or one of its subcommands
-// ("diagnose", "leases"), which take the daemon's flags and FLANNELD_* variables and
-// flags of their own (never read from the environment).
+// parseCommand is parseOptions for the daemon (cmd "") or a subcommand with flags of its own.
 func parseCommand(cmd string, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Options, toolOptions, error) {
 	var r rawOptions
 	fs := newFlagSet(&r)
@@ -329,8 +314,7 @@ func prefixed(sep, s string) string {
 	return sep + s
 }
 
-// applyEnv sets every flag not given on the command line from its FLANNELD_* variable
-// (empty values ignored) and reports which flags the environment set.
+// applyEnv sets each flag not given from its non-empty FLANNELD_* variable and reports which.
 func applyEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (map[string]bool, error) {
 	fromEnv := map[string]bool{}
 	if lookupEnv == nil {
@@ -360,8 +344,7 @@ func applyEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (map[str
 	return fromEnv, firstErr
 }
 
-// finish converts and validates the parsed values into o. src(flag) names the
-// environment variable a value came from, for the error messages.
+// finish converts and validates r into o; src(flag) names a value's variable for errors.
 func finish(o *Options, r *rawOptions, src func(string) string) error {
 	var eps []string
 	for _, ep := range strings.Split(r.etcdEndpoints, ",") {
@@ -445,8 +428,7 @@ func finish(o *Options, r *rawOptions, src func(string) string) error {
 	return nil
 }
 
-// applyKlog hands the three klog flags to klog (defaults for those not given) and makes
-// klog log to stderr. On failure klog is left as it was.
+// applyKlog hands the klog flags (or defaults) to klog, logging to stderr; failure changes nothing.
 func applyKlog(r *rawOptions, fromEnv map[string]bool) error {
 	gfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	gfs.SetOutput(io.Discard)

@@ -10,14 +10,10 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// MarshalLog implements logr.Marshaler: wherever Options are logged they appear as
-// LogSafe returns them (no secret), with durations in Go's notation ("1h0m0s", "5s")
-// instead of nanoseconds.
+// MarshalLog implements logr.Marshaler: Options log as LogSafe returns them, durations as "1h0m0s".
 func (o Options) MarshalLog() any { return loggedOptions(o.LogSafe()) }
 
-// loggedOptions are Options as the log shows them: a JSON object of the fields in their
-// declaration order, as encoding/json would write it, except that a time.Duration is its
-// String().
+// loggedOptions are Options as logged: encoding/json's object, but durations as String().
 type loggedOptions Options
 
 // MarshalJSON implements json.Marshaler.
@@ -29,8 +25,7 @@ func (o loggedOptions) MarshalJSON() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// WriteText writes the object as it is (klog calls it for a value that has it; its JSON
-// path would escape the '<' and '>' of "<redacted>").
+// WriteText writes the JSON unescaped (klog's JSON path would escape "<redacted>").
 func (o loggedOptions) WriteText(b *bytes.Buffer) {
 	if err := o.encode(b); err != nil {
 		fmt.Fprintf(b, "%q", "<options: "+err.Error()+">")

@@ -32,8 +32,7 @@ import (
 	"github.com/flannel-go/flannel/subnet/kube"
 )
 
-// runTool runs `flanneld diagnose` or `flanneld leases` with args (after the
-// subcommand's name) and returns the exit status.
+// runTool runs subcommand cmd (diagnose, leases) with args and returns the exit status.
 func runTool(cmd string, args []string) int {
 	opts, t, err := parseCommand(cmd, args, os.LookupEnv, os.Stderr)
 	switch {
@@ -104,8 +103,7 @@ func quietKlog() {
 	klog.SetOutput(io.Discard)
 }
 
-// toolDeps wires the node and the datastore the options select into the read-only
-// parts the checks use, and the function that releases them.
+// toolDeps wires the selected node and datastore into the checks' read-only parts, and a release.
 func toolDeps(ctx context.Context, opts Options) (diagnose.Deps, func()) {
 	backends := backends(opts).Constructors
 	admission := admissionOptions(opts)
@@ -247,7 +245,6 @@ func (k kubeStore) Leases(ctx context.Context, cfg *subnet.Config) ([]diagnose.L
 	return out, err
 }
 
-// cfgOrIPv4 is cfg, or an IPv4 config when there is none.
 func cfgOrIPv4(cfg *subnet.Config) *subnet.Config {
 	if cfg == nil {
 		return &subnet.Config{EnableIPv4: true}
@@ -255,8 +252,7 @@ func cfgOrIPv4(cfg *subnet.Config) *subnet.Config {
 	return cfg
 }
 
-// backendView is a backend made by its constructor, read only: it is never prepared
-// or started.
+// backendView is a backend made by its constructor, never prepared or started.
 type backendView struct {
 	typ string
 	b   backend.Backend

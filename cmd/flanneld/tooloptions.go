@@ -14,7 +14,6 @@ const (
 	cmdLeases   = "leases"
 )
 
-// toolSummary says what each subcommand does, for its usage.
 var toolSummary = map[string]string{
 	cmdDiagnose: "Checks, changing nothing, why pods on this node may not reach others: the daemon, the datastore,\n" +
 		"the lease, the kernel, the pod bridge and CNI config, and a sample of peers. Give it the daemon's\n" +
@@ -43,7 +42,6 @@ type rawToolOptions struct {
 	probeTimeout, datastoreTimeout time.Duration
 }
 
-// defineToolFlags adds the subcommand's own flags.
 func defineToolFlags(fs *pflag.FlagSet, cmd string, r *rawToolOptions) {
 	mark := func(name string) { _ = fs.SetAnnotation(name, toolFlag, []string{cmd}) }
 	fs.StringVar(&r.output, "output", "text", "report format: text or json")
@@ -61,7 +59,6 @@ func defineToolFlags(fs *pflag.FlagSet, cmd string, r *rawToolOptions) {
 	mark("probe-timeout")
 }
 
-// finishTool checks the subcommand's flags.
 func finishTool(cmd string, r *rawToolOptions) (toolOptions, error) {
 	t := toolOptions{CNIConfDir: r.cniConfDir, ProbeTimeout: r.probeTimeout, DatastoreTimeout: r.datastoreTimeout}
 	switch r.output {

@@ -1,7 +1,5 @@
-// Command install-conf SOURCE DESTINATION installs one file atomically, with SOURCE's
-// permission bits, so kubelet never reads a half-written CNI config or plugin. The
-// DaemonSet's init containers run it. It lives at upstream's path /opt/bin/install-conf,
-// which manifests written for upstream's image call.
+// Command install-conf SOURCE DESTINATION installs one file atomically with SOURCE's mode,
+// so kubelet never reads half a CNI config or plugin; it sits at upstream's /opt/bin/install-conf.
 package main
 
 import (
