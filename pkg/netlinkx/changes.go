@@ -12,17 +12,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// changeGroups covers links and addresses too: their removal takes routes with it
-// without a route notification.
+// changeGroups covers links and addresses too: removing them takes routes without a notification.
 var changeGroups = []int{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR,
 	unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_NEXTHOP}
 
 // changeRcvBuf holds the echoes of a few thousand writes; overflow only reports a loss.
 const changeRcvBuf = 32 << 20
 
-// Change is one rtnetlink notification. Pid is the port id of the socket whose request
-// caused it (0: the kernel, or an object kind that does not say, such as vxlan FDB
-// entries). Body is valid only during the callback.
+// Change is one rtnetlink notification. Pid is the requesting socket's port id (0: the kernel,
+// or a kind that does not say, such as vxlan FDB); Body is valid only during the callback.
 type Change struct {
 	Type uint16
 	Pid  uint32
@@ -45,8 +43,7 @@ func (c *Conn) PortID() (uint32, error) {
 // Feed is the Conn's change subscription, which others may share.
 func (c *Conn) Feed() *Feed { return c.feed }
 
-// Subscribe starts collecting change notifications of the Conn's namespace for Changes,
-// except the echo of the Conn's own requests. Calling it again does nothing.
+// Subscribe starts collecting the namespace's notifications, minus our own echoes; idempotent.
 func (c *Conn) Subscribe() error {
 	if c.q != nil {
 		return nil
@@ -74,9 +71,8 @@ func (c *Conn) Unsubscribe() error {
 	return c.unsub()
 }
 
-// Changes calls f for each notification collected since the last call, in the kernel's
-// order, without waiting. lost means some were dropped or the Conn is not subscribed:
-// anything may have changed unseen.
+// Changes calls f for each notification collected since the last call, in order, without
+// waiting; lost means some were dropped (or no subscription): anything may have changed.
 func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 	q := c.q
 	if q == nil {
@@ -96,9 +92,8 @@ func (c *Conn) Changes(f func(ch *Change)) (lost bool, err error) {
 	return lost || err != nil, err
 }
 
-// Monitor is a socket subscribed to the change notifications of one network namespace,
-// reading many per system call into reused buffers. Not safe for concurrent use, except
-// Close.
+// Monitor is a socket subscribed to one network namespace's change notifications, reading
+// many per system call into reused buffers. Not safe for concurrent use, except Close.
 type Monitor struct {
 	file  *os.File // owns the socket; its runtime poller makes Wait end on Close
 	raw   syscall.RawConn
@@ -118,8 +113,7 @@ type Monitor struct {
 	ch       Change // what read hands to readF (a local would escape to the heap per call)
 }
 
-// NewMonitor opens a Monitor in the calling process's namespace, with a receive buffer
-// of rcvBuf bytes when larger than the default.
+// NewMonitor opens a Monitor in the calling process's namespace, raising its buffer to rcvBuf.
 func NewMonitor(rcvBuf int) (*Monitor, error) {
 	m, err := openMonitor()
 	if err != nil {
@@ -160,8 +154,7 @@ func openMonitor() (*Monitor, error) {
 // Close closes the socket; a Wait in progress returns an error.
 func (m *Monitor) Close() error { return m.file.Close() }
 
-// SetReceiveBuffer asks for n bytes, beyond the system limit when privileged. Failure is
-// ignored: an overflow only reports lost notifications.
+// SetReceiveBuffer asks for n bytes (beyond the system limit if privileged); failure is ignored.
 func (m *Monitor) SetReceiveBuffer(n int) {
 	_ = m.raw.Control(func(fd uintptr) {
 		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); err != nil {
@@ -206,7 +199,6 @@ func (m *Monitor) Wait() error {
 	return nil
 }
 
-// peek reports whether something is ready, without taking it.
 func (m *Monitor) peek(fd uintptr) bool {
 	var b [1]byte
 	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
@@ -217,9 +209,8 @@ func (m *Monitor) peek(fd uintptr) bool {
 	return errno != unix.EAGAIN && errno != unix.EINTR
 }
 
-// Read calls f for each kernel notification collected so far, in order, without
-// waiting. lost means the receive buffer overflowed or one was too long: anything may
-// have changed unseen.
+// Read calls f for each notification collected so far, in order, without waiting; lost means
+// the buffer overflowed or one was too long: anything may have changed unseen.
 func (m *Monitor) Read(f func(ch *Change)) (lost bool, err error) {
 	if m.mm == nil {
 		m.buf = make([]byte, changeSlots*changeSlotSize)
@@ -283,9 +274,8 @@ func (m *Monitor) read(fd int, f func(ch *Change)) (lost bool, err error) {
 	}
 }
 
-// Notifications are read changeSlots at a time into slots of changeSlotSize bytes (a
-// link's takes up to 2 thousand; a longer one is reported as lost). 16 slots already make
-// system calls a small part of reading a burst.
+// Notifications are read changeSlots at a time into changeSlotSize-byte slots (a link's takes
+// up to 2 KB; longer ones count as lost); 16 make system calls a small part of a burst.
 const (
 	changeSlots    = 16
 	changeSlotSize = 8 << 10

@@ -19,8 +19,7 @@ const (
 	rcvTimeout = 30 * time.Second
 )
 
-// Conn is a raw NETLINK_ROUTE socket for pipelined writes (Run) and kernel-filtered
-// dumps parsed without per-object allocations. Not safe for concurrent use.
+// Conn is a raw NETLINK_ROUTE socket for pipelined writes and allocation-free dumps (one user).
 type Conn struct {
 	fd    int
 	feed  *Feed        // change notifications (changes.go)
@@ -65,8 +64,7 @@ func Open() (*Conn, error) {
 // OpenAt opens a Conn in the network namespace ns.
 func OpenAt(ns netns.NsHandle) (*Conn, error) { return inNetns(ns, Open) }
 
-// inNetns runs open on a locked thread inside ns (sockets belong to the namespace they
-// are made in); a thread that cannot switch back is discarded.
+// inNetns runs open on a locked thread inside ns; a thread that cannot switch back is discarded.
 func inNetns[T any](ns netns.NsHandle, open func() (T, error)) (T, error) {
 	type res struct {
 		v   T
@@ -100,8 +98,7 @@ func (c *Conn) setup() error {
 	if err := unix.Bind(c.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("bind netlink socket: %w", err)
 	}
-	// Optional optimisations (no request copy in errors, kernel-side dump filters); the
-	// parsers do not depend on them.
+	// Optional (no request copy in errors, kernel dump filters): the parsers need neither.
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_EXT_ACK, 1)
 	_ = unix.SetsockoptInt(c.fd, unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1)
@@ -139,10 +136,9 @@ type SocketError struct{ Err error }
 
 func (e *SocketError) Error() string { return e.Err.Error() }
 
-// Run sends the batch in order, many requests per round trip, and calls done once per
-// request, in order, with the kernel's answer to it (and NexthopAdd's new id). A request
-// may depend on earlier ones of the same batch. Run returns an error only when the
-// socket fails; done has then seen every request, unknown ones with a *SocketError.
+// Run sends the batch in order, many requests per round trip, and calls done once per request,
+// in order, with the kernel's answer (and NexthopAdd's new id); requests may depend on earlier
+// ones. It fails only with the socket, done having seen every request (*SocketError if unknown).
 func (c *Conn) Run(b *Batch, done func(tag int, err error, nhID uint32)) error {
 	var sockErr error
 	for i := 0; i < len(b.msgs); {
@@ -306,8 +302,7 @@ func extAckMsg(fl uint16, body []byte) string {
 	return msg
 }
 
-// dump sends c.req as a dump and calls f with the body of each message of type typ. An
-// interrupted dump returns netlink.ErrDumpInterrupted after draining.
+// dump dumps c.req, calling f per body of type typ; an interrupted dump returns ErrDumpInterrupted.
 func (c *Conn) dump(typ uint16, f func(body []byte) error) error {
 	m := c.req.buf[c.req.msgs[0].off:c.req.msgs[0].end]
 	c.seq++
@@ -414,8 +409,7 @@ func (c *Conn) Routes(fl RouteFilter, f func(r *Route)) error {
 	})
 }
 
-// Neighs calls f for each neighbour of family (AF_BRIDGE: the FDB) on ifindex (0: all);
-// f must not keep n.
+// Neighs calls f for each neighbour of fam (AF_BRIDGE: FDB) on ifindex (0: all); f must not keep n.
 func (c *Conn) Neighs(fam uint8, ifindex int, f func(n *Neigh)) error {
 	c.req.Reset()
 	c.req.begin(unix.RTM_GETNEIGH, 0, 0, false)

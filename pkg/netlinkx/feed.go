@@ -10,10 +10,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Feed is one change-notification subscription of a network namespace shared by several
-// readers: each notification goes once to every Subscriber, in the kernel's order,
-// whichever reader took it from the socket. The socket joins the groups while there are
-// subscribers. Safe for concurrent use.
+// Feed is one namespace's change subscription shared by several readers: each notification
+// goes once to every Subscriber, in order, whoever read it. Safe for concurrent use.
 type Feed struct {
 	mu      sync.Mutex
 	mon     *Monitor
@@ -54,8 +52,7 @@ func newFeed(m *Monitor) *Feed {
 	return f
 }
 
-// Subscribe adds s; the returned function removes it. The groups are joined while there
-// is a subscriber.
+// Subscribe adds s, joining the groups, and returns the function that removes it.
 func (f *Feed) Subscribe(s Subscriber) (unsubscribe func() error, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -81,8 +78,7 @@ func (f *Feed) Subscribe(s Subscriber) (unsubscribe func() error, err error) {
 	}, nil
 }
 
-// Read hands what was collected to the subscribers, without waiting, and reports a loss
-// to every Lost. The error is the socket's.
+// Read hands what was collected to the subscribers without waiting, and a loss to every Lost.
 func (f *Feed) Read() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -95,8 +91,7 @@ func (f *Feed) Read() error {
 	return err
 }
 
-// Wait blocks until something is ready for Read, ctx ends, or the Feed is closed. One
-// goroutine at a time may Wait.
+// Wait blocks until something is ready for Read, ctx ends or the Feed closes; one waiter at a time.
 func (f *Feed) Wait(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = f.mon.file.SetReadDeadline(time.Unix(1, 0)) })
 	err := f.mon.Wait()
@@ -115,8 +110,7 @@ func (f *Feed) SetReceiveBuffer(n int) { f.mon.SetReceiveBuffer(n) }
 // Close closes the socket; a Wait in progress returns an error.
 func (f *Feed) Close() error { return f.mon.Close() }
 
-// changeQueue keeps a Conn's notifications, minus its own echoes, until Changes reads
-// them.
+// changeQueue keeps a Conn's notifications, minus its own echoes, until Changes reads them.
 type changeQueue struct {
 	pid  uint32
 	mu   sync.Mutex
@@ -131,8 +125,7 @@ type queued struct {
 	off, end int
 }
 
-// maxQueued bounds a changeQueue (a 20,000-peer round's FDB writes take about 2 MB);
-// past it the queue reports a loss.
+// maxQueued bounds a changeQueue, past which it reports a loss (a 20,000-peer round takes 2 MB).
 const maxQueued = 8 << 20
 
 func (q *changeQueue) Change(ch *Change) {

@@ -69,8 +69,7 @@ func (n *Nexthop) Onlink() bool { return n.Flags&unix.RTNH_F_ONLINK != 0 }
 
 var errShort = errors.New("netlink message too short")
 
-// Attrs calls f for each attribute in b (type without the nested/byte-order bits) and
-// reports a malformed one, having called f for those before it.
+// Attrs calls f for each attribute of b (type without flag bits) up to a malformed one, reported.
 func Attrs(b []byte, f func(typ uint16, val []byte)) error {
 	for len(b) >= unix.SizeofRtAttr {
 		l := int(native.Uint16(b[0:2]))
@@ -209,8 +208,7 @@ func ParseNexthop(b []byte, nh *Nexthop) error {
 	})
 }
 
-// Batch is a list of netlink requests in one buffer, each with a caller's tag that
-// Conn.Run reports back with its outcome. The zero Batch is ready.
+// Batch is netlink requests in one buffer, each with a tag Conn.Run reports back; zero is ready.
 type Batch struct {
 	buf  []byte
 	msgs []batchMsg
@@ -232,8 +230,7 @@ func (b *Batch) Reset() {
 // Len is the number of requests in the batch.
 func (b *Batch) Len() int { return len(b.msgs) }
 
-// Each calls f with each request's tag, type and body (as the Parse functions read it;
-// valid only during the call), so a test can play the kernel's side of Conn.Run.
+// Each calls f with each request's tag, type and body (valid during the call), for fake kernels.
 func (b *Batch) Each(f func(tag int, typ uint16, body []byte)) {
 	for _, m := range b.msgs {
 		f(m.tag, native.Uint16(b.buf[m.off+4:]), b.buf[m.off+unix.SizeofNlMsghdr:m.end])
@@ -396,8 +393,7 @@ type msgHdr struct {
 	Seq, Pid    uint32
 }
 
-// eachMsg calls f with each message of a datagram until f returns false. It reports false
-// on a malformed length and walks no further.
+// eachMsg calls f per message of a datagram until f returns false; false on a malformed length.
 func eachMsg(buf []byte, f func(h msgHdr, body []byte) bool) (wellFormed bool) {
 	for len(buf) >= unix.SizeofNlMsghdr {
 		l := int(native.Uint32(buf[0:4]))

@@ -1,5 +1,4 @@
-// Package nstest creates uniquely named network namespaces for tests, each with a netlink
-// handle, deleted in t.Cleanup even when the test fails.
+// Package nstest gives tests uniquely named network namespaces, removed even when a test fails.
 package nstest
 
 import (
@@ -30,8 +29,7 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// New creates the namespace <prefix><random hex>, deleted at t.Cleanup. It skips the test
-// when not root.
+// New creates the namespace <prefix><random hex>, deleted at t.Cleanup; it skips unless root.
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	RequireRoot(t)
@@ -44,8 +42,7 @@ func New(t testing.TB, prefix string) *NS {
 		err error
 	}
 	ch := make(chan result, 1)
-	// The thread stays locked so the runtime discards it with the goroutine: the namespace
-	// switch cannot leak.
+	// The thread stays locked, so the runtime discards it with the goroutine: no namespace leaks.
 	go func() {
 		runtime.LockOSThread()
 		h, err := netns.NewNamed(name)
