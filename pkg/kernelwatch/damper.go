@@ -2,21 +2,18 @@ package kernelwatch
 
 import "time"
 
-// Backoff slows the repair of objects fought over. An object is hot after more than
-// Threshold appearances, each less than Window after the previous; a batch of only hot
-// objects waits Base, doubled per further appearance, up to Max. Quiet for Window, it
-// cools. Our repair's echo counts too: one removal by hand and its repair are two.
+// Backoff slows the repair of objects fought over: an object is hot after more than Threshold
+// appearances under Window apart (our repair's echo counts), and a batch of only hot objects
+// waits Base, doubled per further appearance, up to Max. Quiet for Window, it cools.
 type Backoff struct {
 	Window    time.Duration
 	Threshold int
 	Base, Max time.Duration
-	// LargeBatch: bigger batches are mass changes (a device recreated, the echo of a
-	// round), repaired at once and not counted.
+	// LargeBatch: bigger batches are mass changes (a device recreated, a round's echo): no delay.
 	LargeBatch int
 }
 
-// DefaultBackoff makes an object hot after more than 8 appearances (about four removals
-// and repairs) under 10 s apart; repairs then wait 0.5 s, 1 s, 2 s, ... up to 30 s.
+// DefaultBackoff heats past 8 appearances under 10 s apart, then waits 0.5 s doubling to 30 s.
 func DefaultBackoff() Backoff {
 	return Backoff{Window: 10 * time.Second, Threshold: 8, Base: 500 * time.Millisecond,
 		Max: 30 * time.Second, LargeBatch: 64}

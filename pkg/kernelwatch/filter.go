@@ -14,11 +14,9 @@ import (
 
 // Filter names the kernel objects a backend owns or depends on; others are ignored.
 type Filter struct {
-	// Devices are links the backend owns: the link and every address, main-table route,
-	// nexthop, neighbour and FDB entry on it.
+	// Devices are owned links: each with its addresses, main routes, nexthops, neighbours, FDB.
 	Devices []string
-	// Links are further links whose own state matters (taking the external interface down
-	// flushes routes without a notification); what is on them does not.
+	// Links are further links whose own state matters (going down flushes routes unannounced).
 	Links []string
 	// Networks select main-table routes by destination, whatever their device.
 	Networks []netip.Prefix
@@ -29,7 +27,6 @@ type Filter struct {
 // Kind is the type of a kernel object.
 type Kind uint8
 
-// Kinds of kernel objects.
 const (
 	KindLink Kind = iota + 1
 	KindAddr
@@ -74,8 +71,7 @@ func (o Object) String() string {
 	return b.String()
 }
 
-// matcher decides which notifications concern a Filter, tracking the ifindexes of the
-// watched links (notifications name devices by index). One goroutine uses it.
+// matcher decides which notifications concern a Filter, tracking the watched links' ifindexes.
 type matcher struct {
 	devices  map[string]bool // name -> true for owned devices, false for Links
 	networks []netip.Prefix
@@ -98,7 +94,6 @@ func newMatcher(f Filter) *matcher {
 	return m
 }
 
-// setLinks replaces the index map from a listing of links (ifindex -> name).
 func (m *matcher) setLinks(links map[int]string) {
 	clear(m.index)
 	for i, n := range links {

@@ -1,8 +1,6 @@
-// Package kernelwatch tells a reconciler when the kernel state it owns may have been
-// changed by someone else: it filters rtnetlink notifications to the objects of a Filter,
-// gathers bursts and calls a kick function. It never says what changed; a lost
-// notification costs only a full comparison. Our own writes come back as one idle
-// round, no loop; objects someone keeps undoing are backed off and logged once.
+// Package kernelwatch kicks a reconciler when kernel objects of a Filter may have been changed
+// by someone else, gathering bursts of rtnetlink notifications; it never says what changed.
+// Our own writes come back as one idle round; objects kept being undone are backed off.
 package kernelwatch
 
 import (
@@ -36,10 +34,8 @@ type Config struct {
 // receiveBuffer: the echo of a big round rarely overflows it (overflow costs a round).
 const receiveBuffer = 8 << 20
 
-// Run calls kick until ctx ends whenever selected objects may have changed, also after
-// each (re)subscription and each loss. kick runs on Run's goroutine and must not block;
-// changes may be folded. Run fails only if the first subscription fails; later failures
-// are logged and the subscription renewed.
+// Run calls kick, on its goroutine and never blocking, whenever selected objects may have changed
+// and after each (re)subscription or loss, until ctx ends; only the first subscription can fail it.
 func Run(ctx context.Context, cfg Config, kick func()) error {
 	if cfg.Settle <= 0 {
 		cfg.Settle = 10 * time.Millisecond
@@ -161,8 +157,7 @@ func (w *watcher) Lost() {
 	w.markLost()
 }
 
-// read reads until ctx ends, reopening its own Feed or rereading a shared one after a
-// failure; the next kick is then unconditional.
+// read reads until ctx ends, re-subscribing after a failure and then kicking unconditionally.
 func (w *watcher) read(ctx context.Context, s *source) {
 	for {
 		err := w.receive(ctx, s.feed)
@@ -217,8 +212,7 @@ func (w *watcher) receive(ctx context.Context, f *netlinkx.Feed) error {
 	}
 }
 
-// add records a changed object. A batch past LargeBatch keeps no objects (a
-// 20,000-peer round's echo would fill the map) and is neither counted nor delayed.
+// add records a changed object; a batch past LargeBatch keeps none and is not counted or delayed.
 func (w *watcher) add(o Object) {
 	w.mu.Lock()
 	if !w.mass {
