@@ -1,6 +1,5 @@
-// Package ipmatch picks the node's external (underlay) interface and addresses from
-// --iface, --iface-regex, --iface-can-reach, --public-ip(v6) and the default routes. It
-// reads the kernel through netlink in the calling thread's network namespace.
+// Package ipmatch picks the node's external interface and addresses from --iface, --iface-regex,
+// --iface-can-reach, --public-ip(v6) and the default routes, in the calling thread's namespace.
 package ipmatch
 
 import (
@@ -36,18 +35,14 @@ type Interface struct {
 	ExtV6Addr   netip.Addr // IPv6 address peers use to reach the node (--public-ipv6 or IfaceV6Addr)
 }
 
-// errNoMatch is the final error when selectors were given and none of them matched.
 var errNoMatch = errors.New("Failed to find interface to use that matches the interfaces and/or regexes provided")
 
-// LookupExtIface selects the external interface in the calling thread's network
-// namespace. Without selectors it uses the interface that owns the public IP, or else
-// the default route's interface; with selectors it tries each --iface, then each
-// --iface-regex, then --iface-can-reach, and the first that yields a usable interface wins.
+// LookupExtIface selects the external interface: without selectors the public IP's, else the
+// default route's; with them the first usable of each --iface, --iface-regex, --iface-can-reach.
 func LookupExtIface(opts Options) (*Interface, error) {
 	return lookup(netlinkKernel{}, opts)
 }
 
-// linkInfo is one link and its addresses as the kernel reported them.
 type linkInfo struct {
 	Index        int
 	Name         string
@@ -63,7 +58,6 @@ type addrInfo struct {
 	Flags int
 }
 
-// routeInfo is the part of a route the selection needs.
 type routeInfo struct {
 	Default   bool // destination 0.0.0.0/0 or ::/0
 	Unicast   bool // a route that forwards traffic (not blackhole, unreachable, ...)
@@ -78,7 +72,6 @@ type kernel interface {
 	links() ([]linkInfo, error)
 	// routes returns the main-table routes of a family (unix.AF_INET or unix.AF_INET6).
 	routes(family int) ([]routeInfo, error)
-	// routeTo returns the route the kernel would use to reach dst.
 	routeTo(dst netip.Addr) (routeInfo, error)
 }
 
@@ -179,8 +172,7 @@ func lookup(k kernel, opts Options) (*Interface, error) {
 	return nil, fmt.Errorf("%w; the interfaces here are %s", errNoMatch, describeLinks(links))
 }
 
-// describeLinks names each link with its addresses ("lo (127.0.0.1, ::1), eth0
-// (192.0.2.10)"), for the error that none matched.
+// describeLinks names each link with its addresses, for the error that none matched.
 func describeLinks(links []linkInfo) string {
 	var b strings.Builder
 	for i, l := range links {
@@ -204,8 +196,7 @@ func describeLinks(links []linkInfo) string {
 	return b.String()
 }
 
-// defaultCandidate handles the no-selector case: the interface owning the public IP,
-// or else the default route's interface.
+// defaultCandidate is the interface owning the public IP, else the default route's.
 func defaultCandidate(k kernel, links []linkInfo, opts Options, pub4, pub6 netip.Addr) (candidate, error) {
 	var pub netip.Addr
 	switch {
@@ -280,8 +271,7 @@ func defaultRouteLink(k kernel, links []linkInfo, family int) (*linkInfo, error)
 	return l, nil
 }
 
-// byIface resolves one --iface value: an IP address selects the interface owning it,
-// anything else is an interface name.
+// byIface resolves an --iface value: an address selects its owner, anything else is a name.
 func byIface(links []linkInfo, s string) (candidate, error) {
 	if a, err := netip.ParseAddr(s); err == nil {
 		c, ok := byAddr(links, a)
@@ -317,8 +307,7 @@ func byAddr(links []linkInfo, a netip.Addr) (candidate, bool) {
 	return candidate{}, false
 }
 
-// byRegex lists the interfaces a regex selects, best first: those with a matching usable
-// address (both families' when both are enabled), then those whose name matches.
+// byRegex lists re's interfaces, best first: matching usable addresses, then matching names.
 func byRegex(links []linkInfo, re *regexp.Regexp, opts Options) []candidate {
 	var out []candidate
 	match := func(l *linkInfo, v6 bool) netip.Addr {
@@ -352,8 +341,7 @@ func byRegex(links []linkInfo, re *regexp.Regexp, opts Options) []candidate {
 	return out
 }
 
-// byRoute picks the interface the kernel routes dst through; the route's source
-// address becomes that family's interface address.
+// byRoute picks the interface the kernel routes dst through, with the route's source address.
 func byRoute(k kernel, links []linkInfo, dst netip.Addr) (candidate, error) {
 	r, err := k.routeTo(dst)
 	if err != nil {
@@ -383,8 +371,7 @@ func linkByIndex(links []linkInfo, idx int) *linkInfo {
 	return nil
 }
 
-// complete fills in the addresses the selector did not fix, checks the MTU and
-// computes the external addresses.
+// complete fills in the unfixed addresses, checks the MTU and computes the external ones.
 func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*Interface, error) {
 	l := c.link
 	ext := &Interface{
@@ -426,9 +413,6 @@ func complete(c candidate, opts Options, pub4, pub6 netip.Addr) (*Interface, err
 	return ext, nil
 }
 
-// usableAddrs returns the link's usable addresses of one family, best first: global
-// before link-local, permanent before dynamic, non-temporary before temporary (kernel
-// order otherwise). Deprecated, tentative and DAD-failed addresses are not usable.
 // ifaceAddr is the selector's address for one family, else the link's first usable one.
 func ifaceAddr(l *linkInfo, chosen netip.Addr, v6 bool) (netip.Addr, error) {
 	if chosen.IsValid() {
@@ -444,6 +428,8 @@ func ifaceAddr(l *linkInfo, chosen netip.Addr, v6 bool) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("failed to find %s address for interface %s", fam, l.Name)
 }
 
+// usableAddrs returns the link's usable addresses of one family, best first: global, permanent,
+// non-temporary (else kernel order); deprecated, tentative and DAD-failed ones are unusable.
 func usableAddrs(l *linkInfo, v6 bool) []netip.Addr {
 	type ranked struct {
 		a    netip.Addr

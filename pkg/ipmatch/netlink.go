@@ -12,15 +12,12 @@ import (
 	"github.com/flannel-go/flannel/pkg/netlinkx"
 )
 
-// netlinkKernel reads links, addresses and routes through netlink. The sockets are
-// opened per call, so they live in the calling thread's network namespace.
+// netlinkKernel reads through netlink sockets opened per call, in the calling thread's namespace.
 type netlinkKernel struct{}
 
-// dumpAttempts bounds the retries of a netlink dump the kernel interrupted because the
-// tables changed while it was being read.
+// dumpAttempts bounds the retries of a dump the kernel interrupted as the tables changed.
 const dumpAttempts = 5
 
-// dump runs the dump list with netlinkx.Dump's retry and returns its result.
 func dump[T any](what string, list func() (T, error)) (T, error) {
 	var v T
 	err := netlinkx.Dump(dumpAttempts, what, func() (err error) {
