@@ -16,8 +16,7 @@ type ruleSet interface {
 	String() string
 	// ensure makes our rules true, touching only what differs, and returns the changes.
 	ensure(ctx context.Context) (int, error)
-	// cleanup removes all our rules (current and previous config) and what it leaves empty,
-	// and returns how many rules, chains and tables it deleted.
+	// cleanup removes all our rules (any config) and what they leave empty, returning the count.
 	cleanup(ctx context.Context) (int, error)
 }
 
@@ -179,8 +178,7 @@ func (s *iptSet) applyPlan(table, chain string, have []string, want, ours []ipRu
 	return n, nil
 }
 
-// cleanup removes our rules; a chain left with only shared rules (the kube-proxy mark)
-// goes with its jump.
+// cleanup removes our rules; a chain left with only shared rules goes too, with its jump.
 func (s *iptSet) cleanup(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0

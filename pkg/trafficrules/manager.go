@@ -30,8 +30,7 @@ type Options struct {
 	PrevIPv6Network, PrevIPv6Subnet netip.Prefix
 }
 
-// Manager installs and keeps one instance's traffic rules, in the network namespace of
-// the goroutine calling Setup and Run.
+// Manager keeps one instance's traffic rules, in the namespace of Setup's and Run's goroutine.
 type Manager struct {
 	opts Options
 
@@ -77,8 +76,7 @@ func newIPTables(v6 bool) (iptablesAPI, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("%s is not usable: %w", bin, err)
 	}
-	// go-iptables hides its backend; iptables-nft changes are announced on netlink,
-	// iptables-legacy ones are not (then polled).
+	// go-iptables hides its backend: iptables-nft changes are announced, legacy ones polled.
 	out, _ := exec.Command(bin, "--version").Output()
 	return ipt, strings.Contains(string(out), "nf_tables"), nil
 }
@@ -91,17 +89,14 @@ func (m *Manager) Mode() string {
 	return "iptables"
 }
 
-// Networks are the flannel networks, the lease subnets per family (zero: family off) and
-// EnableNFTables.
+// Networks are the flannel networks, the lease subnets per family (zero: off) and EnableNFTables.
 type Networks struct {
 	NFTables                bool
 	Network, Subnet         netip.Prefix
 	IPv6Network, IPv6Subnet netip.Prefix
 }
 
-// Setup selects the mode, removes our rules of the other mode and stale ones of an earlier
-// network or subnet, and installs the rules. An unusable mode is an error; problems
-// cleaning the other mode are logged.
+// Setup selects the mode, removes our rules of the other mode and stale ones, and installs ours.
 func (m *Manager) Setup(ctx context.Context, n Networks) error {
 	m.nftables = n.NFTables
 	m.sets, m.blackholes = nil, nil
@@ -229,9 +224,8 @@ func (m *Manager) Check(ctx context.Context) (int, error) {
 	return total, errors.Join(errs...)
 }
 
-// Run keeps the rules true until ctx ends: one check per burst of nf_tables announcements
-// (iptables-nft included), a poll without them (iptables-legacy), and a full check once
-// the watches are in place and every Resync. An intact check rewrites nothing.
+// Run keeps the rules true until ctx ends: a check per burst of nf_tables announcements (a poll
+// for iptables-legacy), once the watches are in place, and every Resync.
 func (m *Manager) Run(ctx context.Context) error {
 	if len(m.sets) == 0 && len(m.blackholes) == 0 {
 		return nil

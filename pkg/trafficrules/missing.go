@@ -9,10 +9,8 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// Missing lists, without changing anything, the rules of this instance for n that are
-// not in place in the mode n selects, in `iptables -S` form ("-t nat -A POSTROUTING ...")
-// or as nft rule text ("ip flannel-ipv4 postrtg: ..."), and names the mode. It needs no
-// Setup; rules out of order or stale are not reported. An unusable mode is an error.
+// Missing lists, changing nothing and without Setup, this instance's rules for n that are not
+// in place in n's mode (as `iptables -S` or nft rule text), and names the mode.
 func (m *Manager) Missing(ctx context.Context, n Networks) (missing []string, mode string, err error) {
 	mode = "iptables"
 	if n.NFTables {
@@ -89,8 +87,7 @@ func (s *iptSet) missing(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// missing lists the wanted rules that are not in their chains (a rule is known by its
-// comment, which carries a digest of its text).
+// missing lists the wanted rules not in their chains, known by their comments' digests.
 func (s *nftSet) missing(ctx context.Context) ([]string, error) {
 	var out []string
 	for _, cs := range s.chains() {
@@ -111,7 +108,6 @@ func (s *nftSet) missing(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// nftFamilyName is nft's name of the table family.
 func nftFamilyName(v6 bool) string {
 	if v6 {
 		return "ip6"

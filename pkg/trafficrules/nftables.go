@@ -9,9 +9,8 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// nftSet is one family's table, flannel-ipv4 (ip) or flannel-ipv6 (ip6). Comments naming
-// the instance's network tell its rules from others'; comment-less rules in our chains
-// are upstream flanneld's leftovers and are removed.
+// nftSet is one family's table, flannel-ipv4 (ip) or flannel-ipv6 (ip6). Comments name the
+// instance's network; comment-less rules in our chains are upstream's leftovers, removed.
 type nftSet struct {
 	nft         knftables.Interface
 	v6          bool
@@ -146,8 +145,7 @@ func (s *nftSet) ensure(ctx context.Context) (int, error) {
 	return changes, nil
 }
 
-// addPlanned adds the missing rules after the existing rule before them (in reverse, so
-// each lands right after its anchor), else before the one after them, else at the end.
+// addPlanned adds each missing rule after the rule before it, else before the one after, else last.
 func addPlanned(tx *knftables.Transaction, chain string, final []planEntry, have []*knftables.Rule, want []nftRule) {
 	for i := 0; i < len(final); {
 		if final[i].have >= 0 {

@@ -1,14 +1,10 @@
 package trafficrules
 
-// A chain plan turns a chain's rules into the wanted ones, touching only what differs:
-// rules in place keep position, counters and handles. have and want list rule keys in
-// order (iptables: rule text; nftables: comment). A rule of have is kept when wanted and
-// in order (first occurrence after the last kept), deleted when a duplicate, out of order
-// or stale(key) (ours, no longer wanted), and else left alone (not ours). Missing rules
-// go after the previous wanted rule, else before the next, else at the end.
+// A chain plan turns a chain's rules (keys in order: iptables text, nftables comment) into the
+// wanted ones: our rules in place and in order stay, duplicates, misordered and stale ones go,
+// others' are left; a missing rule goes after the previous wanted one, else before the next.
 
-// planEntry is a rule after the plan: have is its index in have (-1: to add), want its
-// index in want (-1: foreign).
+// planEntry is a rule after the plan: its index in have (-1: to add) and in want (-1: foreign).
 type planEntry struct {
 	have int
 	want int

@@ -1,14 +1,6 @@
-// Package trafficrules installs the node's masquerade and forward-accept rules in iptables
-// or nftables and keeps them true: deleted rules are back within a second, intact ones
-// untouched. Both modes mean (Documentation/traffic-rules.md), per family, with C the
-// cluster network and P this node's subnet:
-//
-//	mark & 0x4000 set        -> return (kube-proxy handles it)
-//	P -> C, C -> P, !C -> P  -> return (no NAT inside the cluster or towards our pods)
-//	C -> !multicast          -> masquerade
-//	!C -> C                  -> masquerade
-//
-// Chains may hold several instances' rules; only this instance's are ever deleted.
+// Package trafficrules installs the node's masquerade and forward-accept rules in iptables or
+// nftables (Documentation/traffic-rules.md) and keeps them true: deleted rules return within a
+// second, intact ones are untouched, and only this instance's rules are ever deleted.
 package trafficrules
 
 import (
@@ -54,8 +46,7 @@ type ipRule struct {
 	spec  []string
 }
 
-// line renders the rule as `iptables -S` prints it, the text rules read back are
-// compared with.
+// line renders the rule as `iptables -S` prints it, for comparing with rules read back.
 func (r ipRule) line() string {
 	var b strings.Builder
 	b.WriteString("-A ")
@@ -129,8 +120,7 @@ func iptFwdRules(f family) []ipRule {
 	}
 }
 
-// nftRule is a rule and its comment: kind, cluster network (the instance) and a digest of
-// the text, so ours are recognised without parsing nft's output.
+// nftRule is a rule with its comment: kind, cluster network and text digest, to recognise ours.
 type nftRule struct {
 	chain   string
 	text    string
@@ -155,8 +145,7 @@ func nftCommentNetwork(c string) string {
 }
 
 // nftMasqRules mean exactly what the iptables rules mean, unlike upstream's nftables mode
-// (Documentation/differences-from-upstream.md): the mark match is masked, and rule 4 is
-// "!C -> P" (upstream's "!P -> C" also spares host-to-cluster traffic).
+// (Documentation/differences-from-upstream.md).
 func nftMasqRules(f family, randomFully bool) []nftRule {
 	ipk := "ip"
 	if f.v6 {

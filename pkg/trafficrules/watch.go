@@ -14,9 +14,7 @@ import (
 
 const unixRTMDelRoute = unix.RTM_DELROUTE
 
-// watchNFTables subscribes to nf_tables announcements in the caller's namespace. The
-// channel gets a coalesced value per change or loss and is closed when the watch ends
-// (at the latest with ctx).
+// watchNFTables signals each nf_tables change or loss in this namespace, coalesced, until ctx ends.
 func watchNFTables(ctx context.Context) (<-chan struct{}, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 	if err != nil {
