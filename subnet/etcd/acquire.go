@@ -39,7 +39,7 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs *s
 			return l, nil
 		}
 		if !errors.Is(err, errRace) {
-			return nil, m.explain(err)
+			return nil, m.explain(ctx, err)
 		}
 		klog.V(1).InfoS("Subnet keys changed while acquiring a lease, retrying", "attempt", attempt)
 		pause := 5*time.Millisecond + rand.N(50*time.Millisecond)

@@ -30,11 +30,12 @@ func (e *callError) Unwrap() error { return e.err }
 
 // explain names the cause of err, a failed etcd call: refused credentials or permission, the
 // last TLS handshake failure, or each endpoint's problem by probing; others pass unchanged.
-func (m *Manager) explain(err error) error { return m.explainCall(err, nil) }
+// The probes stop when ctx is cancelled, not when its deadline passes (the call's own).
+func (m *Manager) explain(ctx context.Context, err error) error { return m.explainCall(ctx, err, nil) }
 
 // explainCall is explain for a call to only those endpoints (nil: any): it probes just them and
 // ignores the client's last handshake failure, perhaps another endpoint's.
-func (m *Manager) explainCall(err error, only []string) error {
+func (m *Manager) explainCall(ctx context.Context, err error, only []string) error {
 	var ce *callError
 	switch {
 	case err == nil || errors.As(err, &ce) || errors.Is(err, context.Canceled):
@@ -54,9 +55,15 @@ func (m *Manager) explainCall(err error, only []string) error {
 		if only == nil {
 			only = m.cfg.Endpoints
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
 		defer cancel()
-		return &callError{err, "no answer (" + err.Error() + "): " + m.diagnose(ctx, only)}
+		stop := context.AfterFunc(ctx, func() {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				cancel()
+			}
+		})
+		defer stop()
+		return &callError{err, "no answer (" + err.Error() + "): " + m.diagnose(pctx, only)}
 	}
 	return err
 }
@@ -84,6 +91,9 @@ func (m *Manager) diagnose(ctx context.Context, eps []string) string {
 		}()
 	}
 	wg.Wait()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return "the probes of " + strings.Join(eps, ", ") + " were interrupted"
+	}
 	var causes []string // in endpoint order, each once
 	byCause := map[string][]string{}
 	for i, err := range results {

@@ -162,3 +162,19 @@ func TestExplainAuth(t *testing.T) {
 		})
 	}
 }
+
+// Cancelling the caller's context (Ctrl-C in flanneld diagnose) stops the probes; the
+// call's own deadline having passed does not.
+func TestExplainProbeFollowsCancel(t *testing.T) {
+	silent := silentServer(t)
+	m := newManager(t, Config{Endpoints: []string{silent}})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	err := m.explainCall(ctx, context.DeadlineExceeded, nil)
+	if err == nil || !strings.Contains(err.Error(), "were interrupted") {
+		t.Fatalf("explain after cancel = %v; want the probe cut short, not a full probe", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("explain returned before the cancel: the probe did not wait for the silent endpoint")
+	}
+}

@@ -42,7 +42,7 @@ func (m *Manager) Status(ctx context.Context, endpoint string) (EndpointStatus, 
 	}
 	resp, err := cli.Status(ctx, endpoint)
 	if err != nil {
-		return EndpointStatus{}, m.explainCall(err, []string{endpoint})
+		return EndpointStatus{}, m.explainCall(ctx, err, []string{endpoint})
 	}
 	st := EndpointStatus{Version: resp.Version, MemberID: resp.Header.GetMemberId(), Leader: resp.Leader,
 		DBSize: resp.DbSize, Errors: resp.Errors}
@@ -142,7 +142,7 @@ func (m *Manager) List(ctx context.Context) ([]Listed, error) {
 		out = append(out, l)
 	})
 	if err != nil {
-		return nil, m.explain(err)
+		return nil, m.explain(ctx, err)
 	}
 	return out, nil
 }
@@ -156,7 +156,7 @@ func (m *Manager) Expiration(ctx context.Context, name string) (time.Time, error
 	key := m.subnetsDir + name
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("reading %s: %w", key, m.explain(err))
+		return time.Time{}, fmt.Errorf("reading %s: %w", key, m.explain(ctx, err))
 	}
 	if len(resp.Kvs) == 0 {
 		return time.Time{}, fmt.Errorf("%s does not exist", key)
@@ -167,7 +167,7 @@ func (m *Manager) Expiration(ctx context.Context, name string) (time.Time, error
 	}
 	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("reading the etcd lease of %s: %w", key, m.explain(err))
+		return time.Time{}, fmt.Errorf("reading the etcd lease of %s: %w", key, m.explain(ctx, err))
 	}
 	if ttl.TTL < 0 {
 		return time.Time{}, fmt.Errorf("the etcd lease of %s has expired", key)

@@ -175,7 +175,7 @@ func (k *keeper) sync(ctx context.Context) (int64, error) {
 	defer cancel()
 	resp, err := cli.Get(gctx, k.key)
 	if err != nil {
-		return 0, fmt.Errorf("reading %s: %w", k.key, k.m.explain(err))
+		return 0, fmt.Errorf("reading %s: %w", k.key, k.m.explain(ctx, err))
 	}
 	if len(resp.Kvs) == 0 {
 		return 0, errKeyGone
@@ -205,7 +205,7 @@ func (k *keeper) adopt(ctx context.Context, kv *mvccpb.KeyValue) (bool, error) {
 	start := time.Now()
 	ttl, err := cli.TimeToLive(tctx, clientv3.LeaseID(kv.Lease))
 	if err != nil {
-		return false, fmt.Errorf("reading TTL of etcd lease %x: %w", kv.Lease, k.m.explain(err))
+		return false, fmt.Errorf("reading TTL of etcd lease %x: %w", kv.Lease, k.m.explain(ctx, err))
 	}
 	if ttl.TTL <= 0 {
 		// The etcd lease is gone already; etcd is about to delete the key.
@@ -231,7 +231,7 @@ func (k *keeper) renew(ctx context.Context) error {
 	start := time.Now()
 	g, err := cli.Grant(rctx, k.m.ttlSeconds())
 	if err != nil {
-		return fmt.Errorf("granting etcd lease: %w", k.m.explain(err))
+		return fmt.Errorf("granting etcd lease: %w", k.m.explain(ctx, err))
 	}
 	resp, err := cli.Txn(rctx).
 		If(clientv3.Compare(clientv3.Version(k.key), ">", 0)).
@@ -239,7 +239,7 @@ func (k *keeper) renew(ctx context.Context) error {
 	if err != nil || !resp.Succeeded {
 		revoke(cli, g.ID)
 		if err != nil {
-			return fmt.Errorf("renewing %s: %w", k.key, k.m.explain(err))
+			return fmt.Errorf("renewing %s: %w", k.key, k.m.explain(ctx, err))
 		}
 		return errKeyGone
 	}

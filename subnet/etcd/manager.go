@@ -172,7 +172,7 @@ func (m *Manager) client() (*clientv3.Client, error) {
 	}
 	c, err := clientv3.New(m.ccfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, m.explain(err))
+		return nil, fmt.Errorf("creating etcd client for %v: %w", m.ccfg.Endpoints, m.explain(context.Background(), err))
 	}
 	m.cli = c
 	return c, nil
@@ -223,7 +223,7 @@ func (m *Manager) ConfigText(ctx context.Context) (text string, found bool, err 
 	}
 	resp, err := cli.Get(ctx, m.configKey)
 	if err != nil {
-		return "", false, fmt.Errorf("reading %s from etcd: %w", m.configKey, m.explain(err))
+		return "", false, fmt.Errorf("reading %s from etcd: %w", m.configKey, m.explain(ctx, err))
 	}
 	if len(resp.Kvs) == 0 {
 		return "", false, nil

@@ -49,7 +49,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 		if resync {
 			leases, rev, err := m.snapshot(ctx, cli)
 			if err != nil {
-				err = m.explain(err)
+				err = m.explain(ctx, err)
 				if ctx.Err() == nil {
 					m.observer().DatastoreError(observe.List, err)
 					klog.V(1).ErrorS(err, "Listing subnet leases failed") // the daemon states outages
@@ -81,7 +81,7 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.WatchResult
 			continue
 		}
 		if err != nil {
-			err = m.explain(err)
+			err = m.explain(ctx, err)
 			m.observer().DatastoreError(observe.Watch, err)
 		}
 		m.observer().WatchRestarted(observe.LeasesWatch, err)
