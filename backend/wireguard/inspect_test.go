@@ -191,6 +191,14 @@ func TestDriftMatchesReconcile(t *testing.T) {
 			missing: []string{"route 2001:db8:1000::/56 (blackhole metric 1000000)"},
 		},
 		{
+			name: "the blackholes of an old network",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "route", "add", "blackhole", "10.5.7.0/24", "metric", "1000000")
+				d.ip(t, "-6", "route", "add", "blackhole", "2001:db8:7::/48", "metric", "1000000")
+			},
+			stale: []string{"route 10.5.7.0/24 (blackhole metric 1000000)", "route 2001:db8:7::/48 (blackhole metric 1000000)"},
+		},
+		{
 			name: "a blackhole of another metric is not the backend's",
 			change: func(t *testing.T, d *driftRig) {
 				d.ip(t, "route", "del", "blackhole", "10.5.0.0/16", "metric", "1000000")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -66,6 +67,9 @@ func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
 			if err := ensureBlackhole(h, fam, p, &n); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if err := removeOldBlackholes(h, fam, nets, &n); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return n, errors.Join(errs...)
@@ -213,4 +217,28 @@ func ensureBlackhole(h nlHandle, fam int, p netip.Prefix, n *linkCounts) error {
 		return fmt.Errorf("add blackhole route %s metric %d: %w", p, blackholeMetric, err)
 	}
 	return nil
+}
+
+// removeOldBlackholes deletes blackholes at blackholeMetric for networks no longer
+// configured (a changed Network): a more specific one would swallow pod traffic.
+func removeOldBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) error {
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list blackhole routes: %w", err)
+	}
+	var errs []error
+	for i := range routes {
+		r := &routes[i]
+		dst, ok := netlinkx.Prefix(r.Dst)
+		if r.Type != unix.RTN_BLACKHOLE || r.Priority != blackholeMetric || (ok && slices.Contains(nets, dst.Masked())) {
+			continue
+		}
+		n.routesRemoved++
+		n.strayRoutes = append(n.strayRoutes, *r)
+		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete blackhole route %v metric %d: %w", r.Dst, blackholeMetric, err))
+		}
+	}
+	return errors.Join(errs...)
 }
