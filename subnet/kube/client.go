@@ -135,24 +135,38 @@ func (c *client) patchNodeStatus(ctx context.Context, name string, patch []byte)
 	return c.rest.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").Body(patch).Do(ctx).Error()
 }
 
-// listNodes is tools/cache's ListFunc, decoding the response as it streams (decodeNodeList).
-func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+// listNodes is tools/cache's ListFunc: a *peerNodeList of the nodes reduced by slim as the
+// response streams in (decodeNodeList), so no whole list of Nodes is ever held.
+func (c *client) listNodes(ctx context.Context, opts metav1.ListOptions, slim func(*apiNode) *peerNode) (runtime.Object, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
-	l, err := c.list(ctx, opts, c.keep)
+	l := &peerNodeList{}
+	meta, err := c.stream(ctx, opts, c.keep, func(n *apiNode) { l.Items = append(l.Items, slim(n)) })
 	if err != nil {
 		return nil, err
 	}
+	l.ListMeta = meta
 	return l, nil
 }
 
 func (c *client) list(ctx context.Context, opts metav1.ListOptions, keep annotationFilter) (*apiNodeList, error) {
-	body, err := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params).Stream(ctx)
+	l := &apiNodeList{}
+	meta, err := c.stream(ctx, opts, keep, func(n *apiNode) { l.Items = append(l.Items, n) })
 	if err != nil {
 		return nil, err
 	}
+	l.ListMeta = meta
+	return l, nil
+}
+
+// stream lists the nodes, handing each to add as it is decoded; it returns the list's metadata.
+func (c *client) stream(ctx context.Context, opts metav1.ListOptions, keep annotationFilter, add func(*apiNode)) (metav1.ListMeta, error) {
+	body, err := c.rest.Get().Resource("nodes").VersionedParams(&opts, c.params).Stream(ctx)
+	if err != nil {
+		return metav1.ListMeta{}, err
+	}
 	defer body.Close()
-	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, keep)
+	return decodeNodeList(bufio.NewReaderSize(body, 64<<10), c.json, keep, add)
 }
 
 func (c *client) watchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {

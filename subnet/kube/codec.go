@@ -271,7 +271,7 @@ func (l *apiNodeList) Unmarshal(b []byte) error {
 	return bytesFields(b, func(num protowire.Number, v []byte) error {
 		switch num {
 		case fieldObjMeta:
-			return l.unmarshalMeta(v)
+			return unmarshalListMeta(v, &l.ListMeta)
 		case fieldListItems:
 			n := &apiNode{}
 			if err := n.Unmarshal(v); err != nil {
@@ -283,13 +283,13 @@ func (l *apiNodeList) Unmarshal(b []byte) error {
 	})
 }
 
-func (l *apiNodeList) unmarshalMeta(b []byte) error {
+func unmarshalListMeta(b []byte, m *metav1.ListMeta) error {
 	return bytesFields(b, func(num protowire.Number, v []byte) error {
 		switch num {
 		case fieldListMetaResourceVersion:
-			l.ResourceVersion = string(v)
+			m.ResourceVersion = string(v)
 		case fieldListMetaContinue:
-			l.Continue = string(v)
+			m.Continue = string(v)
 		}
 		return nil
 	})

@@ -555,21 +555,30 @@ func TestIntegrationListPages(t *testing.T) {
 	m := newManager(t, k, "", Config{NodeName: "x"})
 	names := func(obj runtime.Object) []string {
 		var n []string
-		for _, p := range obj.(*apiNodeList).Items {
+		for _, p := range obj.(*peerNodeList).Items {
 			n = append(n, p.Name)
 		}
 		sort.Strings(n)
 		return n
 	}
-	whole, err := m.cs.listNodes(ctx, metav1.ListOptions{})
+	whole, err := m.cs.listNodes(ctx, metav1.ListOptions{}, m.slimNode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := m.cs.listNodes(ctx, metav1.ListOptions{Limit: 1})
-	if err != nil || len(first.(*apiNodeList).Items) != 1 || first.(*apiNodeList).Continue == "" {
+	full, err := m.cs.list(ctx, metav1.ListOptions{ResourceVersion: whole.(*peerNodeList).ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchExact}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range full.Items { // the listed nodes arrive slimmed as a watched node would be
+		if want := m.slim(n); i >= len(whole.(*peerNodeList).Items) || !reflect.DeepEqual(whole.(*peerNodeList).Items[i], want) {
+			t.Fatalf("listed node %d: %+v, want %+v", i, whole.(*peerNodeList).Items, want)
+		}
+	}
+	first, err := m.cs.listNodes(ctx, metav1.ListOptions{Limit: 1}, m.slimNode)
+	if err != nil || len(first.(*peerNodeList).Items) != 1 || first.(*peerNodeList).Continue == "" {
 		t.Fatalf("first page of 1: %v, %v", err, first)
 	}
-	p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) { return m.cs.listNodes(ctx, opts) }))
+	p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) { return m.cs.listNodes(ctx, opts, m.slimNode) }))
 	p.PageSize = 1
 	paged, _, err := p.List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -577,7 +586,7 @@ func TestIntegrationListPages(t *testing.T) {
 	}
 	var pagedNames []string
 	if err := meta.EachListItem(paged, func(o runtime.Object) error {
-		pagedNames = append(pagedNames, o.(*apiNode).Name)
+		pagedNames = append(pagedNames, o.(*peerNode).Name)
 		return nil
 	}); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/flannel-go/flannel/subnet"
@@ -20,31 +21,33 @@ const protobufMagic = "k8s\x00"
 const maxNodeBytes = 16 << 20
 
 // decodeNodeList reads a protobuf NodeList as it streams, one Node at a time, keeping what keep
-// selects: a cached list is one response of any size. JSON is decoded whole.
-func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter) (*apiNodeList, error) {
+// selects, and hands each Node to add as it is decoded (add may keep it); it returns the list
+// metadata. A cached list is one response of any size. JSON is decoded whole.
+func decodeNodeList(r *bufio.Reader, json runtime.Decoder, keep annotationFilter, add func(*apiNode)) (metav1.ListMeta, error) {
 	head, err := r.Peek(len(protobufMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read node list: %w", err)
+		return metav1.ListMeta{}, fmt.Errorf("read node list: %w", err)
 	}
 	if string(head) != protobufMagic {
 		data, err := io.ReadAll(r)
 		if err != nil {
-			return nil, fmt.Errorf("read node list: %w", err)
+			return metav1.ListMeta{}, fmt.Errorf("read node list: %w", err)
 		}
 		l := &apiNodeList{}
 		if _, _, err := json.Decode(data, nil, l); err != nil {
-			return nil, fmt.Errorf("decode node list: %w", err)
+			return metav1.ListMeta{}, fmt.Errorf("decode node list: %w", err)
 		}
 		for _, n := range l.Items {
 			n.keepAnnotations(keep)
+			add(n)
 		}
-		return l, nil
+		return l.ListMeta, nil
 	}
-	l := &apiNodeList{}
-	if err := decodeProtoNodeList(r, l, keep); err != nil {
-		return nil, fmt.Errorf("decode node list: %w", err)
+	var meta metav1.ListMeta
+	if err := decodeProtoNodeList(r, &meta, keep, add); err != nil {
+		return metav1.ListMeta{}, fmt.Errorf("decode node list: %w", err)
 	}
-	return l, nil
+	return meta, nil
 }
 
 // keepAnnotations keeps what keep selects, dropping any value over MaxValueSize (leaseTooLarge).
@@ -68,7 +71,7 @@ func (n *apiNode) keepAnnotations(keep annotationFilter) {
 	n.Annotations = kept
 }
 
-func decodeProtoNodeList(r *bufio.Reader, out *apiNodeList, keep annotationFilter) error {
+func decodeProtoNodeList(r *bufio.Reader, meta *metav1.ListMeta, keep annotationFilter, add func(*apiNode)) error {
 	if _, err := r.Discard(len(protobufMagic)); err != nil {
 		return err
 	}
@@ -93,7 +96,7 @@ func decodeProtoNodeList(r *bufio.Reader, out *apiNodeList, keep annotationFilte
 			return err
 		}
 		found = true
-		if err := decodeNodeListBody(io.LimitReader(r, int64(size)), out, keep); err != nil { //nolint:gosec // bounded by the stream
+		if err := decodeNodeListBody(io.LimitReader(r, int64(size)), meta, keep, add); err != nil { //nolint:gosec // bounded by the stream
 			return err
 		}
 	}
@@ -103,7 +106,7 @@ func decodeProtoNodeList(r *bufio.Reader, out *apiNodeList, keep annotationFilte
 	return nil
 }
 
-func decodeNodeListBody(r io.Reader, out *apiNodeList, keep annotationFilter) error {
+func decodeNodeListBody(r io.Reader, meta *metav1.ListMeta, keep annotationFilter, add func(*apiNode)) error {
 	br := bufio.NewReader(r)
 	var buf []byte
 	for {
@@ -135,7 +138,7 @@ func decodeNodeListBody(r io.Reader, out *apiNodeList, keep annotationFilter) er
 			return fmt.Errorf("read field of %d bytes: %w", size, err)
 		}
 		if num == fieldObjMeta {
-			if err := out.unmarshalMeta(buf); err != nil {
+			if err := unmarshalListMeta(buf, meta); err != nil {
 				return fmt.Errorf("list metadata: %w", err)
 			}
 			continue
@@ -144,7 +147,7 @@ func decodeNodeListBody(r io.Reader, out *apiNodeList, keep annotationFilter) er
 		if err := n.unmarshal(buf, keep); err != nil {
 			return fmt.Errorf("decode node: %w", err)
 		}
-		out.Items = append(out.Items, n)
+		add(n)
 	}
 }
 

@@ -83,7 +83,11 @@ func wantNode(n *corev1.Node, keep annotationFilter) *apiNode {
 
 func decodeBytes(data []byte) (*apiNodeList, error) {
 	codecs, _ := newCodecs()
-	return decodeNodeList(bufio.NewReader(bytes.NewReader(data)), codecs.UniversalDeserializer(), testAnn.leaseKeyFilter())
+	l := &apiNodeList{}
+	meta, err := decodeNodeList(bufio.NewReader(bytes.NewReader(data)), codecs.UniversalDeserializer(), testAnn.leaseKeyFilter(),
+		func(n *apiNode) { l.Items = append(l.Items, n) })
+	l.ListMeta = meta
+	return l, err
 }
 
 // A streamed node list keeps only what an apiNode holds; the JSON fallback makes the

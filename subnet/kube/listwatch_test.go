@@ -403,7 +403,7 @@ func TestWithHintFromServer(t *testing.T) {
 		t.Fatalf("unknown authority: %v", err)
 	}
 	// The list's errors carry the hint too (the Reflector logs them).
-	if _, err := m.cs.listNodes(ctx, metav1.ListOptions{}); err == nil || !strings.Contains(m.withHint(err).Error(), "not found") {
+	if _, err := m.cs.listNodes(ctx, metav1.ListOptions{}, m.slimNode); err == nil || !strings.Contains(m.withHint(err).Error(), "not found") {
 		t.Fatalf("list: %v", err)
 	}
 }

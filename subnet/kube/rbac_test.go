@@ -148,10 +148,10 @@ func TestIntegrationManifestAndRBAC(t *testing.T) {
 		t.Fatalf("bad token: %v", err)
 	}
 	// The list asks for protobuf, and refusals come back as a protobuf Status: its message is kept.
-	if _, err := m2.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsForbidden(err) || !strings.Contains(m2.withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
+	if _, err := m2.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}, m2.slimNode); !apierrors.IsForbidden(err) || !strings.Contains(m2.withHint(err).Error(), `nodes is forbidden: User "system:serviceaccount:kube-flannel:nobody" cannot list resource "nodes"`) {
 		t.Fatalf("node list by the unbound service account: %v", m2.withHint(err))
 	}
-	if _, err := m3.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}); !apierrors.IsUnauthorized(err) || !strings.HasPrefix(m3.withHint(err).Error(), "Unauthorized (the API server "+k.API.URL()+" refused the credentials") {
+	if _, err := m3.cs.listNodes(ctx, metav1.ListOptions{ResourceVersion: "0"}, m3.slimNode); !apierrors.IsUnauthorized(err) || !strings.HasPrefix(m3.withHint(err).Error(), "Unauthorized (the API server "+k.API.URL()+" refused the credentials") {
 		t.Fatalf("node list with a bad token: %v", m3.withHint(err))
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"slices"
 	"strconv"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -19,6 +23,32 @@ type peerNode struct {
 	Created, Version int64
 	// TooLarge: the lease annotations together exceed subnet.MaxValueSize.
 	TooLarge bool
+}
+
+// peerNode is a runtime.Object so that a list can hand the Reflector its nodes slimmed
+// (peerNodeList); nothing reads its kind.
+func (*peerNode) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (p *peerNode) DeepCopyObject() runtime.Object {
+	c := *p
+	c.PodCIDRs = slices.Clone(p.PodCIDRs)
+	return &c
+}
+
+// peerNodeList is a node list as listNodes hands it to the Reflector.
+type peerNodeList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+	Items []*peerNode
+}
+
+func (l *peerNodeList) DeepCopyObject() runtime.Object {
+	c := &peerNodeList{TypeMeta: l.TypeMeta, Items: make([]*peerNode, 0, len(l.Items))}
+	l.ListMeta.DeepCopyInto(&c.ListMeta)
+	for _, p := range l.Items {
+		c.Items = append(c.Items, p.DeepCopyObject().(*peerNode))
+	}
+	return c
 }
 
 func (p *peerNode) managed() bool { return p.LeaseAnn[leaseKeyManaged] == "true" }

@@ -84,7 +84,7 @@ func (m *Manager) nodeReflector(ctx context.Context, q *nodeQueue) {
 	st := &nodeWatchState{m: m}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			l, err := m.cs.listNodes(ctx, opts)
+			l, err := m.cs.listNodes(ctx, opts, m.slimNode)
 			switch {
 			case err != nil && (ctx.Err() != nil || !serverFailure(opts, err)):
 				return nil, err // stopping, or the Reflector lists again
@@ -159,14 +159,19 @@ func (s *nodeSink) Delete(obj any) error {
 	return nil
 }
 
+// Replace takes a listed node set: *peerNode from a list (listNodes slimmed them),
+// *apiNode from a streaming list.
 func (s *nodeSink) Replace(items []any, _ string) error {
 	nodes := make(map[string]*peerNode, len(items))
 	for _, it := range items {
-		n, ok := it.(*apiNode)
-		if !ok {
+		switch n := it.(type) {
+		case *peerNode:
+			nodes[n.Name] = n
+		case *apiNode:
+			nodes[n.Name] = s.m.slimNode(n)
+		default:
 			return fmt.Errorf("node list: unexpected %T", it)
 		}
-		nodes[n.Name] = s.m.slimNode(n)
 	}
 	s.q.replace(nodes)
 	return nil
