@@ -70,11 +70,9 @@ func peerCandidate(p *peerNode, cfg *subnet.Config) subnet.Candidate {
 		v6       bool
 		sn       netip.Prefix
 		ip, data string
-		pub      *netip.Addr
-		raw      *json.RawMessage
 	}{
-		{cfg.EnableIPv4, false, v4, a[leaseKeyPublicIP], a[leaseKeyBackendData], &l.Attrs.PublicIP, &l.Attrs.BackendData},
-		{cfg.EnableIPv6, true, v6, a[leaseKeyPublicIPv6], a[leaseKeyBackendV6Data], &l.Attrs.PublicIPv6, &l.Attrs.BackendV6Data},
+		{cfg.EnableIPv4, false, v4, a[leaseKeyPublicIP], a[leaseKeyBackendData]},
+		{cfg.EnableIPv6, true, v6, a[leaseKeyPublicIPv6], a[leaseKeyBackendV6Data]},
 	} {
 		if !f.on {
 			continue
@@ -92,13 +90,18 @@ func peerCandidate(p *peerNode, cfg *subnet.Config) subnet.Candidate {
 			c.Origin.Defect = subnet.Reject(subnet.BadPublicIP, "node %q: public %s address annotation %q", p.Name, fam, f.ip)
 			return c
 		}
-		*f.pub = ip
+		var raw json.RawMessage
 		if f.data != "" && f.data != "null" {
 			if !json.Valid([]byte(f.data)) {
 				c.Origin.Defect = subnet.Reject(subnet.BadJSON, "node %q: %s backend data is not JSON", p.Name, fam)
 				return c
 			}
-			*f.raw = json.RawMessage(f.data)
+			raw = json.RawMessage(f.data)
+		}
+		if f.v6 {
+			l.Attrs.PublicIPv6, l.Attrs.BackendV6Data = ip, raw
+		} else {
+			l.Attrs.PublicIP, l.Attrs.BackendData = ip, raw
 		}
 	}
 	return c

@@ -245,7 +245,8 @@ type leaseWatch struct {
 	cfg   *subnet.Config
 	self  string               // this node's name: its lease is not a peer's
 	nodes map[string]*peerNode // managed peer nodes by name
-	// quiet: apply builds no events (before the first snapshot; 1 MB at 5,000 nodes).
+	// quiet: apply builds no leases and no events (before the first snapshot; 1 MB at
+	// 5,000 nodes).
 	quiet bool
 }
 
@@ -254,20 +255,23 @@ type leaseWatch struct {
 func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 	var removed, added []subnet.Event
 	emit := func(t subnet.EventType, c subnet.Candidate) {
-		switch {
-		case w.quiet:
-		case t == subnet.EventRemoved:
+		if t == subnet.EventRemoved {
 			removed = append(removed, subnet.Event{Type: t, Lease: c.Lease, Origin: subnet.Origin{Name: c.Origin.Name}})
-		default:
+		} else {
 			added = append(added, subnet.Event{Type: t, Lease: c.Lease, Origin: c.Origin})
 		}
+	}
+	if len(w.nodes) == 0 {
+		w.nodes = make(map[string]*peerNode, len(nodes))
 	}
 	for name, n := range nodes {
 		old, had := w.nodes[name]
 		if n == nil || !n.managed() || name == w.self {
 			if had {
 				delete(w.nodes, name)
-				emit(subnet.EventRemoved, peerCandidate(old, w.cfg))
+				if !w.quiet {
+					emit(subnet.EventRemoved, peerCandidate(old, w.cfg))
+				}
 			}
 			continue
 		}
@@ -275,6 +279,9 @@ func (w *leaseWatch) apply(nodes map[string]*peerNode) []subnet.Event {
 			continue // keeps the version the lease last changed in
 		}
 		w.nodes[name] = n
+		if w.quiet {
+			continue
+		}
 		c := peerCandidate(n, w.cfg)
 		if had {
 			if o := peerCandidate(old, w.cfg); o.Lease.Key() != c.Lease.Key() {
