@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -24,12 +25,14 @@ import (
 )
 
 // scriptAPI is a scripted API server: the n-th list answers lists[n], the n-th watch runs
-// watches[n] (past the end: the last list, an open watch). Streaming lists are refused so
-// the Reflector lists. It records "list <rv>" and "watch <rv>".
+// watches[n] (past the end: the last list, an open watch). Streaming lists run streaming,
+// or are refused when it is nil, so the Reflector lists. It records "list <rv>",
+// "watch <rv>" and "stream <rv>".
 type scriptAPI struct {
-	t       *testing.T
-	lists   []http.HandlerFunc
-	watches []http.HandlerFunc
+	t         *testing.T
+	lists     []http.HandlerFunc
+	watches   []http.HandlerFunc
+	streaming http.HandlerFunc
 
 	mu    sync.Mutex
 	seen  []string
@@ -47,13 +50,17 @@ func (s *scriptAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !q.Has("resourceVersion") {
 		rv = "<none>"
 	}
-	if q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true" {
+	if q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true" && s.streaming == nil {
 		writeStatus(w, http.StatusUnprocessableEntity, "Invalid", "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
 		return
 	}
 	s.mu.Lock()
 	var h http.HandlerFunc
-	if q.Get("watch") == "true" {
+	switch {
+	case q.Get("watch") == "true" && q.Get("sendInitialEvents") == "true":
+		s.seen = append(s.seen, "stream "+rv)
+		h = s.streaming
+	case q.Get("watch") == "true":
 		s.seen = append(s.seen, "watch "+rv)
 		if q.Get("allowWatchBookmarks") != "true" || q.Get("timeoutSeconds") == "" {
 			s.t.Errorf("watch without bookmarks or timeout: %s", r.URL.RawQuery)
@@ -64,7 +71,7 @@ func (s *scriptAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h = func(w http.ResponseWriter, r *http.Request) { w.(http.Flusher).Flush(); <-r.Context().Done() }
 		}
 		s.nWat++
-	} else {
+	default:
 		s.seen = append(s.seen, "list "+rv)
 		h = s.lists[min(s.nList, len(s.lists)-1)]
 		s.nList++
@@ -166,6 +173,51 @@ func runWatch(t *testing.T, m *Manager) <-chan subnet.WatchResult {
 		}
 	})
 	return out
+}
+
+// A streaming list (a watch with sendInitialEvents) is slimmed node by node as it
+// arrives, its end (the initial-events-end bookmark) sends the snapshot without a list,
+// and the same watch goes on.
+func TestWatchLeasesStreamingList(t *testing.T) {
+	a1, b1 := peerAnn("192.0.2.11", "0e:00:00:00:00:01"), peerAnn("192.0.2.12", "0e:00:00:00:00:02")
+	f := &scriptAPI{t: t,
+		lists: []http.HandlerFunc{func(w http.ResponseWriter, _ *http.Request) {
+			t.Errorf("a list after a streaming list")
+			writeStatus(w, http.StatusInternalServerError, "InternalError", "no list")
+		}},
+		streaming: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			for _, l := range []string{
+				event("ADDED", jsonNode("a", "5", "10.244.1.0/24", a1)),
+				event("ADDED", jsonNode("c", "7", "10.244.3.0/24", nil)),
+				event("BOOKMARK", `{"kind":"Node","apiVersion":"v1","metadata":{"resourceVersion":"10","annotations":{"k8s.io/initial-events-end":"true"}}}`),
+				event("ADDED", jsonNode("b", "11", "10.244.2.0/24", b1)),
+			} {
+				fmt.Fprintln(w, l)
+			}
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		},
+	}
+	m := fakeManager(t, f)
+	out := runWatch(t, m)
+	r := watchNext(t, out)
+	got := leaseKeys(r)
+	if r.IsSnapshot() && got == "10.244.1.0-24" { // b, watched after the list, may come with it
+		r = watchNext(t, out)
+		got += " then " + leaseKeys(r)
+	}
+	if got != "10.244.1.0-24 then +10.244.2.0-24" && got != "10.244.1.0-24 10.244.2.0-24" {
+		t.Fatalf("results %q: want the snapshot of a, then b (requests %v)", got, f.requests())
+	}
+	if got := strings.Join(f.requests(), ","); got != "stream <none>" && got != "stream " {
+		t.Errorf("requests %s: want one streaming list", got)
+	}
+	n := &apiNode{ObjectMeta: metav1.ObjectMeta{Name: "a", ResourceVersion: "5", Annotations: a1}}
+	n.Spec.PodCIDRs = []string{"10.244.1.0/24"}
+	if got, err := (&nodeSink{m: m}).Transformer()(n); err != nil || !reflect.DeepEqual(got, m.slim(n)) {
+		t.Errorf("a streamed node transformed into %#v, want its slim form %#v", got, m.slim(n))
+	}
 }
 
 // The first list comes from the cache (rv 0); watches resume from the last rv seen

@@ -159,8 +159,7 @@ func (s *nodeSink) Delete(obj any) error {
 	return nil
 }
 
-// Replace takes a listed node set: *peerNode from a list (listNodes slimmed them),
-// *apiNode from a streaming list.
+// Replace takes a listed node set, its nodes slimmed (listNodes, Transformer) or not.
 func (s *nodeSink) Replace(items []any, _ string) error {
 	nodes := make(map[string]*peerNode, len(items))
 	for _, it := range items {
@@ -179,11 +178,12 @@ func (s *nodeSink) Replace(items []any, _ string) error {
 
 func (s *nodeSink) Resync() error { return nil }
 
-// Transformer drops unneeded annotations from nodes of a list received as watch events.
+// Transformer slims each node of a streaming list as it arrives: the list's store holds
+// peer nodes, which Replace takes as they are.
 func (s *nodeSink) Transformer() cache.TransformFunc {
 	return func(obj any) (any, error) {
 		if n, ok := obj.(*apiNode); ok {
-			n.keepAnnotations(s.m.keep)
+			return s.m.slimNode(n), nil
 		}
 		return obj, nil
 	}
