@@ -165,6 +165,7 @@ func promoteKeyed[K addrKey](want, act *keyedState[K], o *ops) {
 	want.sized = max(want.sized, len(want.routes), len(want.neigh), len(want.fdb))
 	want.nh, act.nh = act.nh, want.nh
 	want.nhByID, act.nhByID = act.nhByID, want.nhByID
+	want.nhSized, act.nhSized = act.nhSized, want.nhSized
 	want.resetNexthops()
 	nhGw, _ := o.nhGw.(map[K]struct{})
 	for gw := range act.nh {

@@ -43,7 +43,7 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 			return d, fmt.Errorf("vxlan: %w", err)
 		}
 		if usable {
-			f.act.size(peers.Len())
+			f.sizeActual(peers.Len())
 			if err := b.readActual(f); err != nil {
 				return d, fmt.Errorf("vxlan: %w", err)
 			}

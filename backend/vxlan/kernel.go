@@ -310,6 +310,15 @@ func (b *Backend) ensureAddr(f *family, l netlink.Link) (changes int, err error)
 	return changes, errors.Join(errs...)
 }
 
+// sizeActual makes f's actual state for n peers at once (growing step by step leaves
+// garbage), with nexthop maps only where nexthop objects are used.
+func (f *family) sizeActual(n int) {
+	f.act.size(n)
+	if f.nh {
+		f.act.sizeNexthops(n)
+	}
+}
+
 // readActual fills f.act with what we may own, as the kernel filters it (DirectRouting:
 // the whole main table, the rest into f.under).
 func (b *Backend) readActual(f *family) error {

@@ -127,6 +127,7 @@ func (v rtVal[K]) route(dst pfxKey[K]) route {
 // famState is one family's desired or actual objects (a keyedState diff and promote use directly).
 type famState interface {
 	size(n int)
+	sizeNexthops(n int)
 	reset()
 	getNeigh(ip netip.Addr) (hwAddr, bool)
 	setNeigh(ip netip.Addr, m hwAddr)
@@ -167,7 +168,8 @@ func newFamState(v6 bool) famState {
 // slices for diff to delete. Nexthop objects appear only in actual states.
 type keyedState[K addrKey] struct {
 	key         func(netip.Addr) (K, bool) // K of an address, false when it has none
-	sized       int                        // the maps were made for this many entries (grown in one step)
+	sized       int                        // neigh, fdb and routes were made for this many entries (grown in one step)
+	nhSized     int                        // nh and nhByID were made for this many entries
 	neigh       map[K]hwAddr
 	fdb         map[hwAddr]K
 	routes      map[pfxKey[K]]rtVal[K]
@@ -216,7 +218,8 @@ func (s *keyedState[K]) rtVal(r route) (rtVal[K], bool) {
 	return v, true
 }
 
-// size empties the maps, remaking them for n entries when smaller (growth leaves garbage).
+// size remakes the neighbour, FDB and route maps for n entries when made for fewer (growth
+// leaves garbage). The nexthop maps are sizeNexthops': only actual states fill them.
 func (s *keyedState[K]) size(n int) {
 	if n <= s.sized {
 		return
@@ -224,9 +227,17 @@ func (s *keyedState[K]) size(n int) {
 	s.neigh = make(map[K]hwAddr, n)
 	s.fdb = make(map[hwAddr]K, n)
 	s.routes = make(map[pfxKey[K]]rtVal[K], n)
+	s.sized = n
+}
+
+// sizeNexthops remakes the nexthop maps for n entries when made for fewer.
+func (s *keyedState[K]) sizeNexthops(n int) {
+	if n <= s.nhSized {
+		return
+	}
 	s.nh = make(map[K]uint32, n)
 	s.nhByID = make(map[uint32]K, n)
-	s.sized = n
+	s.nhSized = n
 }
 
 func (s *keyedState[K]) reset() {

@@ -364,7 +364,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 		b.kc.reads++
 		for _, f := range b.fams {
 			// Sized for the peers at once: growing step by step leaves garbage.
-			f.act.size(peers.Len())
+			f.sizeActual(peers.Len())
 			if err := b.readActual(f); err != nil {
 				return c, fmt.Errorf("vxlan: %w", err)
 			}
