@@ -201,12 +201,21 @@ func (a *Admitter) judge(c *Candidate) *Rejection {
 	return nil
 }
 
-func (a *Admitter) identOf(c *Candidate) ident {
-	l := &c.Lease
-	if n := c.Origin.Name; n != "" && (!a.rule.keys || !IsSubnetKey(n, l.Subnet, l.IPv6Subnet)) {
-		return ident{name: n}
+func (a *Admitter) identOf(c *Candidate) ident { return a.identOfLease(c.Origin.Name, &c.Lease) }
+
+// identOfLease is the ident of lease l delivered under name (empty: its key).
+func (a *Admitter) identOfLease(name string, l *Lease) ident {
+	if name != "" && (!a.rule.keys || !IsSubnetKey(name, l.Subnet, l.IPv6Subnet)) {
+		return ident{name: name}
 	}
 	return ident{key: keyOf(l)}
+}
+
+func (id ident) compare(o ident) int {
+	if c := cmp.Compare(id.name, o.name); c != 0 {
+		return c
+	}
+	return id.key.compare(o.key)
 }
 
 func (a *Admitter) keyAt(i int) leaseKey {
@@ -385,42 +394,52 @@ func (b *batch) release(id ident, h *held, a *Admitter) {
 // applyEvents applies a batch of events: of the events about one name the last
 // decides, after the removals of other subnets under that name.
 func (a *Admitter) applyEvents(evs []Event) bool {
-	type group struct {
-		last int
-		gone []leaseKey
-	}
-	groups := make(map[ident]*group, len(evs))
-	var order []ident
+	// The events grouped by name without a map (a churn of thousands of events would build
+	// one of thousands of entries): positions ordered by name, then arrival; the groups are
+	// taken in the order of their first event.
+	ids := make([]ident, len(evs))
+	byID := make([]int32, len(evs))
+	removals := 0
 	for i := range evs {
-		c := Candidate{Lease: evs[i].Lease, Origin: evs[i].Origin}
-		id := a.identOf(&c)
-		g := groups[id]
-		if g == nil {
-			g = &group{}
-			groups[id] = g
-			order = append(order, id)
-		}
-		g.last = i
+		ids[i] = a.identOfLease(evs[i].Origin.Name, &evs[i].Lease)
+		byID[i] = int32(i)
 		if evs[i].Type == EventRemoved {
-			g.gone = append(g.gone, keyOf(&evs[i].Lease))
+			removals++
 		}
 	}
+	slices.SortStableFunc(byID, func(x, y int32) int { return ids[x].compare(ids[y]) })
+	type group struct{ first, from, to int32 } // byID[from:to] are its events
+	groups := make([]group, 0, len(evs))
+	for from := 0; from < len(byID); {
+		to := from + 1
+		for to < len(byID) && ids[byID[to]] == ids[byID[from]] {
+			to++
+		}
+		groups = append(groups, group{first: byID[from], from: int32(from), to: int32(to)})
+		from = to
+	}
+	slices.SortFunc(groups, func(x, y group) int { return cmp.Compare(x.first, y.first) })
 	b := a.newBatch()
+	b.del, b.freed = make([]int, 0, removals), make([]netip.Prefix, 0, removals)
 	type update struct {
 		pos int
 		c   Candidate
 	}
 	var upds []update
-	for _, id := range order {
-		g := groups[id]
-		ev := &evs[g.last]
+	for _, g := range groups {
+		id := ids[g.first]
+		ev := &evs[byID[g.to-1]]
 		if h := a.held[id]; h != nil {
 			delete(a.held, id)
 			b.prev[id] = h
 		}
 		addKey := keyOf(&ev.Lease)
 		added := ev.Type == EventAdded
-		for _, k := range g.gone {
+		for _, i := range byID[g.from:g.to] {
+			if evs[i].Type != EventRemoved {
+				continue
+			}
+			k := keyOf(&evs[i].Lease)
 			if added && k == addKey {
 				continue
 			}
