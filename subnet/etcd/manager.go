@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
 	"k8s.io/klog/v2"
 
 	"github.com/flannel-go/flannel/pkg/observe"
@@ -126,6 +128,12 @@ func New(cfg Config) (*Manager, error) {
 		configKey:  path.Join(cfg.Prefix, "config"),
 		subnetsDir: path.Join(cfg.Prefix, "subnets") + "/",
 	}
+	// gRPC's default pool hands a message over 32 KB a 1 MB buffer; pages and watch
+	// responses of a few hundred KB get the next power of two up to the receive limit.
+	pool, err := mem.NewBinaryTieredBufferPool(8, 12, 14, 15, 16, 17, 18, 19)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client buffer pool: %w", err)
+	}
 	m.ccfg = clientv3.Config{
 		// The client's zap logger would print JSON next to klog's lines; we log through klog.
 		Logger:               zap.NewNop(),
@@ -148,6 +156,7 @@ func New(cfg Config) (*Manager, error) {
 				MinConnectTimeout: 5 * time.Second,
 			}),
 			grpc.WithContextDialer(m.dial),
+			experimental.WithBufferPool(pool),
 		},
 	}
 	if err := m.secure(cfg, hadUserinfo); err != nil {
