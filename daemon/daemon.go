@@ -346,8 +346,13 @@ func watchKernel(ctx context.Context, watch func(context.Context, kernelwatch.Fi
 	return d
 }
 
-// bigSnapshot is the snapshot size from which the heap is collected before the round.
-const bigSnapshot = 5000
+// From these sizes the heap is collected before the round: the leases of the snapshots
+// folded, the events of the batches folded (a churn's watch response, decoded, then
+// converted, was live when the heap goal was last set).
+const (
+	bigSnapshot = 5000
+	bigEvents   = 2000
+)
 
 // reconcileLoop folds watch results into the admitted set and converges the backend to it,
 // one Reconcile per burst of results and kicks and none before the first snapshot, so a
@@ -367,30 +372,32 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 			dirty = true
 		}
 	}
-	// fold applies one watch result and returns the number of leases of its snapshot.
-	fold := func(r subnet.WatchResult) int {
+	// fold applies one watch result and returns the number of leases of its snapshot and
+	// of its events.
+	fold := func(r subnet.WatchResult) (snapped, events int) {
 		added, removed := r.EventCounts()
 		m.LeaseResult(r.IsSnapshot(), added, removed)
 		changed(set.Apply(r))
-		return len(r.Snapshot)
+		return len(r.Snapshot), len(r.Events)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case r := <-results:
-			snapped := fold(r) // leases in the snapshots applied
+			snapped, events := fold(r) // leases in the snapshots and events applied
 		drain:
 			for {
 				select {
 				case r := <-results:
-					snapped += fold(r)
+					s, e := fold(r)
+					snapped, events = snapped+s, events+e
 				default:
 					break drain
 				}
 			}
-			if snapped >= bigSnapshot {
-				// The heap goal was set while the snapshot was live; collecting now resets it.
+			if snapped >= bigSnapshot || events >= bigEvents {
+				// The heap goal was set while they were live; collecting now resets it.
 				runtime.GC()
 			}
 			if set.Synced() {
