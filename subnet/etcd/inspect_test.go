@@ -17,7 +17,8 @@ func revision(t *testing.T, cli *clientv3.Client) int64 {
 
 // Inspection writes nothing: the revision stays.
 func TestInspectReadsOnly(t *testing.T) {
-	cli, p := setup(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	// The own lease is picked at random: below the subnets written by hand.
+	cli, p := setup(t, `{"Network":"10.5.0.0/16","SubnetMax":"10.5.90.0","Backend":{"Type":"vxlan"}}`)
 	owner := newManager(t, Config{Endpoints: []string{p.Endpoint()}})
 	own := acquire(t, owner, attrsFor("192.0.2.11"))
 	mustPut(t, cli, DefaultPrefix+"/subnets/10.5.99.0-24", `{"PublicIP":"192.0.2.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:00:99"}}`)
