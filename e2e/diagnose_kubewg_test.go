@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/flannel-go/flannel/diagnose"
-	"github.com/flannel-go/flannel/e2e/lab"
 )
 
 // backendDataAnnotation is the Node annotation with the wireguard backend's public key.
@@ -26,20 +24,9 @@ const backendDataAnnotation = "flannel.alpha.coreos.com/backend-data"
 // node 1 fail the handshake check naming node 3 and the key, and on node 3 the device
 // check; the annotation restored, every node passes again.
 func TestDiagnoseKubeWireguard(t *testing.T) {
-	needWG(t)
-	k := newKubeLab(t, "diagkwg", 3, func(o *lab.Options) { o.OwnWireguardDir = true })
-	if err := os.WriteFile(k.netConf, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 3; i++ {
-		k.registerNode(t, i, fmt.Sprintf("10.244.%d.0/24", i))
-		k.start(t, i)
-	}
+	k := startKubeWireguard(t, "diagkwg", 3)
 	pubs := map[int]string{}
 	for i := 1; i <= 3; i++ {
-		if _, err := k.WaitSubnetEnv(i, startTimeout); err != nil {
-			t.Fatal(err)
-		}
 		_, pubs[i] = wgKeys(t, k.Lab, i)
 	}
 	holds := func(i int, want ...string) {

@@ -671,24 +671,33 @@ func TestWireguardForcedKernelWithoutModule(t *testing.T) {
 	}
 }
 
-// Kubernetes mode: the node annotations carry the wireguard backend data as upstream
-// writes it, and a rotated key is advertised by patching them: the peer takes the new
-// key and the pods keep talking.
-func TestKubeWireguardKeyRotation(t *testing.T) {
+// startKubeWireguard starts a Kubernetes-mode wireguard cluster of n nodes (userspace
+// devices, each node its own /run/wireguard), node i with pod CIDR 10.244.i.0/24, and
+// waits for every node's subnet.env.
+func startKubeWireguard(t *testing.T, tag string, n int) *kubeLab {
+	t.Helper()
 	needWG(t)
-	k := newKubeLab(t, "kubewg", 2, func(o *lab.Options) { o.OwnWireguardDir = true })
+	k := newKubeLab(t, tag, n, func(o *lab.Options) { o.OwnWireguardDir = true })
 	if err := os.WriteFile(k.netConf, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= n; i++ {
 		k.registerNode(t, i, fmt.Sprintf("10.244.%d.0/24", i))
 		k.start(t, i)
 	}
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= n; i++ {
 		if _, err := k.WaitSubnetEnv(i, startTimeout); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return k
+}
+
+// Kubernetes mode: the node annotations carry the wireguard backend data as upstream
+// writes it, and a rotated key is advertised by patching them: the peer takes the new
+// key and the pods keep talking.
+func TestKubeWireguardKeyRotation(t *testing.T) {
+	k := startKubeWireguard(t, "kubewg", 2)
 	annotated := func(i int, pub string) {
 		t.Helper()
 		want := map[string]string{
