@@ -63,12 +63,7 @@ func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
 		if err := healRoutes(h, link, d, fam, nets, &n); err != nil {
 			errs = append(errs, err)
 		}
-		for _, p := range nets {
-			if err := ensureBlackhole(h, fam, p, &n); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := removeOldBlackholes(h, fam, nets, &n); err != nil {
+		if err := healBlackholes(h, fam, nets, &n); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -199,39 +194,38 @@ func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip
 	return errors.Join(errs...)
 }
 
-// ensureBlackhole adds "blackhole <network> metric 1000000" unless it exists.
-func ensureBlackhole(h nlHandle, fam int, p netip.Prefix, n *linkCounts) error {
-	routes, err := h.RouteListFiltered(fam, &netlink.Route{Dst: netlinkx.IPNet(p), Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("list routes to %s: %w", p, err)
-	}
-	for _, r := range routes {
-		if r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric {
-			return nil
-		}
-	}
-	n.routesAdded++
-	err = h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(p), Type: unix.RTN_BLACKHOLE, Priority: blackholeMetric, Table: unix.RT_TABLE_MAIN})
-	if err != nil && !netlinkx.IsExist(err) {
-		return fmt.Errorf("add blackhole route %s metric %d: %w", p, blackholeMetric, err)
-	}
-	return nil
-}
-
-// removeOldBlackholes deletes blackholes at blackholeMetric for networks no longer
-// configured (a changed Network): a more specific one would swallow pod traffic.
-func removeOldBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) error {
+// healBlackholes adds "blackhole <network> metric 1000000" for each of nets that lacks one
+// and deletes those at that metric for networks no longer configured (a changed Network):
+// a more specific one would swallow pod traffic.
+func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) error {
 	routes, err := h.RouteListFiltered(fam, &netlink.Route{Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("list blackhole routes: %w", err)
 	}
+	// configured reports whether r goes to one of nets.
+	configured := func(r *netlink.Route) bool {
+		dst, ok := netlinkx.Prefix(r.Dst)
+		return ok && slices.Contains(nets, dst.Masked())
+	}
+	ours := func(r *netlink.Route) bool { return r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric }
 	var errs []error
+	for _, p := range nets {
+		if slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			dst, ok := netlinkx.Prefix(r.Dst)
+			return ours(&r) && ok && dst.Masked() == p
+		}) {
+			continue
+		}
+		n.routesAdded++
+		err := h.RouteAdd(&netlink.Route{Dst: netlinkx.IPNet(p), Type: unix.RTN_BLACKHOLE, Priority: blackholeMetric, Table: unix.RT_TABLE_MAIN})
+		if err != nil && !netlinkx.IsExist(err) {
+			errs = append(errs, fmt.Errorf("add blackhole route %s metric %d: %w", p, blackholeMetric, err))
+		}
+	}
 	for i := range routes {
 		r := &routes[i]
-		dst, ok := netlinkx.Prefix(r.Dst)
-		if r.Type != unix.RTN_BLACKHOLE || r.Priority != blackholeMetric || (ok && slices.Contains(nets, dst.Masked())) {
+		if !ours(r) || configured(r) {
 			continue
 		}
 		n.routesRemoved++
