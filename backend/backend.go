@@ -90,6 +90,13 @@ type Invalidator interface {
 	Invalidate()
 }
 
+// Settler is implemented by a Network that knows, without reading the kernel in full, that
+// nothing but its own writes changed its objects since its last successful round. When Settled
+// holds and the peers are unchanged, the daemon skips the round a kernel change asked for.
+type Settler interface {
+	Settled() bool
+}
+
 // DriftReader is implemented by backends that can tell how the kernel differs from own's
 // attributes and peers (may hold own), changing nothing, without Prepare, beside running rounds.
 type DriftReader interface {

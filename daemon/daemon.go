@@ -356,7 +356,8 @@ const (
 
 // reconcileLoop folds watch results into the admitted set and converges the backend to it,
 // one Reconcile per burst of results and kicks and none before the first snapshot, so a
-// restart never removes unheard-of peers. It answers peer queries between rounds.
+// restart never removes unheard-of peers; a kick is dropped while a backend.Settler says
+// only its own writes happened. It answers peer queries between rounds.
 func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter, results <-chan subnet.WatchResult, m *metrics.Metrics, obs *driftObserver, kicks <-chan struct{}, ready *healthz.Readiness, tm timings, queries <-chan peerQuery) error {
 	resync := time.NewTicker(tm.resync)
 	defer resync.Stop()
@@ -366,6 +367,9 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 	var gen uint64       // incremented whenever the peer set changes
 	var converged uint64 // gen at the last successful round
 	anyRound := false    // a round succeeded
+	lastOK := false      // the last round succeeded
+	forced := false      // a resync or retry asked for the round: the backend's word is not enough
+	settler, _ := nw.(backend.Settler)
 	changed := func(c bool) {
 		if c {
 			gen++
@@ -381,21 +385,40 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 		return len(r.Snapshot), len(r.Events)
 	}
 	for {
+		var snapped, events int // leases in the snapshots and events applied
+		folded := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case r := <-results:
-			snapped, events := fold(r) // leases in the snapshots and events applied
-		drain:
-			for {
-				select {
-				case r := <-results:
-					s, e := fold(r)
-					snapped, events = snapped+s, events+e
-				default:
-					break drain
-				}
+			snapped, events = fold(r)
+			folded = true
+		case <-kicks:
+			dirty = true
+		case <-resync.C:
+			dirty, forced = true, true
+			changed(set.Refresh())
+			if v, ok := nw.(backend.Invalidator); ok {
+				v.Invalidate() // the safety net reads the kernel in full
 			}
+		case <-retry:
+			retry = nil
+			dirty, forced = true, true
+		case q := <-queries:
+			q.reply <- peersOf(set)
+		}
+		// Results that came meanwhile join this round: a kick must not put a round before them.
+	drain:
+		for {
+			select {
+			case r := <-results:
+				s, e := fold(r)
+				snapped, events, folded = snapped+s, events+e, true
+			default:
+				break drain
+			}
+		}
+		if folded {
 			if snapped >= bigSnapshot || events >= bigEvents {
 				// The heap goal was set while they were live; collecting now resets it.
 				runtime.GC()
@@ -403,24 +426,15 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 			if set.Synced() {
 				ready.Set(checkLeaseWatch, nil)
 			}
-		case <-kicks:
-			dirty = true
-		case <-resync.C:
-			dirty = true
-			changed(set.Refresh())
-			if v, ok := nw.(backend.Invalidator); ok {
-				v.Invalidate() // the safety net reads the kernel in full
-			}
-		case <-retry:
-			retry = nil
-			dirty = true
-		case q := <-queries:
-			q.reply <- peersOf(set)
 		}
 		if !dirty || !set.Synced() {
 			continue
 		}
 		dirty = false
+		if !forced && lastOK && gen == converged && settler != nil && settler.Settled() {
+			continue // a kernel change that was our own: nothing to do
+		}
+		forced = false
 		peers := set.Peers()
 		m.PeerLeases(peers.Len())
 		obs.drift.Store(anyRound && gen == converged)
@@ -430,6 +444,7 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 		if err != nil && ctx.Err() != nil {
 			return nil // stopped: not a failed round
 		}
+		lastOK = err == nil
 		m.Reconciled(time.Since(start), err)
 		if err != nil {
 			ready.Set(checkConverged, err)

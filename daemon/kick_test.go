@@ -7,11 +7,14 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/flannel-go/flannel/backend"
+	"github.com/flannel-go/flannel/pkg/healthz"
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
+	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/subnet"
 )
 
@@ -86,4 +89,72 @@ func TestKernelKickReconciles(t *testing.T) {
 	default:
 		t.Error("run returned before the kernel watch ended")
 	}
+}
+
+// settlingBackend is a fakeBackend whose Settled answer the test sets.
+type settlingBackend struct {
+	fakeBackend
+	settled atomic.Bool
+}
+
+func (b *settlingBackend) Settled() bool { return b.settled.Load() }
+
+// startLoop runs reconcileLoop on nw until the test ends, with the given resync period.
+func startLoop(t *testing.T, nw backend.Network, resync time.Duration) (results chan subnet.WatchResult, kicks chan struct{}) {
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	results, kicks = make(chan subnet.WatchResult), make(chan struct{})
+	loopDone := make(chan error, 1)
+	tm := timings{resync: resync, reconcileBack: time.Hour}
+	go func() {
+		loopDone <- reconcileLoop(ctx, nw, testAdmitter(t, m), results, m, &driftObserver{Observer: m}, kicks, healthz.NewReadiness(checkConverged), tm, nil)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-loopDone; err != nil {
+			t.Errorf("reconcileLoop: %v", err)
+		}
+	})
+	return results, kicks
+}
+
+func testPeer(sn string) subnet.Lease {
+	return subnet.Lease{EnableIPv4: true, Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9")}}
+}
+
+// A kick is dropped while the backend says only its own writes happened; a changed lease
+// set and an unsettled backend still reconcile.
+func TestSettledBackendSkipsKicks(t *testing.T) {
+	be := &settlingBackend{}
+	be.settled.Store(true)
+	results, kicks := startLoop(t, be, time.Hour)
+	rounds := func() int { return len(be.calls()) }
+	// kick kicks, then sends two results that change nothing: the loop has taken its
+	// decision on the kick when it takes the second.
+	kick := func() {
+		kicks <- struct{}{}
+		results <- subnet.WatchResult{}
+		results <- subnet.WatchResult{}
+	}
+
+	results <- subnet.WatchResult{Snapshot: subnet.CandidatesOf(testPeer("10.5.2.0/24"))}
+	waitFor(t, "the first round", func() bool { return rounds() == 1 })
+	kick()
+	if n := rounds(); n != 1 {
+		t.Errorf("%d rounds after a kick with the backend settled, want 1", n)
+	}
+	results <- subnet.WatchResult{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: testPeer("10.5.3.0/24")}}}
+	waitFor(t, "a round for a new lease", func() bool { return rounds() == 2 })
+	be.settled.Store(false)
+	kick()
+	waitFor(t, "a round for a kick with the backend unsettled", func() bool { return rounds() == 3 })
+}
+
+// The periodic resync reconciles even while the backend says it is settled.
+func TestResyncIgnoresSettled(t *testing.T) {
+	be := &settlingBackend{}
+	be.settled.Store(true)
+	results, _ := startLoop(t, be, 20*time.Millisecond)
+	results <- subnet.WatchResult{Snapshot: subnet.CandidatesOf(testPeer("10.5.2.0/24"))}
+	waitFor(t, "rounds of the resync", func() bool { return len(be.calls()) >= 3 })
 }

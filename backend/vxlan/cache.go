@@ -46,6 +46,18 @@ func (b *Backend) Invalidate() {
 	b.retry = true
 }
 
+// Settled implements backend.Settler: the cache is valid, no foreign change is pending and
+// no refused peer waits for a retry.
+func (b *Backend) Settled() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started || !b.kc.on || b.retry {
+		return false
+	}
+	b.drainChanges()
+	return b.kc.valid && !b.kc.dirty
+}
+
 // drainChanges reads pending notifications; any but our echo dirties the cache.
 func (b *Backend) drainChanges() {
 	if !b.kc.on {

@@ -12,8 +12,9 @@ import (
 	"github.com/flannel-go/flannel/subnet"
 )
 
-// TestIntegrationCacheNeverHidesDrift: rounds skip the dumps while only our writes touched
-// the kernel; a change by someone else, Invalidate or a device change forces a read.
+// TestIntegrationCacheNeverHidesDrift: rounds skip the dumps, and Settled holds, while only
+// our writes touched the kernel; a change by someone else, Invalidate or a device change
+// forces a read.
 func TestIntegrationCacheNeverHidesDrift(t *testing.T) { cacheNeverHidesDrift(t, false) }
 
 // TestIntegrationCacheSharesFeedWithWatch: the same while the kernel watch shares the
@@ -94,6 +95,12 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 		}
 		return v
 	}
+	settled := func(stage string, want bool) {
+		t.Helper()
+		if got := b.Settled(); got != want {
+			t.Errorf("%s: Settled() = %v, want %v", stage, got, want)
+		}
+	}
 	round := func(stage string, wantRead bool, peers ...subnet.Lease) {
 		t.Helper()
 		before := b.kc.reads
@@ -108,6 +115,7 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 		sameMap(t, stage+" neighbours", v.neigh, want.neigh)
 		sameMap(t, stage+" fdb", v.fdb, want.fdb)
 		sameMap(t, stage+" routes", v.routes, want.routes)
+		settled(stage+": after the round", true)
 	}
 	ip := func(args ...string) {
 		t.Helper()
@@ -147,6 +155,7 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 			ip(d.do...)
 		}
 		kicked(d.name)
+		settled(d.name, false)
 		round(d.name, true, p2, p3)
 		round(d.name+", then unchanged", false, p2, p3)
 	}
@@ -154,9 +163,11 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 	// Unrelated changes leave the cache valid.
 	ip("ip", "link", "add", "fgv7", "type", "veth", "peer", "fgv8")
 	ip("ip", "neigh", "replace", "192.0.2.99", "lladdr", "0e:00:00:00:00:98", "dev", "u0")
+	settled("unrelated changes", true)
 	round("unrelated changes", false, p2, p3)
 
 	b.Invalidate()
+	settled("after Invalidate", false)
 	round("after Invalidate", true, p2, p3)
 	round("after Invalidate, then unchanged", false, p2, p3)
 }
