@@ -233,6 +233,21 @@ func container(t *testing.T, objs []*unstructured.Unstructured, name string) map
 	return nil
 }
 
+// flannelSeesCNIConfigs checks that the kube-flannel container mounts the node's CNI
+// config directory host read-only at /etc/cni/net.d, where `flanneld diagnose` reads it.
+func flannelSeesCNIConfigs(t *testing.T, objs []*unstructured.Unstructured, host string) {
+	t.Helper()
+	for _, m := range kubeproc.PodHostMounts(objs) {
+		if m.Container == "kube-flannel" && m.MountPath == "/etc/cni/net.d" {
+			if m.HostPath != host || !m.ReadOnly {
+				t.Errorf("kube-flannel mounts %+v, want host %s read-only", m, host)
+			}
+			return
+		}
+	}
+	t.Errorf("kube-flannel does not mount /etc/cni/net.d (host %s)", host)
+}
+
 func jsonEqual(t *testing.T, what string, got any, want string) {
 	t.Helper()
 	var w any
@@ -309,17 +324,14 @@ func TestChartValues(t *testing.T) {
 			}
 			jsonEqual(t, "hostPaths", paths, `{"run":"/run/flannel","cni-plugin":"/usr/libexec/cni","cni":"/var/lib/cni/conf","xtables-lock":"/run/xtables.lock",`+
 				`"tun":"/dev/net/tun","wireguard":"/var/run/wireguard"}`)
+			flannelSeesCNIConfigs(t, objs, "/var/lib/cni/conf")
 		}},
-		{"skip CNI config", []string{"flannel.skipCNIConfigInstallation=true"}, nil, func(t *testing.T, objs []*unstructured.Unstructured) {
+		{"skip CNI config", []string{"flannel.skipCNIConfigInstallation=true", "flannel.cniConfDir=/var/lib/cni/conf"}, nil, func(t *testing.T, objs []*unstructured.Unstructured) {
 			if container(t, objs, "install-cni") != nil || container(t, objs, "install-cni-plugin") == nil {
 				t.Errorf("init containers %v", kubeproc.PodImages(objs))
 			}
-			vols, _, _ := unstructured.NestedSlice(podSpec(t, objs), "volumes")
-			for _, v := range vols {
-				if v.(map[string]any)["name"] == "cni" {
-					t.Errorf("cni volume without the install-cni init container")
-				}
-			}
+			// Whoever installs the conflist, diagnose reads it.
+			flannelSeesCNIConfigs(t, objs, "/var/lib/cni/conf")
 		}},
 		{"CNI config", nil, []string{`flannel.cniConf={"name":"cbr0","cniVersion":"1.0.0","plugins":[{"type":"flannel"}]}` + "\n"}, func(t *testing.T, objs []*unstructured.Unstructured) {
 			s, _, _ := unstructured.NestedString(find(t, objs, "ConfigMap").Object, "data", "cni-conf.json")

@@ -38,6 +38,56 @@ type ContainerImage struct {
 // PodImages lists, in order, the containers of all kinds of the pods and pod templates.
 func PodImages(objs []*unstructured.Unstructured) []ContainerImage {
 	var out []ContainerImage
+	podContainers(objs, func(o *unstructured.Unstructured, _, c map[string]any) {
+		name, _ := c["name"].(string)
+		image, _ := c["image"].(string)
+		out = append(out, ContainerImage{Object: o.GetKind() + "/" + o.GetName(), Container: name, Image: image})
+	})
+	return out
+}
+
+// HostMount is a container's mount of a hostPath volume.
+type HostMount struct {
+	Container string
+	MountPath string
+	HostPath  string
+	ReadOnly  bool
+}
+
+// PodHostMounts lists, in order, the hostPath mounts of the containers of all kinds of
+// the pods and pod templates.
+func PodHostMounts(objs []*unstructured.Unstructured) []HostMount {
+	var out []HostMount
+	podContainers(objs, func(_ *unstructured.Unstructured, spec, c map[string]any) {
+		hostPaths := map[string]string{}
+		vols, _, _ := unstructured.NestedSlice(spec, "volumes")
+		for _, v := range vols {
+			m, _ := v.(map[string]any)
+			name, _ := m["name"].(string)
+			if p, ok, _ := unstructured.NestedString(m, "hostPath", "path"); ok {
+				hostPaths[name] = p
+			}
+		}
+		name, _ := c["name"].(string)
+		mounts, _, _ := unstructured.NestedSlice(c, "volumeMounts")
+		for _, v := range mounts {
+			m, _ := v.(map[string]any)
+			vol, _ := m["name"].(string)
+			p, ok := hostPaths[vol]
+			if !ok {
+				continue
+			}
+			path, _ := m["mountPath"].(string)
+			ro, _ := m["readOnly"].(bool)
+			out = append(out, HostMount{Container: name, MountPath: path, HostPath: p, ReadOnly: ro})
+		}
+	})
+	return out
+}
+
+// podContainers calls f with each container of all kinds, in order, of the pods and pod
+// templates, and the pod spec holding it.
+func podContainers(objs []*unstructured.Unstructured, f func(o *unstructured.Unstructured, spec, container map[string]any)) {
 	for _, o := range objs {
 		path := []string{"spec", "template", "spec"}
 		if o.GetKind() == "Pod" {
@@ -51,13 +101,10 @@ func PodImages(objs []*unstructured.Unstructured) []ContainerImage {
 			cs, _, _ := unstructured.NestedSlice(spec, field)
 			for _, c := range cs {
 				m, _ := c.(map[string]any)
-				name, _ := m["name"].(string)
-				image, _ := m["image"].(string)
-				out = append(out, ContainerImage{Object: o.GetKind() + "/" + o.GetName(), Container: name, Image: image})
+				f(o, spec, m)
 			}
 		}
 	}
-	return out
 }
 
 // ReadManifest parses a multi-document YAML file into objects (empty documents skipped).
