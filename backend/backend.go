@@ -35,6 +35,11 @@ type Constructor func(ext *ExternalInterface, cfg *subnet.Config) (Backend, erro
 // returns the keys that have no effect and every problem found, joined.
 type ConfigChecker func(raw json.RawMessage) ([]configkeys.Warning, error)
 
+// LeftoverRemover removes what an earlier run of one backend type left on the node, now that
+// the node runs another type: devices (the names that run recorded, possibly none) and what
+// the type installs outside them. prev is that run's lease; what is already gone is no error.
+type LeftoverRemover func(prev *subnet.Lease, devices []string) error
+
 // Backend sets up a node for one network.
 type Backend interface {
 	// Prepare creates or adopts the devices and returns the lease attributes to advertise;

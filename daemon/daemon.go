@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -44,6 +43,9 @@ type Deps struct {
 	// Instances asks the other flanneld instances in this network namespace for their statuses.
 	Instances func(ctx context.Context) ([]control.Found, error)
 	Admission subnet.RuleOptions
+	// Leftovers removes, per backend type, what an earlier run of that type left once this
+	// run's type differs; a type absent leaves only devices, which RemoveDevices removes.
+	Leftovers map[string]backend.LeftoverRemover
 }
 
 // PreviousLeaser is a Manager that knows what this node advertised before (kube: its annotations).
@@ -158,13 +160,7 @@ func run(ctx context.Context, dc Config, deps Deps, tm timings) error {
 	if len(stale) > 0 {
 		stale = withoutClaimed(stale, listInstances(ctx, deps)) // theirs since we stopped
 	}
-	if len(stale) > 0 {
-		if err := nw.RemoveDevices(stale); err != nil {
-			klog.ErrorS(err, "Failed to remove devices of a previous configuration")
-		} else {
-			klog.InfoS("Removed devices of a previous configuration", "devices", stale)
-		}
-	}
+	removeLeftovers(prev, cfg.BackendType, stale, nw, deps.Leftovers)
 	if err := writeState(stPath, &state{Key: lease.Key(), Attrs: lease.Attrs, Devices: nw.Devices()}); err != nil {
 		klog.ErrorS(err, "Failed to write state file", "path", stPath)
 	}
@@ -458,18 +454,4 @@ func reconcileLoop(ctx context.Context, nw backend.Network, set *subnet.Admitter
 		ready.Set(checkConverged, nil)
 		klog.V(2).InfoS("Reconciled", "peers", peers.Len(), "duration", time.Since(start))
 	}
-}
-
-// staleDevices are the devices a previous run recorded that the current network does not use.
-func staleDevices(prev *state, current []string) []string {
-	if prev == nil {
-		return nil
-	}
-	var stale []string
-	for _, name := range prev.Devices {
-		if !slices.Contains(current, name) {
-			stale = append(stale, name)
-		}
-	}
-	return stale
 }

@@ -198,22 +198,20 @@ func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip
 // and deletes those at that metric for networks no longer configured (a changed Network):
 // a more specific one would swallow pod traffic.
 func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) error {
-	routes, err := h.RouteListFiltered(fam, &netlink.Route{Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
+	routes, err := listBlackholes(h, fam)
 	if err != nil {
-		return fmt.Errorf("list blackhole routes: %w", err)
+		return err
 	}
 	// configured reports whether r goes to one of nets.
 	configured := func(r *netlink.Route) bool {
 		dst, ok := netlinkx.Prefix(r.Dst)
 		return ok && slices.Contains(nets, dst.Masked())
 	}
-	ours := func(r *netlink.Route) bool { return r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric }
 	var errs []error
 	for _, p := range nets {
 		if slices.ContainsFunc(routes, func(r netlink.Route) bool {
 			dst, ok := netlinkx.Prefix(r.Dst)
-			return ours(&r) && ok && dst.Masked() == p
+			return ourBlackhole(&r) && ok && dst.Masked() == p
 		}) {
 			continue
 		}
@@ -225,7 +223,7 @@ func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) err
 	}
 	for i := range routes {
 		r := &routes[i]
-		if !ours(r) || configured(r) {
+		if !ourBlackhole(r) || configured(r) {
 			continue
 		}
 		n.routesRemoved++
@@ -235,4 +233,19 @@ func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) err
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// listBlackholes lists the family's blackhole routes in the main table.
+func listBlackholes(h nlHandle, fam int) ([]netlink.Route, error) {
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_TYPE|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list blackhole routes: %w", err)
+	}
+	return routes, nil
+}
+
+// ourBlackhole reports whether r, listed by listBlackholes, is one healBlackholes writes.
+func ourBlackhole(r *netlink.Route) bool {
+	return r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric
 }

@@ -19,6 +19,8 @@ type backendRegistry struct {
 	// BackendData checks a type's lease data; BackendKey is what no two peers may share.
 	BackendData map[string]func(json.RawMessage) error
 	BackendKey  map[string]func(*subnet.Lease) (string, bool)
+	// Leftovers removes what a type leaves beside its devices after the node switched type.
+	Leftovers map[string]backend.LeftoverRemover
 }
 
 // backends wires the backends for opts without touching the node; wireguard's private key
@@ -44,6 +46,9 @@ func backends(opts Options) backendRegistry {
 		},
 		BackendKey: map[string]func(*subnet.Lease) (string, bool){
 			wireguard.BackendType: wireguard.PublicKey,
+		},
+		Leftovers: map[string]backend.LeftoverRemover{
+			wireguard.BackendType: wireguard.RemoveLeftovers,
 		},
 	}
 }

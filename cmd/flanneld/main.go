@@ -147,6 +147,7 @@ func run() int {
 		Manager:            sm,
 		Backends:           reg.Constructors,
 		CheckBackendConfig: reg.CheckConfig,
+		Leftovers:          reg.Leftovers,
 		LookupExtIface: func(cfg *subnet.Config) (*backend.ExternalInterface, error) {
 			publicIP, publicIPv6 := opts.PublicIP, opts.PublicIPv6
 			if ps, ok := sm.(subnet.PublicIPSource); ok {
