@@ -492,6 +492,51 @@ func TestWireguardUserspaceRestartAndDeviceDeleted(t *testing.T) {
 	t.Logf("flannel-wg deleted by hand on node 1: recreated with its peers within %v", time.Since(start).Round(time.Millisecond))
 }
 
+// A node switched from wireguard to vxlan removes at start what wireguard left beside its
+// devices: the blackholes beneath the networks, which would drop traffic to the networks'
+// unleased addresses. The pods made under wireguard ping each other over vxlan.
+func TestWireguardToVXLANRemovesBlackholes(t *testing.T) {
+	needWG(t)
+	l := newLab(t, "wgvx", 2, withWireguard)
+	startAll(t, l, lab.NetConfig(lab.DualStack, `{"Type":"wireguard"}`))
+	blackholes := func(i int) string {
+		t.Helper()
+		var out string
+		for _, fam := range []string{"-4", "-6"} {
+			o, err := l.Exec(l.NodeNS(i), "ip", fam, "route", "show", "type", "blackhole")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out += o
+		}
+		return strings.TrimSpace(out)
+	}
+	for i := 1; i <= l.Nodes(); i++ {
+		for _, want := range []string{"blackhole 10.5.0.0/16 metric 1000000", "blackhole 2001:db8:1000::/56 dev lo metric 1000000"} {
+			if got := blackholes(i); !strings.Contains(got, want) {
+				t.Fatalf("node %d under wireguard: blackholes\n%s\nlack %q", i, got, want)
+			}
+		}
+	}
+	pods := addPods(t, l)
+	pingMesh(t, l, pods)
+
+	for i := 1; i <= l.Nodes(); i++ {
+		if err := l.StopFlanneld(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startAll(t, l, dualStackConfig)
+	for i := 1; i <= l.Nodes(); i++ {
+		if got := blackholes(i); got != "" {
+			t.Errorf("node %d under vxlan: blackholes left\n%s", i, got)
+		}
+	}
+	waitFullMesh(t, l, "flannel.1", infos(t, l, "flannel.1"))
+	waitFullMesh(t, l, "flannel-v6.1", infos(t, l, "flannel-v6.1"))
+	pingMesh(t, l, pods)
+}
+
 // capture is a tcpdump of a node's eth0.
 type capture struct {
 	cmd *exec.Cmd
