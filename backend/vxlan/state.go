@@ -91,6 +91,8 @@ type addrKey interface {
 type pfxKey[K addrKey] struct {
 	a    K
 	bits uint8
+	// pad (always zero) makes an IPv4 key 8 bytes, which maps hash and compare as one word.
+	pad [3]byte
 }
 
 func (k pfxKey[K]) prefix() netip.Prefix { return netip.PrefixFrom(k.a.addr(), int(k.bits)) }
@@ -193,7 +195,7 @@ func newKeyedState[K addrKey](key func(netip.Addr) (K, bool)) *keyedState[K] {
 
 func (s *keyedState[K]) pfxKey(p netip.Prefix) (pfxKey[K], bool) {
 	k, ok := s.key(p.Addr())
-	return pfxKey[K]{k, uint8(p.Bits())}, ok
+	return pfxKey[K]{a: k, bits: uint8(p.Bits())}, ok
 }
 
 func (s *keyedState[K]) rtVal(r route) (rtVal[K], bool) {
@@ -756,5 +758,5 @@ func diffKeyed[K addrKey](want, act *keyedState[K], out *ops) {
 }
 
 func wideKey[K addrKey](k pfxKey[K]) pfxKey[ipKey] {
-	return pfxKey[ipKey]{keyOf(k.a.addr()), k.bits}
+	return pfxKey[ipKey]{a: keyOf(k.a.addr()), bits: k.bits}
 }
