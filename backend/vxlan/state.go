@@ -450,64 +450,63 @@ type problem = backend.Problem
 func desiredFamily(p famParams, peers subnet.Peers, out famState, probs []problem) []problem {
 	out.size(peers.Len())
 	out.reset()
+	for l := range peers.All() {
+		probs = desirePeer(&p, &l, out, probs)
+	}
+	return probs
+}
+
+// desirePeer adds peer l's objects of one family to out, unless l is our own lease or
+// unusable (appended to probs) or loses to a lease already in out.
+func desirePeer(p *famParams, l *subnet.Lease, out famState, probs []problem) []problem {
 	fam, prio := "IPv4", 0
 	if p.V6 {
 		fam, prio = "IPv6", v6DefaultMetric
 	}
-	for l := range peers.All() {
-		if l.Attrs.BackendType != "vxlan" {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType),
-				Skip: observe.SkippedOtherBackend})
-			continue
-		}
-		sn, pub, data := l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData
-		if p.V6 {
-			sn, pub, data = l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data
-		}
-		if !sn.IsValid() || sn.Addr().Is4() == p.V6 {
-			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " subnet"})
-			continue
-		}
-		sn = sn.Masked()
-		if sn == p.Own {
-			continue // our own lease
-		}
-		if !p.Network.Contains(sn.Addr()) || sn.Bits() < p.Network.Bits() {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
-			continue
-		}
-		if !pub.IsValid() || pub.Is4() == p.V6 || pub.IsUnspecified() {
-			probs = append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " public address"})
-			continue
-		}
-		bd, err := parseBackendData(data)
-		if err != nil {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fam + ": " + err.Error()})
-			continue
-		}
-		if bd.VNI != 0 && bd.VNI != p.VNI {
-			// VNI 0, as in v0.10 leases, is ours
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VNI %d, ours is %d", bd.VNI, p.VNI),
-				Skip: observe.SkippedOtherVNI})
-			continue
-		}
-		if out.hasRoute(sn) {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
-			continue
-		}
-		if p.Direct && p.IsDirect != nil && p.IsDirect(pub) {
-			out.setRoute(route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio})
-			continue
-		}
-		if other, dup := out.getFDB(bd.MAC); dup && other != pub {
-			probs = append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
-			continue
-		}
-		gw := sn.Addr()
-		out.setNeigh(gw, bd.MAC)
-		out.setFDB(bd.MAC, pub)
-		out.setRoute(route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio, ViaNH: p.Nexthops})
+	if l.Attrs.BackendType != "vxlan" {
+		return append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("backend type %q is not vxlan", l.Attrs.BackendType),
+			Skip: observe.SkippedOtherBackend})
 	}
+	sn, pub, data := l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData
+	if p.V6 {
+		sn, pub, data = l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data
+	}
+	if !sn.IsValid() || sn.Addr().Is4() == p.V6 {
+		return append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " subnet"})
+	}
+	sn = sn.Masked()
+	if sn == p.Own {
+		return probs // our own lease
+	}
+	if !p.Network.Contains(sn.Addr()) || sn.Bits() < p.Network.Bits() {
+		return append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is outside the network %s", fam, sn, p.Network)})
+	}
+	if !pub.IsValid() || pub.Is4() == p.V6 || pub.IsUnspecified() {
+		return append(probs, problem{Peer: l.Key(), Reason: "no " + fam + " public address"})
+	}
+	bd, err := parseBackendData(data)
+	if err != nil {
+		return append(probs, problem{Peer: l.Key(), Reason: fam + ": " + err.Error()})
+	}
+	if bd.VNI != 0 && bd.VNI != p.VNI {
+		// VNI 0, as in v0.10 leases, is ours
+		return append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VNI %d, ours is %d", bd.VNI, p.VNI),
+			Skip: observe.SkippedOtherVNI})
+	}
+	if out.hasRoute(sn) {
+		return append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("%s subnet %s is leased twice; using the first lease", fam, sn)})
+	}
+	if p.Direct && p.IsDirect != nil && p.IsDirect(pub) {
+		out.setRoute(route{Dst: sn, Gw: pub, Link: p.Ext, Prio: prio})
+		return probs
+	}
+	if other, dup := out.getFDB(bd.MAC); dup && other != pub {
+		return append(probs, problem{Peer: l.Key(), Reason: fmt.Sprintf("VtepMAC %s is also used by the peer at %s; skipped", bd.MAC, other)})
+	}
+	gw := sn.Addr()
+	out.setNeigh(gw, bd.MAC)
+	out.setFDB(bd.MAC, pub)
+	out.setRoute(route{Dst: sn, Gw: gw, Link: p.Dev, Onlink: true, Prio: prio, ViaNH: p.Nexthops})
 	return probs
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"os"
 	"strconv"
@@ -67,6 +68,7 @@ type Backend struct {
 	probs, refusedProbs []problem
 	reported            map[string]struct{}
 	kc                  kernelCache // cache.go
+	inc                 incState    // incremental.go
 
 	observing // observer, ethtool and kernel release (observe.go, ethtool.go)
 }
@@ -122,7 +124,8 @@ func newBackend(h nlHandle, c rtConn, sysctl func(path, value string) error, ext
 	if sysctl == nil {
 		sysctl = func(path, value string) error { return os.WriteFile(path, []byte(value), 0o644) }
 	}
-	b := &Backend{h: h, c: c, sysctl: sysctl, ext: ext, vc: vc, reported: make(map[string]struct{})}
+	b := &Backend{h: h, c: c, sysctl: sysctl, ext: ext, vc: vc, reported: make(map[string]struct{}),
+		inc: incState{seed: maphash.MakeSeed(), newMACs: make(map[hwAddr]struct{})}}
 	var errs []error
 	if cfg.EnableIPv4 {
 		switch {
@@ -376,12 +379,23 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.probs = b.probs[:0]
 	retry := b.retry
 	b.retry = false
+	delta := b.incremental(full, retry)
+	qualified := false
 	for _, f := range b.fams {
 		p := famParams{
 			V6: f.v6, VNI: b.vc.VNI, Dev: f.index, Ext: b.ext.Iface.Index, Network: f.network, Own: f.own,
 			Direct: b.vc.DirectRouting, IsDirect: f.under.isDirect, Nexthops: f.nh,
 		}
+		if delta {
+			if delta = b.deltaRound(f, &p, peers); delta {
+				b.inc.rounds++
+				qualified = true
+				continue
+			}
+			b.inc.fallback++
+		}
 		b.probs = desiredFamily(p, peers, f.want, b.probs)
+		qualified = len(b.fams) == 1 && !f.v6 && !b.vc.DirectRouting && qualifies(f, b.probs) && b.inc.notePrints(peers, f.own.Bits())
 		f.holdBack(retry)
 		diff(f.want, f.act, &f.ops)
 	}
@@ -398,17 +412,24 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 	b.settleRefusals(peers)
 	backend.ReportSkipped(b.obs, b.plog.Round(b.probs, b.refusedProbs))
 	// After a refusal the kernel holds less than desired: read it next round.
+	b.inc.ok = false
 	if b.kc.on && !b.kc.dirty && len(el.errs) == 0 && el.more == 0 && !refused {
 		for _, f := range b.fams {
-			f.promote()
+			if delta {
+				promoteDelta(f, &b.inc)
+			} else {
+				f.promote()
+			}
 		}
 		b.kc.valid = true
+		b.inc.last, b.inc.next = b.inc.next, b.inc.last
+		b.inc.ok = qualified
 	}
 	if c.Total() > 0 {
 		klog.V(2).InfoS("vxlan reconciled", "neighAdded", c.NeighAdded, "neighRemoved", c.NeighRemoved,
 			"fdbAdded", c.FDBAdded, "fdbRemoved", c.FDBRemoved, "routesAdded", c.RoutesAdded,
 			"routesRemoved", c.RoutesRemoved, "nexthopsAdded", c.NexthopsAdded, "nexthopsRemoved", c.NexthopsRemoved,
-			"repairs", c.Other, "readKernel", full)
+			"repairs", c.Other, "readKernel", full, "incremental", delta)
 	}
 	return c, el.err()
 }
