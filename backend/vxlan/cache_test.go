@@ -25,14 +25,7 @@ func cacheNeverHidesDrift(t *testing.T, watch bool) {
 	l := newLab(t)
 	ctx := context.Background()
 	cfg := testConfig(t, `{"Type":"vxlan"}`, false)
-	b, _ := l.backend(cfg)
-	if _, err := b.Prepare(ctx, nil); err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	nw, err := b.Start(ctx, ownLease(false))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	b, nw := l.started(cfg)
 	if !b.kc.on {
 		t.Fatal("no change subscription")
 	}

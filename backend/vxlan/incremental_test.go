@@ -25,13 +25,7 @@ func TestIntegrationIncrementalRounds(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
 	cfg := testConfig(t, `{"Type":"vxlan"}`, false)
-	b, _ := l.backend(cfg)
-	if _, err := b.Prepare(ctx, nil); err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	if _, err := b.Start(ctx, ownLease(false)); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	b, _ := l.started(cfg)
 	type spec struct{ pub, mac int }
 	cur := map[int]spec{} // third octet of 10.5.x.0/24 -> peer
 	extra := []subnet.Lease(nil)

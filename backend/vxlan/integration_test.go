@@ -224,6 +224,20 @@ func (l *lab) backend(cfg *subnet.Config) (*Backend, *countingHandle) {
 	return b, ch
 }
 
+// started is backend's backend, prepared and started with ownLease(false).
+func (l *lab) started(cfg *subnet.Config) (*Backend, backend.Network) {
+	l.t.Helper()
+	b, _ := l.backend(cfg)
+	if _, err := b.Prepare(context.Background(), nil); err != nil {
+		l.t.Fatalf("Prepare: %v", err)
+	}
+	nw, err := b.Start(context.Background(), ownLease(false))
+	if err != nil {
+		l.t.Fatalf("Start: %v", err)
+	}
+	return b, nw
+}
+
 // sameDrift compares a Drift with the expected one, in any order.
 func sameDrift(t *testing.T, what string, got backend.Drift, err error, want backend.Drift) {
 	t.Helper()
