@@ -25,7 +25,7 @@ type dryRun struct {
 	h      nlHandle
 	ctx    context.Context
 	absent []string       // devices a round would create
-	names  map[int]string // link index (negative: absent) to name, of the links looked up
+	names  map[int]string // link index (negative: absent) to name: the links looked up, the external interface
 	drift  backend.Drift
 }
 
@@ -79,10 +79,14 @@ func (d *dryRun) RouteListFiltered(family int, filter *netlink.Route, mask uint6
 	if err := d.ctx.Err(); err != nil {
 		return nil, err
 	}
-	if mask&netlink.RT_FILTER_OIF != 0 && filter.LinkIndex < 0 {
-		return nil, nil
-	}
 	return d.h.RouteListFiltered(family, filter, mask)
+}
+
+func (d *dryRun) RouteListFilteredIter(family int, filter *netlink.Route, mask uint64, f func(netlink.Route) bool) error {
+	if err := d.ctx.Err(); err != nil {
+		return err
+	}
+	return d.h.RouteListFilteredIter(family, filter, mask, f)
 }
 
 func (d *dryRun) addr(to *[]backend.Object, l netlink.Link, a *netlink.Addr) error {

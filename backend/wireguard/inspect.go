@@ -171,7 +171,8 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 		return d, err
 	}
 	mtu := b.node.cfg.DeviceMTU()
-	dry := &dryRun{h: b.h, ctx: ctx}
+	ext := b.ext.Iface
+	dry := &dryRun{h: b.h, ctx: ctx, names: map[int]string{ext.Index: ext.Name}}
 	for i, w := range devs {
 		st := states[i]
 		dev := backend.Object{Kind: observe.Device, Device: w.name}
@@ -200,7 +201,7 @@ func (b *Backend) Drift(ctx context.Context, own *subnet.Lease, peers subnet.Pee
 			dev.Detail = strings.Join(why, ", ")
 			d.Missing = append(d.Missing, dev)
 		}
-		if _, err := healLink(dry, &w, mtu); err != nil {
+		if _, err := healLink(dry, &w, mtu, ext); err != nil {
 			return d, fmt.Errorf("wireguard: %w", err)
 		}
 		if raw[i] == nil {

@@ -163,6 +163,49 @@ func TestDriftMatchesReconcile(t *testing.T) {
 			},
 		},
 		{
+			name: "host-gw's routes to peers through the external interface bypass the devices",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "route", "add", "10.5.2.0/24", "via", "192.0.2.2", "dev", "u0")
+				d.ip(t, "-6", "route", "add", "2001:db8:1000:2::/64", "via", "2001:db8::2", "dev", "u0")
+			},
+			stale: []string{"route 10.5.2.0/24 via 192.0.2.2 dev u0", "route 2001:db8:1000:2::/64 via 2001:db8::2 dev u0 (metric 1024)"},
+		},
+		{
+			name: "a route to the whole network through the external interface",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "route", "add", "10.5.0.0/16", "via", "192.0.2.9", "dev", "u0", "metric", "5")
+			},
+			stale: []string{"route 10.5.0.0/16 via 192.0.2.9 dev u0 (metric 5)"},
+		},
+		{
+			name: "the own subnet on the pod bridge is not a bypass",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "link", "add", "cni0", "type", "bridge")
+				d.ip(t, "link", "set", "cni0", "up")
+				d.ip(t, "addr", "add", "10.5.1.1/24", "dev", "cni0")
+				d.ip(t, "-6", "route", "add", "2001:db8:1000:1::/64", "dev", "cni0")
+			},
+		},
+		{
+			name: "routes through the external interface outside the networks or wider are not bypasses",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "route", "add", "198.51.100.0/24", "via", "192.0.2.9", "dev", "u0")
+				d.ip(t, "route", "add", "10.0.0.0/8", "via", "192.0.2.9", "dev", "u0")
+				d.ip(t, "-6", "route", "add", "2001:db8:1000::/48", "via", "2001:db8::9", "dev", "u0")
+			},
+		},
+		{
+			name:   "the external interface's own prefix in the network is the kernel's",
+			change: func(t *testing.T, d *driftRig) { d.ip(t, "addr", "add", "10.5.200.1/24", "dev", "u0") },
+		},
+		{
+			name: "a route through the external interface in another table is not the backend's",
+			change: func(t *testing.T, d *driftRig) {
+				d.ip(t, "route", "add", "10.5.2.0/24", "via", "192.0.2.2", "dev", "u0", "table", "100")
+				d.ip(t, "-6", "route", "add", "2001:db8:1000:2::/64", "via", "2001:db8::2", "dev", "u0", "table", "100")
+			},
+		},
+		{
 			name:    "the network route removed",
 			change:  func(t *testing.T, d *driftRig) { d.ip(t, "route", "del", "10.5.0.0/16", "dev", "flannel-wg") },
 			missing: []string{"route 10.5.0.0/16 dev flannel-wg"},

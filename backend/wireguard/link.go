@@ -27,14 +27,28 @@ type linkCounts struct {
 	addrRemoved   int
 	routesAdded   int
 	routesRemoved int
-	dev           string
-	strayRoutes   []netlink.Route // removed as no lease explains them; logged by the caller
+	strayRoutes   []strayRoute // removed; logged by the caller
 }
 
+// strayRoute is a route healLink removed, and why.
+type strayRoute struct {
+	route netlink.Route
+	dev   string // its device; "" for a blackhole
+	why   string
+}
+
+// Why healLink removes a route, as logged.
+const (
+	strayUnexplained = "no lease explains it"
+	strayBypass      = "it sends pod traffic past WireGuard unencrypted"
+)
+
 // healLink converges the device's MTU, up flag, own addresses, network routes (no other)
-// and the blackholes beneath.
-func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
-	n := linkCounts{dev: d.name}
+// and the blackholes beneath, and removes the main table's routes into the networks
+// through the external interface ext, which bypass the device (isBypass). Each family's
+// main table is listed once.
+func healLink(h nlHandle, d *devWant, mtu int, ext *net.Interface) (linkCounts, error) {
+	var n linkCounts
 	link, err := h.LinkByName(d.name)
 	if err != nil {
 		return n, fmt.Errorf("look up %s: %w", d.name, err)
@@ -60,10 +74,18 @@ func healLink(h nlHandle, d *devWant, mtu int) (linkCounts, error) {
 		if err := healAddrs(h, link, d, fam, nets, &n); err != nil {
 			errs = append(errs, err)
 		}
-		if err := healRoutes(h, link, d, fam, nets, &n); err != nil {
+		routes, err := linkRoutes(h, fam, link.Attrs().Index, ext.Index, nets)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := healRoutes(h, link, d, fam, nets, routes, &n); err != nil {
 			errs = append(errs, err)
 		}
-		if err := healBlackholes(h, fam, nets, &n); err != nil {
+		if err := healBlackholes(h, nets, routes, &n); err != nil {
+			errs = append(errs, err)
+		}
+		if err := removeBypasses(h, ext, nets, routes, &n); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -143,14 +165,31 @@ func isNetworkRoute(r *netlink.Route, dst netip.Prefix, v6 bool) bool {
 	return r.Scope == netlink.SCOPE_LINK && r.Priority == 0
 }
 
-func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip.Prefix, n *linkCounts) error {
+// dumpAttempts is how often a route dump the kernel interrupted is tried.
+const dumpAttempts = 3
+
+// linkRoutes lists, in one dump of the family's main table, the routes healLink judges:
+// those through the device idx, the blackholes, and the bypasses of nets through ext; the
+// others (a full table may hold many) are not kept.
+func linkRoutes(h nlHandle, fam, idx, ext int, nets []netip.Prefix) ([]netlink.Route, error) {
+	var out []netlink.Route
+	err := netlinkx.Dump(dumpAttempts, "main-table routes", func() error {
+		out = out[:0]
+		return h.RouteListFilteredIter(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+			if r.LinkIndex == idx || r.Type == unix.RTN_BLACKHOLE || isBypass(&r, ext, nets) {
+				out = append(out, r)
+			}
+			return true
+		})
+	})
+	return out, err
+}
+
+// healRoutes keeps, of routes (the family's main table), those through the device that
+// healLink writes, and deletes its others.
+func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip.Prefix, routes []netlink.Route, n *linkCounts) error {
 	idx := link.Attrs().Index
 	v6 := fam == unix.AF_INET6
-	routes, err := h.RouteListFiltered(fam, &netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("list routes of %s: %w", d.name, err)
-	}
 	have := make([]bool, len(nets))
 	var errs []error
 	for i := range routes {
@@ -172,8 +211,7 @@ func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip
 		if wanted {
 			continue
 		}
-		n.routesRemoved++
-		n.strayRoutes = append(n.strayRoutes, *r)
+		n.removed(r, d.name, strayUnexplained)
 		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete route %v dev %s: %w", r.Dst, d.name, err))
 		}
@@ -195,13 +233,9 @@ func healRoutes(h nlHandle, link netlink.Link, d *devWant, fam int, nets []netip
 }
 
 // healBlackholes adds "blackhole <network> metric 1000000" for each of nets that lacks one
-// and deletes those at that metric for networks no longer configured (a changed Network):
-// a more specific one would swallow pod traffic.
-func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) error {
-	routes, err := listBlackholes(h, fam)
-	if err != nil {
-		return err
-	}
+// in routes (the family's main table) and deletes those at that metric for networks no
+// longer configured (a changed Network): a more specific one would swallow pod traffic.
+func healBlackholes(h nlHandle, nets []netip.Prefix, routes []netlink.Route, n *linkCounts) error {
 	// configured reports whether r goes to one of nets.
 	configured := func(r *netlink.Route) bool {
 		dst, ok := netlinkx.Prefix(r.Dst)
@@ -226,8 +260,7 @@ func healBlackholes(h nlHandle, fam int, nets []netip.Prefix, n *linkCounts) err
 		if !ourBlackhole(r) || configured(r) {
 			continue
 		}
-		n.routesRemoved++
-		n.strayRoutes = append(n.strayRoutes, *r)
+		n.removed(r, "", strayUnexplained)
 		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete blackhole route %v metric %d: %w", r.Dst, blackholeMetric, err))
 		}
@@ -245,7 +278,44 @@ func listBlackholes(h nlHandle, fam int) ([]netlink.Route, error) {
 	return routes, nil
 }
 
-// ourBlackhole reports whether r, listed by listBlackholes, is one healBlackholes writes.
+// ourBlackhole reports whether r is a blackhole healBlackholes writes.
 func ourBlackhole(r *netlink.Route) bool {
 	return r.Type == unix.RTN_BLACKHOLE && r.Priority == blackholeMetric
+}
+
+// removeBypasses deletes, of routes (the family's main table), those isBypass selects.
+func removeBypasses(h nlHandle, ext *net.Interface, nets []netip.Prefix, routes []netlink.Route, n *linkCounts) error {
+	var errs []error
+	for i := range routes {
+		r := &routes[i]
+		if !isBypass(r, ext.Index, nets) {
+			continue
+		}
+		n.removed(r, ext.Name, strayBypass)
+		if err := h.RouteDel(r); err != nil && !netlinkx.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete route %v via %v dev %s: %w", r.Dst, r.Gw, ext.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isBypass reports whether r, a main-table route, sends traffic to one of nets or a part
+// of it out of the external interface ext (an ifindex), past the devices and in the clear:
+// the shape host-gw and vxlan's DirectRouting give their peers' routes ("<subnet> via
+// <public IP> dev <ext>"). The kernel's own routes (an address's prefix) are not.
+func isBypass(r *netlink.Route, ext int, nets []netip.Prefix) bool {
+	if ext <= 0 || r.LinkIndex != ext || r.Protocol == unix.RTPROT_KERNEL || (r.Type != unix.RTN_UNICAST && r.Type != 0) {
+		return false
+	}
+	dst, ok := netlinkx.Prefix(r.Dst)
+	if !ok {
+		return false // a default route
+	}
+	return slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Bits() <= dst.Bits() && p.Contains(dst.Addr()) })
+}
+
+// removed counts r as removed and records it for the log.
+func (n *linkCounts) removed(r *netlink.Route, dev, why string) {
+	n.routesRemoved++
+	n.strayRoutes = append(n.strayRoutes, strayRoute{route: *r, dev: dev, why: why})
 }

@@ -316,7 +316,7 @@ func (b *Backend) Start(ctx context.Context, lease *subnet.Lease) (backend.Netwo
 	own := *lease
 	b.node.own = &own
 	for _, d := range b.node.devices() {
-		n, err := healLink(b.h, &d, b.node.cfg.DeviceMTU())
+		n, err := healLink(b.h, &d, b.node.cfg.DeviceMTU(), b.ext.Iface)
 		b.reportLink(n)
 		if err != nil {
 			return nil, fmt.Errorf("wireguard: %w", err)
@@ -443,7 +443,7 @@ func (b *Backend) reconcileDevice(w *devWant, reported map[wgtypes.Key]bool) err
 		observe.Count(b.obs, observe.Device, observe.Repair, 1)
 		delete(b.sent, w.name)
 	}
-	n, linkErr := healLink(b.h, w, b.node.cfg.DeviceMTU())
+	n, linkErr := healLink(b.h, w, b.node.cfg.DeviceMTU(), b.ext.Iface)
 	b.reportLink(n)
 	have, err := d.get()
 	if err != nil {
@@ -651,8 +651,8 @@ func (b *Backend) drifted() bool {
 }
 
 func (b *Backend) reportLink(n linkCounts) {
-	for _, r := range n.strayRoutes {
-		klog.InfoS("Removed a route on the WireGuard device that no lease explains", "device", n.dev, "dst", r.Dst, "gateway", r.Gw)
+	for _, s := range n.strayRoutes {
+		klog.InfoS("Removed a stale route", "dst", s.route.Dst, "gateway", s.route.Gw, "device", s.dev, "reason", s.why)
 	}
 	observe.Count(b.obs, observe.Device, observe.Repair, n.device)
 	observe.Count(b.obs, observe.Address, observe.Add, n.addrAdded)
