@@ -537,6 +537,75 @@ func TestWireguardToVXLANRemovesBlackholes(t *testing.T) {
 	pingMesh(t, l, pods)
 }
 
+// A node switched from host-gw to wireguard removes host-gw's routes to its peers through
+// eth0: more specific than the networks' routes through the devices, they would carry pod
+// traffic in the clear. After the switch the pods made under host-gw ping each other and
+// the underlay carries only WireGuard datagrams; such a route added later goes too.
+func TestWireguardFromHostGWRemovesPeerRoutes(t *testing.T) {
+	needWG(t)
+	l := newLab(t, "wghg", 2, withWireguard)
+	startAll(t, l, lab.NetConfig(lab.DualStack, `{"Type":"host-gw"}`))
+	// viaEth0 lists node i's routes into the pod networks through eth0, both families.
+	viaEth0 := func(i int) []string {
+		t.Helper()
+		var out []string
+		for _, list := range []func(context.Context, string) ([]lab.Route, error){lab.Routes, lab.Routes6} {
+			rs, err := list(context.Background(), l.NodeNS(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				dst, err := netip.ParsePrefix(r.Dst)
+				if err != nil || r.Dev != "eth0" {
+					continue
+				}
+				for _, n := range []netip.Prefix{lab.PodNetwork, lab.PodNetworkIPv6} {
+					if n.Contains(dst.Addr()) && dst.Bits() >= n.Bits() {
+						out = append(out, r.Dst+" via "+r.Gateway)
+					}
+				}
+			}
+		}
+		return out
+	}
+	for i := 1; i <= l.Nodes(); i++ {
+		waitFor(t, convergeTimeout, fmt.Sprintf("node %d under host-gw: a route per family to the peer through eth0", i), func() (bool, string) {
+			got := viaEth0(i)
+			return len(got) == 2, fmt.Sprint(got)
+		})
+	}
+	pods := addPods(t, l)
+	pingMesh(t, l, pods)
+
+	for i := 1; i <= l.Nodes(); i++ {
+		if err := l.StopFlanneld(i); err != nil {
+			t.Fatal(err)
+		}
+		if got := viaEth0(i); len(got) != 2 {
+			t.Fatalf("node %d: host-gw's routes through eth0 did not outlive its daemon: %v", i, got)
+		}
+	}
+	startAll(t, l, wgDualConfig)
+	for i := 1; i <= l.Nodes(); i++ {
+		waitFor(t, convergeTimeout, fmt.Sprintf("node %d under wireguard: no route into the pod networks through eth0", i), func() (bool, string) {
+			got := viaEth0(i)
+			return len(got) == 0, fmt.Sprint(got)
+		})
+	}
+	waitWGMesh(t, l, wgNodes(t, l))
+	pingMesh(t, l, pods)
+	onlyWireguardOnUnderlay(t, l, pods)
+
+	// one put back by hand goes too
+	if _, err := l.Exec(l.NodeNS(1), "ip", "route", "add", envSubnet(t, l, 2).String(), "via", l.NodeIP(2).String(), "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, convergeTimeout, "node 1: the route through eth0 added by hand removed", func() (bool, string) {
+		got := viaEth0(1)
+		return len(got) == 0, fmt.Sprint(got)
+	})
+}
+
 // capture is a tcpdump of a node's eth0.
 type capture struct {
 	cmd *exec.Cmd
