@@ -47,14 +47,20 @@ func (s *incState) printOf(l *subnet.Lease, bits int) (uint64, bool) {
 	return uint64(binary.BigEndian.Uint32(a[:]))<<32 | h.Sum64()&0xffffffff, true
 }
 
+// deltaConfig reports whether the configuration is the one incremental rounds handle: one
+// IPv4 family without DirectRouting.
+func (b *Backend) deltaConfig() bool {
+	return len(b.fams) == 1 && !b.fams[0].v6 && !b.vc.DirectRouting
+}
+
 // incremental reports whether this round may try the incremental path: the cache holds the
 // last round's state, nothing waits for a retry, and the configuration is the simple one.
 func (b *Backend) incremental(full, retry bool) bool {
-	if full || retry || !b.inc.ok || len(b.fams) != 1 || b.vc.DirectRouting || len(b.refusedProbs) > 0 {
+	if full || retry || !b.inc.ok || !b.deltaConfig() || len(b.refusedProbs) > 0 {
 		return false
 	}
 	f := b.fams[0]
-	if f.v6 || len(f.refused) > 0 {
+	if len(f.refused) > 0 {
 		return false
 	}
 	if k, ok := f.act.(*keyedState[v4Key]); !ok || len(k.extraFDB)+len(k.extraRoutes)+len(k.extraNH) > 0 {

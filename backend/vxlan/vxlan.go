@@ -395,7 +395,7 @@ func (b *Backend) round(ctx context.Context, peers subnet.Peers) (Counts, error)
 			b.inc.fallback++
 		}
 		b.probs = desiredFamily(p, peers, f.want, b.probs)
-		qualified = len(b.fams) == 1 && !f.v6 && !b.vc.DirectRouting && qualifies(f, b.probs) && b.inc.notePrints(peers, f.own.Bits())
+		qualified = b.deltaConfig() && qualifies(f, b.probs) && b.inc.notePrints(peers, f.own.Bits())
 		f.holdBack(retry)
 		diff(f.want, f.act, &f.ops)
 	}
