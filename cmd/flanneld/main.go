@@ -29,6 +29,7 @@ import (
 	"github.com/flannel-go/flannel/pkg/kernelwatch"
 	"github.com/flannel-go/flannel/pkg/metrics"
 	"github.com/flannel-go/flannel/pkg/subnetenv"
+	"github.com/flannel-go/flannel/pkg/timerslack"
 	"github.com/flannel-go/flannel/pkg/trafficrules"
 	"github.com/flannel-go/flannel/subnet"
 	"github.com/flannel-go/flannel/subnet/etcd"
@@ -76,10 +77,15 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "flanneld: %v\n", err)
 		return 2
 	}
+	// Before any goroutine, file or log of ours: on success this executes the binary again.
+	slackErr := timerslack.Ensure(opts.TimerSlack)
 	defer klog.Flush()
 	gcPercent := setGCPercent(os.LookupEnv)
 	logStart(version, opts, gcPercent)
 	warnUnknownVariables(os.Environ())
+	if slackErr != nil {
+		klog.InfoS("Keeping the inherited timer slack; the Go runtime's monitor thread wakes more often under load", "err", slackErr)
+	}
 
 	// One instance per network and node: two would fight over the same kernel state.
 	keys := instanceLockKeys(opts)

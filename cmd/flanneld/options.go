@@ -32,6 +32,9 @@ const (
 	defaultRenewMarginMin  = 60
 	defaultIPTablesResyncS = 5
 	maxRenewMarginMin      = 1439 // a lease lives 24 h; the margin must leave time to renew
+	// defaultTimerSlack lets the Go runtime's monitor thread sleep 1 ms instead of 20 µs while
+	// the userspace data paths sit in system calls (pkg/timerslack).
+	defaultTimerSlack = time.Millisecond
 )
 
 // klogFlagDefault is a klog flag's value when not given, so every parse fully determines klog.
@@ -82,6 +85,7 @@ type Options struct {
 	IPBlackholeRoute          bool
 	NetConfigPath             string
 	SetNodeNetworkUnavailable bool
+	TimerSlack                time.Duration // --timer-slack (flannel-go only); 0: the inherited slack
 }
 
 // LogSafe returns a copy for logs: the etcd password and any URL's user information masked.
@@ -140,6 +144,7 @@ func newFlagSet(r *rawOptions) *pflag.FlagSet {
 	fs.BoolVar(&o.IPBlackholeRoute, "ip-blackhole-route", false, "keep a blackhole route for this node's subnet")
 	fs.StringVar(&o.NetConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "network config file (Kubernetes mode only)")
 	fs.BoolVar(&o.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the node's NetworkUnavailable condition (Kubernetes mode only)")
+	fs.DurationVar(&o.TimerSlack, "timer-slack", defaultTimerSlack, "timer slack of every daemon thread (applied by executing the binary once at start); 0 keeps the inherited slack")
 
 	r.klog = map[string]*deferredValue{
 		"v":                {text: klogFlagDefault("v"), typeName: "level"},
@@ -366,6 +371,9 @@ func finish(o *Options, r *rawOptions, src func(string) string) error {
 		return fmt.Errorf("invalid --iptables-resync %d%s: must be at least 1 second", r.iptablesResync, src("iptables-resync"))
 	}
 	o.IPTablesResync = time.Duration(r.iptablesResync) * time.Second
+	if o.TimerSlack < 0 {
+		return fmt.Errorf("invalid --timer-slack %v%s: must not be negative", o.TimerSlack, src("timer-slack"))
+	}
 
 	if o.PublicIP != "" {
 		a, err := netip.ParseAddr(o.PublicIP)

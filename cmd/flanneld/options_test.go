@@ -14,7 +14,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// wantDefaults are upstream's defaults, written out independently of options.go.
+// wantDefaults are upstream's defaults and flannel-go's own, written out independently of
+// options.go.
 func wantDefaults() Options {
 	return Options{
 		EtcdEndpoints:             []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"},
@@ -27,6 +28,7 @@ func wantDefaults() Options {
 		IPTablesForwardRules:      true,
 		NetConfigPath:             "/etc/kube-flannel/net-conf.json",
 		SetNodeNetworkUnavailable: true,
+		TimerSlack:                time.Millisecond,
 	}
 }
 
@@ -250,6 +252,16 @@ func TestParseOptions(t *testing.T) {
 			args: []string{"--healthz-ip=::1", "--healthz-port=65535"},
 			want: func(o *Options) { o.HealthzIP, o.HealthzPort = "::1", 65535 },
 		},
+		{
+			name: "timer slack 0 keeps the inherited one",
+			args: []string{"--timer-slack=0"},
+			want: func(o *Options) { o.TimerSlack = 0 },
+		},
+		{
+			name: "timer slack from env",
+			env:  map[string]string{"FLANNELD_TIMER_SLACK": "250us"},
+			want: func(o *Options) { o.TimerSlack = 250 * time.Microsecond },
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,6 +306,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{name: "missing value", args: []string{"--etcd-prefix"}, wantErr: "flag needs an argument: --etcd-prefix"},
 		{name: "bad int", args: []string{"--healthz-port=abc"}, wantErr: `invalid argument "abc" for "--healthz-port" flag`},
 		{name: "bad bool", args: []string{"-ip-masq=maybe"}, wantErr: `invalid argument "maybe" for "--ip-masq" flag`},
+		{name: "timer slack without unit", args: []string{"--timer-slack=5"}, wantErr: `invalid argument "5" for "--timer-slack" flag`},
+		{name: "negative timer slack", args: []string{"--timer-slack=-1ms"}, wantErr: "invalid --timer-slack -1ms: must not be negative"},
 		{name: "bool flag followed by its value", args: []string{"--ip-masq", "false", "--iface", "eth0"},
 			wantErr: `unexpected argument "false": boolean flags take --ip-masq=false`},
 		{name: "single-dash bool followed by value", args: []string{"-kube-subnet-mgr", "true"},
@@ -488,7 +502,7 @@ func TestUsage(t *testing.T) {
 		"subnet-lease-renew-margin", "ip-masq", "ip-masq-fully-random-disable", "kube-subnet-mgr", "kube-api-url",
 		"kube-annotation-prefix", "kubeconfig-file", "kube-exec-plugin-allowlist", "version", "healthz-ip", "healthz-port", "iptables-resync",
 		"iptables-forward-rules", "ip-blackhole-route", "net-config-path", "set-node-network-unavailable",
-		"v", "vmodule", "log_backtrace_at",
+		"timer-slack", "v", "vmodule", "log_backtrace_at",
 	} {
 		if !strings.Contains(out, "--"+flagName+" ") && !strings.Contains(out, "--"+flagName+"[=true|false]") {
 			t.Errorf("usage does not list --%s", flagName)
