@@ -56,8 +56,8 @@ func Ensure(d time.Duration) error {
 	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(d.Nanoseconds()), 0, 0, 0); err != nil {
 		return fmt.Errorf("set the timer slack to %v: %w", d, err)
 	}
-	// The kernel ignores the slack of realtime threads and reads back 0 for them: executing
-	// again would then loop.
+	// A kernel may ignore the slack of a realtime thread and read back 0: executing again
+	// would then loop.
 	cur, err := Current()
 	if err != nil {
 		return err

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 // child prints "start <pid>" on every start, applies the slack, then prints every thread's
-// slack (sysmon's included) as "threads n1 n2 ...".
+// slack (sysmon's included) as "threads n1 n2 ..." and every thread's name as "names ...".
 func child(slack string) {
 	fmt.Printf("start %d\n", os.Getpid())
 	d, err := time.ParseDuration(slack)
