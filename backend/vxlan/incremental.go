@@ -86,11 +86,10 @@ func (b *Backend) deltaRound(f *family, p *famParams, peers subnet.Peers) bool {
 	}
 	var probs []problem
 	for l := range peers.All() {
-		v, ok := s.printOf(&l, bits)
-		if !ok || len(s.next) > 0 && s.next[len(s.next)-1]>>32 >= v>>32 {
+		v, ok := s.appendPrint(&l, bits)
+		if !ok {
 			return false
 		}
-		s.next = append(s.next, v)
 		for i < len(s.last) && s.last[i]>>32 < v>>32 {
 			if !touch(s.last[i]) {
 				return false
@@ -225,13 +224,22 @@ func promoteDelta(f *family, s *incState) {
 func (s *incState) notePrints(peers subnet.Peers, bits int) bool {
 	s.next = s.next[:0]
 	for l := range peers.All() {
-		v, ok := s.printOf(&l, bits)
-		if !ok || len(s.next) > 0 && s.next[len(s.next)-1]>>32 >= v>>32 {
+		if _, ok := s.appendPrint(&l, bits); !ok {
 			return false
 		}
-		s.next = append(s.next, v)
 	}
 	return true
+}
+
+// appendPrint appends l's print to next and returns it; false when l has no print or its
+// subnet does not follow the last one's in address order.
+func (s *incState) appendPrint(l *subnet.Lease, bits int) (uint64, bool) {
+	v, ok := s.printOf(l, bits)
+	if !ok || len(s.next) > 0 && s.next[len(s.next)-1]>>32 >= v>>32 {
+		return 0, false
+	}
+	s.next = append(s.next, v)
+	return v, true
 }
 
 // qualifies reports whether a full round's desired state lets the next round be
